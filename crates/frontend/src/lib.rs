@@ -1,0 +1,1 @@
+//! Dockerfile frontend: pest grammar, spanned AST, variable expansion and conversion to the llb graph.

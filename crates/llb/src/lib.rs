@@ -1,0 +1,1 @@
+//! The build graph (LLB): ops, vertices, canonical encoding, vertex digests and the source map.

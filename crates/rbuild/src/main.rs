@@ -1,0 +1,3 @@
+//! The rbuild command-line interface.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! The OCI distribution protocol client: authentication, manifest and blob pull.

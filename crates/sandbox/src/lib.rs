@@ -1,0 +1,1 @@
+//! Runs one process in a fresh root filesystem inside new Linux namespaces.

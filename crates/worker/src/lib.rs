@@ -1,0 +1,1 @@
+//! Executes llb ops for the solver using the snapshotter, sandbox and registry.
