@@ -1,1 +1,20 @@
-//! Shared OCI types: validated digests, descriptors, media types, the image config, manifests and the local content store.
+//! Shared OCI types for every rbuild crate: validated digests ([`Digest`], [`DiffId`]),
+//! descriptors and media types, the image config (with Docker's extra fields, byte-stable JSON),
+//! manifests and indexes, and the local content store (an OCI image layout with atomic writes).
+
+mod config;
+mod digest;
+mod manifest;
+mod media;
+mod store;
+
+pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
+pub use digest::{sha256_hex, Digest, DigestError, DiffId, Sha256Writer};
+pub use manifest::{Descriptor, Index, Manifest, Platform};
+pub use media::{Compression, MediaType};
+pub use store::{canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry};
+
+/// The annotation that names a tag in an OCI layout's `index.json`.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation containerd (and rbuild) use for the full image name.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
