@@ -1,1 +1,163 @@
-//! The build graph (LLB): ops, vertices, canonical encoding, vertex digests and the source map.
+//! The build graph (LLB): the ops a frontend emits ([`Op`]), vertices with ordered inputs, a
+//! canonical encoding whose sha256 is the vertex digest, the source map (vertex -> Dockerfile
+//! lines) and JSON (de)serialisation. This is the API other frontends target: build a
+//! [`Definition`], serialise it with [`Definition::to_json`], hand it to the solver.
+
+mod ops;
+
+pub use ops::{
+    ChownOpt, CopyAction, ExecMount, ExecOp, FileAction, FileOp, MkdirAction, MountType, NetworkMode, Op, SourceOp, UserOpt,
+};
+
+use rbuild_oci::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Index of a vertex inside its [`Definition`].
+pub type VertexIndex = usize;
+
+/// Errors reading or validating a definition.
+#[derive(Debug, thiserror::Error)]
+pub enum LlbError {
+    /// The JSON was malformed.
+    #[error("invalid llb definition")]
+    Json(#[from] serde_json::Error),
+    /// An input refers to a vertex that is not earlier in the list.
+    #[error("vertex {vertex} refers to input {input}, which is not an earlier vertex")]
+    BadInput {
+        /// The vertex.
+        vertex: usize,
+        /// The bad input index.
+        input: usize,
+    },
+}
+
+/// Where a vertex came from in the Dockerfile (1-based lines, inclusive).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceLocation {
+    /// The Dockerfile's name as the user gave it.
+    pub file: String,
+    /// First line.
+    pub start_line: usize,
+    /// Last line.
+    pub end_line: usize,
+}
+
+/// One node of the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vertex {
+    /// What to do.
+    pub op: Op,
+    /// Inputs, as indexes of earlier vertices (order matters; see each op).
+    pub inputs: Vec<VertexIndex>,
+    /// Human name for progress output, e.g. `[build 2/4] RUN make`.
+    pub name: String,
+    /// The instruction this vertex came from (not part of the digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceLocation>,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    op: &'a Op,
+    inputs: &'a [Digest],
+}
+
+/// A whole build graph in topological order (inputs always before the vertices that use them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    /// The vertices.
+    pub vertices: Vec<Vertex>,
+    #[serde(skip)]
+    dedupe: HashMap<Digest, VertexIndex>,
+    #[serde(skip)]
+    digests: Vec<Digest>,
+}
+
+impl Definition {
+    /// An empty definition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a vertex and returns its index; an identical vertex (same op and inputs) is added once.
+    pub fn add(&mut self, op: Op, inputs: Vec<VertexIndex>, name: String, source: Option<SourceLocation>) -> VertexIndex {
+        let input_digests: Vec<Digest> = inputs.iter().map(|&i| self.digests[i].clone()).collect();
+        let digest = vertex_digest(&op, &input_digests);
+        if let Some(&existing) = self.dedupe.get(&digest) {
+            return existing;
+        }
+        let index = self.vertices.len();
+        self.vertices.push(Vertex { op, inputs, name, source });
+        self.digests.push(digest.clone());
+        self.dedupe.insert(digest, index);
+        index
+    }
+
+    /// The digest of vertex `index`.
+    pub fn digest(&self, index: VertexIndex) -> &Digest {
+        &self.digests[index]
+    }
+
+    /// Serialises to JSON.
+    pub fn to_json(&self) -> Result<Vec<u8>, LlbError> {
+        Ok(serde_json::to_vec_pretty(self)?)
+    }
+
+    /// Reads JSON, validates the inputs and recomputes the digests.
+    pub fn from_json(bytes: &[u8]) -> Result<Definition, LlbError> {
+        let raw: Definition = serde_json::from_slice(bytes)?;
+        let mut def = Definition::new();
+        for (i, v) in raw.vertices.into_iter().enumerate() {
+            if let Some(&bad) = v.inputs.iter().find(|&&inp| inp >= i) {
+                return Err(LlbError::BadInput { vertex: i, input: bad });
+            }
+            let input_digests: Vec<Digest> = v.inputs.iter().map(|&x| def.digests[x].clone()).collect();
+            let digest = vertex_digest(&v.op, &input_digests);
+            def.dedupe.entry(digest.clone()).or_insert(i);
+            def.digests.push(digest);
+            def.vertices.push(v);
+        }
+        Ok(def)
+    }
+}
+
+/// The vertex digest: sha256 of the canonical JSON of the op and its inputs' digests.
+pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
+    // Serialising plain data to a Vec cannot fail: no maps with non-string keys, no IO.
+    let bytes = rbuild_oci::canonical_json(&Canonical { op, inputs }).unwrap_or_default();
+    Digest::sha256_of(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(cmd: &str) -> Op {
+        Op::Exec(ExecOp { args: vec!["/bin/sh".into(), "-c".into(), cmd.into()], env: vec![], cwd: "/".into(), user: String::new(), network: NetworkMode::Host, mounts: vec![] })
+    }
+
+    #[test]
+    fn digests_dedupe_and_round_trip() {
+        let mut def = Definition::new();
+        let base = def.add(Op::Source(SourceOp::Scratch), vec![], "scratch".into(), None);
+        let a = def.add(exec("a"), vec![base], "a".into(), None);
+        let a2 = def.add(exec("a"), vec![base], "other name".into(), None);
+        let b = def.add(exec("b"), vec![a], "b".into(), None);
+        assert_eq!(a, a2);
+        assert_ne!(def.digest(a), def.digest(b));
+        let json = def.to_json().unwrap();
+        let back = Definition::from_json(&json).unwrap();
+        assert_eq!(back.digest(b), def.digest(b));
+        assert_eq!(back.vertices.len(), 3);
+        // the digest covers inputs: same op on another input differs
+        let c = def.add(exec("b"), vec![base], "b".into(), None);
+        assert_ne!(def.digest(c), def.digest(b));
+    }
+
+    #[test]
+    fn rejects_forward_inputs() {
+        let json = br#"{"vertices":[{"op":{"source":"scratch"},"inputs":[0],"name":"x"}]}"#;
+        assert!(matches!(Definition::from_json(json), Err(LlbError::BadInput { .. })));
+    }
+}
