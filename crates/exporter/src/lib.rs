@@ -1,1 +1,41 @@
-//! Image assembly and outputs: local store tags, OCI layout and tarball, docker archive, local directory.
+//! Image assembly and outputs. Owns turning committed snapshots into compressed layer blobs
+//! (each computed once and remembered on the snapshot), writing config + manifest into the local
+//! store and tagging them, and the outputs `type=oci` (tar or dir), `type=docker` (a
+//! `docker load` archive) and `type=local` (the final filesystem).
+
+mod layers;
+mod outputs;
+
+pub use layers::{assemble_image, ensure_layer, LayerOptions};
+pub use rbuild_oci::Layer;
+pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci};
+
+use std::path::PathBuf;
+
+/// Errors of the exporter.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] rbuild_oci::StoreError),
+    /// The snapshotter failed.
+    #[error(transparent)]
+    Snapshot(#[from] rbuild_snapshotter::SnapshotError),
+    /// A filesystem operation failed.
+    #[error("{action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// JSON failed.
+    #[error("invalid JSON")]
+    Json(#[from] serde_json::Error),
+    /// A label held a value this version cannot read.
+    #[error("bad layer label on snapshot `{0}`")]
+    BadLabel(String),
+}

@@ -7,9 +7,11 @@ mod digest;
 mod manifest;
 mod media;
 mod store;
+mod layer;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{sha256_hex, Digest, DigestError, DiffId, Sha256Writer};
+pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};
 pub use store::{canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry};

@@ -1,3 +1,117 @@
-//! The rbuild command-line interface.
+//! The rbuild command-line interface: argument parsing (clap), the build pipeline
+//! (frontend -> solver -> exporter), progress rendering and user-facing error reports.
 
-fn main() {}
+mod build;
+mod errors;
+mod progress;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// rbuild: build OCI images from Dockerfiles, daemonless.
+#[derive(Parser, Debug)]
+#[command(name = "rbuild", version, args_conflicts_with_subcommands = true, about = "Build OCI images from Dockerfiles, the way BuildKit builds them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
+    /// List the images in the local store.
+    Images(StoreArgs),
+}
+
+/// Where rbuild keeps its state.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// State directory (image store, snapshots, cache).
+    #[arg(long, env = "RBUILD_ROOT")]
+    pub root: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The state directory: --root, RBUILD_ROOT, /var/lib/rbuild for root, else XDG data home.
+    pub fn root_dir(&self) -> PathBuf {
+        if let Some(root) = &self.root {
+            return root.clone();
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/rbuild");
+        }
+        match std::env::var_os("XDG_DATA_HOME") {
+            Some(x) => PathBuf::from(x).join("rbuild"),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share/rbuild"),
+        }
+    }
+}
+
+/// `docker build` flags.
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Build context directory.
+    pub context: Option<PathBuf>,
+    /// Name and optionally a tag (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Build-time variable `KEY=VALUE` (or `KEY` to take it from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always resolve base image tags again.
+    #[arg(long)]
+    pub pull: bool,
+    /// Network mode of RUN steps: host (default) or none.
+    #[arg(long, default_value = "host")]
+    pub network: String,
+    /// Progress output: auto, tty, plain, json.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: progress::ProgressMode,
+    /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+fn main() -> ExitCode {
+    rbuild_sandbox::helper_main_if_requested();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Build(args)) => runtime.block_on(build::run(args)),
+        Some(Command::Images(store)) => build::images(&store),
+        None if cli.build.context.is_some() => runtime.block_on(build::run(cli.build)),
+        None => {
+            eprintln!("error: give a build context, e.g. `rbuild -t name:tag .` (see `rbuild --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(report) => {
+            eprintln!("{report}");
+            ExitCode::from(report.exit_code())
+        }
+    }
+}

@@ -1,1 +1,350 @@
-//! Executes llb ops for the solver using the snapshotter, sandbox and registry.
+//! Executes llb ops for the solver: implements [`rbuild_solver::Executor`] with the snapshotter
+//! (filesystems), the sandbox (RUN), the registry (base images) and rbuild's own file operations
+//! (COPY, ADD, WORKDIR). Cache keys of COPY/ADD from the build context include a content checksum
+//! of exactly the selected paths (see [`checksum`]).
+
+pub mod checksum;
+pub mod fsops;
+mod image;
+pub mod users;
+
+use rbuild_llb::{Definition, FileAction, NetworkMode, Op, SourceOp};
+use rbuild_oci::{Digest, Store};
+use rbuild_registry::RegistryClient;
+use rbuild_sandbox::{OutputStream, RunSpec, Sandbox};
+use rbuild_snapshotter::{RootfsSpec, SnapshotId, Snapshotter};
+use rbuild_solver::{CacheIndex, CacheKey, ExecContext, Executor, Graph, LogStream, VertexId};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Errors of executing an op.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A RUN exited non-zero.
+    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    RunFailed {
+        /// The command as BuildKit prints it.
+        command: String,
+        /// Exit code (128+signal for a signal).
+        code: i32,
+        /// The last lines of its output.
+        tail: Vec<String>,
+    },
+    /// The sandbox could not start the process.
+    #[error(transparent)]
+    Sandbox(#[from] rbuild_sandbox::SandboxError),
+    /// A snapshot operation failed.
+    #[error(transparent)]
+    Snapshot(#[from] rbuild_snapshotter::SnapshotError),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] rbuild_registry::RegistryError),
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] rbuild_oci::StoreError),
+    /// A COPY/ADD source or destination problem.
+    #[error("{op} failed: {source}")]
+    File {
+        /// COPY, ADD or WORKDIR.
+        op: &'static str,
+        /// The cause (names the path).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Computing a context checksum failed.
+    #[error("failed to compute cache key: {0}")]
+    Checksum(std::io::Error),
+    /// A user or group name is unknown.
+    #[error("{0}")]
+    User(String),
+    /// An input had the wrong kind (a bug in the graph).
+    #[error("invalid graph: {0}")]
+    Graph(String),
+    /// A blocking task was lost.
+    #[error("internal task failed: {0}")]
+    Join(String),
+    /// An image layer could not be unpacked.
+    #[error("unpacking layer {digest}: {message}")]
+    Unpack {
+        /// The layer blob.
+        digest: Digest,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The result of a vertex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// A filesystem: the top snapshot of its chain (None = empty).
+    Fs(Option<SnapshotId>),
+    /// The build context directory.
+    Context,
+}
+
+/// A vertex as the worker sees it.
+#[derive(Debug, Clone)]
+pub struct WorkVertex {
+    /// The op.
+    pub op: Op,
+    /// Its llb digest.
+    pub digest: Digest,
+    /// For each input, whether it is the build context (COPY sources checksummed by content).
+    pub context_inputs: Vec<bool>,
+}
+
+/// Converts an llb definition into the solver's graph; `ids[i]` is the solver id of vertex `i`.
+pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<VertexId>) {
+    let mut graph = Graph::new();
+    let mut ids = Vec::with_capacity(def.vertices.len());
+    for (i, v) in def.vertices.iter().enumerate() {
+        let context_inputs = v.inputs.iter().map(|&inp| matches!(def.vertices[inp].op, Op::Source(SourceOp::Local { .. }))).collect();
+        let inputs = v.inputs.iter().map(|&inp| ids[inp]).collect();
+        let vertex = WorkVertex { op: v.op.clone(), digest: def.digest(i).clone(), context_inputs };
+        ids.push(graph.add_vertex(vertex, v.name.clone(), inputs));
+    }
+    (graph, ids)
+}
+
+/// Everything a build needs to execute ops.
+pub struct Worker {
+    store: Store,
+    snapshotter: Snapshotter,
+    sandbox: Arc<Sandbox>,
+    registry: RegistryClient,
+    index: Option<CacheIndex>,
+    context: Option<PathBuf>,
+}
+
+impl Worker {
+    /// A worker over the given parts; `context` is the build context directory.
+    pub fn new(store: Store, snapshotter: Snapshotter, sandbox: Sandbox, registry: RegistryClient, index: Option<CacheIndex>, context: Option<PathBuf>) -> Self {
+        Worker { store, snapshotter, sandbox: Arc::new(sandbox), registry, index, context }
+    }
+
+    /// The snapshotter.
+    pub fn snapshotter(&self) -> &Snapshotter {
+        &self.snapshotter
+    }
+
+    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, WorkerError> + Send + 'static) -> Result<T, WorkerError> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| WorkerError::Join(e.to_string()))?
+    }
+
+    fn fs_input(inputs: &[Value], i: usize) -> Result<Option<SnapshotId>, WorkerError> {
+        match inputs.get(i) {
+            Some(Value::Fs(id)) => Ok(id.clone()),
+            other => Err(WorkerError::Graph(format!("input {i} is not a filesystem: {other:?}"))),
+        }
+    }
+
+    async fn run_exec(&self, exec: &rbuild_llb::ExecOp, inputs: Vec<Value>, ctx: ExecContext) -> Result<Value, WorkerError> {
+        let parent = Self::fs_input(&inputs, 0)?;
+        let snapshotter = self.snapshotter.clone();
+        let sandbox = self.sandbox.clone();
+        let exec = exec.clone();
+        Self::blocking(move || {
+            let active = snapshotter.prepare(parent.as_ref())?;
+            let rootfs_spec = active.rootfs();
+            let stubs: Vec<&str> = ["etc/hosts", "etc/resolv.conf"].into_iter().filter(|p| !exists_in_rootfs(&rootfs_spec, p)).collect();
+            let rootfs = match rootfs_spec {
+                RootfsSpec::Overlay { lowerdirs, upperdir, workdir } => rbuild_sandbox::Rootfs::Overlay { lowerdirs, upperdir, workdir },
+                RootfsSpec::Dir(dir) => rbuild_sandbox::Rootfs::Dir(dir),
+            };
+            let spec = RunSpec {
+                rootfs,
+                args: exec.args.clone(),
+                env: exec.env.clone(),
+                cwd: exec.cwd.clone(),
+                user: exec.user.clone(),
+                hostname: "buildkitsandbox".to_string(),
+                network: match exec.network {
+                    NetworkMode::Host => rbuild_sandbox::Network::Host,
+                    NetworkMode::None => rbuild_sandbox::Network::None,
+                },
+                extra_mounts: Vec::new(),
+                hosts_file: None,
+                resolv_conf: None,
+            };
+            let mut tail: VecDeque<String> = VecDeque::new();
+            let mut on_output = |stream: OutputStream, line: &[u8]| {
+                let log_stream = match stream {
+                    OutputStream::Stdout => LogStream::Stdout,
+                    OutputStream::Stderr => LogStream::Stderr,
+                };
+                ctx.log(log_stream, line);
+                if tail.len() == 10 {
+                    tail.pop_front();
+                }
+                tail.push_back(String::from_utf8_lossy(line).trim_end().to_string());
+            };
+            let status = match sandbox.run(&spec, &mut on_output) {
+                Ok(status) => status,
+                Err(e) => {
+                    let _ = snapshotter.abort(active);
+                    return Err(e.into());
+                }
+            };
+            if !status.success() {
+                let _ = snapshotter.abort(active);
+                let code = match status {
+                    rbuild_sandbox::ExitStatus::Code(c) => c,
+                    rbuild_sandbox::ExitStatus::Signal(s) => 128 + s,
+                };
+                return Err(WorkerError::RunFailed { command: exec.args.join(" "), code, tail: tail.into_iter().collect() });
+            }
+            // Mount points the sandbox had to create are not part of the step's result (as in BuildKit).
+            for stub in stubs {
+                let path = active.upperdir().join(stub);
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            Ok(Value::Fs(Some(snapshotter.commit(active)?)))
+        })
+        .await
+    }
+
+    async fn run_file(&self, file: &rbuild_llb::FileOp, inputs: Vec<Value>) -> Result<Value, WorkerError> {
+        let parent = Self::fs_input(&inputs, 0)?;
+        let snapshotter = self.snapshotter.clone();
+        let context = self.context.clone();
+        let file = file.clone();
+        Self::blocking(move || {
+            let active = snapshotter.prepare(parent.as_ref())?;
+            let result = apply_file_actions(&snapshotter, &active, &file, &inputs, context.as_deref());
+            match result {
+                Ok(()) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
+                Err(e) => {
+                    let _ = snapshotter.abort(active);
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
+        let Op::File(file) = &vertex.op else { return Ok(Vec::new()) };
+        let copies: Vec<_> = file
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                FileAction::Copy(c) if vertex.context_inputs.get(c.src_input).copied().unwrap_or(false) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        if copies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(context) = self.context.clone() else {
+            return Err(WorkerError::Graph("COPY from the build context without a context".into()));
+        };
+        let index = self.index.clone();
+        Self::blocking(move || {
+            let mut cache = checksum::StatCache::new(index.as_ref());
+            let mut out = Vec::new();
+            for c in &copies {
+                out.push(cache.checksum(&context, &c.src, c.allow_wildcard, c.follow_symlinks).map_err(WorkerError::Checksum)?);
+            }
+            cache.flush();
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn exists_in_rootfs(spec: &RootfsSpec, rel: &str) -> bool {
+    match spec {
+        RootfsSpec::Overlay { lowerdirs, upperdir, .. } => std::iter::once(upperdir).chain(lowerdirs.iter()).any(|d| std::fs::symlink_metadata(d.join(rel)).is_ok()),
+        RootfsSpec::Dir(dir) => std::fs::symlink_metadata(dir.join(rel)).is_ok(),
+    }
+}
+
+fn apply_file_actions(snapshotter: &Snapshotter, active: &rbuild_snapshotter::Active, file: &rbuild_llb::FileOp, inputs: &[Value], context: Option<&Path>) -> Result<(), WorkerError> {
+    let mount = active.mount()?;
+    let root = mount.path().to_path_buf();
+    let mut views: HashMap<usize, rbuild_snapshotter::MountGuard> = HashMap::new();
+    for action in &file.actions {
+        match action {
+            FileAction::Copy(copy) => {
+                let op_name = if copy.attempt_unpack { "ADD" } else { "COPY" };
+                let (src_root, reset_owner) = match inputs.get(copy.src_input) {
+                    Some(Value::Context) => (context.ok_or_else(|| WorkerError::Graph("no build context".into()))?.to_path_buf(), true),
+                    Some(Value::Fs(id)) => {
+                        if !views.contains_key(&copy.src_input) {
+                            views.insert(copy.src_input, snapshotter.view(id.as_ref())?);
+                        }
+                        (views[&copy.src_input].path().to_path_buf(), false)
+                    }
+                    None => return Err(WorkerError::Graph(format!("copy source input {} missing", copy.src_input))),
+                };
+                let owner = match &copy.owner {
+                    Some(o) => Some(users::resolve_chown(&root, o).map_err(WorkerError::User)?),
+                    None => None,
+                };
+                let settings = fsops::CopySettings { owner, reset_owner, mode: copy.mode };
+                fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| WorkerError::File { op: op_name, source })?;
+            }
+            FileAction::Mkdir(mkdir) => {
+                let owner = match &mkdir.owner {
+                    Some(o) => Some(users::resolve_chown(&root, o).map_err(WorkerError::User)?),
+                    None => None,
+                };
+                fsops::mkdir_action(&root, mkdir, owner).map_err(|source| WorkerError::File { op: "WORKDIR", source })?;
+            }
+        }
+    }
+    drop(views);
+    drop(mount);
+    Ok(())
+}
+
+impl Executor for Worker {
+    type Vertex = WorkVertex;
+    type Value = Value;
+    type Error = WorkerError;
+
+    async fn cache_key(&self, vertex: &WorkVertex, inputs: &[CacheKey]) -> Result<CacheKey, WorkerError> {
+        let op_json = rbuild_oci::canonical_json(&vertex.op).unwrap_or_default();
+        let mut parts: Vec<Vec<u8>> = vec![b"rbuild-cache-v1".to_vec(), op_json];
+        for key in inputs {
+            parts.push(key.0.to_vec());
+        }
+        for sum in self.file_key_extra(vertex).await? {
+            parts.push(sum.to_vec());
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        Ok(CacheKey::from_parts(&refs))
+    }
+
+    async fn exec(&self, vertex: &WorkVertex, inputs: Vec<Value>, ctx: ExecContext) -> Result<Value, WorkerError> {
+        match &vertex.op {
+            Op::Source(SourceOp::Scratch) => Ok(Value::Fs(None)),
+            Op::Source(SourceOp::Local { .. }) => Ok(Value::Context),
+            Op::Source(SourceOp::Image { reference, digest }) => {
+                image::unpack_image(&self.store, &self.snapshotter, &self.registry, self.index.as_ref(), reference, digest.as_ref()).await.map(|id| Value::Fs(id))
+            }
+            Op::Exec(exec) => self.run_exec(exec, inputs, ctx).await,
+            Op::File(file) => self.run_file(file, inputs).await,
+        }
+    }
+
+    fn encode(&self, value: &Value) -> Vec<u8> {
+        serde_json::to_vec(value).unwrap_or_default()
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<Value> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        match &value {
+            Value::Fs(Some(id)) if !self.snapshotter.exists(id) => None,
+            _ => Some(value),
+        }
+    }
+
+    fn cacheable(&self, vertex: &WorkVertex) -> bool {
+        !matches!(vertex.op, Op::Source(SourceOp::Local { .. }))
+    }
+}

@@ -1,0 +1,173 @@
+//! Writing a stored image out: OCI layout (dir or tar), docker archive, local filesystem.
+
+use crate::ExportError;
+use rbuild_oci::{canonical_json, Descriptor, Digest, Index, Store, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use rbuild_snapshotter::{SnapshotId, Snapshotter};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Adds `:latest` when a name has neither tag nor digest (`app` -> `app:latest`).
+pub fn normalize_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || name.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
+    move |source| ExportError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// The blobs of one image: manifest, config, layers.
+fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<Vec<Digest>, ExportError> {
+    let record = store.read_image(&manifest.digest)?;
+    let mut out = vec![manifest.digest.clone(), record.manifest.config.digest.clone()];
+    for layer in &record.manifest.layers {
+        if !out.contains(&layer.digest) {
+            out.push(layer.digest.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn layout_index(manifest: &Descriptor, names: &[String]) -> Index {
+    let mut index = Index::empty();
+    let names: Vec<String> = if names.is_empty() { vec![String::new()] } else { names.to_vec() };
+    for name in names {
+        let mut desc = manifest.clone();
+        if !name.is_empty() {
+            let mut ann = BTreeMap::new();
+            ann.insert(ANNOTATION_REF_NAME.to_string(), name.clone());
+            ann.insert(ANNOTATION_IMAGE_NAME.to_string(), name);
+            desc.annotations = Some(ann);
+        }
+        index.manifests.push(desc);
+    }
+    index
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, path, data)
+}
+
+fn append_blob<W: Write>(tar: &mut tar::Builder<W>, store: &Store, digest: &Digest) -> Result<(), ExportError> {
+    let path = store.blob_path(digest);
+    let mut file = store.open_blob(digest)?;
+    let len = file.metadata().map_err(io_err("stat", &path))?.len();
+    let mut header = tar::Header::new_ustar();
+    header.set_size(len);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file).map_err(io_err("write", &path))?;
+    Ok(())
+}
+
+/// Writes the image as an OCI image layout: a directory (`tar == false`) or a tarball at `dest`.
+pub fn write_oci(store: &Store, manifest: &Descriptor, names: &[String], dest: &Path, tar: bool) -> Result<(), ExportError> {
+    let blobs = image_blobs(store, manifest)?;
+    let index = canonical_json(&layout_index(manifest, names))?;
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    if tar {
+        let tmp = dest.with_extension("rbuild-tmp");
+        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let mut builder = tar::Builder::new(io::BufWriter::new(file));
+        append_bytes(&mut builder, "oci-layout", layout).map_err(io_err("write", &tmp))?;
+        append_bytes(&mut builder, "index.json", &index).map_err(io_err("write", &tmp))?;
+        for digest in &blobs {
+            append_blob(&mut builder, store, digest)?;
+        }
+        let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
+        w.flush().map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
+    } else {
+        let dir = dest.join("blobs/sha256");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        for digest in &blobs {
+            let target = dir.join(digest.hex());
+            if target.exists() {
+                continue;
+            }
+            let src = store.blob_path(digest);
+            if fs::hard_link(&src, &target).is_err() {
+                fs::copy(&src, &target).map_err(io_err("copy", &target))?;
+            }
+        }
+        fs::write(dest.join("oci-layout"), layout).map_err(io_err("write", dest))?;
+        fs::write(dest.join("index.json"), &index).map_err(io_err("write", dest))?;
+    }
+    Ok(())
+}
+
+/// Writes a `docker load` archive (manifest.json + OCI layout) to `dest`.
+pub fn write_docker_archive(store: &Store, manifest: &Descriptor, names: &[String], dest: &Path) -> Result<(), ExportError> {
+    let record = store.read_image(&manifest.digest)?;
+    let blobs = image_blobs(store, manifest)?;
+    let repo_tags: Vec<String> = names.iter().map(|n| normalize_tag(n)).collect();
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", record.manifest.config.digest.hex()),
+        "RepoTags": repo_tags,
+        "Layers": record.manifest.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+    }]);
+    let tmp = dest.with_extension("rbuild-tmp");
+    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut builder = tar::Builder::new(io::BufWriter::new(file));
+    append_bytes(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("write", &tmp))?;
+    append_bytes(&mut builder, "index.json", &canonical_json(&layout_index(manifest, names))?).map_err(io_err("write", &tmp))?;
+    append_bytes(&mut builder, "manifest.json", &serde_json::to_vec(&docker_manifest)?).map_err(io_err("write", &tmp))?;
+    for digest in &blobs {
+        append_blob(&mut builder, store, digest)?;
+    }
+    let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
+    w.flush().map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
+    Ok(())
+}
+
+/// Copies the final filesystem of snapshot `top` (None = empty) into directory `dest`.
+pub fn write_local(snapshotter: &Snapshotter, top: Option<&SnapshotId>, dest: &Path) -> Result<(), ExportError> {
+    fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+    let view = snapshotter.view(top)?;
+    let (reader, writer) = io::pipe().map_err(io_err("pipe", dest))?;
+    let src = view.path().to_path_buf();
+    let producer = std::thread::spawn(move || -> io::Result<()> {
+        let mut builder = tar::Builder::new(writer);
+        builder.follow_symlinks(false);
+        builder.mode(tar::HeaderMode::Complete);
+        builder.append_dir_all(".", &src)?;
+        builder.finish()
+    });
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let unpacked = archive.unpack(dest).map_err(io_err("unpack into", dest));
+    drop(archive);
+    let produced = producer.join().map_err(|_| ExportError::Io { action: "read", path: dest.to_path_buf(), source: io::Error::other("copy thread panicked") })?;
+    unpacked?;
+    produced.map_err(io_err("read snapshot for", dest))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_get_latest() {
+        assert_eq!(normalize_tag("app"), "app:latest");
+        assert_eq!(normalize_tag("app:1"), "app:1");
+        assert_eq!(normalize_tag("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
+        assert_eq!(normalize_tag("127.0.0.1:5000/app:2"), "127.0.0.1:5000/app:2");
+    }
+}

@@ -1,0 +1,147 @@
+//! Progress rendering of solver events: BuildKit-style plain lines (`#N ...`), JSON lines, or
+//! indicatif spinners on a terminal.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rbuild_solver::{Event, EventKind, LogStream, ProgressSink};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// tty on a terminal, plain otherwise.
+    Auto,
+    /// Spinners per step.
+    Tty,
+    /// `#N` lines like BuildKit's plain output.
+    Plain,
+    /// One JSON object per event.
+    Json,
+}
+
+struct State {
+    numbers: HashMap<usize, usize>,
+    started: Instant,
+    bars: HashMap<usize, ProgressBar>,
+    multi: Option<MultiProgress>,
+}
+
+/// Builds a sink that renders events to stderr in `mode`.
+pub fn sink(mode: ProgressMode) -> ProgressSink {
+    use std::io::IsTerminal;
+    let mode = match mode {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+        ProgressMode::Auto => ProgressMode::Plain,
+        m => m,
+    };
+    let state = Arc::new(Mutex::new(State {
+        numbers: HashMap::new(),
+        started: Instant::now(),
+        bars: HashMap::new(),
+        multi: (mode == ProgressMode::Tty).then(MultiProgress::new),
+    }));
+    ProgressSink::new(move |event: Event| {
+        let Ok(mut st) = state.lock() else { return };
+        match mode {
+            ProgressMode::Json => render_json(&event),
+            ProgressMode::Tty => render_tty(&mut st, &event),
+            _ => render_plain(&mut st, &event),
+        }
+    })
+}
+
+fn number(st: &mut State, vertex: usize) -> usize {
+    let next = st.numbers.len() + 1;
+    *st.numbers.entry(vertex).or_insert(next)
+}
+
+fn render_plain(st: &mut State, event: &Event) {
+    let n = number(st, event.vertex.0);
+    let mut err = std::io::stderr().lock();
+    let _ = match &event.kind {
+        EventKind::Started => writeln!(err, "#{n} {}", event.name),
+        EventKind::Cached => writeln!(err, "#{n} {}\n#{n} CACHED", event.name),
+        EventKind::Log { line, .. } => {
+            let t = st.started.elapsed().as_secs_f64();
+            writeln!(err, "#{n} {t:.3} {}", String::from_utf8_lossy(line).trim_end())
+        }
+        EventKind::Done { duration } => writeln!(err, "#{n} DONE {:.1}s", duration.as_secs_f64()),
+        EventKind::Error { message, duration } => writeln!(err, "#{n} ERROR: {message} ({:.1}s)", duration.as_secs_f64()),
+        EventKind::Canceled => writeln!(err, "#{n} CANCELED"),
+    };
+}
+
+fn render_tty(st: &mut State, event: &Event) {
+    let n = number(st, event.vertex.0);
+    let Some(multi) = st.multi.clone() else { return };
+    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    match &event.kind {
+        EventKind::Started => {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(style);
+            bar.set_message(format!("#{n} {}", event.name));
+            bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            st.bars.insert(event.vertex.0, bar);
+        }
+        EventKind::Cached => {
+            let _ = multi.println(format!("#{n} {} CACHED", event.name));
+        }
+        EventKind::Log { line, .. } => {
+            let _ = multi.println(format!("#{n} {}", String::from_utf8_lossy(line).trim_end()));
+        }
+        EventKind::Done { duration } => {
+            if let Some(bar) = st.bars.remove(&event.vertex.0) {
+                bar.finish_and_clear();
+            }
+            let _ = multi.println(format!("#{n} {} DONE {:.1}s", event.name, duration.as_secs_f64()));
+        }
+        EventKind::Error { message, .. } => {
+            if let Some(bar) = st.bars.remove(&event.vertex.0) {
+                bar.finish_and_clear();
+            }
+            let _ = multi.println(format!("#{n} {} ERROR: {message}", event.name));
+        }
+        EventKind::Canceled => {
+            if let Some(bar) = st.bars.remove(&event.vertex.0) {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+fn render_json(event: &Event) {
+    let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let mut obj = serde_json::json!({
+        "vertex": event.vertex.0,
+        "name": event.name,
+        "cache_key": event.cache_key,
+        "time": at,
+    });
+    let kind = match &event.kind {
+        EventKind::Started => "started",
+        EventKind::Cached => "cached",
+        EventKind::Log { stream, line } => {
+            obj["stream"] = serde_json::json!(match stream {
+                LogStream::Stdout => "stdout",
+                LogStream::Stderr => "stderr",
+            });
+            obj["line"] = serde_json::json!(String::from_utf8_lossy(line));
+            "log"
+        }
+        EventKind::Done { duration } => {
+            obj["duration_ms"] = serde_json::json!(duration.as_secs_f64() * 1000.0);
+            "done"
+        }
+        EventKind::Error { message, duration } => {
+            obj["error"] = serde_json::json!(message);
+            obj["duration_ms"] = serde_json::json!(duration.as_secs_f64() * 1000.0);
+            "error"
+        }
+        EventKind::Canceled => "canceled",
+    };
+    obj["event"] = serde_json::json!(kind);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{obj}");
+}

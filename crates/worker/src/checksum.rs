@@ -1,0 +1,135 @@
+//! Content checksums of build-context paths for COPY/ADD cache keys: per file a header (mode, uid,
+//! gid, size, type, link target; never mtime) plus the content's blake3; directories as a Merkle
+//! hash of names and child checksums. File hashes are memoised in a stat cache keyed by path and
+//! validated by (dev, inode, size, mtime, ctime), so a no-op rebuild re-reads nothing and any write
+//! (which moves ctime) forces a re-read even when size and mtime are unchanged.
+
+use crate::fsops::{expand_sources, resolve_in_root};
+use rbuild_solver::CacheIndex;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+const STAT_TABLE: &str = "context-stat-v1";
+
+/// A stat cache session: reads from the index, collects new entries, writes them in one transaction.
+pub struct StatCache<'a> {
+    index: Option<&'a CacheIndex>,
+    updates: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl<'a> StatCache<'a> {
+    /// A session over `index` (None = no memoisation).
+    pub fn new(index: Option<&'a CacheIndex>) -> Self {
+        StatCache { index, updates: HashMap::new() }
+    }
+
+    fn stat_key(meta: &fs::Metadata) -> Vec<u8> {
+        let mut key = Vec::with_capacity(48);
+        for v in [meta.dev(), meta.ino(), meta.size(), meta.mtime() as u64, meta.mtime_nsec() as u64, meta.ctime() as u64, meta.ctime_nsec() as u64] {
+            key.extend_from_slice(&v.to_le_bytes());
+        }
+        key
+    }
+
+    fn content_hash(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<[u8; 32]> {
+        let key = path.as_os_str().as_bytes().to_vec();
+        let stat = Self::stat_key(meta);
+        if let Some(index) = self.index {
+            if let Ok(Some(value)) = index.get_in(STAT_TABLE, &key) {
+                if value.len() == stat.len() + 32 && value[..stat.len()] == stat[..] {
+                    let mut out = [0u8; 32];
+                    out.copy_from_slice(&value[stat.len()..]);
+                    return Ok(out);
+                }
+            }
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut file = fs::File::open(path)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hash: [u8; 32] = hasher.finalize().into();
+        let mut value = stat;
+        value.extend_from_slice(&hash);
+        self.updates.insert(key, value);
+        Ok(hash)
+    }
+
+    /// Writes the collected entries to the index.
+    pub fn flush(self) {
+        if let Some(index) = self.index {
+            if !self.updates.is_empty() {
+                let entries: Vec<(Vec<u8>, Vec<u8>)> = self.updates.into_iter().collect();
+                // The stat cache is only an accelerator: a failed write costs a re-read next time.
+                let _ = index.put_many_in(STAT_TABLE, &entries);
+            }
+        }
+    }
+
+    fn entry_hash(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<[u8; 32]> {
+        let mut hasher = blake3::Hasher::new();
+        let ft = meta.file_type();
+        let kind: u8 = if ft.is_dir() {
+            b'd'
+        } else if ft.is_symlink() {
+            b'l'
+        } else if ft.is_file() {
+            b'f'
+        } else {
+            b'o'
+        };
+        hasher.update(&[kind]);
+        hasher.update(&(meta.mode() & 0o7777).to_le_bytes());
+        hasher.update(&meta.uid().to_le_bytes());
+        hasher.update(&meta.gid().to_le_bytes());
+        if ft.is_file() {
+            hasher.update(&meta.size().to_le_bytes());
+            hasher.update(&self.content_hash(path, meta)?);
+        } else if ft.is_symlink() {
+            hasher.update(fs::read_link(path)?.as_os_str().as_bytes());
+        } else if ft.is_dir() {
+            let mut names: Vec<_> = fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+            names.sort();
+            for name in names {
+                let child = path.join(&name);
+                let child_meta = fs::symlink_metadata(&child)?;
+                let h = self.entry_hash(&child, &child_meta)?;
+                hasher.update(&(name.len() as u64).to_le_bytes());
+                hasher.update(name.as_bytes());
+                hasher.update(&h);
+            }
+        } else {
+            hasher.update(&meta.rdev().to_le_bytes());
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    /// Checksum of what `pattern` selects under `root` (wildcards expanded; the top-level source
+    /// followed when it is a symlink). A missing non-wildcard source is an error naming it.
+    pub fn checksum(&mut self, root: &Path, pattern: &str, allow_wildcard: bool, follow: bool) -> io::Result<[u8; 32]> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(pattern.as_bytes());
+        for rel in expand_sources(root, pattern, allow_wildcard)? {
+            let host = resolve_in_root(root, &rel.to_string_lossy(), follow)?;
+            let meta = match fs::symlink_metadata(&host) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found", rel.display())));
+                }
+                Err(e) => return Err(e),
+            };
+            hasher.update(rel.as_os_str().as_bytes());
+            hasher.update(&self.entry_hash(&host, &meta)?);
+        }
+        Ok(hasher.finalize().into())
+    }
+}
