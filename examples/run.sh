@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: builds rbuild, makes a busybox root filesystem tarball, builds examples/hello into
+# the local store (RBUILD_ROOT, default /var/lib/rbuild), lists the store and shows the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p rbuild
+./scripts/busybox-rootfs.sh examples/hello/rootfs.tar
+rbuild=target/release/rbuild
+"$rbuild" build -t rbuild-example/hello:latest --progress=plain examples/hello
+"$rbuild" images
+out=$(mktemp -d)
+"$rbuild" build -t rbuild-example/hello:latest --progress=plain --output "type=local,dest=$out" examples/hello 2>/dev/null
+echo "--- /app/greeting.txt of the built image:"
+cat "$out/app/greeting.txt"
+rm -rf "$out"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs the Debian packages the end-to-end tests use when missing
+# (docker-registry, skopeo, umoci, busybox-static, curl, python3), then runs cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+for pkg in docker-registry skopeo umoci busybox-static curl python3; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "installing test dependencies: ${need[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build -p rbuild
+cargo test --workspace -- --test-threads=2 "$@"
