@@ -1,0 +1,35 @@
+//! Runs `../shared/conformance/run.sh --builder rbuild` (BuildKit's recorded image summaries) with
+//! the rbuild binary and requires at least the number of passing cases this project has reached.
+//! The cases build `FROM 127.0.0.1:5000/busybox:latest`, so `serve-base.sh` serves the base there.
+
+use rbuild_testsupport::{require_root, shared_dir};
+use std::process::Command;
+
+/// The number of cases that pass today; raise it when more pass, never lower it.
+const MIN_PASSING: usize = 20;
+
+#[test]
+fn conformance_cases_match_buildkit() {
+    let Some(shared) = shared_dir().expect("shared dir check") else { return };
+    if !require_root().expect("root check") {
+        return;
+    }
+    let conformance = shared.join("conformance");
+    let serve = Command::new("bash").arg(conformance.join("serve-base.sh")).output().expect("run serve-base.sh");
+    assert!(serve.status.success(), "serve-base.sh failed: {}", String::from_utf8_lossy(&serve.stderr));
+    let out_dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(conformance.join("run.sh"))
+        .args(["--builder", "rbuild"])
+        .env("RBUILD", env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_ROOT", root.path())
+        .env("CONFORMANCE_OUT", out_dir.path())
+        .output()
+        .expect("run conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    let last = stdout.lines().rev().find(|l| l.starts_with("conformance:")).unwrap_or_else(|| panic!("no summary line:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let passed: usize = last.trim_start_matches("conformance: ").split('/').next().and_then(|p| p.trim().parse().ok()).expect("P/N in summary");
+    assert!(passed >= MIN_PASSING, "conformance regressed: {last} (need {MIN_PASSING})\n{stdout}");
+}
