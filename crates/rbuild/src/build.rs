@@ -101,6 +101,30 @@ async fn resolve_base(store: &Store, registry: &RegistryClient, name: &str, pull
     Ok(BaseImage { reference: full, digest: resolved.manifest_digest, config: resolved.config })
 }
 
+/// The `.dockerignore` for a build: `NAME.dockerignore` beside the Dockerfile wins over the context's.
+fn read_dockerignore(context: &std::path::Path, dockerfile: &std::path::Path) -> Vec<String> {
+    let specific = dockerfile.file_name().map(|n| dockerfile.with_file_name(format!("{}.dockerignore", n.to_string_lossy())));
+    let text = specific.and_then(|p| std::fs::read_to_string(p).ok()).or_else(|| std::fs::read_to_string(context.join(".dockerignore")).ok()).unwrap_or_default();
+    rbuild_worker::dockerignore::Matcher::lines_of(&text)
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn reference_is_tag(name: &str) -> bool {
     !name.contains('@')
 }
@@ -122,7 +146,19 @@ pub async fn run(args: BuildArgs) -> Result<(), Report> {
         other => return Err(Report::new(format!("error: unsupported network mode `{other}` (use host or none)"))),
     };
     let outputs = args.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>, _>>()?;
-    let opts = ConvertOptions { build_args: parse_build_args(&args.build_args), target: args.target.clone(), dockerfile_name: dockerfile_name.clone(), network };
+    let context_excludes = read_dockerignore(&context, &dockerfile_path);
+    let created_secs = match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse::<i64>().ok()) {
+        Some(epoch) => epoch,
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+    };
+    let opts = ConvertOptions {
+        build_args: parse_build_args(&args.build_args),
+        target: args.target.clone(),
+        dockerfile_name: dockerfile_name.clone(),
+        network,
+        context_excludes,
+        created: Some(rfc3339(created_secs)),
+    };
     let needed = rbuild_frontend::base_images(&dockerfile, &opts).map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
 
     std::fs::create_dir_all(&root).map_err(|e| Report::new(format!("error: cannot create state directory `{}`: {e}", root.display())))?;
@@ -281,3 +317,23 @@ fn human(bytes: u64) -> String {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn outputs_parse() {
+        assert_eq!(parse_output("type=oci,dest=/x").unwrap(), Output::Oci { dest: "/x".into(), tar: true });
+        assert_eq!(parse_output("type=oci,dest=/x,tar=false").unwrap(), Output::Oci { dest: "/x".into(), tar: false });
+        assert!(parse_output("type=oci").is_err());
+        assert!(parse_output("type=nope,dest=/x").is_err());
+    }
+}

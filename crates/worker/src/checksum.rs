@@ -4,7 +4,9 @@
 //! validated by (dev, inode, size, mtime, ctime), so a no-op rebuild re-reads nothing and any write
 //! (which moves ctime) forces a re-read even when size and mtime are unchanged.
 
+use crate::dockerignore::Matcher;
 use crate::fsops::{expand_sources, resolve_in_root};
+use std::path::PathBuf;
 use rbuild_solver::CacheIndex;
 use std::collections::HashMap;
 use std::fs;
@@ -19,12 +21,19 @@ const STAT_TABLE: &str = "context-stat-v1";
 pub struct StatCache<'a> {
     index: Option<&'a CacheIndex>,
     updates: HashMap<Vec<u8>, Vec<u8>>,
+    exclude: Option<Matcher>,
 }
 
 impl<'a> StatCache<'a> {
     /// A session over `index` (None = no memoisation).
     pub fn new(index: Option<&'a CacheIndex>) -> Self {
-        StatCache { index, updates: HashMap::new() }
+        StatCache { index, updates: HashMap::new(), exclude: None }
+    }
+
+    /// Skips paths the `.dockerignore` excludes.
+    pub fn with_excludes(mut self, exclude: Option<Matcher>) -> Self {
+        self.exclude = exclude;
+        self
     }
 
     fn stat_key(meta: &fs::Metadata) -> Vec<u8> {
@@ -75,7 +84,14 @@ impl<'a> StatCache<'a> {
         }
     }
 
-    fn entry_hash(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<[u8; 32]> {
+    fn skip(&self, rel: &Path, meta: &fs::Metadata) -> bool {
+        match &self.exclude {
+            Some(m) => m.excluded(&rel.to_string_lossy()) && !(meta.is_dir() && m.has_exceptions()),
+            None => false,
+        }
+    }
+
+    fn entry_hash(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         let ft = meta.file_type();
         let kind: u8 = if ft.is_dir() {
@@ -101,8 +117,12 @@ impl<'a> StatCache<'a> {
             names.sort();
             for name in names {
                 let child = path.join(&name);
+                let child_rel: PathBuf = rel.join(&name);
                 let child_meta = fs::symlink_metadata(&child)?;
-                let h = self.entry_hash(&child, &child_meta)?;
+                if self.skip(&child_rel, &child_meta) {
+                    continue;
+                }
+                let h = self.entry_hash(&child, &child_rel, &child_meta)?;
                 hasher.update(&(name.len() as u64).to_le_bytes());
                 hasher.update(name.as_bytes());
                 hasher.update(&h);
@@ -118,9 +138,17 @@ impl<'a> StatCache<'a> {
     pub fn checksum(&mut self, root: &Path, pattern: &str, allow_wildcard: bool, follow: bool) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(pattern.as_bytes());
+        let wildcard = allow_wildcard && crate::fsops::has_wildcard(pattern);
         for rel in expand_sources(root, pattern, allow_wildcard)? {
             let host = resolve_in_root(root, &rel.to_string_lossy(), follow)?;
+            let excluded = !rel.as_os_str().is_empty() && self.exclude.as_ref().is_some_and(|m| m.excluded(&rel.to_string_lossy()));
+            if excluded && wildcard {
+                continue;
+            }
             let meta = match fs::symlink_metadata(&host) {
+                Ok(_) if excluded => {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found (excluded by .dockerignore)", rel.display())));
+                }
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found", rel.display())));
@@ -128,7 +156,7 @@ impl<'a> StatCache<'a> {
                 Err(e) => return Err(e),
             };
             hasher.update(rel.as_os_str().as_bytes());
-            hasher.update(&self.entry_hash(&host, &meta)?);
+            hasher.update(&self.entry_hash(&host, &rel, &meta)?);
         }
         Ok(hasher.finalize().into())
     }

@@ -144,6 +144,18 @@ pub struct CopySettings {
     pub reset_owner: bool,
     /// Mode override.
     pub mode: Option<u32>,
+    /// `.dockerignore` of the build context (paths relative to the source root).
+    pub exclude: Option<crate::dockerignore::Matcher>,
+}
+
+impl CopySettings {
+    fn skip(&self, rel: &Path) -> bool {
+        self.exclude.as_ref().is_some_and(|m| m.excluded(&rel.to_string_lossy()))
+    }
+
+    fn walk_excluded(&self) -> bool {
+        self.exclude.as_ref().is_some_and(|m| m.has_exceptions())
+    }
 }
 
 /// Performs one COPY/ADD action from `src_root` into `dest_root` (both host paths of mounted trees).
@@ -153,7 +165,11 @@ pub fn copy_action(src_root: &Path, dest_root: &Path, action: &CopyAction, setti
     let mut existing = Vec::new();
     for rel in sources {
         let host = resolve_in_root(src_root, &rel.to_string_lossy(), action.follow_symlinks)?;
-        if fs::symlink_metadata(&host).is_ok() {
+        let excluded = !rel.as_os_str().is_empty() && settings.skip(&rel);
+        if excluded && wildcard {
+            continue;
+        }
+        if fs::symlink_metadata(&host).is_ok() && !excluded {
             existing.push((rel, host));
         } else if !wildcard {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found", rel.display())));
@@ -174,7 +190,7 @@ pub fn copy_action(src_root: &Path, dest_root: &Path, action: &CopyAction, setti
         if meta.is_dir() {
             mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
             let target = resolve_in_root(dest_root, &action.dest, true)?;
-            copy_dir_contents(&host, &target, settings)?;
+            copy_dir_contents(&host, &target, settings, &rel)?;
         } else if action.attempt_unpack && meta.is_file() && try_unpack(&host, dest_root, &action.dest, parent_owner)? {
             continue;
         } else {
@@ -188,7 +204,7 @@ pub fn copy_action(src_root: &Path, dest_root: &Path, action: &CopyAction, setti
                 }
                 dest_host.clone()
             };
-            copy_entry(&host, &target, &meta, settings)?;
+            copy_entry(&host, &target, &meta, settings, &rel)?;
         }
     }
     Ok(())
@@ -220,18 +236,22 @@ pub fn mkdir_action(root: &Path, action: &MkdirAction, owner: Option<(u32, u32)>
     mkdir_all(root, &action.path, owner, action.mode)
 }
 
-fn copy_dir_contents(src: &Path, dest: &Path, settings: &CopySettings) -> io::Result<()> {
+fn copy_dir_contents(src: &Path, dest: &Path, settings: &CopySettings, rel: &Path) -> io::Result<()> {
     let mut names: Vec<OsString> = fs::read_dir(src)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
     names.sort();
     for name in names {
         let s = src.join(&name);
+        let child_rel = rel.join(&name);
         let meta = fs::symlink_metadata(&s)?;
-        copy_entry(&s, &dest.join(&name), &meta, settings)?;
+        if settings.skip(&child_rel) && !(meta.is_dir() && settings.walk_excluded()) {
+            continue;
+        }
+        copy_entry(&s, &dest.join(&name), &meta, settings, &child_rel)?;
     }
     Ok(())
 }
 
-fn copy_entry(src: &Path, dest: &Path, meta: &fs::Metadata, settings: &CopySettings) -> io::Result<()> {
+fn copy_entry(src: &Path, dest: &Path, meta: &fs::Metadata, settings: &CopySettings, rel: &Path) -> io::Result<()> {
     let (uid, gid) = match settings.owner {
         Some(o) => o,
         None if settings.reset_owner => (0, 0),
@@ -252,7 +272,7 @@ fn copy_entry(src: &Path, dest: &Path, meta: &fs::Metadata, settings: &CopySetti
                 true
             }
         };
-        copy_dir_contents(src, dest, settings)?;
+        copy_dir_contents(src, dest, settings, rel)?;
         if created || settings.mode.is_some() || settings.owner.is_some() {
             std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
@@ -392,7 +412,7 @@ mod tests {
         fs::write(src.path().join("dir/inner/f"), "x").unwrap();
         fs::write(src.path().join("a.txt"), "a").unwrap();
         fs::write(src.path().join("b.txt"), "b").unwrap();
-        let settings = CopySettings { owner: None, reset_owner: true, mode: None };
+        let settings = CopySettings { owner: None, reset_owner: true, mode: None, exclude: None };
         let action = |s: &str, d: &str| CopyAction {
             src_input: 1,
             src: s.into(),

@@ -4,6 +4,7 @@
 //! of exactly the selected paths (see [`checksum`]).
 
 pub mod checksum;
+pub mod dockerignore;
 pub mod fsops;
 mod image;
 pub mod users;
@@ -93,6 +94,8 @@ pub struct WorkVertex {
     pub digest: Digest,
     /// For each input, whether it is the build context (COPY sources checksummed by content).
     pub context_inputs: Vec<bool>,
+    /// The `.dockerignore` patterns of the build context input, if any.
+    pub context_excludes: Vec<String>,
 }
 
 /// Converts an llb definition into the solver's graph; `ids[i]` is the solver id of vertex `i`.
@@ -101,8 +104,16 @@ pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<Vertex
     let mut ids = Vec::with_capacity(def.vertices.len());
     for (i, v) in def.vertices.iter().enumerate() {
         let context_inputs = v.inputs.iter().map(|&inp| matches!(def.vertices[inp].op, Op::Source(SourceOp::Local { .. }))).collect();
+        let context_excludes = v
+            .inputs
+            .iter()
+            .find_map(|&inp| match &def.vertices[inp].op {
+                Op::Source(SourceOp::Local { excludes, .. }) => Some(excludes.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
         let inputs = v.inputs.iter().map(|&inp| ids[inp]).collect();
-        let vertex = WorkVertex { op: v.op.clone(), digest: def.digest(i).clone(), context_inputs };
+        let vertex = WorkVertex { op: v.op.clone(), digest: def.digest(i).clone(), context_inputs, context_excludes };
         ids.push(graph.add_vertex(vertex, v.name.clone(), inputs));
     }
     (graph, ids)
@@ -207,14 +218,15 @@ impl Worker {
         .await
     }
 
-    async fn run_file(&self, file: &rbuild_llb::FileOp, inputs: Vec<Value>) -> Result<Value, WorkerError> {
+    async fn run_file(&self, file: &rbuild_llb::FileOp, inputs: Vec<Value>, excludes: &[String]) -> Result<Value, WorkerError> {
         let parent = Self::fs_input(&inputs, 0)?;
         let snapshotter = self.snapshotter.clone();
         let context = self.context.clone();
         let file = file.clone();
+        let excludes = dockerignore::Matcher::new(excludes);
         Self::blocking(move || {
             let active = snapshotter.prepare(parent.as_ref())?;
-            let result = apply_file_actions(&snapshotter, &active, &file, &inputs, context.as_deref());
+            let result = apply_file_actions(&snapshotter, &active, &file, &inputs, context.as_deref(), &excludes);
             match result {
                 Ok(()) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
                 Err(e) => {
@@ -243,8 +255,10 @@ impl Worker {
             return Err(WorkerError::Graph("COPY from the build context without a context".into()));
         };
         let index = self.index.clone();
+        let excludes = vertex.context_excludes.clone();
         Self::blocking(move || {
-            let mut cache = checksum::StatCache::new(index.as_ref());
+            let matcher = dockerignore::Matcher::new(&excludes);
+            let mut cache = checksum::StatCache::new(index.as_ref()).with_excludes((!matcher.is_empty()).then_some(matcher));
             let mut out = Vec::new();
             for c in &copies {
                 out.push(cache.checksum(&context, &c.src, c.allow_wildcard, c.follow_symlinks).map_err(WorkerError::Checksum)?);
@@ -263,7 +277,14 @@ fn exists_in_rootfs(spec: &RootfsSpec, rel: &str) -> bool {
     }
 }
 
-fn apply_file_actions(snapshotter: &Snapshotter, active: &rbuild_snapshotter::Active, file: &rbuild_llb::FileOp, inputs: &[Value], context: Option<&Path>) -> Result<(), WorkerError> {
+fn apply_file_actions(
+    snapshotter: &Snapshotter,
+    active: &rbuild_snapshotter::Active,
+    file: &rbuild_llb::FileOp,
+    inputs: &[Value],
+    context: Option<&Path>,
+    excludes: &dockerignore::Matcher,
+) -> Result<(), WorkerError> {
     let mount = active.mount()?;
     let root = mount.path().to_path_buf();
     let mut views: HashMap<usize, rbuild_snapshotter::MountGuard> = HashMap::new();
@@ -285,7 +306,8 @@ fn apply_file_actions(snapshotter: &Snapshotter, active: &rbuild_snapshotter::Ac
                     Some(o) => Some(users::resolve_chown(&root, o).map_err(WorkerError::User)?),
                     None => None,
                 };
-                let settings = fsops::CopySettings { owner, reset_owner, mode: copy.mode };
+                let exclude = (reset_owner && !excludes.is_empty()).then(|| excludes.clone());
+                let settings = fsops::CopySettings { owner, reset_owner, mode: copy.mode, exclude };
                 fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| WorkerError::File { op: op_name, source })?;
             }
             FileAction::Mkdir(mkdir) => {
@@ -328,7 +350,7 @@ impl Executor for Worker {
                 image::unpack_image(&self.store, &self.snapshotter, &self.registry, self.index.as_ref(), reference, digest.as_ref()).await.map(|id| Value::Fs(id))
             }
             Op::Exec(exec) => self.run_exec(exec, inputs, ctx).await,
-            Op::File(file) => self.run_file(file, inputs).await,
+            Op::File(file) => self.run_file(file, inputs, &vertex.context_excludes).await,
         }
     }
 
