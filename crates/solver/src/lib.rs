@@ -1,1 +1,44 @@
-//! Generic build scheduler: cache keys, deduplication, concurrent execution, progress events and the persistent cache index.
+//! Generic build scheduler: cache keys, deduplication, concurrent execution, progress events
+//! and the persistent cache index.
+//!
+//! The solver knows nothing about Dockerfiles or llb. The worker implements [`Executor`] for
+//! its concrete ops; the frontend builds a [`Graph`] of them; [`Solver::solve`] then works as
+//! BuildKit does:
+//!
+//! 1. **Cache keys** are computed for every vertex the targets depend on, inputs first,
+//!    independent vertices concurrently ([`Executor::cache_key`]).
+//! 2. **Lazy results**: solving a vertex first looks its key up in the [`CacheIndex`] (unless
+//!    [`SolveOptions::no_cache`] or [`Executor::cacheable`] says no). On a hit that
+//!    [`Executor::decode`]s, the vertex is [`EventKind::Cached`] and nothing below it is run
+//!    or even looked up. On a miss its inputs are solved concurrently, then it is executed
+//!    (at most [`SolveOptions::max_parallel`] at once) and its result recorded under its key.
+//! 3. **Dedupe**: vertices with equal cache keys share one lookup and one execution; one solve
+//!    never executes a key twice.
+//! 4. **Failure** of one vertex cancels the solve: running executions are aborted, queued ones
+//!    never start, and every needed vertex without a terminal event gets
+//!    [`EventKind::Canceled`].
+//!
+//! Progress goes to a [`ProgressSink`] as [`Event`]s: each needed vertex gets exactly one
+//! terminal event. A vertex is *not needed*, and gets no event at all, when a vertex depending
+//! on it hit the cache, or reused the result of another vertex with the same cache key (e.g.
+//! the second of two stages with the same `FROM` + `RUN`: its `RUN` is `Cached`, its `FROM`
+//! gets nothing).
+//!
+//! The cache index ([`CacheIndex`]) is a redb file; every write is one atomic transaction, so
+//! dropping a solve at any point leaves it consistent.
+
+#![warn(missing_docs)]
+
+mod executor;
+mod graph;
+mod index;
+mod key;
+mod progress;
+mod solve;
+
+pub use executor::Executor;
+pub use graph::{Graph, VertexId};
+pub use index::{CacheError, CacheIndex, DEFAULT_LOCK_TIMEOUT, INDEX_FILE_NAME};
+pub use key::CacheKey;
+pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};
+pub use solve::{SolveError, SolveOptions, Solver};

@@ -1,0 +1,49 @@
+//! The trait the worker implements.
+
+use crate::{CacheKey, ExecContext};
+use std::future::Future;
+
+/// The ops of one build, implemented by the worker.
+///
+/// The solver calls these from spawned tokio tasks, so every returned future is `Send`; a
+/// method may be written as `async fn` in an impl when its body is `Send`. `encode`, `decode`
+/// and `cacheable` are synchronous; the solver runs `decode` on the blocking pool, so it may
+/// touch the filesystem (e.g. check that a snapshot still exists).
+pub trait Executor: Send + Sync + 'static {
+    /// A vertex of the graph (an op).
+    type Vertex: Send + Sync + 'static;
+    /// The result of running a vertex (e.g. a snapshot reference).
+    type Value: Clone + Send + Sync + 'static;
+    /// The error of a failed vertex.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The vertex's cache key from its inputs' keys (in input order); may do IO (e.g. checksum
+    /// the build context).
+    fn cache_key(
+        &self,
+        vertex: &Self::Vertex,
+        inputs: &[CacheKey],
+    ) -> impl Future<Output = Result<CacheKey, Self::Error>> + Send;
+
+    /// Runs the vertex on its inputs' values (in input order).
+    fn exec(
+        &self,
+        vertex: &Self::Vertex,
+        inputs: Vec<Self::Value>,
+        ctx: ExecContext,
+    ) -> impl Future<Output = Result<Self::Value, Self::Error>> + Send;
+
+    /// Serialises a value for the cache index.
+    fn encode(&self, value: &Self::Value) -> Vec<u8>;
+
+    /// Loads a value from the index; `None` when it is no longer usable (e.g. its snapshot was
+    /// removed), which counts as a miss.
+    fn decode(&self, bytes: &[u8]) -> Option<Self::Value>;
+
+    /// False for vertices that must not be read from the cache index (the default is true).
+    /// Their results are still written to it.
+    fn cacheable(&self, vertex: &Self::Vertex) -> bool {
+        let _ = vertex;
+        true
+    }
+}

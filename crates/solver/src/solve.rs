@@ -1,0 +1,642 @@
+//! The scheduler.
+
+use crate::graph::Node;
+use crate::progress::{event, Gate};
+use crate::{
+    CacheError, CacheIndex, CacheKey, Event, EventKind, ExecContext, Executor, Graph, ProgressSink,
+    VertexId,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinError, JoinSet};
+
+/// Why a solve failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError<E: std::error::Error + 'static> {
+    /// A vertex's execution failed.
+    #[error("{name} failed")]
+    Exec {
+        /// The failing vertex (with equal cache keys, the one that ran).
+        vertex: VertexId,
+        /// Its display name.
+        name: String,
+        /// The executor's error.
+        #[source]
+        source: E,
+    },
+    /// Computing a vertex's cache key failed.
+    #[error("{name}: cannot compute its cache key")]
+    CacheKey {
+        /// The vertex.
+        vertex: VertexId,
+        /// Its display name.
+        name: String,
+        /// The executor's error.
+        #[source]
+        source: E,
+    },
+    /// Reading or writing the cache index failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The graph has a cycle, or a vertex's cache key equals one of its dependencies' keys.
+    #[error("the build graph has a cycle")]
+    Cycle,
+    /// A target or an input names a vertex that is not in the graph.
+    #[error("vertex {vertex} is not in the build graph")]
+    UnknownVertex {
+        /// The missing id.
+        vertex: VertexId,
+    },
+    /// A solver task was canceled from outside (the runtime is shutting down).
+    #[error("the build was canceled")]
+    Canceled,
+}
+
+/// Options of one solve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SolveOptions {
+    /// Don't read results from the cache index (results are still written to it).
+    pub no_cache: bool,
+    /// The most executions (and, separately, cache-key computations) running at once; 0 is
+    /// taken as 1.
+    pub max_parallel: usize,
+}
+
+impl Default for SolveOptions {
+    /// `no_cache: false`, `max_parallel`: twice the available parallelism, at least 4.
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        SolveOptions {
+            no_cache: false,
+            max_parallel: cpus.max(2) * 2,
+        }
+    }
+}
+
+/// Solves build graphs with one executor, cache index and progress sink. See the crate docs
+/// for the semantics.
+pub struct Solver<E: Executor> {
+    executor: Arc<E>,
+    index: Option<CacheIndex>,
+    progress: ProgressSink,
+}
+
+impl<E: Executor> std::fmt::Debug for Solver<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Solver")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+type Res<E, T> = Result<T, SolveError<<E as Executor>::Error>>;
+
+impl<E: Executor> Solver<E> {
+    /// A solver using `executor`, the cache `index` (none: nothing is read or recorded) and
+    /// sending events to `progress`.
+    pub fn new(executor: Arc<E>, index: Option<CacheIndex>, progress: ProgressSink) -> Self {
+        Solver {
+            executor,
+            index,
+            progress,
+        }
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &Arc<E> {
+        &self.executor
+    }
+
+    /// The cache index, if any.
+    pub fn index(&self) -> Option<&CacheIndex> {
+        self.index.as_ref()
+    }
+
+    /// Solves `targets` (several roots allowed), returning their values in order.
+    ///
+    /// Dropping the returned future cancels the solve: its tasks are aborted, every needed
+    /// vertex without a terminal event gets [`EventKind::Canceled`], and the index stays
+    /// consistent (each write is one redb transaction).
+    pub async fn solve(
+        &self,
+        graph: &Graph<E::Vertex>,
+        targets: &[VertexId],
+        opts: &SolveOptions,
+    ) -> Res<E, Vec<E::Value>> {
+        let order = needed_vertices(graph, targets)?;
+        let (cancel, _) = watch::channel(false);
+        let mut driver = Driver::<E> {
+            graph,
+            executor: self.executor.clone(),
+            index: self.index.clone(),
+            no_cache: opts.no_cache,
+            gate: Arc::new(Gate::new(self.progress.clone())),
+            cancel,
+            exec_slots: Arc::new(Semaphore::new(opts.max_parallel.max(1))),
+            key_slots: Arc::new(Semaphore::new(opts.max_parallel.max(1))),
+            tasks: JoinSet::new(),
+            keys: HashMap::new(),
+            entries: HashMap::new(),
+            requested: Vec::new(),
+            requested_set: HashSet::new(),
+            terminal: HashSet::new(),
+            finished: false,
+        };
+        let result = driver.run(&order, targets).await;
+        match &result {
+            Ok(_) => driver.finished = true,
+            Err(_) => driver.cancel_rest(),
+        }
+        result
+    }
+}
+
+/// The vertices `targets` depend on (targets included), inputs before dependents; checks that
+/// every id exists and that there is no cycle.
+fn needed_vertices<V, Err: std::error::Error>(
+    graph: &Graph<V>,
+    targets: &[VertexId],
+) -> Result<Vec<VertexId>, SolveError<Err>> {
+    let mut pg = petgraph::graph::DiGraph::<VertexId, ()>::new();
+    let mut index_of = HashMap::new();
+    let mut stack = Vec::new();
+    for &t in targets {
+        if graph.node(t).is_none() {
+            return Err(SolveError::UnknownVertex { vertex: t });
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = index_of.entry(t) {
+            e.insert(pg.add_node(t));
+            stack.push(t);
+        }
+    }
+    while let Some(v) = stack.pop() {
+        let vi = index_of[&v];
+        for &u in graph.inputs(v) {
+            if graph.node(u).is_none() {
+                return Err(SolveError::UnknownVertex { vertex: u });
+            }
+            let ui = *index_of.entry(u).or_insert_with(|| {
+                stack.push(u);
+                pg.add_node(u)
+            });
+            pg.add_edge(ui, vi, ());
+        }
+    }
+    let sorted = petgraph::algo::toposort(&pg, None).map_err(|_| SolveError::Cycle)?;
+    Ok(sorted.into_iter().map(|i| pg[i]).collect())
+}
+
+enum State<V> {
+    LookingUp,
+    WaitingInputs { remaining: usize },
+    Running,
+    Done(V),
+}
+
+struct Entry<V> {
+    /// The vertex whose inputs and `exec` are used for this key.
+    rep: VertexId,
+    /// Every requested vertex with this key (rep first).
+    vertices: Vec<VertexId>,
+    /// Keys waiting for this one, once per input occurrence.
+    parents: Vec<CacheKey>,
+    state: State<V>,
+}
+
+enum Msg<V, Err> {
+    Key(VertexId, Result<CacheKey, Err>),
+    Lookup(CacheKey, Result<Option<V>, CacheError>),
+    Exec {
+        key: CacheKey,
+        result: Result<V, Err>,
+        duration: Duration,
+        put: Result<(), CacheError>,
+    },
+    /// An execution task saw the solve canceled before starting.
+    NotStarted,
+}
+
+struct Driver<'g, E: Executor> {
+    graph: &'g Graph<E::Vertex>,
+    executor: Arc<E>,
+    index: Option<CacheIndex>,
+    no_cache: bool,
+    gate: Arc<Gate>,
+    cancel: watch::Sender<bool>,
+    exec_slots: Arc<Semaphore>,
+    key_slots: Arc<Semaphore>,
+    tasks: JoinSet<Msg<E::Value, E::Error>>,
+    keys: HashMap<VertexId, CacheKey>,
+    entries: HashMap<CacheKey, Entry<E::Value>>,
+    requested: Vec<VertexId>,
+    requested_set: HashSet<VertexId>,
+    terminal: HashSet<VertexId>,
+    finished: bool,
+}
+
+impl<E: Executor> Drop for Driver<'_, E> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cancel_rest();
+        }
+    }
+}
+
+impl<'g, E: Executor> Driver<'g, E> {
+    fn node(&self, v: VertexId) -> Res<E, &'g Node<E::Vertex>> {
+        self.graph
+            .node(v)
+            .ok_or(SolveError::UnknownVertex { vertex: v })
+    }
+
+    fn key(&self, v: VertexId) -> Res<E, CacheKey> {
+        // Every needed vertex has a key after phase 1.
+        self.keys
+            .get(&v)
+            .copied()
+            .ok_or(SolveError::UnknownVertex { vertex: v })
+    }
+
+    fn emit(&mut self, v: VertexId, kind: EventKind) {
+        if kind.is_terminal() && !self.terminal.insert(v) {
+            return;
+        }
+        let key = self.keys.get(&v).copied();
+        self.gate
+            .emit(event(v, self.graph.name(v), key.as_ref(), kind));
+    }
+
+    /// Emits `Canceled` for every requested vertex without a terminal event, closes the event
+    /// gate, signals cancellation and aborts every task.
+    fn cancel_rest(&mut self) {
+        self.finished = true;
+        let mut events = Vec::new();
+        for &v in &self.requested {
+            if self.terminal.insert(v) {
+                let key = self.keys.get(&v);
+                events.push(event(v, self.graph.name(v), key, EventKind::Canceled));
+            }
+        }
+        self.gate.close_with(events);
+        self.cancel.send_replace(true);
+        self.tasks.abort_all();
+    }
+
+    async fn next(&mut self) -> Res<E, Option<Msg<E::Value, E::Error>>> {
+        match self.tasks.join_next().await {
+            None => Ok(None),
+            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Err(e)) => Err(join_failure(e)),
+        }
+    }
+
+    async fn run(&mut self, order: &[VertexId], targets: &[VertexId]) -> Res<E, Vec<E::Value>> {
+        self.compute_keys(order).await?;
+
+        let mut work: Vec<(VertexId, Option<CacheKey>)> =
+            targets.iter().rev().map(|&t| (t, None)).collect();
+        self.request_all(&mut work)?;
+        loop {
+            if let Some(values) = self.target_values(targets)? {
+                return Ok(values);
+            }
+            let Some(msg) = self.next().await? else {
+                // Nothing runs and the targets are not done: a key waits on itself.
+                return Err(SolveError::Cycle);
+            };
+            match msg {
+                Msg::Key(..) | Msg::NotStarted => {}
+                Msg::Lookup(key, Ok(Some(value))) => self.finish_key(key, value, None)?,
+                Msg::Lookup(key, Ok(None)) => self.expand(key, &mut work)?,
+                Msg::Lookup(key, Err(e)) => {
+                    self.fail_key(key, &e.to_string(), Duration::ZERO);
+                    return Err(SolveError::Cache(e));
+                }
+                Msg::Exec {
+                    key,
+                    result,
+                    duration,
+                    put,
+                } => match (result, put) {
+                    (Ok(value), Ok(())) => self.finish_key(key, value, Some(duration))?,
+                    (Ok(_), Err(e)) => {
+                        self.fail_key(key, &e.to_string(), duration);
+                        return Err(SolveError::Cache(e));
+                    }
+                    (Err(source), _) => {
+                        self.fail_key(key, &source.to_string(), duration);
+                        let vertex = self.entries.get(&key).map(|e| e.rep).unwrap_or(VertexId(0));
+                        return Err(SolveError::Exec {
+                            vertex,
+                            name: self.graph.name(vertex).to_string(),
+                            source,
+                        });
+                    }
+                },
+            }
+            self.request_all(&mut work)?;
+        }
+    }
+
+    /// Phase 1: the cache key of every needed vertex, inputs first, concurrently.
+    async fn compute_keys(&mut self, order: &[VertexId]) -> Res<E, ()> {
+        let mut remaining: HashMap<VertexId, usize> = HashMap::new();
+        let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
+        for &v in order {
+            let inputs = self.graph.inputs(v);
+            remaining.insert(v, inputs.len());
+            for &u in inputs {
+                dependents.entry(u).or_default().push(v);
+            }
+        }
+        for &v in order {
+            if remaining[&v] == 0 {
+                self.spawn_key(v)?;
+            }
+        }
+        while self.keys.len() < order.len() {
+            let Some(msg) = self.next().await? else {
+                return Err(SolveError::Cycle);
+            };
+            let Msg::Key(v, result) = msg else { continue };
+            match result {
+                Ok(key) => {
+                    self.keys.insert(v, key);
+                    for &d in dependents.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
+                        if let Some(r) = remaining.get_mut(&d) {
+                            *r -= 1;
+                            if *r == 0 {
+                                self.spawn_key(d)?;
+                            }
+                        }
+                    }
+                }
+                Err(source) => {
+                    let message = source.to_string();
+                    self.emit(
+                        v,
+                        EventKind::Error {
+                            message,
+                            duration: Duration::ZERO,
+                        },
+                    );
+                    return Err(SolveError::CacheKey {
+                        vertex: v,
+                        name: self.graph.name(v).to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_key(&mut self, v: VertexId) -> Res<E, ()> {
+        let node = self.node(v)?;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|&u| self.key(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vertex = node.vertex.clone();
+        let executor = self.executor.clone();
+        let slots = self.key_slots.clone();
+        self.tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            Msg::Key(v, executor.cache_key(&vertex, &inputs).await)
+        });
+        Ok(())
+    }
+
+    /// Processes requests: `(vertex, key of the vertex that needs it as an input)`.
+    fn request_all(&mut self, work: &mut Vec<(VertexId, Option<CacheKey>)>) -> Res<E, ()> {
+        while let Some((v, parent)) = work.pop() {
+            self.request(v, parent, work)?;
+        }
+        Ok(())
+    }
+
+    fn request(
+        &mut self,
+        v: VertexId,
+        parent: Option<CacheKey>,
+        work: &mut Vec<(VertexId, Option<CacheKey>)>,
+    ) -> Res<E, ()> {
+        let key = self.key(v)?;
+        if self.requested_set.insert(v) {
+            self.requested.push(v);
+        }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.vertices.contains(&v) {
+                entry.vertices.push(v);
+            }
+            let done = matches!(entry.state, State::Done(_));
+            if !done {
+                entry.parents.extend(parent);
+                return Ok(());
+            }
+            // Already solved under another vertex: reuse its result.
+            self.emit(v, EventKind::Cached);
+            if let Some(p) = parent {
+                self.input_ready(p)?;
+            }
+            return Ok(());
+        }
+        let node = self.node(v)?;
+        self.entries.insert(
+            key,
+            Entry {
+                rep: v,
+                vertices: vec![v],
+                parents: parent.into_iter().collect(),
+                state: State::LookingUp,
+            },
+        );
+        match &self.index {
+            Some(index) if !self.no_cache && self.executor.cacheable(&node.vertex) => {
+                let index = index.clone();
+                let executor = self.executor.clone();
+                self.tasks.spawn(async move {
+                    let found = tokio::task::spawn_blocking(move || {
+                        Ok(index.get(&key)?.and_then(|bytes| executor.decode(&bytes)))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(CacheError::Background(e.to_string())));
+                    Msg::Lookup(key, found)
+                });
+                Ok(())
+            }
+            _ => self.expand(key, work),
+        }
+    }
+
+    /// A miss: requests the inputs of `key`'s vertex (or runs it when it has none).
+    fn expand(
+        &mut self,
+        key: CacheKey,
+        work: &mut Vec<(VertexId, Option<CacheKey>)>,
+    ) -> Res<E, ()> {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Ok(());
+        };
+        let inputs = self.graph.inputs(entry.rep);
+        entry.state = State::WaitingInputs {
+            remaining: inputs.len(),
+        };
+        if inputs.is_empty() {
+            return self.start_exec(key);
+        }
+        work.extend(inputs.iter().rev().map(|&u| (u, Some(key))));
+        Ok(())
+    }
+
+    /// One input of `key` is done.
+    fn input_ready(&mut self, key: CacheKey) -> Res<E, ()> {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Ok(());
+        };
+        if let State::WaitingInputs { remaining } = &mut entry.state {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                return self.start_exec(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_exec(&mut self, key: CacheKey) -> Res<E, ()> {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Ok(());
+        };
+        entry.state = State::Running;
+        let rep = entry.rep;
+        let node = self.node(rep)?;
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        for &u in &node.inputs {
+            let k = self.key(u)?;
+            match self.entries.get(&k).map(|e| &e.state) {
+                Some(State::Done(value)) => inputs.push(value.clone()),
+                // Only reachable if a key depends on itself.
+                _ => return Err(SolveError::Cycle),
+            }
+        }
+        let vertex = node.vertex.clone();
+        let name = node.name.clone();
+        let executor = self.executor.clone();
+        let index = self.index.clone();
+        let slots = self.exec_slots.clone();
+        let gate = self.gate.clone();
+        let cancel = self.cancel.subscribe();
+        self.tasks.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return Msg::NotStarted;
+            };
+            if *cancel.borrow() {
+                return Msg::NotStarted;
+            }
+            gate.emit(event(rep, &name, Some(&key), EventKind::Started));
+            let ctx = ExecContext {
+                vertex: rep,
+                name,
+                key,
+                gate,
+                cancel,
+            };
+            let start = Instant::now();
+            let result = executor.exec(&vertex, inputs, ctx).await;
+            let duration = start.elapsed();
+            let put = match (&result, index) {
+                (Ok(value), Some(index)) => {
+                    let bytes = executor.encode(value);
+                    tokio::task::spawn_blocking(move || index.put(&key, &bytes))
+                        .await
+                        .unwrap_or_else(|e| Err(CacheError::Background(e.to_string())))
+                }
+                _ => Ok(()),
+            };
+            Msg::Exec {
+                key,
+                result,
+                duration,
+                put,
+            }
+        });
+        Ok(())
+    }
+
+    /// `key` has its value (executed in `duration`, or found in the index when `None`).
+    fn finish_key(
+        &mut self,
+        key: CacheKey,
+        value: E::Value,
+        duration: Option<Duration>,
+    ) -> Res<E, ()> {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Ok(());
+        };
+        entry.state = State::Done(value);
+        let rep = entry.rep;
+        let vertices = entry.vertices.clone();
+        let parents = std::mem::take(&mut entry.parents);
+        for v in vertices {
+            match duration {
+                Some(duration) if v == rep => self.emit(v, EventKind::Done { duration }),
+                _ => self.emit(v, EventKind::Cached),
+            }
+        }
+        for p in parents {
+            self.input_ready(p)?;
+        }
+        Ok(())
+    }
+
+    /// Emits `Error` for every vertex with `key`.
+    fn fail_key(&mut self, key: CacheKey, message: &str, duration: Duration) {
+        let vertices = self
+            .entries
+            .get(&key)
+            .map(|e| e.vertices.clone())
+            .unwrap_or_default();
+        for v in vertices {
+            self.emit(
+                v,
+                EventKind::Error {
+                    message: message.to_string(),
+                    duration,
+                },
+            );
+        }
+    }
+
+    /// The targets' values once all are done.
+    fn target_values(&self, targets: &[VertexId]) -> Res<E, Option<Vec<E::Value>>> {
+        let mut values = Vec::with_capacity(targets.len());
+        for &t in targets {
+            match self.entries.get(&self.key(t)?).map(|e| &e.state) {
+                Some(State::Done(v)) => values.push(v.clone()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(values))
+    }
+}
+
+/// A task panicked (the panic is resumed here, as if the executor had been called directly)
+/// or was canceled from outside.
+fn join_failure<Err: std::error::Error>(e: JoinError) -> SolveError<Err> {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    SolveError::Canceled
+}
+
+#[allow(dead_code)]
+fn _assert_send<E: Executor>(s: &Solver<E>, g: &Graph<E::Vertex>, o: &SolveOptions) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&s.solve(g, &[], o));
+    let _: Option<Event> = None;
+}
