@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in docker-registry skopeo umoci busybox-static curl python3; do
+for pkg in docker-registry skopeo umoci busybox-static curl python3 python3-jwt python3-cryptography openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

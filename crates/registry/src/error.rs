@@ -1,0 +1,173 @@
+//! Registry errors: every message names the reference (or blob) and, for HTTP failures, the status.
+
+use rbuild_oci::{Digest, StoreError};
+
+/// Errors of the registry client.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The reference string is malformed.
+    #[error("invalid reference `{reference}`: {reason}")]
+    InvalidReference {
+        /// The input.
+        reference: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The registry refused access (401/403) even after authenticating (or with no credentials).
+    #[error("pull access denied for {name}: {status}{detail}")]
+    Unauthorized {
+        /// `registry/repository`.
+        name: String,
+        /// e.g. `401 Unauthorized`.
+        status: String,
+        /// The registry's own message, prefixed with `: `, or empty.
+        detail: String,
+    },
+    /// The manifest, repository or blob does not exist (404).
+    #[error("{what}: not found{detail}")]
+    NotFound {
+        /// The reference or blob that was asked for.
+        what: String,
+        /// The registry's own message, in parentheses, or empty.
+        detail: String,
+    },
+    /// No TCP/TLS connection could be made.
+    #[error("{what}: cannot connect to {addr}: {cause}")]
+    Connect {
+        /// The reference being pulled.
+        what: String,
+        /// The registry address and URL scheme, e.g. `http://127.0.0.1:5000`.
+        addr: String,
+        /// The underlying error chain, e.g. `Connection refused (os error 111)`.
+        cause: String,
+    },
+    /// Any other transport failure (reset, timeout, TLS, body read).
+    #[error("{what}: request to {url} failed: {cause}")]
+    Transport {
+        /// The reference or blob.
+        what: String,
+        /// The URL.
+        url: String,
+        /// The underlying error chain.
+        cause: String,
+    },
+    /// An unexpected HTTP status.
+    #[error("{what}: unexpected HTTP status {status} from {url}{detail}")]
+    Http {
+        /// The reference or blob.
+        what: String,
+        /// e.g. `500 Internal Server Error`.
+        status: String,
+        /// The URL.
+        url: String,
+        /// The registry's own message, prefixed with `: `, or empty.
+        detail: String,
+    },
+    /// Getting a bearer token from the auth realm failed.
+    #[error("{name}: token request to {realm} failed: {message}")]
+    Token {
+        /// `registry/repository`.
+        name: String,
+        /// The realm URL.
+        realm: String,
+        /// What went wrong (status or parse error).
+        message: String,
+    },
+    /// Downloaded content does not match its digest (nothing was stored).
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The reference or blob.
+        what: String,
+        /// The digest that was asked for.
+        expected: Digest,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
+    /// Downloaded content has the wrong size (nothing was stored).
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The reference or blob.
+        what: String,
+        /// The size from the descriptor.
+        expected: u64,
+        /// Bytes received (possibly cut off at the first excess byte).
+        actual: u64,
+    },
+    /// An index has no entry for the wanted platform.
+    #[error("{reference}: no manifest for platform {platform} in the index (available: {available})")]
+    NoMatchingPlatform {
+        /// The reference.
+        reference: String,
+        /// e.g. `linux/amd64`.
+        platform: String,
+        /// The platforms the index lists.
+        available: String,
+    },
+    /// The registry served something rbuild does not read (schema 1, artifacts, nested indexes).
+    #[error("{reference}: unsupported manifest media type `{media_type}`")]
+    UnsupportedMediaType {
+        /// The reference.
+        reference: String,
+        /// The media type.
+        media_type: String,
+    },
+    /// A manifest, index or config is not valid JSON for its type.
+    #[error("{what}: invalid JSON")]
+    InvalidJson {
+        /// Which document.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A document is larger than the client accepts.
+    #[error("{what}: response larger than {limit} bytes")]
+    TooLarge {
+        /// Which document.
+        what: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Writing to the content store failed.
+    #[error("{what}: content store")]
+    Store {
+        /// What was being stored.
+        what: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// Reading credentials (docker config.json or a credential helper) failed.
+    #[error("credentials for {registry}: {message}")]
+    Credentials {
+        /// The registry.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The HTTP client could not be set up (e.g. a bad extra CA certificate).
+    #[error("registry client setup: {0}")]
+    Setup(String),
+    /// A background task failed (panicked or was cancelled).
+    #[error("{what}: background task failed: {message}")]
+    Task {
+        /// What the task did.
+        what: String,
+        /// The join error.
+        message: String,
+    },
+}
+
+/// Joins an error and its sources with `: `, skipping repeats (reqwest/hyper nest several layers).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
