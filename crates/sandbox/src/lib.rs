@@ -1,1 +1,49 @@
-//! Runs one process in a fresh root filesystem inside new Linux namespaces.
+//! Runs one process (a Dockerfile `RUN` step) in a fresh root filesystem inside new Linux
+//! namespaces.
+//!
+//! This crate owns everything between "here is a rootfs and a command" and "here is its output
+//! and exit status": the re-exec'd helper process, the mount, pid, uts, ipc (and optionally
+//! network) namespaces, the overlay or bind-mounted root, `/proc` `/dev` `/sys`, `/etc/hosts`
+//! and `/etc/resolv.conf`, extra bind mounts, `pivot_root`, user and group resolution from the
+//! rootfs's own `/etc/passwd` and `/etc/group`, Docker's default capability set, no_new_privs,
+//! masked `/proc` paths, and the exit status.
+//!
+//! # Process model
+//!
+//! The caller (a tokio program) never forks. [`Sandbox::run`] spawns
+//! `helper_exe __rbuild-sandbox-helper` with [`std::process::Command`]; that binary's `main`
+//! calls [`helper_main_if_requested`] first, which turns the fresh, single-threaded process into
+//! the helper:
+//!
+//! 1. the [`RunSpec`] arrives as JSON on stdin; fd 3 is a status pipe back to the caller;
+//! 2. the helper sets `PR_SET_PDEATHSIG(SIGKILL)`, unshares pid, uts, ipc (and net for
+//!    [`Network::None`], bringing `lo` up), sets the hostname and forks;
+//! 3. the child is pid 1 of the new pid namespace. It unshares its own mount namespace, makes
+//!    `/` private, mounts a scratch tmpfs, the rootfs and everything else *inside that private
+//!    namespace*, pivots into the rootfs, switches user, drops capabilities and `execve`s;
+//! 4. the helper reaps the child and reports its status on fd 3 as one JSON line.
+//!
+//! Because every mount lives in the child's private mount namespace, nothing stays mounted on
+//! the host when the run ends, or when the caller, the helper or the child is SIGKILLed.
+//!
+//! Setup failures travel on the status pipe as JSON and surface as [`SandboxError::Setup`],
+//! [`SandboxError::User`] or [`SandboxError::Exec`]. A missing executable is reported as
+//! `SandboxError::Exec("exec \"foo\": no such file or directory")` (the child exits 127, but
+//! the error, not an exit status, is what `run` returns).
+
+#![warn(missing_docs)]
+
+mod caps;
+mod error;
+mod helper;
+mod mounts;
+mod net;
+mod run;
+mod spec;
+mod status;
+mod user;
+
+pub use error::SandboxError;
+pub use helper::{helper_main_if_requested, HELPER_MARKER};
+pub use run::Sandbox;
+pub use spec::{BindMount, ExitStatus, Network, OutputStream, Rootfs, RunSpec};

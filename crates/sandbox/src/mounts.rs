@@ -1,0 +1,568 @@
+//! Everything the child (pid 1, in its own mount namespace) mounts before it pivots into the
+//! rootfs. Targets inside the rootfs are resolved with `openat2(RESOLVE_IN_ROOT)` so symlinks in
+//! an image can never make us create files or mount over paths outside the rootfs, and mounts
+//! go through `/proc/self/fd/N` of those descriptors, as runc does.
+
+use crate::spec::{Rootfs, RunSpec};
+use crate::status::{step, Failure};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+/// The host directory the sandbox's scratch tmpfs is mounted on. Mounts on it exist only in each
+/// sandbox's private mount namespace, so concurrent sandboxes share it without colliding and
+/// nothing is ever mounted on it in the host namespace.
+pub(crate) const SCRATCH_DIR: &str = "/tmp/.rbuild-sandbox-v1";
+
+/// The classic mount(2) option string is cut at one page; stay well below it.
+const MAX_MOUNT_DATA: usize = 3500;
+
+/// Files masked (bound to /dev/null) or directories masked (read-only empty tmpfs), like runc.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths re-mounted read-only, like runc.
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Host device nodes bind-mounted into the sandbox's /dev.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What a missing mount target should be created as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+}
+
+fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn mnt(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: impl std::fmt::Display,
+) -> Result<(), Failure> {
+    mount(source, target, fstype, flags, data).map_err(step(what))
+}
+
+/// Lexically cleans an absolute in-rootfs path into a relative one ("" is the root itself).
+fn clean_rel(path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Opens (O_PATH) `rel` inside `root`, creating it (and missing parents as 0755 dirs) if needed.
+fn ensure(root: &OwnedFd, rel: &Path, kind: Kind) -> Result<OwnedFd, Failure> {
+    let open = |p: &Path| {
+        let p = if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        };
+        rustix::fs::openat2(
+            root,
+            p,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    match open(rel) {
+        Ok(fd) => return Ok(fd),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(step(format!("open /{} in rootfs", rel.display()))(e)),
+    }
+    let (parent, name) = match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => {
+            return Err(Failure::setup(format!(
+                "cannot create /{} in rootfs",
+                rel.display()
+            )))
+        }
+    };
+    let pfd = ensure(root, parent, Kind::Dir)?;
+    let created = match kind {
+        Kind::Dir => rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o755)),
+        Kind::File => rustix::fs::openat(
+            &pfd,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o644),
+        )
+        .map(drop),
+    };
+    match created {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(step(format!("create /{} in rootfs", rel.display()))(e)),
+    }
+    open(rel).map_err(step(format!("open /{} in rootfs", rel.display())))
+}
+
+/// Makes the scratch directory exist as a real directory (not a symlink) owned by us.
+fn ensure_scratch_dir() -> Result<(), Failure> {
+    match std::fs::create_dir(SCRATCH_DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(step(format!("mkdir {SCRATCH_DIR}"))(e)),
+    }
+    let st = rustix::fs::lstat(SCRATCH_DIR).map_err(step(format!("lstat {SCRATCH_DIR}")))?;
+    let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+    if !is_dir || st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(Failure::setup(format!(
+            "{SCRATCH_DIR} is not a directory owned by us"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the kernel's messages for a filesystem context (after an fsconfig failure).
+fn fs_context_log(fs: &OwnedFd) -> String {
+    let mut msgs = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = rustix::io::read(fs, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        msgs.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+    }
+    if msgs.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", msgs.join("; "))
+    }
+}
+
+enum NewApi {
+    Mounted,
+    /// The new mount API or `lowerdir+` is unavailable: fall back to mount(2).
+    Unsupported,
+}
+
+/// Mounts overlayfs with the new mount API, one `lowerdir+` per layer (no page-size limit).
+fn overlay_new_api(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &str,
+) -> Result<NewApi, Failure> {
+    use rustix::mount::*;
+    let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fs) => fs,
+        Err(rustix::io::Errno::NOSYS) => return Ok(NewApi::Unsupported),
+        Err(e) => return Err(step("fsopen(overlay)")(e)),
+    };
+    for (i, lower) in lowers.iter().enumerate() {
+        if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", lower) {
+            if i == 0 && e == rustix::io::Errno::INVAL {
+                return Ok(NewApi::Unsupported);
+            }
+            let log = fs_context_log(&fs);
+            return Err(step(format!("overlay lowerdir+ {}{log}", lower.display()))(
+                e,
+            ));
+        }
+    }
+    let set = |key: &str, val: &Path| {
+        fsconfig_set_string(&fs, key, val).map_err(|e| {
+            step(format!(
+                "overlay {key} {}{}",
+                val.display(),
+                fs_context_log(&fs)
+            ))(e)
+        })
+    };
+    set("upperdir", upper)?;
+    set("workdir", work)?;
+    fsconfig_create(&fs).map_err(|e| step(format!("create overlay{}", fs_context_log(&fs)))(e))?;
+    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(step("fsmount(overlay)"))?;
+    move_mount(&m, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(step(format!("move_mount overlay to {target}")))?;
+    Ok(NewApi::Mounted)
+}
+
+/// Escapes a path for a classic overlay option string.
+fn escape_opt(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, ':' | ',' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mount_rootfs(rootfs: &Rootfs, target: &str, empty_lower: &Path) -> Result<(), Failure> {
+    match rootfs {
+        Rootfs::Dir(dir) => mnt(
+            Some(&dir.to_string_lossy()),
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            format!("bind rootfs {}", dir.display()),
+        ),
+        Rootfs::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+        } => {
+            let empty = [empty_lower.to_path_buf()];
+            let lowers: &[PathBuf] = if lowerdirs.is_empty() {
+                &empty
+            } else {
+                lowerdirs
+            };
+            if let NewApi::Mounted = overlay_new_api(lowers, upperdir, workdir, target)? {
+                return Ok(());
+            }
+            let lower = lowers
+                .iter()
+                .map(|l| escape_opt(l))
+                .collect::<Vec<_>>()
+                .join(":");
+            let data = format!(
+                "lowerdir={lower},upperdir={},workdir={}",
+                escape_opt(upperdir),
+                escape_opt(workdir)
+            );
+            if data.len() > MAX_MOUNT_DATA {
+                return Err(Failure::setup(format!(
+                    "mount overlay: {} lowerdirs need {} bytes of options, more than mount(2) takes, and this kernel lacks fsconfig lowerdir+",
+                    lowers.len(),
+                    data.len()
+                )));
+            }
+            mnt(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+                "mount overlay",
+            )
+        }
+    }
+}
+
+/// Bind-mounts host `source` at `target` inside the rootfs, read-only if asked.
+fn bind_into(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> Result<(), Failure> {
+    let meta = std::fs::metadata(source)
+        .map_err(step(format!("bind mount source {}", source.display())))?;
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let rel = clean_rel(target);
+    let fd = ensure(root, &rel, kind)?;
+    mnt(
+        Some(&source.to_string_lossy()),
+        &fd_path(&fd),
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        format!("bind {} at {target}", source.display()),
+    )?;
+    if readonly {
+        // Re-resolve: the old descriptor points below the new mount.
+        let fd = ensure(root, &rel, kind)?;
+        remount_ro(&fd_path(&fd), target)?;
+    }
+    Ok(())
+}
+
+/// Remounts the bind mount at `path` read-only, keeping its nosuid/nodev/noexec flags.
+fn remount_ro(path: &str, what: &str) -> Result<(), Failure> {
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Ok(st) = nix::sys::statvfs::statvfs(path) {
+        use nix::sys::statvfs::FsFlags;
+        let f = st.flags();
+        for (have, want) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        ] {
+            if f.contains(have) {
+                flags |= want;
+            }
+        }
+    }
+    mnt(
+        None,
+        path,
+        None,
+        flags,
+        None,
+        format!("remount {what} read-only"),
+    )
+}
+
+fn mount_dev(root: &OwnedFd) -> Result<(), Failure> {
+    let dev = ensure(root, Path::new("dev"), Kind::Dir)?;
+    mnt(
+        Some("tmpfs"),
+        &fd_path(&dev),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+        "mount tmpfs at /dev",
+    )?;
+    for name in DEVICES {
+        let host = format!("/dev/{name}");
+        if !Path::new(&host).exists() {
+            continue;
+        }
+        let fd = ensure(root, &Path::new("dev").join(name), Kind::File)?;
+        mnt(
+            Some(&host),
+            &fd_path(&fd),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            format!("bind {host}"),
+        )?;
+    }
+    let pts = ensure(root, Path::new("dev/pts"), Kind::Dir)?;
+    mnt(
+        Some("devpts"),
+        &fd_path(&pts),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        "mount devpts at /dev/pts",
+    )?;
+    let shm = ensure(root, Path::new("dev/shm"), Kind::Dir)?;
+    mnt(
+        Some("shm"),
+        &fd_path(&shm),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+        "mount tmpfs at /dev/shm",
+    )?;
+    let mq = ensure(root, Path::new("dev/mqueue"), Kind::Dir)?;
+    match mount(
+        Some("mqueue"),
+        fd_path(&mq).as_str(),
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENODEV) => {}
+        Err(e) => return Err(step("mount mqueue at /dev/mqueue")(e)),
+    }
+    let dev = ensure(root, Path::new("dev"), Kind::Dir)?; // the tmpfs, not the dir below it
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        rustix::fs::symlinkat(to, &dev, link).map_err(step(format!("symlink /dev/{link}")))?;
+    }
+    Ok(())
+}
+
+fn mount_sys(root: &OwnedFd) -> Result<(), Failure> {
+    let sys = ensure(root, Path::new("sys"), Kind::Dir)?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match mount(
+        Some("sysfs"),
+        fd_path(&sys).as_str(),
+        Some("sysfs"),
+        flags,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) | Err(nix::errno::Errno::EBUSY) => {
+            // Fall back to a read-only recursive bind of the host's /sys.
+            mnt(
+                Some("/sys"),
+                &fd_path(&sys),
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                "rbind /sys",
+            )?;
+            let sys = ensure(root, Path::new("sys"), Kind::Dir)?;
+            remount_ro(&fd_path(&sys), "/sys")
+        }
+        Err(e) => Err(step("mount sysfs at /sys")(e)),
+    }
+}
+
+/// Contents written to the scratch tmpfs for generated `/etc/hosts` and `/etc/resolv.conf`.
+pub(crate) struct Generated {
+    /// Generated /etc/hosts (used when the spec has no hosts_file).
+    pub hosts: Vec<u8>,
+    /// Copy of the host's /etc/resolv.conf (used when the spec has no resolv_conf).
+    pub resolv: Vec<u8>,
+}
+
+/// Builds the mount namespace (rootfs and everything in it) and pivots into the rootfs.
+pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(), Failure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(step("unshare(CLONE_NEWNS)"))?;
+    mnt(
+        None,
+        "/",
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+        "make / rprivate",
+    )?;
+    ensure_scratch_dir()?;
+    mnt(
+        Some("rbuild-sandbox"),
+        SCRATCH_DIR,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=700,size=16m"),
+        format!("mount scratch tmpfs at {SCRATCH_DIR}"),
+    )?;
+    let scratch = Path::new(SCRATCH_DIR);
+    let root_dir = scratch.join("root");
+    let empty_dir = scratch.join("empty");
+    for d in [&root_dir, &empty_dir] {
+        std::fs::create_dir(d).map_err(step(format!("mkdir {}", d.display())))?;
+    }
+    let hosts_src = match &spec.hosts_file {
+        Some(p) => p.clone(),
+        None => {
+            let p = scratch.join("hosts");
+            std::fs::write(&p, &generated.hosts).map_err(step("write generated hosts"))?;
+            p
+        }
+    };
+    let resolv_src = match &spec.resolv_conf {
+        Some(p) => p.clone(),
+        None => {
+            let p = scratch.join("resolv.conf");
+            std::fs::write(&p, &generated.resolv).map_err(step("write resolv.conf copy"))?;
+            p
+        }
+    };
+    let root_str = root_dir.to_string_lossy().into_owned();
+    mount_rootfs(&spec.rootfs, &root_str, &empty_dir)?;
+    let root = rustix::fs::open(
+        &root_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step("open rootfs"))?;
+
+    let proc_fd = ensure(&root, Path::new("proc"), Kind::Dir)?;
+    mnt(
+        Some("proc"),
+        &fd_path(&proc_fd),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+        "mount proc at /proc",
+    )?;
+    mount_dev(&root)?;
+    mount_sys(&root)?;
+    bind_into(&root, &hosts_src, "/etc/hosts", true)?;
+    bind_into(&root, &resolv_src, "/etc/resolv.conf", true)?;
+    for m in &spec.extra_mounts {
+        bind_into(&root, &m.source, &m.target, m.readonly)?;
+    }
+
+    nix::unistd::fchdir(root.as_fd()).map_err(step("chdir to rootfs"))?;
+    nix::unistd::pivot_root(".", ".").map_err(step("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(step("unmount old root"))?;
+    nix::unistd::chdir("/").map_err(step("chdir /"))?;
+    drop(root);
+    mask_paths()
+}
+
+fn mask_paths() -> Result<(), Failure> {
+    for p in MASKED_PATHS {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            mnt(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+                format!("mask {p}"),
+            )?;
+        } else {
+            mnt(
+                Some("/dev/null"),
+                p,
+                None,
+                MsFlags::MS_BIND,
+                None,
+                format!("mask {p}"),
+            )?;
+        }
+    }
+    for p in READONLY_PATHS {
+        if std::fs::symlink_metadata(p).is_err() {
+            continue;
+        }
+        mnt(
+            Some(p),
+            p,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            format!("bind {p}"),
+        )?;
+        remount_ro(p, p)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_rel_stays_inside() {
+        assert_eq!(clean_rel("/a/../../b/./c"), PathBuf::from("b/c"));
+        assert_eq!(clean_rel("/"), PathBuf::new());
+    }
+
+    #[test]
+    fn escape_opt_escapes_separators() {
+        assert_eq!(escape_opt(Path::new("/a:b,c")), "/a\\:b\\,c");
+    }
+}
