@@ -112,7 +112,8 @@ mod tests {
         assert!(!m.excluded("keep.txt") && !m.excluded("a/b/keep.dat"));
         let m = Matcher::new(&["docs", "!docs/keep.md", "*.md", "!README.md"]);
         assert!(m.excluded("docs/a.txt"));
-        assert!(m.excluded("docs/keep.md"), "a later *.md wins over the exception");
+        assert!(!m.excluded("docs/keep.md"), "the exception re-includes it; *.md is top level only");
+        assert!(m.excluded("notes.md"));
         assert!(!m.excluded("README.md"));
         let m = Matcher::new(&["**"]);
         assert!(m.excluded("x/y"));
