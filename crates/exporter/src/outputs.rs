@@ -50,12 +50,21 @@ fn layout_index(manifest: &Descriptor, names: &[String]) -> Index {
     index
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> io::Result<()> {
+/// A header for a regular file of `size` bytes: 0644, root-owned, mtime 0. Every numeric field is
+/// set: `Header::new_ustar` leaves uid/gid as NUL bytes, which strict readers reject.
+fn file_header(size: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
-    header.set_size(data.len() as u64);
+    header.set_size(size);
     header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
     header.set_mtime(0);
     header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> io::Result<()> {
+    let mut header = file_header(data.len() as u64);
     tar.append_data(&mut header, path, data)
 }
 
@@ -63,11 +72,7 @@ fn append_blob<W: Write>(tar: &mut tar::Builder<W>, store: &Store, digest: &Dige
     let path = store.blob_path(digest);
     let mut file = store.open_blob(digest)?;
     let len = file.metadata().map_err(io_err("stat", &path))?.len();
-    let mut header = tar::Header::new_ustar();
-    header.set_size(len);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
+    let mut header = file_header(len);
     tar.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file).map_err(io_err("write", &path))?;
     Ok(())
 }
