@@ -1,1 +1,24 @@
 //! Dockerfile frontend: pest grammar, spanned AST, variable expansion and conversion to the llb graph.
+//!
+//! This crate owns everything between Dockerfile text and the build graph:
+//! - [`parse`]: the BuildKit-compatible Dockerfile parser (pest grammar in `dockerfile.pest` plus
+//!   a physical-line pre-pass for directives, comments, continuations and heredocs), producing
+//!   the spanned [`Dockerfile`] syntax tree; [`dump`] prints an instruction in BuildKit's parser
+//!   test format.
+//! - [`expand`]: BuildKit's shell-word lexer (`$VAR`, `${VAR:-x}`, quotes, escapes, ...).
+//! - errors: [`ParseError`] (rendered with a source line and caret) and [`ExpandError`].
+//!
+//! The frontend is pure and synchronous: it reads only the text handed to it.
+
+pub mod ast;
+pub mod error;
+pub mod expand;
+pub mod parser;
+
+pub use ast::{
+    Args, Directives, Dockerfile, Flag, Heredoc, Instruction, InstructionKind, KeyValue, Span,
+    EXPANDING_INSTRUCTIONS,
+};
+pub use error::{ExpandError, ParseError, ParseErrorKind};
+pub use expand::{process_word, process_words, Lexer};
+pub use parser::{dump, parse};
