@@ -443,6 +443,7 @@ impl<'a> Converter<'a> {
         let vertex = self.def.add(Op::Source(SourceOp::Scratch), vec![], "scratch".into(), None);
         let mut config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
         config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
+        config.config.working_dir = Some("/".to_string());
         StageState { vertex, config, args: Vec::new(), cmd_set: false, name: String::new() }
     }
 
@@ -660,9 +661,10 @@ impl<'a> Converter<'a> {
         let span = &inst.span;
         let args = match &inst.args {
             Args::Exec(v) => v.clone(),
+            Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
             Args::Shell(s) => {
                 let mut a = state.shell();
-                a.push(self.with_heredocs(s, inst));
+                a.push(s.clone());
                 a
             }
             other => words_of(&Instruction { args: other.clone(), ..inst.clone() }),
@@ -691,21 +693,40 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    /// A shell-form command whose heredocs are inlined: a lone heredoc becomes the script itself.
-    fn with_heredocs(&self, cmd: &str, inst: &Instruction) -> String {
-        if inst.heredocs.is_empty() {
-            return cmd.to_string();
+    /// The argv of a shell-form RUN with heredocs, as BuildKit runs them: a command that is only
+    /// a heredoc runs the heredoc as the script (a `#!` line picks the interpreter); otherwise the
+    /// bodies follow the command line, for the shell to feed to the command.
+    fn heredoc_args(&self, state: &StageState, cmd: &str, inst: &Instruction) -> Vec<String> {
+        let mut args = state.shell();
+        let strip = |h: &crate::ast::Heredoc| -> String {
+            if h.chomp {
+                h.content.lines().map(|l| format!("{}\n", l.trim_start_matches('\t'))).collect()
+            } else {
+                h.content.clone()
+            }
+        };
+        let marker_only = inst.heredocs.len() == 1 && {
+            let t = cmd.trim().trim_start_matches("<<").trim_start_matches('-');
+            t.trim_matches(|c| c == '"' || c == '\'') == inst.heredocs[0].name
+        };
+        if marker_only {
+            let body = strip(&inst.heredocs[0]);
+            if let Some(first) = body.lines().next().and_then(|l| l.strip_prefix("#!")) {
+                args.push(format!("{} /dev/stdin <<'RBUILD_HEREDOC_EOF'\n{body}RBUILD_HEREDOC_EOF\n", first.trim()));
+            } else {
+                args.push(body);
+            }
+            return args;
         }
-        let mut out = cmd.to_string();
+        let mut full = cmd.to_string();
+        full.push('\n');
         for h in &inst.heredocs {
-            let body = if h.chomp { h.content.lines().map(|l| l.trim_start_matches('\t')).collect::<Vec<_>>().join("\n") + "\n" } else { h.content.clone() };
-            let quoted = format!("<<'{}'", h.name);
-            let marker_plain = format!("<<{}", h.name);
-            let replacement = format!("<<{}{}\n{}{}", if h.expand { "" } else { "'" }, h.name, body, h.name);
-            let _ = quoted;
-            out = out.replacen(&marker_plain, &replacement, 1);
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+            full.push('\n');
         }
-        out
+        args.push(full);
+        args
     }
 
     #[allow(clippy::too_many_arguments)]

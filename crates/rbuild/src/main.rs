@@ -123,6 +123,9 @@ fn main() -> ExitCode {
         Command::Build(args) => runtime.block_on(build::run(args, &cli.store)),
         Command::Images => build::images(&cli.store),
     };
+    // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
+    // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
