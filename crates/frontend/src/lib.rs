@@ -6,11 +6,14 @@
 //!   the spanned [`Dockerfile`] syntax tree; [`dump`] prints an instruction in BuildKit's parser
 //!   test format.
 //! - [`expand`]: BuildKit's shell-word lexer (`$VAR`, `${VAR:-x}`, quotes, escapes, ...).
+//! - [`base_images`] and [`convert`]: the stages the target needs become an llb graph and the
+//!   image config, following BuildKit's dockerfile2llb.
 //! - errors: [`ParseError`] (rendered with a source line and caret) and [`ExpandError`].
 //!
 //! The frontend is pure and synchronous: it reads only the text handed to it.
 
 pub mod ast;
+mod convert;
 pub mod error;
 pub mod expand;
 pub mod parser;
@@ -21,4 +24,5 @@ pub use ast::{
 };
 pub use error::{ExpandError, ParseError, ParseErrorKind};
 pub use expand::{process_word, process_words, Lexer};
+pub use convert::{base_images, convert, BaseImage, BuildPlan, ConvertError, ConvertOptions};
 pub use parser::{dump, parse};

@@ -130,9 +130,11 @@ fn reference_is_tag(name: &str) -> bool {
 }
 
 /// Runs `rbuild build`.
-pub async fn run(args: BuildArgs) -> Result<(), Report> {
-    let root = args.store.root_dir();
-    let context_arg = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
+pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> {
+    let root = store_args.root_dir();
+    let Some(context_arg) = args.context.clone() else {
+        return Err(Report::new("error: give a build context, e.g. `rbuild -t name:tag .` (see `rbuild --help`)").with_code(2));
+    };
     let context = std::fs::canonicalize(&context_arg).map_err(|e| Report::new(format!("error: unable to prepare context: path `{}` not found: {e}", context_arg.display())))?;
     let (dockerfile_path, dockerfile_name) = match &args.file {
         Some(f) => (f.clone(), f.display().to_string()),
@@ -184,9 +186,9 @@ pub async fn run(args: BuildArgs) -> Result<(), Report> {
     let (graph, ids) = graph_from_definition(&plan.definition);
     let solver = Solver::new(worker, Some(index), progress::sink(args.progress));
     let solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
-    let target = ids[plan.target];
+    let targets = [ids[plan.target]];
     let solved = tokio::select! {
-        r = solver.solve(&graph, &[target], &solve_opts) => r,
+        r = solver.solve(&graph, &targets, &solve_opts) => r,
         code = wait_for_signal() => return Err(Report::new("error: build canceled").with_code(code)),
     };
     let value = match solved {

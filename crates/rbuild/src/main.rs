@@ -11,12 +11,35 @@ use std::process::ExitCode;
 
 /// rbuild: build OCI images from Dockerfiles, daemonless.
 #[derive(Parser, Debug)]
-#[command(name = "rbuild", version, args_conflicts_with_subcommands = true, about = "Build OCI images from Dockerfiles, the way BuildKit builds them")]
+#[command(name = "rbuild", version, about = "Build OCI images from Dockerfiles, the way BuildKit builds them")]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
     #[command(flatten)]
-    build: BuildArgs,
+    store: StoreArgs,
+}
+
+/// `rbuild [FLAGS] CONTEXT` means `rbuild build [FLAGS] CONTEXT`: inserts `build` when the first
+/// word is not a subcommand (skipping the global `--root`).
+fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].to_string_lossy();
+        if arg == "--root" {
+            i += 2;
+            continue;
+        }
+        if arg.starts_with("--root=") {
+            i += 1;
+            continue;
+        }
+        let known = ["build", "images", "help", "--help", "-h", "--version", "-V"];
+        if !known.contains(&arg.as_ref()) {
+            argv.insert(i, "build".into());
+        }
+        return argv;
+    }
+    argv
 }
 
 #[derive(Subcommand, Debug)]
@@ -24,14 +47,14 @@ enum Command {
     /// Build an image from a Dockerfile.
     Build(BuildArgs),
     /// List the images in the local store.
-    Images(StoreArgs),
+    Images,
 }
 
 /// Where rbuild keeps its state.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
     /// State directory (image store, snapshots, cache).
-    #[arg(long, env = "RBUILD_ROOT")]
+    #[arg(long, env = "RBUILD_ROOT", global = true)]
     pub root: Option<PathBuf>,
 }
 
@@ -84,13 +107,11 @@ pub struct BuildArgs {
     /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -99,14 +120,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Build(args)) => runtime.block_on(build::run(args)),
-        Some(Command::Images(store)) => build::images(&store),
-        None if cli.build.context.is_some() => runtime.block_on(build::run(cli.build)),
-        None => {
-            eprintln!("error: give a build context, e.g. `rbuild -t name:tag .` (see `rbuild --help`)");
-            return ExitCode::from(2);
-        }
+        Command::Build(args) => runtime.block_on(build::run(args, &cli.store)),
+        Command::Images => build::images(&cli.store),
     };
+    // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
+    // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
