@@ -2,7 +2,10 @@
 //! blob digest -> store), remembered in a snapshot label so unchanged layers are never recompressed.
 
 use crate::ExportError;
-use rbuild_oci::{Descriptor, DiffId, ImageConfig, Layer, Manifest, MediaType, Sha256Writer, Store, LAYER_LABEL_GZIP};
+use rbuild_oci::{
+    Descriptor, DiffId, ImageConfig, Layer, Manifest, MediaType, Sha256Writer, Store,
+    LAYER_LABEL_GZIP,
+};
 use rbuild_snapshotter::{DiffOptions, SnapshotId, Snapshotter};
 use std::io::Write;
 
@@ -17,13 +20,19 @@ pub struct LayerOptions {
 
 /// Returns the gzip layer blob of snapshot `id` (its diff against its parent), making and storing it
 /// the first time and reusing it afterwards (the label is kept only while the blob exists).
-pub fn ensure_layer(snapshotter: &Snapshotter, store: &Store, id: &SnapshotId, opts: &LayerOptions) -> Result<Layer, ExportError> {
+pub fn ensure_layer(
+    snapshotter: &Snapshotter,
+    store: &Store,
+    id: &SnapshotId,
+    opts: &LayerOptions,
+) -> Result<Layer, ExportError> {
     let label_key = match opts.source_date_epoch {
         Some(epoch) => format!("{LAYER_LABEL_GZIP}.sde{epoch}"),
         None => LAYER_LABEL_GZIP.to_string(),
     };
     if let Some(raw) = snapshotter.label(id, &label_key)? {
-        let layer: Layer = serde_json::from_str(&raw).map_err(|_| ExportError::BadLabel(id.to_string()))?;
+        let layer: Layer =
+            serde_json::from_str(&raw).map_err(|_| ExportError::BadLabel(id.to_string()))?;
         if store.has_blob(&layer.descriptor.digest) {
             return Ok(layer);
         }
@@ -32,13 +41,33 @@ pub fn ensure_layer(snapshotter: &Snapshotter, store: &Store, id: &SnapshotId, o
     let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
     let gz = flate2::write::GzEncoder::new(blob, level);
     let mut tar_hasher = Sha256Writer::new(gz);
-    snapshotter.write_diff(id, &mut tar_hasher, &DiffOptions { source_date_epoch: opts.source_date_epoch })?;
-    tar_hasher.flush().map_err(|source| ExportError::Io { action: "compress layer of", path: id.to_string().into(), source })?;
+    snapshotter.write_diff(
+        id,
+        &mut tar_hasher,
+        &DiffOptions {
+            source_date_epoch: opts.source_date_epoch,
+        },
+    )?;
+    tar_hasher.flush().map_err(|source| ExportError::Io {
+        action: "compress layer of",
+        path: id.to_string().into(),
+        source,
+    })?;
     let (diff_digest, _, gz) = tar_hasher.finish();
-    let blob = gz.finish().map_err(|source| ExportError::Io { action: "compress layer of", path: id.to_string().into(), source })?;
+    let blob = gz.finish().map_err(|source| ExportError::Io {
+        action: "compress layer of",
+        path: id.to_string().into(),
+        source,
+    })?;
     let (digest, size) = blob.commit(None)?;
     let layer = Layer {
-        descriptor: Descriptor { media_type: MediaType::new(MediaType::OCI_LAYER_GZIP), digest, size, platform: None, annotations: None },
+        descriptor: Descriptor {
+            media_type: MediaType::new(MediaType::OCI_LAYER_GZIP),
+            digest,
+            size,
+            platform: None,
+            annotations: None,
+        },
         diff_id: DiffId(diff_digest),
     };
     snapshotter.set_label(id, &label_key, &serde_json::to_string(&layer)?)?;
@@ -46,8 +75,15 @@ pub fn ensure_layer(snapshotter: &Snapshotter, store: &Store, id: &SnapshotId, o
 }
 
 /// Fills `rootfs.diff_ids` from `layers` and stores config and manifest; returns the manifest descriptor.
-pub fn assemble_image(store: &Store, mut config: ImageConfig, layers: &[Layer]) -> Result<(Descriptor, Manifest), ExportError> {
+pub fn assemble_image(
+    store: &Store,
+    mut config: ImageConfig,
+    layers: &[Layer],
+) -> Result<(Descriptor, Manifest), ExportError> {
     config.rootfs.kind = "layers".to_string();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-    Ok(store.write_image(&config, layers.iter().map(|l| l.descriptor.clone()).collect())?)
+    Ok(store.write_image(
+        &config,
+        layers.iter().map(|l| l.descriptor.clone()).collect(),
+    )?)
 }

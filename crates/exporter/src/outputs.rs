@@ -1,7 +1,9 @@
 //! Writing a stored image out: OCI layout (dir or tar), docker archive, local filesystem.
 
 use crate::ExportError;
-use rbuild_oci::{canonical_json, Descriptor, Digest, Index, Store, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use rbuild_oci::{
+    canonical_json, Descriptor, Digest, Index, Store, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,13 +21,20 @@ pub fn normalize_tag(name: &str) -> String {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
-    move |source| ExportError::Io { action, path: path.to_path_buf(), source }
+    move |source| ExportError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The blobs of one image: manifest, config, layers.
 fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<Vec<Digest>, ExportError> {
     let record = store.read_image(&manifest.digest)?;
-    let mut out = vec![manifest.digest.clone(), record.manifest.config.digest.clone()];
+    let mut out = vec![
+        manifest.digest.clone(),
+        record.manifest.config.digest.clone(),
+    ];
     for layer in &record.manifest.layers {
         if !out.contains(&layer.digest) {
             out.push(layer.digest.clone());
@@ -36,7 +45,11 @@ fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<Vec<Digest>, Expo
 
 fn layout_index(manifest: &Descriptor, names: &[String]) -> Index {
     let mut index = Index::empty();
-    let names: Vec<String> = if names.is_empty() { vec![String::new()] } else { names.to_vec() };
+    let names: Vec<String> = if names.is_empty() {
+        vec![String::new()]
+    } else {
+        names.to_vec()
+    };
     for name in names {
         let mut desc = manifest.clone();
         if !name.is_empty() {
@@ -68,17 +81,32 @@ fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) ->
     tar.append_data(&mut header, path, data)
 }
 
-fn append_blob<W: Write>(tar: &mut tar::Builder<W>, store: &Store, digest: &Digest) -> Result<(), ExportError> {
+fn append_blob<W: Write>(
+    tar: &mut tar::Builder<W>,
+    store: &Store,
+    digest: &Digest,
+) -> Result<(), ExportError> {
     let path = store.blob_path(digest);
     let mut file = store.open_blob(digest)?;
     let len = file.metadata().map_err(io_err("stat", &path))?.len();
     let mut header = file_header(len);
-    tar.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), &mut file).map_err(io_err("write", &path))?;
+    tar.append_data(
+        &mut header,
+        format!("blobs/sha256/{}", digest.hex()),
+        &mut file,
+    )
+    .map_err(io_err("write", &path))?;
     Ok(())
 }
 
 /// Writes the image as an OCI image layout: a directory (`tar == false`) or a tarball at `dest`.
-pub fn write_oci(store: &Store, manifest: &Descriptor, names: &[String], dest: &Path, tar: bool) -> Result<(), ExportError> {
+pub fn write_oci(
+    store: &Store,
+    manifest: &Descriptor,
+    names: &[String],
+    dest: &Path,
+    tar: bool,
+) -> Result<(), ExportError> {
     let blobs = image_blobs(store, manifest)?;
     let index = canonical_json(&layout_index(manifest, names))?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -114,7 +142,12 @@ pub fn write_oci(store: &Store, manifest: &Descriptor, names: &[String], dest: &
 }
 
 /// Writes a `docker load` archive (manifest.json + OCI layout) to `dest`.
-pub fn write_docker_archive(store: &Store, manifest: &Descriptor, names: &[String], dest: &Path) -> Result<(), ExportError> {
+pub fn write_docker_archive(
+    store: &Store,
+    manifest: &Descriptor,
+    names: &[String],
+    dest: &Path,
+) -> Result<(), ExportError> {
     let record = store.read_image(&manifest.digest)?;
     let blobs = image_blobs(store, manifest)?;
     let repo_tags: Vec<String> = names.iter().map(|n| normalize_tag(n)).collect();
@@ -126,9 +159,24 @@ pub fn write_docker_archive(store: &Store, manifest: &Descriptor, names: &[Strin
     let tmp = dest.with_extension("rbuild-tmp");
     let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
     let mut builder = tar::Builder::new(io::BufWriter::new(file));
-    append_bytes(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("write", &tmp))?;
-    append_bytes(&mut builder, "index.json", &canonical_json(&layout_index(manifest, names))?).map_err(io_err("write", &tmp))?;
-    append_bytes(&mut builder, "manifest.json", &serde_json::to_vec(&docker_manifest)?).map_err(io_err("write", &tmp))?;
+    append_bytes(
+        &mut builder,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(io_err("write", &tmp))?;
+    append_bytes(
+        &mut builder,
+        "index.json",
+        &canonical_json(&layout_index(manifest, names))?,
+    )
+    .map_err(io_err("write", &tmp))?;
+    append_bytes(
+        &mut builder,
+        "manifest.json",
+        &serde_json::to_vec(&docker_manifest)?,
+    )
+    .map_err(io_err("write", &tmp))?;
     for digest in &blobs {
         append_blob(&mut builder, store, digest)?;
     }
@@ -139,7 +187,11 @@ pub fn write_docker_archive(store: &Store, manifest: &Descriptor, names: &[Strin
 }
 
 /// Copies the final filesystem of snapshot `top` (None = empty) into directory `dest`.
-pub fn write_local(snapshotter: &Snapshotter, top: Option<&SnapshotId>, dest: &Path) -> Result<(), ExportError> {
+pub fn write_local(
+    snapshotter: &Snapshotter,
+    top: Option<&SnapshotId>,
+    dest: &Path,
+) -> Result<(), ExportError> {
     fs::create_dir_all(dest).map_err(io_err("create", dest))?;
     let view = snapshotter.view(top)?;
     let (reader, writer) = io::pipe().map_err(io_err("pipe", dest))?;
@@ -158,7 +210,11 @@ pub fn write_local(snapshotter: &Snapshotter, top: Option<&SnapshotId>, dest: &P
     archive.set_overwrite(true);
     let unpacked = archive.unpack(dest).map_err(io_err("unpack into", dest));
     drop(archive);
-    let produced = producer.join().map_err(|_| ExportError::Io { action: "read", path: dest.to_path_buf(), source: io::Error::other("copy thread panicked") })?;
+    let produced = producer.join().map_err(|_| ExportError::Io {
+        action: "read",
+        path: dest.to_path_buf(),
+        source: io::Error::other("copy thread panicked"),
+    })?;
     unpacked?;
     produced.map_err(io_err("read snapshot for", dest))?;
     Ok(())
@@ -172,7 +228,13 @@ mod tests {
     fn tags_get_latest() {
         assert_eq!(normalize_tag("app"), "app:latest");
         assert_eq!(normalize_tag("app:1"), "app:1");
-        assert_eq!(normalize_tag("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
-        assert_eq!(normalize_tag("127.0.0.1:5000/app:2"), "127.0.0.1:5000/app:2");
+        assert_eq!(
+            normalize_tag("127.0.0.1:5000/app"),
+            "127.0.0.1:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_tag("127.0.0.1:5000/app:2"),
+            "127.0.0.1:5000/app:2"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! Every test needs root (mounts, chown, setuid bits): it prints `SKIPPED: needs root` otherwise,
 //! or fails when `RBUILD_REQUIRE_ROOT=1`.
 
-use rbuild_exporter::{assemble_image, ensure_layer, write_docker_archive, write_local, write_oci, Layer, LayerOptions};
+use rbuild_exporter::{
+    assemble_image, ensure_layer, write_docker_archive, write_local, write_oci, Layer, LayerOptions,
+};
 use rbuild_oci::{Digest, ImageConfig, MediaType, RunConfig, Store, LAYER_LABEL_GZIP};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_testsupport::{need_tool, require_root};
@@ -37,7 +39,11 @@ fn root_or_skip() -> bool {
 }
 
 /// Prepares a snapshot on `parent`, runs `f` on its mounted tree, unmounts and commits it.
-fn commit_with(snap: &Snapshotter, parent: Option<&SnapshotId>, f: impl FnOnce(&Path)) -> SnapshotId {
+fn commit_with(
+    snap: &Snapshotter,
+    parent: Option<&SnapshotId>,
+    f: impl FnOnce(&Path),
+) -> SnapshotId {
     let active = snap.prepare(parent).expect("prepare");
     {
         let mount = active.mount().expect("mount");
@@ -108,7 +114,10 @@ fn tar_entries(tar_bytes: &[u8]) -> Vec<(String, TarEntry)> {
         let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
         let name = name.trim_end_matches('/').to_string();
         let header = entry.header().clone();
-        let link = entry.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
         out.push((
@@ -129,18 +138,33 @@ fn tar_entries(tar_bytes: &[u8]) -> Vec<(String, TarEntry)> {
 
 fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
     out
 }
 
 /// Checks the stored blob of `layer` against its descriptor and diff ID; returns the tar bytes.
 fn verify_blob(store: &Store, layer: &Layer) -> Vec<u8> {
-    assert_eq!(layer.descriptor.media_type.as_str(), MediaType::OCI_LAYER_GZIP);
-    let blob = store.read_blob(&layer.descriptor.digest).expect("blob in store");
-    assert_eq!(Digest::sha256_of(&blob), layer.descriptor.digest, "blob digest");
+    assert_eq!(
+        layer.descriptor.media_type.as_str(),
+        MediaType::OCI_LAYER_GZIP
+    );
+    let blob = store
+        .read_blob(&layer.descriptor.digest)
+        .expect("blob in store");
+    assert_eq!(
+        Digest::sha256_of(&blob),
+        layer.descriptor.digest,
+        "blob digest"
+    );
     assert_eq!(blob.len() as u64, layer.descriptor.size, "blob size");
     let tar = gunzip(&blob);
-    assert_eq!(Digest::sha256_of(&tar), layer.diff_id.0, "diff id = sha256 of the uncompressed tar");
+    assert_eq!(
+        Digest::sha256_of(&tar),
+        layer.diff_id.0,
+        "diff id = sha256 of the uncompressed tar"
+    );
     tar
 }
 
@@ -149,7 +173,11 @@ fn names(entries: &[(String, TarEntry)]) -> Vec<&str> {
 }
 
 fn entry<'a>(entries: &'a [(String, TarEntry)], name: &str) -> &'a TarEntry {
-    &entries.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no tar entry {name} in {:?}", names(entries))).1
+    &entries
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no tar entry {name} in {:?}", names(entries)))
+        .1
 }
 
 #[test]
@@ -165,7 +193,18 @@ fn ensure_layer_blob_matches_descriptor_and_diff_id() {
     let entries = tar_entries(&verify_blob(&e.store, &l1));
     assert_eq!(
         names(&entries),
-        ["bin", "bin/tool", "data", "data/keep.txt", "etc", "etc/link", "etc/old.conf", "etc/owned", "etc/secret", "gone.txt"],
+        [
+            "bin",
+            "bin/tool",
+            "data",
+            "data/keep.txt",
+            "etc",
+            "etc/link",
+            "etc/old.conf",
+            "etc/owned",
+            "etc/secret",
+            "gone.txt"
+        ],
         "base layer entries (sorted, depth first)"
     );
     let tool = entry(&entries, "bin/tool");
@@ -173,7 +212,10 @@ fn ensure_layer_blob_matches_descriptor_and_diff_id() {
     assert_eq!(tool.mode, 0o4755);
     assert_eq!(tool.data, TOOL);
     let secret = entry(&entries, "etc/secret");
-    assert_eq!((secret.kind, secret.mode, secret.data.as_slice()), (tar::EntryType::Regular, 0o600, &b"s3cret\n"[..]));
+    assert_eq!(
+        (secret.kind, secret.mode, secret.data.as_slice()),
+        (tar::EntryType::Regular, 0o600, &b"s3cret\n"[..])
+    );
     let link = entry(&entries, "etc/link");
     assert_eq!(link.kind, tar::EntryType::Symlink);
     assert_eq!(link.link.as_deref(), Some("secret"));
@@ -187,10 +229,18 @@ fn ensure_layer_blob_matches_descriptor_and_diff_id() {
     assert_ne!(l1.diff_id, l2.diff_id);
     assert_ne!(l1.descriptor.digest, l2.descriptor.digest);
     let entries = tar_entries(&verify_blob(&e.store, &l2));
-    assert_eq!(names(&entries), [".wh.gone.txt", "etc", "etc/.wh.old.conf", "new.txt"], "top layer entries");
+    assert_eq!(
+        names(&entries),
+        [".wh.gone.txt", "etc", "etc/.wh.old.conf", "new.txt"],
+        "top layer entries"
+    );
     for wh in [".wh.gone.txt", "etc/.wh.old.conf"] {
         let w = entry(&entries, wh);
-        assert_eq!(w.kind, tar::EntryType::Regular, "{wh} is an empty regular file");
+        assert_eq!(
+            w.kind,
+            tar::EntryType::Regular,
+            "{wh} is an empty regular file"
+        );
         assert!(w.data.is_empty());
     }
     let new = entry(&entries, "new.txt");
@@ -198,7 +248,12 @@ fn ensure_layer_blob_matches_descriptor_and_diff_id() {
     assert_eq!(entry(&entries, "etc").kind, tar::EntryType::Directory);
 
     // Nothing left behind in the store's temp dir.
-    assert_eq!(fs::read_dir(e.store.root().join("tmp/blobs")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(e.store.root().join("tmp/blobs"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 fn blob_stamp(store: &Store, layer: &Layer) -> (u64, i64, i64) {
@@ -217,7 +272,11 @@ fn ensure_layer_is_cached_in_a_label_and_recreated_when_the_blob_is_gone() {
 
     assert_eq!(e.snap.label(&base, LAYER_LABEL_GZIP).unwrap(), None);
     let first = ensure_layer(&e.snap, &e.store, &base, &opts).unwrap();
-    let label = e.snap.label(&base, LAYER_LABEL_GZIP).unwrap().expect("label set after the first call");
+    let label = e
+        .snap
+        .label(&base, LAYER_LABEL_GZIP)
+        .unwrap()
+        .expect("label set after the first call");
     let from_label: Layer = serde_json::from_str(&label).unwrap();
     assert_eq!(from_label, first);
     let stamp = blob_stamp(&e.store, &first);
@@ -225,7 +284,11 @@ fn ensure_layer_is_cached_in_a_label_and_recreated_when_the_blob_is_gone() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let second = ensure_layer(&e.snap, &e.store, &base, &opts).unwrap();
     assert_eq!(second, first);
-    assert_eq!(blob_stamp(&e.store, &second), stamp, "blob was not rewritten");
+    assert_eq!(
+        blob_stamp(&e.store, &second),
+        stamp,
+        "blob was not rewritten"
+    );
 
     // The label is trusted while its blob exists: no diff is computed (a fake label pointing at
     // some other stored blob is returned as is).
@@ -233,7 +296,13 @@ fn ensure_layer_is_cached_in_a_label_and_recreated_when_the_blob_is_gone() {
     let mut fake = first.clone();
     fake.descriptor.digest = fake_digest.clone();
     fake.descriptor.size = fake_size;
-    e.snap.set_label(&base, LAYER_LABEL_GZIP, &serde_json::to_string(&fake).unwrap()).unwrap();
+    e.snap
+        .set_label(
+            &base,
+            LAYER_LABEL_GZIP,
+            &serde_json::to_string(&fake).unwrap(),
+        )
+        .unwrap();
     assert_eq!(ensure_layer(&e.snap, &e.store, &base, &opts).unwrap(), fake);
 
     // Once the labelled blob is gone, the layer is made again (same bytes: the diff is
@@ -241,7 +310,8 @@ fn ensure_layer_is_cached_in_a_label_and_recreated_when_the_blob_is_gone() {
     fs::remove_file(e.store.blob_path(&fake_digest)).unwrap();
     let again = ensure_layer(&e.snap, &e.store, &base, &opts).unwrap();
     assert_eq!(again, first);
-    let repaired: Layer = serde_json::from_str(&e.snap.label(&base, LAYER_LABEL_GZIP).unwrap().unwrap()).unwrap();
+    let repaired: Layer =
+        serde_json::from_str(&e.snap.label(&base, LAYER_LABEL_GZIP).unwrap().unwrap()).unwrap();
     assert_eq!(repaired, first);
 
     // Deleting the real blob: the next call recreates it with the same content.
@@ -251,17 +321,36 @@ fn ensure_layer_is_cached_in_a_label_and_recreated_when_the_blob_is_gone() {
     assert_eq!(recreated, first);
     assert!(e.store.has_blob(&first.descriptor.digest));
     verify_blob(&e.store, &recreated);
-    assert_ne!(blob_stamp(&e.store, &recreated).0, stamp.0, "a new blob file was written");
+    assert_ne!(
+        blob_stamp(&e.store, &recreated).0,
+        stamp.0,
+        "a new blob file was written"
+    );
 
     // A SOURCE_DATE_EPOCH layer is cached under its own label and leaves the plain one alone.
-    let sde = ensure_layer(&e.snap, &e.store, &base, &LayerOptions { source_date_epoch: Some(0), ..Default::default() }).unwrap();
+    let sde = ensure_layer(
+        &e.snap,
+        &e.store,
+        &base,
+        &LayerOptions {
+            source_date_epoch: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     verify_blob(&e.store, &sde);
     assert_ne!(sde.diff_id, first.diff_id, "clamped mtimes change the tar");
     let labels = e.snap.labels(&base).unwrap();
-    assert!(labels.contains_key(&format!("{LAYER_LABEL_GZIP}.sde0")), "labels: {labels:?}");
+    assert!(
+        labels.contains_key(&format!("{LAYER_LABEL_GZIP}.sde0")),
+        "labels: {labels:?}"
+    );
     let plain: Layer = serde_json::from_str(&labels[LAYER_LABEL_GZIP]).unwrap();
     assert_eq!(plain, first);
-    assert_eq!(ensure_layer(&e.snap, &e.store, &base, &opts).unwrap(), first);
+    assert_eq!(
+        ensure_layer(&e.snap, &e.store, &base, &opts).unwrap(),
+        first
+    );
 }
 
 #[test]
@@ -269,7 +358,10 @@ fn source_date_epoch_layers_are_reproducible_across_roots() {
     if !root_or_skip() {
         return;
     }
-    let opts = LayerOptions { source_date_epoch: Some(0), ..Default::default() };
+    let opts = LayerOptions {
+        source_date_epoch: Some(0),
+        ..Default::default()
+    };
     let mut results = Vec::new();
     for round in 0..2 {
         let e = env();
@@ -279,14 +371,20 @@ fn source_date_epoch_layers_are_reproducible_across_roots() {
         for l in [&l1, &l2] {
             let entries = tar_entries(&verify_blob(&e.store, l));
             for (name, ent) in &entries {
-                assert_eq!(ent.mtime, 0, "round {round}: {name} mtime clamped to SOURCE_DATE_EPOCH");
+                assert_eq!(
+                    ent.mtime, 0,
+                    "round {round}: {name} mtime clamped to SOURCE_DATE_EPOCH"
+                );
             }
         }
         results.push((l1, l2));
         // Different wall-clock mtimes in the second round.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    assert_eq!(results[0], results[1], "same content -> same diff ids and blob digests");
+    assert_eq!(
+        results[0], results[1],
+        "same content -> same diff ids and blob digests"
+    );
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -318,17 +416,32 @@ fn image_config() -> ImageConfig {
 fn build_image(e: &Env) -> (rbuild_oci::Descriptor, Vec<Layer>, SnapshotId) {
     let (base, top) = two_snapshots(&e.snap);
     let opts = LayerOptions::default();
-    let layers = vec![ensure_layer(&e.snap, &e.store, &base, &opts).unwrap(), ensure_layer(&e.snap, &e.store, &top, &opts).unwrap()];
+    let layers = vec![
+        ensure_layer(&e.snap, &e.store, &base, &opts).unwrap(),
+        ensure_layer(&e.snap, &e.store, &top, &opts).unwrap(),
+    ];
     let (desc, manifest) = assemble_image(&e.store, image_config(), &layers).unwrap();
-    assert_eq!(manifest.layers, layers.iter().map(|l| l.descriptor.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        manifest.layers,
+        layers
+            .iter()
+            .map(|l| l.descriptor.clone())
+            .collect::<Vec<_>>()
+    );
     let record = e.store.read_image(&desc.digest).unwrap();
     assert_eq!(record.config.rootfs.kind, "layers");
-    assert_eq!(record.config.rootfs.diff_ids, layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        record.config.rootfs.diff_ids,
+        layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()
+    );
     (desc, layers, top)
 }
 
 fn mode_of(path: &Path) -> u32 {
-    fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).mode() & 0o7777
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .mode()
+        & 0o7777
 }
 
 /// The merged filesystem of the test image, as unpacked somewhere.
@@ -337,22 +450,41 @@ fn assert_final_tree(root: &Path) {
     assert_eq!(mode_of(&root.join("bin/tool")), 0o4755);
     assert_eq!(fs::read(root.join("etc/secret")).unwrap(), b"s3cret\n");
     assert_eq!(mode_of(&root.join("etc/secret")), 0o600);
-    assert_eq!(fs::read_link(root.join("etc/link")).unwrap(), PathBuf::from("secret"));
-    assert!(fs::symlink_metadata(root.join("etc/link")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        fs::read_link(root.join("etc/link")).unwrap(),
+        PathBuf::from("secret")
+    );
+    assert!(fs::symlink_metadata(root.join("etc/link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let owned = fs::metadata(root.join("etc/owned")).unwrap();
-    assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (1234, 5678, 0o640));
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (1234, 5678, 0o640)
+    );
     assert_eq!(mode_of(&root.join("data")), 0o750);
     assert_eq!(fs::read(root.join("data/keep.txt")).unwrap(), b"keep\n");
     assert_eq!(fs::read(root.join("new.txt")).unwrap(), b"new\n");
     assert_eq!(mode_of(&root.join("new.txt")), 0o640);
-    assert!(fs::symlink_metadata(root.join("gone.txt")).is_err(), "whited-out gone.txt must not exist");
-    assert!(fs::symlink_metadata(root.join("etc/old.conf")).is_err(), "whited-out etc/old.conf must not exist");
+    assert!(
+        fs::symlink_metadata(root.join("gone.txt")).is_err(),
+        "whited-out gone.txt must not exist"
+    );
+    assert!(
+        fs::symlink_metadata(root.join("etc/old.conf")).is_err(),
+        "whited-out etc/old.conf must not exist"
+    );
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for ent in fs::read_dir(&dir).unwrap() {
             let ent = ent.unwrap();
             let name = ent.file_name().to_string_lossy().into_owned();
-            assert!(!name.starts_with(".wh."), "whiteout {} leaked", ent.path().display());
+            assert!(
+                !name.starts_with(".wh."),
+                "whiteout {} leaked",
+                ent.path().display()
+            );
             if ent.file_type().unwrap().is_dir() {
                 stack.push(ent.path());
             }
@@ -365,7 +497,11 @@ fn json(s: &str) -> serde_json::Value {
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -382,38 +518,70 @@ fn oci_layout_dir_and_tar_are_readable_by_umoci_and_skopeo() {
     let tagged = e.store.resolve_tag(tag).unwrap().expect("tag resolves");
     assert_eq!(tagged.digest, desc.digest);
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
-    let blob_digests: Vec<String> = layers.iter().map(|l| l.descriptor.digest.to_string()).collect();
+    let blob_digests: Vec<String> = layers
+        .iter()
+        .map(|l| l.descriptor.digest.to_string())
+        .collect();
 
     // Directory layout.
     let layout = e.dir.path().join("layout");
     write_oci(&e.store, &desc, &[tag.to_string()], &layout, false).unwrap();
-    let cfg = json(&run(Command::new("skopeo").arg("inspect").arg("--config").arg(format!("oci:{}:{tag}", layout.display()))));
-    assert_eq!(strings(&cfg["config"]["Env"]), ["PATH=/usr/bin:/bin", "FOO=bar"]);
+    let cfg = json(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("oci:{}:{tag}", layout.display()))));
+    assert_eq!(
+        strings(&cfg["config"]["Env"]),
+        ["PATH=/usr/bin:/bin", "FOO=bar"]
+    );
     assert_eq!(strings(&cfg["config"]["Cmd"]), ["/bin/tool", "--flag"]);
     assert_eq!(strings(&cfg["rootfs"]["diff_ids"]), diff_ids);
-    let inspect = json(&run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{tag}", layout.display()))));
+    let inspect = json(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{tag}", layout.display()))));
     assert_eq!(strings(&inspect["Layers"]), blob_digests);
-    assert_eq!(inspect["Digest"].as_str(), Some(desc.digest.to_string().as_str()));
+    assert_eq!(
+        inspect["Digest"].as_str(),
+        Some(desc.digest.to_string().as_str())
+    );
 
     let bundle = e.dir.path().join("bundle");
-    run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(&bundle));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle));
     assert_final_tree(&bundle.join("rootfs"));
 
     // Tarball layout.
     let archive = e.dir.path().join("image.oci.tar");
     write_oci(&e.store, &desc, &[tag.to_string()], &archive, true).unwrap();
-    let inspect = json(&run(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}:{tag}", archive.display()))));
+    let inspect = json(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}:{tag}", archive.display()))));
     assert_eq!(strings(&inspect["Layers"]), blob_digests);
-    assert_eq!(inspect["Env"], serde_json::json!(["PATH=/usr/bin:/bin", "FOO=bar"]));
-    let cfg = json(&run(Command::new("skopeo").arg("inspect").arg("--config").arg(format!("oci-archive:{}:{tag}", archive.display()))));
+    assert_eq!(
+        inspect["Env"],
+        serde_json::json!(["PATH=/usr/bin:/bin", "FOO=bar"])
+    );
+    let cfg = json(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("oci-archive:{}:{tag}", archive.display()))));
     assert_eq!(strings(&cfg["rootfs"]["diff_ids"]), diff_ids);
     // Strict tar readers accept every header (all numeric fields are octal numbers), and the
     // blobs in the archive are the store's.
     let files = tar_files(&archive);
     assert_eq!(files["oci-layout"], br#"{"imageLayoutVersion":"1.0.0"}"#);
     let index = json(std::str::from_utf8(&files["index.json"]).unwrap());
-    assert_eq!(index["manifests"][0]["digest"].as_str(), Some(desc.digest.to_string().as_str()));
-    assert_eq!(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str(), Some(tag));
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        Some(desc.digest.to_string().as_str())
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str(),
+        Some(tag)
+    );
     for layer in &layers {
         let data = &files[&format!("blobs/sha256/{}", layer.descriptor.digest.hex())];
         assert_eq!(Digest::sha256_of(data), layer.descriptor.digest);
@@ -425,7 +593,10 @@ fn oci_layout_dir_and_tar_are_readable_by_umoci_and_skopeo() {
 /// The files of an (uncompressed) tar archive on disk.
 fn tar_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let bytes = fs::read(path).unwrap();
-    tar_entries(&bytes).into_iter().map(|(n, e)| (n, e.data)).collect()
+    tar_entries(&bytes)
+        .into_iter()
+        .map(|(n, e)| (n, e.data))
+        .collect()
 }
 
 #[test]
@@ -446,21 +617,39 @@ fn docker_archive_is_readable_by_skopeo_and_tags_get_latest() {
     assert_eq!(strings(&entries[0]["RepoTags"]), ["myapp:latest"]);
     let config_path = entries[0]["Config"].as_str().unwrap();
     let config = json(std::str::from_utf8(&files[config_path]).unwrap());
-    assert_eq!(strings(&config["rootfs"]["diff_ids"]), layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        strings(&config["rootfs"]["diff_ids"]),
+        layers
+            .iter()
+            .map(|l| l.diff_id.to_string())
+            .collect::<Vec<_>>()
+    );
     let layer_paths = strings(&entries[0]["Layers"]);
     assert_eq!(layer_paths.len(), 2);
     for (path, layer) in layer_paths.iter().zip(&layers) {
-        let data = files.get(path).unwrap_or_else(|| panic!("{path} listed in manifest.json but not in the archive"));
+        let data = files
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} listed in manifest.json but not in the archive"));
         assert_eq!(Digest::sha256_of(data), layer.descriptor.digest);
     }
 
-    let inspect = json(&run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", archive.display()))));
+    let inspect = json(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", archive.display()))));
     assert_eq!(strings(&inspect["Layers"]).len(), 2, "inspect: {inspect}");
-    assert_eq!(inspect["Env"], serde_json::json!(["PATH=/usr/bin:/bin", "FOO=bar"]));
-    let cfg = json(&run(Command::new("skopeo").arg("inspect").arg("--config").arg(format!("docker-archive:{}", archive.display()))));
+    assert_eq!(
+        inspect["Env"],
+        serde_json::json!(["PATH=/usr/bin:/bin", "FOO=bar"])
+    );
+    let cfg = json(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("docker-archive:{}", archive.display()))));
     assert_eq!(strings(&cfg["config"]["Cmd"]), ["/bin/tool", "--flag"]);
     // The tagged name also works as a docker-archive reference.
-    run(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}:myapp:latest", archive.display())));
+    run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}:myapp:latest", archive.display())));
     assert!(!archive.with_extension("rbuild-tmp").exists());
 }
 

@@ -51,7 +51,11 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Directives { escape: '\\', syntax: None, check: None }
+        Directives {
+            escape: '\\',
+            syntax: None,
+            check: None,
+        }
     }
 }
 
@@ -165,7 +169,10 @@ impl InstructionKind {
 
     /// Looks a keyword up case-insensitively (`"run"`, `"Run"`, `"RUN"`).
     pub fn from_keyword(word: &str) -> Option<InstructionKind> {
-        InstructionKind::ALL.iter().copied().find(|k| k.name().eq_ignore_ascii_case(word))
+        InstructionKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name().eq_ignore_ascii_case(word))
     }
 
     /// Whether BuildKit expands `$VAR` references in this instruction's arguments
@@ -176,7 +183,10 @@ impl InstructionKind {
 
     /// Whether the instruction may carry heredocs (`RUN`, `COPY`, `ADD`; shell form only).
     pub fn can_contain_heredoc(self) -> bool {
-        matches!(self, InstructionKind::Run | InstructionKind::Copy | InstructionKind::Add)
+        matches!(
+            self,
+            InstructionKind::Run | InstructionKind::Copy | InstructionKind::Add
+        )
     }
 }
 

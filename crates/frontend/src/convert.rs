@@ -4,7 +4,10 @@
 
 use crate::ast::{Args, Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
-use rbuild_llb::{ChownOpt, CopyAction, Definition, ExecOp, FileAction, FileOp, MkdirAction, NetworkMode, Op, SourceLocation, SourceOp, UserOpt, VertexIndex};
+use rbuild_llb::{
+    ChownOpt, CopyAction, Definition, ExecOp, FileAction, FileOp, MkdirAction, NetworkMode, Op,
+    SourceLocation, SourceOp, UserOpt, VertexIndex,
+};
 use rbuild_oci::{Digest, HealthConfig, History, ImageConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -59,16 +62,25 @@ pub struct ConvertError {
 
 impl ConvertError {
     fn at(span: &Span, message: impl Into<String>) -> Self {
-        ConvertError { message: message.into(), span: Some(span.clone()) }
+        ConvertError {
+            message: message.into(),
+            span: Some(span.clone()),
+        }
     }
 
     /// `FILE:LINE:COL: message`, the source line and a caret (or just the message without a span).
     pub fn render(&self, file_name: &str, source: &str) -> String {
         match &self.span {
             Some(span) => {
-                let line_text = source.lines().nth(span.start_line.saturating_sub(1)).unwrap_or("");
+                let line_text = source
+                    .lines()
+                    .nth(span.start_line.saturating_sub(1))
+                    .unwrap_or("");
                 let caret = format!("{}^", " ".repeat(span.start_col.saturating_sub(1)));
-                format!("{file_name}:{}:{}: {}\n{line_text}\n{caret}", span.start_line, span.start_col, self.message)
+                format!(
+                    "{file_name}:{}:{}: {}\n{line_text}\n{caret}",
+                    span.start_line, span.start_col, self.message
+                )
             }
             None => format!("{file_name}: {}", self.message),
         }
@@ -76,7 +88,16 @@ impl ConvertError {
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const PROXY_ARGS: [&str; 8] = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy"];
+const PROXY_ARGS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 fn platform_args() -> Vec<(String, String)> {
     [
@@ -108,12 +129,24 @@ struct Parsed<'a> {
 }
 
 fn lookup<'a>(vars: &'a [(String, String)]) -> impl Fn(&str) -> Option<String> + 'a {
-    move |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    move |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
 }
 
-fn expand(lexer: &Lexer, word: &str, vars: &[(String, String)], span: &Span) -> Result<String, ConvertError> {
+fn expand(
+    lexer: &Lexer,
+    word: &str,
+    vars: &[(String, String)],
+    span: &Span,
+) -> Result<String, ConvertError> {
     let f = lookup(vars);
-    lexer.process_word(word, &f).map_err(|e| ConvertError::at(span, e.to_string()))
+    lexer
+        .process_word(word, &f)
+        .map_err(|e| ConvertError::at(span, e.to_string()))
 }
 
 fn words_of(inst: &Instruction) -> Vec<String> {
@@ -126,7 +159,10 @@ fn args_words(args: &Args) -> Vec<String> {
         Args::Shell(s) => s.split_whitespace().map(str::to_string).collect(),
         Args::Single(s) => vec![s.clone()],
         Args::KeyValues(kv) => kv.iter().map(|k| k.key.clone()).collect(),
-        Args::Healthcheck { check_type, command } => {
+        Args::Healthcheck {
+            check_type,
+            command,
+        } => {
             let mut w = vec![check_type.clone()];
             w.extend(args_words(command));
             w
@@ -136,7 +172,11 @@ fn args_words(args: &Args) -> Vec<String> {
 }
 
 fn flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a str> {
-    inst.flags.iter().rev().find(|f| f.name == name).map(|f| f.value.as_deref().unwrap_or(""))
+    inst.flags
+        .iter()
+        .rev()
+        .find(|f| f.name == name)
+        .map(|f| f.value.as_deref().unwrap_or(""))
 }
 
 fn split_stages<'a>(df: &'a Dockerfile, opts: &ConvertOptions) -> Result<Parsed<'a>, ConvertError> {
@@ -148,23 +188,41 @@ fn split_stages<'a>(df: &'a Dockerfile, opts: &ConvertOptions) -> Result<Parsed<
             InstructionKind::From => {
                 let words = words_of(inst);
                 let Some(raw_base) = words.first() else {
-                    return Err(ConvertError::at(&inst.span, "FROM requires the name of a base image"));
+                    return Err(ConvertError::at(
+                        &inst.span,
+                        "FROM requires the name of a base image",
+                    ));
                 };
                 let base = expand(&lexer, raw_base, &meta, &inst.span)?;
                 if base.is_empty() {
-                    return Err(ConvertError::at(&inst.span, format!("base name ({raw_base}) should not be blank")));
+                    return Err(ConvertError::at(
+                        &inst.span,
+                        format!("base name ({raw_base}) should not be blank"),
+                    ));
                 }
-                let name = match words.len() {
-                    1 => None,
-                    3 if words[1].eq_ignore_ascii_case("as") => Some(words[2].to_lowercase()),
-                    _ => return Err(ConvertError::at(&inst.span, "FROM requires either one or three arguments (FROM image [AS name])")),
-                };
+                let name =
+                    match words.len() {
+                        1 => None,
+                        3 if words[1].eq_ignore_ascii_case("as") => Some(words[2].to_lowercase()),
+                        _ => return Err(ConvertError::at(
+                            &inst.span,
+                            "FROM requires either one or three arguments (FROM image [AS name])",
+                        )),
+                    };
                 if let Some(n) = &name {
                     if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
-                        return Err(ConvertError::at(&inst.span, format!("duplicate stage name \"{n}\"")));
+                        return Err(ConvertError::at(
+                            &inst.span,
+                            format!("duplicate stage name \"{n}\""),
+                        ));
                     }
                 }
-                stages.push(StageDecl { name, base, from: inst, body: Vec::new() });
+                stages.push(StageDecl {
+                    name,
+                    base,
+                    from: inst,
+                    body: Vec::new(),
+                });
             }
             _ => match stages.last_mut() {
                 Some(stage) => stage.body.push(inst),
@@ -175,24 +233,43 @@ fn split_stages<'a>(df: &'a Dockerfile, opts: &ConvertOptions) -> Result<Parsed<
                                 Some(v) => Some(expand(&lexer, v, &meta, &inst.span)?),
                                 None => None,
                             };
-                            let value = opts.build_args.get(&kv.key).cloned().or(default).unwrap_or_default();
+                            let value = opts
+                                .build_args
+                                .get(&kv.key)
+                                .cloned()
+                                .or(default)
+                                .unwrap_or_default();
                             meta.push((kv.key.clone(), value));
                         }
                     }
                 }
-                None => return Err(ConvertError::at(&inst.span, format!("no build stage in current context: {} must come after FROM", inst.name_original.to_uppercase()))),
+                None => {
+                    return Err(ConvertError::at(
+                        &inst.span,
+                        format!(
+                            "no build stage in current context: {} must come after FROM",
+                            inst.name_original.to_uppercase()
+                        ),
+                    ))
+                }
             },
         }
     }
     if stages.is_empty() {
-        return Err(ConvertError { message: "the Dockerfile has no FROM instruction".into(), span: None });
+        return Err(ConvertError {
+            message: "the Dockerfile has no FROM instruction".into(),
+            span: None,
+        });
     }
     Ok(Parsed { meta, stages })
 }
 
 fn find_stage(stages: &[StageDecl], name: &str, before: usize) -> Option<usize> {
     let lower = name.to_lowercase();
-    if let Some(i) = stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+    if let Some(i) = stages[..before]
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
         return Some(i);
     }
     name.parse::<usize>().ok().filter(|&i| i < before)
@@ -203,16 +280,38 @@ fn target_index(parsed: &Parsed, opts: &ConvertOptions) -> Result<usize, Convert
         None => Ok(parsed.stages.len() - 1),
         Some(t) => {
             let lower = t.to_lowercase();
-            parsed.stages.iter().position(|s| s.name.as_deref() == Some(lower.as_str())).ok_or_else(|| {
-                let names: Vec<String> = parsed.stages.iter().filter_map(|s| s.name.clone()).collect();
-                ConvertError { message: format!("target stage \"{t}\" could not be found (stages: {})", if names.is_empty() { "none named".to_string() } else { names.join(", ") }), span: None }
-            })
+            parsed
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                .ok_or_else(|| {
+                    let names: Vec<String> = parsed
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.name.clone())
+                        .collect();
+                    ConvertError {
+                        message: format!(
+                            "target stage \"{t}\" could not be found (stages: {})",
+                            if names.is_empty() {
+                                "none named".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        ),
+                        span: None,
+                    }
+                })
         }
     }
 }
 
 /// What a stage refers to: other stages it needs and images it uses.
-fn stage_refs(parsed: &Parsed, index: usize, lexer: &Lexer) -> Result<(Vec<usize>, Vec<String>), ConvertError> {
+fn stage_refs(
+    parsed: &Parsed,
+    index: usize,
+    lexer: &Lexer,
+) -> Result<(Vec<usize>, Vec<String>), ConvertError> {
     let stage = &parsed.stages[index];
     let mut deps = Vec::new();
     let mut images = Vec::new();
@@ -228,8 +327,15 @@ fn stage_refs(parsed: &Parsed, index: usize, lexer: &Lexer) -> Result<(Vec<usize
                 let from = expand(lexer, from, &parsed.meta, &inst.span)?;
                 match find_stage(&parsed.stages, &from, index) {
                     Some(i) => deps.push(i),
-                    None if parsed.stages.iter().any(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())) => {
-                        return Err(ConvertError::at(&inst.span, format!("stage \"{from}\" is used before it is defined")));
+                    None if parsed
+                        .stages
+                        .iter()
+                        .any(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())) =>
+                    {
+                        return Err(ConvertError::at(
+                            &inst.span,
+                            format!("stage \"{from}\" is used before it is defined"),
+                        ));
                     }
                     None => images.push(from),
                 }
@@ -239,7 +345,11 @@ fn stage_refs(parsed: &Parsed, index: usize, lexer: &Lexer) -> Result<(Vec<usize
     Ok((deps, images))
 }
 
-fn needed_stages(parsed: &Parsed, opts: &ConvertOptions, lexer: &Lexer) -> Result<(usize, BTreeSet<usize>, Vec<String>), ConvertError> {
+fn needed_stages(
+    parsed: &Parsed,
+    opts: &ConvertOptions,
+    lexer: &Lexer,
+) -> Result<(usize, BTreeSet<usize>, Vec<String>), ConvertError> {
     let target = target_index(parsed, opts)?;
     let mut needed = BTreeSet::new();
     let mut images = Vec::new();
@@ -301,24 +411,40 @@ impl StageState {
     fn set_env(&mut self, key: &str, value: &str) {
         let env = self.config.config.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
-        match env.iter_mut().find(|kv| kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str()) == key) {
+        match env
+            .iter_mut()
+            .find(|kv| kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str()) == key)
+        {
             Some(existing) => *existing = entry,
             None => env.push(entry),
         }
     }
 
     fn workdir(&self) -> String {
-        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".to_string())
+        self.config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_string())
     }
 
     fn shell(&self) -> Vec<String> {
-        self.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".to_string(), "-c".to_string()])
+        self.config
+            .config
+            .shell
+            .clone()
+            .unwrap_or_else(|| vec!["/bin/sh".to_string(), "-c".to_string()])
     }
 }
 
 /// Joins `path` onto `base` like Go's path.Join for WORKDIR and relative COPY destinations.
 fn join_path(base: &str, path: &str) -> String {
-    let full = if path.starts_with('/') { path.to_string() } else { format!("{base}/{path}") };
+    let full = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{base}/{path}")
+    };
     let mut parts: Vec<&str> = Vec::new();
     for p in full.split('/') {
         match p {
@@ -347,7 +473,10 @@ fn parse_chown(s: &str) -> Option<ChownOpt> {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),
     };
-    Some(ChownOpt { user: parse_user_opt(user), group: group.filter(|g| !g.is_empty()).map(parse_user_opt) })
+    Some(ChownOpt {
+        user: parse_user_opt(user),
+        group: group.filter(|g| !g.is_empty()).map(parse_user_opt),
+    })
 }
 
 fn parse_ports(spec: &str) -> Result<Vec<String>, String> {
@@ -359,8 +488,12 @@ fn parse_ports(spec: &str) -> Result<Vec<String>, String> {
         Some((a, b)) => (a, b),
         None => (ports, ports),
     };
-    let start: u32 = start.parse().map_err(|_| format!("invalid containerPort: {spec}"))?;
-    let end: u32 = end.parse().map_err(|_| format!("invalid containerPort: {spec}"))?;
+    let start: u32 = start
+        .parse()
+        .map_err(|_| format!("invalid containerPort: {spec}"))?;
+    let end: u32 = end
+        .parse()
+        .map_err(|_| format!("invalid containerPort: {spec}"))?;
     if end < start || end > 65535 {
         return Err(format!("invalid port range: {spec}"));
     }
@@ -416,14 +549,26 @@ struct Converter<'a> {
 
 impl<'a> Converter<'a> {
     fn location(&self, span: &Span) -> Option<SourceLocation> {
-        Some(SourceLocation { file: self.opts.dockerfile_name.clone(), start_line: span.start_line, end_line: span.end_line })
+        Some(SourceLocation {
+            file: self.opts.dockerfile_name.clone(),
+            start_line: span.start_line,
+            end_line: span.end_line,
+        })
     }
 
     fn context(&mut self) -> VertexIndex {
         if let Some(c) = self.context {
             return c;
         }
-        let c = self.def.add(Op::Source(SourceOp::Local { name: "context".into(), excludes: self.opts.context_excludes.clone() }), vec![], "[internal] load build context".into(), None);
+        let c = self.def.add(
+            Op::Source(SourceOp::Local {
+                name: "context".into(),
+                excludes: self.opts.context_excludes.clone(),
+            }),
+            vec![],
+            "[internal] load build context".into(),
+            None,
+        );
         self.context = Some(c);
         c
     }
@@ -440,22 +585,51 @@ impl<'a> Converter<'a> {
 
     fn image_state(&mut self, base: &BaseImage, stage_label: &str, span: &Span) -> StageState {
         let name = format!("[{stage_label}] FROM {}@{}", base.reference, base.digest);
-        let vertex = self.def.add(Op::Source(SourceOp::Image { reference: base.reference.clone(), digest: Some(base.digest.clone()) }), vec![], name, self.location(span));
+        let vertex = self.def.add(
+            Op::Source(SourceOp::Image {
+                reference: base.reference.clone(),
+                digest: Some(base.digest.clone()),
+            }),
+            vec![],
+            name,
+            self.location(span),
+        );
         let mut config = base.config.clone();
         config.created = None;
         config.rootfs = Default::default();
         if config.config.env.is_none() {
             config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
         }
-        StageState { vertex, config, args: Vec::new(), cmd_set: false, name: String::new() }
+        StageState {
+            vertex,
+            config,
+            args: Vec::new(),
+            cmd_set: false,
+            name: String::new(),
+        }
     }
 
     fn scratch_state(&mut self) -> StageState {
-        let vertex = self.def.add(Op::Source(SourceOp::Scratch), vec![], "scratch".into(), None);
-        let mut config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
+        let vertex = self.def.add(
+            Op::Source(SourceOp::Scratch),
+            vec![],
+            "scratch".into(),
+            None,
+        );
+        let mut config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
         config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
         config.config.working_dir = Some("/".to_string());
-        StageState { vertex, config, args: Vec::new(), cmd_set: false, name: String::new() }
+        StageState {
+            vertex,
+            config,
+            args: Vec::new(),
+            cmd_set: false,
+            name: String::new(),
+        }
     }
 
     fn run_env(&self, state: &StageState) -> Vec<String> {
@@ -472,21 +646,46 @@ impl<'a> Converter<'a> {
         out
     }
 
-    fn step_name(&self, state: &StageState, step: usize, total: usize, inst: &Instruction) -> String {
-        format!("[{} {}/{}] {}", state.name, step, total, inst.original.trim())
+    fn step_name(
+        &self,
+        state: &StageState,
+        step: usize,
+        total: usize,
+        inst: &Instruction,
+    ) -> String {
+        format!(
+            "[{} {}/{}] {}",
+            state.name,
+            step,
+            total,
+            inst.original.trim()
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn instruction(&mut self, state: &mut StageState, inst: &Instruction, step: usize, total: usize, stages: &HashMap<usize, StageState>, decls: &[StageDecl], index: usize, bases: &HashMap<String, BaseImage>) -> Result<(), ConvertError> {
+    fn instruction(
+        &mut self,
+        state: &mut StageState,
+        inst: &Instruction,
+        step: usize,
+        total: usize,
+        stages: &HashMap<usize, StageState>,
+        decls: &[StageDecl],
+        index: usize,
+        bases: &HashMap<String, BaseImage>,
+    ) -> Result<(), ConvertError> {
         let span = &inst.span;
         let vars = state.vars();
         match inst.kind {
             InstructionKind::Env => {
-                let Args::KeyValues(kvs) = &inst.args else { return Err(ConvertError::at(span, "ENV requires at least one argument")) };
+                let Args::KeyValues(kvs) = &inst.args else {
+                    return Err(ConvertError::at(span, "ENV requires at least one argument"));
+                };
                 let mut shown = Vec::new();
                 for kv in kvs {
                     let vars = state.vars();
-                    let value = expand(&self.lexer, kv.value.as_deref().unwrap_or(""), &vars, span)?;
+                    let value =
+                        expand(&self.lexer, kv.value.as_deref().unwrap_or(""), &vars, span)?;
                     let key = expand(&self.lexer, &kv.key, &vars, span)?;
                     state.set_env(&key, &value);
                     shown.push(format!("{key}={value}"));
@@ -494,13 +693,19 @@ impl<'a> Converter<'a> {
                 self.history(state, format!("ENV {}", shown.join(" ")), true);
             }
             InstructionKind::Arg => {
-                let Args::KeyValues(kvs) = &inst.args else { return Err(ConvertError::at(span, "ARG requires exactly one argument")) };
+                let Args::KeyValues(kvs) = &inst.args else {
+                    return Err(ConvertError::at(span, "ARG requires exactly one argument"));
+                };
                 let mut shown = Vec::new();
                 let meta = split_meta(self.df, self.opts);
                 for kv in kvs {
                     let default = match &kv.value {
                         Some(v) => Some(expand(&self.lexer, v, &state.vars(), span)?),
-                        None => meta.iter().rev().find(|(k, _)| *k == kv.key).map(|(_, v)| v.clone()),
+                        None => meta
+                            .iter()
+                            .rev()
+                            .find(|(k, _)| *k == kv.key)
+                            .map(|(_, v)| v.clone()),
                     };
                     let value = self.opts.build_args.get(&kv.key).cloned().or(default);
                     shown.push(match &kv.value {
@@ -515,12 +720,18 @@ impl<'a> Converter<'a> {
                 self.history(state, format!("ARG {}", shown.join(" ")), true);
             }
             InstructionKind::Label => {
-                let Args::KeyValues(kvs) = &inst.args else { return Err(ConvertError::at(span, "LABEL requires at least one argument")) };
+                let Args::KeyValues(kvs) = &inst.args else {
+                    return Err(ConvertError::at(
+                        span,
+                        "LABEL requires at least one argument",
+                    ));
+                };
                 let labels = state.config.config.labels.get_or_insert_with(BTreeMap::new);
                 let mut shown = Vec::new();
                 for kv in kvs {
                     let key = expand(&self.lexer, &kv.key, &vars, span)?;
-                    let value = expand(&self.lexer, kv.value.as_deref().unwrap_or(""), &vars, span)?;
+                    let value =
+                        expand(&self.lexer, kv.value.as_deref().unwrap_or(""), &vars, span)?;
                     shown.push(format!("{key}={value}"));
                     labels.insert(key, value);
                 }
@@ -529,7 +740,11 @@ impl<'a> Converter<'a> {
             InstructionKind::Maintainer => {
                 let text = match &inst.args {
                     Args::Shell(s) => s.clone(),
-                    other => words_of(&Instruction { args: other.clone(), ..inst.clone() }).join(" "),
+                    other => words_of(&Instruction {
+                        args: other.clone(),
+                        ..inst.clone()
+                    })
+                    .join(" "),
                 };
                 let author = expand(&self.lexer, &text, &vars, span)?;
                 state.config.author = Some(author.clone());
@@ -540,10 +755,25 @@ impl<'a> Converter<'a> {
                 let path = expand(&self.lexer, &raw, &vars, span)?;
                 let wd = join_path(&state.workdir(), &path);
                 state.config.config.working_dir = Some(wd.clone());
-                let owner = state.config.config.user.as_deref().filter(|u| !u.is_empty()).and_then(parse_chown);
-                let op = Op::File(FileOp { actions: vec![FileAction::Mkdir(MkdirAction { path: wd.clone(), mode: 0o755, make_parents: true, owner })] });
+                let owner = state
+                    .config
+                    .config
+                    .user
+                    .as_deref()
+                    .filter(|u| !u.is_empty())
+                    .and_then(parse_chown);
+                let op = Op::File(FileOp {
+                    actions: vec![FileAction::Mkdir(MkdirAction {
+                        path: wd.clone(),
+                        mode: 0o755,
+                        make_parents: true,
+                        owner,
+                    })],
+                });
                 let name = self.step_name(state, step, total, inst);
-                state.vertex = self.def.add(op, vec![state.vertex], name, self.location(span));
+                state.vertex = self
+                    .def
+                    .add(op, vec![state.vertex], name, self.location(span));
                 self.history(state, format!("WORKDIR {wd}"), false);
             }
             InstructionKind::User => {
@@ -552,7 +782,9 @@ impl<'a> Converter<'a> {
                 self.history(state, format!("USER {user}"), true);
             }
             InstructionKind::Run => self.run(state, inst, step, total)?,
-            InstructionKind::Copy | InstructionKind::Add => self.copy(state, inst, step, total, stages, decls, index, bases)?,
+            InstructionKind::Copy | InstructionKind::Add => {
+                self.copy(state, inst, step, total, stages, decls, index, bases)?
+            }
             InstructionKind::Cmd | InstructionKind::Entrypoint => {
                 let cmd = match &inst.args {
                     Args::Exec(v) => v.clone(),
@@ -561,7 +793,10 @@ impl<'a> Converter<'a> {
                         c.push(s.clone());
                         c
                     }
-                    other => words_of(&Instruction { args: other.clone(), ..inst.clone() }),
+                    other => words_of(&Instruction {
+                        args: other.clone(),
+                        ..inst.clone()
+                    }),
                 };
                 let json = serde_json::to_string(&cmd).unwrap_or_default();
                 if inst.kind == InstructionKind::Cmd {
@@ -581,7 +816,12 @@ impl<'a> Converter<'a> {
                 for w in words_of(inst) {
                     let spec = expand(&self.lexer, &w, &vars, span)?;
                     for port in parse_ports(&spec).map_err(|m| ConvertError::at(span, m))? {
-                        state.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port.clone(), serde_json::json!({}));
+                        state
+                            .config
+                            .config
+                            .exposed_ports
+                            .get_or_insert_with(BTreeMap::new)
+                            .insert(port.clone(), serde_json::json!({}));
                         shown.push(port);
                     }
                 }
@@ -592,9 +832,17 @@ impl<'a> Converter<'a> {
                 for w in words_of(inst) {
                     let v = expand(&self.lexer, &w, &vars, span)?;
                     if v.is_empty() {
-                        return Err(ConvertError::at(span, "VOLUME specified can not be an empty string"));
+                        return Err(ConvertError::at(
+                            span,
+                            "VOLUME specified can not be an empty string",
+                        ));
                     }
-                    state.config.config.volumes.get_or_insert_with(BTreeMap::new).insert(v.clone(), serde_json::json!({}));
+                    state
+                        .config
+                        .config
+                        .volumes
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(v.clone(), serde_json::json!({}));
                     shown.push(v);
                 }
                 self.history(state, format!("VOLUME [{}]", shown.join(" ")), true);
@@ -605,15 +853,29 @@ impl<'a> Converter<'a> {
                 self.history(state, format!("STOPSIGNAL {sig}"), true);
             }
             InstructionKind::Shell => {
-                let Args::Exec(v) = &inst.args else { return Err(ConvertError::at(span, "SHELL requires the arguments to be in JSON form")) };
+                let Args::Exec(v) = &inst.args else {
+                    return Err(ConvertError::at(
+                        span,
+                        "SHELL requires the arguments to be in JSON form",
+                    ));
+                };
                 state.config.config.shell = Some(v.clone());
-                self.history(state, format!("SHELL {}", serde_json::to_string(v).unwrap_or_default()), true);
+                self.history(
+                    state,
+                    format!("SHELL {}", serde_json::to_string(v).unwrap_or_default()),
+                    true,
+                );
             }
             InstructionKind::Healthcheck => self.healthcheck(state, inst)?,
             InstructionKind::Onbuild => {
                 let trigger = inst.original.trim();
                 let rest = trigger.get(7..).unwrap_or("").trim().to_string();
-                state.config.config.on_build.get_or_insert_with(Vec::new).push(rest.clone());
+                state
+                    .config
+                    .config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(rest.clone());
                 self.history(state, format!("ONBUILD {rest}"), true);
             }
             InstructionKind::From => return Err(ConvertError::at(span, "unexpected FROM")),
@@ -621,39 +883,82 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn healthcheck(&mut self, state: &mut StageState, inst: &Instruction) -> Result<(), ConvertError> {
+    fn healthcheck(
+        &mut self,
+        state: &mut StageState,
+        inst: &Instruction,
+    ) -> Result<(), ConvertError> {
         let span = &inst.span;
         let (kind, command) = match &inst.args {
-            Args::Healthcheck { check_type, command } => (check_type.to_uppercase(), Some(command.as_ref())),
+            Args::Healthcheck {
+                check_type,
+                command,
+            } => (check_type.to_uppercase(), Some(command.as_ref())),
             Args::Single(s) | Args::Shell(s) => (s.trim().to_uppercase(), None),
-            other => (args_words(other).first().cloned().unwrap_or_default().to_uppercase(), None),
+            other => (
+                args_words(other)
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+                    .to_uppercase(),
+                None,
+            ),
         };
         let mut hc = HealthConfig::default();
         if kind == "NONE" {
             hc.test = Some(vec!["NONE".into()]);
         } else if kind == "CMD" {
             hc.test = Some(match command {
-                Some(Args::Exec(v)) => std::iter::once("CMD".to_string()).chain(v.iter().cloned()).collect(),
+                Some(Args::Exec(v)) => std::iter::once("CMD".to_string())
+                    .chain(v.iter().cloned())
+                    .collect(),
                 Some(Args::Shell(s)) | Some(Args::Single(s)) => vec!["CMD-SHELL".into(), s.clone()],
                 _ => return Err(ConvertError::at(span, "HEALTHCHECK CMD requires a command")),
             });
-            for (flag_name, slot) in [("interval", &mut hc.interval), ("timeout", &mut hc.timeout), ("start-period", &mut hc.start_period), ("start-interval", &mut hc.start_interval)] {
+            for (flag_name, slot) in [
+                ("interval", &mut hc.interval),
+                ("timeout", &mut hc.timeout),
+                ("start-period", &mut hc.start_period),
+                ("start-interval", &mut hc.start_interval),
+            ] {
                 if let Some(v) = flag(inst, flag_name) {
-                    *slot = Some(parse_duration_ns(v).ok_or_else(|| ConvertError::at(span, format!("invalid duration for --{flag_name}: {v}")))?).filter(|d| *d != 0);
+                    *slot = Some(parse_duration_ns(v).ok_or_else(|| {
+                        ConvertError::at(span, format!("invalid duration for --{flag_name}: {v}"))
+                    })?)
+                    .filter(|d| *d != 0);
                 }
             }
             if let Some(r) = flag(inst, "retries") {
-                hc.retries = Some(r.parse().map_err(|_| ConvertError::at(span, format!("invalid --retries value: {r}")))?).filter(|r| *r != 0);
+                hc.retries = Some(r.parse().map_err(|_| {
+                    ConvertError::at(span, format!("invalid --retries value: {r}"))
+                })?)
+                .filter(|r| *r != 0);
             }
         } else {
-            return Err(ConvertError::at(span, format!("Unknown type \"{kind}\" in HEALTHCHECK (try CMD)")));
+            return Err(ConvertError::at(
+                span,
+                format!("Unknown type \"{kind}\" in HEALTHCHECK (try CMD)"),
+            ));
         }
         state.config.config.healthcheck = Some(hc);
-        self.history(state, format!("HEALTHCHECK {}", inst.original.trim().get(11..).unwrap_or("").trim()), true);
+        self.history(
+            state,
+            format!(
+                "HEALTHCHECK {}",
+                inst.original.trim().get(11..).unwrap_or("").trim()
+            ),
+            true,
+        );
         Ok(())
     }
 
-    fn run(&mut self, state: &mut StageState, inst: &Instruction, step: usize, total: usize) -> Result<(), ConvertError> {
+    fn run(
+        &mut self,
+        state: &mut StageState,
+        inst: &Instruction,
+        step: usize,
+        total: usize,
+    ) -> Result<(), ConvertError> {
         let span = &inst.span;
         let args = match &inst.args {
             Args::Exec(v) => v.clone(),
@@ -663,7 +968,10 @@ impl<'a> Converter<'a> {
                 a.push(s.clone());
                 a
             }
-            other => words_of(&Instruction { args: other.clone(), ..inst.clone() }),
+            other => words_of(&Instruction {
+                args: other.clone(),
+                ..inst.clone()
+            }),
         };
         if args.is_empty() {
             return Err(ConvertError::at(span, "RUN requires at least one argument"));
@@ -672,15 +980,57 @@ impl<'a> Converter<'a> {
             None | Some("default") => self.opts.network,
             Some("host") => NetworkMode::Host,
             Some("none") => NetworkMode::None,
-            Some(other) => return Err(ConvertError::at(span, format!("unsupported network mode \"{other}\""))),
+            Some(other) => {
+                return Err(ConvertError::at(
+                    span,
+                    format!("unsupported network mode \"{other}\""),
+                ))
+            }
         };
         let user = state.config.config.user.clone().unwrap_or_default();
-        let env: Vec<String> = self.run_env(state).into_iter().filter(|kv| !PROXY_ARGS.iter().any(|p| kv.split_once('=').map(|(k, _)| k) == Some(p)) || state.env().iter().any(|(k, _)| Some(k.as_str()) == kv.split_once('=').map(|(k, _)| k))).collect();
-        let op = Op::Exec(ExecOp { args: args.clone(), env, cwd: state.workdir(), user, network, mounts: Vec::new() });
+        let env: Vec<String> = self
+            .run_env(state)
+            .into_iter()
+            .filter(|kv| {
+                !PROXY_ARGS
+                    .iter()
+                    .any(|p| kv.split_once('=').map(|(k, _)| k) == Some(p))
+                    || state
+                        .env()
+                        .iter()
+                        .any(|(k, _)| Some(k.as_str()) == kv.split_once('=').map(|(k, _)| k))
+            })
+            .collect();
+        let op = Op::Exec(ExecOp {
+            args: args.clone(),
+            env,
+            cwd: state.workdir(),
+            user,
+            network,
+            mounts: Vec::new(),
+        });
         let name = self.step_name(state, step, total, inst);
-        state.vertex = self.def.add(op, vec![state.vertex], name, self.location(span));
-        let env_names: Vec<&(String, String)> = state.args.iter().filter(|(k, _)| !state.env().iter().any(|(ek, _)| ek == k)).collect();
-        let prefix = if env_names.is_empty() { String::new() } else { format!("|{} {} ", env_names.len(), env_names.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")) };
+        state.vertex = self
+            .def
+            .add(op, vec![state.vertex], name, self.location(span));
+        let env_names: Vec<&(String, String)> = state
+            .args
+            .iter()
+            .filter(|(k, _)| !state.env().iter().any(|(ek, _)| ek == k))
+            .collect();
+        let prefix = if env_names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "|{} {} ",
+                env_names.len(),
+                env_names
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        };
         let shown = match &inst.args {
             Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
             _ => args.join(" "),
@@ -696,7 +1046,10 @@ impl<'a> Converter<'a> {
         let mut args = state.shell();
         let strip = |h: &crate::ast::Heredoc| -> String {
             if h.chomp {
-                h.content.lines().map(|l| format!("{}\n", l.trim_start_matches('\t'))).collect()
+                h.content
+                    .lines()
+                    .map(|l| format!("{}\n", l.trim_start_matches('\t')))
+                    .collect()
             } else {
                 h.content.clone()
             }
@@ -708,7 +1061,10 @@ impl<'a> Converter<'a> {
         if marker_only {
             let body = strip(&inst.heredocs[0]);
             if let Some(first) = body.lines().next().and_then(|l| l.strip_prefix("#!")) {
-                args.push(format!("{} /dev/stdin <<'RBUILD_HEREDOC_EOF'\n{body}RBUILD_HEREDOC_EOF\n", first.trim()));
+                args.push(format!(
+                    "{} /dev/stdin <<'RBUILD_HEREDOC_EOF'\n{body}RBUILD_HEREDOC_EOF\n",
+                    first.trim()
+                ));
             } else {
                 args.push(body);
             }
@@ -726,7 +1082,17 @@ impl<'a> Converter<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn copy(&mut self, state: &mut StageState, inst: &Instruction, step: usize, total: usize, stages: &HashMap<usize, StageState>, decls: &[StageDecl], index: usize, bases: &HashMap<String, BaseImage>) -> Result<(), ConvertError> {
+    fn copy(
+        &mut self,
+        state: &mut StageState,
+        inst: &Instruction,
+        step: usize,
+        total: usize,
+        stages: &HashMap<usize, StageState>,
+        decls: &[StageDecl],
+        index: usize,
+        bases: &HashMap<String, BaseImage>,
+    ) -> Result<(), ConvertError> {
         let span = &inst.span;
         let is_add = inst.kind == InstructionKind::Add;
         let vars = state.vars();
@@ -743,8 +1109,14 @@ impl<'a> Converter<'a> {
         }
         let dest_raw = words.pop().unwrap_or_default();
         let dest_expanded = expand(&self.lexer, &dest_raw, &vars, span)?;
-        let mut dest = if dest_expanded.starts_with('/') { dest_expanded.clone() } else { join_path(&state.workdir(), &dest_expanded) };
-        if (dest_expanded.ends_with('/') || dest_expanded == "." || dest_expanded.ends_with("/.")) && !dest.ends_with('/') {
+        let mut dest = if dest_expanded.starts_with('/') {
+            dest_expanded.clone()
+        } else {
+            join_path(&state.workdir(), &dest_expanded)
+        };
+        if (dest_expanded.ends_with('/') || dest_expanded == "." || dest_expanded.ends_with("/."))
+            && !dest.ends_with('/')
+        {
             dest.push('/');
         }
         let chown = match flag(inst, "chown") {
@@ -752,18 +1124,42 @@ impl<'a> Converter<'a> {
             None => None,
         };
         let mode = match flag(inst, "chmod") {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| ConvertError::at(span, format!("invalid chmod parameter: {m} (octal modes are supported)")))?),
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
+                ConvertError::at(
+                    span,
+                    format!("invalid chmod parameter: {m} (octal modes are supported)"),
+                )
+            })?),
             None => None,
         };
         let (src_vertex, from_context) = match flag(inst, "from") {
             Some(from) => {
                 let from = expand(&self.lexer, from, &self.meta(), span)?;
                 match find_stage(decls, &from, index) {
-                    Some(i) => (stages.get(&i).map(|s| s.vertex).ok_or_else(|| ConvertError::at(span, format!("stage {from} was not built")))?, false),
+                    Some(i) => (
+                        stages.get(&i).map(|s| s.vertex).ok_or_else(|| {
+                            ConvertError::at(span, format!("stage {from} was not built"))
+                        })?,
+                        false,
+                    ),
                     None => {
-                        let base = bases.get(&from).ok_or_else(|| ConvertError::at(span, format!("image {from} was not resolved")))?;
-                        let name = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
-                        (self.def.add(Op::Source(SourceOp::Image { reference: base.reference.clone(), digest: Some(base.digest.clone()) }), vec![], name, self.location(span)), false)
+                        let base = bases.get(&from).ok_or_else(|| {
+                            ConvertError::at(span, format!("image {from} was not resolved"))
+                        })?;
+                        let name =
+                            format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
+                        (
+                            self.def.add(
+                                Op::Source(SourceOp::Image {
+                                    reference: base.reference.clone(),
+                                    digest: Some(base.digest.clone()),
+                                }),
+                                vec![],
+                                name,
+                                self.location(span),
+                            ),
+                            false,
+                        )
                     }
                 }
             }
@@ -773,7 +1169,10 @@ impl<'a> Converter<'a> {
         for src in &words {
             let src = expand(&self.lexer, src, &vars, span)?;
             if is_add && (src.starts_with("http://") || src.starts_with("https://")) {
-                return Err(ConvertError::at(span, format!("ADD from a URL ({src}) is not supported yet")));
+                return Err(ConvertError::at(
+                    span,
+                    format!("ADD from a URL ({src}) is not supported yet"),
+                ));
             }
             actions.push(FileAction::Copy(CopyAction {
                 src_input: 1,
@@ -790,12 +1189,29 @@ impl<'a> Converter<'a> {
             }));
         }
         let name = self.step_name(state, step, total, inst);
-        state.vertex = self.def.add(Op::File(FileOp { actions }), vec![state.vertex, src_vertex], name, self.location(span));
-        let flags: Vec<String> = inst.flags.iter().map(|f| format!("--{}={}", f.name, f.value.clone().unwrap_or_default())).collect();
+        state.vertex = self.def.add(
+            Op::File(FileOp { actions }),
+            vec![state.vertex, src_vertex],
+            name,
+            self.location(span),
+        );
+        let flags: Vec<String> = inst
+            .flags
+            .iter()
+            .map(|f| format!("--{}={}", f.name, f.value.clone().unwrap_or_default()))
+            .collect();
         let mut shown = flags;
         shown.extend(words.iter().cloned());
         shown.push(dest_raw);
-        self.history(state, format!("{} {} # buildkit", if is_add { "ADD" } else { "COPY" }, shown.join(" ")), false);
+        self.history(
+            state,
+            format!(
+                "{} {} # buildkit",
+                if is_add { "ADD" } else { "COPY" },
+                shown.join(" ")
+            ),
+            false,
+        );
         Ok(())
     }
 
@@ -810,27 +1226,50 @@ fn split_meta(df: &Dockerfile, opts: &ConvertOptions) -> Vec<(String, String)> {
 
 /// Converts the Dockerfile into a build graph for the target stage, using `bases` for every
 /// image that [`base_images`] listed.
-pub fn convert(df: &Dockerfile, opts: &ConvertOptions, bases: &HashMap<String, BaseImage>) -> Result<BuildPlan, ConvertError> {
+pub fn convert(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+    bases: &HashMap<String, BaseImage>,
+) -> Result<BuildPlan, ConvertError> {
     let parsed = split_stages(df, opts)?;
     let lexer = Lexer::new(df.directives.escape);
     let (target, needed, _) = needed_stages(&parsed, opts, &lexer)?;
-    let mut conv = Converter { df, opts, lexer: Lexer::new(df.directives.escape), def: Definition::new(), context: None };
+    let mut conv = Converter {
+        df,
+        opts,
+        lexer: Lexer::new(df.directives.escape),
+        def: Definition::new(),
+        context: None,
+    };
     let mut done: HashMap<usize, StageState> = HashMap::new();
     for (index, decl) in parsed.stages.iter().enumerate() {
         if !needed.contains(&index) {
             continue;
         }
-        let label = decl.name.clone().unwrap_or_else(|| format!("stage-{index}"));
+        let label = decl
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"));
         let total = decl.body.len() + 1;
         let mut state = if decl.base == "scratch" {
             conv.scratch_state()
         } else if let Some(i) = find_stage(&parsed.stages, &decl.base, index) {
-            let mut s = done.get(&i).cloned().ok_or_else(|| ConvertError::at(&decl.from.span, format!("stage {} was not built", decl.base)))?;
+            let mut s = done.get(&i).cloned().ok_or_else(|| {
+                ConvertError::at(
+                    &decl.from.span,
+                    format!("stage {} was not built", decl.base),
+                )
+            })?;
             s.args.clear();
             s.cmd_set = false;
             s
         } else {
-            let base = bases.get(&decl.base).ok_or_else(|| ConvertError::at(&decl.from.span, format!("image {} was not resolved", decl.base)))?;
+            let base = bases.get(&decl.base).ok_or_else(|| {
+                ConvertError::at(
+                    &decl.from.span,
+                    format!("image {} was not resolved", decl.base),
+                )
+            })?;
             conv.image_state(base, &format!("{label} 1/{total}"), &decl.from.span)
         };
         state.name = label;
@@ -838,21 +1277,47 @@ pub fn convert(df: &Dockerfile, opts: &ConvertOptions, bases: &HashMap<String, B
         let triggers = state.config.config.on_build.take().unwrap_or_default();
         let mut trigger_insts = Vec::new();
         for t in &triggers {
-            let parsed_trigger = crate::parse(&format!("{t}\n")).map_err(|e| ConvertError::at(&decl.from.span, format!("invalid ONBUILD trigger `{t}`: {}", e.message)))?;
+            let parsed_trigger = crate::parse(&format!("{t}\n")).map_err(|e| {
+                ConvertError::at(
+                    &decl.from.span,
+                    format!("invalid ONBUILD trigger `{t}`: {}", e.message),
+                )
+            })?;
             for mut inst in parsed_trigger.instructions {
                 inst.span = decl.from.span.clone();
                 trigger_insts.push(inst);
             }
         }
         for inst in &trigger_insts {
-            conv.instruction(&mut state, inst, 1, total, &done, &parsed.stages, index, bases)?;
+            conv.instruction(
+                &mut state,
+                inst,
+                1,
+                total,
+                &done,
+                &parsed.stages,
+                index,
+                bases,
+            )?;
         }
         for (step, inst) in decl.body.iter().enumerate() {
-            conv.instruction(&mut state, inst, step + 2, total, &done, &parsed.stages, index, bases)?;
+            conv.instruction(
+                &mut state,
+                inst,
+                step + 2,
+                total,
+                &done,
+                &parsed.stages,
+                index,
+                bases,
+            )?;
         }
         done.insert(index, state);
     }
-    let final_state = done.remove(&target).ok_or_else(|| ConvertError { message: "target stage was not converted".into(), span: None })?;
+    let final_state = done.remove(&target).ok_or_else(|| ConvertError {
+        message: "target stage was not converted".into(),
+        span: None,
+    })?;
     let mut config = final_state.config;
     config.created = opts.created.clone();
     if config.architecture.is_empty() {
@@ -861,7 +1326,11 @@ pub fn convert(df: &Dockerfile, opts: &ConvertOptions, bases: &HashMap<String, B
     if config.os.is_empty() {
         config.os = "linux".into();
     }
-    Ok(BuildPlan { definition: conv.def, target: final_state.vertex, config })
+    Ok(BuildPlan {
+        definition: conv.def,
+        target: final_state.vertex,
+        config,
+    })
 }
 
 #[cfg(test)]
@@ -881,7 +1350,10 @@ mod tests {
     fn ports_and_durations() {
         assert_eq!(parse_ports("80").unwrap(), vec!["80/tcp"]);
         assert_eq!(parse_ports("53/UDP").unwrap(), vec!["53/udp"]);
-        assert_eq!(parse_ports("8000-8002").unwrap(), vec!["8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert_eq!(
+            parse_ports("8000-8002").unwrap(),
+            vec!["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
         assert!(parse_ports("x").is_err());
         assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
         assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));

@@ -24,7 +24,9 @@ pub enum ParseErrorKind {
     #[error("only one {0} parser directive can be used")]
     DuplicateDirective(String),
     /// A JSON array holding something other than strings (e.g. nested arrays).
-    #[error("{instruction}: when using JSON array syntax, arrays must be comprised of strings only")]
+    #[error(
+        "{instruction}: when using JSON array syntax, arrays must be comprised of strings only"
+    )]
     NotStringArray {
         /// The instruction keyword, upper-case.
         instruction: String,
@@ -92,7 +94,13 @@ impl ParseError {
             .map(|l| l.strip_prefix('\u{feff}').unwrap_or(l))
             .unwrap_or("")
             .to_string();
-        ParseError { message: kind.to_string(), line, col, line_text, kind }
+        ParseError {
+            message: kind.to_string(),
+            line,
+            col,
+            line_text,
+            kind,
+        }
     }
 
     /// The user-facing rendering:

@@ -32,7 +32,12 @@ impl Default for Lexer {
 impl Lexer {
     /// A lexer with the given escape token and default options.
     pub fn new(escape: char) -> Lexer {
-        Lexer { escape, raw_quotes: false, raw_escapes: false, skip_unset_env: false }
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_unset_env: false,
+        }
     }
 
     /// Returns a copy that keeps quote characters in its output (useful for text that a shell
@@ -416,7 +421,11 @@ impl ShellWord<'_> {
                     Some(v) => null_is_unset && v.is_empty(),
                 };
                 match op {
-                    '-' => Ok(if unset_like { word } else { value.unwrap_or_default() }),
+                    '-' => Ok(if unset_like {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
                     '+' => Ok(if unset_like { String::new() } else { word }),
                     '?' => match value {
                         None => Err(ExpandError::Required {
@@ -500,7 +509,10 @@ enum GlobTok {
     Lit(char),
     Any,
     Star,
-    Class { negate: bool, items: Vec<(char, char)> },
+    Class {
+        negate: bool,
+        items: Vec<(char, char)>,
+    },
 }
 
 fn compile_glob(pat: &str, escape: char) -> Vec<GlobTok> {
@@ -714,9 +726,18 @@ mod tests {
         assert_eq!(lx.process_word("${F##*.}", &env).unwrap(), "gz");
         assert_eq!(lx.process_word("${F%.*}", &env).unwrap(), "dir/file.tar");
         assert_eq!(lx.process_word("${F%%.*}", &env).unwrap(), "dir/file");
-        assert_eq!(lx.process_word("${F/./_}", &env).unwrap(), "dir/file_tar.gz");
-        assert_eq!(lx.process_word("${F//./_}", &env).unwrap(), "dir/file_tar_gz");
-        assert_eq!(lx.process_word("${F//[a-f]/X}", &env).unwrap(), "Xir/XilX.tXr.gz");
+        assert_eq!(
+            lx.process_word("${F/./_}", &env).unwrap(),
+            "dir/file_tar.gz"
+        );
+        assert_eq!(
+            lx.process_word("${F//./_}", &env).unwrap(),
+            "dir/file_tar_gz"
+        );
+        assert_eq!(
+            lx.process_word("${F//[a-f]/X}", &env).unwrap(),
+            "Xir/XilX.tXr.gz"
+        );
         assert_eq!(lx.process_word(r"${F#dir\/}", &env).unwrap(), "file.tar.gz");
         assert_eq!(lx.process_word("${F%?z}", &env).unwrap(), "dir/file.tar.");
         assert!(lx.process_word("${F:#x}", &env).is_err());
@@ -726,13 +747,19 @@ mod tests {
     #[test]
     fn backtick_escape() {
         let lx = Lexer::new('`');
-        assert_eq!(lx.process_word(r"c:\path`$PWD", &env).unwrap(), r"c:\path$PWD");
+        assert_eq!(
+            lx.process_word(r"c:\path`$PWD", &env).unwrap(),
+            r"c:\path$PWD"
+        );
     }
 
     #[test]
     fn raw_quotes() {
         let lx = Lexer::default().with_raw_quotes(true);
-        assert_eq!(lx.process_word(r#"a "b $PWD" 'c'"#, &env).unwrap(), r#"a "b /home" 'c'"#);
+        assert_eq!(
+            lx.process_word(r#"a "b $PWD" 'c'"#, &env).unwrap(),
+            r#"a "b /home" 'c'"#
+        );
     }
 
     #[test]

@@ -108,7 +108,11 @@ struct Located<'a> {
 
 impl<'s> Parser<'s> {
     fn new(source: &'s str) -> Parser<'s> {
-        let bom = if source.starts_with('\u{feff}') { '\u{feff}'.len_utf8() } else { 0 };
+        let bom = if source.starts_with('\u{feff}') {
+            '\u{feff}'.len_utf8()
+        } else {
+            0
+        };
         let mut lines = Vec::new();
         let mut start = bom;
         while start < source.len() {
@@ -119,7 +123,11 @@ impl<'s> Parser<'s> {
             };
             // BuildKit trimNewline: trailing '\r' and '\n' characters.
             let content = source[start..full_end].trim_end_matches(['\r', '\n']);
-            lines.push(PhysLine { start, content_end: start + content.len(), full_end });
+            lines.push(PhysLine {
+                start,
+                content_end: start + content.len(),
+                full_end,
+            });
             start = full_end;
         }
         Parser {
@@ -140,11 +148,18 @@ impl<'s> Parser<'s> {
 
     /// 1-based (line, column) of a source byte offset.
     fn position(&self, offset: usize) -> (usize, usize) {
-        let idx = self.lines.partition_point(|l| l.start <= offset).saturating_sub(1);
+        let idx = self
+            .lines
+            .partition_point(|l| l.start <= offset)
+            .saturating_sub(1);
         match self.lines.get(idx) {
             Some(l) => {
                 let from = l.start.min(offset);
-                let col = self.source.get(from..offset).map(|s| s.chars().count()).unwrap_or(0);
+                let col = self
+                    .source
+                    .get(from..offset)
+                    .map(|s| s.chars().count())
+                    .unwrap_or(0);
                 (idx + 1, col + 1)
             }
             None => (1, 1),
@@ -237,7 +252,11 @@ impl<'s> Parser<'s> {
             let strip_off = self.lines[li].start + (raw.len() - stripped.len());
             self.possible_directive(stripped, li + 1)?;
             // BuildKit trimComments: a line whose first non-blank is '#' is a comment.
-            let first = if stripped.starts_with('#') { "" } else { stripped };
+            let first = if stripped.starts_with('#') {
+                ""
+            } else {
+                stripped
+            };
             let start_line_idx = li;
             li += 1;
 
@@ -245,7 +264,10 @@ impl<'s> Parser<'s> {
             if eol && piece.is_empty() {
                 continue;
             }
-            let mut logical = Logical { text: String::new(), segments: Vec::new() };
+            let mut logical = Logical {
+                text: String::new(),
+                segments: Vec::new(),
+            };
             logical.push(piece, strip_off);
             let mut last_line_idx = start_line_idx;
             while !eol && li < n {
@@ -285,7 +307,11 @@ impl<'s> Parser<'s> {
                         li += 1;
                         end = l.content_end;
                         let body = self.content(li - 1);
-                        let candidate = if chomp { body.trim_start_matches('\t') } else { body };
+                        let candidate = if chomp {
+                            body.trim_start_matches('\t')
+                        } else {
+                            body
+                        };
                         if candidate == name {
                             terminated = true;
                             break;
@@ -321,7 +347,11 @@ impl<'s> Parser<'s> {
             return Err(self.error_line(ParseErrorKind::NoInstructions, n.max(1)));
         }
         Ok(Dockerfile {
-            directives: Directives { escape: self.escape, syntax: self.syntax, check: self.check },
+            directives: Directives {
+                escape: self.escape,
+                syntax: self.syntax,
+                check: self.check,
+            },
             instructions,
             source: self.source.to_string(),
         })
@@ -343,7 +373,9 @@ impl<'s> Parser<'s> {
         let start_src = logical.src(at);
         let err = |kind: ParseErrorKind| self.error_at(kind, start_src);
         if text.is_empty() {
-            return Err(err(ParseErrorKind::Syntax("instruction expected".to_string())));
+            return Err(err(ParseErrorKind::Syntax(
+                "instruction expected".to_string(),
+            )));
         }
 
         // BuildKit splitCommand: keyword, then extractBuilderFlags, then the rest.
@@ -358,12 +390,17 @@ impl<'s> Parser<'s> {
                     Rule::command => command = p.as_str(),
                     Rule::flags => {
                         for f in p.into_inner() {
-                            flag_words
-                                .push(Located { text: f.as_str(), at: at + f.as_span().start() });
+                            flag_words.push(Located {
+                                text: f.as_str(),
+                                at: at + f.as_span().start(),
+                            });
                         }
                     }
                     Rule::rest => {
-                        rest = Some(Located { text: p.as_str(), at: at + p.as_span().start() })
+                        rest = Some(Located {
+                            text: p.as_str(),
+                            at: at + p.as_span().start(),
+                        })
                     }
                     _ => {}
                 }
@@ -387,7 +424,10 @@ impl<'s> Parser<'s> {
             if word == "--" {
                 let after = f.at + f.text.len();
                 let tail = logical.text.get(after..from + full.len()).unwrap_or("");
-                rest = Some(Located { text: tail, at: after });
+                rest = Some(Located {
+                    text: tail,
+                    at: after,
+                });
                 break;
             }
             let body = word.get(2..).unwrap_or("");
@@ -396,7 +436,11 @@ impl<'s> Parser<'s> {
                 None => (body.to_string(), None),
             };
             let (s, e) = logical.src_range(f.at, f.at + f.text.len());
-            flags.push(Flag { name, value, span: self.span(s, e) });
+            flags.push(Flag {
+                name,
+                value,
+                span: self.span(s, e),
+            });
         }
         let (rest_text, rest_at) = match &rest {
             Some(r) => {
@@ -434,7 +478,11 @@ impl<'s> Parser<'s> {
                                     value: Some(v.to_string()),
                                     legacy: false,
                                 },
-                                None => KeyValue { key: w, value: None, legacy: false },
+                                None => KeyValue {
+                                    key: w,
+                                    value: None,
+                                    legacy: false,
+                                },
                             })
                             .collect(),
                     )
@@ -467,7 +515,10 @@ impl<'s> Parser<'s> {
                         )));
                     }
                     let trigger = self.parse_instruction(logical, rest_at, end, depth + 1)?;
-                    if matches!(trigger.kind, InstructionKind::From | InstructionKind::Maintainer) {
+                    if matches!(
+                        trigger.kind,
+                        InstructionKind::From | InstructionKind::Maintainer
+                    ) {
                         return Err(self.error_at(
                             ParseErrorKind::InvalidOnbuildTrigger(format!(
                                 "{} isn't allowed as an ONBUILD trigger",
@@ -509,7 +560,9 @@ impl<'s> Parser<'s> {
             let mut parts = split_re_whitespace(rest, 2).into_iter();
             let key = parts.next().unwrap_or_default();
             let Some(value) = parts.next() else {
-                return Err(ParseErrorKind::MissingValue { instruction: kind.name().to_string() });
+                return Err(ParseErrorKind::MissingValue {
+                    instruction: kind.name().to_string(),
+                });
             };
             return Ok(Args::KeyValues(vec![KeyValue {
                 key: key.to_string(),
@@ -539,7 +592,9 @@ impl<'s> Parser<'s> {
         at: usize,
     ) -> Result<Vec<(String, bool, bool, u32)>, ParseError> {
         let no_env = |_: &str| -> Option<String> { None };
-        let lexer = Lexer::new('\\').with_raw_quotes(true).with_raw_escapes(true);
+        let lexer = Lexer::new('\\')
+            .with_raw_quotes(true)
+            .with_raw_escapes(true);
         let words = lexer.process_words(line, &no_env).unwrap_or_default();
         let mut out = Vec::new();
         for word in words {
@@ -569,7 +624,10 @@ impl<'s> Parser<'s> {
             let [name] = plain.as_slice() else {
                 continue;
             };
-            let raw = lx.with_raw_quotes(true).process_words(rest, &no_env).map_err(invalid)?;
+            let raw = lx
+                .with_raw_quotes(true)
+                .process_words(rest, &no_env)
+                .map_err(invalid)?;
             let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
             let expand = match raw.first() {
                 Some(r) => quotes(r) == quotes(name),
@@ -583,7 +641,9 @@ impl<'s> Parser<'s> {
 
 /// BuildKit `ChompHeredocContent`: strips leading tabs from every line.
 fn chomp_tabs(s: &str) -> String {
-    s.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
+    s.split_inclusive('\n')
+        .map(|l| l.trim_start_matches('\t'))
+        .collect()
 }
 
 /// Removes the quotes and `\` escapes of a flag word (BuildKit extractBuilderFlags).
@@ -634,7 +694,12 @@ fn split_whitespace_args(rest: &str) -> Args {
     if rest.is_empty() {
         return Args::Empty;
     }
-    Args::Words(split_re_whitespace(rest, 0).into_iter().map(str::to_string).collect())
+    Args::Words(
+        split_re_whitespace(rest, 0)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// BuildKit parseMaybeJSON: empty → no args, JSON array of strings → exec form, otherwise the raw
@@ -764,8 +829,16 @@ fn parse_words(rest: &str, escape: char) -> Result<Vec<String>, ParseErrorKind> 
                 continue;
             }
             let text = w.as_str();
-            let has_trail = w.clone().into_inner().flatten().any(|p| p.as_rule() == trail);
-            let word = if has_trail { text.strip_suffix(escape).unwrap_or(text) } else { text };
+            let has_trail = w
+                .clone()
+                .into_inner()
+                .flatten()
+                .any(|p| p.as_rule() == trail);
+            let word = if has_trail {
+                text.strip_suffix(escape).unwrap_or(text)
+            } else {
+                text
+            };
             if !word.is_empty() {
                 out.push(word.to_string());
             }
@@ -815,7 +888,9 @@ fn osa_distance(a: &str, b: &str) -> usize {
     for i in 1..=n {
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -875,7 +950,10 @@ fn dump_args(s: &mut String, kind: InstructionKind, args: &Args) {
                 }
             }
         }
-        Args::Healthcheck { check_type, command } => {
+        Args::Healthcheck {
+            check_type,
+            command,
+        } => {
             push(check_type);
             dump_args(s, kind, command);
         }
@@ -963,11 +1041,18 @@ mod tests {
             e.render("Dockerfile"),
             "Dockerfile:3:3: unknown instruction: RUNN (did you mean RUN?)\n  RUNN echo hi\n  ^\n"
         );
-        assert_eq!(e.to_string(), "3:3: unknown instruction: RUNN (did you mean RUN?)");
+        assert_eq!(
+            e.to_string(),
+            "3:3: unknown instruction: RUNN (did you mean RUN?)"
+        );
         // Tabs before the column are kept so the caret lines up.
         let e = parse("FROM a\n\tcopyy a b\n").unwrap_err();
         assert_eq!((e.line, e.col), (2, 2));
-        assert!(e.render("x").ends_with("\tcopyy a b\n\t^\n"), "{}", e.render("x"));
+        assert!(
+            e.render("x").ends_with("\tcopyy a b\n\t^\n"),
+            "{}",
+            e.render("x")
+        );
         assert!(e.message.ends_with("(did you mean copy?)"), "{}", e.message);
     }
 
@@ -979,19 +1064,28 @@ mod tests {
         assert_eq!(e.message, "unknown instruction: FOOBAR");
         assert_eq!((e.line, e.col), (2, 1));
         let e = parse("FROM a\nONBUILD EXPOS 80\n").unwrap_err();
-        assert_eq!(e.message, "unknown instruction: EXPOS (did you mean EXPOSE?)");
+        assert_eq!(
+            e.message,
+            "unknown instruction: EXPOS (did you mean EXPOSE?)"
+        );
         assert_eq!((e.line, e.col), (2, 9));
     }
 
     #[test]
     fn other_errors_have_positions() {
         let e = parse("FROM a\nENV x\n").unwrap_err();
-        assert_eq!((e.line, e.col, e.message.as_str()), (2, 1, "ENV must have two arguments"));
+        assert_eq!(
+            (e.line, e.col, e.message.as_str()),
+            (2, 1, "ENV must have two arguments")
+        );
         let e = parse("# escape=x\nFROM a\n").unwrap_err();
         assert_eq!(e.line, 1);
         assert!(matches!(e.kind, ParseErrorKind::InvalidEscapeToken(_)));
         let e = parse("# escape=`\n# escape=`\nFROM a\n").unwrap_err();
-        assert_eq!((e.line, e.kind), (2, ParseErrorKind::DuplicateDirective("escape".into())));
+        assert_eq!(
+            (e.line, e.kind),
+            (2, ParseErrorKind::DuplicateDirective("escape".into()))
+        );
         let e = parse("# only\n\n").unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::NoInstructions);
         let e = parse("FROM a\nONBUILD ONBUILD RUN x\n").unwrap_err();
@@ -1063,13 +1157,24 @@ mod tests {
         assert_eq!(&src[f.offset..f.offset + f.len], "--chown=\"a b\"");
         assert_eq!((f.start_line, f.start_col, f.end_col), (2, 19, 32));
         assert_eq!(c.args, Args::Words(vec!["--x".into(), "/y".into()]));
-        assert_eq!(dump(c), r#"(copy ["--from=build" "--chown=a b"] "--x" "/y")"#);
+        assert_eq!(
+            dump(c),
+            r#"(copy ["--from=build" "--chown=a b"] "--x" "/y")"#
+        );
         // A flag split over a continuation maps back to both physical lines.
         let src = "FROM a\nRUN --mount=type=cache,\\\ntarget=/x echo\n";
         let d = p(src);
         let f = &d.instructions[1].flags[0];
         assert_eq!(f.value.as_deref(), Some("type=cache,target=/x"));
-        assert_eq!((f.span.start_line, f.span.start_col, f.span.end_line, f.span.end_col), (2, 5, 3, 10));
+        assert_eq!(
+            (
+                f.span.start_line,
+                f.span.start_col,
+                f.span.end_line,
+                f.span.end_col
+            ),
+            (2, 5, 3, 10)
+        );
     }
 
     #[test]
@@ -1099,14 +1204,23 @@ mod tests {
         let r = &d.instructions[1];
         assert_eq!(r.heredocs.len(), 2);
         let h0 = &r.heredocs[0];
-        assert_eq!((h0.name.as_str(), h0.content.as_str(), h0.chomp), ("A", "echo a\n", true));
+        assert_eq!(
+            (h0.name.as_str(), h0.content.as_str(), h0.chomp),
+            ("A", "echo a\n", true)
+        );
         let h1 = &r.heredocs[1];
         assert_eq!((h1.name.as_str(), h1.content.as_str()), ("B", "b1\n\tb2\n"));
         assert_eq!(h1.file_descriptor, 3);
         let c = &d.instructions[2];
-        assert_eq!(c.args, Args::Words(vec!["<<f1".into(), "<<\"f2\"".into(), "/dst/".into()]));
-        let names: Vec<(&str, bool)> =
-            c.heredocs.iter().map(|h| (h.name.as_str(), h.expand)).collect();
+        assert_eq!(
+            c.args,
+            Args::Words(vec!["<<f1".into(), "<<\"f2\"".into(), "/dst/".into()])
+        );
+        let names: Vec<(&str, bool)> = c
+            .heredocs
+            .iter()
+            .map(|h| (h.name.as_str(), h.expand))
+            .collect();
         assert_eq!(names, vec![("f1", true), ("f2", false)]);
         assert_eq!(c.heredocs[1].content, "two ${X}\n");
         assert_eq!(c.span.end_line, 12);
@@ -1140,20 +1254,37 @@ mod tests {
     fn args_shapes() {
         let d = p("FROM a AS b\nHEALTHCHECK NONE\nUSER a b\nARG x y=1\nLABEL a=b \"c d\"=e\nCMD [\"a\", 1\nSHELL [\"sh\",\"-c\"]\n");
         let a = |i: usize| &d.instructions[i].args;
-        assert_eq!(a(0), &Args::Words(vec!["a".into(), "AS".into(), "b".into()]));
+        assert_eq!(
+            a(0),
+            &Args::Words(vec!["a".into(), "AS".into(), "b".into()])
+        );
         assert_eq!(
             a(1),
-            &Args::Healthcheck { check_type: "NONE".into(), command: Box::new(Args::Empty) }
+            &Args::Healthcheck {
+                check_type: "NONE".into(),
+                command: Box::new(Args::Empty)
+            }
         );
         assert_eq!(a(2), &Args::Single("a b".into()));
         assert_eq!(
             a(3),
             &Args::KeyValues(vec![
-                KeyValue { key: "x".into(), value: None, legacy: false },
-                KeyValue { key: "y".into(), value: Some("1".into()), legacy: false },
+                KeyValue {
+                    key: "x".into(),
+                    value: None,
+                    legacy: false
+                },
+                KeyValue {
+                    key: "y".into(),
+                    value: Some("1".into()),
+                    legacy: false
+                },
             ])
         );
-        assert_eq!(dump(&d.instructions[4]), r#"(label "a" "b" "=" "\"c d\"" "e" "=")"#);
+        assert_eq!(
+            dump(&d.instructions[4]),
+            r#"(label "a" "b" "=" "\"c d\"" "e" "=")"#
+        );
         assert_eq!(a(5), &Args::Shell("[\"a\", 1".into()));
         assert!(a(6).is_json());
     }
@@ -1163,7 +1294,11 @@ mod tests {
         let d = p(r#"CMD ["\ud83d\ude00", "\ud800x", "\u00e9"]"#);
         assert_eq!(
             d.instructions[0].args,
-            Args::Exec(vec!["\u{1F600}".into(), "\u{FFFD}x".into(), "\u{e9}".into()])
+            Args::Exec(vec![
+                "\u{1F600}".into(),
+                "\u{FFFD}x".into(),
+                "\u{e9}".into()
+            ])
         );
         assert!(parse("CMD [1]").is_err());
         assert!(parse("CMD [{\"a\": [1, 2.5e3, null]}]").is_err());
@@ -1173,11 +1308,28 @@ mod tests {
     #[test]
     fn robustness() {
         let mut inputs: Vec<String> = [
-            "\\", "\\\n\\\n", "`", "#", "\u{feff}FROM a", "FROM a\nRUN <<", "FROM a\nRUN <<-",
-            "FROM a\nRUN <<\"\n", "FROM a\nCOPY --\n", "FROM a\nCOPY --\"\n", "FROM a\nCOPY --a\\",
-            "HEALTHCHECK \u{a0}x", "ENV \u{a0}", "ARG \"", "LABEL '", "FROM a\nRUN \u{e9}<<\u{e9}\n\u{e9}\n",
-            "FROM a\r\r\n", "ONBUILD", "ONBUILD ONBUILD", "FROM a\nCMD [\"\\u12\"]",
-            "FROM a\nRUN <<$X\nx\n$X\n", "FROM a\nRUN <<'a b'\n",
+            "\\",
+            "\\\n\\\n",
+            "`",
+            "#",
+            "\u{feff}FROM a",
+            "FROM a\nRUN <<",
+            "FROM a\nRUN <<-",
+            "FROM a\nRUN <<\"\n",
+            "FROM a\nCOPY --\n",
+            "FROM a\nCOPY --\"\n",
+            "FROM a\nCOPY --a\\",
+            "HEALTHCHECK \u{a0}x",
+            "ENV \u{a0}",
+            "ARG \"",
+            "LABEL '",
+            "FROM a\nRUN \u{e9}<<\u{e9}\n\u{e9}\n",
+            "FROM a\r\r\n",
+            "ONBUILD",
+            "ONBUILD ONBUILD",
+            "FROM a\nCMD [\"\\u12\"]",
+            "FROM a\nRUN <<$X\nx\n$X\n",
+            "FROM a\nRUN <<'a b'\n",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -44,7 +44,10 @@ fn parser_testfiles() {
     let mut failures = Vec::new();
     let mut passed = 0;
     for case in &cases {
-        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let src = fs::read_to_string(case.join("Dockerfile")).expect("read Dockerfile");
         let expected = fs::read_to_string(case.join("result")).expect("read result");
         match parse(&src) {
@@ -58,7 +61,10 @@ fn parser_testfiles() {
                         let g = got.get(i).map(String::as_str).unwrap_or("<none>");
                         let w = want.get(i).copied().unwrap_or("<none>");
                         if g != w {
-                            msg.push_str(&format!("  line {}:\n    got  {g}\n    want {w}\n", i + 1));
+                            msg.push_str(&format!(
+                                "  line {}:\n    got  {g}\n    want {w}\n",
+                                i + 1
+                            ));
                         }
                     }
                     failures.push(msg);
@@ -85,7 +91,11 @@ fn parser_testfiles_negative() {
             Err(e) => println!("{}: {}", case.display(), e),
         }
     }
-    println!("negative parser cases: {}/{} failed as required", cases.len() - failures.len(), cases.len());
+    println!(
+        "negative parser cases: {}/{} failed as required",
+        cases.len() - failures.len(),
+        cases.len()
+    );
     assert_eq!(cases.len(), 4, "expected 4 BuildKit negative cases");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -94,8 +104,13 @@ fn parser_testfiles_negative() {
 fn shell_env_var_test() {
     let Some(dir) = corpus_dir() else { return };
     let text = fs::read_to_string(dir.join("shell/envVarTest")).expect("read envVarTest");
-    let env: HashMap<&str, &str> =
-        [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")].into();
+    let env: HashMap<&str, &str> = [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .into();
     let getter = |k: &str| env.get(k).map(|v| v.to_string());
     let lexer = Lexer::new('\\');
     let (mut total, mut failures) = (0, Vec::new());
@@ -122,7 +137,10 @@ fn shell_env_var_test() {
             (Err(_), _) => false,
         };
         if !ok {
-            failures.push(format!("line {}: {input:?} => {got:?}, expected {expected:?}", no + 1));
+            failures.push(format!(
+                "line {}: {input:?} => {got:?}, expected {expected:?}",
+                no + 1
+            ));
         }
     }
     println!("envVarTest: {}/{total} passed", total - failures.len());
@@ -152,13 +170,21 @@ fn shell_words_test() {
         let input = parts[0].trim();
         let expected: Vec<&str> = parts[1].trim_start_matches(' ').split(',').collect();
         total += 1;
-        let getter = |k: &str| env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let getter = |k: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         let got = match lexer.process_words(input, &getter) {
             Ok(w) => w,
             Err(_) => vec!["error".to_string()],
         };
         if got != expected {
-            failures.push(format!("line {}: {input:?} => {got:?}, expected {expected:?}", no + 1));
+            failures.push(format!(
+                "line {}: {input:?} => {got:?}, expected {expected:?}",
+                no + 1
+            ));
         }
     }
     println!("wordsTest: {}/{total} passed", total - failures.len());

@@ -6,7 +6,8 @@
 mod ops;
 
 pub use ops::{
-    ChownOpt, CopyAction, ExecMount, ExecOp, FileAction, FileOp, MkdirAction, MountType, NetworkMode, Op, SourceOp, UserOpt,
+    ChownOpt, CopyAction, ExecMount, ExecOp, FileAction, FileOp, MkdirAction, MountType,
+    NetworkMode, Op, SourceOp, UserOpt,
 };
 
 use rbuild_oci::Digest;
@@ -81,14 +82,25 @@ impl Definition {
     }
 
     /// Adds a vertex and returns its index; an identical vertex (same op and inputs) is added once.
-    pub fn add(&mut self, op: Op, inputs: Vec<VertexIndex>, name: String, source: Option<SourceLocation>) -> VertexIndex {
+    pub fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<VertexIndex>,
+        name: String,
+        source: Option<SourceLocation>,
+    ) -> VertexIndex {
         let input_digests: Vec<Digest> = inputs.iter().map(|&i| self.digests[i].clone()).collect();
         let digest = vertex_digest(&op, &input_digests);
         if let Some(&existing) = self.dedupe.get(&digest) {
             return existing;
         }
         let index = self.vertices.len();
-        self.vertices.push(Vertex { op, inputs, name, source });
+        self.vertices.push(Vertex {
+            op,
+            inputs,
+            name,
+            source,
+        });
         self.digests.push(digest.clone());
         self.dedupe.insert(digest, index);
         index
@@ -110,9 +122,13 @@ impl Definition {
         let mut def = Definition::new();
         for (i, v) in raw.vertices.into_iter().enumerate() {
             if let Some(&bad) = v.inputs.iter().find(|&&inp| inp >= i) {
-                return Err(LlbError::BadInput { vertex: i, input: bad });
+                return Err(LlbError::BadInput {
+                    vertex: i,
+                    input: bad,
+                });
             }
-            let input_digests: Vec<Digest> = v.inputs.iter().map(|&x| def.digests[x].clone()).collect();
+            let input_digests: Vec<Digest> =
+                v.inputs.iter().map(|&x| def.digests[x].clone()).collect();
             let digest = vertex_digest(&v.op, &input_digests);
             def.dedupe.entry(digest.clone()).or_insert(i);
             def.digests.push(digest);
@@ -134,13 +150,25 @@ mod tests {
     use super::*;
 
     fn exec(cmd: &str) -> Op {
-        Op::Exec(ExecOp { args: vec!["/bin/sh".into(), "-c".into(), cmd.into()], env: vec![], cwd: "/".into(), user: String::new(), network: NetworkMode::Host, mounts: vec![] })
+        Op::Exec(ExecOp {
+            args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Host,
+            mounts: vec![],
+        })
     }
 
     #[test]
     fn digests_dedupe_and_round_trip() {
         let mut def = Definition::new();
-        let base = def.add(Op::Source(SourceOp::Scratch), vec![], "scratch".into(), None);
+        let base = def.add(
+            Op::Source(SourceOp::Scratch),
+            vec![],
+            "scratch".into(),
+            None,
+        );
         let a = def.add(exec("a"), vec![base], "a".into(), None);
         let a2 = def.add(exec("a"), vec![base], "other name".into(), None);
         let b = def.add(exec("b"), vec![a], "b".into(), None);
@@ -158,6 +186,9 @@ mod tests {
     #[test]
     fn rejects_forward_inputs() {
         let json = br#"{"vertices":[{"op":{"source":"scratch"},"inputs":[0],"name":"x"}]}"#;
-        assert!(matches!(Definition::from_json(json), Err(LlbError::BadInput { .. })));
+        assert!(matches!(
+            Definition::from_json(json),
+            Err(LlbError::BadInput { .. })
+        ));
     }
 }

@@ -121,7 +121,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        RootFs { kind: "layers".to_string(), diff_ids: Vec::new() }
+        RootFs {
+            kind: "layers".to_string(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 
@@ -168,7 +171,10 @@ mod tests {
     fn docker_fields_round_trip_and_bytes_are_stable() {
         let raw = r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Healthcheck":{"Test":["NONE"]},"Shell":["/bin/bash","-c"],"OnBuild":["RUN x"],"Labels":{"b":"2","a":"1"},"Foo":1},"rootfs":{"type":"layers","diff_ids":[]},"zzz":true}"#;
         let c: ImageConfig = serde_json::from_str(raw).unwrap();
-        assert_eq!(c.config.shell.as_deref(), Some(&["/bin/bash".to_string(), "-c".to_string()][..]));
+        assert_eq!(
+            c.config.shell.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".to_string()][..])
+        );
         assert_eq!(c.config.on_build.as_ref().map(Vec::len), Some(1));
         let a = c.to_canonical_json().unwrap();
         let b = c.clone().to_canonical_json().unwrap();

@@ -25,18 +25,31 @@ pub struct Digest {
 impl Digest {
     /// Computes the sha256 digest of `data`.
     pub fn sha256_of(data: &[u8]) -> Self {
-        Digest { hex: sha256_hex(data) }
+        Digest {
+            hex: sha256_hex(data),
+        }
     }
 
     /// Builds a digest from 64 lowercase hex characters.
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
         if hex.len() != 64 {
-            return Err(DigestError { value: hex.to_string(), reason: "expected 64 hex characters" });
+            return Err(DigestError {
+                value: hex.to_string(),
+                reason: "expected 64 hex characters",
+            });
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(DigestError { value: hex.to_string(), reason: "expected lowercase hex" });
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(DigestError {
+                value: hex.to_string(),
+                reason: "expected lowercase hex",
+            });
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 
     /// The hex part (without `sha256:`).
@@ -54,9 +67,18 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
-            Some(("sha256", hex)) => Digest::from_hex(hex).map_err(|e| DigestError { value: s.to_string(), reason: e.reason }),
-            Some(_) => Err(DigestError { value: s.to_string(), reason: "only sha256 is supported" }),
-            None => Err(DigestError { value: s.to_string(), reason: "missing algorithm prefix" }),
+            Some(("sha256", hex)) => Digest::from_hex(hex).map_err(|e| DigestError {
+                value: s.to_string(),
+                reason: e.reason,
+            }),
+            Some(_) => Err(DigestError {
+                value: s.to_string(),
+                reason: "only sha256 is supported",
+            }),
+            None => Err(DigestError {
+                value: s.to_string(),
+                reason: "missing algorithm prefix",
+            }),
         }
     }
 }
@@ -125,7 +147,11 @@ pub struct Sha256Writer<W> {
 impl<W: Write> Sha256Writer<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Sha256Writer { inner, hasher: Sha256::new(), len: 0 }
+        Sha256Writer {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     /// Returns the digest of all bytes written, the byte count and the inner writer.
@@ -158,9 +184,15 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
         assert_eq!(d, Digest::sha256_of(b""));
-        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".parse::<Digest>().is_err());
+        assert!(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
         assert!("md5:abc".parse::<Digest>().is_err());
         assert!("e3b0".parse::<Digest>().is_err());
     }

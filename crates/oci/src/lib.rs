@@ -4,17 +4,19 @@
 
 mod config;
 mod digest;
+mod layer;
 mod manifest;
 mod media;
 mod store;
-mod layer;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
-pub use digest::{sha256_hex, Digest, DigestError, DiffId, Sha256Writer};
+pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Writer};
 pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};
-pub use store::{canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry};
+pub use store::{
+    canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
+};
 
 /// The annotation that names a tag in an OCI layout's `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -33,7 +33,11 @@ pub struct Platform {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// OS version.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -76,11 +80,20 @@ pub struct Index {
 impl Index {
     /// An empty OCI index.
     pub fn empty() -> Self {
-        Index { schema_version: 2, media_type: Some(MediaType::new(MediaType::OCI_INDEX)), manifests: Vec::new(), annotations: None }
+        Index {
+            schema_version: 2,
+            media_type: Some(MediaType::new(MediaType::OCI_INDEX)),
+            manifests: Vec::new(),
+            annotations: None,
+        }
     }
 
     /// Picks the manifest for `os`/`architecture` (linux/amd64 for rbuild).
     pub fn select_platform(&self, os: &str, architecture: &str) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == architecture))
+        self.manifests.iter().find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == architecture)
+        })
     }
 }

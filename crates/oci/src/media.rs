@@ -21,9 +21,11 @@ impl MediaType {
     /// OCI uncompressed layer.
     pub const OCI_LAYER_TAR: &'static str = "application/vnd.oci.image.layer.v1.tar";
     /// Docker v2 schema 2 manifest.
-    pub const DOCKER_MANIFEST: &'static str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_MANIFEST: &'static str =
+        "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker manifest list.
-    pub const DOCKER_MANIFEST_LIST: &'static str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &'static str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     /// Docker image config.
     pub const DOCKER_CONFIG: &'static str = "application/vnd.docker.container.image.v1+json";
     /// Docker gzip layer.
@@ -75,4 +77,3 @@ pub enum Compression {
     /// zstd.
     Zstd,
 }
-

@@ -2,7 +2,10 @@
 //! written only through temp files, fsync and rename, so a crash never leaves a half-written blob
 //! under its final name. `index.json` updates take an exclusive `flock` on `index.lock`.
 
-use crate::{Descriptor, Digest, ImageConfig, Index, Manifest, MediaType, Sha256Writer, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use crate::{
+    Descriptor, Digest, ImageConfig, Index, Manifest, MediaType, Sha256Writer,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -51,7 +54,11 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Serialises `value` to compact JSON with every object's keys sorted (byte-stable digests).
@@ -59,14 +66,17 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Er
     fn sort(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(map) => {
-                let sorted: BTreeMap<String, serde_json::Value> = map.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                let sorted: BTreeMap<String, serde_json::Value> =
+                    map.into_iter().map(|(k, v)| (k, sort(v))).collect();
                 let mut out = serde_json::Map::new();
                 for (k, v) in sorted {
                     out.insert(k, v);
                 }
                 serde_json::Value::Object(out)
             }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sort).collect()),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
             other => other,
         }
     }
@@ -111,14 +121,19 @@ impl Store {
             fs::remove_dir_all(&tmp).map_err(io_err("sweep", &tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
-        let store = Store { root: root.to_path_buf() };
+        let store = Store {
+            root: root.to_path_buf(),
+        };
         let layout = root.join("oci-layout");
         if !layout.exists() {
             store.write_file_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
         let index = root.join("index.json");
         if !index.exists() {
-            let bytes = canonical_json(&Index::empty()).map_err(|source| StoreError::Json { what: "index.json".into(), source })?;
+            let bytes = canonical_json(&Index::empty()).map_err(|source| StoreError::Json {
+                what: "index.json".into(),
+                source,
+            })?;
             store.write_file_atomic(&index, &bytes)?;
         }
         Ok(store)
@@ -142,13 +157,33 @@ impl Store {
     /// Reads a whole blob.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
-        fs::read(&path).map_err(|e| if e.kind() == io::ErrorKind::NotFound { StoreError::MissingBlob(digest.clone()) } else { StoreError::Io { action: "read", path, source: e } })
+        fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::MissingBlob(digest.clone())
+            } else {
+                StoreError::Io {
+                    action: "read",
+                    path,
+                    source: e,
+                }
+            }
+        })
     }
 
     /// Opens a blob for streaming reads.
     pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(digest);
-        File::open(&path).map_err(|e| if e.kind() == io::ErrorKind::NotFound { StoreError::MissingBlob(digest.clone()) } else { StoreError::Io { action: "open", path, source: e } })
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::MissingBlob(digest.clone())
+            } else {
+                StoreError::Io {
+                    action: "open",
+                    path,
+                    source: e,
+                }
+            }
+        })
     }
 
     /// Writes a blob atomically and returns its descriptor parts.
@@ -159,8 +194,14 @@ impl Store {
     }
 
     /// Serialises `value` canonically and stores it as a blob.
-    pub fn write_json_blob<T: Serialize>(&self, value: &T) -> Result<(Digest, u64, Vec<u8>), StoreError> {
-        let bytes = canonical_json(value).map_err(|source| StoreError::Json { what: "blob".into(), source })?;
+    pub fn write_json_blob<T: Serialize>(
+        &self,
+        value: &T,
+    ) -> Result<(Digest, u64, Vec<u8>), StoreError> {
+        let bytes = canonical_json(value).map_err(|source| StoreError::Json {
+            what: "blob".into(),
+            source,
+        })?;
         let (d, n) = self.write_blob(&bytes)?;
         Ok((d, n, bytes))
     }
@@ -168,14 +209,23 @@ impl Store {
     /// A new temp path inside the store (same filesystem, swept on open).
     pub fn temp_path(&self, hint: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.root.join("tmp/blobs").join(format!("{hint}-{}-{n}", std::process::id()))
+        self.root
+            .join("tmp/blobs")
+            .join(format!("{hint}-{}-{n}", std::process::id()))
     }
 
     /// Starts a streaming blob write; call [`BlobWriter::commit`] to publish it.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         let path = self.temp_path("blob");
         let file = File::create(&path).map_err(io_err("create", &path))?;
-        Ok(BlobWriter { store: self.clone(), tmp: path, inner: Some(Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, file))) })
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp: path,
+            inner: Some(Sha256Writer::new(io::BufWriter::with_capacity(
+                1 << 20,
+                file,
+            ))),
+        })
     }
 
     fn write_file_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
@@ -192,11 +242,20 @@ impl Store {
 
     fn lock_index(&self) -> Result<File, StoreError> {
         let path = self.root.join("index.lock");
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err("open", &path))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
         // SAFETY: flock on an fd we own; no memory is involved.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
-            return Err(StoreError::Io { action: "lock", path, source: io::Error::last_os_error() });
+            return Err(StoreError::Io {
+                action: "lock",
+                path,
+                source: io::Error::last_os_error(),
+            });
         }
         Ok(f)
     }
@@ -205,7 +264,10 @@ impl Store {
     pub fn index(&self) -> Result<Index, StoreError> {
         let path = self.root.join("index.json");
         let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { what: path.display().to_string(), source })
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: path.display().to_string(),
+            source,
+        })
     }
 
     /// Points tag `name` at `descriptor` (a manifest already in the store), replacing an older entry.
@@ -220,36 +282,75 @@ impl Store {
         ann.insert(ANNOTATION_IMAGE_NAME.to_string(), name.to_string());
         desc.annotations = Some(ann);
         index.manifests.push(desc);
-        let bytes = canonical_json(&index).map_err(|source| StoreError::Json { what: "index.json".into(), source })?;
+        let bytes = canonical_json(&index).map_err(|source| StoreError::Json {
+            what: "index.json".into(),
+            source,
+        })?;
         self.write_file_atomic(&self.root.join("index.json"), &bytes)
     }
 
     /// Lists the tags.
     pub fn tags(&self) -> Result<Vec<TagEntry>, StoreError> {
-        Ok(self.index()?.manifests.into_iter().filter_map(|d| ref_name(&d).map(|n| TagEntry { name: n.to_string(), descriptor: d.clone() })).collect())
+        Ok(self
+            .index()?
+            .manifests
+            .into_iter()
+            .filter_map(|d| {
+                ref_name(&d).map(|n| TagEntry {
+                    name: n.to_string(),
+                    descriptor: d.clone(),
+                })
+            })
+            .collect())
     }
 
     /// Finds a tag.
     pub fn resolve_tag(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
-        Ok(self.tags()?.into_iter().find(|t| t.name == name).map(|t| t.descriptor))
+        Ok(self
+            .tags()?
+            .into_iter()
+            .find(|t| t.name == name)
+            .map(|t| t.descriptor))
     }
 
     /// Reads a manifest and its config from the store.
     pub fn read_image(&self, manifest_digest: &Digest) -> Result<ImageRecord, StoreError> {
         let bytes = self.read_blob(manifest_digest)?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { what: format!("manifest {manifest_digest}"), source })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+                what: format!("manifest {manifest_digest}"),
+                source,
+            })?;
         let cbytes = self.read_blob(&manifest.config.digest)?;
-        let config: ImageConfig = serde_json::from_slice(&cbytes).map_err(|source| StoreError::Json { what: format!("config {}", manifest.config.digest), source })?;
-        Ok(ImageRecord { manifest_digest: manifest_digest.clone(), manifest, config })
+        let config: ImageConfig =
+            serde_json::from_slice(&cbytes).map_err(|source| StoreError::Json {
+                what: format!("config {}", manifest.config.digest),
+                source,
+            })?;
+        Ok(ImageRecord {
+            manifest_digest: manifest_digest.clone(),
+            manifest,
+            config,
+        })
     }
 
     /// Stores a config and a manifest over `layers` (already stored) and returns the manifest descriptor.
-    pub fn write_image(&self, config: &ImageConfig, layers: Vec<Descriptor>) -> Result<(Descriptor, Manifest), StoreError> {
+    pub fn write_image(
+        &self,
+        config: &ImageConfig,
+        layers: Vec<Descriptor>,
+    ) -> Result<(Descriptor, Manifest), StoreError> {
         let (cdigest, csize, _) = self.write_json_blob(config)?;
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(MediaType::new(MediaType::OCI_MANIFEST)),
-            config: Descriptor { media_type: MediaType::new(MediaType::OCI_CONFIG), digest: cdigest, size: csize, platform: None, annotations: None },
+            config: Descriptor {
+                media_type: MediaType::new(MediaType::OCI_CONFIG),
+                digest: cdigest,
+                size: csize,
+                platform: None,
+                annotations: None,
+            },
             layers,
             annotations: None,
         };
@@ -258,7 +359,12 @@ impl Store {
             media_type: MediaType::new(MediaType::OCI_MANIFEST),
             digest: mdigest,
             size: msize,
-            platform: Some(crate::Platform { architecture: config.architecture.clone(), os: config.os.clone(), variant: config.variant.clone(), os_version: None }),
+            platform: Some(crate::Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                variant: config.variant.clone(),
+                os_version: None,
+            }),
             annotations: None,
         };
         Ok((desc, manifest))
@@ -266,7 +372,10 @@ impl Store {
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations.as_ref()?.get(ANNOTATION_REF_NAME).map(String::as_str)
+    d.annotations
+        .as_ref()?
+        .get(ANNOTATION_REF_NAME)
+        .map(String::as_str)
 }
 
 /// A blob being written: hashed as it streams into a temp file, published by [`BlobWriter::commit`].
@@ -280,14 +389,25 @@ impl BlobWriter {
     /// Flushes, fsyncs and renames the blob into place; fails (and stores nothing) when `expected` differs.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
         let Some(w) = self.inner.take() else {
-            return Err(StoreError::Io { action: "commit", path: self.tmp.clone(), source: io::Error::other("already committed") });
+            return Err(StoreError::Io {
+                action: "commit",
+                path: self.tmp.clone(),
+                source: io::Error::other("already committed"),
+            });
         };
         let (digest, len, buf) = w.finish();
-        let file = buf.into_inner().map_err(|e| StoreError::Io { action: "flush", path: self.tmp.clone(), source: e.into_error() })?;
+        let file = buf.into_inner().map_err(|e| StoreError::Io {
+            action: "flush",
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
         if let Some(exp) = expected {
             if *exp != digest {
                 let _ = fs::remove_file(&self.tmp);
-                return Err(StoreError::DigestMismatch { expected: exp.clone(), actual: digest });
+                return Err(StoreError::DigestMismatch {
+                    expected: exp.clone(),
+                    actual: digest,
+                });
             }
         }
         file.sync_all().map_err(io_err("fsync", &self.tmp))?;
@@ -321,7 +441,11 @@ impl Drop for BlobWriter {
 }
 
 /// Copies all of `reader` into a new blob, verifying it against `expected`.
-pub fn copy_into_store(store: &Store, reader: &mut dyn Read, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+pub fn copy_into_store(
+    store: &Store,
+    reader: &mut dyn Read,
+    expected: Option<&Digest>,
+) -> Result<(Digest, u64), StoreError> {
     let mut w = store.blob_writer()?;
     io::copy(reader, &mut w).map_err(io_err("copy", store.root()))?;
     w.commit(expected)
@@ -340,16 +464,28 @@ mod tests {
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
         let mut w = store.blob_writer().unwrap();
         w.write_all(b"other").unwrap();
-        assert!(matches!(w.commit(Some(&d)), Err(StoreError::DigestMismatch { .. })));
-        assert_eq!(fs::read_dir(dir.path().join("tmp/blobs")).unwrap().count(), 0);
-        let cfg = ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
+        assert!(matches!(
+            w.commit(Some(&d)),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp/blobs")).unwrap().count(),
+            0
+        );
+        let cfg = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
         let (desc, _) = store.write_image(&cfg, vec![]).unwrap();
         store.set_tag("a:1", &desc).unwrap();
         store.set_tag("a:1", &desc).unwrap();
         store.set_tag("b:2", &desc).unwrap();
         let tags = store.tags().unwrap();
         assert_eq!(tags.len(), 2);
-        let rec = store.read_image(&store.resolve_tag("a:1").unwrap().unwrap().digest).unwrap();
+        let rec = store
+            .read_image(&store.resolve_tag("a:1").unwrap().unwrap().digest)
+            .unwrap();
         assert_eq!(rec.config.os, "linux");
     }
 }

@@ -31,13 +31,27 @@ fn parse_output(spec: &str) -> Result<Output, Report> {
         fields.insert(k.trim().to_string(), v.trim().to_string());
     }
     let dest = fields.get("dest").map(PathBuf::from);
-    let need_dest = |kind: &str| dest.clone().ok_or_else(|| Report::new(format!("error: --output type={kind} needs dest=PATH")));
+    let need_dest = |kind: &str| {
+        dest.clone()
+            .ok_or_else(|| Report::new(format!("error: --output type={kind} needs dest=PATH")))
+    };
     match fields.get("type").map(String::as_str) {
-        Some("oci") => Ok(Output::Oci { dest: need_dest("oci")?, tar: fields.get("tar").map(|v| v != "false").unwrap_or(true) }),
-        Some("docker") => Ok(Output::Docker { dest: need_dest("docker")? }),
-        Some("local") => Ok(Output::Local { dest: need_dest("local")? }),
-        Some(other) => Err(Report::new(format!("error: unsupported output type `{other}` (supported: oci, docker, local)"))),
-        None => Err(Report::new(format!("error: --output `{spec}` has no type=..."))),
+        Some("oci") => Ok(Output::Oci {
+            dest: need_dest("oci")?,
+            tar: fields.get("tar").map(|v| v != "false").unwrap_or(true),
+        }),
+        Some("docker") => Ok(Output::Docker {
+            dest: need_dest("docker")?,
+        }),
+        Some("local") => Ok(Output::Local {
+            dest: need_dest("local")?,
+        }),
+        Some(other) => Err(Report::new(format!(
+            "error: unsupported output type `{other}` (supported: oci, docker, local)"
+        ))),
+        None => Err(Report::new(format!(
+            "error: --output `{spec}` has no type=..."
+        ))),
     }
 }
 
@@ -58,13 +72,23 @@ fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
     out
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Report> + Send + 'static) -> Result<T, Report> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Report::new(format!("error: internal task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Report> + Send + 'static,
+) -> Result<T, Report> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Report::new(format!("error: internal task failed: {e}")))?
 }
 
 /// Resolves a FROM reference: the store's copy unless `pull`, else the registry (manifest and config stored).
-async fn resolve_base(store: &Store, registry: &RegistryClient, name: &str, pull: bool) -> Result<BaseImage, Report> {
-    let reference = Reference::parse(name).map_err(|e| Report::from_error(&format!("invalid image reference `{name}`"), &e))?;
+async fn resolve_base(
+    store: &Store,
+    registry: &RegistryClient,
+    name: &str,
+    pull: bool,
+) -> Result<BaseImage, Report> {
+    let reference = Reference::parse(name)
+        .map_err(|e| Report::from_error(&format!("invalid image reference `{name}`"), &e))?;
     let full = reference.to_string();
     if !pull {
         let known = match &reference.digest {
@@ -74,37 +98,70 @@ async fn resolve_base(store: &Store, registry: &RegistryClient, name: &str, pull
         };
         if let Some(digest) = known {
             if let Ok(record) = store.read_image(&digest) {
-                return Ok(BaseImage { reference: full, digest, config: record.config });
+                return Ok(BaseImage {
+                    reference: full,
+                    digest,
+                    config: record.config,
+                });
             }
         }
     }
-    let resolved = registry.resolve(&reference).await.map_err(|e| Report::from_error(&format!("failed to resolve source metadata for {full}"), &e))?;
+    let resolved = registry.resolve(&reference).await.map_err(|e| {
+        Report::from_error(&format!("failed to resolve source metadata for {full}"), &e)
+    })?;
     let store2 = store.clone();
     let manifest_bytes = resolved.manifest_bytes.clone();
     let config_bytes = resolved.config_bytes.clone();
     let digest = resolved.manifest_digest.clone();
-    let media_type = resolved.manifest.media_type.clone().unwrap_or_else(|| MediaType::new(MediaType::OCI_MANIFEST));
+    let media_type = resolved
+        .manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| MediaType::new(MediaType::OCI_MANIFEST));
     let tag = full.clone();
     blocking(move || {
-        let (md, size) = store2.write_blob(&manifest_bytes).map_err(|e| Report::from_error("storing manifest", &e))?;
+        let (md, size) = store2
+            .write_blob(&manifest_bytes)
+            .map_err(|e| Report::from_error("storing manifest", &e))?;
         if md != digest {
-            return Err(Report::new(format!("error: manifest of {tag} does not match its digest {digest}")));
+            return Err(Report::new(format!(
+                "error: manifest of {tag} does not match its digest {digest}"
+            )));
         }
-        store2.write_blob(&config_bytes).map_err(|e| Report::from_error("storing image config", &e))?;
+        store2
+            .write_blob(&config_bytes)
+            .map_err(|e| Report::from_error("storing image config", &e))?;
         if reference_is_tag(&tag) {
-            let desc = Descriptor { media_type, digest: md, size, platform: None, annotations: None };
-            store2.set_tag(&tag, &desc).map_err(|e| Report::from_error("tagging base image", &e))?;
+            let desc = Descriptor {
+                media_type,
+                digest: md,
+                size,
+                platform: None,
+                annotations: None,
+            };
+            store2
+                .set_tag(&tag, &desc)
+                .map_err(|e| Report::from_error("tagging base image", &e))?;
         }
         Ok(())
     })
     .await?;
-    Ok(BaseImage { reference: full, digest: resolved.manifest_digest, config: resolved.config })
+    Ok(BaseImage {
+        reference: full,
+        digest: resolved.manifest_digest,
+        config: resolved.config,
+    })
 }
 
 /// The `.dockerignore` for a build: `NAME.dockerignore` beside the Dockerfile wins over the context's.
 fn read_dockerignore(context: &std::path::Path, dockerfile: &std::path::Path) -> Vec<String> {
-    let specific = dockerfile.file_name().map(|n| dockerfile.with_file_name(format!("{}.dockerignore", n.to_string_lossy())));
-    let text = specific.and_then(|p| std::fs::read_to_string(p).ok()).or_else(|| std::fs::read_to_string(context.join(".dockerignore")).ok()).unwrap_or_default();
+    let specific = dockerfile
+        .file_name()
+        .map(|n| dockerfile.with_file_name(format!("{}.dockerignore", n.to_string_lossy())));
+    let text = specific
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::fs::read_to_string(context.join(".dockerignore")).ok())
+        .unwrap_or_default();
     rbuild_worker::dockerignore::Matcher::lines_of(&text)
 }
 
@@ -122,7 +179,12 @@ pub fn rfc3339(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn reference_is_tag(name: &str) -> bool {
@@ -133,25 +195,53 @@ fn reference_is_tag(name: &str) -> bool {
 pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> {
     let root = store_args.root_dir();
     let Some(context_arg) = args.context.clone() else {
-        return Err(Report::new("error: give a build context, e.g. `rbuild -t name:tag .` (see `rbuild --help`)").with_code(2));
+        return Err(Report::new(
+            "error: give a build context, e.g. `rbuild -t name:tag .` (see `rbuild --help`)",
+        )
+        .with_code(2));
     };
-    let context = std::fs::canonicalize(&context_arg).map_err(|e| Report::new(format!("error: unable to prepare context: path `{}` not found: {e}", context_arg.display())))?;
+    let context = std::fs::canonicalize(&context_arg).map_err(|e| {
+        Report::new(format!(
+            "error: unable to prepare context: path `{}` not found: {e}",
+            context_arg.display()
+        ))
+    })?;
     let (dockerfile_path, dockerfile_name) = match &args.file {
         Some(f) => (f.clone(), f.display().to_string()),
         None => (context.join("Dockerfile"), "Dockerfile".to_string()),
     };
-    let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| Report::new(format!("error: failed to read dockerfile: open {}: {e}", dockerfile_path.display())))?;
-    let dockerfile = rbuild_frontend::parse(&source).map_err(|e| Report::new(e.render(&dockerfile_name)))?;
+    let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
+        Report::new(format!(
+            "error: failed to read dockerfile: open {}: {e}",
+            dockerfile_path.display()
+        ))
+    })?;
+    let dockerfile =
+        rbuild_frontend::parse(&source).map_err(|e| Report::new(e.render(&dockerfile_name)))?;
     let network = match args.network.as_str() {
         "host" | "default" => NetworkMode::Host,
         "none" => NetworkMode::None,
-        other => return Err(Report::new(format!("error: unsupported network mode `{other}` (use host or none)"))),
+        other => {
+            return Err(Report::new(format!(
+                "error: unsupported network mode `{other}` (use host or none)"
+            )))
+        }
     };
-    let outputs = args.outputs.iter().map(|o| parse_output(o)).collect::<Result<Vec<_>, _>>()?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<Result<Vec<_>, _>>()?;
     let context_excludes = read_dockerignore(&context, &dockerfile_path);
-    let created_secs = match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse::<i64>().ok()) {
+    let created_secs = match std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
         Some(epoch) => epoch,
-        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
     };
     let opts = ConvertOptions {
         build_args: parse_build_args(&args.build_args),
@@ -161,31 +251,54 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         context_excludes,
         created: Some(rfc3339(created_secs)),
     };
-    let needed = rbuild_frontend::base_images(&dockerfile, &opts).map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
+    let needed = rbuild_frontend::base_images(&dockerfile, &opts)
+        .map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
 
-    std::fs::create_dir_all(&root).map_err(|e| Report::new(format!("error: cannot create state directory `{}`: {e}", root.display())))?;
-    let store = Store::open(&root).map_err(|e| Report::from_error("opening the image store", &e))?;
+    std::fs::create_dir_all(&root).map_err(|e| {
+        Report::new(format!(
+            "error: cannot create state directory `{}`: {e}",
+            root.display()
+        ))
+    })?;
+    let store =
+        Store::open(&root).map_err(|e| Report::from_error("opening the image store", &e))?;
     let registry = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
     let mut bases = HashMap::new();
-    let resolutions = needed.iter().map(|name| resolve_base(&store, &registry, name, args.pull));
+    let resolutions = needed
+        .iter()
+        .map(|name| resolve_base(&store, &registry, name, args.pull));
     for (name, base) in needed.iter().zip(futures_join_all(resolutions).await) {
         bases.insert(name.clone(), base?);
     }
-    let plan = rbuild_frontend::convert(&dockerfile, &opts, &bases).map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
+    let plan = rbuild_frontend::convert(&dockerfile, &opts, &bases)
+        .map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
 
     let snapshot_root = root.join("snapshots-v1");
     let index_path = root.join("cache-v1.redb");
     let (snapshotter, index) = blocking(move || {
-        let snapshotter = Snapshotter::open(&snapshot_root).map_err(|e| Report::from_error("opening snapshots", &e))?;
-        let index = CacheIndex::open(&index_path).map_err(|e| Report::from_error("opening the cache index", &e))?;
+        let snapshotter = Snapshotter::open(&snapshot_root)
+            .map_err(|e| Report::from_error("opening snapshots", &e))?;
+        let index = CacheIndex::open(&index_path)
+            .map_err(|e| Report::from_error("opening the cache index", &e))?;
         Ok((snapshotter, index))
     })
     .await?;
-    let exe = std::env::current_exe().map_err(|e| Report::new(format!("error: cannot find the rbuild executable: {e}")))?;
-    let worker = Arc::new(Worker::new(store.clone(), snapshotter.clone(), Sandbox::new(exe), registry, Some(index.clone()), Some(context)));
+    let exe = std::env::current_exe()
+        .map_err(|e| Report::new(format!("error: cannot find the rbuild executable: {e}")))?;
+    let worker = Arc::new(Worker::new(
+        store.clone(),
+        snapshotter.clone(),
+        Sandbox::new(exe),
+        registry,
+        Some(index.clone()),
+        Some(context),
+    ));
     let (graph, ids) = graph_from_definition(&plan.definition);
     let solver = Solver::new(worker, Some(index), progress::sink(args.progress));
-    let solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
+    let solve_opts = SolveOptions {
+        no_cache: args.no_cache,
+        ..SolveOptions::default()
+    };
     let targets = [ids[plan.target]];
     let solved = tokio::select! {
         r = solver.solve(&graph, &targets, &solve_opts) => r,
@@ -193,7 +306,15 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     };
     let value = match solved {
         Ok(mut values) => values.pop().unwrap_or(Value::Fs(None)),
-        Err(e) => return Err(solve_report(e, &ids, &plan.definition, &dockerfile_name, &source)),
+        Err(e) => {
+            return Err(solve_report(
+                e,
+                &ids,
+                &plan.definition,
+                &dockerfile_name,
+                &source,
+            ))
+        }
     };
     let top = match value {
         Value::Fs(top) => top,
@@ -201,7 +322,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     };
     let tags: Vec<String> = args.tags.iter().map(|t| normalize_tag(t)).collect();
     let config = plan.config.clone();
-    let desc = blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs)).await?;
+    let desc =
+        blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs))
+            .await?;
     eprintln!("writing image {} done", desc.digest);
     for tag in &args.tags {
         eprintln!("naming to {} done", normalize_tag(tag));
@@ -209,7 +332,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     Ok(())
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let mut out = Vec::new();
     for f in futures {
         out.push(f.await);
@@ -219,7 +344,10 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 
 async fn wait_for_signal() -> u8 {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         std::future::pending::<()>().await;
         return 1;
     };
@@ -229,9 +357,24 @@ async fn wait_for_signal() -> u8 {
     }
 }
 
-fn solve_report(err: SolveError<WorkerError>, ids: &[rbuild_solver::VertexId], def: &rbuild_llb::Definition, file: &str, source: &str) -> Report {
+fn solve_report(
+    err: SolveError<WorkerError>,
+    ids: &[rbuild_solver::VertexId],
+    def: &rbuild_llb::Definition,
+    file: &str,
+    source: &str,
+) -> Report {
     let (vertex, name, cause) = match &err {
-        SolveError::Exec { vertex, name, source } | SolveError::CacheKey { vertex, name, source } => (Some(*vertex), name.clone(), Some(source)),
+        SolveError::Exec {
+            vertex,
+            name,
+            source,
+        }
+        | SolveError::CacheKey {
+            vertex,
+            name,
+            source,
+        } => (Some(*vertex), name.clone(), Some(source)),
         _ => (None, String::new(), None),
     };
     let mut text = String::new();
@@ -244,7 +387,9 @@ fn solve_report(err: SolveError<WorkerError>, ids: &[rbuild_solver::VertexId], d
             text.push_str("------\n");
         }
     }
-    let location = vertex.and_then(|v| ids.iter().position(|id| *id == v)).and_then(|i| def.vertices[i].source.clone());
+    let location = vertex
+        .and_then(|v| ids.iter().position(|id| *id == v))
+        .and_then(|i| def.vertices[i].source.clone());
     if let Some(loc) = location {
         text.push_str(&excerpt(file, source, loc.start_line, loc.end_line));
         text.push('\n');
@@ -257,31 +402,56 @@ fn solve_report(err: SolveError<WorkerError>, ids: &[rbuild_solver::VertexId], d
     Report::new(text)
 }
 
-fn chain_of(snapshotter: &Snapshotter, top: Option<&SnapshotId>) -> Result<Vec<SnapshotId>, Report> {
+fn chain_of(
+    snapshotter: &Snapshotter,
+    top: Option<&SnapshotId>,
+) -> Result<Vec<SnapshotId>, Report> {
     let mut out = Vec::new();
     let mut cur = top.cloned();
     while let Some(id) = cur {
-        cur = snapshotter.parent(&id).map_err(|e| Report::from_error("reading snapshot chain", &e))?;
+        cur = snapshotter
+            .parent(&id)
+            .map_err(|e| Report::from_error("reading snapshot chain", &e))?;
         out.push(id);
     }
     out.reverse();
     Ok(out)
 }
 
-fn export(store: &Store, snapshotter: &Snapshotter, top: Option<&SnapshotId>, config: ImageConfig, tags: &[String], outputs: &[Output]) -> Result<Descriptor, Report> {
-    let opts = LayerOptions { source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()), gzip_level: None };
+fn export(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    top: Option<&SnapshotId>,
+    config: ImageConfig,
+    tags: &[String],
+    outputs: &[Output],
+) -> Result<Descriptor, Report> {
+    let opts = LayerOptions {
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        gzip_level: None,
+    };
     let mut layers = Vec::new();
     for id in chain_of(snapshotter, top)? {
-        layers.push(ensure_layer(snapshotter, store, &id, &opts).map_err(|e| Report::from_error("exporting layers", &e))?);
+        layers.push(
+            ensure_layer(snapshotter, store, &id, &opts)
+                .map_err(|e| Report::from_error("exporting layers", &e))?,
+        );
     }
-    let (desc, _) = assemble_image(store, config, &layers).map_err(|e| Report::from_error("writing image", &e))?;
+    let (desc, _) = assemble_image(store, config, &layers)
+        .map_err(|e| Report::from_error("writing image", &e))?;
     for tag in tags {
-        store.set_tag(tag, &desc).map_err(|e| Report::from_error(&format!("naming {tag}"), &e))?;
+        store
+            .set_tag(tag, &desc)
+            .map_err(|e| Report::from_error(&format!("naming {tag}"), &e))?;
     }
     for output in outputs {
         let result = match output {
             Output::Oci { dest, tar } => rbuild_exporter::write_oci(store, &desc, tags, dest, *tar),
-            Output::Docker { dest } => rbuild_exporter::write_docker_archive(store, &desc, tags, dest),
+            Output::Docker { dest } => {
+                rbuild_exporter::write_docker_archive(store, &desc, tags, dest)
+            }
             Output::Local { dest } => rbuild_exporter::write_local(snapshotter, top, dest),
         };
         result.map_err(|e| Report::from_error("exporting", &e))?;
@@ -296,12 +466,23 @@ pub fn images(store_args: &StoreArgs) -> Result<(), Report> {
         println!("{:<50} {:<20} {:>10}", "REPOSITORY:TAG", "DIGEST", "SIZE");
         return Ok(());
     }
-    let store = Store::open(&root).map_err(|e| Report::from_error("opening the image store", &e))?;
-    let tags = store.tags().map_err(|e| Report::from_error("reading the image store", &e))?;
+    let store =
+        Store::open(&root).map_err(|e| Report::from_error("opening the image store", &e))?;
+    let tags = store
+        .tags()
+        .map_err(|e| Report::from_error("reading the image store", &e))?;
     println!("{:<50} {:<20} {:>10}", "REPOSITORY:TAG", "DIGEST", "SIZE");
     for tag in tags {
-        let size = store.read_image(&tag.descriptor.digest).map(|r| r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>()).unwrap_or(0);
-        println!("{:<50} {:<20} {:>10}", tag.name, short(&tag.descriptor.digest), human(size));
+        let size = store
+            .read_image(&tag.descriptor.digest)
+            .map(|r| r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>())
+            .unwrap_or(0);
+        println!(
+            "{:<50} {:<20} {:>10}",
+            tag.name,
+            short(&tag.descriptor.digest),
+            human(size)
+        );
     }
     Ok(())
 }
@@ -319,7 +500,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,8 +513,20 @@ mod tests {
 
     #[test]
     fn outputs_parse() {
-        assert_eq!(parse_output("type=oci,dest=/x").unwrap(), Output::Oci { dest: "/x".into(), tar: true });
-        assert_eq!(parse_output("type=oci,dest=/x,tar=false").unwrap(), Output::Oci { dest: "/x".into(), tar: false });
+        assert_eq!(
+            parse_output("type=oci,dest=/x").unwrap(),
+            Output::Oci {
+                dest: "/x".into(),
+                tar: true
+            }
+        );
+        assert_eq!(
+            parse_output("type=oci,dest=/x,tar=false").unwrap(),
+            Output::Oci {
+                dest: "/x".into(),
+                tar: false
+            }
+        );
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("type=nope,dest=/x").is_err());
     }

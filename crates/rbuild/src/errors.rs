@@ -13,7 +13,10 @@ pub struct Report {
 impl Report {
     /// A plain error (exit code 1).
     pub fn new(text: impl Into<String>) -> Self {
-        Report { text: text.into(), code: 1 }
+        Report {
+            text: text.into(),
+            code: 1,
+        }
     }
 
     /// With another exit code.

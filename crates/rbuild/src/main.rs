@@ -11,7 +11,11 @@ use std::process::ExitCode;
 
 /// rbuild: build OCI images from Dockerfiles, daemonless.
 #[derive(Parser, Debug)]
-#[command(name = "rbuild", version, about = "Build OCI images from Dockerfiles, the way BuildKit builds them")]
+#[command(
+    name = "rbuild",
+    version,
+    about = "Build OCI images from Dockerfiles, the way BuildKit builds them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,8 @@ impl StoreArgs {
         }
         match std::env::var_os("XDG_DATA_HOME") {
             Some(x) => PathBuf::from(x).join("rbuild"),
-            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share/rbuild"),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".local/share/rbuild"),
         }
     }
 }
@@ -112,7 +117,10 @@ pub struct BuildArgs {
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
     let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -65,18 +65,29 @@ fn render_plain(st: &mut State, event: &Event) {
         EventKind::Cached => writeln!(err, "#{n} {}\n#{n} CACHED", event.name),
         EventKind::Log { line, .. } => {
             let t = st.started.elapsed().as_secs_f64();
-            writeln!(err, "#{n} {t:.3} {}", String::from_utf8_lossy(line).trim_end())
+            writeln!(
+                err,
+                "#{n} {t:.3} {}",
+                String::from_utf8_lossy(line).trim_end()
+            )
         }
         EventKind::Done { duration } => writeln!(err, "#{n} DONE {:.1}s", duration.as_secs_f64()),
-        EventKind::Error { message, duration } => writeln!(err, "#{n} ERROR: {message} ({:.1}s)", duration.as_secs_f64()),
+        EventKind::Error { message, duration } => writeln!(
+            err,
+            "#{n} ERROR: {message} ({:.1}s)",
+            duration.as_secs_f64()
+        ),
         EventKind::Canceled => writeln!(err, "#{n} CANCELED"),
     };
 }
 
 fn render_tty(st: &mut State, event: &Event) {
     let n = number(st, event.vertex.0);
-    let Some(multi) = st.multi.clone() else { return };
-    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let Some(multi) = st.multi.clone() else {
+        return;
+    };
+    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     match &event.kind {
         EventKind::Started => {
             let bar = multi.add(ProgressBar::new_spinner());
@@ -95,7 +106,11 @@ fn render_tty(st: &mut State, event: &Event) {
             if let Some(bar) = st.bars.remove(&event.vertex.0) {
                 bar.finish_and_clear();
             }
-            let _ = multi.println(format!("#{n} {} DONE {:.1}s", event.name, duration.as_secs_f64()));
+            let _ = multi.println(format!(
+                "#{n} {} DONE {:.1}s",
+                event.name,
+                duration.as_secs_f64()
+            ));
         }
         EventKind::Error { message, .. } => {
             if let Some(bar) = st.bars.remove(&event.vertex.0) {
@@ -112,7 +127,11 @@ fn render_tty(st: &mut State, event: &Event) {
 }
 
 fn render_json(event: &Event) {
-    let at = event.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let at = event
+        .at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let mut obj = serde_json::json!({
         "vertex": event.vertex.0,
         "name": event.name,

@@ -10,13 +10,22 @@ const MIN_PASSING: usize = 32;
 
 #[test]
 fn conformance_cases_match_buildkit() {
-    let Some(shared) = shared_dir().expect("shared dir check") else { return };
+    let Some(shared) = shared_dir().expect("shared dir check") else {
+        return;
+    };
     if !require_root().expect("root check") {
         return;
     }
     let conformance = shared.join("conformance");
-    let serve = Command::new("bash").arg(conformance.join("serve-base.sh")).output().expect("run serve-base.sh");
-    assert!(serve.status.success(), "serve-base.sh failed: {}", String::from_utf8_lossy(&serve.stderr));
+    let serve = Command::new("bash")
+        .arg(conformance.join("serve-base.sh"))
+        .output()
+        .expect("run serve-base.sh");
+    assert!(
+        serve.status.success(),
+        "serve-base.sh failed: {}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
     let out_dir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     let out = Command::new("bash")
@@ -29,7 +38,24 @@ fn conformance_cases_match_buildkit() {
         .expect("run conformance");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    let last = stdout.lines().rev().find(|l| l.starts_with("conformance:")).unwrap_or_else(|| panic!("no summary line:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    let passed: usize = last.trim_start_matches("conformance: ").split('/').next().and_then(|p| p.trim().parse().ok()).expect("P/N in summary");
-    assert!(passed >= MIN_PASSING, "conformance regressed: {last} (need {MIN_PASSING})\n{stdout}");
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("conformance:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary line:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let passed: usize = last
+        .trim_start_matches("conformance: ")
+        .split('/')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("P/N in summary");
+    assert!(
+        passed >= MIN_PASSING,
+        "conformance regressed: {last} (need {MIN_PASSING})\n{stdout}"
+    );
 }

@@ -13,14 +13,35 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("rbuild-snapshotter", vec!["rbuild-oci"]),
         ("rbuild-sandbox", vec![]),
         ("rbuild-registry", vec!["rbuild-oci"]),
-        ("rbuild-worker", vec!["rbuild-llb", "rbuild-solver", "rbuild-snapshotter", "rbuild-sandbox", "rbuild-registry", "rbuild-oci"]),
-        ("rbuild-exporter", vec!["rbuild-oci", "rbuild-registry", "rbuild-snapshotter"]),
+        (
+            "rbuild-worker",
+            vec![
+                "rbuild-llb",
+                "rbuild-solver",
+                "rbuild-snapshotter",
+                "rbuild-sandbox",
+                "rbuild-registry",
+                "rbuild-oci",
+            ],
+        ),
+        (
+            "rbuild-exporter",
+            vec!["rbuild-oci", "rbuild-registry", "rbuild-snapshotter"],
+        ),
         ("rbuild-testsupport", vec!["rbuild-oci"]),
         (
             "rbuild",
             vec![
-                "rbuild-oci", "rbuild-llb", "rbuild-frontend", "rbuild-solver", "rbuild-snapshotter", "rbuild-sandbox",
-                "rbuild-registry", "rbuild-worker", "rbuild-exporter", "rbuild-testsupport",
+                "rbuild-oci",
+                "rbuild-llb",
+                "rbuild-frontend",
+                "rbuild-solver",
+                "rbuild-snapshotter",
+                "rbuild-sandbox",
+                "rbuild-registry",
+                "rbuild-worker",
+                "rbuild-exporter",
+                "rbuild-testsupport",
             ],
         ),
     ])
@@ -30,12 +51,23 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
 fn crates_follow_the_dependency_rule() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
     let rules = allowed();
     let packages = meta["packages"].as_array().expect("packages array");
     let mut seen = BTreeSet::new();
@@ -61,8 +93,20 @@ fn crates_follow_the_dependency_rule() {
             }
         }
     }
-    assert!(violations.is_empty(), "dependency rule violated:\n{}", violations.join("\n"));
-    for expected in ["rbuild-frontend", "rbuild-solver", "rbuild-snapshotter", "rbuild-exporter"] {
-        assert!(seen.contains(expected), "{expected} is missing from the workspace");
+    assert!(
+        violations.is_empty(),
+        "dependency rule violated:\n{}",
+        violations.join("\n")
+    );
+    for expected in [
+        "rbuild-frontend",
+        "rbuild-solver",
+        "rbuild-snapshotter",
+        "rbuild-exporter",
+    ] {
+        assert!(
+            seen.contains(expected),
+            "{expected} is missing from the workspace"
+        );
     }
 }

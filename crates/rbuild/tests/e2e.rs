@@ -24,17 +24,27 @@ fn env() -> Option<&'static Env> {
             return None;
         }
         let (registry, base) = registry_with_busybox().expect("start registry with busybox base");
-        Some(Env { _registry: registry, base })
+        Some(Env {
+            _registry: registry,
+            base,
+        })
     })
     .as_ref()
 }
 
 fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name)
 }
 
 fn rbuild(root: &Path, args: &[&str]) -> Output {
-    Command::new(RBUILD).arg("--root").arg(root).args(args).output().expect("run rbuild")
+    Command::new(RBUILD)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run rbuild")
 }
 
 fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
@@ -48,17 +58,32 @@ fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
 }
 
 fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "rbuild failed ({:?}):\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rbuild failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
 }
 
 /// Names of vertices that ran (got a `started` event) and that were cached.
 fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
     let evs = events(out);
-    let pick = |kind: &str| evs.iter().filter(|e| e["event"] == kind).map(|e| e["name"].as_str().unwrap_or_default().to_string()).collect();
+    let pick = |kind: &str| {
+        evs.iter()
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
     (pick("started"), pick("cached"))
 }
 
@@ -84,39 +109,93 @@ fn multistage_build_is_read_back_by_umoci_skopeo_and_rbuild() {
     let out_dir = tempfile::tempdir().unwrap();
     let layout = out_dir.path().join("layout");
     let output = format!("type=oci,dest={},tar=false", layout.display());
-    let out = build(root.path(), &testdata("multistage"), &env.base, &["-t", "e2e/multi:1", "--output", &output]);
+    let out = build(
+        root.path(),
+        &testdata("multistage"),
+        &env.base,
+        &["-t", "e2e/multi:1", "--output", &output],
+    );
     assert_ok(&out);
 
     // umoci: the final filesystem.
     let bundle = out_dir.path().join("bundle");
-    let st = Command::new(&umoci).args(["unpack", "--image"]).arg(format!("{}:e2e/multi:1", layout.display())).arg(&bundle).output().unwrap();
-    assert!(st.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(&umoci)
+        .args(["unpack", "--image"])
+        .arg(format!("{}:e2e/multi:1", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let rootfs = bundle.join("rootfs");
-    assert_eq!(fs::read_to_string(rootfs.join("opt/app/app.txt")).unwrap(), "application payload\n");
-    assert_eq!(fs::read_to_string(rootfs.join("opt/app/sub/built.txt")).unwrap(), "built\n");
-    assert_eq!(fs::read_to_string(rootfs.join("opt/copied-from-index.txt")).unwrap(), "application payload\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/app/app.txt")).unwrap(),
+        "application payload\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/app/sub/built.txt")).unwrap(),
+        "built\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/copied-from-index.txt")).unwrap(),
+        "application payload\n"
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(rootfs.join("opt/app/sub")).unwrap().permissions().mode() & 0o7777, 0o700);
-    assert!(!rootfs.join("src").exists(), "builder stage files must not leak into the final stage");
+    assert_eq!(
+        fs::metadata(rootfs.join("opt/app/sub"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o700
+    );
+    assert!(
+        !rootfs.join("src").exists(),
+        "builder stage files must not leak into the final stage"
+    );
     assert!(rootfs.join("bin/busybox").is_file());
 
     // skopeo: the config.
-    let st = Command::new(&skopeo).args(["inspect", "--config"]).arg(format!("oci:{}:e2e/multi:1", layout.display())).output().unwrap();
-    assert!(st.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(&skopeo)
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:e2e/multi:1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let config: Value = serde_json::from_slice(&st.stdout).unwrap();
     let c = &config["config"];
     assert_eq!(c["Cmd"], serde_json::json!(["cat", "/opt/app/app.txt"]));
     assert_eq!(c["User"], "nobody");
     assert_eq!(c["Labels"]["org.example.kind"], "multistage");
-    assert!(c["ExposedPorts"].get("8080/tcp").is_some() && c["ExposedPorts"].get("53/udp").is_some());
-    let env_list: Vec<&str> = c["Env"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(
+        c["ExposedPorts"].get("8080/tcp").is_some() && c["ExposedPorts"].get("53/udp").is_some()
+    );
+    let env_list: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert!(env_list.contains(&"APP_HOME=/opt/app"));
-    assert!(!env_list.iter().any(|e| e.starts_with("BUILDER_ONLY")), "builder ENV leaked: {env_list:?}");
+    assert!(
+        !env_list.iter().any(|e| e.starts_with("BUILDER_ONLY")),
+        "builder ENV leaked: {env_list:?}"
+    );
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
 
     // rbuild's own reader: the local store holds the same image under the tag.
     let store = rbuild_oci::Store::open(root.path()).unwrap();
-    let desc = store.resolve_tag("e2e/multi:1").unwrap().expect("tag in store");
+    let desc = store
+        .resolve_tag("e2e/multi:1")
+        .unwrap()
+        .expect("tag in store");
     let record = store.read_image(&desc.digest).unwrap();
     assert_eq!(record.manifest.layers.len(), 3);
     assert_eq!(record.config.config.user.as_deref(), Some("nobody"));
@@ -135,11 +214,31 @@ fn run_is_isolated_pid1_and_cannot_see_host_files() {
     let dest = tempfile::tempdir().unwrap();
     let marker_arg = format!("MARKER={}", marker.display());
     let output = format!("type=local,dest={}", dest.path().display());
-    let out = build(root.path(), &testdata("isolation"), &env.base, &["--build-arg", &marker_arg, "--output", &output]);
+    let out = build(
+        root.path(),
+        &testdata("isolation"),
+        &env.base,
+        &["--build-arg", &marker_arg, "--output", &output],
+    );
     assert_ok(&out);
-    assert_eq!(fs::read_to_string(dest.path().join("pid.txt")).unwrap().trim(), "1");
-    assert_eq!(fs::read_to_string(dest.path().join("marker.txt")).unwrap().trim(), "hidden");
-    assert_eq!(fs::read_to_string(dest.path().join("hostname.txt")).unwrap().trim(), "buildkitsandbox");
+    assert_eq!(
+        fs::read_to_string(dest.path().join("pid.txt"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        fs::read_to_string(dest.path().join("marker.txt"))
+            .unwrap()
+            .trim(),
+        "hidden"
+    );
+    assert_eq!(
+        fs::read_to_string(dest.path().join("hostname.txt"))
+            .unwrap()
+            .trim(),
+        "buildkitsandbox"
+    );
     assert_eq!(fs::read_to_string(&marker).unwrap(), "secret");
 }
 
@@ -149,10 +248,20 @@ fn network_none_has_only_loopback() {
     let root = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let output = format!("type=local,dest={}", dest.path().display());
-    let out = build(root.path(), &testdata("network"), &env.base, &["--network=none", "--output", &output]);
+    let out = build(
+        root.path(),
+        &testdata("network"),
+        &env.base,
+        &["--network=none", "--output", &output],
+    );
     assert_ok(&out);
     let netdev = fs::read_to_string(dest.path().join("netdev.txt")).unwrap();
-    let ifaces: Vec<&str> = netdev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    let ifaces: Vec<&str> = netdev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
     assert_eq!(ifaces, vec!["lo"], "{netdev}");
 }
 
@@ -168,13 +277,21 @@ fn rebuilds_run_only_what_changed() {
     let cold = build(root.path(), ctx.path(), &env.base, &["-t", "e2e/cache"]);
     assert_ok(&cold);
     let (ran, _) = ran_and_cached(&cold);
-    assert_eq!(ran.iter().filter(|n| n.contains("RUN")).count(), 2, "cold build runs both RUNs: {ran:?}");
+    assert_eq!(
+        ran.iter().filter(|n| n.contains("RUN")).count(),
+        2,
+        "cold build runs both RUNs: {ran:?}"
+    );
 
     // No-op: nothing runs.
     let noop = build(root.path(), ctx.path(), &env.base, &["-t", "e2e/cache"]);
     assert_ok(&noop);
     let (ran, cached) = ran_and_cached(&noop);
-    assert!(ran.iter().all(|n| !n.contains("RUN") && !n.contains("COPY")), "no-op rebuild ran {ran:?}");
+    assert!(
+        ran.iter()
+            .all(|n| !n.contains("RUN") && !n.contains("COPY")),
+        "no-op rebuild ran {ran:?}"
+    );
     assert!(!cached.is_empty(), "no-op rebuild reports cached steps");
 
     // Change the second file: only the steps after its COPY run.
@@ -183,9 +300,16 @@ fn rebuilds_run_only_what_changed() {
     assert_ok(&changed);
     let (ran, _) = ran_and_cached(&changed);
     let ran_runs: Vec<&String> = ran.iter().filter(|n| n.contains("RUN")).collect();
-    assert_eq!(ran_runs.len(), 1, "only the RUN after the changed COPY runs: {ran:?}");
+    assert_eq!(
+        ran_runs.len(),
+        1,
+        "only the RUN after the changed COPY runs: {ran:?}"
+    );
     assert!(ran_runs[0].contains("after-second"));
-    assert!(!ran.iter().any(|n| n.contains("first.txt")), "the first COPY stays cached: {ran:?}");
+    assert!(
+        !ran.iter().any(|n| n.contains("first.txt")),
+        "the first COPY stays cached: {ran:?}"
+    );
 }
 
 #[test]
@@ -203,20 +327,34 @@ fn same_size_same_mtime_content_change_is_noticed() {
     let path = ctx.path().join("first.txt");
     let mtime = fs::metadata(&path).unwrap().modified().unwrap();
     fs::write(&path, "BBBB\n").unwrap();
-    fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
 
     let out = build(root.path(), ctx.path(), &env.base, &["--output", &output]);
     assert_ok(&out);
     let (ran, _) = ran_and_cached(&out);
-    assert!(ran.iter().any(|n| n.contains("after-first")), "content change with same size and mtime must rerun: {ran:?}");
-    assert_eq!(fs::read_to_string(dest.path().join("after-first.txt")).unwrap(), "BBBB\n");
+    assert!(
+        ran.iter().any(|n| n.contains("after-first")),
+        "content change with same size and mtime must rerun: {ran:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(dest.path().join("after-first.txt")).unwrap(),
+        "BBBB\n"
+    );
 }
 
 #[test]
 fn syntax_error_points_at_line_and_column() {
     let root = tempfile::tempdir().unwrap();
-    let out = rbuild(root.path(), &["build", testdata("syntax-error").to_str().unwrap()]);
+    let out = rbuild(
+        root.path(),
+        &["build", testdata("syntax-error").to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Dockerfile:4:1"), "{err}");
@@ -229,7 +367,14 @@ fn missing_copy_source_is_named() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let out = rbuild(root.path(), &["build", "--progress=plain", testdata("missing-source").to_str().unwrap()]);
+    let out = rbuild(
+        root.path(),
+        &[
+            "build",
+            "--progress=plain",
+            testdata("missing-source").to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does-not-exist.txt"), "{err}");
@@ -245,14 +390,20 @@ fn failing_run_reports_line_exit_code_and_output() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exit code: 3"), "{err}");
     assert!(err.contains("Dockerfile:4"), "{err}");
-    assert!(err.contains(">>> RUN echo \"some output before failing\" && exit 3"), "{err}");
+    assert!(
+        err.contains(">>> RUN echo \"some output before failing\" && exit 3"),
+        "{err}"
+    );
     assert!(err.contains("some output before failing"), "{err}");
 }
 
 fn mounts_under(root: &Path) -> Vec<String> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let prefix = root.to_string_lossy().to_string();
-    info.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&prefix))).map(str::to_string).collect()
+    info.lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&prefix)))
+        .map(str::to_string)
+        .collect()
 }
 
 fn interrupted_build_then_rebuild(signal: i32) {
@@ -262,7 +413,14 @@ fn interrupted_build_then_rebuild(signal: i32) {
     let mut child = Command::new(RBUILD)
         .arg("--root")
         .arg(root.path())
-        .args(["build", "--progress=json", "--build-arg", &base_arg, "--build-arg", "SLEEP=60"])
+        .args([
+            "build",
+            "--progress=json",
+            "--build-arg",
+            &base_arg,
+            "--build-arg",
+            "SLEEP=60",
+        ])
         .arg(testdata("interrupt"))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -286,15 +444,36 @@ fn interrupted_build_then_rebuild(signal: i32) {
     let status = child.wait().unwrap();
     assert!(!status.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(mounts_under(root.path()).is_empty() || signal == libc::SIGKILL, "mounts left: {:?}", mounts_under(root.path()));
+    assert!(
+        mounts_under(root.path()).is_empty() || signal == libc::SIGKILL,
+        "mounts left: {:?}",
+        mounts_under(root.path())
+    );
     let dest = tempfile::tempdir().unwrap();
     let output = format!("type=local,dest={}", dest.path().display());
-    let out = build(root.path(), &testdata("interrupt"), &env.base, &["--output", &output]);
+    let out = build(
+        root.path(),
+        &testdata("interrupt"),
+        &env.base,
+        &["--output", &output],
+    );
     assert_ok(&out);
-    assert_eq!(fs::read_to_string(dest.path().join("done.txt")).unwrap(), "finished\n");
-    assert!(mounts_under(root.path()).is_empty(), "mounts left after rebuild: {:?}", mounts_under(root.path()));
-    let tmp_blobs: Vec<_> = fs::read_dir(root.path().join("tmp/blobs")).map(|d| d.collect()).unwrap_or_default();
-    assert!(tmp_blobs.is_empty(), "half-written blobs left: {tmp_blobs:?}");
+    assert_eq!(
+        fs::read_to_string(dest.path().join("done.txt")).unwrap(),
+        "finished\n"
+    );
+    assert!(
+        mounts_under(root.path()).is_empty(),
+        "mounts left after rebuild: {:?}",
+        mounts_under(root.path())
+    );
+    let tmp_blobs: Vec<_> = fs::read_dir(root.path().join("tmp/blobs"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(
+        tmp_blobs.is_empty(),
+        "half-written blobs left: {tmp_blobs:?}"
+    );
 }
 
 #[test]
@@ -319,13 +498,36 @@ fn docker_archive_output_is_readable_by_skopeo() {
         root.path(),
         &testdata("network"),
         &env.base,
-        &["-t", "e2e/docker:2", "--output", &format!("type=docker,dest={}", archive.display()), "--output", &format!("type=oci,dest={}", oci_tar.display())],
+        &[
+            "-t",
+            "e2e/docker:2",
+            "--output",
+            &format!("type=docker,dest={}", archive.display()),
+            "--output",
+            &format!("type=oci,dest={}", oci_tar.display()),
+        ],
     );
     assert_ok(&out);
-    let st = Command::new(&skopeo).args(["inspect", "--config"]).arg(format!("docker-archive:{}", archive.display())).output().unwrap();
-    assert!(st.status.success(), "skopeo docker-archive: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(&skopeo)
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "skopeo docker-archive: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let config: Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
-    let st = Command::new(&skopeo).args(["inspect"]).arg(format!("oci-archive:{}:e2e/docker:2", oci_tar.display())).output().unwrap();
-    assert!(st.status.success(), "skopeo oci-archive: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(&skopeo)
+        .args(["inspect"])
+        .arg(format!("oci-archive:{}:e2e/docker:2", oci_tar.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "skopeo oci-archive: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }

@@ -4,7 +4,10 @@
 
 use crate::error::chain;
 use crate::{Reference, RegistryError};
-use rbuild_oci::{Descriptor, Digest, ImageConfig, ImageRecord, Index, Manifest, MediaType, Platform, Store, StoreError};
+use rbuild_oci::{
+    Descriptor, Digest, ImageConfig, ImageRecord, Index, Manifest, MediaType, Platform, Store,
+    StoreError,
+};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use std::collections::HashMap;
@@ -64,7 +67,12 @@ impl Default for ClientOptions {
             extra_ca_pem: None,
             credentials: Credentials::DockerConfig,
             max_concurrent_downloads: 4,
-            platform: Platform { architecture: "amd64".into(), os: "linux".into(), variant: None, os_version: None },
+            platform: Platform {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                variant: None,
+                os_version: None,
+            },
         }
     }
 }
@@ -135,7 +143,9 @@ pub struct RegistryClient {
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryClient").field("insecure", &self.inner.insecure).finish_non_exhaustive()
+        f.debug_struct("RegistryClient")
+            .field("insecure", &self.inner.insecure)
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,27 +172,56 @@ impl RegistryClient {
             .read_timeout(Duration::from_secs(120))
             .redirect(reqwest::redirect::Policy::limited(10));
         if let Some(pem) = &opts.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::Setup(format!("extra CA certificate: {}", chain(&e))))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                RegistryError::Setup(format!("extra CA certificate: {}", chain(&e)))
+            })?;
             if certs.is_empty() {
-                return Err(RegistryError::Setup("extra CA certificate: no certificate in the PEM data".into()));
+                return Err(RegistryError::Setup(
+                    "extra CA certificate: no certificate in the PEM data".into(),
+                ));
             }
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
         }
-        let http = builder.build().map_err(|e| RegistryError::Setup(chain(&e)))?;
+        let http = builder
+            .build()
+            .map_err(|e| RegistryError::Setup(chain(&e)))?;
         let mut insecure = opts.insecure_registries.clone();
         if let Ok(v) = std::env::var(INSECURE_REGISTRIES_ENV) {
-            insecure.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            insecure.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
         }
-        Ok(RegistryClient { inner: Arc::new(Inner { http, insecure, opts, creds: Mutex::new(HashMap::new()), auth: Mutex::new(HashMap::new()) }) })
+        Ok(RegistryClient {
+            inner: Arc::new(Inner {
+                http,
+                insecure,
+                opts,
+                creds: Mutex::new(HashMap::new()),
+                auth: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// `http` or `https` for a registry.
     pub fn scheme(&self, registry: &str) -> &'static str {
         let host = host_of(registry);
-        let loopback = host == "localhost" || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
-        if loopback || self.inner.insecure.iter().any(|i| i == registry || i == host) {
+        let loopback = host == "localhost"
+            || host == "::1"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback
+            || self
+                .inner
+                .insecure
+                .iter()
+                .any(|i| i == registry || i == host)
+        {
             "http"
         } else {
             "https"
@@ -190,7 +229,11 @@ impl RegistryClient {
     }
 
     fn base_url(&self, registry: &str) -> String {
-        let host = if registry == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { registry };
+        let host = if registry == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
         format!("{}://{}", self.scheme(registry), host)
     }
 
@@ -201,69 +244,153 @@ impl RegistryClient {
     }
 
     /// Resolves `r` to the image manifest for `platform`, following an index or manifest list.
-    pub async fn resolve_platform(&self, r: &Reference, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
+    pub async fn resolve_platform(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, RegistryError> {
         let what = r.to_string();
-        let (bytes, media_type, digest) = self.fetch_manifest(r, &r.manifest_ref(), r.digest.as_ref(), &what).await?;
+        let (bytes, media_type, digest) = self
+            .fetch_manifest(r, &r.manifest_ref(), r.digest.as_ref(), &what)
+            .await?;
         let (bytes, media_type, digest, index_digest) = if media_type.is_index() {
-            let index: Index = serde_json::from_slice(&bytes).map_err(|source| RegistryError::InvalidJson { what: format!("index of {what}"), source })?;
-            let desc = select_platform(&index, platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
-                reference: what.clone(),
-                platform: platform_string(platform),
-                available: index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(platform_string).collect::<Vec<_>>().join(", "),
+            let index: Index =
+                serde_json::from_slice(&bytes).map_err(|source| RegistryError::InvalidJson {
+                    what: format!("index of {what}"),
+                    source,
+                })?;
+            let desc = select_platform(&index, platform).ok_or_else(|| {
+                RegistryError::NoMatchingPlatform {
+                    reference: what.clone(),
+                    platform: platform_string(platform),
+                    available: index
+                        .manifests
+                        .iter()
+                        .filter_map(|d| d.platform.as_ref())
+                        .map(platform_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
             })?;
             let child_what = format!("{}@{}", r.name(), desc.digest);
-            let (b, m, d) = self.fetch_manifest(r, &desc.digest.to_string(), Some(&desc.digest), &child_what).await?;
+            let (b, m, d) = self
+                .fetch_manifest(r, &desc.digest.to_string(), Some(&desc.digest), &child_what)
+                .await?;
             (b, m, d, Some(digest))
         } else {
             (bytes, media_type, digest, None)
         };
         if !media_type.is_manifest() {
-            return Err(RegistryError::UnsupportedMediaType { reference: what, media_type: media_type.0 });
+            return Err(RegistryError::UnsupportedMediaType {
+                reference: what,
+                media_type: media_type.0,
+            });
         }
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| RegistryError::InvalidJson { what: format!("manifest of {what}"), source })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::InvalidJson {
+                what: format!("manifest of {what}"),
+                source,
+            })?;
         let cdesc = &manifest.config;
         let cwhat = format!("config {} of {}", cdesc.digest, r.name());
         let limit = MAX_CONFIG_BYTES.min(usize::try_from(cdesc.size).unwrap_or(usize::MAX));
-        let req = Req { r, path: format!("blobs/{}", cdesc.digest), accept: None, what: cwhat.clone() };
+        let req = Req {
+            r,
+            path: format!("blobs/{}", cdesc.digest),
+            accept: None,
+            what: cwhat.clone(),
+        };
         let resp = self.send(&req).await?;
         let config_bytes = read_limited(resp, limit, &req).await?;
         verify(&cwhat, &config_bytes, cdesc)?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|source| RegistryError::InvalidJson { what: cwhat, source })?;
-        Ok(ResolvedImage { manifest_digest: digest, manifest_bytes: bytes, manifest, config_bytes, config, media_type, index_digest })
+        let config: ImageConfig =
+            serde_json::from_slice(&config_bytes).map_err(|source| RegistryError::InvalidJson {
+                what: cwhat,
+                source,
+            })?;
+        Ok(ResolvedImage {
+            manifest_digest: digest,
+            manifest_bytes: bytes,
+            manifest,
+            config_bytes,
+            config,
+            media_type,
+            index_digest,
+        })
     }
 
     /// GETs a manifest or index by tag or digest; returns the raw bytes, the media type and the digest.
-    async fn fetch_manifest(&self, r: &Reference, reference: &str, expected: Option<&Digest>, what: &str) -> Result<(Vec<u8>, MediaType, Digest), RegistryError> {
-        let req = Req { r, path: format!("manifests/{reference}"), accept: Some(MANIFEST_ACCEPT), what: what.to_string() };
+    async fn fetch_manifest(
+        &self,
+        r: &Reference,
+        reference: &str,
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<(Vec<u8>, MediaType, Digest), RegistryError> {
+        let req = Req {
+            r,
+            path: format!("manifests/{reference}"),
+            accept: Some(MANIFEST_ACCEPT),
+            what: what.to_string(),
+        };
         let resp = self.send(&req).await?;
         let headers = resp.headers().clone();
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &req).await?;
         let actual = Digest::sha256_of(&bytes);
         if let Some(exp) = expected {
             if *exp != actual {
-                return Err(RegistryError::DigestMismatch { what: what.to_string(), expected: exp.clone(), actual });
+                return Err(RegistryError::DigestMismatch {
+                    what: what.to_string(),
+                    expected: exp.clone(),
+                    actual,
+                });
             }
         }
-        if let Some(served) = headers.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<Digest>().ok()) {
+        if let Some(served) = headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<Digest>().ok())
+        {
             if served != actual {
-                return Err(RegistryError::DigestMismatch { what: format!("{what} (Docker-Content-Digest)"), expected: served, actual });
+                return Err(RegistryError::DigestMismatch {
+                    what: format!("{what} (Docker-Content-Digest)"),
+                    expected: served,
+                    actual,
+                });
             }
         }
-        let media_type = media_type_of(&headers, &bytes).ok_or_else(|| RegistryError::UnsupportedMediaType { reference: what.to_string(), media_type: "(none)".into() })?;
+        let media_type =
+            media_type_of(&headers, &bytes).ok_or_else(|| RegistryError::UnsupportedMediaType {
+                reference: what.to_string(),
+                media_type: "(none)".into(),
+            })?;
         if !media_type.is_index() && !media_type.is_manifest() {
-            return Err(RegistryError::UnsupportedMediaType { reference: what.to_string(), media_type: media_type.0 });
+            return Err(RegistryError::UnsupportedMediaType {
+                reference: what.to_string(),
+                media_type: media_type.0,
+            });
         }
         Ok((bytes, media_type, actual))
     }
 
     /// Downloads a blob into `store` (no-op when present). The bytes stream to a blocking writer
     /// thread; the blob becomes visible only after its size and digest are verified.
-    pub async fn fetch_blob(&self, r: &Reference, desc: &Descriptor, store: &Store) -> Result<(), RegistryError> {
+    pub async fn fetch_blob(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        store: &Store,
+    ) -> Result<(), RegistryError> {
         if store.has_blob(&desc.digest) {
             return Ok(());
         }
         let what = format!("blob {} of {}", desc.digest, r.name());
-        let req = Req { r, path: format!("blobs/{}", desc.digest), accept: None, what: what.clone() };
+        let req = Req {
+            r,
+            path: format!("blobs/{}", desc.digest),
+            accept: None,
+            what: what.clone(),
+        };
         let mut resp = self.send(&req).await?;
 
         enum Msg {
@@ -273,17 +400,22 @@ impl RegistryClient {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(16);
         let wstore = store.clone();
         let expected = desc.digest.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<Option<(Digest, u64)>, StoreError> {
-            let mut w = wstore.blob_writer()?;
-            loop {
-                match rx.blocking_recv() {
-                    Some(Msg::Data(b)) => w.write_all(&b).map_err(|source| StoreError::Io { action: "write", path: wstore.root().to_path_buf(), source })?,
-                    Some(Msg::Done) => return w.commit(Some(&expected)).map(Some),
-                    // Sender dropped without Done: aborted; dropping `w` removes the temp file.
-                    None => return Ok(None),
+        let writer =
+            tokio::task::spawn_blocking(move || -> Result<Option<(Digest, u64)>, StoreError> {
+                let mut w = wstore.blob_writer()?;
+                loop {
+                    match rx.blocking_recv() {
+                        Some(Msg::Data(b)) => w.write_all(&b).map_err(|source| StoreError::Io {
+                            action: "write",
+                            path: wstore.root().to_path_buf(),
+                            source,
+                        })?,
+                        Some(Msg::Done) => return w.commit(Some(&expected)).map(Some),
+                        // Sender dropped without Done: aborted; dropping `w` removes the temp file.
+                        None => return Ok(None),
+                    }
                 }
-            }
-        });
+            });
         let mut received: u64 = 0;
         let streamed: Result<(), RegistryError> = async {
             loop {
@@ -291,7 +423,11 @@ impl RegistryClient {
                     Ok(Some(c)) => {
                         received += c.len() as u64;
                         if received > desc.size {
-                            return Err(RegistryError::SizeMismatch { what: what.clone(), expected: desc.size, actual: received });
+                            return Err(RegistryError::SizeMismatch {
+                                what: what.clone(),
+                                expected: desc.size,
+                                actual: received,
+                            });
                         }
                         if tx.send(Msg::Data(c)).await.is_err() {
                             return Ok(()); // writer failed; its error is reported below
@@ -302,28 +438,51 @@ impl RegistryClient {
                 }
             }
             if received != desc.size {
-                return Err(RegistryError::SizeMismatch { what: what.clone(), expected: desc.size, actual: received });
+                return Err(RegistryError::SizeMismatch {
+                    what: what.clone(),
+                    expected: desc.size,
+                    actual: received,
+                });
             }
             let _ = tx.send(Msg::Done).await;
             Ok(())
         }
         .await;
         drop(tx);
-        let written = writer.await.map_err(|e| RegistryError::Task { what: what.clone(), message: e.to_string() })?;
+        let written = writer.await.map_err(|e| RegistryError::Task {
+            what: what.clone(),
+            message: e.to_string(),
+        })?;
         streamed?;
         match written {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(RegistryError::Task { what, message: "download aborted".into() }),
-            Err(StoreError::DigestMismatch { expected, actual }) => Err(RegistryError::DigestMismatch { what, expected, actual }),
+            Ok(None) => Err(RegistryError::Task {
+                what,
+                message: "download aborted".into(),
+            }),
+            Err(StoreError::DigestMismatch { expected, actual }) => {
+                Err(RegistryError::DigestMismatch {
+                    what,
+                    expected,
+                    actual,
+                })
+            }
             Err(source) => Err(RegistryError::Store { what, source }),
         }
     }
 
     /// Resolves `r`, downloads all layers (bounded concurrency), stores config and manifest (bytes as
     /// served) and tags the manifest as `tag_as` (default: the full normalised reference).
-    pub async fn pull(&self, r: &Reference, store: &Store, tag_as: Option<&str>) -> Result<ImageRecord, RegistryError> {
+    pub async fn pull(
+        &self,
+        r: &Reference,
+        store: &Store,
+        tag_as: Option<&str>,
+    ) -> Result<ImageRecord, RegistryError> {
         let resolved = self.resolve(r).await?;
-        let sem = Arc::new(tokio::sync::Semaphore::new(self.inner.opts.max_concurrent_downloads.max(1)));
+        let sem = Arc::new(tokio::sync::Semaphore::new(
+            self.inner.opts.max_concurrent_downloads.max(1),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for layer in resolved.manifest.layers.iter().cloned() {
             if store.has_blob(&layer.digest) {
@@ -337,7 +496,10 @@ impl RegistryClient {
         }
         while let Some(res) = tasks.join_next().await {
             // An error returns early; dropping the JoinSet aborts the other downloads.
-            res.map_err(|e| RegistryError::Task { what: format!("pull {r}"), message: e.to_string() })??;
+            res.map_err(|e| RegistryError::Task {
+                what: format!("pull {r}"),
+                message: e.to_string(),
+            })??;
         }
         let name = tag_as.map(str::to_string).unwrap_or_else(|| r.to_string());
         let desc = resolved.descriptor();
@@ -349,25 +511,45 @@ impl RegistryClient {
             store2.set_tag(&name, &desc)
         })
         .await
-        .map_err(|e| RegistryError::Task { what: what.clone(), message: e.to_string() })?
+        .map_err(|e| RegistryError::Task {
+            what: what.clone(),
+            message: e.to_string(),
+        })?
         .map_err(|source| RegistryError::Store { what, source })?;
-        Ok(ImageRecord { manifest_digest: resolved.manifest_digest, manifest: resolved.manifest, config: resolved.config })
+        Ok(ImageRecord {
+            manifest_digest: resolved.manifest_digest,
+            manifest: resolved.manifest,
+            config: resolved.config,
+        })
     }
 
     /// Sends a GET with the cached auth for the repository, answering one 401 challenge.
     async fn send(&self, req: &Req<'_>) -> Result<reqwest::Response, RegistryError> {
-        let url = format!("{}/v2/{}/{}", self.base_url(&req.r.registry), req.r.repository, req.path);
+        let url = format!(
+            "{}/v2/{}/{}",
+            self.base_url(&req.r.registry),
+            req.r.repository,
+            req.path
+        );
         let key = req.r.name();
         let mut authed_after_challenge = false;
         loop {
-            let cached = self.inner.auth.lock().expect("auth cache poisoned").get(&key).cloned();
+            let cached = self
+                .inner
+                .auth
+                .lock()
+                .expect("auth cache poisoned")
+                .get(&key)
+                .cloned();
             let mut rb = self.inner.http.get(&url);
             if let Some(a) = req.accept {
                 rb = rb.header(ACCEPT, a);
             }
             rb = match &cached {
                 Some(Auth::Basic(u, p)) => rb.basic_auth(u, Some(p)),
-                Some(Auth::Bearer { token, expires }) if *expires > Instant::now() => rb.bearer_auth(token),
+                Some(Auth::Bearer { token, expires }) if *expires > Instant::now() => {
+                    rb.bearer_auth(token)
+                }
                 _ => rb,
             };
             let resp = rb.send().await.map_err(|e| self.send_error(req, &url, e))?;
@@ -376,10 +558,18 @@ impl RegistryClient {
                 return Ok(resp);
             }
             if status == StatusCode::UNAUTHORIZED && !authed_after_challenge {
-                let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(parse_challenge);
+                let challenge = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(parse_challenge);
                 if let Some(ch) = challenge {
                     if let Some(auth) = self.authenticate(req.r, &ch).await? {
-                        self.inner.auth.lock().expect("auth cache poisoned").insert(key.clone(), auth);
+                        self.inner
+                            .auth
+                            .lock()
+                            .expect("auth cache poisoned")
+                            .insert(key.clone(), auth);
                         authed_after_challenge = true;
                         continue;
                     }
@@ -387,23 +577,47 @@ impl RegistryClient {
             }
             let detail = registry_message(resp).await;
             return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized { name: key, status: status.to_string(), detail: opt_prefix(": ", detail) },
-                StatusCode::NOT_FOUND => RegistryError::NotFound { what: req.what.clone(), detail: detail.map(|d| format!(" ({d})")).unwrap_or_default() },
-                _ => RegistryError::Http { what: req.what.clone(), status: status.to_string(), url, detail: opt_prefix(": ", detail) },
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+                    name: key,
+                    status: status.to_string(),
+                    detail: opt_prefix(": ", detail),
+                },
+                StatusCode::NOT_FOUND => RegistryError::NotFound {
+                    what: req.what.clone(),
+                    detail: detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+                },
+                _ => RegistryError::Http {
+                    what: req.what.clone(),
+                    status: status.to_string(),
+                    url,
+                    detail: opt_prefix(": ", detail),
+                },
             });
         }
     }
 
     fn send_error(&self, req: &Req<'_>, url: &str, e: reqwest::Error) -> RegistryError {
         if e.is_connect() {
-            RegistryError::Connect { what: req.what.clone(), addr: format!("{}://{}", self.scheme(&req.r.registry), req.r.registry), cause: root_cause(&e) }
+            RegistryError::Connect {
+                what: req.what.clone(),
+                addr: format!("{}://{}", self.scheme(&req.r.registry), req.r.registry),
+                cause: root_cause(&e),
+            }
         } else {
-            RegistryError::Transport { what: req.what.clone(), url: url.to_string(), cause: chain(&e) }
+            RegistryError::Transport {
+                what: req.what.clone(),
+                url: url.to_string(),
+                cause: chain(&e),
+            }
         }
     }
 
     /// Answers a challenge: `Ok(None)` when there is nothing to try (no credentials for Basic).
-    async fn authenticate(&self, r: &Reference, ch: &Challenge) -> Result<Option<Auth>, RegistryError> {
+    async fn authenticate(
+        &self,
+        r: &Reference,
+        ch: &Challenge,
+    ) -> Result<Option<Auth>, RegistryError> {
         let cred = self.credential(&r.registry).await?;
         match ch.scheme.as_str() {
             "basic" => Ok(match cred {
@@ -412,7 +626,15 @@ impl RegistryClient {
             }),
             "bearer" => {
                 let name = r.name();
-                let realm = ch.params.get("realm").cloned().ok_or_else(|| RegistryError::Token { name: name.clone(), realm: "(none)".into(), message: "Bearer challenge without realm".into() })?;
+                let realm =
+                    ch.params
+                        .get("realm")
+                        .cloned()
+                        .ok_or_else(|| RegistryError::Token {
+                            name: name.clone(),
+                            realm: "(none)".into(),
+                            message: "Bearer challenge without realm".into(),
+                        })?;
                 let service = ch.params.get("service").cloned();
                 let scope = format!("repository:{}:pull", r.repository);
                 let mut query: Vec<(&str, String)> = Vec::new();
@@ -420,22 +642,42 @@ impl RegistryClient {
                     query.push(("service", s.clone()));
                 }
                 query.push(("scope", scope.clone()));
-                let token_err = |message: String| RegistryError::Token { name: name.clone(), realm: realm.clone(), message };
+                let token_err = |message: String| RegistryError::Token {
+                    name: name.clone(),
+                    realm: realm.clone(),
+                    message,
+                };
                 let rb = match &cred {
                     Some(Cred::IdentityToken(t)) => {
                         // OAuth2 refresh-token grant (docker login with an identity token).
-                        let mut form = vec![("grant_type", "refresh_token".to_string()), ("refresh_token", t.clone()), ("client_id", "rbuild".to_string())];
+                        let mut form = vec![
+                            ("grant_type", "refresh_token".to_string()),
+                            ("refresh_token", t.clone()),
+                            ("client_id", "rbuild".to_string()),
+                        ];
                         form.extend(query.iter().cloned());
                         self.inner.http.post(&realm).form(&form)
                     }
-                    Some(Cred::Basic(u, p)) => self.inner.http.get(&realm).query(&query).basic_auth(u, Some(p)),
+                    Some(Cred::Basic(u, p)) => self
+                        .inner
+                        .http
+                        .get(&realm)
+                        .query(&query)
+                        .basic_auth(u, Some(p)),
                     None => self.inner.http.get(&realm).query(&query),
                 };
                 let resp = rb.send().await.map_err(|e| token_err(chain(&e)))?;
                 let status = resp.status();
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                     let detail = registry_message(resp).await;
-                    return Err(RegistryError::Unauthorized { name, status: status.to_string(), detail: opt_prefix(": ", detail.or_else(|| Some("token request refused".into()))) });
+                    return Err(RegistryError::Unauthorized {
+                        name,
+                        status: status.to_string(),
+                        detail: opt_prefix(
+                            ": ",
+                            detail.or_else(|| Some("token request refused".into())),
+                        ),
+                    });
                 }
                 if !status.is_success() {
                     return Err(token_err(status.to_string()));
@@ -447,10 +689,18 @@ impl RegistryClient {
                     access_token: Option<String>,
                     expires_in: Option<u64>,
                 }
-                let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| token_err(format!("invalid token response: {e}")))?;
-                let token = t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| token_err("no token in the response".into()))?;
+                let t: TokenResponse = serde_json::from_slice(&body)
+                    .map_err(|e| token_err(format!("invalid token response: {e}")))?;
+                let token = t
+                    .token
+                    .or(t.access_token)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| token_err("no token in the response".into()))?;
                 let ttl = t.expires_in.unwrap_or(60).max(10);
-                Ok(Some(Auth::Bearer { token, expires: Instant::now() + Duration::from_secs(ttl - ttl / 10) }))
+                Ok(Some(Auth::Bearer {
+                    token,
+                    expires: Instant::now() + Duration::from_secs(ttl - ttl / 10),
+                }))
             }
             _ => Ok(None),
         }
@@ -458,37 +708,66 @@ impl RegistryClient {
 
     /// The configured credential for a registry (looked up once, on a blocking thread).
     async fn credential(&self, registry: &str) -> Result<Option<Cred>, RegistryError> {
-        if let Some(c) = self.inner.creds.lock().expect("credential cache poisoned").get(registry) {
+        if let Some(c) = self
+            .inner
+            .creds
+            .lock()
+            .expect("credential cache poisoned")
+            .get(registry)
+        {
             return Ok(c.clone());
         }
         let source = self.inner.opts.credentials.clone();
         let reg = registry.to_string();
         let found = tokio::task::spawn_blocking(move || lookup_credential(&source, &reg))
             .await
-            .map_err(|e| RegistryError::Task { what: format!("credentials for {registry}"), message: e.to_string() })??;
-        self.inner.creds.lock().expect("credential cache poisoned").insert(registry.to_string(), found.clone());
+            .map_err(|e| RegistryError::Task {
+                what: format!("credentials for {registry}"),
+                message: e.to_string(),
+            })??;
+        self.inner
+            .creds
+            .lock()
+            .expect("credential cache poisoned")
+            .insert(registry.to_string(), found.clone());
         Ok(found)
     }
 }
 
 fn lookup_credential(source: &Credentials, registry: &str) -> Result<Option<Cred>, RegistryError> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential as D};
-    let server = if registry == crate::reference::DOCKER_HUB { "https://index.docker.io/v1/" } else { registry };
+    let server = if registry == crate::reference::DOCKER_HUB {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
     let res = match source {
         Credentials::Anonymous => return Ok(None),
-        Credentials::Basic { username, password } => return Ok(Some(Cred::Basic(username.clone(), password.clone()))),
+        Credentials::Basic { username, password } => {
+            return Ok(Some(Cred::Basic(username.clone(), password.clone())))
+        }
         Credentials::DockerConfig => docker_credential::get_credential(server),
         Credentials::ConfigFile(path) => match std::fs::File::open(path) {
-            Ok(f) => docker_credential::get_credential_from_reader(std::io::BufReader::new(f), server),
+            Ok(f) => {
+                docker_credential::get_credential_from_reader(std::io::BufReader::new(f), server)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(RegistryError::Credentials { registry: registry.into(), message: format!("read {}: {e}", path.display()) }),
+            Err(e) => {
+                return Err(RegistryError::Credentials {
+                    registry: registry.into(),
+                    message: format!("read {}: {e}", path.display()),
+                })
+            }
         },
     };
     match res {
         Ok(D::UsernamePassword(u, p)) => Ok(Some(Cred::Basic(u, p))),
         Ok(D::IdentityToken(t)) => Ok(Some(Cred::IdentityToken(t))),
         Err(E::NoCredentialConfigured | E::ConfigNotFound | E::ConfigReadError) => Ok(None),
-        Err(e) => Err(RegistryError::Credentials { registry: registry.into(), message: e.to_string() }),
+        Err(e) => Err(RegistryError::Credentials {
+            registry: registry.into(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -497,26 +776,45 @@ fn put_blob(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), StoreErr
         return Ok(());
     }
     let mut w = store.blob_writer()?;
-    w.write_all(bytes).map_err(|source| StoreError::Io { action: "write", path: store.root().to_path_buf(), source })?;
+    w.write_all(bytes).map_err(|source| StoreError::Io {
+        action: "write",
+        path: store.root().to_path_buf(),
+        source,
+    })?;
     w.commit(Some(digest)).map(|_| ())
 }
 
 fn verify(what: &str, bytes: &[u8], desc: &Descriptor) -> Result<(), RegistryError> {
     if bytes.len() as u64 != desc.size {
-        return Err(RegistryError::SizeMismatch { what: what.into(), expected: desc.size, actual: bytes.len() as u64 });
+        return Err(RegistryError::SizeMismatch {
+            what: what.into(),
+            expected: desc.size,
+            actual: bytes.len() as u64,
+        });
     }
     let actual = Digest::sha256_of(bytes);
     if actual != desc.digest {
-        return Err(RegistryError::DigestMismatch { what: what.into(), expected: desc.digest.clone(), actual });
+        return Err(RegistryError::DigestMismatch {
+            what: what.into(),
+            expected: desc.digest.clone(),
+            actual,
+        });
     }
     Ok(())
 }
 
-async fn read_limited(mut resp: reqwest::Response, limit: usize, req: &Req<'_>) -> Result<Vec<u8>, RegistryError> {
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    req: &Req<'_>,
+) -> Result<Vec<u8>, RegistryError> {
     let mut out = Vec::new();
     while let Some(c) = resp.chunk().await.map_err(|e| transport(&req.what, e))? {
         if out.len() + c.len() > limit {
-            return Err(RegistryError::TooLarge { what: req.what.clone(), limit });
+            return Err(RegistryError::TooLarge {
+                what: req.what.clone(),
+                limit,
+            });
         }
         out.extend_from_slice(&c);
     }
@@ -525,7 +823,11 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize, req: &Req<'_>) 
 
 fn transport(what: &str, e: reqwest::Error) -> RegistryError {
     let url = e.url().map(|u| u.to_string()).unwrap_or_default();
-    RegistryError::Transport { what: what.to_string(), url, cause: chain(&e) }
+    RegistryError::Transport {
+        what: what.to_string(),
+        url,
+        cause: chain(&e),
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -545,12 +847,19 @@ async fn registry_message(resp: reqwest::Response) -> Option<String> {
     let body = resp.bytes().await.ok()?;
     let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
     let e = v.get("errors")?.get(0)?;
-    let msg = e.get("message").and_then(|m| m.as_str()).filter(|m| !m.is_empty());
-    msg.or_else(|| e.get("code").and_then(|c| c.as_str())).map(str::to_string)
+    let msg = e
+        .get("message")
+        .and_then(|m| m.as_str())
+        .filter(|m| !m.is_empty());
+    msg.or_else(|| e.get("code").and_then(|c| c.as_str()))
+        .map(str::to_string)
 }
 
 fn media_type_of(headers: &HeaderMap, body: &[u8]) -> Option<MediaType> {
-    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
     if let Some(ct) = ct.filter(|c| c.starts_with("application/vnd.")) {
         return Some(MediaType(ct));
     }
@@ -569,12 +878,22 @@ fn media_type_of(headers: &HeaderMap, body: &[u8]) -> Option<MediaType> {
 }
 
 fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
-    let matching = index.manifests.iter().filter(|d| d.media_type.is_manifest() || d.media_type.0.is_empty()).filter(|d| {
-        d.platform.as_ref().is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
-    });
+    let matching = index
+        .manifests
+        .iter()
+        .filter(|d| d.media_type.is_manifest() || d.media_type.0.is_empty())
+        .filter(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
+        });
     let candidates: Vec<&Descriptor> = matching.collect();
     match &want.variant {
-        Some(v) => candidates.iter().copied().find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == Some(v)).or(candidates.first().copied()),
+        Some(v) => candidates
+            .iter()
+            .copied()
+            .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == Some(v))
+            .or(candidates.first().copied()),
         None => candidates.first().copied(),
     }
 }
@@ -590,7 +909,10 @@ fn host_of(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry)
+    registry
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(registry)
 }
 
 /// A parsed `WWW-Authenticate` header.
@@ -643,7 +965,10 @@ fn parse_challenge(h: &str) -> Challenge {
             params.insert(key, val);
         }
     }
-    Challenge { scheme: scheme.to_ascii_lowercase(), params }
+    Challenge {
+        scheme: scheme.to_ascii_lowercase(),
+        params,
+    }
 }
 
 #[cfg(test)]
@@ -652,7 +977,9 @@ mod tests {
 
     #[test]
     fn challenges() {
-        let c = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#);
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        );
         assert_eq!(c.scheme, "bearer");
         assert_eq!(c.params["realm"], "https://auth.docker.io/token");
         assert_eq!(c.params["service"], "registry.docker.io");
@@ -665,7 +992,11 @@ mod tests {
 
     #[test]
     fn schemes() {
-        let c = RegistryClient::with_options(ClientOptions { insecure_registries: vec!["reg.local:5000".into()], ..Default::default() }).unwrap();
+        let c = RegistryClient::with_options(ClientOptions {
+            insecure_registries: vec!["reg.local:5000".into()],
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(c.scheme("127.0.0.1:5000"), "http");
         assert_eq!(c.scheme("127.3.0.1"), "http");
         assert_eq!(c.scheme("localhost:5000"), "http");
@@ -682,13 +1013,42 @@ mod tests {
             media_type: MediaType::new(MediaType::OCI_MANIFEST),
             digest: Digest::sha256_of(&[n]),
             size: 1,
-            platform: Some(Platform { architecture: arch.into(), os: "linux".into(), variant: variant.map(String::from), os_version: None }),
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(String::from),
+                os_version: None,
+            }),
             annotations: None,
         };
-        let index = Index { schema_version: 2, media_type: None, manifests: vec![mk("arm64", Some("v8"), 1), mk("amd64", None, 2), mk("arm", Some("v7"), 3)], annotations: None };
-        let want = |a: &str, v: Option<&str>| Platform { architecture: a.into(), os: "linux".into(), variant: v.map(String::from), os_version: None };
-        assert_eq!(select_platform(&index, &want("amd64", None)).unwrap().digest, Digest::sha256_of(&[2]));
-        assert_eq!(select_platform(&index, &want("arm", Some("v7"))).unwrap().digest, Digest::sha256_of(&[3]));
+        let index = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![
+                mk("arm64", Some("v8"), 1),
+                mk("amd64", None, 2),
+                mk("arm", Some("v7"), 3),
+            ],
+            annotations: None,
+        };
+        let want = |a: &str, v: Option<&str>| Platform {
+            architecture: a.into(),
+            os: "linux".into(),
+            variant: v.map(String::from),
+            os_version: None,
+        };
+        assert_eq!(
+            select_platform(&index, &want("amd64", None))
+                .unwrap()
+                .digest,
+            Digest::sha256_of(&[2])
+        );
+        assert_eq!(
+            select_platform(&index, &want("arm", Some("v7")))
+                .unwrap()
+                .digest,
+            Digest::sha256_of(&[3])
+        );
         assert!(select_platform(&index, &want("s390x", None)).is_none());
     }
 }

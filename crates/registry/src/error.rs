@@ -94,7 +94,9 @@ pub enum RegistryError {
         actual: u64,
     },
     /// An index has no entry for the wanted platform.
-    #[error("{reference}: no manifest for platform {platform} in the index (available: {available})")]
+    #[error(
+        "{reference}: no manifest for platform {platform} in the index (available: {available})"
+    )]
     NoMatchingPlatform {
         /// The reference.
         reference: String,

@@ -10,6 +10,9 @@ mod client;
 mod error;
 mod reference;
 
-pub use client::{ClientOptions, Credentials, RegistryClient, ResolvedImage, INSECURE_REGISTRIES_ENV, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+pub use client::{
+    ClientOptions, Credentials, RegistryClient, ResolvedImage, INSECURE_REGISTRIES_ENV,
+    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+};
 pub use error::RegistryError;
 pub use reference::{Reference, DOCKER_HUB};

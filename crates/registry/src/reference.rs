@@ -23,7 +23,10 @@ pub struct Reference {
 }
 
 fn invalid(s: &str, reason: impl Into<String>) -> RegistryError {
-    RegistryError::InvalidReference { reference: s.to_string(), reason: reason.into() }
+    RegistryError::InvalidReference {
+        reference: s.to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl Reference {
@@ -37,14 +40,18 @@ impl Reference {
         }
         let (name_tag, digest) = match s.split_once('@') {
             Some((n, d)) => {
-                let digest: Digest = d.parse().map_err(|e: rbuild_oci::DigestError| invalid(s, e.to_string()))?;
+                let digest: Digest = d
+                    .parse()
+                    .map_err(|e: rbuild_oci::DigestError| invalid(s, e.to_string()))?;
                 (n, Some(digest))
             }
             None => (s, None),
         };
         // A tag is the part after the last ':' when no '/' follows it (else the ':' is a port).
         let (name, tag) = match name_tag.rfind(':') {
-            Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
+            Some(i) if !name_tag[i + 1..].contains('/') => {
+                (&name_tag[..i], Some(&name_tag[i + 1..]))
+            }
             _ => (name_tag, None),
         };
         if name.is_empty() {
@@ -55,31 +62,52 @@ impl Reference {
                 return Err(invalid(s, format!("invalid tag `{t}`")));
             }
         }
-        if digest.is_none() && tag.is_none() && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(s, "cannot specify 64-byte hexadecimal strings as a repository name"));
+        if digest.is_none()
+            && tag.is_none()
+            && name.len() == 64
+            && name.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(invalid(
+                s,
+                "cannot specify 64-byte hexadecimal strings as a repository name",
+            ));
         }
         let (registry, mut repository) = split_domain(name);
         if !valid_domain(&registry) {
             return Err(invalid(s, format!("invalid registry `{registry}`")));
         }
         if repository.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(s, format!("repository name `{repository}` must be lowercase")));
+            return Err(invalid(
+                s,
+                format!("repository name `{repository}` must be lowercase"),
+            ));
         }
         if !valid_path(&repository) {
-            return Err(invalid(s, format!("invalid repository name `{repository}`")));
+            return Err(invalid(
+                s,
+                format!("invalid repository name `{repository}`"),
+            ));
         }
         if registry == DOCKER_HUB && !repository.contains('/') {
             repository = format!("library/{repository}");
         }
         if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-            return Err(invalid(s, format!("repository name must not be longer than {MAX_NAME_LEN} characters")));
+            return Err(invalid(
+                s,
+                format!("repository name must not be longer than {MAX_NAME_LEN} characters"),
+            ));
         }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
             (None, None) => Some("latest".to_string()),
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// `registry/repository` without tag or digest.
@@ -145,7 +173,11 @@ fn split_domain(name: &str) -> (String, String) {
         }
         _ => (DOCKER_HUB.to_string(), name.to_string()),
     };
-    let domain = if domain == LEGACY_DOCKER_HUB { DOCKER_HUB.to_string() } else { domain };
+    let domain = if domain == LEGACY_DOCKER_HUB {
+        DOCKER_HUB.to_string()
+    } else {
+        domain
+    };
     (domain, rest)
 }
 
@@ -154,13 +186,16 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `host(:port)?` with DNS-label hosts, or a bracketed IPv6 address.
 fn valid_domain(d: &str) -> bool {
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
-        let Some((ip, after)) = rest.split_once(']') else { return false };
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
         if ip.is_empty() || !ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
             return false;
         }
@@ -233,15 +268,24 @@ mod tests {
     #[test]
     fn docker_normalisation() {
         let r = p("busybox");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("docker.io", "library/busybox", Some("latest")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("docker.io", "library/busybox", Some("latest"))
+        );
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(r.familiar(), "busybox:latest");
         assert_eq!(p("foo/bar:1.0").to_string(), "docker.io/foo/bar:1.0");
         assert_eq!(p("foo/bar:1.0").familiar(), "foo/bar:1.0");
-        assert_eq!(p("index.docker.io/library/alpine").to_string(), "docker.io/library/alpine:latest");
+        assert_eq!(
+            p("index.docker.io/library/alpine").to_string(),
+            "docker.io/library/alpine:latest"
+        );
         assert_eq!(p("docker.io/alpine:3").familiar(), "alpine:3");
         let r = p("127.0.0.1:5000/busybox");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "busybox", Some("latest")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "busybox", Some("latest"))
+        );
         assert_eq!(r.familiar(), "127.0.0.1:5000/busybox:latest");
         assert_eq!(p("localhost/a/b").registry, "localhost");
         assert_eq!(p("localhost:5000/a/b:v1").manifest_ref(), "v1");
@@ -264,7 +308,23 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["", "Busybox", "foo/Bar", "a:b:c", "x@sha256:abc", "x@md5:aa", "-x", "x-", "x..y", "a//b", "x:", ":tag", "x:-tag", " x", "UPPER/x"] {
+        for bad in [
+            "",
+            "Busybox",
+            "foo/Bar",
+            "a:b:c",
+            "x@sha256:abc",
+            "x@md5:aa",
+            "-x",
+            "x-",
+            "x..y",
+            "a//b",
+            "x:",
+            ":tag",
+            "x:-tag",
+            " x",
+            "UPPER/x",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Reference::parse(&"a".repeat(64)).is_err());

@@ -15,8 +15,8 @@ use tar::EntryType;
 use crate::diff::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::error::{IoContext, Result, SnapshotError};
 use crate::fsutil::{
-    copy_entry, is_whiteout, lookup_in_layers, remove_any, set_mtime, set_xattr,
-    OPAQUE_XATTR, OVERLAY_XATTR_PREFIX,
+    copy_entry, is_whiteout, lookup_in_layers, remove_any, set_mtime, set_xattr, OPAQUE_XATTR,
+    OVERLAY_XATTR_PREFIX,
 };
 
 /// How whiteouts are recorded.
@@ -31,13 +31,29 @@ pub(crate) enum Whiteouts<'a> {
 
 /// Applies the layer `tar` onto the directory `root`.
 pub(crate) fn apply_tar(root: &Path, tar: &mut dyn Read, mode: &Whiteouts<'_>) -> Result<()> {
-    let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .ctx("open", root)?;
-    let mut ap = Applier { root, root_fd, mode, written: BTreeSet::new(), dir_times: Vec::new() };
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", root)?;
+    let mut ap = Applier {
+        root,
+        root_fd,
+        mode,
+        written: BTreeSet::new(),
+        dir_times: Vec::new(),
+    };
     let mut archive = tar::Archive::new(tar);
-    let entries = archive.entries().map_err(|source| SnapshotError::Tar { context: "read".into(), source })?;
+    let entries = archive.entries().map_err(|source| SnapshotError::Tar {
+        context: "read".into(),
+        source,
+    })?;
     for entry in entries {
-        let mut entry = entry.map_err(|source| SnapshotError::Tar { context: "read entry header".into(), source })?;
+        let mut entry = entry.map_err(|source| SnapshotError::Tar {
+            context: "read entry header".into(),
+            source,
+        })?;
         ap.entry(&mut entry)?;
     }
     // Directory mtimes last: creating children changed them.
@@ -79,7 +95,9 @@ fn clean(path: &Path) -> Result<PathBuf> {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
             Component::ParentDir => {
                 if !out.pop() {
-                    return Err(SnapshotError::PathEscape { path: path.to_path_buf() });
+                    return Err(SnapshotError::PathEscape {
+                        path: path.to_path_buf(),
+                    });
                 }
             }
             Component::Normal(n) => out.push(n),
@@ -96,7 +114,9 @@ impl Applier<'_> {
         match self.open_in_root(rel) {
             Ok(fd) => return Ok(Some(fd)),
             Err(rustix::io::Errno::NOENT) if create => {}
-            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) if !create => return Ok(None),
+            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) if !create => {
+                return Ok(None)
+            }
             Err(e) => return Err(e).ctx("open dir in layer root", self.root.join(rel)),
         }
         // Walk down, creating what is missing.
@@ -119,24 +139,35 @@ impl Applier<'_> {
                     path: prefix.clone(),
                     reason: "a parent directory is a dangling symlink or not a directory".into(),
                 },
-                _ => SnapshotError::Io { op: "create dir", path: self.root.join(&prefix), source },
+                _ => SnapshotError::Io {
+                    op: "create dir",
+                    path: self.root.join(&prefix),
+                    source,
+                },
             })?;
             if let Whiteouts::Overlay { lowers } = self.mode {
                 if let Some(lower) = lookup_in_layers(lowers, &prefix) {
                     let meta = std::fs::symlink_metadata(&lower).ctx("stat", &lower)?;
                     if meta.is_dir() {
                         crate::fsutil::copy_meta(&lower, &target, &meta, true)?;
-                        self.dir_times.push((prefix.clone(), (meta.mtime(), meta.mtime_nsec())));
+                        self.dir_times
+                            .push((prefix.clone(), (meta.mtime(), meta.mtime_nsec())));
                     }
                 }
             }
-            fd = self.open_in_root(&prefix).ctx("open dir in layer root", self.root.join(&prefix))?;
+            fd = self
+                .open_in_root(&prefix)
+                .ctx("open dir in layer root", self.root.join(&prefix))?;
         }
         Ok(Some(fd))
     }
 
     fn open_in_root(&self, rel: &Path) -> rustix::io::Result<OwnedFd> {
-        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         rustix::fs::openat2(
             &self.root_fd,
             rel,
@@ -148,12 +179,21 @@ impl Applier<'_> {
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let kind = entry.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink) {
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
             return Ok(());
         }
         let raw = entry
             .path()
-            .map_err(|source| SnapshotError::Tar { context: "entry path".into(), source })?
+            .map_err(|source| SnapshotError::Tar {
+                context: "entry path".into(),
+                source,
+            })?
             .into_owned();
         let rel = clean(&raw)?;
         let (parent, name) = match (rel.parent(), rel.file_name()) {
@@ -161,16 +201,21 @@ impl Applier<'_> {
             _ => {
                 // The root itself ("./"): only its metadata can change.
                 if kind == EntryType::Directory {
-                    let fd = self.resolve_dir(Path::new(""), false)?.ok_or_else(|| SnapshotError::BadEntry {
-                        path: raw.clone(),
-                        reason: "root missing".into(),
+                    let fd = self.resolve_dir(Path::new(""), false)?.ok_or_else(|| {
+                        SnapshotError::BadEntry {
+                            path: raw.clone(),
+                            reason: "root missing".into(),
+                        }
                     })?;
                     let (xattrs, owner) = self.header_meta(entry)?;
                     self.set_meta(&proc_path(&fd), owner, &xattrs, false)?;
                     self.dir_times.push((PathBuf::new(), (owner.3, 0)));
                     return Ok(());
                 }
-                return Err(SnapshotError::BadEntry { path: raw, reason: "a non-directory entry for the root".into() });
+                return Err(SnapshotError::BadEntry {
+                    path: raw,
+                    reason: "a non-directory entry for the root".into(),
+                });
             }
         };
         let name_b = name.as_bytes();
@@ -180,15 +225,20 @@ impl Applier<'_> {
         if let Some(hidden) = name_b.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let hidden = OsStr::from_bytes(hidden);
             if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(SnapshotError::BadEntry { path: raw, reason: "whiteout without a name".into() });
+                return Err(SnapshotError::BadEntry {
+                    path: raw,
+                    reason: "whiteout without a name".into(),
+                });
             }
             return self.whiteout(&parent, hidden);
         }
 
-        let dir = self.resolve_dir(&parent, true)?.ok_or_else(|| SnapshotError::BadEntry {
-            path: raw.clone(),
-            reason: "parent missing".into(),
-        })?;
+        let dir = self
+            .resolve_dir(&parent, true)?
+            .ok_or_else(|| SnapshotError::BadEntry {
+                path: raw.clone(),
+                reason: "parent missing".into(),
+            })?;
         let target = proc_path(&dir).join(&name);
         let full = self.root.join(&rel);
         let existing = match std::fs::symlink_metadata(&target) {
@@ -238,8 +288,14 @@ impl Applier<'_> {
             EntryType::Symlink => {
                 let link = entry
                     .link_name()
-                    .map_err(|source| SnapshotError::Tar { context: format!("{}: link name", raw.display()), source })?
-                    .ok_or_else(|| SnapshotError::BadEntry { path: raw.clone(), reason: "symlink without a target".into() })?;
+                    .map_err(|source| SnapshotError::Tar {
+                        context: format!("{}: link name", raw.display()),
+                        source,
+                    })?
+                    .ok_or_else(|| SnapshotError::BadEntry {
+                        path: raw.clone(),
+                        reason: "symlink without a target".into(),
+                    })?;
                 std::os::unix::fs::symlink(&*link, &target).ctx("create symlink", &full)?;
                 self.set_meta(&target, owner, &xattrs, true)?;
                 set_mtime(&target, (owner.3, 0))?;
@@ -247,8 +303,14 @@ impl Applier<'_> {
             EntryType::Link => {
                 let link = entry
                     .link_name()
-                    .map_err(|source| SnapshotError::Tar { context: format!("{}: link name", raw.display()), source })?
-                    .ok_or_else(|| SnapshotError::BadEntry { path: raw.clone(), reason: "hardlink without a target".into() })?;
+                    .map_err(|source| SnapshotError::Tar {
+                        context: format!("{}: link name", raw.display()),
+                        source,
+                    })?
+                    .ok_or_else(|| SnapshotError::BadEntry {
+                        path: raw.clone(),
+                        reason: "hardlink without a target".into(),
+                    })?;
                 self.hardlink(&clean(&link)?, &target, &full)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -261,18 +323,25 @@ impl Applier<'_> {
                     0
                 } else {
                     let h = entry.header();
-                    let ctx = |source| SnapshotError::Tar { context: format!("{}: device number", raw.display()), source };
+                    let ctx = |source| SnapshotError::Tar {
+                        context: format!("{}: device number", raw.display()),
+                        source,
+                    };
                     let major = h.device_major().map_err(ctx)?.unwrap_or(0);
                     let minor = h.device_minor().map_err(ctx)?.unwrap_or(0);
                     rustix::fs::makedev(major, minor)
                 };
-                rustix::fs::mknodat(CWD, &target, ft, Mode::from_raw_mode(owner.2 & 0o7777), dev).ctx("mknod", &full)?;
+                rustix::fs::mknodat(CWD, &target, ft, Mode::from_raw_mode(owner.2 & 0o7777), dev)
+                    .ctx("mknod", &full)?;
                 self.set_meta(&target, owner, &xattrs, false)?;
                 set_mtime(&target, (owner.3, 0))?;
             }
             other => {
                 self.written.remove(&rel);
-                return Err(SnapshotError::BadEntry { path: raw, reason: format!("unsupported entry type {other:?}") });
+                return Err(SnapshotError::BadEntry {
+                    path: raw,
+                    reason: format!("unsupported entry type {other:?}"),
+                });
             }
         }
         Ok(())
@@ -281,30 +350,50 @@ impl Applier<'_> {
     /// xattrs (PAX `SCHILY.xattr.*`, overlay-private ones dropped) and (uid, gid, mode, mtime).
     fn header_meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<(Xattrs, Owner)> {
         let mut xattrs = Vec::new();
-        let tar_ctx = |source| SnapshotError::Tar { context: "pax header".into(), source };
+        let tar_ctx = |source| SnapshotError::Tar {
+            context: "pax header".into(),
+            source,
+        };
         if let Some(exts) = entry.pax_extensions().map_err(tar_ctx)? {
             for ext in exts {
                 let ext = ext.map_err(tar_ctx)?;
-                let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else { continue };
+                let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                    continue;
+                };
                 if name.starts_with(OVERLAY_XATTR_PREFIX) {
                     continue;
                 }
-                xattrs.push((OsStr::from_bytes(name).to_os_string(), ext.value_bytes().to_vec()));
+                xattrs.push((
+                    OsStr::from_bytes(name).to_os_string(),
+                    ext.value_bytes().to_vec(),
+                ));
             }
         }
         let h = entry.header();
         let num = |r: std::io::Result<u64>, what: &str| {
-            r.map_err(|source| SnapshotError::Tar { context: format!("header {what}"), source })
+            r.map_err(|source| SnapshotError::Tar {
+                context: format!("header {what}"),
+                source,
+            })
         };
         let uid = u32::try_from(num(h.uid(), "uid")?).unwrap_or(u32::MAX);
         let gid = u32::try_from(num(h.gid(), "gid")?).unwrap_or(u32::MAX);
-        let mode = h.mode().map_err(|source| SnapshotError::Tar { context: "header mode".into(), source })?;
+        let mode = h.mode().map_err(|source| SnapshotError::Tar {
+            context: "header mode".into(),
+            source,
+        })?;
         let mtime = i64::try_from(num(h.mtime(), "mtime")?).unwrap_or(i64::MAX);
         Ok((xattrs, (uid, gid, mode, mtime)))
     }
 
     /// Owner, xattrs (after chown, which drops `security.capability`), then mode.
-    fn set_meta(&self, target: &Path, (uid, gid, mode, mtime): Owner, xattrs: &[(OsString, Vec<u8>)], symlink: bool) -> Result<()> {
+    fn set_meta(
+        &self,
+        target: &Path,
+        (uid, gid, mode, mtime): Owner,
+        xattrs: &[(OsString, Vec<u8>)],
+        symlink: bool,
+    ) -> Result<()> {
         rustix::fs::chownat(
             CWD,
             target,
@@ -318,8 +407,13 @@ impl Applier<'_> {
         }
         let _ = mtime;
         if !symlink {
-            rustix::fs::chmodat(CWD, target, Mode::from_raw_mode(mode & 0o7777), rustix::fs::AtFlags::empty())
-                .ctx("chmod", target)?;
+            rustix::fs::chmodat(
+                CWD,
+                target,
+                Mode::from_raw_mode(mode & 0o7777),
+                rustix::fs::AtFlags::empty(),
+            )
+            .ctx("chmod", target)?;
         }
         Ok(())
     }
@@ -327,7 +421,12 @@ impl Applier<'_> {
     fn hardlink(&mut self, link_rel: &Path, target: &Path, full: &Path) -> Result<()> {
         let (lparent, lname) = match (link_rel.parent(), link_rel.file_name()) {
             (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
-            _ => return Err(SnapshotError::BadEntry { path: full.to_path_buf(), reason: "hardlink to the root".into() }),
+            _ => {
+                return Err(SnapshotError::BadEntry {
+                    path: full.to_path_buf(),
+                    reason: "hardlink to the root".into(),
+                })
+            }
         };
         if let Some(ldir) = self.resolve_dir(&lparent, false)? {
             let src = proc_path(&ldir).join(&lname);
@@ -336,7 +435,10 @@ impl Applier<'_> {
                     return std::fs::hard_link(&src, target).ctx("hardlink", full);
                 }
                 Ok(m) if m.is_dir() => {
-                    return Err(SnapshotError::BadEntry { path: full.to_path_buf(), reason: "hardlink to a directory".into() })
+                    return Err(SnapshotError::BadEntry {
+                        path: full.to_path_buf(),
+                        reason: "hardlink to a directory".into(),
+                    })
                 }
                 _ => {}
             }
@@ -359,15 +461,23 @@ impl Applier<'_> {
     fn whiteout(&mut self, parent: &Path, hidden: &OsStr) -> Result<()> {
         match self.mode {
             Whiteouts::Overlay { .. } => {
-                let dir = self.resolve_dir(parent, true)?.ok_or_else(|| SnapshotError::BadEntry {
-                    path: parent.to_path_buf(),
-                    reason: "whiteout parent missing".into(),
-                })?;
+                let dir =
+                    self.resolve_dir(parent, true)?
+                        .ok_or_else(|| SnapshotError::BadEntry {
+                            path: parent.to_path_buf(),
+                            reason: "whiteout parent missing".into(),
+                        })?;
                 let target = proc_path(&dir).join(hidden);
                 remove_any(&target)?;
                 let full = self.root.join(parent).join(hidden);
-                rustix::fs::mknodat(CWD, &target, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-                    .ctx("create whiteout", &full)?;
+                rustix::fs::mknodat(
+                    CWD,
+                    &target,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )
+                .ctx("create whiteout", &full)?;
             }
             Whiteouts::Delete => {
                 if let Some(dir) = self.resolve_dir(parent, false)? {
@@ -381,19 +491,27 @@ impl Applier<'_> {
     fn opaque(&mut self, dir_rel: &Path) -> Result<()> {
         match self.mode {
             Whiteouts::Overlay { .. } => {
-                let dir = self.resolve_dir(dir_rel, true)?.ok_or_else(|| SnapshotError::BadEntry {
-                    path: dir_rel.to_path_buf(),
-                    reason: "opaque dir missing".into(),
-                })?;
+                let dir =
+                    self.resolve_dir(dir_rel, true)?
+                        .ok_or_else(|| SnapshotError::BadEntry {
+                            path: dir_rel.to_path_buf(),
+                            reason: "opaque dir missing".into(),
+                        })?;
                 set_xattr(&proc_path(&dir), OsStr::new(OPAQUE_XATTR), b"y")?;
             }
             Whiteouts::Delete => {
-                let Some(dir) = self.resolve_dir(dir_rel, false)? else { return Ok(()) };
+                let Some(dir) = self.resolve_dir(dir_rel, false)? else {
+                    return Ok(());
+                };
                 let p = proc_path(&dir);
                 for name in crate::fsutil::sorted_names(&p)? {
                     let child = dir_rel.join(&name);
                     // Keep what this layer wrote: the marker hides lower layers only.
-                    let kept = self.written.range(child.clone()..).next().is_some_and(|w| w.starts_with(&child));
+                    let kept = self
+                        .written
+                        .range(child.clone()..)
+                        .next()
+                        .is_some_and(|w| w.starts_with(&child));
                     if !kept {
                         remove_any(&p.join(&name))?;
                     }
@@ -410,10 +528,22 @@ mod tests {
 
     #[test]
     fn clean_paths() {
-        assert_eq!(clean(Path::new("./a/b/../c")).unwrap(), PathBuf::from("a/c"));
-        assert_eq!(clean(Path::new("/etc/passwd")).unwrap(), PathBuf::from("etc/passwd"));
+        assert_eq!(
+            clean(Path::new("./a/b/../c")).unwrap(),
+            PathBuf::from("a/c")
+        );
+        assert_eq!(
+            clean(Path::new("/etc/passwd")).unwrap(),
+            PathBuf::from("etc/passwd")
+        );
         assert_eq!(clean(Path::new("./")).unwrap(), PathBuf::new());
-        assert!(matches!(clean(Path::new("../../etc/x")), Err(SnapshotError::PathEscape { .. })));
-        assert!(matches!(clean(Path::new("a/../../x")), Err(SnapshotError::PathEscape { .. })));
+        assert!(matches!(
+            clean(Path::new("../../etc/x")),
+            Err(SnapshotError::PathEscape { .. })
+        ));
+        assert!(matches!(
+            clean(Path::new("a/../../x")),
+            Err(SnapshotError::PathEscape { .. })
+        ));
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
 use crate::error::{IoContext, Result, SnapshotError};
-use crate::fsutil::{is_opaque, is_whiteout, list_xattrs, same_content, sorted_names, OVERLAY_XATTR_PREFIX};
+use crate::fsutil::{
+    is_opaque, is_whiteout, list_xattrs, same_content, sorted_names, OVERLAY_XATTR_PREFIX,
+};
 
 /// Options for [`crate::Snapshotter::write_diff`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,14 +35,21 @@ struct Emitter<'a> {
 }
 
 fn tar_err(context: impl std::fmt::Display, source: std::io::Error) -> SnapshotError {
-    SnapshotError::Tar { context: context.to_string(), source }
+    SnapshotError::Tar {
+        context: context.to_string(),
+        source,
+    }
 }
 
 impl<'a> Emitter<'a> {
     fn new(out: &'a mut dyn Write, opts: &DiffOptions) -> Emitter<'a> {
         let mut builder = tar::Builder::new(out);
         builder.follow_symlinks(false);
-        Emitter { builder, epoch: opts.source_date_epoch, inodes: HashMap::new() }
+        Emitter {
+            builder,
+            epoch: opts.source_date_epoch,
+            inodes: HashMap::new(),
+        }
     }
 
     fn mtime(&self, t: i64) -> u64 {
@@ -60,7 +69,9 @@ impl<'a> Emitter<'a> {
         h.set_gid(0);
         h.set_size(0);
         h.set_mtime(self.mtime(mtime));
-        self.builder.append_data(&mut h, rel, std::io::empty()).map_err(|e| tar_err(rel.display(), e))
+        self.builder
+            .append_data(&mut h, rel, std::io::empty())
+            .map_err(|e| tar_err(rel.display(), e))
     }
 
     /// The entry for the file at `abs`, named `rel` in the tar.
@@ -84,7 +95,8 @@ impl<'a> Emitter<'a> {
                 h.set_entry_type(EntryType::Link);
                 return self.builder.append_link(&mut h, rel, &first).map_err(ctx);
             }
-            self.inodes.insert((meta.dev(), meta.ino()), rel.to_path_buf());
+            self.inodes
+                .insert((meta.dev(), meta.ino()), rel.to_path_buf());
         }
         if !xattrs.is_empty() {
             self.builder
@@ -95,15 +107,22 @@ impl<'a> Emitter<'a> {
             h.set_entry_type(EntryType::Directory);
             let mut name = rel.as_os_str().to_os_string();
             name.push("/");
-            self.builder.append_data(&mut h, Path::new(&name), std::io::empty()).map_err(ctx)
+            self.builder
+                .append_data(&mut h, Path::new(&name), std::io::empty())
+                .map_err(ctx)
         } else if ft.is_file() {
             h.set_entry_type(EntryType::Regular);
             h.set_size(meta.len());
             let f = std::fs::File::open(abs).ctx("open", abs)?;
             // Never write more (or less) than the header promises, even if the file changes.
             let mut reader = std::io::Read::take(f, meta.len());
-            let mut counted = CountingReader { inner: &mut reader, n: 0 };
-            self.builder.append_data(&mut h, rel, &mut counted).map_err(ctx)?;
+            let mut counted = CountingReader {
+                inner: &mut reader,
+                n: 0,
+            };
+            self.builder
+                .append_data(&mut h, rel, &mut counted)
+                .map_err(ctx)?;
             if counted.n != meta.len() {
                 return Err(SnapshotError::Io {
                     op: "read (file shrank while writing the layer)",
@@ -117,14 +136,22 @@ impl<'a> Emitter<'a> {
             let target = std::fs::read_link(abs).ctx("read link", abs)?;
             self.builder.append_link(&mut h, rel, &target).map_err(ctx)
         } else if ft.is_char_device() || ft.is_block_device() {
-            h.set_entry_type(if ft.is_char_device() { EntryType::Char } else { EntryType::Block });
+            h.set_entry_type(if ft.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            });
             let dev = meta.rdev();
             h.set_device_major(rustix::fs::major(dev)).map_err(ctx)?;
             h.set_device_minor(rustix::fs::minor(dev)).map_err(ctx)?;
-            self.builder.append_data(&mut h, rel, std::io::empty()).map_err(ctx)
+            self.builder
+                .append_data(&mut h, rel, std::io::empty())
+                .map_err(ctx)
         } else if ft.is_fifo() {
             h.set_entry_type(EntryType::Fifo);
-            self.builder.append_data(&mut h, rel, std::io::empty()).map_err(ctx)
+            self.builder
+                .append_data(&mut h, rel, std::io::empty())
+                .map_err(ctx)
         } else {
             // Sockets cannot be represented in a layer (Docker skips them too).
             Ok(())
@@ -133,7 +160,10 @@ impl<'a> Emitter<'a> {
 
     fn finish(mut self) -> Result<()> {
         self.builder.finish().map_err(|e| tar_err("finish", e))?;
-        self.builder.get_mut().flush().map_err(|e| tar_err("flush", e))
+        self.builder
+            .get_mut()
+            .flush()
+            .map_err(|e| tar_err("flush", e))
     }
 }
 
@@ -153,7 +183,11 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
 
 /// Overlay backend: the snapshot's `fs` dir is an upper dir. Whiteout devices become `.wh.NAME`,
 /// opaque dirs get `.wh..wh..opq` right after their own entry.
-pub(crate) fn write_overlay_diff(upper: &Path, out: &mut dyn Write, opts: &DiffOptions) -> Result<()> {
+pub(crate) fn write_overlay_diff(
+    upper: &Path,
+    out: &mut dyn Write,
+    opts: &DiffOptions,
+) -> Result<()> {
     let mut em = Emitter::new(out, opts);
     walk_upper(&mut em, upper, Path::new(""))?;
     em.finish()
@@ -165,7 +199,11 @@ fn walk_upper(em: &mut Emitter<'_>, abs_dir: &Path, rel_dir: &Path) -> Result<()
     for name in sorted_names(abs_dir)? {
         let abs = abs_dir.join(&name);
         let meta = std::fs::symlink_metadata(&abs).ctx("stat", &abs)?;
-        let emitted = if is_whiteout(&meta) { whiteout_name(&name) } else { name };
+        let emitted = if is_whiteout(&meta) {
+            whiteout_name(&name)
+        } else {
+            name
+        };
         children.push((emitted, abs, meta));
     }
     children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -193,7 +231,12 @@ fn whiteout_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
 }
 
 /// Copy backend: compare the full tree `new` with the full tree `old` (containerd's naive differ).
-pub(crate) fn write_naive_diff(new: &Path, old: &Path, out: &mut dyn Write, opts: &DiffOptions) -> Result<()> {
+pub(crate) fn write_naive_diff(
+    new: &Path,
+    old: &Path,
+    out: &mut dyn Write,
+    opts: &DiffOptions,
+) -> Result<()> {
     let mut em = Emitter::new(out, opts);
     let mut pending = Vec::new();
     walk_compare(&mut em, new, old, Path::new(""), &mut pending)?;
@@ -217,12 +260,23 @@ fn flush(em: &mut Emitter<'_>, pending: &mut Vec<PendingDir>) -> Result<()> {
 fn stat_opt(p: &Path) -> Result<Option<Metadata>> {
     match std::fs::symlink_metadata(p) {
         Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e).ctx("stat", p),
     }
 }
 
-fn walk_compare(em: &mut Emitter<'_>, new: &Path, old: &Path, rel_dir: &Path, pending: &mut Vec<PendingDir>) -> Result<()> {
+fn walk_compare(
+    em: &mut Emitter<'_>,
+    new: &Path,
+    old: &Path,
+    rel_dir: &Path,
+    pending: &mut Vec<PendingDir>,
+) -> Result<()> {
     let new_dir = new.join(rel_dir);
     let old_dir = old.join(rel_dir);
     let mut names = sorted_names(&new_dir)?;
@@ -231,13 +285,19 @@ fn walk_compare(em: &mut Emitter<'_>, new: &Path, old: &Path, rel_dir: &Path, pe
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         names.dedup();
     }
-    let dir_mtime = std::fs::symlink_metadata(&new_dir).ctx("stat", &new_dir)?.mtime();
+    let dir_mtime = std::fs::symlink_metadata(&new_dir)
+        .ctx("stat", &new_dir)?
+        .mtime();
     let mut children = Vec::new();
     for name in names {
         let rel = rel_dir.join(&name);
         let (a_abs, b_abs) = (new.join(&rel), old.join(&rel));
         let (a, b) = (stat_opt(&a_abs)?, stat_opt(&b_abs)?);
-        let emitted = if a.is_none() { whiteout_name(&name) } else { name };
+        let emitted = if a.is_none() {
+            whiteout_name(&name)
+        } else {
+            name
+        };
         children.push((emitted, rel, a_abs, b_abs, a, b));
     }
     // Sorted by the name written to the tar (a deleted `x` is written as `.wh.x`).
@@ -263,7 +323,11 @@ fn walk_compare(em: &mut Emitter<'_>, new: &Path, old: &Path, rel_dir: &Path, pe
                         flush(em, pending)?;
                         em.entry(&rel, &a_abs, &a)?;
                     } else {
-                        pending.push(PendingDir { rel: rel.clone(), abs: a_abs.clone(), meta: a });
+                        pending.push(PendingDir {
+                            rel: rel.clone(),
+                            abs: a_abs.clone(),
+                            meta: a,
+                        });
                     }
                     walk_compare(em, new, old, &rel, pending)?;
                     pending.truncate(depth);
@@ -311,7 +375,10 @@ fn differs(a_abs: &Path, a: &Metadata, b_abs: &Path, b: &Metadata) -> Result<boo
     if a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec() {
         return Ok(true);
     }
-    if ft.is_symlink() && std::fs::read_link(a_abs).ctx("read link", a_abs)? != std::fs::read_link(b_abs).ctx("read link", b_abs)? {
+    if ft.is_symlink()
+        && std::fs::read_link(a_abs).ctx("read link", a_abs)?
+            != std::fs::read_link(b_abs).ctx("read link", b_abs)?
+    {
         return Ok(true);
     }
     if list_xattrs(a_abs)? != list_xattrs(b_abs)? {

@@ -55,7 +55,9 @@ pub enum SnapshotError {
     #[error("RBUILD_SNAPSHOTTER={0:?} is not one of: overlay, copy")]
     InvalidBackend(String),
     /// The overlay backend was forced but overlay mounts do not work under `root`.
-    #[error("the overlay snapshotter was requested but overlay cannot mount under {root}: {source}")]
+    #[error(
+        "the overlay snapshotter was requested but overlay cannot mount under {root}: {source}"
+    )]
     OverlayUnsupported {
         /// The snapshot root.
         root: PathBuf,
@@ -107,12 +109,20 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: impl AsRef<std::path::Path>) -> Result<T> {
-        self.map_err(|source| SnapshotError::Io { op, path: path.as_ref().to_path_buf(), source })
+        self.map_err(|source| SnapshotError::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source,
+        })
     }
 }
 
 impl<T> IoContext<T> for rustix::io::Result<T> {
     fn ctx(self, op: &'static str, path: impl AsRef<std::path::Path>) -> Result<T> {
-        self.map_err(|e| SnapshotError::Io { op, path: path.as_ref().to_path_buf(), source: e.into() })
+        self.map_err(|e| SnapshotError::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source: e.into(),
+        })
     }
 }

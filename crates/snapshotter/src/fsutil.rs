@@ -32,7 +32,9 @@ pub(crate) fn list_xattrs(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
     let size = match rustix::fs::llistxattr_query(path) {
         Ok(0) => return Ok(Vec::new()),
         Ok(n) => n,
-        Err(e) if e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM => return Ok(Vec::new()),
+        Err(e) if e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::PERM => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(e).ctx("list xattrs of", path),
     };
     let mut names = vec![0u8; size];
@@ -58,13 +60,20 @@ pub(crate) fn list_xattrs(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
 
 /// Sets an xattr on `path` without following a final symlink.
 pub(crate) fn set_xattr(path: &Path, name: &OsStr, value: &[u8]) -> Result<()> {
-    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).ctx("set xattr on", path)
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .ctx("set xattr on", path)
 }
 
 /// Sets atime and mtime of `path` (not following a final symlink).
 pub(crate) fn set_mtime(path: &Path, (sec, nsec): (i64, i64)) -> Result<()> {
-    let ts = Timespec { tv_sec: sec, tv_nsec: nsec as _ };
-    let times = Timestamps { last_access: ts, last_modification: ts };
+    let ts = Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    let times = Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    };
     rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).ctx("set times of", path)
 }
 
@@ -80,10 +89,19 @@ pub(crate) fn remove_any(path: &Path) -> Result<()> {
 
 /// Copies one non-directory entry (file, symlink, device, fifo, socket) with its metadata and xattrs.
 /// `skip_overlay_xattrs` drops `trusted.overlay.*`.
-pub(crate) fn copy_entry(src: &Path, dst: &Path, meta: &Metadata, skip_overlay_xattrs: bool) -> Result<()> {
+pub(crate) fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    meta: &Metadata,
+    skip_overlay_xattrs: bool,
+) -> Result<()> {
     let ft = meta.file_type();
     if ft.is_file() {
-        std::fs::copy(src, dst).map_err(|source| crate::SnapshotError::Io { op: "copy file to", path: dst.to_path_buf(), source })?;
+        std::fs::copy(src, dst).map_err(|source| crate::SnapshotError::Io {
+            op: "copy file to",
+            path: dst.to_path_buf(),
+            source,
+        })?;
     } else if ft.is_symlink() {
         let target = std::fs::read_link(src).ctx("read link", src)?;
         std::os::unix::fs::symlink(&target, dst).ctx("create symlink", dst)?;
@@ -97,16 +115,34 @@ pub(crate) fn copy_entry(src: &Path, dst: &Path, meta: &Metadata, skip_overlay_x
         } else {
             FileType::Socket
         };
-        rustix::fs::mknodat(CWD, dst, kind, Mode::from_raw_mode(meta.mode() & 0o7777), meta.rdev()).ctx("mknod", dst)?;
+        rustix::fs::mknodat(
+            CWD,
+            dst,
+            kind,
+            Mode::from_raw_mode(meta.mode() & 0o7777),
+            meta.rdev(),
+        )
+        .ctx("mknod", dst)?;
     }
     copy_meta(src, dst, meta, skip_overlay_xattrs)
 }
 
 /// Copies xattrs, owner, mode and times from `src` (whose metadata is `meta`) to `dst`.
-pub(crate) fn copy_meta(src: &Path, dst: &Path, meta: &Metadata, skip_overlay_xattrs: bool) -> Result<()> {
+pub(crate) fn copy_meta(
+    src: &Path,
+    dst: &Path,
+    meta: &Metadata,
+    skip_overlay_xattrs: bool,
+) -> Result<()> {
     let symlink = meta.file_type().is_symlink();
-    rustix::fs::chownat(CWD, dst, Some(Uid::from_raw(meta.uid())), Some(Gid::from_raw(meta.gid())), AtFlags::SYMLINK_NOFOLLOW)
-        .ctx("chown", dst)?;
+    rustix::fs::chownat(
+        CWD,
+        dst,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ctx("chown", dst)?;
     for (name, value) in list_xattrs(src)? {
         if skip_overlay_xattrs && name.as_bytes().starts_with(OVERLAY_XATTR_PREFIX) {
             continue;
@@ -114,7 +150,13 @@ pub(crate) fn copy_meta(src: &Path, dst: &Path, meta: &Metadata, skip_overlay_xa
         set_xattr(dst, &name, &value)?;
     }
     if !symlink {
-        rustix::fs::chmodat(CWD, dst, Mode::from_raw_mode(meta.mode() & 0o7777), AtFlags::empty()).ctx("chmod", dst)?;
+        rustix::fs::chmodat(
+            CWD,
+            dst,
+            Mode::from_raw_mode(meta.mode() & 0o7777),
+            AtFlags::empty(),
+        )
+        .ctx("chmod", dst)?;
     }
     set_mtime(dst, (meta.mtime(), meta.mtime_nsec()))
 }
@@ -185,7 +227,9 @@ pub(crate) fn lookup_in_layers(layers: &[PathBuf], rel: &Path) -> Option<PathBuf
         let mut opaque_above = false;
         for (i, comp) in comps.iter().enumerate() {
             p.push(comp);
-            let Ok(meta) = std::fs::symlink_metadata(&p) else { break };
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                break;
+            };
             if is_whiteout(&meta) {
                 return None;
             }

@@ -28,19 +28,33 @@ pub fn mount_overlay(
     target: &Path,
     readonly: bool,
 ) -> Result<(), SnapshotError> {
-    let err = |source: std::io::Error| SnapshotError::MountOverlay { target: target.to_path_buf(), source };
+    let err = |source: std::io::Error| SnapshotError::MountOverlay {
+        target: target.to_path_buf(),
+        source,
+    };
     if lowerdirs.is_empty() {
-        return Err(err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no lower directories")));
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no lower directories",
+        )));
     }
     let has_upper = !upperdir.as_os_str().is_empty();
-    match mount_overlay_fsopen(lowerdirs, upperdir, workdir, target, readonly, has_upper, true) {
+    match mount_overlay_fsopen(
+        lowerdirs, upperdir, workdir, target, readonly, has_upper, true,
+    ) {
         Ok(()) => return Ok(()),
         // ENOSYS: no new mount API; EINVAL: most likely no `lowerdir+` (kernel < 6.8).
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) || e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOSYS) || e.raw_os_error() == Some(libc::EINVAL) => {
+        }
         Err(e) => return Err(err(e)),
     }
     let joined = join_lowerdirs(lowerdirs);
-    if mount_overlay_fsopen(lowerdirs, upperdir, workdir, target, readonly, has_upper, false).is_ok() {
+    if mount_overlay_fsopen(
+        lowerdirs, upperdir, workdir, target, readonly, has_upper, false,
+    )
+    .is_ok()
+    {
         return Ok(());
     }
     let mut data = format!("lowerdir={joined}");
@@ -55,12 +69,22 @@ pub fn mount_overlay(
     if data.len() > MOUNT_DATA_MAX {
         return Err(err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("{} lower directories need {} bytes of mount options (max {MOUNT_DATA_MAX})", lowerdirs.len(), data.len()),
+            format!(
+                "{} lower directories need {} bytes of mount options (max {MOUNT_DATA_MAX})",
+                lowerdirs.len(),
+                data.len()
+            ),
         )));
     }
-    let flags = if readonly { MountFlags::RDONLY } else { MountFlags::empty() };
-    let data = std::ffi::CString::new(data).map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    rustix::mount::mount("overlay", target, "overlay", flags, Some(data.as_c_str())).map_err(|e| err(e.into()))
+    let flags = if readonly {
+        MountFlags::RDONLY
+    } else {
+        MountFlags::empty()
+    };
+    let data = std::ffi::CString::new(data)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    rustix::mount::mount("overlay", target, "overlay", flags, Some(data.as_c_str()))
+        .map_err(|e| err(e.into()))
 }
 
 /// One attempt through `fsopen`/`fsconfig`/`fsmount`/`move_mount`.
@@ -94,15 +118,29 @@ fn mount_overlay_fsopen(
         fsconfig_set_flag(&fs, "ro")?;
     }
     fsconfig_create(&fs)?;
-    let attrs = if readonly { MountAttrFlags::MOUNT_ATTR_RDONLY } else { MountAttrFlags::empty() };
+    let attrs = if readonly {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
-    move_mount(&mnt, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
     Ok(())
 }
 
 /// `a:b:c` with `:` `,` and `\` escaped as overlayfs expects.
 fn join_lowerdirs(lowerdirs: &[PathBuf]) -> String {
-    lowerdirs.iter().map(|d| escape_option(&d.to_string_lossy())).collect::<Vec<_>>().join(":")
+    lowerdirs
+        .iter()
+        .map(|d| escape_option(&d.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn escape_option(s: &str) -> String {
@@ -118,8 +156,10 @@ fn escape_option(s: &str) -> String {
 
 /// Lazily detaches the mount at `target` (`umount2(MNT_DETACH)`).
 pub(crate) fn unmount_detach(target: &Path) -> Result<()> {
-    unmount(target, UnmountFlags::DETACH)
-        .map_err(|e| SnapshotError::Unmount { target: target.to_path_buf(), source: e.into() })
+    unmount(target, UnmountFlags::DETACH).map_err(|e| SnapshotError::Unmount {
+        target: target.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Mount points at or below `root` in this mount namespace, deepest first.
@@ -153,7 +193,9 @@ fn unescape_octal(field: &[u8]) -> Vec<u8> {
         if field[i] == b'\\' && i + 4 <= field.len() {
             let digits = &field[i + 1..i + 4];
             if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let v = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 if let Ok(b) = u8::try_from(v) {
                     out.push(b);
                     i += 4;
@@ -181,11 +223,19 @@ pub struct MountGuard {
 
 impl MountGuard {
     pub(crate) fn mounted(path: PathBuf, hold: Option<Arc<()>>) -> MountGuard {
-        MountGuard { path, mounted: true, _hold: hold }
+        MountGuard {
+            path,
+            mounted: true,
+            _hold: hold,
+        }
     }
 
     pub(crate) fn plain(path: PathBuf, hold: Option<Arc<()>>) -> MountGuard {
-        MountGuard { path, mounted: false, _hold: hold }
+        MountGuard {
+            path,
+            mounted: false,
+            _hold: hold,
+        }
     }
 
     /// The directory where the snapshot's tree is visible.
@@ -210,10 +260,14 @@ mod tests {
 
     #[test]
     fn mountinfo_targets_are_unescaped() {
-        let info = b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
+        let info =
+            b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
                      37 35 0:5 / /proc rw - proc proc rw\n";
         let t = parse_mountinfo_targets(info);
-        assert_eq!(t, vec![PathBuf::from("/mnt/with space"), PathBuf::from("/proc")]);
+        assert_eq!(
+            t,
+            vec![PathBuf::from("/mnt/with space"), PathBuf::from("/proc")]
+        );
     }
 
     #[test]

@@ -34,7 +34,13 @@ impl SnapshotId {
     /// outside the snapshot root.
     fn validate(&self) -> Result<&str> {
         let s = self.0.as_str();
-        if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') || s.starts_with('.') {
+        if s.is_empty()
+            || s == "."
+            || s == ".."
+            || s.contains('/')
+            || s.contains('\0')
+            || s.starts_with('.')
+        {
             return Err(SnapshotError::InvalidId(s.to_string()));
         }
         Ok(s)
@@ -89,7 +95,10 @@ pub struct Snapshotter {
 
 impl std::fmt::Debug for Snapshotter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshotter").field("root", &self.inner.root).field("backend", &self.inner.backend).finish()
+        f.debug_struct("Snapshotter")
+            .field("root", &self.inner.root)
+            .field("backend", &self.inner.backend)
+            .finish()
     }
 }
 
@@ -101,7 +110,12 @@ fn unique_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{:x}{:06x}{:04x}", nanos, std::process::id() & 0xff_ffff, COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    format!(
+        "{:x}{:06x}{:04x}",
+        nanos,
+        std::process::id() & 0xff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }
 
 impl Snapshotter {
@@ -155,7 +169,12 @@ impl Snapshotter {
             },
         };
         Ok(Snapshotter {
-            inner: Arc::new(Inner { root, backend, labels: Mutex::new(()), _lock: lock }),
+            inner: Arc::new(Inner {
+                root,
+                backend,
+                labels: Mutex::new(()),
+                _lock: lock,
+            }),
         })
     }
 
@@ -228,7 +247,11 @@ impl Snapshotter {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        let lowerdirs = if chain.is_empty() { vec![self.empty_dir()] } else { chain };
+        let lowerdirs = if chain.is_empty() {
+            vec![self.empty_dir()]
+        } else {
+            chain
+        };
         Ok(Active {
             snapshotter: self.clone(),
             id,
@@ -258,7 +281,9 @@ impl Snapshotter {
         std::fs::rename(&active.dir, &dest).ctx("rename into snapshots", &dest)?;
         active.done = true;
         let snaps = self.inner.root.join("snapshots");
-        File::open(&snaps).and_then(|f| f.sync_all()).ctx("fsync", &snaps)?;
+        File::open(&snaps)
+            .and_then(|f| f.sync_all())
+            .ctx("fsync", &snaps)?;
         Ok(active.id.clone())
     }
 
@@ -299,8 +324,10 @@ impl Snapshotter {
     fn read_labels(&self, dir: &Path) -> Result<BTreeMap<String, String>> {
         let path = dir.join("labels.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| SnapshotError::Corrupt { path: path.clone(), reason: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e).ctx("read", &path),
         }
@@ -325,8 +352,10 @@ impl Snapshotter {
         let mut labels = self.read_labels(&dir)?;
         labels.insert(key.to_string(), value.to_string());
         let path = dir.join("labels.json");
-        let bytes = serde_json::to_vec_pretty(&labels)
-            .map_err(|e| SnapshotError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(&labels).map_err(|e| SnapshotError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         write_atomic(&path, &bytes)
     }
 
@@ -337,7 +366,10 @@ impl Snapshotter {
     pub fn view(&self, id: Option<&SnapshotId>) -> Result<MountGuard, SnapshotError> {
         let chain = self.chain(id)?;
         match self.inner.backend {
-            Backend::Copy => Ok(MountGuard::plain(chain.first().cloned().unwrap_or_else(|| self.empty_dir()), None)),
+            Backend::Copy => Ok(MountGuard::plain(
+                chain.first().cloned().unwrap_or_else(|| self.empty_dir()),
+                None,
+            )),
             Backend::Overlay => {
                 let mut lowers = chain;
                 // An overlay without an upper dir needs two (distinct) lower layers on older kernels.
@@ -352,7 +384,14 @@ impl Snapshotter {
         }
     }
 
-    fn mount_new(&self, lowers: &[PathBuf], upper: &Path, work: &Path, readonly: bool, hold: Option<Arc<()>>) -> Result<MountGuard> {
+    fn mount_new(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        readonly: bool,
+        hold: Option<Arc<()>>,
+    ) -> Result<MountGuard> {
         let target = self.inner.root.join("mnt").join(unique_name());
         std::fs::create_dir(&target).ctx("create dir", &target)?;
         if let Err(e) = mount_overlay(lowers, upper, work, &target, readonly) {
@@ -365,7 +404,12 @@ impl Snapshotter {
     /// Writes the diff of committed snapshot `id` against its parent as an uncompressed layer
     /// tar: OCI whiteouts, entries in sorted depth-first order, hardlinks as link entries, xattrs
     /// as PAX `SCHILY.xattr.*`, numeric owners only, mtimes clamped to `opts.source_date_epoch`.
-    pub fn write_diff(&self, id: &SnapshotId, out: &mut dyn std::io::Write, opts: &DiffOptions) -> Result<(), SnapshotError> {
+    pub fn write_diff(
+        &self,
+        id: &SnapshotId,
+        out: &mut dyn std::io::Write,
+        opts: &DiffOptions,
+    ) -> Result<(), SnapshotError> {
         let dir = self.existing_snap_dir(id)?;
         let fs = dir.join("fs");
         match self.inner.backend {
@@ -386,12 +430,24 @@ impl Snapshotter {
     /// absolute or not, resolve inside). Whiteouts and opaque dirs are honoured (stored
     /// overlay-natively for the overlay backend), devices and fifos are created with mknod,
     /// hardlinks to files of lower layers are copied up, owners/modes/mtimes/xattrs are kept.
-    pub fn apply_layer(&self, parent: Option<&SnapshotId>, tar: &mut dyn std::io::Read) -> Result<SnapshotId, SnapshotError> {
+    pub fn apply_layer(
+        &self,
+        parent: Option<&SnapshotId>,
+        tar: &mut dyn std::io::Read,
+    ) -> Result<SnapshotId, SnapshotError> {
         let active = self.prepare(parent)?;
         let result = match self.inner.backend {
             Backend::Overlay => {
-                let lowers = if parent.is_some() { active.lowerdirs.clone() } else { Vec::new() };
-                apply_tar(active.upperdir(), tar, &Whiteouts::Overlay { lowers: &lowers })
+                let lowers = if parent.is_some() {
+                    active.lowerdirs.clone()
+                } else {
+                    Vec::new()
+                };
+                apply_tar(
+                    active.upperdir(),
+                    tar,
+                    &Whiteouts::Overlay { lowers: &lowers },
+                )
             }
             Backend::Copy => apply_tar(active.upperdir(), tar, &Whiteouts::Delete),
         };
@@ -414,7 +470,10 @@ fn read_parent(dir: &Path) -> Result<Option<SnapshotId>> {
         return Ok(None);
     }
     let id = SnapshotId(text.to_string());
-    id.validate().map_err(|_| SnapshotError::Corrupt { path: path.clone(), reason: format!("bad parent id {text:?}") })?;
+    id.validate().map_err(|_| SnapshotError::Corrupt {
+        path: path.clone(),
+        reason: format!("bad parent id {text:?}"),
+    })?;
     Ok(Some(id))
 }
 
@@ -431,7 +490,11 @@ fn repair(root: &Path) -> Result<()> {
         match unmount_detach(&m) {
             Ok(()) => {}
             // Already gone (e.g. a parent detach took it along).
-            Err(SnapshotError::Unmount { source, .. }) if matches!(source.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
+            Err(SnapshotError::Unmount { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::ENOENT)
+                ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -453,15 +516,28 @@ fn probe_overlay(root: &Path) -> std::io::Result<()> {
             std::fs::create_dir_all(base.join(d))?;
         }
         std::fs::write(base.join("lower/f"), b"x")?;
-        mount_overlay(&[base.join("lower")], &base.join("upper"), &base.join("work"), &base.join("merged"), false)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        mount_overlay(
+            &[base.join("lower")],
+            &base.join("upper"),
+            &base.join("work"),
+            &base.join("merged"),
+            false,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         let used = (|| {
             std::fs::remove_file(base.join("merged/f"))?;
             let meta = std::fs::symlink_metadata(base.join("upper/f"))?;
             if !crate::fsutil::is_whiteout(&meta) {
-                return Err(std::io::Error::other("overlay did not create a whiteout device"));
+                return Err(std::io::Error::other(
+                    "overlay did not create a whiteout device",
+                ));
             }
-            rustix::fs::lsetxattr(base.join("upper"), crate::fsutil::OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())?;
+            rustix::fs::lsetxattr(
+                base.join("upper"),
+                crate::fsutil::OPAQUE_XATTR,
+                b"y",
+                rustix::fs::XattrFlags::empty(),
+            )?;
             Ok(())
         })();
         let _ = unmount_detach(&base.join("merged"));

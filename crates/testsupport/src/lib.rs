@@ -4,7 +4,10 @@
 //! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]).
 
 use flate2::write::GzEncoder;
-use rbuild_oci::{canonical_json, Descriptor, DiffId, Digest, History, ImageConfig, Index, Manifest, MediaType, Platform, RootFs, RunConfig, ANNOTATION_REF_NAME};
+use rbuild_oci::{
+    canonical_json, Descriptor, DiffId, Digest, History, ImageConfig, Index, Manifest, MediaType,
+    Platform, RootFs, RunConfig, ANNOTATION_REF_NAME,
+};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -44,7 +47,9 @@ pub enum TestError {
         output: String,
     },
     /// The registry did not come up.
-    #[error("docker-registry on {addr} did not start: {reason}\n--- registry log {log} ---\n{log_text}")]
+    #[error(
+        "docker-registry on {addr} did not start: {reason}\n--- registry log {log} ---\n{log_text}"
+    )]
     RegistryStart {
         /// The address.
         addr: String,
@@ -73,9 +78,16 @@ pub enum TestError {
     Other(String),
 }
 
-fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TestError {
+fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> TestError {
     let path = path.into();
-    move |source| TestError::Io { action, path, source }
+    move |source| TestError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Checks a tool is on PATH and returns its full path.
@@ -87,7 +99,9 @@ pub fn need_tool(name: &str) -> Result<PathBuf, TestError> {
         other => other,
     };
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+    {
         let p = dir.join(name);
         if let Ok(md) = fs::metadata(&p) {
             use std::os::unix::fs::PermissionsExt;
@@ -96,17 +110,31 @@ pub fn need_tool(name: &str) -> Result<PathBuf, TestError> {
             }
         }
     }
-    Err(TestError::MissingTool { tool: name.to_string(), package: package.to_string() })
+    Err(TestError::MissingTool {
+        tool: name.to_string(),
+        package: package.to_string(),
+    })
 }
 
 fn run(cmd: &mut Command) -> Result<String, TestError> {
     let line = format!("{cmd:?}").replace('"', "");
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| TestError::Command { command: line.clone(), status: "spawn failed".into(), output: e.to_string() })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| TestError::Command {
+            command: line.clone(),
+            status: "spawn failed".into(),
+            output: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(TestError::Command {
             command: line,
             status: out.status.to_string(),
-            output: format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout)),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -120,7 +148,9 @@ pub fn require_root() -> Result<bool, TestError> {
         return Ok(true);
     }
     if std::env::var(REQUIRE_ROOT_ENV).as_deref() == Ok("1") {
-        return Err(TestError::Required(format!("this test needs root and {REQUIRE_ROOT_ENV}=1 forbids skipping it")));
+        return Err(TestError::Required(format!(
+            "this test needs root and {REQUIRE_ROOT_ENV}=1 forbids skipping it"
+        )));
     }
     println!("SKIPPED: needs root");
     eprintln!("SKIPPED: needs root");
@@ -138,7 +168,10 @@ pub fn shared_dir() -> Result<Option<PathBuf>, TestError> {
         return Ok(Some(candidate.canonicalize().unwrap_or(candidate)));
     }
     if std::env::var(REQUIRE_SHARED_ENV).as_deref() == Ok("1") {
-        return Err(TestError::Required(format!("../shared not found at {} and {REQUIRE_SHARED_ENV}=1 forbids skipping", candidate.display())));
+        return Err(TestError::Required(format!(
+            "../shared not found at {} and {REQUIRE_SHARED_ENV}=1 forbids skipping",
+            candidate.display()
+        )));
     }
     println!("SKIPPED: ../shared not found");
     eprintln!("SKIPPED: ../shared not found ({})", candidate.display());
@@ -167,7 +200,11 @@ pub struct TestRegistry {
 
 impl std::fmt::Debug for TestRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRegistry").field("addr", &self.addr).field("pid", &self.child.id()).field("dir", &self.dir.path()).finish()
+        f.debug_struct("TestRegistry")
+            .field("addr", &self.addr)
+            .field("pid", &self.child.id())
+            .field("dir", &self.dir.path())
+            .finish()
     }
 }
 
@@ -180,12 +217,19 @@ impl TestRegistry {
     /// Starts a registry with options (e.g. Basic auth).
     pub fn start_with(opts: &RegistryOptions) -> Result<TestRegistry, TestError> {
         let bin = need_tool("docker-registry")?;
-        let dir = tempfile::Builder::new().prefix("rbuild-registry-").tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-registry-")
+            .tempdir()
+            .map_err(io_err("create temp dir", std::env::temp_dir()))?;
         let auth = match &opts.htpasswd {
             Some((user, pass)) => {
                 let path = dir.path().join("htpasswd");
-                fs::write(&path, format!("{user}:{}\n", bcrypt_hash(pass)?)).map_err(io_err("write", &path))?;
-                format!("auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n", path.display())
+                fs::write(&path, format!("{user}:{}\n", bcrypt_hash(pass)?))
+                    .map_err(io_err("write", &path))?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
+                    path.display()
+                )
             }
             None => String::new(),
         };
@@ -224,13 +268,25 @@ impl TestRegistry {
                 .map_err(io_err("spawn", &bin))?;
             let mut child = child;
             match wait_ready(&mut child, &addr, Duration::from_secs(10)) {
-                Ok(()) => return Ok(TestRegistry { child, token_server, addr, dir }),
+                Ok(()) => {
+                    return Ok(TestRegistry {
+                        child,
+                        token_server,
+                        addr,
+                        dir,
+                    })
+                }
                 Err(reason) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     let log_text = fs::read_to_string(&log_path).unwrap_or_default();
                     let collision = log_text.contains("address already in use");
-                    last_err = Some(TestError::RegistryStart { addr, reason, log: log_path.display().to_string(), log_text });
+                    last_err = Some(TestError::RegistryStart {
+                        addr,
+                        reason,
+                        log: log_path.display().to_string(),
+                        log_text,
+                    });
                     if !collision {
                         break;
                     }
@@ -261,14 +317,21 @@ impl TestRegistry {
 
     /// Where a blob's bytes live on disk.
     pub fn blob_data_path(&self, digest: &Digest) -> PathBuf {
-        self.storage_dir().join("docker/registry/v2/blobs/sha256").join(&digest.hex()[..2]).join(digest.hex()).join("data")
+        self.storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&digest.hex()[..2])
+            .join(digest.hex())
+            .join("data")
     }
 
     /// The registry's log so far (for assertion messages).
     pub fn log(&self) -> String {
         let mut out = String::new();
         if let Ok(rd) = fs::read_dir(self.dir.path()) {
-            let mut logs: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+            let mut logs: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
             logs.sort();
             for l in logs {
                 out.push_str(&fs::read_to_string(&l).unwrap_or_default());
@@ -343,20 +406,46 @@ srv.serve_forever()
 fn start_token_server(dir: &Path, user: &str, pass: &str) -> Result<(Child, String), TestError> {
     let openssl = need_tool("openssl")?;
     run(Command::new(openssl)
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rbuild-test-token"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rbuild-test-token",
+        ])
         .arg("-keyout")
         .arg(dir.join("token.key"))
         .arg("-out")
         .arg(dir.join("token.crt")))?;
     let script = dir.join("tokensrv.py");
     fs::write(&script, TOKEN_SERVER_PY).map_err(io_err("write", &script))?;
-    let py = if Path::new("/usr/bin/python3").exists() { PathBuf::from("/usr/bin/python3") } else { need_tool("python3")? };
+    let py = if Path::new("/usr/bin/python3").exists() {
+        PathBuf::from("/usr/bin/python3")
+    } else {
+        need_tool("python3")?
+    };
     if run(Command::new(&py).args(["-c", "import jwt, cryptography"])).is_err() {
-        return Err(TestError::MissingTool { tool: "python3 modules jwt + cryptography (token server)".into(), package: "python3-jwt python3-cryptography".into() });
+        return Err(TestError::MissingTool {
+            tool: "python3 modules jwt + cryptography (token server)".into(),
+            package: "python3-jwt python3-cryptography".into(),
+        });
     }
     let log_path = dir.join("tokensrv.log");
     let log = fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
-    let mut child = Command::new(py).arg(&script).arg(dir).arg(user).arg(pass).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().map_err(io_err("spawn", &script))?;
+    let mut child = Command::new(py)
+        .arg(&script)
+        .arg(dir)
+        .arg(user)
+        .arg(pass)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(io_err("spawn", &script))?;
     let port_file = dir.join("tokensrv.port");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -370,7 +459,9 @@ fn start_token_server(dir: &Path, user: &str, pass: &str) -> Result<(Child, Stri
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(TestError::Other("token server did not start within 10 s".into()));
+            return Err(TestError::Other(
+                "token server did not start within 10 s".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -393,7 +484,10 @@ fn wait_ready(child: &mut Child, addr: &str, timeout: Duration) -> Result<(), St
 
 fn free_port() -> Result<u16, TestError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind", "127.0.0.1:0"))?;
-    let port = l.local_addr().map_err(io_err("local_addr", "127.0.0.1:0"))?.port();
+    let port = l
+        .local_addr()
+        .map_err(io_err("local_addr", "127.0.0.1:0"))?
+        .port();
     Ok(port)
 }
 
@@ -413,16 +507,25 @@ fn http_status(addr: &str, path: &str) -> std::io::Result<u16> {
         n += k;
     }
     let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad HTTP answer {head:?}")))
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP answer {head:?}")))
 }
 
 /// A bcrypt (`$2b$04$`) htpasswd hash, made with Debian's python3 `crypt` module.
 fn bcrypt_hash(password: &str) -> Result<String, TestError> {
-    let py = if Path::new("/usr/bin/python3").exists() { PathBuf::from("/usr/bin/python3") } else { need_tool("python3")? };
+    let py = if Path::new("/usr/bin/python3").exists() {
+        PathBuf::from("/usr/bin/python3")
+    } else {
+        need_tool("python3")?
+    };
     let out = run(Command::new(py).args(["-W", "ignore", "-c", "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))", password]))?;
     let hash = out.trim().to_string();
     if !hash.starts_with("$2") {
-        return Err(TestError::Other(format!("python3 crypt gave no bcrypt hash: {hash:?}")));
+        return Err(TestError::Other(format!(
+            "python3 crypt gave no bcrypt hash: {hash:?}"
+        )));
     }
     Ok(hash)
 }
@@ -463,11 +566,19 @@ fn busybox_entries() -> Result<Vec<TarEntry>, TestError> {
         TarEntry { path: "usr/bin".into(), kind: Kind::Dir, mode: 0o755 },
         TarEntry { path: "usr/bin/env".into(), kind: Kind::Symlink("/bin/busybox".into()), mode: 0o777 },
     ];
-    let mut applets: Vec<&str> = list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/')).collect();
+    let mut applets: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .collect();
     applets.sort_unstable();
     applets.dedup();
     for a in applets {
-        entries.push(TarEntry { path: format!("bin/{a}"), kind: Kind::Symlink("busybox".into()), mode: 0o777 });
+        entries.push(TarEntry {
+            path: format!("bin/{a}"),
+            kind: Kind::Symlink("busybox".into()),
+            mode: 0o777,
+        });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(entries)
@@ -488,12 +599,14 @@ pub fn busybox_rootfs_tar_bytes() -> Result<Vec<u8>, TestError> {
             Kind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                b.append_data(&mut h, format!("{}/", e.path), std::io::empty()).map_err(werr)?;
+                b.append_data(&mut h, format!("{}/", e.path), std::io::empty())
+                    .map_err(werr)?;
             }
             Kind::File(data) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(data.len() as u64);
-                b.append_data(&mut h, &e.path, data.as_slice()).map_err(werr)?;
+                b.append_data(&mut h, &e.path, data.as_slice())
+                    .map_err(werr)?;
             }
             Kind::Symlink(target) => {
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -517,9 +630,20 @@ pub fn busybox_config(architecture: &str, diff_id: DiffId) -> ImageConfig {
         architecture: architecture.to_string(),
         os: "linux".into(),
         created: Some("1970-01-01T00:00:00Z".into()),
-        config: RunConfig { env: Some(vec![format!("PATH={BUSYBOX_PATH}")]), cmd: Some(vec!["sh".into()]), ..Default::default() },
-        rootfs: RootFs { kind: "layers".into(), diff_ids: vec![diff_id] },
-        history: vec![History { created: Some("1970-01-01T00:00:00Z".into()), created_by: Some("rbuild-testsupport: busybox-static base".into()), ..Default::default() }],
+        config: RunConfig {
+            env: Some(vec![format!("PATH={BUSYBOX_PATH}")]),
+            cmd: Some(vec!["sh".into()]),
+            ..Default::default()
+        },
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_id],
+        },
+        history: vec![History {
+            created: Some("1970-01-01T00:00:00Z".into()),
+            created_by: Some("rbuild-testsupport: busybox-static base".into()),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -533,45 +657,89 @@ impl LayoutWriter {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
         let layout = dir.join("oci-layout");
-        fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("write", &layout))?;
-        Ok(LayoutWriter { dir: dir.to_path_buf() })
+        fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(io_err("write", &layout))?;
+        Ok(LayoutWriter {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, TestError> {
         let digest = Digest::sha256_of(bytes);
         let path = self.dir.join("blobs/sha256").join(digest.hex());
         fs::write(&path, bytes).map_err(io_err("write", &path))?;
-        Ok(Descriptor { media_type: MediaType::new(media_type), digest, size: bytes.len() as u64, platform: None, annotations: None })
+        Ok(Descriptor {
+            media_type: MediaType::new(media_type),
+            digest,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        })
     }
 
-    fn json_blob<T: serde::Serialize>(&self, media_type: &str, value: &T) -> Result<Descriptor, TestError> {
-        let bytes = canonical_json(value).map_err(|e| TestError::Other(format!("serialise {media_type}: {e}")))?;
+    fn json_blob<T: serde::Serialize>(
+        &self,
+        media_type: &str,
+        value: &T,
+    ) -> Result<Descriptor, TestError> {
+        let bytes = canonical_json(value)
+            .map_err(|e| TestError::Other(format!("serialise {media_type}: {e}")))?;
         self.blob(media_type, &bytes)
     }
 
     fn finish(&self, mut top: Descriptor, tag: &str) -> Result<(), TestError> {
-        top.annotations = Some(BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), tag.to_string())]));
-        let index = Index { schema_version: 2, media_type: Some(MediaType::new(MediaType::OCI_INDEX)), manifests: vec![top], annotations: None };
-        let bytes = canonical_json(&index).map_err(|e| TestError::Other(format!("serialise index.json: {e}")))?;
+        top.annotations = Some(BTreeMap::from([(
+            ANNOTATION_REF_NAME.to_string(),
+            tag.to_string(),
+        )]));
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MediaType::new(MediaType::OCI_INDEX)),
+            manifests: vec![top],
+            annotations: None,
+        };
+        let bytes = canonical_json(&index)
+            .map_err(|e| TestError::Other(format!("serialise index.json: {e}")))?;
         let path = self.dir.join("index.json");
         fs::write(&path, bytes).map_err(io_err("write", &path))
     }
 }
 
 /// Writes the gzip layer and per-architecture manifests; returns the manifest descriptors.
-fn write_busybox_images(w: &LayoutWriter, architectures: &[&str]) -> Result<Vec<Descriptor>, TestError> {
+fn write_busybox_images(
+    w: &LayoutWriter,
+    architectures: &[&str],
+) -> Result<Vec<Descriptor>, TestError> {
     let tar = busybox_rootfs_tar_bytes()?;
     let diff_id = DiffId(Digest::sha256_of(&tar));
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).and_then(|_| gz.flush()).map_err(|e| TestError::Other(format!("gzip: {e}")))?;
-    let gz = gz.finish().map_err(|e| TestError::Other(format!("gzip: {e}")))?;
+    gz.write_all(&tar)
+        .and_then(|_| gz.flush())
+        .map_err(|e| TestError::Other(format!("gzip: {e}")))?;
+    let gz = gz
+        .finish()
+        .map_err(|e| TestError::Other(format!("gzip: {e}")))?;
     let layer = w.blob(MediaType::OCI_LAYER_GZIP, &gz)?;
     let mut out = Vec::new();
     for arch in architectures {
-        let config = w.json_blob(MediaType::OCI_CONFIG, &busybox_config(arch, diff_id.clone()))?;
-        let manifest = Manifest { schema_version: 2, media_type: Some(MediaType::new(MediaType::OCI_MANIFEST)), config, layers: vec![layer.clone()], annotations: None };
+        let config = w.json_blob(
+            MediaType::OCI_CONFIG,
+            &busybox_config(arch, diff_id.clone()),
+        )?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MediaType::new(MediaType::OCI_MANIFEST)),
+            config,
+            layers: vec![layer.clone()],
+            annotations: None,
+        };
         let mut desc = w.json_blob(MediaType::OCI_MANIFEST, &manifest)?;
-        desc.platform = Some(Platform { architecture: arch.to_string(), os: "linux".into(), variant: (*arch == "arm64").then(|| "v8".to_string()), os_version: None });
+        desc.platform = Some(Platform {
+            architecture: arch.to_string(),
+            os: "linux".into(),
+            variant: (*arch == "arm64").then(|| "v8".to_string()),
+            os_version: None,
+        });
         out.push(desc);
     }
     Ok(out)
@@ -593,7 +761,12 @@ pub fn make_busybox_layout(dir: &Path) -> Result<(), TestError> {
 pub fn make_busybox_index_layout(dir: &Path, architectures: &[&str]) -> Result<Digest, TestError> {
     let w = LayoutWriter::new(dir)?;
     let manifests = write_busybox_images(&w, architectures)?;
-    let index = Index { schema_version: 2, media_type: Some(MediaType::new(MediaType::OCI_INDEX)), manifests, annotations: None };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MediaType::new(MediaType::OCI_INDEX)),
+        manifests,
+        annotations: None,
+    };
     let top = w.json_blob(MediaType::OCI_INDEX, &index)?;
     let digest = top.digest.clone();
     w.finish(top, "latest")?;
@@ -606,24 +779,49 @@ pub fn push_layout(layout: &Path, reference: &str) -> Result<(), TestError> {
 }
 
 /// [`push_layout`] to a registry that needs `user:password` (`--dest-creds`).
-pub fn push_layout_with_creds(layout: &Path, reference: &str, creds: Option<(&str, &str)>) -> Result<(), TestError> {
+pub fn push_layout_with_creds(
+    layout: &Path,
+    reference: &str,
+    creds: Option<(&str, &str)>,
+) -> Result<(), TestError> {
     let skopeo = need_tool("skopeo")?;
     let mut cmd = Command::new(skopeo);
-    cmd.args(["--insecure-policy", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "-q"]);
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "-q",
+    ]);
     if let Some((u, p)) = creds {
         cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
     }
-    run(cmd.arg(format!("oci:{}:latest", layout.display())).arg(format!("docker://{reference}")))?;
+    run(cmd
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{reference}")))?;
     Ok(())
 }
 
 /// The `Digest` field of `skopeo inspect` for `docker://REF`.
 pub fn skopeo_digest(reference: &str) -> Result<Digest, TestError> {
     let skopeo = need_tool("skopeo")?;
-    let out = run(Command::new(skopeo).args(["--insecure-policy", "inspect", "--tls-verify=false", "--no-tags"]).arg(format!("docker://{reference}")))?;
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| TestError::Other(format!("skopeo inspect output: {e}: {out}")))?;
-    let d = v.get("Digest").and_then(|d| d.as_str()).ok_or_else(|| TestError::Other(format!("skopeo inspect printed no Digest: {out}")))?;
-    d.parse().map_err(|e| TestError::Other(format!("skopeo inspect Digest: {e}")))
+    let out = run(Command::new(skopeo)
+        .args([
+            "--insecure-policy",
+            "inspect",
+            "--tls-verify=false",
+            "--no-tags",
+        ])
+        .arg(format!("docker://{reference}")))?;
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| TestError::Other(format!("skopeo inspect output: {e}: {out}")))?;
+    let d = v
+        .get("Digest")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| TestError::Other(format!("skopeo inspect printed no Digest: {out}")))?;
+    d.parse()
+        .map_err(|e| TestError::Other(format!("skopeo inspect Digest: {e}")))
 }
 
 /// Starts a registry and pushes the busybox base as `ADDR/busybox:latest`.
@@ -665,7 +863,18 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
-        for want in ["bin/busybox", "bin/sh", "bin/ls", "bin/sha256sum", "bin/[", "bin/whoami", "etc/passwd", "etc/group", "root/", "tmp/"] {
+        for want in [
+            "bin/busybox",
+            "bin/sh",
+            "bin/ls",
+            "bin/sha256sum",
+            "bin/[",
+            "bin/whoami",
+            "etc/passwd",
+            "etc/group",
+            "root/",
+            "tmp/",
+        ] {
             assert!(names.iter().any(|n| n == want), "missing {want}");
         }
     }
@@ -682,16 +891,32 @@ mod tests {
         let a = fs::read(t.path().join("a/index.json")).unwrap();
         assert_eq!(a, fs::read(t.path().join("b/index.json")).unwrap());
         let index: Index = serde_json::from_slice(&a).unwrap();
-        let m: Manifest = serde_json::from_slice(&fs::read(t.path().join("a/blobs/sha256").join(index.manifests[0].digest.hex())).unwrap()).unwrap();
-        let c: ImageConfig = serde_json::from_slice(&fs::read(t.path().join("a/blobs/sha256").join(m.config.digest.hex())).unwrap()).unwrap();
+        let m: Manifest = serde_json::from_slice(
+            &fs::read(
+                t.path()
+                    .join("a/blobs/sha256")
+                    .join(index.manifests[0].digest.hex()),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let c: ImageConfig = serde_json::from_slice(
+            &fs::read(t.path().join("a/blobs/sha256").join(m.config.digest.hex())).unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.env_var("PATH"), Some(BUSYBOX_PATH));
         assert_eq!(c.config.cmd, Some(vec!["sh".to_string()]));
     }
 
     #[test]
     fn need_tool_error_is_helpful() {
-        let e = need_tool("definitely-not-a-tool-xyz").unwrap_err().to_string();
-        assert!(e.contains(".ci/run") && e.contains("apt-get install"), "{e}");
+        let e = need_tool("definitely-not-a-tool-xyz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(".ci/run") && e.contains("apt-get install"),
+            "{e}"
+        );
     }
 }
 
@@ -720,7 +945,11 @@ mod root_tests {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines[0..3], ["hi", "root", "65534"], "{stdout}");
         assert!(lines[3].starts_with("drwxrwxrwt"), "{stdout}");

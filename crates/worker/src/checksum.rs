@@ -6,7 +6,6 @@
 
 use crate::dockerignore::Matcher;
 use crate::fsops::{expand_sources, resolve_in_root};
-use std::path::PathBuf;
 use rbuild_solver::CacheIndex;
 use std::collections::HashMap;
 use std::fs;
@@ -14,6 +13,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::path::PathBuf;
 
 const STAT_TABLE: &str = "context-stat-v1";
 
@@ -27,7 +27,11 @@ pub struct StatCache<'a> {
 impl<'a> StatCache<'a> {
     /// A session over `index` (None = no memoisation).
     pub fn new(index: Option<&'a CacheIndex>) -> Self {
-        StatCache { index, updates: HashMap::new(), exclude: None }
+        StatCache {
+            index,
+            updates: HashMap::new(),
+            exclude: None,
+        }
     }
 
     /// Skips paths the `.dockerignore` excludes.
@@ -38,7 +42,15 @@ impl<'a> StatCache<'a> {
 
     fn stat_key(meta: &fs::Metadata) -> Vec<u8> {
         let mut key = Vec::with_capacity(48);
-        for v in [meta.dev(), meta.ino(), meta.size(), meta.mtime() as u64, meta.mtime_nsec() as u64, meta.ctime() as u64, meta.ctime_nsec() as u64] {
+        for v in [
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ] {
             key.extend_from_slice(&v.to_le_bytes());
         }
         key
@@ -113,7 +125,9 @@ impl<'a> StatCache<'a> {
         } else if ft.is_symlink() {
             hasher.update(fs::read_link(path)?.as_os_str().as_bytes());
         } else if ft.is_dir() {
-            let mut names: Vec<_> = fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+            let mut names: Vec<_> = fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect();
             names.sort();
             for name in names {
                 let child = path.join(&name);
@@ -135,23 +149,42 @@ impl<'a> StatCache<'a> {
 
     /// Checksum of what `pattern` selects under `root` (wildcards expanded; the top-level source
     /// followed when it is a symlink). A missing non-wildcard source is an error naming it.
-    pub fn checksum(&mut self, root: &Path, pattern: &str, allow_wildcard: bool, follow: bool) -> io::Result<[u8; 32]> {
+    pub fn checksum(
+        &mut self,
+        root: &Path,
+        pattern: &str,
+        allow_wildcard: bool,
+        follow: bool,
+    ) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(pattern.as_bytes());
         let wildcard = allow_wildcard && crate::fsops::has_wildcard(pattern);
         for rel in expand_sources(root, pattern, allow_wildcard)? {
             let host = resolve_in_root(root, &rel.to_string_lossy(), follow)?;
-            let excluded = !rel.as_os_str().is_empty() && self.exclude.as_ref().is_some_and(|m| m.excluded(&rel.to_string_lossy()));
+            let excluded = !rel.as_os_str().is_empty()
+                && self
+                    .exclude
+                    .as_ref()
+                    .is_some_and(|m| m.excluded(&rel.to_string_lossy()));
             if excluded && wildcard {
                 continue;
             }
             let meta = match fs::symlink_metadata(&host) {
                 Ok(_) if excluded => {
-                    return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found (excluded by .dockerignore)", rel.display())));
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "\"/{}\": not found (excluded by .dockerignore)",
+                            rel.display()
+                        ),
+                    ));
                 }
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found", rel.display())));
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("\"/{}\": not found", rel.display()),
+                    ));
                 }
                 Err(e) => return Err(e),
             };

@@ -56,7 +56,11 @@ impl Matcher {
 
     /// Parses the text of a `.dockerignore` file into pattern lines.
     pub fn lines_of(text: &str) -> Vec<String> {
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect()
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
     }
 
     /// True when nothing is excluded.
@@ -89,9 +93,13 @@ impl Matcher {
 fn match_parts(pattern: &[String], path: &[String]) -> bool {
     match pattern.first() {
         None => path.is_empty(),
-        Some(p) if p == "**" => (0..=path.len()).any(|skip| match_parts(&pattern[1..], &path[skip..])),
+        Some(p) if p == "**" => {
+            (0..=path.len()).any(|skip| match_parts(&pattern[1..], &path[skip..]))
+        }
         Some(p) => match path.first() {
-            Some(name) => glob_match(p.as_bytes(), name.as_bytes()) && match_parts(&pattern[1..], &path[1..]),
+            Some(name) => {
+                glob_match(p.as_bytes(), name.as_bytes()) && match_parts(&pattern[1..], &path[1..])
+            }
             None => false,
         },
     }
@@ -103,7 +111,15 @@ mod tests {
 
     #[test]
     fn docker_semantics() {
-        let m = Matcher::new(&["# comment", "*.log", "**/*.tmp", "secret/", "/abs-style.txt", "./dot-style.txt", "Dockerfile"]);
+        let m = Matcher::new(&[
+            "# comment",
+            "*.log",
+            "**/*.tmp",
+            "secret/",
+            "/abs-style.txt",
+            "./dot-style.txt",
+            "Dockerfile",
+        ]);
         assert!(m.excluded("app.log"));
         assert!(!m.excluded("sub/app.log"), "*.log is top level only");
         assert!(m.excluded("a/b/deep.tmp") && m.excluded("top.tmp"));
@@ -112,7 +128,10 @@ mod tests {
         assert!(!m.excluded("keep.txt") && !m.excluded("a/b/keep.dat"));
         let m = Matcher::new(&["docs", "!docs/keep.md", "*.md", "!README.md"]);
         assert!(m.excluded("docs/a.txt"));
-        assert!(!m.excluded("docs/keep.md"), "the exception re-includes it; *.md is top level only");
+        assert!(
+            !m.excluded("docs/keep.md"),
+            "the exception re-includes it; *.md is top level only"
+        );
         assert!(m.excluded("notes.md"));
         assert!(!m.excluded("README.md"));
         let m = Matcher::new(&["**"]);

@@ -27,7 +27,9 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
             Ok(meta) if meta.file_type().is_symlink() && (!is_last || follow_last) => {
                 links += 1;
                 if links > 40 {
-                    return Err(io::Error::other(format!("too many levels of symbolic links in {path}")));
+                    return Err(io::Error::other(format!(
+                        "too many levels of symbolic links in {path}"
+                    )));
                 }
                 let target = fs::read_link(&host)?;
                 let target_str = target.to_string_lossy().to_string();
@@ -64,10 +66,17 @@ pub fn has_wildcard(s: &str) -> bool {
 pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     match (pattern.first(), name.first()) {
         (None, None) => true,
-        (Some(b'*'), _) => glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..])),
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], name) || (!name.is_empty() && glob_match(pattern, &name[1..]))
+        }
         (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &name[1..]),
         (Some(b'['), Some(&c)) => {
-            let Some(end) = pattern.iter().skip(1).position(|&b| b == b']').map(|p| p + 1) else {
+            let Some(end) = pattern
+                .iter()
+                .skip(1)
+                .position(|&b| b == b']')
+                .map(|p| p + 1)
+            else {
                 return name.first() == Some(&b'[') && glob_match(&pattern[1..], &name[1..]);
             };
             let class = &pattern[1..end];
@@ -88,14 +97,20 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
             }
             matched != negate && glob_match(&pattern[end + 1..], &name[1..])
         }
-        (Some(b'\\'), Some(&c)) if pattern.len() > 1 => pattern[1] == c && glob_match(&pattern[2..], &name[1..]),
+        (Some(b'\\'), Some(&c)) if pattern.len() > 1 => {
+            pattern[1] == c && glob_match(&pattern[2..], &name[1..])
+        }
         (Some(&p), Some(&c)) => p == c && glob_match(&pattern[1..], &name[1..]),
         _ => false,
     }
 }
 
 /// Expands a source pattern relative to `root` into matching paths (relative, sorted).
-pub fn expand_sources(root: &Path, pattern: &str, allow_wildcard: bool) -> io::Result<Vec<PathBuf>> {
+pub fn expand_sources(
+    root: &Path,
+    pattern: &str,
+    allow_wildcard: bool,
+) -> io::Result<Vec<PathBuf>> {
     let parts = components(pattern);
     if !allow_wildcard || !has_wildcard(pattern) {
         let mut rel = PathBuf::new();
@@ -119,8 +134,12 @@ pub fn expand_sources(root: &Path, pattern: &str, allow_wildcard: bool) -> io::R
                 next.push(b);
             } else if has_wildcard(&part_str) {
                 let dir = resolve_in_root(root, &base.to_string_lossy(), true)?;
-                let Ok(entries) = fs::read_dir(&dir) else { continue };
-                let mut names: Vec<OsString> = entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<OsString> = entries
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect();
                 names.sort();
                 for name in names {
                     if glob_match(part_str.as_bytes(), name.as_bytes()) {
@@ -150,7 +169,9 @@ pub struct CopySettings {
 
 impl CopySettings {
     fn skip(&self, rel: &Path) -> bool {
-        self.exclude.as_ref().is_some_and(|m| m.excluded(&rel.to_string_lossy()))
+        self.exclude
+            .as_ref()
+            .is_some_and(|m| m.excluded(&rel.to_string_lossy()))
     }
 
     fn walk_excluded(&self) -> bool {
@@ -159,7 +180,12 @@ impl CopySettings {
 }
 
 /// Performs one COPY/ADD action from `src_root` into `dest_root` (both host paths of mounted trees).
-pub fn copy_action(src_root: &Path, dest_root: &Path, action: &CopyAction, settings: &CopySettings) -> io::Result<()> {
+pub fn copy_action(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &CopyAction,
+    settings: &CopySettings,
+) -> io::Result<()> {
     let sources = expand_sources(src_root, &action.src, action.allow_wildcard)?;
     let wildcard = action.allow_wildcard && has_wildcard(&action.src);
     let mut existing = Vec::new();
@@ -172,14 +198,23 @@ pub fn copy_action(src_root: &Path, dest_root: &Path, action: &CopyAction, setti
         if fs::symlink_metadata(&host).is_ok() && !excluded {
             existing.push((rel, host));
         } else if !wildcard {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("\"/{}\": not found", rel.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("\"/{}\": not found", rel.display()),
+            ));
         }
     }
     if existing.is_empty() {
         if action.allow_empty_wildcard {
             return Ok(());
         }
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no source files were specified: \"{}\" matched nothing", action.src)));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no source files were specified: \"{}\" matched nothing",
+                action.src
+            ),
+        ));
     }
     let dest_slash = action.dest.ends_with('/');
     let dest_host = resolve_in_root(dest_root, &action.dest, true)?;
@@ -191,12 +226,18 @@ pub fn copy_action(src_root: &Path, dest_root: &Path, action: &CopyAction, setti
             mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
             let target = resolve_in_root(dest_root, &action.dest, true)?;
             copy_dir_contents(&host, &target, settings, &rel)?;
-        } else if action.attempt_unpack && meta.is_file() && try_unpack(&host, dest_root, &action.dest, parent_owner)? {
+        } else if action.attempt_unpack
+            && meta.is_file()
+            && try_unpack(&host, dest_root, &action.dest, parent_owner)?
+        {
             continue;
         } else {
             let target = if dest_is_dir {
                 mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
-                let name = rel.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("."));
+                let name = rel
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| OsString::from("."));
                 resolve_in_root(dest_root, &action.dest, true)?.join(name)
             } else {
                 if let Some(parent) = Path::new(action.dest.trim_end_matches('/')).parent() {
@@ -219,7 +260,11 @@ pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>, mode: u32) 
         let host = resolve_in_root(root, &current, true)?;
         match fs::metadata(&host) {
             Ok(m) if m.is_dir() => continue,
-            Ok(_) => return Err(io::Error::other(format!("cannot create directory {current}: a file is in the way"))),
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "cannot create directory {current}: a file is in the way"
+                )))
+            }
             Err(_) => {
                 fs::create_dir(&host)?;
                 fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
@@ -232,12 +277,23 @@ pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>, mode: u32) 
 }
 
 /// The WORKDIR / mkdir action.
-pub fn mkdir_action(root: &Path, action: &MkdirAction, owner: Option<(u32, u32)>) -> io::Result<()> {
+pub fn mkdir_action(
+    root: &Path,
+    action: &MkdirAction,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     mkdir_all(root, &action.path, owner, action.mode)
 }
 
-fn copy_dir_contents(src: &Path, dest: &Path, settings: &CopySettings, rel: &Path) -> io::Result<()> {
-    let mut names: Vec<OsString> = fs::read_dir(src)?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+fn copy_dir_contents(
+    src: &Path,
+    dest: &Path,
+    settings: &CopySettings,
+    rel: &Path,
+) -> io::Result<()> {
+    let mut names: Vec<OsString> = fs::read_dir(src)?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
     names.sort();
     for name in names {
         let s = src.join(&name);
@@ -251,7 +307,13 @@ fn copy_dir_contents(src: &Path, dest: &Path, settings: &CopySettings, rel: &Pat
     Ok(())
 }
 
-fn copy_entry(src: &Path, dest: &Path, meta: &fs::Metadata, settings: &CopySettings, rel: &Path) -> io::Result<()> {
+fn copy_entry(
+    src: &Path,
+    dest: &Path,
+    meta: &fs::Metadata,
+    settings: &CopySettings,
+    rel: &Path,
+) -> io::Result<()> {
     let (uid, gid) = match settings.owner {
         Some(o) => o,
         None if settings.reset_owner => (0, 0),
@@ -314,11 +376,24 @@ fn copy_entry(src: &Path, dest: &Path, meta: &fs::Metadata, settings: &CopySetti
 fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let times = [
-        libc::timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() },
-        libc::timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
+        libc::timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
     ];
     // SAFETY: valid path and a two-element timespec array as utimensat requires.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -360,8 +435,15 @@ fn archive_kind(path: &Path) -> io::Result<Option<ArchiveKind>> {
     Ok((n >= 262 && &header[257..262] == b"ustar").then_some(ArchiveKind::Tar))
 }
 
-fn try_unpack(src: &Path, dest_root: &Path, dest: &str, owner: Option<(u32, u32)>) -> io::Result<bool> {
-    let Some(kind) = archive_kind(src)? else { return Ok(false) };
+fn try_unpack(
+    src: &Path,
+    dest_root: &Path,
+    dest: &str,
+    owner: Option<(u32, u32)>,
+) -> io::Result<bool> {
+    let Some(kind) = archive_kind(src)? else {
+        return Ok(false);
+    };
     mkdir_all(dest_root, dest, owner, 0o755)?;
     let target = resolve_in_root(dest_root, dest, true)?;
     let file = fs::File::open(src)?;
@@ -390,10 +472,22 @@ mod tests {
         fs::create_dir_all(root.join("real/sub")).unwrap();
         symlink("/real", root.join("abs")).unwrap();
         symlink("../../../../real", root.join("rel")).unwrap();
-        assert_eq!(resolve_in_root(root, "/abs/sub", true).unwrap(), root.join("real/sub"));
-        assert_eq!(resolve_in_root(root, "/rel/sub", true).unwrap(), root.join("real/sub"));
-        assert_eq!(resolve_in_root(root, "/../../etc", true).unwrap(), root.join("etc"));
-        assert_eq!(resolve_in_root(root, "/abs", false).unwrap(), root.join("abs"));
+        assert_eq!(
+            resolve_in_root(root, "/abs/sub", true).unwrap(),
+            root.join("real/sub")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/rel/sub", true).unwrap(),
+            root.join("real/sub")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/../../etc", true).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/abs", false).unwrap(),
+            root.join("abs")
+        );
     }
 
     #[test]
@@ -412,7 +506,12 @@ mod tests {
         fs::write(src.path().join("dir/inner/f"), "x").unwrap();
         fs::write(src.path().join("a.txt"), "a").unwrap();
         fs::write(src.path().join("b.txt"), "b").unwrap();
-        let settings = CopySettings { owner: None, reset_owner: true, mode: None, exclude: None };
+        let settings = CopySettings {
+            owner: None,
+            reset_owner: true,
+            mode: None,
+            exclude: None,
+        };
         let action = |s: &str, d: &str| CopyAction {
             src_input: 1,
             src: s.into(),
@@ -430,11 +529,18 @@ mod tests {
         assert!(dst.path().join("x/inner/f").is_file());
         copy_action(src.path(), dst.path(), &action("*.txt", "/t"), &settings).unwrap();
         assert!(dst.path().join("t/a.txt").is_file() && dst.path().join("t/b.txt").is_file());
-        copy_action(src.path(), dst.path(), &action("a.txt", "/renamed"), &settings).unwrap();
+        copy_action(
+            src.path(),
+            dst.path(),
+            &action("a.txt", "/renamed"),
+            &settings,
+        )
+        .unwrap();
         assert_eq!(fs::read_to_string(dst.path().join("renamed")).unwrap(), "a");
         copy_action(src.path(), dst.path(), &action("a.txt", "/x"), &settings).unwrap();
         assert!(dst.path().join("x/a.txt").is_file());
-        let err = copy_action(src.path(), dst.path(), &action("missing", "/y"), &settings).unwrap_err();
+        let err =
+            copy_action(src.path(), dst.path(), &action("missing", "/y"), &settings).unwrap_err();
         assert!(err.to_string().contains("/missing"));
     }
 }

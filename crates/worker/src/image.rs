@@ -46,7 +46,10 @@ pub async fn unpack_image(
     let mut chain: Option<Digest> = None;
     let diff_ids = record.config.rootfs.diff_ids.clone();
     if diff_ids.len() != record.manifest.layers.len() {
-        return Err(WorkerError::Unpack { digest: record.manifest_digest.clone(), message: "config diff_ids and manifest layers differ in count".into() });
+        return Err(WorkerError::Unpack {
+            digest: record.manifest_digest.clone(),
+            message: "config diff_ids and manifest layers differ in count".into(),
+        });
     }
     for (desc, diff_id) in record.manifest.layers.iter().zip(diff_ids) {
         let chain_id = match &chain {
@@ -54,7 +57,11 @@ pub async fn unpack_image(
             Some(prev) => Digest::sha256_of(format!("{prev} {diff_id}").as_bytes()),
         };
         let known = match index {
-            Some(ix) => ix.get_in(UNPACKED_TABLE, chain_id.to_string().as_bytes()).ok().flatten().map(|v| SnapshotId(String::from_utf8_lossy(&v).to_string())),
+            Some(ix) => ix
+                .get_in(UNPACKED_TABLE, chain_id.to_string().as_bytes())
+                .ok()
+                .flatten()
+                .map(|v| SnapshotId(String::from_utf8_lossy(&v).to_string())),
             None => None,
         };
         let id = match known {
@@ -63,9 +70,20 @@ pub async fn unpack_image(
                 if !store.has_blob(&desc.digest) {
                     registry.fetch_blob(&parsed, desc, store).await?;
                 }
-                let id = unpack_layer(store, snapshotter, parent.clone(), desc.clone(), diff_id.clone()).await?;
+                let id = unpack_layer(
+                    store,
+                    snapshotter,
+                    parent.clone(),
+                    desc.clone(),
+                    diff_id.clone(),
+                )
+                .await?;
                 if let Some(ix) = index {
-                    let _ = ix.put_in(UNPACKED_TABLE, chain_id.to_string().as_bytes(), id.0.as_bytes());
+                    let _ = ix.put_in(
+                        UNPACKED_TABLE,
+                        chain_id.to_string().as_bytes(),
+                        id.0.as_bytes(),
+                    );
                 }
                 id
             }
@@ -76,29 +94,57 @@ pub async fn unpack_image(
     Ok(parent)
 }
 
-async fn unpack_layer(store: &Store, snapshotter: &Snapshotter, parent: Option<SnapshotId>, desc: Descriptor, diff_id: DiffId) -> Result<SnapshotId, WorkerError> {
+async fn unpack_layer(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    parent: Option<SnapshotId>,
+    desc: Descriptor,
+    diff_id: DiffId,
+) -> Result<SnapshotId, WorkerError> {
     let store = store.clone();
     let snapshotter = snapshotter.clone();
     tokio::task::spawn_blocking(move || {
-        let err = |message: String| WorkerError::Unpack { digest: desc.digest.clone(), message };
+        let err = |message: String| WorkerError::Unpack {
+            digest: desc.digest.clone(),
+            message,
+        };
         let file = store.open_blob(&desc.digest)?;
         let compression = desc.media_type.layer_compression();
         let decompressed: Box<dyn Read> = match compression {
-            Some(rbuild_oci::Compression::Gzip) => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file))),
+            Some(rbuild_oci::Compression::Gzip) => {
+                Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file)))
+            }
             Some(rbuild_oci::Compression::None) => Box::new(io::BufReader::new(file)),
-            _ => return Err(err(format!("unsupported layer media type {}", desc.media_type.as_str()))),
+            _ => {
+                return Err(err(format!(
+                    "unsupported layer media type {}",
+                    desc.media_type.as_str()
+                )))
+            }
         };
-        let mut reader = HashingReader { inner: decompressed, hasher: Sha256::new() };
+        let mut reader = HashingReader {
+            inner: decompressed,
+            hasher: Sha256::new(),
+        };
         let id = snapshotter.apply_layer(parent.as_ref(), &mut reader)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| err(e.to_string()))?;
-        let actual = Digest::from_hex(&hex_of(reader.hasher.finalize().as_slice())).map_err(|e| err(e.to_string()))?;
+        let actual = Digest::from_hex(&hex_of(reader.hasher.finalize().as_slice()))
+            .map_err(|e| err(e.to_string()))?;
         if actual != diff_id.0 {
             let _ = snapshotter.remove(&id);
-            return Err(err(format!("diff ID mismatch: expected {diff_id}, got {actual}")));
+            return Err(err(format!(
+                "diff ID mismatch: expected {diff_id}, got {actual}"
+            )));
         }
         if compression == Some(rbuild_oci::Compression::Gzip) {
             let layer = Layer {
-                descriptor: Descriptor { media_type: MediaType::new(MediaType::OCI_LAYER_GZIP), digest: desc.digest.clone(), size: desc.size, platform: None, annotations: None },
+                descriptor: Descriptor {
+                    media_type: MediaType::new(MediaType::OCI_LAYER_GZIP),
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    platform: None,
+                    annotations: None,
+                },
                 diff_id,
             };
             let label = serde_json::to_string(&layer).map_err(|e| err(e.to_string()))?;

@@ -103,7 +103,11 @@ pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<Vertex
     let mut graph = Graph::new();
     let mut ids = Vec::with_capacity(def.vertices.len());
     for (i, v) in def.vertices.iter().enumerate() {
-        let context_inputs = v.inputs.iter().map(|&inp| matches!(def.vertices[inp].op, Op::Source(SourceOp::Local { .. }))).collect();
+        let context_inputs = v
+            .inputs
+            .iter()
+            .map(|&inp| matches!(def.vertices[inp].op, Op::Source(SourceOp::Local { .. })))
+            .collect();
         let context_excludes = v
             .inputs
             .iter()
@@ -113,7 +117,12 @@ pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<Vertex
             })
             .unwrap_or_default();
         let inputs = v.inputs.iter().map(|&inp| ids[inp]).collect();
-        let vertex = WorkVertex { op: v.op.clone(), digest: def.digest(i).clone(), context_inputs, context_excludes };
+        let vertex = WorkVertex {
+            op: v.op.clone(),
+            digest: def.digest(i).clone(),
+            context_inputs,
+            context_excludes,
+        };
         ids.push(graph.add_vertex(vertex, v.name.clone(), inputs));
     }
     (graph, ids)
@@ -131,8 +140,22 @@ pub struct Worker {
 
 impl Worker {
     /// A worker over the given parts; `context` is the build context directory.
-    pub fn new(store: Store, snapshotter: Snapshotter, sandbox: Sandbox, registry: RegistryClient, index: Option<CacheIndex>, context: Option<PathBuf>) -> Self {
-        Worker { store, snapshotter, sandbox: Arc::new(sandbox), registry, index, context }
+    pub fn new(
+        store: Store,
+        snapshotter: Snapshotter,
+        sandbox: Sandbox,
+        registry: RegistryClient,
+        index: Option<CacheIndex>,
+        context: Option<PathBuf>,
+    ) -> Self {
+        Worker {
+            store,
+            snapshotter,
+            sandbox: Arc::new(sandbox),
+            registry,
+            index,
+            context,
+        }
     }
 
     /// The snapshotter.
@@ -140,18 +163,29 @@ impl Worker {
         &self.snapshotter
     }
 
-    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, WorkerError> + Send + 'static) -> Result<T, WorkerError> {
-        tokio::task::spawn_blocking(f).await.map_err(|e| WorkerError::Join(e.to_string()))?
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, WorkerError> + Send + 'static,
+    ) -> Result<T, WorkerError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| WorkerError::Join(e.to_string()))?
     }
 
     fn fs_input(inputs: &[Value], i: usize) -> Result<Option<SnapshotId>, WorkerError> {
         match inputs.get(i) {
             Some(Value::Fs(id)) => Ok(id.clone()),
-            other => Err(WorkerError::Graph(format!("input {i} is not a filesystem: {other:?}"))),
+            other => Err(WorkerError::Graph(format!(
+                "input {i} is not a filesystem: {other:?}"
+            ))),
         }
     }
 
-    async fn run_exec(&self, exec: &rbuild_llb::ExecOp, inputs: Vec<Value>, ctx: ExecContext) -> Result<Value, WorkerError> {
+    async fn run_exec(
+        &self,
+        exec: &rbuild_llb::ExecOp,
+        inputs: Vec<Value>,
+        ctx: ExecContext,
+    ) -> Result<Value, WorkerError> {
         let parent = Self::fs_input(&inputs, 0)?;
         let snapshotter = self.snapshotter.clone();
         let sandbox = self.sandbox.clone();
@@ -159,9 +193,20 @@ impl Worker {
         Self::blocking(move || {
             let active = snapshotter.prepare(parent.as_ref())?;
             let rootfs_spec = active.rootfs();
-            let stubs: Vec<&str> = ["etc/hosts", "etc/resolv.conf"].into_iter().filter(|p| !exists_in_rootfs(&rootfs_spec, p)).collect();
+            let stubs: Vec<&str> = ["etc/hosts", "etc/resolv.conf"]
+                .into_iter()
+                .filter(|p| !exists_in_rootfs(&rootfs_spec, p))
+                .collect();
             let rootfs = match rootfs_spec {
-                RootfsSpec::Overlay { lowerdirs, upperdir, workdir } => rbuild_sandbox::Rootfs::Overlay { lowerdirs, upperdir, workdir },
+                RootfsSpec::Overlay {
+                    lowerdirs,
+                    upperdir,
+                    workdir,
+                } => rbuild_sandbox::Rootfs::Overlay {
+                    lowerdirs,
+                    upperdir,
+                    workdir,
+                },
                 RootfsSpec::Dir(dir) => rbuild_sandbox::Rootfs::Dir(dir),
             };
             let spec = RunSpec {
@@ -204,7 +249,11 @@ impl Worker {
                     rbuild_sandbox::ExitStatus::Code(c) => c,
                     rbuild_sandbox::ExitStatus::Signal(s) => 128 + s,
                 };
-                return Err(WorkerError::RunFailed { command: exec.args.join(" "), code, tail: tail.into_iter().collect() });
+                return Err(WorkerError::RunFailed {
+                    command: exec.args.join(" "),
+                    code,
+                    tail: tail.into_iter().collect(),
+                });
             }
             // Mount points the sandbox had to create are not part of the step's result (as in BuildKit).
             for stub in stubs {
@@ -218,7 +267,12 @@ impl Worker {
         .await
     }
 
-    async fn run_file(&self, file: &rbuild_llb::FileOp, inputs: Vec<Value>, excludes: &[String]) -> Result<Value, WorkerError> {
+    async fn run_file(
+        &self,
+        file: &rbuild_llb::FileOp,
+        inputs: Vec<Value>,
+        excludes: &[String],
+    ) -> Result<Value, WorkerError> {
         let parent = Self::fs_input(&inputs, 0)?;
         let snapshotter = self.snapshotter.clone();
         let context = self.context.clone();
@@ -226,7 +280,14 @@ impl Worker {
         let excludes = dockerignore::Matcher::new(excludes);
         Self::blocking(move || {
             let active = snapshotter.prepare(parent.as_ref())?;
-            let result = apply_file_actions(&snapshotter, &active, &file, &inputs, context.as_deref(), &excludes);
+            let result = apply_file_actions(
+                &snapshotter,
+                &active,
+                &file,
+                &inputs,
+                context.as_deref(),
+                &excludes,
+            );
             match result {
                 Ok(()) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
                 Err(e) => {
@@ -239,12 +300,22 @@ impl Worker {
     }
 
     async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
-        let Op::File(file) = &vertex.op else { return Ok(Vec::new()) };
+        let Op::File(file) = &vertex.op else {
+            return Ok(Vec::new());
+        };
         let copies: Vec<_> = file
             .actions
             .iter()
             .filter_map(|a| match a {
-                FileAction::Copy(c) if vertex.context_inputs.get(c.src_input).copied().unwrap_or(false) => Some(c.clone()),
+                FileAction::Copy(c)
+                    if vertex
+                        .context_inputs
+                        .get(c.src_input)
+                        .copied()
+                        .unwrap_or(false) =>
+                {
+                    Some(c.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -252,16 +323,23 @@ impl Worker {
             return Ok(Vec::new());
         }
         let Some(context) = self.context.clone() else {
-            return Err(WorkerError::Graph("COPY from the build context without a context".into()));
+            return Err(WorkerError::Graph(
+                "COPY from the build context without a context".into(),
+            ));
         };
         let index = self.index.clone();
         let excludes = vertex.context_excludes.clone();
         Self::blocking(move || {
             let matcher = dockerignore::Matcher::new(&excludes);
-            let mut cache = checksum::StatCache::new(index.as_ref()).with_excludes((!matcher.is_empty()).then_some(matcher));
+            let mut cache = checksum::StatCache::new(index.as_ref())
+                .with_excludes((!matcher.is_empty()).then_some(matcher));
             let mut out = Vec::new();
             for c in &copies {
-                out.push(cache.checksum(&context, &c.src, c.allow_wildcard, c.follow_symlinks).map_err(WorkerError::Checksum)?);
+                out.push(
+                    cache
+                        .checksum(&context, &c.src, c.allow_wildcard, c.follow_symlinks)
+                        .map_err(WorkerError::Checksum)?,
+                );
             }
             cache.flush();
             Ok(out)
@@ -272,7 +350,13 @@ impl Worker {
 
 fn exists_in_rootfs(spec: &RootfsSpec, rel: &str) -> bool {
     match spec {
-        RootfsSpec::Overlay { lowerdirs, upperdir, .. } => std::iter::once(upperdir).chain(lowerdirs.iter()).any(|d| std::fs::symlink_metadata(d.join(rel)).is_ok()),
+        RootfsSpec::Overlay {
+            lowerdirs,
+            upperdir,
+            ..
+        } => std::iter::once(upperdir)
+            .chain(lowerdirs.iter())
+            .any(|d| std::fs::symlink_metadata(d.join(rel)).is_ok()),
         RootfsSpec::Dir(dir) => std::fs::symlink_metadata(dir.join(rel)).is_ok(),
     }
 }
@@ -293,29 +377,52 @@ fn apply_file_actions(
             FileAction::Copy(copy) => {
                 let op_name = if copy.attempt_unpack { "ADD" } else { "COPY" };
                 let (src_root, reset_owner) = match inputs.get(copy.src_input) {
-                    Some(Value::Context) => (context.ok_or_else(|| WorkerError::Graph("no build context".into()))?.to_path_buf(), true),
+                    Some(Value::Context) => (
+                        context
+                            .ok_or_else(|| WorkerError::Graph("no build context".into()))?
+                            .to_path_buf(),
+                        true,
+                    ),
                     Some(Value::Fs(id)) => {
                         if !views.contains_key(&copy.src_input) {
                             views.insert(copy.src_input, snapshotter.view(id.as_ref())?);
                         }
                         (views[&copy.src_input].path().to_path_buf(), false)
                     }
-                    None => return Err(WorkerError::Graph(format!("copy source input {} missing", copy.src_input))),
+                    None => {
+                        return Err(WorkerError::Graph(format!(
+                            "copy source input {} missing",
+                            copy.src_input
+                        )))
+                    }
                 };
                 let owner = match &copy.owner {
                     Some(o) => Some(users::resolve_chown(&root, o).map_err(WorkerError::User)?),
                     None => None,
                 };
                 let exclude = (reset_owner && !excludes.is_empty()).then(|| excludes.clone());
-                let settings = fsops::CopySettings { owner, reset_owner, mode: copy.mode, exclude };
-                fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| WorkerError::File { op: op_name, source })?;
+                let settings = fsops::CopySettings {
+                    owner,
+                    reset_owner,
+                    mode: copy.mode,
+                    exclude,
+                };
+                fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| {
+                    WorkerError::File {
+                        op: op_name,
+                        source,
+                    }
+                })?;
             }
             FileAction::Mkdir(mkdir) => {
                 let owner = match &mkdir.owner {
                     Some(o) => Some(users::resolve_chown(&root, o).map_err(WorkerError::User)?),
                     None => None,
                 };
-                fsops::mkdir_action(&root, mkdir, owner).map_err(|source| WorkerError::File { op: "WORKDIR", source })?;
+                fsops::mkdir_action(&root, mkdir, owner).map_err(|source| WorkerError::File {
+                    op: "WORKDIR",
+                    source,
+                })?;
             }
         }
     }
@@ -329,7 +436,11 @@ impl Executor for Worker {
     type Value = Value;
     type Error = WorkerError;
 
-    async fn cache_key(&self, vertex: &WorkVertex, inputs: &[CacheKey]) -> Result<CacheKey, WorkerError> {
+    async fn cache_key(
+        &self,
+        vertex: &WorkVertex,
+        inputs: &[CacheKey],
+    ) -> Result<CacheKey, WorkerError> {
         let op_json = rbuild_oci::canonical_json(&vertex.op).unwrap_or_default();
         let mut parts: Vec<Vec<u8>> = vec![b"rbuild-cache-v1".to_vec(), op_json];
         for key in inputs {
@@ -342,13 +453,25 @@ impl Executor for Worker {
         Ok(CacheKey::from_parts(&refs))
     }
 
-    async fn exec(&self, vertex: &WorkVertex, inputs: Vec<Value>, ctx: ExecContext) -> Result<Value, WorkerError> {
+    async fn exec(
+        &self,
+        vertex: &WorkVertex,
+        inputs: Vec<Value>,
+        ctx: ExecContext,
+    ) -> Result<Value, WorkerError> {
         match &vertex.op {
             Op::Source(SourceOp::Scratch) => Ok(Value::Fs(None)),
             Op::Source(SourceOp::Local { .. }) => Ok(Value::Context),
-            Op::Source(SourceOp::Image { reference, digest }) => {
-                image::unpack_image(&self.store, &self.snapshotter, &self.registry, self.index.as_ref(), reference, digest.as_ref()).await.map(|id| Value::Fs(id))
-            }
+            Op::Source(SourceOp::Image { reference, digest }) => image::unpack_image(
+                &self.store,
+                &self.snapshotter,
+                &self.registry,
+                self.index.as_ref(),
+                reference,
+                digest.as_ref(),
+            )
+            .await
+            .map(|id| Value::Fs(id)),
             Op::Exec(exec) => self.run_exec(exec, inputs, ctx).await,
             Op::File(file) => self.run_file(file, inputs, &vertex.context_excludes).await,
         }

@@ -34,7 +34,11 @@ pub fn diff_of_changes(backend: Backend) {
     {
         let m = active.mount().expect("mount");
         let p = m.path();
-        assert_eq!(read(&p.join("keep/k")), "k", "lower files visible in the mount");
+        assert_eq!(
+            read(&p.join("keep/k")),
+            "k",
+            "lower files visible in the mount"
+        );
         write(&p.join("a.txt"), "new content");
         std::fs::remove_file(p.join("gone.txt")).unwrap();
         std::fs::remove_dir_all(p.join("olddir")).unwrap();
@@ -54,7 +58,13 @@ pub fn diff_of_changes(backend: Backend) {
             rustix::fs::AtFlags::empty(),
         )
         .unwrap();
-        rustix::fs::lsetxattr(p.join("a.txt"), "user.test", b"v1", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::lsetxattr(
+            p.join("a.txt"),
+            "user.test",
+            b"v1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
     }
     // Committing while mounted is refused; here the guard is already gone.
     let id = env.sn.commit(active).expect("commit");
@@ -67,7 +77,10 @@ pub fn diff_of_changes(backend: Backend) {
     assert_eq!(a.data, b"new content");
     assert_eq!(a.xattrs, vec![("user.test".to_string(), b"v1".to_vec())]);
     assert!(names.contains(&".wh.gone.txt".to_string()), "{names:?}");
-    assert!(find(&es, "keep/k").is_none(), "unchanged files are not in the diff: {names:?}");
+    assert!(
+        find(&es, "keep/k").is_none(),
+        "unchanged files are not in the diff: {names:?}"
+    );
     match backend {
         Backend::Overlay => {
             let d = names.iter().position(|n| n == "olddir/").expect("olddir/");
@@ -80,21 +93,45 @@ pub fn diff_of_changes(backend: Backend) {
     }
     assert_eq!(find(&es, "olddir/new").expect("olddir/new").data, b"n");
     let h1 = find(&es, "h1").expect("h1");
-    assert_eq!((h1.kind, h1.uid, h1.gid, h1.data.as_slice()), (EntryType::Regular, 1000, 1000, &b"hard"[..]));
+    assert_eq!(
+        (h1.kind, h1.uid, h1.gid, h1.data.as_slice()),
+        (EntryType::Regular, 1000, 1000, &b"hard"[..])
+    );
     let h2 = find(&es, "h2").expect("h2");
     assert_eq!((h2.kind, h2.link.as_deref()), (EntryType::Link, Some("h1")));
     assert_eq!(find(&es, "suid").expect("suid").mode, 0o4755);
     let sl = find(&es, "sl").expect("sl");
-    assert_eq!((sl.kind, sl.link.as_deref()), (EntryType::Symlink, Some("a.txt")));
+    assert_eq!(
+        (sl.kind, sl.link.as_deref()),
+        (EntryType::Symlink, Some("a.txt"))
+    );
     assert_eq!(find(&es, "fifo").expect("fifo").kind, EntryType::Fifo);
-    assert!(es.iter().all(|e| e.uname.iter().all(|b| *b == 0)), "no user names");
+    assert!(
+        es.iter().all(|e| e.uname.iter().all(|b| *b == 0)),
+        "no user names"
+    );
     // Sorted depth-first: parents before children, siblings by name.
     let mut sorted = names.clone();
     sorted.sort_by(|x, y| {
-        let k = |s: &str| s.trim_end_matches('/').split('/').map(str::to_string).collect::<Vec<_>>();
+        let k = |s: &str| {
+            s.trim_end_matches('/')
+                .split('/')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         let (kx, ky) = (k(x), k(y));
         // The opaque marker comes right after its directory.
-        let w = |v: &Vec<String>| v.iter().map(|c| if c == ".wh..wh..opq" { String::new() } else { c.clone() }).collect::<Vec<_>>();
+        let w = |v: &Vec<String>| {
+            v.iter()
+                .map(|c| {
+                    if c == ".wh..wh..opq" {
+                        String::new()
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
         w(&kx).cmp(&w(&ky))
     });
     assert_eq!(names, sorted);
@@ -103,16 +140,43 @@ pub fn diff_of_changes(backend: Backend) {
     assert!(listing.contains("-rwsr-xr-x 0/0"), "{listing}");
     assert!(listing.contains("h2 link to h1"), "{listing}");
     assert!(listing.contains("sl -> a.txt"), "{listing}");
-    assert!(listing.lines().any(|l| l.starts_with('p') && l.ends_with("fifo")), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('p') && l.ends_with("fifo")),
+        "{listing}"
+    );
     assert!(listing.contains("1000/1000"), "{listing}");
 }
 
 pub fn chain_of_three_in_view(backend: Backend) {
     require_root!();
     let env = Env::new(backend);
-    let l1 = apply(&env, None, &TarB::new().file("f1", 0o644, 0, b"1").dir("d", 0o755).file("d/in1", 0o644, 0, b"i1").finish());
-    let l2 = apply(&env, Some(&l1), &TarB::new().file("f2", 0o644, 0, b"2").file("d/in2", 0o644, 0, b"i2").finish());
-    let l3 = apply(&env, Some(&l2), &TarB::new().file("f3", 0o644, 0, b"3").whiteout(".wh.f1").finish());
+    let l1 = apply(
+        &env,
+        None,
+        &TarB::new()
+            .file("f1", 0o644, 0, b"1")
+            .dir("d", 0o755)
+            .file("d/in1", 0o644, 0, b"i1")
+            .finish(),
+    );
+    let l2 = apply(
+        &env,
+        Some(&l1),
+        &TarB::new()
+            .file("f2", 0o644, 0, b"2")
+            .file("d/in2", 0o644, 0, b"i2")
+            .finish(),
+    );
+    let l3 = apply(
+        &env,
+        Some(&l2),
+        &TarB::new()
+            .file("f3", 0o644, 0, b"3")
+            .whiteout(".wh.f1")
+            .finish(),
+    );
     assert_eq!(env.sn.parent(&l3).unwrap(), Some(l2.clone()));
     assert_eq!(env.sn.parent(&l1).unwrap(), None);
     {
@@ -124,7 +188,10 @@ pub fn chain_of_three_in_view(backend: Backend) {
         assert_eq!(read(&p.join("d/in1")), "i1");
         assert_eq!(read(&p.join("d/in2")), "i2");
         if backend == Backend::Overlay {
-            assert!(std::fs::write(p.join("nope"), "x").is_err(), "views are read-only");
+            assert!(
+                std::fs::write(p.join("nope"), "x").is_err(),
+                "views are read-only"
+            );
         }
         let v2 = env.sn.view(Some(&l2)).expect("view l2");
         assert_eq!(read(&v2.path().join("f1")), "1");
@@ -168,16 +235,26 @@ pub fn apply_whiteouts_devices_and_lower_hardlinks(backend: Backend) {
     let v = env.sn.view(Some(&top)).expect("view");
     let p = v.path();
     assert!(!p.join("a").exists());
-    let d: Vec<_> = std::fs::read_dir(p.join("d")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let d: Vec<_> = std::fs::read_dir(p.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(d, vec![std::ffi::OsString::from("new")]);
     assert_eq!(std::fs::read_dir(p.join("e")).unwrap().count(), 0);
-    assert_eq!(std::fs::metadata(p.join("e")).unwrap().mode() & 0o7777, 0o700, "implicit parent keeps lower metadata");
+    assert_eq!(
+        std::fs::metadata(p.join("e")).unwrap().mode() & 0o7777,
+        0o700,
+        "implicit parent keeps lower metadata"
+    );
     assert_eq!(read(&p.join("hl")), "kept");
     assert_eq!(std::fs::metadata(p.join("hl")).unwrap().uid(), 7);
     let null = std::fs::symlink_metadata(p.join("dev/null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
-    assert!(std::fs::symlink_metadata(p.join("p")).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(p.join("p"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     // The base is unchanged.
     let vb = env.sn.view(Some(&base)).expect("view base");
     assert_eq!(read(&vb.path().join("a")), "a");
@@ -190,17 +267,41 @@ pub fn malicious_layers_stay_inside(backend: Backend) {
     let outside = tempfile::tempdir().unwrap();
     let out = outside.path().to_string_lossy().into_owned();
     // `..` escapes are refused outright.
-    let err = env.sn.apply_layer(None, &mut &TarB::new().file("../../etc/x", 0o644, 0, b"pwn").finish()[..]).unwrap_err();
+    let err = env
+        .sn
+        .apply_layer(
+            None,
+            &mut &TarB::new().file("../../etc/x", 0o644, 0, b"pwn").finish()[..],
+        )
+        .unwrap_err();
     assert!(matches!(err, SnapshotError::PathEscape { .. }), "{err}");
-    let err = env.sn.apply_layer(None, &mut &TarB::new().file("x", 0o644, 0, b"x").hardlink("h", "../../../../etc/passwd").finish()[..]).unwrap_err();
+    let err = env
+        .sn
+        .apply_layer(
+            None,
+            &mut &TarB::new()
+                .file("x", 0o644, 0, b"x")
+                .hardlink("h", "../../../../etc/passwd")
+                .finish()[..],
+        )
+        .unwrap_err();
     assert!(matches!(err, SnapshotError::PathEscape { .. }), "{err}");
     // A symlink to an outside dir that does not exist inside: refused, nothing written outside.
     let err = env
         .sn
-        .apply_layer(None, &mut &TarB::new().symlink("abs", &out).file("abs/pwned", 0o644, 0, b"1").finish()[..])
+        .apply_layer(
+            None,
+            &mut &TarB::new()
+                .symlink("abs", &out)
+                .file("abs/pwned", 0o644, 0, b"1")
+                .finish()[..],
+        )
         .unwrap_err();
     assert!(matches!(err, SnapshotError::BadEntry { .. }), "{err}");
-    assert!(!outside.path().join("pwned").exists(), "wrote through an absolute symlink");
+    assert!(
+        !outside.path().join("pwned").exists(),
+        "wrote through an absolute symlink"
+    );
     // Symlinks, absolute or relative, resolve inside the root.
     let mut t = TarB::new();
     let mut prefix = String::new();
@@ -212,8 +313,7 @@ pub fn malicious_layers_stay_inside(backend: Backend) {
     let id = apply(
         &env,
         None,
-        &t
-            .symlink("abs", &out)
+        &t.symlink("abs", &out)
             .file("abs/pwned", 0o644, 0, b"1")
             .symlink("rel", "../../../../../../../../..")
             .file("rel/pwned2", 0o644, 0, b"2")
@@ -221,7 +321,10 @@ pub fn malicious_layers_stay_inside(backend: Backend) {
             .hardlink("slash/pwned3", "abs/pwned")
             .finish(),
     );
-    assert!(!outside.path().join("pwned").exists(), "wrote through an absolute symlink");
+    assert!(
+        !outside.path().join("pwned").exists(),
+        "wrote through an absolute symlink"
+    );
     assert!(!Path::new("/pwned2").exists() && !Path::new("/pwned3").exists());
     let v = env.sn.view(Some(&id)).expect("view");
     // Inside, the links resolve against the snapshot's own root.
@@ -230,13 +333,21 @@ pub fn malicious_layers_stay_inside(backend: Backend) {
     assert_eq!(read(&v.path().join("pwned2")), "2");
     assert_eq!(read(&v.path().join("pwned3")), "1");
     // No active snapshot leaks from the failed applies.
-    assert_eq!(std::fs::read_dir(env.root().join("active")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("active"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 fn sample_layer() -> Vec<u8> {
     TarB::new()
         .dir("bin/", 0o755)
-        .xattrs(&[("security.capability", &[1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..])])
+        .xattrs(&[(
+            "security.capability",
+            &[1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        )])
         .file("bin/ping", 0o755, 0, b"ELF")
         .file("bin/su", 0o4755, 0, b"su")
         .dir("etc/", 0o755)
@@ -280,14 +391,22 @@ pub fn apply_then_diff_round_trips(backend: Backend) {
     match backend {
         Backend::Overlay => assert_eq!(names, paths(&read_entries(&layer2))),
         Backend::Copy => {
-            for gone in ["etc/.wh.conf", "etc/.wh.conf2", "etc/.wh.link", "etc/.wh.pipe"] {
+            for gone in [
+                "etc/.wh.conf",
+                "etc/.wh.conf2",
+                "etc/.wh.link",
+                "etc/.wh.pipe",
+            ] {
                 assert!(names.contains(&gone.to_string()), "{gone} in {names:?}");
             }
         }
     }
     // And the result applies onto the parent again to the same tree.
     let v = env.sn.view(Some(&id2)).unwrap();
-    let mut etc: Vec<_> = std::fs::read_dir(v.path().join("etc")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut etc: Vec<_> = std::fs::read_dir(v.path().join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     etc.sort();
     assert_eq!(etc, vec![std::ffi::OsString::from("only")]);
     assert!(!v.path().join("srv").exists());
@@ -309,33 +428,65 @@ pub fn deterministic_diffs(backend: Backend) {
     let one = env.diff(&id, &DiffOptions::default());
     let two = env.diff(&id, &DiffOptions::default());
     assert_eq!(one, two, "two diffs of one snapshot are byte-identical");
-    let clamped = env.diff(&id, &DiffOptions { source_date_epoch: Some(1000) });
+    let clamped = env.diff(
+        &id,
+        &DiffOptions {
+            source_date_epoch: Some(1000),
+        },
+    );
     let es = read_entries(&clamped);
     assert!(!es.is_empty());
     assert!(es.iter().all(|e| e.mtime <= 1000), "all mtimes clamped");
-    assert_eq!(clamped, env.diff(&id, &DiffOptions { source_date_epoch: Some(1000) }));
+    assert_eq!(
+        clamped,
+        env.diff(
+            &id,
+            &DiffOptions {
+                source_date_epoch: Some(1000)
+            }
+        )
+    );
 }
 
 pub fn labels_and_removal(backend: Backend) {
     require_root!();
     let env = Env::new(backend);
     let a = apply(&env, None, &TarB::new().file("a", 0o644, 0, b"a").finish());
-    let b = apply(&env, Some(&a), &TarB::new().file("b", 0o644, 0, b"b").finish());
+    let b = apply(
+        &env,
+        Some(&a),
+        &TarB::new().file("b", 0o644, 0, b"b").finish(),
+    );
     assert_eq!(env.sn.label(&a, "k").unwrap(), None);
-    env.sn.set_label(&a, "containerd.io/uncompressed", "sha256:abc").unwrap();
+    env.sn
+        .set_label(&a, "containerd.io/uncompressed", "sha256:abc")
+        .unwrap();
     env.sn.set_label(&a, "k", "v").unwrap();
     env.sn.set_label(&a, "k", "v2").unwrap();
-    let reopened = rbuild_snapshotter::Snapshotter::open_with_backend(&env.root(), backend).unwrap();
+    let reopened =
+        rbuild_snapshotter::Snapshotter::open_with_backend(&env.root(), backend).unwrap();
     assert_eq!(reopened.label(&a, "k").unwrap().as_deref(), Some("v2"));
-    assert_eq!(reopened.label(&a, "containerd.io/uncompressed").unwrap().as_deref(), Some("sha256:abc"));
-    assert!(matches!(env.sn.remove(&a), Err(SnapshotError::HasChildren { .. })));
+    assert_eq!(
+        reopened
+            .label(&a, "containerd.io/uncompressed")
+            .unwrap()
+            .as_deref(),
+        Some("sha256:abc")
+    );
+    assert!(matches!(
+        env.sn.remove(&a),
+        Err(SnapshotError::HasChildren { .. })
+    ));
     env.sn.remove(&b).unwrap();
     assert!(!env.sn.exists(&b));
     env.sn.remove(&a).unwrap();
     assert!(!env.sn.exists(&a));
     assert!(matches!(env.sn.parent(&a), Err(SnapshotError::NotFound(_))));
     let bad = rbuild_snapshotter::SnapshotId("../x".into());
-    assert!(matches!(env.sn.parent(&bad), Err(SnapshotError::InvalidId(_))));
+    assert!(matches!(
+        env.sn.parent(&bad),
+        Err(SnapshotError::InvalidId(_))
+    ));
     assert!(!env.sn.exists(&bad));
     // Abort and still-mounted commits.
     let act = env.sn.prepare(None).unwrap();
@@ -346,7 +497,12 @@ pub fn labels_and_removal(backend: Backend) {
     drop(guard);
     let act = env.sn.prepare(None).unwrap();
     env.sn.abort(act).unwrap();
-    assert_eq!(std::fs::read_dir(env.root().join("active")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("active"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 macro_rules! suite {

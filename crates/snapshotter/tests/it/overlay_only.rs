@@ -27,9 +27,16 @@ fn open_detects_overlay() {
 #[test]
 #[ignore = "helper for crash_repair"]
 fn crash_child() {
-    let Some(root) = std::env::var_os(CRASH_ENV) else { return };
+    let Some(root) = std::env::var_os(CRASH_ENV) else {
+        return;
+    };
     let sn = Snapshotter::open_with_backend(std::path::Path::new(&root), Backend::Overlay).unwrap();
-    let base = sn.apply_layer(None, &mut &TarB::new().file("f", 0o644, 0, b"f").finish()[..]).unwrap();
+    let base = sn
+        .apply_layer(
+            None,
+            &mut &TarB::new().file("f", 0o644, 0, b"f").finish()[..],
+        )
+        .unwrap();
     let active = sn.prepare(Some(&base)).unwrap();
     let m = active.mount().unwrap();
     write(&m.path().join("new"), "x");
@@ -44,7 +51,13 @@ fn crash_repair() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "overlay_only::crash_child", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "overlay_only::crash_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_ENV, &root)
         .status()
         .unwrap();
@@ -54,9 +67,17 @@ fn crash_repair() {
     assert_eq!(std::fs::read_dir(canon.join("active")).unwrap().count(), 1);
     let sn = Snapshotter::open_with_backend(&root, Backend::Overlay).unwrap();
     assert!(mounts_under(&canon).is_empty(), "mounts repaired");
-    assert_eq!(std::fs::read_dir(canon.join("active")).unwrap().count(), 0, "active snapshot deleted");
+    assert_eq!(
+        std::fs::read_dir(canon.join("active")).unwrap().count(),
+        0,
+        "active snapshot deleted"
+    );
     assert_eq!(std::fs::read_dir(canon.join("mnt")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(canon.join("snapshots")).unwrap().count(), 1, "committed snapshot kept");
+    assert_eq!(
+        std::fs::read_dir(canon.join("snapshots")).unwrap().count(),
+        1,
+        "committed snapshot kept"
+    );
     drop(sn);
 }
 
@@ -73,7 +94,11 @@ fn deep_chain_mounts_with_lowerdir_plus() {
     assert_eq!(std::fs::read_dir(v.path()).unwrap().count(), 60);
     let active = env.sn.prepare(parent.as_ref()).unwrap();
     match active.rootfs() {
-        RootfsSpec::Overlay { lowerdirs, upperdir, workdir } => {
+        RootfsSpec::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+        } => {
             assert_eq!(lowerdirs.len(), 60);
             assert_eq!(&upperdir, active.upperdir());
             assert!(workdir.is_dir());
@@ -101,7 +126,10 @@ fn mount_overlay_directly() {
     std::fs::remove_file(target.join("b")).unwrap();
     rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH).unwrap();
     assert_eq!(a, "top");
-    assert!(std::fs::symlink_metadata(up.join("b")).is_ok(), "whiteout in upper");
+    assert!(
+        std::fs::symlink_metadata(up.join("b")).is_ok(),
+        "whiteout in upper"
+    );
     assert!(mounts_under(dir.path()).is_empty());
 }
 
@@ -109,11 +137,24 @@ fn mount_overlay_directly() {
 fn copy_backend_rootfs_is_a_dir() {
     require_root!();
     let env = Env::new(Backend::Copy);
-    let base = apply(&env, None, &TarB::new().file("f", 0o644, 0, b"f").hardlink("g", "f").finish());
+    let base = apply(
+        &env,
+        None,
+        &TarB::new()
+            .file("f", 0o644, 0, b"f")
+            .hardlink("g", "f")
+            .finish(),
+    );
     let active = env.sn.prepare(Some(&base)).unwrap();
-    let RootfsSpec::Dir(p) = active.rootfs() else { panic!("copy backend") };
+    let RootfsSpec::Dir(p) = active.rootfs() else {
+        panic!("copy backend")
+    };
     assert_eq!(read(&p.join("f")), "f");
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(p.join("f")).unwrap().ino(), std::fs::metadata(p.join("g")).unwrap().ino(), "hardlinks kept by the copy");
+    assert_eq!(
+        std::fs::metadata(p.join("f")).unwrap().ino(),
+        std::fs::metadata(p.join("g")).unwrap().ino(),
+        "hardlinks kept by the copy"
+    );
     env.sn.abort(active).unwrap();
 }

@@ -34,7 +34,8 @@ pub struct Env {
 impl Env {
     pub fn new(backend: Backend) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sn = Snapshotter::open_with_backend(&dir.path().join("snapshots-v1"), backend).expect("open");
+        let sn = Snapshotter::open_with_backend(&dir.path().join("snapshots-v1"), backend)
+            .expect("open");
         Env { _dir: dir, sn }
     }
 
@@ -101,7 +102,10 @@ pub fn read_entries(bytes: &[u8]) -> Vec<E> {
         }
         let h = e.header().clone();
         let path = e.path().expect("path").to_string_lossy().into_owned();
-        let link = e.link_name().expect("link").map(|l| l.to_string_lossy().into_owned());
+        let link = e
+            .link_name()
+            .expect("link")
+            .map(|l| l.to_string_lossy().into_owned());
         let mut data = Vec::new();
         e.read_to_end(&mut data).expect("data");
         out.push(E {
@@ -114,7 +118,10 @@ pub fn read_entries(bytes: &[u8]) -> Vec<E> {
             link,
             data,
             xattrs,
-            dev: (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0)),
+            dev: (
+                h.device_major().ok().flatten().unwrap_or(0),
+                h.device_minor().ok().flatten().unwrap_or(0),
+            ),
             uname: h.username_bytes().map(|b| b.to_vec()).unwrap_or_default(),
         });
     }
@@ -122,7 +129,9 @@ pub fn read_entries(bytes: &[u8]) -> Vec<E> {
 }
 
 pub fn find<'a>(entries: &'a [E], path: &str) -> Option<&'a E> {
-    entries.iter().find(|e| e.path.trim_end_matches('/') == path.trim_end_matches('/'))
+    entries
+        .iter()
+        .find(|e| e.path.trim_end_matches('/') == path.trim_end_matches('/'))
 }
 
 pub fn paths(entries: &[E]) -> Vec<String> {
@@ -139,9 +148,18 @@ pub fn gnu_tar_list(bytes: &[u8]) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run GNU tar");
-    child.stdin.take().expect("stdin").write_all(bytes).expect("write to tar");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write to tar");
     let out = child.wait_with_output().expect("tar output");
-    assert!(out.status.success(), "tar -tvf failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar -tvf failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -152,7 +170,9 @@ pub struct TarB {
 
 impl TarB {
     pub fn new() -> TarB {
-        TarB { b: tar::Builder::new(Vec::new()) }
+        TarB {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(kind: EntryType, mode: u32, uid: u64) -> Header {
@@ -184,8 +204,13 @@ impl TarB {
     }
 
     pub fn xattrs(&mut self, x: &[(&str, &[u8])]) -> &mut Self {
-        let keys: Vec<(String, &[u8])> = x.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v)).collect();
-        self.b.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v))).expect("pax");
+        let keys: Vec<(String, &[u8])> = x
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.b
+            .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+            .expect("pax");
         self
     }
 
@@ -194,15 +219,30 @@ impl TarB {
     }
 
     pub fn file(&mut self, name: &str, mode: u32, uid: u64, data: &[u8]) -> &mut Self {
-        self.raw(Self::header(EntryType::Regular, mode, uid), name, None, data)
+        self.raw(
+            Self::header(EntryType::Regular, mode, uid),
+            name,
+            None,
+            data,
+        )
     }
 
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.raw(Self::header(EntryType::Symlink, 0o777, 0), name, Some(target), b"")
+        self.raw(
+            Self::header(EntryType::Symlink, 0o777, 0),
+            name,
+            Some(target),
+            b"",
+        )
     }
 
     pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.raw(Self::header(EntryType::Link, 0o644, 0), name, Some(target), b"")
+        self.raw(
+            Self::header(EntryType::Link, 0o644, 0),
+            name,
+            Some(target),
+            b"",
+        )
     }
 
     pub fn fifo(&mut self, name: &str) -> &mut Self {
@@ -227,12 +267,20 @@ impl TarB {
 }
 
 pub fn apply(env: &Env, parent: Option<&SnapshotId>, tar: &[u8]) -> SnapshotId {
-    env.sn.apply_layer(parent, &mut &tar[..]).expect("apply_layer")
+    env.sn
+        .apply_layer(parent, &mut &tar[..])
+        .expect("apply_layer")
 }
 
 pub fn mkfifo(p: &Path) {
-    rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
-        .expect("mkfifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
 }
 
 pub fn write(p: &Path, data: &str) {
