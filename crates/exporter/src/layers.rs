@@ -70,7 +70,21 @@ pub fn ensure_layer(
         },
         diff_id: DiffId(diff_digest),
     };
-    snapshotter.set_label(id, &label_key, &serde_json::to_string(&layer)?)?;
+    let json = serde_json::to_string(&layer)?;
+    snapshotter.set_label(id, &label_key, &json)?;
+    // A merged (`COPY --link`) snapshot's diff is its layer snapshot's: label that one too, so
+    // the next merge of it onto another base reuses this blob (overlay only: the copy backend
+    // diffs against the parent, so its blob depends on the base).
+    let overlay = snapshotter.backend() == rbuild_snapshotter::Backend::Overlay;
+    if let (true, Ok(Some(source))) = (
+        overlay,
+        snapshotter.label(id, rbuild_snapshotter::MERGE_SOURCE_LABEL),
+    ) {
+        let source = SnapshotId(source);
+        if snapshotter.exists(&source) {
+            let _ = snapshotter.set_label(&source, &label_key, &json);
+        }
+    }
     Ok(layer)
 }
 

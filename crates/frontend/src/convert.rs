@@ -5,6 +5,7 @@
 use crate::ast::{Args, Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
 use rbuild_llb::{
+    CacheMountOpt, ExecMount, MountType, SecretMountOpt,
     ChownOpt, CopyAction, Definition, ExecOp, FileAction, FileOp, MkdirAction, NetworkMode, Op,
     SourceLocation, SourceOp, UserOpt, VertexIndex,
 };
@@ -179,6 +180,65 @@ fn flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a str> {
         .map(|f| f.value.as_deref().unwrap_or(""))
 }
 
+/// Every value of a repeatable flag, in order.
+fn flags_all<'a>(inst: &'a Instruction, name: &str) -> Vec<&'a str> {
+    inst.flags
+        .iter()
+        .filter(|f| f.name == name)
+        .map(|f| f.value.as_deref().unwrap_or(""))
+        .collect()
+}
+
+/// A boolean flag: absent = false, `--x` or `--x=true` = true, `--x=false` = false.
+fn bool_flag(inst: &Instruction, name: &str) -> Result<bool, String> {
+    match flag(inst, name) {
+        None => Ok(false),
+        Some("") | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(format!("invalid value for --{name}: {v} (expected true or false)")),
+    }
+}
+
+/// True for a chmod(1)-style symbolic mode: `[ugoa]*([-+=]([rwxXst]*|[ugo]))+`, comma-separated.
+fn valid_symbolic_mode(s: &str) -> bool {
+    s.split(',').all(|clause| {
+        let rest = clause.trim_start_matches(['u', 'g', 'o', 'a']);
+        if rest.is_empty() {
+            return false;
+        }
+        let b = rest.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if !matches!(b[i], b'+' | b'-' | b'=') {
+                return false;
+            }
+            i += 1;
+            if i < b.len() && matches!(b[i], b'u' | b'g' | b'o') {
+                i += 1;
+                continue;
+            }
+            while i < b.len() && matches!(b[i], b'r' | b'w' | b'x' | b'X' | b's' | b't') {
+                i += 1;
+            }
+        }
+        true
+    })
+}
+
+/// The file name BuildKit gives a URL's download: the base name of its path, or `__unnamed__`.
+fn url_filename(url: &str) -> String {
+    let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let path = match after_scheme.find('/') {
+        Some(i) => &after_scheme[i..],
+        None => "",
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    match path.split('/').filter(|s| !s.is_empty()).last() {
+        Some(base) if base != "." => base.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
+}
+
 fn split_stages<'a>(df: &'a Dockerfile, opts: &ConvertOptions) -> Result<Parsed<'a>, ConvertError> {
     let lexer = Lexer::new(df.directives.escape);
     let mut meta: Vec<(String, String)> = platform_args();
@@ -322,8 +382,17 @@ fn stage_refs(
         }
     }
     for inst in &stage.body {
+        let mut froms: Vec<String> = Vec::new();
         if matches!(inst.kind, InstructionKind::Copy | InstructionKind::Add) {
             if let Some(from) = flag(inst, "from") {
+                froms.push(from.to_string());
+            }
+        }
+        if inst.kind == InstructionKind::Run {
+            froms.extend(run_mount_froms(inst));
+        }
+        for from in &froms {
+            {
                 let from = expand(lexer, from, &parsed.meta, &inst.span)?;
                 match find_stage(&parsed.stages, &from, index) {
                     Some(i) => deps.push(i),
@@ -343,6 +412,20 @@ fn stage_refs(
         }
     }
     Ok((deps, images))
+}
+
+/// The `from=` values (not yet expanded) of a RUN's `--mount` flags.
+fn run_mount_froms(inst: &Instruction) -> Vec<String> {
+    inst.flags
+        .iter()
+        .filter(|f| f.name == "mount")
+        .filter_map(|f| {
+            let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
+            crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
+                .ok()?
+                .from
+        })
+        .collect()
 }
 
 fn needed_stages(
@@ -781,7 +864,9 @@ impl<'a> Converter<'a> {
                 state.config.config.user = Some(user.clone());
                 self.history(state, format!("USER {user}"), true);
             }
-            InstructionKind::Run => self.run(state, inst, step, total)?,
+            InstructionKind::Run => {
+                self.run(state, inst, step, total, stages, decls, index, bases)?
+            }
             InstructionKind::Copy | InstructionKind::Add => {
                 self.copy(state, inst, step, total, stages, decls, index, bases)?
             }
@@ -952,14 +1037,145 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
+    /// The vertex a `--mount from=` names: an earlier stage or an image.
+    #[allow(clippy::too_many_arguments)]
+    fn mount_from_vertex(
+        &mut self,
+        state: &StageState,
+        from: &str,
+        span: &Span,
+        stages: &HashMap<usize, StageState>,
+        decls: &[StageDecl],
+        index: usize,
+        bases: &HashMap<String, BaseImage>,
+    ) -> Result<VertexIndex, ConvertError> {
+        let from = expand(&self.lexer, from, &self.meta(), span)?;
+        if let Some(i) = find_stage(decls, &from, index) {
+            return stages
+                .get(&i)
+                .map(|s| s.vertex)
+                .ok_or_else(|| ConvertError::at(span, format!("stage {from} was not built")));
+        }
+        let base = bases
+            .get(&from)
+            .ok_or_else(|| ConvertError::at(span, format!("image {from} was not resolved")))?;
+        let name = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
+        Ok(self.def.add(
+            Op::Source(SourceOp::Image {
+                reference: base.reference.clone(),
+                digest: Some(base.digest.clone()),
+            }),
+            vec![],
+            name,
+            self.location(span),
+        ))
+    }
+
+    /// The `--mount` flags of a RUN as exec mounts, and the extra vertex inputs they use
+    /// (input `k` of the exec vertex is `extra[k - 1]`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_mounts(
+        &mut self,
+        state: &StageState,
+        inst: &Instruction,
+        stages: &HashMap<usize, StageState>,
+        decls: &[StageDecl],
+        index: usize,
+        bases: &HashMap<String, BaseImage>,
+    ) -> Result<(Vec<ExecMount>, Vec<VertexIndex>), ConvertError> {
+        let span = &inst.span;
+        let vars = state.vars();
+        let mut mounts = Vec::new();
+        let mut extra: Vec<VertexIndex> = Vec::new();
+        for f in inst.flags.iter().filter(|f| f.name == "mount") {
+            let lexer = &self.lexer;
+            let mut ex = |w: &str| -> Result<String, String> {
+                lexer
+                    .process_word(w, &lookup(&vars))
+                    .map_err(|e| e.to_string())
+            };
+            let m = crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
+                .map_err(|e| ConvertError::at(span, e))?;
+            let target = if m.target.is_empty() {
+                String::new()
+            } else {
+                join_path(&state.workdir(), &m.target)
+            };
+            if target == "/" {
+                return Err(ConvertError::at(span, "invalid mount target \"/\""));
+            }
+            let source_vertex = match (&m.kind, &m.from) {
+                (MountType::Bind, None) => Some(self.context()),
+                (MountType::Bind | MountType::Cache, Some(from)) => Some(
+                    self.mount_from_vertex(state, from, span, stages, decls, index, bases)?,
+                ),
+                _ => None,
+            };
+            let input = source_vertex.map(|v| match extra.iter().position(|&e| e == v) {
+                Some(p) => p + 1,
+                None => {
+                    extra.push(v);
+                    extra.len()
+                }
+            });
+            let selector = match &m.source {
+                Some(src) if input.is_some() => join_path("/", src),
+                _ => "/".to_string(),
+            };
+            let mut mount = ExecMount {
+                kind: m.kind.clone(),
+                target: target.clone(),
+                input,
+                selector,
+                readonly: m.readonly,
+                cache: None,
+                tmpfs_size: None,
+                secret: None,
+            };
+            match m.kind {
+                MountType::Cache => {
+                    mount.cache = Some(CacheMountOpt {
+                        id: if m.id.is_empty() { target.clone() } else { m.id.clone() },
+                        sharing: m.sharing,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o755),
+                    })
+                }
+                MountType::Tmpfs => mount.tmpfs_size = m.size,
+                MountType::Secret => {
+                    mount.readonly = true;
+                    mount.secret = Some(SecretMountOpt {
+                        id: m.id.clone(),
+                        env: m.env.clone(),
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    })
+                }
+                MountType::Bind => {}
+            }
+            mounts.push(mount);
+        }
+        Ok((mounts, extra))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         state: &mut StageState,
         inst: &Instruction,
         step: usize,
         total: usize,
+        stages: &HashMap<usize, StageState>,
+        decls: &[StageDecl],
+        index: usize,
+        bases: &HashMap<String, BaseImage>,
     ) -> Result<(), ConvertError> {
         let span = &inst.span;
+        let (mounts, extra_inputs) =
+            self.run_mounts(state, inst, stages, decls, index, bases)?;
         let args = match &inst.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
@@ -988,31 +1204,34 @@ impl<'a> Converter<'a> {
             }
         };
         let user = state.config.config.user.clone().unwrap_or_default();
-        let env: Vec<String> = self
-            .run_env(state)
-            .into_iter()
-            .filter(|kv| {
-                !PROXY_ARGS
-                    .iter()
-                    .any(|p| kv.split_once('=').map(|(k, _)| k) == Some(p))
-                    || state
-                        .env()
-                        .iter()
-                        .any(|(k, _)| Some(k.as_str()) == kv.split_once('=').map(|(k, _)| k))
-            })
-            .collect();
+        // Proxy build args reach the process but stay out of the cache key (BuildKit's ProxyEnv).
+        let is_proxy = |kv: &String| {
+            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str());
+            PROXY_ARGS.contains(&key) && !state.env().iter().any(|(k, _)| k == key)
+        };
+        let (mut proxy_env, env): (Vec<String>, Vec<String>) =
+            self.run_env(state).into_iter().partition(is_proxy);
+        // Proxy args are predefined: a --build-arg reaches RUN without an ARG line.
+        for key in PROXY_ARGS {
+            let declared = proxy_env.iter().any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
+            let in_env = state.env().iter().any(|(k, _)| k == key);
+            if let (false, false, Some(value)) = (declared, in_env, self.opts.build_args.get(key)) {
+                proxy_env.push(format!("{key}={value}"));
+            }
+        }
         let op = Op::Exec(ExecOp {
             args: args.clone(),
             env,
             cwd: state.workdir(),
             user,
             network,
-            mounts: Vec::new(),
+            mounts,
+            proxy_env,
         });
         let name = self.step_name(state, step, total, inst);
-        state.vertex = self
-            .def
-            .add(op, vec![state.vertex], name, self.location(span));
+        let mut inputs = vec![state.vertex];
+        inputs.extend(extra_inputs);
+        state.vertex = self.def.add(op, inputs, name, self.location(span));
         let env_names: Vec<&(String, String)> = state
             .args
             .iter()
@@ -1123,13 +1342,46 @@ impl<'a> Converter<'a> {
             Some(c) => parse_chown(&expand(&self.lexer, c, &vars, span)?),
             None => None,
         };
-        let mode = match flag(inst, "chmod") {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-                ConvertError::at(
+        let (mode, mode_str) = match flag(inst, "chmod") {
+            Some(m) => {
+                let m = expand(&self.lexer, m, &vars, span)?;
+                match u32::from_str_radix(&m, 8) {
+                    Ok(v) if v <= 0o7777 => (Some(v), None),
+                    Err(_) if valid_symbolic_mode(&m) => (None, Some(m)),
+                    _ => {
+                        return Err(ConvertError::at(
+                            span,
+                            format!("invalid chmod parameter: {m}"),
+                        ))
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        let mut exclude_patterns = Vec::new();
+        for e in flags_all(inst, "exclude") {
+            exclude_patterns.push(expand(&self.lexer, e, &vars, span)?);
+        }
+        let parents = bool_flag(inst, "parents").map_err(|e| ConvertError::at(span, e))?;
+        let link = bool_flag(inst, "link").map_err(|e| ConvertError::at(span, e))?;
+        let checksum = match flag(inst, "checksum") {
+            Some(c) if is_add => {
+                let c = expand(&self.lexer, c, &vars, span)?;
+                let hex = c.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ConvertError::at(
+                        span,
+                        format!("invalid checksum {c}: expected sha256:<64 hex digits>"),
+                    ));
+                }
+                Some(c.to_ascii_lowercase())
+            }
+            Some(_) => {
+                return Err(ConvertError::at(
                     span,
-                    format!("invalid chmod parameter: {m} (octal modes are supported)"),
-                )
-            })?),
+                    "the --checksum flag is only supported by ADD",
+                ))
+            }
             None => None,
         };
         let (src_vertex, from_context) = match flag(inst, "from") {
@@ -1165,36 +1417,90 @@ impl<'a> Converter<'a> {
             }
             None => (self.context(), true),
         };
+        // --link: the copy is built on scratch (its cache key ignores the base) and then merged.
+        let base = if link {
+            self.def.add(
+                Op::Source(SourceOp::Scratch),
+                vec![],
+                "scratch".into(),
+                None,
+            )
+        } else {
+            state.vertex
+        };
+        let mut inputs = vec![base];
+        let mut src_input = None;
         let mut actions = Vec::new();
         for src in &words {
             let src = expand(&self.lexer, src, &vars, span)?;
-            if is_add && (src.starts_with("http://") || src.starts_with("https://")) {
+            let is_url = src.starts_with("http://") || src.starts_with("https://");
+            if is_url && !is_add {
                 return Err(ConvertError::at(
                     span,
-                    format!("ADD from a URL ({src}) is not supported yet"),
+                    format!("source can't be a URL for COPY: {src}"),
                 ));
             }
+            let (input, src_path, unpack) = if is_url {
+                let filename = url_filename(&src);
+                let http = self.def.add(
+                    Op::Source(SourceOp::Http {
+                        url: src.clone(),
+                        checksum: checksum.clone(),
+                        filename: filename.clone(),
+                    }),
+                    vec![],
+                    src.clone(),
+                    self.location(span),
+                );
+                inputs.push(http);
+                (inputs.len() - 1, format!("/{filename}"), false)
+            } else {
+                if checksum.is_some() {
+                    return Err(ConvertError::at(
+                        span,
+                        "--checksum can only be used with a URL source (or a Git repository)",
+                    ));
+                }
+                let input = *src_input.get_or_insert_with(|| {
+                    inputs.push(src_vertex);
+                    inputs.len() - 1
+                });
+                (input, src, is_add && from_context)
+            };
             actions.push(FileAction::Copy(CopyAction {
-                src_input: 1,
-                src,
+                src_input: input,
+                src: src_path,
                 dest: dest.clone(),
                 owner: chown.clone(),
                 mode,
                 follow_symlinks: true,
                 dir_copy_contents: true,
-                attempt_unpack: is_add && from_context,
+                attempt_unpack: unpack,
                 create_dest_path: true,
-                allow_wildcard: true,
+                allow_wildcard: !is_url,
                 allow_empty_wildcard: false,
+                mode_str: mode_str.clone(),
+                exclude_patterns: exclude_patterns.clone(),
+                parents: parents && !is_url,
             }));
         }
         let name = self.step_name(state, step, total, inst);
-        state.vertex = self.def.add(
+        let copied = self.def.add(
             Op::File(FileOp { actions }),
-            vec![state.vertex, src_vertex],
-            name,
+            inputs,
+            name.clone(),
             self.location(span),
         );
+        state.vertex = if link {
+            self.def.add(
+                Op::Merge,
+                vec![state.vertex, copied],
+                format!("{name} [merge]"),
+                self.location(span),
+            )
+        } else {
+            copied
+        };
         let flags: Vec<String> = inst
             .flags
             .iter()
@@ -1359,4 +1665,16 @@ mod tests {
         assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
         assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
     }
+}
+
+/// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.
+pub fn stage_names(df: &Dockerfile) -> Vec<String> {
+    df.instructions
+        .iter()
+        .filter(|i| i.kind == InstructionKind::From)
+        .filter_map(|i| {
+            let words = words_of(i);
+            (words.len() == 3 && words[1].eq_ignore_ascii_case("as")).then(|| words[2].to_lowercase())
+        })
+        .collect()
 }

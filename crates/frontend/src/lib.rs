@@ -16,13 +16,14 @@ pub mod ast;
 mod convert;
 pub mod error;
 pub mod expand;
+mod mounts;
 pub mod parser;
 
 pub use ast::{
     Args, Directives, Dockerfile, Flag, Heredoc, Instruction, InstructionKind, KeyValue, Span,
     EXPANDING_INSTRUCTIONS,
 };
-pub use convert::{base_images, convert, BaseImage, BuildPlan, ConvertError, ConvertOptions};
+pub use convert::{base_images, convert, stage_names, BaseImage, BuildPlan, ConvertError, ConvertOptions};
 pub use error::{ExpandError, ParseError, ParseErrorKind};
 pub use expand::{process_word, process_words, Lexer};
 pub use parser::{dump, parse};

@@ -6,8 +6,8 @@
 mod ops;
 
 pub use ops::{
-    ChownOpt, CopyAction, ExecMount, ExecOp, FileAction, FileOp, MkdirAction, MountType,
-    NetworkMode, Op, SourceOp, UserOpt,
+    CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, FileAction, FileOp,
+    MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SourceOp, UserOpt,
 };
 
 use rbuild_oci::Digest;
@@ -157,6 +157,7 @@ mod tests {
             user: String::new(),
             network: NetworkMode::Host,
             mounts: vec![],
+            proxy_env: vec![],
         })
     }
 

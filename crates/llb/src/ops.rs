@@ -13,6 +13,9 @@ pub enum Op {
     Exec(ExecOp),
     /// File actions done by the builder itself (COPY, ADD, WORKDIR creation) on input 0.
     File(FileOp),
+    /// Stacks the layers of inputs 1.. (each built on scratch, e.g. `COPY --link`) on input 0
+    /// without copying through input 0's paths; the result's layers are input 0's plus theirs.
+    Merge,
 }
 
 /// Where a source filesystem comes from.
@@ -34,6 +37,16 @@ pub enum SourceOp {
         name: String,
         /// `.dockerignore` patterns.
         excludes: Vec<String>,
+    },
+    /// A file fetched over HTTP(S) (ADD URL): the filesystem holds only `/filename`, mode 0600.
+    Http {
+        /// The URL.
+        url: String,
+        /// Expected content digest (`sha256:...`), if pinned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+        /// The file name inside the result.
+        filename: String,
     },
 }
 
@@ -61,9 +74,13 @@ pub struct ExecOp {
     pub user: String,
     /// Network mode.
     pub network: NetworkMode,
-    /// Extra mounts (RUN --mount); not yet executed by the worker.
+    /// Extra mounts (RUN --mount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<ExecMount>,
+    /// Proxy variables (`HTTP_PROXY`...) from build args: passed to the process, but not part of
+    /// the cache key, as BuildKit's ProxyEnv.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_env: Vec<String>,
 }
 
 /// Kind of an extra mount.
@@ -76,6 +93,54 @@ pub enum MountType {
     Cache,
     /// A tmpfs.
     Tmpfs,
+    /// A secret (file and/or environment variable); its value is never part of the graph.
+    Secret,
+}
+
+/// How concurrent users of one cache mount id share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSharing {
+    /// Everyone uses the same directory at once.
+    #[default]
+    Shared,
+    /// A busy directory is not shared: another (pooled) directory is used instead.
+    Private,
+    /// Users of the same id wait for each other.
+    Locked,
+}
+
+/// Options of a `type=cache` mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheMountOpt {
+    /// The cache id (default: the target).
+    pub id: String,
+    /// Sharing mode.
+    pub sharing: CacheSharing,
+    /// Owner of a newly created cache directory.
+    pub uid: u32,
+    /// Group of a newly created cache directory.
+    pub gid: u32,
+    /// Mode of a newly created cache directory.
+    pub mode: u32,
+}
+
+/// Options of a `type=secret` mount (only the id: the value is given to the worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMountOpt {
+    /// The secret id.
+    pub id: String,
+    /// Expose the secret as this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Fail when the secret is not given.
+    pub required: bool,
+    /// File mode.
+    pub mode: u32,
+    /// File owner.
+    pub uid: u32,
+    /// File group.
+    pub gid: u32,
 }
 
 /// An extra mount of a RUN.
@@ -83,14 +148,24 @@ pub enum MountType {
 pub struct ExecMount {
     /// Kind.
     pub kind: MountType,
-    /// Target path.
+    /// Target path (absolute; empty for an env-only secret).
     pub target: String,
-    /// Input index of the source (bind), if any.
+    /// Input index of the source: the bind source, or the initial contents of a cache
+    /// (`from=`); None = an empty directory.
     pub input: Option<usize>,
     /// Path inside the source.
     pub selector: String,
     /// Read-only.
     pub readonly: bool,
+    /// Cache options (`type=cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheMountOpt>,
+    /// Size limit in bytes (`type=tmpfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs_size: Option<u64>,
+    /// Secret options (`type=secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretMountOpt>,
 }
 
 /// A list of file actions applied in order to input 0.
@@ -154,6 +229,15 @@ pub struct CopyAction {
     pub allow_wildcard: bool,
     /// A wildcard matching nothing is not an error.
     pub allow_empty_wildcard: bool,
+    /// Symbolic mode (`u+x,g-w`), applied to each copied entry's own mode (instead of `mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_str: Option<String>,
+    /// `--exclude` patterns (dockerignore syntax, relative to each source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_patterns: Vec<String>,
+    /// `--parents`: keep the source's parent directories (from the `/./` pivot, or the root).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
 }
 
 /// mkdir -p with an owner and mode.

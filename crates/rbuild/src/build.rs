@@ -11,7 +11,7 @@ use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::Sandbox;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{CacheIndex, SolveError, SolveOptions, Solver};
-use rbuild_worker::{graph_from_definition, Value, Worker, WorkerError};
+use rbuild_worker::{graph_from_definition, SecretSource, Value, Worker, WorkerError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +53,44 @@ fn parse_output(spec: &str) -> Result<Output, Report> {
             "error: --output `{spec}` has no type=..."
         ))),
     }
+}
+
+/// Parses `--secret` like buildx: `id=ID[,src|source=FILE][,env=VAR][,type=file|env]`; with
+/// neither a source nor an env, the variable named ID if set, else the file ID.
+fn parse_secret(raw: &str) -> Result<(String, SecretSource), Report> {
+    let bad = |why: &str| Report::new(format!("error: invalid secret `{raw}`: {why}")).with_code(2);
+    let (mut id, mut kind, mut src, mut env) = (None, None, None, None);
+    for field in raw.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("field `{field}` is not key=value")))?;
+        match k.to_ascii_lowercase().as_str() {
+            "id" => id = Some(v.to_string()),
+            "type" => match v {
+                "file" | "env" => kind = Some(v.to_string()),
+                _ => return Err(bad(&format!("unsupported secret type `{v}`"))),
+            },
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            _ => return Err(bad(&format!("unexpected key `{k}`"))),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| bad("id is required"))?;
+    let source = match (kind.as_deref(), src, env) {
+        (_, _, Some(var)) => SecretSource::Env(var),
+        (Some("env"), Some(var), None) => SecretSource::Env(var),
+        (Some("env"), None, None) => SecretSource::Env(id.clone()),
+        (_, Some(file), None) => SecretSource::File(PathBuf::from(file)),
+        (Some("file"), None, None) => SecretSource::File(PathBuf::from(&id)),
+        (_, None, None) => {
+            if std::env::var_os(&id).is_some() {
+                SecretSource::Env(id.clone())
+            } else {
+                SecretSource::File(PathBuf::from(&id))
+            }
+        }
+    };
+    Ok((id, source))
 }
 
 fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
@@ -200,24 +238,18 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         )
         .with_code(2));
     };
-    let context = std::fs::canonicalize(&context_arg).map_err(|e| {
-        Report::new(format!(
-            "error: unable to prepare context: path `{}` not found: {e}",
-            context_arg.display()
-        ))
-    })?;
-    let (dockerfile_path, dockerfile_name) = match &args.file {
-        Some(f) => (f.clone(), f.display().to_string()),
-        None => (context.join("Dockerfile"), "Dockerfile".to_string()),
-    };
-    let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
-        Report::new(format!(
-            "error: failed to read dockerfile: open {}: {e}",
-            dockerfile_path.display()
-        ))
-    })?;
+    let input = crate::input::prepare(&context_arg, args.file.as_deref(), &root)?;
+    let context = input.context.clone();
+    let dockerfile_path = input.dockerfile_path.clone();
+    let dockerfile_name = input.dockerfile_name.clone();
+    let source = input.source.clone();
     let dockerfile =
         rbuild_frontend::parse(&source).map_err(|e| Report::new(e.render(&dockerfile_name)))?;
+    if let Some(syntax) = &dockerfile.directives.syntax {
+        if !crate::input::is_builtin_syntax(syntax) {
+            eprintln!("warning: {dockerfile_name}: `# syntax={syntax}` asks for a frontend image; rbuild does not run frontend images and builds with its built-in Dockerfile frontend");
+        }
+    }
     let network = match args.network.as_str() {
         "host" | "default" => NetworkMode::Host,
         "none" => NetworkMode::None,
@@ -227,6 +259,11 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             )))
         }
     };
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<Result<HashMap<_, _>, _>>()?;
     let outputs = args
         .outputs
         .iter()
@@ -268,7 +305,16 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .iter()
         .map(|name| resolve_base(&store, &registry, name, args.pull));
     for (name, base) in needed.iter().zip(futures_join_all(resolutions).await) {
-        bases.insert(name.clone(), base?);
+        let base = base.map_err(|report| {
+            // A bare word that is neither a stage nor a pullable image is most likely a typo of a stage name.
+            if name.contains(['/', ':', '@', '.']) {
+                return report;
+            }
+            let stages = rbuild_frontend::stage_names(&dockerfile);
+            let list = if stages.is_empty() { "none is named".to_string() } else { stages.join(", ") };
+            Report::new(format!("{report}\nhint: `{name}` is not a stage of this Dockerfile (stages: {list}), so it was pulled as an image"))
+        })?;
+        bases.insert(name.clone(), base);
     }
     let plan = rbuild_frontend::convert(&dockerfile, &opts, &bases)
         .map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
@@ -285,14 +331,17 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     .await?;
     let exe = std::env::current_exe()
         .map_err(|e| Report::new(format!("error: cannot find the rbuild executable: {e}")))?;
-    let worker = Arc::new(Worker::new(
-        store.clone(),
-        snapshotter.clone(),
-        Sandbox::new(exe),
-        registry,
-        Some(index.clone()),
-        Some(context),
-    ));
+    let worker = Arc::new(
+        Worker::new(
+            store.clone(),
+            snapshotter.clone(),
+            Sandbox::new(exe),
+            registry,
+            Some(index.clone()),
+            Some(context),
+        )
+        .with_secrets(secrets),
+    );
     let (graph, ids) = graph_from_definition(&plan.definition);
     let solver = Solver::new(worker, Some(index), progress::sink(args.progress));
     let solve_opts = SolveOptions {

@@ -3,7 +3,9 @@
 
 mod build;
 mod errors;
+mod input;
 mod progress;
+mod push;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,7 +39,7 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
             i += 1;
             continue;
         }
-        let known = ["build", "images", "help", "--help", "-h", "--version", "-V"];
+        let known = ["build", "images", "push", "login", "help", "--help", "-h", "--version", "-V"];
         if !known.contains(&arg.as_ref()) {
             argv.insert(i, "build".into());
         }
@@ -52,6 +54,10 @@ enum Command {
     Build(BuildArgs),
     /// List the images in the local store.
     Images,
+    /// Push images of the local store to their registries.
+    Push(push::PushArgs),
+    /// Log in to a registry (saves credentials like `docker login`).
+    Login(push::LoginArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -112,6 +118,15 @@ pub struct BuildArgs {
     /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
+    /// Push the image to the registries named by the tags (shorthand for type=image,push=true).
+    #[arg(long)]
+    pub push: bool,
+    /// Write build result metadata (digest, descriptor, names) as JSON, like buildx.
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
+    /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +145,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => runtime.block_on(build::run(args, &cli.store)),
         Command::Images => build::images(&cli.store),
+        Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
+        Command::Login(args) => runtime.block_on(push::run_login(args)),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.

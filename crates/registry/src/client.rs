@@ -58,6 +58,10 @@ pub struct ClientOptions {
     pub max_concurrent_downloads: usize,
     /// The platform [`RegistryClient::resolve`] picks from an index.
     pub platform: Platform,
+    /// How many times a failed request (connection error, 5xx, 429) or blob transfer is retried.
+    pub max_retries: u32,
+    /// The first retry delay; it doubles on every further attempt (capped at 10 s, with jitter).
+    pub retry_base_delay: Duration,
 }
 
 impl Default for ClientOptions {
@@ -73,6 +77,8 @@ impl Default for ClientOptions {
                 variant: None,
                 os_version: None,
             },
+            max_retries: 4,
+            retry_base_delay: Duration::from_millis(250),
         }
     }
 }
@@ -155,6 +161,20 @@ struct Req<'a> {
     path: String,
     accept: Option<&'a str>,
     what: String,
+}
+
+/// What [`RegistryClient::execute`] needs to know about one request.
+pub(crate) struct Call<'a> {
+    /// The repository (and registry) the request is for.
+    pub r: &'a Reference,
+    /// Token scopes, e.g. `repository:app:pull,push`.
+    pub scopes: Vec<String>,
+    /// For messages.
+    pub what: String,
+    /// The request may be sent again (no body, or a body that is re-created per attempt).
+    pub replayable: bool,
+    /// 401/403 mean "push access denied" rather than "pull access denied".
+    pub push: bool,
 }
 
 impl RegistryClient {
@@ -391,7 +411,7 @@ impl RegistryClient {
             accept: None,
             what: what.clone(),
         };
-        let mut resp = self.send(&req).await?;
+        let first = self.send(&req).await?;
 
         enum Msg {
             Data(bytes::Bytes),
@@ -418,31 +438,83 @@ impl RegistryClient {
             });
         let mut received: u64 = 0;
         let streamed: Result<(), RegistryError> = async {
+            // An interrupted or short body is resumed with `Range: bytes=RECEIVED-` (up to
+            // max_retries times); the writer hashes everything, so the digest check at commit
+            // covers the resumed parts too.
+            let mut resp = first;
+            let mut skip: u64 = 0;
+            let mut attempt = 0u32;
             loop {
-                match resp.chunk().await {
-                    Ok(Some(c)) => {
-                        received += c.len() as u64;
-                        if received > desc.size {
-                            return Err(RegistryError::SizeMismatch {
+                let failure = loop {
+                    match resp.chunk().await {
+                        Ok(Some(mut c)) => {
+                            if skip > 0 {
+                                // A 200 to a range request: drop what we already have.
+                                let n = skip.min(c.len() as u64) as usize;
+                                skip -= n as u64;
+                                c = c.slice(n..);
+                                if c.is_empty() {
+                                    continue;
+                                }
+                            }
+                            received += c.len() as u64;
+                            if received > desc.size {
+                                return Err(RegistryError::SizeMismatch {
+                                    what: what.clone(),
+                                    expected: desc.size,
+                                    actual: received,
+                                });
+                            }
+                            if tx.send(Msg::Data(c)).await.is_err() {
+                                return Ok(()); // writer failed; its error is reported below
+                            }
+                        }
+                        Ok(None) if received == desc.size => break None,
+                        Ok(None) => {
+                            break Some(RegistryError::SizeMismatch {
                                 what: what.clone(),
                                 expected: desc.size,
                                 actual: received,
-                            });
+                            })
                         }
-                        if tx.send(Msg::Data(c)).await.is_err() {
-                            return Ok(()); // writer failed; its error is reported below
-                        }
+                        Err(e) => break Some(transport(&what, e)),
                     }
-                    Ok(None) => break,
-                    Err(e) => return Err(transport(&what, e)),
+                };
+                let Some(err) = failure else { break };
+                if attempt >= self.max_retries() {
+                    return Err(err);
                 }
-            }
-            if received != desc.size {
-                return Err(RegistryError::SizeMismatch {
-                    what: what.clone(),
-                    expected: desc.size,
-                    actual: received,
-                });
+                tokio::time::sleep(self.backoff(attempt)).await;
+                attempt += 1;
+                resp = match self.send_ranged(&req, Some(received)).await {
+                    Ok(resp) => resp,
+                    // 416: the registry has no more bytes than we got; the size error says more.
+                    Err(RegistryError::Http { status, .. }) if status.starts_with("416") => {
+                        return Err(err)
+                    }
+                    Err(e) => return Err(e),
+                };
+                skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
+                    let start = resp
+                        .headers()
+                        .get(reqwest::header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("bytes "))
+                        .and_then(|v| v.split('-').next())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if start != Some(received) {
+                        return Err(RegistryError::Transport {
+                            what: what.clone(),
+                            url: self.url(r, &req.path),
+                            cause: format!(
+                                "range request from byte {received} answered with Content-Range starting at {start:?}"
+                            ),
+                        });
+                    }
+                    0
+                } else {
+                    received
+                };
             }
             let _ = tx.send(Msg::Done).await;
             Ok(())
@@ -495,11 +567,17 @@ impl RegistryClient {
             });
         }
         while let Some(res) = tasks.join_next().await {
-            // An error returns early; dropping the JoinSet aborts the other downloads.
-            res.map_err(|e| RegistryError::Task {
+            let res = res.map_err(|e| RegistryError::Task {
                 what: format!("pull {r}"),
                 message: e.to_string(),
-            })??;
+            });
+            if let Err(e) | Ok(Err(e)) = res {
+                // Cancel the other downloads and wait for them to stop (their writers then drop
+                // their temp files); nothing of the image is tagged.
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                return Err(e);
+            }
         }
         let name = tag_as.map(str::to_string).unwrap_or_else(|| r.to_string());
         let desc = resolved.descriptor();
@@ -523,16 +601,94 @@ impl RegistryClient {
         })
     }
 
-    /// Sends a GET with the cached auth for the repository, answering one 401 challenge.
+    /// Sends a GET with the cached auth for the repository (answering one 401 challenge, retrying
+    /// connection errors, 5xx and 429); any non-success status becomes an error.
     async fn send(&self, req: &Req<'_>) -> Result<reqwest::Response, RegistryError> {
-        let url = format!(
+        self.send_ranged(req, None).await
+    }
+
+    /// [`Self::send`] with an optional `Range: bytes=FROM-` header.
+    async fn send_ranged(
+        &self,
+        req: &Req<'_>,
+        range_from: Option<u64>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.url(req.r, &req.path);
+        let call = Call {
+            r: req.r,
+            scopes: vec![format!("repository:{}:pull", req.r.repository)],
+            what: req.what.clone(),
+            replayable: true,
+            push: false,
+        };
+        let accept = req.accept;
+        let resp = self
+            .execute(&call, &|http: &reqwest::Client| {
+                let mut rb = http.get(&url);
+                if let Some(a) = accept {
+                    rb = rb.header(ACCEPT, a);
+                }
+                if let Some(from) = range_from {
+                    rb = rb.header(reqwest::header::RANGE, format!("bytes={from}-"));
+                }
+                rb
+            })
+            .await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(status_error(&call, &url, resp).await)
+    }
+
+    /// `BASE/v2/REPOSITORY/PATH`.
+    pub(crate) fn url(&self, r: &Reference, path: &str) -> String {
+        format!(
             "{}/v2/{}/{}",
-            self.base_url(&req.r.registry),
-            req.r.repository,
-            req.path
-        );
-        let key = req.r.name();
+            self.base_url(&r.registry),
+            r.repository,
+            path
+        )
+    }
+
+    /// The shared HTTP client.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The base URL of a registry, e.g. `https://registry-1.docker.io`.
+    pub(crate) fn registry_base(&self, registry: &str) -> String {
+        self.base_url(registry)
+    }
+
+    /// The retry policy: `(max_retries, delay before retry number `attempt` (0-based))`.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.inner.opts.retry_base_delay;
+        let exp = base.saturating_mul(1u32 << attempt.min(16));
+        let capped = exp.min(Duration::from_secs(10));
+        // Jitter: up to +25%, from the clock (no rand dependency).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        capped + capped.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    }
+
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.inner.opts.max_retries
+    }
+
+    /// Sends the request `make` builds, with the cached auth for `call.scopes`: answers one 401
+    /// challenge (token for exactly those scopes), and for replayable requests retries connection
+    /// errors, 5xx and 429 with exponential backoff (honouring `Retry-After`). Returns the response
+    /// whatever its final status (callers map statuses), except for transport errors.
+    pub(crate) async fn execute(
+        &self,
+        call: &Call<'_>,
+        make: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
+    ) -> Result<reqwest::Response, RegistryError> {
+        let key = format!("{}|{}", call.r.registry, call.scopes.join(" "));
         let mut authed_after_challenge = false;
+        let mut attempt = 0u32;
         loop {
             let cached = self
                 .inner
@@ -541,10 +697,7 @@ impl RegistryClient {
                 .expect("auth cache poisoned")
                 .get(&key)
                 .cloned();
-            let mut rb = self.inner.http.get(&url);
-            if let Some(a) = req.accept {
-                rb = rb.header(ACCEPT, a);
-            }
+            let mut rb = make(&self.inner.http);
             rb = match &cached {
                 Some(Auth::Basic(u, p)) => rb.basic_auth(u, Some(p)),
                 Some(Auth::Bearer { token, expires }) if *expires > Instant::now() => {
@@ -552,10 +705,30 @@ impl RegistryClient {
                 }
                 _ => rb,
             };
-            let resp = rb.send().await.map_err(|e| self.send_error(req, &url, e))?;
+            let resp = match rb.send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    if call.replayable
+                        && attempt < self.max_retries()
+                        && !e.is_builder()
+                        && !e.is_redirect()
+                    {
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(self.request_error(call, e));
+                }
+            };
             let status = resp.status();
-            if status.is_success() {
-                return Ok(resp);
+            if call.replayable && attempt < self.max_retries() && is_retryable_status(status) {
+                let delay = retry_after(resp.headers())
+                    .map(|d| d.max(self.backoff(0)))
+                    .unwrap_or_else(|| self.backoff(attempt));
+                drop(resp);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+                continue;
             }
             if status == StatusCode::UNAUTHORIZED && !authed_after_challenge {
                 let challenge = resp
@@ -564,7 +737,7 @@ impl RegistryClient {
                     .and_then(|v| v.to_str().ok())
                     .map(parse_challenge);
                 if let Some(ch) = challenge {
-                    if let Some(auth) = self.authenticate(req.r, &ch).await? {
+                    if let Some(auth) = self.authenticate(call.r, &ch, &call.scopes).await? {
                         self.inner
                             .auth
                             .lock()
@@ -575,40 +748,19 @@ impl RegistryClient {
                     }
                 }
             }
-            let detail = registry_message(resp).await;
-            return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
-                    name: key,
-                    status: status.to_string(),
-                    detail: opt_prefix(": ", detail),
-                },
-                StatusCode::NOT_FOUND => RegistryError::NotFound {
-                    what: req.what.clone(),
-                    detail: detail.map(|d| format!(" ({d})")).unwrap_or_default(),
-                },
-                _ => RegistryError::Http {
-                    what: req.what.clone(),
-                    status: status.to_string(),
-                    url,
-                    detail: opt_prefix(": ", detail),
-                },
-            });
+            return Ok(resp);
         }
     }
 
-    fn send_error(&self, req: &Req<'_>, url: &str, e: reqwest::Error) -> RegistryError {
+    fn request_error(&self, call: &Call<'_>, e: reqwest::Error) -> RegistryError {
         if e.is_connect() {
             RegistryError::Connect {
-                what: req.what.clone(),
-                addr: format!("{}://{}", self.scheme(&req.r.registry), req.r.registry),
+                what: call.what.clone(),
+                addr: format!("{}://{}", self.scheme(&call.r.registry), call.r.registry),
                 cause: root_cause(&e),
             }
         } else {
-            RegistryError::Transport {
-                what: req.what.clone(),
-                url: url.to_string(),
-                cause: chain(&e),
-            }
+            transport(&call.what, e)
         }
     }
 
@@ -617,6 +769,7 @@ impl RegistryClient {
         &self,
         r: &Reference,
         ch: &Challenge,
+        scopes: &[String],
     ) -> Result<Option<Auth>, RegistryError> {
         let cred = self.credential(&r.registry).await?;
         match ch.scheme.as_str() {
@@ -636,12 +789,15 @@ impl RegistryClient {
                             message: "Bearer challenge without realm".into(),
                         })?;
                 let service = ch.params.get("service").cloned();
-                let scope = format!("repository:{}:pull", r.repository);
                 let mut query: Vec<(&str, String)> = Vec::new();
                 if let Some(s) = &service {
                     query.push(("service", s.clone()));
                 }
-                query.push(("scope", scope.clone()));
+                // One `scope` parameter per scope, as docker and skopeo send them (a cross-repo
+                // mount needs `repository:SRC:pull` besides `repository:DST:pull,push`).
+                for scope in scopes {
+                    query.push(("scope", scope.clone()));
+                }
                 let token_err = |message: String| RegistryError::Token {
                     name: name.clone(),
                     realm: realm.clone(),
@@ -838,6 +994,98 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// 5xx and 429 are worth another attempt.
+pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// `Retry-After` in seconds (HTTP dates are not used by registries), capped at 60 s.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// The error for a final non-success response of `call`.
+pub(crate) async fn status_error(
+    call: &Call<'_>,
+    url: &str,
+    resp: reqwest::Response,
+) -> RegistryError {
+    let status = resp.status();
+    let (code, message) = registry_error_body(resp).await;
+    let detail = message.clone().or_else(|| code.clone());
+    let name = call.r.name();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if call.push => {
+            RegistryError::PushDenied {
+                name,
+                status: status.to_string(),
+                detail: opt_prefix(": ", detail),
+            }
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized {
+            name,
+            status: status.to_string(),
+            detail: opt_prefix(": ", detail),
+        },
+        StatusCode::NOT_FOUND
+            if call.push
+                && (code.as_deref() == Some("NAME_UNKNOWN")
+                    || detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("RepositoryNotFoundException"))) =>
+        {
+            RegistryError::RepositoryNotFound {
+                registry: call.r.registry.clone(),
+                repository: call.r.repository.clone(),
+                detail: opt_prefix(": ", detail),
+            }
+        }
+        StatusCode::NOT_FOUND => RegistryError::NotFound {
+            what: call.what.clone(),
+            detail: detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+        },
+        _ => RegistryError::Http {
+            what: call.what.clone(),
+            status: status.to_string(),
+            url: url.to_string(),
+            detail: opt_prefix(": ", detail),
+        },
+    }
+}
+
+/// `errors[0].code` and `errors[0].message` of a distribution error body (ECR's
+/// `RepositoryNotFoundException` JSON too).
+async fn registry_error_body(resp: reqwest::Response) -> (Option<String>, Option<String>) {
+    let Ok(body) = resp.bytes().await else {
+        return (None, None);
+    };
+    parse_error_body(&body)
+}
+
+pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        let text = String::from_utf8_lossy(body).trim().to_string();
+        return (None, (!text.is_empty() && text.len() < 500).then_some(text));
+    };
+    let s = |v: Option<&serde_json::Value>| {
+        v.and_then(|m| m.as_str())
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(e) = v.get("errors").and_then(|e| e.get(0)) {
+        return (s(e.get("code")), s(e.get("message")));
+    }
+    // ECR's API error shape: {"__type":"RepositoryNotFoundException","message":"..."}
+    let typ = s(v.get("__type"));
+    let msg = s(v.get("message")).map(|m| match &typ {
+        Some(t) => format!("{t}: {m}"),
+        None => m,
+    });
+    (typ, msg)
+}
+
 fn opt_prefix(prefix: &str, s: Option<String>) -> String {
     s.map(|s| format!("{prefix}{s}")).unwrap_or_default()
 }
@@ -921,6 +1169,12 @@ struct Challenge {
     /// Lowercased scheme: `basic`, `bearer`.
     scheme: String,
     params: HashMap<String, String>,
+}
+
+/// A `WWW-Authenticate` header as `(lowercased scheme, parameters)`.
+pub(crate) fn parse_challenge_pub(h: &str) -> (String, HashMap<String, String>) {
+    let c = parse_challenge(h);
+    (c.scheme, c.params)
 }
 
 fn parse_challenge(h: &str) -> Challenge {

@@ -23,6 +23,37 @@ pub enum RegistryError {
         /// The registry's own message, prefixed with `: `, or empty.
         detail: String,
     },
+    /// The registry refused a push (401/403) even after authenticating (or with no credentials).
+    #[error("push access denied for {name}: {status}{detail} (log in with `rbuild login`, or check the repository exists and you may push to it)")]
+    PushDenied {
+        /// `registry/repository`.
+        name: String,
+        /// e.g. `401 Unauthorized`.
+        status: String,
+        /// The registry's own message, prefixed with `: `, or empty.
+        detail: String,
+    },
+    /// The target repository does not exist and the registry does not create repositories on push
+    /// (ECR: `NAME_UNKNOWN` / `RepositoryNotFoundException`).
+    #[error("repository `{repository}` does not exist in {registry}{detail}; create it first (on ECR: `aws ecr create-repository --repository-name {repository}`)")]
+    RepositoryNotFound {
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The registry's own message, prefixed with `: `, or empty.
+        detail: String,
+    },
+    /// The registry answered a manifest push with another digest than the one pushed.
+    #[error("{what}: registry stored digest {actual}, expected {expected}")]
+    PushedDigestMismatch {
+        /// The reference.
+        what: String,
+        /// Our digest.
+        expected: Digest,
+        /// `Docker-Content-Digest` of the response.
+        actual: String,
+    },
     /// The manifest, repository or blob does not exist (404).
     #[error("{what}: not found{detail}")]
     NotFound {
@@ -158,6 +189,21 @@ pub enum RegistryError {
         /// The join error.
         message: String,
     },
+}
+
+impl RegistryError {
+    /// Worth another attempt: connection and transport failures, 5xx and 429, short bodies.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. }
+            | RegistryError::Transport { .. }
+            | RegistryError::SizeMismatch { .. } => true,
+            RegistryError::Http { status, .. } => {
+                status.starts_with('5') || status.starts_with("429")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Joins an error and its sources with `: `, skipping repeats (reqwest/hyper nest several layers).

@@ -46,4 +46,4 @@ mod user;
 pub use error::SandboxError;
 pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use run::Sandbox;
-pub use spec::{BindMount, ExitStatus, Network, OutputStream, Rootfs, RunSpec};
+pub use spec::{BindMount, ExitStatus, Mount, Network, OutputStream, Rootfs, RunSpec};

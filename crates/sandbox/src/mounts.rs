@@ -3,7 +3,7 @@
 //! an image can never make us create files or mount over paths outside the rootfs, and mounts
 //! go through `/proc/self/fd/N` of those descriptors, as runc does.
 
-use crate::spec::{Rootfs, RunSpec};
+use crate::spec::{Mount, Rootfs, RunSpec};
 use crate::status::{step, Failure};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
@@ -302,6 +302,115 @@ fn bind_into(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> Res
     Ok(())
 }
 
+/// Binds an already open (O_PATH) `source` at `target` inside the rootfs.
+fn bind_fd_into(root: &OwnedFd, source: &OwnedFd, target: &str, readonly: bool) -> Result<(), Failure> {
+    let st = rustix::fs::fstat(source).map_err(step(format!("stat the source of {target}")))?;
+    let kind = if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
+    let rel = clean_rel(target);
+    let fd = ensure(root, &rel, kind)?;
+    mnt(
+        Some(&fd_path(source)),
+        &fd_path(&fd),
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        format!("bind mount at {target}"),
+    )?;
+    if readonly {
+        let fd = ensure(root, &rel, kind)?;
+        remount_ro(&fd_path(&fd), target)?;
+    }
+    Ok(())
+}
+
+/// Opens `rel` inside the directory `dir` without letting symlinks leave it.
+fn open_in(dir: &Path, rel: &Path, what: &str) -> Result<OwnedFd, Failure> {
+    let dfd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(step(format!("open {}", dir.display())))?;
+    let p = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    rustix::fs::openat2(
+        &dfd,
+        p,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(step(format!("{what}: /{}", rel.display())))
+}
+
+/// Sets up one `RUN --mount` (see [`Mount`]); `n` names its private scratch entries.
+fn extra_mount(
+    root: &OwnedFd,
+    scratch: &Path,
+    empty_dir: &Path,
+    n: usize,
+    m: &Mount,
+) -> Result<(), Failure> {
+    match m {
+        Mount::Bind(b) => bind_into(root, &b.source, &b.target, b.readonly),
+        Mount::Tree {
+            source,
+            selector,
+            target,
+            readonly,
+        } => {
+            let dir = scratch.join(format!("tree-{n}"));
+            std::fs::create_dir(&dir).map_err(step(format!("mkdir {}", dir.display())))?;
+            mount_rootfs(source, &dir.to_string_lossy(), empty_dir)?;
+            let src = open_in(&dir, &clean_rel(selector), "mount source not found")?;
+            bind_fd_into(root, &src, target, *readonly)
+        }
+        Mount::Tmpfs { target, size } => {
+            let fd = ensure(root, &clean_rel(target), Kind::Dir)?;
+            let mut data = "mode=1777".to_string();
+            if let Some(size) = size {
+                data.push_str(&format!(",size={size}"));
+            }
+            mnt(
+                Some("tmpfs"),
+                &fd_path(&fd),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(&data),
+                format!("mount tmpfs at {target}"),
+            )
+        }
+        Mount::File {
+            target,
+            data,
+            mode,
+            uid,
+            gid,
+        } => {
+            let path = scratch.join(format!("file-{n}"));
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(step(format!("create the file for {target}")))?;
+                f.write_all(data)
+                    .map_err(step(format!("write the file for {target}")))?;
+            }
+            std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                .map_err(step(format!("chown the file for {target}")))?;
+            std::fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(*mode & 0o7777),
+            )
+            .map_err(step(format!("chmod the file for {target}")))?;
+            bind_into(root, &path, target, true)
+        }
+    }
+}
+
 /// Remounts the bind mount at `path` read-only, keeping its nosuid/nodev/noexec flags.
 fn remount_ro(path: &str, what: &str) -> Result<(), Failure> {
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
@@ -497,8 +606,8 @@ pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(
     mount_sys(&root)?;
     bind_into(&root, &hosts_src, "/etc/hosts", true)?;
     bind_into(&root, &resolv_src, "/etc/resolv.conf", true)?;
-    for m in &spec.extra_mounts {
-        bind_into(&root, &m.source, &m.target, m.readonly)?;
+    for (n, m) in spec.extra_mounts.iter().enumerate() {
+        extra_mount(&root, scratch, &empty_dir, n, m)?;
     }
 
     nix::unistd::fchdir(root.as_fd()).map_err(step("chdir to rootfs"))?;

@@ -20,8 +20,8 @@ pub struct RunSpec {
     pub hostname: String,
     /// Host networking or a fresh namespace with only loopback.
     pub network: Network,
-    /// Host paths bind-mounted into the rootfs (for `RUN --mount`), applied last, in order.
-    pub extra_mounts: Vec<BindMount>,
+    /// Extra mounts into the rootfs (for `RUN --mount`), applied last, in order.
+    pub extra_mounts: Vec<Mount>,
     /// Host file bind-mounted read-only at `/etc/hosts`; `None` generates one.
     pub hosts_file: Option<PathBuf>,
     /// Host file bind-mounted read-only at `/etc/resolv.conf`; `None` copies the host's.
@@ -62,6 +62,105 @@ pub struct BindMount {
     pub target: String,
     /// Mount read-only.
     pub readonly: bool,
+}
+
+/// An extra mount of a run. All of them exist only in the sandbox's private mount namespace.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mount {
+    /// A host path bind-mounted into the rootfs.
+    Bind(BindMount),
+    /// A filesystem tree (an overlay of snapshot dirs, or a host directory) mounted inside the
+    /// sandbox; `selector` (resolved inside the tree, symlinks cannot leave it) is bound at
+    /// `target`.
+    Tree {
+        /// The tree, mounted like a rootfs (an overlay's upper dir takes the writes).
+        source: Rootfs,
+        /// Path inside the tree ("" or "/" = the whole tree).
+        selector: String,
+        /// Absolute path inside the rootfs; created if missing.
+        target: String,
+        /// Mount read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Absolute path inside the rootfs; created if missing.
+        target: String,
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+    /// A file with the given bytes (e.g. a secret), kept on a tmpfs inside the sandbox and
+    /// bound read-only at `target`; the bytes never touch a disk.
+    File {
+        /// Absolute path inside the rootfs; created if missing.
+        target: String,
+        /// The content.
+        data: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
+}
+
+impl Mount {
+    /// The absolute path inside the rootfs.
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind(b) => &b.target,
+            Mount::Tree { target, .. } | Mount::Tmpfs { target, .. } | Mount::File { target, .. } => {
+                target
+            }
+        }
+    }
+}
+
+impl From<BindMount> for Mount {
+    fn from(b: BindMount) -> Self {
+        Mount::Bind(b)
+    }
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mount::Bind(b) => f.debug_tuple("Bind").field(b).finish(),
+            Mount::Tree {
+                source,
+                selector,
+                target,
+                readonly,
+            } => f
+                .debug_struct("Tree")
+                .field("source", source)
+                .field("selector", selector)
+                .field("target", target)
+                .field("readonly", readonly)
+                .finish(),
+            Mount::Tmpfs { target, size } => f
+                .debug_struct("Tmpfs")
+                .field("target", target)
+                .field("size", size)
+                .finish(),
+            // Never print the bytes: they may be a secret.
+            Mount::File {
+                target,
+                data,
+                mode,
+                uid,
+                gid,
+            } => f
+                .debug_struct("File")
+                .field("target", target)
+                .field("data", &format_args!("<{} bytes>", data.len()))
+                .field("mode", &format_args!("{mode:o}"))
+                .field("uid", uid)
+                .field("gid", gid)
+                .finish(),
+        }
+    }
 }
 
 /// Which output stream a chunk of output came from.
@@ -132,9 +231,9 @@ impl RunSpec {
         if let Some(m) = self
             .extra_mounts
             .iter()
-            .find(|m| !m.target.starts_with('/'))
+            .find(|m| !m.target().starts_with('/'))
         {
-            return Err(format!("mount target `{}` is not absolute", m.target));
+            return Err(format!("mount target `{}` is not absolute", m.target()));
         }
         Ok(())
     }

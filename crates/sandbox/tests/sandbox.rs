@@ -416,17 +416,20 @@ fn scratch_and_extra_mounts(c: &Ctx) -> TestResult {
             source: "/bin/busybox".into(),
             target: "/bin/busybox".into(),
             readonly: true,
-        },
+        }
+        .into(),
         BindMount {
             source: ro.clone(),
             target: "/data".into(),
             readonly: true,
-        },
+        }
+        .into(),
         BindMount {
             source: rw.clone(),
             target: "/rw".into(),
             readonly: false,
-        },
+        }
+        .into(),
     ];
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     ok_out(&o)?;

@@ -26,4 +26,6 @@ mod snapshotter;
 pub use diff::DiffOptions;
 pub use error::{Result, SnapshotError};
 pub use mount::{mount_overlay, MountGuard};
-pub use snapshotter::{Active, Backend, RootfsSpec, SnapshotId, Snapshotter, BACKEND_ENV};
+pub use snapshotter::{
+    Active, Backend, RootfsSpec, SnapshotId, Snapshotter, BACKEND_ENV, MERGE_SOURCE_LABEL,
+};

@@ -459,6 +459,73 @@ impl Snapshotter {
             }
         }
     }
+
+    /// Stacks committed snapshot `layer` (prepared on an empty tree, e.g. a `COPY --link`) on
+    /// `parent` and commits the result: the new snapshot's own changes are exactly `layer`'s
+    /// files, so its diff is `layer`'s diff. Labels `rbuild.layer.*` (the exported blob) are
+    /// copied, and `rbuild.merge.source` names `layer` so an exporter can label it back.
+    pub fn merge(
+        &self,
+        parent: Option<&SnapshotId>,
+        layer: &SnapshotId,
+    ) -> Result<SnapshotId, SnapshotError> {
+        let layer_dir = self.existing_snap_dir(layer)?;
+        if read_parent(&layer_dir)?.is_some() {
+            return Err(SnapshotError::Corrupt {
+                path: layer_dir.join("parent"),
+                reason: "only a snapshot prepared on an empty tree can be merged".into(),
+            });
+        }
+        let active = self.prepare(parent)?;
+        let src = layer_dir.join("fs");
+        let result = match self.inner.backend {
+            Backend::Overlay => copy_tree(&src, active.upperdir()),
+            Backend::Copy => merge_tree(&src, active.upperdir()),
+        };
+        if let Err(e) = result {
+            let _ = self.abort(active);
+            return Err(e);
+        }
+        let id = self.commit(active)?;
+        for (key, value) in self.labels(layer)? {
+            if key.starts_with("rbuild.layer.") {
+                self.set_label(&id, &key, &value)?;
+            }
+        }
+        self.set_label(&id, MERGE_SOURCE_LABEL, &layer.0)?;
+        Ok(id)
+    }
+}
+
+/// Label of a merged snapshot naming the layer snapshot it was made from (see [`Snapshotter::merge`]).
+pub const MERGE_SOURCE_LABEL: &str = "rbuild.merge.source";
+
+/// Copy backend merge: `src`'s entries replace those of `dst`; directories merge.
+fn merge_tree(src: &Path, dst: &Path) -> Result<()> {
+    for name in crate::fsutil::sorted_names(src)? {
+        let s = src.join(&name);
+        let d = dst.join(&name);
+        let meta = std::fs::symlink_metadata(&s).ctx("stat", &s)?;
+        let existing = std::fs::symlink_metadata(&d).ok();
+        if meta.is_dir() {
+            match existing {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    crate::fsutil::remove_any(&d)?;
+                    std::fs::create_dir(&d).ctx("create dir", &d)?;
+                }
+                None => std::fs::create_dir(&d).ctx("create dir", &d)?,
+            }
+            merge_tree(&s, &d)?;
+            crate::fsutil::copy_meta(&s, &d, &meta, false)?;
+        } else {
+            if existing.is_some() {
+                crate::fsutil::remove_any(&d)?;
+            }
+            crate::fsutil::copy_entry(&s, &d, &meta, false)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `DIR/parent` (empty: no parent).

@@ -1,7 +1,11 @@
 //! Shared test fixtures for rbuild's crates (synchronous, usable from any test):
 //! a throwaway Debian `docker-registry` on a free loopback port ([`TestRegistry`]), a deterministic
 //! busybox base image as an OCI layout or rootfs tarball, pushing layouts with skopeo, and the
-//! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]).
+//! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]),
+//! and a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]).
+
+mod proxy;
+pub use proxy::{Fault, FaultProxy, FaultRule, LoggedRequest};
 
 use flate2::write::GzEncoder;
 use rbuild_oci::{

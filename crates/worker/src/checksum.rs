@@ -96,14 +96,28 @@ impl<'a> StatCache<'a> {
         }
     }
 
-    fn skip(&self, rel: &Path, meta: &fs::Metadata) -> bool {
-        match &self.exclude {
-            Some(m) => m.excluded(&rel.to_string_lossy()) && !(meta.is_dir() && m.has_exceptions()),
+    fn skip(
+        &self,
+        rel: &Path,
+        srel: &Path,
+        meta: &fs::Metadata,
+        source_exclude: Option<&Matcher>,
+    ) -> bool {
+        let hit = |m: Option<&Matcher>, p: &Path| match m {
+            Some(m) => m.excluded(&p.to_string_lossy()) && !(meta.is_dir() && m.has_exceptions()),
             None => false,
-        }
+        };
+        hit(self.exclude.as_ref(), rel) || hit(source_exclude, srel)
     }
 
-    fn entry_hash(&mut self, path: &Path, rel: &Path, meta: &fs::Metadata) -> io::Result<[u8; 32]> {
+    fn entry_hash(
+        &mut self,
+        path: &Path,
+        rel: &Path,
+        srel: &Path,
+        meta: &fs::Metadata,
+        source_exclude: Option<&Matcher>,
+    ) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         let ft = meta.file_type();
         let kind: u8 = if ft.is_dir() {
@@ -132,11 +146,18 @@ impl<'a> StatCache<'a> {
             for name in names {
                 let child = path.join(&name);
                 let child_rel: PathBuf = rel.join(&name);
+                let child_srel: PathBuf = srel.join(&name);
                 let child_meta = fs::symlink_metadata(&child)?;
-                if self.skip(&child_rel, &child_meta) {
+                if self.skip(&child_rel, &child_srel, &child_meta, source_exclude) {
                     continue;
                 }
-                let h = self.entry_hash(&child, &child_rel, &child_meta)?;
+                let h = self.entry_hash(
+                    &child,
+                    &child_rel,
+                    &child_srel,
+                    &child_meta,
+                    source_exclude,
+                )?;
                 hasher.update(&(name.len() as u64).to_le_bytes());
                 hasher.update(name.as_bytes());
                 hasher.update(&h);
@@ -156,6 +177,19 @@ impl<'a> StatCache<'a> {
         allow_wildcard: bool,
         follow: bool,
     ) -> io::Result<[u8; 32]> {
+        self.checksum_filtered(root, pattern, allow_wildcard, follow, None)
+    }
+
+    /// [`StatCache::checksum`] leaving out what `source_exclude` (`COPY --exclude`, relative to
+    /// each source; a file source by its name) excludes, exactly as the copy does.
+    pub fn checksum_filtered(
+        &mut self,
+        root: &Path,
+        pattern: &str,
+        allow_wildcard: bool,
+        follow: bool,
+        source_exclude: Option<&Matcher>,
+    ) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(pattern.as_bytes());
         let wildcard = allow_wildcard && crate::fsops::has_wildcard(pattern);
@@ -168,6 +202,11 @@ impl<'a> StatCache<'a> {
                     .is_some_and(|m| m.excluded(&rel.to_string_lossy()));
             if excluded && wildcard {
                 continue;
+            }
+            if let (Some(m), Some(name)) = (source_exclude, rel.file_name()) {
+                if m.excluded(&name.to_string_lossy()) {
+                    continue;
+                }
             }
             let meta = match fs::symlink_metadata(&host) {
                 Ok(_) if excluded => {
@@ -189,7 +228,7 @@ impl<'a> StatCache<'a> {
                 Err(e) => return Err(e),
             };
             hasher.update(rel.as_os_str().as_bytes());
-            hasher.update(&self.entry_hash(&host, &rel, &meta)?);
+            hasher.update(&self.entry_hash(&host, &rel, Path::new(""), &meta, source_exclude)?);
         }
         Ok(hasher.finalize().into())
     }

@@ -6,8 +6,12 @@
 pub mod checksum;
 pub mod dockerignore;
 pub mod fsops;
+mod http;
 mod image;
+pub mod mounts;
 pub mod users;
+
+pub use mounts::SecretSource;
 
 use rbuild_llb::{Definition, FileAction, NetworkMode, Op, SourceOp};
 use rbuild_oci::{Digest, Store};
@@ -74,6 +78,9 @@ pub enum WorkerError {
         /// What went wrong.
         message: String,
     },
+    /// A `RUN --mount` could not be set up (e.g. a missing required secret).
+    #[error("{0}")]
+    Mount(String),
 }
 
 /// The result of a vertex.
@@ -136,6 +143,9 @@ pub struct Worker {
     registry: RegistryClient,
     index: Option<CacheIndex>,
     context: Option<PathBuf>,
+    downloads: Arc<http::Downloads>,
+    secrets: Arc<HashMap<String, SecretSource>>,
+    cache_mount_root: PathBuf,
 }
 
 impl Worker {
@@ -150,12 +160,32 @@ impl Worker {
     ) -> Self {
         Worker {
             store,
-            snapshotter,
             sandbox: Arc::new(sandbox),
             registry,
             index,
             context,
+            downloads: Arc::new(http::Downloads::new()),
+            secrets: Arc::new(HashMap::new()),
+            cache_mount_root: snapshotter
+                .root()
+                .parent()
+                .unwrap_or(snapshotter.root())
+                .join("cache-mounts-v1"),
+            snapshotter,
         }
+    }
+
+    /// The build secrets (`RUN --mount=type=secret`), by id. Their values never enter the graph.
+    pub fn with_secrets(mut self, secrets: HashMap<String, SecretSource>) -> Self {
+        self.secrets = Arc::new(secrets);
+        self
+    }
+
+    /// Where `RUN --mount=type=cache` directories persist (default: `ROOT/cache-mounts-v1`
+    /// next to the snapshot store).
+    pub fn with_cache_mount_root(mut self, dir: PathBuf) -> Self {
+        self.cache_mount_root = dir;
+        self
     }
 
     /// The snapshotter.
@@ -185,18 +215,37 @@ impl Worker {
         exec: &rbuild_llb::ExecOp,
         inputs: Vec<Value>,
         ctx: ExecContext,
+        excludes: &[String],
     ) -> Result<Value, WorkerError> {
         let parent = Self::fs_input(&inputs, 0)?;
         let snapshotter = self.snapshotter.clone();
         let sandbox = self.sandbox.clone();
         let exec = exec.clone();
+        let context = self.context.clone();
+        let excludes = excludes.to_vec();
+        let secrets = self.secrets.clone();
+        let cache_root = self.cache_mount_root.clone();
         Self::blocking(move || {
+            // RUN --mount: bind views, cache dirs, tmpfs, secrets; alive until the run is over.
+            let prepared = mounts::MountEnv {
+                snapshotter: &snapshotter,
+                context: context.as_deref(),
+                excludes: &excludes,
+                cache_root: &cache_root,
+                secrets: &secrets,
+            }
+            .prepare(&exec, &inputs)?;
             let active = snapshotter.prepare(parent.as_ref())?;
             let rootfs_spec = active.rootfs();
-            let stubs: Vec<&str> = ["etc/hosts", "etc/resolv.conf"]
-                .into_iter()
-                .filter(|p| !exists_in_rootfs(&rootfs_spec, p))
-                .collect();
+            let stubs = mounts::stub_paths(
+                &rootfs_spec,
+                ["/etc/hosts", "/etc/resolv.conf"]
+                    .into_iter()
+                    .chain(prepared.mounts.iter().map(|m| m.target())),
+            );
+            let mut run_env = exec.env.clone();
+            run_env.extend(exec.proxy_env.iter().cloned());
+            mounts::merge_env(&mut run_env, &prepared.env);
             let rootfs = match rootfs_spec {
                 RootfsSpec::Overlay {
                     lowerdirs,
@@ -212,7 +261,7 @@ impl Worker {
             let spec = RunSpec {
                 rootfs,
                 args: exec.args.clone(),
-                env: exec.env.clone(),
+                env: run_env,
                 cwd: exec.cwd.clone(),
                 user: exec.user.clone(),
                 hostname: "buildkitsandbox".to_string(),
@@ -220,7 +269,7 @@ impl Worker {
                     NetworkMode::Host => rbuild_sandbox::Network::Host,
                     NetworkMode::None => rbuild_sandbox::Network::None,
                 },
-                extra_mounts: Vec::new(),
+                extra_mounts: prepared.mounts.clone(),
                 hosts_file: None,
                 resolv_conf: None,
             };
@@ -255,13 +304,10 @@ impl Worker {
                     tail: tail.into_iter().collect(),
                 });
             }
+            drop(spec);
+            drop(prepared);
             // Mount points the sandbox had to create are not part of the step's result (as in BuildKit).
-            for stub in stubs {
-                let path = active.upperdir().join(stub);
-                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+            mounts::remove_stubs(active.upperdir(), &stubs);
             Ok(Value::Fs(Some(snapshotter.commit(active)?)))
         })
         .await
@@ -299,9 +345,67 @@ impl Worker {
         .await
     }
 
-    async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
-        let Op::File(file) = &vertex.op else {
+    async fn run_merge(&self, inputs: Vec<Value>) -> Result<Value, WorkerError> {
+        let mut top = Self::fs_input(&inputs, 0)?;
+        let mut layers = Vec::new();
+        for i in 1..inputs.len() {
+            layers.push(Self::fs_input(&inputs, i)?);
+        }
+        let snapshotter = self.snapshotter.clone();
+        Self::blocking(move || {
+            for layer in layers.into_iter().flatten() {
+                top = Some(snapshotter.merge(top.as_ref(), &layer)?);
+            }
+            Ok(Value::Fs(top))
+        })
+        .await
+    }
+
+    /// Content checksums of the build-context paths a RUN's mounts use.
+    async fn mount_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
+        let Op::Exec(exec) = &vertex.op else {
             return Ok(Vec::new());
+        };
+        let patterns = mounts::context_mount_patterns(exec, &vertex.context_inputs);
+        if patterns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(context) = self.context.clone() else {
+            return Err(WorkerError::Graph(
+                "RUN --mount from the build context without a context".into(),
+            ));
+        };
+        let index = self.index.clone();
+        let excludes = vertex.context_excludes.clone();
+        Self::blocking(move || {
+            let matcher = dockerignore::Matcher::new(&excludes);
+            let mut cache = checksum::StatCache::new(index.as_ref())
+                .with_excludes((!matcher.is_empty()).then_some(matcher));
+            let mut out = Vec::new();
+            for p in &patterns {
+                out.push(
+                    cache
+                        .checksum(&context, p, false, true)
+                        .map_err(WorkerError::Checksum)?,
+                );
+            }
+            cache.flush();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
+        let file = match &vertex.op {
+            Op::File(file) => file,
+            Op::Source(SourceOp::Http { url, checksum, .. }) => {
+                let part = self
+                    .downloads
+                    .key_part(&self.snapshotter, &vertex.digest, url, checksum.as_deref())
+                    .await?;
+                return Ok(vec![*blake3::hash(&part).as_bytes()]);
+            }
+            _ => return Ok(Vec::new()),
         };
         let copies: Vec<_> = file
             .actions
@@ -335,9 +439,16 @@ impl Worker {
                 .with_excludes((!matcher.is_empty()).then_some(matcher));
             let mut out = Vec::new();
             for c in &copies {
+                let source_exclude = dockerignore::Matcher::new(&c.exclude_patterns);
                 out.push(
                     cache
-                        .checksum(&context, &c.src, c.allow_wildcard, c.follow_symlinks)
+                        .checksum_filtered(
+                            &context,
+                            &c.src,
+                            c.allow_wildcard,
+                            c.follow_symlinks,
+                            (!source_exclude.is_empty()).then_some(&source_exclude),
+                        )
                         .map_err(WorkerError::Checksum)?,
                 );
             }
@@ -345,19 +456,6 @@ impl Worker {
             Ok(out)
         })
         .await
-    }
-}
-
-fn exists_in_rootfs(spec: &RootfsSpec, rel: &str) -> bool {
-    match spec {
-        RootfsSpec::Overlay {
-            lowerdirs,
-            upperdir,
-            ..
-        } => std::iter::once(upperdir)
-            .chain(lowerdirs.iter())
-            .any(|d| std::fs::symlink_metadata(d.join(rel)).is_ok()),
-        RootfsSpec::Dir(dir) => std::fs::symlink_metadata(dir.join(rel)).is_ok(),
     }
 }
 
@@ -401,11 +499,23 @@ fn apply_file_actions(
                     None => None,
                 };
                 let exclude = (reset_owner && !excludes.is_empty()).then(|| excludes.clone());
+                let symbolic = match &copy.mode_str {
+                    Some(m) => Some(fsops::SymbolicMode::parse(m).map_err(|e| {
+                        WorkerError::File {
+                            op: op_name,
+                            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                        }
+                    })?),
+                    None => None,
+                };
+                let source_exclude = dockerignore::Matcher::new(&copy.exclude_patterns);
                 let settings = fsops::CopySettings {
                     owner,
                     reset_owner,
                     mode: copy.mode,
+                    symbolic,
                     exclude,
+                    source_exclude: (!source_exclude.is_empty()).then_some(source_exclude),
                 };
                 fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| {
                     WorkerError::File {
@@ -441,12 +551,24 @@ impl Executor for Worker {
         vertex: &WorkVertex,
         inputs: &[CacheKey],
     ) -> Result<CacheKey, WorkerError> {
-        let op_json = rbuild_oci::canonical_json(&vertex.op).unwrap_or_default();
+        // Proxy variables never enter the cache key (BuildKit's ProxyEnv).
+        let keyed_op = match &vertex.op {
+            Op::Exec(exec) if !exec.proxy_env.is_empty() => {
+                let mut exec = exec.clone();
+                exec.proxy_env.clear();
+                Op::Exec(exec)
+            }
+            other => other.clone(),
+        };
+        let op_json = rbuild_oci::canonical_json(&keyed_op).unwrap_or_default();
         let mut parts: Vec<Vec<u8>> = vec![b"rbuild-cache-v1".to_vec(), op_json];
         for key in inputs {
             parts.push(key.0.to_vec());
         }
         for sum in self.file_key_extra(vertex).await? {
+            parts.push(sum.to_vec());
+        }
+        for sum in self.mount_key_extra(vertex).await? {
             parts.push(sum.to_vec());
         }
         let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
@@ -472,7 +594,26 @@ impl Executor for Worker {
             )
             .await
             .map(|id| Value::Fs(id)),
-            Op::Exec(exec) => self.run_exec(exec, inputs, ctx).await,
+            Op::Source(SourceOp::Http {
+                url,
+                checksum,
+                filename,
+            }) => {
+                self.downloads
+                    .materialize(
+                        &self.snapshotter,
+                        &vertex.digest,
+                        url,
+                        checksum.as_deref(),
+                        filename,
+                    )
+                    .await
+            }
+            Op::Merge => self.run_merge(inputs).await,
+            Op::Exec(exec) => {
+                self.run_exec(exec, inputs, ctx, &vertex.context_excludes)
+                    .await
+            }
             Op::File(file) => self.run_file(file, inputs, &vertex.context_excludes).await,
         }
     }
