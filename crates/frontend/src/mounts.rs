@@ -1,0 +1,289 @@
+//! `RUN --mount=...` values, parsed like BuildKit's `instructions.ParseMount`: a CSV record of
+//! `key=value` fields (and a few bare flags), each value expanded with the build's ARG/ENV.
+
+use rbuild_llb::{CacheSharing, MountType};
+
+/// One parsed `--mount` flag (targets not yet made absolute against WORKDIR).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParsedMount {
+    pub kind: MountType,
+    pub from: Option<String>,
+    pub source: Option<String>,
+    pub target: String,
+    pub readonly: bool,
+    pub id: String,
+    pub sharing: CacheSharing,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub required: bool,
+    pub env: Option<String>,
+}
+
+/// Splits one CSV record like Go's encoding/csv (quotes, `""` escapes).
+fn csv_fields(value: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = value.chars().peekable();
+    let mut at_start = true;
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    cur.push('"');
+                } else {
+                    quoted = false;
+                    if !matches!(chars.peek(), None | Some(',')) {
+                        return Err(format!("extraneous or missing \" in quoted-field: {value}"));
+                    }
+                }
+            } else {
+                cur.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' if at_start => {
+                quoted = true;
+                at_start = false;
+            }
+            ',' => {
+                out.push(std::mem::take(&mut cur));
+                at_start = true;
+            }
+            _ => {
+                cur.push(c);
+                at_start = false;
+            }
+        }
+    }
+    if quoted {
+        return Err(format!("extraneous or missing \" in quoted-field: {value}"));
+    }
+    out.push(cur);
+    Ok(out)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid value for {key}: {v}")),
+    }
+}
+
+/// Parses sizes like docker's `units.RAMInBytes`: `1024`, `64k`, `64m`, `1g`, `1gb`, `1GiB`.
+pub(crate) fn ram_in_bytes(v: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size: '{v}'");
+    let t = v.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return Err(bad()),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// Parses one `--mount` value; `expand` does ARG/ENV expansion of each field's value.
+pub(crate) fn parse_mount(
+    value: &str,
+    expand: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<ParsedMount, String> {
+    let fields = csv_fields(value)?;
+    let mut kind = MountType::Bind;
+    for field in &fields {
+        if let Some((k, v)) = field.split_once('=') {
+            if k.to_ascii_lowercase() == "type" {
+                kind = match v.to_ascii_lowercase().as_str() {
+                    "bind" => MountType::Bind,
+                    "cache" => MountType::Cache,
+                    "tmpfs" => MountType::Tmpfs,
+                    "secret" => MountType::Secret,
+                    "ssh" => return Err("mount type \"ssh\" is not supported yet".to_string()),
+                    _ => return Err(format!("unsupported mount type \"{v}\"")),
+                };
+            }
+        }
+    }
+    let mut m = ParsedMount {
+        kind: kind.clone(),
+        from: None,
+        source: None,
+        target: String::new(),
+        readonly: false,
+        id: String::new(),
+        sharing: CacheSharing::Shared,
+        mode: None,
+        uid: None,
+        gid: None,
+        size: None,
+        required: false,
+        env: None,
+    };
+    let mut ro_auto = true;
+    for field in &fields {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        let Some(raw) = value else {
+            match key.as_str() {
+                "readonly" | "ro" => {
+                    m.readonly = true;
+                    ro_auto = false;
+                }
+                "readwrite" | "rw" => {
+                    m.readonly = false;
+                    ro_auto = false;
+                }
+                "required" if kind == MountType::Secret => m.required = true,
+                _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+            }
+            continue;
+        };
+        if key == "type" {
+            continue;
+        }
+        let v = expand(raw)?;
+        match key.as_str() {
+            "from" => m.from = Some(v),
+            "source" | "src" => m.source = Some(v),
+            "target" | "dst" | "destination" => m.target = v,
+            "readonly" | "ro" => {
+                m.readonly = parse_bool(&key, &v)?;
+                ro_auto = false;
+            }
+            "readwrite" | "rw" => {
+                m.readonly = !parse_bool(&key, &v)?;
+                ro_auto = false;
+            }
+            "required" if kind == MountType::Secret => m.required = parse_bool(&key, &v)?,
+            "id" => m.id = v,
+            "sharing" => {
+                m.sharing = match v.to_ascii_lowercase().as_str() {
+                    "shared" => CacheSharing::Shared,
+                    "private" => CacheSharing::Private,
+                    "locked" => CacheSharing::Locked,
+                    _ => return Err(format!("unsupported sharing value \"{v}\"")),
+                }
+            }
+            "mode" => {
+                m.mode = Some(
+                    u32::from_str_radix(&v, 8)
+                        .map_err(|_| format!("invalid value {v} for mode"))?,
+                )
+            }
+            "uid" => {
+                m.uid = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid value {v} for uid"))?,
+                )
+            }
+            "gid" => {
+                m.gid = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid value {v} for gid"))?,
+                )
+            }
+            "size" if kind == MountType::Tmpfs => m.size = Some(ram_in_bytes(&v)?),
+            "env" if kind == MountType::Secret => m.env = Some(v),
+            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+        }
+    }
+    if ro_auto {
+        m.readonly = matches!(kind, MountType::Bind | MountType::Secret);
+    }
+    if kind == MountType::Secret {
+        if m.id.is_empty() {
+            if m.target.is_empty() {
+                return Err("invalid secret mount: id or target is required".to_string());
+            }
+            m.id = m
+                .target
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        if m.target.is_empty() && m.env.is_none() {
+            m.target = format!("/run/secrets/{}", m.id);
+        }
+    } else if m.target.is_empty() {
+        return Err("invalid mount target \"\"".to_string());
+    }
+    if matches!(kind, MountType::Tmpfs | MountType::Secret) && m.from.is_some() {
+        return Err(format!(
+            "'from' is not supported for {} mounts",
+            if kind == MountType::Tmpfs {
+                "tmpfs"
+            } else {
+                "secret"
+            }
+        ));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &str) -> Result<ParsedMount, String> {
+        parse_mount(v, &mut |s: &str| Ok(s.replace("$X", "ex")))
+    }
+
+    #[test]
+    fn defaults_and_expansion() {
+        let m = p("type=cache,target=/c/$X").unwrap();
+        assert_eq!(m.kind, MountType::Cache);
+        assert_eq!(m.target, "/c/ex");
+        assert!(!m.readonly);
+        let b = p("target=/m,source=a").unwrap();
+        assert_eq!(b.kind, MountType::Bind);
+        assert!(b.readonly);
+        assert!(!p("target=/m,rw").unwrap().readonly);
+        assert!(!p("target=/m,readwrite=true").unwrap().readonly);
+        let s = p("type=secret,id=tok").unwrap();
+        assert_eq!(s.target, "/run/secrets/tok");
+        let e = p("type=secret,id=tok,env=TOKEN,required").unwrap();
+        assert_eq!(e.target, "");
+        assert!(e.required);
+        let t = p("type=secret,target=/x/key").unwrap();
+        assert_eq!(t.id, "key");
+        let f = p("type=tmpfs,target=/t,size=64m").unwrap();
+        assert_eq!(f.size, Some(64 << 20));
+        let q = p("\"type=cache\",\"target=/a,b\"").unwrap();
+        assert_eq!(q.target, "/a,b");
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p("type=nope,target=/x")
+            .unwrap_err()
+            .contains("unsupported mount type"));
+        assert!(p("type=cache,target=/x,bogus=1")
+            .unwrap_err()
+            .contains("unexpected key"));
+        assert!(p("type=cache").is_err());
+        assert!(p("type=cache,target=/x,sharing=weird").is_err());
+        assert_eq!(ram_in_bytes("1GiB").unwrap(), 1 << 30);
+    }
+}

@@ -1,0 +1,161 @@
+//! Plain HTTP(S) downloads for `ADD <url>`: [`fetch_url`] streams a URL's body to a file while
+//! hashing it, and reports the `Last-Modified` time.
+
+use crate::RegistryError;
+use rbuild_oci::{Digest, Sha256Writer};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// What [`fetch_url`] downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedUrl {
+    /// sha256 of the body.
+    pub digest: Digest,
+    /// Body size in bytes.
+    pub size: u64,
+    /// The `Last-Modified` header, when present and valid.
+    pub last_modified: Option<SystemTime>,
+    /// The file name from `Content-Disposition: ...; filename=...`, when present.
+    pub disposition_filename: Option<String>,
+}
+
+/// GETs `url` (http or https, redirects followed) and writes the body to `dest` (created or
+/// truncated). Any status but 2xx is an error naming the URL.
+pub async fn fetch_url(url: &str, dest: &Path) -> Result<FetchedUrl, RegistryError> {
+    let what = url.to_string();
+    let transport = |cause: String| RegistryError::Transport {
+        what: what.clone(),
+        url: url.to_string(),
+        cause,
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| transport(error_chain(&e)))?;
+    let mut resp = client.get(url).send().await.map_err(|e| {
+        if e.is_connect() {
+            RegistryError::Connect {
+                what: what.clone(),
+                addr: url.to_string(),
+                cause: error_chain(&e),
+            }
+        } else {
+            transport(error_chain(&e))
+        }
+    })?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(RegistryError::Http {
+            what: what.clone(),
+            status: status.to_string(),
+            url: url.to_string(),
+            detail: String::new(),
+        });
+    }
+    let header = |name: reqwest::header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let last_modified = header(reqwest::header::LAST_MODIFIED).and_then(|v| parse_http_date(&v));
+    let disposition_filename =
+        header(reqwest::header::CONTENT_DISPOSITION).and_then(|v| disposition_filename(&v));
+    let file = std::fs::File::create(dest)
+        .map_err(|e| transport(format!("create {}: {e}", dest.display())))?;
+    let mut out = Sha256Writer::new(std::io::BufWriter::new(file));
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(error_chain(&e)))? {
+        out.write_all(&chunk)
+            .map_err(|e| transport(format!("write {}: {e}", dest.display())))?;
+    }
+    let (digest, size, mut buf) = out.finish();
+    buf.flush()
+        .map_err(|e| transport(format!("write {}: {e}", dest.display())))?;
+    Ok(FetchedUrl {
+        digest,
+        size,
+        last_modified,
+        disposition_filename,
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn disposition_filename(v: &str) -> Option<String> {
+    v.split(';').find_map(|part| {
+        let (k, val) = part.trim().split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("filename") {
+            return None;
+        }
+        let name = val.trim().trim_matches('"');
+        let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+        (!base.is_empty() && base != "." && base != "..").then(|| base.to_string())
+    })
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form HTTP servers must send.
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, zone] = parts.as_slice() else {
+        return None;
+    };
+    if *zone != "GMT" && *zone != "UTC" {
+        return None;
+    }
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + m * 60 + sec;
+    if secs < 0 {
+        return None;
+    }
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_and_dispositions() {
+        let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            784111777
+        );
+        assert!(parse_http_date("yesterday").is_none());
+        assert_eq!(
+            disposition_filename("attachment; filename=\"a/b.txt\"").as_deref(),
+            Some("b.txt")
+        );
+        assert_eq!(disposition_filename("inline"), None);
+    }
+}

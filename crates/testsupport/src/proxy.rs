@@ -1,0 +1,355 @@
+//! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a test registry: it counts requests
+//! and, per rule, answers 5xx or 429 (with `Retry-After`), drops the connection mid request or
+//! response body, truncates a body (shorter `Content-Length`) or corrupts a byte. One request per
+//! connection (`Connection: close` both ways), so framing stays trivial.
+
+use crate::TestError;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What to do to a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this status (e.g. 500, 503) without forwarding.
+    Status(u16),
+    /// Answer `429 Too Many Requests` with `Retry-After: SECONDS`.
+    RateLimit(u64),
+    /// Read half of the request body, then close the connection (no response).
+    DropRequestBody,
+    /// Forward, then send the status line, headers and half of the body, and close.
+    DropResponseBody,
+    /// Forward, then send half of the body with a matching (shorter) `Content-Length`.
+    ShortBody,
+    /// Forward, then flip one byte in the middle of the body.
+    CorruptBody,
+}
+
+/// A rule: the first `times` requests whose method matches (any when `None`) and whose path
+/// contains `path_contains` get `fault`.
+#[derive(Debug, Clone)]
+pub struct FaultRule {
+    /// `GET`, `HEAD`, `PATCH`, ... or any.
+    pub method: Option<String>,
+    /// A substring of the request target.
+    pub path_contains: String,
+    /// The fault.
+    pub fault: Fault,
+    /// How many requests it applies to.
+    pub times: usize,
+}
+
+impl FaultRule {
+    /// A rule for `times` requests with `method` on paths containing `path_contains`.
+    pub fn new(method: &str, path_contains: &str, fault: Fault, times: usize) -> FaultRule {
+        FaultRule {
+            method: (!method.is_empty()).then(|| method.to_string()),
+            path_contains: path_contains.to_string(),
+            fault,
+            times,
+        }
+    }
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// The method.
+    pub method: String,
+    /// The request target (path and query).
+    pub path: String,
+    /// The status sent back (0 when the connection was dropped before a response).
+    pub status: u16,
+    /// The fault applied, if any.
+    pub fault: Option<Fault>,
+}
+
+#[derive(Default)]
+struct Shared {
+    rules: Mutex<Vec<FaultRule>>,
+    log: Mutex<Vec<LoggedRequest>>,
+    stop: AtomicBool,
+}
+
+/// The proxy; stopped on drop.
+pub struct FaultProxy {
+    addr: String,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free 127.0.0.1 port forwarding to `upstream` (`127.0.0.1:PORT`).
+    pub fn start(upstream: &str) -> Result<FaultProxy, TestError> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| TestError::Io {
+            action: "bind",
+            path: "127.0.0.1:0".into(),
+            source: e,
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| TestError::Other(format!("proxy local_addr: {e}")))?
+            .to_string();
+        let shared = Arc::new(Shared::default());
+        let (sh, up) = (shared.clone(), upstream.to_string());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sh.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (sh, up) = (sh.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, &up, &sh);
+                });
+            }
+        });
+        Ok(FaultProxy {
+            addr,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// Adds a rule (rules are tried in order).
+    pub fn add(&self, rule: FaultRule) {
+        self.shared.rules.lock().expect("rules").push(rule);
+    }
+
+    /// Removes all rules.
+    pub fn clear_rules(&self) {
+        self.shared.rules.lock().expect("rules").clear();
+    }
+
+    /// The requests so far.
+    pub fn log(&self) -> Vec<LoggedRequest> {
+        self.shared.log.lock().expect("log").clone()
+    }
+
+    /// Forgets the requests so far.
+    pub fn clear_log(&self) {
+        self.shared.log.lock().expect("log").clear();
+    }
+
+    /// How many logged requests had `method` and a path containing `path_contains`.
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.log()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .count()
+    }
+
+    /// The log as text, one request a line (for assertion messages).
+    pub fn log_text(&self) -> String {
+        self.log()
+            .iter()
+            .map(|r| format!("{} {} -> {} {:?}\n", r.method, r.path, r.status, r.fault))
+            .collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let end = line == b"\r\n" || line == b"\n";
+        head.extend_from_slice(&line);
+        if end {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or("").to_string();
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let fault = {
+        let mut rules = sh.rules.lock().expect("rules");
+        let mut found = None;
+        for r in rules.iter_mut() {
+            if r.times > 0
+                && r.method.as_deref().map_or(true, |m| m == method)
+                && path.contains(&r.path_contains)
+            {
+                r.times -= 1;
+                found = Some(r.fault.clone());
+                break;
+            }
+        }
+        found
+    };
+    let log = |status: u16| {
+        sh.log.lock().expect("log").push(LoggedRequest {
+            method: method.clone(),
+            path: path.clone(),
+            status,
+            fault: fault.clone(),
+        })
+    };
+    // The request body: Content-Length or chunked (decoded, re-sent with a Content-Length).
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let len: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if fault == Some(Fault::DropRequestBody) {
+        let mut half = vec![0u8; len / 2];
+        let _ = reader.read_exact(&mut half);
+        log(0);
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line)?;
+            let n = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0u8; n + 2];
+            reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    }
+    let mut client = client;
+    match fault {
+        Some(Fault::Status(code)) => {
+            let msg = br#"{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}"#;
+            write!(
+                client,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                msg.len()
+            )?;
+            client.write_all(msg)?;
+            log(code);
+            return Ok(());
+        }
+        Some(Fault::RateLimit(secs)) => {
+            let msg = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"injected rate limit"}]}"#;
+            write!(
+                client,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {secs}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                msg.len()
+            )?;
+            client.write_all(msg)?;
+            log(429);
+            return Ok(());
+        }
+        _ => {}
+    }
+    // Forward.
+    let mut up = TcpStream::connect(upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut out = format!("{request_line}\r\n");
+    for (k, v) in &headers {
+        let lk = k.to_ascii_lowercase();
+        if lk == "connection" || lk == "transfer-encoding" || lk == "content-length" {
+            continue;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if chunked || len > 0 || header("content-length").is_some() {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    up.write_all(&body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(resp.len());
+    let (rhead, rbody) = resp.split_at(split);
+    let rhead = String::from_utf8_lossy(rhead).into_owned();
+    let status: u16 = rhead
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut rbody = rbody.to_vec();
+    // Rebuild the head with Connection: close (and a new Content-Length for ShortBody).
+    let mut new_head = String::new();
+    for (i, l) in rhead.trim_end_matches("\r\n").split("\r\n").enumerate() {
+        let lower = l.to_ascii_lowercase();
+        if i > 0 && lower.starts_with("connection:") {
+            continue;
+        }
+        if fault == Some(Fault::ShortBody) && lower.starts_with("content-length:") && !rbody.is_empty() {
+            new_head.push_str(&format!("Content-Length: {}\r\n", rbody.len() / 2));
+            continue;
+        }
+        new_head.push_str(l);
+        new_head.push_str("\r\n");
+    }
+    new_head.push_str("Connection: close\r\n\r\n");
+    client.write_all(new_head.as_bytes())?;
+    match fault {
+        Some(Fault::DropResponseBody) | Some(Fault::ShortBody) => {
+            client.write_all(&rbody[..rbody.len() / 2])?;
+            client.flush()?;
+            log(status);
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::CorruptBody) if !rbody.is_empty() => {
+            let mid = rbody.len() / 2;
+            rbody[mid] ^= 0xff;
+        }
+        _ => {}
+    }
+    client.write_all(&rbody)?;
+    client.flush()?;
+    log(status);
+    let _ = client.shutdown(Shutdown::Write);
+    Ok(())
+}
