@@ -22,6 +22,8 @@ enum Output {
     Oci { dest: PathBuf, tar: bool },
     Docker { dest: PathBuf },
     Local { dest: PathBuf },
+    /// `type=image,name=A[,name=B],push=true` (`type=registry` implies push).
+    Image { names: Vec<String>, push: bool },
 }
 
 fn parse_output(spec: &str) -> Result<Output, Report> {
@@ -46,8 +48,32 @@ fn parse_output(spec: &str) -> Result<Output, Report> {
         Some("local") => Ok(Output::Local {
             dest: need_dest("local")?,
         }),
+        Some(kind @ ("image" | "registry")) => {
+            // `name=a,b` (buildx's CSV) and repeated `name=` both give several names.
+            let mut names = Vec::new();
+            let mut in_name = false;
+            for part in spec.split(',') {
+                match part.split_once('=') {
+                    Some(("name", v)) => {
+                        in_name = true;
+                        names.push(v.trim_matches('"').to_string());
+                    }
+                    Some(_) => in_name = false,
+                    None if in_name => names.push(part.trim_matches('"').to_string()),
+                    None => {}
+                }
+            }
+            names.retain(|n| !n.is_empty());
+            let push = kind == "registry" || fields.get("push").is_some_and(|v| v == "true");
+            if names.is_empty() && push {
+                return Err(Report::new(format!(
+                    "error: --output type={kind} needs name=REF to push"
+                )));
+            }
+            Ok(Output::Image { names, push })
+        }
         Some(other) => Err(Report::new(format!(
-            "error: unsupported output type `{other}` (supported: oci, docker, local)"
+            "error: unsupported output type `{other}` (supported: oci, docker, local, image, registry)"
         ))),
         None => Err(Report::new(format!(
             "error: --output `{spec}` has no type=..."
@@ -270,10 +296,13 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .map(|o| parse_output(o))
         .collect::<Result<Vec<_>, _>>()?;
     let context_excludes = read_dockerignore(&context, &dockerfile_path);
-    let created_secs = match std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse::<i64>().ok())
-    {
+    // SOURCE_DATE_EPOCH (build arg or environment, as BuildKit) clamps every timestamp.
+    let source_date_epoch = parse_build_args(&args.build_args)
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let created_secs = match source_date_epoch {
         Some(epoch) => epoch,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -371,12 +400,41 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     };
     let tags: Vec<String> = args.tags.iter().map(|t| normalize_tag(t)).collect();
     let config = plan.config.clone();
+    let push_store = store.clone();
+    let mut push_names: Vec<String> = Vec::new();
+    let mut all_names: Vec<String> = tags.clone();
+    for o in &outputs {
+        if let Output::Image { names, push } = o {
+            all_names.extend(names.iter().map(|n| normalize_tag(n)));
+            if *push {
+                push_names.extend(names.iter().map(|n| normalize_tag(n)));
+            }
+        }
+    }
+    if args.push {
+        if tags.is_empty() {
+            return Err(Report::new("error: --push needs at least one -t NAME").with_code(2));
+        }
+        push_names.extend(tags.iter().cloned());
+    }
+    push_names.dedup();
     let desc =
-        blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs))
+        blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs, source_date_epoch))
             .await?;
     eprintln!("writing image {} done", desc.digest);
     for tag in &args.tags {
         eprintln!("naming to {} done", normalize_tag(tag));
+    }
+    if !push_names.is_empty() {
+        crate::push::push_image(&push_store, &desc, &push_names, 3).await?;
+    }
+    if let Some(path) = &args.metadata_file {
+        all_names.dedup();
+        let pushed = crate::push::Pushed {
+            descriptor: desc.clone(),
+            names: all_names,
+        };
+        crate::push::write_metadata(path, &push_store, &pushed)?;
     }
     Ok(())
 }
@@ -474,11 +532,10 @@ fn export(
     config: ImageConfig,
     tags: &[String],
     outputs: &[Output],
+    source_date_epoch: Option<i64>,
 ) -> Result<Descriptor, Report> {
     let opts = LayerOptions {
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.parse().ok()),
+        source_date_epoch,
         gzip_level: None,
     };
     let mut layers = Vec::new();
@@ -502,6 +559,15 @@ fn export(
                 rbuild_exporter::write_docker_archive(store, &desc, tags, dest)
             }
             Output::Local { dest } => rbuild_exporter::write_local(snapshotter, top, dest),
+            Output::Image { names, .. } => {
+                for name in names {
+                    let tag = normalize_tag(name);
+                    store
+                        .set_tag(&tag, &desc)
+                        .map_err(|e| Report::from_error(&format!("naming {tag}"), &e))?;
+                }
+                Ok(())
+            }
         };
         result.map_err(|e| Report::from_error("exporting", &e))?;
     }
