@@ -233,7 +233,7 @@ fn url_filename(url: &str) -> String {
         None => "",
     };
     let path = path.split(['?', '#']).next().unwrap_or("");
-    match path.split('/').filter(|s| !s.is_empty()).last() {
+    match path.split('/').rfind(|s| !s.is_empty()) {
         Some(base) if base != "." => base.to_string(),
         _ => "__unnamed__".to_string(),
     }
@@ -1049,7 +1049,10 @@ impl<'a> Converter<'a> {
         index: usize,
         bases: &HashMap<String, BaseImage>,
     ) -> Result<VertexIndex, ConvertError> {
-        let from = expand(&self.lexer, from, &self.meta(), span)?;
+        // Global ARGs, then the stage's ARG/ENV.
+        let mut vars = self.meta();
+        vars.extend(state.vars());
+        let from = expand(&self.lexer, from, &vars, span)?;
         if let Some(i) = find_stage(decls, &from, index) {
             return stages
                 .get(&i)
@@ -1094,8 +1097,14 @@ impl<'a> Converter<'a> {
                     .process_word(w, &lookup(&vars))
                     .map_err(|e| e.to_string())
             };
-            let m = crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
-                .map_err(|e| ConvertError::at(span, e))?;
+            let raw = f.value.as_deref().unwrap_or("");
+            let mut m =
+                crate::mounts::parse_mount(raw, &mut ex).map_err(|e| ConvertError::at(span, e))?;
+            // `from` is expanded (once) against the global ARGs too, as for COPY --from.
+            let mut keep = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
+            m.from = crate::mounts::parse_mount(raw, &mut keep)
+                .map_err(|e| ConvertError::at(span, e))?
+                .from;
             let target = if m.target.is_empty() {
                 String::new()
             } else {
@@ -1431,6 +1440,21 @@ impl<'a> Converter<'a> {
         let mut inputs = vec![base];
         let mut src_input = None;
         let mut actions = Vec::new();
+        // BuildKit's --link layers hold the destination's parents as root-owned 0755 directories
+        // (the --chown owner applies to the copied entries only).
+        if link {
+            let trimmed = dest.trim_end_matches('/');
+            if let Some(parent) = trimmed.rfind('/').map(|i| &trimmed[..i]) {
+                if !parent.is_empty() {
+                    actions.push(FileAction::Mkdir(MkdirAction {
+                        path: parent.to_string(),
+                        mode: 0o755,
+                        make_parents: true,
+                        owner: None,
+                    }));
+                }
+            }
+        }
         for src in &words {
             let src = expand(&self.lexer, src, &vars, span)?;
             let is_url = src.starts_with("http://") || src.starts_with("https://");
@@ -1664,6 +1688,20 @@ mod tests {
         assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
         assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
         assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
+    }
+
+    #[test]
+    fn copy_flag_helpers() {
+        for ok in ["u+x", "u+x,g-w,o=r", "a=rX", "go=u", "+x", "ug+rw-x", "o="] {
+            assert!(valid_symbolic_mode(ok), "{ok}");
+        }
+        for bad in ["", "u", "x+r", "u+q", "u+r,", "rwx"] {
+            assert!(!valid_symbolic_mode(bad), "{bad}");
+        }
+        assert_eq!(url_filename("https://h/a/b.tar.gz?x=1#f"), "b.tar.gz");
+        assert_eq!(url_filename("http://h:8080/dir/"), "dir");
+        assert_eq!(url_filename("http://h"), "__unnamed__");
+        assert_eq!(url_filename("http://h/"), "__unnamed__");
     }
 }
 

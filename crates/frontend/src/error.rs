@@ -37,8 +37,13 @@ pub enum ParseErrorKind {
         /// The instruction keyword, upper-case.
         instruction: String,
     },
-    /// An `ENV`/`LABEL` word without `=` after a `key=value` word.
-    #[error("Syntax error - can't find = in {word:?}. Must be of the form: name=value")]
+    /// An `ENV`/`LABEL` word without `=` after a `key=value` word. The word is quoted as Go's
+    /// `%q` does (as BuildKit prints it); Rust's `{:?}` would blow a control character up to
+    /// `\u{7f}` (found by tests/fuzz_parser.rs).
+    #[error(
+        "Syntax error - can't find = in {}. Must be of the form: name=value",
+        crate::parser::go_quote(.word)
+    )]
     MissingEquals {
         /// The offending word.
         word: String,

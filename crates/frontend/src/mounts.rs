@@ -110,7 +110,7 @@ pub(crate) fn parse_mount(
     let mut kind = MountType::Bind;
     for field in &fields {
         if let Some((k, v)) = field.split_once('=') {
-            if k.to_ascii_lowercase() == "type" {
+            if k.eq_ignore_ascii_case("type") {
                 kind = match v.to_ascii_lowercase().as_str() {
                     "bind" => MountType::Bind,
                     "cache" => MountType::Cache,
@@ -285,5 +285,61 @@ mod tests {
         assert!(p("type=cache").is_err());
         assert!(p("type=cache,target=/x,sharing=weird").is_err());
         assert_eq!(ram_in_bytes("1GiB").unwrap(), 1 << 30);
+    }
+
+    #[test]
+    fn run_mounts_become_exec_mounts_and_inputs() {
+        use rbuild_llb::Op;
+        let df = crate::parse(
+            "FROM scratch AS data\n\
+             FROM scratch\n\
+             ARG CID=ids\n\
+             WORKDIR /w\n\
+             RUN --mount=type=cache,target=c,id=$CID,sharing=locked \\\n\
+             --mount=type=bind,from=data,source=/x,target=/b,rw \\\n\
+             --mount=type=bind,source=f,target=/f \\\n\
+             --mount=type=tmpfs,target=/t,size=1k \\\n\
+             --mount=type=secret,id=s,env=S true\n",
+        )
+        .unwrap();
+        let opts = crate::ConvertOptions {
+            dockerfile_name: "Dockerfile".into(),
+            ..Default::default()
+        };
+        let plan = crate::convert(&df, &opts, &std::collections::HashMap::new()).unwrap();
+        let def = &plan.definition;
+        let v = &def.vertices[plan.target];
+        let Op::Exec(exec) = &v.op else {
+            panic!("not an exec: {:?}", v.op)
+        };
+        assert_eq!(exec.mounts.len(), 5);
+        let cache = &exec.mounts[0];
+        assert_eq!(cache.target, "/w/c");
+        let copt = cache.cache.as_ref().unwrap();
+        assert_eq!(copt.id, "ids");
+        assert_eq!(copt.sharing, CacheSharing::Locked);
+        assert_eq!(copt.mode, 0o755);
+        assert_eq!(cache.input, None);
+        let stage = &exec.mounts[1];
+        assert!(!stage.readonly);
+        assert_eq!(stage.selector, "/x");
+        let ctx = &exec.mounts[2];
+        assert!(ctx.readonly);
+        assert_eq!(ctx.selector, "/f");
+        // input 0 = the rootfs, then the stage, then the build context.
+        assert_eq!(v.inputs.len(), 3);
+        assert_eq!(stage.input, Some(1));
+        assert_eq!(ctx.input, Some(2));
+        assert!(matches!(
+            def.vertices[v.inputs[2]].op,
+            Op::Source(rbuild_llb::SourceOp::Local { .. })
+        ));
+        assert_eq!(exec.mounts[3].tmpfs_size, Some(1024));
+        let secret = &exec.mounts[4];
+        assert_eq!(secret.target, "");
+        let sopt = secret.secret.as_ref().unwrap();
+        assert_eq!((sopt.id.as_str(), sopt.env.as_deref()), ("s", Some("S")));
+        assert_eq!(sopt.mode, 0o400);
+        assert!(!sopt.required);
     }
 }

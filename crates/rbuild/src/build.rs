@@ -620,6 +620,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_parse_like_buildx() {
+        let p = |s: &str| parse_secret(s).ok();
+        assert_eq!(
+            p("id=a,src=/f"),
+            Some(("a".into(), SecretSource::File("/f".into())))
+        );
+        assert_eq!(
+            p("id=a,source=/f,type=file"),
+            Some(("a".into(), SecretSource::File("/f".into())))
+        );
+        assert_eq!(p("id=a,env=V"), Some(("a".into(), SecretSource::Env("V".into()))));
+        assert_eq!(
+            p("type=env,id=a,src=V"),
+            Some(("a".into(), SecretSource::Env("V".into())))
+        );
+        assert_eq!(p("type=env,id=a"), Some(("a".into(), SecretSource::Env("a".into()))));
+        assert!(p("src=/f").is_none());
+        assert!(p("id=a,type=bogus").is_none());
+        assert!(p("id=a,what=1").is_none());
+    }
+
+    #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");

@@ -47,7 +47,12 @@ pub struct Pushed {
 
 /// Pushes the image `desc` of `store` to every name (normalised references), printing progress
 /// lines on stderr and the pushed digest.
-pub async fn push_image(store: &Store, desc: &Descriptor, names: &[String], jobs: usize) -> Result<(), Report> {
+pub async fn push_image(
+    store: &Store,
+    desc: &Descriptor,
+    names: &[String],
+    jobs: usize,
+) -> Result<(), Report> {
     let mut targets = Vec::new();
     for n in names {
         let r = Reference::parse(n)
@@ -163,7 +168,11 @@ pub async fn run_push(args: PushArgs, store_args: &StoreArgs) -> Result<(), Repo
                     .map_err(|e| Report::from_error("reading the image", &e))?;
                 let mt = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
-                    .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+                    .and_then(|v| {
+                        v.get("mediaType")
+                            .and_then(|m| m.as_str())
+                            .map(String::from)
+                    })
                     .unwrap_or_else(|| rbuild_oci::MediaType::OCI_MANIFEST.to_string());
                 Descriptor {
                     media_type: rbuild_oci::MediaType::new(&mt),

@@ -660,7 +660,7 @@ impl RegistryClient {
         self.base_url(registry)
     }
 
-    /// The retry policy: `(max_retries, delay before retry number `attempt` (0-based))`.
+    /// The delay before retry number `attempt` (0-based): base * 2^attempt, capped at 10 s, plus jitter.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let base = self.inner.opts.retry_base_delay;
         let exp = base.saturating_mul(1u32 << attempt.min(16));
@@ -1242,6 +1242,33 @@ mod tests {
         assert_eq!(c.scheme, "basic");
         assert_eq!(c.params["realm"], "basic-realm");
         assert_eq!(parse_challenge("Basic").params.len(), 0);
+    }
+
+    #[test]
+    fn error_bodies_and_retry_after() {
+        let (code, msg) = parse_error_body(
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name 'app' does not exist in the registry with id '123456789012'"}]}"#,
+        );
+        assert_eq!(code.as_deref(), Some("NAME_UNKNOWN"));
+        assert!(msg.unwrap().contains("'app' does not exist"));
+        let (code, msg) = parse_error_body(
+            br#"{"__type":"RepositoryNotFoundException","message":"repo missing"}"#,
+        );
+        assert_eq!(code.as_deref(), Some("RepositoryNotFoundException"));
+        assert_eq!(
+            msg.as_deref(),
+            Some("RepositoryNotFoundException: repo missing")
+        );
+        assert_eq!(parse_error_body(b"").1, None);
+        assert_eq!(parse_error_body(b"oops\n").1.as_deref(), Some("oops"));
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(reqwest::header::RETRY_AFTER, "9999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
+        assert!(is_retryable_status(StatusCode::TOO_MANY_REQUESTS));
+        assert!(is_retryable_status(StatusCode::BAD_GATEWAY));
+        assert!(!is_retryable_status(StatusCode::NOT_FOUND));
     }
 
     #[test]

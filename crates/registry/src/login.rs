@@ -53,8 +53,16 @@ fn base64(data: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -99,7 +107,8 @@ pub fn save_login(
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| err(format!("run {prog}: {e}")))?;
-        let payload = serde_json::json!({"ServerURL": key, "Username": username, "Secret": password});
+        let payload =
+            serde_json::json!({"ServerURL": key, "Username": username, "Secret": password});
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(payload.to_string().as_bytes())
@@ -119,9 +128,7 @@ pub fn save_login(
         return Ok(SavedTo::Helper(prog));
     }
     let obj = doc.as_object_mut().expect("checked above");
-    let auths = obj
-        .entry("auths")
-        .or_insert_with(|| serde_json::json!({}));
+    let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
     if !auths.is_object() {
         *auths = serde_json::json!({});
     }
@@ -255,8 +262,7 @@ mod tests {
         .unwrap();
         let saved = save_login(&cfg, "docker.io", "me", "secret").unwrap();
         assert_eq!(saved, SavedTo::File(cfg.clone()));
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
         assert_eq!(v["psFormat"], "table");
         assert_eq!(v["auths"]["other.io"]["auth"], "eDp5");
         assert_eq!(

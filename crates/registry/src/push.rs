@@ -64,10 +64,7 @@ struct Counters {
 
 /// Mount sources from the store's tags: for every tagged image of `registry`, its blobs map to
 /// its repository (base images pulled from the registry, earlier pushes).
-pub fn mount_sources_from_store(
-    store: &Store,
-    registry: &str,
-) -> BTreeMap<Digest, Vec<String>> {
+pub fn mount_sources_from_store(store: &Store, registry: &str) -> BTreeMap<Digest, Vec<String>> {
     let mut out: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
     let Ok(tags) = store.tags() else {
         return out;
@@ -189,7 +186,10 @@ impl RegistryClient {
             for (reg, name) in &done_repos {
                 if *reg == repo.registry {
                     for d in parts.blobs.keys() {
-                        sources.entry(d.clone()).or_default().insert(0, name.clone());
+                        sources
+                            .entry(d.clone())
+                            .or_default()
+                            .insert(0, name.clone());
                     }
                 }
             }
@@ -405,10 +405,27 @@ impl RegistryClient {
             body = read_range(store, digest, 0, size).await?;
         } else {
             let chunk = opts.chunk_size.max(1);
+            // The next chunk is read from disk while the current one is sent.
+            let prefetch = |offset: u64| {
+                let (store, digest) = (store.clone(), digest.clone());
+                let len = chunk.min(size - offset);
+                tokio::spawn(async move { read_range(&store, &digest, offset, len).await })
+            };
+            let mut next = Some(prefetch(0));
             let mut offset = 0u64;
             while offset < size {
                 let len = chunk.min(size - offset);
-                let data = read_range(store, digest, offset, len).await?;
+                let data = next
+                    .take()
+                    .expect("a chunk read is pending")
+                    .await
+                    .map_err(|e| RegistryError::Task {
+                        what: call.what.clone(),
+                        message: e.to_string(),
+                    })??;
+                if offset + len < size {
+                    next = Some(prefetch(offset + len));
+                }
                 let range = format!("{}-{}", offset, offset + len - 1);
                 let url = loc.clone();
                 let data = bytes::Bytes::from(data);

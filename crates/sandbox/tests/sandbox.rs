@@ -3,7 +3,7 @@
 //! Needs root; without it the tests are skipped loudly, unless RBUILD_REQUIRE_ROOT=1.
 
 use rbuild_sandbox::{
-    BindMount, ExitStatus, Network, OutputStream, Rootfs, RunSpec, Sandbox, SandboxError,
+    BindMount, ExitStatus, Mount, Network, OutputStream, Rootfs, RunSpec, Sandbox, SandboxError,
 };
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -451,6 +451,69 @@ fn scratch_and_extra_mounts(c: &Ctx) -> TestResult {
     Ok(())
 }
 
+fn tree_tmpfs_and_file_mounts(c: &Ctx) -> TestResult {
+    let (mut spec, upper) = c.spec(&[
+        "/bin/sh",
+        "-c",
+        "cat /t/in; (touch /t/x 2>/dev/null && echo rw) || echo ro; echo w > /o/new; \
+         ls -A /tmpfs | wc -l; grep -c ' /tmpfs tmpfs ' /proc/mounts; cat /s/sec; stat -c '%a %u %g' /s/sec",
+    ]);
+    let tree = c.tmp.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).map_err(|e| e.to_string())?;
+    fs::write(tree.join("sub/in"), "tree\n").map_err(|e| e.to_string())?;
+    // An escape attempt: resolved inside the tree, it is tree/sub.
+    symlink("../../../../../sub", tree.join("up")).map_err(|e| e.to_string())?;
+    // A writable overlay tree whose writes go to a throwaway upper.
+    let (o_upper, o_work) = (c.tmp.path().join("o-upper"), c.tmp.path().join("o-work"));
+    fs::create_dir_all(&o_upper).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&o_work).map_err(|e| e.to_string())?;
+    spec.extra_mounts = vec![
+        Mount::Tree {
+            source: Rootfs::Dir(tree.clone()),
+            selector: "/up".into(),
+            target: "/t".into(),
+            readonly: true,
+        },
+        Mount::Tree {
+            source: Rootfs::Overlay {
+                lowerdirs: vec![tree.clone()],
+                upperdir: o_upper.clone(),
+                workdir: o_work.clone(),
+            },
+            selector: "sub".into(),
+            target: "/o".into(),
+            readonly: false,
+        },
+        Mount::Tmpfs {
+            target: "/tmpfs".into(),
+            size: Some(1 << 20),
+        },
+        Mount::File {
+            target: "/s/sec".into(),
+            data: b"hush\n".to_vec(),
+            mode: 0o440,
+            uid: 1,
+            gid: 2,
+        },
+    ];
+    let o = c.run(&spec).map_err(|e| e.to_string())?;
+    ok_out(&o)?;
+    check!(
+        o.stdout == "tree\nro\n0\n1\nhush\n440 1 2\n",
+        "stdout {:?} stderr {:?}",
+        o.stdout,
+        o.stderr
+    );
+    check!(!tree.join("sub/new").exists(), "overlay tree write reached the lower");
+    check!(o_upper.join("sub/new").exists(), "overlay tree write not in its upper");
+    check!(upper.join("s").is_dir(), "file mount target not created");
+    check!(
+        fs::read(upper.join("s/sec")).map(|d| d.is_empty()).unwrap_or(false),
+        "secret bytes reached the rootfs upper"
+    );
+    Ok(())
+}
+
 fn dir_rootfs_and_given_files(c: &Ctx) -> TestResult {
     let root = c.tmp.path().join("dir-rootfs");
     copy_tree(&c.base, &root)?;
@@ -623,6 +686,7 @@ fn main() {
         ("setup_error_names_step", setup_error_names_step),
         ("many_lowerdirs", many_lowerdirs),
         ("scratch_and_extra_mounts", scratch_and_extra_mounts),
+        ("tree_tmpfs_and_file_mounts", tree_tmpfs_and_file_mounts),
         ("dir_rootfs_and_given_files", dir_rootfs_and_given_files),
         ("parallel_runs", parallel_runs),
     ];

@@ -211,7 +211,7 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
         let mut found = None;
         for r in rules.iter_mut() {
             if r.times > 0
-                && r.method.as_deref().map_or(true, |m| m == method)
+                && r.method.as_deref().is_none_or(|m| m == method)
                 && path.contains(&r.path_contains)
             {
                 r.times -= 1;
@@ -262,6 +262,7 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
     let mut client = client;
     match fault {
         Some(Fault::Status(code)) => {
+            log(code);
             let msg = br#"{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}"#;
             write!(
                 client,
@@ -269,10 +270,10 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
                 msg.len()
             )?;
             client.write_all(msg)?;
-            log(code);
             return Ok(());
         }
         Some(Fault::RateLimit(secs)) => {
+            log(429);
             let msg = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"injected rate limit"}]}"#;
             write!(
                 client,
@@ -280,7 +281,6 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
                 msg.len()
             )?;
             client.write_all(msg)?;
-            log(429);
             return Ok(());
         }
         _ => {}
@@ -324,7 +324,10 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
         if i > 0 && lower.starts_with("connection:") {
             continue;
         }
-        if fault == Some(Fault::ShortBody) && lower.starts_with("content-length:") && !rbody.is_empty() {
+        if fault == Some(Fault::ShortBody)
+            && lower.starts_with("content-length:")
+            && !rbody.is_empty()
+        {
             new_head.push_str(&format!("Content-Length: {}\r\n", rbody.len() / 2));
             continue;
         }
@@ -332,12 +335,13 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
         new_head.push_str("\r\n");
     }
     new_head.push_str("Connection: close\r\n\r\n");
+    // Logged before the client sees the response, so tests can count right after a call returns.
+    log(status);
     client.write_all(new_head.as_bytes())?;
     match fault {
         Some(Fault::DropResponseBody) | Some(Fault::ShortBody) => {
             client.write_all(&rbody[..rbody.len() / 2])?;
             client.flush()?;
-            log(status);
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
@@ -349,7 +353,6 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
     }
     client.write_all(&rbody)?;
     client.flush()?;
-    log(status);
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
 }

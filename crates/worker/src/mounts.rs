@@ -527,3 +527,136 @@ pub(crate) fn context_mount_patterns(exec: &ExecOp, context_inputs: &[bool]) -> 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild_llb::{CacheMountOpt, NetworkMode};
+
+    fn exec_with_cache(sharing: CacheSharing) -> ExecOp {
+        ExecOp {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Host,
+            proxy_env: vec![],
+            mounts: vec![ExecMount {
+                kind: MountType::Cache,
+                target: "/c".into(),
+                input: None,
+                selector: "/".into(),
+                readonly: false,
+                cache: Some(CacheMountOpt {
+                    id: "the-id".into(),
+                    sharing,
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                }),
+                tmpfs_size: None,
+                secret: None,
+            }],
+        }
+    }
+
+    fn source(p: &Prepared) -> PathBuf {
+        match &p.mounts[0] {
+            Mount::Bind(b) => b.source.clone(),
+            other => panic!("not a bind: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cache_sharing_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snapshotter = match Snapshotter::open(&tmp.path().join("snapshots")) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("SKIPPED: no snapshotter: {e}");
+                return;
+            }
+        };
+        let secrets = HashMap::new();
+        let cache_root = tmp.path().join("cache-mounts-v1");
+        let env = MountEnv {
+            snapshotter: &snapshotter,
+            context: None,
+            excludes: &[],
+            cache_root: &cache_root,
+            secrets: &secrets,
+        };
+        let shared1 = env
+            .prepare(&exec_with_cache(CacheSharing::Shared), &[])
+            .unwrap();
+        let shared2 = env
+            .prepare(&exec_with_cache(CacheSharing::Shared), &[])
+            .unwrap();
+        assert_eq!(source(&shared1), source(&shared2));
+        // private: the shared dir is busy, so another (pooled) one.
+        let private = env
+            .prepare(&exec_with_cache(CacheSharing::Private), &[])
+            .unwrap();
+        assert_ne!(source(&private), source(&shared1));
+        drop((shared1, shared2));
+        let private2 = env
+            .prepare(&exec_with_cache(CacheSharing::Private), &[])
+            .unwrap();
+        assert_eq!(source(&private2), cache_root.join(cache_dir_name("the-id")));
+        drop((private, private2));
+
+        // locked: a second user waits until the first is done.
+        let first = env
+            .prepare(&exec_with_cache(CacheSharing::Locked), &[])
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let second = env
+                    .prepare(&exec_with_cache(CacheSharing::Locked), &[])
+                    .unwrap();
+                tx.send(source(&second)).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(rx.try_recv().is_err(), "locked cache was not exclusive");
+            drop(first);
+            let got = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("second user never got the lock");
+            assert_eq!(got, cache_root.join(cache_dir_name("the-id")));
+        });
+    }
+
+    #[test]
+    fn stubs_are_missing_targets_and_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs_create(root, "etc");
+        let spec = RootfsSpec::Dir(root.to_path_buf());
+        let stubs = stub_paths(&spec, ["/etc/hosts", "/a/b/c", "/etc"]);
+        assert_eq!(
+            stubs,
+            vec![
+                PathBuf::from("etc/hosts"),
+                PathBuf::from("a/b/c"),
+                PathBuf::from("a/b"),
+                PathBuf::from("a"),
+            ]
+        );
+        fs_create(root, "a/b/c");
+        std::fs::write(root.join("etc/hosts"), b"").unwrap();
+        remove_stubs(root, &stubs);
+        assert!(!root.join("a").exists());
+        assert!(!root.join("etc/hosts").exists());
+        assert!(root.join("etc").exists());
+        // Non-empty stubs stay.
+        fs_create(root, "a/b/c");
+        std::fs::write(root.join("a/b/c/data"), b"x").unwrap();
+        remove_stubs(root, &stubs);
+        assert!(root.join("a/b/c/data").exists());
+    }
+
+    fn fs_create(root: &Path, rel: &str) {
+        std::fs::create_dir_all(root.join(rel)).unwrap();
+    }
+}
