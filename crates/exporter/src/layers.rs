@@ -3,7 +3,7 @@
 
 use crate::ExportError;
 use rbuild_oci::{
-    Descriptor, DiffId, ImageConfig, Layer, Manifest, MediaType, Sha256Writer, Store,
+    Compression, Descriptor, DiffId, ImageConfig, Layer, Manifest, MediaType, Sha256Writer, Store,
     LAYER_LABEL_GZIP,
 };
 use rbuild_snapshotter::{DiffOptions, SnapshotId, Snapshotter};
@@ -16,6 +16,56 @@ pub struct LayerOptions {
     pub source_date_epoch: Option<i64>,
     /// gzip level 0-9; None = 6 (Go's default, as BuildKit).
     pub gzip_level: Option<u32>,
+    /// Layer compression (gzip by default, as Docker).
+    pub compression: Compression,
+    /// Level for zstd (1-22, default 3); gzip uses `gzip_level`.
+    pub zstd_level: Option<i32>,
+    /// Recompress layers that already have a blob in another compression (BuildKit's
+    /// `force-compression`); otherwise such blobs are reused as they are.
+    pub force_compression: bool,
+}
+
+/// The snapshot label remembering a snapshot's blob in one compression.
+fn label_for(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Gzip => LAYER_LABEL_GZIP,
+        Compression::Zstd => "rbuild.layer.zstd",
+        Compression::None => "rbuild.layer.tar",
+    }
+}
+
+/// The compressing stage of the one-pass layer writer.
+enum Encoder<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Plain(W),
+}
+
+impl<W: Write> Encoder<W> {
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Plain(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Plain(w) => w.flush(),
+        }
+    }
 }
 
 /// Returns the gzip layer blob of snapshot `id` (its diff against its parent), making and storing it
@@ -26,21 +76,49 @@ pub fn ensure_layer(
     id: &SnapshotId,
     opts: &LayerOptions,
 ) -> Result<Layer, ExportError> {
+    let label = label_for(opts.compression);
     let label_key = match opts.source_date_epoch {
-        Some(epoch) => format!("{LAYER_LABEL_GZIP}.sde{epoch}"),
-        None => LAYER_LABEL_GZIP.to_string(),
+        Some(epoch) => format!("{label}.sde{epoch}"),
+        None => label.to_string(),
     };
-    if let Some(raw) = snapshotter.label(id, &label_key)? {
-        let layer: Layer =
-            serde_json::from_str(&raw).map_err(|_| ExportError::BadLabel(id.to_string()))?;
-        if store.has_blob(&layer.descriptor.digest) {
-            return Ok(layer);
+    let mut candidates = vec![label_key.clone()];
+    if !opts.force_compression {
+        for other in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            if other != opts.compression {
+                let base = label_for(other);
+                candidates.push(match opts.source_date_epoch {
+                    Some(epoch) => format!("{base}.sde{epoch}"),
+                    None => base.to_string(),
+                });
+            }
+        }
+    }
+    for key in &candidates {
+        if let Some(raw) = snapshotter.label(id, key)? {
+            let layer: Layer =
+                serde_json::from_str(&raw).map_err(|_| ExportError::BadLabel(id.to_string()))?;
+            if store.has_blob(&layer.descriptor.digest) {
+                return Ok(layer);
+            }
         }
     }
     let blob = store.blob_writer()?;
-    let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
-    let gz = flate2::write::GzEncoder::new(blob, level);
-    let mut tar_hasher = Sha256Writer::new(gz);
+    let (encoder, media_type) = match opts.compression {
+        Compression::Gzip => {
+            let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
+            (Encoder::Gzip(flate2::write::GzEncoder::new(blob, level)), MediaType::OCI_LAYER_GZIP)
+        }
+        Compression::Zstd => {
+            let zstd = zstd::stream::write::Encoder::new(blob, opts.zstd_level.unwrap_or(3)).map_err(|source| ExportError::Io {
+                action: "start zstd for",
+                path: id.to_string().into(),
+                source,
+            })?;
+            (Encoder::Zstd(zstd), MediaType::OCI_LAYER_ZSTD)
+        }
+        Compression::None => (Encoder::Plain(blob), MediaType::OCI_LAYER_TAR),
+    };
+    let mut tar_hasher = Sha256Writer::new(encoder);
     snapshotter.write_diff(
         id,
         &mut tar_hasher,
@@ -62,7 +140,7 @@ pub fn ensure_layer(
     let (digest, size) = blob.commit(None)?;
     let layer = Layer {
         descriptor: Descriptor {
-            media_type: MediaType::new(MediaType::OCI_LAYER_GZIP),
+            media_type: MediaType::new(media_type),
             digest,
             size,
             platform: None,

@@ -7,7 +7,7 @@ mod layers;
 mod outputs;
 
 pub use layers::{assemble_image, ensure_layer, LayerOptions};
-pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci};
+pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
 pub use rbuild_oci::Layer;
 
 use std::path::PathBuf;

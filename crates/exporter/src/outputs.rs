@@ -186,6 +186,36 @@ pub fn write_docker_archive(
     Ok(())
 }
 
+/// Writes the final filesystem of snapshot `top` (None = empty) as one tar file at `dest`
+/// (`--output type=tar`), entries in sorted order with numeric owners.
+pub fn write_tar(snapshotter: &Snapshotter, top: Option<&SnapshotId>, dest: &Path) -> Result<(), ExportError> {
+    let view = snapshotter.view(top)?;
+    let tmp = dest.with_extension("rbuild-tmp");
+    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut builder = tar::Builder::new(io::BufWriter::new(file));
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Complete);
+    append_sorted(&mut builder, view.path(), Path::new("")).map_err(io_err("write", &tmp))?;
+    let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
+    w.flush().map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
+    Ok(())
+}
+
+fn append_sorted<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+    let mut names: Vec<_> = fs::read_dir(root.join(rel))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+    names.sort();
+    for name in names {
+        let child = rel.join(&name);
+        let full = root.join(&child);
+        builder.append_path_with_name(&full, &child)?;
+        if fs::symlink_metadata(&full)?.is_dir() {
+            append_sorted(builder, root, &child)?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies the final filesystem of snapshot `top` (None = empty) into directory `dest`.
 pub fn write_local(
     snapshotter: &Snapshotter,

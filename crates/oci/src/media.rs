@@ -67,12 +67,13 @@ impl MediaType {
 }
 
 /// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Uncompressed tar.
     None,
-    /// gzip.
+    /// gzip (the default, as Docker).
+    #[default]
     Gzip,
     /// zstd.
     Zstd,

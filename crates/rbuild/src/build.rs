@@ -22,6 +22,8 @@ enum Output {
     Oci { dest: PathBuf, tar: bool },
     Docker { dest: PathBuf },
     Local { dest: PathBuf },
+    /// The final filesystem as one tar file.
+    Tar { dest: PathBuf },
     /// `type=image,name=A[,name=B],push=true` (`type=registry` implies push).
     Image { names: Vec<String>, push: bool },
 }
@@ -47,6 +49,9 @@ fn parse_output(spec: &str) -> Result<Output, Report> {
         }),
         Some("local") => Ok(Output::Local {
             dest: need_dest("local")?,
+        }),
+        Some("tar") => Ok(Output::Tar {
+            dest: need_dest("tar")?,
         }),
         Some(kind @ ("image" | "registry")) => {
             // `name=a,b` (buildx's CSV) and repeated `name=` both give several names.
@@ -117,6 +122,34 @@ fn parse_secret(raw: &str) -> Result<(String, SecretSource), Report> {
         }
     };
     Ok((id, source))
+}
+
+/// Layer compression from the outputs' `compression=gzip|zstd|uncompressed`, `compression-level=N`
+/// and `force-compression=true` (the image is assembled once, so the first output that sets them wins).
+fn layer_options(specs: &[String]) -> Result<LayerOptions, Report> {
+    let mut opts = LayerOptions::default();
+    for spec in specs {
+        let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
+        if let Some(c) = fields.get("compression") {
+            opts.compression = match *c {
+                "gzip" => rbuild_oci::Compression::Gzip,
+                "zstd" => rbuild_oci::Compression::Zstd,
+                "uncompressed" => rbuild_oci::Compression::None,
+                other => return Err(Report::new(format!("error: unsupported compression `{other}` (gzip, zstd, uncompressed)"))),
+            };
+            if let Some(level) = fields.get("compression-level") {
+                let level: i32 = level.parse().map_err(|_| Report::new(format!("error: invalid compression-level `{level}`")))?;
+                match opts.compression {
+                    rbuild_oci::Compression::Gzip => opts.gzip_level = Some(level.clamp(0, 9) as u32),
+                    rbuild_oci::Compression::Zstd => opts.zstd_level = Some(level.clamp(1, 22)),
+                    rbuild_oci::Compression::None => {}
+                }
+            }
+            opts.force_compression = fields.get("force-compression").is_some_and(|v| *v == "true");
+            break;
+        }
+    }
+    Ok(opts)
 }
 
 fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
@@ -295,6 +328,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .iter()
         .map(|o| parse_output(o))
         .collect::<Result<Vec<_>, _>>()?;
+    let layer_opts = layer_options(&args.outputs)?;
     let context_excludes = read_dockerignore(&context, &dockerfile_path);
     // SOURCE_DATE_EPOCH (build arg or environment, as BuildKit) clamps every timestamp.
     let source_date_epoch = parse_build_args(&args.build_args)
@@ -419,7 +453,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     }
     push_names.dedup();
     let desc =
-        blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs, source_date_epoch))
+        blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs, source_date_epoch, &layer_opts))
             .await?;
     eprintln!("writing image {} done", desc.digest);
     for tag in &args.tags {
@@ -533,11 +567,9 @@ fn export(
     tags: &[String],
     outputs: &[Output],
     source_date_epoch: Option<i64>,
+    layer_opts: &LayerOptions,
 ) -> Result<Descriptor, Report> {
-    let opts = LayerOptions {
-        source_date_epoch,
-        gzip_level: None,
-    };
+    let opts = LayerOptions { source_date_epoch, ..layer_opts.clone() };
     let mut layers = Vec::new();
     for id in chain_of(snapshotter, top)? {
         layers.push(
@@ -559,6 +591,7 @@ fn export(
                 rbuild_exporter::write_docker_archive(store, &desc, tags, dest)
             }
             Output::Local { dest } => rbuild_exporter::write_local(snapshotter, top, dest),
+            Output::Tar { dest } => rbuild_exporter::write_tar(snapshotter, top, dest),
             Output::Image { names, .. } => {
                 for name in names {
                     let tag = normalize_tag(name);
