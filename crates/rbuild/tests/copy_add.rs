@@ -3,7 +3,7 @@
 //! server on loopback), ADD of compressed local archives, and the symlink rules. The real rbuild
 //! binary builds `testdata/copy-*` against a real registry holding busybox base images.
 
-use rbuild_testsupport::{need_tool, registry_with_busybox, require_root, TestRegistry};
+use rbuild_testsupport::need_tool;
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,51 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
-const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+mod common;
 
-struct Env {
-    registry: TestRegistry,
-    base: String,
-}
-
-fn env() -> Option<&'static Env> {
-    static ENV: OnceLock<Option<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        if !require_root().expect("root check") {
-            return None;
-        }
-        let (registry, base) = registry_with_busybox().expect("start registry with busybox base");
-        Some(Env { registry, base })
-    })
-    .as_ref()
-}
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(name)
-}
-
-fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
-    let base_arg = format!("BASE={base}");
-    let mut cmd = Command::new(RBUILD);
-    cmd.arg("--root")
-        .arg(root)
-        .args(["build", "--progress=json", "--build-arg", &base_arg])
-        .args(extra)
-        .arg(context);
-    cmd.output().expect("run rbuild")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rbuild failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::*;
 
 /// Names of vertices that ran (`started`) and that were `cached`.
 fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {

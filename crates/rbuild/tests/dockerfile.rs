@@ -1,45 +1,27 @@
 //! End-to-end tests of Dockerfile semantics (issue 3 points 1, 2, 3, 5 and 7): directives,
 //! instruction metadata in the config, ARG scoping, ONBUILD, stdin inputs and actionable errors.
 
-use rbuild_testsupport::{need_tool, registry_with_busybox, require_root, TestRegistry};
+use rbuild_testsupport::need_tool;
 use serde_json::Value;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+mod common;
 
-struct Env {
-    _registry: TestRegistry,
-    base: String,
-    addr: String,
-}
-
-fn env() -> Option<&'static Env> {
-    static ENV: OnceLock<Option<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        if !require_root().expect("root check") {
-            return None;
-        }
-        let (registry, base) = registry_with_busybox().expect("registry with busybox");
-        let addr = registry.addr();
-        Some(Env { _registry: registry, base, addr })
-    })
-    .as_ref()
-}
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
-}
+use common::*;
 
 fn run(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(RBUILD)
         .arg("--root")
         .arg(root)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -51,15 +33,27 @@ fn run(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
 }
 
 fn ok(out: &Output) {
-    assert!(out.status.success(), "rbuild failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rbuild failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The raw config JSON of an image in an OCI layout (skopeo would drop Docker-only fields such as
 /// Healthcheck, Shell and OnBuild), after checking that skopeo reads the image too.
 fn config_of(layout: &Path, tag: &str) -> Value {
     let skopeo = need_tool("skopeo").unwrap();
-    let out = Command::new(skopeo).args(["inspect", "--config"]).arg(format!("oci:{}:{tag}", layout.display())).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(skopeo)
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let store = rbuild_oci::Store::open(layout).unwrap();
     let desc = store.resolve_tag(tag).unwrap().expect("tag in layout");
     let record = store.read_image(&desc.digest).unwrap();
@@ -76,17 +70,34 @@ fn metadata_instructions_land_in_the_config() {
     let base = format!("BASE={}", env.base);
     let out = run(
         root.path(),
-        &["build", "-t", "meta:1", "--build-arg", &base, "--output", &format!("type=oci,dest={},tar=false", layout.display()), "--output", &format!("type=local,dest={}", fsdir.display()), testdata("metadata").to_str().unwrap()],
+        &[
+            "build",
+            "-t",
+            "meta:1",
+            "--build-arg",
+            &base,
+            "--output",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+            "--output",
+            &format!("type=local,dest={}", fsdir.display()),
+            testdata("metadata").to_str().unwrap(),
+        ],
         None,
     );
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning: Dockerfile: `# syntax=example.com/custom/frontend:1`"), "{stderr}");
+    assert!(
+        stderr.contains("warning: Dockerfile: `# syntax=example.com/custom/frontend:1`"),
+        "{stderr}"
+    );
     let config = config_of(&layout, "meta:1");
     let c = &config["config"];
     assert_eq!(config["author"], "Jane Doe <jane@example.com>");
     assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
-    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD-SHELL", "wget -q -O- http://localhost/ || exit 1"]));
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "wget -q -O- http://localhost/ || exit 1"])
+    );
     assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000i64);
     assert_eq!(c["Healthcheck"]["Timeout"], 5_000_000_000i64);
     assert_eq!(c["Healthcheck"]["StartPeriod"], 60_000_000_000i64);
@@ -102,12 +113,19 @@ fn metadata_instructions_land_in_the_config() {
     assert_eq!(c["WorkingDir"], "/home/app/work");
     assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
     assert_eq!(c["Cmd"], serde_json::json!(["/bin/sh", "-ec", "echo hi"]));
-    assert_eq!(fs::read_to_string(fsdir.join("shell.txt")).unwrap().trim(), "shell /bin/sh");
+    assert_eq!(
+        fs::read_to_string(fsdir.join("shell.txt")).unwrap().trim(),
+        "shell /bin/sh"
+    );
     let id = fs::read_to_string(fsdir.join("tmp/id.txt")).unwrap();
     assert!(id.starts_with("uid=1000(app) gid=50(staff)"), "{id}");
     use std::os::unix::fs::MetadataExt;
     let wd = fs::metadata(fsdir.join("home/app/work")).unwrap();
-    assert_eq!((wd.uid(), wd.gid()), (1000, 50), "WORKDIR is created for the USER");
+    assert_eq!(
+        (wd.uid(), wd.gid()),
+        (1000, 50),
+        "WORKDIR is created for the USER"
+    );
     let made = fs::metadata(fsdir.join("home/app/work/made-by-app")).unwrap();
     assert_eq!(made.uid(), 1000);
 }
@@ -119,7 +137,13 @@ fn arg_scoping_platform_args_and_proxy_args() {
     let dest = tempfile::tempdir().unwrap();
     let base = format!("BASE={}", env.base);
     let build = |extra: &[&str]| {
-        let mut args = vec!["build", "--progress=json", "--build-arg", base.as_str(), "--output"];
+        let mut args = vec![
+            "build",
+            "--progress=json",
+            "--build-arg",
+            base.as_str(),
+            "--output",
+        ];
         let out_spec = format!("type=local,dest={}", dest.path().display());
         let ctx = testdata("args");
         let mut owned: Vec<String> = args.drain(..).map(str::to_string).collect();
@@ -129,13 +153,28 @@ fn arg_scoping_platform_args_and_proxy_args() {
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         run(root.path(), &refs, None)
     };
-    let out = build(&["--build-arg", "LOCAL=from-cli", "--build-arg", "HTTP_PROXY=http://proxy.one:3128"]);
+    let out = build(&[
+        "--build-arg",
+        "LOCAL=from-cli",
+        "--build-arg",
+        "HTTP_PROXY=http://proxy.one:3128",
+    ]);
     ok(&out);
     let args = fs::read_to_string(dest.path().join("args.txt")).unwrap();
     assert_eq!(args.trim(), "GLOBAL=global-default LOCAL=from-cli UNUSED=unset PLATFORM=linux/amd64 ARCH=amd64 ENV=from-cli-fallback");
-    assert_eq!(fs::read_to_string(dest.path().join("proxy.txt")).unwrap().trim(), "proxy=http://proxy.one:3128");
+    assert_eq!(
+        fs::read_to_string(dest.path().join("proxy.txt"))
+            .unwrap()
+            .trim(),
+        "proxy=http://proxy.one:3128"
+    );
     // A different proxy value does not invalidate the cache (BuildKit keeps proxy args out of cache keys).
-    let out = build(&["--build-arg", "LOCAL=from-cli", "--build-arg", "HTTP_PROXY=http://proxy.two:3128"]);
+    let out = build(&[
+        "--build-arg",
+        "LOCAL=from-cli",
+        "--build-arg",
+        "HTTP_PROXY=http://proxy.two:3128",
+    ]);
     ok(&out);
     let ran: Vec<String> = String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -143,7 +182,10 @@ fn arg_scoping_platform_args_and_proxy_args() {
         .filter(|e| e["event"] == "started")
         .map(|e| e["name"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert!(!ran.iter().any(|n| n.contains("RUN")), "proxy change reran {ran:?}");
+    assert!(
+        !ran.iter().any(|n| n.contains("RUN")),
+        "proxy change reran {ran:?}"
+    );
 }
 
 #[test]
@@ -153,22 +195,58 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
     let dest = tempfile::tempdir().unwrap();
     let layout = dest.path().join("oci");
     // The parent is only in the local store: FROM resolves stored tags without a registry round trip.
-    let parent = format!("{}/onbuild-parent:1", env.addr);
+    let parent = format!("{}/onbuild-parent:1", env.registry.addr());
     let base = format!("BASE={}", env.base);
-    ok(&run(root.path(), &["build", "-t", &parent, "--build-arg", &base, testdata("onbuild-base").to_str().unwrap()], None));
+    ok(&run(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            &parent,
+            "--build-arg",
+            &base,
+            testdata("onbuild-base").to_str().unwrap(),
+        ],
+        None,
+    ));
     let parent_arg = format!("PARENT={parent}");
     let fsdir = dest.path().join("fs");
     let out = run(
         root.path(),
-        &["build", "-t", "child:1", "--build-arg", &parent_arg, "--output", &format!("type=local,dest={}", fsdir.display()), "--output", &format!("type=oci,dest={},tar=false", layout.display()), testdata("onbuild-child").to_str().unwrap()],
+        &[
+            "build",
+            "-t",
+            "child:1",
+            "--build-arg",
+            &parent_arg,
+            "--output",
+            &format!("type=local,dest={}", fsdir.display()),
+            "--output",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+            testdata("onbuild-child").to_str().unwrap(),
+        ],
         None,
     );
     ok(&out);
-    assert_eq!(fs::read_to_string(fsdir.join("onbuild-ran.txt")).unwrap(), "triggered\n");
-    assert_eq!(fs::read_to_string(fsdir.join("from-child-context.txt")).unwrap(), "child context file\n");
-    assert_eq!(fs::read_to_string(fsdir.join("after.txt")).unwrap(), "after-trigger\n");
+    assert_eq!(
+        fs::read_to_string(fsdir.join("onbuild-ran.txt")).unwrap(),
+        "triggered\n"
+    );
+    assert_eq!(
+        fs::read_to_string(fsdir.join("from-child-context.txt")).unwrap(),
+        "child context file\n"
+    );
+    assert_eq!(
+        fs::read_to_string(fsdir.join("after.txt")).unwrap(),
+        "after-trigger\n"
+    );
     let config = config_of(&layout, "child:1");
-    assert!(config["config"].get("OnBuild").is_none_or(|v| v.is_null() || v.as_array().is_some_and(|a| a.is_empty())), "{config}");
+    assert!(
+        config["config"]
+            .get("OnBuild")
+            .is_none_or(|v| v.is_null() || v.as_array().is_some_and(|a| a.is_empty())),
+        "{config}"
+    );
     assert_eq!(config["config"]["Labels"]["role"], "base");
 }
 
@@ -177,19 +255,39 @@ fn dockerfile_and_context_from_stdin() {
     let Some(env) = env() else { return };
     let root = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let dockerfile = format!("FROM {}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt > /copy.txt\n", env.base);
+    let dockerfile = format!(
+        "FROM {}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt > /copy.txt\n",
+        env.base
+    );
     // -f - : the Dockerfile on stdin, the context from a directory.
     let ctx = tempfile::tempdir().unwrap();
     fs::write(ctx.path().join("hello.txt"), "from dir\n").unwrap();
     let out_dir = dest.path().join("a");
-    ok(&run(root.path(), &["build", "-f", "-", "--output", &format!("type=local,dest={}", out_dir.display()), ctx.path().to_str().unwrap()], Some(dockerfile.as_bytes())));
-    assert_eq!(fs::read_to_string(out_dir.join("copy.txt")).unwrap(), "from dir\n");
+    ok(&run(
+        root.path(),
+        &[
+            "build",
+            "-f",
+            "-",
+            "--output",
+            &format!("type=local,dest={}", out_dir.display()),
+            ctx.path().to_str().unwrap(),
+        ],
+        Some(dockerfile.as_bytes()),
+    ));
+    assert_eq!(
+        fs::read_to_string(out_dir.join("copy.txt")).unwrap(),
+        "from dir\n"
+    );
     // - : a tar context (gzip-compressed) on stdin, with its Dockerfile inside.
     let mut tar_bytes = Vec::new();
     {
         let gz = flate2::write::GzEncoder::new(&mut tar_bytes, flate2::Compression::fast());
         let mut builder = tar::Builder::new(gz);
-        for (name, data) in [("Dockerfile", dockerfile.as_bytes()), ("hello.txt", b"from tar\n".as_slice())] {
+        for (name, data) in [
+            ("Dockerfile", dockerfile.as_bytes()),
+            ("hello.txt", b"from tar\n".as_slice()),
+        ] {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
@@ -199,31 +297,73 @@ fn dockerfile_and_context_from_stdin() {
         builder.into_inner().unwrap().finish().unwrap();
     }
     let out_dir = dest.path().join("b");
-    ok(&run(root.path(), &["build", "--output", &format!("type=local,dest={}", out_dir.display()), "-"], Some(&tar_bytes)));
-    assert_eq!(fs::read_to_string(out_dir.join("copy.txt")).unwrap(), "from tar\n");
+    ok(&run(
+        root.path(),
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out_dir.display()),
+            "-",
+        ],
+        Some(&tar_bytes),
+    ));
+    assert_eq!(
+        fs::read_to_string(out_dir.join("copy.txt")).unwrap(),
+        "from tar\n"
+    );
     // - : a bare Dockerfile on stdin (no context).
     let bare = format!("FROM {}\nRUN echo bare > /bare.txt\n", env.base);
     let out_dir = dest.path().join("c");
-    ok(&run(root.path(), &["build", "--output", &format!("type=local,dest={}", out_dir.display()), "-"], Some(bare.as_bytes())));
-    assert_eq!(fs::read_to_string(out_dir.join("bare.txt")).unwrap(), "bare\n");
+    ok(&run(
+        root.path(),
+        &[
+            "build",
+            "--output",
+            &format!("type=local,dest={}", out_dir.display()),
+            "-",
+        ],
+        Some(bare.as_bytes()),
+    ));
+    assert_eq!(
+        fs::read_to_string(out_dir.join("bare.txt")).unwrap(),
+        "bare\n"
+    );
 }
 
 #[test]
 fn errors_name_what_exists() {
     let root = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), "FROM scratch AS first\nCOPY x /x\nRUNN echo\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch AS first\nCOPY x /x\nRUNN echo\n",
+    )
+    .unwrap();
     let out = run(root.path(), &["build", ctx.path().to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Dockerfile:3:1") && err.contains("did you mean") && err.contains("RUN"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3:1") && err.contains("did you mean") && err.contains("RUN"),
+        "{err}"
+    );
     assert!(err.contains("RUNN echo\n^"), "{err}");
 
-    fs::write(ctx.path().join("Dockerfile"), "FROM scratch AS first\nFROM scratch AS second\n").unwrap();
-    let out = run(root.path(), &["build", "--target", "thrid", ctx.path().to_str().unwrap()], None);
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch AS first\nFROM scratch AS second\n",
+    )
+    .unwrap();
+    let out = run(
+        root.path(),
+        &["build", "--target", "thrid", ctx.path().to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("thrid") && err.contains("first, second"), "{err}");
+    assert!(
+        err.contains("thrid") && err.contains("first, second"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -233,9 +373,16 @@ fn unknown_copy_from_stage_names_the_stages() {
     }
     let root = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), "FROM scratch AS builder\nFROM scratch\nCOPY --from=buidler /x /x\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch AS builder\nFROM scratch\nCOPY --from=buidler /x /x\n",
+    )
+    .unwrap();
     let out = run(root.path(), &["build", ctx.path().to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("buidler") && err.contains("stages: builder"), "{err}");
+    assert!(
+        err.contains("buidler") && err.contains("stages: builder"),
+        "{err}"
+    );
 }

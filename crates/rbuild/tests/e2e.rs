@@ -2,41 +2,15 @@
 //! `docker-registry` on a loopback port (base image made from Debian's busybox-static), with real
 //! namespaces and overlayfs; results are checked with umoci, skopeo and rbuild's own store reader.
 
-use rbuild_testsupport::{need_tool, registry_with_busybox, require_root, TestRegistry};
+use rbuild_testsupport::{need_tool, require_root};
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+mod common;
 
-struct Env {
-    _registry: TestRegistry,
-    base: String,
-}
-
-/// One registry with the busybox base for the whole test binary (started on first use).
-fn env() -> Option<&'static Env> {
-    static ENV: OnceLock<Option<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        if !require_root().expect("root check") {
-            return None;
-        }
-        let (registry, base) = registry_with_busybox().expect("start registry with busybox base");
-        Some(Env {
-            _registry: registry,
-            base,
-        })
-    })
-    .as_ref()
-}
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(name)
-}
+use common::*;
 
 fn rbuild(root: &Path, args: &[&str]) -> Output {
     Command::new(RBUILD)
@@ -45,46 +19,6 @@ fn rbuild(root: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run rbuild")
-}
-
-fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
-    let base_arg = format!("BASE={base}");
-    let mut args = vec!["build", "--progress=json", "--build-arg", &base_arg];
-    args.extend_from_slice(extra);
-    let ctx = context.to_string_lossy().to_string();
-    let mut cmd = Command::new(RBUILD);
-    cmd.arg("--root").arg(root).args(&args).arg(&ctx);
-    cmd.output().expect("run rbuild")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rbuild failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("event").is_some())
-        .collect()
-}
-
-/// Names of vertices that ran (got a `started` event) and that were cached.
-fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
-    let evs = events(out);
-    let pick = |kind: &str| {
-        evs.iter()
-            .filter(|e| e["event"] == kind)
-            .map(|e| e["name"].as_str().unwrap_or_default().to_string())
-            .collect()
-    };
-    (pick("started"), pick("cached"))
 }
 
 fn copy_dir(src: &Path, dst: &Path) {

@@ -2,41 +2,16 @@
 //! binary against a real `docker-registry` with a busybox base, real namespaces and overlayfs.
 //! Images are exported as OCI layouts and every layer blob is read back.
 
-use rbuild_testsupport::{registry_with_busybox, require_root, shared_dir, TestRegistry};
+use rbuild_testsupport::{require_root, shared_dir};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+mod common;
 
-struct Env {
-    _registry: TestRegistry,
-    base: String,
-}
-
-fn env() -> Option<&'static Env> {
-    static ENV: OnceLock<Option<Env>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        if !require_root().expect("root check") {
-            return None;
-        }
-        let (registry, base) = registry_with_busybox().expect("start registry with busybox base");
-        Some(Env {
-            _registry: registry,
-            base,
-        })
-    })
-    .as_ref()
-}
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(name)
-}
+use common::*;
 
 fn build_env(
     root: &Path,

@@ -1,0 +1,86 @@
+//! Shared harness of the CLI end-to-end tests: one registry with the busybox base per test binary,
+//! the `testdata/` locator, and running the real rbuild binary with json progress.
+
+#![allow(dead_code)]
+
+use rbuild_testsupport::{registry_with_busybox, require_root, TestRegistry};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The rbuild binary under test.
+pub const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+
+/// A registry holding the busybox base image, shared by the tests of one binary.
+pub struct Env {
+    /// The running registry (stopped when the test binary exits).
+    pub registry: TestRegistry,
+    /// `ADDR/busybox:latest`.
+    pub base: String,
+}
+
+/// Starts the registry on first use; None (after a printed skip) when not root.
+pub fn env() -> Option<&'static Env> {
+    static ENV: OnceLock<Option<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        if !require_root().expect("root check") {
+            return None;
+        }
+        let (registry, base) = registry_with_busybox().expect("start registry with busybox base");
+        Some(Env { registry, base })
+    })
+    .as_ref()
+}
+
+/// A directory under the workspace's `testdata/`.
+pub fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name)
+}
+
+/// `rbuild --root ROOT build --progress=json --build-arg BASE=... EXTRA... CONTEXT`.
+pub fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
+    let base_arg = format!("BASE={base}");
+    Command::new(RBUILD)
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=json", "--build-arg", &base_arg])
+        .args(extra)
+        .arg(context)
+        .output()
+        .expect("run rbuild")
+}
+
+/// Fails the test with rbuild's output unless it succeeded.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "rbuild failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The json progress events rbuild printed on stderr.
+pub fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+/// Names of the vertices that ran (a `started` event) and of those reported cached.
+pub fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
+    let evs = events(out);
+    let pick = |kind: &str| {
+        evs.iter()
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    (pick("started"), pick("cached"))
+}
