@@ -106,14 +106,18 @@ pub fn ensure_layer(
     let (encoder, media_type) = match opts.compression {
         Compression::Gzip => {
             let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
-            (Encoder::Gzip(flate2::write::GzEncoder::new(blob, level)), MediaType::OCI_LAYER_GZIP)
+            (
+                Encoder::Gzip(flate2::write::GzEncoder::new(blob, level)),
+                MediaType::OCI_LAYER_GZIP,
+            )
         }
         Compression::Zstd => {
-            let zstd = zstd::stream::write::Encoder::new(blob, opts.zstd_level.unwrap_or(3)).map_err(|source| ExportError::Io {
-                action: "start zstd for",
-                path: id.to_string().into(),
-                source,
-            })?;
+            let zstd = zstd::stream::write::Encoder::new(blob, opts.zstd_level.unwrap_or(3))
+                .map_err(|source| ExportError::Io {
+                    action: "start zstd for",
+                    path: id.to_string().into(),
+                    source,
+                })?;
             (Encoder::Zstd(zstd), MediaType::OCI_LAYER_ZSTD)
         }
         Compression::None => (Encoder::Plain(blob), MediaType::OCI_LAYER_TAR),

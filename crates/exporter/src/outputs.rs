@@ -188,7 +188,11 @@ pub fn write_docker_archive(
 
 /// Writes the final filesystem of snapshot `top` (None = empty) as one tar file at `dest`
 /// (`--output type=tar`), entries in sorted order with numeric owners.
-pub fn write_tar(snapshotter: &Snapshotter, top: Option<&SnapshotId>, dest: &Path) -> Result<(), ExportError> {
+pub fn write_tar(
+    snapshotter: &Snapshotter,
+    top: Option<&SnapshotId>,
+    dest: &Path,
+) -> Result<(), ExportError> {
     let view = snapshotter.view(top)?;
     let tmp = dest.with_extension("rbuild-tmp");
     let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
@@ -202,8 +206,14 @@ pub fn write_tar(snapshotter: &Snapshotter, top: Option<&SnapshotId>, dest: &Pat
     Ok(())
 }
 
-fn append_sorted<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
-    let mut names: Vec<_> = fs::read_dir(root.join(rel))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+fn append_sorted<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> io::Result<()> {
+    let mut names: Vec<_> = fs::read_dir(root.join(rel))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
     names.sort();
     for name in names {
         let child = rel.join(&name);

@@ -5,9 +5,9 @@
 use crate::ast::{Args, Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
 use rbuild_llb::{
-    CacheMountOpt, ExecMount, MountType, SecretMountOpt,
-    ChownOpt, CopyAction, Definition, ExecOp, FileAction, FileOp, MkdirAction, NetworkMode, Op,
-    SourceLocation, SourceOp, UserOpt, VertexIndex,
+    CacheMountOpt, ChownOpt, CopyAction, Definition, ExecMount, ExecOp, FileAction, FileOp,
+    MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SourceLocation, SourceOp, UserOpt,
+    VertexIndex,
 };
 use rbuild_oci::{Digest, HealthConfig, History, ImageConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -195,7 +195,9 @@ fn bool_flag(inst: &Instruction, name: &str) -> Result<bool, String> {
         None => Ok(false),
         Some("") | Some("true") => Ok(true),
         Some("false") => Ok(false),
-        Some(v) => Err(format!("invalid value for --{name}: {v} (expected true or false)")),
+        Some(v) => Err(format!(
+            "invalid value for --{name}: {v} (expected true or false)"
+        )),
     }
 }
 
@@ -1115,9 +1117,9 @@ impl<'a> Converter<'a> {
             }
             let source_vertex = match (&m.kind, &m.from) {
                 (MountType::Bind, None) => Some(self.context()),
-                (MountType::Bind | MountType::Cache, Some(from)) => Some(
-                    self.mount_from_vertex(state, from, span, stages, decls, index, bases)?,
-                ),
+                (MountType::Bind | MountType::Cache, Some(from)) => {
+                    Some(self.mount_from_vertex(state, from, span, stages, decls, index, bases)?)
+                }
                 _ => None,
             };
             let input = source_vertex.map(|v| match extra.iter().position(|&e| e == v) {
@@ -1144,7 +1146,11 @@ impl<'a> Converter<'a> {
             match m.kind {
                 MountType::Cache => {
                     mount.cache = Some(CacheMountOpt {
-                        id: if m.id.is_empty() { target.clone() } else { m.id.clone() },
+                        id: if m.id.is_empty() {
+                            target.clone()
+                        } else {
+                            m.id.clone()
+                        },
                         sharing: m.sharing,
                         uid: m.uid.unwrap_or(0),
                         gid: m.gid.unwrap_or(0),
@@ -1183,8 +1189,7 @@ impl<'a> Converter<'a> {
         bases: &HashMap<String, BaseImage>,
     ) -> Result<(), ConvertError> {
         let span = &inst.span;
-        let (mounts, extra_inputs) =
-            self.run_mounts(state, inst, stages, decls, index, bases)?;
+        let (mounts, extra_inputs) = self.run_mounts(state, inst, stages, decls, index, bases)?;
         let args = match &inst.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
@@ -1222,7 +1227,9 @@ impl<'a> Converter<'a> {
             self.run_env(state).into_iter().partition(is_proxy);
         // Proxy args are predefined: a --build-arg reaches RUN without an ARG line.
         for key in PROXY_ARGS {
-            let declared = proxy_env.iter().any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
+            let declared = proxy_env
+                .iter()
+                .any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
             let in_env = state.env().iter().any(|(k, _)| k == key);
             if let (false, false, Some(value)) = (declared, in_env, self.opts.build_args.get(key)) {
                 proxy_env.push(format!("{key}={value}"));
@@ -1712,7 +1719,8 @@ pub fn stage_names(df: &Dockerfile) -> Vec<String> {
         .filter(|i| i.kind == InstructionKind::From)
         .filter_map(|i| {
             let words = words_of(i);
-            (words.len() == 3 && words[1].eq_ignore_ascii_case("as")).then(|| words[2].to_lowercase())
+            (words.len() == 3 && words[1].eq_ignore_ascii_case("as"))
+                .then(|| words[2].to_lowercase())
         })
         .collect()
 }

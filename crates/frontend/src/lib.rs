@@ -23,7 +23,9 @@ pub use ast::{
     Args, Directives, Dockerfile, Flag, Heredoc, Instruction, InstructionKind, KeyValue, Span,
     EXPANDING_INSTRUCTIONS,
 };
-pub use convert::{base_images, convert, stage_names, BaseImage, BuildPlan, ConvertError, ConvertOptions};
+pub use convert::{
+    base_images, convert, stage_names, BaseImage, BuildPlan, ConvertError, ConvertOptions,
+};
 pub use error::{ExpandError, ParseError, ParseErrorKind};
 pub use expand::{process_word, process_words, Lexer};
 pub use parser::{dump, parse};

@@ -19,13 +19,25 @@ use std::sync::Arc;
 /// One `--output`.
 #[derive(Debug, Clone, PartialEq)]
 enum Output {
-    Oci { dest: PathBuf, tar: bool },
-    Docker { dest: PathBuf },
-    Local { dest: PathBuf },
+    Oci {
+        dest: PathBuf,
+        tar: bool,
+    },
+    Docker {
+        dest: PathBuf,
+    },
+    Local {
+        dest: PathBuf,
+    },
     /// The final filesystem as one tar file.
-    Tar { dest: PathBuf },
+    Tar {
+        dest: PathBuf,
+    },
     /// `type=image,name=A[,name=B],push=true` (`type=registry` implies push).
-    Image { names: Vec<String>, push: bool },
+    Image {
+        names: Vec<String>,
+        push: bool,
+    },
 }
 
 fn parse_output(spec: &str) -> Result<Output, Report> {
@@ -106,7 +118,9 @@ fn parse_secret(raw: &str) -> Result<(String, SecretSource), Report> {
             _ => return Err(bad(&format!("unexpected key `{k}`"))),
         }
     }
-    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| bad("id is required"))?;
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| bad("id is required"))?;
     let source = match (kind.as_deref(), src, env) {
         (_, _, Some(var)) => SecretSource::Env(var),
         (Some("env"), Some(var), None) => SecretSource::Env(var),
@@ -129,23 +143,37 @@ fn parse_secret(raw: &str) -> Result<(String, SecretSource), Report> {
 fn layer_options(specs: &[String]) -> Result<LayerOptions, Report> {
     let mut opts = LayerOptions::default();
     for spec in specs {
-        let fields: BTreeMap<&str, &str> = spec.split(',').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
+        let fields: BTreeMap<&str, &str> = spec
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
         if let Some(c) = fields.get("compression") {
             opts.compression = match *c {
                 "gzip" => rbuild_oci::Compression::Gzip,
                 "zstd" => rbuild_oci::Compression::Zstd,
                 "uncompressed" => rbuild_oci::Compression::None,
-                other => return Err(Report::new(format!("error: unsupported compression `{other}` (gzip, zstd, uncompressed)"))),
+                other => {
+                    return Err(Report::new(format!(
+                        "error: unsupported compression `{other}` (gzip, zstd, uncompressed)"
+                    )))
+                }
             };
             if let Some(level) = fields.get("compression-level") {
-                let level: i32 = level.parse().map_err(|_| Report::new(format!("error: invalid compression-level `{level}`")))?;
+                let level: i32 = level.parse().map_err(|_| {
+                    Report::new(format!("error: invalid compression-level `{level}`"))
+                })?;
                 match opts.compression {
-                    rbuild_oci::Compression::Gzip => opts.gzip_level = Some(level.clamp(0, 9) as u32),
+                    rbuild_oci::Compression::Gzip => {
+                        opts.gzip_level = Some(level.clamp(0, 9) as u32)
+                    }
                     rbuild_oci::Compression::Zstd => opts.zstd_level = Some(level.clamp(1, 22)),
                     rbuild_oci::Compression::None => {}
                 }
             }
-            opts.force_compression = fields.get("force-compression").is_some_and(|v| *v == "true");
+            opts.force_compression = fields
+                .get("force-compression")
+                .is_some_and(|v| *v == "true");
             break;
         }
     }
@@ -452,9 +480,19 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         push_names.extend(tags.iter().cloned());
     }
     push_names.dedup();
-    let desc =
-        blocking(move || export(&store, &snapshotter, top.as_ref(), config, &tags, &outputs, source_date_epoch, &layer_opts))
-            .await?;
+    let desc = blocking(move || {
+        export(
+            &store,
+            &snapshotter,
+            top.as_ref(),
+            config,
+            &tags,
+            &outputs,
+            source_date_epoch,
+            &layer_opts,
+        )
+    })
+    .await?;
     eprintln!("writing image {} done", desc.digest);
     for tag in &args.tags {
         eprintln!("naming to {} done", normalize_tag(tag));
@@ -569,7 +607,10 @@ fn export(
     source_date_epoch: Option<i64>,
     layer_opts: &LayerOptions,
 ) -> Result<Descriptor, Report> {
-    let opts = LayerOptions { source_date_epoch, ..layer_opts.clone() };
+    let opts = LayerOptions {
+        source_date_epoch,
+        ..layer_opts.clone()
+    };
     let mut layers = Vec::new();
     for id in chain_of(snapshotter, top)? {
         layers.push(
@@ -663,12 +704,18 @@ mod tests {
             p("id=a,source=/f,type=file"),
             Some(("a".into(), SecretSource::File("/f".into())))
         );
-        assert_eq!(p("id=a,env=V"), Some(("a".into(), SecretSource::Env("V".into()))));
+        assert_eq!(
+            p("id=a,env=V"),
+            Some(("a".into(), SecretSource::Env("V".into())))
+        );
         assert_eq!(
             p("type=env,id=a,src=V"),
             Some(("a".into(), SecretSource::Env("V".into())))
         );
-        assert_eq!(p("type=env,id=a"), Some(("a".into(), SecretSource::Env("a".into()))));
+        assert_eq!(
+            p("type=env,id=a"),
+            Some(("a".into(), SecretSource::Env("a".into())))
+        );
         assert!(p("src=/f").is_none());
         assert!(p("id=a,type=bogus").is_none());
         assert!(p("id=a,what=1").is_none());
@@ -699,5 +746,20 @@ mod tests {
         );
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("type=nope,dest=/x").is_err());
+        assert_eq!(
+            parse_output("type=image,name=r/a:1,r/b:2,push=true").unwrap(),
+            Output::Image {
+                names: vec!["r/a:1".into(), "r/b:2".into()],
+                push: true
+            }
+        );
+        assert_eq!(
+            parse_output("type=registry,name=r/a").unwrap(),
+            Output::Image {
+                names: vec!["r/a".into()],
+                push: true
+            }
+        );
+        assert!(parse_output("type=image,push=true").is_err());
     }
 }

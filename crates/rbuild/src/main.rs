@@ -39,7 +39,17 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
             i += 1;
             continue;
         }
-        let known = ["build", "images", "push", "login", "help", "--help", "-h", "--version", "-V"];
+        let known = [
+            "build",
+            "images",
+            "push",
+            "login",
+            "help",
+            "--help",
+            "-h",
+            "--version",
+            "-V",
+        ];
         if !known.contains(&arg.as_ref()) {
             argv.insert(i, "build".into());
         }

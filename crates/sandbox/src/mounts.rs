@@ -303,9 +303,15 @@ fn bind_into(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> Res
 }
 
 /// Binds an already open (O_PATH) `source` at `target` inside the rootfs.
-fn bind_fd_into(root: &OwnedFd, source: &OwnedFd, target: &str, readonly: bool) -> Result<(), Failure> {
+fn bind_fd_into(
+    root: &OwnedFd,
+    source: &OwnedFd,
+    target: &str,
+    readonly: bool,
+) -> Result<(), Failure> {
     let st = rustix::fs::fstat(source).map_err(step(format!("stat the source of {target}")))?;
-    let kind = if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+    let kind = if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+    {
         Kind::Dir
     } else {
         Kind::File
@@ -329,9 +335,17 @@ fn bind_fd_into(root: &OwnedFd, source: &OwnedFd, target: &str, readonly: bool) 
 
 /// Opens `rel` inside the directory `dir` without letting symlinks leave it.
 fn open_in(dir: &Path, rel: &Path, what: &str) -> Result<OwnedFd, Failure> {
-    let dfd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(step(format!("open {}", dir.display())))?;
-    let p = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let dfd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(step(format!("open {}", dir.display())))?;
+    let p = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     rustix::fs::openat2(
         &dfd,
         p,

@@ -110,9 +110,9 @@ impl Mount {
     pub fn target(&self) -> &str {
         match self {
             Mount::Bind(b) => &b.target,
-            Mount::Tree { target, .. } | Mount::Tmpfs { target, .. } | Mount::File { target, .. } => {
-                target
-            }
+            Mount::Tree { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::File { target, .. } => target,
         }
     }
 }

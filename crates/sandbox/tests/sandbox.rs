@@ -504,11 +504,19 @@ fn tree_tmpfs_and_file_mounts(c: &Ctx) -> TestResult {
         o.stdout,
         o.stderr
     );
-    check!(!tree.join("sub/new").exists(), "overlay tree write reached the lower");
-    check!(o_upper.join("sub/new").exists(), "overlay tree write not in its upper");
+    check!(
+        !tree.join("sub/new").exists(),
+        "overlay tree write reached the lower"
+    );
+    check!(
+        o_upper.join("sub/new").exists(),
+        "overlay tree write not in its upper"
+    );
     check!(upper.join("s").is_dir(), "file mount target not created");
     check!(
-        fs::read(upper.join("s/sec")).map(|d| d.is_empty()).unwrap_or(false),
+        fs::read(upper.join("s/sec"))
+            .map(|d| d.is_empty())
+            .unwrap_or(false),
         "secret bytes reached the rootfs upper"
     );
     Ok(())

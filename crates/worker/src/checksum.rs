@@ -151,13 +151,8 @@ impl<'a> StatCache<'a> {
                 if self.skip(&child_rel, &child_srel, &child_meta, source_exclude) {
                     continue;
                 }
-                let h = self.entry_hash(
-                    &child,
-                    &child_rel,
-                    &child_srel,
-                    &child_meta,
-                    source_exclude,
-                )?;
+                let h =
+                    self.entry_hash(&child, &child_rel, &child_srel, &child_meta, source_exclude)?;
                 hasher.update(&(name.len() as u64).to_le_bytes());
                 hasher.update(name.as_bytes());
                 hasher.update(&h);

@@ -500,12 +500,14 @@ fn apply_file_actions(
                 };
                 let exclude = (reset_owner && !excludes.is_empty()).then(|| excludes.clone());
                 let symbolic = match &copy.mode_str {
-                    Some(m) => Some(fsops::SymbolicMode::parse(m).map_err(|e| {
-                        WorkerError::File {
-                            op: op_name,
-                            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-                        }
-                    })?),
+                    Some(m) => {
+                        Some(
+                            fsops::SymbolicMode::parse(m).map_err(|e| WorkerError::File {
+                                op: op_name,
+                                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                            })?,
+                        )
+                    }
                     None => None,
                 };
                 let source_exclude = dockerignore::Matcher::new(&copy.exclude_patterns);

@@ -1,0 +1,448 @@
+//! `rbuild build --push`, `--output type=image,push=true`, `rbuild push` and `rbuild login` with the
+//! real binary against real `docker-registry` instances (open and token auth), a counting and
+//! fault-injecting proxy, and skopeo to read the results back.
+
+use rbuild_testsupport::{
+    need_tool, registry_with_busybox, require_root, skopeo_digest, Fault, FaultProxy, FaultRule,
+    RegistryOptions, TestRegistry,
+};
+use serde_json::Value;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
+
+fn rbuild(root: &Path, docker_config: &Path, args: &[&str]) -> Output {
+    Command::new(RBUILD)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .output()
+        .expect("run rbuild")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "rbuild failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A context `FROM base` + `COPY hello.txt /`.
+fn context(dir: &Path, base: &str, text: &str) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nCOPY hello.txt /hello.txt\n"),
+    )
+    .unwrap();
+    fs::write(ctx.join("hello.txt"), text).unwrap();
+    ctx
+}
+
+fn store_digest(root: &Path, name: &str) -> String {
+    let index: Value = serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in the store: {index}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn build_push_skips_existing_mounts_base_and_writes_metadata() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (reg, base) = registry_with_busybox().unwrap();
+    let proxy = FaultProxy::start(&reg.addr()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cfg) = (dir.path().join("root"), dir.path().join("docker"));
+    // The base comes through the proxy too, so the store knows it under the push registry's name.
+    let base = base.replace(&reg.addr(), &proxy.addr());
+    let ctx = context(dir.path(), &base, "hello push\n");
+    let meta = dir.path().join("meta.json");
+    let (t1, t2) = (
+        format!("{}/team/app:1", proxy.addr()),
+        format!("{}/team/app:2", proxy.addr()),
+    );
+    let out = rbuild(
+        &root,
+        &cfg,
+        &[
+            "build",
+            "--progress=plain",
+            "--push",
+            "-t",
+            &t1,
+            "-t",
+            &t2,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let stdout = ok(&out);
+    let digest = store_digest(&root, &t1);
+    assert_eq!(stdout.trim(), digest, "{}", stderr(&out));
+    // The busybox layer is mounted from the base image's repository; the rest is uploaded.
+    assert!(
+        stderr(&out).contains("pushed 2 blob(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("1 mounted"), "{}", stderr(&out));
+    assert!(
+        proxy.log().iter().any(|r| r.path.contains("mount=")
+            && r.path.contains("from=busybox")
+            && r.status == 201),
+        "{}",
+        proxy.log_text()
+    );
+    for t in ["1", "2"] {
+        let r = format!("{}/team/app:{t}", reg.addr());
+        assert_eq!(skopeo_digest(&r).unwrap().to_string(), digest);
+    }
+    let m: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.digest"], digest.as_str());
+    assert_eq!(m["containerimage.descriptor"]["digest"], digest.as_str());
+    assert_eq!(
+        m["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(m["image.name"], format!("{t1},{t2}").as_str());
+
+    // skopeo copies it back; the file is there.
+    let layout = dir.path().join("copied");
+    let sk = Command::new(need_tool("skopeo").unwrap())
+        .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/app:1", reg.addr()))
+        .arg(format!("oci:{}:x", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        sk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sk.stderr)
+    );
+
+    // `rbuild push` of the same image: every blob is found by HEAD, nothing uploaded.
+    proxy.clear_log();
+    let out = rbuild(&root, &cfg, &["push", &t1]);
+    assert_eq!(ok(&out).trim(), digest);
+    assert_eq!(proxy.count("HEAD", "/blobs/"), 3, "{}", proxy.log_text());
+    assert_eq!(proxy.count("POST", ""), 0, "{}", proxy.log_text());
+    assert_eq!(proxy.count("PATCH", ""), 0);
+    assert_eq!(proxy.count("PUT", "/blobs/"), 0);
+    assert_eq!(proxy.count("PUT", "/manifests/"), 1);
+
+    // --output type=image,name=...,push=true
+    let t3 = format!("{}/other/app:3", proxy.addr());
+    let spec = format!("type=image,name={t3},push=true");
+    let out = rbuild(
+        &root,
+        &cfg,
+        &[
+            "build",
+            "--progress=plain",
+            "-o",
+            &spec,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    // (A new build: another `created` time, so another digest than the first.)
+    let d3 = store_digest(&root, &t3);
+    assert_eq!(ok(&out).trim(), d3);
+    assert_eq!(
+        skopeo_digest(&format!("{}/other/app:3", reg.addr()))
+            .unwrap()
+            .to_string(),
+        d3
+    );
+
+    // Missing local image: a clear error.
+    let out = rbuild(&root, &cfg, &["push", &format!("{}/nope:1", reg.addr())]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no image named"), "{}", stderr(&out));
+}
+
+#[test]
+fn login_then_push_to_token_registry() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (_open, base) = registry_with_busybox().unwrap();
+    let reg = TestRegistry::start_with(&RegistryOptions {
+        token_auth: Some(("bob".into(), "hunter2".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cfg) = (dir.path().join("root"), dir.path().join("docker"));
+    fs::create_dir_all(&cfg).unwrap();
+    fs::write(
+        cfg.join("config.json"),
+        r#"{"auths":{"keep.example":{"auth":"eDp5"}},"detachKeys":"ctrl-x"}"#,
+    )
+    .unwrap();
+    let ctx = context(dir.path(), &base, "token\n");
+    let target = format!("{}/bob/app:1", reg.addr());
+    ok(&rbuild(
+        &root,
+        &cfg,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &target,
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let out = rbuild(&root, &cfg, &["push", &target]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("push access denied"),
+        "{}",
+        stderr(&out)
+    );
+
+    let login = |pw: &str| {
+        let mut child = Command::new(RBUILD)
+            .args(["login", &reg.addr(), "-u", "bob", "--password-stdin"])
+            .env("DOCKER_CONFIG", &cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bad = login("wrong");
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("401"), "{}", stderr(&bad));
+    let good = login("hunter2");
+    assert!(good.status.success(), "{}", stderr(&good));
+    assert!(stderr(&good).contains("Login Succeeded"));
+    let written: Value =
+        serde_json::from_slice(&fs::read(cfg.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written["auths"][reg.addr()]["auth"], "Ym9iOmh1bnRlcjI=");
+    assert_eq!(written["auths"]["keep.example"]["auth"], "eDp5");
+    assert_eq!(written["detachKeys"], "ctrl-x");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(cfg.join("config.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let out = rbuild(&root, &cfg, &["push", &target]);
+    let digest = ok(&out);
+    let sk = Command::new(need_tool("skopeo").unwrap())
+        .args([
+            "--insecure-policy",
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "bob:hunter2",
+        ])
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    assert!(
+        sk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sk.stderr)
+    );
+    let v: Value = serde_json::from_slice(&sk.stdout).unwrap();
+    assert_eq!(v["Digest"], digest.trim());
+}
+
+#[test]
+fn push_through_faults_completes_or_fails_clearly() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (reg, base) = registry_with_busybox().unwrap();
+    let proxy = FaultProxy::start(&reg.addr()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cfg) = (dir.path().join("root"), dir.path().join("docker"));
+    let ctx = context(dir.path(), &base, "faults\n");
+    let target = format!("{}/faulty/app:1", proxy.addr());
+    ok(&rbuild(
+        &root,
+        &cfg,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &target,
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    proxy.add(FaultRule::new("HEAD", "/blobs/", Fault::RateLimit(1), 2));
+    proxy.add(FaultRule::new(
+        "POST",
+        "/blobs/uploads/",
+        Fault::Status(503),
+        1,
+    ));
+    proxy.add(FaultRule::new(
+        "PUT",
+        "/blobs/uploads/",
+        Fault::DropRequestBody,
+        1,
+    ));
+    proxy.add(FaultRule::new("PUT", "/manifests/", Fault::Status(500), 1));
+    let out = rbuild(&root, &cfg, &["push", &target]);
+    let digest = ok(&out);
+    assert_eq!(
+        skopeo_digest(&format!("{}/faulty/app:1", reg.addr()))
+            .unwrap()
+            .to_string(),
+        digest.trim()
+    );
+
+    // A registry that always fails: exit code 1 and the status in the message.
+    let t2 = format!("{}/faulty/two:1", proxy.addr());
+    ok(&rbuild(
+        &root,
+        &cfg,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &t2,
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    proxy.add(FaultRule::new(
+        "PUT",
+        "/manifests/",
+        Fault::Status(500),
+        100,
+    ));
+    let out = rbuild(&root, &cfg, &["push", &t2]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed to push") && err.contains("500"),
+        "{err}"
+    );
+}
+
+/// `credsStore`: `rbuild login` stores through `docker-credential-NAME store`, and pushes read
+/// the credentials back with `get` (a shell-script helper on PATH).
+#[test]
+fn creds_store_helper_is_used_for_login_and_push() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (_open, base) = registry_with_busybox().unwrap();
+    let reg = TestRegistry::start_with(&RegistryOptions {
+        htpasswd: Some(("carol".into(), "pw-carol".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cfg, bin) = (
+        dir.path().join("root"),
+        dir.path().join("docker"),
+        dir.path().join("bin"),
+    );
+    fs::create_dir_all(&cfg).unwrap();
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(cfg.join("config.json"), r#"{"credsStore":"rbtest"}"#).unwrap();
+    let stored = dir.path().join("helper-store.json");
+    let helper = bin.join("docker-credential-rbtest");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  store) cat > {s} ;;\n  get) read server; if [ -f {s} ]; then echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"carol\",\"Secret\":\"pw-carol\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
+            s = stored.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(RBUILD)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let ctx = context(dir.path(), &base, "helper\n");
+    let target = format!("{}/carol/app:1", reg.addr());
+    ok(&run(
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &target,
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let out = run(
+        &["login", &reg.addr(), "-u", "carol", "--password-stdin"],
+        Some("pw-carol\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("docker-credential-rbtest"),
+        "{}",
+        stderr(&out)
+    );
+    let saved: Value = serde_json::from_slice(&fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(saved["ServerURL"], reg.addr().as_str());
+    assert_eq!(saved["Username"], "carol");
+    assert_eq!(saved["Secret"], "pw-carol");
+    // config.json itself holds no secret.
+    assert!(!fs::read_to_string(cfg.join("config.json"))
+        .unwrap()
+        .contains("auths"));
+    let digest = ok(&run(&["push", &target], None));
+    assert_eq!(digest.trim(), store_digest(&root, &target));
+}
