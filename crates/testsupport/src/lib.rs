@@ -271,6 +271,7 @@ impl TestRegistry {
                 .spawn()
                 .map_err(io_err("spawn", &bin))?;
             let mut child = child;
+            stop_with_this_process(child.id(), Some(dir.path()));
             match wait_ready(&mut child, &addr, Duration::from_secs(10)) {
                 Ok(()) => {
                     return Ok(TestRegistry {
@@ -450,6 +451,7 @@ fn start_token_server(dir: &Path, user: &str, pass: &str) -> Result<(Child, Stri
         .stderr(log)
         .spawn()
         .map_err(io_err("spawn", &script))?;
+    stop_with_this_process(child.id(), None);
     let port_file = dir.join("tokensrv.port");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -959,4 +961,21 @@ mod root_tests {
         assert!(lines[3].starts_with("drwxrwxrwt"), "{stdout}");
         assert_eq!(lines[4], "ok");
     }
+}
+
+/// Makes sure a server we started cannot outlive the test process: a registry held in a
+/// `static` (shared by the tests of one binary) is never dropped, so a small watchdog stops it,
+/// and removes its temp storage, once this process is gone.
+fn stop_with_this_process(child: u32, dir: Option<&Path>) {
+    let me = std::process::id();
+    let cleanup = dir.map(|d| format!("rm -rf '{}'", d.display())).unwrap_or_default();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; kill {child} 2>/dev/null; {cleanup}"
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
