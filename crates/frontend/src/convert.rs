@@ -65,7 +65,7 @@ impl ConvertError {
     fn at(span: &Span, message: impl Into<String>) -> Self {
         ConvertError {
             message: message.into(),
-            span: Some(span.clone()),
+            span: Some(*span),
         }
     }
 
@@ -1621,7 +1621,7 @@ pub fn convert(
                 )
             })?;
             for mut inst in parsed_trigger.instructions {
-                inst.span = decl.from.span.clone();
+                inst.span = decl.from.span;
                 trigger_insts.push(inst);
             }
         }
@@ -1670,6 +1670,20 @@ pub fn convert(
     })
 }
 
+/// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.
+pub fn stage_names(df: &Dockerfile) -> Vec<String> {
+    df.instructions
+        .iter()
+        .filter(|i| i.kind == InstructionKind::From)
+        .filter_map(|i| {
+            let words = words_of(i);
+            (words.len() == 3 && words[1].eq_ignore_ascii_case("as"))
+                .then(|| words[2].to_lowercase())
+        })
+        .collect()
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1710,17 +1724,4 @@ mod tests {
         assert_eq!(url_filename("http://h"), "__unnamed__");
         assert_eq!(url_filename("http://h/"), "__unnamed__");
     }
-}
-
-/// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.
-pub fn stage_names(df: &Dockerfile) -> Vec<String> {
-    df.instructions
-        .iter()
-        .filter(|i| i.kind == InstructionKind::From)
-        .filter_map(|i| {
-            let words = words_of(i);
-            (words.len() == 3 && words[1].eq_ignore_ascii_case("as"))
-                .then(|| words[2].to_lowercase())
-        })
-        .collect()
 }

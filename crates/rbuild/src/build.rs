@@ -356,7 +356,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .iter()
         .map(|o| parse_output(o))
         .collect::<Result<Vec<_>, _>>()?;
-    let layer_opts = layer_options(&args.outputs)?;
+    let mut layer_opts = layer_options(&args.outputs)?;
     let context_excludes = read_dockerignore(&context, &dockerfile_path);
     // SOURCE_DATE_EPOCH (build arg or environment, as BuildKit) clamps every timestamp.
     let source_date_epoch = parse_build_args(&args.build_args)
@@ -364,6 +364,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .cloned()
         .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
+    layer_opts.source_date_epoch = source_date_epoch;
     let created_secs = match source_date_epoch {
         Some(epoch) => epoch,
         None => std::time::SystemTime::now()
@@ -488,7 +489,6 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             config,
             &tags,
             &outputs,
-            source_date_epoch,
             &layer_opts,
         )
     })
@@ -604,17 +604,12 @@ fn export(
     config: ImageConfig,
     tags: &[String],
     outputs: &[Output],
-    source_date_epoch: Option<i64>,
-    layer_opts: &LayerOptions,
+    opts: &LayerOptions,
 ) -> Result<Descriptor, Report> {
-    let opts = LayerOptions {
-        source_date_epoch,
-        ..layer_opts.clone()
-    };
     let mut layers = Vec::new();
     for id in chain_of(snapshotter, top)? {
         layers.push(
-            ensure_layer(snapshotter, store, &id, &opts)
+            ensure_layer(snapshotter, store, &id, opts)
                 .map_err(|e| Report::from_error("exporting layers", &e))?,
         );
     }

@@ -482,10 +482,13 @@ fn apply_file_actions(
                         true,
                     ),
                     Some(Value::Fs(id)) => {
-                        if !views.contains_key(&copy.src_input) {
-                            views.insert(copy.src_input, snapshotter.view(id.as_ref())?);
-                        }
-                        (views[&copy.src_input].path().to_path_buf(), false)
+                        let view = match views.entry(copy.src_input) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(snapshotter.view(id.as_ref())?)
+                            }
+                        };
+                        (view.path().to_path_buf(), false)
                     }
                     None => {
                         return Err(WorkerError::Graph(format!(
@@ -595,7 +598,7 @@ impl Executor for Worker {
                 digest.as_ref(),
             )
             .await
-            .map(|id| Value::Fs(id)),
+            .map(Value::Fs),
             Op::Source(SourceOp::Http {
                 url,
                 checksum,
