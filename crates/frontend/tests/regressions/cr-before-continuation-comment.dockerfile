@@ -1,0 +1,4 @@
+﻿FROM a
+CMD x \\
+  # comment ine just cUomments
+
