@@ -767,8 +767,9 @@ impl<'a> Converter<'a> {
                     return Err(ConvertError::at(span, "ENV requires at least one argument"));
                 };
                 let mut shown = Vec::new();
+                // One instruction sees the variables as they were before it (Docker's rule:
+                // `ENV abc=bye def=$abc` sets def to the previous abc).
                 for kv in kvs {
-                    let vars = state.vars();
                     let value =
                         expand(&self.lexer, kv.value.as_deref().unwrap_or(""), &vars, span)?;
                     let key = expand(&self.lexer, &kv.key, &vars, span)?;
@@ -1335,10 +1336,6 @@ impl<'a> Converter<'a> {
             Args::Exec(v) => v.clone(),
             _ => words_of(inst),
         };
-        let mut heredoc_sources = Vec::new();
-        for h in &inst.heredocs {
-            heredoc_sources.push(h.clone());
-        }
         if words.len() < 2 {
             return Err(ConvertError::at(span, format!("{} requires at least two arguments, but only one was provided. Destination could not be determined", if is_add { "ADD" } else { "COPY" })));
         }
@@ -1463,6 +1460,40 @@ impl<'a> Converter<'a> {
             }
         }
         for src in &words {
+            // COPY <<EOF /dest: the heredoc body becomes a file named after its delimiter.
+            if let Some(doc) = heredoc_for_word(src, &inst.heredocs) {
+                let content = if doc.expand {
+                    let lexer = Lexer::new(self.df.directives.escape).with_raw_quotes(true).with_raw_escapes(true);
+                    let f = lookup(&vars);
+                    lexer.process_word(&doc.content, &f).map_err(|e| ConvertError::at(span, e.to_string()))?
+                } else {
+                    doc.content.clone()
+                };
+                let inline = self.def.add(
+                    Op::Source(SourceOp::Inline { filename: doc.name.clone(), content }),
+                    vec![],
+                    format!("heredoc {}", doc.name),
+                    self.location(span),
+                );
+                inputs.push(inline);
+                actions.push(FileAction::Copy(CopyAction {
+                    src_input: inputs.len() - 1,
+                    src: format!("/{}", doc.name),
+                    dest: dest.clone(),
+                    owner: chown.clone(),
+                    mode,
+                    follow_symlinks: true,
+                    dir_copy_contents: true,
+                    attempt_unpack: false,
+                    create_dest_path: true,
+                    allow_wildcard: false,
+                    allow_empty_wildcard: false,
+                    mode_str: mode_str.clone(),
+                    exclude_patterns: Vec::new(),
+                    parents: false,
+                }));
+                continue;
+            }
             let src = expand(&self.lexer, src, &vars, span)?;
             let is_url = src.starts_with("http://") || src.starts_with("https://");
             if is_url && !is_add {
@@ -1668,6 +1699,12 @@ pub fn convert(
         target: final_state.vertex,
         config,
     })
+}
+
+/// The heredoc a COPY/ADD source word (`<<EOF`, `<<-EOF`, `<<"EOF"`) refers to.
+fn heredoc_for_word<'a>(word: &str, heredocs: &'a [crate::ast::Heredoc]) -> Option<&'a crate::ast::Heredoc> {
+    let name = word.strip_prefix("<<")?.trim_start_matches('-').trim_matches(|c| c == '"' || c == '\'');
+    heredocs.iter().find(|h| h.name == name)
 }
 
 /// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.

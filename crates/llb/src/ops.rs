@@ -48,6 +48,13 @@ pub enum SourceOp {
         /// The file name inside the result.
         filename: String,
     },
+    /// One file with inline content (a COPY heredoc), mode 0644.
+    Inline {
+        /// The file name inside the result.
+        filename: String,
+        /// The file's bytes.
+        content: String,
+    },
 }
 
 /// Network mode of a RUN.

@@ -614,6 +614,24 @@ impl Executor for Worker {
                     )
                     .await
             }
+            Op::Source(SourceOp::Inline { filename, content }) => {
+                let snapshotter = self.snapshotter.clone();
+                let (filename, content) = (filename.clone(), content.clone());
+                Self::blocking(move || {
+                    let active = snapshotter.prepare(None)?;
+                    let path = active.upperdir().join(filename.trim_start_matches('/'));
+                    let written = std::fs::write(&path, content.as_bytes()).and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                    });
+                    if let Err(source) = written {
+                        let _ = snapshotter.abort(active);
+                        return Err(WorkerError::File { op: "COPY", source });
+                    }
+                    Ok(Value::Fs(Some(snapshotter.commit(active)?)))
+                })
+                .await
+            }
             Op::Merge => self.run_merge(inputs).await,
             Op::Exec(exec) => {
                 self.run_exec(exec, inputs, ctx, &vertex.context_excludes)
