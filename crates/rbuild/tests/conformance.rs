@@ -6,7 +6,7 @@ use rbuild_testsupport::{require_root, shared_dir};
 use std::process::Command;
 
 /// The number of cases that pass today; raise it when more pass, never lower it.
-const MIN_PASSING: usize = 33;
+const MIN_PASSING: usize = 34;
 
 #[test]
 fn conformance_cases_match_buildkit() {
@@ -28,8 +28,31 @@ fn conformance_cases_match_buildkit() {
     );
     let out_dir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
+    // run.sh's rbuild adapter (`build_rbuild`, "adapt here if its CLI differs") asks for
+    // `type=oci,dest=D`, which is a tarball in rbuild as in BuildKit; its push helper for cases
+    // that later cases build FROM (36 -> 37) can only push an OCI *directory*. Run a copy whose
+    // adapter adds `tar=false`, so the whole suite runs; nothing else is changed.
+    let harness = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", conformance.display()))
+        .arg(harness.path())
+        .status()
+        .expect("copy conformance");
+    assert!(copied.success());
+    let run_sh = harness.path().join("run.sh");
+    let script = std::fs::read_to_string(&run_sh).expect("read run.sh");
+    let adapted = script.replace(
+        r#"--output "type=oci,dest=$dest""#,
+        r#"--output "type=oci,dest=$dest,tar=false""#,
+    );
+    assert_ne!(
+        script, adapted,
+        "run.sh's rbuild adapter changed: update this test"
+    );
+    std::fs::write(&run_sh, adapted).expect("write run.sh");
     let out = Command::new("bash")
-        .arg(conformance.join("run.sh"))
+        .arg(&run_sh)
         .args(["--builder", "rbuild"])
         .env("RBUILD", env!("CARGO_BIN_EXE_rbuild"))
         .env("RBUILD_ROOT", root.path())
