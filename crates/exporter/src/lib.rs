@@ -3,9 +3,11 @@
 //! store and tagging them, and the outputs `type=oci` (tar or dir), `type=docker` (a
 //! `docker load` archive) and `type=local` (the final filesystem).
 
+mod cache_export;
 mod layers;
 mod outputs;
 
+pub use cache_export::{write_cache_layout, write_cache_manifest};
 pub use layers::{assemble_image, ensure_layer, LayerOptions};
 pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
 pub use rbuild_oci::Layer;

@@ -2,6 +2,7 @@
 //! descriptors and media types, the image config (with Docker's extra fields, byte-stable JSON),
 //! manifests and indexes, and the local content store (an OCI image layout with atomic writes).
 
+pub mod cache;
 mod config;
 mod digest;
 mod layer;

@@ -357,6 +357,16 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .map(|o| parse_output(o))
         .collect::<Result<Vec<_>, _>>()?;
     let mut layer_opts = layer_options(&args.outputs)?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| crate::cache_io::parse_cache_to(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| crate::cache_io::parse_cache_from(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let context_excludes = read_dockerignore(&context, &dockerfile_path);
     // SOURCE_DATE_EPOCH (build arg or environment, as BuildKit) clamps every timestamp.
     let source_date_epoch = parse_build_args(&args.build_args)
@@ -423,6 +433,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     .await?;
     let exe = std::env::current_exe()
         .map_err(|e| Report::new(format!("error: cannot find the rbuild executable: {e}")))?;
+    let remote_cache = crate::cache_io::import(&cache_from, &registry).await;
+    let cache_registry = registry.clone();
     let worker = Arc::new(
         Worker::new(
             store.clone(),
@@ -432,7 +444,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             Some(index.clone()),
             Some(context),
         )
-        .with_secrets(secrets),
+        .with_secrets(secrets)
+        .with_remote_cache(remote_cache.clone()),
     );
     let (graph, ids) = graph_from_definition(&plan.definition);
     let solver = Solver::new(worker, Some(index), progress::sink(args.progress));
@@ -445,6 +458,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         r = solver.solve(&graph, &targets, &solve_opts) => r,
         code = wait_for_signal() => return Err(Report::new("error: build canceled").with_code(code)),
     };
+    crate::cache_io::report_import(remote_cache.as_ref());
     let value = match solved {
         Ok(mut values) => values.pop().unwrap_or(Value::Fs(None)),
         Err(e) => {
@@ -481,6 +495,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         push_names.extend(tags.iter().cloned());
     }
     push_names.dedup();
+    let (cache_snapshotter, cache_layer_opts) = (snapshotter.clone(), layer_opts.clone());
+    let cache_arch = config.architecture.clone();
     let desc = blocking(move || {
         export(
             &store,
@@ -494,6 +510,19 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     })
     .await?;
     eprintln!("writing image {} done", desc.digest);
+    crate::cache_io::export(
+        &cache_to,
+        &solver,
+        &graph,
+        &ids,
+        targets[0],
+        &push_store,
+        &cache_snapshotter,
+        &cache_layer_opts,
+        &cache_arch,
+        &cache_registry,
+    )
+    .await?;
     for tag in &args.tags {
         eprintln!("naming to {} done", normalize_tag(tag));
     }

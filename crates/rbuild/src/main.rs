@@ -2,6 +2,7 @@
 //! (frontend -> solver -> exporter), progress rendering and user-facing error reports.
 
 mod build;
+mod cache_io;
 mod errors;
 mod input;
 mod progress;
@@ -137,6 +138,12 @@ pub struct BuildArgs {
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max] or type=local,dest=DIR[,mode=..].
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=REF or type=local,src=DIR.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
 }
 
 fn main() -> ExitCode {

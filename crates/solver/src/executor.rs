@@ -40,6 +40,14 @@ pub trait Executor: Send + Sync + 'static {
     /// removed), which counts as a miss.
     fn decode(&self, bytes: &[u8]) -> Option<Self::Value>;
 
+    /// Consulted (on the blocking pool, like `decode`) when the cache index has no usable
+    /// result for `key`: e.g. a remote build cache (`--cache-from`) that materialises the
+    /// result. `None` (the default) is a miss.
+    fn lookup_fallback(&self, key: &CacheKey) -> Option<Self::Value> {
+        let _ = key;
+        None
+    }
+
     /// False for vertices that must not be read from the cache index (the default is true).
     /// Their results are still written to it.
     fn cacheable(&self, vertex: &Self::Vertex) -> bool {

@@ -462,7 +462,8 @@ impl<'g, E: Executor> Driver<'g, E> {
                 let executor = self.executor.clone();
                 self.tasks.spawn(async move {
                     let found = tokio::task::spawn_blocking(move || {
-                        Ok(index.get(&key)?.and_then(|bytes| executor.decode(&bytes)))
+                        let local = index.get(&key)?.and_then(|bytes| executor.decode(&bytes));
+                        Ok(local.or_else(|| executor.lookup_fallback(&key)))
                     })
                     .await
                     .unwrap_or_else(|e| Err(CacheError::Background(e.to_string())));

@@ -10,7 +10,7 @@ use rbuild_solver::CacheIndex;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read};
 
-const UNPACKED_TABLE: &str = "unpacked-v1";
+pub(crate) const UNPACKED_TABLE: &str = "unpacked-v1";
 
 struct HashingReader<R> {
     inner: R,
@@ -94,7 +94,7 @@ pub async fn unpack_image(
     Ok(parent)
 }
 
-async fn unpack_layer(
+pub(crate) async fn unpack_layer(
     store: &Store,
     snapshotter: &Snapshotter,
     parent: Option<SnapshotId>,

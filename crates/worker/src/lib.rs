@@ -9,6 +9,7 @@ pub mod fsops;
 mod http;
 mod image;
 pub mod mounts;
+pub mod remote_cache;
 pub mod users;
 
 pub use mounts::SecretSource;
@@ -146,6 +147,7 @@ pub struct Worker {
     downloads: Arc<http::Downloads>,
     secrets: Arc<HashMap<String, SecretSource>>,
     cache_mount_root: PathBuf,
+    remote: Option<Arc<remote_cache::RemoteCache>>,
 }
 
 impl Worker {
@@ -172,6 +174,7 @@ impl Worker {
                 .unwrap_or(snapshotter.root())
                 .join("cache-mounts-v1"),
             snapshotter,
+            remote: None,
         }
     }
 
@@ -185,6 +188,12 @@ impl Worker {
     /// next to the snapshot store).
     pub fn with_cache_mount_root(mut self, dir: PathBuf) -> Self {
         self.cache_mount_root = dir;
+        self
+    }
+
+    /// An imported build cache (`--cache-from`), consulted when the local cache index misses.
+    pub fn with_remote_cache(mut self, remote: Option<Arc<remote_cache::RemoteCache>>) -> Self {
+        self.remote = remote;
         self
     }
 
@@ -650,6 +659,30 @@ impl Executor for Worker {
         match &value {
             Value::Fs(Some(id)) if !self.snapshotter.exists(id) => None,
             _ => Some(value),
+        }
+    }
+
+    fn lookup_fallback(&self, key: &CacheKey) -> Option<Value> {
+        let remote = self.remote.as_ref().filter(|r| r.has(key))?;
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let found = handle.block_on(remote.materialize(
+            key,
+            &self.store,
+            &self.snapshotter,
+            self.index.as_ref(),
+        ));
+        match found {
+            Ok(Some(value)) => {
+                if let Some(ix) = &self.index {
+                    let _ = ix.put(key, &self.encode(&value));
+                }
+                Some(value)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                remote.warn(format!("cache record {key}: {e}"));
+                None
+            }
         }
     }
 

@@ -1,0 +1,280 @@
+//! Importing a shared build cache (`--cache-from`): the cache manifest and its config (small) are
+//! read before solving; when the local cache index misses a key the cache has, the result's layer
+//! chain is fetched (only those blobs) and unpacked into snapshots, which are labelled with their
+//! blobs so the exporter reuses them byte for byte. Results nobody asks for are never downloaded.
+//! The format is [`rbuild_oci::cache`].
+
+use crate::{image, Value, WorkerError};
+use rbuild_oci::cache::{CacheConfig, CacheLayer, CACHE_CONFIG_MEDIA_TYPE};
+use rbuild_oci::{Descriptor, Digest, Layer, Manifest, Store};
+use rbuild_registry::{Reference, RegistryClient};
+use rbuild_snapshotter::{SnapshotId, Snapshotter};
+use rbuild_solver::{CacheIndex, CacheKey};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Where the cache's blobs come from.
+#[derive(Debug)]
+pub enum CacheSource {
+    /// A registry repository (`type=registry,ref=REF`).
+    Registry {
+        /// The client.
+        client: RegistryClient,
+        /// The cache manifest's reference.
+        reference: Reference,
+    },
+    /// An OCI image layout directory (`type=local,src=DIR`).
+    Layout {
+        /// The layout, opened as a store.
+        store: Store,
+    },
+}
+
+/// An imported cache: its records and where to fetch their layers.
+#[derive(Debug)]
+pub struct RemoteCache {
+    source: CacheSource,
+    layers: Vec<(Descriptor, CacheLayer)>,
+    records: HashMap<CacheKey, Vec<usize>>,
+    warnings: Mutex<Vec<String>>,
+    /// One materialisation at a time, so two results sharing layers never fetch or unpack them
+    /// twice (the second finds the first's snapshots by chain ID).
+    busy: tokio::sync::Mutex<()>,
+}
+
+fn invalid(what: &str, message: impl std::fmt::Display) -> WorkerError {
+    WorkerError::Graph(format!("cache import from {what}: {message}"))
+}
+
+impl RemoteCache {
+    /// Reads the cache manifest `reference` from its registry.
+    pub async fn from_registry(
+        client: RegistryClient,
+        reference: Reference,
+    ) -> Result<RemoteCache, WorkerError> {
+        let resolved = client.resolve(&reference).await?;
+        let what = reference.to_string();
+        let config: CacheConfig = serde_json::from_slice(&resolved.config_bytes)
+            .map_err(|e| invalid(&what, format!("not an rbuild cache config: {e}")))?;
+        Self::from_parts(
+            CacheSource::Registry { client, reference },
+            &what,
+            resolved.manifest,
+            config,
+        )
+    }
+
+    /// Reads the cache manifest from an OCI layout directory: the manifest tagged `tag`, else the
+    /// last manifest of `index.json` whose config is a cache config.
+    pub fn from_layout(dir: &Path, tag: Option<&str>) -> Result<RemoteCache, WorkerError> {
+        let what = dir.display().to_string();
+        if !dir.join("index.json").is_file() {
+            return Err(invalid(&what, "no index.json (not an OCI layout)"));
+        }
+        let store = Store::open(dir)?;
+        let index = store.index()?;
+        let mut found = None;
+        for desc in index.manifests.iter().rev() {
+            let named = desc
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(rbuild_oci::ANNOTATION_REF_NAME));
+            if let (Some(tag), Some(name)) = (tag, named) {
+                if name != tag {
+                    continue;
+                }
+            }
+            let Ok(bytes) = store.read_blob(&desc.digest) else {
+                continue;
+            };
+            let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+                continue;
+            };
+            if manifest.config.media_type.as_str() == CACHE_CONFIG_MEDIA_TYPE {
+                found = Some(manifest);
+                break;
+            }
+        }
+        let manifest = found.ok_or_else(|| invalid(&what, "no cache manifest in index.json"))?;
+        let config_bytes = store.read_blob(&manifest.config.digest)?;
+        let config: CacheConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| invalid(&what, format!("not an rbuild cache config: {e}")))?;
+        Self::from_parts(CacheSource::Layout { store }, &what, manifest, config)
+    }
+
+    fn from_parts(
+        source: CacheSource,
+        what: &str,
+        manifest: Manifest,
+        config: CacheConfig,
+    ) -> Result<RemoteCache, WorkerError> {
+        if manifest.config.media_type.as_str() != CACHE_CONFIG_MEDIA_TYPE {
+            return Err(invalid(
+                what,
+                format!(
+                    "config media type is {}, not {CACHE_CONFIG_MEDIA_TYPE}",
+                    manifest.config.media_type.as_str()
+                ),
+            ));
+        }
+        if manifest.layers.len() != config.layers.len() {
+            return Err(invalid(what, "manifest and config list different layers"));
+        }
+        for (desc, layer) in manifest.layers.iter().zip(&config.layers) {
+            if desc.digest != layer.digest {
+                return Err(invalid(what, format!("layer {} out of order", desc.digest)));
+            }
+        }
+        let mut records = HashMap::new();
+        for record in config.records {
+            let Some(key) = CacheKey::from_hex(&record.key) else {
+                return Err(invalid(what, format!("bad cache key `{}`", record.key)));
+            };
+            if record.chain.iter().any(|&i| i >= config.layers.len()) {
+                return Err(invalid(
+                    what,
+                    format!("record {} names a missing layer", record.key),
+                ));
+            }
+            records.insert(key, record.chain);
+        }
+        let layers = manifest.layers.into_iter().zip(config.layers).collect();
+        Ok(RemoteCache {
+            source,
+            layers,
+            records,
+            warnings: Mutex::new(Vec::new()),
+            busy: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The number of cached results.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the cache holds no results.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// True when the cache has a result for `key`.
+    pub fn has(&self, key: &CacheKey) -> bool {
+        self.records.contains_key(key)
+    }
+
+    /// Problems met while importing results (each such result was rebuilt instead).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn warn(&self, message: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(message);
+        }
+    }
+
+    async fn fetch(&self, desc: &Descriptor, store: &Store) -> Result<(), WorkerError> {
+        if store.has_blob(&desc.digest) {
+            return Ok(());
+        }
+        match &self.source {
+            CacheSource::Registry { client, reference } => {
+                client.fetch_blob(reference, desc, store).await?;
+            }
+            CacheSource::Layout { store: layout } => {
+                let (layout, store, digest) = (layout.clone(), store.clone(), desc.digest.clone());
+                tokio::task::spawn_blocking(move || {
+                    let mut file = layout.open_blob(&digest)?;
+                    rbuild_oci::copy_into_store(&store, &mut file, Some(&digest))?;
+                    Ok::<(), WorkerError>(())
+                })
+                .await
+                .map_err(|e| WorkerError::Join(e.to_string()))??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `key`'s result a local snapshot chain (fetching and unpacking only the layers not
+    /// already unpacked here); `None` when the cache has no such result.
+    pub(crate) async fn materialize(
+        &self,
+        key: &CacheKey,
+        store: &Store,
+        snapshotter: &Snapshotter,
+        index: Option<&CacheIndex>,
+    ) -> Result<Option<Value>, WorkerError> {
+        let Some(chain) = self.records.get(key) else {
+            return Ok(None);
+        };
+        let _busy = self.busy.lock().await;
+        let mut parent: Option<SnapshotId> = None;
+        let mut chain_id: Option<Digest> = None;
+        for &i in chain {
+            let (desc, layer) = &self.layers[i];
+            let this_chain = match &chain_id {
+                None => layer.diff_id.0.clone(),
+                Some(prev) => Digest::sha256_of(format!("{prev} {}", layer.diff_id).as_bytes()),
+            };
+            let known = index
+                .and_then(|ix| {
+                    ix.get_in(image::UNPACKED_TABLE, this_chain.to_string().as_bytes())
+                        .ok()
+                        .flatten()
+                })
+                .map(|v| SnapshotId(String::from_utf8_lossy(&v).to_string()))
+                .filter(|id| snapshotter.exists(id));
+            let label = serde_json::to_string(&Layer {
+                descriptor: Descriptor {
+                    media_type: desc.media_type.clone(),
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    platform: None,
+                    annotations: None,
+                },
+                diff_id: layer.diff_id.clone(),
+            })
+            .map_err(|e| WorkerError::Graph(e.to_string()))?;
+            let id = match known {
+                Some(id) => {
+                    // Unpacked before (e.g. a shared base layer): label it with this blob unless
+                    // it already has a usable one under the exporter's label.
+                    let has = snapshotter.label(&id, &layer.label)?.is_some_and(|raw| {
+                        serde_json::from_str::<Layer>(&raw)
+                            .is_ok_and(|l| store.has_blob(&l.descriptor.digest))
+                    });
+                    if !has {
+                        self.fetch(desc, store).await?;
+                        snapshotter.set_label(&id, &layer.label, &label)?;
+                    }
+                    id
+                }
+                None => {
+                    self.fetch(desc, store).await?;
+                    let id = image::unpack_layer(
+                        store,
+                        snapshotter,
+                        parent.clone(),
+                        desc.clone(),
+                        layer.diff_id.clone(),
+                    )
+                    .await?;
+                    snapshotter.set_label(&id, &layer.label, &label)?;
+                    if let Some(ix) = index {
+                        let _ = ix.put_in(
+                            image::UNPACKED_TABLE,
+                            this_chain.to_string().as_bytes(),
+                            id.0.as_bytes(),
+                        );
+                    }
+                    id
+                }
+            };
+            parent = Some(id);
+            chain_id = Some(this_chain);
+        }
+        Ok(Some(Value::Fs(parent)))
+    }
+}
