@@ -1463,14 +1463,21 @@ impl<'a> Converter<'a> {
             // COPY <<EOF /dest: the heredoc body becomes a file named after its delimiter.
             if let Some(doc) = heredoc_for_word(src, &inst.heredocs) {
                 let content = if doc.expand {
-                    let lexer = Lexer::new(self.df.directives.escape).with_raw_quotes(true).with_raw_escapes(true);
+                    let lexer = Lexer::new(self.df.directives.escape)
+                        .with_raw_quotes(true)
+                        .with_raw_escapes(true);
                     let f = lookup(&vars);
-                    lexer.process_word(&doc.content, &f).map_err(|e| ConvertError::at(span, e.to_string()))?
+                    lexer
+                        .process_word(&doc.content, &f)
+                        .map_err(|e| ConvertError::at(span, e.to_string()))?
                 } else {
                     doc.content.clone()
                 };
                 let inline = self.def.add(
-                    Op::Source(SourceOp::Inline { filename: doc.name.clone(), content }),
+                    Op::Source(SourceOp::Inline {
+                        filename: doc.name.clone(),
+                        content,
+                    }),
                     vec![],
                     format!("heredoc {}", doc.name),
                     self.location(span),
@@ -1702,8 +1709,14 @@ pub fn convert(
 }
 
 /// The heredoc a COPY/ADD source word (`<<EOF`, `<<-EOF`, `<<"EOF"`) refers to.
-fn heredoc_for_word<'a>(word: &str, heredocs: &'a [crate::ast::Heredoc]) -> Option<&'a crate::ast::Heredoc> {
-    let name = word.strip_prefix("<<")?.trim_start_matches('-').trim_matches(|c| c == '"' || c == '\'');
+fn heredoc_for_word<'a>(
+    word: &str,
+    heredocs: &'a [crate::ast::Heredoc],
+) -> Option<&'a crate::ast::Heredoc> {
+    let name = word
+        .strip_prefix("<<")?
+        .trim_start_matches('-')
+        .trim_matches(|c| c == '"' || c == '\'');
     heredocs.iter().find(|h| h.name == name)
 }
 
@@ -1719,7 +1732,6 @@ pub fn stage_names(df: &Dockerfile) -> Vec<String> {
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -393,19 +393,39 @@ fn heredocs_in_run_and_copy() {
     let root = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let output = format!("type=local,dest={}", dest.path().display());
-    let out = build(root.path(), &testdata("heredoc"), &env.base, &["--output", &output]);
+    let out = build(
+        root.path(),
+        &testdata("heredoc"),
+        &env.base,
+        &["--output", &output],
+    );
     assert_ok(&out);
-    let read = |p: &str| fs::read_to_string(dest.path().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let read =
+        |p: &str| fs::read_to_string(dest.path().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     assert_eq!(read("run-heredoc.txt"), "hello world\n");
     assert!(dest.path().join("made-by-heredoc").is_dir());
-    assert_eq!(read("shebang.txt"), "tabs stripped, run by the interpreter\n");
+    assert_eq!(
+        read("shebang.txt"),
+        "tabs stripped, run by the interpreter\n"
+    );
     assert_eq!(read("one.txt"), "first world\n");
-    assert_eq!(read("two.txt"), "second $NAME\n", "a quoted delimiter switches expansion off");
+    assert_eq!(
+        read("two.txt"),
+        "second $NAME\n",
+        "a quoted delimiter switches expansion off"
+    );
     assert_eq!(read("etc/greeting.conf"), "greeting=hello world\n");
     assert_eq!(read("opt/RAW"), "literal $NAME\n");
     assert_eq!(read("opt/SCRIPT"), "echo world\n");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(dest.path().join("opt/SCRIPT")).unwrap().permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        fs::metadata(dest.path().join("opt/SCRIPT"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
 }
 
 #[test]
@@ -414,16 +434,29 @@ fn dockerignore_and_per_dockerfile_ignore_files() {
     let root = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
     let src = testdata("dockerignore");
-    let status = Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(ctx.path()).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(ctx.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     let dest = tempfile::tempdir().unwrap();
     let output = format!("type=local,dest={}", dest.path().join("a").display());
-    assert_ok(&build(root.path(), ctx.path(), &env.base, &["--output", &output]));
+    assert_ok(&build(
+        root.path(),
+        ctx.path(),
+        &env.base,
+        &["--output", &output],
+    ));
     let c = dest.path().join("a/ctx");
     assert!(c.join("keep.txt").is_file());
     assert!(!c.join("top.log").exists(), "*.log excludes top-level logs");
     assert!(c.join("logs/deep.log").is_file(), "*.log is top level only");
-    assert!(!c.join("logs/x.tmp").exists(), "**/*.tmp excludes at any depth");
+    assert!(
+        !c.join("logs/x.tmp").exists(),
+        "**/*.tmp excludes at any depth"
+    );
     assert!(c.join("sub/keep.txt").is_file(), "! re-includes");
     assert!(!c.join("sub/other.txt").exists());
     // An ignored file's change keeps the COPY cached.
@@ -431,11 +464,19 @@ fn dockerignore_and_per_dockerfile_ignore_files() {
     let again = build(root.path(), ctx.path(), &env.base, &[]);
     assert_ok(&again);
     let (ran, _) = ran_and_cached(&again);
-    assert!(!ran.iter().any(|n| n.contains("COPY")), "ignored change reran {ran:?}");
+    assert!(
+        !ran.iter().any(|n| n.contains("COPY")),
+        "ignored change reran {ran:?}"
+    );
     // NAME.dockerignore beside the Dockerfile wins over .dockerignore.
     let output = format!("type=local,dest={}", dest.path().join("b").display());
     let file = ctx.path().join("special.Dockerfile");
-    assert_ok(&build(root.path(), ctx.path(), &env.base, &["-f", file.to_str().unwrap(), "--output", &output]));
+    assert_ok(&build(
+        root.path(),
+        ctx.path(),
+        &env.base,
+        &["-f", file.to_str().unwrap(), "--output", &output],
+    ));
     let c = dest.path().join("b/ctx");
     assert!(!c.join("keep.txt").exists());
     assert!(c.join("top.log").is_file() && c.join("sub/other.txt").is_file());

@@ -968,7 +968,9 @@ mod root_tests {
 /// and removes its temp storage, once this process is gone.
 fn stop_with_this_process(child: u32, dir: Option<&Path>) {
     let me = std::process::id();
-    let cleanup = dir.map(|d| format!("rm -rf '{}'", d.display())).unwrap_or_default();
+    let cleanup = dir
+        .map(|d| format!("rm -rf '{}'", d.display()))
+        .unwrap_or_default();
     let script = format!(
         "while kill -0 {me} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; kill {child} 2>/dev/null; {cleanup}"
     );
