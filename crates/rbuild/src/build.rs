@@ -216,19 +216,21 @@ async fn resolve_base(
         .map_err(|e| Report::from_error(&format!("invalid image reference `{name}`"), &e))?;
     let full = reference.to_string();
     if !pull {
-        let known = match &reference.digest {
-            Some(d) if store.has_blob(d) => Some(d.clone()),
-            Some(_) => None,
-            None => store.resolve_tag(&full).ok().flatten().map(|d| d.digest),
-        };
-        if let Some(digest) = known {
-            if let Ok(record) = store.read_image(&digest) {
-                return Ok(BaseImage {
-                    reference: full,
-                    digest,
-                    config: record.config,
-                });
-            }
+        let (store, full, pinned) = (store.clone(), full.clone(), reference.digest.clone());
+        let local = blocking(move || {
+            let known = match &pinned {
+                Some(d) if store.has_blob(d) => Some(d.clone()),
+                Some(_) => None,
+                None => store.resolve_tag(&full).ok().flatten().map(|d| d.digest),
+            };
+            Ok(known.and_then(|digest| {
+                let record = store.read_image(&digest).ok()?;
+                Some(BaseImage { reference: full, digest, config: record.config })
+            }))
+        })
+        .await?;
+        if let Some(base) = local {
+            return Ok(base);
         }
     }
     let resolved = registry.resolve(&reference).await.map_err(|e| {
@@ -325,7 +327,10 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         )
         .with_code(2));
     };
-    let input = crate::input::prepare(&context_arg, args.file.as_deref(), &root)?;
+    let input = {
+        let (context_arg, file, root) = (context_arg.clone(), args.file.clone(), root.clone());
+        blocking(move || crate::input::prepare(&context_arg, file.as_deref(), &root)).await?
+    };
     let context = input.context.clone();
     let dockerfile_path = input.dockerfile_path.clone();
     let dockerfile_name = input.dockerfile_name.clone();
@@ -367,7 +372,10 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .iter()
         .map(|s| crate::cache_io::parse_cache_from(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let context_excludes = read_dockerignore(&context, &dockerfile_path);
+    let context_excludes = {
+        let (context, dockerfile_path) = (context.clone(), dockerfile_path.clone());
+        blocking(move || Ok(read_dockerignore(&context, &dockerfile_path))).await?
+    };
     // SOURCE_DATE_EPOCH (build arg or environment, as BuildKit) clamps every timestamp.
     let source_date_epoch = parse_build_args(&args.build_args)
         .get("SOURCE_DATE_EPOCH")
@@ -393,14 +401,17 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     let needed = rbuild_frontend::base_images(&dockerfile, &opts)
         .map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
 
-    std::fs::create_dir_all(&root).map_err(|e| {
-        Report::new(format!(
-            "error: cannot create state directory `{}`: {e}",
-            root.display()
-        ))
-    })?;
-    let store =
-        Store::open(&root).map_err(|e| Report::from_error("opening the image store", &e))?;
+    let store_root = root.clone();
+    let store = blocking(move || {
+        std::fs::create_dir_all(&store_root).map_err(|e| {
+            Report::new(format!(
+                "error: cannot create state directory `{}`: {e}",
+                store_root.display()
+            ))
+        })?;
+        Store::open(&store_root).map_err(|e| Report::from_error("opening the image store", &e))
+    })
+    .await?;
     let registry = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
     let mut bases = HashMap::new();
     let resolutions = needed

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 
 /// Env var: comma-separated registries (`host:port` or `host`) reached over plain HTTP.
 pub const INSECURE_REGISTRIES_ENV: &str = "RBUILD_INSECURE_REGISTRIES";
+/// Env var: comma-separated registries (`host:port` or `host`) reached over HTTPS even though they
+/// are on loopback (which is plain HTTP otherwise).
+pub const TLS_REGISTRIES_ENV: &str = "RBUILD_TLS_REGISTRIES";
+/// Env var: a PEM file of extra trusted CA certificates, read by [`RegistryClient::new`].
+pub const REGISTRY_CA_ENV: &str = "RBUILD_REGISTRY_CA";
 /// Largest manifest or index accepted (the OCI distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Largest image config accepted.
@@ -50,6 +55,9 @@ pub enum Credentials {
 pub struct ClientOptions {
     /// Registries reached over plain HTTP, in addition to loopback ones and [`INSECURE_REGISTRIES_ENV`].
     pub insecure_registries: Vec<String>,
+    /// Registries reached over HTTPS even on loopback, in addition to [`TLS_REGISTRIES_ENV`]
+    /// (e.g. a local registry with a test certificate; trust its CA with `extra_ca_pem`).
+    pub https_registries: Vec<String>,
     /// Extra trusted CA certificates (PEM, one or more) on top of the system roots.
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Credential source.
@@ -68,6 +76,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             insecure_registries: Vec::new(),
+            https_registries: Vec::new(),
             extra_ca_pem: None,
             credentials: Credentials::DockerConfig,
             max_concurrent_downloads: 4,
@@ -135,6 +144,7 @@ enum Auth {
 struct Inner {
     http: reqwest::Client,
     insecure: Vec<String>,
+    https: Vec<String>,
     opts: ClientOptions,
     creds: Mutex<HashMap<String, Option<Cred>>>,
     /// Keyed by `registry/repository`.
@@ -151,6 +161,7 @@ impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
             .field("insecure", &self.inner.insecure)
+            .field("https", &self.inner.https)
             .finish_non_exhaustive()
     }
 }
@@ -179,9 +190,20 @@ pub(crate) struct Call<'a> {
 
 impl RegistryClient {
     /// A client with default options: HTTP for loopback and [`INSECURE_REGISTRIES_ENV`] registries,
-    /// HTTPS otherwise; credentials from docker's config.json, anonymous when none.
+    /// HTTPS otherwise (and for [`TLS_REGISTRIES_ENV`] ones); extra CAs from the PEM file named by
+    /// [`REGISTRY_CA_ENV`]; credentials from docker's config.json, anonymous when none.
     pub fn new() -> Result<RegistryClient, RegistryError> {
-        Self::with_options(ClientOptions::default())
+        let mut opts = ClientOptions::default();
+        if let Some(path) = std::env::var_os(REGISTRY_CA_ENV).filter(|p| !p.is_empty()) {
+            let pem = std::fs::read(&path).map_err(|e| {
+                RegistryError::Setup(format!(
+                    "{REGISTRY_CA_ENV}={}: {e}",
+                    PathBuf::from(&path).display()
+                ))
+            })?;
+            opts.extra_ca_pem = Some(pem);
+        }
+        Self::with_options(opts)
     }
 
     /// A client with explicit options.
@@ -207,19 +229,25 @@ impl RegistryClient {
         let http = builder
             .build()
             .map_err(|e| RegistryError::Setup(chain(&e)))?;
+        let from_env = |list: &mut Vec<String>, var: &str| {
+            if let Ok(v) = std::env::var(var) {
+                list.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                );
+            }
+        };
         let mut insecure = opts.insecure_registries.clone();
-        if let Ok(v) = std::env::var(INSECURE_REGISTRIES_ENV) {
-            insecure.extend(
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from),
-            );
-        }
+        from_env(&mut insecure, INSECURE_REGISTRIES_ENV);
+        let mut https = opts.https_registries.clone();
+        from_env(&mut https, TLS_REGISTRIES_ENV);
         Ok(RegistryClient {
             inner: Arc::new(Inner {
                 http,
                 insecure,
+                https,
                 opts,
                 creds: Mutex::new(HashMap::new()),
                 auth: Mutex::new(HashMap::new()),
@@ -227,9 +255,13 @@ impl RegistryClient {
         })
     }
 
-    /// `http` or `https` for a registry.
+    /// `http` or `https` for a registry: HTTPS registries (options, [`TLS_REGISTRIES_ENV`]) first,
+    /// then loopback and insecure ones are HTTP, everything else HTTPS.
     pub fn scheme(&self, registry: &str) -> &'static str {
         let host = host_of(registry);
+        if self.inner.https.iter().any(|i| i == registry || i == host) {
+            return "https";
+        }
         let loopback = host == "localhost"
             || host == "::1"
             || host
@@ -754,10 +786,20 @@ impl RegistryClient {
 
     fn request_error(&self, call: &Call<'_>, e: reqwest::Error) -> RegistryError {
         if e.is_connect() {
+            let addr = format!("{}://{}", self.scheme(&call.r.registry), call.r.registry);
+            let cause = root_cause(&e);
+            // rustls's `Error::InvalidCertificate` (rustls is not a direct dependency to downcast to).
+            if cause.starts_with("invalid peer certificate") {
+                return RegistryError::UntrustedCertificate {
+                    what: call.what.clone(),
+                    addr,
+                    cause,
+                };
+            }
             RegistryError::Connect {
                 what: call.what.clone(),
-                addr: format!("{}://{}", self.scheme(&call.r.registry), call.r.registry),
-                cause: root_cause(&e),
+                addr,
+                cause,
             }
         } else {
             transport(&call.what, e)

@@ -72,6 +72,17 @@ pub enum RegistryError {
         /// The underlying error chain, e.g. `Connection refused (os error 111)`.
         cause: String,
     },
+    /// The TLS handshake failed because the server's certificate is not trusted (unknown CA,
+    /// wrong name, expired); not retried.
+    #[error("{what}: TLS certificate of {addr} is not trusted: {cause} (trust its CA with {}=/path/ca.pem)", crate::REGISTRY_CA_ENV)]
+    UntrustedCertificate {
+        /// The reference or blob.
+        what: String,
+        /// The registry address with scheme, e.g. `https://127.0.0.1:5000`.
+        addr: String,
+        /// rustls's reason, e.g. `invalid peer certificate: UnknownIssuer`.
+        cause: String,
+    },
     /// Any other transport failure (reset, timeout, TLS, body read).
     #[error("{what}: request to {url} failed: {cause}")]
     Transport {

@@ -18,7 +18,7 @@ mod reference;
 
 pub use client::{
     ClientOptions, Credentials, RegistryClient, ResolvedImage, INSECURE_REGISTRIES_ENV,
-    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, REGISTRY_CA_ENV, TLS_REGISTRIES_ENV,
 };
 pub use error::RegistryError;
 pub use fetch::{fetch_url, parse_http_date, FetchedUrl};

@@ -191,6 +191,9 @@ pub struct RegistryOptions {
     /// user/password gets every action asked for, anonymous callers get `pull` only. Its log of
     /// requested scopes is [`TestRegistry::token_log`].
     pub token_auth: Option<(String, String)>,
+    /// Serve HTTPS with a server certificate for `127.0.0.1` (IP SAN; also `localhost`) signed by a
+    /// throwaway CA made with openssl; the CA is [`TestRegistry::ca_pem`].
+    pub tls: bool,
 }
 
 /// A running Debian `docker-registry` on a free 127.0.0.1 port with its own temp storage;
@@ -200,6 +203,7 @@ pub struct TestRegistry {
     token_server: Option<Child>,
     addr: String,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl std::fmt::Debug for TestRegistry {
@@ -249,12 +253,23 @@ impl TestRegistry {
             }
             None => auth,
         };
+        let tls = if opts.tls {
+            let (cert, key) = make_tls_certs(dir.path())?;
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
+        let ca = opts.tls.then(|| dir.path().join("certs/ca.crt"));
         let mut last_err = None;
         for attempt in 0..5 {
             let port = free_port()?;
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}",
                 dir.path().join("data").display()
             );
             let cfg_path = dir.path().join("config.yml");
@@ -272,13 +287,14 @@ impl TestRegistry {
                 .map_err(io_err("spawn", &bin))?;
             let mut child = child;
             stop_with_this_process(child.id(), Some(dir.path()));
-            match wait_ready(&mut child, &addr, Duration::from_secs(10)) {
+            match wait_ready(&mut child, &addr, ca.as_deref(), Duration::from_secs(10)) {
                 Ok(()) => {
                     return Ok(TestRegistry {
                         child,
                         token_server,
                         addr,
                         dir,
+                        tls: opts.tls,
                     })
                 }
                 Err(reason) => {
@@ -308,6 +324,13 @@ impl TestRegistry {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         self.addr.clone()
+    }
+
+    /// With [`RegistryOptions::tls`]: the CA certificate (PEM) that signed the server certificate.
+    /// It is `ca.crt`, alone in its directory, so `ca_pem().parent()` works as skopeo's
+    /// `--cert-dir` / `--dest-cert-dir`.
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.path().join("certs/ca.crt"))
     }
 
     /// The registry process id.
@@ -473,13 +496,22 @@ fn start_token_server(dir: &Path, user: &str, pass: &str) -> Result<(Child, Stri
     }
 }
 
-fn wait_ready(child: &mut Child, addr: &str, timeout: Duration) -> Result<(), String> {
+fn wait_ready(
+    child: &mut Child,
+    addr: &str,
+    ca: Option<&Path>,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited early with {status}"));
         }
-        match http_status(addr, "/v2/") {
+        let status = match ca {
+            Some(ca) => https_status(addr, "/v2/", ca),
+            None => http_status(addr, "/v2/"),
+        };
+        match status {
             Ok(200 | 401) => return Ok(()),
             Ok(other) => return Err(format!("GET /v2/ answered {other}")),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
@@ -495,6 +527,115 @@ fn free_port() -> Result<u16, TestError> {
         .map_err(io_err("local_addr", "127.0.0.1:0"))?
         .port();
     Ok(port)
+}
+
+/// Makes `certs/ca.crt` (a throwaway CA, alone in `certs/` for skopeo's cert dirs) and
+/// `tls/server.crt` + `tls/server.key` (for 127.0.0.1 and localhost, signed by the CA) under `dir`
+/// with openssl (P-256 keys, valid two days). Returns the server certificate and key paths.
+fn make_tls_certs(dir: &Path) -> Result<(PathBuf, PathBuf), TestError> {
+    let openssl = need_tool("openssl")?;
+    let (certs, tls) = (dir.join("certs"), dir.join("tls"));
+    for d in [&certs, &tls] {
+        fs::create_dir_all(d).map_err(io_err("create", d))?;
+    }
+    let ca_crt = certs.join("ca.crt");
+    let (ca_key, ca_csr, ca_ext) = (tls.join("ca.key"), tls.join("ca.csr"), tls.join("ca.ext"));
+    let (key, csr, ext, crt) = (
+        tls.join("server.key"),
+        tls.join("server.csr"),
+        tls.join("server.ext"),
+        tls.join("server.crt"),
+    );
+    fs::write(
+        &ca_ext,
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n",
+    )
+    .map_err(io_err("write", &ca_ext))?;
+    fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1,DNS:localhost\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .map_err(io_err("write", &ext))?;
+    let csr_cmd = |key: &Path, csr: &Path, cn: &str| {
+        let mut c = Command::new(&openssl);
+        c.args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-subj", cn, "-keyout"])
+        .arg(key)
+        .arg("-out")
+        .arg(csr);
+        c
+    };
+    run(&mut csr_cmd(&ca_key, &ca_csr, "/CN=rbuild-test-ca"))?;
+    run(Command::new(&openssl)
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(&ca_csr)
+        .arg("-signkey")
+        .arg(&ca_key)
+        .arg("-extfile")
+        .arg(&ca_ext)
+        .arg("-out")
+        .arg(&ca_crt))?;
+    run(&mut csr_cmd(&key, &csr, "/CN=127.0.0.1"))?;
+    run(Command::new(&openssl)
+        .args(["x509", "-req", "-days", "2", "-set_serial", "2", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca_crt)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&crt))?;
+    Ok((crt, key))
+}
+
+/// An HTTPS/1.0 GET through `openssl s_client`, verifying the server against `ca` (and its IP),
+/// returning the status code.
+fn https_status(addr: &str, path: &str, ca: &Path) -> std::io::Result<u16> {
+    // Cheap check first: is anything listening yet?
+    let sa: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    drop(TcpStream::connect_timeout(&sa, Duration::from_millis(500))?);
+    let openssl = need_tool("openssl").map_err(std::io::Error::other)?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let mut child = Command::new(openssl)
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-connect",
+            addr,
+        ])
+        .args(["-verify_ip", host, "-CAfile"])
+        .arg(ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        write!(stdin, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .filter(|_| text.starts_with("HTTP/"))
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "no HTTPS answer: {}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                text.trim()
+            ))
+        })
 }
 
 /// A minimal HTTP/1.0 GET returning the status code.
