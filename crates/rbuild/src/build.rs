@@ -225,7 +225,11 @@ async fn resolve_base(
             };
             Ok(known.and_then(|digest| {
                 let record = store.read_image(&digest).ok()?;
-                Some(BaseImage { reference: full, digest, config: record.config })
+                Some(BaseImage {
+                    reference: full,
+                    digest,
+                    config: record.config,
+                })
             }))
         })
         .await?;
