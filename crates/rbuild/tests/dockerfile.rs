@@ -32,14 +32,6 @@ fn run(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "rbuild failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The raw config JSON of an image in an OCI layout (skopeo would drop Docker-only fields such as
 /// Healthcheck, Shell and OnBuild), after checking that skopeo reads the image too.
 fn config_of(layout: &Path, tag: &str) -> Value {
@@ -67,24 +59,22 @@ fn metadata_instructions_land_in_the_config() {
     let dest = tempfile::tempdir().unwrap();
     let layout = dest.path().join("oci");
     let fsdir = dest.path().join("fs");
-    let base = format!("BASE={}", env.base);
-    let out = run(
+    let oci_output = format!("type=oci,dest={},tar=false", layout.display());
+    let local_output = format!("type=local,dest={}", fsdir.display());
+    let out = build(
         root.path(),
+        &testdata("metadata"),
+        &env.base,
         &[
-            "build",
             "-t",
             "meta:1",
-            "--build-arg",
-            &base,
             "--output",
-            &format!("type=oci,dest={},tar=false", layout.display()),
+            &oci_output,
             "--output",
-            &format!("type=local,dest={}", fsdir.display()),
-            testdata("metadata").to_str().unwrap(),
+            &local_output,
         ],
-        None,
     );
-    ok(&out);
+    assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("warning: Dockerfile: `# syntax=example.com/custom/frontend:1`"),
@@ -135,23 +125,12 @@ fn arg_scoping_platform_args_and_proxy_args() {
     let Some(env) = env() else { return };
     let root = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let base = format!("BASE={}", env.base);
+    let output = format!("type=local,dest={}", dest.path().display());
+    let ctx = testdata("args");
     let build = |extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "--progress=json",
-            "--build-arg",
-            base.as_str(),
-            "--output",
-        ];
-        let out_spec = format!("type=local,dest={}", dest.path().display());
-        let ctx = testdata("args");
-        let mut owned: Vec<String> = args.drain(..).map(str::to_string).collect();
-        owned.push(out_spec);
-        owned.extend(extra.iter().map(|s| s.to_string()));
-        owned.push(ctx.to_string_lossy().to_string());
-        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        run(root.path(), &refs, None)
+        let mut args = vec!["--output", output.as_str()];
+        args.extend_from_slice(extra);
+        common::build(root.path(), &ctx, &env.base, &args)
     };
     let out = build(&[
         "--build-arg",
@@ -159,7 +138,7 @@ fn arg_scoping_platform_args_and_proxy_args() {
         "--build-arg",
         "HTTP_PROXY=http://proxy.one:3128",
     ]);
-    ok(&out);
+    assert_ok(&out);
     let args = fs::read_to_string(dest.path().join("args.txt")).unwrap();
     assert_eq!(args.trim(), "GLOBAL=global-default LOCAL=from-cli UNUSED=unset PLATFORM=linux/amd64 ARCH=amd64 ENV=from-cli-fallback");
     assert_eq!(
@@ -175,13 +154,8 @@ fn arg_scoping_platform_args_and_proxy_args() {
         "--build-arg",
         "HTTP_PROXY=http://proxy.two:3128",
     ]);
-    ok(&out);
-    let ran: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "started")
-        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
-        .collect();
+    assert_ok(&out);
+    let (ran, _) = ran_and_cached(&out);
     assert!(
         !ran.iter().any(|n| n.contains("RUN")),
         "proxy change reran {ran:?}"
@@ -197,7 +171,7 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
     // The parent is only in the local store: FROM resolves stored tags without a registry round trip.
     let parent = format!("{}/onbuild-parent:1", env.registry.addr());
     let base = format!("BASE={}", env.base);
-    ok(&run(
+    assert_ok(&run(
         root.path(),
         &[
             "build",
@@ -227,7 +201,7 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
         ],
         None,
     );
-    ok(&out);
+    assert_ok(&out);
     assert_eq!(
         fs::read_to_string(fsdir.join("onbuild-ran.txt")).unwrap(),
         "triggered\n"
@@ -263,7 +237,7 @@ fn dockerfile_and_context_from_stdin() {
     let ctx = tempfile::tempdir().unwrap();
     fs::write(ctx.path().join("hello.txt"), "from dir\n").unwrap();
     let out_dir = dest.path().join("a");
-    ok(&run(
+    assert_ok(&run(
         root.path(),
         &[
             "build",
@@ -297,7 +271,7 @@ fn dockerfile_and_context_from_stdin() {
         builder.into_inner().unwrap().finish().unwrap();
     }
     let out_dir = dest.path().join("b");
-    ok(&run(
+    assert_ok(&run(
         root.path(),
         &[
             "build",
@@ -314,7 +288,7 @@ fn dockerfile_and_context_from_stdin() {
     // - : a bare Dockerfile on stdin (no context).
     let bare = format!("FROM {}\nRUN echo bare > /bare.txt\n", env.base);
     let out_dir = dest.path().join("c");
-    ok(&run(
+    assert_ok(&run(
         root.path(),
         &[
             "build",
