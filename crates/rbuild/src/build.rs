@@ -470,12 +470,16 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     };
     let targets = [ids[plan.target]];
     let solved = tokio::select! {
-        r = solver.solve(&graph, &targets, &solve_opts) => r,
+        r = solver.solve_with_keys(&graph, &targets, &solve_opts) => r,
         code = wait_for_signal() => return Err(Report::new("error: build canceled").with_code(code)),
     };
     crate::cache_io::report_import(remote_cache.as_ref());
+    let solved_keys;
     let value = match solved {
-        Ok(mut values) => values.pop().unwrap_or(Value::Fs(None)),
+        Ok((mut values, keys)) => {
+            solved_keys = keys;
+            values.pop().unwrap_or(Value::Fs(None))
+        }
         Err(e) => {
             return Err(solve_report(
                 e,
@@ -531,6 +535,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         &graph,
         &ids,
         targets[0],
+        &solved_keys,
         &push_store,
         &cache_snapshotter,
         &cache_layer_opts,

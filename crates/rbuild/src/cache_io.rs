@@ -152,13 +152,13 @@ pub fn report_import(remote: Option<&Arc<RemoteCache>>) {
     }
 }
 
-/// The cache keys of `target` and everything it depends on (recomputed exactly as the solver
-/// does; the context checksums come from the stat cache).
-async fn keys_of(
-    worker: &Worker,
+/// The cache keys of `target` and everything it depends on, in definition order (inputs before
+/// their users), taken from the keys the solve computed.
+fn keys_of(
     graph: &Graph<WorkVertex>,
     ids: &[VertexId],
     target: VertexId,
+    solved_keys: &HashMap<VertexId, CacheKey>,
 ) -> Result<Vec<(VertexId, CacheKey)>, Report> {
     let mut needed = HashSet::new();
     let mut stack = vec![target];
@@ -167,27 +167,14 @@ async fn keys_of(
             stack.extend(graph.inputs(v).iter().copied());
         }
     }
-    let mut keys: HashMap<VertexId, CacheKey> = HashMap::new();
-    let mut out = Vec::new();
-    // `ids` is in definition order: inputs before their users.
-    for &v in ids.iter().filter(|v| needed.contains(v)) {
-        let vertex = graph
-            .vertex(v)
-            .ok_or_else(|| Report::new("error: cache export: vertex missing from the graph"))?;
-        let inputs = graph
-            .inputs(v)
-            .iter()
-            .map(|u| keys.get(u).copied())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Report::new("error: cache export: graph is not in input order"))?;
-        let key = worker
-            .cache_key(vertex, &inputs)
-            .await
-            .map_err(|e| Report::from_error("cache export: computing cache keys", &e))?;
-        keys.insert(v, key);
-        out.push((v, key));
-    }
-    Ok(out)
+    ids.iter()
+        .filter(|v| needed.contains(v))
+        .map(|&v| {
+            solved_keys.get(&v).map(|&key| (v, key)).ok_or_else(|| {
+                Report::new("error: cache export: the solve computed no key for a needed vertex")
+            })
+        })
+        .collect()
 }
 
 /// Exports the cache of a finished solve to every `--cache-to`.
@@ -198,6 +185,7 @@ pub async fn export(
     graph: &Graph<WorkVertex>,
     ids: &[VertexId],
     target: VertexId,
+    solved_keys: &HashMap<VertexId, CacheKey>,
     store: &Store,
     snapshotter: &Snapshotter,
     layer_opts: &LayerOptions,
@@ -211,7 +199,7 @@ pub async fn export(
         return Ok(());
     };
     let worker = solver.executor().clone();
-    let keys = keys_of(&worker, graph, ids, target).await?;
+    let keys = keys_of(graph, ids, target, solved_keys)?;
     for spec in specs {
         let wanted: Vec<(VertexId, CacheKey)> = if spec.max {
             keys.clone()

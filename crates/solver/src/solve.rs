@@ -127,6 +127,19 @@ impl<E: Executor> Solver<E> {
         targets: &[VertexId],
         opts: &SolveOptions,
     ) -> Res<E, Vec<E::Value>> {
+        self.solve_with_keys(graph, targets, opts)
+            .await
+            .map(|(values, _)| values)
+    }
+
+    /// Like [`Solver::solve`], also returning the cache key computed for every vertex the
+    /// targets needed (e.g. to export those results without computing the keys again).
+    pub async fn solve_with_keys(
+        &self,
+        graph: &Graph<E::Vertex>,
+        targets: &[VertexId],
+        opts: &SolveOptions,
+    ) -> Res<E, (Vec<E::Value>, HashMap<VertexId, CacheKey>)> {
         let order = needed_vertices(graph, targets)?;
         let (cancel, _) = watch::channel(false);
         let mut driver = Driver::<E> {
@@ -151,7 +164,8 @@ impl<E: Executor> Solver<E> {
             Ok(_) => driver.finished = true,
             Err(_) => driver.cancel_rest(),
         }
-        result
+        let values = result?;
+        Ok((values, std::mem::take(&mut driver.keys)))
     }
 }
 
