@@ -46,4 +46,7 @@ mod user;
 pub use error::SandboxError;
 pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use run::Sandbox;
-pub use spec::{BindMount, ExitStatus, Mount, Network, OutputStream, Rootfs, RunSpec};
+pub use spec::{
+    human_bytes, BindMount, ExitStatus, HostEntry, Limits, Mount, Network, OutputStream, Rootfs,
+    RunSpec, Security, SwapLimit, Ulimit,
+};

@@ -18,8 +18,17 @@ pub struct RunSpec {
     pub user: String,
     /// The hostname inside the sandbox, e.g. `buildkitsandbox`.
     pub hostname: String,
-    /// Host networking or a fresh namespace with only loopback.
+    /// The network: a private namespace with userspace NAT, the host's, or only loopback.
     pub network: Network,
+    /// The default confinement, or everything allowed (`RUN --security=insecure`).
+    #[serde(default)]
+    pub security: Security,
+    /// Resource limits (cgroup, rlimits, /dev/shm size); all unset by default.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Extra `/etc/hosts` entries (`--add-host NAME:IP`), appended to the generated file.
+    #[serde(default)]
+    pub extra_hosts: Vec<HostEntry>,
     /// Extra mounts into the rootfs (for `RUN --mount`), applied last, in order.
     pub extra_mounts: Vec<Mount>,
     /// Host file bind-mounted read-only at `/etc/hosts`; `None` generates one.
@@ -47,10 +56,89 @@ pub enum Rootfs {
 /// The network namespace of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// Share the host's network namespace (BuildKit's default).
+    /// A new network namespace of its own with outbound connectivity through a userspace
+    /// network stack (`slirp4netns`, host loopback unreachable): the default, like BuildKit's.
+    Private,
+    /// Share the host's network namespace (needs the `network.host` entitlement in a build).
     Host,
     /// A new network namespace with only `lo`, brought up.
     None,
+}
+
+/// How confined a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Security {
+    /// Docker's default: seccomp profile, default capabilities, only standard devices.
+    #[default]
+    Sandbox,
+    /// `RUN --security=insecure`: no seccomp filter and every capability.
+    Insecure,
+}
+
+/// One `/etc/hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The host name.
+    pub name: String,
+    /// Its address.
+    pub ip: String,
+}
+
+/// One resource limit (`--ulimit NAME=SOFT[:HARD]`); `None` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// The docker name: `nofile`, `nproc`, `core`, `stack`, `memlock`, ...
+    pub name: String,
+    /// Soft limit.
+    pub soft: Option<u64>,
+    /// Hard limit.
+    pub hard: Option<u64>,
+}
+
+/// Resource limits of a run. A run with any cgroup limit (or a cgroup parent) gets a cgroup of
+/// its own (cgroup v2, or the v1 controllers where v2 has none).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (`--memory`).
+    pub memory: Option<u64>,
+    /// Memory + swap limit (`--memory-swap`); unset: twice `memory`, as docker.
+    pub memory_swap: Option<SwapLimit>,
+    /// CPU quota in billionths of a CPU, as docker's NanoCPUs (`--cpus 1.5` = 1_500_000_000).
+    pub nano_cpus: Option<u64>,
+    /// Relative CPU weight (`--cpu-shares`, 2..262144; 1024 is the default).
+    pub cpu_shares: Option<u64>,
+    /// CPUs the run may use (`--cpuset-cpus 0-1`).
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of processes (`--pids-limit`); `None` or a value <= 0 is unlimited.
+    pub pids: Option<i64>,
+    /// Parent cgroup of the run's cgroup (`--cgroup-parent`), relative to the cgroup root.
+    pub cgroup_parent: Option<String>,
+    /// rlimits set before exec (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
+    /// Size of `/dev/shm` in bytes (`--shm-size`; default 64 MiB).
+    pub shm_size: Option<u64>,
+}
+
+/// `--memory-swap`: a total of memory + swap, or unlimited swap (`-1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwapLimit {
+    /// Memory + swap in bytes.
+    Bytes(u64),
+    /// Unlimited swap.
+    Unlimited,
+}
+
+impl Limits {
+    /// True when the run needs a cgroup of its own.
+    pub fn needs_cgroup(&self) -> bool {
+        self.memory.is_some()
+            || self.memory_swap.is_some()
+            || self.nano_cpus.is_some()
+            || self.cpu_shares.is_some()
+            || self.cpuset_cpus.is_some()
+            || self.pids.is_some_and(|p| p > 0)
+            || self.cgroup_parent.is_some()
+    }
 }
 
 /// A host path bind-mounted into the rootfs.
@@ -179,6 +267,11 @@ pub enum ExitStatus {
     Code(i32),
     /// It was killed by this signal number.
     Signal(i32),
+    /// The kernel's OOM killer killed it in its cgroup; `limit` is the memory limit in bytes.
+    OomKilled {
+        /// The memory limit of the run's cgroup.
+        limit: Option<u64>,
+    },
 }
 
 impl ExitStatus {
@@ -191,7 +284,7 @@ impl ExitStatus {
     pub fn code(&self) -> Option<i32> {
         match self {
             ExitStatus::Code(c) => Some(*c),
-            ExitStatus::Signal(_) => None,
+            ExitStatus::Signal(_) | ExitStatus::OomKilled { .. } => None,
         }
     }
 }
@@ -201,7 +294,27 @@ impl std::fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(c) => write!(f, "exit code: {c}"),
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::OomKilled { limit: Some(l) } => {
+                write!(f, "killed: out of memory (limit {})", human_bytes(*l))
+            }
+            ExitStatus::OomKilled { limit: None } => write!(f, "killed: out of memory"),
         }
+    }
+}
+
+/// `67108864` -> `64 MiB`, `1536` -> `1.5 KiB` (binary units, as docker prints limits).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{:.1} {}", v, UNITS[u]).replace(".0 ", " ")
     }
 }
 

@@ -278,6 +278,9 @@ impl Worker {
                     NetworkMode::Host => rbuild_sandbox::Network::Host,
                     NetworkMode::None => rbuild_sandbox::Network::None,
                 },
+                security: Default::default(),
+                limits: Default::default(),
+                extra_hosts: Vec::new(),
                 extra_mounts: prepared.mounts.clone(),
                 hosts_file: None,
                 resolv_conf: None,
@@ -306,6 +309,7 @@ impl Worker {
                 let code = match status {
                     rbuild_sandbox::ExitStatus::Code(c) => c,
                     rbuild_sandbox::ExitStatus::Signal(s) => 128 + s,
+                    rbuild_sandbox::ExitStatus::OomKilled { .. } => 137,
                 };
                 return Err(WorkerError::RunFailed {
                     command: exec.args.join(" "),
