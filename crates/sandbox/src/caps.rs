@@ -28,9 +28,18 @@ struct CapData {
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Drops every capability outside the default set from the bounding set, clears the ambient
-/// set, and sets effective = permitted = inheritable = the default set (while still root).
+/// set, and sets effective = permitted = the default set with an empty inheritable set (as
+/// Docker since 20.10.14), while still root.
 pub(crate) fn restrict_to_default() -> Result<(), Failure> {
-    let mask = default_mask();
+    restrict_to(default_mask())
+}
+
+/// Keeps every capability (`RUN --security=insecure`), with an empty inheritable set.
+pub(crate) fn grant_all() -> Result<(), Failure> {
+    restrict_to(u64::MAX)
+}
+
+fn restrict_to(mask: u64) -> Result<(), Failure> {
     for cap in 0..64u32 {
         if mask & (1u64 << cap) != 0 {
             continue;
@@ -60,6 +69,15 @@ pub(crate) fn restrict_to_default() -> Result<(), Failure> {
             nix::errno::Errno::last(),
         ));
     }
+    // Only capabilities the kernel knows (and the bounding set still holds) can be kept.
+    let mut mask = mask;
+    for cap in 0..64u32 {
+        // SAFETY: prctl with integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 1 {
+            mask &= !(1u64 << cap);
+        }
+    }
     let lo = mask as u32;
     let hi = (mask >> 32) as u32;
     let header = CapHeader {
@@ -70,12 +88,12 @@ pub(crate) fn restrict_to_default() -> Result<(), Failure> {
         CapData {
             effective: lo,
             permitted: lo,
-            inheritable: lo,
+            inheritable: 0,
         },
         CapData {
             effective: hi,
             permitted: hi,
-            inheritable: hi,
+            inheritable: 0,
         },
     ];
     // SAFETY: header and data are valid for the duration of the call, with the v3 layout.

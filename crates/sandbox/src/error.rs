@@ -36,6 +36,9 @@ pub enum SandboxError {
     /// The command could not be executed, e.g. `exec "foo": no such file or directory`.
     #[error("{0}")]
     Exec(String),
+    /// The private network needs slirp4netns, which is not installed.
+    #[error("the default network needs slirp4netns, which was not found: install Debian's `slirp4netns` package (apt-get install slirp4netns), or build with --network=none or --network=host")]
+    NetworkHelperMissing,
     /// The helper ended without reporting a status (crashed or was killed).
     #[error("sandbox helper ended without reporting a status ({0})")]
     HelperDied(String),

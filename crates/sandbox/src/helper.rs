@@ -2,7 +2,7 @@
 //! becomes pid 1 of the sandbox.
 
 use crate::mounts::{self, Generated};
-use crate::spec::{Network, RunSpec};
+use crate::spec::{Network, RunSpec, Security};
 use crate::status::{step, FailKind, Failure, StatusMsg, STATUS_FD};
 use crate::{caps, net, user};
 use nix::sched::CloneFlags;
@@ -59,7 +59,7 @@ fn helper_main(caller: Option<i32>) -> i32 {
             match msg {
                 StatusMsg::Exited(c) => c,
                 StatusMsg::Signaled(s) => 128 + s,
-                StatusMsg::Failed { .. } => 1,
+                StatusMsg::Failed { .. } | StatusMsg::OomKilled { .. } => 1,
             }
         }
         Err(f) => {
@@ -82,9 +82,19 @@ fn generated_files(spec: &RunSpec) -> Generated {
         hosts.push_str(&spec.hostname);
     }
     hosts.push_str("\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for h in &spec.extra_hosts {
+        hosts.push_str(&format!("{}\t{}\n", h.ip, h.name));
+    }
     let resolv = match spec.resolv_conf {
         Some(_) => Vec::new(),
-        None => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+        None => {
+            let host = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+            if spec.network == Network::Private {
+                net::private_resolv_conf(&host)
+            } else {
+                host
+            }
+        }
     };
     Generated {
         hosts: hosts.into_bytes(),
@@ -92,8 +102,77 @@ fn generated_files(spec: &RunSpec) -> Generated {
     }
 }
 
+/// Closes every descriptor from `first` up (close_range(2), or one by one where it is missing).
+fn close_from(first: u32) {
+    // SAFETY: close_range with plain integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    if r == 0 {
+        return;
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd >= first as i32) {
+        // SAFETY: closing descriptors nobody in this fresh process uses.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so only stdio reaches the command.
+fn cloexec_from_3() -> Result<(), Failure> {
+    // SAFETY: close_range with plain integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir("/proc/self/fd").map_err(step("list /proc/self/fd"))?;
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|fd| *fd >= 3) {
+        // SAFETY: F_SETFD on a descriptor number; a closed one just fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Gives the process a new, empty session keyring, so the command cannot reach the keyring of
+/// whoever started rbuild (keyctl is also denied by the seccomp filter).
+fn new_session_keyring() -> Result<(), Failure> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl(JOIN_SESSION_KEYRING, NULL) creates and joins an anonymous keyring.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        let e = nix::errno::Errno::last();
+        // Kernels without key support (CONFIG_KEYS=n) have no keyrings to leak.
+        if e != nix::errno::Errno::ENOSYS {
+            return Err(step("keyctl(JOIN_SESSION_KEYRING)")(e));
+        }
+    }
+    Ok(())
+}
+
 fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
+    // Descriptors whoever started rbuild left open (not close-on-exec) must not reach the
+    // command: keep stdio and the status pipe only.
+    close_from(STATUS_FD as u32 + 1);
     if let Some(pid) = caller {
         if nix::unistd::getppid().as_raw() != pid {
             return Err(Failure::setup(
@@ -115,24 +194,47 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
     nix::unistd::dup2_stdin(&devnull).map_err(step("dup2 /dev/null to stdin"))?;
     drop(devnull);
 
-    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.network == Network::None {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    nix::sched::unshare(flags).map_err(step("unshare(NEWPID|NEWUTS|NEWIPC[|NEWNET])"))?;
-    if spec.network == Network::None {
+    // The network namespace comes first, alone: slirp4netns must start in the host's pid
+    // namespace, before the sandbox's exists.
+    let mut slirp = None;
+    if spec.network != Network::Host {
+        let host_ns = match spec.network {
+            Network::Private => Some(
+                File::open("/proc/self/ns/net")
+                    .map(std::os::fd::OwnedFd::from)
+                    .map_err(step("open /proc/self/ns/net"))?,
+            ),
+            _ => None,
+        };
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(step("unshare(NEWNET)"))?;
         net::loopback_up()?;
+        if let Some(host_ns) = host_ns {
+            let binary = net::find_slirp4netns().ok_or_else(|| {
+                Failure::setup("slirp4netns not found (install Debian's slirp4netns package)")
+            })?;
+            slirp = Some(net::Slirp::start(&binary, &host_ns)?);
+        }
     }
+    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    nix::sched::unshare(flags).map_err(step("unshare(NEWPID|NEWUTS|NEWIPC)"))?;
     if !spec.hostname.is_empty() {
         nix::unistd::sethostname(&spec.hostname)
             .map_err(step(format!("sethostname {:?}", spec.hostname)))?;
     }
+    // The child execs only after the helper says "go" (once the network is up).
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step("pipe for go"))?;
 
     // SAFETY: the helper is a fresh single-threaded process (main() called us first), so the
     // child may allocate and run ordinary Rust code until it execs.
     let child = match unsafe { nix::unistd::fork() }.map_err(step("fork"))? {
         ForkResult::Child => {
-            let f = match child_main(&spec, &generated) {
+            drop(go_w);
+            // slirp4netns belongs to the helper: the child must not kill it on the way out.
+            if let Some(s) = slirp.take() {
+                std::mem::forget(s);
+            }
+            let f = match child_main(&spec, &generated, go_r) {
                 Err(f) => f,
                 Ok(never) => match never {},
             };
@@ -149,18 +251,34 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
         }
         ForkResult::Parent { child } => child,
     };
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(StatusMsg::Exited(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(StatusMsg::Signaled(sig as i32)),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(step("waitpid")(e)),
+    drop(go_r);
+    if let Some(s) = &slirp {
+        if let Err(f) = s.wait_ready() {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(f);
         }
     }
+    let _ = nix::unistd::write(&go_w, b"g");
+    drop(go_w);
+    let result = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => break Ok(StatusMsg::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break Ok(StatusMsg::Signaled(sig as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => break Err(step("waitpid")(e)),
+        }
+    };
+    drop(slirp);
+    result
 }
 
 /// Runs in pid 1 of the sandbox: mounts, pivots, switches user and execs. Returns only on failure.
-fn child_main(spec: &RunSpec, generated: &Generated) -> Result<Infallible, Failure> {
+fn child_main(
+    spec: &RunSpec,
+    generated: &Generated,
+    go: std::os::fd::OwnedFd,
+) -> Result<Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(step("prctl(PR_SET_PDEATHSIG) in pid 1"))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -183,13 +301,18 @@ fn child_main(spec: &RunSpec, generated: &Generated) -> Result<Infallible, Failu
         .map_err(step(format!("mkdir working directory {}", spec.cwd)))?;
     nix::unistd::chdir(spec.cwd.as_str()).map_err(step(format!("chdir {}", spec.cwd)))?;
 
-    caps::restrict_to_default()?;
+    new_session_keyring()?;
+    let insecure = spec.security == Security::Insecure;
+    if insecure {
+        caps::grant_all()?;
+    } else {
+        caps::restrict_to_default()?;
+    }
     let sgids: Vec<Gid> = user.sgids.iter().map(|g| Gid::from_raw(*g)).collect();
     nix::unistd::setgroups(&sgids).map_err(step("setgroups"))?;
     let (uid, gid) = (Uid::from_raw(user.uid), Gid::from_raw(user.gid));
     nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("setgid {}", user.gid)))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("setuid {}", user.uid)))?;
-    nix::sys::prctl::set_no_new_privs().map_err(step("prctl(PR_SET_NO_NEW_PRIVS)"))?;
 
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
@@ -215,6 +338,17 @@ fn child_main(spec: &RunSpec, generated: &Generated) -> Result<Infallible, Failu
     let argv = spec.args.iter().map(to_c).collect::<Result<Vec<_>, _>>()?;
     let envp = env.iter().map(to_c).collect::<Result<Vec<_>, _>>()?;
     let program = CString::new(program).map_err(|_| Failure::setup("NUL byte in program path"))?;
+    // Wait for the helper's go (the network is up); EOF means the helper gave up.
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(&go, &mut b) {
+            Ok(1) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return Err(Failure::setup("the sandbox helper stopped before the command ran")),
+        }
+    }
+    drop(go);
+    cloexec_from_3()?;
     match nix::unistd::execve(&program, &argv, &envp) {
         Err(e) => Err(exec_err(e)),
         Ok(never) => match never {},

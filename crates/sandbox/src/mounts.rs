@@ -176,6 +176,7 @@ fn overlay_new_api(
     upper: &Path,
     work: &Path,
     target: &str,
+    nodev: bool,
 ) -> Result<NewApi, Failure> {
     use rustix::mount::*;
     let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
@@ -206,7 +207,12 @@ fn overlay_new_api(
     set("upperdir", upper)?;
     set("workdir", work)?;
     fsconfig_create(&fs).map_err(|e| step(format!("create overlay{}", fs_context_log(&fs)))(e))?;
-    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+    let attrs = if nodev {
+        MountAttrFlags::MOUNT_ATTR_NODEV
+    } else {
+        MountAttrFlags::empty()
+    };
+    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
         .map_err(step("fsmount(overlay)"))?;
     move_mount(&m, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(step(format!("move_mount overlay to {target}")))?;
@@ -226,16 +232,29 @@ fn escape_opt(p: &Path) -> String {
     out
 }
 
-fn mount_rootfs(rootfs: &Rootfs, target: &str, empty_lower: &Path) -> Result<(), Failure> {
+/// Mounts a rootfs (or a `RUN --mount` tree) at `target`; with `nodev`, device nodes in it
+/// (from an image, a layer, or made by `mknod`) cannot be opened.
+fn mount_rootfs(
+    rootfs: &Rootfs,
+    target: &str,
+    empty_lower: &Path,
+    nodev: bool,
+) -> Result<(), Failure> {
     match rootfs {
-        Rootfs::Dir(dir) => mnt(
-            Some(&dir.to_string_lossy()),
-            target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-            format!("bind rootfs {}", dir.display()),
-        ),
+        Rootfs::Dir(dir) => {
+            mnt(
+                Some(&dir.to_string_lossy()),
+                target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                format!("bind rootfs {}", dir.display()),
+            )?;
+            if nodev {
+                remount(target, "the rootfs", false, true)?;
+            }
+            Ok(())
+        }
         Rootfs::Overlay {
             lowerdirs,
             upperdir,
@@ -247,7 +266,7 @@ fn mount_rootfs(rootfs: &Rootfs, target: &str, empty_lower: &Path) -> Result<(),
             } else {
                 lowerdirs
             };
-            if let NewApi::Mounted = overlay_new_api(lowers, upperdir, workdir, target)? {
+            if let NewApi::Mounted = overlay_new_api(lowers, upperdir, workdir, target, nodev)? {
                 return Ok(());
             }
             let lower = lowers
@@ -267,11 +286,16 @@ fn mount_rootfs(rootfs: &Rootfs, target: &str, empty_lower: &Path) -> Result<(),
                     data.len()
                 )));
             }
+            let flags = if nodev {
+                MsFlags::MS_NODEV
+            } else {
+                MsFlags::empty()
+            };
             mnt(
                 Some("overlay"),
                 target,
                 Some("overlay"),
-                MsFlags::empty(),
+                flags,
                 Some(&data),
                 "mount overlay",
             )
@@ -294,12 +318,10 @@ fn bind_into(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> Res
         None,
         format!("bind {} at {target}", source.display()),
     )?;
-    if readonly {
-        // Re-resolve: the old descriptor points below the new mount.
-        let fd = ensure(root, &rel, kind)?;
-        remount_ro(&fd_path(&fd), target)?;
-    }
-    Ok(())
+    // Re-resolve: the old descriptor points below the new mount. Host directories never give
+    // the command device access (a node made in a cache mount by an earlier step included).
+    let fd = ensure(root, &rel, kind)?;
+    remount(&fd_path(&fd), target, readonly, true)
 }
 
 /// Binds an already open (O_PATH) `source` at `target` inside the rootfs.
@@ -326,11 +348,8 @@ fn bind_fd_into(
         None,
         format!("bind mount at {target}"),
     )?;
-    if readonly {
-        let fd = ensure(root, &rel, kind)?;
-        remount_ro(&fd_path(&fd), target)?;
-    }
-    Ok(())
+    let fd = ensure(root, &rel, kind)?;
+    remount(&fd_path(&fd), target, readonly, true)
 }
 
 /// Opens `rel` inside the directory `dir` without letting symlinks leave it.
@@ -374,7 +393,7 @@ fn extra_mount(
         } => {
             let dir = scratch.join(format!("tree-{n}"));
             std::fs::create_dir(&dir).map_err(step(format!("mkdir {}", dir.display())))?;
-            mount_rootfs(source, &dir.to_string_lossy(), empty_dir)?;
+            mount_rootfs(source, &dir.to_string_lossy(), empty_dir, true)?;
             let src = open_in(&dir, &clean_rel(selector), "mount source not found")?;
             bind_fd_into(root, &src, target, *readonly)
         }
@@ -427,7 +446,18 @@ fn extra_mount(
 
 /// Remounts the bind mount at `path` read-only, keeping its nosuid/nodev/noexec flags.
 fn remount_ro(path: &str, what: &str) -> Result<(), Failure> {
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    remount(path, what, true, false)
+}
+
+/// Remounts the bind mount at `path` adding read-only and/or nodev, keeping the flags it has.
+fn remount(path: &str, what: &str, readonly: bool, nodev: bool) -> Result<(), Failure> {
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if nodev {
+        flags |= MsFlags::MS_NODEV;
+    }
     if let Ok(st) = nix::sys::statvfs::statvfs(path) {
         use nix::sys::statvfs::FsFlags;
         let f = st.flags();
@@ -435,6 +465,7 @@ fn remount_ro(path: &str, what: &str) -> Result<(), Failure> {
             (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
             (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
             (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         ] {
             if f.contains(have) {
                 flags |= want;
@@ -447,17 +478,24 @@ fn remount_ro(path: &str, what: &str) -> Result<(), Failure> {
         None,
         flags,
         None,
-        format!("remount {what} read-only"),
+        format!("remount {what}"),
     )
 }
 
-fn mount_dev(root: &OwnedFd) -> Result<(), Failure> {
+/// `/dev`: a nodev tmpfs (a node made there by `mknod` cannot be opened) holding bind mounts
+/// of the host's standard nodes (each bind is a mount of the host's /dev, where nodes work),
+/// a private devpts, /dev/shm and /dev/mqueue.
+fn mount_dev(root: &OwnedFd, nodev: bool, shm_size: Option<u64>) -> Result<(), Failure> {
     let dev = ensure(root, Path::new("dev"), Kind::Dir)?;
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
+    if nodev {
+        flags |= MsFlags::MS_NODEV;
+    }
     mnt(
         Some("tmpfs"),
         &fd_path(&dev),
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        flags,
         Some("mode=755,size=65536k"),
         "mount tmpfs at /dev",
     )?;
@@ -491,7 +529,10 @@ fn mount_dev(root: &OwnedFd) -> Result<(), Failure> {
         &fd_path(&shm),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&format!(
+            "mode=1777,size={}",
+            shm_size.filter(|s| *s > 0).unwrap_or(64 << 20)
+        )),
         "mount tmpfs at /dev/shm",
     )?;
     let mq = ensure(root, Path::new("dev/mqueue"), Kind::Dir)?;
@@ -599,7 +640,10 @@ pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(
         }
     };
     let root_str = root_dir.to_string_lossy().into_owned();
-    mount_rootfs(&spec.rootfs, &root_str, &empty_dir)?;
+    // Device nodes anywhere but the standard set in /dev cannot be opened (nodev), unless
+    // the run is insecure (as BuildKit's security.insecure, which is privileged).
+    let nodev = spec.security != crate::spec::Security::Insecure;
+    mount_rootfs(&spec.rootfs, &root_str, &empty_dir, nodev)?;
     let root = rustix::fs::open(
         &root_dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -616,7 +660,7 @@ pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(
         None,
         "mount proc at /proc",
     )?;
-    mount_dev(&root)?;
+    mount_dev(&root, nodev, spec.limits.shm_size)?;
     mount_sys(&root)?;
     bind_into(&root, &hosts_src, "/etc/hosts", true)?;
     bind_into(&root, &resolv_src, "/etc/resolv.conf", true)?;

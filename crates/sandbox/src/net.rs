@@ -1,4 +1,5 @@
-//! Bringing up loopback in a fresh network namespace, without `ip`.
+//! The network of a run: loopback in a fresh namespace (without `ip`), and the private
+//! network's userspace NAT (slirp4netns) with its `/etc/resolv.conf`.
 
 use crate::status::{step, Failure};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -30,4 +31,186 @@ pub(crate) fn loopback_up() -> Result<(), Failure> {
         return Err(step("ioctl(SIOCSIFFLAGS, lo up)")(nix::errno::Errno::last()));
     }
     Ok(())
+}
+
+/// The address of the DNS forwarder slirp4netns offers inside the namespace.
+pub(crate) const SLIRP_DNS: &str = "10.0.2.3";
+
+/// The MTU of the tap device (slirp4netns's recommended maximum, much faster than 1500).
+const SLIRP_MTU: &str = "65520";
+
+/// Finds the `slirp4netns` binary: `RBUILD_SLIRP4NETNS`, else `PATH`, else `/usr/bin`.
+pub fn find_slirp4netns() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("RBUILD_SLIRP4NETNS").filter(|p| !p.is_empty()) {
+        return Some(std::path::PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/bin")])
+        .map(|d| d.join("slirp4netns"))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A running slirp4netns serving the helper's (new) network namespace from the host's.
+pub(crate) struct Slirp {
+    pid: nix::unistd::Pid,
+    ready: OwnedFd,
+    log: OwnedFd,
+}
+
+impl Slirp {
+    /// Starts slirp4netns for the network namespace of the calling process (which must already
+    /// have unshared it), running in `host_ns` (the original namespace). Host loopback is
+    /// unreachable from the namespace (`--disable-host-loopback`); slirp4netns confines itself
+    /// (`--enable-sandbox --enable-seccomp`). Call before unsharing the pid namespace, so it
+    /// is not a member of the sandbox's pid namespace.
+    pub(crate) fn start(binary: &std::path::Path, host_ns: &OwnedFd) -> Result<Slirp, Failure> {
+        use nix::unistd::ForkResult;
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(step("pipe for slirp4netns"))?;
+        // SAFETY: plain memfd_create(2) with a static name.
+        let raw = unsafe { libc::memfd_create(c"rbuild-slirp-log".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(step("memfd for the slirp4netns log")(
+                nix::errno::Errno::last(),
+            ));
+        }
+        // SAFETY: raw is a fresh descriptor we own.
+        let log = unsafe { OwnedFd::from_raw_fd(raw) };
+        let me = std::process::id().to_string();
+        let fd_arg = format!("--ready-fd={}", ready_w.as_raw_fd());
+        let c = |s: &str| std::ffi::CString::new(s).map_err(|_| Failure::setup("NUL in argument"));
+        let prog = std::ffi::CString::new(binary.as_os_str().as_encoded_bytes())
+            .map_err(|_| Failure::setup("NUL in the slirp4netns path"))?;
+        let argv = [
+            prog.clone(),
+            c("--configure")?,
+            c(&format!("--mtu={SLIRP_MTU}"))?,
+            c("--disable-host-loopback")?,
+            c("--enable-sandbox")?,
+            c("--enable-seccomp")?,
+            c(&fd_arg)?,
+            c(&me)?,
+            c("tap0")?,
+        ];
+        // SAFETY: the helper is single-threaded; the child only makes raw syscalls and execs.
+        match unsafe { nix::unistd::fork() }.map_err(step("fork slirp4netns"))? {
+            ForkResult::Child => {
+                // SAFETY: plain syscalls on descriptors we own, then exec or _exit.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                    if libc::setns(host_ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        libc::_exit(126);
+                    }
+                    let lfd = log.as_raw_fd();
+                    let rfd = ready_w.as_raw_fd();
+                    if libc::dup2(lfd, 1) < 0 || libc::dup2(lfd, 2) < 0 {
+                        libc::_exit(126);
+                    }
+                    libc::fcntl(rfd, libc::F_SETFD, 0);
+                    let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                    if devnull >= 0 {
+                        libc::dup2(devnull, 0);
+                    }
+                    let _ = nix::unistd::execv(&prog, &argv);
+                    libc::_exit(127);
+                }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_w);
+                Ok(Slirp {
+                    pid: child,
+                    ready: ready_r,
+                    log,
+                })
+            }
+        }
+    }
+
+    /// Waits until the namespace's network is configured; on failure, returns slirp4netns's
+    /// output in the error.
+    pub(crate) fn wait_ready(&self) -> Result<(), Failure> {
+        let mut b = [0u8; 1];
+        loop {
+            match nix::unistd::read(&self.ready, &mut b) {
+                Ok(1) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => break,
+            }
+        }
+        let mut out = String::new();
+        // SAFETY: lseek on a descriptor we own.
+        unsafe { libc::lseek(self.log.as_raw_fd(), 0, libc::SEEK_SET) };
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = nix::unistd::read(&self.log, &mut buf) {
+            out.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if out.len() > 16 * 1024 {
+                break;
+            }
+        }
+        let tail: Vec<&str> = out.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(Failure::setup(format!(
+            "the sandbox network (slirp4netns) failed to start: {}",
+            if tail.is_empty() {
+                "no output".to_string()
+            } else {
+                tail.join(" | ")
+            }
+        )))
+    }
+}
+
+impl Drop for Slirp {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// `/etc/resolv.conf` for a private network: the host's, with loopback name servers (which the
+/// namespace cannot reach) replaced by slirp4netns's DNS forwarder.
+pub(crate) fn private_resolv_conf(host: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(host);
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let addr = words.next().unwrap_or("");
+            let loopback = addr
+                .parse::<std::net::IpAddr>()
+                .map(|a| a.is_loopback())
+                .unwrap_or(true);
+            if loopback {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers() {
+        let got = private_resolv_conf(b"search example.org\nnameserver 127.0.0.53\noptions edns0\n");
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "search example.org\noptions edns0\nnameserver 10.0.2.3\n"
+        );
+        let got = private_resolv_conf(b"nameserver 192.0.2.1\nnameserver ::1\n");
+        assert_eq!(String::from_utf8(got).unwrap(), "nameserver 192.0.2.1\n");
+    }
 }

@@ -43,6 +43,10 @@ impl Sandbox {
         on_output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<ExitStatus, SandboxError> {
         spec.validate().map_err(SandboxError::InvalidSpec)?;
+        if spec.network == crate::spec::Network::Private && crate::net::find_slirp4netns().is_none()
+        {
+            return Err(SandboxError::NetworkHelperMissing);
+        }
         let json =
             serde_json::to_vec(spec).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
         let io =
@@ -129,6 +133,14 @@ fn interpret(text: &str, helper: std::process::ExitStatus) -> Result<ExitStatus,
             FailKind::User => SandboxError::User(message),
             FailKind::Exec => SandboxError::Exec(message),
         });
+    }
+    if let Some(limit) = msgs.iter().find_map(|m| match m {
+        StatusMsg::OomKilled { limit } => Some(*limit),
+        _ => None,
+    }) {
+        if !matches!(msgs.last(), Some(StatusMsg::Exited(0))) {
+            return Ok(ExitStatus::OomKilled { limit });
+        }
     }
     match msgs.last() {
         Some(StatusMsg::Exited(c)) => Ok(ExitStatus::Code(*c)),

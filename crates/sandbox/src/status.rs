@@ -30,6 +30,11 @@ pub(crate) enum StatusMsg {
     Exited(i32),
     /// The process was killed by a signal.
     Signaled(i32),
+    /// The OOM killer killed a process of the run's cgroup (sent before the exit message).
+    OomKilled {
+        /// The cgroup's memory limit in bytes.
+        limit: Option<u64>,
+    },
 }
 
 /// A failure in the helper or its child, before the command runs.

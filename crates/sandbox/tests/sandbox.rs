@@ -176,7 +176,8 @@ fn proc_caps_and_masks(c: &Ctx) -> TestResult {
     for want in [
         "CapBnd:\t00000000a80425fb",
         "CapEff:\t00000000a80425fb",
-        "NoNewPrivs:\t1",
+        "CapInh:\t0000000000000000",
+        "NoNewPrivs:\t0",
         "kcore-masked",
         "sys-ro",
         "procsys-ro",
@@ -287,6 +288,78 @@ fn network_modes(c: &Ctx) -> TestResult {
         host.len() > 1,
         "the host has only lo, so host networking is not really tested"
     );
+    // The private network: its own namespace with lo and slirp4netns's tap0, a generated
+    // resolv.conf and extra hosts.
+    spec.network = Network::Private;
+    spec.extra_hosts = vec![rbuild_sandbox::HostEntry {
+        name: "db.internal".into(),
+        ip: "192.0.2.7".into(),
+    }];
+    spec.args = vec![
+        "sh".into(),
+        "-c".into(),
+        "cat /proc/net/dev; echo ns=$(readlink /proc/self/ns/net); grep db.internal /etc/hosts; ip route 2>/dev/null || route -n".into(),
+    ];
+    let o = c.run(&spec).map_err(|e| e.to_string())?;
+    ok_out(&o)?;
+    let ifaces = interfaces(o.stdout.split("ns=").next().unwrap_or(""));
+    check!(
+        ifaces == vec!["lo".to_string(), "tap0".to_string()],
+        "private: {ifaces:?} in {:?}",
+        o.stdout
+    );
+    let host_ns = fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+    check!(
+        !o.stdout.contains(&format!("ns={}", host_ns.display())),
+        "private network shares the host's namespace {host_ns:?}: {:?}",
+        o.stdout
+    );
+    check!(
+        o.stdout.contains("192.0.2.7\tdb.internal"),
+        "extra host missing: {:?}",
+        o.stdout
+    );
+    check!(
+        o.stdout.contains("10.0.2.2"),
+        "no default route via slirp4netns's gateway: {:?}",
+        o.stdout
+    );
+    Ok(())
+}
+
+/// Device nodes: the standard ones work; a node made by mknod (in the rootfs or in /dev), or
+/// one already in a lower layer, cannot be opened, even by root with CAP_MKNOD.
+fn devices_closed(c: &Ctx) -> TestResult {
+    let o = c.sh(
+        "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; \
+         mknod /tmp/zero c 1 5 && echo mknod-ok; head -c 1 /tmp/zero >/dev/null 2>&1 || echo rootfs-denied; \
+         mknod /dev/zero2 c 1 5 && head -c 1 /dev/zero2 >/dev/null 2>&1 || echo dev-denied; \
+         head -c 1 /lowerdev >/dev/null 2>&1 || echo lower-denied",
+    )?;
+    ok_out(&o)?;
+    for want in ["4\n", "null-ok", "mknod-ok", "rootfs-denied", "dev-denied", "lower-denied"] {
+        check!(o.stdout.contains(want), "missing {want:?} in {:?}", o.stdout);
+    }
+    Ok(())
+}
+
+/// Descriptors the caller leaves open (not close-on-exec) never reach the command.
+fn fds_closed(c: &Ctx) -> TestResult {
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open("/").map_err(|e| e.to_string())?;
+    // Clear close-on-exec, as a shell's `exec 9</` would leave it.
+    // SAFETY: F_SETFD on a descriptor we own.
+    unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_SETFD, 0) };
+    let fd = dir.as_raw_fd();
+    let o = c.sh(&format!(
+        "ls /proc/self/fd/{fd}/ 2>/dev/null && echo leaked; ls /proc/self/fd | tr '\\n' ' '"
+    ))?;
+    drop(dir);
+    ok_out(&o)?;
+    check!(!o.stdout.contains("leaked"), "fd {fd} leaked: {:?}", o.stdout);
+    let fds: Vec<&str> = o.stdout.split_whitespace().collect();
+    // 0 1 2 and the directory ls itself opened.
+    check!(fds.len() <= 4, "open descriptors in the command: {fds:?}");
     Ok(())
 }
 
@@ -535,7 +608,8 @@ fn dir_rootfs_and_given_files(c: &Ctx) -> TestResult {
     let (mut spec, _) = c.spec(&[
         "sh",
         "-c",
-        "cat /etc/hosts /etc/resolv.conf; echo x > /etc/hosts 2>/dev/null || echo hosts-ro",
+        "cat /etc/hosts /etc/resolv.conf; echo x > /etc/hosts 2>/dev/null || echo hosts-ro; \
+         mknod /z c 1 5 && head -c 1 /z >/dev/null 2>&1 || echo dir-nodev",
     ]);
     spec.rootfs = Rootfs::Dir(root);
     spec.hosts_file = Some(hosts);
@@ -543,7 +617,7 @@ fn dir_rootfs_and_given_files(c: &Ctx) -> TestResult {
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     ok_out(&o)?;
     check!(
-        o.stdout == "10.0.0.1 special\nnameserver 10.9.9.9\nhosts-ro\n",
+        o.stdout == "10.0.0.1 special\nnameserver 10.9.9.9\nhosts-ro\ndir-nodev\n",
         "stdout {:?}",
         o.stdout
     );
@@ -576,7 +650,7 @@ fn copy_tree(from: &Path, to: &Path) -> TestResult {
                 .map_err(|e| e.to_string())?;
         } else if ft.is_dir() {
             copy_tree(&src, &dst)?;
-        } else {
+        } else if ft.is_file() {
             fs::copy(&src, &dst).map_err(|e| e.to_string())?;
         }
     }
@@ -622,6 +696,15 @@ fn build_layers(tmp: &Path) -> Result<(PathBuf, PathBuf), String> {
     for d in ["tmp", "root", "home/app"] {
         fs::create_dir_all(base.join(d)).map_err(|e| e.to_string())?;
     }
+    // A world-readable character device in a lower layer, as a hostile base image could ship
+    // (1:5 is /dev/zero: harmless should the sandbox ever let it open).
+    nix::sys::stat::mknod(
+        &base.join("lowerdev"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .map_err(|e| format!("mknod lowerdev: {e}"))?;
     let etc = tmp.join("etc-layer");
     fs::create_dir_all(etc.join("etc")).map_err(|e| e.to_string())?;
     fs::write(
@@ -691,6 +774,8 @@ fn main() {
         ("proc_caps_and_masks", proc_caps_and_masks),
         ("user_resolution", user_resolution),
         ("network_modes", network_modes),
+        ("devices_closed", devices_closed),
+        ("fds_closed", fds_closed),
         ("env_and_cwd", env_and_cwd),
         ("killed_reports_signal", killed_reports_signal),
         ("missing_executable", missing_executable),
