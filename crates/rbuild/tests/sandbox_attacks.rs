@@ -1,0 +1,623 @@
+//! The sandbox attack suite: each test is a Dockerfile an attacker could send in a pull request,
+//! built by the real rbuild binary, asserting that the attack fails and the host is untouched.
+//! Where a test could pass for the wrong reason, a positive control (host network, or
+//! `--security=insecure` with its entitlement) shows that the same probe does detect the leak.
+//!
+//! Nothing here writes where a failing sandbox could hurt the host: /proc and /sys are probed
+//! with access(W_OK), which a read-only mount answers with EROFS.
+//!
+//! Safety: the only device read is one sector of a loop device the test makes over its own temp
+//! file; the only packets sniffed are the test's own, on loopback; network servers bind
+//! 127.0.0.1 or live in a network namespace the test creates.
+
+mod common;
+
+use common::{env, testdata, RBUILD};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The static probe (testdata/attack/probe.c), compiled once per test binary.
+fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rbuild-attack-probe-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("probe dir");
+        let out = dir.join("probe");
+        let st = Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(testdata("attack/probe.c"))
+            .status()
+            .expect("run gcc (the attack suite compiles a static probe)");
+        assert!(st.success(), "gcc -static failed for the attack probe");
+        out
+    })
+}
+
+/// A build context with `Dockerfile` and the probe.
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    fs::copy(probe(), dir.path().join("probe")).unwrap();
+    dir
+}
+
+/// `rbuild --root ROOT build --progress=plain --build-arg BASE=.. EXTRA.. CONTEXT`.
+fn rbuild(root: &Path, ctx: &Path, extra: &[&str]) -> Command {
+    let env = env().expect("env");
+    let mut cmd = Command::new(RBUILD);
+    cmd.arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain", "--build-arg"])
+        .arg(format!("BASE={}", env.base))
+        .args(extra)
+        .arg(ctx);
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn build_ok(ctx: &Path, extra: &[&str]) -> String {
+    let root = tempfile::tempdir().unwrap();
+    let out = rbuild(root.path(), ctx, extra).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "build failed:\n{t}");
+    t
+}
+
+fn has(t: &str, what: &str) -> bool {
+    t.contains(what)
+}
+
+const PROBE_DOCKERFILE: &str = "ARG BASE\nFROM $BASE\nCOPY probe /probe\n";
+
+/// A loop device over a temp file whose first sector holds a marker; detached on drop.
+struct Loop {
+    dev: String,
+    minor: u32,
+    marker: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        let marker = format!("RBUILD-LOOP-MARKER-{}", std::process::id());
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let mut sector = marker.clone().into_bytes();
+        sector.resize(1 << 20, b'.');
+        file.write_all(&sector).unwrap();
+        file.flush().unwrap();
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file.path())
+            .output()
+            .expect("losetup");
+        assert!(out.status.success(), "losetup: {}", text(&out));
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let minor = dev
+            .trim_start_matches("/dev/loop")
+            .parse()
+            .unwrap_or_else(|_| panic!("loop device name {dev:?}"));
+        Loop {
+            dev,
+            minor,
+            marker,
+            _file: file,
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn mknod_of_a_host_block_device_cannot_be_read() {
+    if env().is_none() {
+        return;
+    }
+    let lo = Loop::new();
+    let script = format!(
+        "mknod /tmp/d b 7 {} && echo n\"\"ode-made; head -c 512 /tmp/d; echo \" r\"\"c=$?\"",
+        lo.minor
+    );
+    let ctx = context(&format!("ARG BASE\nFROM $BASE\nRUN {script}\n"));
+    let t = build_ok(ctx.path(), &[]);
+    assert!(has(&t, "node-made"), "mknod itself is allowed (as BuildKit):\n{t}");
+    assert!(has(&t, "rc=1"), "opening the node must fail:\n{t}");
+    assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
+
+    // Control: the insecure entitlement (privileged, as BuildKit's) can read it, so the probe
+    // above really tried.
+    let ctx = context(&format!(
+        "ARG BASE\nFROM $BASE\nRUN --security=insecure {script}\n"
+    ));
+    let t = build_ok(ctx.path(), &["--allow", "security.insecure"]);
+    assert!(has(&t, &lo.marker), "control: insecure should read the node:\n{t}");
+}
+
+#[test]
+fn block_device_shipped_in_a_base_image_cannot_be_read_as_nobody() {
+    let Some(env) = env() else { return };
+    let lo = Loop::new();
+    let base = format!("{}/attack/devbase:{}", env.registry.addr(), std::process::id());
+    let ctx = context(&format!(
+        "ARG BASE\nFROM $BASE\nRUN mknod -m 666 /blk b 7 {}\n",
+        lo.minor
+    ));
+    build_ok(
+        ctx.path(),
+        &["--output", &format!("type=image,name={base},push=true")],
+    );
+    let ctx = context(&format!(
+        "FROM {base}\nUSER 65534:65534\nRUN test -b /blk && echo i\"\"s-blockdev; ls -l /blk; head -c 512 /blk; echo \" r\"\"c=$?\"\n"
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    assert!(has(&t, "is-blockdev"), "the base must ship the node:\n{t}");
+    assert!(has(&t, "rc=1"), "opening the node must fail:\n{t}");
+    assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
+}
+
+#[test]
+fn inherited_descriptors_do_not_reach_run() {
+    if env().is_none() {
+        return;
+    }
+    let ctx = context(
+        "ARG BASE\nFROM $BASE\nRUN ls /proc/self/fd/9/ && echo L\"\"EAKED-FD; echo f\"\"ds: $(ls /proc/self/fd)\n",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let dir = fs::File::open("/").unwrap();
+    let mut cmd = rbuild(root.path(), ctx.path(), &[]);
+    {
+        use std::os::fd::AsRawFd;
+        let raw = dir.as_raw_fd();
+        // SAFETY: dup2 in the child between fork and exec (async-signal-safe), as a shell's
+        // `exec 9</` leaves fd 9 open without close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 9) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!has(&t, "LEAKED-FD"), "fd 9 reached the RUN step:\n{t}");
+    let fds: Vec<&str> = t
+        .lines()
+        .find_map(|l| l.split("fds: ").nth(1))
+        .unwrap_or_else(|| panic!("no fd list:\n{t}"))
+        .split_whitespace()
+        .collect();
+    // stdio, plus the directory ls itself opened.
+    assert!(fds.len() <= 4 && !fds.contains(&"9"), "descriptors in RUN: {fds:?}");
+}
+
+/// Sends an HTTP request with a secret header to a server on the host's loopback every 50 ms
+/// until dropped.
+struct LoopbackChatter {
+    stop: Arc<AtomicBool>,
+    marker: String,
+}
+
+impl LoopbackChatter {
+    fn start() -> LoopbackChatter {
+        let marker = format!("RBUILD-SNIFF-{}", std::process::id());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut buf = [0u8; 512];
+                let _ = c.read(&mut buf);
+            }
+        });
+        let m = marker.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if let Ok(mut c) = TcpStream::connect(addr) {
+                    let _ = write!(c, "GET / HTTP/1.1\r\nAuthorization: Bearer {m}\r\n\r\n");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        LoopbackChatter { stop, marker }
+    }
+}
+
+impl Drop for LoopbackChatter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn default_network_cannot_sniff_host_loopback() {
+    if env().is_none() {
+        return;
+    }
+    let chatter = LoopbackChatter::start();
+    let ctx = context(&format!(
+        "{PROBE_DOCKERFILE}RUN /probe sniff 2 {}\n",
+        chatter.marker
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    assert!(has(&t, "packet_socket=ok"), "{t}");
+    assert!(has(&t, "marker-seen=no"), "default network sniffed the host:\n{t}");
+    // Control: on the host network the same probe sees the header.
+    let t = build_ok(ctx.path(), &["--network=host"]);
+    assert!(has(&t, "marker-seen=yes"), "control: host network should see it:\n{t}");
+}
+
+/// A server on the host's loopback that counts connections.
+fn counting_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            if s.is_ok() {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn default_network_cannot_reach_host_loopback_services() {
+    if env().is_none() {
+        return;
+    }
+    let (port, count) = counting_server();
+    let ctx = context(&format!(
+        "ARG BASE\nFROM $BASE\nRUN nc -w 2 127.0.0.1 {port} </dev/null; nc -w 2 10.0.2.2 {port} </dev/null; echo t\"\"ried\n"
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    assert!(has(&t, "tried"), "{t}");
+    assert_eq!(count.load(Ordering::SeqCst), 0, "reached the host:\n{t}");
+    build_ok(ctx.path(), &["--network=host"]);
+    assert!(
+        count.load(Ordering::SeqCst) > 0,
+        "control: host network should connect"
+    );
+}
+
+#[test]
+fn default_network_cannot_listen_on_host_ports() {
+    if env().is_none() {
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ctx = context(&format!(
+        "ARG BASE\nFROM $BASE\nRUN (nc -l -p {port} </dev/null >/dev/null &) ; sleep 3; echo l\"\"istened\n"
+    ));
+    let attempt = |extra: &[&str]| -> usize {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = rbuild(root.path(), ctx.path(), extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut connected = 0;
+        loop {
+            if TcpStream::connect_timeout(
+                &format!("127.0.0.1:{port}").parse().unwrap(),
+                Duration::from_millis(100),
+            )
+            .is_ok()
+            {
+                connected += 1;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(child.wait().unwrap().success());
+        connected
+    };
+    assert_eq!(attempt(&[]), 0, "the default network listened on a host port");
+    assert!(
+        attempt(&["--network=host"]) > 0,
+        "control: host network should listen on the host"
+    );
+}
+
+/// Outbound connectivity of the default network, checked inside a network namespace this test
+/// creates (a dummy interface with a server on it), never towards any other address.
+#[test]
+fn default_network_has_outbound_connectivity() {
+    if env().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let www = work.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    let marker = format!("outbound-ok-{}", std::process::id());
+    fs::write(www.join("marker.txt"), &marker).unwrap();
+    let ctx = work.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    rbuild_testsupport::make_busybox_rootfs_tar(&ctx.join("rootfs.tar")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\nRUN wget -q -O- http://10.123.0.1:8080/marker.txt; echo; cat /etc/resolv.conf\n",
+    )
+    .unwrap();
+    let root = work.path().join("root");
+    let script = format!(
+        "set -e; ip link set lo up; ip link add rb0 type dummy; ip addr add 10.123.0.1/24 dev rb0; ip link set rb0 up; \
+         busybox httpd -p 10.123.0.1:8080 -h {www}; \
+         {rbuild} --root {root} build --progress=plain {ctx}",
+        www = www.display(),
+        rbuild = RBUILD,
+        root = root.display(),
+        ctx = ctx.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "--fork", "--kill-child", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(has(&t, &marker), "no outbound connectivity:\n{t}");
+    assert!(has(&t, "nameserver"), "no resolv.conf:\n{t}");
+}
+
+#[test]
+fn host_keyrings_are_out_of_reach() {
+    if env().is_none() {
+        return;
+    }
+    let desc = format!("rbuild-attack-key-{}", std::process::id());
+    let st = Command::new(probe()).args(["addkey", &desc]).output().unwrap();
+    assert!(has(&text(&st), "addkey=ok"), "{}", text(&st));
+    let ctx = context(&format!("{PROBE_DOCKERFILE}RUN /probe readkey {desc}\n"));
+    let t = build_ok(ctx.path(), &[]);
+    assert!(has(&t, "search_user=EPERM"), "{t}");
+    assert!(!has(&t, "key-payload="), "a host key was read:\n{t}");
+    // Control: without the filter (insecure), the same probe finds root's user key.
+    let ctx = context(&format!(
+        "{PROBE_DOCKERFILE}RUN --security=insecure /probe readkey {desc}\n"
+    ));
+    let t = build_ok(ctx.path(), &["--allow", "security.insecure"]);
+    assert!(has(&t, &format!("key-payload={desc}")), "control:\n{t}");
+}
+
+#[test]
+fn seccomp_denies_namespaces_keys_mount_bpf_perf() {
+    if env().is_none() {
+        return;
+    }
+    let ctx = context(&format!(
+        "{PROBE_DOCKERFILE}RUN /probe syscalls && (unshare -Urn true && echo u\"\"nshare-worked || echo u\"\"nshare-denied)\n"
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    for want in [
+        "keyctl=EPERM",
+        "add_key=EPERM",
+        "request_key=EPERM",
+        "unshare_user=EPERM",
+        "unshare_net=EPERM",
+        "mount=EPERM",
+        "bpf=EPERM",
+        "perf_event_open=EPERM",
+        "pivot_root=EPERM",
+        "clone3=ENOSYS",
+        "getpid=ok",
+        "unshare-denied",
+    ] {
+        assert!(has(&t, want), "missing {want}:\n{t}");
+    }
+}
+
+#[test]
+fn insecure_needs_the_entitlement() {
+    if env().is_none() {
+        return;
+    }
+    let ctx = context("ARG BASE\nFROM $BASE\nRUN --security=insecure true\n");
+    let root = tempfile::tempdir().unwrap();
+    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(has(&t, "security.insecure"), "{t}");
+    let ctx = context("ARG BASE\nFROM $BASE\nRUN --network=host true\n");
+    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(has(&t, "network.host"), "{t}");
+}
+
+#[test]
+fn proc_sys_and_mount_escapes_fail() {
+    if env().is_none() {
+        return;
+    }
+    let marker = std::env::temp_dir().join(format!("rbuild-host-marker-{}", std::process::id()));
+    fs::write(&marker, "host-secret").unwrap();
+    let ctx = context(&format!(
+        "{PROBE_DOCKERFILE}RUN echo x > /proc/sys/kernel/domainname 2>/dev/null || echo p\"\"rocsys-ro; \
+         test -w /proc/sysrq-trigger || echo s\"\"ysrq-denied; \
+         test -w /sys/kernel || echo s\"\"ys-ro; \
+         mount -t tmpfs none /mnt 2>/dev/null || echo m\"\"ount-denied; \
+         /probe chroot-escape {m}; test -e {m} || echo m\"\"arker-invisible\n",
+        m = marker.display()
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    let _ = fs::remove_file(&marker);
+    for want in [
+        "procsys-ro",
+        "sysrq-denied",
+        "sys-ro",
+        "mount-denied",
+        "chroot=ok",
+        "escape-sees-path=no",
+        "marker-invisible",
+    ] {
+        assert!(has(&t, want), "missing {want}:\n{t}");
+    }
+}
+
+#[test]
+fn copy_add_and_bind_mounts_stay_inside() {
+    if env().is_none() {
+        return;
+    }
+    let pid = std::process::id();
+    let secret_dir = tempfile::tempdir().unwrap();
+    fs::write(secret_dir.path().join("secret.txt"), "host-secret-data").unwrap();
+    let escape_target = std::env::temp_dir().join(format!("rbuild-escape-{pid}"));
+    let _ = fs::remove_file(&escape_target);
+
+    let ctx = context("");
+    // A symlink in the context that points at a host directory.
+    std::os::unix::fs::symlink(secret_dir.path(), ctx.path().join("link")).unwrap();
+    // A tar whose entries climb out with `..` and through an absolute symlink.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "tmplink", std::env::temp_dir()).unwrap();
+    for name in [
+        format!("tmplink/rbuild-escape-{pid}"),
+        format!("../../../../../../tmp/rbuild-escape-{pid}"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(3);
+        h.set_mode(0o644);
+        // Write the raw name so the tar crate does not refuse `..`.
+        let bytes = name.as_bytes();
+        h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_cksum();
+        b.append(&h, &b"bad"[..]).unwrap();
+    }
+    fs::write(ctx.path().join("evil.tar"), b.into_inner().unwrap()).unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\n\
+         COPY link/ /copied/\n\
+         ADD evil.tar /unpacked/\n\
+         RUN --mount=type=bind,source=../../../../..,target=/h ls /h/tmp/rbuild-escape-* 2>/dev/null; cat /h/etc/hostname 2>/dev/null; \
+             find / -name secret.txt 2>/dev/null | xargs -r cat; echo done\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let t = text(&out);
+    assert!(
+        !escape_target.exists(),
+        "ADD of a hostile tar wrote {escape_target:?} on the host:\n{t}"
+    );
+    assert!(
+        !has(&t, "host-secret-data"),
+        "host data reached the build:\n{t}"
+    );
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// slirp4netns processes whose target (the sandbox helper's pid) is gone.
+fn orphaned_slirps() -> Vec<String> {
+    processes_with("slirp4netns")
+        .into_iter()
+        .filter(|p| {
+            p.split_whitespace()
+                .rev()
+                .nth(1)
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_mid_run_leaves_nothing_behind() {
+    if env().is_none() {
+        return;
+    }
+    let sleeper = format!("sleep {}", 3000 + std::process::id() % 1000);
+    // The quotes keep the step header (which echoes the command) from matching "started".
+    let ctx = context(&format!(
+        "ARG BASE\nFROM $BASE\nRUN echo st\"\"arted; {sleeper}\n"
+    ));
+    let root = tempfile::tempdir().unwrap();
+    let mut child = rbuild(root.path(), ctx.path(), &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        assert!(Instant::now() < deadline, "the RUN never started");
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "rbuild ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(!processes_with(&sleeper).is_empty(), "the step is not running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&sleeper).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        processes_with(&sleeper).is_empty(),
+        "the RUN survived rbuild's SIGKILL: {:?}",
+        processes_with(&sleeper)
+    );
+    assert!(orphaned_slirps().is_empty(), "{:?}", orphaned_slirps());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_s = root.path().to_string_lossy().to_string();
+    assert!(
+        !mounts.contains(&root_s),
+        "mounts left under the root:\n{mounts}"
+    );
+    // A later build on the same root works.
+    let ctx = context("ARG BASE\nFROM $BASE\nRUN echo again\n");
+    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
