@@ -39,19 +39,21 @@ pub(crate) const SLIRP_DNS: &str = "10.0.2.3";
 /// The MTU of the tap device (slirp4netns's recommended maximum, much faster than 1500).
 const SLIRP_MTU: &str = "65520";
 
-/// Finds the `slirp4netns` binary: `RBUILD_SLIRP4NETNS`, else `PATH`, else `/usr/bin`.
-pub fn find_slirp4netns() -> Option<std::path::PathBuf> {
+/// Finds the `slirp4netns` binary: `RBUILD_SLIRP4NETNS` if set, else `PATH`, else `/usr/bin`.
+pub(crate) fn find_slirp4netns() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let usable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if let Some(p) = std::env::var_os("RBUILD_SLIRP4NETNS").filter(|p| !p.is_empty()) {
-        return Some(std::path::PathBuf::from(p));
+        let p = std::path::PathBuf::from(p);
+        return usable(&p).then_some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([std::path::PathBuf::from("/usr/bin")])
         .map(|d| d.join("slirp4netns"))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| usable(p))
 }
 
 /// A running slirp4netns serving the helper's (new) network namespace from the host's.

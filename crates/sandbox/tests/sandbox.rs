@@ -324,6 +324,22 @@ fn network_modes(c: &Ctx) -> TestResult {
         "no default route via slirp4netns's gateway: {:?}",
         o.stdout
     );
+    // Without slirp4netns the error says what to install.
+    std::env::set_var("RBUILD_SLIRP4NETNS", "/nonexistent/slirp4netns");
+    let r = c.run(&spec);
+    std::env::remove_var("RBUILD_SLIRP4NETNS");
+    match r {
+        Err(e @ SandboxError::NetworkHelperMissing) => check!(
+            e.to_string().contains("apt-get install slirp4netns"),
+            "message: {e}"
+        ),
+        other => {
+            return Err(format!(
+                "missing slirp4netns: expected NetworkHelperMissing, got {:?}",
+                other.map(|o| o.status)
+            ))
+        }
+    }
     Ok(())
 }
 
