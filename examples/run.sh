@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p rbuild
+# RUN steps get a private network through slirp4netns (Debian's package), as BuildKit's default.
+if ! command -v slirp4netns >/dev/null 2>&1; then
+  echo "installing slirp4netns (Debian package) for the default RUN network" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slirp4netns >/dev/null
+fi
 ./scripts/busybox-rootfs.sh examples/hello/rootfs.tar
 rbuild=target/release/rbuild
 "$rbuild" build -t rbuild-example/hello:latest --progress=plain examples/hello
