@@ -36,6 +36,9 @@ pub(crate) fn loopback_up() -> Result<(), Failure> {
 /// The address of the DNS forwarder slirp4netns offers inside the namespace.
 pub(crate) const SLIRP_DNS: &str = "10.0.2.3";
 
+/// How long slirp4netns may take to configure the namespace.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The MTU of the tap device (slirp4netns's recommended maximum, much faster than 1500).
 const SLIRP_MTU: &str = "65520";
 
@@ -136,6 +139,27 @@ impl Slirp {
     /// output in the error.
     pub(crate) fn wait_ready(&self) -> Result<(), Failure> {
         let mut b = [0u8; 1];
+        let mut pfd = libc::pollfd {
+            fd: self.ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
+            if r == 0 {
+                return Err(Failure::setup(format!(
+                    "the sandbox network (slirp4netns) was not ready after {}s",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            if r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            break;
+        }
         loop {
             match nix::unistd::read(&self.ready, &mut b) {
                 Ok(1) => return Ok(()),
