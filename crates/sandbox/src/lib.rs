@@ -34,11 +34,13 @@
 #![warn(missing_docs)]
 
 mod caps;
+mod cgroup;
 mod error;
 mod helper;
 mod mounts;
 mod net;
 mod run;
+mod seccomp;
 mod spec;
 mod status;
 mod user;

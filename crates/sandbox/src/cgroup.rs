@@ -1,0 +1,1 @@
+//! Per-run cgroups (placeholder).
