@@ -1,1 +1,581 @@
-//! Per-run cgroups (placeholder).
+//! Resource limits of a run: one cgroup per run (memory, swap, CPU quota and weight, cpuset,
+//! pids), OOM-kill detection, the sweep of cgroups a killed helper left behind, and `--ulimit`
+//! rlimits.
+//!
+//! cgroup v2 is used when every controller the limits need is available in the v2 hierarchy
+//! (`/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on hybrid ones); otherwise
+//! the v1 controllers mounted at `/sys/fs/cgroup/<controller>`. The run's cgroup is
+//! `<parent>/<name>` (the parent is `--cgroup-parent`, relative to the cgroup root, or
+//! `rbuild`); on v2 the needed controllers are enabled in every ancestor's
+//! `cgroup.subtree_control`, on v1 the same relative directory is made under each controller
+//! (cpuset levels inherit `cpuset.cpus`/`cpuset.mems` from their parent).
+//!
+//! Call order (helper, host namespaces): [`RunCgroup::create`] before forking; the child
+//! (pid 1 of the new pid namespace) calls [`RunCgroup::enter`] before anything else, and
+//! [`apply_ulimits`] while it still has all capabilities; after the child is reaped the
+//! helper asks [`RunCgroup::oom_killed`] and calls [`RunCgroup::remove`].
+
+// The helper calls this module once the integrator wires it in; until then only tests do.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use crate::spec::{Limits, SwapLimit, Ulimit};
+use crate::status::{step, Failure};
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The parent of run cgroups without `--cgroup-parent`.
+const DEFAULT_PARENT: &str = "rbuild";
+/// Run cgroups are named `rbuild-run-<helper pid>`; the sweep recognises them by it.
+const NAME_PREFIX: &str = "rbuild-run-";
+/// The CFS period used for `--cpus`, as docker.
+const CPU_PERIOD_US: u64 = 100_000;
+/// How long [`RunCgroup::remove`] retries `EBUSY` (exiting processes still in the cgroup).
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The cgroup name of the run of helper `helper_pid` (what the sweep looks for).
+pub(crate) fn run_name(helper_pid: u32) -> String {
+    format!("{NAME_PREFIX}{helper_pid}")
+}
+
+/// A cgroup controller the limits can need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Controller {
+    Memory,
+    Cpu,
+    Cpuset,
+    Pids,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+            Controller::Cpuset => "cpuset",
+            Controller::Pids => "pids",
+        }
+    }
+}
+
+/// One value to write into the run's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setting {
+    controller: Controller,
+    file: &'static str,
+    value: String,
+    /// The command-line flag and value it comes from, for error messages.
+    flag: String,
+    /// Skipped when the file does not exist (swap accounting is optional).
+    optional: bool,
+}
+
+/// The controllers `limits` need.
+fn needed(limits: &Limits) -> Vec<Controller> {
+    let mut c = Vec::new();
+    if limits.memory.is_some() || limits.memory_swap.is_some() {
+        c.push(Controller::Memory);
+    }
+    if limits.nano_cpus.is_some() || limits.cpu_shares.is_some() {
+        c.push(Controller::Cpu);
+    }
+    if limits.cpuset_cpus.is_some() {
+        c.push(Controller::Cpuset);
+    }
+    if limits.pids.is_some_and(|p| p > 0) {
+        c.push(Controller::Pids);
+    }
+    c
+}
+
+/// cgroup v1 `cpu.shares` to v2 `cpu.weight` (the conversion runc and systemd use).
+fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// What to write, in order, for cgroup v2 (`v2`) or v1.
+fn plan(limits: &Limits, v2: bool) -> Result<Vec<Setting>, Failure> {
+    let mut out = Vec::new();
+    let mut set = |controller, file, value: String, flag: String, optional| {
+        out.push(Setting {
+            controller,
+            file,
+            value,
+            flag,
+            optional,
+        })
+    };
+    match (limits.memory, limits.memory_swap) {
+        (None, Some(_)) => {
+            return Err(Failure::setup(
+                "--memory-swap needs --memory: set the memory limit too",
+            ))
+        }
+        (Some(0), _) => return Err(Failure::setup("--memory=0: the limit must be positive")),
+        (Some(m), swap) => {
+            let flag = format!("--memory={m}");
+            // Memory + swap in total; None is unlimited.
+            let total = match swap {
+                None => Some(m.saturating_mul(2)),
+                Some(SwapLimit::Unlimited) => None,
+                Some(SwapLimit::Bytes(t)) if t < m => {
+                    return Err(Failure::setup(format!(
+                        "--memory-swap={t} must be at least --memory={m}"
+                    )))
+                }
+                Some(SwapLimit::Bytes(t)) => Some(t),
+            };
+            let swap_flag = match swap {
+                None => format!("--memory={m} (memory-swap defaults to twice the memory)"),
+                Some(SwapLimit::Unlimited) => "--memory-swap=-1".to_string(),
+                Some(SwapLimit::Bytes(t)) => format!("--memory-swap={t}"),
+            };
+            if v2 {
+                set(Controller::Memory, "memory.max", m.to_string(), flag, false);
+                let swap_max = total.map_or("max".to_string(), |t| (t - m).to_string());
+                set(Controller::Memory, "memory.swap.max", swap_max, swap_flag, true);
+            } else {
+                set(
+                    Controller::Memory,
+                    "memory.limit_in_bytes",
+                    m.to_string(),
+                    flag,
+                    false,
+                );
+                let memsw = total.map_or("-1".to_string(), |t| t.to_string());
+                set(
+                    Controller::Memory,
+                    "memory.memsw.limit_in_bytes",
+                    memsw,
+                    swap_flag,
+                    true,
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(n) = limits.nano_cpus {
+        let quota = (u128::from(n) * u128::from(CPU_PERIOD_US) / 1_000_000_000) as u64;
+        let flag = format!("--cpus={}", n as f64 / 1e9);
+        if quota < 1000 {
+            return Err(Failure::setup(format!(
+                "{flag}: the minimum is 0.01 CPUs"
+            )));
+        }
+        if v2 {
+            set(
+                Controller::Cpu,
+                "cpu.max",
+                format!("{quota} {CPU_PERIOD_US}"),
+                flag,
+                false,
+            );
+        } else {
+            set(
+                Controller::Cpu,
+                "cpu.cfs_period_us",
+                CPU_PERIOD_US.to_string(),
+                flag.clone(),
+                false,
+            );
+            set(Controller::Cpu, "cpu.cfs_quota_us", quota.to_string(), flag, false);
+        }
+    }
+    if let Some(s) = limits.cpu_shares {
+        let flag = format!("--cpu-shares={s}");
+        if v2 {
+            let w = shares_to_weight(s).to_string();
+            set(Controller::Cpu, "cpu.weight", w, flag, false);
+        } else {
+            set(Controller::Cpu, "cpu.shares", s.to_string(), flag, false);
+        }
+    }
+    if let Some(c) = &limits.cpuset_cpus {
+        let flag = format!("--cpuset-cpus={c}");
+        set(Controller::Cpuset, "cpuset.cpus", c.clone(), flag, false);
+    }
+    if let Some(p) = limits.pids.filter(|p| *p > 0) {
+        let flag = format!("--pids-limit={p}");
+        set(Controller::Pids, "pids.max", p.to_string(), flag, false);
+    }
+    Ok(out)
+}
+
+/// `--cgroup-parent` as a relative path below the cgroup root (no `..`, no `.`).
+fn parent_path(parent: Option<&str>) -> Result<PathBuf, Failure> {
+    let Some(p) = parent else {
+        return Ok(PathBuf::from(DEFAULT_PARENT));
+    };
+    let invalid = |why: &str| Failure::setup(format!("--cgroup-parent={p:?}: {why}"));
+    if p.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::CurDir | Component::Prefix(_) => {
+                return Err(invalid(
+                    "must be a path below the cgroup root without `.` or `..`",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// The cgroup v2 mount, if any: `/sys/fs/cgroup` (pure v2) or `/sys/fs/cgroup/unified`.
+fn v2_root() -> Option<PathBuf> {
+    [CGROUP_ROOT, "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| is_cgroup2(p))
+}
+
+/// The controllers available in a v2 hierarchy.
+fn v2_controllers(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("cgroup.controllers"))
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The v1 mount of a controller (`/sys/fs/cgroup/<name>`), if it is a v1 hierarchy.
+fn v1_mount(c: Controller) -> Option<PathBuf> {
+    let p = Path::new(CGROUP_ROOT).join(c.name());
+    (p.join("cgroup.procs").exists() && !is_cgroup2(&p)).then_some(p)
+}
+
+/// Makes `dir` if missing (another run may make it at the same time).
+fn mkdir(dir: &Path) -> Result<bool, Failure> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(step(format!("create cgroup {}", dir.display()))(e)),
+    }
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(dir.join(file), value)
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// True when a process with this (host) pid exists.
+fn pid_alive(pid: i32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes run cgroups in `parent` whose helper is dead (left by a SIGKILLed helper). Only
+/// empty cgroups can be removed; anything else is left alone.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(NAME_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || i32::try_from(pid).map_or(true, pid_alive) {
+            continue;
+        }
+        let _ = std::fs::remove_dir(entry.path());
+    }
+}
+
+/// The run's cgroup: one directory (v2) or one per controller (v1).
+#[derive(Debug)]
+pub(crate) struct RunCgroup {
+    /// `(controller, dir)`; v2 has one entry with `None`.
+    dirs: Vec<(Option<Controller>, PathBuf)>,
+    /// The memory limit, for the OOM message.
+    memory: Option<u64>,
+}
+
+impl RunCgroup {
+    /// Creates the run's cgroup `<parent>/<name>` with the limits applied (in the host
+    /// namespaces, before the sandbox child forks), after sweeping stale run cgroups.
+    pub(crate) fn create(limits: &Limits, name: &str) -> Result<RunCgroup, Failure> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Failure::setup(format!("invalid cgroup name {name:?}")));
+        }
+        let rel = parent_path(limits.cgroup_parent.as_deref())?;
+        let need = needed(limits);
+        if let Some(root) = v2_root() {
+            let have = v2_controllers(&root);
+            if need.iter().all(|c| have.iter().any(|h| h == c.name())) {
+                let mut enable: Vec<&str> = need.iter().map(|c| c.name()).collect();
+                if !enable.contains(&"memory") && have.iter().any(|h| h == "memory") {
+                    enable.push("memory"); // memory.events tells OOM kills apart
+                }
+                return Self::create_v2(limits, &root, &rel, name, &enable);
+            }
+        }
+        let mut controllers = need.clone();
+        if !controllers.contains(&Controller::Memory) && v1_mount(Controller::Memory).is_some() {
+            controllers.push(Controller::Memory);
+        }
+        let mut mounts = Vec::new();
+        for c in controllers {
+            match v1_mount(c) {
+                Some(m) => mounts.push((c, m)),
+                None => {
+                    return Err(Failure::setup(format!(
+                        "the limits need the {} cgroup controller, which is neither enabled \
+                         in cgroup v2 nor mounted as cgroup v1 at {CGROUP_ROOT}/{}",
+                        c.name(),
+                        c.name()
+                    )))
+                }
+            }
+        }
+        if mounts.is_empty() {
+            return Err(Failure::setup(format!(
+                "no usable cgroup hierarchy at {CGROUP_ROOT} (needed for --cgroup-parent)"
+            )));
+        }
+        Self::create_v1(limits, &mounts, &rel, name)
+    }
+
+    fn create_v2(
+        limits: &Limits,
+        root: &Path,
+        rel: &Path,
+        name: &str,
+        enable: &[&str],
+    ) -> Result<RunCgroup, Failure> {
+        let settings = plan(limits, true)?;
+        let parent = root.join(rel);
+        // Enable the controllers from the root down to the parent.
+        let mut dir = root.to_path_buf();
+        let mut levels = vec![dir.clone()];
+        for c in rel.components() {
+            dir.push(c);
+            levels.push(dir.clone());
+        }
+        for (i, level) in levels.iter().enumerate() {
+            if i > 0 {
+                mkdir(level)?;
+            }
+            let current = read_trimmed(&level.join("cgroup.subtree_control")).unwrap_or_default();
+            let missing: Vec<String> = enable
+                .iter()
+                .filter(|c| !current.split_whitespace().any(|x| x == **c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !missing.is_empty() {
+                write(level, "cgroup.subtree_control", &missing.join(" ")).map_err(step(
+                    format!(
+                        "enable {} in {}/cgroup.subtree_control",
+                        missing.join(" "),
+                        level.display()
+                    ),
+                ))?;
+            }
+        }
+        sweep(&parent);
+        let leaf = parent.join(name);
+        let _ = std::fs::remove_dir(&leaf); // a leftover of an earlier helper with our pid
+        mkdir(&leaf)?;
+        let cg = RunCgroup {
+            dirs: vec![(None, leaf)],
+            memory: limits.memory,
+        };
+        cg.apply(&settings)
+    }
+
+    fn create_v1(
+        limits: &Limits,
+        mounts: &[(Controller, PathBuf)],
+        rel: &Path,
+        name: &str,
+    ) -> Result<RunCgroup, Failure> {
+        let settings = plan(limits, false)?;
+        let mut cg = RunCgroup {
+            dirs: Vec::new(),
+            memory: limits.memory,
+        };
+        for (c, mount) in mounts {
+            let mut dir = mount.clone();
+            let mut levels = Vec::new();
+            for comp in rel.components() {
+                dir.push(comp);
+                levels.push(dir.clone());
+            }
+            sweep(&dir);
+            dir.push(name);
+            let _ = std::fs::remove_dir(&dir);
+            levels.push(dir.clone());
+            for level in &levels {
+                let created = mkdir(level);
+                if *c == Controller::Cpuset {
+                    created.and_then(|_| inherit_cpuset(level))
+                } else {
+                    created.map(|_| ())
+                }
+                .inspect_err(|_| cg.remove_quietly())?;
+            }
+            cg.dirs.push((Some(*c), dir));
+        }
+        cg.apply(&settings)
+    }
+
+    /// Writes the settings; on failure removes the cgroup and names the flag and value.
+    fn apply(self, settings: &[Setting]) -> Result<RunCgroup, Failure> {
+        for s in settings {
+            let Some(dir) = self.dir(s.controller) else {
+                continue;
+            };
+            let path = dir.join(s.file);
+            if s.optional && !path.exists() {
+                continue;
+            }
+            if let Err(e) = std::fs::write(&path, &s.value) {
+                let e = crate::status::Errnoish::from(e).0;
+                let msg = format!(
+                    "{}: the kernel refused {} = {} ({}): {e}",
+                    s.flag,
+                    s.file,
+                    s.value,
+                    path.display()
+                );
+                self.remove_quietly();
+                return Err(Failure::setup(msg));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The directory holding `controller`'s files.
+    fn dir(&self, controller: Controller) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| c.is_none() || *c == Some(controller))
+            .map(|(_, d)| d.as_path())
+    }
+
+    /// Moves the calling process (and so everything it forks) into the cgroup.
+    pub(crate) fn enter(&self) -> Result<(), Failure> {
+        for (_, dir) in &self.dirs {
+            write(dir, "cgroup.procs", "0")
+                .map_err(step(format!("join cgroup {}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// True when the kernel's OOM killer killed a process of the run.
+    pub(crate) fn oom_killed(&self) -> bool {
+        let Some(dir) = self.dir(Controller::Memory) else {
+            return false;
+        };
+        let field = |text: &str, key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        };
+        if let Ok(events) = std::fs::read_to_string(dir.join("memory.events")) {
+            return field(&events, "oom_kill").is_some_and(|n| n > 0);
+        }
+        match std::fs::read_to_string(dir.join("memory.oom_control")) {
+            Ok(c) => match field(&c, "oom_kill") {
+                Some(n) => n > 0,
+                None => field(&c, "under_oom").is_some_and(|n| n > 0),
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// The run's memory limit in bytes (`--memory`).
+    pub(crate) fn memory_limit(&self) -> Option<u64> {
+        self.memory
+    }
+
+    /// Removes the cgroup once the run's processes are gone, retrying `EBUSY` for a moment
+    /// (processes of a dead pid namespace take a little while to leave).
+    pub(crate) fn remove(self) -> Result<(), Failure> {
+        let deadline = Instant::now() + REMOVE_TIMEOUT;
+        for (_, dir) in &self.dirs {
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(step(format!("remove cgroup {}", dir.display()))(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_quietly(&self) {
+        for (_, dir) in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A new v1 cpuset cgroup starts with empty `cpuset.cpus`/`cpuset.mems`, and no process can
+/// join it until they are set: copy them from the parent.
+fn inherit_cpuset(dir: &Path) -> Result<(), Failure> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if read_trimmed(&dir.join(file)).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        let value = read_trimmed(&parent.join(file)).unwrap_or_default();
+        write(dir, file, &value).map_err(step(format!(
+            "copy {file} = {value:?} into {}",
+            dir.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Sets the `--ulimit` rlimits of the calling process (before it drops CAP_SYS_RESOURCE, so
+/// hard limits may be raised).
+pub(crate) fn apply_ulimits(ulimits: &[Ulimit]) -> Result<(), Failure> {
+    for u in ulimits {
+        let show = |v: Option<u64>| v.map_or("-1".to_string(), |n| n.to_string());
+        let flag = format!("--ulimit {}={}:{}", u.name, show(u.soft), show(u.hard));
+        u.validate()
+            .map_err(|e| Failure::setup(format!("{flag}: {e}")))?;
+        let resource = u
+            .resource()
+            .map_err(|e| Failure::setup(format!("{flag}: {e}")))?;
+        let limit = libc::rlimit {
+            rlim_cur: u.soft.unwrap_or(libc::RLIM_INFINITY),
+            rlim_max: u.hard.unwrap_or(libc::RLIM_INFINITY),
+        };
+        // SAFETY: `limit` is a valid rlimit for the duration of the call.
+        let r = unsafe { libc::setrlimit(resource as _, &limit) };
+        if r != 0 {
+            return Err(step(format!("{flag}: setrlimit"))(nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
+}

@@ -50,5 +50,5 @@ pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use run::Sandbox;
 pub use spec::{
     human_bytes, BindMount, ExitStatus, HostEntry, Limits, Mount, Network, OutputStream, Rootfs,
-    RunSpec, Security, SwapLimit, Ulimit,
+    RunSpec, Security, SwapLimit, Ulimit, UlimitError,
 };
