@@ -136,7 +136,13 @@ fn plan(limits: &Limits, v2: bool) -> Result<Vec<Setting>, Failure> {
             if v2 {
                 set(Controller::Memory, "memory.max", m.to_string(), flag, false);
                 let swap_max = total.map_or("max".to_string(), |t| (t - m).to_string());
-                set(Controller::Memory, "memory.swap.max", swap_max, swap_flag, true);
+                set(
+                    Controller::Memory,
+                    "memory.swap.max",
+                    swap_max,
+                    swap_flag,
+                    true,
+                );
             } else {
                 set(
                     Controller::Memory,
@@ -161,9 +167,7 @@ fn plan(limits: &Limits, v2: bool) -> Result<Vec<Setting>, Failure> {
         let quota = (u128::from(n) * u128::from(CPU_PERIOD_US) / 1_000_000_000) as u64;
         let flag = format!("--cpus={}", n as f64 / 1e9);
         if quota < 1000 {
-            return Err(Failure::setup(format!(
-                "{flag}: the minimum is 0.01 CPUs"
-            )));
+            return Err(Failure::setup(format!("{flag}: the minimum is 0.01 CPUs")));
         }
         if v2 {
             set(
@@ -181,7 +185,13 @@ fn plan(limits: &Limits, v2: bool) -> Result<Vec<Setting>, Failure> {
                 flag.clone(),
                 false,
             );
-            set(Controller::Cpu, "cpu.cfs_quota_us", quota.to_string(), flag, false);
+            set(
+                Controller::Cpu,
+                "cpu.cfs_quota_us",
+                quota.to_string(),
+                flag,
+                false,
+            );
         }
     }
     if let Some(s) = limits.cpu_shares {
@@ -519,7 +529,9 @@ impl RunCgroup {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(Duration::from_millis(50));
                     }
@@ -747,7 +759,11 @@ mod tests {
             hard: Some(1),
         }])
         .expect_err("unknown name");
-        assert!(e.message.contains("invalid ulimit type: bogus"), "{}", e.message);
+        assert!(
+            e.message.contains("invalid ulimit type: bogus"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -895,7 +911,10 @@ mod tests {
             assert_eq!(read(Controller::Cpu, "cpu.cfs_quota_us"), "50000");
             assert_eq!(read(Controller::Cpu, "cpu.cfs_period_us"), "100000");
             assert_eq!(read(Controller::Cpu, "cpu.shares"), "512");
-            assert_eq!(read(Controller::Memory, "memory.limit_in_bytes"), "67108864");
+            assert_eq!(
+                read(Controller::Memory, "memory.limit_in_bytes"),
+                "67108864"
+            );
             let memsw = cg
                 .dir(Controller::Memory)
                 .expect("memory")
@@ -927,7 +946,10 @@ mod tests {
         assert!(e.message.contains("cpuset.cpus = 0-4095"), "{}", e.message);
         // Nothing is left behind.
         for m in ["cpuset", ""] {
-            let d = Path::new(CGROUP_ROOT).join(m).join(DEFAULT_PARENT).join(&name);
+            let d = Path::new(CGROUP_ROOT)
+                .join(m)
+                .join(DEFAULT_PARENT)
+                .join(&name);
             assert!(!d.exists(), "{} is left", d.display());
         }
     }

@@ -150,7 +150,12 @@ struct Programs {
 
 static PROGRAMS: OnceLock<Result<Programs, String>> = OnceLock::new();
 
-fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Result<SeccompRule, String> {
+fn cond(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompRule, String> {
     SeccompCondition::new(arg, len, op, value)
         .and_then(|c| SeccompRule::new(vec![c]))
         .map_err(|e| e.to_string())
@@ -184,7 +189,12 @@ fn compile() -> Result<Programs, String> {
     );
     rules.insert(
         libc::SYS_socket,
-        vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, AF_VSOCK)?],
+        vec![cond(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            AF_VSOCK,
+        )?],
     );
     rules.insert(
         libc::SYS_personality,
@@ -360,7 +370,11 @@ mod tests {
     #[test]
     fn program_fits_and_compiles_once() {
         let p = programs().expect("compile");
-        assert!(p.allowlist.len() < 4096, "{} instructions", p.allowlist.len());
+        assert!(
+            p.allowlist.len() < 4096,
+            "{} instructions",
+            p.allowlist.len()
+        );
         assert!(std::ptr::eq(p, programs().expect("compile")));
     }
 
@@ -635,8 +649,8 @@ mod tests {
         }
         fn i386_getpid() -> i32 {
             let mut ret: i32 = 20; // __NR_getpid on i386
-            // SAFETY: int 0x80 with eax = getpid; it has no arguments and clobbers nothing
-            // else of ours.
+                                   // SAFETY: int 0x80 with eax = getpid; it has no arguments and clobbers nothing
+                                   // else of ours.
             unsafe {
                 std::arch::asm!("int 0x80", inlateout("eax") ret, options(nostack));
             }

@@ -96,6 +96,8 @@ pub struct Ulimit {
 }
 
 /// The `--ulimit` names docker accepts, as `setrlimit` resources.
+// The resource type is `u32` on glibc but `c_int` on musl.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) const ULIMIT_NAMES: [(&str, u32); 16] = [
     ("as", libc::RLIMIT_AS as u32),
     ("core", libc::RLIMIT_CORE as u32),
