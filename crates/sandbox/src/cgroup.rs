@@ -954,6 +954,44 @@ mod tests {
         }
     }
 
+    /// `--cgroup-parent` alone still gives the run a cgroup of its own under that parent
+    /// (v2 when there is a v2 hierarchy: on this hybrid host, the controller-less one).
+    #[test]
+    fn cgroup_parent_alone_places_the_run() {
+        if !root_or_skip("cgroup_parent_alone_places_the_run") {
+            return;
+        }
+        let parent = format!("rbuild-test-parent-{}", std::process::id());
+        let l = Limits {
+            cgroup_parent: Some(format!("/{parent}")),
+            ..limits()
+        };
+        let name = test_name("parent");
+        let cg = RunCgroup::create(&l, &name).expect("create");
+        let want = format!("/{parent}/{name}");
+        let status = in_child(|| {
+            if cg.enter().is_err() {
+                return 1;
+            }
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            if own.lines().any(|l| l.ends_with(&want)) {
+                0
+            } else {
+                2
+            }
+        });
+        assert_eq!(status, WaitStatus::Exited(status_pid(&status), 0));
+        let parents: Vec<PathBuf> = cg
+            .dirs
+            .iter()
+            .filter_map(|(_, d)| d.parent().map(Path::to_path_buf))
+            .collect();
+        cg.remove().expect("remove");
+        for p in parents {
+            std::fs::remove_dir(&p).expect("remove the test parent");
+        }
+    }
+
     /// A run cgroup named after a dead helper is swept by the next `create`.
     #[test]
     fn stale_cgroups_of_dead_helpers_are_swept() {
