@@ -434,6 +434,8 @@ impl RunCgroup {
             dir.push(name);
             let _ = std::fs::remove_dir(&dir);
             levels.push(dir.clone());
+            // Registered first, so a failure below removes this leaf too.
+            cg.dirs.push((Some(*c), dir));
             for level in &levels {
                 let created = mkdir(level);
                 if *c == Controller::Cpuset {
@@ -443,7 +445,6 @@ impl RunCgroup {
                 }
                 .inspect_err(|_| cg.remove_quietly())?;
             }
-            cg.dirs.push((Some(*c), dir));
         }
         cg.apply(&settings)
     }
