@@ -34,11 +34,13 @@
 #![warn(missing_docs)]
 
 mod caps;
+mod cgroup;
 mod error;
 mod helper;
 mod mounts;
 mod net;
 mod run;
+mod seccomp;
 mod spec;
 mod status;
 mod user;
@@ -48,5 +50,5 @@ pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use run::Sandbox;
 pub use spec::{
     human_bytes, BindMount, ExitStatus, HostEntry, Limits, Mount, Network, OutputStream, Rootfs,
-    RunSpec, Security, SwapLimit, Ulimit,
+    RunSpec, Security, SwapLimit, Ulimit, UlimitError,
 };

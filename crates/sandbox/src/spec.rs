@@ -95,6 +95,112 @@ pub struct Ulimit {
     pub hard: Option<u64>,
 }
 
+/// The `--ulimit` names docker accepts, as `setrlimit` resources.
+// The resource type is `u32` on glibc but `c_int` on musl.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) const ULIMIT_NAMES: [(&str, u32); 16] = [
+    ("as", libc::RLIMIT_AS as u32),
+    ("core", libc::RLIMIT_CORE as u32),
+    ("cpu", libc::RLIMIT_CPU as u32),
+    ("data", libc::RLIMIT_DATA as u32),
+    ("fsize", libc::RLIMIT_FSIZE as u32),
+    ("locks", libc::RLIMIT_LOCKS as u32),
+    ("memlock", libc::RLIMIT_MEMLOCK as u32),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE as u32),
+    ("nice", libc::RLIMIT_NICE as u32),
+    ("nofile", libc::RLIMIT_NOFILE as u32),
+    ("nproc", libc::RLIMIT_NPROC as u32),
+    ("rss", libc::RLIMIT_RSS as u32),
+    ("rtprio", libc::RLIMIT_RTPRIO as u32),
+    ("rttime", libc::RLIMIT_RTTIME as u32),
+    ("sigpending", libc::RLIMIT_SIGPENDING as u32),
+    ("stack", libc::RLIMIT_STACK as u32),
+];
+
+/// Why a `--ulimit` value is invalid (docker's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UlimitError {
+    /// Not `NAME=SOFT[:HARD]`.
+    #[error("invalid ulimit argument: {0}")]
+    Syntax(String),
+    /// A name docker does not know.
+    #[error("invalid ulimit type: {0}")]
+    UnknownName(String),
+    /// A limit that is not an integer (or -1 for unlimited).
+    #[error("invalid ulimit value {value:?} for {name}")]
+    Value {
+        /// The ulimit name.
+        name: String,
+        /// The value as given.
+        value: String,
+    },
+    /// The soft limit is above the hard limit.
+    #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
+    SoftAboveHard {
+        /// The soft limit (`-1`: unlimited).
+        soft: String,
+        /// The hard limit.
+        hard: String,
+    },
+}
+
+impl Ulimit {
+    /// Parses docker's `NAME=SOFT[:HARD]` (`-1` is unlimited; `HARD` defaults to `SOFT`).
+    pub fn parse(s: &str) -> Result<Ulimit, UlimitError> {
+        let (name, values) = s
+            .split_once('=')
+            .ok_or_else(|| UlimitError::Syntax(s.to_string()))?;
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (soft, hard),
+            None => (values, values),
+        };
+        let limit = |v: &str| -> Result<Option<u64>, UlimitError> {
+            match v.trim().parse::<i64>() {
+                Ok(-1) => Ok(None),
+                Ok(n) if n >= 0 => Ok(Some(n as u64)),
+                _ => Err(UlimitError::Value {
+                    name: name.to_string(),
+                    value: v.to_string(),
+                }),
+            }
+        };
+        let u = Ulimit {
+            name: name.to_string(),
+            soft: limit(soft)?,
+            hard: limit(hard)?,
+        };
+        u.validate()?;
+        Ok(u)
+    }
+
+    /// Checks the name and that soft <= hard.
+    pub fn validate(&self) -> Result<(), UlimitError> {
+        self.resource()?;
+        let show = |v: Option<u64>| v.map_or("-1".to_string(), |n| n.to_string());
+        let above = match (self.soft, self.hard) {
+            (Some(s), Some(h)) => s > h,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if above {
+            return Err(UlimitError::SoftAboveHard {
+                soft: show(self.soft),
+                hard: show(self.hard),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `setrlimit` resource of the name.
+    pub(crate) fn resource(&self) -> Result<u32, UlimitError> {
+        ULIMIT_NAMES
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, r)| *r)
+            .ok_or_else(|| UlimitError::UnknownName(self.name.clone()))
+    }
+}
+
 /// Resource limits of a run. A run with any cgroup limit (or a cgroup parent) gets a cgroup of
 /// its own (cgroup v2, or the v1 controllers where v2 has none).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
