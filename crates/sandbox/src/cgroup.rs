@@ -16,7 +16,6 @@
 //! helper asks [`RunCgroup::oom_killed`] and calls [`RunCgroup::remove`].
 
 // The helper calls this module once the integrator wires it in; until then only tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use crate::spec::{Limits, SwapLimit, Ulimit};
 use crate::status::{step, Failure};

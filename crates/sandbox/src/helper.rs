@@ -4,7 +4,8 @@
 use crate::mounts::{self, Generated};
 use crate::spec::{Network, RunSpec, Security};
 use crate::status::{step, FailKind, Failure, StatusMsg, STATUS_FD};
-use crate::{caps, net, user};
+use crate::cgroup::{self, RunCgroup};
+use crate::{caps, net, seccomp, user};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -221,6 +222,19 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
         nix::unistd::sethostname(&spec.hostname)
             .map_err(step(format!("sethostname {:?}", spec.hostname)))?;
     }
+    // Limits: a cgroup of the run's own (the child moves itself in first thing).
+    let cgroup = if spec.limits.needs_cgroup() {
+        Some(RunCgroup::create(
+            &spec.limits,
+            &cgroup::run_name(std::process::id()),
+        )?)
+    } else {
+        None
+    };
+    if spec.security == Security::Sandbox {
+        // Compiled once here, installed by the child.
+        seccomp::prepare()?;
+    }
     // The child execs only after the helper says "go" (once the network is up).
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step("pipe for go"))?;
@@ -234,7 +248,7 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
             if let Some(s) = slirp.take() {
                 std::mem::forget(s);
             }
-            let f = match child_main(&spec, &generated, go_r) {
+            let f = match child_main(&spec, &generated, go_r, cgroup.as_ref()) {
                 Err(f) => f,
                 Ok(never) => match never {},
             };
@@ -270,6 +284,19 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
         }
     };
     drop(slirp);
+    if let Some(cg) = cgroup {
+        if cg.oom_killed() {
+            write_status(
+                status,
+                &StatusMsg::OomKilled {
+                    limit: cg.memory_limit(),
+                },
+            );
+        }
+        // The run's processes are gone with pid 1; a cgroup that will not go away is swept
+        // by a later run.
+        let _ = cg.remove();
+    }
     result
 }
 
@@ -278,9 +305,13 @@ fn child_main(
     spec: &RunSpec,
     generated: &Generated,
     go: std::os::fd::OwnedFd,
+    cgroup: Option<&RunCgroup>,
 ) -> Result<Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(step("prctl(PR_SET_PDEATHSIG) in pid 1"))?;
+    if let Some(cg) = cgroup {
+        cg.enter()?;
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     mounts::setup_and_pivot(spec, generated)?;
 
@@ -301,11 +332,14 @@ fn child_main(
         .map_err(step(format!("mkdir working directory {}", spec.cwd)))?;
     nix::unistd::chdir(spec.cwd.as_str()).map_err(step(format!("chdir {}", spec.cwd)))?;
 
+    // Order matters: keyctl and setrlimit beyond the hard limit before the filter and the
+    // capability drop; the filter while CAP_SYS_ADMIN remains (no_new_privs stays off).
     new_session_keyring()?;
-    let insecure = spec.security == Security::Insecure;
-    if insecure {
+    cgroup::apply_ulimits(&spec.limits.ulimits)?;
+    if spec.security == Security::Insecure {
         caps::grant_all()?;
     } else {
+        seccomp::install_default_filter()?;
         caps::restrict_to_default()?;
     }
     let sgids: Vec<Gid> = user.sgids.iter().map(|g| Gid::from_raw(*g)).collect();

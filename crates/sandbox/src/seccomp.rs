@@ -28,7 +28,6 @@
 //! [`install_default_filter`].
 
 // The helper calls this module once the integrator wires it in; until then only tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use crate::status::Failure;
 use seccompiler::{

@@ -178,6 +178,7 @@ fn proc_caps_and_masks(c: &Ctx) -> TestResult {
         "CapEff:\t00000000a80425fb",
         "CapInh:\t0000000000000000",
         "NoNewPrivs:\t0",
+        "Seccomp:\t2",
         "kcore-masked",
         "sys-ro",
         "procsys-ro",
@@ -356,6 +357,50 @@ fn devices_closed(c: &Ctx) -> TestResult {
     for want in ["4\n", "null-ok", "mknod-ok", "rootfs-denied", "dev-denied", "lower-denied"] {
         check!(o.stdout.contains(want), "missing {want:?} in {:?}", o.stdout);
     }
+    Ok(())
+}
+
+/// Limits: a cgroup per run (OOM reported as such, pids capped) and rlimits.
+fn limits_apply(c: &Ctx) -> TestResult {
+    let (mut spec, _) = c.spec(&["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]);
+    spec.limits.memory = Some(64 << 20);
+    let o = c.run(&spec).map_err(|e| e.to_string())?;
+    check!(
+        o.status == ExitStatus::OomKilled { limit: Some(64 << 20) },
+        "200 MiB under a 64 MiB limit: {:?} {:?}",
+        o.status,
+        o.stderr
+    );
+    check!(
+        o.status.to_string() == "killed: out of memory (limit 64 MiB)",
+        "{}",
+        o.status
+    );
+    // The same step fits without the limit, so the limit is what killed it.
+    spec.limits.memory = None;
+    ok_out(&c.run(&spec).map_err(|e| e.to_string())?)?;
+
+    let (mut spec, _) = c.spec(&[
+        "sh",
+        "-c",
+        "n=0; for i in $(seq 30); do sleep 2 & n=$((n+1)); done 2>/dev/null; echo forked; wait",
+    ]);
+    spec.limits.pids = Some(10);
+    let o = c.run(&spec).map_err(|e| e.to_string())?;
+    check!(
+        o.stderr.contains("fork") || !o.status.success(),
+        "30 children under --pids-limit 10: {:?} {:?} {:?}",
+        o.status,
+        o.stdout,
+        o.stderr
+    );
+
+    let (mut spec, _) = c.spec(&["sh", "-c", "ulimit -n; ulimit -Hn"]);
+    spec.limits.ulimits = vec![rbuild_sandbox::Ulimit::parse("nofile=1024:2048")
+        .map_err(|e| e.to_string())?];
+    let o = c.run(&spec).map_err(|e| e.to_string())?;
+    ok_out(&o)?;
+    check!(o.stdout == "1024\n2048\n", "ulimit: {:?}", o.stdout);
     Ok(())
 }
 
@@ -792,6 +837,7 @@ fn main() {
         ("network_modes", network_modes),
         ("devices_closed", devices_closed),
         ("fds_closed", fds_closed),
+        ("limits_apply", limits_apply),
         ("env_and_cwd", env_and_cwd),
         ("killed_reports_signal", killed_reports_signal),
         ("missing_executable", missing_executable),
