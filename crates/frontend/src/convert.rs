@@ -1264,12 +1264,20 @@ impl<'a> Converter<'a> {
         // caret points at it; `--network=host` on the command line grants network.host itself.
         if let Some(f) = network_flag.filter(|_| network == NetworkMode::Host) {
             if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
-                return Err(not_entitled(&f.span, Entitlement::NetworkHost, &f.to_word()));
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::NetworkHost,
+                    &f.to_word(),
+                ));
             }
         }
         if let Some(f) = security_flag.filter(|_| security == SecurityMode::Insecure) {
             if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
-                return Err(not_entitled(&f.span, Entitlement::SecurityInsecure, &f.to_word()));
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::SecurityInsecure,
+                    &f.to_word(),
+                ));
             }
         }
         let user = state.config.config.user.clone().unwrap_or_default();

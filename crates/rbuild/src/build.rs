@@ -435,7 +435,12 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     if let Err(e) = plan.definition.check_entitlements(&entitlements) {
         let mut text = String::new();
         if let Some(loc) = &plan.definition.vertices[e.vertex].source {
-            text.push_str(&excerpt(&dockerfile_name, &source, loc.start_line, loc.end_line));
+            text.push_str(&excerpt(
+                &dockerfile_name,
+                &source,
+                loc.start_line,
+                loc.end_line,
+            ));
             text.push('\n');
         }
         text.push_str(&format!(

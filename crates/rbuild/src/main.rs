@@ -63,7 +63,7 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List the images in the local store.
     Images,
     /// Push images of the local store to their registries.
@@ -197,7 +197,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Build(args) => runtime.block_on(build::run(args, &cli.store)),
+        Command::Build(args) => runtime.block_on(build::run(*args, &cli.store)),
         Command::Images => build::images(&cli.store),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),

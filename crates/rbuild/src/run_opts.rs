@@ -72,11 +72,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     let mut parts = number.split('.');
-    let whole: u64 = parts
-        .next()
-        .unwrap_or("0")
-        .parse()
-        .map_err(|_| bad())?;
+    let whole: u64 = parts.next().unwrap_or("0").parse().map_err(|_| bad())?;
     let frac = parts.next().unwrap_or("");
     let mult = 1u64 << shift;
     let mut bytes = whole.checked_mul(mult).ok_or_else(bad)?;
@@ -330,8 +326,7 @@ pub fn limits(args: &BuildArgs) -> Result<Limits, Report> {
             };
             if matches!(swap, SwapLimit::Bytes(s) if s < m) {
                 return Err(usage(
-                    "Minimum memoryswap limit should be larger than memory limit, see usage"
-                        .into(),
+                    "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
                 ));
             }
             Some(swap)
@@ -440,7 +435,19 @@ mod tests {
         assert_eq!(ok("1t"), 1 << 40);
         assert_eq!(ok("0.5k"), 512);
         assert_eq!(ok("64 "), 64);
-        for bad in ["", "m", "64q", "-1", "1.", ".5", "64mm", "1.5.3", "1,5g", "64bib", "99999999p"] {
+        for bad in [
+            "",
+            "m",
+            "64q",
+            "-1",
+            "1.",
+            ".5",
+            "64mm",
+            "1.5.3",
+            "1,5g",
+            "64bib",
+            "99999999p",
+        ] {
             assert_eq!(
                 parse_size(bad),
                 Err(format!("invalid size: '{bad}'")),
@@ -476,7 +483,10 @@ mod tests {
     #[test]
     fn ulimits_parse_like_go_units() {
         let u = parse_ulimit("nofile=1024:2048").unwrap();
-        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", Some(1024), Some(2048)));
+        assert_eq!(
+            (u.name.as_str(), u.soft, u.hard),
+            ("nofile", Some(1024), Some(2048))
+        );
         let u = parse_ulimit("nproc=64").unwrap();
         assert_eq!((u.soft, u.hard), (Some(64), Some(64)));
         let u = parse_ulimit("core=-1").unwrap();
@@ -578,14 +588,20 @@ mod tests {
         assert_eq!(l.pids, Some(100));
         assert_eq!(l.shm_size, Some(1 << 30));
         assert_eq!(l.cgroup_parent.as_deref(), Some("ci/builds"));
-        let ul: Vec<_> = l.ulimits.iter().map(|u| (u.name.as_str(), u.soft)).collect();
+        let ul: Vec<_> = l
+            .ulimits
+            .iter()
+            .map(|u| (u.name.as_str(), u.soft))
+            .collect();
         assert_eq!(ul, vec![("nofile", Some(30)), ("nproc", Some(5))]);
         // Nothing given: nothing limited, no cgroup needed.
         let none = limits(&args(&["."]).unwrap()).unwrap();
         assert_eq!(none, Limits::default());
         assert!(!none.needs_cgroup());
         // Zero means "unset" as in docker; -1 pids is unlimited.
-        let zero = limits(&args(&["-m", "0", "--pids-limit", "-1", "--cpu-shares", "0", "."]).unwrap()).unwrap();
+        let zero =
+            limits(&args(&["-m", "0", "--pids-limit", "-1", "--cpu-shares", "0", "."]).unwrap())
+                .unwrap();
         assert_eq!(zero, Limits::default());
     }
 
@@ -624,15 +640,27 @@ mod tests {
             }
         };
         let m = msg(&["--memory", "64q"]);
-        assert!(m.contains("'64q'") && m.contains("--memory") && m.contains("invalid size"), "{m}");
+        assert!(
+            m.contains("'64q'") && m.contains("--memory") && m.contains("invalid size"),
+            "{m}"
+        );
         let m = msg(&["--add-host", "db:x"]);
-        assert!(m.contains("--add-host") && m.contains("invalid IP address in add-host: \"x\""), "{m}");
+        assert!(
+            m.contains("--add-host") && m.contains("invalid IP address in add-host: \"x\""),
+            "{m}"
+        );
         let m = msg(&["--network", "bridge"]);
         assert!(m.contains("'bridge'") && m.contains("--network"), "{m}");
         let m = msg(&["--allow", "network.host,device"]);
-        assert!(m.contains("--allow") && m.contains("unknown entitlement device"), "{m}");
+        assert!(
+            m.contains("--allow") && m.contains("unknown entitlement device"),
+            "{m}"
+        );
         let m = msg(&["--ulimit", "nofile"]);
-        assert!(m.contains("--ulimit") && m.contains("invalid ulimit argument"), "{m}");
+        assert!(
+            m.contains("--ulimit") && m.contains("invalid ulimit argument"),
+            "{m}"
+        );
         let m = msg(&["--cpus", "abc"]);
         assert!(m.contains("--cpus") && m.contains("rational number"), "{m}");
         let m = msg(&["--pids-limit", "many"]);

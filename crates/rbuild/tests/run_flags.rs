@@ -167,12 +167,7 @@ fn usage_error(flags: &[&str]) -> String {
         .arg(ctx.path())
         .output()
         .expect("run rbuild");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{flags:?}: {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
     stderr(&out)
 }
 
@@ -180,10 +175,19 @@ fn usage_error(flags: &[&str]) -> String {
 fn bad_flag_values_are_usage_errors_naming_flag_and_value() {
     // No root needed: every one of these fails before a build starts.
     let cases: &[(&[&str], &[&str])] = &[
-        (&["--memory", "64q"], &["--memory", "'64q'", "invalid size: '64q'"]),
+        (
+            &["--memory", "64q"],
+            &["--memory", "'64q'", "invalid size: '64q'"],
+        ),
         (&["-m", "1.5.3g"], &["--memory", "invalid size: '1.5.3g'"]),
-        (&["--shm-size", "big"], &["--shm-size", "invalid size: 'big'"]),
-        (&["--memory-swap", "-2"], &["--memory-swap", "invalid size: '-2'"]),
+        (
+            &["--shm-size", "big"],
+            &["--shm-size", "invalid size: 'big'"],
+        ),
+        (
+            &["--memory-swap", "-2"],
+            &["--memory-swap", "invalid size: '-2'"],
+        ),
         (
             &["--add-host", "db:x"],
             &["--add-host", "invalid IP address in add-host: \"x\""],
@@ -192,17 +196,38 @@ fn bad_flag_values_are_usage_errors_naming_flag_and_value() {
             &["--add-host", "db"],
             &["--add-host", "bad format for add-host: \"db\""],
         ),
-        (&["--cpus", "two"], &["--cpus", "failed to parse two as a rational number"]),
-        (&["--cpus", "0.0000000001"], &["--cpus", "value is too precise"]),
-        (&["--ulimit", "nofile"], &["--ulimit", "invalid ulimit argument: nofile"]),
-        (&["--ulimit", "files=1"], &["--ulimit", "invalid ulimit type: files"]),
+        (
+            &["--cpus", "two"],
+            &["--cpus", "failed to parse two as a rational number"],
+        ),
+        (
+            &["--cpus", "0.0000000001"],
+            &["--cpus", "value is too precise"],
+        ),
+        (
+            &["--ulimit", "nofile"],
+            &["--ulimit", "invalid ulimit argument: nofile"],
+        ),
+        (
+            &["--ulimit", "files=1"],
+            &["--ulimit", "invalid ulimit type: files"],
+        ),
         (
             &["--ulimit", "nofile=20:10"],
-            &["--ulimit", "soft limit must be less than or equal to hard limit: 20 > 10"],
+            &[
+                "--ulimit",
+                "soft limit must be less than or equal to hard limit: 20 > 10",
+            ],
         ),
         (&["--pids-limit", "many"], &["--pids-limit", "'many'"]),
-        (&["--network", "bridge"], &["--network", "'bridge'", "default, host, none"]),
-        (&["--allow", "device"], &["--allow", "unknown entitlement device"]),
+        (
+            &["--network", "bridge"],
+            &["--network", "'bridge'", "default, host, none"],
+        ),
+        (
+            &["--allow", "device"],
+            &["--allow", "unknown entitlement device"],
+        ),
         (
             &["--allow", "network.host,root"],
             &["--allow", "unknown entitlement root"],
@@ -218,8 +243,14 @@ fn bad_flag_values_are_usage_errors_naming_flag_and_value() {
             &["Minimum memoryswap limit should be larger than memory limit"],
         ),
         (&["--cpus", "0.001"], &["Range of CPUs is from 0.01 to"]),
-        (&["--cpuset-cpus", "9999"], &["Requested CPUs are not available - requested 9999"]),
-        (&["--cpuset-cpus", "1-0"], &["invalid value 1-0 for cpuset cpus"]),
+        (
+            &["--cpuset-cpus", "9999"],
+            &["Requested CPUs are not available - requested 9999"],
+        ),
+        (
+            &["--cpuset-cpus", "1-0"],
+            &["invalid value 1-0 for cpuset cpus"],
+        ),
     ];
     for (flags, wanted) in cases {
         let err = usage_error(flags);
@@ -244,7 +275,10 @@ fn oom_killed_run_reports_out_of_memory() {
         err.contains("was killed: out of memory (limit 64 MiB)"),
         "{err}"
     );
-    assert!(err.contains("process \"/bin/sh -c echo allocating"), "{err}");
+    assert!(
+        err.contains("process \"/bin/sh -c echo allocating"),
+        "{err}"
+    );
     assert!(!err.contains("exit code: 137"), "{err}");
     // Inside BuildKit's box, with the failing line and the step's output.
     assert!(err.contains(">>> RUN echo allocating"), "{err}");
@@ -281,9 +315,8 @@ fn ulimit_and_add_host_reach_the_run() {
     let root = tempfile::tempdir().unwrap();
     let dest = tempfile::tempdir().unwrap();
     let output = format!("type=local,dest={}", dest.path().display());
-    let ctx = context(
-        "RUN ulimit -Sn > /soft && ulimit -Hn > /hard && cat /etc/hosts > /hosts.txt\n",
-    );
+    let ctx =
+        context("RUN ulimit -Sn > /soft && ulimit -Hn > /hard && cat /etc/hosts > /hosts.txt\n");
     let out = build(
         root.path(),
         ctx.path(),
