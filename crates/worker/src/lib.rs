@@ -509,6 +509,23 @@ impl Worker {
     }
 }
 
+/// The op as its cache key sees it: proxy variables and extra hosts' addresses never enter the
+/// key (as BuildKit's `ExecOp.CacheMap`); network and security modes and extra host names do.
+/// Resource limits are not in the op at all.
+fn keyed_op(op: &Op) -> Op {
+    match op {
+        Op::Exec(exec) if !exec.proxy_env.is_empty() || !exec.extra_hosts.is_empty() => {
+            let mut exec = exec.clone();
+            exec.proxy_env.clear();
+            for host in &mut exec.extra_hosts {
+                host.ip.clear();
+            }
+            Op::Exec(exec)
+        }
+        other => other.clone(),
+    }
+}
+
 /// The sandbox network of an llb network mode: BuildKit's default is a private namespace.
 fn sandbox_network(mode: NetworkMode) -> rbuild_sandbox::Network {
     match mode {
@@ -636,19 +653,7 @@ impl Executor for Worker {
         vertex: &WorkVertex,
         inputs: &[CacheKey],
     ) -> Result<CacheKey, WorkerError> {
-        // Proxy variables and extra hosts' addresses never enter the cache key (as BuildKit's
-        // ExecOp.CacheMap); network and security modes do. Resource limits are not in the op.
-        let keyed_op = match &vertex.op {
-            Op::Exec(exec) if !exec.proxy_env.is_empty() || !exec.extra_hosts.is_empty() => {
-                let mut exec = exec.clone();
-                exec.proxy_env.clear();
-                for host in &mut exec.extra_hosts {
-                    host.ip.clear();
-                }
-                Op::Exec(exec)
-            }
-            other => other.clone(),
-        };
+        let keyed_op = keyed_op(&vertex.op);
         let op_json = rbuild_oci::canonical_json(&keyed_op).unwrap_or_default();
         let mut parts: Vec<Vec<u8>> = vec![b"rbuild-cache-v1".to_vec(), op_json];
         for key in inputs {
@@ -793,6 +798,41 @@ mod tests {
         );
         let err = run_error(ExitStatus::Code(3), "x".into(), vec![]);
         assert!(err.to_string().ends_with("exit code: 3"));
+    }
+
+    #[test]
+    fn cache_key_op_drops_host_addresses_but_keeps_modes() {
+        let exec = rbuild_llb::ExecOp {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+            extra_hosts: vec![rbuild_llb::ExtraHost {
+                host: "db".into(),
+                ip: "10.0.0.1".into(),
+            }],
+            mounts: vec![],
+            proxy_env: vec!["HTTP_PROXY=http://p".into()],
+        };
+        let key = |e: &rbuild_llb::ExecOp| {
+            rbuild_oci::canonical_json(&keyed_op(&Op::Exec(e.clone()))).unwrap()
+        };
+        let base = key(&exec);
+        let mut moved = exec.clone();
+        moved.extra_hosts[0].ip = "10.0.0.2".into();
+        moved.proxy_env.clear();
+        assert_eq!(key(&moved), base, "addresses and proxies are not keyed");
+        let mut renamed = exec.clone();
+        renamed.extra_hosts[0].host = "cache".into();
+        assert_ne!(key(&renamed), base, "host names are keyed");
+        let mut host = exec.clone();
+        host.network = NetworkMode::Host;
+        assert_ne!(key(&host), base, "the network mode is keyed");
+        let mut insecure = exec.clone();
+        insecure.security = SecurityMode::Insecure;
+        assert_ne!(key(&insecure), base, "the security mode is keyed");
     }
 
     #[test]
