@@ -5,9 +5,9 @@
 use crate::ast::{Args, Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
 use rbuild_llb::{
-    CacheMountOpt, ChownOpt, CopyAction, Definition, ExecMount, ExecOp, FileAction, FileOp,
-    MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SourceLocation, SourceOp, UserOpt,
-    VertexIndex,
+    CacheMountOpt, ChownOpt, CopyAction, Definition, Entitlement, Entitlements, ExecMount, ExecOp,
+    ExtraHost, FileAction, FileOp, MkdirAction, MountType, NetworkMode, Op, SecretMountOpt,
+    SecurityMode, SourceLocation, SourceOp, UserOpt, VertexIndex,
 };
 use rbuild_oci::{Digest, HealthConfig, History, ImageConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,8 +21,13 @@ pub struct ConvertOptions {
     pub target: Option<String>,
     /// The Dockerfile's name for messages and the source map.
     pub dockerfile_name: String,
-    /// Default network of RUN steps.
+    /// Default network of RUN steps (`--network`; `RUN --network=default` means this one).
     pub network: NetworkMode,
+    /// Entitlements granted on the command line (`--allow`): a `RUN --network=host` or
+    /// `RUN --security=insecure` without its entitlement is a conversion error at the flag.
+    pub entitlements: Entitlements,
+    /// `--add-host` entries, given to every RUN (BuildKit's `Meta.ExtraHosts`).
+    pub extra_hosts: Vec<ExtraHost>,
     /// `.dockerignore` patterns for the build context.
     pub context_excludes: Vec<String>,
     /// Creation time (RFC 3339) written into the config and history; None = no timestamps.
@@ -59,6 +64,8 @@ pub struct ConvertError {
     pub message: String,
     /// Where (None for errors about the whole file, e.g. an unknown --target).
     pub span: Option<Span>,
+    /// What the user can do about it (printed after the source line), if anything.
+    pub hint: Option<String>,
 }
 
 impl ConvertError {
@@ -66,12 +73,19 @@ impl ConvertError {
         ConvertError {
             message: message.into(),
             span: Some(*span),
+            hint: None,
         }
     }
 
+    fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
     /// `FILE:LINE:COL: message`, the source line and a caret (or just the message without a span).
+    /// A hint, if any, follows on its own line (`hint: ...`).
     pub fn render(&self, file_name: &str, source: &str) -> String {
-        match &self.span {
+        let text = match &self.span {
             Some(span) => {
                 let line_text = source
                     .lines()
@@ -84,6 +98,10 @@ impl ConvertError {
                 )
             }
             None => format!("{file_name}: {}", self.message),
+        };
+        match &self.hint {
+            Some(hint) => format!("{text}\nhint: {hint}"),
+            None => text,
         }
     }
 }
@@ -173,11 +191,21 @@ fn args_words(args: &Args) -> Vec<String> {
 }
 
 fn flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a str> {
-    inst.flags
-        .iter()
-        .rev()
-        .find(|f| f.name == name)
-        .map(|f| f.value.as_deref().unwrap_or(""))
+    last_flag(inst, name).map(|f| f.value.as_deref().unwrap_or(""))
+}
+
+/// The last `--name` flag of an instruction (the one that counts), with its span.
+fn last_flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a crate::ast::Flag> {
+    inst.flags.iter().rev().find(|f| f.name == name)
+}
+
+/// The error for a RUN flag that needs an entitlement the build was not granted, at the flag,
+/// with BuildKit's text and a hint naming the `--allow` that grants it.
+fn not_entitled(span: &Span, entitlement: Entitlement, flag: &str) -> ConvertError {
+    ConvertError::at(span, format!("{entitlement} is not allowed")).with_hint(format!(
+        "`RUN {flag}` needs the {entitlement} entitlement: pass `--allow {entitlement}` to \
+         `rbuild build` if you trust this Dockerfile"
+    ))
 }
 
 /// Every value of a repeatable flag, in order.
@@ -321,6 +349,7 @@ fn split_stages<'a>(df: &'a Dockerfile, opts: &ConvertOptions) -> Result<Parsed<
         return Err(ConvertError {
             message: "the Dockerfile has no FROM instruction".into(),
             span: None,
+            hint: None,
         });
     }
     Ok(Parsed { meta, stages })
@@ -362,6 +391,7 @@ fn target_index(parsed: &Parsed, opts: &ConvertOptions) -> Result<usize, Convert
                             }
                         ),
                         span: None,
+                        hint: None,
                     }
                 })
         }
@@ -1207,7 +1237,8 @@ impl<'a> Converter<'a> {
         if args.is_empty() {
             return Err(ConvertError::at(span, "RUN requires at least one argument"));
         }
-        let network = match flag(inst, "network") {
+        let network_flag = last_flag(inst, "network");
+        let network = match network_flag.map(|f| f.value.as_deref().unwrap_or("")) {
             None | Some("default") => self.opts.network,
             Some("host") => NetworkMode::Host,
             Some("none") => NetworkMode::None,
@@ -1218,6 +1249,37 @@ impl<'a> Converter<'a> {
                 ))
             }
         };
+        let security_flag = last_flag(inst, "security");
+        let security = match security_flag.map(|f| f.value.as_deref().unwrap_or("")) {
+            None | Some("sandbox") => SecurityMode::Sandbox,
+            Some("insecure") => SecurityMode::Insecure,
+            Some(other) => {
+                return Err(ConvertError::at(
+                    span,
+                    format!("security {} is not valid", crate::parser::go_quote(other)),
+                ))
+            }
+        };
+        // Entitlements (as buildx): only an explicit Dockerfile flag is checked here, so the
+        // caret points at it; `--network=host` on the command line grants network.host itself.
+        if let Some(f) = network_flag.filter(|_| network == NetworkMode::Host) {
+            if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::NetworkHost,
+                    &f.to_word(),
+                ));
+            }
+        }
+        if let Some(f) = security_flag.filter(|_| security == SecurityMode::Insecure) {
+            if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::SecurityInsecure,
+                    &f.to_word(),
+                ));
+            }
+        }
         let user = state.config.config.user.clone().unwrap_or_default();
         // Proxy build args reach the process but stay out of the cache key (BuildKit's ProxyEnv).
         let is_proxy = |kv: &String| {
@@ -1242,6 +1304,8 @@ impl<'a> Converter<'a> {
             cwd: state.workdir(),
             user,
             network,
+            security,
+            extra_hosts: self.opts.extra_hosts.clone(),
             mounts,
             proxy_env,
         });
@@ -1692,6 +1756,7 @@ pub fn convert(
     let final_state = done.remove(&target).ok_or_else(|| ConvertError {
         message: "target stage was not converted".into(),
         span: None,
+        hint: None,
     })?;
     let mut config = final_state.config;
     config.created = opts.created.clone();
@@ -1772,5 +1837,104 @@ mod tests {
         assert_eq!(url_filename("http://h:8080/dir/"), "dir");
         assert_eq!(url_filename("http://h"), "__unnamed__");
         assert_eq!(url_filename("http://h/"), "__unnamed__");
+    }
+
+    fn convert_text(text: &str, opts: &ConvertOptions) -> Result<Vec<ExecOp>, ConvertError> {
+        let df = crate::parse(text).expect("parses");
+        let plan = convert(&df, opts, &HashMap::new())?;
+        Ok(plan
+            .definition
+            .vertices
+            .iter()
+            .filter_map(|v| match &v.op {
+                Op::Exec(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    #[test]
+    fn run_network_and_security_flags() {
+        let text = "FROM scratch\nRUN a\nRUN --network=default b\nRUN --network=none c\n\
+                    RUN --security=sandbox d\n";
+        let opts = ConvertOptions::default();
+        let ops = convert_text(text, &opts).unwrap();
+        let modes: Vec<_> = ops.iter().map(|e| (e.network, e.security)).collect();
+        assert_eq!(
+            modes,
+            vec![
+                (NetworkMode::Default, SecurityMode::Sandbox),
+                (NetworkMode::Default, SecurityMode::Sandbox),
+                (NetworkMode::None, SecurityMode::Sandbox),
+                (NetworkMode::Default, SecurityMode::Sandbox),
+            ]
+        );
+        // `default` follows the build's mode (`--network=none` on the command line).
+        let none = ConvertOptions {
+            network: NetworkMode::None,
+            ..ConvertOptions::default()
+        };
+        let ops = convert_text(text, &none).unwrap();
+        assert_eq!(ops[0].network, NetworkMode::None);
+        assert_eq!(ops[1].network, NetworkMode::None);
+
+        let err = convert_text("FROM scratch\nRUN --security=root a\n", &opts).unwrap_err();
+        assert_eq!(err.message, "security \"root\" is not valid");
+        let err = convert_text("FROM scratch\nRUN --network=bridge a\n", &opts).unwrap_err();
+        assert_eq!(err.message, "unsupported network mode \"bridge\"");
+    }
+
+    #[test]
+    fn privileged_run_flags_need_entitlements() {
+        let text = "FROM scratch\nRUN   --network=host true\n";
+        let err = convert_text(text, &ConvertOptions::default()).unwrap_err();
+        assert_eq!(err.message, "network.host is not allowed");
+        let rendered = err.render("Dockerfile", text);
+        assert!(
+            rendered.starts_with(
+                "Dockerfile:2:7: network.host is not allowed\nRUN   --network=host true\n      ^\n"
+            ),
+            "{rendered}"
+        );
+        assert!(rendered.contains("hint: `RUN --network=host` needs the network.host entitlement: pass `--allow network.host`"), "{rendered}");
+
+        let insecure = "FROM scratch\nRUN --network=none --security=insecure true\n";
+        let err = convert_text(insecure, &ConvertOptions::default()).unwrap_err();
+        assert_eq!(err.message, "security.insecure is not allowed");
+        assert_eq!(err.span.map(|s| s.start_col), Some(20));
+        // network.host does not grant security.insecure.
+        let host_only = ConvertOptions {
+            entitlements: Entitlements::parse(&["network.host"]).unwrap(),
+            ..ConvertOptions::default()
+        };
+        assert!(convert_text(insecure, &host_only).is_err());
+        let ops = convert_text(text, &host_only).unwrap();
+        assert_eq!(ops[0].network, NetworkMode::Host);
+
+        let all = ConvertOptions {
+            entitlements: Entitlements::parse(&["network.host,security.insecure"]).unwrap(),
+            ..ConvertOptions::default()
+        };
+        let ops = convert_text(insecure, &all).unwrap();
+        assert_eq!(ops[0].security, SecurityMode::Insecure);
+        assert_eq!(ops[0].network, NetworkMode::None);
+        // A stage the target does not need is not converted, so not checked (as BuildKit).
+        let unused = "FROM scratch AS x\nRUN --network=host a\nFROM scratch\nRUN b\n";
+        assert!(convert_text(unused, &ConvertOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn extra_hosts_reach_every_run() {
+        let hosts = vec![ExtraHost {
+            host: "db".into(),
+            ip: "10.1.2.3".into(),
+        }];
+        let opts = ConvertOptions {
+            extra_hosts: hosts.clone(),
+            ..ConvertOptions::default()
+        };
+        let ops = convert_text("FROM scratch\nRUN a\nRUN --network=none b\n", &opts).unwrap();
+        assert_eq!(ops.len(), 2);
+        assert!(ops.iter().all(|e| e.extra_hosts == hosts));
     }
 }

@@ -3,11 +3,14 @@
 //! lines) and JSON (de)serialisation. This is the API other frontends target: build a
 //! [`Definition`], serialise it with [`Definition::to_json`], hand it to the solver.
 
+mod entitlements;
 mod ops;
 
+pub use entitlements::{Entitlement, Entitlements, NotAllowed, UnknownEntitlement};
 pub use ops::{
-    CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, FileAction, FileOp,
-    MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SourceOp, UserOpt,
+    CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, ExtraHost, FileAction,
+    FileOp, MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SecurityMode, SourceOp,
+    UserOpt,
 };
 
 use rbuild_oci::Digest;
@@ -116,6 +119,22 @@ impl Definition {
         Ok(serde_json::to_vec_pretty(self)?)
     }
 
+    /// Checks every RUN against the granted entitlements (as BuildKit's solver does before it
+    /// runs anything): the first vertex needing one that was not granted is an error.
+    pub fn check_entitlements(&self, allowed: &Entitlements) -> Result<(), NotAllowed> {
+        for (vertex, v) in self.vertices.iter().enumerate() {
+            if let Op::Exec(exec) = &v.op {
+                if let Some(entitlement) = allowed.missing(&exec.entitlements()) {
+                    return Err(NotAllowed {
+                        entitlement,
+                        vertex,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads JSON, validates the inputs and recomputes the digests.
     pub fn from_json(bytes: &[u8]) -> Result<Definition, LlbError> {
         let raw: Definition = serde_json::from_slice(bytes)?;
@@ -155,10 +174,81 @@ mod tests {
             env: vec![],
             cwd: "/".into(),
             user: String::new(),
-            network: NetworkMode::Host,
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+            extra_hosts: vec![],
             mounts: vec![],
             proxy_env: vec![],
         })
+    }
+
+    fn exec_op(op: &Op) -> &ExecOp {
+        match op {
+            Op::Exec(e) => e,
+            _ => unreachable!("test helper"),
+        }
+    }
+
+    #[test]
+    fn default_modes_stay_out_of_the_encoding() {
+        // The canonical encoding of a plain RUN: network always, security and extra hosts only
+        // when they are not the default (keeps the encoding, and the digests, small and stable).
+        let op = exec("a");
+        let json = String::from_utf8(rbuild_oci::canonical_json(&op).unwrap()).unwrap();
+        assert!(json.contains(r#""network":"default""#), "{json}");
+        assert!(!json.contains("security"), "{json}");
+        assert!(!json.contains("extra_hosts"), "{json}");
+        let back: Op = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, op);
+
+        let mut insecure = exec_op(&op).clone();
+        insecure.security = SecurityMode::Insecure;
+        insecure.extra_hosts = vec![ExtraHost {
+            host: "db".into(),
+            ip: "10.0.0.5".into(),
+        }];
+        let json = serde_json::to_string(&Op::Exec(insecure.clone())).unwrap();
+        assert!(json.contains(r#""security":"insecure""#), "{json}");
+        assert!(json.contains(r#""extra_hosts":[{"host":"db","ip":"10.0.0.5"}]"#));
+        let back: Op = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Op::Exec(insecure));
+    }
+
+    #[test]
+    fn network_and_security_change_the_digest() {
+        let base = exec("a");
+        let mut host = exec_op(&base).clone();
+        host.network = NetworkMode::Host;
+        let mut insecure = exec_op(&base).clone();
+        insecure.security = SecurityMode::Insecure;
+        let digests = [
+            vertex_digest(&base, &[]),
+            vertex_digest(&Op::Exec(host), &[]),
+            vertex_digest(&Op::Exec(insecure), &[]),
+        ];
+        assert_ne!(digests[0], digests[1]);
+        assert_ne!(digests[0], digests[2]);
+        assert_ne!(digests[1], digests[2]);
+    }
+
+    #[test]
+    fn entitlements_are_checked_per_run() {
+        let mut def = Definition::new();
+        let base = def.add(Op::Source(SourceOp::Scratch), vec![], "s".into(), None);
+        let plain = def.add(exec("a"), vec![base], "a".into(), None);
+        assert!(def.check_entitlements(&Entitlements::none()).is_ok());
+        let mut host = exec_op(&exec("b")).clone();
+        host.network = NetworkMode::Host;
+        let h = def.add(Op::Exec(host), vec![plain], "b".into(), None);
+        let err = def.check_entitlements(&Entitlements::none()).unwrap_err();
+        assert_eq!((err.entitlement, err.vertex), (Entitlement::NetworkHost, h));
+        let allowed = Entitlements::parse(&["network.host"]).unwrap();
+        assert!(def.check_entitlements(&allowed).is_ok());
+        let mut insecure = exec_op(&exec("c")).clone();
+        insecure.security = SecurityMode::Insecure;
+        def.add(Op::Exec(insecure), vec![h], "c".into(), None);
+        let err = def.check_entitlements(&allowed).unwrap_err();
+        assert_eq!(err.to_string(), "security.insecure is not allowed");
     }
 
     #[test]

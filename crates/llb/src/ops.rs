@@ -57,15 +57,44 @@ pub enum SourceOp {
     },
 }
 
-/// Network mode of a RUN.
+/// Network mode of a RUN (BuildKit's `NetMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// Share the host's network (BuildKit's OCI worker default).
+    /// The builder's sandbox network: a private network namespace with outbound connectivity
+    /// (BuildKit's `sandbox`, the default).
     #[default]
+    Default,
+    /// Share the host's network (needs the `network.host` entitlement).
     Host,
     /// A fresh namespace with only loopback.
     None,
+}
+
+/// Security mode of a RUN (BuildKit's `SecurityMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityMode {
+    /// The default confinement (seccomp profile, default capabilities, standard devices).
+    #[default]
+    Sandbox,
+    /// No confinement: every capability, no seccomp filter (needs `security.insecure`).
+    Insecure,
+}
+
+impl SecurityMode {
+    fn is_sandbox(&self) -> bool {
+        *self == SecurityMode::Sandbox
+    }
+}
+
+/// One extra `/etc/hosts` entry of a RUN (BuildKit's `HostIP`, from `--add-host NAME:IP`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    /// The host name.
+    pub host: String,
+    /// Its IP address (not part of the cache key, as in BuildKit).
+    pub ip: String,
 }
 
 /// A process to run.
@@ -79,8 +108,14 @@ pub struct ExecOp {
     pub cwd: String,
     /// User spec (`name`, `uid`, `uid:gid`, ...); empty = root.
     pub user: String,
-    /// Network mode.
+    /// Network mode (part of the cache key, as in BuildKit).
     pub network: NetworkMode,
+    /// Security mode (part of the cache key); omitted from the encoding when `sandbox`.
+    #[serde(default, skip_serializing_if = "SecurityMode::is_sandbox")]
+    pub security: SecurityMode,
+    /// Extra `/etc/hosts` entries (BuildKit's `Meta.ExtraHosts`); omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
     /// Extra mounts (RUN --mount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<ExecMount>,
@@ -88,6 +123,21 @@ pub struct ExecOp {
     /// the cache key, as BuildKit's ProxyEnv.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_env: Vec<String>,
+}
+
+impl ExecOp {
+    /// The entitlements this RUN needs: `network.host` for the host network, `security.insecure`
+    /// for the insecure security mode (as BuildKit's solver checks them).
+    pub fn entitlements(&self) -> Vec<crate::Entitlement> {
+        let mut out = Vec::new();
+        if self.network == NetworkMode::Host {
+            out.push(crate::Entitlement::NetworkHost);
+        }
+        if self.security == SecurityMode::Insecure {
+            out.push(crate::Entitlement::SecurityInsecure);
+        }
+        out
+    }
 }
 
 /// Kind of an extra mount.

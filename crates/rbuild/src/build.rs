@@ -5,7 +5,6 @@ use crate::errors::{chain, excerpt, Report};
 use crate::{progress, BuildArgs, StoreArgs};
 use rbuild_exporter::{assemble_image, ensure_layer, normalize_tag, LayerOptions};
 use rbuild_frontend::{BaseImage, ConvertOptions};
-use rbuild_llb::NetworkMode;
 use rbuild_oci::{Descriptor, Digest, ImageConfig, MediaType, Store};
 use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::Sandbox;
@@ -346,15 +345,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             eprintln!("warning: {dockerfile_name}: `# syntax={syntax}` asks for a frontend image; rbuild does not run frontend images and builds with its built-in Dockerfile frontend");
         }
     }
-    let network = match args.network.as_str() {
-        "host" | "default" => NetworkMode::Host,
-        "none" => NetworkMode::None,
-        other => {
-            return Err(Report::new(format!(
-                "error: unsupported network mode `{other}` (use host or none)"
-            )))
-        }
-    };
+    let network = args.network.mode();
+    let entitlements = crate::run_opts::entitlements(&args)?;
+    let limits = crate::run_opts::limits(&args)?;
     let secrets = args
         .secrets
         .iter()
@@ -399,6 +392,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         target: args.target.clone(),
         dockerfile_name: dockerfile_name.clone(),
         network,
+        entitlements: entitlements.clone(),
+        extra_hosts: args.add_hosts.clone(),
         context_excludes,
         created: Some(rfc3339(created_secs)),
     };
@@ -435,6 +430,25 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     }
     let plan = rbuild_frontend::convert(&dockerfile, &opts, &bases)
         .map_err(|e| Report::new(e.render(&dockerfile_name, &source)))?;
+    // The solver-level check of BuildKit, on the whole graph (the frontend already reported a
+    // Dockerfile flag at its column; this catches any other source of a privileged op).
+    if let Err(e) = plan.definition.check_entitlements(&entitlements) {
+        let mut text = String::new();
+        if let Some(loc) = &plan.definition.vertices[e.vertex].source {
+            text.push_str(&excerpt(
+                &dockerfile_name,
+                &source,
+                loc.start_line,
+                loc.end_line,
+            ));
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "ERROR: {e}\nhint: pass `--allow {}` to `rbuild build` to grant it",
+            e.entitlement
+        ));
+        return Err(Report::new(text));
+    }
 
     let snapshot_root = root.join("snapshots-v1");
     let index_path = root.join("cache-v1.redb");
@@ -460,7 +474,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             Some(context),
         )
         .with_secrets(secrets)
-        .with_remote_cache(remote_cache.clone()),
+        .with_remote_cache(remote_cache.clone())
+        .with_limits(limits),
     );
     let (graph, ids) = graph_from_definition(&plan.definition);
     let solver = Solver::new(worker, Some(index), progress::sink(args.progress));
@@ -606,7 +621,7 @@ fn solve_report(
         _ => (None, String::new(), None),
     };
     let mut text = String::new();
-    if let Some(WorkerError::RunFailed { tail, .. }) = cause {
+    if let Some(tail) = cause.and_then(|c| c.run_output_tail()) {
         if !tail.is_empty() {
             text.push_str(&format!("------\n > {name}:\n"));
             for line in tail {

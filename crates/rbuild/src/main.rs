@@ -7,6 +7,7 @@ mod errors;
 mod input;
 mod progress;
 mod push;
+mod run_opts;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,7 +63,7 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List the images in the local store.
     Images,
     /// Push images of the local store to their registries.
@@ -120,9 +121,45 @@ pub struct BuildArgs {
     /// Always resolve base image tags again.
     #[arg(long)]
     pub pull: bool,
-    /// Network mode of RUN steps: host (default) or none.
-    #[arg(long, default_value = "host")]
-    pub network: String,
+    /// Network of RUN steps: default (a private network namespace with outbound access),
+    /// host (implies `--allow network.host`) or none.
+    #[arg(long, value_enum, default_value = "default")]
+    pub network: run_opts::NetworkArg,
+    /// Grant an entitlement to the Dockerfile: network.host (`RUN --network=host`),
+    /// security.insecure (`RUN --security=insecure`); repeatable or comma-separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_parser = run_opts::parse_allow)]
+    pub allow: Vec<String>,
+    /// Add a custom host-to-IP mapping (`NAME:IP`) to /etc/hosts of every RUN; repeatable.
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = run_opts::parse_add_host)]
+    pub add_hosts: Vec<rbuild_llb::ExtraHost>,
+    /// Memory limit of each RUN (e.g. 64m, 1g; units b, k, m, g, t).
+    #[arg(short = 'm', long, value_name = "BYTES", value_parser = run_opts::parse_size)]
+    pub memory: Option<u64>,
+    /// Memory + swap limit of each RUN; -1 for unlimited swap (default: twice --memory).
+    #[arg(long = "memory-swap", value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = run_opts::parse_memory_swap)]
+    pub memory_swap: Option<rbuild_sandbox::SwapLimit>,
+    /// CPUs each RUN may use (a decimal, e.g. 1.5).
+    #[arg(long, value_name = "DECIMAL", value_parser = run_opts::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Relative CPU weight of each RUN (1024 is the default weight).
+    #[arg(long = "cpu-shares", value_name = "SHARES", allow_hyphen_values = true)]
+    pub cpu_shares: Option<i64>,
+    /// CPUs each RUN may run on (0-3, 0,1).
+    #[arg(long = "cpuset-cpus", value_name = "CPUS")]
+    pub cpuset_cpus: Option<String>,
+    /// Maximum number of processes of each RUN (-1 or 0: unlimited).
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Resource limit of each RUN: NAME=SOFT[:HARD] (nofile, nproc, core, stack, ...); repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = run_opts::parse_ulimit)]
+    pub ulimits: Vec<rbuild_sandbox::Ulimit>,
+    /// Size of /dev/shm in each RUN (default 64m).
+    #[arg(long = "shm-size", value_name = "BYTES", value_parser = run_opts::parse_size)]
+    pub shm_size: Option<u64>,
+    /// Parent cgroup of each RUN's cgroup (relative to the cgroup root).
+    #[arg(long = "cgroup-parent", value_name = "CGROUP")]
+    pub cgroup_parent: Option<String>,
     /// Progress output: auto, tty, plain, json.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: progress::ProgressMode,
@@ -160,7 +197,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Build(args) => runtime.block_on(build::run(args, &cli.store)),
+        Command::Build(args) => runtime.block_on(build::run(*args, &cli.store)),
         Command::Images => build::images(&cli.store),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),

@@ -14,10 +14,10 @@ pub mod users;
 
 pub use mounts::SecretSource;
 
-use rbuild_llb::{Definition, FileAction, NetworkMode, Op, SourceOp};
+use rbuild_llb::{Definition, FileAction, NetworkMode, Op, SecurityMode, SourceOp};
 use rbuild_oci::{Digest, Store};
 use rbuild_registry::RegistryClient;
-use rbuild_sandbox::{OutputStream, RunSpec, Sandbox};
+use rbuild_sandbox::{ExitStatus, HostEntry, Limits, OutputStream, RunSpec, Sandbox};
 use rbuild_snapshotter::{RootfsSpec, SnapshotId, Snapshotter};
 use rbuild_solver::{CacheIndex, CacheKey, ExecContext, Executor, Graph, LogStream, VertexId};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,16 @@ pub enum WorkerError {
         command: String,
         /// Exit code (128+signal for a signal).
         code: i32,
+        /// The last lines of its output.
+        tail: Vec<String>,
+    },
+    /// The OOM killer ended a RUN in its cgroup (`--memory`).
+    #[error("process \"{command}\" was killed: out of memory{}", oom_limit(.limit))]
+    OutOfMemory {
+        /// The command as BuildKit prints it.
+        command: String,
+        /// The memory limit of the run, in bytes.
+        limit: Option<u64>,
         /// The last lines of its output.
         tail: Vec<String>,
     },
@@ -82,6 +92,25 @@ pub enum WorkerError {
     /// A `RUN --mount` could not be set up (e.g. a missing required secret).
     #[error("{0}")]
     Mount(String),
+}
+
+fn oom_limit(limit: &Option<u64>) -> String {
+    match limit {
+        Some(l) => format!(" (limit {})", rbuild_sandbox::human_bytes(*l)),
+        None => String::new(),
+    }
+}
+
+impl WorkerError {
+    /// The last lines of a failed RUN's output (for the error report's box), if this is one.
+    pub fn run_output_tail(&self) -> Option<&[String]> {
+        match self {
+            WorkerError::RunFailed { tail, .. } | WorkerError::OutOfMemory { tail, .. } => {
+                Some(tail)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The result of a vertex.
@@ -148,6 +177,7 @@ pub struct Worker {
     secrets: Arc<HashMap<String, SecretSource>>,
     cache_mount_root: PathBuf,
     remote: Option<Arc<remote_cache::RemoteCache>>,
+    limits: Arc<Limits>,
 }
 
 impl Worker {
@@ -175,7 +205,15 @@ impl Worker {
                 .join("cache-mounts-v1"),
             snapshotter,
             remote: None,
+            limits: Arc::new(Limits::default()),
         }
+    }
+
+    /// Resource limits applied to every RUN (`--memory`, `--cpus`, `--ulimit`, ...). They are
+    /// not part of the cache key: they do not change a successful result.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// The build secrets (`RUN --mount=type=secret`), by id. Their values never enter the graph.
@@ -234,6 +272,7 @@ impl Worker {
         let excludes = excludes.to_vec();
         let secrets = self.secrets.clone();
         let cache_root = self.cache_mount_root.clone();
+        let limits = self.limits.clone();
         Self::blocking(move || {
             // RUN --mount: bind views, cache dirs, tmpfs, secrets; alive until the run is over.
             let prepared = mounts::MountEnv {
@@ -274,13 +313,20 @@ impl Worker {
                 cwd: exec.cwd.clone(),
                 user: exec.user.clone(),
                 hostname: "buildkitsandbox".to_string(),
-                network: match exec.network {
-                    NetworkMode::Host => rbuild_sandbox::Network::Host,
-                    NetworkMode::None => rbuild_sandbox::Network::None,
+                network: sandbox_network(exec.network),
+                security: match exec.security {
+                    SecurityMode::Sandbox => rbuild_sandbox::Security::Sandbox,
+                    SecurityMode::Insecure => rbuild_sandbox::Security::Insecure,
                 },
-                security: Default::default(),
-                limits: Default::default(),
-                extra_hosts: Vec::new(),
+                limits: (*limits).clone(),
+                extra_hosts: exec
+                    .extra_hosts
+                    .iter()
+                    .map(|h| HostEntry {
+                        name: h.host.clone(),
+                        ip: h.ip.clone(),
+                    })
+                    .collect(),
                 extra_mounts: prepared.mounts.clone(),
                 hosts_file: None,
                 resolv_conf: None,
@@ -306,16 +352,7 @@ impl Worker {
             };
             if !status.success() {
                 let _ = snapshotter.abort(active);
-                let code = match status {
-                    rbuild_sandbox::ExitStatus::Code(c) => c,
-                    rbuild_sandbox::ExitStatus::Signal(s) => 128 + s,
-                    rbuild_sandbox::ExitStatus::OomKilled { .. } => 137,
-                };
-                return Err(WorkerError::RunFailed {
-                    command: exec.args.join(" "),
-                    code,
-                    tail: tail.into_iter().collect(),
-                });
+                return Err(run_error(status, exec.args.join(" "), tail.into()));
             }
             drop(spec);
             drop(prepared);
@@ -472,6 +509,53 @@ impl Worker {
     }
 }
 
+/// The op as its cache key sees it: proxy variables and extra hosts' addresses never enter the
+/// key (as BuildKit's `ExecOp.CacheMap`); network and security modes and extra host names do.
+/// Resource limits are not in the op at all.
+fn keyed_op(op: &Op) -> Op {
+    match op {
+        Op::Exec(exec) if !exec.proxy_env.is_empty() || !exec.extra_hosts.is_empty() => {
+            let mut exec = exec.clone();
+            exec.proxy_env.clear();
+            for host in &mut exec.extra_hosts {
+                host.ip.clear();
+            }
+            Op::Exec(exec)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The sandbox network of an llb network mode: BuildKit's default is a private namespace.
+fn sandbox_network(mode: NetworkMode) -> rbuild_sandbox::Network {
+    match mode {
+        NetworkMode::Default => rbuild_sandbox::Network::Private,
+        NetworkMode::Host => rbuild_sandbox::Network::Host,
+        NetworkMode::None => rbuild_sandbox::Network::None,
+    }
+}
+
+/// The error of a RUN that did not succeed: an OOM kill says so (with the limit) instead of
+/// a bare `exit code: 137`.
+fn run_error(status: ExitStatus, command: String, tail: Vec<String>) -> WorkerError {
+    let code = match status {
+        ExitStatus::OomKilled { limit } => {
+            return WorkerError::OutOfMemory {
+                command,
+                limit,
+                tail,
+            }
+        }
+        ExitStatus::Code(c) => c,
+        ExitStatus::Signal(s) => 128 + s,
+    };
+    WorkerError::RunFailed {
+        command,
+        code,
+        tail,
+    }
+}
+
 fn apply_file_actions(
     snapshotter: &Snapshotter,
     active: &rbuild_snapshotter::Active,
@@ -569,15 +653,7 @@ impl Executor for Worker {
         vertex: &WorkVertex,
         inputs: &[CacheKey],
     ) -> Result<CacheKey, WorkerError> {
-        // Proxy variables never enter the cache key (BuildKit's ProxyEnv).
-        let keyed_op = match &vertex.op {
-            Op::Exec(exec) if !exec.proxy_env.is_empty() => {
-                let mut exec = exec.clone();
-                exec.proxy_env.clear();
-                Op::Exec(exec)
-            }
-            other => other.clone(),
-        };
+        let keyed_op = keyed_op(&vertex.op);
         let op_json = rbuild_oci::canonical_json(&keyed_op).unwrap_or_default();
         let mut parts: Vec<Vec<u8>> = vec![b"rbuild-cache-v1".to_vec(), op_json];
         for key in inputs {
@@ -692,5 +768,86 @@ impl Executor for Worker {
 
     fn cacheable(&self, vertex: &WorkVertex) -> bool {
         !matches!(vertex.op, Op::Source(SourceOp::Local { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_is_reported_with_its_limit() {
+        let err = run_error(
+            ExitStatus::OomKilled {
+                limit: Some(64 << 20),
+            },
+            "/bin/sh -c eat".into(),
+            vec!["last".into()],
+        );
+        assert_eq!(
+            err.to_string(),
+            "process \"/bin/sh -c eat\" was killed: out of memory (limit 64 MiB)"
+        );
+        assert_eq!(err.run_output_tail(), Some(&["last".to_string()][..]));
+        let err = run_error(ExitStatus::OomKilled { limit: None }, "x".into(), vec![]);
+        assert_eq!(err.to_string(), "process \"x\" was killed: out of memory");
+        let err = run_error(ExitStatus::Signal(9), "x".into(), vec![]);
+        assert_eq!(
+            err.to_string(),
+            "process \"x\" did not complete successfully: exit code: 137"
+        );
+        let err = run_error(ExitStatus::Code(3), "x".into(), vec![]);
+        assert!(err.to_string().ends_with("exit code: 3"));
+    }
+
+    #[test]
+    fn cache_key_op_drops_host_addresses_but_keeps_modes() {
+        let exec = rbuild_llb::ExecOp {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+            extra_hosts: vec![rbuild_llb::ExtraHost {
+                host: "db".into(),
+                ip: "10.0.0.1".into(),
+            }],
+            mounts: vec![],
+            proxy_env: vec!["HTTP_PROXY=http://p".into()],
+        };
+        let key = |e: &rbuild_llb::ExecOp| {
+            rbuild_oci::canonical_json(&keyed_op(&Op::Exec(e.clone()))).unwrap()
+        };
+        let base = key(&exec);
+        let mut moved = exec.clone();
+        moved.extra_hosts[0].ip = "10.0.0.2".into();
+        moved.proxy_env.clear();
+        assert_eq!(key(&moved), base, "addresses and proxies are not keyed");
+        let mut renamed = exec.clone();
+        renamed.extra_hosts[0].host = "cache".into();
+        assert_ne!(key(&renamed), base, "host names are keyed");
+        let mut host = exec.clone();
+        host.network = NetworkMode::Host;
+        assert_ne!(key(&host), base, "the network mode is keyed");
+        let mut insecure = exec.clone();
+        insecure.security = SecurityMode::Insecure;
+        assert_ne!(key(&insecure), base, "the security mode is keyed");
+    }
+
+    #[test]
+    fn network_modes_map_to_the_sandbox() {
+        assert_eq!(
+            sandbox_network(NetworkMode::Default),
+            rbuild_sandbox::Network::Private
+        );
+        assert_eq!(
+            sandbox_network(NetworkMode::Host),
+            rbuild_sandbox::Network::Host
+        );
+        assert_eq!(
+            sandbox_network(NetworkMode::None),
+            rbuild_sandbox::Network::None
+        );
     }
 }

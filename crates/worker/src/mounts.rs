@@ -540,6 +540,8 @@ mod tests {
             cwd: "/".into(),
             user: String::new(),
             network: NetworkMode::Host,
+            security: Default::default(),
+            extra_hosts: vec![],
             proxy_env: vec![],
             mounts: vec![ExecMount {
                 kind: MountType::Cache,
