@@ -7,7 +7,7 @@ use rbuild_oci::{Digest, Store};
 use rbuild_registry::{
     ClientOptions, Credentials, Reference, RegistryClient, RegistryError, RegistryNotice,
 };
-use rbuild_testsupport::{registry_with_busybox, Fault, FaultProxy, FaultRule};
+use rbuild_testsupport::{registry_with_busybox, BlackHole, Fault, FaultProxy, FaultRule};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -226,4 +226,34 @@ async fn slow_but_steady_body_is_not_cut_off() {
         "{:?}",
         notices.lock().unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_is_retried_then_names_the_address() {
+    let hole = BlackHole::start().unwrap();
+    let c = RegistryClient::with_options(ClientOptions {
+        credentials: Credentials::Anonymous,
+        connect_timeout: Duration::from_secs(1),
+        stall_timeout: Duration::from_secs(10),
+        retry_base_delay: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .unwrap();
+    let notices: Notices = Arc::default();
+    let sink = notices.clone();
+    let c = c.with_notices(move |n| sink.lock().unwrap().push(n.clone()));
+    let r = Reference::parse(&format!("{}/app:1", hole.addr())).unwrap();
+    let started = Instant::now();
+    let err = c.resolve(&r).await.unwrap_err();
+    assert!(started.elapsed() < BOUND);
+    let msg = err.to_string();
+    assert!(
+        matches!(err, RegistryError::Connect { .. })
+            && msg.contains(&format!("cannot connect to http://{}", hole.addr()))
+            && msg.contains("timed out after 1s"),
+        "{msg}"
+    );
+    let seen = retries(&notices);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].to_string().contains("connect timed out after 1s"));
 }

@@ -411,3 +411,75 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
 }
+
+/// A TCP listener on 127.0.0.1 that never accepts and whose accept queue is full, so a new
+/// connection to it hangs in the handshake (its SYNs are dropped) like a registry behind a black
+/// hole: what a connect timeout is for. Closed on drop.
+pub struct BlackHole {
+    addr: String,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl std::fmt::Debug for BlackHole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlackHole")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl BlackHole {
+    /// Binds a free 127.0.0.1 port with a backlog of 0 and fills its accept queue.
+    pub fn start() -> Result<BlackHole, TestError> {
+        use std::os::fd::FromRawFd;
+        let os =
+            |what: &str| TestError::Other(format!("{what}: {}", std::io::Error::last_os_error()));
+        // SAFETY: plain socket calls on a descriptor this function owns; `sin` is a valid,
+        // fully initialised sockaddr_in of the size passed.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(os("socket"));
+            }
+            let listener = TcpListener::from_raw_fd(fd);
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(os("bind 127.0.0.1:0"));
+            }
+            if libc::listen(fd, 0) != 0 {
+                return Err(os("listen"));
+            }
+            listener
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|e| TestError::Other(format!("black hole local_addr: {e}")))?;
+        // Connect until one attempt hangs: from then on the queue is full.
+        let mut queued = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) if queued.len() < 64 => queued.push(s),
+                Ok(_) => {
+                    return Err(TestError::Other(
+                        "black hole: the accept queue never filled".into(),
+                    ))
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(BlackHole {
+            addr: addr.to_string(),
+            _listener: listener,
+            _queued: queued,
+        })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+}
