@@ -413,9 +413,10 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     .await?;
     let registry = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
     let mut bases = HashMap::new();
+    let resolver = registry.with_notices(progress::registry_notices(args.progress));
     let resolutions = needed
         .iter()
-        .map(|name| resolve_base(&store, &registry, name, args.pull));
+        .map(|name| resolve_base(&store, &resolver, name, args.pull));
     for (name, base) in needed.iter().zip(futures_join_all(resolutions).await) {
         let base = base.map_err(|report| {
             // A bare word that is neither a stage nor a pullable image is most likely a typo of a stage name.

@@ -164,3 +164,27 @@ fn render_json(event: &Event) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{obj}");
 }
+
+/// Prints registry notices (retries, waits) that come outside the solve, while base images are
+/// resolved: a plain `resolve NAME: ...` line, or in JSON mode an object with `"event":"notice"`.
+pub fn registry_notices(
+    mode: ProgressMode,
+) -> impl Fn(&rbuild_registry::RegistryNotice) + Send + Sync + 'static {
+    move |notice| {
+        let mut err = std::io::stderr().lock();
+        let _ = if mode == ProgressMode::Json {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            let obj = serde_json::json!({
+                "event": "notice",
+                "message": notice.to_string(),
+                "time": at,
+            });
+            writeln!(err, "{obj}")
+        } else {
+            writeln!(err, "resolve {notice}")
+        };
+    }
+}

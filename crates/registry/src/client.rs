@@ -3,7 +3,8 @@
 //! (anonymous, Basic, Bearer token challenge) with credentials from docker's config.json.
 
 use crate::error::chain;
-use crate::{Reference, RegistryError};
+use crate::notice::NoticeSink;
+use crate::{Reference, RegistryError, RegistryNotice};
 use rbuild_oci::{
     Descriptor, Digest, ImageConfig, ImageRecord, Index, Manifest, MediaType, Platform, Store,
     StoreError,
@@ -23,6 +24,18 @@ pub const INSECURE_REGISTRIES_ENV: &str = "RBUILD_INSECURE_REGISTRIES";
 pub const TLS_REGISTRIES_ENV: &str = "RBUILD_TLS_REGISTRIES";
 /// Env var: a PEM file of extra trusted CA certificates, read by [`RegistryClient::new`].
 pub const REGISTRY_CA_ENV: &str = "RBUILD_REGISTRY_CA";
+/// Env var: seconds a TCP/TLS connection to a registry may take (default
+/// [`DEFAULT_CONNECT_TIMEOUT`]), read by [`RegistryClient::new`].
+pub const CONNECT_TIMEOUT_ENV: &str = "RBUILD_REGISTRY_CONNECT_TIMEOUT";
+/// Env var: seconds a registry may send nothing before the request counts as stalled (default
+/// [`DEFAULT_STALL_TIMEOUT`]), read by [`RegistryClient::new`].
+pub const STALL_TIMEOUT_ENV: &str = "RBUILD_REGISTRY_STALL_TIMEOUT";
+/// Default of [`ClientOptions::connect_timeout`] (containerd's dial timeout).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ClientOptions::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// While a registry sends nothing, a [`RegistryNotice::Waiting`] goes out this often.
+const WAIT_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest manifest or index accepted (the OCI distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// Largest image config accepted.
@@ -70,6 +83,68 @@ pub struct ClientOptions {
     pub max_retries: u32,
     /// The first retry delay; it doubles on every further attempt (capped at 10 s, with jitter).
     pub retry_base_delay: Duration,
+    /// How long connecting (TCP and TLS) may take; a timed-out connect counts as a stall.
+    pub connect_timeout: Duration,
+    /// How long a registry may send nothing: a response must begin within this time of sending
+    /// its request (connecting included), and afterwards no single read may wait longer. There is
+    /// no limit on a whole transfer, so a large blob over a slow but moving link never times out.
+    /// Blob uploads wait for the registry without this limit (their body takes as long as it takes).
+    pub stall_timeout: Duration,
+    /// How many stalls (and connect timeouts) one request or transfer survives before it fails
+    /// with [`RegistryError::Stalled`]; fewer than `max_retries`, since a registry that stalls
+    /// again and again seldom recovers. Stalled blob downloads resume with a `Range` request.
+    pub max_stall_retries: u32,
+}
+
+impl ClientOptions {
+    /// Applies the environment: extra CAs from the PEM file named by [`REGISTRY_CA_ENV`], and
+    /// [`CONNECT_TIMEOUT_ENV`] / [`STALL_TIMEOUT_ENV`] (seconds, fractions allowed, e.g. `1.5`).
+    pub fn apply_env(&mut self) -> Result<(), RegistryError> {
+        if let Some(path) = std::env::var_os(REGISTRY_CA_ENV).filter(|p| !p.is_empty()) {
+            let pem = std::fs::read(&path).map_err(|e| {
+                RegistryError::Setup(format!(
+                    "{REGISTRY_CA_ENV}={}: {e}",
+                    PathBuf::from(&path).display()
+                ))
+            })?;
+            self.extra_ca_pem = Some(pem);
+        }
+        if let Some(t) = timeout_from_env(CONNECT_TIMEOUT_ENV)? {
+            self.connect_timeout = t;
+        }
+        if let Some(t) = timeout_from_env(STALL_TIMEOUT_ENV)? {
+            self.stall_timeout = t;
+        }
+        Ok(())
+    }
+}
+
+/// A timeout in seconds from `var` (unset or empty: `None`); `30`, `1.5` and `30s` are accepted.
+pub(crate) fn timeout_from_env(var: &str) -> Result<Option<Duration>, RegistryError> {
+    match std::env::var(var) {
+        Ok(raw) => parse_timeout(var, &raw),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Parses the value `raw` of the timeout variable `var` (see [`timeout_from_env`]).
+fn parse_timeout(var: &str, raw: &str) -> Result<Option<Duration>, RegistryError> {
+    let v = raw.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.strip_suffix('s')
+        .unwrap_or(v)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(|s| Some(Duration::from_secs_f64(s)))
+        .ok_or_else(|| {
+            RegistryError::Setup(format!(
+                "{var}={raw}: expected a number of seconds greater than 0"
+            ))
+        })
 }
 
 impl Default for ClientOptions {
@@ -88,6 +163,9 @@ impl Default for ClientOptions {
             },
             max_retries: 4,
             retry_base_delay: Duration::from_millis(250),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_stall_retries: 2,
         }
     }
 }
@@ -142,7 +220,11 @@ enum Auth {
 }
 
 struct Inner {
+    /// Requests whose body is small or empty: connect and stall timeouts.
     http: reqwest::Client,
+    /// Blob uploads (PUT/PATCH with a large body): connect timeout only, since reqwest's read
+    /// timeout would also run while the body is still being sent.
+    upload_http: reqwest::Client,
     insecure: Vec<String>,
     https: Vec<String>,
     opts: ClientOptions,
@@ -155,6 +237,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct RegistryClient {
     inner: Arc<Inner>,
+    notices: Option<NoticeSink>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -186,49 +269,80 @@ pub(crate) struct Call<'a> {
     pub replayable: bool,
     /// 401/403 mean "push access denied" rather than "pull access denied".
     pub push: bool,
+    /// A blob upload with a large body: sent without the stall timeout (see [`Inner`]).
+    pub upload: bool,
+}
+
+/// Counts the failed attempts of one request or transfer, stalls apart from other failures.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    /// Failed attempts of any kind.
+    failed: u32,
+    /// Failed attempts that were stalls or connect timeouts.
+    stalled: u32,
 }
 
 impl RegistryClient {
     /// A client with default options: HTTP for loopback and [`INSECURE_REGISTRIES_ENV`] registries,
     /// HTTPS otherwise (and for [`TLS_REGISTRIES_ENV`] ones); extra CAs from the PEM file named by
     /// [`REGISTRY_CA_ENV`]; credentials from docker's config.json, anonymous when none.
+    /// [`CONNECT_TIMEOUT_ENV`] and [`STALL_TIMEOUT_ENV`] override the timeouts (see
+    /// [`ClientOptions::apply_env`]).
     pub fn new() -> Result<RegistryClient, RegistryError> {
         let mut opts = ClientOptions::default();
-        if let Some(path) = std::env::var_os(REGISTRY_CA_ENV).filter(|p| !p.is_empty()) {
-            let pem = std::fs::read(&path).map_err(|e| {
-                RegistryError::Setup(format!(
-                    "{REGISTRY_CA_ENV}={}: {e}",
-                    PathBuf::from(&path).display()
-                ))
-            })?;
-            opts.extra_ca_pem = Some(pem);
-        }
+        opts.apply_env()?;
         Self::with_options(opts)
+    }
+
+    /// A clone (sharing connections, tokens and options) that reports retries and waits to `f`.
+    pub fn with_notices(
+        &self,
+        f: impl Fn(&RegistryNotice) + Send + Sync + 'static,
+    ) -> RegistryClient {
+        RegistryClient {
+            inner: self.inner.clone(),
+            notices: Some(Arc::new(f)),
+        }
+    }
+
+    /// The options the client was made with (environment applied).
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
     }
 
     /// A client with explicit options.
     pub fn with_options(opts: ClientOptions) -> Result<RegistryClient, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .redirect(reqwest::redirect::Policy::limited(10));
-        if let Some(pem) = &opts.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                RegistryError::Setup(format!("extra CA certificate: {}", chain(&e)))
-            })?;
-            if certs.is_empty() {
-                return Err(RegistryError::Setup(
-                    "extra CA certificate: no certificate in the PEM data".into(),
-                ));
+        let certs = match &opts.extra_ca_pem {
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                    RegistryError::Setup(format!("extra CA certificate: {}", chain(&e)))
+                })?;
+                if certs.is_empty() {
+                    return Err(RegistryError::Setup(
+                        "extra CA certificate: no certificate in the PEM data".into(),
+                    ));
+                }
+                certs
             }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
+            None => Vec::new(),
+        };
+        let build = |stall: Option<Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(opts.connect_timeout)
+                .redirect(reqwest::redirect::Policy::limited(10));
+            if let Some(t) = stall {
+                // reqwest: the response must start within `t` of the request, then every body
+                // read within `t` of the previous one.
+                builder = builder.read_timeout(t);
             }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryError::Setup(chain(&e)))?;
+            for c in &certs {
+                builder = builder.add_root_certificate(c.clone());
+            }
+            builder.build().map_err(|e| RegistryError::Setup(chain(&e)))
+        };
+        let http = build(Some(opts.stall_timeout))?;
+        let upload_http = build(None)?;
         let from_env = |list: &mut Vec<String>, var: &str| {
             if let Ok(v) = std::env::var(var) {
                 list.extend(
@@ -246,12 +360,14 @@ impl RegistryClient {
         Ok(RegistryClient {
             inner: Arc::new(Inner {
                 http,
+                upload_http,
                 insecure,
                 https,
                 opts,
                 creds: Mutex::new(HashMap::new()),
                 auth: Mutex::new(HashMap::new()),
             }),
+            notices: None,
         })
     }
 
@@ -352,8 +468,7 @@ impl RegistryClient {
             accept: None,
             what: cwhat.clone(),
         };
-        let resp = self.send(&req).await?;
-        let config_bytes = read_limited(resp, limit, &req).await?;
+        let (_, config_bytes) = self.get_small(&req, limit).await?;
         verify(&cwhat, &config_bytes, cdesc)?;
         let config: ImageConfig =
             serde_json::from_slice(&config_bytes).map_err(|source| RegistryError::InvalidJson {
@@ -385,9 +500,7 @@ impl RegistryClient {
             accept: Some(MANIFEST_ACCEPT),
             what: what.to_string(),
         };
-        let resp = self.send(&req).await?;
-        let headers = resp.headers().clone();
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &req).await?;
+        let (headers, bytes) = self.get_small(&req, MAX_MANIFEST_BYTES).await?;
         let actual = Digest::sha256_of(&bytes);
         if let Some(exp) = expected {
             if *exp != actual {
@@ -470,15 +583,16 @@ impl RegistryClient {
             });
         let mut received: u64 = 0;
         let streamed: Result<(), RegistryError> = async {
-            // An interrupted or short body is resumed with `Range: bytes=RECEIVED-` (up to
-            // max_retries times); the writer hashes everything, so the digest check at commit
-            // covers the resumed parts too.
+            // An interrupted, stalled or short body is resumed with `Range: bytes=RECEIVED-` (up
+            // to max_retries times, max_stall_retries for stalls); the writer hashes everything,
+            // so the digest check at commit covers the resumed parts too.
             let mut resp = first;
             let mut skip: u64 = 0;
-            let mut attempt = 0u32;
+            let mut attempts = Attempts::default();
             loop {
+                let url = resp.url().to_string();
                 let failure = loop {
-                    match resp.chunk().await {
+                    match self.watched(r, &what, resp.chunk()).await {
                         Ok(Some(mut c)) => {
                             if skip > 0 {
                                 // A 200 to a range request: drop what we already have.
@@ -503,21 +617,33 @@ impl RegistryClient {
                         }
                         Ok(None) if received == desc.size => break None,
                         Ok(None) => {
-                            break Some(RegistryError::SizeMismatch {
+                            let cause =
+                                format!("body ended after {received} of {} bytes", desc.size);
+                            let err = RegistryError::SizeMismatch {
                                 what: what.clone(),
                                 expected: desc.size,
                                 actual: received,
-                            })
+                            };
+                            break Some((false, cause, err));
                         }
-                        Err(e) => break Some(transport(&what, e)),
+                        Err(e) => {
+                            let stalled = e.is_timeout();
+                            break Some((stalled, self.cause_of(&e), transport(&what, e)));
+                        }
                     }
                 };
-                let Some(err) = failure else { break };
-                if attempt >= self.max_retries() {
-                    return Err(err);
+                let Some((stalled, cause, err)) = failure else {
+                    break;
+                };
+                if !self.may_retry(&attempts, stalled) {
+                    return Err(if stalled {
+                        self.stall_error(r, &what, &url, &attempts)
+                    } else {
+                        err
+                    });
                 }
-                tokio::time::sleep(self.backoff(attempt)).await;
-                attempt += 1;
+                self.pause_before_retry(&mut attempts, r, &what, stalled, cause, None)
+                    .await;
                 resp = match self.send_ranged(&req, Some(received)).await {
                     Ok(resp) => resp,
                     // 416: the registry has no more bytes than we got; the size error says more.
@@ -652,6 +778,7 @@ impl RegistryClient {
             what: req.what.clone(),
             replayable: true,
             push: false,
+            upload: false,
         };
         let accept = req.accept;
         let resp = self
@@ -720,7 +847,12 @@ impl RegistryClient {
     ) -> Result<reqwest::Response, RegistryError> {
         let key = format!("{}|{}", call.r.registry, call.scopes.join(" "));
         let mut authed_after_challenge = false;
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::default();
+        let http = if call.upload {
+            &self.inner.upload_http
+        } else {
+            &self.inner.http
+        };
         loop {
             let cached = self
                 .inner
@@ -729,7 +861,7 @@ impl RegistryClient {
                 .expect("auth cache poisoned")
                 .get(&key)
                 .cloned();
-            let mut rb = make(&self.inner.http);
+            let mut rb = make(http);
             rb = match &cached {
                 Some(Auth::Basic(u, p)) => rb.basic_auth(u, Some(p)),
                 Some(Auth::Bearer { token, expires }) if *expires > Instant::now() => {
@@ -737,29 +869,53 @@ impl RegistryClient {
                 }
                 _ => rb,
             };
-            let resp = match rb.send().await {
+            let sent = if call.upload {
+                rb.send().await
+            } else {
+                self.watched(call.r, &call.what, rb.send()).await
+            };
+            let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) => {
-                    if call.replayable
-                        && attempt < self.max_retries()
-                        && !e.is_builder()
-                        && !e.is_redirect()
-                    {
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                        attempt += 1;
-                        continue;
+                    // A timed-out connect counts as a stall; the response not starting within
+                    // the stall timeout is one.
+                    let stalled = e.is_timeout();
+                    let read_stall = stalled && !e.is_connect();
+                    let url = e.url().map(|u| u.to_string()).unwrap_or_default();
+                    let replay = call.replayable && !e.is_builder() && !e.is_redirect();
+                    if !replay || !self.may_retry(&attempts, stalled) {
+                        return Err(if read_stall {
+                            self.stall_error(call.r, &call.what, &url, &attempts)
+                        } else {
+                            self.request_error(call, e)
+                        });
                     }
-                    return Err(self.request_error(call, e));
+                    let cause = self.cause_of(&e);
+                    self.pause_before_retry(
+                        &mut attempts,
+                        call.r,
+                        &call.what,
+                        stalled,
+                        cause,
+                        None,
+                    )
+                    .await;
+                    continue;
                 }
             };
             let status = resp.status();
-            if call.replayable && attempt < self.max_retries() && is_retryable_status(status) {
-                let delay = retry_after(resp.headers())
-                    .map(|d| d.max(self.backoff(0)))
-                    .unwrap_or_else(|| self.backoff(attempt));
+            if call.replayable && is_retryable_status(status) && self.may_retry(&attempts, false) {
+                let delay = retry_after(resp.headers()).map(|d| d.max(self.backoff(0)));
                 drop(resp);
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+                self.pause_before_retry(
+                    &mut attempts,
+                    call.r,
+                    &call.what,
+                    false,
+                    status.to_string(),
+                    delay,
+                )
+                .await;
                 continue;
             }
             if status == StatusCode::UNAUTHORIZED && !authed_after_challenge {
@@ -784,10 +940,175 @@ impl RegistryClient {
         }
     }
 
+    /// Sends `req` and reads its whole body (at most `limit` bytes). A body that breaks off or
+    /// stalls is asked for again, within the same retry budget as the request itself.
+    async fn get_small(
+        &self,
+        req: &Req<'_>,
+        limit: usize,
+    ) -> Result<(HeaderMap, Vec<u8>), RegistryError> {
+        let mut attempts = Attempts::default();
+        'attempt: loop {
+            let mut resp = self.send(req).await?;
+            let headers = resp.headers().clone();
+            let url = resp.url().to_string();
+            let mut out = Vec::new();
+            loop {
+                match self.watched(req.r, &req.what, resp.chunk()).await {
+                    Ok(Some(c)) => {
+                        if out.len() + c.len() > limit {
+                            return Err(RegistryError::TooLarge {
+                                what: req.what.clone(),
+                                limit,
+                            });
+                        }
+                        out.extend_from_slice(&c);
+                    }
+                    Ok(None) => return Ok((headers, out)),
+                    Err(e) => {
+                        let stalled = e.is_timeout();
+                        if !self.may_retry(&attempts, stalled) {
+                            return Err(if stalled {
+                                self.stall_error(req.r, &req.what, &url, &attempts)
+                            } else {
+                                transport(&req.what, e)
+                            });
+                        }
+                        let cause = self.cause_of(&e);
+                        self.pause_before_retry(
+                            &mut attempts,
+                            req.r,
+                            &req.what,
+                            stalled,
+                            cause,
+                            None,
+                        )
+                        .await;
+                        continue 'attempt;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether another attempt may follow the failed one (`stalled`: a stall or connect timeout).
+    pub(crate) fn may_retry(&self, a: &Attempts, stalled: bool) -> bool {
+        a.failed < self.max_retries() && (!stalled || a.stalled < self.inner.opts.max_stall_retries)
+    }
+
+    /// Counts a failed attempt, tells the notice sink that another follows, and waits for the
+    /// backoff delay (or `delay`, e.g. from `Retry-After`).
+    pub(crate) async fn pause_before_retry(
+        &self,
+        a: &mut Attempts,
+        r: &Reference,
+        what: &str,
+        stalled: bool,
+        cause: String,
+        delay: Option<Duration>,
+    ) {
+        let delay = delay.unwrap_or_else(|| self.backoff(a.failed));
+        a.failed += 1;
+        let (attempt, attempts) = if stalled {
+            a.stalled += 1;
+            (a.stalled + 1, self.inner.opts.max_stall_retries + 1)
+        } else {
+            (a.failed + 1, self.max_retries() + 1)
+        };
+        self.notify(RegistryNotice::Retrying {
+            what: what.to_string(),
+            registry: r.registry.clone(),
+            cause,
+            attempt,
+            attempts,
+            delay,
+        });
+        tokio::time::sleep(delay).await;
+    }
+
+    /// The error once a stalled request or transfer may not be retried any more.
+    pub(crate) fn stall_error(
+        &self,
+        r: &Reference,
+        what: &str,
+        url: &str,
+        a: &Attempts,
+    ) -> RegistryError {
+        let attempt = a.stalled + 1;
+        RegistryError::Stalled {
+            what: what.to_string(),
+            registry: r.registry.clone(),
+            url: url.to_string(),
+            timeout: self.inner.opts.stall_timeout,
+            attempt,
+            attempts: (self.inner.opts.max_stall_retries + 1).max(attempt),
+        }
+    }
+
+    /// A short cause for a retry notice: `no response for 30s`, or the innermost error.
+    pub(crate) fn cause_of(&self, e: &reqwest::Error) -> String {
+        if e.is_timeout() && e.is_connect() {
+            format!(
+                "connect timed out after {}s",
+                self.inner.opts.connect_timeout.as_secs_f64()
+            )
+        } else if e.is_timeout() {
+            format!(
+                "no response for {}s",
+                self.inner.opts.stall_timeout.as_secs_f64()
+            )
+        } else {
+            root_cause(e)
+        }
+    }
+
+    /// Sends `notice` to the sink, if there is one.
+    pub(crate) fn notify(&self, notice: RegistryNotice) {
+        if let Some(sink) = &self.notices {
+            sink(&notice);
+        }
+    }
+
+    /// Awaits `fut`, sending a [`RegistryNotice::Waiting`] every [`WAIT_NOTICE_INTERVAL`] it
+    /// takes (only with a notice sink, and a stall timeout longer than the interval).
+    pub(crate) async fn watched<F: std::future::Future>(
+        &self,
+        r: &Reference,
+        what: &str,
+        fut: F,
+    ) -> F::Output {
+        let timeout = self.inner.opts.stall_timeout;
+        if self.notices.is_none() || timeout <= WAIT_NOTICE_INTERVAL {
+            return fut.await;
+        }
+        tokio::pin!(fut);
+        let start = Instant::now();
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                () = tokio::time::sleep(WAIT_NOTICE_INTERVAL) => {
+                    self.notify(RegistryNotice::Waiting {
+                        what: what.to_string(),
+                        registry: r.registry.clone(),
+                        waited: start.elapsed(),
+                        timeout,
+                    });
+                }
+            }
+        }
+    }
+
     fn request_error(&self, call: &Call<'_>, e: reqwest::Error) -> RegistryError {
         if e.is_connect() {
             let addr = format!("{}://{}", self.scheme(&call.r.registry), call.r.registry);
-            let cause = root_cause(&e);
+            let cause = if e.is_timeout() {
+                format!(
+                    "timed out after {}s (set {CONNECT_TIMEOUT_ENV}=SECONDS to wait longer)",
+                    self.inner.opts.connect_timeout.as_secs_f64()
+                )
+            } else {
+                root_cause(&e)
+            };
             // rustls's `Error::InvalidCertificate` (rustls is not a direct dependency to downcast to).
             if cause.starts_with("invalid peer certificate") {
                 return RegistryError::UntrustedCertificate {
@@ -999,24 +1320,6 @@ fn verify(what: &str, bytes: &[u8], desc: &Descriptor) -> Result<(), RegistryErr
         });
     }
     Ok(())
-}
-
-async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-    req: &Req<'_>,
-) -> Result<Vec<u8>, RegistryError> {
-    let mut out = Vec::new();
-    while let Some(c) = resp.chunk().await.map_err(|e| transport(&req.what, e))? {
-        if out.len() + c.len() > limit {
-            return Err(RegistryError::TooLarge {
-                what: req.what.clone(),
-                limit,
-            });
-        }
-        out.extend_from_slice(&c);
-    }
-    Ok(out)
 }
 
 fn transport(what: &str, e: reqwest::Error) -> RegistryError {
@@ -1311,6 +1614,27 @@ mod tests {
         assert!(is_retryable_status(StatusCode::TOO_MANY_REQUESTS));
         assert!(is_retryable_status(StatusCode::BAD_GATEWAY));
         assert!(!is_retryable_status(StatusCode::NOT_FOUND));
+    }
+
+    #[test]
+    fn timeouts_parse() {
+        let t = |raw: &str| parse_timeout(STALL_TIMEOUT_ENV, raw);
+        assert_eq!(t("30").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(t(" 1.5 ").unwrap(), Some(Duration::from_millis(1500)));
+        assert_eq!(t("2s").unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(t("").unwrap(), None);
+        for bad in ["0", "-1", "soon", "nan", "inf"] {
+            let msg = t(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains(&format!("{STALL_TIMEOUT_ENV}={bad}")) && msg.contains("seconds"),
+                "{msg}"
+            );
+        }
+        let o = ClientOptions::default();
+        assert_eq!(
+            (o.connect_timeout, o.stall_timeout, o.max_stall_retries),
+            (DEFAULT_CONNECT_TIMEOUT, DEFAULT_STALL_TIMEOUT, 2)
+        );
     }
 
     #[test]

@@ -83,6 +83,23 @@ pub enum RegistryError {
         /// rustls's reason, e.g. `invalid peer certificate: UnknownIssuer`.
         cause: String,
     },
+    /// The registry sent nothing for the stall timeout (no response headers, or no body bytes),
+    /// on every attempt allowed; retries are over, so not retryable.
+    #[error("{what}: no response from registry {registry} for {}s while fetching {url} (attempt {attempt} of {attempts}; wait longer with {}=SECONDS)", timeout.as_secs_f64(), crate::STALL_TIMEOUT_ENV)]
+    Stalled {
+        /// The reference or blob, e.g. `blob sha256:... of docker.io/library/busybox`.
+        what: String,
+        /// The registry, e.g. `127.0.0.1:5000`.
+        registry: String,
+        /// The URL that stalled.
+        url: String,
+        /// The stall timeout.
+        timeout: std::time::Duration,
+        /// Which stalled attempt this was (1-based).
+        attempt: u32,
+        /// How many stalled attempts are allowed.
+        attempts: u32,
+    },
     /// Any other transport failure (reset, timeout, TLS, body read).
     #[error("{what}: request to {url} failed: {cause}")]
     Transport {

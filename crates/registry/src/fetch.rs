@@ -21,7 +21,8 @@ pub struct FetchedUrl {
 }
 
 /// GETs `url` (http or https, redirects followed) and writes the body to `dest` (created or
-/// truncated). Any status but 2xx is an error naming the URL.
+/// truncated). Any status but 2xx is an error naming the URL. The registry client's connect and
+/// stall timeouts apply ([`crate::CONNECT_TIMEOUT_ENV`], [`crate::STALL_TIMEOUT_ENV`]).
 pub async fn fetch_url(url: &str, dest: &Path) -> Result<FetchedUrl, RegistryError> {
     let what = url.to_string();
     let transport = |cause: String| RegistryError::Transport {
@@ -29,11 +30,27 @@ pub async fn fetch_url(url: &str, dest: &Path) -> Result<FetchedUrl, RegistryErr
         url: url.to_string(),
         cause,
     };
+    use crate::client::timeout_from_env;
+    let connect =
+        timeout_from_env(crate::CONNECT_TIMEOUT_ENV)?.unwrap_or(crate::DEFAULT_CONNECT_TIMEOUT);
+    let stall = timeout_from_env(crate::STALL_TIMEOUT_ENV)?.unwrap_or(crate::DEFAULT_STALL_TIMEOUT);
     let client = reqwest::Client::builder()
         .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
+        .connect_timeout(connect)
+        .read_timeout(stall)
         .build()
         .map_err(|e| transport(error_chain(&e)))?;
+    let error_chain = |e: &reqwest::Error| {
+        if e.is_timeout() && !e.is_connect() {
+            format!(
+                "no response for {}s (set {}=SECONDS to wait longer)",
+                stall.as_secs_f64(),
+                crate::STALL_TIMEOUT_ENV
+            )
+        } else {
+            error_chain(e)
+        }
+    };
     let mut resp = client.get(url).send().await.map_err(|e| {
         if e.is_connect() {
             RegistryError::Connect {

@@ -8,20 +8,26 @@
 //! Push: [`RegistryClient::push`] (HEAD-skip, cross-repo mount, monolithic or chunked uploads,
 //! bounded concurrency, retries, manifest bytes as stored). Login: [`save_login`] writes docker's
 //! config.json; [`RegistryClient::check_login`] verifies credentials first.
+//! Stalls: a connect timeout and a stall timeout (no bytes for N seconds, never a limit on a whole
+//! transfer), retried like dropped connections, then [`RegistryError::Stalled`]; retries and waits
+//! are reported as [`RegistryNotice`]s to a sink set with [`RegistryClient::with_notices`].
 
 mod client;
 mod error;
 mod fetch;
 mod login;
+mod notice;
 mod push;
 mod reference;
 
 pub use client::{
-    ClientOptions, Credentials, RegistryClient, ResolvedImage, INSECURE_REGISTRIES_ENV,
-    MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, REGISTRY_CA_ENV, TLS_REGISTRIES_ENV,
+    ClientOptions, Credentials, RegistryClient, ResolvedImage, CONNECT_TIMEOUT_ENV,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_STALL_TIMEOUT, INSECURE_REGISTRIES_ENV, MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES, REGISTRY_CA_ENV, STALL_TIMEOUT_ENV, TLS_REGISTRIES_ENV,
 };
 pub use error::RegistryError;
 pub use fetch::{fetch_url, parse_http_date, FetchedUrl};
 pub use login::{auth_key, docker_config_path, save_login, SavedTo, DOCKER_HUB_AUTH_KEY};
+pub use notice::RegistryNotice;
 pub use push::{mount_sources_from_store, source_repositories, PushOptions, PushReport};
 pub use reference::{Reference, DOCKER_HUB};

@@ -303,6 +303,7 @@ impl RegistryClient {
             what: what.clone(),
             replayable: true,
             push: true,
+            upload: false,
         };
         // HEAD: already there?
         let url = self.url(repo, &format!("blobs/{digest}"));
@@ -324,6 +325,7 @@ impl RegistryClient {
                 what: what.clone(),
                 replayable: true,
                 push: true,
+                upload: false,
             };
             let url = self.url(repo, "blobs/uploads/");
             let query = [("mount", digest.to_string()), ("from", src.clone())];
@@ -399,6 +401,7 @@ impl RegistryClient {
             what: call.what.clone(),
             replayable: false,
             push: true,
+            upload: true,
         };
         let mut body = Vec::new();
         if size <= opts.monolithic_limit {
@@ -485,6 +488,7 @@ impl RegistryClient {
             what: what.clone(),
             replayable: true,
             push: true,
+            upload: false,
         };
         let url = self.url(target, &format!("manifests/{reference}"));
         let media_type = if desc.media_type.0.is_empty() {

@@ -5,7 +5,7 @@
 //! and a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]).
 
 mod proxy;
-pub use proxy::{Fault, FaultProxy, FaultRule, LoggedRequest};
+pub use proxy::{BlackHole, Fault, FaultProxy, FaultRule, LoggedRequest};
 
 use flate2::write::GzEncoder;
 use rbuild_oci::{

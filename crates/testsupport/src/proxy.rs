@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a test registry: it counts requests
 //! and, per rule, answers 5xx or 429 (with `Retry-After`), drops the connection mid request or
-//! response body, truncates a body (shorter `Content-Length`) or corrupts a byte. One request per
-//! connection (`Connection: close` both ways), so framing stays trivial.
+//! response body, truncates a body (shorter `Content-Length`) or corrupts a byte, and simulates
+//! stalled registries: never answering, stopping mid body with the connection held open, or
+//! trickling a body slowly. One request per connection (`Connection: close` both ways), so
+//! framing stays trivial.
 
 use crate::TestError;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,6 +27,19 @@ pub enum Fault {
     ShortBody,
     /// Forward, then flip one byte in the middle of the body.
     CorruptBody,
+    /// Read the request, then send nothing and keep the connection open (until the proxy stops).
+    Stall,
+    /// Forward, then send the status line, headers and half of the body, and keep the
+    /// connection open without sending more (until the proxy stops).
+    StallMidBody,
+    /// Forward, then send the body in `pieces` parts with `pause_ms` milliseconds between them:
+    /// slow but steady.
+    Trickle {
+        /// How many parts.
+        pieces: usize,
+        /// The pause after each part but the last.
+        pause_ms: u64,
+    },
 }
 
 /// A rule: the first `times` requests whose method matches (any when `None`) and whose path
@@ -64,6 +79,8 @@ pub struct LoggedRequest {
     pub status: u16,
     /// The fault applied, if any.
     pub fault: Option<Fault>,
+    /// The request's `Range` header, if any (e.g. `bytes=1000-` for a resumed download).
+    pub range: Option<String>,
 }
 
 #[derive(Default)]
@@ -158,7 +175,13 @@ impl FaultProxy {
     pub fn log_text(&self) -> String {
         self.log()
             .iter()
-            .map(|r| format!("{} {} -> {} {:?}\n", r.method, r.path, r.status, r.fault))
+            .map(|r| {
+                let range = r.range.as_deref().unwrap_or("");
+                format!(
+                    "{} {} {range} -> {} {:?}\n",
+                    r.method, r.path, r.status, r.fault
+                )
+            })
             .collect()
     }
 }
@@ -170,6 +193,14 @@ impl Drop for FaultProxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Keeps the calling connection thread (and so its open socket) alive until the proxy stops.
+fn hold(sh: &Shared) {
+    let start = std::time::Instant::now();
+    while !sh.stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -227,6 +258,7 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
             path: path.clone(),
             status,
             fault: fault.clone(),
+            range: header("range"),
         })
     };
     // The request body: Content-Length or chunked (decoded, re-sent with a Content-Length).
@@ -261,6 +293,11 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
     }
     let mut client = client;
     match fault {
+        Some(Fault::Stall) => {
+            log(0);
+            hold(sh);
+            return Ok(());
+        }
         Some(Fault::Status(code)) => {
             log(code);
             let msg = br#"{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}"#;
@@ -345,6 +382,24 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
+        Some(Fault::StallMidBody) => {
+            client.write_all(&rbody[..rbody.len() / 2])?;
+            client.flush()?;
+            hold(sh);
+            return Ok(());
+        }
+        Some(Fault::Trickle { pieces, pause_ms }) => {
+            let size = rbody.len().div_ceil(pieces.max(1)).max(1);
+            for (i, part) in rbody.chunks(size).enumerate() {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(pause_ms));
+                }
+                client.write_all(part)?;
+                client.flush()?;
+            }
+            let _ = client.shutdown(Shutdown::Write);
+            return Ok(());
+        }
         Some(Fault::CorruptBody) if !rbody.is_empty() => {
             let mid = rbody.len() / 2;
             rbody[mid] ^= 0xff;
@@ -355,4 +410,76 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
     client.flush()?;
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
+}
+
+/// A TCP listener on 127.0.0.1 that never accepts and whose accept queue is full, so a new
+/// connection to it hangs in the handshake (its SYNs are dropped) like a registry behind a black
+/// hole: what a connect timeout is for. Closed on drop.
+pub struct BlackHole {
+    addr: String,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl std::fmt::Debug for BlackHole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlackHole")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl BlackHole {
+    /// Binds a free 127.0.0.1 port with a backlog of 0 and fills its accept queue.
+    pub fn start() -> Result<BlackHole, TestError> {
+        use std::os::fd::FromRawFd;
+        let os =
+            |what: &str| TestError::Other(format!("{what}: {}", std::io::Error::last_os_error()));
+        // SAFETY: plain socket calls on a descriptor this function owns; `sin` is a valid,
+        // fully initialised sockaddr_in of the size passed.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(os("socket"));
+            }
+            let listener = TcpListener::from_raw_fd(fd);
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(os("bind 127.0.0.1:0"));
+            }
+            if libc::listen(fd, 0) != 0 {
+                return Err(os("listen"));
+            }
+            listener
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|e| TestError::Other(format!("black hole local_addr: {e}")))?;
+        // Connect until one attempt hangs: from then on the queue is full.
+        let mut queued = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) if queued.len() < 64 => queued.push(s),
+                Ok(_) => {
+                    return Err(TestError::Other(
+                        "black hole: the accept queue never filled".into(),
+                    ))
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(BlackHole {
+            addr: addr.to_string(),
+            _listener: listener,
+            _queued: queued,
+        })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
 }

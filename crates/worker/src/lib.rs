@@ -678,16 +678,23 @@ impl Executor for Worker {
         match &vertex.op {
             Op::Source(SourceOp::Scratch) => Ok(Value::Fs(None)),
             Op::Source(SourceOp::Local { .. }) => Ok(Value::Context),
-            Op::Source(SourceOp::Image { reference, digest }) => image::unpack_image(
-                &self.store,
-                &self.snapshotter,
-                &self.registry,
-                self.index.as_ref(),
-                reference,
-                digest.as_ref(),
-            )
-            .await
-            .map(Value::Fs),
+            Op::Source(SourceOp::Image { reference, digest }) => {
+                // Retries and waits of the pull show up as log lines of this vertex.
+                let log = ctx.clone();
+                let registry = self.registry.with_notices(move |n| {
+                    log.log(LogStream::Stderr, n.to_string().as_bytes());
+                });
+                image::unpack_image(
+                    &self.store,
+                    &self.snapshotter,
+                    &registry,
+                    self.index.as_ref(),
+                    reference,
+                    digest.as_ref(),
+                )
+                .await
+                .map(Value::Fs)
+            }
             Op::Source(SourceOp::Http {
                 url,
                 checksum,
