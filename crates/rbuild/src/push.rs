@@ -59,7 +59,9 @@ pub async fn push_image(
             .map_err(|e| Report::from_error(&format!("invalid image name `{n}`"), &e))?;
         targets.push(r);
     }
-    let client = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
+    let client = RegistryClient::new()
+        .map_err(|e| Report::from_error("registry client", &e))?
+        .with_notices(|n: &rbuild_registry::RegistryNotice| eprintln!("push: {n}"));
     let mut mount_sources = std::collections::BTreeMap::new();
     for t in &targets {
         let (s, reg) = (store.clone(), t.registry.clone());
