@@ -138,7 +138,10 @@ fn mknod_of_a_host_block_device_cannot_be_read() {
     );
     let ctx = context(&format!("ARG BASE\nFROM $BASE\nRUN {script}\n"));
     let t = build_ok(ctx.path(), &[]);
-    assert!(has(&t, "node-made"), "mknod itself is allowed (as BuildKit):\n{t}");
+    assert!(
+        has(&t, "node-made"),
+        "mknod itself is allowed (as BuildKit):\n{t}"
+    );
     assert!(has(&t, "rc=1"), "opening the node must fail:\n{t}");
     assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
 
@@ -148,14 +151,21 @@ fn mknod_of_a_host_block_device_cannot_be_read() {
         "ARG BASE\nFROM $BASE\nRUN --security=insecure {script}\n"
     ));
     let t = build_ok(ctx.path(), &["--allow", "security.insecure"]);
-    assert!(has(&t, &lo.marker), "control: insecure should read the node:\n{t}");
+    assert!(
+        has(&t, &lo.marker),
+        "control: insecure should read the node:\n{t}"
+    );
 }
 
 #[test]
 fn block_device_shipped_in_a_base_image_cannot_be_read_as_nobody() {
     let Some(env) = env() else { return };
     let lo = Loop::new();
-    let base = format!("{}/attack/devbase:{}", env.registry.addr(), std::process::id());
+    let base = format!(
+        "{}/attack/devbase:{}",
+        env.registry.addr(),
+        std::process::id()
+    );
     let ctx = context(&format!(
         "ARG BASE\nFROM $BASE\nRUN mknod -m 666 /blk b 7 {}\n",
         lo.minor
@@ -209,7 +219,10 @@ fn inherited_descriptors_do_not_reach_run() {
         .split_whitespace()
         .collect();
     // stdio, plus the directory ls itself opened.
-    assert!(fds.len() <= 4 && !fds.contains(&"9"), "descriptors in RUN: {fds:?}");
+    assert!(
+        fds.len() <= 4 && !fds.contains(&"9"),
+        "descriptors in RUN: {fds:?}"
+    );
 }
 
 /// Sends an HTTP request with a secret header to a server on the host's loopback every 50 ms
@@ -264,10 +277,16 @@ fn default_network_cannot_sniff_host_loopback() {
     ));
     let t = build_ok(ctx.path(), &[]);
     assert!(has(&t, "packet_socket=ok"), "{t}");
-    assert!(has(&t, "marker-seen=no"), "default network sniffed the host:\n{t}");
+    assert!(
+        has(&t, "marker-seen=no"),
+        "default network sniffed the host:\n{t}"
+    );
     // Control: on the host network the same probe sees the header.
     let t = build_ok(ctx.path(), &["--network=host"]);
-    assert!(has(&t, "marker-seen=yes"), "control: host network should see it:\n{t}");
+    assert!(
+        has(&t, "marker-seen=yes"),
+        "control: host network should see it:\n{t}"
+    );
 }
 
 /// A server on the host's loopback that counts connections.
@@ -343,7 +362,11 @@ fn default_network_cannot_listen_on_host_ports() {
         assert!(child.wait().unwrap().success());
         connected
     };
-    assert_eq!(attempt(&[]), 0, "the default network listened on a host port");
+    assert_eq!(
+        attempt(&[]),
+        0,
+        "the default network listened on a host port"
+    );
     assert!(
         attempt(&["--network=host"]) > 0,
         "control: host network should listen on the host"
@@ -397,7 +420,10 @@ fn host_keyrings_are_out_of_reach() {
         return;
     }
     let desc = format!("rbuild-attack-key-{}", std::process::id());
-    let st = Command::new(probe()).args(["addkey", &desc]).output().unwrap();
+    let st = Command::new(probe())
+        .args(["addkey", &desc])
+        .output()
+        .unwrap();
     assert!(has(&text(&st), "addkey=ok"), "{}", text(&st));
     let ctx = context(&format!("{PROBE_DOCKERFILE}RUN /probe readkey {desc}\n"));
     let t = build_ok(ctx.path(), &[]);
@@ -509,7 +535,8 @@ fn copy_add_and_bind_mounts_stay_inside() {
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_size(0);
     h.set_mode(0o777);
-    b.append_link(&mut h, "tmplink", std::env::temp_dir()).unwrap();
+    b.append_link(&mut h, "tmplink", std::env::temp_dir())
+        .unwrap();
     for name in [
         format!("tmplink/rbuild-escape-{pid}"),
         format!("../../../../../../tmp/rbuild-escape-{pid}"),
@@ -598,10 +625,17 @@ fn sigkill_mid_run_leaves_nothing_behind() {
     while !String::from_utf8_lossy(&seen).contains("started") {
         assert!(Instant::now() < deadline, "the RUN never started");
         let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "rbuild ended early: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "rbuild ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&buf[..n]);
     }
-    assert!(!processes_with(&sleeper).is_empty(), "the step is not running");
+    assert!(
+        !processes_with(&sleeper).is_empty(),
+        "the step is not running"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,10 +1,10 @@
 //! The helper process (`helper_exe __rbuild-sandbox-helper <caller-pid>`) and its child, which
 //! becomes pid 1 of the sandbox.
 
+use crate::cgroup::{self, RunCgroup};
 use crate::mounts::{self, Generated};
 use crate::spec::{Network, RunSpec, Security};
 use crate::status::{step, FailKind, Failure, StatusMsg, STATUS_FD};
-use crate::cgroup::{self, RunCgroup};
 use crate::{caps, net, seccomp, user};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
@@ -378,7 +378,11 @@ fn child_main(
         match nix::unistd::read(&go, &mut b) {
             Ok(1) => break,
             Err(nix::errno::Errno::EINTR) => continue,
-            _ => return Err(Failure::setup("the sandbox helper stopped before the command ran")),
+            _ => {
+                return Err(Failure::setup(
+                    "the sandbox helper stopped before the command ran",
+                ))
+            }
         }
     }
     drop(go);

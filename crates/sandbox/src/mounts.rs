@@ -212,8 +212,7 @@ fn overlay_new_api(
     } else {
         MountAttrFlags::empty()
     };
-    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .map_err(step("fsmount(overlay)"))?;
+    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(step("fsmount(overlay)"))?;
     move_mount(&m, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(step(format!("move_mount overlay to {target}")))?;
     Ok(NewApi::Mounted)
@@ -472,14 +471,7 @@ fn remount(path: &str, what: &str, readonly: bool, nodev: bool) -> Result<(), Fa
             }
         }
     }
-    mnt(
-        None,
-        path,
-        None,
-        flags,
-        None,
-        format!("remount {what}"),
-    )
+    mnt(None, path, None, flags, None, format!("remount {what}"))
 }
 
 /// `/dev`: a nodev tmpfs (a node made there by `mknod` cannot be opened) holding bind mounts

@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn resolv_conf_drops_loopback_servers() {
-        let got = private_resolv_conf(b"search example.org\nnameserver 127.0.0.53\noptions edns0\n");
+        let got =
+            private_resolv_conf(b"search example.org\nnameserver 127.0.0.53\noptions edns0\n");
         assert_eq!(
             String::from_utf8(got).unwrap(),
             "search example.org\noptions edns0\nnameserver 10.0.2.3\n"

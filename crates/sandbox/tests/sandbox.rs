@@ -354,8 +354,19 @@ fn devices_closed(c: &Ctx) -> TestResult {
          head -c 1 /lowerdev >/dev/null 2>&1 || echo lower-denied",
     )?;
     ok_out(&o)?;
-    for want in ["4\n", "null-ok", "mknod-ok", "rootfs-denied", "dev-denied", "lower-denied"] {
-        check!(o.stdout.contains(want), "missing {want:?} in {:?}", o.stdout);
+    for want in [
+        "4\n",
+        "null-ok",
+        "mknod-ok",
+        "rootfs-denied",
+        "dev-denied",
+        "lower-denied",
+    ] {
+        check!(
+            o.stdout.contains(want),
+            "missing {want:?} in {:?}",
+            o.stdout
+        );
     }
     Ok(())
 }
@@ -366,7 +377,10 @@ fn limits_apply(c: &Ctx) -> TestResult {
     spec.limits.memory = Some(64 << 20);
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     check!(
-        o.status == ExitStatus::OomKilled { limit: Some(64 << 20) },
+        o.status
+            == ExitStatus::OomKilled {
+                limit: Some(64 << 20)
+            },
         "200 MiB under a 64 MiB limit: {:?} {:?}",
         o.status,
         o.stderr
@@ -396,8 +410,8 @@ fn limits_apply(c: &Ctx) -> TestResult {
     );
 
     let (mut spec, _) = c.spec(&["sh", "-c", "ulimit -n; ulimit -Hn"]);
-    spec.limits.ulimits = vec![rbuild_sandbox::Ulimit::parse("nofile=1024:2048")
-        .map_err(|e| e.to_string())?];
+    spec.limits.ulimits =
+        vec![rbuild_sandbox::Ulimit::parse("nofile=1024:2048").map_err(|e| e.to_string())?];
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     ok_out(&o)?;
     check!(o.stdout == "1024\n2048\n", "ulimit: {:?}", o.stdout);
@@ -417,7 +431,11 @@ fn fds_closed(c: &Ctx) -> TestResult {
     ))?;
     drop(dir);
     ok_out(&o)?;
-    check!(!o.stdout.contains("leaked"), "fd {fd} leaked: {:?}", o.stdout);
+    check!(
+        !o.stdout.contains("leaked"),
+        "fd {fd} leaked: {:?}",
+        o.stdout
+    );
     let fds: Vec<&str> = o.stdout.split_whitespace().collect();
     // 0 1 2 and the directory ls itself opened.
     check!(fds.len() <= 4, "open descriptors in the command: {fds:?}");
