@@ -334,7 +334,7 @@ pub fn malicious_layers_stay_inside(backend: Backend) {
     assert_eq!(read(&v.path().join("pwned3")), "1");
     // No active snapshot leaks from the failed applies.
     assert_eq!(
-        std::fs::read_dir(env.root().join("active"))
+        std::fs::read_dir(env.own("active"))
             .unwrap()
             .count(),
         0
@@ -498,7 +498,7 @@ pub fn labels_and_removal(backend: Backend) {
     let act = env.sn.prepare(None).unwrap();
     env.sn.abort(act).unwrap();
     assert_eq!(
-        std::fs::read_dir(env.root().join("active"))
+        std::fs::read_dir(env.own("active"))
             .unwrap()
             .count(),
         0
