@@ -550,7 +550,9 @@ async fn index_survives_reopen() {
 async fn second_open_while_held_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(INDEX_FILE_NAME);
-    let _held = CacheIndex::open(&path).unwrap();
+    drop(CacheIndex::open(&path).unwrap());
+    // A holder that keeps the file (e.g. an older rbuild): a CacheIndex lets go when idle.
+    let _held = redb::Database::create(&path).unwrap();
     let p = path.clone();
     let err = tokio::task::spawn_blocking(move || {
         CacheIndex::open_with_timeout(&p, Duration::from_millis(200))
