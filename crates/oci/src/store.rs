@@ -252,6 +252,12 @@ impl Store {
         self.inner.tmp.join(format!("{hint}-{n}"))
     }
 
+    /// The callback this store reports long lock waits to (also used by the worker for the
+    /// locks of `RUN --mount=type=cache,sharing=locked`).
+    pub fn wait_reporter(&self) -> Option<&WaitReporter> {
+        self.inner.reporter.as_ref()
+    }
+
     /// The owner name of this store's temp dir (`tmp/blobs/<owner>`).
     pub fn owner(&self) -> &str {
         self.inner.owner.name()

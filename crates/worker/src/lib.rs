@@ -234,6 +234,7 @@ impl Worker {
         let excludes = excludes.to_vec();
         let secrets = self.secrets.clone();
         let cache_root = self.cache_mount_root.clone();
+        let reporter = self.store.wait_reporter().cloned();
         Self::blocking(move || {
             // RUN --mount: bind views, cache dirs, tmpfs, secrets; alive until the run is over.
             let prepared = mounts::MountEnv {
@@ -242,6 +243,7 @@ impl Worker {
                 excludes: &excludes,
                 cache_root: &cache_root,
                 secrets: &secrets,
+                reporter: reporter.as_ref(),
             }
             .prepare(&exec, &inputs)?;
             let active = snapshotter.prepare(parent.as_ref())?;
