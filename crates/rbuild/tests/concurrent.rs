@@ -79,7 +79,11 @@ fn verify_store(root: &Path, tags: &[String]) {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         let bytes = std::fs::read(entry.path()).unwrap();
-        assert_eq!(rbuild_oci::sha256_hex(&bytes), name, "blob {name} is corrupt");
+        assert_eq!(
+            rbuild_oci::sha256_hex(&bytes),
+            name,
+            "blob {name} is corrupt"
+        );
         n += 1;
     }
     assert!(n > 0, "the store has blobs");
@@ -131,12 +135,16 @@ fn three_builds_on_a_fresh_root_five_times() {
             assert_ok(&again);
             let (ran, cached) = ran_and_cached(&again);
             assert!(
-                ran.iter().all(|r| !r.contains("RUN") && !r.contains("COPY")),
+                ran.iter()
+                    .all(|r| !r.contains("RUN") && !r.contains("COPY")),
                 "{ran:?}"
             );
             assert!(!cached.is_empty(), "the rebuild hit the cache");
             let mut all = tags.clone();
-            all.extend(["conc/delta:later".to_string(), "conc/alpha:again".to_string()]);
+            all.extend([
+                "conc/delta:later".to_string(),
+                "conc/alpha:again".to_string(),
+            ]);
             verify_store(&root, &all);
         }
     }
@@ -235,7 +243,11 @@ fn a_held_lock_is_reported_then_the_build_finishes() {
             Err(_) => break false,
         }
     };
-    assert!(found, "no `{want}` line; stderr so far:\n{}", seen.join("\n"));
+    assert!(
+        found,
+        "no `{want}` line; stderr so far:\n{}",
+        seen.join("\n")
+    );
     drop(lock);
     let status = child.wait().unwrap();
     let rest: Vec<String> = lines.iter().collect();

@@ -162,7 +162,15 @@ impl Snapshotter {
     fn open_inner(root: &Path, backend: Option<Backend>) -> Result<Snapshotter> {
         std::fs::create_dir_all(root).ctx("create dir", root)?;
         let root = std::fs::canonicalize(root).ctx("resolve", root)?;
-        for sub in ["snapshots", "active", "mnt", "tmp", "empty", "empty2", "owners"] {
+        for sub in [
+            "snapshots",
+            "active",
+            "mnt",
+            "tmp",
+            "empty",
+            "empty2",
+            "owners",
+        ] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).ctx("create dir", &p)?;
         }

@@ -509,8 +509,7 @@ fn reap(slot: &Slot, want: &Path) {
         let now = Instant::now();
         let idle_for = now.duration_since(st.last_use);
         let held_for = now.duration_since(st.opened);
-        if idle_for >= st.idle || (held_for >= MAX_HOLD_WHEN_WANTED && CacheIndex::wanted(want))
-        {
+        if idle_for >= st.idle || (held_for >= MAX_HOLD_WHEN_WANTED && CacheIndex::wanted(want)) {
             // Closing runs under the lock, so no transaction of this process overlaps it.
             st.db = None;
             st.reaper = false;

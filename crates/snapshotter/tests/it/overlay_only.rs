@@ -73,10 +73,21 @@ fn crash_repair() {
             .map(|e| e.unwrap().path())
             .collect()
     };
-    assert_eq!(names("active"), vec![own_dir(&sn, "active")], "active snapshot deleted");
-    assert_eq!(std::fs::read_dir(own_dir(&sn, "active")).unwrap().count(), 0);
+    assert_eq!(
+        names("active"),
+        vec![own_dir(&sn, "active")],
+        "active snapshot deleted"
+    );
+    assert_eq!(
+        std::fs::read_dir(own_dir(&sn, "active")).unwrap().count(),
+        0
+    );
     assert_eq!(names("mnt"), vec![own_dir(&sn, "mnt")]);
-    assert_eq!(names("owners").len(), 1, "the dead owner's lock file is gone");
+    assert_eq!(
+        names("owners").len(),
+        1,
+        "the dead owner's lock file is gone"
+    );
     assert_eq!(
         std::fs::read_dir(canon.join("snapshots")).unwrap().count(),
         1,
@@ -177,7 +188,11 @@ fn open_beside_a_live_snapshotter_sweeps_nothing_of_it() {
     let before = mounts_under(&env.root()).len();
     let second = Snapshotter::open_with_backend(&env.root(), Backend::Overlay).unwrap();
     assert_ne!(second.temp_dir(), env.sn.temp_dir());
-    assert_eq!(mounts_under(&env.root()).len(), before, "no mount of the live one detached");
+    assert_eq!(
+        mounts_under(&env.root()).len(),
+        before,
+        "no mount of the live one detached"
+    );
     assert_eq!(read(&m.path().join("new")), "x");
     assert_eq!(read(&view.path().join("f")), "f");
     drop((m, view));
