@@ -341,7 +341,7 @@ mod tests {
         std::fs::create_dir(area.join("1-dead-0")).unwrap();
         // An entry without any owner file (older layout or a crash before the lock).
         std::fs::write(area.join("loose"), b"x").unwrap();
-        let sweep = sweep_dead(&owners, &[area.clone()]).unwrap();
+        let sweep = sweep_dead(&owners, std::slice::from_ref(&area)).unwrap();
         assert_eq!(sweep.dirs.len(), 2, "{:?}", sweep.dirs);
         sweep.finish().unwrap();
         assert!(area.join(live.name()).is_dir());
