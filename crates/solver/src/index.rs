@@ -32,7 +32,10 @@ const MAX_HOLD_WHEN_WANTED: Duration = Duration::from_millis(100);
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results-v1");
 const USER_TABLE_PREFIX: &str = "user:";
 const RETRY_MIN: Duration = Duration::from_millis(1);
-const RETRY_MAX: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(10);
+/// A reopen that finds another process waiting first gives it this head start (more than one
+/// retry interval), so a busy process cannot starve the others.
+const YIELD_TO_WAITER: Duration = Duration::from_millis(15);
 
 /// Errors of the cache index.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +242,7 @@ impl CacheIndex {
         Ok(index)
     }
 
-    /// Opens the file, retrying while another process has it (backoff from 1 to 20 ms, a shared
+    /// Opens the file, retrying while another process has it (backoff from 1 to 10 ms, a shared
     /// flock on the `.want` file meanwhile so the holder lets go, a report after a second).
     fn acquire(shared: &Shared) -> Result<Database, CacheError> {
         let path = &shared.path;
@@ -247,6 +250,9 @@ impl CacheIndex {
         let mut delay = RETRY_MIN;
         let mut want: Option<File> = None;
         let mut reported = false;
+        if Self::wanted(&shared.want_path) {
+            std::thread::sleep(YIELD_TO_WAITER.min(shared.timeout));
+        }
         loop {
             match create_db(path) {
                 Ok(db) => return Ok(db),
