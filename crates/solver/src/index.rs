@@ -26,8 +26,12 @@ pub const INDEX_FILE_NAME: &str = "cache-v1.redb";
 /// How long the index stays open after its last transaction.
 pub const IDLE_CLOSE: Duration = Duration::from_millis(50);
 
-/// While another process waits, the file is released once it has been held this long.
+/// While another process waits, the file is released once it has been held this long even
+/// when busy, or after this short idle time.
 const MAX_HOLD_WHEN_WANTED: Duration = Duration::from_millis(100);
+const IDLE_WHEN_WANTED: Duration = Duration::from_millis(2);
+/// How often the reaper looks for waiters while the file is open.
+const WANTED_CHECK: Duration = Duration::from_millis(10);
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results-v1");
 const USER_TABLE_PREFIX: &str = "user:";
@@ -503,8 +507,9 @@ fn unreachable_db<T>(path: &Path) -> Result<T, CacheError> {
     )))
 }
 
-/// The reaper: closes the file once it has been idle for the idle time, or held for
-/// [`MAX_HOLD_WHEN_WANTED`] while another process waits; exits when the file is closed.
+/// The reaper: closes the file once it has been idle for the idle time, or, while another
+/// process waits, after [`IDLE_WHEN_WANTED`] idle or [`MAX_HOLD_WHEN_WANTED`] held; exits when
+/// the file is closed.
 fn reap(slot: &Slot, want: &Path) {
     let mut st = lock(&slot.state);
     loop {
@@ -515,13 +520,16 @@ fn reap(slot: &Slot, want: &Path) {
         let now = Instant::now();
         let idle_for = now.duration_since(st.last_use);
         let held_for = now.duration_since(st.opened);
-        if idle_for >= st.idle || (held_for >= MAX_HOLD_WHEN_WANTED && CacheIndex::wanted(want)) {
+        let release = idle_for >= st.idle
+            || ((idle_for >= IDLE_WHEN_WANTED || held_for >= MAX_HOLD_WHEN_WANTED)
+                && CacheIndex::wanted(want));
+        if release {
             // Closing runs under the lock, so no transaction of this process overlaps it.
             st.db = None;
             st.reaper = false;
             return;
         }
-        let next = (st.idle - idle_for).min(MAX_HOLD_WHEN_WANTED);
+        let next = (st.idle - idle_for).min(WANTED_CHECK);
         st = slot
             .wake
             .wait_timeout(st, next)
