@@ -254,3 +254,54 @@ fn a_held_lock_is_reported_then_the_build_finishes() {
     assert!(status.success(), "{}\n{}", seen.join("\n"), rest.join("\n"));
     verify_store(&root, &["conc/waiter:1".to_string()]);
 }
+
+#[test]
+fn the_same_step_in_two_builds_at_once_runs_once() {
+    if !require_root().expect("root check") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let ctx = dir.path().join("ctx-same");
+    std::fs::create_dir_all(&ctx).unwrap();
+    make_busybox_rootfs_tar(&ctx.join("rootfs.tar")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\nRUN sleep 1 && date > /stamp\n",
+    )
+    .unwrap();
+    let json = |tag: &str| {
+        Command::new(RBUILD)
+            .arg("--root")
+            .arg(&root)
+            .args(["build", "--progress=json", "-t", tag])
+            .arg(&ctx)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (json("same:a"), json("same:b"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_ok(&a);
+    assert_ok(&b);
+    let runs = |out| {
+        let (ran, _) = ran_and_cached(out);
+        ran.iter().filter(|n| n.contains("sleep 1")).count()
+    };
+    assert_eq!(runs(&a) + runs(&b), 1, "the RUN step ran in one build only");
+    verify_store(&root, &["same:a".to_string(), "same:b".to_string()]);
+    let store = rbuild_oci::Store::open(&root).unwrap();
+    let (ta, tb) = (
+        store.resolve_tag("same:a").unwrap().unwrap(),
+        store.resolve_tag("same:b").unwrap().unwrap(),
+    );
+    let (ia, ib) = (
+        store.read_image(&ta.digest).unwrap(),
+        store.read_image(&tb.digest).unwrap(),
+    );
+    assert_eq!(
+        ia.manifest.layers, ib.manifest.layers,
+        "both images share the layers"
+    );
+}

@@ -8,10 +8,13 @@
 //! reports `waiting for ROOT (held by pid N)` through its [`WaitReporter`].
 
 use crate::CacheKey;
-use rbuild_oci::lock::{holder_pid, try_lock_exclusive, WaitReporter, Waiting, REPORT_AFTER};
+use rbuild_oci::lock::{
+    holder_pid, lock_exclusive, try_lock_exclusive, WaitReporter, Waiting, REPORT_AFTER,
+};
 use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableDefinition, TableError};
 use std::fmt;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -347,6 +350,60 @@ impl CacheIndex {
         result
     }
 
+    /// Claims the execution of `key` across processes: an exclusive `flock` on
+    /// `<index>.locks/<key hex>`, waited for (and reported after a second) while another
+    /// process executes the same key. [`KeyClaim::waited`] tells the caller to look the key up
+    /// again before executing: the other process has most likely recorded it. The lock file
+    /// is removed when the claim drops. Blocks.
+    pub fn claim(&self, key: &CacheKey) -> Result<KeyClaim, CacheError> {
+        let mut dir = self.shared.path.as_os_str().to_os_string();
+        dir.push(".locks");
+        let dir = PathBuf::from(dir);
+        let path = dir.join(key.hex());
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let root = self
+            .shared
+            .path
+            .parent()
+            .unwrap_or(&self.shared.path)
+            .to_path_buf();
+        let mut waited = false;
+        loop {
+            std::fs::create_dir_all(&dir).map_err(io("create the key lock dir", &dir))?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io("open a key lock", &path))?;
+            if !try_lock_exclusive(&file).map_err(io("lock a key", &path))? {
+                waited = true;
+                lock_exclusive(&file, &path, &root, self.shared.reporter.as_ref())
+                    .map_err(io("lock a key", &path))?;
+            }
+            // The previous holder unlinks the file when done: only a lock on the file that is
+            // still at `path` counts.
+            let mine = file.metadata().map_err(io("stat a key lock", &path))?;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.ino() == mine.ino() && m.dev() == mine.dev() => {
+                    return Ok(KeyClaim {
+                        path,
+                        waited,
+                        _file: file,
+                    })
+                }
+                _ => continue,
+            }
+        }
+    }
+
     /// Sets how long the file stays open after its last transaction (default [`IDLE_CLOSE`]).
     pub fn set_idle_close(&self, idle: Duration) {
         lock(&self.shared.slot.state).idle = idle;
@@ -497,6 +554,29 @@ impl CacheIndex {
             Ok(())
         })?;
         Ok(removed)
+    }
+}
+
+/// The claim on executing one cache key (see [`CacheIndex::claim`]); released on drop.
+#[derive(Debug)]
+pub struct KeyClaim {
+    path: PathBuf,
+    waited: bool,
+    _file: File,
+}
+
+impl KeyClaim {
+    /// True when another process held the key first (look it up again before executing).
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        // Unlinked while still locked: a waiter that locked this file sees it is gone and
+        // retries on a fresh one.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
