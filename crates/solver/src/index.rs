@@ -352,8 +352,8 @@ impl CacheIndex {
 
     /// Claims the execution of `key` across processes: an exclusive `flock` on
     /// `<index>.locks/<key hex>`, waited for (and reported after a second) while another
-    /// process executes the same key. [`KeyClaim::waited`] tells the caller to look the key up
-    /// again before executing: the other process has most likely recorded it. The lock file
+    /// process executes the same key. The caller should look the key up again before executing:
+    /// another process may have recorded it meanwhile. The lock file
     /// is removed when the claim drops. Blocks.
     pub fn claim(&self, key: &CacheKey) -> Result<KeyClaim, CacheError> {
         let mut dir = self.shared.path.as_os_str().to_os_string();

@@ -553,18 +553,18 @@ impl<'g, E: Executor> Driver<'g, E> {
             _ => None,
         };
         self.tasks.spawn(async move {
-            // Another rbuild process executing the same key: wait for it and use its result
-            // (BuildKit dedupes concurrent solves the same way). A claim that cannot be made
+            // Another rbuild process executing (or having just executed) the same key: wait
+            // for it and use its result (BuildKit dedupes concurrent solves the same way). A claim that cannot be made
             // (e.g. a read-only lock dir) only costs the dedupe.
             let mut claim = None;
             if let Some(index) = claim_index {
                 let decoder = executor.clone();
                 let claimed = tokio::task::spawn_blocking(move || {
                     let claim = index.claim(&key)?;
-                    if claim.waited() {
-                        if let Some(value) = index.get(&key)?.and_then(|b| decoder.decode(&b)) {
-                            return Ok::<_, CacheError>((claim, Some(value)));
-                        }
+                    // Looked up again even without a wait: another process may have recorded
+                    // the key between this solve's lookup and its claim.
+                    if let Some(value) = index.get(&key)?.and_then(|b| decoder.decode(&b)) {
+                        return Ok::<_, CacheError>((claim, Some(value)));
                     }
                     Ok((claim, None))
                 })

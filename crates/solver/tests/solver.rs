@@ -475,8 +475,9 @@ async fn decode_none_is_a_miss() {
     let out = s.solver.solve(&g, &[d], &opts()).await.unwrap();
     assert_eq!(out, vec!["d(b(a()),c(a()))".to_string()]);
     assert_eq!(s.fake.execs(), vec!["a", "b", "c", "d"]);
-    // Every vertex was looked up once (a shared by b and c).
-    assert_eq!(s.fake.decodes.load(Ordering::SeqCst), 4);
+    // Every vertex was looked up once (a shared by b and c), and once more under its
+    // cross-process claim before executing.
+    assert_eq!(s.fake.decodes.load(Ordering::SeqCst), 8);
     check_terminal(&s.events.take());
 }
 
