@@ -127,6 +127,11 @@ pub fn write_cache_layout(
         rbuild_oci::copy_into_store(&layout, &mut file, Some(&digest))?;
     }
     layout.set_tag(tag, desc)?;
-    let _ = std::fs::remove_dir_all(dir.join("tmp"));
+    // Dropping the layout store removes its own temp dir; leave no empty `tmp/` in the output
+    // (a concurrent writer's non-empty dirs stay).
+    drop(layout);
+    for sub in ["tmp/blobs", "tmp/owners", "tmp"] {
+        let _ = std::fs::remove_dir(dir.join(sub));
+    }
     Ok(())
 }

@@ -249,7 +249,7 @@ fn ensure_layer_blob_matches_descriptor_and_diff_id() {
 
     // Nothing left behind in the store's temp dir.
     assert_eq!(
-        fs::read_dir(e.store.root().join("tmp/blobs"))
+        fs::read_dir(e.store.root().join("tmp/blobs").join(e.store.owner()))
             .unwrap()
             .count(),
         0

@@ -1,11 +1,13 @@
 //! Shared OCI types for every rbuild crate: validated digests ([`Digest`], [`DiffId`]),
 //! descriptors and media types, the image config (with Docker's extra fields, byte-stable JSON),
-//! manifests and indexes, and the local content store (an OCI image layout with atomic writes).
+//! manifests and indexes, the local content store (an OCI image layout with atomic writes), and
+//! the process locks ([`lock`]) that let several rbuild processes share one state root.
 
 pub mod cache;
 mod config;
 mod digest;
 mod layer;
+pub mod lock;
 mod manifest;
 mod media;
 mod store;

@@ -1,7 +1,11 @@
 //! The local content store: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`)
 //! written only through temp files, fsync and rename, so a crash never leaves a half-written blob
-//! under its final name. `index.json` updates take an exclusive `flock` on `index.lock`.
+//! under its final name. Several processes may use one store at once: each writes its temp files
+//! in its own `tmp/blobs/<owner>/` (guarded by an [`OwnerLock`], so an open sweeps only dead
+//! owners' leftovers), and `index.json` is read, modified and replaced under an exclusive `flock`
+//! on `index.lock`, so concurrent tags are never lost.
 
+use crate::lock::{lock_exclusive, sweep_dead, OwnerLock, WaitReporter};
 use crate::{
     Descriptor, Digest, ImageConfig, Index, Manifest, MediaType, Sha256Writer,
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
@@ -10,9 +14,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Errors of the content store.
 #[derive(Debug, thiserror::Error)]
@@ -103,30 +107,65 @@ pub struct ImageRecord {
     pub config: ImageConfig,
 }
 
-/// The content store rooted at one directory.
+/// The content store rooted at one directory. Cheap to clone (clones share one temp dir).
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+struct StoreInner {
+    /// `tmp/blobs/<owner>`: this store's temp files.
+    tmp: PathBuf,
+    owner: OwnerLock,
+    reporter: Option<WaitReporter>,
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        // Runs before the owner lock is released, so no sweeper races with it.
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// Opens (creating if needed) the layout at `root` and sweeps leftover temp files.
+    /// Opens (creating if needed) the layout at `root`, sweeping temp files that dead processes
+    /// left (never those of a live one).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with_reporter(root, None)
+    }
+
+    /// [`Store::open`] with a callback told when a lock wait (another process updating
+    /// `index.json`) lasts over a second.
+    pub fn open_with_reporter(
+        root: &Path,
+        reporter: Option<WaitReporter>,
+    ) -> Result<Store, StoreError> {
         let blobs = root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
-        let tmp = root.join("tmp/blobs");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("sweep", &tmp))?;
-        }
+        let tmp_root = root.join("tmp/blobs");
+        let owners = root.join("tmp/owners");
+        fs::create_dir_all(&tmp_root).map_err(io_err("create", &tmp_root))?;
+        sweep_dead(&owners, std::slice::from_ref(&tmp_root))
+            .and_then(|sweep| sweep.finish())
+            .map_err(io_err("sweep", &tmp_root))?;
+        let owner = OwnerLock::acquire(&owners).map_err(io_err("lock", &owners))?;
+        let tmp = tmp_root.join(owner.name());
         fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
         let store = Store {
             root: root.to_path_buf(),
+            inner: Arc::new(StoreInner {
+                tmp,
+                owner,
+                reporter,
+            }),
         };
         let layout = root.join("oci-layout");
         if !layout.exists() {
-            store.write_file_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            store.create_file_if_absent(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
         let index = root.join("index.json");
         if !index.exists() {
@@ -134,7 +173,7 @@ impl Store {
                 what: "index.json".into(),
                 source,
             })?;
-            store.write_file_atomic(&index, &bytes)?;
+            store.create_file_if_absent(&index, &bytes)?;
         }
         Ok(store)
     }
@@ -206,12 +245,22 @@ impl Store {
         Ok((d, n, bytes))
     }
 
-    /// A new temp path inside the store (same filesystem, swept on open).
+    /// A new, unique temp path inside the store (same filesystem; in this process's own temp
+    /// dir, removed when the last clone of the store drops or, after a crash, by a later open).
     pub fn temp_path(&self, hint: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.root
-            .join("tmp/blobs")
-            .join(format!("{hint}-{}-{n}", std::process::id()))
+        self.inner.tmp.join(format!("{hint}-{n}"))
+    }
+
+    /// The callback this store reports long lock waits to (also used by the worker for the
+    /// locks of `RUN --mount=type=cache,sharing=locked`).
+    pub fn wait_reporter(&self) -> Option<&WaitReporter> {
+        self.inner.reporter.as_ref()
+    }
+
+    /// The owner name of this store's temp dir (`tmp/blobs/<owner>`).
+    pub fn owner(&self) -> &str {
+        self.inner.owner.name()
     }
 
     /// Starts a streaming blob write; call [`BlobWriter::commit`] to publish it.
@@ -228,16 +277,33 @@ impl Store {
         })
     }
 
-    fn write_file_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    fn write_temp(&self, data: &[u8]) -> Result<PathBuf, StoreError> {
         let tmp = self.temp_path("file");
-        if let Some(parent) = tmp.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-        }
         let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
         f.write_all(data).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-        Ok(())
+        Ok(tmp)
+    }
+
+    fn write_file_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.write_temp(data)?;
+        fs::rename(&tmp, path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("rename", path)(e)
+        })
+    }
+
+    /// Publishes `data` at `path` only if nothing is there yet (a hard link fails on an existing
+    /// name), so two processes creating a fresh store cannot replace each other's `index.json`.
+    fn create_file_if_absent(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.write_temp(data)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err("create", path)(e)),
+        }
     }
 
     fn lock_index(&self) -> Result<File, StoreError> {
@@ -248,15 +314,8 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(io_err("open", &path))?;
-        // SAFETY: flock on an fd we own; no memory is involved.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(StoreError::Io {
-                action: "lock",
-                path,
-                source: io::Error::last_os_error(),
-            });
-        }
+        lock_exclusive(&f, &path, &self.root, self.inner.reporter.as_ref())
+            .map_err(io_err("lock", &path))?;
         Ok(f)
     }
 
@@ -469,7 +528,9 @@ mod tests {
             Err(StoreError::DigestMismatch { .. })
         ));
         assert_eq!(
-            fs::read_dir(dir.path().join("tmp/blobs")).unwrap().count(),
+            fs::read_dir(dir.path().join("tmp/blobs").join(store.owner()))
+                .unwrap()
+                .count(),
             0
         );
         let cfg = ImageConfig {
@@ -487,5 +548,59 @@ mod tests {
             .read_image(&store.resolve_tag("a:1").unwrap().unwrap().digest)
             .unwrap();
         assert_eq!(rec.config.os, "linux");
+    }
+
+    #[test]
+    fn concurrent_opens_and_tags_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let store = Store::open(&root).unwrap();
+                    let mut w = store.blob_writer().unwrap();
+                    for _ in 0..200 {
+                        w.write_all(format!("thread {i} ").as_bytes()).unwrap();
+                        // Another store opened while this blob is being written sweeps nothing of it.
+                        let _other = Store::open(&root).unwrap();
+                    }
+                    let (d, _) = w.commit(None).unwrap();
+                    let cfg = ImageConfig {
+                        architecture: "amd64".into(),
+                        os: format!("os{i}"),
+                        ..Default::default()
+                    };
+                    let (desc, _) = store.write_image(&cfg, vec![]).unwrap();
+                    store.set_tag(&format!("t:{i}"), &desc).unwrap();
+                    d
+                })
+            })
+            .collect();
+        for t in threads {
+            let d = t.join().unwrap();
+            assert!(Store::open(&root).unwrap().has_blob(&d));
+        }
+        let store = Store::open(&root).unwrap();
+        let mut names: Vec<String> = store.tags().unwrap().into_iter().map(|t| t.name).collect();
+        names.sort();
+        assert_eq!(names, (0..6).map(|i| format!("t:{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dead_owner_temp_files_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let dead = dir.path().join("tmp/blobs/999999-dead-0");
+        fs::create_dir_all(&dead).unwrap();
+        fs::write(dead.join("blob-0"), b"partial").unwrap();
+        fs::write(dir.path().join("tmp/owners/999999-dead-0"), b"").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(!dir.path().join("tmp/owners/999999-dead-0").exists());
+        let own = dir.path().join("tmp/blobs").join(store.owner());
+        assert!(own.is_dir());
+        drop(store);
+        assert!(!own.exists());
     }
 }

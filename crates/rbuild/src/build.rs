@@ -9,7 +9,7 @@ use rbuild_oci::{Descriptor, Digest, ImageConfig, MediaType, Store};
 use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::Sandbox;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
-use rbuild_solver::{CacheIndex, SolveError, SolveOptions, Solver};
+use rbuild_solver::{CacheIndex, SolveError, SolveOptions, Solver, DEFAULT_LOCK_TIMEOUT};
 use rbuild_worker::{graph_from_definition, SecretSource, Value, Worker, WorkerError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -408,7 +408,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
                 store_root.display()
             ))
         })?;
-        Store::open(&store_root).map_err(|e| Report::from_error("opening the image store", &e))
+        Store::open_with_reporter(&store_root, Some(progress::wait_reporter()))
+            .map_err(|e| Report::from_error("opening the image store", &e))
     })
     .await?;
     let registry = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
@@ -456,8 +457,12 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     let (snapshotter, index) = blocking(move || {
         let snapshotter = Snapshotter::open(&snapshot_root)
             .map_err(|e| Report::from_error("opening snapshots", &e))?;
-        let index = CacheIndex::open(&index_path)
-            .map_err(|e| Report::from_error("opening the cache index", &e))?;
+        let index = CacheIndex::open_with(
+            &index_path,
+            DEFAULT_LOCK_TIMEOUT,
+            Some(progress::wait_reporter()),
+        )
+        .map_err(|e| Report::from_error("opening the cache index", &e))?;
         Ok((snapshotter, index))
     })
     .await?;

@@ -28,6 +28,14 @@ struct State {
     multi: Option<MultiProgress>,
 }
 
+/// A callback for the libraries' lock waits: prints `waiting for ROOT (held by pid N)` on stderr
+/// when another rbuild process has held a lock on the state root for over a second.
+pub fn wait_reporter() -> rbuild_oci::lock::WaitReporter {
+    rbuild_oci::lock::WaitReporter::new(|waiting| {
+        let _ = writeln!(std::io::stderr().lock(), "{waiting}");
+    })
+}
+
 /// Builds a sink that renders events to stderr in `mode`.
 pub fn sink(mode: ProgressMode) -> ProgressSink {
     use std::io::IsTerminal;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::FlockOperation;
+use rbuild_oci::lock::{lock_exclusive, sweep_dead, OwnerLock};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{apply_tar, Whiteouts};
@@ -78,16 +78,34 @@ struct Inner {
     backend: Backend,
     /// Serialises label read-modify-write cycles within this process.
     labels: Mutex<()>,
-    /// Shared `flock` on ROOT/lock held while this snapshotter lives; repair needs it exclusively.
-    _lock: File,
+    /// This snapshotter's private dirs: `active/<owner>`, `mnt/<owner>`, `tmp/<owner>`.
+    active: PathBuf,
+    mnt: PathBuf,
+    tmp: PathBuf,
+    /// Held while this snapshotter lives: its private dirs are never swept meanwhile.
+    _owner: OwnerLock,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Every Active holds a clone, so `active/<owner>` is empty by now; a mount guard that
+        // outlives the snapshotter keeps `mnt/<owner>` (never removed recursively: it could
+        // reach into a live mount) for a later open to sweep.
+        let _ = std::fs::remove_dir_all(&self.tmp);
+        let _ = std::fs::remove_dir(&self.active);
+        let _ = std::fs::remove_dir(&self.mnt);
+    }
 }
 
 /// A snapshot store rooted in one directory. Cheap to clone; all methods block (run them in
 /// `spawn_blocking` from async code).
 ///
-/// Layout: `ROOT/snapshots/<id>/{fs,work,parent,labels.json}` (committed), `ROOT/active/<id>/…`
-/// (in progress; commit renames into `snapshots/`), `ROOT/mnt/<n>` (mount points), `ROOT/tmp/`,
-/// `ROOT/empty` and `ROOT/empty2` (lower dirs for empty chains) and `ROOT/lock`.
+/// Layout: `ROOT/snapshots/<id>/{fs,work,parent,labels.json}` (committed),
+/// `ROOT/active/<owner>/<id>/…` (in progress; commit renames into `snapshots/`),
+/// `ROOT/mnt/<owner>/<n>` (mount points), `ROOT/tmp/<owner>/`, `ROOT/empty` and `ROOT/empty2`
+/// (lower dirs for empty chains) and `ROOT/owners/<owner>` (one `flock`ed file per open
+/// snapshotter: its private dirs are swept only after it is gone, so any number of processes
+/// can share the root).
 #[derive(Clone)]
 pub struct Snapshotter {
     inner: Arc<Inner>,
@@ -122,9 +140,9 @@ impl Snapshotter {
     /// Opens (creating if needed) the snapshot store at `root`, e.g. `ROOT/snapshots-v1`.
     ///
     /// The backend comes from `RBUILD_SNAPSHOTTER` (`overlay` or `copy`) or, when unset, from a
-    /// probe: one tiny overlay mount under `root`. When no other snapshotter has the store open
-    /// (an exclusive `flock` on `ROOT/lock` succeeds), leftovers of a crash are repaired first:
-    /// mounts under `root` are detached, active snapshots and temp dirs deleted.
+    /// probe: one tiny overlay mount under `root`. What dead processes left (their owner lock is
+    /// free) is repaired first: mounts under their `mnt/` dirs are detached, their active
+    /// snapshots and temp dirs deleted. Live processes' dirs are never touched.
     pub fn open(root: &Path) -> Result<Snapshotter, SnapshotError> {
         let forced = match std::env::var(BACKEND_ENV) {
             Ok(v) if v.is_empty() => None,
@@ -144,26 +162,29 @@ impl Snapshotter {
     fn open_inner(root: &Path, backend: Option<Backend>) -> Result<Snapshotter> {
         std::fs::create_dir_all(root).ctx("create dir", root)?;
         let root = std::fs::canonicalize(root).ctx("resolve", root)?;
-        for sub in ["snapshots", "active", "mnt", "tmp", "empty", "empty2"] {
+        for sub in [
+            "snapshots",
+            "active",
+            "mnt",
+            "tmp",
+            "empty",
+            "empty2",
+            "owners",
+        ] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).ctx("create dir", &p)?;
         }
-        let lock_path = root.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("open", &lock_path)?;
-        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
-            repair(&root)?;
-            rustix::fs::flock(&lock, FlockOperation::LockShared).ctx("lock", &lock_path)?;
-        } else {
-            rustix::fs::flock(&lock, FlockOperation::LockShared).ctx("lock", &lock_path)?;
+        repair(&root)?;
+        let owners = root.join("owners");
+        let owner = OwnerLock::acquire(&owners).ctx("lock", &owners)?;
+        let dir = |sub: &str| root.join(sub).join(owner.name());
+        let (active, mnt, tmp) = (dir("active"), dir("mnt"), dir("tmp"));
+        for p in [&active, &mnt, &tmp] {
+            std::fs::create_dir_all(p).ctx("create dir", p)?;
         }
         let backend = match backend {
             Some(b) => b,
-            None => match probe_overlay(&root) {
+            None => match probe_overlay(&tmp) {
                 Ok(()) => Backend::Overlay,
                 Err(_) => Backend::Copy,
             },
@@ -173,7 +194,10 @@ impl Snapshotter {
                 root,
                 backend,
                 labels: Mutex::new(()),
-                _lock: lock,
+                active,
+                mnt,
+                tmp,
+                _owner: owner,
             }),
         })
     }
@@ -186,6 +210,12 @@ impl Snapshotter {
     /// The (canonical) root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// This process's temp dir under the root (`tmp/<owner>`, same filesystem as the
+    /// snapshots): removed when the snapshotter drops, or by a later open after a crash.
+    pub fn temp_dir(&self) -> &Path {
+        &self.inner.tmp
     }
 
     fn snap_dir(&self, id: &SnapshotId) -> Result<PathBuf> {
@@ -228,7 +258,7 @@ impl Snapshotter {
     pub fn prepare(&self, parent: Option<&SnapshotId>) -> Result<Active, SnapshotError> {
         let chain = self.chain(parent)?;
         let id = SnapshotId(unique_name());
-        let dir = self.inner.root.join("active").join(&id.0);
+        let dir = self.inner.active.join(&id.0);
         let fs = dir.join("fs");
         std::fs::create_dir(&dir).ctx("create dir", &dir)?;
         let made = (|| {
@@ -290,7 +320,7 @@ impl Snapshotter {
     /// Discards `active` and everything written to it.
     pub fn abort(&self, mut active: Active) -> Result<(), SnapshotError> {
         active.done = true;
-        remove_tree_via_tmp(&self.inner.root, &active.dir)
+        remove_tree_via_tmp(&self.inner.tmp, &active.dir)
     }
 
     /// `true` when `id` names a committed snapshot.
@@ -318,7 +348,7 @@ impl Snapshotter {
                 }
             }
         }
-        remove_tree_via_tmp(&self.inner.root, &dir)
+        remove_tree_via_tmp(&self.inner.tmp, &dir)
     }
 
     fn read_labels(&self, dir: &Path) -> Result<BTreeMap<String, String>> {
@@ -349,6 +379,10 @@ impl Snapshotter {
     pub fn set_label(&self, id: &SnapshotId, key: &str, value: &str) -> Result<(), SnapshotError> {
         let dir = self.existing_snap_dir(id)?;
         let _guard = self.inner.labels.lock().unwrap_or_else(|p| p.into_inner());
+        // Other processes may label the same snapshot (e.g. two exports): an exclusive flock
+        // on the snapshot's directory makes the read-modify-write atomic across processes.
+        let dir_lock = File::open(&dir).ctx("open", &dir)?;
+        lock_exclusive(&dir_lock, &dir, &self.inner.root, None).ctx("lock", &dir)?;
         let mut labels = self.read_labels(&dir)?;
         labels.insert(key.to_string(), value.to_string());
         let path = dir.join("labels.json");
@@ -392,7 +426,7 @@ impl Snapshotter {
         readonly: bool,
         hold: Option<Arc<()>>,
     ) -> Result<MountGuard> {
-        let target = self.inner.root.join("mnt").join(unique_name());
+        let target = self.inner.mnt.join(unique_name());
         std::fs::create_dir(&target).ctx("create dir", &target)?;
         if let Err(e) = mount_overlay(lowers, upper, work, &target, readonly) {
             let _ = std::fs::remove_dir(&target);
@@ -544,40 +578,49 @@ fn read_parent(dir: &Path) -> Result<Option<SnapshotId>> {
     Ok(Some(id))
 }
 
-/// Renames `dir` into `ROOT/tmp` (atomic disappearance) and deletes it there.
-fn remove_tree_via_tmp(root: &Path, dir: &Path) -> Result<()> {
-    let tmp = root.join("tmp").join(unique_name());
-    std::fs::rename(dir, &tmp).ctx("rename to tmp", dir)?;
-    std::fs::remove_dir_all(&tmp).ctx("remove dir", &tmp)
+/// Renames `dir` into the temp dir `tmp` (atomic disappearance) and deletes it there.
+fn remove_tree_via_tmp(tmp: &Path, dir: &Path) -> Result<()> {
+    let dest = tmp.join(unique_name());
+    std::fs::rename(dir, &dest).ctx("rename to tmp", dir)?;
+    std::fs::remove_dir_all(&dest).ctx("remove dir", &dest)
 }
 
-/// Crash repair: detach mounts under `root`, delete active snapshots, mount points and temp dirs.
+/// Crash repair: for each owner whose lock is free (its process died) and each entry of
+/// `active/`, `mnt/`, `tmp/` without a live owner (including the flat layout of older
+/// versions), detaches the mounts below it, then deletes it.
 fn repair(root: &Path) -> Result<()> {
-    for m in mounts_under(root)? {
-        match unmount_detach(&m) {
-            Ok(()) => {}
-            // Already gone (e.g. a parent detach took it along).
-            Err(SnapshotError::Unmount { source, .. })
-                if matches!(
-                    source.raw_os_error(),
-                    Some(libc::EINVAL) | Some(libc::ENOENT)
-                ) => {}
-            Err(e) => return Err(e),
+    let areas: Vec<PathBuf> = ["mnt", "active", "tmp"]
+        .iter()
+        .map(|s| root.join(s))
+        .collect();
+    let owners = root.join("owners");
+    let sweep = sweep_dead(&owners, &areas).ctx("sweep", &owners)?;
+    if sweep.is_empty() {
+        return Ok(());
+    }
+    if !sweep.dirs.is_empty() {
+        for m in mounts_under(root)? {
+            if !sweep.dirs.iter().any(|d| m.starts_with(d)) {
+                continue;
+            }
+            match unmount_detach(&m) {
+                Ok(()) => {}
+                // Already gone (e.g. a parent detach took it along).
+                Err(SnapshotError::Unmount { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::EINVAL) | Some(libc::ENOENT)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    for sub in ["mnt", "active", "tmp"] {
-        let dir = root.join(sub);
-        for entry in std::fs::read_dir(&dir).ctx("read dir", &dir)? {
-            let p = entry.ctx("read dir", &dir)?.path();
-            crate::fsutil::remove_any(&p)?;
-        }
-    }
-    Ok(())
+    sweep.finish().ctx("sweep", root)
 }
 
-/// Tries one overlay mount (with an upper dir, a whiteout and the opaque xattr) under `root/tmp`.
-fn probe_overlay(root: &Path) -> std::io::Result<()> {
-    let base = root.join("tmp").join(format!("probe-{}", unique_name()));
+/// Tries one overlay mount (with an upper dir, a whiteout and the opaque xattr) under `tmp`.
+fn probe_overlay(tmp: &Path) -> std::io::Result<()> {
+    let base = tmp.join(format!("probe-{}", unique_name()));
     let result = (|| {
         for d in ["lower", "upper", "work", "merged"] {
             std::fs::create_dir_all(base.join(d))?;
@@ -678,7 +721,7 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         if !self.done {
-            let _ = remove_tree_via_tmp(&self.snapshotter.inner.root, &self.dir);
+            let _ = remove_tree_via_tmp(&self.snapshotter.inner.tmp, &self.dir);
         }
     }
 }

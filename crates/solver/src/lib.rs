@@ -13,7 +13,8 @@
 //!    or even looked up. On a miss its inputs are solved concurrently, then it is executed
 //!    (at most [`SolveOptions::max_parallel`] at once) and its result recorded under its key.
 //! 3. **Dedupe**: vertices with equal cache keys share one lookup and one execution; one solve
-//!    never executes a key twice.
+//!    never executes a key twice. Across processes sharing an index, a key being executed is
+//!    claimed ([`CacheIndex::claim`]): another solve of it waits, then reuses the result.
 //! 4. **Failure** of one vertex cancels the solve: running executions are aborted, queued ones
 //!    never start, and every needed vertex without a terminal event gets
 //!    [`EventKind::Canceled`].
@@ -38,7 +39,7 @@ mod solve;
 
 pub use executor::Executor;
 pub use graph::{Graph, VertexId};
-pub use index::{CacheError, CacheIndex, DEFAULT_LOCK_TIMEOUT, INDEX_FILE_NAME};
+pub use index::{CacheError, CacheIndex, KeyClaim, DEFAULT_LOCK_TIMEOUT, INDEX_FILE_NAME};
 pub use key::CacheKey;
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};
 pub use solve::{SolveError, SolveOptions, Solver};

@@ -546,7 +546,35 @@ impl<'g, E: Executor> Driver<'g, E> {
         let slots = self.exec_slots.clone();
         let gate = self.gate.clone();
         let cancel = self.cancel.subscribe();
+        let claim_index = match &self.index {
+            Some(index) if !self.no_cache && self.executor.cacheable(&vertex) => {
+                Some(index.clone())
+            }
+            _ => None,
+        };
         self.tasks.spawn(async move {
+            // Another rbuild process executing (or having just executed) the same key: wait
+            // for it and use its result (BuildKit dedupes concurrent solves the same way). A claim that cannot be made
+            // (e.g. a read-only lock dir) only costs the dedupe.
+            let mut claim = None;
+            if let Some(index) = claim_index {
+                let decoder = executor.clone();
+                let claimed = tokio::task::spawn_blocking(move || {
+                    let claim = index.claim(&key)?;
+                    // Looked up again even without a wait: another process may have recorded
+                    // the key between this solve's lookup and its claim.
+                    if let Some(value) = index.get(&key)?.and_then(|b| decoder.decode(&b)) {
+                        return Ok::<_, CacheError>((claim, Some(value)));
+                    }
+                    Ok((claim, None))
+                })
+                .await;
+                match claimed {
+                    Ok(Ok((_, Some(value)))) => return Msg::Lookup(key, Ok(Some(value))),
+                    Ok(Ok((c, None))) => claim = Some(c),
+                    _ => {}
+                }
+            }
             let Ok(_slot) = slots.acquire_owned().await else {
                 return Msg::NotStarted;
             };
@@ -573,6 +601,7 @@ impl<'g, E: Executor> Driver<'g, E> {
                 }
                 _ => Ok(()),
             };
+            drop(claim);
             Msg::Exec {
                 key,
                 result,

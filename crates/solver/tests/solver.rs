@@ -475,8 +475,9 @@ async fn decode_none_is_a_miss() {
     let out = s.solver.solve(&g, &[d], &opts()).await.unwrap();
     assert_eq!(out, vec!["d(b(a()),c(a()))".to_string()]);
     assert_eq!(s.fake.execs(), vec!["a", "b", "c", "d"]);
-    // Every vertex was looked up once (a shared by b and c).
-    assert_eq!(s.fake.decodes.load(Ordering::SeqCst), 4);
+    // Every vertex was looked up once (a shared by b and c), and once more under its
+    // cross-process claim before executing.
+    assert_eq!(s.fake.decodes.load(Ordering::SeqCst), 8);
     check_terminal(&s.events.take());
 }
 
@@ -550,7 +551,9 @@ async fn index_survives_reopen() {
 async fn second_open_while_held_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(INDEX_FILE_NAME);
-    let _held = CacheIndex::open(&path).unwrap();
+    drop(CacheIndex::open(&path).unwrap());
+    // A holder that keeps the file (e.g. an older rbuild): a CacheIndex lets go when idle.
+    let _held = redb::Database::create(&path).unwrap();
     let p = path.clone();
     let err = tokio::task::spawn_blocking(move || {
         CacheIndex::open_with_timeout(&p, Duration::from_millis(200))
@@ -691,4 +694,57 @@ async fn a_key_equal_to_its_inputs_key_is_a_cycle_not_a_hang() {
         .expect("no hang")
         .unwrap_err();
     assert!(matches!(err, SolveError::Cycle), "{err:?}");
+}
+
+/// Two solvers with their own index handles on one file (as two rbuild processes) solving the
+/// same slow vertex at once: it runs once; the other waits for the claim and reuses the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_in_two_processes_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(INDEX_FILE_NAME);
+    let mut g = Graph::new();
+    let slow = g.add_vertex(
+        Op {
+            sleep_ms: 700,
+            ..op("slow")
+        },
+        "slow".into(),
+        vec![],
+    );
+    let g = Arc::new(g);
+    let mut tasks = Vec::new();
+    let mut fakes = Vec::new();
+    let mut all_events = Vec::new();
+    for _ in 0..2 {
+        let p = path.clone();
+        let index = tokio::task::spawn_blocking(move || CacheIndex::open(&p))
+            .await
+            .unwrap()
+            .unwrap();
+        let fake = Arc::new(Fake::default());
+        let events = Events::default();
+        let solver = Solver::new(fake.clone(), Some(index), events.sink());
+        let g = g.clone();
+        tasks.push(tokio::spawn(async move {
+            solver.solve(&g, &[slow], &SolveOptions::default()).await
+        }));
+        fakes.push(fake);
+        all_events.push(events);
+        // Let the first one claim the key before the second looks it up.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), vec!["slow()".to_string()]);
+    }
+    let execs: usize = fakes.iter().map(|f| f.execs().len()).sum();
+    assert_eq!(execs, 1, "executed once in all");
+    let second = kinds(&all_events[1].take());
+    assert_eq!(second["slow"], vec!["cached"]);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("cache-v1.redb.locks"))
+            .unwrap()
+            .count(),
+        0,
+        "claims are released"
+    );
 }

@@ -29,7 +29,7 @@ impl Downloads {
     }
 
     fn temp_path(&self, snapshotter: &Snapshotter) -> PathBuf {
-        snapshotter.root().join("tmp").join(format!(
+        snapshotter.temp_dir().join(format!(
             "http-{}-{}",
             std::process::id(),
             self.counter.fetch_add(1, Ordering::Relaxed)

@@ -273,6 +273,7 @@ impl Worker {
         let secrets = self.secrets.clone();
         let cache_root = self.cache_mount_root.clone();
         let limits = self.limits.clone();
+        let reporter = self.store.wait_reporter().cloned();
         Self::blocking(move || {
             // RUN --mount: bind views, cache dirs, tmpfs, secrets; alive until the run is over.
             let prepared = mounts::MountEnv {
@@ -281,6 +282,7 @@ impl Worker {
                 excludes: &excludes,
                 cache_root: &cache_root,
                 secrets: &secrets,
+                reporter: reporter.as_ref(),
             }
             .prepare(&exec, &inputs)?;
             let active = snapshotter.prepare(parent.as_ref())?;

@@ -57,6 +57,8 @@ pub(crate) struct MountEnv<'a> {
     pub excludes: &'a [String],
     pub cache_root: &'a Path,
     pub secrets: &'a HashMap<String, SecretSource>,
+    /// Told when a `sharing=locked` cache waits over a second for another process.
+    pub reporter: Option<&'a rbuild_oci::lock::WaitReporter>,
 }
 
 /// The prepared mounts of one exec; keep it alive until the process has exited.
@@ -320,14 +322,15 @@ impl MountEnv<'_> {
                             (self.cache_root.join(&base), lock)
                         }
                         CacheSharing::Locked => {
-                            let lock = open_lock(&self.cache_root.join(format!("{base}.lock")))?;
-                            if !flock(&lock, libc::LOCK_EX) {
-                                return Err(mount_err(format!(
-                                    "locking cache {}: {}",
-                                    opt.id,
-                                    io::Error::last_os_error()
-                                )));
-                            }
+                            let lock_path = self.cache_root.join(format!("{base}.lock"));
+                            let lock = open_lock(&lock_path)?;
+                            rbuild_oci::lock::lock_exclusive(
+                                &lock,
+                                &lock_path,
+                                self.cache_root,
+                                self.reporter,
+                            )
+                            .map_err(|e| mount_err(format!("locking cache {}: {e}", opt.id)))?;
                             (self.cache_root.join(&base), lock)
                         }
                         CacheSharing::Private => {
@@ -587,6 +590,7 @@ mod tests {
             excludes: &[],
             cache_root: &cache_root,
             secrets: &secrets,
+            reporter: None,
         };
         let shared1 = env
             .prepare(&exec_with_cache(CacheSharing::Shared), &[])

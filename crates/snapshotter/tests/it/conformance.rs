@@ -333,12 +333,7 @@ pub fn malicious_layers_stay_inside(backend: Backend) {
     assert_eq!(read(&v.path().join("pwned2")), "2");
     assert_eq!(read(&v.path().join("pwned3")), "1");
     // No active snapshot leaks from the failed applies.
-    assert_eq!(
-        std::fs::read_dir(env.root().join("active"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(env.own("active")).unwrap().count(), 0);
 }
 
 fn sample_layer() -> Vec<u8> {
@@ -497,12 +492,7 @@ pub fn labels_and_removal(backend: Backend) {
     drop(guard);
     let act = env.sn.prepare(None).unwrap();
     env.sn.abort(act).unwrap();
-    assert_eq!(
-        std::fs::read_dir(env.root().join("active"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(env.own("active")).unwrap().count(), 0);
 }
 
 macro_rules! suite {

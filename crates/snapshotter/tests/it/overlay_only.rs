@@ -19,7 +19,7 @@ fn open_detects_overlay() {
     let sn = Snapshotter::open(&dir.path().join("s")).unwrap();
     assert_eq!(sn.backend(), Backend::Overlay);
     assert!(mounts_under(sn.root()).is_empty(), "probe mount cleaned up");
-    assert_eq!(std::fs::read_dir(sn.root().join("tmp")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(sn.temp_dir()).unwrap().count(), 0);
 }
 
 /// Run as a child process by `crash_repair`: leaves an active snapshot and mounts, then exits
@@ -67,12 +67,27 @@ fn crash_repair() {
     assert_eq!(std::fs::read_dir(canon.join("active")).unwrap().count(), 1);
     let sn = Snapshotter::open_with_backend(&root, Backend::Overlay).unwrap();
     assert!(mounts_under(&canon).is_empty(), "mounts repaired");
+    let names = |area: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(canon.join(area))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
     assert_eq!(
-        std::fs::read_dir(canon.join("active")).unwrap().count(),
-        0,
+        names("active"),
+        vec![own_dir(&sn, "active")],
         "active snapshot deleted"
     );
-    assert_eq!(std::fs::read_dir(canon.join("mnt")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(own_dir(&sn, "active")).unwrap().count(),
+        0
+    );
+    assert_eq!(names("mnt"), vec![own_dir(&sn, "mnt")]);
+    assert_eq!(
+        names("owners").len(),
+        1,
+        "the dead owner's lock file is gone"
+    );
     assert_eq!(
         std::fs::read_dir(canon.join("snapshots")).unwrap().count(),
         1,
@@ -157,4 +172,31 @@ fn copy_backend_rootfs_is_a_dir() {
         "hardlinks kept by the copy"
     );
     env.sn.abort(active).unwrap();
+}
+
+/// A second snapshotter opened on the same root (as by a concurrent build) sweeps nothing the
+/// first one uses: its active snapshot, mounts and temp dir stay, and it can still commit.
+#[test]
+fn open_beside_a_live_snapshotter_sweeps_nothing_of_it() {
+    require_root!();
+    let env = Env::new(Backend::Overlay);
+    let base = apply(&env, None, &TarB::new().file("f", 0o644, 0, b"f").finish());
+    let active = env.sn.prepare(Some(&base)).unwrap();
+    let m = active.mount().unwrap();
+    write(&m.path().join("new"), "x");
+    let view = env.sn.view(Some(&base)).unwrap();
+    let before = mounts_under(&env.root()).len();
+    let second = Snapshotter::open_with_backend(&env.root(), Backend::Overlay).unwrap();
+    assert_ne!(second.temp_dir(), env.sn.temp_dir());
+    assert_eq!(
+        mounts_under(&env.root()).len(),
+        before,
+        "no mount of the live one detached"
+    );
+    assert_eq!(read(&m.path().join("new")), "x");
+    assert_eq!(read(&view.path().join("f")), "f");
+    drop((m, view));
+    let id = env.sn.commit(active).unwrap();
+    assert!(second.exists(&id));
+    drop(second);
 }

@@ -43,6 +43,11 @@ impl Env {
         self.sn.root().to_path_buf()
     }
 
+    /// This snapshotter's own dir in `area` (`active`, `mnt`, `tmp`).
+    pub fn own(&self, area: &str) -> PathBuf {
+        own_dir(&self.sn, area)
+    }
+
     pub fn diff(&self, id: &SnapshotId, opts: &DiffOptions) -> Vec<u8> {
         let mut out = Vec::new();
         self.sn.write_diff(id, &mut out, opts).expect("write_diff");
@@ -289,4 +294,10 @@ pub fn write(p: &Path, data: &str) {
 
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// `sn`'s own dir in `area` (`active`, `mnt`, `tmp`): named like its temp dir.
+pub fn own_dir(sn: &Snapshotter, area: &str) -> PathBuf {
+    let owner = sn.temp_dir().file_name().expect("owner name");
+    sn.root().join(area).join(owner)
 }
