@@ -22,9 +22,22 @@ fn assert_store_verified(store: &Store, digests: &[&Digest]) {
 }
 
 fn tmp_blobs_empty(store: &Store) -> bool {
-    fs::read_dir(store.root().join("tmp/blobs"))
-        .map(|d| d.count() == 0)
-        .unwrap_or(true)
+    // The store keeps a temp directory per open owner (tmp/blobs/<owner>/): no file may be left
+    // in any of them.
+    leftover_temp_files(&store.root().join("tmp/blobs")) == 0
+}
+
+fn leftover_temp_files(dir: &std::path::Path) -> usize {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => leftover_temp_files(&e.path()),
+                    _ => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
