@@ -30,7 +30,7 @@ pub async fn fetch_url(url: &str, dest: &Path) -> Result<FetchedUrl, RegistryErr
         url: url.to_string(),
         cause,
     };
-    use crate::client::timeout_from_env;
+    use crate::options::timeout_from_env;
     let connect =
         timeout_from_env(crate::CONNECT_TIMEOUT_ENV)?.unwrap_or(crate::DEFAULT_CONNECT_TIMEOUT);
     let stall = timeout_from_env(crate::STALL_TIMEOUT_ENV)?.unwrap_or(crate::DEFAULT_STALL_TIMEOUT);

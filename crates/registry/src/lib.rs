@@ -12,22 +12,30 @@
 //! transfer), retried like dropped connections, then [`RegistryError::Stalled`]; retries and waits
 //! are reported as [`RegistryNotice`]s to a sink set with [`RegistryClient::with_notices`].
 
+mod auth;
 mod client;
 mod error;
 mod fetch;
 mod login;
 mod notice;
+mod options;
+mod pull;
 mod push;
 mod reference;
+mod status;
+mod tls;
+mod transport;
 
-pub use client::{
-    ClientOptions, Credentials, RegistryClient, ResolvedImage, CONNECT_TIMEOUT_ENV,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_STALL_TIMEOUT, INSECURE_REGISTRIES_ENV, MAX_CONFIG_BYTES,
-    MAX_MANIFEST_BYTES, REGISTRY_CA_ENV, STALL_TIMEOUT_ENV, TLS_REGISTRIES_ENV,
-};
+pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use fetch::{fetch_url, parse_http_date, FetchedUrl};
 pub use login::{auth_key, docker_config_path, save_login, SavedTo, DOCKER_HUB_AUTH_KEY};
 pub use notice::RegistryNotice;
+pub use options::{
+    ClientOptions, Credentials, CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_STALL_TIMEOUT, INSECURE_REGISTRIES_ENV, REGISTRY_CA_ENV, STALL_TIMEOUT_ENV,
+    TLS_REGISTRIES_ENV,
+};
+pub use pull::{ResolvedImage, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 pub use push::{mount_sources_from_store, source_repositories, PushOptions, PushReport};
 pub use reference::{Reference, DOCKER_HUB};

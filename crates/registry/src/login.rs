@@ -1,7 +1,7 @@
 //! `rbuild login`: checking credentials against a registry and saving them the way `docker login`
 //! does (docker's `config.json`, or the configured credential helper).
 
-use crate::client::parse_challenge_pub;
+use crate::auth::parse_challenge_pub;
 use crate::error::chain;
 use crate::{RegistryClient, RegistryError};
 use reqwest::header::WWW_AUTHENTICATE;
