@@ -1,8 +1,11 @@
 //! The build pipeline behind `rbuild build`: parse, resolve base images, convert to llb, solve,
 //! export into the store and the requested outputs.
 
+mod options;
+
 use crate::errors::{chain, excerpt, Report};
 use crate::{progress, BuildArgs, StoreArgs};
+use options::{layer_options, parse_build_args, parse_output, parse_secret, Output};
 use rbuild_exporter::{assemble_image, ensure_layer, normalize_tag, LayerOptions};
 use rbuild_frontend::{BaseImage, ConvertOptions};
 use rbuild_oci::{Descriptor, Digest, ImageConfig, MediaType, Store};
@@ -10,191 +13,9 @@ use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::Sandbox;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{CacheIndex, SolveError, SolveOptions, Solver, DEFAULT_LOCK_TIMEOUT};
-use rbuild_worker::{graph_from_definition, SecretSource, Value, Worker, WorkerError};
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use rbuild_worker::{graph_from_definition, Value, Worker, WorkerError};
+use std::collections::HashMap;
 use std::sync::Arc;
-
-/// One `--output`.
-#[derive(Debug, Clone, PartialEq)]
-enum Output {
-    Oci {
-        dest: PathBuf,
-        tar: bool,
-    },
-    Docker {
-        dest: PathBuf,
-    },
-    Local {
-        dest: PathBuf,
-    },
-    /// The final filesystem as one tar file.
-    Tar {
-        dest: PathBuf,
-    },
-    /// `type=image,name=A[,name=B],push=true` (`type=registry` implies push).
-    Image {
-        names: Vec<String>,
-        push: bool,
-    },
-}
-
-fn parse_output(spec: &str) -> Result<Output, Report> {
-    let mut fields = BTreeMap::new();
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        fields.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    let dest = fields.get("dest").map(PathBuf::from);
-    let need_dest = |kind: &str| {
-        dest.clone()
-            .ok_or_else(|| Report::new(format!("error: --output type={kind} needs dest=PATH")))
-    };
-    match fields.get("type").map(String::as_str) {
-        Some("oci") => Ok(Output::Oci {
-            dest: need_dest("oci")?,
-            tar: fields.get("tar").map(|v| v != "false").unwrap_or(true),
-        }),
-        Some("docker") => Ok(Output::Docker {
-            dest: need_dest("docker")?,
-        }),
-        Some("local") => Ok(Output::Local {
-            dest: need_dest("local")?,
-        }),
-        Some("tar") => Ok(Output::Tar {
-            dest: need_dest("tar")?,
-        }),
-        Some(kind @ ("image" | "registry")) => {
-            // `name=a,b` (buildx's CSV) and repeated `name=` both give several names.
-            let mut names = Vec::new();
-            let mut in_name = false;
-            for part in spec.split(',') {
-                match part.split_once('=') {
-                    Some(("name", v)) => {
-                        in_name = true;
-                        names.push(v.trim_matches('"').to_string());
-                    }
-                    Some(_) => in_name = false,
-                    None if in_name => names.push(part.trim_matches('"').to_string()),
-                    None => {}
-                }
-            }
-            names.retain(|n| !n.is_empty());
-            let push = kind == "registry" || fields.get("push").is_some_and(|v| v == "true");
-            if names.is_empty() && push {
-                return Err(Report::new(format!(
-                    "error: --output type={kind} needs name=REF to push"
-                )));
-            }
-            Ok(Output::Image { names, push })
-        }
-        Some(other) => Err(Report::new(format!(
-            "error: unsupported output type `{other}` (supported: oci, docker, local, image, registry)"
-        ))),
-        None => Err(Report::new(format!(
-            "error: --output `{spec}` has no type=..."
-        ))),
-    }
-}
-
-/// Parses `--secret` like buildx: `id=ID[,src|source=FILE][,env=VAR][,type=file|env]`; with
-/// neither a source nor an env, the variable named ID if set, else the file ID.
-fn parse_secret(raw: &str) -> Result<(String, SecretSource), Report> {
-    let bad = |why: &str| Report::new(format!("error: invalid secret `{raw}`: {why}")).with_code(2);
-    let (mut id, mut kind, mut src, mut env) = (None, None, None, None);
-    for field in raw.split(',') {
-        let (k, v) = field
-            .split_once('=')
-            .ok_or_else(|| bad(&format!("field `{field}` is not key=value")))?;
-        match k.to_ascii_lowercase().as_str() {
-            "id" => id = Some(v.to_string()),
-            "type" => match v {
-                "file" | "env" => kind = Some(v.to_string()),
-                _ => return Err(bad(&format!("unsupported secret type `{v}`"))),
-            },
-            "src" | "source" => src = Some(v.to_string()),
-            "env" => env = Some(v.to_string()),
-            _ => return Err(bad(&format!("unexpected key `{k}`"))),
-        }
-    }
-    let id = id
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| bad("id is required"))?;
-    let source = match (kind.as_deref(), src, env) {
-        (_, _, Some(var)) => SecretSource::Env(var),
-        (Some("env"), Some(var), None) => SecretSource::Env(var),
-        (Some("env"), None, None) => SecretSource::Env(id.clone()),
-        (_, Some(file), None) => SecretSource::File(PathBuf::from(file)),
-        (Some("file"), None, None) => SecretSource::File(PathBuf::from(&id)),
-        (_, None, None) => {
-            if std::env::var_os(&id).is_some() {
-                SecretSource::Env(id.clone())
-            } else {
-                SecretSource::File(PathBuf::from(&id))
-            }
-        }
-    };
-    Ok((id, source))
-}
-
-/// Layer compression from the outputs' `compression=gzip|zstd|uncompressed`, `compression-level=N`
-/// and `force-compression=true` (the image is assembled once, so the first output that sets them wins).
-fn layer_options(specs: &[String]) -> Result<LayerOptions, Report> {
-    let mut opts = LayerOptions::default();
-    for spec in specs {
-        let fields: BTreeMap<&str, &str> = spec
-            .split(',')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
-        if let Some(c) = fields.get("compression") {
-            opts.compression = match *c {
-                "gzip" => rbuild_oci::Compression::Gzip,
-                "zstd" => rbuild_oci::Compression::Zstd,
-                "uncompressed" => rbuild_oci::Compression::None,
-                other => {
-                    return Err(Report::new(format!(
-                        "error: unsupported compression `{other}` (gzip, zstd, uncompressed)"
-                    )))
-                }
-            };
-            if let Some(level) = fields.get("compression-level") {
-                let level: i32 = level.parse().map_err(|_| {
-                    Report::new(format!("error: invalid compression-level `{level}`"))
-                })?;
-                match opts.compression {
-                    rbuild_oci::Compression::Gzip => {
-                        opts.gzip_level = Some(level.clamp(0, 9) as u32)
-                    }
-                    rbuild_oci::Compression::Zstd => opts.zstd_level = Some(level.clamp(1, 22)),
-                    rbuild_oci::Compression::None => {}
-                }
-            }
-            opts.force_compression = fields
-                .get("force-compression")
-                .is_some_and(|v| *v == "true");
-            break;
-        }
-    }
-    Ok(opts)
-}
-
-fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for arg in raw {
-        match arg.split_once('=') {
-            Some((k, v)) => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            None => {
-                if let Ok(v) = std::env::var(arg) {
-                    out.insert(arg.clone(), v);
-                }
-            }
-        }
-    }
-    out
-}
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Report> + Send + 'static,
@@ -759,72 +580,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_parse_like_buildx() {
-        let p = |s: &str| parse_secret(s).ok();
-        assert_eq!(
-            p("id=a,src=/f"),
-            Some(("a".into(), SecretSource::File("/f".into())))
-        );
-        assert_eq!(
-            p("id=a,source=/f,type=file"),
-            Some(("a".into(), SecretSource::File("/f".into())))
-        );
-        assert_eq!(
-            p("id=a,env=V"),
-            Some(("a".into(), SecretSource::Env("V".into())))
-        );
-        assert_eq!(
-            p("type=env,id=a,src=V"),
-            Some(("a".into(), SecretSource::Env("V".into())))
-        );
-        assert_eq!(
-            p("type=env,id=a"),
-            Some(("a".into(), SecretSource::Env("a".into())))
-        );
-        assert!(p("src=/f").is_none());
-        assert!(p("id=a,type=bogus").is_none());
-        assert!(p("id=a,what=1").is_none());
-    }
-
-    #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn outputs_parse() {
-        assert_eq!(
-            parse_output("type=oci,dest=/x").unwrap(),
-            Output::Oci {
-                dest: "/x".into(),
-                tar: true
-            }
-        );
-        assert_eq!(
-            parse_output("type=oci,dest=/x,tar=false").unwrap(),
-            Output::Oci {
-                dest: "/x".into(),
-                tar: false
-            }
-        );
-        assert!(parse_output("type=oci").is_err());
-        assert!(parse_output("type=nope,dest=/x").is_err());
-        assert_eq!(
-            parse_output("type=image,name=r/a:1,r/b:2,push=true").unwrap(),
-            Output::Image {
-                names: vec!["r/a:1".into(), "r/b:2".into()],
-                push: true
-            }
-        );
-        assert_eq!(
-            parse_output("type=registry,name=r/a").unwrap(),
-            Output::Image {
-                names: vec!["r/a".into()],
-                push: true
-            }
-        );
-        assert!(parse_output("type=image,push=true").is_err());
     }
 }

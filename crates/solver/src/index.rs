@@ -7,17 +7,20 @@
 //! Another process that finds the file open retries with a short backoff and, after a second,
 //! reports `waiting for ROOT (held by pid N)` through its [`WaitReporter`].
 
+mod handle;
+#[cfg(test)]
+mod tests;
+
 use crate::CacheKey;
-use rbuild_oci::lock::{
-    holder_pid, lock_exclusive, try_lock_exclusive, WaitReporter, Waiting, REPORT_AFTER,
-};
-use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableDefinition, TableError};
+use handle::Shared;
+use rbuild_oci::lock::{lock_exclusive, try_lock_exclusive, WaitReporter};
+use redb::{ReadableDatabase, TableDefinition, TableError};
 use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How long [`CacheIndex::open`] (and each later reopen) waits for another process to release
 /// the index before failing with [`CacheError::Locked`].
@@ -29,20 +32,8 @@ pub const INDEX_FILE_NAME: &str = "cache-v1.redb";
 /// How long the index stays open after its last transaction.
 pub const IDLE_CLOSE: Duration = Duration::from_millis(50);
 
-/// While another process waits, the file is released once it has been held this long even
-/// when busy, or after this short idle time.
-const MAX_HOLD_WHEN_WANTED: Duration = Duration::from_millis(100);
-const IDLE_WHEN_WANTED: Duration = Duration::from_millis(2);
-/// How often the reaper looks for waiters while the file is open.
-const WANTED_CHECK: Duration = Duration::from_millis(10);
-
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results-v1");
 const USER_TABLE_PREFIX: &str = "user:";
-const RETRY_MIN: Duration = Duration::from_millis(1);
-const RETRY_MAX: Duration = Duration::from_millis(10);
-/// A reopen that finds another process waiting first gives it this head start (more than one
-/// retry interval), so a busy process cannot starve the others.
-const YIELD_TO_WAITER: Duration = Duration::from_millis(15);
 
 /// Errors of the cache index.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +53,7 @@ pub enum CacheError {
         path: PathBuf,
         /// What redb said.
         #[source]
-        source: Box<DatabaseError>,
+        source: Box<redb::DatabaseError>,
     },
     /// A filesystem operation around the index failed (creating its directory, moving a
     /// corrupt file aside).
@@ -95,44 +86,6 @@ pub enum CacheError {
     Background(String),
 }
 
-/// The open file and when it was opened and last used.
-struct State {
-    db: Option<Database>,
-    opened: Instant,
-    last_use: Instant,
-    reaper: bool,
-    idle: Duration,
-}
-
-/// Shared between the handles and the reaper thread.
-struct Slot {
-    state: Mutex<State>,
-    wake: Condvar,
-}
-
-/// Owned by the handles only: dropping the last handle closes the file at once.
-struct Shared {
-    slot: Arc<Slot>,
-    path: PathBuf,
-    /// `<index>.want`: waiters hold a shared flock on it, so a holder knows to let go.
-    want_path: PathBuf,
-    timeout: Duration,
-    reporter: Option<WaitReporter>,
-    moved_aside: Option<PathBuf>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let mut st = lock(&self.slot.state);
-        st.db = None;
-        self.slot.wake.notify_all();
-    }
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The persistent cache index (redb) at `ROOT/cache-v1.redb`: cache key -> result bytes, plus
 /// named tables the worker uses (stat cache, tag resolutions).
 ///
@@ -151,31 +104,6 @@ impl fmt::Debug for CacheIndex {
             .field("path", &self.shared.path)
             .finish()
     }
-}
-
-fn is_corrupt(e: &DatabaseError) -> bool {
-    match e {
-        DatabaseError::UpgradeRequired(_) | DatabaseError::RepairAborted => true,
-        DatabaseError::Storage(StorageError::Corrupted(_)) => true,
-        DatabaseError::Storage(StorageError::Io(io)) => {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            )
-        }
-        _ => false,
-    }
-}
-
-/// One `Database::create`; redb 3 panics (instead of returning an error) on some damaged
-/// files, e.g. one truncated below its recorded layout: such a panic counts as corruption.
-fn create_db(path: &Path) -> Result<Database, DatabaseError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
-        .unwrap_or_else(|_| {
-            Err(DatabaseError::Storage(StorageError::Corrupted(
-                "redb panicked while opening the file".into(),
-            )))
-        })
 }
 
 impl CacheIndex {
@@ -207,39 +135,8 @@ impl CacheIndex {
                 source,
             })?;
         }
-        let mut want = path.as_os_str().to_os_string();
-        want.push(".want");
-        let mut shared = Shared {
-            slot: Arc::new(Slot {
-                state: Mutex::new(State {
-                    db: None,
-                    opened: Instant::now(),
-                    last_use: Instant::now(),
-                    reaper: false,
-                    idle: IDLE_CLOSE,
-                }),
-                wake: Condvar::new(),
-            }),
-            path: path.to_path_buf(),
-            want_path: PathBuf::from(want),
-            timeout,
-            reporter,
-            moved_aside: None,
-        };
-        let db = loop {
-            match Self::acquire(&shared) {
-                Ok(db) => break db,
-                Err(CacheError::Open { source, .. })
-                    if is_corrupt(&source) && shared.moved_aside.is_none() =>
-                {
-                    shared.moved_aside = Some(Self::move_aside(path)?);
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        lock(&shared.slot.state).db = Some(db);
         let index = CacheIndex {
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared::open(path, timeout, reporter)?),
         };
         // Create the results table up front so that reads never see it missing.
         index.write("create the results table", |txn| {
@@ -247,107 +144,6 @@ impl CacheIndex {
             Ok(())
         })?;
         Ok(index)
-    }
-
-    /// Opens the file, retrying while another process has it (backoff from 1 to 10 ms, a shared
-    /// flock on the `.want` file meanwhile so the holder lets go, a report after a second).
-    fn acquire(shared: &Shared) -> Result<Database, CacheError> {
-        let path = &shared.path;
-        let start = Instant::now();
-        let mut delay = RETRY_MIN;
-        let mut want: Option<File> = None;
-        let mut reported = false;
-        if Self::wanted(&shared.want_path) {
-            std::thread::sleep(YIELD_TO_WAITER.min(shared.timeout));
-        }
-        loop {
-            match create_db(path) {
-                Ok(db) => return Ok(db),
-                Err(DatabaseError::DatabaseAlreadyOpen) => {}
-                Err(source) => {
-                    return Err(CacheError::Open {
-                        path: path.to_path_buf(),
-                        source: Box::new(source),
-                    })
-                }
-            }
-            let waited = start.elapsed();
-            if waited >= shared.timeout {
-                return Err(CacheError::Locked {
-                    path: path.to_path_buf(),
-                    waited,
-                });
-            }
-            if want.is_none() {
-                want = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&shared.want_path)
-                    .ok()
-                    .filter(|f| {
-                        // SAFETY: flock on a descriptor we own.
-                        unsafe {
-                            libc::flock(
-                                std::os::fd::AsRawFd::as_raw_fd(f),
-                                libc::LOCK_SH | libc::LOCK_NB,
-                            ) == 0
-                        }
-                    });
-            }
-            if !reported && waited >= REPORT_AFTER {
-                reported = true;
-                if let Some(r) = &shared.reporter {
-                    let root = path.parent().unwrap_or(path).to_path_buf();
-                    r.report(&Waiting {
-                        root,
-                        holder: holder_pid(path),
-                    });
-                }
-            }
-            std::thread::sleep(delay.min(shared.timeout - waited));
-            delay = (delay * 2).min(RETRY_MAX);
-        }
-    }
-
-    /// True when another process waits for the file (it holds the `.want` file shared).
-    fn wanted(shared_want: &Path) -> bool {
-        match std::fs::OpenOptions::new().write(true).open(shared_want) {
-            Ok(f) => !try_lock_exclusive(&f).unwrap_or(true),
-            Err(_) => false,
-        }
-    }
-
-    /// Runs `f` on the open file, opening it first when the reaper closed it.
-    fn with_db<T>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, CacheError>,
-    ) -> Result<T, CacheError> {
-        let shared = &self.shared;
-        let mut st = lock(&shared.slot.state);
-        if st.db.is_none() {
-            st.db = Some(Self::acquire(shared)?);
-            st.opened = Instant::now();
-        }
-        let result = match st.db.as_ref() {
-            Some(db) => f(db),
-            None => unreachable_db(&shared.path),
-        };
-        st.last_use = Instant::now();
-        if !st.reaper {
-            st.reaper = true;
-            let slot = shared.slot.clone();
-            let want = shared.want_path.clone();
-            std::thread::Builder::new()
-                .name("rbuild-index-reaper".into())
-                .spawn(move || reap(&slot, &want))
-                .map_err(|source| CacheError::Io {
-                    path: shared.path.clone(),
-                    action: "start the index reaper thread",
-                    source,
-                })?;
-        }
-        result
     }
 
     /// Claims the execution of `key` across processes: an exclusive `flock` on
@@ -406,37 +202,12 @@ impl CacheIndex {
 
     /// Sets how long the file stays open after its last transaction (default [`IDLE_CLOSE`]).
     pub fn set_idle_close(&self, idle: Duration) {
-        lock(&self.shared.slot.state).idle = idle;
-        self.shared.slot.wake.notify_all();
+        self.shared.set_idle_close(idle);
     }
 
     /// True while this handle has the file open (between a burst and the idle close).
     pub fn is_open(&self) -> bool {
-        lock(&self.shared.slot.state).db.is_some()
-    }
-
-    fn move_aside(path: &Path) -> Result<PathBuf, CacheError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut aside = path.with_file_name(format!("{file}.corrupt-{}", now.as_secs()));
-        if aside.exists() {
-            aside = path.with_file_name(format!(
-                "{file}.corrupt-{}.{}",
-                now.as_secs(),
-                now.subsec_nanos()
-            ));
-        }
-        std::fs::rename(path, &aside).map_err(|source| CacheError::Io {
-            path: path.to_path_buf(),
-            action: "move the corrupt index aside",
-            source,
-        })?;
-        Ok(aside)
+        self.shared.is_open()
     }
 
     /// The index file.
@@ -462,7 +233,7 @@ impl CacheIndex {
         action: &'static str,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), CacheError> {
-        self.with_db(|db| {
+        self.shared.with_db(|db| {
             let txn = db
                 .begin_write()
                 .map_err(|e| self.db_err(action)(e.into()))?;
@@ -478,7 +249,7 @@ impl CacheIndex {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, CacheError> {
         let err = self.db_err(action);
-        self.with_db(|db| {
+        self.shared.with_db(|db| {
             let txn = db.begin_read().map_err(|e| err(e.into()))?;
             let table = match txn.open_table(table) {
                 Ok(t) => t,
@@ -577,240 +348,5 @@ impl Drop for KeyClaim {
         // Unlinked while still locked: a waiter that locked this file sees it is gone and
         // retries on a fresh one.
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn unreachable_db<T>(path: &Path) -> Result<T, CacheError> {
-    Err(CacheError::Background(format!(
-        "cache index {} is not open",
-        path.display()
-    )))
-}
-
-/// The reaper: closes the file once it has been idle for the idle time, or, while another
-/// process waits, after [`IDLE_WHEN_WANTED`] idle or [`MAX_HOLD_WHEN_WANTED`] held; exits when
-/// the file is closed.
-fn reap(slot: &Slot, want: &Path) {
-    let mut st = lock(&slot.state);
-    loop {
-        if st.db.is_none() {
-            st.reaper = false;
-            return;
-        }
-        let now = Instant::now();
-        let idle_for = now.duration_since(st.last_use);
-        let held_for = now.duration_since(st.opened);
-        let release = idle_for >= st.idle
-            || ((idle_for >= IDLE_WHEN_WANTED || held_for >= MAX_HOLD_WHEN_WANTED)
-                && CacheIndex::wanted(want));
-        if release {
-            // Closing runs under the lock, so no transaction of this process overlaps it.
-            st.db = None;
-            st.reaper = false;
-            return;
-        }
-        let next = (st.idle - idle_for).min(WANTED_CHECK);
-        st = slot
-            .wake
-            .wait_timeout(st, next)
-            .map(|(g, _)| g)
-            .unwrap_or_else(|p| p.into_inner().0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    #[test]
-    fn get_put_and_tables() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join(INDEX_FILE_NAME);
-        let idx = CacheIndex::open(&path).unwrap();
-        let k = CacheKey::from_parts(&[b"x"]);
-        assert_eq!(idx.get(&k).unwrap(), None);
-        idx.put(&k, b"v1").unwrap();
-        idx.put(&k, b"v2").unwrap();
-        assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"v2"[..]));
-        assert_eq!(idx.get_in("stat", b"a").unwrap(), None);
-        idx.put_in("stat", b"a", b"1").unwrap();
-        idx.put_many_in(
-            "tags",
-            &[
-                (b"t1".to_vec(), b"d1".to_vec()),
-                (b"t2".to_vec(), b"d2".to_vec()),
-            ],
-        )
-        .unwrap();
-        assert_eq!(
-            idx.get_in("stat", b"a").unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-        assert_eq!(
-            idx.get_in("tags", b"t2").unwrap().as_deref(),
-            Some(&b"d2"[..])
-        );
-        assert_eq!(idx.get_in("tags", b"a").unwrap(), None);
-        // Named tables don't collide with the results table.
-        assert_eq!(idx.get_in("results-v1", &k.0).unwrap(), None);
-        assert!(idx.remove_in("tags", b"t1").unwrap());
-        assert!(!idx.remove_in("tags", b"t1").unwrap());
-        assert!(matches!(
-            idx.put_in("", b"a", b"b"),
-            Err(CacheError::InvalidTable(_))
-        ));
-        assert!(idx.moved_aside().is_none());
-    }
-
-    #[test]
-    fn survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE_NAME);
-        let k = CacheKey::from_parts(&[b"x"]);
-        {
-            let idx = CacheIndex::open(&path).unwrap();
-            idx.put(&k, b"value").unwrap();
-            idx.put_in("stat", b"a", b"1").unwrap();
-        }
-        let idx = CacheIndex::open(&path).unwrap();
-        assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"value"[..]));
-        assert_eq!(
-            idx.get_in("stat", b"a").unwrap().as_deref(),
-            Some(&b"1"[..])
-        );
-    }
-
-    #[test]
-    fn a_held_file_is_waited_for_reported_then_locked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE_NAME);
-        drop(CacheIndex::open(&path).unwrap());
-        // A holder that never lets go (e.g. an older rbuild holding it for a whole build).
-        let held = Database::create(&path).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::<Waiting>::new()));
-        let seen2 = seen.clone();
-        let reporter = WaitReporter::new(move |w| seen2.lock().unwrap().push(w.clone()));
-        let err = CacheIndex::open_with(
-            &path,
-            REPORT_AFTER + Duration::from_millis(500),
-            Some(reporter),
-        )
-        .unwrap_err();
-        assert!(matches!(err, CacheError::Locked { .. }), "{err:?}");
-        assert!(err.to_string().contains("in use"), "{err}");
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 1, "{seen:?}");
-        assert_eq!(seen[0].root, dir.path());
-        assert_eq!(seen[0].holder, Some(std::process::id()));
-        assert_eq!(
-            seen[0].to_string(),
-            format!(
-                "waiting for {} (held by pid {})",
-                dir.path().display(),
-                std::process::id()
-            )
-        );
-        drop(held);
-    }
-
-    #[test]
-    fn handles_share_the_file_between_bursts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE_NAME);
-        let first = CacheIndex::open(&path).unwrap();
-        // A second handle (as another process would) opens once the first goes idle.
-        let second = CacheIndex::open(&path).unwrap();
-        let threads: Vec<_> = [first.clone(), second.clone()]
-            .into_iter()
-            .enumerate()
-            .map(|(t, idx)| {
-                std::thread::spawn(move || {
-                    for i in 0..20u32 {
-                        let k = CacheKey::from_parts(&[&[t as u8], &i.to_le_bytes()]);
-                        idx.put(&k, &i.to_le_bytes()).unwrap();
-                        assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&i.to_le_bytes()[..]));
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        for t in 0..2u8 {
-            for i in 0..20u32 {
-                let k = CacheKey::from_parts(&[&[t], &i.to_le_bytes()]);
-                assert!(first.get(&k).unwrap().is_some());
-            }
-        }
-        // Idle handles let go of the file.
-        first.set_idle_close(Duration::from_millis(1));
-        second.set_idle_close(Duration::from_millis(1));
-        let mut closed = false;
-        for _ in 0..200 {
-            if !first.is_open() && !second.is_open() {
-                closed = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(closed, "both handles closed the file when idle");
-        drop(Database::create(&path).expect("nobody holds the file"));
-    }
-
-    #[test]
-    fn a_busy_holder_lets_go_when_another_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE_NAME);
-        let busy = CacheIndex::open(&path).unwrap();
-        // Without the waiter's signal it would keep the file for a minute.
-        busy.set_idle_close(Duration::from_secs(60));
-        let k = CacheKey::from_parts(&[b"k"]);
-        busy.put(&k, b"1").unwrap();
-        assert!(busy.is_open());
-        let other = CacheIndex::open_with_timeout(&path, Duration::from_secs(5)).unwrap();
-        assert_eq!(other.get(&k).unwrap().as_deref(), Some(&b"1"[..]));
-        drop(other);
-        assert_eq!(busy.get(&k).unwrap().as_deref(), Some(&b"1"[..]));
-    }
-
-    #[test]
-    fn corrupt_file_is_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE_NAME);
-        std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
-        let idx = CacheIndex::open(&path).unwrap();
-        let aside = idx.moved_aside().expect("moved aside").to_path_buf();
-        assert!(aside
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("cache-v1.redb.corrupt-"));
-        assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 64 * 1024]);
-        let k = CacheKey::from_parts(&[b"x"]);
-        assert_eq!(idx.get(&k).unwrap(), None);
-        idx.put(&k, b"v").unwrap();
-        assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"v"[..]));
-    }
-
-    #[test]
-    fn truncated_file_is_moved_aside_or_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(INDEX_FILE_NAME);
-        let k = CacheKey::from_parts(&[b"x"]);
-        {
-            let idx = CacheIndex::open(&path).unwrap();
-            for i in 0..100u32 {
-                idx.put(&CacheKey::from_parts(&[&i.to_le_bytes()]), &[7u8; 1000])
-                    .unwrap();
-            }
-        }
-        let len = std::fs::metadata(&path).unwrap().len();
-        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_len(len / 3).unwrap();
-        drop(f);
-        let idx = CacheIndex::open(&path).unwrap();
-        idx.put(&k, b"v").unwrap();
-        assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"v"[..]));
     }
 }

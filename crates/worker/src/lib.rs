@@ -5,6 +5,7 @@
 
 pub mod checksum;
 pub mod dockerignore;
+mod exec;
 pub mod fsops;
 mod http;
 mod image;
@@ -14,14 +15,14 @@ pub mod users;
 
 pub use mounts::SecretSource;
 
-use rbuild_llb::{Definition, FileAction, NetworkMode, Op, SecurityMode, SourceOp};
+use rbuild_llb::{Definition, FileAction, Op, SourceOp};
 use rbuild_oci::{Digest, Store};
 use rbuild_registry::RegistryClient;
-use rbuild_sandbox::{ExitStatus, HostEntry, Limits, OutputStream, RunSpec, Sandbox};
-use rbuild_snapshotter::{RootfsSpec, SnapshotId, Snapshotter};
+use rbuild_sandbox::{Limits, Sandbox};
+use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{CacheIndex, CacheKey, ExecContext, Executor, Graph, LogStream, VertexId};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -257,114 +258,6 @@ impl Worker {
         }
     }
 
-    async fn run_exec(
-        &self,
-        exec: &rbuild_llb::ExecOp,
-        inputs: Vec<Value>,
-        ctx: ExecContext,
-        excludes: &[String],
-    ) -> Result<Value, WorkerError> {
-        let parent = Self::fs_input(&inputs, 0)?;
-        let snapshotter = self.snapshotter.clone();
-        let sandbox = self.sandbox.clone();
-        let exec = exec.clone();
-        let context = self.context.clone();
-        let excludes = excludes.to_vec();
-        let secrets = self.secrets.clone();
-        let cache_root = self.cache_mount_root.clone();
-        let limits = self.limits.clone();
-        let reporter = self.store.wait_reporter().cloned();
-        Self::blocking(move || {
-            // RUN --mount: bind views, cache dirs, tmpfs, secrets; alive until the run is over.
-            let prepared = mounts::MountEnv {
-                snapshotter: &snapshotter,
-                context: context.as_deref(),
-                excludes: &excludes,
-                cache_root: &cache_root,
-                secrets: &secrets,
-                reporter: reporter.as_ref(),
-            }
-            .prepare(&exec, &inputs)?;
-            let active = snapshotter.prepare(parent.as_ref())?;
-            let rootfs_spec = active.rootfs();
-            let stubs = mounts::stub_paths(
-                &rootfs_spec,
-                ["/etc/hosts", "/etc/resolv.conf"]
-                    .into_iter()
-                    .chain(prepared.mounts.iter().map(|m| m.target())),
-            );
-            let mut run_env = exec.env.clone();
-            run_env.extend(exec.proxy_env.iter().cloned());
-            mounts::merge_env(&mut run_env, &prepared.env);
-            let rootfs = match rootfs_spec {
-                RootfsSpec::Overlay {
-                    lowerdirs,
-                    upperdir,
-                    workdir,
-                } => rbuild_sandbox::Rootfs::Overlay {
-                    lowerdirs,
-                    upperdir,
-                    workdir,
-                },
-                RootfsSpec::Dir(dir) => rbuild_sandbox::Rootfs::Dir(dir),
-            };
-            let spec = RunSpec {
-                rootfs,
-                args: exec.args.clone(),
-                env: run_env,
-                cwd: exec.cwd.clone(),
-                user: exec.user.clone(),
-                hostname: "buildkitsandbox".to_string(),
-                network: sandbox_network(exec.network),
-                security: match exec.security {
-                    SecurityMode::Sandbox => rbuild_sandbox::Security::Sandbox,
-                    SecurityMode::Insecure => rbuild_sandbox::Security::Insecure,
-                },
-                limits: (*limits).clone(),
-                extra_hosts: exec
-                    .extra_hosts
-                    .iter()
-                    .map(|h| HostEntry {
-                        name: h.host.clone(),
-                        ip: h.ip.clone(),
-                    })
-                    .collect(),
-                extra_mounts: prepared.mounts.clone(),
-                hosts_file: None,
-                resolv_conf: None,
-            };
-            let mut tail: VecDeque<String> = VecDeque::new();
-            let mut on_output = |stream: OutputStream, line: &[u8]| {
-                let log_stream = match stream {
-                    OutputStream::Stdout => LogStream::Stdout,
-                    OutputStream::Stderr => LogStream::Stderr,
-                };
-                ctx.log(log_stream, line);
-                if tail.len() == 10 {
-                    tail.pop_front();
-                }
-                tail.push_back(String::from_utf8_lossy(line).trim_end().to_string());
-            };
-            let status = match sandbox.run(&spec, &mut on_output) {
-                Ok(status) => status,
-                Err(e) => {
-                    let _ = snapshotter.abort(active);
-                    return Err(e.into());
-                }
-            };
-            if !status.success() {
-                let _ = snapshotter.abort(active);
-                return Err(run_error(status, exec.args.join(" "), tail.into()));
-            }
-            drop(spec);
-            drop(prepared);
-            // Mount points the sandbox had to create are not part of the step's result (as in BuildKit).
-            mounts::remove_stubs(active.upperdir(), &stubs);
-            Ok(Value::Fs(Some(snapshotter.commit(active)?)))
-        })
-        .await
-    }
-
     async fn run_file(
         &self,
         file: &rbuild_llb::FileOp,
@@ -525,36 +418,6 @@ fn keyed_op(op: &Op) -> Op {
             Op::Exec(exec)
         }
         other => other.clone(),
-    }
-}
-
-/// The sandbox network of an llb network mode: BuildKit's default is a private namespace.
-fn sandbox_network(mode: NetworkMode) -> rbuild_sandbox::Network {
-    match mode {
-        NetworkMode::Default => rbuild_sandbox::Network::Private,
-        NetworkMode::Host => rbuild_sandbox::Network::Host,
-        NetworkMode::None => rbuild_sandbox::Network::None,
-    }
-}
-
-/// The error of a RUN that did not succeed: an OOM kill says so (with the limit) instead of
-/// a bare `exit code: 137`.
-fn run_error(status: ExitStatus, command: String, tail: Vec<String>) -> WorkerError {
-    let code = match status {
-        ExitStatus::OomKilled { limit } => {
-            return WorkerError::OutOfMemory {
-                command,
-                limit,
-                tail,
-            }
-        }
-        ExitStatus::Code(c) => c,
-        ExitStatus::Signal(s) => 128 + s,
-    };
-    WorkerError::RunFailed {
-        command,
-        code,
-        tail,
     }
 }
 
@@ -783,31 +646,7 @@ impl Executor for Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn oom_kill_is_reported_with_its_limit() {
-        let err = run_error(
-            ExitStatus::OomKilled {
-                limit: Some(64 << 20),
-            },
-            "/bin/sh -c eat".into(),
-            vec!["last".into()],
-        );
-        assert_eq!(
-            err.to_string(),
-            "process \"/bin/sh -c eat\" was killed: out of memory (limit 64 MiB)"
-        );
-        assert_eq!(err.run_output_tail(), Some(&["last".to_string()][..]));
-        let err = run_error(ExitStatus::OomKilled { limit: None }, "x".into(), vec![]);
-        assert_eq!(err.to_string(), "process \"x\" was killed: out of memory");
-        let err = run_error(ExitStatus::Signal(9), "x".into(), vec![]);
-        assert_eq!(
-            err.to_string(),
-            "process \"x\" did not complete successfully: exit code: 137"
-        );
-        let err = run_error(ExitStatus::Code(3), "x".into(), vec![]);
-        assert!(err.to_string().ends_with("exit code: 3"));
-    }
+    use rbuild_llb::{NetworkMode, SecurityMode};
 
     #[test]
     fn cache_key_op_drops_host_addresses_but_keeps_modes() {
@@ -842,21 +681,5 @@ mod tests {
         let mut insecure = exec.clone();
         insecure.security = SecurityMode::Insecure;
         assert_ne!(key(&insecure), base, "the security mode is keyed");
-    }
-
-    #[test]
-    fn network_modes_map_to_the_sandbox() {
-        assert_eq!(
-            sandbox_network(NetworkMode::Default),
-            rbuild_sandbox::Network::Private
-        );
-        assert_eq!(
-            sandbox_network(NetworkMode::Host),
-            rbuild_sandbox::Network::Host
-        );
-        assert_eq!(
-            sandbox_network(NetworkMode::None),
-            rbuild_sandbox::Network::None
-        );
     }
 }
