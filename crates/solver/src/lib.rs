@@ -39,7 +39,9 @@ mod solve;
 
 pub use executor::Executor;
 pub use graph::{Graph, VertexId};
-pub use index::{CacheError, CacheIndex, KeyClaim, DEFAULT_LOCK_TIMEOUT, INDEX_FILE_NAME};
+pub use index::{
+    CacheError, CacheIndex, KeyClaim, DEFAULT_LOCK_TIMEOUT, IDLE_CLOSE, INDEX_FILE_NAME,
+};
 pub use key::CacheKey;
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};
 pub use solve::{SolveError, SolveOptions, Solver};
