@@ -17,13 +17,13 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
-/// The argv[1] that makes [`helper_main_if_requested`] run the helper.
+/// The `argv[1]` that makes [`helper_main_if_requested`] run the helper.
 pub const HELPER_MARKER: &str = "__rbuild-sandbox-helper";
 
 /// The default `PATH` used to find `args[0]` when the spec's env has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// If argv[1] is the private helper marker, runs the helper and exits the process; otherwise returns.
+/// If `argv[1]` is the private helper marker, runs the helper and exits the process; otherwise returns.
 pub fn helper_main_if_requested() {
     let mut args = std::env::args_os();
     if args.nth(1).as_deref() != Some(OsStr::new(HELPER_MARKER)) {
