@@ -27,8 +27,6 @@
 //! The programs are compiled once per process ([`prepare`]) and only copied into the kernel by
 //! [`install_default_filter`].
 
-// The helper calls this module once the integrator wires it in; until then only tests do.
-
 use crate::status::Failure;
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
