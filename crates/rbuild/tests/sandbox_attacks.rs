@@ -184,6 +184,28 @@ fn block_device_shipped_in_a_base_image_cannot_be_read_as_nobody() {
 }
 
 #[test]
+fn block_devices_reached_through_mounts_cannot_be_read() {
+    if env().is_none() {
+        return;
+    }
+    let lo = Loop::new();
+    let n = lo.minor;
+    // A node made in a cache mount (a host directory), and one in another stage's layer that a
+    // bind mount brings in.
+    let ctx = context(&format!(
+        "ARG BASE\nFROM $BASE AS dev\nRUN mknod -m 666 /blk b 7 {n}\n\
+         FROM $BASE\n\
+         RUN --mount=type=cache,target=/c mknod /c/blk b 7 {n} && test -b /c/blk && echo c\"\"ache-node; head -c 512 /c/blk; echo \" c\"\"ache-rc=$?\"\n\
+         RUN --mount=type=bind,from=dev,source=/blk,target=/m test -b /m && echo b\"\"ind-node; head -c 512 /m; echo \" b\"\"ind-rc=$?\"\n"
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    for want in ["cache-node", "cache-rc=1", "bind-node", "bind-rc=1"] {
+        assert!(has(&t, want), "missing {want}:\n{t}");
+    }
+    assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
+}
+
+#[test]
 fn inherited_descriptors_do_not_reach_run() {
     if env().is_none() {
         return;
