@@ -77,7 +77,7 @@ pub fn copy_action(
     Ok(())
 }
 
-/// `--parents`: every match lands at DEST/<its path below the pivot>; the parent directories in
+/// `--parents`: every match lands at `DEST/<its path below the pivot>`; the parent directories in
 /// between are created with their source's mode and mtime (and the copy's owner).
 fn copy_with_parents(
     src_root: &Path,
