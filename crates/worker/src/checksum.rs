@@ -187,7 +187,7 @@ impl<'a> StatCache<'a> {
     ) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         hasher.update(pattern.as_bytes());
-        let wildcard = allow_wildcard && crate::fsops::has_wildcard(pattern);
+        let wildcard = allow_wildcard && crate::glob::has_wildcard(pattern);
         for rel in expand_sources(root, pattern, allow_wildcard)? {
             let host = resolve_in_root(root, &rel.to_string_lossy(), follow)?;
             let excluded = !rel.as_os_str().is_empty()

@@ -3,7 +3,7 @@
 //! with leading `/` and `./` removed, `*` and `?` within one path component, `**` across any
 //! number of components, and a pattern that matches a directory excludes everything under it.
 
-use crate::fsops::glob_match;
+use crate::glob::glob_match;
 
 /// One pattern line.
 #[derive(Debug, Clone)]

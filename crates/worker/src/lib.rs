@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod dockerignore;
 mod exec;
 pub mod fsops;
+mod glob;
 mod http;
 mod image;
 pub mod mounts;

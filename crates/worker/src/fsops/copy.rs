@@ -1,0 +1,201 @@
+//! Copying one entry or a whole tree: ownership (kept, reset to 0:0 or forced), modes (octal or
+//! symbolic), symlinks kept as links, device nodes recreated, mtimes preserved, and the
+//! `.dockerignore` / `--exclude` filters applied while walking.
+
+use super::chmod::SymbolicMode;
+use crate::dockerignore::Matcher;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Settings for one copy.
+pub struct CopySettings {
+    /// Owner for every created entry; None keeps the source's (or 0:0 for the build context).
+    pub owner: Option<(u32, u32)>,
+    /// Reset ownership to 0:0 (sources from the build context).
+    pub reset_owner: bool,
+    /// Mode override.
+    pub mode: Option<u32>,
+    /// Symbolic mode (wins over `mode`), applied to each entry's own mode.
+    pub symbolic: Option<SymbolicMode>,
+    /// `.dockerignore` of the build context (paths relative to the source root).
+    pub exclude: Option<Matcher>,
+    /// `--exclude` patterns, matched against paths relative to each source (a file source: its name).
+    pub source_exclude: Option<Matcher>,
+}
+
+impl CopySettings {
+    /// Settings that keep everything as it is in the source.
+    pub fn plain(reset_owner: bool) -> Self {
+        CopySettings {
+            owner: None,
+            reset_owner,
+            mode: None,
+            symbolic: None,
+            exclude: None,
+            source_exclude: None,
+        }
+    }
+
+    /// `rel`: relative to the source root (dockerignore); `srel`: relative to the copied source.
+    fn skip(&self, rel: &Path, srel: &Path, is_dir: bool) -> bool {
+        let hit = |m: &Option<Matcher>, p: &Path| {
+            m.as_ref().is_some_and(|m| {
+                m.excluded(&p.to_string_lossy()) && !(is_dir && m.has_exceptions())
+            })
+        };
+        hit(&self.exclude, rel) || hit(&self.source_exclude, srel)
+    }
+
+    pub(super) fn ignored(&self, rel: &Path) -> bool {
+        self.exclude
+            .as_ref()
+            .is_some_and(|m| m.excluded(&rel.to_string_lossy()))
+    }
+
+    pub(super) fn source_excluded(&self, name: &Path) -> bool {
+        self.source_exclude
+            .as_ref()
+            .is_some_and(|m| m.excluded(&name.to_string_lossy()))
+    }
+
+    pub(super) fn mode_for(&self, meta: &fs::Metadata) -> u32 {
+        match (&self.symbolic, self.mode) {
+            (Some(s), _) => s.apply(meta.mode(), meta.is_dir()),
+            (None, Some(m)) => m,
+            (None, None) => meta.mode() & 0o7777,
+        }
+    }
+
+    fn changes_mode(&self) -> bool {
+        self.mode.is_some() || self.symbolic.is_some()
+    }
+}
+
+pub(super) fn copy_dir_contents(
+    src: &Path,
+    dest: &Path,
+    settings: &CopySettings,
+    rel: &Path,
+    srel: &Path,
+) -> io::Result<()> {
+    let mut names: Vec<OsString> = fs::read_dir(src)?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    names.sort();
+    for name in names {
+        let s = src.join(&name);
+        let child_rel = rel.join(&name);
+        let child_srel = srel.join(&name);
+        let meta = fs::symlink_metadata(&s)?;
+        if settings.skip(&child_rel, &child_srel, meta.is_dir()) {
+            continue;
+        }
+        copy_entry(
+            &s,
+            &dest.join(&name),
+            &meta,
+            settings,
+            &child_rel,
+            &child_srel,
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn copy_entry(
+    src: &Path,
+    dest: &Path,
+    meta: &fs::Metadata,
+    settings: &CopySettings,
+    rel: &Path,
+    srel: &Path,
+) -> io::Result<()> {
+    let (uid, gid) = match settings.owner {
+        Some(o) => o,
+        None if settings.reset_owner => (0, 0),
+        None => (meta.uid(), meta.gid()),
+    };
+    let mode = settings.mode_for(meta);
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        let created = match fs::symlink_metadata(dest) {
+            Ok(m) if m.is_dir() => false,
+            Ok(_) => {
+                fs::remove_file(dest)?;
+                fs::create_dir(dest)?;
+                true
+            }
+            Err(_) => {
+                fs::create_dir(dest)?;
+                true
+            }
+        };
+        copy_dir_contents(src, dest, settings, rel, srel)?;
+        if created || settings.changes_mode() || settings.owner.is_some() {
+            std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
+            fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+        }
+        set_mtime(dest, meta)?;
+        return Ok(());
+    }
+    if let Ok(existing) = fs::symlink_metadata(dest) {
+        if existing.is_dir() {
+            fs::remove_dir_all(dest)?;
+        } else {
+            fs::remove_file(dest)?;
+        }
+    }
+    if ft.is_symlink() {
+        let target = fs::read_link(src)?;
+        symlink(&target, dest)?;
+        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
+    } else if ft.is_file() {
+        let mut input = fs::File::open(src)?;
+        let mut output = fs::File::create(dest)?;
+        io::copy(&mut input, &mut output)?;
+        drop(output);
+        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
+    } else {
+        // Devices, fifos and sockets: recreate the node.
+        let path = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: mknod with a valid NUL-terminated path and plain integers.
+        let rc = unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
+    }
+    set_mtime(dest, meta)
+}
+
+pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let times = [
+        libc::timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    ];
+    // SAFETY: valid path and a two-element timespec array as utimensat requires.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! File operations done by rbuild itself inside a mounted rootfs: the COPY/ADD and WORKDIR/mkdir
+//! entry points the worker calls. The parts live in submodules by concern: `paths` (resolving
+//! inside a root, mkdir -p), `sources` (source wildcards and `--parents`), `chmod` (symbolic
+//! modes), `copy` (tree copy with ownership and modes) and `archive` (ADD's tar extraction).
+
+mod archive;
+mod chmod;
+mod copy;
+mod paths;
+mod sources;
+#[cfg(test)]
+mod tests;
+
+pub use crate::glob::{glob_match, has_wildcard};
+pub use chmod::SymbolicMode;
+pub use copy::CopySettings;
+pub use paths::{mkdir_all, resolve_in_root};
+pub use sources::{expand_sources, parents_pivot, parents_target};
+
+use archive::try_unpack;
+use copy::{copy_dir_contents, copy_entry, set_mtime};
+use rbuild_llb::{CopyAction, MkdirAction};
+use sources::matched_sources;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Performs one COPY/ADD action from `src_root` into `dest_root` (both host paths of mounted trees).
+pub fn copy_action(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &CopyAction,
+    settings: &CopySettings,
+) -> io::Result<()> {
+    if action.parents {
+        return copy_with_parents(src_root, dest_root, action, settings);
+    }
+    let existing = matched_sources(src_root, action, settings)?;
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let wildcard = action.allow_wildcard && has_wildcard(&action.src);
+    let dest_slash = action.dest.ends_with('/');
+    let dest_host = resolve_in_root(dest_root, &action.dest, true)?;
+    let dest_is_dir = dest_slash || existing.len() > 1 || wildcard || dest_host.is_dir();
+    let parent_owner = settings.owner;
+    for (rel, host) in existing {
+        let meta = fs::symlink_metadata(&host)?;
+        if meta.is_dir() {
+            mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
+            let target = resolve_in_root(dest_root, &action.dest, true)?;
+            copy_dir_contents(&host, &target, settings, &rel, Path::new(""))?;
+        } else if action.attempt_unpack
+            && meta.is_file()
+            && try_unpack(&host, dest_root, &action.dest, parent_owner)?
+        {
+            continue;
+        } else {
+            let name = rel
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| OsString::from("."));
+            let target = if dest_is_dir {
+                mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
+                resolve_in_root(dest_root, &action.dest, true)?.join(&name)
+            } else {
+                if let Some(parent) = Path::new(action.dest.trim_end_matches('/')).parent() {
+                    mkdir_all(dest_root, &parent.to_string_lossy(), parent_owner, 0o755)?;
+                }
+                dest_host.clone()
+            };
+            copy_entry(&host, &target, &meta, settings, &rel, Path::new(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// `--parents`: every match lands at `DEST/<its path below the pivot>`; the parent directories in
+/// between are created with their source's mode and mtime (and the copy's owner).
+fn copy_with_parents(
+    src_root: &Path,
+    dest_root: &Path,
+    action: &CopyAction,
+    settings: &CopySettings,
+) -> io::Result<()> {
+    let existing = matched_sources(src_root, action, settings)?;
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let pivot = parents_pivot(&action.src);
+    mkdir_all(dest_root, &action.dest, settings.owner, 0o755)?;
+    let dest_dir = resolve_in_root(dest_root, &action.dest, true)?;
+    let mut made: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    for (rel, host) in existing {
+        let kept = parents_target(&rel, &pivot);
+        let mut dir = dest_dir.clone();
+        let mut src_rel = if rel.starts_with(&pivot) {
+            pivot.clone()
+        } else {
+            rel.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        if let Some(parent) = kept.parent() {
+            for comp in parent.components() {
+                src_rel.push(comp);
+                dir.push(comp);
+                let src_meta =
+                    fs::metadata(resolve_in_root(src_root, &src_rel.to_string_lossy(), true)?)?;
+                match fs::symlink_metadata(&dir) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(io::Error::other(format!(
+                            "cannot create directory {}: a file is in the way",
+                            dir.display()
+                        )))
+                    }
+                    Err(_) => {
+                        fs::create_dir(&dir)?;
+                        let (uid, gid) = match settings.owner {
+                            Some(o) => o,
+                            None if settings.reset_owner => (0, 0),
+                            None => (src_meta.uid(), src_meta.gid()),
+                        };
+                        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
+                        fs::set_permissions(
+                            &dir,
+                            fs::Permissions::from_mode(settings.mode_for(&src_meta)),
+                        )?;
+                        made.push((dir.clone(), src_meta));
+                    }
+                }
+            }
+        }
+        let meta = fs::symlink_metadata(&host)?;
+        let name = kept.file_name().map(PathBuf::from).unwrap_or_default();
+        copy_entry(&host, &dest_dir.join(&kept), &meta, settings, &rel, &name)?;
+    }
+    for (dir, meta) in made.iter().rev() {
+        set_mtime(dir, meta)?;
+    }
+    Ok(())
+}
+
+/// The WORKDIR / mkdir action.
+pub fn mkdir_action(
+    root: &Path,
+    action: &MkdirAction,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    mkdir_all(root, &action.path, owner, action.mode)
+}

@@ -1,0 +1,113 @@
+//! Paths inside a mounted root: resolving a path the way the kernel would with the root as `/`
+//! (symlinks included) without ever leaving the root, and `mkdir -p` built on that resolution.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Resolves `path` (absolute inside the root) to a host path under `root`, following symlinks
+/// as the kernel would if `root` were `/`, so a link can never lead outside `root`.
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
+    let mut resolved = PathBuf::new();
+    let mut pending: Vec<OsString> = components(path).into_iter().rev().collect();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let host = root.join(&candidate);
+        let is_last = pending.is_empty();
+        match fs::symlink_metadata(&host) {
+            Ok(meta) if meta.file_type().is_symlink() && (!is_last || follow_last) => {
+                links += 1;
+                if links > 40 {
+                    return Err(io::Error::other(format!(
+                        "too many levels of symbolic links in {path}"
+                    )));
+                }
+                let target = fs::read_link(&host)?;
+                let target_str = target.to_string_lossy().to_string();
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for c in components(&target_str).into_iter().rev() {
+                    pending.push(c);
+                }
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// The normal and `..` components of `path` (root and `.` dropped).
+pub(super) fn components(path: &str) -> Vec<OsString> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// mkdir -p of `path` inside `root`; created directories get `owner` (default 0:0) and `mode`.
+pub fn mkdir_all(root: &Path, path: &str, owner: Option<(u32, u32)>, mode: u32) -> io::Result<()> {
+    let mut current = String::new();
+    for part in components(path) {
+        current.push('/');
+        current.push_str(&part.to_string_lossy());
+        let host = resolve_in_root(root, &current, true)?;
+        match fs::metadata(&host) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "cannot create directory {current}: a file is in the way"
+                )))
+            }
+            Err(_) => {
+                fs::create_dir(&host)?;
+                fs::set_permissions(&host, fs::Permissions::from_mode(mode))?;
+                let (uid, gid) = owner.unwrap_or((0, 0));
+                std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_stay_inside_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("real/sub")).unwrap();
+        symlink("/real", root.join("abs")).unwrap();
+        symlink("../../../../real", root.join("rel")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, "/abs/sub", true).unwrap(),
+            root.join("real/sub")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/rel/sub", true).unwrap(),
+            root.join("real/sub")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/../../etc", true).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(
+            resolve_in_root(root, "/abs", false).unwrap(),
+            root.join("abs")
+        );
+    }
+}

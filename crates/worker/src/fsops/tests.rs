@@ -1,0 +1,283 @@
+//! Tests of COPY/ADD through [`super::copy_action`]: destination rules, flags (`--chmod`,
+//! `--exclude`, `--parents`), archives and symlinks.
+
+use super::*;
+use rbuild_llb::CopyAction;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[test]
+fn copy_rules() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("dir/inner")).unwrap();
+    fs::write(src.path().join("dir/inner/f"), "x").unwrap();
+    fs::write(src.path().join("a.txt"), "a").unwrap();
+    fs::write(src.path().join("b.txt"), "b").unwrap();
+    let settings = CopySettings::plain(true);
+    let action = |s: &str, d: &str| CopyAction {
+        src_input: 1,
+        src: s.into(),
+        dest: d.into(),
+        owner: None,
+        mode: None,
+        follow_symlinks: true,
+        dir_copy_contents: true,
+        attempt_unpack: false,
+        create_dest_path: true,
+        allow_wildcard: true,
+        allow_empty_wildcard: false,
+        mode_str: None,
+        exclude_patterns: vec![],
+        parents: false,
+    };
+    copy_action(src.path(), dst.path(), &action("dir", "/x"), &settings).unwrap();
+    assert!(dst.path().join("x/inner/f").is_file());
+    copy_action(src.path(), dst.path(), &action("*.txt", "/t"), &settings).unwrap();
+    assert!(dst.path().join("t/a.txt").is_file() && dst.path().join("t/b.txt").is_file());
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("a.txt", "/renamed"),
+        &settings,
+    )
+    .unwrap();
+    assert_eq!(fs::read_to_string(dst.path().join("renamed")).unwrap(), "a");
+    copy_action(src.path(), dst.path(), &action("a.txt", "/x"), &settings).unwrap();
+    assert!(dst.path().join("x/a.txt").is_file());
+    let err = copy_action(src.path(), dst.path(), &action("missing", "/y"), &settings).unwrap_err();
+    assert!(err.to_string().contains("/missing"));
+}
+
+fn action(s: &str, d: &str) -> CopyAction {
+    CopyAction {
+        src_input: 1,
+        src: s.into(),
+        dest: d.into(),
+        owner: None,
+        mode: None,
+        follow_symlinks: true,
+        dir_copy_contents: true,
+        attempt_unpack: false,
+        create_dest_path: true,
+        allow_wildcard: true,
+        allow_empty_wildcard: false,
+        mode_str: None,
+        exclude_patterns: vec![],
+        parents: false,
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn symbolic_chmod_applies_per_entry() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir(src.path().join("d")).unwrap();
+    fs::write(src.path().join("d/f"), "x").unwrap();
+    fs::set_permissions(src.path().join("d/f"), fs::Permissions::from_mode(0o664)).unwrap();
+    fs::set_permissions(src.path().join("d"), fs::Permissions::from_mode(0o775)).unwrap();
+    let mut settings = CopySettings::plain(true);
+    settings.symbolic = Some(SymbolicMode::parse("u+x,g-w,o=r").unwrap());
+    copy_action(src.path(), dst.path(), &action("/", "/out/"), &settings).unwrap();
+    assert_eq!(mode_of(&dst.path().join("out/d/f")), 0o744);
+    assert_eq!(mode_of(&dst.path().join("out/d")), 0o754);
+}
+
+#[test]
+fn excludes_are_relative_to_each_source() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("dir/sub")).unwrap();
+    for f in [
+        "dir/a.txt",
+        "dir/b.md",
+        "dir/sub/c.txt",
+        "dir/sub/d.md",
+        "top.md",
+        "top.txt",
+    ] {
+        fs::write(src.path().join(f), f).unwrap();
+    }
+    let mut settings = CopySettings::plain(true);
+    settings.source_exclude = Some(crate::dockerignore::Matcher::new(&["*.md", "sub/*.txt"]));
+    copy_action(src.path(), dst.path(), &action("dir", "/d/"), &settings).unwrap();
+    assert!(dst.path().join("d/a.txt").is_file());
+    assert!(!dst.path().join("d/b.md").exists());
+    assert!(!dst.path().join("d/sub/c.txt").exists());
+    assert!(
+        dst.path().join("d/sub/d.md").exists(),
+        "*.md is top-level only"
+    );
+    copy_action(src.path(), dst.path(), &action("top*", "/t/"), &settings).unwrap();
+    assert!(dst.path().join("t/top.txt").is_file() && !dst.path().join("t/top.md").exists());
+    // Everything excluded is not an error.
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("top.md", "/none/"),
+        &settings,
+    )
+    .unwrap();
+    assert!(!dst.path().join("none/top.md").exists());
+}
+
+#[test]
+fn parents_keep_paths_below_the_pivot() {
+    assert_eq!(parents_pivot("x/./y/*.txt"), PathBuf::from("x"));
+    assert_eq!(parents_pivot("./x/a.txt"), PathBuf::new());
+    assert_eq!(parents_pivot("/a/b/./c"), PathBuf::from("a/b"));
+    assert_eq!(
+        parents_target(Path::new("x/y/a.txt"), Path::new("x")),
+        PathBuf::from("y/a.txt")
+    );
+    assert_eq!(
+        parents_target(Path::new("x/y/a.txt"), Path::new("")),
+        PathBuf::from("x/y/a.txt")
+    );
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("x/y/z")).unwrap();
+    fs::create_dir_all(src.path().join("w/y")).unwrap();
+    fs::write(src.path().join("x/y/a.txt"), "xa").unwrap();
+    fs::write(src.path().join("w/y/a.txt"), "wa").unwrap();
+    fs::write(src.path().join("x/y/z/deep"), "deep").unwrap();
+    fs::set_permissions(src.path().join("x/y"), fs::Permissions::from_mode(0o750)).unwrap();
+    let settings = CopySettings::plain(true);
+    let mut a = action("*/y/a.txt", "/no_pivot/");
+    a.parents = true;
+    copy_action(src.path(), dst.path(), &a, &settings).unwrap();
+    assert_eq!(
+        fs::read_to_string(dst.path().join("no_pivot/x/y/a.txt")).unwrap(),
+        "xa"
+    );
+    assert_eq!(
+        fs::read_to_string(dst.path().join("no_pivot/w/y/a.txt")).unwrap(),
+        "wa"
+    );
+    assert_eq!(
+        mode_of(&dst.path().join("no_pivot/x/y")),
+        0o750,
+        "parent dirs keep the source's mode"
+    );
+    let mut a = action("x/./y/a.txt", "/pivot/");
+    a.parents = true;
+    copy_action(src.path(), dst.path(), &a, &settings).unwrap();
+    assert!(dst.path().join("pivot/y/a.txt").is_file());
+    assert!(!dst.path().join("pivot/x").exists());
+    let mut a = action("x/./y/z", "/dirs/");
+    a.parents = true;
+    copy_action(src.path(), dst.path(), &a, &settings).unwrap();
+    assert!(dst.path().join("dirs/y/z/deep").is_file());
+}
+
+fn tar_with(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, name, body).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn archives_of_every_compression_are_unpacked() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let tar = tar_with("inner.txt", b"payload");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    bz.write_all(&tar).unwrap();
+    let mut xz = Vec::new();
+    lzma_rs::xz_compress(&mut io::Cursor::new(&tar), &mut xz).unwrap();
+    let zst = zstd::encode_all(io::Cursor::new(&tar), 3).unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a.tar", tar.clone()),
+        ("a.tar.gz", gz.finish().unwrap()),
+        ("a.tar.bz2", bz.finish().unwrap()),
+        ("a.tar.xz", xz),
+        ("a.tar.zst", zst),
+    ];
+    for (name, bytes) in files {
+        fs::write(src.path().join(name), bytes).unwrap();
+        let mut a = action(name, &format!("/{name}.d/"));
+        a.attempt_unpack = true;
+        copy_action(src.path(), dst.path(), &a, &CopySettings::plain(true)).unwrap();
+        assert_eq!(
+            fs::read_to_string(dst.path().join(format!("{name}.d/inner.txt"))).unwrap(),
+            "payload",
+            "{name}"
+        );
+    }
+    // A .tar.gz that is not an archive (a gzip of plain text, or no gzip at all) is a file.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"just text").unwrap();
+    fs::write(src.path().join("fake.tar.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(src.path().join("plain.tar.gz"), "not compressed").unwrap();
+    for name in ["fake.tar.gz", "plain.tar.gz"] {
+        let mut a = action(name, "/files/");
+        a.attempt_unpack = true;
+        copy_action(src.path(), dst.path(), &a, &CopySettings::plain(true)).unwrap();
+        assert!(dst.path().join("files").join(name).is_file(), "{name}");
+    }
+}
+
+#[test]
+fn symlink_rules() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir(src.path().join("tree")).unwrap();
+    fs::write(src.path().join("target.txt"), "T").unwrap();
+    symlink("target.txt", src.path().join("link.txt")).unwrap();
+    symlink("../target.txt", src.path().join("tree/inner-link")).unwrap();
+    let settings = CopySettings::plain(true);
+    // A symlink named as the source is followed.
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("link.txt", "/a/"),
+        &settings,
+    )
+    .unwrap();
+    let m = fs::symlink_metadata(dst.path().join("a/link.txt")).unwrap();
+    assert!(m.is_file());
+    // Symlinks inside a copied tree are kept.
+    copy_action(src.path(), dst.path(), &action("tree", "/b/"), &settings).unwrap();
+    assert_eq!(
+        fs::read_link(dst.path().join("b/inner-link")).unwrap(),
+        PathBuf::from("../target.txt")
+    );
+    // The destination resolves through the image's own symlinks without escaping the root.
+    fs::create_dir(dst.path().join("real")).unwrap();
+    symlink("/real", dst.path().join("abs")).unwrap();
+    symlink("../../../../../../", dst.path().join("up")).unwrap();
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("target.txt", "/abs/"),
+        &settings,
+    )
+    .unwrap();
+    assert!(dst.path().join("real/target.txt").is_file());
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("target.txt", "/up/escaped.txt"),
+        &settings,
+    )
+    .unwrap();
+    assert!(dst.path().join("escaped.txt").is_file());
+    // A source symlink cannot lead out of the source root either.
+    symlink("/../../../etc/hostname", src.path().join("evil")).unwrap();
+    let err = copy_action(src.path(), dst.path(), &action("evil", "/e"), &settings).unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}
