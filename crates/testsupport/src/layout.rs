@@ -123,7 +123,8 @@ pub fn make_busybox_layout(dir: &Path) -> Result<(), TestError> {
 }
 
 /// Like [`make_busybox_layout`], but tag `latest` is an OCI index with one manifest per architecture
-/// (same layer, per-architecture config; `arm64` gets variant `v8`). Push it with [`push_layout`](crate::push_layout).
+/// (same layer, per-architecture config; `arm64` gets variant `v8`). Push it with
+/// [`push_layout`](crate::push_layout).
 pub fn make_busybox_index_layout(dir: &Path, architectures: &[&str]) -> Result<Digest, TestError> {
     let w = LayoutWriter::new(dir)?;
     let manifests = write_busybox_images(&w, architectures)?;
