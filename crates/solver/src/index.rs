@@ -29,8 +29,10 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The file name of the index inside the store root.
 pub const INDEX_FILE_NAME: &str = "cache-v1.redb";
 
-/// How long the index stays open after its last transaction.
-pub const IDLE_CLOSE: Duration = Duration::from_millis(50);
+/// How long the index stays open after its last transaction when no other process wants it
+/// (a waiting process makes the holder let go within milliseconds, so this can be long enough
+/// to keep the file open across the steps of a build: each reopen costs syncs).
+pub const IDLE_CLOSE: Duration = Duration::from_millis(500);
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results-v1");
 const USER_TABLE_PREFIX: &str = "user:";
