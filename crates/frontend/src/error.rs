@@ -42,7 +42,7 @@ pub enum ParseErrorKind {
     /// `\u{7f}` (found by tests/fuzz_parser.rs).
     #[error(
         "Syntax error - can't find = in {}. Must be of the form: name=value",
-        crate::parser::go_quote(.word)
+        crate::quote::go_quote(.word)
     )]
     MissingEquals {
         /// The offending word.

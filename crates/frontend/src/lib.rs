@@ -6,8 +6,8 @@
 //!   the spanned [`Dockerfile`] syntax tree; [`dump`] prints an instruction in BuildKit's parser
 //!   test format.
 //! - [`expand`]: BuildKit's shell-word lexer (`$VAR`, `${VAR:-x}`, quotes, escapes, ...).
-//! - [`base_images`] and [`convert`]: the stages the target needs become an llb graph and the
-//!   image config, following BuildKit's dockerfile2llb.
+//! - [`base_images`] and [`convert`](fn@convert): the stages the target needs become an llb
+//!   graph and the image config, following BuildKit's dockerfile2llb.
 //! - errors: [`ParseError`] (rendered with a source line and caret) and [`ExpandError`].
 //!
 //! The frontend is pure and synchronous: it reads only the text handed to it.
@@ -18,6 +18,7 @@ pub mod error;
 pub mod expand;
 mod mounts;
 pub mod parser;
+mod quote;
 
 pub use ast::{
     Args, Directives, Dockerfile, Flag, Heredoc, Instruction, InstructionKind, KeyValue, Span,

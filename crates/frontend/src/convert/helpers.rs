@@ -1,0 +1,108 @@
+//! Shared helpers of the converter: variable lookup and word expansion, the words of an
+//! instruction's arguments, flag access, and `--chown`/USER owner parsing.
+
+use super::ConvertError;
+use crate::ast::{Args, Instruction, Span};
+use crate::expand::Lexer;
+use rbuild_llb::{ChownOpt, UserOpt};
+
+/// A variable lookup over `vars`, where a later entry wins.
+pub(super) fn lookup<'a>(vars: &'a [(String, String)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Expands the variables of `word`, an expansion error pointing at `span`.
+pub(super) fn expand(
+    lexer: &Lexer,
+    word: &str,
+    vars: &[(String, String)],
+    span: &Span,
+) -> Result<String, ConvertError> {
+    let f = lookup(vars);
+    lexer
+        .process_word(word, &f)
+        .map_err(|e| ConvertError::at(span, e.to_string()))
+}
+
+/// The argument words of an instruction.
+pub(super) fn words_of(inst: &Instruction) -> Vec<String> {
+    args_words(&inst.args)
+}
+
+/// The words of an argument list (keys only for key=value lists).
+pub(super) fn args_words(args: &Args) -> Vec<String> {
+    match args {
+        Args::Exec(v) | Args::Words(v) => v.clone(),
+        Args::Shell(s) => s.split_whitespace().map(str::to_string).collect(),
+        Args::Single(s) => vec![s.clone()],
+        Args::KeyValues(kv) => kv.iter().map(|k| k.key.clone()).collect(),
+        Args::Healthcheck {
+            check_type,
+            command,
+        } => {
+            let mut w = vec![check_type.clone()];
+            w.extend(args_words(command));
+            w
+        }
+        Args::Empty => Vec::new(),
+    }
+}
+
+/// The value of the last `--name` flag of an instruction (empty for a bare `--name`).
+pub(super) fn flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a str> {
+    last_flag(inst, name).map(|f| f.value.as_deref().unwrap_or(""))
+}
+
+/// The last `--name` flag of an instruction (the one that counts), with its span.
+pub(super) fn last_flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a crate::ast::Flag> {
+    inst.flags.iter().rev().find(|f| f.name == name)
+}
+
+/// Every value of a repeatable flag, in order.
+pub(super) fn flags_all<'a>(inst: &'a Instruction, name: &str) -> Vec<&'a str> {
+    inst.flags
+        .iter()
+        .filter(|f| f.name == name)
+        .map(|f| f.value.as_deref().unwrap_or(""))
+        .collect()
+}
+
+/// A boolean flag: absent = false, `--x` or `--x=true` = true, `--x=false` = false.
+pub(super) fn bool_flag(inst: &Instruction, name: &str) -> Result<bool, String> {
+    match flag(inst, name) {
+        None => Ok(false),
+        Some("") | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(v) => Err(format!(
+            "invalid value for --{name}: {v} (expected true or false)"
+        )),
+    }
+}
+
+/// A user or group: a numeric id or a name.
+fn parse_user_opt(s: &str) -> UserOpt {
+    match s.parse::<u32>() {
+        Ok(id) => UserOpt::Id(id),
+        Err(_) => UserOpt::Name(s.to_string()),
+    }
+}
+
+/// A `user[:group]` owner (`--chown`, USER); None for an empty string.
+pub(super) fn parse_chown(s: &str) -> Option<ChownOpt> {
+    if s.is_empty() {
+        return None;
+    }
+    let (user, group) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    Some(ChownOpt {
+        user: parse_user_opt(user),
+        group: group.filter(|g| !g.is_empty()).map(parse_user_opt),
+    })
+}

@@ -1,0 +1,357 @@
+//! RUN: the argv (exec, shell and heredoc forms), `--network`/`--security` and their
+//! entitlements, `--mount` wiring into the exec vertex, and the environment (proxy ARGs kept out
+//! of the cache key).
+
+use super::helpers::{expand, last_flag, lookup, words_of};
+use super::stages::find_stage;
+use super::state::{join_path, StageState};
+use super::{ConvertError, Converter, StageCtx, DEFAULT_PATH};
+use crate::ast::{Args, Instruction, Span};
+use rbuild_llb::{
+    CacheMountOpt, Entitlement, ExecMount, ExecOp, MountType, NetworkMode, Op, SecretMountOpt,
+    SecurityMode, SourceOp, VertexIndex,
+};
+
+/// The predefined proxy ARGs, which reach RUN without being part of its cache key.
+const PROXY_ARGS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// The error for a RUN flag that needs an entitlement the build was not granted, at the flag,
+/// with BuildKit's text and a hint naming the `--allow` that grants it.
+pub(super) fn not_entitled(span: &Span, entitlement: Entitlement, flag: &str) -> ConvertError {
+    ConvertError::at(span, format!("{entitlement} is not allowed")).with_hint(format!(
+        "`RUN {flag}` needs the {entitlement} entitlement: pass `--allow {entitlement}` to \
+         `rbuild build` if you trust this Dockerfile"
+    ))
+}
+
+impl Converter<'_> {
+    /// The environment of a RUN step: ENV, then stage ARGs ENV does not shadow, then PATH.
+    fn run_env(&self, state: &StageState) -> Vec<String> {
+        let env = state.env();
+        let mut out: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for (k, v) in &state.args {
+            if !env.iter().any(|(ek, _)| ek == k) {
+                out.push(format!("{k}={v}"));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            out.push(DEFAULT_PATH.to_string());
+        }
+        out
+    }
+
+    /// The vertex a `--mount from=` names: an earlier stage or an image.
+    fn mount_from_vertex(
+        &mut self,
+        state: &StageState,
+        from: &str,
+        span: &Span,
+        refs: StageCtx<'_>,
+    ) -> Result<VertexIndex, ConvertError> {
+        let StageCtx {
+            stages,
+            decls,
+            index,
+            bases,
+        } = refs;
+        // Global ARGs, then the stage's ARG/ENV.
+        let mut vars = self.meta();
+        vars.extend(state.vars());
+        let from = expand(&self.lexer, from, &vars, span)?;
+        if let Some(i) = find_stage(decls, &from, index) {
+            return stages
+                .get(&i)
+                .map(|s| s.vertex)
+                .ok_or_else(|| ConvertError::at(span, format!("stage {from} was not built")));
+        }
+        let base = bases
+            .get(&from)
+            .ok_or_else(|| ConvertError::at(span, format!("image {from} was not resolved")))?;
+        let name = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
+        Ok(self.def.add(
+            Op::Source(SourceOp::Image {
+                reference: base.reference.clone(),
+                digest: Some(base.digest.clone()),
+            }),
+            vec![],
+            name,
+            self.location(span),
+        ))
+    }
+
+    /// The `--mount` flags of a RUN as exec mounts, and the extra vertex inputs they use
+    /// (input `k` of the exec vertex is `extra[k - 1]`).
+    fn run_mounts(
+        &mut self,
+        state: &StageState,
+        inst: &Instruction,
+        refs: StageCtx<'_>,
+    ) -> Result<(Vec<ExecMount>, Vec<VertexIndex>), ConvertError> {
+        let span = &inst.span;
+        let vars = state.vars();
+        let mut mounts = Vec::new();
+        let mut extra: Vec<VertexIndex> = Vec::new();
+        for f in inst.flags.iter().filter(|f| f.name == "mount") {
+            let lexer = &self.lexer;
+            let mut ex = |w: &str| -> Result<String, String> {
+                lexer
+                    .process_word(w, &lookup(&vars))
+                    .map_err(|e| e.to_string())
+            };
+            let raw = f.value.as_deref().unwrap_or("");
+            let mut m =
+                crate::mounts::parse_mount(raw, &mut ex).map_err(|e| ConvertError::at(span, e))?;
+            // `from` is expanded (once) against the global ARGs too, as for COPY --from.
+            let mut keep = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
+            m.from = crate::mounts::parse_mount(raw, &mut keep)
+                .map_err(|e| ConvertError::at(span, e))?
+                .from;
+            let target = if m.target.is_empty() {
+                String::new()
+            } else {
+                join_path(&state.workdir(), &m.target)
+            };
+            if target == "/" {
+                return Err(ConvertError::at(span, "invalid mount target \"/\""));
+            }
+            let source_vertex = match (&m.kind, &m.from) {
+                (MountType::Bind, None) => Some(self.context()),
+                (MountType::Bind | MountType::Cache, Some(from)) => {
+                    Some(self.mount_from_vertex(state, from, span, refs)?)
+                }
+                _ => None,
+            };
+            let input = source_vertex.map(|v| match extra.iter().position(|&e| e == v) {
+                Some(p) => p + 1,
+                None => {
+                    extra.push(v);
+                    extra.len()
+                }
+            });
+            let selector = match &m.source {
+                Some(src) if input.is_some() => join_path("/", src),
+                _ => "/".to_string(),
+            };
+            let mut mount = ExecMount {
+                kind: m.kind.clone(),
+                target: target.clone(),
+                input,
+                selector,
+                readonly: m.readonly,
+                cache: None,
+                tmpfs_size: None,
+                secret: None,
+            };
+            match m.kind {
+                MountType::Cache => {
+                    mount.cache = Some(CacheMountOpt {
+                        id: if m.id.is_empty() {
+                            target.clone()
+                        } else {
+                            m.id.clone()
+                        },
+                        sharing: m.sharing,
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                        mode: m.mode.unwrap_or(0o755),
+                    })
+                }
+                MountType::Tmpfs => mount.tmpfs_size = m.size,
+                MountType::Secret => {
+                    mount.readonly = true;
+                    mount.secret = Some(SecretMountOpt {
+                        id: m.id.clone(),
+                        env: m.env.clone(),
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    })
+                }
+                MountType::Bind => {}
+            }
+            mounts.push(mount);
+        }
+        Ok((mounts, extra))
+    }
+
+    /// RUN: one exec vertex on the stage, with its mounts' sources as extra inputs.
+    pub(super) fn run(
+        &mut self,
+        state: &mut StageState,
+        inst: &Instruction,
+        step: usize,
+        total: usize,
+        refs: StageCtx<'_>,
+    ) -> Result<(), ConvertError> {
+        let span = &inst.span;
+        let (mounts, extra_inputs) = self.run_mounts(state, inst, refs)?;
+        let args = match &inst.args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
+            Args::Shell(s) => {
+                let mut a = state.shell();
+                a.push(s.clone());
+                a
+            }
+            other => words_of(&Instruction {
+                args: other.clone(),
+                ..inst.clone()
+            }),
+        };
+        if args.is_empty() {
+            return Err(ConvertError::at(span, "RUN requires at least one argument"));
+        }
+        let network_flag = last_flag(inst, "network");
+        let network = match network_flag.map(|f| f.value.as_deref().unwrap_or("")) {
+            None | Some("default") => self.opts.network,
+            Some("host") => NetworkMode::Host,
+            Some("none") => NetworkMode::None,
+            Some(other) => {
+                return Err(ConvertError::at(
+                    span,
+                    format!("unsupported network mode \"{other}\""),
+                ))
+            }
+        };
+        let security_flag = last_flag(inst, "security");
+        let security = match security_flag.map(|f| f.value.as_deref().unwrap_or("")) {
+            None | Some("sandbox") => SecurityMode::Sandbox,
+            Some("insecure") => SecurityMode::Insecure,
+            Some(other) => {
+                return Err(ConvertError::at(
+                    span,
+                    format!("security {} is not valid", crate::quote::go_quote(other)),
+                ))
+            }
+        };
+        // Entitlements (as buildx): only an explicit Dockerfile flag is checked here, so the
+        // caret points at it; `--network=host` on the command line grants network.host itself.
+        if let Some(f) = network_flag.filter(|_| network == NetworkMode::Host) {
+            if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::NetworkHost,
+                    &f.to_word(),
+                ));
+            }
+        }
+        if let Some(f) = security_flag.filter(|_| security == SecurityMode::Insecure) {
+            if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::SecurityInsecure,
+                    &f.to_word(),
+                ));
+            }
+        }
+        let user = state.config.config.user.clone().unwrap_or_default();
+        // Proxy build args reach the process but stay out of the cache key (BuildKit's ProxyEnv).
+        let is_proxy = |kv: &String| {
+            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str());
+            PROXY_ARGS.contains(&key) && !state.env().iter().any(|(k, _)| k == key)
+        };
+        let (mut proxy_env, env): (Vec<String>, Vec<String>) =
+            self.run_env(state).into_iter().partition(is_proxy);
+        // Proxy args are predefined: a --build-arg reaches RUN without an ARG line.
+        for key in PROXY_ARGS {
+            let declared = proxy_env
+                .iter()
+                .any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
+            let in_env = state.env().iter().any(|(k, _)| k == key);
+            if let (false, false, Some(value)) = (declared, in_env, self.opts.build_args.get(key)) {
+                proxy_env.push(format!("{key}={value}"));
+            }
+        }
+        let op = Op::Exec(ExecOp {
+            args: args.clone(),
+            env,
+            cwd: state.workdir(),
+            user,
+            network,
+            security,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            mounts,
+            proxy_env,
+        });
+        let name = self.step_name(state, step, total, inst);
+        let mut inputs = vec![state.vertex];
+        inputs.extend(extra_inputs);
+        state.vertex = self.def.add(op, inputs, name, self.location(span));
+        let env_names: Vec<&(String, String)> = state
+            .args
+            .iter()
+            .filter(|(k, _)| !state.env().iter().any(|(ek, _)| ek == k))
+            .collect();
+        let prefix = if env_names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "|{} {} ",
+                env_names.len(),
+                env_names
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        };
+        let shown = match &inst.args {
+            Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+            _ => args.join(" "),
+        };
+        self.history(state, format!("RUN {prefix}{shown} # buildkit"), false);
+        Ok(())
+    }
+
+    /// The argv of a shell-form RUN with heredocs, as BuildKit runs them: a command that is only
+    /// a heredoc runs the heredoc as the script (a `#!` line picks the interpreter); otherwise the
+    /// bodies follow the command line, for the shell to feed to the command.
+    fn heredoc_args(&self, state: &StageState, cmd: &str, inst: &Instruction) -> Vec<String> {
+        let mut args = state.shell();
+        let strip = |h: &crate::ast::Heredoc| -> String {
+            if h.chomp {
+                h.content
+                    .lines()
+                    .map(|l| format!("{}\n", l.trim_start_matches('\t')))
+                    .collect()
+            } else {
+                h.content.clone()
+            }
+        };
+        let marker_only = inst.heredocs.len() == 1 && {
+            let t = cmd.trim().trim_start_matches("<<").trim_start_matches('-');
+            t.trim_matches(|c| c == '"' || c == '\'') == inst.heredocs[0].name
+        };
+        if marker_only {
+            let body = strip(&inst.heredocs[0]);
+            if let Some(first) = body.lines().next().and_then(|l| l.strip_prefix("#!")) {
+                args.push(format!(
+                    "{} /dev/stdin <<'RBUILD_HEREDOC_EOF'\n{body}RBUILD_HEREDOC_EOF\n",
+                    first.trim()
+                ));
+            } else {
+                args.push(body);
+            }
+            return args;
+        }
+        let mut full = cmd.to_string();
+        full.push('\n');
+        for h in &inst.heredocs {
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+            full.push('\n');
+        }
+        args.push(full);
+        args
+    }
+}

@@ -1,0 +1,293 @@
+//! Stage declarations and selection: global ARGs and FROM expansion, the `--target` stage,
+//! and the stages and base images it needs (through FROM, `COPY --from` and `RUN --mount from=`).
+
+use super::helpers::{expand, flag, words_of};
+use super::{ConvertError, ConvertOptions};
+use crate::ast::{Args, Dockerfile, Instruction, InstructionKind};
+use crate::expand::Lexer;
+use std::collections::BTreeSet;
+
+/// The predefined platform ARGs (rbuild builds linux/amd64 only).
+fn platform_args() -> Vec<(String, String)> {
+    [
+        ("TARGETPLATFORM", "linux/amd64"),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", "amd64"),
+        ("TARGETVARIANT", ""),
+        ("BUILDPLATFORM", "linux/amd64"),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", "amd64"),
+        ("BUILDVARIANT", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// One stage as declared.
+pub(super) struct StageDecl<'a> {
+    /// The `AS` name, lower-cased.
+    pub(super) name: Option<String>,
+    /// The base (image reference or stage), global ARGs expanded.
+    pub(super) base: String,
+    /// The FROM instruction.
+    pub(super) from: &'a Instruction,
+    /// The instructions after FROM.
+    pub(super) body: Vec<&'a Instruction>,
+}
+
+/// The global ARGs (with the platform ARGs first) and the declared stages.
+pub(super) struct Parsed<'a> {
+    /// The global ARGs, in order, with their values.
+    pub(super) meta: Vec<(String, String)>,
+    /// The stages, in order.
+    pub(super) stages: Vec<StageDecl<'a>>,
+}
+
+/// Splits the Dockerfile into global ARGs and stages, expanding each FROM against the globals.
+pub(super) fn split_stages<'a>(
+    df: &'a Dockerfile,
+    opts: &ConvertOptions,
+) -> Result<Parsed<'a>, ConvertError> {
+    let lexer = Lexer::new(df.directives.escape);
+    let mut meta: Vec<(String, String)> = platform_args();
+    let mut stages: Vec<StageDecl> = Vec::new();
+    for inst in &df.instructions {
+        match inst.kind {
+            InstructionKind::From => {
+                let words = words_of(inst);
+                let Some(raw_base) = words.first() else {
+                    return Err(ConvertError::at(
+                        &inst.span,
+                        "FROM requires the name of a base image",
+                    ));
+                };
+                let base = expand(&lexer, raw_base, &meta, &inst.span)?;
+                if base.is_empty() {
+                    return Err(ConvertError::at(
+                        &inst.span,
+                        format!("base name ({raw_base}) should not be blank"),
+                    ));
+                }
+                let name =
+                    match words.len() {
+                        1 => None,
+                        3 if words[1].eq_ignore_ascii_case("as") => Some(words[2].to_lowercase()),
+                        _ => return Err(ConvertError::at(
+                            &inst.span,
+                            "FROM requires either one or three arguments (FROM image [AS name])",
+                        )),
+                    };
+                if let Some(n) = &name {
+                    if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
+                        return Err(ConvertError::at(
+                            &inst.span,
+                            format!("duplicate stage name \"{n}\""),
+                        ));
+                    }
+                }
+                stages.push(StageDecl {
+                    name,
+                    base,
+                    from: inst,
+                    body: Vec::new(),
+                });
+            }
+            _ => match stages.last_mut() {
+                Some(stage) => stage.body.push(inst),
+                None if inst.kind == InstructionKind::Arg => {
+                    if let Args::KeyValues(kvs) = &inst.args {
+                        for kv in kvs {
+                            let default = match &kv.value {
+                                Some(v) => Some(expand(&lexer, v, &meta, &inst.span)?),
+                                None => None,
+                            };
+                            let value = opts
+                                .build_args
+                                .get(&kv.key)
+                                .cloned()
+                                .or(default)
+                                .unwrap_or_default();
+                            meta.push((kv.key.clone(), value));
+                        }
+                    }
+                }
+                None => {
+                    return Err(ConvertError::at(
+                        &inst.span,
+                        format!(
+                            "no build stage in current context: {} must come after FROM",
+                            inst.name_original.to_uppercase()
+                        ),
+                    ))
+                }
+            },
+        }
+    }
+    if stages.is_empty() {
+        return Err(ConvertError {
+            message: "the Dockerfile has no FROM instruction".into(),
+            span: None,
+            hint: None,
+        });
+    }
+    Ok(Parsed { meta, stages })
+}
+
+/// The index of the stage `name` (an `AS` name or a number) declared before `before`.
+pub(super) fn find_stage(stages: &[StageDecl], name: &str, before: usize) -> Option<usize> {
+    let lower = name.to_lowercase();
+    if let Some(i) = stages[..before]
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
+        return Some(i);
+    }
+    name.parse::<usize>().ok().filter(|&i| i < before)
+}
+
+/// The index of the `--target` stage, or of the last stage.
+fn target_index(parsed: &Parsed, opts: &ConvertOptions) -> Result<usize, ConvertError> {
+    match &opts.target {
+        None => Ok(parsed.stages.len() - 1),
+        Some(t) => {
+            let lower = t.to_lowercase();
+            parsed
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                .ok_or_else(|| {
+                    let names: Vec<String> = parsed
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.name.clone())
+                        .collect();
+                    ConvertError {
+                        message: format!(
+                            "target stage \"{t}\" could not be found (stages: {})",
+                            if names.is_empty() {
+                                "none named".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        ),
+                        span: None,
+                        hint: None,
+                    }
+                })
+        }
+    }
+}
+
+/// What a stage refers to: other stages it needs and images it uses.
+pub(super) fn stage_refs(
+    parsed: &Parsed,
+    index: usize,
+    lexer: &Lexer,
+) -> Result<(Vec<usize>, Vec<String>), ConvertError> {
+    let stage = &parsed.stages[index];
+    let mut deps = Vec::new();
+    let mut images = Vec::new();
+    if stage.base != "scratch" {
+        match find_stage(&parsed.stages, &stage.base, index) {
+            Some(i) => deps.push(i),
+            None => images.push(stage.base.clone()),
+        }
+    }
+    for inst in &stage.body {
+        let mut froms: Vec<String> = Vec::new();
+        if matches!(inst.kind, InstructionKind::Copy | InstructionKind::Add) {
+            if let Some(from) = flag(inst, "from") {
+                froms.push(from.to_string());
+            }
+        }
+        if inst.kind == InstructionKind::Run {
+            froms.extend(run_mount_froms(inst));
+        }
+        for from in &froms {
+            {
+                let from = expand(lexer, from, &parsed.meta, &inst.span)?;
+                match find_stage(&parsed.stages, &from, index) {
+                    Some(i) => deps.push(i),
+                    None if parsed
+                        .stages
+                        .iter()
+                        .any(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())) =>
+                    {
+                        return Err(ConvertError::at(
+                            &inst.span,
+                            format!("stage \"{from}\" is used before it is defined"),
+                        ));
+                    }
+                    None => images.push(from),
+                }
+            }
+        }
+    }
+    Ok((deps, images))
+}
+
+/// The `from=` values (not yet expanded) of a RUN's `--mount` flags.
+pub(super) fn run_mount_froms(inst: &Instruction) -> Vec<String> {
+    inst.flags
+        .iter()
+        .filter(|f| f.name == "mount")
+        .filter_map(|f| {
+            let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
+            crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
+                .ok()?
+                .from
+        })
+        .collect()
+}
+
+/// The target stage, every stage it needs, and the images those stages use.
+pub(super) fn needed_stages(
+    parsed: &Parsed,
+    opts: &ConvertOptions,
+    lexer: &Lexer,
+) -> Result<(usize, BTreeSet<usize>, Vec<String>), ConvertError> {
+    let target = target_index(parsed, opts)?;
+    let mut needed = BTreeSet::new();
+    let mut images = Vec::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        let (deps, imgs) = stage_refs(parsed, i, lexer)?;
+        todo.extend(deps);
+        for img in imgs {
+            if !images.contains(&img) {
+                images.push(img);
+            }
+        }
+    }
+    Ok((target, needed, images))
+}
+
+/// The image references (as written, ARGs expanded) the build needs resolved before
+/// [`convert`](fn@super::convert).
+pub fn base_images(df: &Dockerfile, opts: &ConvertOptions) -> Result<Vec<String>, ConvertError> {
+    let parsed = split_stages(df, opts)?;
+    let lexer = Lexer::new(df.directives.escape);
+    Ok(needed_stages(&parsed, opts, &lexer)?.2)
+}
+
+/// The global ARGs (empty when the Dockerfile does not split into stages).
+pub(super) fn split_meta(df: &Dockerfile, opts: &ConvertOptions) -> Vec<(String, String)> {
+    split_stages(df, opts).map(|p| p.meta).unwrap_or_default()
+}
+
+/// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.
+pub fn stage_names(df: &Dockerfile) -> Vec<String> {
+    df.instructions
+        .iter()
+        .filter(|i| i.kind == InstructionKind::From)
+        .filter_map(|i| {
+            let words = words_of(i);
+            (words.len() == 3 && words[1].eq_ignore_ascii_case("as"))
+                .then(|| words[2].to_lowercase())
+        })
+        .collect()
+}

@@ -1,0 +1,143 @@
+//! Unit tests of the converter: path, port, duration and flag helpers, and whole conversions.
+
+use super::config::{parse_duration_ns, parse_ports};
+use super::copy::{url_filename, valid_symbolic_mode};
+use super::state::join_path;
+use super::*;
+use rbuild_llb::{ExecOp, SecurityMode};
+
+#[test]
+fn paths_join_like_go() {
+    assert_eq!(join_path("/", "a"), "/a");
+    assert_eq!(join_path("/a", "b"), "/a/b");
+    assert_eq!(join_path("/a/b", "../c"), "/a/c");
+    assert_eq!(join_path("/a/c", "d/"), "/a/c/d");
+    assert_eq!(join_path("/x", "/abs"), "/abs");
+}
+
+#[test]
+fn ports_and_durations() {
+    assert_eq!(parse_ports("80").unwrap(), vec!["80/tcp"]);
+    assert_eq!(parse_ports("53/UDP").unwrap(), vec!["53/udp"]);
+    assert_eq!(
+        parse_ports("8000-8002").unwrap(),
+        vec!["8000/tcp", "8001/tcp", "8002/tcp"]
+    );
+    assert!(parse_ports("x").is_err());
+    assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
+    assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
+    assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
+}
+
+#[test]
+fn copy_flag_helpers() {
+    for ok in ["u+x", "u+x,g-w,o=r", "a=rX", "go=u", "+x", "ug+rw-x", "o="] {
+        assert!(valid_symbolic_mode(ok), "{ok}");
+    }
+    for bad in ["", "u", "x+r", "u+q", "u+r,", "rwx"] {
+        assert!(!valid_symbolic_mode(bad), "{bad}");
+    }
+    assert_eq!(url_filename("https://h/a/b.tar.gz?x=1#f"), "b.tar.gz");
+    assert_eq!(url_filename("http://h:8080/dir/"), "dir");
+    assert_eq!(url_filename("http://h"), "__unnamed__");
+    assert_eq!(url_filename("http://h/"), "__unnamed__");
+}
+
+fn convert_text(text: &str, opts: &ConvertOptions) -> Result<Vec<ExecOp>, ConvertError> {
+    let df = crate::parse(text).expect("parses");
+    let plan = convert(&df, opts, &HashMap::new())?;
+    Ok(plan
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect())
+}
+
+#[test]
+fn run_network_and_security_flags() {
+    let text = "FROM scratch\nRUN a\nRUN --network=default b\nRUN --network=none c\n\
+                RUN --security=sandbox d\n";
+    let opts = ConvertOptions::default();
+    let ops = convert_text(text, &opts).unwrap();
+    let modes: Vec<_> = ops.iter().map(|e| (e.network, e.security)).collect();
+    assert_eq!(
+        modes,
+        vec![
+            (NetworkMode::Default, SecurityMode::Sandbox),
+            (NetworkMode::Default, SecurityMode::Sandbox),
+            (NetworkMode::None, SecurityMode::Sandbox),
+            (NetworkMode::Default, SecurityMode::Sandbox),
+        ]
+    );
+    // `default` follows the build's mode (`--network=none` on the command line).
+    let none = ConvertOptions {
+        network: NetworkMode::None,
+        ..ConvertOptions::default()
+    };
+    let ops = convert_text(text, &none).unwrap();
+    assert_eq!(ops[0].network, NetworkMode::None);
+    assert_eq!(ops[1].network, NetworkMode::None);
+
+    let err = convert_text("FROM scratch\nRUN --security=root a\n", &opts).unwrap_err();
+    assert_eq!(err.message, "security \"root\" is not valid");
+    let err = convert_text("FROM scratch\nRUN --network=bridge a\n", &opts).unwrap_err();
+    assert_eq!(err.message, "unsupported network mode \"bridge\"");
+}
+
+#[test]
+fn privileged_run_flags_need_entitlements() {
+    let text = "FROM scratch\nRUN   --network=host true\n";
+    let err = convert_text(text, &ConvertOptions::default()).unwrap_err();
+    assert_eq!(err.message, "network.host is not allowed");
+    let rendered = err.render("Dockerfile", text);
+    assert!(
+        rendered.starts_with(
+            "Dockerfile:2:7: network.host is not allowed\nRUN   --network=host true\n      ^\n"
+        ),
+        "{rendered}"
+    );
+    assert!(rendered.contains("hint: `RUN --network=host` needs the network.host entitlement: pass `--allow network.host`"), "{rendered}");
+
+    let insecure = "FROM scratch\nRUN --network=none --security=insecure true\n";
+    let err = convert_text(insecure, &ConvertOptions::default()).unwrap_err();
+    assert_eq!(err.message, "security.insecure is not allowed");
+    assert_eq!(err.span.map(|s| s.start_col), Some(20));
+    // network.host does not grant security.insecure.
+    let host_only = ConvertOptions {
+        entitlements: Entitlements::parse(&["network.host"]).unwrap(),
+        ..ConvertOptions::default()
+    };
+    assert!(convert_text(insecure, &host_only).is_err());
+    let ops = convert_text(text, &host_only).unwrap();
+    assert_eq!(ops[0].network, NetworkMode::Host);
+
+    let all = ConvertOptions {
+        entitlements: Entitlements::parse(&["network.host,security.insecure"]).unwrap(),
+        ..ConvertOptions::default()
+    };
+    let ops = convert_text(insecure, &all).unwrap();
+    assert_eq!(ops[0].security, SecurityMode::Insecure);
+    assert_eq!(ops[0].network, NetworkMode::None);
+    // A stage the target does not need is not converted, so not checked (as BuildKit).
+    let unused = "FROM scratch AS x\nRUN --network=host a\nFROM scratch\nRUN b\n";
+    assert!(convert_text(unused, &ConvertOptions::default()).is_ok());
+}
+
+#[test]
+fn extra_hosts_reach_every_run() {
+    let hosts = vec![ExtraHost {
+        host: "db".into(),
+        ip: "10.1.2.3".into(),
+    }];
+    let opts = ConvertOptions {
+        extra_hosts: hosts.clone(),
+        ..ConvertOptions::default()
+    };
+    let ops = convert_text("FROM scratch\nRUN a\nRUN --network=none b\n", &opts).unwrap();
+    assert_eq!(ops.len(), 2);
+    assert!(ops.iter().all(|e| e.extra_hosts == hosts));
+}
