@@ -83,15 +83,14 @@ impl RegistryClient {
                             ("client_id", "rbuild".to_string()),
                         ];
                         form.extend(query.iter().cloned());
-                        self.inner.http.post(&realm).form(&form)
+                        self.http()?.post(&realm).form(&form)
                     }
                     Some(Cred::Basic(u, p)) => self
-                        .inner
-                        .http
+                        .http()?
                         .get(&realm)
                         .query(&query)
                         .basic_auth(u, Some(p)),
-                    None => self.inner.http.get(&realm).query(&query),
+                    None => self.http()?.get(&realm).query(&query),
                 };
                 let resp = rb.send().await.map_err(|e| token_err(chain(&e)))?;
                 let status = resp.status();

@@ -11,15 +11,19 @@ use crate::options::{CONNECT_TIMEOUT_ENV, REGISTRY_CA_ENV, STALL_TIMEOUT_ENV};
 use crate::tls;
 use crate::{Reference, RegistryError, RegistryNotice};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The state all clones of a [`RegistryClient`] share.
 pub(crate) struct Inner {
-    /// Requests whose body is small or empty: connect and stall timeouts.
-    pub(crate) http: reqwest::Client,
+    /// Requests whose body is small or empty: connect and stall timeouts. Built on first use
+    /// (loading the system's trusted roots costs milliseconds a build that never talks to a
+    /// registry should not pay).
+    http: OnceLock<reqwest::Client>,
     /// Blob uploads (PUT/PATCH with a large body): connect timeout only, since reqwest's read
-    /// timeout would also run while the body is still being sent.
-    pub(crate) upload_http: reqwest::Client,
+    /// timeout would also run while the body is still being sent. Built on first use.
+    upload_http: OnceLock<reqwest::Client>,
+    /// Extra trusted CAs (from the options), for building the clients.
+    roots: Vec<reqwest::Certificate>,
     /// Registries reached over plain HTTP (options and [`INSECURE_REGISTRIES_ENV`]).
     pub(crate) insecure: Vec<String>,
     /// Registries reached over HTTPS even on loopback (options and [`TLS_REGISTRIES_ENV`]).
@@ -81,8 +85,6 @@ impl RegistryClient {
     /// A client with explicit options.
     pub fn with_options(opts: ClientOptions) -> Result<RegistryClient, RegistryError> {
         let roots = tls::extra_roots(&opts)?;
-        let http = tls::build_http(&opts, &roots, Some(opts.stall_timeout))?;
-        let upload_http = tls::build_http(&opts, &roots, None)?;
         let from_env = |list: &mut Vec<String>, var: &str| {
             if let Ok(v) = std::env::var(var) {
                 list.extend(
@@ -99,8 +101,9 @@ impl RegistryClient {
         from_env(&mut https, TLS_REGISTRIES_ENV);
         Ok(RegistryClient {
             inner: Arc::new(Inner {
-                http,
-                upload_http,
+                http: OnceLock::new(),
+                upload_http: OnceLock::new(),
+                roots,
                 insecure,
                 https,
                 opts,
@@ -156,9 +159,18 @@ impl RegistryClient {
         )
     }
 
-    /// The shared HTTP client.
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The shared HTTP client for requests with small bodies (built on first use).
+    pub(crate) fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        let i = &self.inner;
+        lazy_client(&i.http, || {
+            tls::build_http(&i.opts, &i.roots, Some(i.opts.stall_timeout))
+        })
+    }
+
+    /// The shared HTTP client for blob uploads (built on first use).
+    pub(crate) fn upload_http(&self) -> Result<&reqwest::Client, RegistryError> {
+        let i = &self.inner;
+        lazy_client(&i.upload_http, || tls::build_http(&i.opts, &i.roots, None))
     }
 
     /// The base URL of a registry, e.g. `https://registry-1.docker.io`.
@@ -205,4 +217,16 @@ mod tests {
         assert_eq!(c.scheme("docker.io"), "https");
         assert_eq!(c.base_url("docker.io"), "https://registry-1.docker.io");
     }
+}
+
+/// The client in `cell`, built by `build` the first time.
+fn lazy_client(
+    cell: &OnceLock<reqwest::Client>,
+    build: impl FnOnce() -> Result<reqwest::Client, RegistryError>,
+) -> Result<&reqwest::Client, RegistryError> {
+    if let Some(c) = cell.get() {
+        return Ok(c);
+    }
+    let c = build()?;
+    Ok(cell.get_or_init(|| c))
 }

@@ -181,7 +181,7 @@ impl RegistryClient {
             url: url.clone(),
             cause: chain(&e),
         };
-        let http = self.http();
+        let http = self.http()?;
         let resp = http.get(&url).send().await.map_err(transport)?;
         if resp.status().is_success() {
             return Ok(());

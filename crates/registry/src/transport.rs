@@ -123,9 +123,9 @@ impl RegistryClient {
         let mut authed_after_challenge = false;
         let mut attempts = Attempts::default();
         let http = if call.upload {
-            &self.inner.upload_http
+            self.upload_http()?
         } else {
-            &self.inner.http
+            self.http()?
         };
         loop {
             let cached = self
