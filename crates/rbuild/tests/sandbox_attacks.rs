@@ -681,3 +681,184 @@ fn sigkill_mid_run_leaves_nothing_behind() {
     let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A tar entry with a raw name (the tar crate refuses `..` and absolute names on its own).
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    name: &str,
+    link: Option<&str>,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    let bytes = name.as_bytes();
+    h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+    if let Some(l) = link {
+        let lb = l.as_bytes();
+        h.as_old_mut().linkname[..lb.len()].copy_from_slice(lb);
+    }
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+/// Writes a one-layer OCI layout (uncompressed layer) to `dir`.
+fn write_layout(dir: &Path, layer: &[u8]) {
+    use rbuild_oci::Digest;
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let d = Digest::sha256_of(data);
+        fs::write(blobs.join(d.hex()), data).unwrap();
+        (d, data.len())
+    };
+    let (layer_d, layer_n) = put(layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_d.to_string()]}
+    });
+    let (config_d, config_n) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d.to_string(), "size": config_n},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_d.to_string(), "size": layer_n}]
+    });
+    let (man_d, man_n) = put(manifest.to_string().as_bytes());
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man_d.to_string(), "size": man_n,
+                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}]
+    });
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn malicious_base_layer_stays_inside() {
+    let Some(env) = env() else { return };
+    let pid = std::process::id();
+    let tmp = std::env::temp_dir();
+    let escapes = [
+        tmp.join(format!("rbuild-layer-dotdot-{pid}")),
+        tmp.join(format!("rbuild-layer-symlink-{pid}")),
+        tmp.join(format!("rbuild-layer-abs-{pid}")),
+    ];
+    for e in &escapes {
+        let _ = fs::remove_file(e);
+    }
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    fs::write(&secret, "host-secret-data").unwrap();
+
+    // busybox, plus (one image each, so a refusal of one does not hide the next) entries that
+    // climb out with `..`, through a symlink to a host directory, by absolute name, and a hard
+    // link to a host file.
+    let tmp_s = tmp.to_string_lossy().trim_start_matches('/').to_string();
+    let secret_s = secret.to_string_lossy().to_string();
+    type Entries<'a> = Vec<(tar::EntryType, String, Option<&'a str>)>;
+    let tmp_full = tmp.to_string_lossy().to_string();
+    let variants: Vec<(&str, Entries)> = vec![
+        (
+            "dotdot",
+            vec![(
+                tar::EntryType::Regular,
+                format!("../../../../../../{tmp_s}/rbuild-layer-dotdot-{pid}"),
+                None,
+            )],
+        ),
+        (
+            "symlink",
+            vec![
+                (
+                    tar::EntryType::Symlink,
+                    "hostdir".into(),
+                    Some(tmp_full.as_str()),
+                ),
+                (
+                    tar::EntryType::Regular,
+                    format!("hostdir/rbuild-layer-symlink-{pid}"),
+                    None,
+                ),
+            ],
+        ),
+        (
+            "abs",
+            vec![(
+                tar::EntryType::Regular,
+                format!("/{tmp_s}/rbuild-layer-abs-{pid}"),
+                None,
+            )],
+        ),
+        (
+            "hardlink",
+            vec![(
+                tar::EntryType::Link,
+                "stolen".into(),
+                Some(secret_s.as_str()),
+            )],
+        ),
+    ];
+    let busybox = rbuild_testsupport::busybox_rootfs_tar_bytes().unwrap();
+    for (name, entries) in variants {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut a = tar::Archive::new(&busybox[..]);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut h = e.header().clone();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            b.append(&mut h, &data[..]).unwrap();
+        }
+        for (kind, path, link) in entries {
+            let data: &[u8] = if kind == tar::EntryType::Regular {
+                b"bad"
+            } else {
+                b""
+            };
+            raw_entry(&mut b, kind, &path, link, data);
+        }
+        let layer = b.into_inner().unwrap();
+        let layout = tempfile::tempdir().unwrap();
+        write_layout(layout.path(), &layer);
+        let image = format!("{}/attack/evil-{name}:{pid}", env.registry.addr());
+        rbuild_testsupport::push_layout(layout.path(), &image).unwrap();
+
+        let ctx = context(&format!(
+            "FROM {image}\nRUN cat /stolen 2>/dev/null; ls /hostdir/ 2>/dev/null | head -3; echo d\"\"one\n"
+        ));
+        let root = tempfile::tempdir().unwrap();
+        let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+        let t = text(&out);
+        for e in &escapes {
+            assert!(
+                !e.exists(),
+                "{name}: the layer wrote {e:?} on the host:\n{t}"
+            );
+        }
+        assert!(
+            !has(&t, "host-secret-data"),
+            "{name}: a host file reached the build:\n{t}"
+        );
+        // Either the layer is refused with a message, or the build ran without the escape.
+        assert!(
+            has(&t, "done") || has(&t, "ERROR"),
+            "{name}: neither refused nor built:\n{t}"
+        );
+        eprintln!(
+            "{name}: {}",
+            if out.status.success() {
+                "built inside the root"
+            } else {
+                "refused"
+            }
+        );
+    }
+}
