@@ -24,20 +24,7 @@ fn assert_store_verified(store: &Store, digests: &[&Digest]) {
 fn tmp_blobs_empty(store: &Store) -> bool {
     // The store keeps a temp directory per open owner (tmp/blobs/<owner>/): no file may be left
     // in any of them.
-    leftover_temp_files(&store.root().join("tmp/blobs")) == 0
-}
-
-fn leftover_temp_files(dir: &std::path::Path) -> usize {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => leftover_temp_files(&e.path()),
-                    _ => 1,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    rbuild_testsupport::files_below(&store.root().join("tmp/blobs")) == 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -447,24 +447,11 @@ async fn push_survives_injected_faults() {
 }
 
 /// No temp blob left (aborted downloads' writer threads remove theirs as they stop: allow 5 s).
-fn leftover_temp_files(dir: &std::path::Path) -> usize {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => leftover_temp_files(&e.path()),
-                    _ => 1,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn tmp_blobs_empty(store: &Store) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         // Per-owner temp directories (tmp/blobs/<owner>/) may exist; no file may be left.
-        let empty = leftover_temp_files(&store.root().join("tmp/blobs")) == 0;
+        let empty = rbuild_testsupport::files_below(&store.root().join("tmp/blobs")) == 0;
         if empty || std::time::Instant::now() > deadline {
             return empty;
         }

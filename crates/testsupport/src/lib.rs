@@ -169,6 +169,21 @@ pub fn require_root() -> Result<bool, TestError> {
     Ok(false)
 }
 
+/// How many files (not directories) are below `dir`, e.g. temp files a store left behind in
+/// its per-owner temp directories; 0 when `dir` does not exist.
+pub fn files_below(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => files_below(&e.path()),
+                    _ => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Finds `shared/` (`$RBUILD_SHARED` or `<workspace>/../shared`); prints a skip and returns `None`
 /// when absent, or fails when `RBUILD_REQUIRE_SHARED=1`.
 pub fn shared_dir() -> Result<Option<PathBuf>, TestError> {
