@@ -3,6 +3,15 @@
 # the local store (RBUILD_ROOT, default /var/lib/rbuild), lists the store and shows the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The sandbox links libseccomp (Debian's libseccomp-dev) for its seccomp filter.
+need=()
+for pkg in libseccomp-dev pkg-config; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing ${need[*]} (Debian packages) to build rbuild" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 cargo build --release -p rbuild
 # RUN steps get a private network through slirp4netns (Debian's package), as BuildKit's default.
 if ! command -v slirp4netns >/dev/null 2>&1; then

@@ -185,7 +185,16 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
     std::io::stdin()
         .read_to_end(&mut input)
         .map_err(step("read run spec from stdin"))?;
-    let spec: RunSpec = serde_json::from_slice(&input)
+    // The caller's framing (see `Sandbox::run`): the seccomp allowlist's length (u32 LE), the
+    // allowlist, the spec.
+    let (seccomp_program, spec_json) = input
+        .split_first_chunk::<4>()
+        .and_then(|(len, rest)| {
+            let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+            (len <= rest.len()).then(|| rest.split_at(len))
+        })
+        .ok_or_else(|| Failure::setup("truncated helper input"))?;
+    let spec: RunSpec = serde_json::from_slice(spec_json)
         .map_err(|e| Failure::setup(format!("decode run spec: {e}")))?;
     spec.validate()
         .map_err(|e| Failure::setup(format!("invalid run spec: {e}")))?;
@@ -232,8 +241,12 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
         None
     };
     if spec.security == Security::Sandbox {
-        // Compiled once here, installed by the child.
-        seccomp::prepare()?;
+        // Compiled by the caller (or here, if it sent none), installed by the child.
+        if seccomp_program.is_empty() {
+            seccomp::prepare()?;
+        } else {
+            seccomp::prepare_from(seccomp_program)?;
+        }
     }
     // The child execs only after the helper says "go" (once the network is up).
     let (go_r, go_w) =

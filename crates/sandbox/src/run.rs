@@ -47,8 +47,20 @@ impl Sandbox {
         {
             return Err(SandboxError::NetworkHelperMissing);
         }
-        let json =
-            serde_json::to_vec(spec).map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
+        // The helper's input: the seccomp allowlist (compiled once per process; empty when
+        // not sandboxed) framed by its length, then the spec.
+        let seccomp = if spec.security == crate::spec::Security::Sandbox {
+            crate::seccomp::exported_allowlist().map_err(|f| SandboxError::Setup(f.message))?
+        } else {
+            Vec::new()
+        };
+        let mut input = u32::try_from(seccomp.len())
+            .map_err(|_| SandboxError::Setup("seccomp program too long".into()))?
+            .to_le_bytes()
+            .to_vec();
+        input.extend_from_slice(&seccomp);
+        serde_json::to_writer(&mut input, spec)
+            .map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
         let io =
             |what: &'static str| move |source: std::io::Error| SandboxError::Io { what, source };
         let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -83,7 +95,7 @@ impl Sandbox {
 
         if let Some(mut stdin) = child.stdin.take() {
             // A helper that died early shows up as a broken pipe; its status says why.
-            if let Err(e) = stdin.write_all(&json) {
+            if let Err(e) = stdin.write_all(&input) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     let _ = child.kill();
                     let _ = child.wait();
