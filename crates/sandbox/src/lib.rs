@@ -43,6 +43,8 @@ mod run;
 mod seccomp;
 mod spec;
 mod status;
+#[cfg(test)]
+mod testutil;
 mod user;
 
 pub use error::SandboxError;

@@ -4,22 +4,12 @@
 use super::plan::{plan, shares_to_weight};
 use super::*;
 use crate::spec::{SwapLimit, Ulimit};
+use crate::testutil::root_or_skip;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
 
 const MIB: u64 = 1024 * 1024;
-
-fn root_or_skip(name: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("RBUILD_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{name} needs root and RBUILD_REQUIRE_ROOT=1 is set");
-    }
-    eprintln!("SKIPPED {name}: needs root (RBUILD_REQUIRE_ROOT=1 makes this a failure)");
-    false
-}
 
 /// A unique run-cgroup name for a test (the test process's pid is alive, so the sweep of
 /// a concurrent test never takes it).
