@@ -812,10 +812,10 @@ fn malicious_base_layer_stays_inside() {
         let mut a = tar::Archive::new(&busybox[..]);
         for e in a.entries().unwrap() {
             let mut e = e.unwrap();
-            let mut h = e.header().clone();
+            let h = e.header().clone();
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
-            b.append(&mut h, &data[..]).unwrap();
+            b.append(&h, &data[..]).unwrap();
         }
         for (kind, path, link) in entries {
             let data: &[u8] = if kind == tar::EntryType::Regular {

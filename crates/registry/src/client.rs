@@ -197,6 +197,18 @@ fn host_of(registry: &str) -> &str {
         .unwrap_or(registry)
 }
 
+/// The client in `cell`, built by `build` the first time.
+fn lazy_client(
+    cell: &OnceLock<reqwest::Client>,
+    build: impl FnOnce() -> Result<reqwest::Client, RegistryError>,
+) -> Result<&reqwest::Client, RegistryError> {
+    if let Some(c) = cell.get() {
+        return Ok(c);
+    }
+    let c = build()?;
+    Ok(cell.get_or_init(|| c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,16 +229,4 @@ mod tests {
         assert_eq!(c.scheme("docker.io"), "https");
         assert_eq!(c.base_url("docker.io"), "https://registry-1.docker.io");
     }
-}
-
-/// The client in `cell`, built by `build` the first time.
-fn lazy_client(
-    cell: &OnceLock<reqwest::Client>,
-    build: impl FnOnce() -> Result<reqwest::Client, RegistryError>,
-) -> Result<&reqwest::Client, RegistryError> {
-    if let Some(c) = cell.get() {
-        return Ok(c);
-    }
-    let c = build()?;
-    Ok(cell.get_or_init(|| c))
 }
