@@ -2,11 +2,13 @@
 //! namespaces.
 //!
 //! This crate owns everything between "here is a rootfs and a command" and "here is its output
-//! and exit status": the re-exec'd helper process, the mount, pid, uts, ipc (and optionally
-//! network) namespaces, the overlay or bind-mounted root, `/proc` `/dev` `/sys`, `/etc/hosts`
-//! and `/etc/resolv.conf`, extra bind mounts, `pivot_root`, user and group resolution from the
-//! rootfs's own `/etc/passwd` and `/etc/group`, Docker's default capability set, no_new_privs,
-//! masked `/proc` paths, and the exit status.
+//! and exit status": the re-exec'd helper process, the mount, pid, uts, ipc and network
+//! namespaces (the private network through slirp4netns), the `nodev` overlay or bind-mounted
+//! root, `/proc` `/dev` `/sys`, `/etc/hosts` and `/etc/resolv.conf`, extra bind mounts,
+//! `pivot_root`, user and group resolution from the rootfs's own `/etc/passwd` and
+//! `/etc/group`, Docker's default capability set and seccomp profile, a new session keyring,
+//! only stdio inherited, masked `/proc` paths, a cgroup with the run's limits, rlimits, and the
+//! exit status (an OOM kill reported as such).
 //!
 //! # Process model
 //!
