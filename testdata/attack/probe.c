@@ -8,6 +8,7 @@
  *   probe sniff SECS MARKER    capture packets on every interface for SECS seconds with an
  *                              AF_PACKET socket; prints marker-seen=yes|no
  *   probe chroot-escape PATH   the classic chroot break-out; prints escape-sees-PATH=yes|no
+ *   probe ids                  prints uid=N euid=N (a setuid copy shows whether setuid works)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -120,8 +121,12 @@ int main(int argc, char **argv) {
         return readkey(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "sniff"))
         return sniff(atoi(argv[2]), argv[3]);
+    if (argc >= 2 && !strcmp(argv[1], "ids")) {
+        printf("uid=%d euid=%d\n", (int)getuid(), (int)geteuid());
+        return 0;
+    }
     if (argc >= 3 && !strcmp(argv[1], "chroot-escape"))
         return chroot_escape(argv[2]);
-    fprintf(stderr, "usage: probe syscalls|addkey D|readkey D|sniff SECS MARKER|chroot-escape PATH\n");
+    fprintf(stderr, "usage: probe syscalls|addkey D|readkey D|sniff SECS MARKER|chroot-escape PATH|ids\n");
     return 2;
 }

@@ -489,6 +489,24 @@ fn seccomp_denies_namespaces_keys_mount_bpf_perf() {
     }
 }
 
+/// no_new_privs stays off, as Docker: a setuid program run under `USER` gains its owner's uid
+/// (sudo works), while the step itself keeps only its user's rights.
+#[test]
+fn setuid_programs_work_under_user() {
+    if env().is_none() {
+        return;
+    }
+    let ctx = context(&format!(
+        "{PROBE_DOCKERFILE}RUN cp /probe /suid && chmod 4755 /suid\nUSER 65534:65534\nRUN /probe ids; /suid ids\n"
+    ));
+    let t = build_ok(ctx.path(), &[]);
+    assert!(has(&t, "uid=65534 euid=65534"), "{t}");
+    assert!(
+        has(&t, "uid=65534 euid=0"),
+        "setuid did not work under USER:\n{t}"
+    );
+}
+
 #[test]
 fn insecure_needs_the_entitlement() {
     if env().is_none() {
