@@ -4,7 +4,7 @@
 //! validated by (dev, inode, size, mtime, ctime), so a no-op rebuild re-reads nothing and any write
 //! (which moves ctime) forces a re-read even when size and mtime are unchanged.
 
-use crate::dockerignore::Matcher;
+use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use crate::fsops::{expand_sources, resolve_in_root};
 use rbuild_solver::CacheIndex;
 use std::collections::HashMap;
@@ -96,18 +96,38 @@ impl<'a> StatCache<'a> {
         }
     }
 
-    fn skip(
+    fn verdict(
         &self,
         rel: &Path,
         srel: &Path,
-        meta: &fs::Metadata,
+        is_dir: bool,
         source_exclude: Option<&Matcher>,
-    ) -> bool {
-        let hit = |m: Option<&Matcher>, p: &Path| match m {
-            Some(m) => m.excluded(&p.to_string_lossy()) && !(meta.is_dir() && m.has_exceptions()),
-            None => false,
+    ) -> Verdict {
+        let of = |m: Option<&Matcher>, p: &Path| match m {
+            Some(m) => m.verdict(&p.to_string_lossy(), is_dir),
+            None => Verdict::Keep,
         };
-        hit(self.exclude.as_ref(), rel) || hit(source_exclude, srel)
+        of(self.exclude.as_ref(), rel).and(of(source_exclude, srel))
+    }
+
+    /// True when the copy keeps `path` (the same rule as the copy: an excluded directory counts
+    /// only when something under it is re-included).
+    fn keeps(
+        &self,
+        path: &Path,
+        rel: &Path,
+        srel: &Path,
+        is_dir: bool,
+        source_exclude: Option<&Matcher>,
+    ) -> io::Result<bool> {
+        match self.verdict(rel, srel, is_dir, source_exclude) {
+            Verdict::Keep => Ok(true),
+            Verdict::Drop => Ok(false),
+            Verdict::Probe => keeps_anything(path, &mut |host, _, d| {
+                let tail = host.strip_prefix(path).unwrap_or(host);
+                self.verdict(&rel.join(tail), &srel.join(tail), d, source_exclude)
+            }),
+        }
     }
 
     fn entry_hash(
@@ -148,7 +168,13 @@ impl<'a> StatCache<'a> {
                 let child_rel: PathBuf = rel.join(&name);
                 let child_srel: PathBuf = srel.join(&name);
                 let child_meta = fs::symlink_metadata(&child)?;
-                if self.skip(&child_rel, &child_srel, &child_meta, source_exclude) {
+                if !self.keeps(
+                    &child,
+                    &child_rel,
+                    &child_srel,
+                    child_meta.is_dir(),
+                    source_exclude,
+                )? {
                     continue;
                 }
                 let h =

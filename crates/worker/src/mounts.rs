@@ -133,11 +133,20 @@ fn copy_filtered(
             };
             let child_str = child_rel.to_string_lossy();
             let child_meta = std::fs::symlink_metadata(src_root.join(&child_rel))?;
-            if !matcher.is_empty() && matcher.excluded(&child_str) {
-                // An excluded directory may still hold re-included (`!`) paths.
-                if !(child_meta.is_dir() && matcher.has_exceptions()) {
-                    continue;
+            let keep = match matcher.verdict(&child_str, child_meta.is_dir()) {
+                dockerignore::Verdict::Keep => true,
+                dockerignore::Verdict::Drop => false,
+                // An excluded directory is kept only when it holds re-included (`!`) paths.
+                dockerignore::Verdict::Probe => {
+                    let top = src_root.join(&child_rel);
+                    dockerignore::keeps_anything(&top, &mut |host, _, d| {
+                        let tail = host.strip_prefix(&top).unwrap_or(host);
+                        matcher.verdict(&child_rel.join(tail).to_string_lossy(), d)
+                    })?
                 }
+            };
+            if !keep {
+                continue;
             }
             copy_filtered(src_root, &child_str, &dest.join(&name), matcher)?;
         }

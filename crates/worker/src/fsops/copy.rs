@@ -3,7 +3,7 @@
 //! `.dockerignore` / `--exclude` filters applied while walking.
 
 use super::chmod::SymbolicMode;
-use crate::dockerignore::Matcher;
+use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -41,13 +41,25 @@ impl CopySettings {
     }
 
     /// `rel`: relative to the source root (dockerignore); `srel`: relative to the copied source.
-    fn skip(&self, rel: &Path, srel: &Path, is_dir: bool) -> bool {
-        let hit = |m: &Option<Matcher>, p: &Path| {
-            m.as_ref().is_some_and(|m| {
-                m.excluded(&p.to_string_lossy()) && !(is_dir && m.has_exceptions())
-            })
+    fn verdict(&self, rel: &Path, srel: &Path, is_dir: bool) -> Verdict {
+        let of = |m: &Option<Matcher>, p: &Path| match m {
+            Some(m) => m.verdict(&p.to_string_lossy(), is_dir),
+            None => Verdict::Keep,
         };
-        hit(&self.exclude, rel) || hit(&self.source_exclude, srel)
+        of(&self.exclude, rel).and(of(&self.source_exclude, srel))
+    }
+
+    /// True when the walk keeps `src` (at `rel` / `srel`): an excluded directory is kept only
+    /// when something under it is re-included, as BuildKit creates parents only for kept paths.
+    fn keeps(&self, src: &Path, rel: &Path, srel: &Path, is_dir: bool) -> io::Result<bool> {
+        match self.verdict(rel, srel, is_dir) {
+            Verdict::Keep => Ok(true),
+            Verdict::Drop => Ok(false),
+            Verdict::Probe => keeps_anything(src, &mut |host, _, d| {
+                let (r, s) = under(src, host, rel, srel);
+                self.verdict(&r, &s, d)
+            }),
+        }
     }
 
     pub(super) fn ignored(&self, rel: &Path) -> bool {
@@ -75,6 +87,17 @@ impl CopySettings {
     }
 }
 
+/// `rel` / `srel` of `host`, a path below `top` (whose own are `rel` / `srel`).
+fn under(
+    top: &Path,
+    host: &Path,
+    rel: &Path,
+    srel: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tail = host.strip_prefix(top).unwrap_or(host);
+    (rel.join(tail), srel.join(tail))
+}
+
 pub(super) fn copy_dir_contents(
     src: &Path,
     dest: &Path,
@@ -91,7 +114,7 @@ pub(super) fn copy_dir_contents(
         let child_rel = rel.join(&name);
         let child_srel = srel.join(&name);
         let meta = fs::symlink_metadata(&s)?;
-        if settings.skip(&child_rel, &child_srel, meta.is_dir()) {
+        if !settings.keeps(&s, &child_rel, &child_srel, meta.is_dir())? {
             continue;
         }
         copy_entry(
