@@ -191,7 +191,11 @@ fn excluded_dir_with_reincluded_child_keeps_its_own_mode() {
     let Some(env) = env() else { return };
     let root = tempfile::tempdir().unwrap();
     let case = Case::new(
-        &["data/secret.key", "data/inner/keep.txt", "data/inner/drop.txt"],
+        &[
+            "data/secret.key",
+            "data/inner/keep.txt",
+            "data/inner/drop.txt",
+        ],
         &[],
         "data\n!data/inner/keep.txt\n",
     );
@@ -208,6 +212,42 @@ fn excluded_dir_with_reincluded_child_keeps_its_own_mode() {
         set(&["data/", "data/inner/", "data/inner/keep.txt"])
     );
     let mode = |p: &str| fs::metadata(c.join(p)).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode("data"), 0o750, "the excluded parent keeps its own mode");
+    assert_eq!(
+        mode("data"),
+        0o750,
+        "the excluded parent keeps its own mode"
+    );
     assert_eq!(mode("data/inner"), 0o701);
+}
+
+#[test]
+fn excluded_source_dir_with_reincluded_child_is_still_a_source() {
+    let Some(env) = env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let case = Case::new(
+        &["data/drop.txt", "data/inner/keep.txt", "gone/x.txt"],
+        &[],
+        "data\ngone\n!data/inner/keep.txt\n",
+    );
+    let df = case.df_dir.path().join("Dockerfile");
+    fs::write(&df, "ARG BASE\nFROM $BASE\nCOPY data /d/\nCOPY dat* /w/\n").unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    assert_ok(&case.build(env, root.path(), Some(dest.path())));
+    assert_eq!(
+        tree(&dest.path().join("d")),
+        set(&["inner/", "inner/keep.txt"])
+    );
+    assert_eq!(
+        tree(&dest.path().join("w")),
+        set(&["inner/", "inner/keep.txt"])
+    );
+    // A source the .dockerignore removes entirely is still not found.
+    fs::write(&df, "ARG BASE\nFROM $BASE\nCOPY gone /g/\n").unwrap();
+    let out = case.build(env, root.path(), None);
+    assert!(!out.status.success(), "COPY of an ignored directory built");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\\\"/gone\\\": not found") || stderr.contains("\"/gone\": not found"),
+        "{stderr}"
+    );
 }

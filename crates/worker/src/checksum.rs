@@ -216,11 +216,16 @@ impl<'a> StatCache<'a> {
         let wildcard = allow_wildcard && crate::glob::has_wildcard(pattern);
         for rel in expand_sources(root, pattern, allow_wildcard)? {
             let host = resolve_in_root(root, &rel.to_string_lossy(), follow)?;
+            // An excluded directory holding re-included paths stays a source, as in the copy.
             let excluded = !rel.as_os_str().is_empty()
-                && self
-                    .exclude
-                    .as_ref()
-                    .is_some_and(|m| m.excluded(&rel.to_string_lossy()));
+                && self.exclude.is_some()
+                && !self.keeps(
+                    &host,
+                    &rel,
+                    Path::new(""),
+                    fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()),
+                    None,
+                )?;
             if excluded && wildcard {
                 continue;
             }

@@ -62,10 +62,21 @@ impl CopySettings {
         }
     }
 
-    pub(super) fn ignored(&self, rel: &Path) -> bool {
-        self.exclude
-            .as_ref()
-            .is_some_and(|m| m.excluded(&rel.to_string_lossy()))
+    /// True when the `.dockerignore` removes source `rel` (at `host`) from the context: an
+    /// excluded directory holding re-included paths stays (with only those paths under it).
+    pub(super) fn ignored(&self, rel: &Path, host: &Path) -> io::Result<bool> {
+        let Some(m) = &self.exclude else {
+            return Ok(false);
+        };
+        let is_dir = fs::symlink_metadata(host).is_ok_and(|m| m.is_dir());
+        Ok(match m.verdict(&rel.to_string_lossy(), is_dir) {
+            Verdict::Keep => false,
+            Verdict::Drop => true,
+            Verdict::Probe => !keeps_anything(host, &mut |h, _, d| {
+                let tail = h.strip_prefix(host).unwrap_or(h);
+                m.verdict(&rel.join(tail).to_string_lossy(), d)
+            })?,
+        })
     }
 
     pub(super) fn source_excluded(&self, name: &Path) -> bool {

@@ -76,7 +76,7 @@ pub(super) fn matched_sources(
     let mut excluded_by_flag = false;
     for rel in sources {
         let host = resolve_in_root(src_root, &rel.to_string_lossy(), action.follow_symlinks)?;
-        let excluded = !rel.as_os_str().is_empty() && settings.ignored(&rel);
+        let excluded = !rel.as_os_str().is_empty() && settings.ignored(&rel, &host)?;
         if excluded && wildcard {
             continue;
         }
