@@ -2,6 +2,9 @@
 //! lines skipped, `!` exceptions, last match wins, patterns cleaned like Go's `filepath.Clean`
 //! with leading `/` and `./` removed, `*` and `?` within one path component, `**` across any
 //! number of components, and a pattern that matches a directory excludes everything under it.
+//! It also owns the walk rule every context walker shares (copy, cache key, cache-mount seeding),
+//! as BuildKit's fsutil walker: an excluded directory is walked only when an exception could match
+//! under it, and appears only when something under it is kept.
 
 use crate::glob::glob_match;
 use std::fs;
