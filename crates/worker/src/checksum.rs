@@ -259,3 +259,38 @@ impl<'a> StatCache<'a> {
         Ok(hasher.finalize().into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StatCache;
+    use std::fs;
+
+    #[test]
+    fn empty_wildcard_has_a_stable_key_and_a_missing_path_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("package.json"), "{}").expect("write");
+        let mut cache = StatCache::new(None);
+        let empty = cache
+            .checksum(dir.path(), "yarn.lock*", true, true)
+            .expect("an empty wildcard is no error");
+        let again = StatCache::new(None)
+            .checksum(dir.path(), "yarn.lock*", true, true)
+            .expect("again");
+        assert_eq!(empty, again);
+        let other = cache
+            .checksum(dir.path(), "pnpm-lock*", true, true)
+            .expect("other pattern");
+        assert_ne!(empty, other, "the pattern is part of the key");
+        // A file that starts to match changes the key.
+        fs::write(dir.path().join("yarn.lock"), "# lock").expect("write");
+        let matched = StatCache::new(None)
+            .checksum(dir.path(), "yarn.lock*", true, true)
+            .expect("matches now");
+        assert_ne!(empty, matched);
+        // A plain path that does not exist stays an error naming it.
+        let err = cache
+            .checksum(dir.path(), "missing.txt", true, true)
+            .expect_err("missing plain path");
+        assert_eq!(err.to_string(), "\"/missing.txt\": not found");
+    }
+}

@@ -296,7 +296,8 @@ impl Converter<'_> {
                 attempt_unpack: unpack,
                 create_dest_path: true,
                 allow_wildcard: !is_url,
-                allow_empty_wildcard: false,
+                // BuildKit: a wildcard that matches nothing copies nothing (not an error).
+                allow_empty_wildcard: !is_url,
                 mode_str: mode_str.clone(),
                 exclude_patterns: exclude_patterns.clone(),
                 parents: parents && !is_url,

@@ -1,7 +1,7 @@
 //! Stage declarations and selection: global ARGs and FROM expansion, the `--target` stage,
 //! and the stages and base images it needs (through FROM, `COPY --from` and `RUN --mount from=`).
 
-use super::helpers::{expand, flag, words_of};
+use super::helpers::{expand, flag, last_flag, words_of};
 use super::{ConvertError, ConvertOptions};
 use crate::ast::{Args, Dockerfile, Instruction, InstructionKind};
 use crate::expand::Lexer;
@@ -241,12 +241,50 @@ pub(super) fn run_mount_froms(inst: &Instruction) -> Vec<String> {
         .collect()
 }
 
+/// Refuses variables in `COPY --from` and `RUN --mount from=` in every stage (needed or not), as
+/// BuildKit does: the way to parametrise a source stage is an ARG in a `FROM ${VAR} AS src` stage.
+fn check_from_flags(parsed: &Parsed, lexer: &Lexer) -> Result<(), ConvertError> {
+    for inst in parsed.stages.iter().flat_map(|s| s.body.iter()) {
+        if matches!(inst.kind, InstructionKind::Copy | InstructionKind::Add) {
+            if let Some(f) = last_flag(inst, "from") {
+                let raw = f.value.as_deref().unwrap_or("");
+                // BuildKit expands the word with no variables at all: any change means it held
+                // an expansion.
+                if expand(lexer, raw, &[], &f.span)? != raw {
+                    return Err(ConvertError::at(
+                        &f.span,
+                        "variable expansion is not supported for --from, define a new stage with \
+                         FROM using ARG from global scope as a workaround",
+                    ));
+                }
+            }
+        }
+        if inst.kind == InstructionKind::Run {
+            for f in inst.flags.iter().filter(|f| f.name == "mount") {
+                let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
+                let from = crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
+                    .ok()
+                    .and_then(|m| m.from);
+                // BuildKit's parse-time rule: a `$` anywhere but at the very end.
+                if from.is_some_and(|v| v.find('$').is_some_and(|i| i + 1 != v.len())) {
+                    return Err(ConvertError::at(
+                        &f.span,
+                        "'from' doesn't support variable expansion, define alias stage instead",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The target stage, every stage it needs, and the images those stages use.
 pub(super) fn needed_stages(
     parsed: &Parsed,
     opts: &ConvertOptions,
     lexer: &Lexer,
 ) -> Result<(usize, BTreeSet<usize>, Vec<String>), ConvertError> {
+    check_from_flags(parsed, lexer)?;
     let target = target_index(parsed, opts)?;
     let mut needed = BTreeSet::new();
     let mut images = Vec::new();

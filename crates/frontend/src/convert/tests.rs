@@ -141,3 +141,75 @@ fn extra_hosts_reach_every_run() {
     assert_eq!(ops.len(), 2);
     assert!(ops.iter().all(|e| e.extra_hosts == hosts));
 }
+
+#[test]
+fn from_flags_refuse_variables_everywhere() {
+    let opts = ConvertOptions::default();
+    // Refused even in a stage the target does not need, as BuildKit checks every stage.
+    for (text, line, col, msg) in [
+        (
+            "ARG S=a\nFROM scratch AS a\nFROM scratch AS unused\nCOPY --from=$S /x /x\nFROM scratch\n",
+            4,
+            6,
+            "variable expansion is not supported for --from",
+        ),
+        (
+            "FROM scratch AS a\nFROM scratch\nCOPY --chown=1 --from=${S:-a} /x /x\n",
+            3,
+            16,
+            "variable expansion is not supported for --from",
+        ),
+        (
+            "FROM scratch AS a\nFROM scratch\nRUN --mount=from=$S,target=/m true\n",
+            3,
+            5,
+            "'from' doesn't support variable expansion, define alias stage instead",
+        ),
+    ] {
+        let df = crate::parse(text).expect("parses");
+        let err = base_images(&df, &opts).unwrap_err();
+        assert!(err.message.starts_with(msg), "{text}: {}", err.message);
+        let span = err.span.expect("a position");
+        assert_eq!((span.start_line, span.start_col), (line, col), "{text}");
+    }
+    // Literal names, and a `$` at the very end of a mount's from= (BuildKit lets it through).
+    for ok in [
+        "FROM scratch AS a\nFROM scratch\nCOPY --from=a /x /x\n",
+        "FROM scratch AS a\nFROM scratch\nCOPY --from=0 /x /x\n",
+        "FROM scratch AS a\nFROM scratch\nRUN --mount=from=a$,target=/m true\n",
+    ] {
+        let df = crate::parse(ok).expect("parses");
+        assert!(base_images(&df, &opts).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn copy_sources_allow_an_empty_wildcard() {
+    let text = "FROM scratch\nCOPY a b* /d/\nADD https://example.com/f /f\n";
+    let df = crate::parse(text).expect("parses");
+    let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
+    let copies: Vec<(String, bool, bool)> = plan
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::File(f) => Some(f.actions.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a {
+            rbuild_llb::FileAction::Copy(c) => {
+                Some((c.src, c.allow_wildcard, c.allow_empty_wildcard))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        copies,
+        vec![
+            ("a".to_string(), true, true),
+            ("b*".to_string(), true, true),
+            ("/f".to_string(), false, false),
+        ]
+    );
+}
