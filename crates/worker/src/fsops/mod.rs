@@ -18,7 +18,7 @@ pub use paths::{mkdir_all, resolve_in_root};
 pub use sources::{expand_sources, parents_pivot, parents_target};
 
 use archive::try_unpack;
-use copy::{copy_dir_contents, copy_entry, set_mtime};
+use copy::{copy_dir_contents, copy_entry, set_mtime, EntryPaths, Links};
 use rbuild_llb::{CopyAction, MkdirAction};
 use sources::matched_sources;
 use std::ffi::OsString;
@@ -46,12 +46,16 @@ pub fn copy_action(
     let dest_host = resolve_in_root(dest_root, &action.dest, true)?;
     let dest_is_dir = dest_slash || existing.len() > 1 || wildcard || dest_host.is_dir();
     let parent_owner = settings.owner;
+    let mut links = Links::default();
     for (rel, host) in existing {
         let meta = fs::symlink_metadata(&host)?;
         if meta.is_dir() {
             mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
             let target = resolve_in_root(dest_root, &action.dest, true)?;
-            copy_dir_contents(&host, &target, settings, &rel, Path::new(""))?;
+            copy_dir_contents(&host, &target, settings, &mut links, &rel, Path::new(""))?;
+            // The top-level destination keeps its mode and owner but takes the source's mtime
+            // (BuildKit's copier restores the source timestamp on a directory it did not create).
+            set_mtime(&target, &meta)?;
         } else if action.attempt_unpack
             && meta.is_file()
             && try_unpack(&host, dest_root, &action.dest, parent_owner)?
@@ -71,7 +75,12 @@ pub fn copy_action(
                 }
                 dest_host.clone()
             };
-            copy_entry(&host, &target, &meta, settings, &rel, Path::new(&name))?;
+            let at = EntryPaths {
+                rel: &rel,
+                srel: Path::new(&name),
+                nested: false,
+            };
+            copy_entry(&host, &target, &meta, settings, &mut links, at)?;
         }
     }
     Ok(())
@@ -93,6 +102,7 @@ fn copy_with_parents(
     mkdir_all(dest_root, &action.dest, settings.owner, 0o755)?;
     let dest_dir = resolve_in_root(dest_root, &action.dest, true)?;
     let mut made: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let mut links = Links::default();
     for (rel, host) in existing {
         let kept = parents_target(&rel, &pivot);
         let mut dir = dest_dir.clone();
@@ -134,7 +144,12 @@ fn copy_with_parents(
         }
         let meta = fs::symlink_metadata(&host)?;
         let name = kept.file_name().map(PathBuf::from).unwrap_or_default();
-        copy_entry(&host, &dest_dir.join(&kept), &meta, settings, &rel, &name)?;
+        let at = EntryPaths {
+            rel: &rel,
+            srel: &name,
+            nested: false,
+        };
+        copy_entry(&host, &dest_dir.join(&kept), &meta, settings, &mut links, at)?;
     }
     for (dir, meta) in made.iter().rev() {
         set_mtime(dir, meta)?;
