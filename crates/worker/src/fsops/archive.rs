@@ -144,12 +144,9 @@ pub(super) fn try_unpack(
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     archive.set_unpack_xattrs(true);
-    let Some((uid, gid)) = owner else {
-        archive.unpack(&target)?;
-        return Ok(true);
-    };
-    // Unpacked one entry at a time to chown each; directory mtimes are set again at the end,
-    // since entries written into a directory after it change its mtime.
+    // Unpacked one entry at a time, to chown each with an owner and to give directories their
+    // archive mtimes at the end (entries written into a directory change its mtime, and the
+    // tar crate sets no directory mtime).
     let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -160,21 +157,24 @@ pub(super) fn try_unpack(
             continue;
         }
         let path = target.join(&rel);
-        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
         let header = entry.header();
         let kind = header.entry_type();
-        if !kind.is_symlink() && !kind.is_hard_link() {
-            // A chown clears setuid/setgid bits: restore the entry's own mode.
-            let mode = header.mode()? & 0o7777;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+            if !kind.is_symlink() && !kind.is_hard_link() {
+                // A chown clears setuid/setgid bits: restore the entry's own mode.
+                let mode = header.mode()? & 0o7777;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+            }
         }
         if kind.is_dir() {
             dirs.push((path, header.mtime()?));
         }
     }
     for (dir, mtime) in dirs.iter().rev() {
-        let t = filetime_of(*mtime);
-        set_dir_mtime(dir, t)?;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
+        fs::File::open(dir)?.set_times(times)?;
     }
     Ok(true)
 }
@@ -191,23 +191,4 @@ fn clean_entry_path(p: &Path) -> Option<PathBuf> {
         }
     }
     (!out.as_os_str().is_empty()).then_some(out)
-}
-
-fn filetime_of(secs: u64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
-        tv_nsec: 0,
-    }
-}
-
-fn set_dir_mtime(path: &Path, mtime: libc::timespec) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let times = [mtime, mtime];
-    // SAFETY: valid NUL-terminated path and a two-element timespec array as utimensat requires.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -149,7 +149,14 @@ fn copy_with_parents(
             srel: &name,
             nested: false,
         };
-        copy_entry(&host, &dest_dir.join(&kept), &meta, settings, &mut links, at)?;
+        copy_entry(
+            &host,
+            &dest_dir.join(&kept),
+            &meta,
+            settings,
+            &mut links,
+            at,
+        )?;
     }
     for (dir, meta) in made.iter().rev() {
         set_mtime(dir, meta)?;

@@ -303,7 +303,13 @@ fn hardlink_groups_are_kept_within_one_copy() {
     copy_action(src.path(), dst.path(), &action("lone", "/lone"), &settings).unwrap();
     assert_eq!(fs::metadata(dst.path().join("lone")).unwrap().nlink(), 1);
     // Separate sources of one COPY are separate copies (BuildKit copies each on its own).
-    copy_action(src.path(), dst.path(), &action("partner", "/partner"), &settings).unwrap();
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("partner", "/partner"),
+        &settings,
+    )
+    .unwrap();
     assert_eq!(fs::metadata(dst.path().join("partner")).unwrap().nlink(), 1);
 }
 
@@ -326,9 +332,17 @@ fn existing_nested_dirs_take_the_source_metadata() {
     let settings = CopySettings::plain(true);
     copy_action(src.path(), dst.path(), &action("rootfs/", "/"), &settings).unwrap();
     assert_eq!(mode_of(&dst.path().join("tmp")), 0o755, "/tmp loses 1777");
-    assert_eq!(mode_of(dst.path()), 0o751, "the top-level destination keeps its mode");
+    assert_eq!(
+        mode_of(dst.path()),
+        0o751,
+        "the top-level destination keeps its mode"
+    );
     let inner = fs::metadata(dst.path().join("tmp/inner")).unwrap();
-    assert_eq!((inner.uid(), inner.gid()), (0, 0), "nested dirs take the owner");
+    assert_eq!(
+        (inner.uid(), inner.gid()),
+        (0, 0),
+        "nested dirs take the owner"
+    );
     let src_tmp = fs::metadata(src.path().join("rootfs/tmp")).unwrap();
     let dst_tmp = fs::metadata(dst.path().join("tmp")).unwrap();
     assert_eq!(dst_tmp.mtime(), src_tmp.mtime(), "and the mtime");
@@ -365,7 +379,11 @@ fn archive_entries_take_the_chown_owner() {
         let m = fs::symlink_metadata(dst.path().join(p)).unwrap();
         assert_eq!((m.uid(), m.gid()), (1000, 1001), "{p}");
     }
-    assert_eq!(mode_of(&dst.path().join("x/pkg/tool")), 0o4755, "--chmod not applied");
+    assert_eq!(
+        mode_of(&dst.path().join("x/pkg/tool")),
+        0o4755,
+        "--chmod not applied"
+    );
     assert_eq!(mode_of(&dst.path().join("x/pkg")), 0o750);
     let dir = fs::metadata(dst.path().join("x/pkg")).unwrap();
     assert_eq!(dir.mtime(), 1_000_000);
