@@ -21,6 +21,7 @@ use archive::try_unpack;
 use copy::{copy_dir_contents, copy_entry, set_mtime, EntryPaths, Links};
 use rbuild_llb::{CopyAction, MkdirAction};
 use sources::matched_sources;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -102,6 +103,7 @@ fn copy_with_parents(
     mkdir_all(dest_root, &action.dest, settings.owner, 0o755)?;
     let dest_dir = resolve_in_root(dest_root, &action.dest, true)?;
     let mut made: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut links = Links::default();
     for (rel, host) in existing {
         let kept = parents_target(&rel, &pivot);
@@ -117,8 +119,18 @@ fn copy_with_parents(
                 dir.push(comp);
                 let src_meta =
                     fs::metadata(resolve_in_root(src_root, &src_rel.to_string_lossy(), true)?)?;
+                if !seen.insert(dir.clone()) {
+                    continue;
+                }
                 match fs::symlink_metadata(&dir) {
-                    Ok(m) if m.is_dir() => {}
+                    // An existing parent takes its source's mode (not `--chmod`'s), keeping its
+                    // owner and mtime, as BuildKit's copier does for the parents of a match.
+                    Ok(m) if m.is_dir() => {
+                        fs::set_permissions(
+                            &dir,
+                            fs::Permissions::from_mode(src_meta.mode() & 0o7777),
+                        )?;
+                    }
                     Ok(_) => {
                         return Err(io::Error::other(format!(
                             "cannot create directory {}: a file is in the way",
@@ -144,10 +156,12 @@ fn copy_with_parents(
         }
         let meta = fs::symlink_metadata(&host)?;
         let name = kept.file_name().map(PathBuf::from).unwrap_or_default();
+        // BuildKit copies `--parents` matches as include patterns below the pivot, so each
+        // match is nested: an existing directory there takes the source's metadata.
         let at = EntryPaths {
             rel: &rel,
             srel: &name,
-            nested: false,
+            nested: true,
         };
         copy_entry(
             &host,

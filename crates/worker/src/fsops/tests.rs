@@ -388,3 +388,33 @@ fn archive_entries_take_the_chown_owner() {
     let dir = fs::metadata(dst.path().join("x/pkg")).unwrap();
     assert_eq!(dir.mtime(), 1_000_000);
 }
+
+#[test]
+fn parents_matches_are_nested_for_metadata() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("x/y/z")).unwrap();
+    fs::write(src.path().join("x/y/z/f"), "f").unwrap();
+    fs::write(src.path().join("x/y/g"), "g").unwrap();
+    fs::hard_link(src.path().join("x/y/g"), src.path().join("x/y/z/g2")).unwrap();
+    fs::set_permissions(src.path().join("x/y"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(src.path().join("x/y/z"), fs::Permissions::from_mode(0o705)).unwrap();
+    fs::create_dir_all(dst.path().join("out/y/z")).unwrap();
+    fs::set_permissions(dst.path().join("out/y"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(
+        dst.path().join("out/y/z"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let settings = CopySettings::plain(true);
+    let mut a = action("x/./y/*", "/out/");
+    a.parents = true;
+    copy_action(src.path(), dst.path(), &a, &settings).unwrap();
+    // The existing parent takes its source's mode; the existing match takes its source's mode.
+    assert_eq!(mode_of(&dst.path().join("out/y")), 0o750);
+    assert_eq!(mode_of(&dst.path().join("out/y/z")), 0o705);
+    // Hardlinks across the matches of one `--parents` source stay linked.
+    let g = fs::metadata(dst.path().join("out/y/g")).unwrap();
+    let g2 = fs::metadata(dst.path().join("out/y/z/g2")).unwrap();
+    assert_eq!(g.ino(), g2.ino());
+}
