@@ -5,10 +5,11 @@ use rbuild_oci::{
     canonical_json, Descriptor, Digest, Index, Store, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
 };
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// Adds `:latest` when a name has neither tag nor digest (`app` -> `app:latest`).
 pub fn normalize_tag(name: &str) -> String {
@@ -199,17 +200,22 @@ pub fn write_tar(
     let mut builder = tar::Builder::new(io::BufWriter::new(file));
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
-    append_sorted(&mut builder, view.path(), Path::new("")).map_err(io_err("write", &tmp))?;
+    let mut links = HashMap::new();
+    append_sorted(&mut builder, view.path(), Path::new(""), &mut links)
+        .map_err(io_err("write", &tmp))?;
     let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
     w.flush().map_err(io_err("write", &tmp))?;
     fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
     Ok(())
 }
 
+/// Appends the tree below `root.join(rel)` in sorted order; a file with other names already
+/// written (same device and inode, as in the snapshot) becomes a hardlink entry to the first.
 fn append_sorted<W: Write>(
     builder: &mut tar::Builder<W>,
     root: &Path,
     rel: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(root.join(rel))?
         .filter_map(|e| e.ok().map(|e| e.file_name()))
@@ -218,10 +224,48 @@ fn append_sorted<W: Write>(
     for name in names {
         let child = rel.join(&name);
         let full = root.join(&child);
-        builder.append_path_with_name(&full, &child)?;
-        if fs::symlink_metadata(&full)?.is_dir() {
-            append_sorted(builder, root, &child)?;
+        let meta = fs::symlink_metadata(&full)?;
+        if meta.is_file() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key) {
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                builder.append_link(&mut h, &child, first)?;
+                continue;
+            }
+            links.insert(key, child.clone());
         }
+        builder.append_path_with_name(&full, &child)?;
+        if meta.is_dir() {
+            append_sorted(builder, root, &child, links)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks `archive` into `dest` entry by entry, then gives directories their mtimes from the
+/// archive (the tar crate sets none, and writing into a directory changes its mtime).
+fn unpack_keeping_dir_times<R: io::Read>(
+    archive: &mut tar::Archive<R>,
+    dest: &Path,
+) -> io::Result<()> {
+    let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let rel = entry.path()?.into_owned();
+        if !entry.unpack_in(dest)? {
+            continue;
+        }
+        if entry.header().entry_type().is_dir() {
+            dirs.push((dest.join(rel), entry.header().mtime()?));
+        }
+    }
+    for (dir, mtime) in dirs.iter().rev() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
+        File::open(dir)?.set_times(times)?;
     }
     Ok(())
 }
@@ -240,7 +284,8 @@ pub fn write_local(
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
         builder.mode(tar::HeaderMode::Complete);
-        builder.append_dir_all(".", &src)?;
+        builder.append_dir(".", &src)?;
+        append_sorted(&mut builder, &src, Path::new(""), &mut HashMap::new())?;
         builder.finish()
     });
     let mut archive = tar::Archive::new(reader);
@@ -248,7 +293,8 @@ pub fn write_local(
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
-    let unpacked = archive.unpack(dest).map_err(io_err("unpack into", dest));
+    let unpacked =
+        unpack_keeping_dir_times(&mut archive, dest).map_err(io_err("unpack into", dest));
     drop(archive);
     let produced = producer.join().map_err(|_| ExportError::Io {
         action: "read",

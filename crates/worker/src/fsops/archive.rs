@@ -1,10 +1,12 @@
 //! ADD's archive handling: detecting a tar (plain, gzip, bzip2, xz or zstd) by its bytes rather
-//! than its name, and unpacking it into the destination directory.
+//! than its name, and unpacking it into the destination directory (with `--chown` applied to every
+//! unpacked entry, as BuildKit v0.23+ does; `--chmod` does not apply to unpacked entries).
 
 use super::paths::{mkdir_all, resolve_in_root};
 use std::fs;
 use std::io::{self, Read};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
 
 /// The archive formats ADD extracts: a tar, plain or compressed (detected by magic bytes, as
 /// Docker does; a file named `.tar.gz` that is not one is copied as a file).
@@ -123,6 +125,8 @@ fn archive_kind(path: &Path) -> io::Result<Option<ArchiveKind>> {
     Ok(is_tar_header(&block[..m]).then_some(kind))
 }
 
+/// Unpacks `src` into `dest` when it is a tar archive (returns false when it is not). With an
+/// `owner`, every unpacked entry is owned by it; otherwise the archive's owners are kept.
 pub(super) fn try_unpack(
     src: &Path,
     dest_root: &Path,
@@ -136,10 +140,55 @@ pub(super) fn try_unpack(
     let target = resolve_in_root(dest_root, dest, true)?;
     let mut archive = tar::Archive::new(decompressed(src, kind)?);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
+    archive.set_preserve_ownerships(owner.is_none());
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     archive.set_unpack_xattrs(true);
-    archive.unpack(&target)?;
+    // Unpacked one entry at a time, to chown each with an owner and to give directories their
+    // archive mtimes at the end (entries written into a directory change its mtime, and the
+    // tar crate sets no directory mtime).
+    let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let Some(rel) = clean_entry_path(&entry.path()?) else {
+            continue;
+        };
+        if !entry.unpack_in(&target)? {
+            continue;
+        }
+        let path = target.join(&rel);
+        let header = entry.header();
+        let kind = header.entry_type();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+            if !kind.is_symlink() && !kind.is_hard_link() {
+                // A chown clears setuid/setgid bits: restore the entry's own mode.
+                let mode = header.mode()? & 0o7777;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+            }
+        }
+        if kind.is_dir() {
+            dirs.push((path, header.mtime()?));
+        }
+    }
+    for (dir, mtime) in dirs.iter().rev() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
+        fs::File::open(dir)?.set_times(times)?;
+    }
     Ok(true)
+}
+
+/// An archive entry's path below the destination, without `/` or `.` parts; None for the
+/// destination itself or a path that climbs out (`..`), which the unpacker skips.
+fn clean_entry_path(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
 }

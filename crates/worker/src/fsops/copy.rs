@@ -1,15 +1,16 @@
 //! Copying one entry or a whole tree: ownership (kept, reset to 0:0 or forced), modes (octal or
-//! symbolic), symlinks kept as links, device nodes recreated, mtimes preserved, and the
-//! `.dockerignore` / `--exclude` filters applied while walking.
+//! symbolic), symlinks kept as links, hardlink groups kept as links, device nodes recreated,
+//! mtimes preserved, and the `.dockerignore` / `--exclude` filters applied while walking.
 
 use super::chmod::SymbolicMode;
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Settings for one copy.
 pub struct CopySettings {
@@ -92,9 +93,31 @@ impl CopySettings {
             (None, None) => meta.mode() & 0o7777,
         }
     }
+}
 
-    fn changes_mode(&self) -> bool {
-        self.mode.is_some() || self.symbolic.is_some()
+/// The hardlink groups met during one COPY/ADD source: a source file's (device, inode) to the
+/// destination path of its first copy, so later names of the same file become links to it (as
+/// BuildKit's copier does). A name whose partners are not copied stays a plain file.
+#[derive(Default)]
+pub(super) struct Links(HashMap<(u64, u64), PathBuf>);
+
+impl Links {
+    /// The destination to link `dest` to, or None when it must be copied (and is recorded as
+    /// the first copy of its group when the source has other links).
+    fn source_for(&mut self, meta: &fs::Metadata, dest: &Path) -> Option<PathBuf> {
+        if !meta.is_file() || meta.nlink() < 2 {
+            return None;
+        }
+        let key = (meta.dev(), meta.ino());
+        match self.0.get(&key) {
+            Some(first) if fs::symlink_metadata(first).is_ok_and(|m| m.is_file()) => {
+                Some(first.clone())
+            }
+            _ => {
+                self.0.insert(key, dest.to_path_buf());
+                None
+            }
+        }
     }
 }
 
@@ -109,10 +132,13 @@ fn under(
     (rel.join(tail), srel.join(tail))
 }
 
+/// Copies the entries of the directory `src` into the existing directory `dest`; nested
+/// directories that already exist take their source's metadata.
 pub(super) fn copy_dir_contents(
     src: &Path,
     dest: &Path,
     settings: &CopySettings,
+    links: &mut Links,
     rel: &Path,
     srel: &Path,
 ) -> io::Result<()> {
@@ -133,20 +159,37 @@ pub(super) fn copy_dir_contents(
             &dest.join(&name),
             &meta,
             settings,
-            &child_rel,
-            &child_srel,
+            links,
+            EntryPaths {
+                rel: &child_rel,
+                srel: &child_srel,
+                nested: true,
+            },
         )?;
     }
     Ok(())
 }
 
+/// Where an entry sits in the copy: `rel` relative to the source root (`.dockerignore`), `srel`
+/// relative to the copied source (`--exclude`), and whether it is below the top-level source.
+pub(super) struct EntryPaths<'a> {
+    /// Path relative to the source root.
+    pub rel: &'a Path,
+    /// Path relative to the copied source.
+    pub srel: &'a Path,
+    /// Below the copied source: an existing directory here takes the source's metadata (mode,
+    /// owner, mtime), as in BuildKit; the top-level destination keeps its own mode and owner.
+    pub nested: bool,
+}
+
+/// Copies one entry (a directory recursively) from `src` to `dest`.
 pub(super) fn copy_entry(
     src: &Path,
     dest: &Path,
     meta: &fs::Metadata,
     settings: &CopySettings,
-    rel: &Path,
-    srel: &Path,
+    links: &mut Links,
+    at: EntryPaths<'_>,
 ) -> io::Result<()> {
     let (uid, gid) = match settings.owner {
         Some(o) => o,
@@ -168,8 +211,8 @@ pub(super) fn copy_entry(
                 true
             }
         };
-        copy_dir_contents(src, dest, settings, rel, srel)?;
-        if created || settings.changes_mode() || settings.owner.is_some() {
+        copy_dir_contents(src, dest, settings, links, at.rel, at.srel)?;
+        if created || at.nested {
             std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
         }
@@ -187,6 +230,8 @@ pub(super) fn copy_entry(
         let target = fs::read_link(src)?;
         symlink(&target, dest)?;
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
+    } else if let Some(first) = links.source_for(meta, dest) {
+        fs::hard_link(&first, dest)?;
     } else if ft.is_file() {
         let mut input = fs::File::open(src)?;
         let mut output = fs::File::create(dest)?;

@@ -18,9 +18,10 @@ pub use paths::{mkdir_all, resolve_in_root};
 pub use sources::{expand_sources, parents_pivot, parents_target};
 
 use archive::try_unpack;
-use copy::{copy_dir_contents, copy_entry, set_mtime};
+use copy::{copy_dir_contents, copy_entry, set_mtime, EntryPaths, Links};
 use rbuild_llb::{CopyAction, MkdirAction};
 use sources::matched_sources;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -46,12 +47,16 @@ pub fn copy_action(
     let dest_host = resolve_in_root(dest_root, &action.dest, true)?;
     let dest_is_dir = dest_slash || existing.len() > 1 || wildcard || dest_host.is_dir();
     let parent_owner = settings.owner;
+    let mut links = Links::default();
     for (rel, host) in existing {
         let meta = fs::symlink_metadata(&host)?;
         if meta.is_dir() {
             mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
             let target = resolve_in_root(dest_root, &action.dest, true)?;
-            copy_dir_contents(&host, &target, settings, &rel, Path::new(""))?;
+            copy_dir_contents(&host, &target, settings, &mut links, &rel, Path::new(""))?;
+            // The top-level destination keeps its mode and owner but takes the source's mtime
+            // (BuildKit's copier restores the source timestamp on a directory it did not create).
+            set_mtime(&target, &meta)?;
         } else if action.attempt_unpack
             && meta.is_file()
             && try_unpack(&host, dest_root, &action.dest, parent_owner)?
@@ -71,7 +76,12 @@ pub fn copy_action(
                 }
                 dest_host.clone()
             };
-            copy_entry(&host, &target, &meta, settings, &rel, Path::new(&name))?;
+            let at = EntryPaths {
+                rel: &rel,
+                srel: Path::new(&name),
+                nested: false,
+            };
+            copy_entry(&host, &target, &meta, settings, &mut links, at)?;
         }
     }
     Ok(())
@@ -93,6 +103,8 @@ fn copy_with_parents(
     mkdir_all(dest_root, &action.dest, settings.owner, 0o755)?;
     let dest_dir = resolve_in_root(dest_root, &action.dest, true)?;
     let mut made: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut links = Links::default();
     for (rel, host) in existing {
         let kept = parents_target(&rel, &pivot);
         let mut dir = dest_dir.clone();
@@ -107,8 +119,18 @@ fn copy_with_parents(
                 dir.push(comp);
                 let src_meta =
                     fs::metadata(resolve_in_root(src_root, &src_rel.to_string_lossy(), true)?)?;
+                if !seen.insert(dir.clone()) {
+                    continue;
+                }
                 match fs::symlink_metadata(&dir) {
-                    Ok(m) if m.is_dir() => {}
+                    // An existing parent takes its source's mode (not `--chmod`'s), keeping its
+                    // owner and mtime, as BuildKit's copier does for the parents of a match.
+                    Ok(m) if m.is_dir() => {
+                        fs::set_permissions(
+                            &dir,
+                            fs::Permissions::from_mode(src_meta.mode() & 0o7777),
+                        )?;
+                    }
                     Ok(_) => {
                         return Err(io::Error::other(format!(
                             "cannot create directory {}: a file is in the way",
@@ -134,7 +156,21 @@ fn copy_with_parents(
         }
         let meta = fs::symlink_metadata(&host)?;
         let name = kept.file_name().map(PathBuf::from).unwrap_or_default();
-        copy_entry(&host, &dest_dir.join(&kept), &meta, settings, &rel, &name)?;
+        // BuildKit copies `--parents` matches as include patterns below the pivot, so each
+        // match is nested: an existing directory there takes the source's metadata.
+        let at = EntryPaths {
+            rel: &rel,
+            srel: &name,
+            nested: true,
+        };
+        copy_entry(
+            &host,
+            &dest_dir.join(&kept),
+            &meta,
+            settings,
+            &mut links,
+            at,
+        )?;
     }
     for (dir, meta) in made.iter().rev() {
         set_mtime(dir, meta)?;

@@ -281,3 +281,140 @@ fn symlink_rules() {
     let err = copy_action(src.path(), dst.path(), &action("evil", "/e"), &settings).unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 }
+
+#[test]
+fn hardlink_groups_are_kept_within_one_copy() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("d/sub")).unwrap();
+    fs::write(src.path().join("d/a"), "linked").unwrap();
+    fs::hard_link(src.path().join("d/a"), src.path().join("d/sub/b")).unwrap();
+    fs::write(src.path().join("lone"), "lone").unwrap();
+    fs::hard_link(src.path().join("lone"), src.path().join("partner")).unwrap();
+    let settings = CopySettings::plain(true);
+    copy_action(src.path(), dst.path(), &action("d", "/out"), &settings).unwrap();
+    let a = fs::metadata(dst.path().join("out/a")).unwrap();
+    let b = fs::metadata(dst.path().join("out/sub/b")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "links of each other stay links");
+    assert_eq!(a.nlink(), 2);
+    let src_a = fs::metadata(src.path().join("d/a")).unwrap();
+    assert_ne!(a.ino(), src_a.ino(), "the first name is a real copy");
+    // A name whose partner is not copied is a plain file.
+    copy_action(src.path(), dst.path(), &action("lone", "/lone"), &settings).unwrap();
+    assert_eq!(fs::metadata(dst.path().join("lone")).unwrap().nlink(), 1);
+    // Separate sources of one COPY are separate copies (BuildKit copies each on its own).
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("partner", "/partner"),
+        &settings,
+    )
+    .unwrap();
+    assert_eq!(fs::metadata(dst.path().join("partner")).unwrap().nlink(), 1);
+}
+
+#[test]
+fn existing_nested_dirs_take_the_source_metadata() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("rootfs/tmp/inner")).unwrap();
+    fs::write(src.path().join("rootfs/tmp/inner/f"), "f").unwrap();
+    fs::set_permissions(
+        src.path().join("rootfs/tmp"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(src.path().join("rootfs"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::create_dir_all(dst.path().join("tmp/inner")).unwrap();
+    fs::set_permissions(dst.path().join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::chown(dst.path().join("tmp/inner"), Some(1234), Some(1234)).ok();
+    fs::set_permissions(dst.path(), fs::Permissions::from_mode(0o751)).unwrap();
+    let settings = CopySettings::plain(true);
+    copy_action(src.path(), dst.path(), &action("rootfs/", "/"), &settings).unwrap();
+    assert_eq!(mode_of(&dst.path().join("tmp")), 0o755, "/tmp loses 1777");
+    assert_eq!(
+        mode_of(dst.path()),
+        0o751,
+        "the top-level destination keeps its mode"
+    );
+    let inner = fs::metadata(dst.path().join("tmp/inner")).unwrap();
+    assert_eq!(
+        (inner.uid(), inner.gid()),
+        (0, 0),
+        "nested dirs take the owner"
+    );
+    let src_tmp = fs::metadata(src.path().join("rootfs/tmp")).unwrap();
+    let dst_tmp = fs::metadata(dst.path().join("tmp")).unwrap();
+    assert_eq!(dst_tmp.mtime(), src_tmp.mtime(), "and the mtime");
+}
+
+#[test]
+fn archive_entries_take_the_chown_owner() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o750);
+    h.set_uid(7);
+    h.set_gid(7);
+    h.set_mtime(1_000_000);
+    h.set_size(0);
+    b.append_data(&mut h, "pkg/", io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o4755);
+    h.set_uid(7);
+    h.set_gid(7);
+    h.set_size(3);
+    h.set_mtime(1_000_000);
+    b.append_data(&mut h, "pkg/tool", &b"abc"[..]).unwrap();
+    fs::write(src.path().join("a.tar"), b.into_inner().unwrap()).unwrap();
+    let mut add = action("a.tar", "/x/");
+    add.attempt_unpack = true;
+    let mut settings = CopySettings::plain(true);
+    settings.owner = Some((1000, 1001));
+    settings.mode = Some(0o600);
+    copy_action(src.path(), dst.path(), &add, &settings).unwrap();
+    for p in ["x/pkg", "x/pkg/tool"] {
+        let m = fs::symlink_metadata(dst.path().join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 1001), "{p}");
+    }
+    assert_eq!(
+        mode_of(&dst.path().join("x/pkg/tool")),
+        0o4755,
+        "--chmod not applied"
+    );
+    assert_eq!(mode_of(&dst.path().join("x/pkg")), 0o750);
+    let dir = fs::metadata(dst.path().join("x/pkg")).unwrap();
+    assert_eq!(dir.mtime(), 1_000_000);
+}
+
+#[test]
+fn parents_matches_are_nested_for_metadata() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("x/y/z")).unwrap();
+    fs::write(src.path().join("x/y/z/f"), "f").unwrap();
+    fs::write(src.path().join("x/y/g"), "g").unwrap();
+    fs::hard_link(src.path().join("x/y/g"), src.path().join("x/y/z/g2")).unwrap();
+    fs::set_permissions(src.path().join("x/y"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(src.path().join("x/y/z"), fs::Permissions::from_mode(0o705)).unwrap();
+    fs::create_dir_all(dst.path().join("out/y/z")).unwrap();
+    fs::set_permissions(dst.path().join("out/y"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(
+        dst.path().join("out/y/z"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let settings = CopySettings::plain(true);
+    let mut a = action("x/./y/*", "/out/");
+    a.parents = true;
+    copy_action(src.path(), dst.path(), &a, &settings).unwrap();
+    // The existing parent takes its source's mode; the existing match takes its source's mode.
+    assert_eq!(mode_of(&dst.path().join("out/y")), 0o750);
+    assert_eq!(mode_of(&dst.path().join("out/y/z")), 0o705);
+    // Hardlinks across the matches of one `--parents` source stay linked.
+    let g = fs::metadata(dst.path().join("out/y/g")).unwrap();
+    let g2 = fs::metadata(dst.path().join("out/y/z/g2")).unwrap();
+    assert_eq!(g.ino(), g2.ino());
+}
