@@ -6,7 +6,6 @@ use rbuild_oci::{
 };
 use rbuild_registry::Reference;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
@@ -320,7 +319,10 @@ mod tests {
             entry_names(&["app/x:1", "app", "127.0.0.1:5000/app:2"]),
             vec![
                 ("1".to_string(), "docker.io/app/x:1".to_string()),
-                ("latest".to_string(), "docker.io/library/app:latest".to_string()),
+                (
+                    "latest".to_string(),
+                    "docker.io/library/app:latest".to_string()
+                ),
                 ("2".to_string(), "127.0.0.1:5000/app:2".to_string()),
             ]
         );
