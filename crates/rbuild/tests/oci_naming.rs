@@ -6,12 +6,19 @@
 
 mod common;
 
-use common::{assert_ok, build, env, RBUILD};
+use common::{assert_ok, env, RBUILD};
 use rbuild_testsupport::need_tool;
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+
+/// One build; a fixed SOURCE_DATE_EPOCH makes every build of the test the same image.
+fn build(root: &Path, ctx: &Path, base: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    args.extend_from_slice(extra);
+    common::build(root, ctx, base, &args)
+}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
@@ -161,6 +168,23 @@ fn oci_outputs_name_entries_by_tag_like_buildkit() {
     assert!(
         index["manifests"][0].get("annotations").is_none(),
         "{index}"
+    );
+
+    // Without -t, the output's own `name=` names it.
+    let named = dir.path().join("named");
+    let out = build(
+        &root,
+        &ctx,
+        &env.base,
+        &[
+            "--output",
+            &format!("type=oci,dest={},tar=false,name=app/z:2", named.display()),
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        entries(&fs::read(named.join("index.json")).unwrap()),
+        vec![("2".into(), "docker.io/app/z:2".into(), digest.clone())]
     );
 
     // The docker archive: short names in RepoTags, index.json named as the OCI output.
