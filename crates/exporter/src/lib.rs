@@ -44,7 +44,7 @@ pub enum ExportError {
         name: String,
         /// Why it does not parse.
         #[source]
-        source: rbuild_registry::RegistryError,
+        source: Box<rbuild_registry::RegistryError>,
     },
     /// A label held a value this version cannot read.
     #[error("bad layer label on snapshot `{0}`")]

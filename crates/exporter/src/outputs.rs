@@ -61,7 +61,7 @@ fn archive_names(names: &[String]) -> Result<Vec<ArchiveName>, ExportError> {
         .map(|name| {
             let r = Reference::parse(name).map_err(|source| ExportError::InvalidName {
                 name: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             let mut object = r.tag.clone().unwrap_or_default();
             if let Some(d) = &r.digest {
