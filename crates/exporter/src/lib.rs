@@ -37,6 +37,15 @@ pub enum ExportError {
     /// JSON failed.
     #[error("invalid JSON")]
     Json(#[from] serde_json::Error),
+    /// An image name given for an OCI or docker archive output does not parse.
+    #[error("failed to parse {name}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it does not parse.
+        #[source]
+        source: Box<rbuild_registry::RegistryError>,
+    },
     /// A label held a value this version cannot read.
     #[error("bad layer label on snapshot `{0}`")]
     BadLabel(String),

@@ -4,8 +4,9 @@ use crate::ExportError;
 use rbuild_oci::{
     canonical_json, Descriptor, Digest, Index, Store, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
 };
+use rbuild_registry::Reference;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -44,21 +45,54 @@ fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<Vec<Digest>, Expo
     Ok(out)
 }
 
-fn layout_index(manifest: &Descriptor, names: &[String]) -> Index {
+/// One name of an archive output, the way BuildKit's `oci`/`docker` exporters spell it.
+struct ArchiveName {
+    /// The full normalised name (`docker.io/app/x:1`): `io.containerd.image.name`.
+    full: String,
+    /// What follows the repository (`1`, `@sha256:..`, `1@sha256:..`):
+    /// `org.opencontainers.image.ref.name`, as containerd's archive exporter writes it.
+    object: String,
+    /// The short form (`app/x:1`) for a docker archive's `RepoTags`.
+    familiar: String,
+}
+
+/// Normalises the names given for an archive output; a name without tag or digest gets `latest`.
+fn archive_names(names: &[String]) -> Result<Vec<ArchiveName>, ExportError> {
+    names
+        .iter()
+        .map(|name| {
+            let r = Reference::parse(name).map_err(|source| ExportError::InvalidName {
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
+            let mut object = r.tag.clone().unwrap_or_default();
+            if let Some(d) = &r.digest {
+                object.push('@');
+                object.push_str(&d.to_string());
+            }
+            Ok(ArchiveName {
+                full: r.to_string(),
+                object,
+                familiar: r.familiar(),
+            })
+        })
+        .collect()
+}
+
+/// The layout's `index.json`: one entry per name (none named when there are no names), with the
+/// tag alone as the OCI ref name and the full name in containerd's annotation, so that
+/// `skopeo ... oci-archive:out.tar:1` and `umoci unpack --image out:1` find the image.
+fn layout_index(manifest: &Descriptor, names: &[ArchiveName]) -> Index {
     let mut index = Index::empty();
-    let names: Vec<String> = if names.is_empty() {
-        vec![String::new()]
-    } else {
-        names.to_vec()
-    };
+    if names.is_empty() {
+        index.manifests.push(manifest.clone());
+    }
     for name in names {
         let mut desc = manifest.clone();
-        if !name.is_empty() {
-            let mut ann = BTreeMap::new();
-            ann.insert(ANNOTATION_REF_NAME.to_string(), name.clone());
-            ann.insert(ANNOTATION_IMAGE_NAME.to_string(), name);
-            desc.annotations = Some(ann);
-        }
+        let mut ann = desc.annotations.take().unwrap_or_default();
+        ann.insert(ANNOTATION_IMAGE_NAME.to_string(), name.full.clone());
+        ann.insert(ANNOTATION_REF_NAME.to_string(), name.object.clone());
+        desc.annotations = Some(ann);
         index.manifests.push(desc);
     }
     index
@@ -101,6 +135,9 @@ fn append_blob<W: Write>(
 }
 
 /// Writes the image as an OCI image layout: a directory (`tar == false`) or a tarball at `dest`.
+/// Each of `names` (image references, normalised here) becomes one `index.json` entry named as
+/// BuildKit names it: `org.opencontainers.image.ref.name` is the tag (`1` for `app/x:1`) and
+/// `io.containerd.image.name` the full name (`docker.io/app/x:1`).
 pub fn write_oci(
     store: &Store,
     manifest: &Descriptor,
@@ -108,8 +145,9 @@ pub fn write_oci(
     dest: &Path,
     tar: bool,
 ) -> Result<(), ExportError> {
+    let names = archive_names(names)?;
     let blobs = image_blobs(store, manifest)?;
-    let index = canonical_json(&layout_index(manifest, names))?;
+    let index = canonical_json(&layout_index(manifest, &names))?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     if tar {
         let tmp = dest.with_extension("rbuild-tmp");
@@ -142,16 +180,18 @@ pub fn write_oci(
     Ok(())
 }
 
-/// Writes a `docker load` archive (manifest.json + OCI layout) to `dest`.
+/// Writes a `docker load` archive (manifest.json + OCI layout) to `dest`: `RepoTags` holds the
+/// short names (`app/x:1`), `index.json` is named as in [`write_oci`].
 pub fn write_docker_archive(
     store: &Store,
     manifest: &Descriptor,
     names: &[String],
     dest: &Path,
 ) -> Result<(), ExportError> {
+    let names = archive_names(names)?;
     let record = store.read_image(&manifest.digest)?;
     let blobs = image_blobs(store, manifest)?;
-    let repo_tags: Vec<String> = names.iter().map(|n| normalize_tag(n)).collect();
+    let repo_tags: Vec<String> = names.iter().map(|n| n.familiar.clone()).collect();
     let docker_manifest = serde_json::json!([{
         "Config": format!("blobs/sha256/{}", record.manifest.config.digest.hex()),
         "RepoTags": repo_tags,
@@ -169,7 +209,7 @@ pub fn write_docker_archive(
     append_bytes(
         &mut builder,
         "index.json",
-        &canonical_json(&layout_index(manifest, names))?,
+        &canonical_json(&layout_index(manifest, &names))?,
     )
     .map_err(io_err("write", &tmp))?;
     append_bytes(
@@ -309,6 +349,40 @@ pub fn write_local(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry_names(names: &[&str]) -> Vec<(String, String)> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        archive_names(&names)
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.object, n.full))
+            .collect()
+    }
+
+    #[test]
+    fn archive_names_follow_containerd() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            entry_names(&["app/x:1", "app", "127.0.0.1:5000/app:2"]),
+            vec![
+                ("1".to_string(), "docker.io/app/x:1".to_string()),
+                (
+                    "latest".to_string(),
+                    "docker.io/library/app:latest".to_string()
+                ),
+                ("2".to_string(), "127.0.0.1:5000/app:2".to_string()),
+            ]
+        );
+        assert_eq!(
+            entry_names(&[&format!("app@{d}"), &format!("app:1@{d}")]),
+            vec![
+                (format!("@{d}"), format!("docker.io/library/app@{d}")),
+                (format!("1@{d}"), format!("docker.io/library/app:1@{d}")),
+            ]
+        );
+        let bad = archive_names(&["Bad:Name".to_string()]);
+        assert!(matches!(bad, Err(ExportError::InvalidName { .. })));
+    }
 
     #[test]
     fn tags_get_latest() {

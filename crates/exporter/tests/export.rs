@@ -523,9 +523,26 @@ fn oci_layout_dir_and_tar_are_readable_by_umoci_and_skopeo() {
         .map(|l| l.descriptor.digest.to_string())
         .collect();
 
+    // The local store keeps full names as its refs; skopeo and umoci read them.
+    let store_ref = format!("oci:{}:{tag}", e.store.root().display());
+    let inspect = json(&run(Command::new("skopeo").arg("inspect").arg(&store_ref)));
+    assert_eq!(
+        inspect["Digest"].as_str(),
+        Some(desc.digest.to_string().as_str())
+    );
+    let store_bundle = e.dir.path().join("store-bundle");
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", e.store.root().display()))
+        .arg(&store_bundle));
+    assert_final_tree(&store_bundle.join("rootfs"));
+
+    // Outputs name entries as BuildKit (containerd's exporter) does: the tag alone as ref name.
+    let tag = "latest";
     // Directory layout.
     let layout = e.dir.path().join("layout");
-    write_oci(&e.store, &desc, &[tag.to_string()], &layout, false).unwrap();
+    write_oci(&e.store, &desc, &["myapp".to_string()], &layout, false).unwrap();
     let cfg = json(&run(Command::new("skopeo")
         .arg("inspect")
         .arg("--config")
@@ -555,7 +572,7 @@ fn oci_layout_dir_and_tar_are_readable_by_umoci_and_skopeo() {
 
     // Tarball layout.
     let archive = e.dir.path().join("image.oci.tar");
-    write_oci(&e.store, &desc, &[tag.to_string()], &archive, true).unwrap();
+    write_oci(&e.store, &desc, &["myapp".to_string()], &archive, true).unwrap();
     let inspect = json(&run(Command::new("skopeo")
         .arg("inspect")
         .arg(format!("oci-archive:{}:{tag}", archive.display()))));
@@ -581,6 +598,10 @@ fn oci_layout_dir_and_tar_are_readable_by_umoci_and_skopeo() {
     assert_eq!(
         index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str(),
         Some(tag)
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"].as_str(),
+        Some("docker.io/library/myapp:latest")
     );
     for layer in &layers {
         let data = &files[&format!("blobs/sha256/{}", layer.descriptor.digest.hex())];

@@ -513,9 +513,14 @@ fn export(
     }
     for output in outputs {
         let result = match output {
-            Output::Oci { dest, tar } => rbuild_exporter::write_oci(store, &desc, tags, dest, *tar),
-            Output::Docker { dest } => {
-                rbuild_exporter::write_docker_archive(store, &desc, tags, dest)
+            // As buildx: the `-t` names replace an archive output's own `name=`.
+            Output::Oci { dest, tar, names } => {
+                let names = if tags.is_empty() { names } else { tags };
+                rbuild_exporter::write_oci(store, &desc, names, dest, *tar)
+            }
+            Output::Docker { dest, names } => {
+                let names = if tags.is_empty() { names } else { tags };
+                rbuild_exporter::write_docker_archive(store, &desc, names, dest)
             }
             Output::Local { dest } => rbuild_exporter::write_local(snapshotter, top, dest),
             Output::Tar { dest } => rbuild_exporter::write_tar(snapshotter, top, dest),

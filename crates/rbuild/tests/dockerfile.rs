@@ -34,7 +34,9 @@ fn run(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
 
 /// The raw config JSON of an image in an OCI layout (skopeo would drop Docker-only fields such as
 /// Healthcheck, Shell and OnBuild), after checking that skopeo reads the image too.
-fn config_of(layout: &Path, tag: &str) -> Value {
+fn config_of(layout: &Path, name: &str) -> Value {
+    // An output layout names its entry by the tag alone, as BuildKit's does.
+    let tag = name.rsplit_once(':').map_or(name, |(_, t)| t);
     let skopeo = need_tool("skopeo").unwrap();
     let out = Command::new(skopeo)
         .args(["inspect", "--config"])

@@ -55,7 +55,7 @@ fn multistage_build_is_read_back_by_umoci_skopeo_and_rbuild() {
     let bundle = out_dir.path().join("bundle");
     let st = Command::new(&umoci)
         .args(["unpack", "--image"])
-        .arg(format!("{}:e2e/multi:1", layout.display()))
+        .arg(format!("{}:1", layout.display()))
         .arg(&bundle)
         .output()
         .unwrap();
@@ -95,7 +95,7 @@ fn multistage_build_is_read_back_by_umoci_skopeo_and_rbuild() {
     // skopeo: the config.
     let st = Command::new(&skopeo)
         .args(["inspect", "--config"])
-        .arg(format!("oci:{}:e2e/multi:1", layout.display()))
+        .arg(format!("oci:{}:1", layout.display()))
         .output()
         .unwrap();
     assert!(
@@ -456,7 +456,7 @@ fn docker_archive_output_is_readable_by_skopeo() {
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
     let st = Command::new(&skopeo)
         .args(["inspect"])
-        .arg(format!("oci-archive:{}:e2e/docker:2", oci_tar.display()))
+        .arg(format!("oci-archive:{}:2", oci_tar.display()))
         .output()
         .unwrap();
     assert!(

@@ -26,7 +26,7 @@ fn build(root: &Path, ctx: &Path, base: &str, output: &str) {
 
 fn media_types(layout: &Path) -> Vec<String> {
     let store = rbuild_oci::Store::open(layout).unwrap();
-    let desc = store.resolve_tag("out:1").unwrap().expect("tag");
+    let desc = store.resolve_tag("1").unwrap().expect("tag");
     store
         .read_image(&desc.digest)
         .unwrap()
@@ -74,7 +74,7 @@ fn compression_variants_and_tar_output() {
     );
     let st = Command::new(&skopeo)
         .args(["inspect"])
-        .arg(format!("oci:{}:out:1", zstd_dir.display()))
+        .arg(format!("oci:{}:1", zstd_dir.display()))
         .output()
         .unwrap();
     assert!(
@@ -115,7 +115,7 @@ fn compression_variants_and_tar_output() {
     let store = rbuild_oci::Store::open(root.path()).unwrap();
     let zstd_layer = {
         let s = rbuild_oci::Store::open(&zstd_dir).unwrap();
-        let d = s.resolve_tag("out:1").unwrap().unwrap();
+        let d = s.resolve_tag("1").unwrap().unwrap();
         s.read_image(&d.digest).unwrap().manifest.layers[1]
             .digest
             .clone()

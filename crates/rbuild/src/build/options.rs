@@ -10,10 +10,15 @@ use std::path::PathBuf;
 /// One `--output`.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Output {
-    /// An OCI image layout (a tar, or a directory with `tar=false`).
-    Oci { dest: PathBuf, tar: bool },
-    /// A `docker load` tarball.
-    Docker { dest: PathBuf },
+    /// An OCI image layout (a tar, or a directory with `tar=false`); `name=` names it when no
+    /// `-t` is given (buildx replaces it with the `-t` names otherwise).
+    Oci {
+        dest: PathBuf,
+        tar: bool,
+        names: Vec<String>,
+    },
+    /// A `docker load` tarball, named like `Oci`.
+    Docker { dest: PathBuf, names: Vec<String> },
     /// The final filesystem copied into a directory.
     Local { dest: PathBuf },
     /// The final filesystem as one tar file.
@@ -38,9 +43,11 @@ pub(super) fn parse_output(spec: &str) -> Result<Output, Report> {
         Some("oci") => Ok(Output::Oci {
             dest: need_dest("oci")?,
             tar: fields.get("tar").map(|v| v != "false").unwrap_or(true),
+            names: output_names(spec),
         }),
         Some("docker") => Ok(Output::Docker {
             dest: need_dest("docker")?,
+            names: output_names(spec),
         }),
         Some("local") => Ok(Output::Local {
             dest: need_dest("local")?,
@@ -49,21 +56,7 @@ pub(super) fn parse_output(spec: &str) -> Result<Output, Report> {
             dest: need_dest("tar")?,
         }),
         Some(kind @ ("image" | "registry")) => {
-            // `name=a,b` (buildx's CSV) and repeated `name=` both give several names.
-            let mut names = Vec::new();
-            let mut in_name = false;
-            for part in spec.split(',') {
-                match part.split_once('=') {
-                    Some(("name", v)) => {
-                        in_name = true;
-                        names.push(v.trim_matches('"').to_string());
-                    }
-                    Some(_) => in_name = false,
-                    None if in_name => names.push(part.trim_matches('"').to_string()),
-                    None => {}
-                }
-            }
-            names.retain(|n| !n.is_empty());
+            let names = output_names(spec);
             let push = kind == "registry" || fields.get("push").is_some_and(|v| v == "true");
             if names.is_empty() && push {
                 return Err(Report::new(format!(
@@ -79,6 +72,26 @@ pub(super) fn parse_output(spec: &str) -> Result<Output, Report> {
             "error: --output `{spec}` has no type=..."
         ))),
     }
+}
+
+/// The `name=` values of an output: `name=a,b` (buildx's CSV) and repeated `name=` both give
+/// several names.
+fn output_names(spec: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_name = false;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("name", v)) => {
+                in_name = true;
+                names.push(v.trim_matches('"').to_string());
+            }
+            Some(_) => in_name = false,
+            None if in_name => names.push(part.trim_matches('"').to_string()),
+            None => {}
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 /// Parses `--secret` like buildx: `id=ID[,src|source=FILE][,env=VAR][,type=file|env]`; with
@@ -219,14 +232,23 @@ mod tests {
             parse_output("type=oci,dest=/x").unwrap(),
             Output::Oci {
                 dest: "/x".into(),
-                tar: true
+                tar: true,
+                names: vec![]
             }
         );
         assert_eq!(
-            parse_output("type=oci,dest=/x,tar=false").unwrap(),
+            parse_output("type=oci,dest=/x,tar=false,name=app/x:1").unwrap(),
             Output::Oci {
                 dest: "/x".into(),
-                tar: false
+                tar: false,
+                names: vec!["app/x:1".into()]
+            }
+        );
+        assert_eq!(
+            parse_output("type=docker,dest=/x,name=a:1,b,name=c").unwrap(),
+            Output::Docker {
+                dest: "/x".into(),
+                names: vec!["a:1".into(), "b".into(), "c".into()]
             }
         );
         assert!(parse_output("type=oci").is_err());
