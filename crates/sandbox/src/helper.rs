@@ -103,46 +103,39 @@ fn generated_files(spec: &RunSpec) -> Generated {
     }
 }
 
-/// Closes every descriptor from `first` up (close_range(2), or one by one where it is missing).
-fn close_from(first: u32) {
-    // SAFETY: close_range with plain integer arguments.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
-    if r == 0 {
-        return;
-    }
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in fds.into_iter().filter(|fd| *fd >= first as i32) {
-        // SAFETY: closing descriptors nobody in this fresh process uses.
-        unsafe { libc::close(fd) };
-    }
+/// What [`fds_from`] does to each descriptor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FdAction {
+    /// Close it now.
+    Close,
+    /// Mark it close-on-exec.
+    CloseOnExec,
 }
 
-/// Marks every descriptor from 3 up close-on-exec, so only stdio reaches the command.
-fn cloexec_from_3() -> Result<(), Failure> {
-    // SAFETY: close_range with plain integer arguments.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
+/// Closes (or marks close-on-exec) every descriptor from `first` up: close_range(2), or one by
+/// one from /proc/self/fd on kernels without it.
+fn fds_from(first: u32, action: FdAction) -> Result<(), Failure> {
+    let flags = match action {
+        FdAction::Close => 0,
+        FdAction::CloseOnExec => libc::CLOSE_RANGE_CLOEXEC,
     };
-    if r == 0 {
+    // SAFETY: close_range with plain integer arguments.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) } == 0 {
         return Ok(());
     }
     let entries = std::fs::read_dir("/proc/self/fd").map_err(step("list /proc/self/fd"))?;
     let fds: Vec<i32> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    for fd in fds.into_iter().filter(|fd| *fd >= 3) {
-        // SAFETY: F_SETFD on a descriptor number; a closed one just fails.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    for fd in fds.into_iter().filter(|fd| *fd >= first as i32) {
+        // SAFETY: descriptors nobody in this fresh process uses; a number that is already
+        // closed (the directory listing's own) just fails.
+        unsafe {
+            match action {
+                FdAction::Close => libc::close(fd),
+                FdAction::CloseOnExec => libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC),
+            }
+        };
     }
     Ok(())
 }
@@ -173,7 +166,7 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
     // Descriptors whoever started rbuild left open (not close-on-exec) must not reach the
     // command: keep stdio and the status pipe only.
-    close_from(STATUS_FD as u32 + 1);
+    fds_from(STATUS_FD as u32 + 1, FdAction::Close)?;
     if let Some(pid) = caller {
         if nix::unistd::getppid().as_raw() != pid {
             return Err(Failure::setup(
@@ -399,7 +392,7 @@ fn child_main(
         }
     }
     drop(go);
-    cloexec_from_3()?;
+    fds_from(3, FdAction::CloseOnExec)?;
     match nix::unistd::execve(&program, &argv, &envp) {
         Err(e) => Err(exec_err(e)),
         Ok(never) => match never {},
