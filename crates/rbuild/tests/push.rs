@@ -318,6 +318,7 @@ fn push_through_faults_completes_or_fails_clearly() {
         1,
     ));
     proxy.add(FaultRule::new("PUT", "/manifests/", Fault::Status(500), 1));
+    proxy.clear_log();
     let out = rbuild(&root, &cfg, &["push", &target]);
     let digest = ok(&out);
     assert_eq!(
@@ -325,6 +326,38 @@ fn push_through_faults_completes_or_fails_clearly() {
             .unwrap()
             .to_string(),
         digest.trim()
+    );
+    // Every fault was injected (the push did not get around them by luck).
+    let log = proxy.log_text();
+    assert_eq!(proxy.hits(&Fault::RateLimit(1)), 2, "{log}");
+    assert_eq!(proxy.hits(&Fault::Status(503)), 1, "{log}");
+    assert_eq!(proxy.hits(&Fault::DropRequestBody), 1, "{log}");
+    assert_eq!(proxy.hits(&Fault::Status(500)), 1, "{log}");
+    // Retry-After: 1 was honoured: the next request for a rate-limited path came at least a
+    // second after the 429 was answered (a lower bound, measured by the proxy's clock).
+    let requests = proxy.log();
+    for (i, limited) in requests.iter().enumerate() {
+        if limited.fault != Some(Fault::RateLimit(1)) {
+            continue;
+        }
+        let retry = requests[i + 1..]
+            .iter()
+            .filter(|r| r.method == limited.method && r.path == limited.path)
+            .min_by_key(|r| r.at)
+            .unwrap_or_else(|| panic!("{} {} never retried:\n{log}", limited.method, limited.path));
+        let waited = retry.at.duration_since(limited.at);
+        assert!(
+            waited >= std::time::Duration::from_secs(1),
+            "retried {} after {waited:?}, before Retry-After: 1\n{log}",
+            limited.path
+        );
+    }
+    // The failed manifest PUT was retried and then succeeded.
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.contains("/manifests/") && r.status == 201),
+        "{log}"
     );
 
     // A registry that always fails: exit code 1 and the status in the message.

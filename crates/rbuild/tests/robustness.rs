@@ -255,7 +255,10 @@ fn interrupt(
             // The scan sees the running step's mounts (the sandbox's namespace), so finding
             // none later means something.
             let (_, other) = mounts_under(root);
-            assert!(!other.is_empty(), "no sandbox mount found while the RUN runs");
+            assert!(
+                !other.is_empty(),
+                "no sandbox mount found while the RUN runs"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         Phase::Commit => {
