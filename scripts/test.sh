@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs the Debian packages the end-to-end tests use when missing
-# (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers, curl, python3, slirp4netns for the default
-# network, gcc + libc6-dev for the attack suite's static probe, libseccomp-dev + pkg-config to
-# build the sandbox), then runs cargo test.
+# (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers, curl, python3,
+# slirp4netns for the default network, gcc + libc6-dev for the attack suite's static probe,
+# libseccomp-dev + pkg-config to build the sandbox), then runs cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
