@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs the Debian packages the end-to-end tests use when missing
-# (docker-registry, skopeo, umoci, busybox-static, curl, python3, slirp4netns for the default
-# network, gcc + libc6-dev for the attack suite's static probe, libseccomp-dev + pkg-config to
-# build the sandbox), then runs cargo test.
+# (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers, curl, python3,
+# slirp4netns for the default network, gcc + libc6-dev for the attack suite's static probe,
+# libseccomp-dev + pkg-config to build the sandbox), then runs cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in docker-registry skopeo umoci busybox-static curl python3 python3-jwt python3-cryptography openssl slirp4netns iproute2 util-linux gcc libc6-dev libseccomp-dev pkg-config; do
+for pkg in docker-registry skopeo umoci busybox-static zstd gzip curl python3 python3-jwt python3-cryptography openssl slirp4netns iproute2 util-linux gcc libc6-dev libseccomp-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

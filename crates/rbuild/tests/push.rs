@@ -318,6 +318,7 @@ fn push_through_faults_completes_or_fails_clearly() {
         1,
     ));
     proxy.add(FaultRule::new("PUT", "/manifests/", Fault::Status(500), 1));
+    proxy.clear_log();
     let out = rbuild(&root, &cfg, &["push", &target]);
     let digest = ok(&out);
     assert_eq!(
@@ -325,6 +326,38 @@ fn push_through_faults_completes_or_fails_clearly() {
             .unwrap()
             .to_string(),
         digest.trim()
+    );
+    // Every fault was injected (the push did not get around them by luck).
+    let log = proxy.log_text();
+    assert_eq!(proxy.hits(&Fault::RateLimit(1)), 2, "{log}");
+    assert_eq!(proxy.hits(&Fault::Status(503)), 1, "{log}");
+    assert_eq!(proxy.hits(&Fault::DropRequestBody), 1, "{log}");
+    assert_eq!(proxy.hits(&Fault::Status(500)), 1, "{log}");
+    // Retry-After: 1 was honoured: the next request for a rate-limited path came at least a
+    // second after the 429 was answered (a lower bound, measured by the proxy's clock).
+    let requests = proxy.log();
+    for (i, limited) in requests.iter().enumerate() {
+        if limited.fault != Some(Fault::RateLimit(1)) {
+            continue;
+        }
+        let retry = requests[i + 1..]
+            .iter()
+            .filter(|r| r.method == limited.method && r.path == limited.path)
+            .min_by_key(|r| r.at)
+            .unwrap_or_else(|| panic!("{} {} never retried:\n{log}", limited.method, limited.path));
+        let waited = retry.at.duration_since(limited.at);
+        assert!(
+            waited >= std::time::Duration::from_secs(1),
+            "retried {} after {waited:?}, before Retry-After: 1\n{log}",
+            limited.path
+        );
+    }
+    // The failed manifest PUT was retried and then succeeded.
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.contains("/manifests/") && r.status == 201),
+        "{log}"
     );
 
     // A registry that always fails: exit code 1 and the status in the message.
@@ -355,6 +388,26 @@ fn push_through_faults_completes_or_fails_clearly() {
     );
 }
 
+/// Writes `BIN/docker-credential-NAME`: `store` saves its input to `stored`, `get` answers
+/// carol's credentials once something was stored (else "not found", as docker's helpers do);
+/// with `calls`, each call appends `ACTION INPUT` to that file.
+fn write_helper(bin: &Path, name: &str, stored: &Path, calls: Option<&Path>) {
+    let helper = bin.join(format!("docker-credential-{name}"));
+    let log = calls
+        .map(|c| format!("echo \"$1 $input\" >> {}\n", c.display()))
+        .unwrap_or_default();
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ninput=$(cat)\n{log}case \"$1\" in\n  store) printf '%s' \"$input\" > {s} ;;\n  get) if [ -f {s} ]; then echo '{{\"ServerURL\":\"'$input'\",\"Username\":\"carol\",\"Secret\":\"pw-carol\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
+            s = stored.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// `credsStore`: `rbuild login` stores through `docker-credential-NAME store`, and pushes read
 /// the credentials back with `get` (a shell-script helper on PATH).
 #[test]
@@ -378,17 +431,7 @@ fn creds_store_helper_is_used_for_login_and_push() {
     fs::create_dir_all(&bin).unwrap();
     fs::write(cfg.join("config.json"), r#"{"credsStore":"rbtest"}"#).unwrap();
     let stored = dir.path().join("helper-store.json");
-    let helper = bin.join("docker-credential-rbtest");
-    fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  store) cat > {s} ;;\n  get) read server; if [ -f {s} ]; then echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"carol\",\"Secret\":\"pw-carol\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
-            s = stored.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    write_helper(&bin, "rbtest", &stored, None);
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -445,4 +488,137 @@ fn creds_store_helper_is_used_for_login_and_push() {
         .contains("auths"));
     let digest = ok(&run(&["push", &target], None));
     assert_eq!(digest.trim(), store_digest(&root, &target));
+}
+
+/// `credHelpers`: the helper named for the registry's host is used for login and push, ahead of
+/// `credsStore` (whose helper here does not exist, so using it would fail), and other registries'
+/// entries are not consulted.
+#[test]
+fn cred_helpers_entry_wins_for_its_registry() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (_open, base) = registry_with_busybox().unwrap();
+    let reg = TestRegistry::start_with(&RegistryOptions {
+        htpasswd: Some(("carol".into(), "pw-carol".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cfg, bin) = (
+        dir.path().join("root"),
+        dir.path().join("docker"),
+        dir.path().join("bin"),
+    );
+    fs::create_dir_all(&cfg).unwrap();
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(
+        cfg.join("config.json"),
+        format!(
+            r#"{{"credsStore":"rbtest-missing","credHelpers":{{"{}":"xyz","other.example":"rbtest-other"}}}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    let (stored, calls) = (dir.path().join("xyz-store.json"), dir.path().join("calls"));
+    write_helper(&bin, "xyz", &stored, Some(&calls));
+    let other_calls = dir.path().join("other-calls");
+    write_helper(
+        &bin,
+        "rbtest-other",
+        &dir.path().join("other-store.json"),
+        Some(&other_calls),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(RBUILD)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let ctx = context(dir.path(), &base, "cred helpers\n");
+    let target = format!("{}/carol/helpers:1", reg.addr());
+    ok(&run(
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &target,
+            ctx.to_str().unwrap(),
+        ],
+        "",
+    ));
+    // Nothing stored yet: the helper says "not found", the registry says 401.
+    let out = run(&["push", &target], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let get = format!("get {}", reg.addr());
+    let before = fs::read_to_string(&calls).unwrap();
+    assert!(
+        !before.is_empty() && before.lines().all(|l| l == get),
+        "{before}"
+    );
+    let out = run(
+        &["login", &reg.addr(), "-u", "carol", "--password-stdin"],
+        "pw-carol\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("docker-credential-xyz"),
+        "{}",
+        stderr(&out)
+    );
+    let saved: Value = serde_json::from_slice(&fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(saved["ServerURL"], reg.addr().as_str());
+    assert_eq!(saved["Secret"], "pw-carol");
+    let digest = ok(&run(&["push", &target], ""));
+    assert_eq!(digest.trim(), store_digest(&root, &target));
+    assert_eq!(
+        skopeo_digest_with_creds(&target, "carol:pw-carol"),
+        digest.trim()
+    );
+    // The successful push asked the helper again (after the login's store).
+    let log = fs::read_to_string(&calls).unwrap();
+    let after_login = log.lines().skip_while(|l| !l.starts_with("store ")).skip(1);
+    assert!(after_login.clone().count() >= 1, "{log}");
+    assert!(after_login.into_iter().all(|l| l == get), "{log}");
+    assert!(!other_calls.exists(), "another registry's helper was run");
+    assert!(!fs::read_to_string(cfg.join("config.json"))
+        .unwrap()
+        .contains("auths"));
+}
+
+fn skopeo_digest_with_creds(reference: &str, creds: &str) -> String {
+    let sk = Command::new(need_tool("skopeo").unwrap())
+        .args([
+            "--insecure-policy",
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+        ])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        sk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sk.stderr)
+    );
+    let v: Value = serde_json::from_slice(&sk.stdout).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
 }

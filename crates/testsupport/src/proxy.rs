@@ -81,6 +81,8 @@ pub struct LoggedRequest {
     pub fault: Option<Fault>,
     /// The request's `Range` header, if any (e.g. `bytes=1000-` for a resumed download).
     pub range: Option<String>,
+    /// When the proxy had read the request's head (before its body and any answer).
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -171,6 +173,14 @@ impl FaultProxy {
             .count()
     }
 
+    /// How many logged requests got `fault` (a test's proof that its faults were injected).
+    pub fn hits(&self, fault: &Fault) -> usize {
+        self.log()
+            .iter()
+            .filter(|r| r.fault.as_ref() == Some(fault))
+            .count()
+    }
+
     /// The log as text, one request a line (for assertion messages).
     pub fn log_text(&self) -> String {
         self.log()
@@ -219,6 +229,7 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
             break;
         }
     }
+    let at = std::time::Instant::now();
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("").to_string();
@@ -259,6 +270,7 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
             status,
             fault: fault.clone(),
             range: header("range"),
+            at,
         })
     };
     // The request body: Content-Length or chunked (decoded, re-sent with a Content-Length).
