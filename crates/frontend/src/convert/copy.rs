@@ -1,38 +1,51 @@
 //! COPY and ADD: sources (build context, `--from` stage or image, URLs, heredocs), destination,
 //! `--chown`/`--chmod`/`--exclude`/`--parents`/`--link`/`--checksum`.
 
-use super::helpers::{bool_flag, expand, flag, flags_all, lookup, parse_chown, words_of};
-use super::stages::find_stage;
+use super::helpers::{expand, lookup, parse_chown, words_of};
 use super::state::{join_path, StageState};
-use super::{ConvertError, Converter, StageCtx};
-use crate::ast::{Args, Instruction, InstructionKind};
+use super::{ConvertError, Converter};
+use crate::ast::{Args, Flag, Instruction};
 use crate::expand::Lexer;
-use rbuild_llb::{CopyAction, FileAction, FileOp, MkdirAction, Op, SourceOp};
+use crate::instructions::{AddCmd, CopyCmd, CopyFlags};
+use rbuild_llb::{CopyAction, FileAction, FileOp, MkdirAction, Op, SourceOp, SymbolicMode};
 
-/// True for a chmod(1)-style symbolic mode: `[ugoa]*([-+=]([rwxXst]*|[ugo]))+`, comma-separated.
-pub(super) fn valid_symbolic_mode(s: &str) -> bool {
-    s.split(',').all(|clause| {
-        let rest = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-        if rest.is_empty() {
-            return false;
+/// A COPY or ADD as the converter builds it: the flags they share and the ones only one takes.
+pub(super) struct CopyRequest<'c, 'a> {
+    inst: &'a Instruction,
+    is_add: bool,
+    common: &'c CopyFlags<'a>,
+    /// COPY's `--from`.
+    from: Option<&'a Flag>,
+    /// COPY's `--parents`.
+    parents: bool,
+    /// ADD's `--checksum`.
+    checksum: Option<&'a str>,
+}
+
+impl<'c, 'a> CopyRequest<'c, 'a> {
+    /// A COPY.
+    pub(super) fn from_copy(cmd: &'c CopyCmd<'a>) -> Self {
+        CopyRequest {
+            inst: cmd.inst,
+            is_add: false,
+            common: &cmd.common,
+            from: cmd.from,
+            parents: cmd.parents,
+            checksum: None,
         }
-        let b = rest.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            if !matches!(b[i], b'+' | b'-' | b'=') {
-                return false;
-            }
-            i += 1;
-            if i < b.len() && matches!(b[i], b'u' | b'g' | b'o') {
-                i += 1;
-                continue;
-            }
-            while i < b.len() && matches!(b[i], b'r' | b'w' | b'x' | b'X' | b's' | b't') {
-                i += 1;
-            }
+    }
+
+    /// An ADD.
+    pub(super) fn from_add(cmd: &'c AddCmd<'a>) -> Self {
+        CopyRequest {
+            inst: cmd.inst,
+            is_add: true,
+            common: &cmd.common,
+            from: None,
+            parents: false,
+            checksum: cmd.checksum,
         }
-        true
-    })
+    }
 }
 
 /// The file name BuildKit gives a URL's download: the base name of its path, or `__unnamed__`.
@@ -67,19 +80,11 @@ impl Converter<'_> {
     pub(super) fn copy(
         &mut self,
         state: &mut StageState,
-        inst: &Instruction,
-        step: usize,
-        total: usize,
-        refs: StageCtx<'_>,
+        req: &CopyRequest,
     ) -> Result<(), ConvertError> {
+        let inst = req.inst;
         let span = &inst.span;
-        let is_add = inst.kind == InstructionKind::Add;
-        let StageCtx {
-            stages,
-            decls,
-            index,
-            bases,
-        } = refs;
+        let is_add = req.is_add;
         let vars = state.vars();
         let mut words = match &inst.args {
             Args::Exec(v) => v.clone(),
@@ -100,34 +105,37 @@ impl Converter<'_> {
         {
             dest.push('/');
         }
-        let chown = match flag(inst, "chown") {
+        let chown = match req.common.chown {
             Some(c) => parse_chown(&expand(&self.lexer, c, &vars, span)?),
             None => None,
         };
-        let (mode, mode_str) = match flag(inst, "chmod") {
+        let (mode, mode_str) = match req.common.chmod {
             Some(m) => {
                 let m = expand(&self.lexer, m, &vars, span)?;
                 match u32::from_str_radix(&m, 8) {
                     Ok(v) if v <= 0o7777 => (Some(v), None),
-                    Err(_) if valid_symbolic_mode(&m) => (None, Some(m)),
-                    _ => {
+                    Ok(_) => {
                         return Err(ConvertError::at(
                             span,
                             format!("invalid chmod parameter: {m}"),
                         ))
                     }
+                    Err(_) => match SymbolicMode::parse(&m) {
+                        Ok(_) => (None, Some(m)),
+                        Err(e) => return Err(ConvertError::at(span, e.to_string())),
+                    },
                 }
             }
             None => (None, None),
         };
         let mut exclude_patterns = Vec::new();
-        for e in flags_all(inst, "exclude") {
+        for e in &req.common.exclude {
             exclude_patterns.push(expand(&self.lexer, e, &vars, span)?);
         }
-        let parents = bool_flag(inst, "parents").map_err(|e| ConvertError::at(span, e))?;
-        let link = bool_flag(inst, "link").map_err(|e| ConvertError::at(span, e))?;
-        let checksum = match flag(inst, "checksum") {
-            Some(c) if is_add => {
+        let parents = req.parents;
+        let link = req.common.link;
+        let checksum = match req.checksum {
+            Some(c) => {
                 let c = expand(&self.lexer, c, &vars, span)?;
                 let hex = c.strip_prefix("sha256:").unwrap_or("");
                 if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -138,44 +146,13 @@ impl Converter<'_> {
                 }
                 Some(c.to_ascii_lowercase())
             }
-            Some(_) => {
-                return Err(ConvertError::at(
-                    span,
-                    "the --checksum flag is only supported by ADD",
-                ))
-            }
             None => None,
         };
-        let (src_vertex, from_context) = match flag(inst, "from") {
+        let (src_vertex, from_context) = match req.from {
             Some(from) => {
-                let from = expand(&self.lexer, from, &self.meta(), span)?;
-                match find_stage(decls, &from, index) {
-                    Some(i) => (
-                        stages.get(&i).map(|s| s.vertex).ok_or_else(|| {
-                            ConvertError::at(span, format!("stage {from} was not built"))
-                        })?,
-                        false,
-                    ),
-                    None => {
-                        let base = bases.get(&from).ok_or_else(|| {
-                            ConvertError::at(span, format!("image {from} was not resolved"))
-                        })?;
-                        let name =
-                            format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
-                        (
-                            self.def.add(
-                                Op::Source(SourceOp::Image {
-                                    reference: base.reference.clone(),
-                                    digest: Some(base.digest.clone()),
-                                }),
-                                vec![],
-                                name,
-                                self.location(span),
-                            ),
-                            false,
-                        )
-                    }
-                }
+                let raw = from.value.as_deref().unwrap_or("");
+                let from = expand(&self.lexer, raw, &self.meta(), span)?;
+                (self.from_vertex(state, &from, span)?, false)
             }
             None => (self.context(), true),
         };
@@ -303,7 +280,7 @@ impl Converter<'_> {
                 parents: parents && !is_url,
             }));
         }
-        let name = self.step_name(state, step, total, inst);
+        let name = self.step_name(state, inst);
         let copied = self.def.add(
             Op::File(FileOp { actions }),
             inputs,

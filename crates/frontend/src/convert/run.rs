@@ -2,14 +2,14 @@
 //! entitlements, `--mount` wiring into the exec vertex, and the environment (proxy ARGs kept out
 //! of the cache key).
 
-use super::helpers::{expand, last_flag, lookup, words_of};
-use super::stages::find_stage;
+use super::helpers::{expand, lookup, words_of};
 use super::state::{join_path, StageState};
-use super::{ConvertError, Converter, StageCtx, DEFAULT_PATH};
+use super::{ConvertError, Converter, DEFAULT_PATH};
 use crate::ast::{Args, Instruction, Span};
+use crate::instructions::RunCmd;
 use rbuild_llb::{
     CacheMountOpt, Entitlement, ExecMount, ExecOp, MountType, NetworkMode, Op, SecretMountOpt,
-    SecurityMode, SourceOp, VertexIndex,
+    SecurityMode, VertexIndex,
 };
 
 /// The predefined proxy ARGs, which reach RUN without being part of its cache key.
@@ -49,43 +49,18 @@ impl Converter<'_> {
         out
     }
 
-    /// The vertex a `--mount from=` names: an earlier stage or an image.
+    /// The vertex a `--mount from=` names: an earlier stage or an image, the name expanded
+    /// against the global ARGs, then the stage's ARG/ENV.
     fn mount_from_vertex(
         &mut self,
         state: &StageState,
         from: &str,
         span: &Span,
-        refs: StageCtx<'_>,
     ) -> Result<VertexIndex, ConvertError> {
-        let StageCtx {
-            stages,
-            decls,
-            index,
-            bases,
-        } = refs;
-        // Global ARGs, then the stage's ARG/ENV.
         let mut vars = self.meta();
         vars.extend(state.vars());
         let from = expand(&self.lexer, from, &vars, span)?;
-        if let Some(i) = find_stage(decls, &from, index) {
-            return stages
-                .get(&i)
-                .map(|s| s.vertex)
-                .ok_or_else(|| ConvertError::at(span, format!("stage {from} was not built")));
-        }
-        let base = bases
-            .get(&from)
-            .ok_or_else(|| ConvertError::at(span, format!("image {from} was not resolved")))?;
-        let name = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
-        Ok(self.def.add(
-            Op::Source(SourceOp::Image {
-                reference: base.reference.clone(),
-                digest: Some(base.digest.clone()),
-            }),
-            vec![],
-            name,
-            self.location(span),
-        ))
+        self.from_vertex(state, &from, span)
     }
 
     /// The `--mount` flags of a RUN as exec mounts, and the extra vertex inputs they use
@@ -93,14 +68,13 @@ impl Converter<'_> {
     fn run_mounts(
         &mut self,
         state: &StageState,
-        inst: &Instruction,
-        refs: StageCtx<'_>,
+        run: &RunCmd,
     ) -> Result<(Vec<ExecMount>, Vec<VertexIndex>), ConvertError> {
-        let span = &inst.span;
+        let span = &run.inst.span;
         let vars = state.vars();
         let mut mounts = Vec::new();
         let mut extra: Vec<VertexIndex> = Vec::new();
-        for f in inst.flags.iter().filter(|f| f.name == "mount") {
+        for f in &run.mounts {
             let lexer = &self.lexer;
             let mut ex = |w: &str| -> Result<String, String> {
                 lexer
@@ -126,7 +100,7 @@ impl Converter<'_> {
             let source_vertex = match (&m.kind, &m.from) {
                 (MountType::Bind, None) => Some(self.context()),
                 (MountType::Bind | MountType::Cache, Some(from)) => {
-                    Some(self.mount_from_vertex(state, from, span, refs)?)
+                    Some(self.mount_from_vertex(state, from, span)?)
                 }
                 _ => None,
             };
@@ -185,16 +159,10 @@ impl Converter<'_> {
     }
 
     /// RUN: one exec vertex on the stage, with its mounts' sources as extra inputs.
-    pub(super) fn run(
-        &mut self,
-        state: &mut StageState,
-        inst: &Instruction,
-        step: usize,
-        total: usize,
-        refs: StageCtx<'_>,
-    ) -> Result<(), ConvertError> {
+    pub(super) fn run(&mut self, state: &mut StageState, run: &RunCmd) -> Result<(), ConvertError> {
+        let inst = run.inst;
         let span = &inst.span;
-        let (mounts, extra_inputs) = self.run_mounts(state, inst, refs)?;
+        let (mounts, extra_inputs) = self.run_mounts(state, run)?;
         let args = match &inst.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
@@ -211,7 +179,7 @@ impl Converter<'_> {
         if args.is_empty() {
             return Err(ConvertError::at(span, "RUN requires at least one argument"));
         }
-        let network_flag = last_flag(inst, "network");
+        let network_flag = run.network;
         let network = match network_flag.map(|f| f.value.as_deref().unwrap_or("")) {
             None | Some("default") => self.opts.network,
             Some("host") => NetworkMode::Host,
@@ -223,7 +191,7 @@ impl Converter<'_> {
                 ))
             }
         };
-        let security_flag = last_flag(inst, "security");
+        let security_flag = run.security;
         let security = match security_flag.map(|f| f.value.as_deref().unwrap_or("")) {
             None | Some("sandbox") => SecurityMode::Sandbox,
             Some("insecure") => SecurityMode::Insecure,
@@ -283,7 +251,7 @@ impl Converter<'_> {
             mounts,
             proxy_env,
         });
-        let name = self.step_name(state, step, total, inst);
+        let name = self.step_name(state, inst);
         let mut inputs = vec![state.vertex];
         inputs.extend(extra_inputs);
         state.vertex = self.def.add(op, inputs, name, self.location(span));
