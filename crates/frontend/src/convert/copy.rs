@@ -152,7 +152,7 @@ impl Converter<'_> {
             Some(from) => {
                 let raw = from.value.as_deref().unwrap_or("");
                 let from = expand(&self.lexer, raw, &self.meta(), span)?;
-                (self.from_vertex(state, &from, span)?, false)
+                (self.named_vertex(state, &from, span)?, false)
             }
             None => (self.context(), true),
         };

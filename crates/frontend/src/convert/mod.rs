@@ -325,7 +325,7 @@ impl<'a> Converter<'a> {
     }
 
     /// The vertex a `--from` / `from=` value names: an earlier stage or a resolved image.
-    fn from_vertex(
+    fn named_vertex(
         &mut self,
         state: &StageState,
         from: &str,

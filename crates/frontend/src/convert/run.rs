@@ -60,7 +60,7 @@ impl Converter<'_> {
         let mut vars = self.meta();
         vars.extend(state.vars());
         let from = expand(&self.lexer, from, &vars, span)?;
-        self.from_vertex(state, &from, span)
+        self.named_vertex(state, &from, span)
     }
 
     /// The `--mount` flags of a RUN as exec mounts, and the extra vertex inputs they use
