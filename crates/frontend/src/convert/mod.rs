@@ -2,10 +2,12 @@
 //! following BuildKit's dockerfile2llb: global ARGs and FROM expansion, stage selection (only the
 //! stages the target needs), per-stage ENV/ARG/WORKDIR/USER/SHELL state, and config + history.
 //!
-//! This module holds the public types, the [`Converter`] driver and the per-instruction dispatch;
-//! `stages` selects stages, `state` owns the stage state (ENV/ARG/WORKDIR/USER/SHELL), `run` and
-//! `copy` build RUN and COPY/ADD vertices, `config` the metadata instructions, `helpers` the
-//! shared expansion and flag helpers.
+//! Instructions arrive typed, their flags already checked ([`crate::instructions`]). This module
+//! holds the public types, the [`Converter`] (which carries the graph, the declared and converted
+//! stages, the bases and the current step) and the per-instruction dispatch; `stages` selects
+//! stages, `state` owns the stage state (ENV/ARG/WORKDIR/USER/SHELL), `run` builds RUN vertices
+//! and their mounts, `copy` COPY/ADD vertices, `config` the image-config instructions, `helpers`
+//! the shared expansion and owner helpers.
 
 mod config;
 mod copy;
