@@ -212,7 +212,20 @@ const BAD: &[(&str, &str)] = &[
     ("unknown flag in an unused stage", "FROM scratch AS unused\nCOPY --lnk a /b\nFROM scratch\n"),
     ("non-boolean --link", "FROM scratch\nCOPY --link=yes a /b\n"),
     ("unknown target", "FROM scratch AS a\n"),
+    (
+        "unknown flag in a base's ONBUILD trigger",
+        "FROM registry.test/onbuild-typo:1\nRUN true\n",
+    ),
 ];
+
+/// The fake base of the error cases: `onbuild-typo` carries a trigger with a misspelled flag.
+fn error_base(name: &str) -> BaseImage {
+    let mut config = fake_config();
+    if name.contains("onbuild-typo") {
+        config.config.on_build = Some(vec!["COPY --chmown=1 a /b".into()]);
+    }
+    fake_base(name, config)
+}
 
 #[test]
 fn error_messages_match_their_snapshot() {
@@ -229,10 +242,7 @@ fn error_messages_match_their_snapshot() {
                     opts.target = Some("nope".into());
                 }
                 let result = base_images(&df, &opts).and_then(|images| {
-                    let bases = images
-                        .iter()
-                        .map(|n| (n.clone(), fake_base(n, fake_config())))
-                        .collect();
+                    let bases = images.iter().map(|n| (n.clone(), error_base(n))).collect();
                     convert(&df, &opts, &bases)
                 });
                 match result {

@@ -433,13 +433,24 @@ impl Converter<'_> {
                 )
             })?;
             for mut inst in parsed_trigger.instructions {
+                // The trigger's text is not in this Dockerfile: every position is the FROM's.
                 inst.span = decl.from.span;
-                trigger_insts.push(inst);
+                for flag in &mut inst.flags {
+                    flag.span = decl.from.span;
+                }
+                trigger_insts.push((t, inst));
             }
         }
         self.step = (1, total);
-        for inst in &trigger_insts {
-            let cmd = instructions::parse(inst)?;
+        for (t, inst) in &trigger_insts {
+            let cmd = instructions::parse(inst).map_err(|e| {
+                let hint = e.hint();
+                ConvertError {
+                    message: format!("invalid ONBUILD trigger `{t}`: {e}"),
+                    span: Some(decl.from.span),
+                    hint,
+                }
+            })?;
             self.instruction(&mut state, &cmd)?;
         }
         for (step, cmd) in decl.body.iter().enumerate() {
