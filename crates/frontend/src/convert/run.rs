@@ -2,10 +2,10 @@
 //! entitlements, `--mount` wiring into the exec vertex, and the environment (proxy ARGs kept out
 //! of the cache key).
 
-use super::helpers::{expand, lookup, words_of};
+use super::helpers::{args_words, expand, lookup};
 use super::state::{join_path, StageState};
 use super::{ConvertError, Converter, DEFAULT_PATH};
-use crate::ast::{Args, Instruction, Span};
+use crate::ast::{Args, Flag, Instruction, Span};
 use crate::instructions::RunCmd;
 use rbuild_llb::{
     CacheMountOpt, Entitlement, ExecMount, ExecOp, MountType, NetworkMode, Op, SecretMountOpt,
@@ -158,6 +158,99 @@ impl Converter<'_> {
         Ok((mounts, extra))
     }
 
+    /// The network and security modes of a RUN, checked against the granted entitlements.
+    /// Only an explicit Dockerfile flag is checked here (as buildx), so the caret points at it;
+    /// `--network=host` on the command line grants network.host itself.
+    fn run_modes(&self, run: &RunCmd) -> Result<(NetworkMode, SecurityMode), ConvertError> {
+        let span = &run.inst.span;
+        let value = |f: Option<&Flag>| f.map(|f| f.value.clone().unwrap_or_default());
+        let network = match value(run.network).as_deref() {
+            None | Some("default") => self.opts.network,
+            Some("host") => NetworkMode::Host,
+            Some("none") => NetworkMode::None,
+            Some(other) => {
+                return Err(ConvertError::at(
+                    span,
+                    format!("unsupported network mode \"{other}\""),
+                ))
+            }
+        };
+        let security = match value(run.security).as_deref() {
+            None | Some("sandbox") => SecurityMode::Sandbox,
+            Some("insecure") => SecurityMode::Insecure,
+            Some(other) => {
+                return Err(ConvertError::at(
+                    span,
+                    format!("security {} is not valid", crate::quote::go_quote(other)),
+                ))
+            }
+        };
+        if let Some(f) = run.network.filter(|_| network == NetworkMode::Host) {
+            if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::NetworkHost,
+                    &f.to_word(),
+                ));
+            }
+        }
+        if let Some(f) = run.security.filter(|_| security == SecurityMode::Insecure) {
+            if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
+                return Err(not_entitled(
+                    &f.span,
+                    Entitlement::SecurityInsecure,
+                    &f.to_word(),
+                ));
+            }
+        }
+        Ok((network, security))
+    }
+
+    /// The environment of a RUN split into what counts for the cache key and the proxy
+    /// variables, which reach the process but stay out of the key (BuildKit's ProxyEnv).
+    fn run_env_split(&self, state: &StageState) -> (Vec<String>, Vec<String>) {
+        let env = state.env();
+        let is_proxy = |kv: &String| {
+            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str());
+            PROXY_ARGS.contains(&key) && !env.iter().any(|(k, _)| k == key)
+        };
+        let (mut proxy_env, keyed): (Vec<String>, Vec<String>) =
+            self.run_env(state).into_iter().partition(is_proxy);
+        // Proxy args are predefined: a --build-arg reaches RUN without an ARG line.
+        for key in PROXY_ARGS {
+            let declared = proxy_env
+                .iter()
+                .any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
+            let in_env = env.iter().any(|(k, _)| k == key);
+            if let (false, false, Some(value)) = (declared, in_env, self.opts.build_args.get(key)) {
+                proxy_env.push(format!("{key}={value}"));
+            }
+        }
+        (keyed, proxy_env)
+    }
+
+    /// The history line of a RUN: BuildKit's `RUN |N K=V ... cmd # buildkit`, where the
+    /// `|N` prefix lists the stage ARGs that ENV does not shadow.
+    fn run_history(&self, state: &mut StageState, inst: &Instruction, args: &[String]) {
+        let env = state.env();
+        let arg_values: Vec<String> = state
+            .args
+            .iter()
+            .filter(|(k, _)| !env.iter().any(|(ek, _)| ek == k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let prefix = if arg_values.is_empty() {
+            String::new()
+        } else {
+            format!("|{} {} ", arg_values.len(), arg_values.join(" "))
+        };
+        let shown = match &inst.args {
+            Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+            _ => args.join(" "),
+        };
+        self.history(state, format!("RUN {prefix}{shown} # buildkit"), false);
+    }
+
     /// RUN: one exec vertex on the stage, with its mounts' sources as extra inputs.
     pub(super) fn run(&mut self, state: &mut StageState, run: &RunCmd) -> Result<(), ConvertError> {
         let inst = run.inst;
@@ -171,80 +264,18 @@ impl Converter<'_> {
                 a.push(s.clone());
                 a
             }
-            other => words_of(&Instruction {
-                args: other.clone(),
-                ..inst.clone()
-            }),
+            other => args_words(other),
         };
         if args.is_empty() {
             return Err(ConvertError::at(span, "RUN requires at least one argument"));
         }
-        let network_flag = run.network;
-        let network = match network_flag.map(|f| f.value.as_deref().unwrap_or("")) {
-            None | Some("default") => self.opts.network,
-            Some("host") => NetworkMode::Host,
-            Some("none") => NetworkMode::None,
-            Some(other) => {
-                return Err(ConvertError::at(
-                    span,
-                    format!("unsupported network mode \"{other}\""),
-                ))
-            }
-        };
-        let security_flag = run.security;
-        let security = match security_flag.map(|f| f.value.as_deref().unwrap_or("")) {
-            None | Some("sandbox") => SecurityMode::Sandbox,
-            Some("insecure") => SecurityMode::Insecure,
-            Some(other) => {
-                return Err(ConvertError::at(
-                    span,
-                    format!("security {} is not valid", crate::quote::go_quote(other)),
-                ))
-            }
-        };
-        // Entitlements (as buildx): only an explicit Dockerfile flag is checked here, so the
-        // caret points at it; `--network=host` on the command line grants network.host itself.
-        if let Some(f) = network_flag.filter(|_| network == NetworkMode::Host) {
-            if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
-                return Err(not_entitled(
-                    &f.span,
-                    Entitlement::NetworkHost,
-                    &f.to_word(),
-                ));
-            }
-        }
-        if let Some(f) = security_flag.filter(|_| security == SecurityMode::Insecure) {
-            if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
-                return Err(not_entitled(
-                    &f.span,
-                    Entitlement::SecurityInsecure,
-                    &f.to_word(),
-                ));
-            }
-        }
-        let user = state.config.config.user.clone().unwrap_or_default();
-        // Proxy build args reach the process but stay out of the cache key (BuildKit's ProxyEnv).
-        let is_proxy = |kv: &String| {
-            let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str());
-            PROXY_ARGS.contains(&key) && !state.env().iter().any(|(k, _)| k == key)
-        };
-        let (mut proxy_env, env): (Vec<String>, Vec<String>) =
-            self.run_env(state).into_iter().partition(is_proxy);
-        // Proxy args are predefined: a --build-arg reaches RUN without an ARG line.
-        for key in PROXY_ARGS {
-            let declared = proxy_env
-                .iter()
-                .any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
-            let in_env = state.env().iter().any(|(k, _)| k == key);
-            if let (false, false, Some(value)) = (declared, in_env, self.opts.build_args.get(key)) {
-                proxy_env.push(format!("{key}={value}"));
-            }
-        }
+        let (network, security) = self.run_modes(run)?;
+        let (env, proxy_env) = self.run_env_split(state);
         let op = Op::Exec(ExecOp {
             args: args.clone(),
             env,
             cwd: state.workdir(),
-            user,
+            user: state.config.config.user.clone().unwrap_or_default(),
             network,
             security,
             extra_hosts: self.opts.extra_hosts.clone(),
@@ -255,29 +286,7 @@ impl Converter<'_> {
         let mut inputs = vec![state.vertex];
         inputs.extend(extra_inputs);
         state.vertex = self.def.add(op, inputs, name, self.location(span));
-        let env_names: Vec<&(String, String)> = state
-            .args
-            .iter()
-            .filter(|(k, _)| !state.env().iter().any(|(ek, _)| ek == k))
-            .collect();
-        let prefix = if env_names.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "|{} {} ",
-                env_names.len(),
-                env_names
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        };
-        let shown = match &inst.args {
-            Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
-            _ => args.join(" "),
-        };
-        self.history(state, format!("RUN {prefix}{shown} # buildkit"), false);
+        self.run_history(state, inst, &args);
         Ok(())
     }
 
