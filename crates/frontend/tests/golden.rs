@@ -158,6 +158,21 @@ fn testdata_dockerfiles_match_their_snapshots() {
         parent.config.on_build.is_some(),
         "onbuild-base has triggers"
     );
+    // No snapshot outlives its Dockerfile.
+    let mut expected: Vec<String> = files
+        .iter()
+        .map(|p| format!("golden__{}.snap", snapshot_name(p)))
+        .collect();
+    expected.push("golden__errors.snap".into());
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    for entry in std::fs::read_dir(&snapshots).expect("snapshots dir") {
+        let name = entry.expect("dir entry").file_name();
+        let name = name.to_string_lossy();
+        assert!(
+            !name.ends_with(".snap") || expected.iter().any(|e| *e == name),
+            "{name} has no Dockerfile in testdata/ (remove it)"
+        );
+    }
     for path in files {
         let name = snapshot_name(&path);
         match plan_of(&path, Some(&parent)) {
