@@ -6,6 +6,8 @@
 //!   the spanned [`Dockerfile`] syntax tree; [`dump`] prints an instruction in BuildKit's parser
 //!   test format.
 //! - [`expand`]: BuildKit's shell-word lexer (`$VAR`, `${VAR:-x}`, quotes, escapes, ...).
+//! - [`instructions`]: typed instructions (`RunCmd`, `CopyCmd`, ...) whose flags are checked
+//!   against the flags each instruction takes (BuildKit's `instructions` package).
 //! - [`base_images`] and [`convert`](fn@convert): the stages the target needs become an llb
 //!   graph and the image config, following BuildKit's dockerfile2llb.
 //! - errors: [`ParseError`] (rendered with a source line and caret) and [`ExpandError`].
@@ -16,6 +18,7 @@ pub mod ast;
 mod convert;
 pub mod error;
 pub mod expand;
+pub mod instructions;
 mod mounts;
 pub mod parser;
 mod quote;

@@ -3,9 +3,11 @@
 //! lines) and JSON (de)serialisation. This is the API other frontends target: build a
 //! [`Definition`], serialise it with [`Definition::to_json`], hand it to the solver.
 
+pub mod chmod;
 mod entitlements;
 mod ops;
 
+pub use chmod::{InvalidMode, SymbolicMode};
 pub use entitlements::{Entitlement, Entitlements, NotAllowed, UnknownEntitlement};
 pub use ops::{
     CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, ExtraHost, FileAction,

@@ -324,6 +324,23 @@ fn errors_name_what_exists() {
     );
     assert!(err.contains("RUNN echo\n^"), "{err}");
 
+    // A misspelled flag: BuildKit's wording, a suggestion and the flags the instruction takes.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY --chwon=1 x /x\n",
+    )
+    .unwrap();
+    let out = run(root.path(), &["build", ctx.path().to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "Dockerfile:2:6: unknown flag: --chwon (did you mean --chown?)\n\
+         COPY --chwon=1 x /x\n     ^\n\
+         hint: COPY takes --chown, --from, --chmod, --link, --exclude, --parents",
+        "{err}"
+    );
+
     fs::write(
         ctx.path().join("Dockerfile"),
         "FROM scratch AS first\nFROM scratch AS second\n",

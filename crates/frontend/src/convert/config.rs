@@ -1,10 +1,11 @@
 //! Metadata instructions that only change the image config and history: LABEL, MAINTAINER,
 //! CMD, ENTRYPOINT, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK and ONBUILD.
 
-use super::helpers::{args_words, expand, flag, words_of};
+use super::helpers::{args_words, expand, words_of};
 use super::state::StageState;
 use super::{ConvertError, Converter};
 use crate::ast::{Args, Instruction, InstructionKind};
+use crate::instructions::HealthcheckCmd;
 use rbuild_oci::HealthConfig;
 use std::collections::BTreeMap;
 
@@ -242,8 +243,9 @@ impl Converter<'_> {
     pub(super) fn healthcheck(
         &mut self,
         state: &mut StageState,
-        inst: &Instruction,
+        cmd: &HealthcheckCmd,
     ) -> Result<(), ConvertError> {
+        let inst = cmd.inst;
         let span = &inst.span;
         let (kind, command) = match &inst.args {
             Args::Healthcheck {
@@ -271,20 +273,20 @@ impl Converter<'_> {
                 Some(Args::Shell(s)) | Some(Args::Single(s)) => vec!["CMD-SHELL".into(), s.clone()],
                 _ => return Err(ConvertError::at(span, "HEALTHCHECK CMD requires a command")),
             });
-            for (flag_name, slot) in [
-                ("interval", &mut hc.interval),
-                ("timeout", &mut hc.timeout),
-                ("start-period", &mut hc.start_period),
-                ("start-interval", &mut hc.start_interval),
-            ] {
-                if let Some(v) = flag(inst, flag_name) {
+            for ((flag_name, value), slot) in cmd.durations.iter().zip([
+                &mut hc.interval,
+                &mut hc.timeout,
+                &mut hc.start_period,
+                &mut hc.start_interval,
+            ]) {
+                if let Some(v) = value {
                     *slot = Some(parse_duration_ns(v).ok_or_else(|| {
                         ConvertError::at(span, format!("invalid duration for --{flag_name}: {v}"))
                     })?)
                     .filter(|d| *d != 0);
                 }
             }
-            if let Some(r) = flag(inst, "retries") {
+            if let Some(r) = cmd.retries {
                 hc.retries = Some(r.parse().map_err(|_| {
                     ConvertError::at(span, format!("invalid --retries value: {r}"))
                 })?)

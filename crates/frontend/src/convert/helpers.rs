@@ -1,5 +1,6 @@
 //! Shared helpers of the converter: variable lookup and word expansion, the words of an
-//! instruction's arguments, flag access, and `--chown`/USER owner parsing.
+//! instruction's arguments, and `--chown`/USER owner parsing (flags are read from the typed
+//! commands of [`crate::instructions`]).
 
 use super::ConvertError;
 use crate::ast::{Args, Instruction, Span};
@@ -50,37 +51,6 @@ pub(super) fn args_words(args: &Args) -> Vec<String> {
             w
         }
         Args::Empty => Vec::new(),
-    }
-}
-
-/// The value of the last `--name` flag of an instruction (empty for a bare `--name`).
-pub(super) fn flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a str> {
-    last_flag(inst, name).map(|f| f.value.as_deref().unwrap_or(""))
-}
-
-/// The last `--name` flag of an instruction (the one that counts), with its span.
-pub(super) fn last_flag<'a>(inst: &'a Instruction, name: &str) -> Option<&'a crate::ast::Flag> {
-    inst.flags.iter().rev().find(|f| f.name == name)
-}
-
-/// Every value of a repeatable flag, in order.
-pub(super) fn flags_all<'a>(inst: &'a Instruction, name: &str) -> Vec<&'a str> {
-    inst.flags
-        .iter()
-        .filter(|f| f.name == name)
-        .map(|f| f.value.as_deref().unwrap_or(""))
-        .collect()
-}
-
-/// A boolean flag: absent = false, `--x` or `--x=true` = true, `--x=false` = false.
-pub(super) fn bool_flag(inst: &Instruction, name: &str) -> Result<bool, String> {
-    match flag(inst, name) {
-        None => Ok(false),
-        Some("") | Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(v) => Err(format!(
-            "invalid value for --{name}: {v} (expected true or false)"
-        )),
     }
 }
 

@@ -2,10 +2,12 @@
 //! following BuildKit's dockerfile2llb: global ARGs and FROM expansion, stage selection (only the
 //! stages the target needs), per-stage ENV/ARG/WORKDIR/USER/SHELL state, and config + history.
 //!
-//! This module holds the public types, the [`Converter`] driver and the per-instruction dispatch;
-//! `stages` selects stages, `state` owns the stage state (ENV/ARG/WORKDIR/USER/SHELL), `run` and
-//! `copy` build RUN and COPY/ADD vertices, `config` the metadata instructions, `helpers` the
-//! shared expansion and flag helpers.
+//! Instructions arrive typed, their flags already checked ([`crate::instructions`]). This module
+//! holds the public types, the [`Converter`] (which carries the graph, the declared and converted
+//! stages, the bases and the current step) and the per-instruction dispatch; `stages` selects
+//! stages, `state` owns the stage state (ENV/ARG/WORKDIR/USER/SHELL), `run` builds RUN vertices
+//! and their mounts, `copy` COPY/ADD vertices, `config` the image-config instructions, `helpers`
+//! the shared expansion and owner helpers.
 
 mod config;
 mod copy;
@@ -20,11 +22,13 @@ pub use stages::{base_images, stage_names};
 
 use crate::ast::{Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
+use crate::instructions::{self, Command, InstructionError};
+use copy::CopyRequest;
 use rbuild_llb::{
     Definition, Entitlements, ExtraHost, NetworkMode, Op, SourceLocation, SourceOp, VertexIndex,
 };
 use rbuild_oci::{Digest, History, ImageConfig};
-use stages::{find_stage, needed_stages, split_meta, split_stages, StageDecl};
+use stages::{find_stage, needed_stages, split_stages, StageDecl};
 use state::StageState;
 use std::collections::{BTreeMap, HashMap};
 
@@ -122,25 +126,39 @@ impl ConvertError {
     }
 }
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// What a stage's instructions may refer to besides its own state: the stages converted so far,
-/// every declared stage, the index of the current one, and the resolved base images.
-#[derive(Clone, Copy)]
-struct StageCtx<'r> {
-    stages: &'r HashMap<usize, StageState>,
-    decls: &'r [StageDecl<'r>],
-    index: usize,
-    bases: &'r HashMap<String, BaseImage>,
+impl From<InstructionError> for ConvertError {
+    fn from(e: InstructionError) -> Self {
+        ConvertError {
+            message: e.to_string(),
+            span: Some(e.span()),
+            hint: e.hint(),
+        }
+    }
 }
 
-/// The graph being built, with what every stage shares (options, lexer, the build context).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The graph being built, with what every stage shares (options, lexer, the build context, the
+/// declared stages, the stages converted so far and the resolved base images) and where the
+/// conversion is (the current stage and step).
 struct Converter<'a> {
     df: &'a Dockerfile,
     opts: &'a ConvertOptions,
     lexer: Lexer,
     def: Definition,
     context: Option<VertexIndex>,
+    /// Every declared stage.
+    decls: &'a [StageDecl<'a>],
+    /// The global ARGs with their values.
+    meta: &'a [(String, String)],
+    /// The resolved base images.
+    bases: &'a HashMap<String, BaseImage>,
+    /// The stages converted so far, by index.
+    done: HashMap<usize, StageState>,
+    /// The index of the stage being converted.
+    index: usize,
+    /// The current step and the stage's step count, for step names (`[name 2/5]`).
+    step: (usize, usize),
 }
 
 impl<'a> Converter<'a> {
@@ -228,13 +246,9 @@ impl<'a> Converter<'a> {
         }
     }
 
-    fn step_name(
-        &self,
-        state: &StageState,
-        step: usize,
-        total: usize,
-        inst: &Instruction,
-    ) -> String {
+    /// The progress name of the current step: `[stage n/total] instruction`.
+    fn step_name(&self, state: &StageState, inst: &Instruction) -> String {
+        let (step, total) = self.step;
         format!(
             "[{} {}/{}] {}",
             state.name,
@@ -245,25 +259,24 @@ impl<'a> Converter<'a> {
     }
 
     /// Converts one instruction of a stage: a dispatch to the per-instruction functions.
-    fn instruction(
-        &mut self,
-        state: &mut StageState,
-        inst: &Instruction,
-        step: usize,
-        total: usize,
-        refs: StageCtx<'_>,
-    ) -> Result<(), ConvertError> {
+    fn instruction(&mut self, state: &mut StageState, cmd: &Command) -> Result<(), ConvertError> {
+        let inst = match cmd {
+            Command::Run(run) => return self.run(state, run),
+            Command::Copy(copy) => return self.copy(state, &CopyRequest::from_copy(copy)),
+            Command::Add(add) => return self.copy(state, &CopyRequest::from_add(add)),
+            Command::Healthcheck(hc) => return self.healthcheck(state, hc),
+            Command::From(from) => {
+                return Err(ConvertError::at(&from.inst.span, "unexpected FROM"))
+            }
+            Command::Plain(inst) => *inst,
+        };
         match inst.kind {
             InstructionKind::Env => self.env(state, inst),
             InstructionKind::Arg => self.arg(state, inst),
             InstructionKind::Label => self.label(state, inst),
             InstructionKind::Maintainer => self.maintainer(state, inst),
-            InstructionKind::Workdir => self.workdir(state, inst, step, total),
+            InstructionKind::Workdir => self.workdir(state, inst),
             InstructionKind::User => self.user(state, inst),
-            InstructionKind::Run => self.run(state, inst, step, total, refs),
-            InstructionKind::Copy | InstructionKind::Add => {
-                self.copy(state, inst, step, total, refs)
-            }
             InstructionKind::Cmd | InstructionKind::Entrypoint => {
                 self.cmd_or_entrypoint(state, inst)
             }
@@ -271,14 +284,64 @@ impl<'a> Converter<'a> {
             InstructionKind::Volume => self.volume(state, inst),
             InstructionKind::Stopsignal => self.stopsignal(state, inst),
             InstructionKind::Shell => self.shell(state, inst),
-            InstructionKind::Healthcheck => self.healthcheck(state, inst),
             InstructionKind::Onbuild => self.onbuild(state, inst),
-            InstructionKind::From => Err(ConvertError::at(&inst.span, "unexpected FROM")),
+            // Typed above (`instructions::parse` never makes these `Plain`).
+            InstructionKind::Run
+            | InstructionKind::Copy
+            | InstructionKind::Add
+            | InstructionKind::Healthcheck
+            | InstructionKind::From => Err(ConvertError::at(
+                &inst.span,
+                format!("unexpected untyped {}", inst.kind),
+            )),
         }
     }
 
+    /// The stage converted so far whose index is `i` (an earlier stage), for `FROM stage`,
+    /// `COPY --from` and `RUN --mount from=`.
+    fn built_stage(&self, i: usize, name: &str, span: &Span) -> Result<&StageState, ConvertError> {
+        self.done
+            .get(&i)
+            .ok_or_else(|| ConvertError::at(span, format!("stage {name} was not built")))
+    }
+
+    /// An image source vertex for a resolved base image named `name` (`COPY --from=image`,
+    /// `RUN --mount from=image`).
+    fn image_source(
+        &mut self,
+        state: &StageState,
+        name: &str,
+        span: &Span,
+    ) -> Result<VertexIndex, ConvertError> {
+        let base = self
+            .bases
+            .get(name)
+            .ok_or_else(|| ConvertError::at(span, format!("image {name} was not resolved")))?;
+        let label = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
+        let op = Op::Source(SourceOp::Image {
+            reference: base.reference.clone(),
+            digest: Some(base.digest.clone()),
+        });
+        let location = self.location(span);
+        Ok(self.def.add(op, vec![], label, location))
+    }
+
+    /// The vertex a `--from` / `from=` value names: an earlier stage or a resolved image.
+    fn named_vertex(
+        &mut self,
+        state: &StageState,
+        from: &str,
+        span: &Span,
+    ) -> Result<VertexIndex, ConvertError> {
+        match find_stage(self.decls, from, self.index) {
+            Some(i) => Ok(self.built_stage(i, from, span)?.vertex),
+            None => self.image_source(state, from, span),
+        }
+    }
+
+    /// The global ARGs (platform ARGs first), for `--from` values and stage ARG defaults.
     fn meta(&self) -> Vec<(String, String)> {
-        split_meta(self.df, self.opts)
+        self.meta.to_vec()
     }
 }
 
@@ -295,72 +358,24 @@ pub fn convert(
     let mut conv = Converter {
         df,
         opts,
-        lexer: Lexer::new(df.directives.escape),
+        lexer,
         def: Definition::new(),
         context: None,
+        decls: &parsed.stages,
+        meta: &parsed.meta,
+        bases,
+        done: HashMap::new(),
+        index: 0,
+        step: (0, 0),
     };
-    let mut done: HashMap<usize, StageState> = HashMap::new();
     for (index, decl) in parsed.stages.iter().enumerate() {
-        if !needed.contains(&index) {
-            continue;
+        if needed.contains(&index) {
+            conv.index = index;
+            let state = conv.stage(decl)?;
+            conv.done.insert(index, state);
         }
-        let label = decl
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{index}"));
-        let total = decl.body.len() + 1;
-        let mut state = if decl.base == "scratch" {
-            conv.scratch_state()
-        } else if let Some(i) = find_stage(&parsed.stages, &decl.base, index) {
-            let mut s = done.get(&i).cloned().ok_or_else(|| {
-                ConvertError::at(
-                    &decl.from.span,
-                    format!("stage {} was not built", decl.base),
-                )
-            })?;
-            s.args.clear();
-            s.cmd_set = false;
-            s
-        } else {
-            let base = bases.get(&decl.base).ok_or_else(|| {
-                ConvertError::at(
-                    &decl.from.span,
-                    format!("image {} was not resolved", decl.base),
-                )
-            })?;
-            conv.image_state(base, &format!("{label} 1/{total}"), &decl.from.span)
-        };
-        state.name = label;
-        // ONBUILD triggers of the base run first and are not inherited.
-        let triggers = state.config.config.on_build.take().unwrap_or_default();
-        let mut trigger_insts = Vec::new();
-        for t in &triggers {
-            let parsed_trigger = crate::parse(&format!("{t}\n")).map_err(|e| {
-                ConvertError::at(
-                    &decl.from.span,
-                    format!("invalid ONBUILD trigger `{t}`: {}", e.message),
-                )
-            })?;
-            for mut inst in parsed_trigger.instructions {
-                inst.span = decl.from.span;
-                trigger_insts.push(inst);
-            }
-        }
-        let refs = StageCtx {
-            stages: &done,
-            decls: &parsed.stages,
-            index,
-            bases,
-        };
-        for inst in &trigger_insts {
-            conv.instruction(&mut state, inst, 1, total, refs)?;
-        }
-        for (step, inst) in decl.body.iter().enumerate() {
-            conv.instruction(&mut state, inst, step + 2, total, refs)?;
-        }
-        done.insert(index, state);
     }
-    let final_state = done.remove(&target).ok_or_else(|| ConvertError {
+    let final_state = conv.done.remove(&target).ok_or_else(|| ConvertError {
         message: "target stage was not converted".into(),
         span: None,
         hint: None,
@@ -378,4 +393,70 @@ pub fn convert(
         target: final_state.vertex,
         config,
     })
+}
+
+impl Converter<'_> {
+    /// Converts one stage: its base (scratch, an earlier stage or an image), the ONBUILD
+    /// triggers of that base, then its own instructions.
+    fn stage(&mut self, decl: &StageDecl<'_>) -> Result<StageState, ConvertError> {
+        let index = self.index;
+        let label = decl
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"));
+        let total = decl.body.len() + 1;
+        let mut state = if decl.base == "scratch" {
+            self.scratch_state()
+        } else if let Some(i) = find_stage(self.decls, &decl.base, index) {
+            let mut s = self.built_stage(i, &decl.base, &decl.from.span)?.clone();
+            s.args.clear();
+            s.cmd_set = false;
+            s
+        } else {
+            let base = self.bases.get(&decl.base).ok_or_else(|| {
+                ConvertError::at(
+                    &decl.from.span,
+                    format!("image {} was not resolved", decl.base),
+                )
+            })?;
+            self.image_state(base, &format!("{label} 1/{total}"), &decl.from.span)
+        };
+        state.name = label;
+        // ONBUILD triggers of the base run first and are not inherited.
+        let triggers = state.config.config.on_build.take().unwrap_or_default();
+        let mut trigger_insts = Vec::new();
+        for t in &triggers {
+            let parsed_trigger = crate::parse(&format!("{t}\n")).map_err(|e| {
+                ConvertError::at(
+                    &decl.from.span,
+                    format!("invalid ONBUILD trigger `{t}`: {}", e.message),
+                )
+            })?;
+            for mut inst in parsed_trigger.instructions {
+                // The trigger's text is not in this Dockerfile: every position is the FROM's.
+                inst.span = decl.from.span;
+                for flag in &mut inst.flags {
+                    flag.span = decl.from.span;
+                }
+                trigger_insts.push((t, inst));
+            }
+        }
+        self.step = (1, total);
+        for (t, inst) in &trigger_insts {
+            let cmd = instructions::parse(inst).map_err(|e| {
+                let hint = e.hint();
+                ConvertError {
+                    message: format!("invalid ONBUILD trigger `{t}`: {e}"),
+                    span: Some(decl.from.span),
+                    hint,
+                }
+            })?;
+            self.instruction(&mut state, &cmd)?;
+        }
+        for (step, cmd) in decl.body.iter().enumerate() {
+            self.step = (step + 2, total);
+            self.instruction(&mut state, cmd)?;
+        }
+        Ok(state)
+    }
 }

@@ -2,14 +2,14 @@
 //! entitlements, `--mount` wiring into the exec vertex, and the environment (proxy ARGs kept out
 //! of the cache key).
 
-use super::helpers::{expand, last_flag, lookup, words_of};
-use super::stages::find_stage;
+use super::helpers::{args_words, expand, lookup};
 use super::state::{join_path, StageState};
-use super::{ConvertError, Converter, StageCtx, DEFAULT_PATH};
-use crate::ast::{Args, Instruction, Span};
+use super::{ConvertError, Converter, DEFAULT_PATH};
+use crate::ast::{Args, Flag, Instruction, Span};
+use crate::instructions::RunCmd;
 use rbuild_llb::{
     CacheMountOpt, Entitlement, ExecMount, ExecOp, MountType, NetworkMode, Op, SecretMountOpt,
-    SecurityMode, SourceOp, VertexIndex,
+    SecurityMode, VertexIndex,
 };
 
 /// The predefined proxy ARGs, which reach RUN without being part of its cache key.
@@ -49,43 +49,18 @@ impl Converter<'_> {
         out
     }
 
-    /// The vertex a `--mount from=` names: an earlier stage or an image.
+    /// The vertex a `--mount from=` names: an earlier stage or an image, the name expanded
+    /// against the global ARGs, then the stage's ARG/ENV.
     fn mount_from_vertex(
         &mut self,
         state: &StageState,
         from: &str,
         span: &Span,
-        refs: StageCtx<'_>,
     ) -> Result<VertexIndex, ConvertError> {
-        let StageCtx {
-            stages,
-            decls,
-            index,
-            bases,
-        } = refs;
-        // Global ARGs, then the stage's ARG/ENV.
         let mut vars = self.meta();
         vars.extend(state.vars());
         let from = expand(&self.lexer, from, &vars, span)?;
-        if let Some(i) = find_stage(decls, &from, index) {
-            return stages
-                .get(&i)
-                .map(|s| s.vertex)
-                .ok_or_else(|| ConvertError::at(span, format!("stage {from} was not built")));
-        }
-        let base = bases
-            .get(&from)
-            .ok_or_else(|| ConvertError::at(span, format!("image {from} was not resolved")))?;
-        let name = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
-        Ok(self.def.add(
-            Op::Source(SourceOp::Image {
-                reference: base.reference.clone(),
-                digest: Some(base.digest.clone()),
-            }),
-            vec![],
-            name,
-            self.location(span),
-        ))
+        self.named_vertex(state, &from, span)
     }
 
     /// The `--mount` flags of a RUN as exec mounts, and the extra vertex inputs they use
@@ -93,14 +68,13 @@ impl Converter<'_> {
     fn run_mounts(
         &mut self,
         state: &StageState,
-        inst: &Instruction,
-        refs: StageCtx<'_>,
+        run: &RunCmd,
     ) -> Result<(Vec<ExecMount>, Vec<VertexIndex>), ConvertError> {
-        let span = &inst.span;
+        let span = &run.inst.span;
         let vars = state.vars();
         let mut mounts = Vec::new();
         let mut extra: Vec<VertexIndex> = Vec::new();
-        for f in inst.flags.iter().filter(|f| f.name == "mount") {
+        for f in &run.mounts {
             let lexer = &self.lexer;
             let mut ex = |w: &str| -> Result<String, String> {
                 lexer
@@ -126,7 +100,7 @@ impl Converter<'_> {
             let source_vertex = match (&m.kind, &m.from) {
                 (MountType::Bind, None) => Some(self.context()),
                 (MountType::Bind | MountType::Cache, Some(from)) => {
-                    Some(self.mount_from_vertex(state, from, span, refs)?)
+                    Some(self.mount_from_vertex(state, from, span)?)
                 }
                 _ => None,
             };
@@ -184,35 +158,13 @@ impl Converter<'_> {
         Ok((mounts, extra))
     }
 
-    /// RUN: one exec vertex on the stage, with its mounts' sources as extra inputs.
-    pub(super) fn run(
-        &mut self,
-        state: &mut StageState,
-        inst: &Instruction,
-        step: usize,
-        total: usize,
-        refs: StageCtx<'_>,
-    ) -> Result<(), ConvertError> {
-        let span = &inst.span;
-        let (mounts, extra_inputs) = self.run_mounts(state, inst, refs)?;
-        let args = match &inst.args {
-            Args::Exec(v) => v.clone(),
-            Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
-            Args::Shell(s) => {
-                let mut a = state.shell();
-                a.push(s.clone());
-                a
-            }
-            other => words_of(&Instruction {
-                args: other.clone(),
-                ..inst.clone()
-            }),
-        };
-        if args.is_empty() {
-            return Err(ConvertError::at(span, "RUN requires at least one argument"));
-        }
-        let network_flag = last_flag(inst, "network");
-        let network = match network_flag.map(|f| f.value.as_deref().unwrap_or("")) {
+    /// The network and security modes of a RUN, checked against the granted entitlements.
+    /// Only an explicit Dockerfile flag is checked here (as buildx), so the caret points at it;
+    /// `--network=host` on the command line grants network.host itself.
+    fn run_modes(&self, run: &RunCmd) -> Result<(NetworkMode, SecurityMode), ConvertError> {
+        let span = &run.inst.span;
+        let value = |f: Option<&Flag>| f.map(|f| f.value.clone().unwrap_or_default());
+        let network = match value(run.network).as_deref() {
             None | Some("default") => self.opts.network,
             Some("host") => NetworkMode::Host,
             Some("none") => NetworkMode::None,
@@ -223,8 +175,7 @@ impl Converter<'_> {
                 ))
             }
         };
-        let security_flag = last_flag(inst, "security");
-        let security = match security_flag.map(|f| f.value.as_deref().unwrap_or("")) {
+        let security = match value(run.security).as_deref() {
             None | Some("sandbox") => SecurityMode::Sandbox,
             Some("insecure") => SecurityMode::Insecure,
             Some(other) => {
@@ -234,9 +185,7 @@ impl Converter<'_> {
                 ))
             }
         };
-        // Entitlements (as buildx): only an explicit Dockerfile flag is checked here, so the
-        // caret points at it; `--network=host` on the command line grants network.host itself.
-        if let Some(f) = network_flag.filter(|_| network == NetworkMode::Host) {
+        if let Some(f) = run.network.filter(|_| network == NetworkMode::Host) {
             if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
                 return Err(not_entitled(
                     &f.span,
@@ -245,7 +194,7 @@ impl Converter<'_> {
                 ));
             }
         }
-        if let Some(f) = security_flag.filter(|_| security == SecurityMode::Insecure) {
+        if let Some(f) = run.security.filter(|_| security == SecurityMode::Insecure) {
             if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
                 return Err(not_entitled(
                     &f.span,
@@ -254,62 +203,90 @@ impl Converter<'_> {
                 ));
             }
         }
-        let user = state.config.config.user.clone().unwrap_or_default();
-        // Proxy build args reach the process but stay out of the cache key (BuildKit's ProxyEnv).
+        Ok((network, security))
+    }
+
+    /// The environment of a RUN split into what counts for the cache key and the proxy
+    /// variables, which reach the process but stay out of the key (BuildKit's ProxyEnv).
+    fn run_env_split(&self, state: &StageState) -> (Vec<String>, Vec<String>) {
+        let env = state.env();
         let is_proxy = |kv: &String| {
             let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(kv.as_str());
-            PROXY_ARGS.contains(&key) && !state.env().iter().any(|(k, _)| k == key)
+            PROXY_ARGS.contains(&key) && !env.iter().any(|(k, _)| k == key)
         };
-        let (mut proxy_env, env): (Vec<String>, Vec<String>) =
+        let (mut proxy_env, keyed): (Vec<String>, Vec<String>) =
             self.run_env(state).into_iter().partition(is_proxy);
         // Proxy args are predefined: a --build-arg reaches RUN without an ARG line.
         for key in PROXY_ARGS {
             let declared = proxy_env
                 .iter()
                 .any(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
-            let in_env = state.env().iter().any(|(k, _)| k == key);
+            let in_env = env.iter().any(|(k, _)| k == key);
             if let (false, false, Some(value)) = (declared, in_env, self.opts.build_args.get(key)) {
                 proxy_env.push(format!("{key}={value}"));
             }
         }
-        let op = Op::Exec(ExecOp {
-            args: args.clone(),
-            env,
-            cwd: state.workdir(),
-            user,
-            network,
-            security,
-            extra_hosts: self.opts.extra_hosts.clone(),
-            mounts,
-            proxy_env,
-        });
-        let name = self.step_name(state, step, total, inst);
-        let mut inputs = vec![state.vertex];
-        inputs.extend(extra_inputs);
-        state.vertex = self.def.add(op, inputs, name, self.location(span));
-        let env_names: Vec<&(String, String)> = state
+        (keyed, proxy_env)
+    }
+
+    /// The history line of a RUN: BuildKit's `RUN |N K=V ... cmd # buildkit`, where the
+    /// `|N` prefix lists the stage ARGs that ENV does not shadow.
+    fn run_history(&self, state: &mut StageState, inst: &Instruction, args: &[String]) {
+        let env = state.env();
+        let arg_values: Vec<String> = state
             .args
             .iter()
-            .filter(|(k, _)| !state.env().iter().any(|(ek, _)| ek == k))
+            .filter(|(k, _)| !env.iter().any(|(ek, _)| ek == k))
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let prefix = if env_names.is_empty() {
+        let prefix = if arg_values.is_empty() {
             String::new()
         } else {
-            format!(
-                "|{} {} ",
-                env_names.len(),
-                env_names
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
+            format!("|{} {} ", arg_values.len(), arg_values.join(" "))
         };
         let shown = match &inst.args {
             Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
             _ => args.join(" "),
         };
         self.history(state, format!("RUN {prefix}{shown} # buildkit"), false);
+    }
+
+    /// RUN: one exec vertex on the stage, with its mounts' sources as extra inputs.
+    pub(super) fn run(&mut self, state: &mut StageState, run: &RunCmd) -> Result<(), ConvertError> {
+        let inst = run.inst;
+        let span = &inst.span;
+        let (mounts, extra_inputs) = self.run_mounts(state, run)?;
+        let args = match &inst.args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) if !inst.heredocs.is_empty() => self.heredoc_args(state, s, inst),
+            Args::Shell(s) => {
+                let mut a = state.shell();
+                a.push(s.clone());
+                a
+            }
+            other => args_words(other),
+        };
+        if args.is_empty() {
+            return Err(ConvertError::at(span, "RUN requires at least one argument"));
+        }
+        let (network, security) = self.run_modes(run)?;
+        let (env, proxy_env) = self.run_env_split(state);
+        let op = Op::Exec(ExecOp {
+            args: args.clone(),
+            env,
+            cwd: state.workdir(),
+            user: state.config.config.user.clone().unwrap_or_default(),
+            network,
+            security,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            mounts,
+            proxy_env,
+        });
+        let name = self.step_name(state, inst);
+        let mut inputs = vec![state.vertex];
+        inputs.extend(extra_inputs);
+        state.vertex = self.def.add(op, inputs, name, self.location(span));
+        self.run_history(state, inst, &args);
         Ok(())
     }
 

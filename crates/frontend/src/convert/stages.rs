@@ -1,10 +1,11 @@
 //! Stage declarations and selection: global ARGs and FROM expansion, the `--target` stage,
 //! and the stages and base images it needs (through FROM, `COPY --from` and `RUN --mount from=`).
 
-use super::helpers::{expand, flag, last_flag, words_of};
+use super::helpers::{expand, words_of};
 use super::{ConvertError, ConvertOptions};
 use crate::ast::{Args, Dockerfile, Instruction, InstructionKind};
 use crate::expand::Lexer;
+use crate::instructions::{self, Command, RunCmd};
 use std::collections::BTreeSet;
 
 /// The predefined platform ARGs (rbuild builds linux/amd64 only).
@@ -32,8 +33,8 @@ pub(super) struct StageDecl<'a> {
     pub(super) base: String,
     /// The FROM instruction.
     pub(super) from: &'a Instruction,
-    /// The instructions after FROM.
-    pub(super) body: Vec<&'a Instruction>,
+    /// The instructions after FROM, with their flags checked.
+    pub(super) body: Vec<Command<'a>>,
 }
 
 /// The global ARGs (with the platform ARGs first) and the declared stages.
@@ -45,6 +46,8 @@ pub(super) struct Parsed<'a> {
 }
 
 /// Splits the Dockerfile into global ARGs and stages, expanding each FROM against the globals.
+/// Every instruction's flags are checked here, in source order, in every stage (needed by the
+/// target or not), as BuildKit parses all instructions before it selects stages.
 pub(super) fn split_stages<'a>(
     df: &'a Dockerfile,
     opts: &ConvertOptions,
@@ -53,6 +56,7 @@ pub(super) fn split_stages<'a>(
     let mut meta: Vec<(String, String)> = platform_args();
     let mut stages: Vec<StageDecl> = Vec::new();
     for inst in &df.instructions {
+        let cmd = instructions::parse(inst)?;
         match inst.kind {
             InstructionKind::From => {
                 let words = words_of(inst);
@@ -94,7 +98,7 @@ pub(super) fn split_stages<'a>(
                 });
             }
             _ => match stages.last_mut() {
-                Some(stage) => stage.body.push(inst),
+                Some(stage) => stage.body.push(cmd),
                 None if inst.kind == InstructionKind::Arg => {
                     if let Args::KeyValues(kvs) = &inst.args {
                         for kv in kvs {
@@ -194,16 +198,17 @@ pub(super) fn stage_refs(
             None => images.push(stage.base.clone()),
         }
     }
-    for inst in &stage.body {
-        let mut froms: Vec<String> = Vec::new();
-        if matches!(inst.kind, InstructionKind::Copy | InstructionKind::Add) {
-            if let Some(from) = flag(inst, "from") {
-                froms.push(from.to_string());
-            }
-        }
-        if inst.kind == InstructionKind::Run {
-            froms.extend(run_mount_froms(inst));
-        }
+    for cmd in &stage.body {
+        let inst = cmd.inst();
+        let froms: Vec<String> = match cmd {
+            Command::Copy(copy) => copy
+                .from
+                .map(|f| f.value.clone().unwrap_or_default())
+                .into_iter()
+                .collect(),
+            Command::Run(run) => run_mount_froms(run),
+            _ => Vec::new(),
+        };
         for from in &froms {
             {
                 let from = expand(lexer, from, &parsed.meta, &inst.span)?;
@@ -228,10 +233,9 @@ pub(super) fn stage_refs(
 }
 
 /// The `from=` values (not yet expanded) of a RUN's `--mount` flags.
-pub(super) fn run_mount_froms(inst: &Instruction) -> Vec<String> {
-    inst.flags
+fn run_mount_froms(run: &RunCmd) -> Vec<String> {
+    run.mounts
         .iter()
-        .filter(|f| f.name == "mount")
         .filter_map(|f| {
             let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
             crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
@@ -244,9 +248,9 @@ pub(super) fn run_mount_froms(inst: &Instruction) -> Vec<String> {
 /// Refuses variables in `COPY --from` and `RUN --mount from=` in every stage (needed or not), as
 /// BuildKit does: the way to parametrise a source stage is an ARG in a `FROM ${VAR} AS src` stage.
 fn check_from_flags(parsed: &Parsed, lexer: &Lexer) -> Result<(), ConvertError> {
-    for inst in parsed.stages.iter().flat_map(|s| s.body.iter()) {
-        if matches!(inst.kind, InstructionKind::Copy | InstructionKind::Add) {
-            if let Some(f) = last_flag(inst, "from") {
+    for cmd in parsed.stages.iter().flat_map(|s| s.body.iter()) {
+        if let Command::Copy(copy) = cmd {
+            if let Some(f) = copy.from {
                 let raw = f.value.as_deref().unwrap_or("");
                 // BuildKit expands the word with no variables at all: any change means it held
                 // an expansion.
@@ -259,8 +263,8 @@ fn check_from_flags(parsed: &Parsed, lexer: &Lexer) -> Result<(), ConvertError> 
                 }
             }
         }
-        if inst.kind == InstructionKind::Run {
-            for f in inst.flags.iter().filter(|f| f.name == "mount") {
+        if let Command::Run(run) = cmd {
+            for f in &run.mounts {
                 let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
                 let from = crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
                     .ok()
@@ -310,11 +314,6 @@ pub fn base_images(df: &Dockerfile, opts: &ConvertOptions) -> Result<Vec<String>
     let parsed = split_stages(df, opts)?;
     let lexer = Lexer::new(df.directives.escape);
     Ok(needed_stages(&parsed, opts, &lexer)?.2)
-}
-
-/// The global ARGs (empty when the Dockerfile does not split into stages).
-pub(super) fn split_meta(df: &Dockerfile, opts: &ConvertOptions) -> Vec<(String, String)> {
-    split_stages(df, opts).map(|p| p.meta).unwrap_or_default()
 }
 
 /// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.

@@ -2,7 +2,6 @@
 //! change it: ENV, ARG, WORKDIR, USER and SHELL.
 
 use super::helpers::{expand, parse_chown, words_of};
-use super::stages::split_meta;
 use super::{ConvertError, Converter};
 use crate::ast::{Args, Instruction};
 use rbuild_llb::{FileAction, FileOp, MkdirAction, Op, VertexIndex};
@@ -134,7 +133,7 @@ impl Converter<'_> {
             return Err(ConvertError::at(span, "ARG requires exactly one argument"));
         };
         let mut shown = Vec::new();
-        let meta = split_meta(self.df, self.opts);
+        let meta = self.meta();
         for kv in kvs {
             let default = match &kv.value {
                 Some(v) => Some(expand(&self.lexer, v, &state.vars(), span)?),
@@ -163,8 +162,6 @@ impl Converter<'_> {
         &mut self,
         state: &mut StageState,
         inst: &Instruction,
-        step: usize,
-        total: usize,
     ) -> Result<(), ConvertError> {
         let span = &inst.span;
         let vars = state.vars();
@@ -187,7 +184,7 @@ impl Converter<'_> {
                 owner,
             })],
         });
-        let name = self.step_name(state, step, total, inst);
+        let name = self.step_name(state, inst);
         state.vertex = self
             .def
             .add(op, vec![state.vertex], name, self.location(span));

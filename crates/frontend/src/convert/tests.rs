@@ -1,7 +1,7 @@
 //! Unit tests of the converter: path, port, duration and flag helpers, and whole conversions.
 
 use super::config::{parse_duration_ns, parse_ports};
-use super::copy::{url_filename, valid_symbolic_mode};
+use super::copy::url_filename;
 use super::state::join_path;
 use super::*;
 use rbuild_llb::{ExecOp, SecurityMode};
@@ -31,12 +31,6 @@ fn ports_and_durations() {
 
 #[test]
 fn copy_flag_helpers() {
-    for ok in ["u+x", "u+x,g-w,o=r", "a=rX", "go=u", "+x", "ug+rw-x", "o="] {
-        assert!(valid_symbolic_mode(ok), "{ok}");
-    }
-    for bad in ["", "u", "x+r", "u+q", "u+r,", "rwx"] {
-        assert!(!valid_symbolic_mode(bad), "{bad}");
-    }
     assert_eq!(url_filename("https://h/a/b.tar.gz?x=1#f"), "b.tar.gz");
     assert_eq!(url_filename("http://h:8080/dir/"), "dir");
     assert_eq!(url_filename("http://h"), "__unnamed__");

@@ -2,8 +2,8 @@
 //! symbolic), symlinks kept as links, hardlink groups kept as links, device nodes recreated,
 //! mtimes preserved, and the `.dockerignore` / `--exclude` filters applied while walking.
 
-use super::chmod::SymbolicMode;
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
+use rbuild_llb::SymbolicMode;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;

@@ -1,10 +1,10 @@
 //! File operations done by rbuild itself inside a mounted rootfs: the COPY/ADD and WORKDIR/mkdir
 //! entry points the worker calls. The parts live in submodules by concern: `paths` (resolving
-//! inside a root, mkdir -p), `sources` (source wildcards and `--parents`), `chmod` (symbolic
-//! modes), `copy` (tree copy with ownership and modes) and `archive` (ADD's tar extraction).
+//! inside a root, mkdir -p), `sources` (source wildcards and `--parents`), `copy` (tree copy with
+//! ownership and modes) and `archive` (ADD's tar extraction). Symbolic `--chmod` modes are
+//! [`rbuild_llb::SymbolicMode`], the grammar the frontend validates with.
 
 mod archive;
-mod chmod;
 mod copy;
 mod paths;
 mod sources;
@@ -12,9 +12,9 @@ mod sources;
 mod tests;
 
 pub use crate::glob::{glob_match, has_wildcard};
-pub use chmod::SymbolicMode;
 pub use copy::CopySettings;
 pub use paths::{mkdir_all, resolve_in_root};
+pub use rbuild_llb::SymbolicMode;
 pub use sources::{expand_sources, parents_pivot, parents_target};
 
 use archive::try_unpack;

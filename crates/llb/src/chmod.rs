@@ -1,5 +1,11 @@
-//! `COPY --chmod` modes in chmod(1)'s symbolic form (`u+x,g-w,o=r`); octal modes are plain
-//! numbers carried in [`super::CopySettings::mode`].
+//! `COPY --chmod` modes in chmod(1)'s symbolic form (`u+x,g-w,o=r`): the one grammar that the
+//! frontend checks a flag against and the worker applies to copied entries. Octal modes are
+//! plain numbers carried in [`crate::CopyAction::mode`].
+
+/// A `--chmod` value that is neither octal nor a valid symbolic mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chmod parameter: {0}")]
+pub struct InvalidMode(pub String);
 
 /// A parsed symbolic mode (`u+x,g-w,o=r`, `a=rX`, `go=u`) as chmod(1) and BSD setmode(3) read
 /// it, without a umask (BuildKit applies none); applied to each copied entry's own mode.
@@ -25,8 +31,8 @@ enum ModePerm {
 
 impl SymbolicMode {
     /// Parses a comma-separated list of `[ugoa]*([-+=]([rwxXst]*|[ugo]))+` clauses.
-    pub fn parse(s: &str) -> Result<SymbolicMode, String> {
-        let bad = || format!("invalid chmod parameter: {s}");
+    pub fn parse(s: &str) -> Result<SymbolicMode, InvalidMode> {
+        let bad = || InvalidMode(s.to_string());
         let mut clauses = Vec::new();
         for clause in s.split(',') {
             let b = clause.as_bytes();
@@ -149,8 +155,23 @@ mod tests {
             SymbolicMode::parse("ug=rw,o=").unwrap().apply(0o777, false),
             0o660
         );
-        for bad in ["", "u", "x+r", "u+q", "u+r,", "755x", "u!r"] {
-            assert!(SymbolicMode::parse(bad).is_err(), "{bad} must be rejected");
+        for bad in [
+            "", "u", "x+r", "u+q", "u+r,", "755x", "u!r", "u+r,,g+w", "rwx",
+        ] {
+            assert_eq!(
+                SymbolicMode::parse(bad),
+                Err(InvalidMode(bad.to_string())),
+                "{bad} must be rejected"
+            );
         }
+        for ok in [
+            "u+x", "g-w,o=r", "a=rX", "+x", "go=u-w", "u+s,+t", "ug=rw,o=", "ug+rw-x", "o=",
+        ] {
+            assert!(SymbolicMode::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            InvalidMode("u!r".into()).to_string(),
+            "invalid chmod parameter: u!r"
+        );
     }
 }
