@@ -169,6 +169,14 @@ pub fn require_root() -> Result<bool, TestError> {
     Ok(false)
 }
 
+/// The `DOCKER_CONFIG` directory a test's rbuild (or other docker client) runs with by default:
+/// `scope/no-docker-config`, under the test's own temp directory (usually its `--root`), which
+/// does not exist, so the client sees no `config.json` (anonymous, no credential helpers) instead
+/// of reading the host's `~/.docker/config.json`. Tests of credentials set their own.
+pub fn isolated_docker_config(scope: &Path) -> PathBuf {
+    scope.join("no-docker-config")
+}
+
 /// How many files (not directories) are below `dir`, e.g. temp files a store left behind in
 /// its per-owner temp directories; 0 when `dir` does not exist.
 pub fn files_below(dir: &Path) -> usize {

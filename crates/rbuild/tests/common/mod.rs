@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use rbuild_testsupport::{registry_with_busybox, require_root, TestRegistry};
+use rbuild_testsupport::{
+    isolated_docker_config, registry_with_busybox, require_root, TestRegistry,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,17 +42,53 @@ pub fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// `rbuild --root ROOT` with `DOCKER_CONFIG` pointing below ROOT (no config.json there), so the
+/// host's `~/.docker/config.json` never leaks into a test; a test of credentials sets its own
+/// `DOCKER_CONFIG` on the returned command, which wins.
+pub fn rbuild_at(root: &Path) -> Command {
+    let mut cmd = Command::new(RBUILD);
+    cmd.arg("--root")
+        .arg(root)
+        .env("DOCKER_CONFIG", isolated_docker_config(root));
+    cmd
+}
+
 /// `rbuild --root ROOT build --progress=json --build-arg BASE=... EXTRA... CONTEXT`.
 pub fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
     let base_arg = format!("BASE={base}");
-    Command::new(RBUILD)
-        .arg("--root")
-        .arg(root)
+    rbuild_at(root)
         .args(["build", "--progress=json", "--build-arg", &base_arg])
         .args(extra)
         .arg(context)
         .output()
         .expect("run rbuild")
+}
+
+/// rbuild's stderr as text.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails the test unless rbuild failed the way a user error fails: exit code 1 (a panic exits
+/// 101, a clap usage error 2, a signal has none) with `needle` in its stderr; returns the stderr.
+pub fn assert_fails_with(out: &Output, needle: &str) -> String {
+    let err = stderr_text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1 and {needle:?}, got {:?}:\nstdout:\n{}\nstderr:\n{err}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert!(
+        err.contains(needle),
+        "expected {needle:?} in rbuild's stderr:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked at"),
+        "rbuild panicked:\n{err}"
+    );
+    err
 }
 
 /// Fails the test with rbuild's output unless it succeeded.
