@@ -84,10 +84,7 @@ pub fn assert_fails_with(out: &Output, needle: &str) -> String {
         err.contains(needle),
         "expected {needle:?} in rbuild's stderr:\n{err}"
     );
-    assert!(
-        !err.contains("panicked at"),
-        "rbuild panicked:\n{err}"
-    );
+    assert!(!err.contains("panicked at"), "rbuild panicked:\n{err}");
     err
 }
 
