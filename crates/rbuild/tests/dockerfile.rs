@@ -13,9 +13,7 @@ mod common;
 use common::*;
 
 fn run(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(RBUILD)
-        .arg("--root")
-        .arg(root)
+    let mut child = rbuild_at(root)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

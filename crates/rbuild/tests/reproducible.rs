@@ -13,6 +13,10 @@ fn build(root: &Path, context: &Path, base: &str, via_build_arg: bool) -> rbuild
     let mut cmd = Command::new(RBUILD);
     cmd.arg("--root")
         .arg(root)
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(root),
+        )
         .args(["build", "-t", "repro:1", "--progress=plain", "--build-arg"])
         .arg(format!("BASE={base}"));
     if via_build_arg {
