@@ -349,11 +349,10 @@ fn default_network_cannot_listen_on_host_ports() {
     if env().is_none() {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Reserved (bound, not listening, SO_REUSEADDR) for the whole test: busybox nc, which sets
+    // SO_REUSEADDR too, can still listen on it, but no other process can take the port.
+    let reserved = rbuild_testsupport::RefusedPort::bind_shareable().unwrap();
+    let port = reserved.port();
     let ctx = context(&format!(
         "ARG BASE\nFROM $BASE\nRUN (nc -l -p {port} </dev/null >/dev/null &) ; sleep 3; echo l\"\"istened\n"
     ));

@@ -194,11 +194,9 @@ async fn missing_repository_and_tag_are_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_names_the_address() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held bound (not listening) until the end: nothing else can take the port meanwhile.
+    let refused = rbuild_testsupport::RefusedPort::bind().unwrap();
+    let port = refused.port();
     let client = RegistryClient::new().unwrap();
     let r = Reference::parse(&format!("127.0.0.1:{port}/x")).unwrap();
     let err = client.resolve(&r).await.unwrap_err();

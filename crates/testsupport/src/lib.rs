@@ -2,7 +2,8 @@
 //! a throwaway Debian `docker-registry` on a free loopback port ([`TestRegistry`]), a deterministic
 //! busybox base image as an OCI layout or rootfs tarball, pushing layouts with skopeo, and the
 //! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]),
-//! and a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]).
+//! a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]), and a port that refuses
+//! connections ([`RefusedPort`]).
 //!
 //! This root module owns the error type, running commands, finding tools and the skip helpers;
 //! the fixtures live in submodules and are re-exported here.
@@ -11,6 +12,7 @@ mod busybox;
 mod layout;
 mod proxy;
 mod push;
+mod refused;
 mod registry;
 mod tls;
 mod token;
@@ -22,6 +24,7 @@ pub use busybox::{
 pub use layout::{make_busybox_index_layout, make_busybox_layout};
 pub use proxy::{BlackHole, Fault, FaultProxy, FaultRule, LoggedRequest};
 pub use push::{push_layout, push_layout_with_creds, registry_with_busybox, skopeo_digest};
+pub use refused::RefusedPort;
 pub use registry::{RegistryOptions, TestRegistry};
 
 use std::fs;
