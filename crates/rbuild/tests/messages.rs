@@ -9,7 +9,9 @@
 mod common;
 
 use common::*;
-use rbuild_testsupport::{require_root, RegistryOptions, TestRegistry, REQUIRE_ROOT_ENV};
+use rbuild_testsupport::{
+    require_root, RefusedPort, RegistryOptions, TestRegistry, REQUIRE_ROOT_ENV,
+};
 use std::fs;
 use std::path::Path;
 use std::process::Output;
@@ -144,6 +146,22 @@ fn convert_error_stage_used_before_defined() {
         &rbuild_build(ctx.path(), &[]),
         1,
     );
+}
+
+#[test]
+fn unknown_copy_from_stage_is_pulled_and_hinted() {
+    // Like BuildKit, a `--from` that names no stage is an image; resolving `docker.io/library/
+    // buidler` goes to a proxy that refuses (never to the internet), and the error hints at the
+    // stage names.
+    let ctx = context("FROM scratch AS builder\nFROM scratch\nCOPY --from=buidler /a /b\n");
+    let root = tempfile::tempdir().unwrap();
+    let proxy = RefusedPort::bind().unwrap();
+    let mut cmd = rbuild_at(root.path());
+    no_internet(&mut cmd, &proxy)
+        .args(["build", "--progress=plain"])
+        .arg(ctx.path());
+    let out = cmd.output().expect("run rbuild");
+    snapshot("convert_copy_from_unknown_stage", &out, 1);
 }
 
 #[test]

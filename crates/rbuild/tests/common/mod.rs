@@ -53,6 +53,25 @@ pub fn rbuild_at(root: &Path) -> Command {
     cmd
 }
 
+/// Sends `cmd`'s registry traffic for anything but loopback to `proxy` (a [`RefusedPort`] the
+/// test holds) through the standard proxy variables, so a test whose Dockerfile names a Docker
+/// Hub image fails with "connection refused" instead of reaching the internet.
+///
+/// [`RefusedPort`]: rbuild_testsupport::RefusedPort
+pub fn no_internet<'c>(
+    cmd: &'c mut Command,
+    proxy: &rbuild_testsupport::RefusedPort,
+) -> &'c mut Command {
+    let url = format!("http://{}", proxy.addr());
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+        cmd.env(var, &url);
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env(var, "127.0.0.1,localhost");
+    }
+    cmd.env_remove("ALL_PROXY").env_remove("all_proxy")
+}
+
 /// `rbuild --root ROOT build --progress=json --build-arg BASE=... EXTRA... CONTEXT`.
 pub fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
     let base_arg = format!("BASE={base}");
