@@ -88,25 +88,6 @@ pub fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Fails the test unless rbuild failed the way a user error fails: exit code 1 (a panic exits
-/// 101, a clap usage error 2, a signal has none) with `needle` in its stderr; returns the stderr.
-pub fn assert_fails_with(out: &Output, needle: &str) -> String {
-    let err = stderr_text(out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit code 1 and {needle:?}, got {:?}:\nstdout:\n{}\nstderr:\n{err}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-    );
-    assert!(
-        err.contains(needle),
-        "expected {needle:?} in rbuild's stderr:\n{err}"
-    );
-    assert!(!err.contains("panicked at"), "rbuild panicked:\n{err}");
-    err
-}
-
 /// Fails the test with rbuild's output unless it succeeded.
 pub fn assert_ok(out: &Output) {
     assert!(
