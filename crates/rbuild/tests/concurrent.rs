@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_ok, ran_and_cached, RBUILD};
+use common::{assert_ok, ran_and_cached, rbuild_at};
 use rbuild_testsupport::{make_busybox_rootfs_tar, require_root};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -55,11 +55,8 @@ fn context(dir: &Path, name: &str, extra_bytes: usize) -> PathBuf {
 }
 
 fn rbuild(root: &Path, ctx: &Path, tag: &str) -> Command {
-    let mut cmd = Command::new(RBUILD);
-    cmd.arg("--root")
-        .arg(root)
-        .args(["build", "--progress=plain", "-t", tag])
-        .arg(ctx);
+    let mut cmd = rbuild_at(root);
+    cmd.args(["build", "--progress=plain", "-t", tag]).arg(ctx);
     cmd
 }
 
@@ -125,9 +122,7 @@ fn three_builds_on_a_fresh_root_five_times() {
             // A later build on the same root still works, and a rebuild is fully cached.
             let ctx = context(dir.path(), "delta", 0);
             assert_ok(&rbuild(&root, &ctx, "conc/delta:later").output().unwrap());
-            let again = Command::new(RBUILD)
-                .arg("--root")
-                .arg(&root)
+            let again = rbuild_at(&root)
                 .args(["build", "--progress=json", "-t", "conc/alpha:again"])
                 .arg(&ctxs[0])
                 .output()
@@ -271,9 +266,7 @@ fn the_same_step_in_two_builds_at_once_runs_once() {
     )
     .unwrap();
     let json = |tag: &str| {
-        Command::new(RBUILD)
-            .arg("--root")
-            .arg(&root)
+        rbuild_at(&root)
             .args(["build", "--progress=json", "-t", tag])
             .arg(&ctx)
             .stdout(Stdio::piped())

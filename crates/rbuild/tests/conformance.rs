@@ -56,6 +56,10 @@ fn conformance_cases_match_buildkit() {
         .args(["--builder", "rbuild"])
         .env("RBUILD", env!("CARGO_BIN_EXE_rbuild"))
         .env("RBUILD_ROOT", root.path())
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(root.path()),
+        )
         .env("CONFORMANCE_OUT", out_dir.path())
         .output()
         .expect("run conformance");

@@ -13,9 +13,7 @@ mod common;
 use common::*;
 
 fn run(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(RBUILD)
-        .arg("--root")
-        .arg(root)
+    let mut child = rbuild_at(root)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -371,9 +369,17 @@ fn unknown_copy_from_stage_names_the_stages() {
         "FROM scratch AS builder\nFROM scratch\nCOPY --from=buidler /x /x\n",
     )
     .unwrap();
-    let out = run(root.path(), &["build", ctx.path().to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1));
+    // `buidler` is pulled as docker.io/library/buidler: through a proxy that refuses, never the
+    // internet.
+    let proxy = rbuild_testsupport::RefusedPort::bind().unwrap();
+    let mut cmd = rbuild_at(root.path());
+    let out = no_internet(&mut cmd, &proxy)
+        .arg("build")
+        .arg(ctx.path())
+        .output()
+        .expect("run rbuild");
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("buidler") && err.contains("stages: builder"),
         "{err}"

@@ -13,12 +13,7 @@ mod common;
 use common::*;
 
 fn rbuild(root: &Path, args: &[&str]) -> Output {
-    Command::new(RBUILD)
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run rbuild")
+    rbuild_at(root).args(args).output().expect("run rbuild")
 }
 
 fn copy_dir(src: &Path, dst: &Path) {

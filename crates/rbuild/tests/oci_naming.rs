@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_ok, env, RBUILD};
+use common::{assert_ok, env, rbuild_at};
 use rbuild_testsupport::need_tool;
 use serde_json::Value;
 use std::fs;
@@ -230,7 +230,7 @@ fn oci_outputs_name_entries_by_tag_like_buildkit() {
         fs::read_to_string(store_bundle.join("rootfs/hello.txt")).unwrap(),
         "named\n"
     );
-    let images = run(Command::new(RBUILD).arg("--root").arg(&root).arg("images"));
+    let images = run(rbuild_at(&root).arg("images"));
     assert!(
         images.lines().any(|l| l.starts_with("app/x:1 ")),
         "rbuild images:\n{images}"

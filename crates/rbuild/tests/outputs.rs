@@ -11,7 +11,10 @@ fn build(root: &Path, ctx: &Path, base: &str, output: &str) {
     let out = Command::new(RBUILD)
         .arg("--root")
         .arg(root)
-        .env("DOCKER_CONFIG", root.join("no-docker-config"))
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(root),
+        )
         .args(["build", "-t", "out:1", "--progress=plain", "--build-arg"])
         .arg(format!("BASE={base}"))
         .args(["--output", output])

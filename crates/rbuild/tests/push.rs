@@ -178,7 +178,7 @@ fn build_push_skips_existing_mounts_base_and_writes_metadata() {
 
     // Missing local image: a clear error.
     let out = rbuild(&root, &cfg, &["push", &format!("{}/nope:1", reg.addr())]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("no image named"), "{}", stderr(&out));
 }
 
@@ -215,7 +215,7 @@ fn login_then_push_to_token_registry() {
         ],
     ));
     let out = rbuild(&root, &cfg, &["push", &target]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("push access denied"),
         "{}",
@@ -240,7 +240,7 @@ fn login_then_push_to_token_registry() {
         child.wait_with_output().unwrap()
     };
     let bad = login("wrong");
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("401"), "{}", stderr(&bad));
     let good = login("hunter2");
     assert!(good.status.success(), "{}", stderr(&good));
@@ -380,8 +380,8 @@ fn push_through_faults_completes_or_fails_clearly() {
         100,
     ));
     let out = rbuild(&root, &cfg, &["push", &t2]);
-    assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("failed to push") && err.contains("500"),
         "{err}"

@@ -22,7 +22,10 @@ fn build(root: &Path, context: &Path, base: &str, epoch: Epoch) -> rbuild_oci::I
     let mut cmd = Command::new(RBUILD);
     cmd.arg("--root")
         .arg(root)
-        .env("DOCKER_CONFIG", root.join("no-docker-config"))
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(root),
+        )
         .env_remove("SOURCE_DATE_EPOCH")
         .args(["build", "-t", "repro:1", "--progress=plain", "--build-arg"])
         .arg(format!("BASE={base}"));

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
@@ -159,9 +159,7 @@ fn default_network_is_a_namespace_of_its_own() {
 fn usage_error(flags: &[&str]) -> String {
     let root = tempfile::tempdir().unwrap();
     let ctx = context("RUN true\n");
-    let out = Command::new(RBUILD)
-        .arg("--root")
-        .arg(root.path())
+    let out = rbuild_at(root.path())
         .arg("build")
         .args(flags)
         .arg(ctx.path())

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{env, testdata, RBUILD};
+use common::{env, rbuild_at, testdata, RBUILD};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -52,10 +52,8 @@ fn context(dockerfile: &str) -> tempfile::TempDir {
 /// `rbuild --root ROOT build --progress=plain --build-arg BASE=.. EXTRA.. CONTEXT`.
 fn rbuild(root: &Path, ctx: &Path, extra: &[&str]) -> Command {
     let env = env().expect("env");
-    let mut cmd = Command::new(RBUILD);
-    cmd.arg("--root")
-        .arg(root)
-        .args(["build", "--progress=plain", "--build-arg"])
+    let mut cmd = rbuild_at(root);
+    cmd.args(["build", "--progress=plain", "--build-arg"])
         .arg(format!("BASE={}", env.base))
         .args(extra)
         .arg(ctx);
@@ -351,11 +349,10 @@ fn default_network_cannot_listen_on_host_ports() {
     if env().is_none() {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Reserved (bound, not listening, SO_REUSEADDR) for the whole test: busybox nc, which sets
+    // SO_REUSEADDR too, can still listen on it, but no other process can take the port.
+    let reserved = rbuild_testsupport::RefusedPort::bind_shareable().unwrap();
+    let port = reserved.port();
     let ctx = context(&format!(
         "ARG BASE\nFROM $BASE\nRUN (nc -l -p {port} </dev/null >/dev/null &) ; sleep 3; echo l\"\"istened\n"
     ));
@@ -428,6 +425,10 @@ fn default_network_has_outbound_connectivity() {
     );
     let out = Command::new("unshare")
         .args(["--net", "--fork", "--kill-child", "sh", "-c", &script])
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(&root),
+        )
         .output()
         .unwrap();
     let t = text(&out);
@@ -516,12 +517,12 @@ fn insecure_needs_the_entitlement() {
     let root = tempfile::tempdir().unwrap();
     let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     let t = text(&out);
-    assert!(!out.status.success(), "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(has(&t, "security.insecure"), "{t}");
     let ctx = context("ARG BASE\nFROM $BASE\nRUN --network=host true\n");
     let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     let t = text(&out);
-    assert!(!out.status.success(), "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(has(&t, "network.host"), "{t}");
 }
 
@@ -869,6 +870,11 @@ fn malicious_base_layer_stays_inside() {
         assert!(
             has(&t, "done") || has(&t, "ERROR"),
             "{name}: neither refused nor built:\n{t}"
+        );
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{name}: want exit code 0 (built) or 1 (refused), got {:?}:\n{t}",
+            out.status
         );
         eprintln!(
             "{name}: {}",

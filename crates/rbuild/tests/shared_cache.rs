@@ -293,10 +293,10 @@ fn unreadable_cache_from_is_a_warning() {
         &env.base,
         &["--cache-to", "type=registry,mode=max"],
     );
-    assert_eq!(
-        bad.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
+    let bad_err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{bad_err}");
+    assert!(
+        bad_err.contains("error: --cache-to `type=registry,mode=max`: type=registry needs ref=REF"),
+        "{bad_err}"
     );
 }

@@ -21,6 +21,15 @@ fn assert_store_verified(store: &Store, digests: &[&Digest]) {
     }
 }
 
+/// What `RegistryClient::new()` makes (environment applied), but anonymous: the host's
+/// `~/.docker/config.json` never reaches a test (the auth tests below give their own).
+fn client() -> RegistryClient {
+    let mut opts = ClientOptions::default();
+    opts.apply_env().unwrap();
+    opts.credentials = Credentials::Anonymous;
+    RegistryClient::with_options(opts).unwrap()
+}
+
 fn tmp_blobs_empty(store: &Store) -> bool {
     // The store keeps a temp directory per open owner (tmp/blobs/<owner>/): no file may be left
     // in any of them.
@@ -34,7 +43,7 @@ async fn pull_busybox_matches_skopeo() {
     assert_eq!(r.to_string(), reference);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let client = RegistryClient::new().unwrap();
+    let client = client();
 
     let rec = client
         .pull(&r, &store, None)
@@ -117,7 +126,7 @@ async fn multi_arch_index_resolves_to_amd64() {
         .digest
         .clone();
 
-    let client = RegistryClient::new().unwrap();
+    let client = client();
     let r = Reference::parse(&reference).unwrap();
     let res = client.resolve(&r).await.unwrap();
     assert_eq!(res.manifest_digest, amd64);
@@ -173,7 +182,7 @@ async fn multi_arch_index_resolves_to_amd64() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_repository_and_tag_are_not_found() {
     let (reg, _) = registry_with_busybox().unwrap();
-    let client = RegistryClient::new().unwrap();
+    let client = client();
     let r = Reference::parse(&format!("{}/nope", reg.addr())).unwrap();
     let err = client.resolve(&r).await.unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
@@ -194,12 +203,10 @@ async fn missing_repository_and_tag_are_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_names_the_address() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = RegistryClient::new().unwrap();
+    // Held bound (not listening) until the end: nothing else can take the port meanwhile.
+    let refused = rbuild_testsupport::RefusedPort::bind().unwrap();
+    let port = refused.port();
+    let client = client();
     let r = Reference::parse(&format!("127.0.0.1:{port}/x")).unwrap();
     let err = client.resolve(&r).await.unwrap_err();
     let msg = err.to_string();
@@ -214,7 +221,7 @@ async fn connection_refused_names_the_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_blob_is_rejected_and_not_stored() {
     let (reg, reference) = registry_with_busybox().unwrap();
-    let client = RegistryClient::new().unwrap();
+    let client = client();
     let r = Reference::parse(&reference).unwrap();
     let resolved = client.resolve(&r).await.unwrap();
     let layer = resolved.manifest.layers[0].clone();

@@ -2,7 +2,8 @@
 //! a throwaway Debian `docker-registry` on a free loopback port ([`TestRegistry`]), a deterministic
 //! busybox base image as an OCI layout or rootfs tarball, pushing layouts with skopeo, and the
 //! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]),
-//! and a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]).
+//! a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]), and a port that refuses
+//! connections ([`RefusedPort`]).
 //!
 //! This root module owns the error type, running commands, finding tools and the skip helpers;
 //! the fixtures live in submodules and are re-exported here.
@@ -11,6 +12,7 @@ mod busybox;
 mod layout;
 mod proxy;
 mod push;
+mod refused;
 mod registry;
 mod tls;
 mod token;
@@ -22,6 +24,7 @@ pub use busybox::{
 pub use layout::{make_busybox_index_layout, make_busybox_layout};
 pub use proxy::{BlackHole, Fault, FaultProxy, FaultRule, LoggedRequest};
 pub use push::{push_layout, push_layout_with_creds, registry_with_busybox, skopeo_digest};
+pub use refused::RefusedPort;
 pub use registry::{RegistryOptions, TestRegistry};
 
 use std::fs;
@@ -167,6 +170,14 @@ pub fn require_root() -> Result<bool, TestError> {
     println!("SKIPPED: needs root");
     eprintln!("SKIPPED: needs root");
     Ok(false)
+}
+
+/// The `DOCKER_CONFIG` directory a test's rbuild (or other docker client) runs with by default:
+/// `scope/no-docker-config`, under the test's own temp directory (usually its `--root`), which
+/// does not exist, so the client sees no `config.json` (anonymous, no credential helpers) instead
+/// of reading the host's `~/.docker/config.json`. Tests of credentials set their own.
+pub fn isolated_docker_config(scope: &Path) -> PathBuf {
+    scope.join("no-docker-config")
 }
 
 /// How many files (not directories) are below `dir`, e.g. temp files a store left behind in

@@ -17,6 +17,7 @@ pub fn push_layout_with_creds(
     creds: Option<(&str, &str)>,
 ) -> Result<(), TestError> {
     let skopeo = need_tool("skopeo")?;
+    let auth = EmptyAuthFile::new()?;
     let mut cmd = Command::new(skopeo);
     cmd.args([
         "--insecure-policy",
@@ -26,6 +27,7 @@ pub fn push_layout_with_creds(
         "--dest-tls-verify=false",
         "-q",
     ]);
+    cmd.arg("--dest-authfile").arg(auth.path());
     if let Some((u, p)) = creds {
         cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
     }
@@ -38,6 +40,7 @@ pub fn push_layout_with_creds(
 /// The `Digest` field of `skopeo inspect` for `docker://REF`.
 pub fn skopeo_digest(reference: &str) -> Result<Digest, TestError> {
     let skopeo = need_tool("skopeo")?;
+    let auth = EmptyAuthFile::new()?;
     let out = run(Command::new(skopeo)
         .args([
             "--insecure-policy",
@@ -45,6 +48,8 @@ pub fn skopeo_digest(reference: &str) -> Result<Digest, TestError> {
             "--tls-verify=false",
             "--no-tags",
         ])
+        .arg("--authfile")
+        .arg(auth.path())
         .arg(format!("docker://{reference}")))?;
     let v: serde_json::Value = serde_json::from_str(&out)
         .map_err(|e| TestError::Other(format!("skopeo inspect output: {e}: {out}")))?;
@@ -54,6 +59,25 @@ pub fn skopeo_digest(reference: &str) -> Result<Digest, TestError> {
         .ok_or_else(|| TestError::Other(format!("skopeo inspect printed no Digest: {out}")))?;
     d.parse()
         .map_err(|e| TestError::Other(format!("skopeo inspect Digest: {e}")))
+}
+
+/// An empty (`{}`) auth file for skopeo, so it never reads the host's credentials
+/// (`~/.docker/config.json`, `$XDG_RUNTIME_DIR/containers/auth.json`); removed on drop.
+struct EmptyAuthFile(tempfile::TempDir);
+
+impl EmptyAuthFile {
+    /// Writes `auth.json` in a fresh temp directory.
+    fn new() -> Result<EmptyAuthFile, TestError> {
+        let dir = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+        let path = dir.path().join("auth.json");
+        std::fs::write(&path, "{}\n").map_err(io_err("write", &path))?;
+        Ok(EmptyAuthFile(dir))
+    }
+
+    /// The file.
+    fn path(&self) -> std::path::PathBuf {
+        self.0.path().join("auth.json")
+    }
 }
 
 /// Starts a registry and pushes the busybox base as `ADDR/busybox:latest`.

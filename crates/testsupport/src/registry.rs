@@ -9,7 +9,7 @@ use crate::{io_err, need_tool, run, TestError};
 use rbuild_oci::Digest;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,61 +96,55 @@ impl TestRegistry {
             String::new()
         };
         let ca = opts.tls.then(|| dir.path().join("certs/ca.crt"));
-        let mut last_err = None;
-        for attempt in 0..5 {
-            let port = free_port()?;
-            let addr = format!("127.0.0.1:{port}");
-            let config = format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}",
-                dir.path().join("data").display()
-            );
-            let cfg_path = dir.path().join("config.yml");
-            fs::write(&cfg_path, config).map_err(io_err("write", &cfg_path))?;
-            let log_path = dir.path().join(format!("registry-{attempt}.log"));
-            let log = fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
-            let log2 = log.try_clone().map_err(io_err("dup", &log_path))?;
-            let child = Command::new(&bin)
-                .arg("serve")
-                .arg(&cfg_path)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .map_err(io_err("spawn", &bin))?;
-            let mut child = child;
-            stop_with_this_process(child.id(), Some(dir.path()));
-            match wait_ready(&mut child, &addr, ca.as_deref(), Duration::from_secs(10)) {
-                Ok(()) => {
-                    return Ok(TestRegistry {
-                        child,
-                        token_server,
-                        addr,
-                        dir,
-                        tls: opts.tls,
-                    })
+        // The registry binds port 0 itself and we read the port it got from the kernel (its
+        // listening socket in /proc), so no other process can take the port between our choice
+        // and its bind (the race of "bind a free port, release it, hand the number over").
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n{tls}{auth}",
+            dir.path().join("data").display()
+        );
+        let cfg_path = dir.path().join("config.yml");
+        fs::write(&cfg_path, config).map_err(io_err("write", &cfg_path))?;
+        let log_path = dir.path().join("registry.log");
+        let log = fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
+        let log2 = log.try_clone().map_err(io_err("dup", &log_path))?;
+        let mut child = Command::new(&bin)
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(io_err("spawn", &bin))?;
+        stop_with_this_process(child.id(), Some(dir.path()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ready = wait_listening(&mut child, deadline).and_then(|addr| {
+            wait_ready(&mut child, &addr, ca.as_deref(), deadline)?;
+            Ok(addr)
+        });
+        match ready {
+            Ok(addr) => Ok(TestRegistry {
+                child,
+                token_server,
+                addr,
+                dir,
+                tls: opts.tls,
+            }),
+            Err(reason) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(mut t) = token_server {
+                    let _ = t.kill();
+                    let _ = t.wait();
                 }
-                Err(reason) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log_text = fs::read_to_string(&log_path).unwrap_or_default();
-                    let collision = log_text.contains("address already in use");
-                    last_err = Some(TestError::RegistryStart {
-                        addr,
-                        reason,
-                        log: log_path.display().to_string(),
-                        log_text,
-                    });
-                    if !collision {
-                        break;
-                    }
-                }
+                Err(TestError::RegistryStart {
+                    addr: "127.0.0.1:0".into(),
+                    reason,
+                    log: log_path.display().to_string(),
+                    log_text: fs::read_to_string(&log_path).unwrap_or_default(),
+                })
             }
         }
-        if let Some(mut t) = token_server {
-            let _ = t.kill();
-            let _ = t.wait();
-        }
-        Err(last_err.unwrap_or_else(|| TestError::Other("docker-registry did not start".into())))
     }
 
     /// `127.0.0.1:PORT`.
@@ -224,9 +218,8 @@ fn wait_ready(
     child: &mut Child,
     addr: &str,
     ca: Option<&Path>,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited early with {status}"));
@@ -239,19 +232,50 @@ fn wait_ready(
             Ok(200 | 401) => return Ok(()),
             Ok(other) => return Err(format!("GET /v2/ answered {other}")),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("GET /v2/ did not answer within {timeout:?}: {e}")),
+            Err(e) => return Err(format!("GET /v2/ on {addr} did not answer in time: {e}")),
         }
     }
 }
 
-/// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> Result<u16, TestError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind", "127.0.0.1:0"))?;
-    let port = l
-        .local_addr()
-        .map_err(io_err("local_addr", "127.0.0.1:0"))?
-        .port();
-    Ok(port)
+/// Polls until `child` listens on a TCP socket and returns its `127.0.0.1:PORT`, read from the
+/// kernel: the socket inodes among `/proc/PID/fd` matched against the LISTEN entries of
+/// `/proc/PID/net/tcp` (the child's network namespace).
+fn wait_listening(child: &mut Child, deadline: Instant) -> Result<String, String> {
+    let pid = child.id();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited early with {status}"));
+        }
+        if let Some(port) = listening_port(pid) {
+            return Ok(format!("127.0.0.1:{port}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("pid {pid} opened no listening TCP socket in time"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The port of a TCP socket process `pid` listens on (127.0.0.1 only), if any yet.
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (cols.get(1)?, cols.get(3)?, cols.get(9)?);
+        let (ip, port) = local.split_once(':')?;
+        (*state == "0A" && ip == "0100007F" && inodes.iter().any(|i| i == inode))
+            .then(|| u16::from_str_radix(port, 16).ok())
+            .flatten()
+    })
 }
 
 /// An HTTPS/1.0 GET through `openssl s_client`, verifying the server against `ca` (and its IP),

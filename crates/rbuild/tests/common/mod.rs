@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use rbuild_testsupport::{registry_with_busybox, require_root, TestRegistry};
+use rbuild_testsupport::{
+    isolated_docker_config, registry_with_busybox, require_root, TestRegistry,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,17 +42,50 @@ pub fn testdata(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// `rbuild --root ROOT` with `DOCKER_CONFIG` pointing below ROOT (no config.json there), so the
+/// host's `~/.docker/config.json` never leaks into a test; a test of credentials sets its own
+/// `DOCKER_CONFIG` on the returned command, which wins.
+pub fn rbuild_at(root: &Path) -> Command {
+    let mut cmd = Command::new(RBUILD);
+    cmd.arg("--root")
+        .arg(root)
+        .env("DOCKER_CONFIG", isolated_docker_config(root));
+    cmd
+}
+
+/// Sends `cmd`'s registry traffic for anything but loopback to `proxy` (a [`RefusedPort`] the
+/// test holds) through the standard proxy variables, so a test whose Dockerfile names a Docker
+/// Hub image fails with "connection refused" instead of reaching the internet.
+///
+/// [`RefusedPort`]: rbuild_testsupport::RefusedPort
+pub fn no_internet<'c>(
+    cmd: &'c mut Command,
+    proxy: &rbuild_testsupport::RefusedPort,
+) -> &'c mut Command {
+    let url = format!("http://{}", proxy.addr());
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+        cmd.env(var, &url);
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env(var, "127.0.0.1,localhost");
+    }
+    cmd.env_remove("ALL_PROXY").env_remove("all_proxy")
+}
+
 /// `rbuild --root ROOT build --progress=json --build-arg BASE=... EXTRA... CONTEXT`.
 pub fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output {
     let base_arg = format!("BASE={base}");
-    Command::new(RBUILD)
-        .arg("--root")
-        .arg(root)
+    rbuild_at(root)
         .args(["build", "--progress=json", "--build-arg", &base_arg])
         .args(extra)
         .arg(context)
         .output()
         .expect("run rbuild")
+}
+
+/// rbuild's stderr as text.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Fails the test with rbuild's output unless it succeeded.
