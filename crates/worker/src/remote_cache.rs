@@ -127,7 +127,17 @@ impl RemoteCache {
             }
         }
         let mut records = HashMap::new();
-        for record in config.records {
+        // Keys of another version could never match: such a cache has no usable records.
+        let usable = config.key_version == rbuild_solver::KEY_VERSION;
+        if !usable {
+            tracing::debug!(
+                cache = what,
+                key_version = config.key_version,
+                expected = rbuild_solver::KEY_VERSION,
+                "imported cache has keys of another version; its records are not used"
+            );
+        }
+        for record in config.records.into_iter().filter(|_| usable) {
             let Some(key) = CacheKey::from_hex(&record.key) else {
                 return Err(invalid(what, format!("bad cache key `{}`", record.key)));
             };
@@ -220,7 +230,7 @@ impl RemoteCache {
             };
             let known = index
                 .and_then(|ix| {
-                    ix.get_in(image::UNPACKED_TABLE, this_chain.to_string().as_bytes())
+                    ix.get_in(crate::tables::UNPACKED, this_chain.to_string().as_bytes())
                         .ok()
                         .flatten()
                 })
@@ -264,7 +274,7 @@ impl RemoteCache {
                     snapshotter.set_label(&id, &layer.label, &label)?;
                     if let Some(ix) = index {
                         let _ = ix.put_in(
-                            image::UNPACKED_TABLE,
+                            crate::tables::UNPACKED,
                             this_chain.to_string().as_bytes(),
                             id.0.as_bytes(),
                         );
