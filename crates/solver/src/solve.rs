@@ -291,12 +291,12 @@ impl<'g, E: Executor> Driver<'g, E> {
         if tracing::enabled!(tracing::Level::DEBUG) {
             let (name, hex) = (self.graph.name(v), key.map(|k| k.hex()).unwrap_or_default());
             match &kind {
-                EventKind::Cached => debug!(vertex = name, key = hex, "cache hit"),
+                EventKind::Cached => debug!(vertex = name, key = %hex, "cache hit"),
                 EventKind::Done { duration } => {
-                    debug!(vertex = name, key = hex, exec_time = ?duration, "executed")
+                    debug!(vertex = name, key = %hex, exec_time = ?duration, "executed")
                 }
                 EventKind::Error { duration, .. } => {
-                    debug!(vertex = name, key = hex, exec_time = ?duration, "failed")
+                    debug!(vertex = name, key = %hex, exec_time = ?duration, "failed")
                 }
                 _ => {}
             }
@@ -404,7 +404,7 @@ impl<'g, E: Executor> Driver<'g, E> {
                 Ok((key, input)) => {
                     debug!(
                         vertex = self.graph.name(v),
-                        key = key.hex(),
+                        key = %key,
                         key_time = ?elapsed,
                         "cache key"
                     );
@@ -606,7 +606,7 @@ impl<'g, E: Executor> Driver<'g, E> {
             };
             debug!(
                 vertex = self.graph.name(rep),
-                key = key.hex(),
+                key = %key,
                 reason,
                 "cache miss"
             );
