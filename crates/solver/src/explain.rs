@@ -8,7 +8,9 @@
 //! keeps its name and shows up as "the op changed". Two projects sharing a root and a step
 //! name overwrite each other's record, which only makes the explanation less precise.
 
-use crate::{CacheError, CacheIndex, CacheKey, KeyInput, Table};
+use crate::{CacheError, CacheIndex, CacheKey, Graph, KeyInput, Table, VertexId};
+use std::collections::HashMap;
+use tracing::debug;
 
 /// The table of key records: vertex name -> [`KeyRecord`] bytes.
 pub(crate) const KEY_RECORDS: Table = Table::new("solver-key-records-v1");
@@ -148,6 +150,57 @@ pub(crate) fn compare(prev: Option<&KeyRecord>, now: &KeyRecord) -> Change {
     Change::Content(changed(&prev.content, &now.content))
 }
 
+/// Records the key of every vertex of `order` (with its components, from `keys` and
+/// `key_inputs`) under its name and returns, when debug logs are on, why each would miss.
+/// Failures only cost the explanations (logged).
+pub(crate) async fn remember_keys<V>(
+    index: CacheIndex,
+    graph: &Graph<V>,
+    order: &[VertexId],
+    keys: &HashMap<VertexId, CacheKey>,
+    key_inputs: &HashMap<VertexId, KeyInput>,
+) -> HashMap<VertexId, String> {
+    let mut vertices = Vec::with_capacity(order.len());
+    let mut names = Vec::with_capacity(order.len());
+    let mut records = Vec::with_capacity(order.len());
+    for &v in order {
+        let (Some(&key), Some(input)) = (keys.get(&v), key_inputs.get(&v)) else {
+            continue;
+        };
+        let inputs: Vec<CacheKey> = graph
+            .inputs(v)
+            .iter()
+            .filter_map(|u| keys.get(u).copied())
+            .collect();
+        vertices.push(v);
+        names.push(graph.name(v).to_string());
+        records.push(KeyRecord::new(key, input, &inputs));
+    }
+    let changes = tokio::task::spawn_blocking(move || remember(&index, &names, &records)).await;
+    let changes = match changes {
+        Ok(Ok(changes)) => changes,
+        Ok(Err(e)) => {
+            debug!(error = %e, "cannot record cache keys");
+            return HashMap::new();
+        }
+        Err(e) => {
+            debug!(error = %e, "cannot record cache keys");
+            return HashMap::new();
+        }
+    };
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return HashMap::new();
+    }
+    let mut why = HashMap::new();
+    for (v, change) in vertices.into_iter().zip(changes) {
+        let input_names: Vec<&str> = graph.inputs(v).iter().map(|&u| graph.name(u)).collect();
+        if let Some(input) = key_inputs.get(&v) {
+            why.insert(v, describe(&change, &input_names, input));
+        }
+    }
+    why
+}
+
 /// Reads the previous records of `names` and replaces those that changed with `records`
 /// (one read and at most one write transaction); returns how each vertex changed. Blocks.
 pub(crate) fn remember(
@@ -227,6 +280,25 @@ mod tests {
                 .collect(),
         };
         KeyRecord::new(CacheKey::compute(&input, inputs), &input, inputs)
+    }
+
+    #[test]
+    fn records_are_kept_by_name_across_solves() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::open(&dir.path().join(crate::INDEX_FILE_NAME)).unwrap();
+        let names = ["FROM".to_string(), "RUN".to_string()];
+        let base = record(b"base", &[], &[]);
+        let run = record(b"run", &[base.key], &[]);
+        let first = remember(&index, &names, &[base.clone(), run.clone()]).unwrap();
+        assert_eq!(first, [Change::New, Change::New]);
+        let again = remember(&index, &names, &[base.clone(), run.clone()]).unwrap();
+        assert_eq!(again, [Change::Unchanged, Change::Unchanged]);
+        let new_base = record(b"base2", &[], &[]);
+        let new_run = record(b"run", &[new_base.key], &[]);
+        let changed = remember(&index, &names, &[new_base, new_run]).unwrap();
+        assert_eq!(changed, [Change::Op, Change::Inputs(vec![0])]);
+        let described = describe(&changed[1], &["[1/2] FROM"], &KeyInput::op(vec![]));
+        assert_eq!(described, "input changed: #0 \"[1/2] FROM\"");
     }
 
     #[test]

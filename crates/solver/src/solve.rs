@@ -1,6 +1,6 @@
 //! The scheduler.
 
-use crate::explain::{self, KeyRecord};
+use crate::explain;
 use crate::graph::Node;
 use crate::progress::{event, Gate};
 use crate::{
@@ -441,56 +441,12 @@ impl<'g, E: Executor> Driver<'g, E> {
     }
 
     /// Records every needed vertex's key and components under its name and, when debug logs
-    /// are on, notes why each would miss (see [`explain`]). Failures only cost the
-    /// explanations.
+    /// are on, notes why each would miss (see [`explain`]).
     async fn remember_keys(&mut self, order: &[VertexId]) {
-        let Some(index) = self.index.clone() else {
-            return;
-        };
-        let mut names = Vec::with_capacity(order.len());
-        let mut records = Vec::with_capacity(order.len());
-        for &v in order {
-            let (Some(&key), Some(input)) = (self.keys.get(&v), self.key_inputs.get(&v)) else {
-                continue;
-            };
-            let inputs: Vec<CacheKey> = self
-                .graph
-                .inputs(v)
-                .iter()
-                .filter_map(|u| self.keys.get(u).copied())
-                .collect();
-            names.push((v, self.graph.name(v).to_string()));
-            records.push(KeyRecord::new(key, input, &inputs));
-        }
-        let names_only: Vec<String> = names.iter().map(|(_, n)| n.clone()).collect();
-        let changes =
-            tokio::task::spawn_blocking(move || explain::remember(&index, &names_only, &records))
-                .await;
-        let changes = match changes {
-            Ok(Ok(changes)) => changes,
-            Ok(Err(e)) => {
-                debug!(error = %e, "cannot record cache keys");
-                return;
-            }
-            Err(e) => {
-                debug!(error = %e, "cannot record cache keys");
-                return;
-            }
-        };
-        if !tracing::enabled!(tracing::Level::DEBUG) {
-            return;
-        }
-        for ((v, _), change) in names.into_iter().zip(changes) {
-            let input_names: Vec<&str> = self
-                .graph
-                .inputs(v)
-                .iter()
-                .map(|&u| self.graph.name(u))
-                .collect();
-            if let Some(input) = self.key_inputs.get(&v) {
-                let why = explain::describe(&change, &input_names, input);
-                self.why.insert(v, why);
-            }
+        if let Some(index) = self.index.clone() {
+            self.why =
+                explain::remember_keys(index, self.graph, order, &self.keys, &self.key_inputs)
+                    .await;
         }
     }
 

@@ -128,6 +128,31 @@ pub enum Value {
     Context,
 }
 
+impl Value {
+    /// The value as the cache index stores it (infallible): `fs:` and the top snapshot's id
+    /// (nothing for the empty filesystem), or `context`.
+    pub fn to_index_bytes(&self) -> Vec<u8> {
+        match self {
+            Value::Fs(top) => {
+                let id = top.as_ref().map(|id| id.0.as_str()).unwrap_or("");
+                [b"fs:", id.as_bytes()].concat()
+            }
+            Value::Context => b"context".to_vec(),
+        }
+    }
+
+    /// Reads [`Value::to_index_bytes`]; `None` for anything else.
+    pub fn from_index_bytes(bytes: &[u8]) -> Option<Value> {
+        if bytes == b"context" {
+            return Some(Value::Context);
+        }
+        let id = std::str::from_utf8(bytes.strip_prefix(b"fs:")?).ok()?;
+        Some(Value::Fs(
+            (!id.is_empty()).then(|| SnapshotId(id.to_string())),
+        ))
+    }
+}
+
 /// A vertex as the worker sees it.
 #[derive(Debug, Clone)]
 pub struct WorkVertex {
@@ -600,11 +625,11 @@ impl Executor for Worker {
     }
 
     fn encode(&self, value: &Value) -> Vec<u8> {
-        serde_json::to_vec(value).unwrap_or_default()
+        value.to_index_bytes()
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<Value> {
-        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let value = Value::from_index_bytes(bytes)?;
         match &value {
             Value::Fs(Some(id)) if !self.snapshotter.exists(id) => None,
             _ => Some(value),
@@ -637,5 +662,26 @@ impl Executor for Worker {
 
     fn cacheable(&self, vertex: &WorkVertex) -> bool {
         !matches!(vertex.op, Op::Source(SourceOp::Local { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_the_index_bytes() {
+        let values = [
+            Value::Fs(None),
+            Value::Fs(Some(SnapshotId("18ecb31ddd1cbace003e970001".into()))),
+            Value::Context,
+        ];
+        for v in values {
+            assert_eq!(Value::from_index_bytes(&v.to_index_bytes()), Some(v));
+        }
+        assert_eq!(Value::to_index_bytes(&Value::Fs(None)), b"fs:");
+        for bad in [&b""[..], b"fs", b"ctx", b"fs:\xff"] {
+            assert_eq!(Value::from_index_bytes(bad), None);
+        }
     }
 }
