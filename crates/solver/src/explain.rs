@@ -176,7 +176,13 @@ pub(crate) async fn remember_keys<V>(
         names.push(graph.name(v).to_string());
         records.push(KeyRecord::new(key, input, &inputs));
     }
-    let changes = tokio::task::spawn_blocking(move || remember(&index, &names, &records)).await;
+    let task = tokio::task::spawn_blocking(move || remember(&index, &names, &records));
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        // Nobody reads the explanations in this solve: the records are written in the
+        // background (off the build's critical path; a process exiting first only loses them).
+        return HashMap::new();
+    }
+    let changes = task.await;
     let changes = match changes {
         Ok(Ok(changes)) => changes,
         Ok(Err(e)) => {
@@ -188,9 +194,6 @@ pub(crate) async fn remember_keys<V>(
             return HashMap::new();
         }
     };
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return HashMap::new();
-    }
     let mut why = HashMap::new();
     for (v, change) in vertices.into_iter().zip(changes) {
         let input_names: Vec<&str> = graph.inputs(v).iter().map(|&u| graph.name(u)).collect();
