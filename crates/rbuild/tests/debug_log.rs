@@ -105,6 +105,19 @@ fn debug_logs_say_why_steps_missed_and_nothing_is_logged_without_the_flag() {
         lines.join("\n")
     );
 
+    for (message, field) in [
+        ("layer pulled", "unpack_time="),
+        ("layer exported", "export_time="),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(message) && l.contains(field)),
+            "cold build logs `{message}` with its time:\n{}",
+            lines.join("\n")
+        );
+    }
+
     // No-op without the flag: only json progress on stderr, no log line.
     let quiet = build_with(root.path(), ctx.path(), &env.base, &[], &[]);
     assert_ok(&quiet);

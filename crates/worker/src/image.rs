@@ -65,9 +65,11 @@ pub async fn unpack_image(
         let id = match known {
             Some(id) if snapshotter.exists(&id) => id,
             _ => {
+                let started = std::time::Instant::now();
                 if !store.has_blob(&desc.digest) {
                     registry.fetch_blob(&parsed, desc, store).await?;
                 }
+                let fetched = started.elapsed();
                 let id = unpack_layer(
                     store,
                     snapshotter,
@@ -76,6 +78,13 @@ pub async fn unpack_image(
                     diff_id.clone(),
                 )
                 .await?;
+                tracing::debug!(
+                    layer = %desc.digest,
+                    size = desc.size,
+                    fetch_time = ?fetched,
+                    unpack_time = ?(started.elapsed() - fetched),
+                    "layer pulled"
+                );
                 if let Some(ix) = index {
                     let _ = ix.put_in(
                         crate::tables::UNPACKED,
