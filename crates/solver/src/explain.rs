@@ -255,6 +255,9 @@ pub(crate) fn describe(change: &Change, input_names: &[&str], content: &KeyInput
                 input_names.get(i).copied().unwrap_or("?")
             ))
         ),
+        Change::Content(changed) if changed.is_empty() => {
+            "the key changed (same components: another key formula)".to_string()
+        }
         Change::Content(changed) => format!(
             "content changed: {}",
             list(changed, |i| content
