@@ -42,6 +42,7 @@ pub fn write_cache_manifest(
         os: "linux".to_string(),
         ..CacheConfig::default()
     };
+    let started = std::time::Instant::now();
     let mut seen_keys = std::collections::HashSet::new();
     for (key, top) in records {
         if !seen_keys.insert(key.clone()) {
@@ -97,6 +98,13 @@ pub fn write_cache_manifest(
     };
     let bytes = canonical_json(&manifest)?;
     let (digest, size) = store.write_blob(&bytes)?;
+    tracing::debug!(
+        manifest = %digest,
+        records = config.records.len(),
+        layers = config.layers.len(),
+        export_time = ?started.elapsed(),
+        "cache manifest written"
+    );
     Ok(Descriptor {
         media_type: MediaType::new(MediaType::OCI_MANIFEST),
         digest,

@@ -98,10 +98,12 @@ pub fn ensure_layer(
             let layer: Layer =
                 serde_json::from_str(&raw).map_err(|_| ExportError::BadLabel(id.to_string()))?;
             if store.has_blob(&layer.descriptor.digest) {
+                tracing::debug!(snapshot = %id, blob = %layer.descriptor.digest, "layer reused");
                 return Ok(layer);
             }
         }
     }
+    let started = std::time::Instant::now();
     let blob = store.blob_writer()?;
     let (encoder, media_type) = match opts.compression {
         Compression::Gzip => {
@@ -152,6 +154,13 @@ pub fn ensure_layer(
         },
         diff_id: DiffId(diff_digest),
     };
+    tracing::debug!(
+        snapshot = %id,
+        blob = %layer.descriptor.digest,
+        size = layer.descriptor.size,
+        export_time = ?started.elapsed(),
+        "layer exported"
+    );
     let json = serde_json::to_string(&layer)?;
     snapshotter.set_label(id, &label_key, &json)?;
     // A merged (`COPY --link`) snapshot's diff is its layer snapshot's: label that one too, so

@@ -1,13 +1,17 @@
-//! The build graph (LLB): the ops a frontend emits ([`Op`]), vertices with ordered inputs, a
-//! canonical encoding whose sha256 is the vertex digest, the source map (vertex -> Dockerfile
+//! The build graph (LLB): the ops a frontend emits ([`Op`]), vertices with ordered inputs,
+//! versioned byte encodings (the cache key encoding, and the identity encoding whose sha256 is
+//! the vertex digest; see [`Op::cache_key_bytes`]), the source map (vertex -> Dockerfile
 //! lines) and JSON (de)serialisation. This is the API other frontends target: build a
 //! [`Definition`], serialise it with [`Definition::to_json`], hand it to the solver.
 
 pub mod chmod;
+mod encoding;
 mod entitlements;
 mod ops;
 
 pub use chmod::{InvalidMode, SymbolicMode};
+pub use encoding::ENCODING_VERSION;
+
 pub use entitlements::{Entitlement, Entitlements, NotAllowed, UnknownEntitlement};
 pub use ops::{
     CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, ExtraHost, FileAction,
@@ -61,12 +65,6 @@ pub struct Vertex {
     /// The instruction this vertex came from (not part of the digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceLocation>,
-}
-
-#[derive(Serialize)]
-struct Canonical<'a> {
-    op: &'a Op,
-    inputs: &'a [Digest],
 }
 
 /// A whole build graph in topological order (inputs always before the vertices that use them).
@@ -159,10 +157,16 @@ impl Definition {
     }
 }
 
-/// The vertex digest: sha256 of the canonical JSON of the op and its inputs' digests.
+/// The vertex digest: sha256 of the op's identity encoding ([`Op::identity_bytes`], every
+/// field) followed by the number of inputs and each input's digest (length-prefixed).
 pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
-    // Serialising plain data to a Vec cannot fail: no maps with non-string keys, no IO.
-    let bytes = rbuild_oci::canonical_json(&Canonical { op, inputs }).unwrap_or_default();
+    let mut bytes = op.identity_bytes();
+    bytes.extend_from_slice(&(inputs.len() as u64).to_le_bytes());
+    for input in inputs {
+        let text = input.to_string();
+        bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(text.as_bytes());
+    }
     Digest::sha256_of(&bytes)
 }
 

@@ -10,11 +10,18 @@
 use crate::{DiffId, Digest};
 use serde::{Deserialize, Serialize};
 
+/// The version of rbuild's cache keys (the solver's formula and the op encodings it hashes),
+/// re-exported as `rbuild_solver::KEY_VERSION`. A cache config records the version its keys
+/// were computed with ([`CacheConfig::key_version`]); an importer ignores records of another
+/// version (they could never match).
+pub const KEY_VERSION: u32 = 2;
+
 /// Media type of the cache config blob.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 
-/// The cache config blob.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The cache config blob (its default has no layers or records and the current
+/// [`KEY_VERSION`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheConfig {
     /// Always `amd64`-style architecture of the exporting machine (informational).
     pub architecture: String,
@@ -26,6 +33,26 @@ pub struct CacheConfig {
     /// The cached results.
     #[serde(rename = "rbuild.cache.records")]
     pub records: Vec<CacheRecord>,
+    /// The [`KEY_VERSION`] of the records' keys (1 when absent: caches written before keys
+    /// were versioned).
+    #[serde(rename = "rbuild.cache.keyVersion", default = "legacy_key_version")]
+    pub key_version: u32,
+}
+
+fn legacy_key_version() -> u32 {
+    1
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            architecture: String::new(),
+            os: String::new(),
+            layers: Vec::new(),
+            records: Vec::new(),
+            key_version: KEY_VERSION,
+        }
+    }
 }
 
 /// What the importer needs about one manifest layer beyond its descriptor.

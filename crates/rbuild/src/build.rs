@@ -274,7 +274,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     }
 
     let snapshot_root = root.join("snapshots-v1");
-    let index_path = root.join("cache-v1.redb");
+    let index_path = root.join("cache-v2.redb");
     let (snapshotter, index) = blocking(move || {
         let snapshotter = Snapshotter::open(&snapshot_root)
             .map_err(|e| Report::from_error("opening snapshots", &e))?;

@@ -5,6 +5,7 @@ mod build;
 mod cache_io;
 mod errors;
 mod input;
+mod logging;
 mod progress;
 mod push;
 mod run_opts;
@@ -25,10 +26,12 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 /// `rbuild [FLAGS] CONTEXT` means `rbuild build [FLAGS] CONTEXT`: inserts `build` when the first
-/// word is not a subcommand (skipping the global `--root`).
+/// word is not a subcommand (skipping the global `--root` and logging flags).
 fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut i = 1;
     while i < argv.len() {
@@ -37,7 +40,7 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
             i += 2;
             continue;
         }
-        if arg.starts_with("--root=") {
+        if arg.starts_with("--root=") || logging::is_log_flag(&arg) {
             i += 1;
             continue;
         }
@@ -186,6 +189,7 @@ pub struct BuildArgs {
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
     let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    logging::init(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -51,7 +51,25 @@ pub async fn fetch_url(url: &str, dest: &Path) -> Result<FetchedUrl, RegistryErr
             error_chain(e)
         }
     };
-    let mut resp = client.get(url).send().await.map_err(|e| {
+    let started = std::time::Instant::now();
+    let sent = client.get(url).send().await;
+    match &sent {
+        Ok(resp) => tracing::debug!(
+            method = "GET",
+            url,
+            status = resp.status().as_u16(),
+            time = ?started.elapsed(),
+            "http request"
+        ),
+        Err(e) => tracing::debug!(
+            method = "GET",
+            url,
+            error = %e,
+            time = ?started.elapsed(),
+            "http request failed"
+        ),
+    }
+    let mut resp = sent.map_err(|e| {
         if e.is_connect() {
             RegistryError::Connect {
                 what: what.clone(),

@@ -154,6 +154,7 @@ impl RegistryClient {
         targets: &[Reference],
         opts: &PushOptions,
     ) -> Result<PushReport, RegistryError> {
+        let started = std::time::Instant::now();
         let parts = {
             let (store, top) = (store.clone(), manifest.clone());
             tokio::task::spawn_blocking(move || image_parts(&store, &top))
@@ -231,6 +232,15 @@ impl RegistryClient {
         report.existing = counters.existing.load(Ordering::Relaxed);
         report.mounted = counters.mounted.load(Ordering::Relaxed);
         report.uploaded_bytes = counters.bytes.load(Ordering::Relaxed);
+        tracing::debug!(
+            manifest = %manifest.digest,
+            uploaded = report.uploaded,
+            existing = report.existing,
+            mounted = report.mounted,
+            uploaded_bytes = report.uploaded_bytes,
+            push_time = ?started.elapsed(),
+            "pushed"
+        );
         Ok(report)
     }
 

@@ -143,11 +143,34 @@ impl RegistryClient {
                 }
                 _ => rb,
             };
-            let sent = if call.upload {
-                rb.send().await
-            } else {
-                self.watched(call.r, &call.what, rb.send()).await
+            let request = match rb.build() {
+                Ok(request) => request,
+                Err(e) => return Err(self.request_error(call, e)),
             };
+            let (method, url) = (request.method().clone(), request.url().clone());
+            let started = Instant::now();
+            let sent = if call.upload {
+                http.execute(request).await
+            } else {
+                self.watched(call.r, &call.what, http.execute(request))
+                    .await
+            };
+            match &sent {
+                Ok(resp) => tracing::debug!(
+                    %method,
+                    %url,
+                    status = resp.status().as_u16(),
+                    time = ?started.elapsed(),
+                    "registry request"
+                ),
+                Err(e) => tracing::debug!(
+                    %method,
+                    %url,
+                    error = %e,
+                    time = ?started.elapsed(),
+                    "registry request failed"
+                ),
+            }
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) => {

@@ -1,6 +1,6 @@
 //! The trait the worker implements.
 
-use crate::{CacheKey, ExecContext};
+use crate::{CacheKey, ExecContext, KeyInput};
 use std::future::Future;
 
 /// The ops of one build, implemented by the worker.
@@ -17,13 +17,15 @@ pub trait Executor: Send + Sync + 'static {
     /// The error of a failed vertex.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// The vertex's cache key from its inputs' keys (in input order); may do IO (e.g. checksum
-    /// the build context).
+    /// What the vertex's cache key is made of: its op's versioned key encoding and the content
+    /// digests it depends on. The solver hashes it with the inputs' keys
+    /// ([`CacheKey::compute`]); `inputs` (in input order) are given for executors whose
+    /// content digests depend on them. May do IO (e.g. checksum the build context).
     fn cache_key(
         &self,
         vertex: &Self::Vertex,
         inputs: &[CacheKey],
-    ) -> impl Future<Output = Result<CacheKey, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<KeyInput, Self::Error>> + Send;
 
     /// Runs the vertex on its inputs' values (in input order).
     fn exec(

@@ -26,8 +26,9 @@ use std::time::Duration;
 /// the index before failing with [`CacheError::Locked`].
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The file name of the index inside the store root.
-pub const INDEX_FILE_NAME: &str = "cache-v1.redb";
+/// The file name of the index inside the store root: the cache bucket, named by the key
+/// version ([`KEY_VERSION`](crate::KEY_VERSION)) so that keys of another version are never read.
+pub const INDEX_FILE_NAME: &str = "cache-v2.redb";
 
 /// How long the index stays open after its last transaction when no other process wants it
 /// (a waiting process makes the holder let go within milliseconds, so this can be long enough
@@ -36,6 +37,37 @@ pub const IDLE_CLOSE: Duration = Duration::from_millis(500);
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results-v1");
 const USER_TABLE_PREFIX: &str = "user:";
+
+/// A named table of the index (bytes -> bytes) besides the results, declared once as a const
+/// by its owner, e.g. `const STAT: Table = Table::new("context-stat-v1");` (the worker's stat
+/// cache). Names live in their own namespace: no table can reach the results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Table {
+    name: &'static str,
+}
+
+impl Table {
+    /// A table named `name`; an empty name does not compile in a const (and panics
+    /// elsewhere). Put a version in the name (`-v1`) and bump it when the values' format
+    /// changes.
+    pub const fn new(name: &'static str) -> Table {
+        assert!(!name.is_empty(), "a cache table needs a name");
+        Table { name }
+    }
+
+    /// The table's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn definition(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+        TableDefinition::new(name)
+    }
+
+    fn stored_name(&self) -> String {
+        format!("{USER_TABLE_PREFIX}{}", self.name)
+    }
+}
 
 /// Errors of the cache index.
 #[derive(Debug, thiserror::Error)]
@@ -80,16 +112,14 @@ pub enum CacheError {
         #[source]
         source: Box<redb::Error>,
     },
-    /// A named table's name was empty.
-    #[error("invalid cache table name {0:?}")]
-    InvalidTable(String),
     /// A blocking index task could not complete (it panicked or the runtime shut down).
     #[error("cache index task failed: {0}")]
     Background(String),
 }
 
-/// The persistent cache index (redb) at `ROOT/cache-v1.redb`: cache key -> result bytes, plus
-/// named tables the worker uses (stat cache, tag resolutions).
+/// The persistent cache index (redb) at `ROOT/cache-v2.redb` ([`INDEX_FILE_NAME`]): cache key ->
+/// result bytes, plus the [`Table`]s its users declare (the worker's stat cache and unpacked
+/// layers, the solver's key records).
 ///
 /// Cheap to clone (clones share one open file). The file is open only during bursts of
 /// transactions (see the module docs), so any number of processes can use one index. All
@@ -263,13 +293,6 @@ impl CacheIndex {
         })
     }
 
-    fn user_table(name: &str) -> Result<String, CacheError> {
-        if name.is_empty() {
-            return Err(CacheError::InvalidTable(name.to_string()));
-        }
-        Ok(format!("{USER_TABLE_PREFIX}{name}"))
-    }
-
     /// The result bytes recorded under `key`, if any.
     pub fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, CacheError> {
         self.read("read a cached result", RESULTS, &key.0)
@@ -283,31 +306,55 @@ impl CacheIndex {
         })
     }
 
-    /// The value under `key` in the named table (`None` when the table or key is absent).
-    pub fn get_in(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, CacheError> {
-        let name = Self::user_table(table)?;
-        self.read("read a table", TableDefinition::new(&name), key)
+    /// The value under `key` in `table` (`None` when the table or key is absent).
+    pub fn get_in(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, CacheError> {
+        let name = table.stored_name();
+        self.read("read a table", Table::definition(&name), key)
     }
 
-    /// Records `value` under `key` in the named table (created on first use), durably.
-    pub fn put_in(&self, table: &str, key: &[u8], value: &[u8]) -> Result<(), CacheError> {
-        let name = Self::user_table(table)?;
+    /// The values under `keys` in `table`, in order, read in one transaction.
+    pub fn get_many_in(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let name = table.stored_name();
+        let err = self.db_err("read a table");
+        self.shared.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| err(e.into()))?;
+            let t = match txn.open_table(Table::definition(&name)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+                Err(e) => return Err(err(e.into())),
+            };
+            keys.iter()
+                .map(|k| {
+                    let value = t.get(k.as_slice()).map_err(|e| err(e.into()))?;
+                    Ok(value.map(|v| v.value().to_vec()))
+                })
+                .collect()
+        })
+    }
+
+    /// Records `value` under `key` in `table` (created on first use), durably.
+    pub fn put_in(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), CacheError> {
+        let name = table.stored_name();
         self.write("write a table", |txn| {
-            txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))?
+            txn.open_table(Table::definition(&name))?
                 .insert(key, value)?;
             Ok(())
         })
     }
 
-    /// Records all `entries` in the named table in one transaction: all or none are stored.
+    /// Records all `entries` in `table` in one transaction: all or none are stored.
     pub fn put_many_in(
         &self,
-        table: &str,
+        table: Table,
         entries: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), CacheError> {
-        let name = Self::user_table(table)?;
+        let name = table.stored_name();
         self.write("write a table", |txn| {
-            let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))?;
+            let mut t = txn.open_table(Table::definition(&name))?;
             for (k, v) in entries {
                 t.insert(k.as_slice(), v.as_slice())?;
             }
@@ -315,13 +362,13 @@ impl CacheIndex {
         })
     }
 
-    /// Removes `key` from the named table; true when it was there.
-    pub fn remove_in(&self, table: &str, key: &[u8]) -> Result<bool, CacheError> {
-        let name = Self::user_table(table)?;
+    /// Removes `key` from `table`; true when it was there.
+    pub fn remove_in(&self, table: Table, key: &[u8]) -> Result<bool, CacheError> {
+        let name = table.stored_name();
         let mut removed = false;
         self.write("write a table", |txn| {
             removed = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))?
+                .open_table(Table::definition(&name))?
                 .remove(key)?
                 .is_some();
             Ok(())

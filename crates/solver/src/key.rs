@@ -1,10 +1,56 @@
-//! Cache keys.
+//! Cache keys: what they are made of ([`KeyInput`]) and the versioned formula
+//! ([`CacheKey::compute`]).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A persistent cache key (blake3 over the vertex's normalised op digest and its inputs' keys,
-/// computed by the executor).
+/// The version of rbuild's cache keys: of the solver's formula and of the op encodings the
+/// executor feeds it. Part of every key, of the cache index's file name
+/// ([`INDEX_FILE_NAME`](crate::INDEX_FILE_NAME)) and of exported build caches. It is defined in
+/// `rbuild_oci::cache`, below the solver, because the remote cache format records it too.
+pub const KEY_VERSION: u32 = rbuild_oci::cache::KEY_VERSION;
+
+/// The domain separator at the start of every key's hash input.
+const KEY_DOMAIN: &[u8] = b"rbuild-cache-key";
+
+/// One content digest a key depends on (e.g. the checksum of the build-context files a COPY
+/// reads, or of a downloaded file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentDigest {
+    /// What was digested, for logs (e.g. `context a.txt`); not part of the key.
+    pub what: String,
+    /// The digest.
+    pub digest: [u8; 32],
+}
+
+/// What a vertex's cache key is made of besides its inputs' keys, as the executor computes
+/// it ([`Executor::cache_key`](crate::Executor::cache_key)); the solver turns it into the key
+/// with [`CacheKey::compute`] and remembers it to explain later misses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInput {
+    /// The op's versioned key encoding: exactly the fields that decide its result.
+    pub op: Vec<u8>,
+    /// Content digests, in an order fixed by the op.
+    pub content: Vec<ContentDigest>,
+}
+
+impl KeyInput {
+    /// A key input with no content digests.
+    pub fn op(op: Vec<u8>) -> KeyInput {
+        KeyInput {
+            op,
+            content: Vec::new(),
+        }
+    }
+
+    /// blake3 of the op encoding (how key records remember the op).
+    pub fn op_digest(&self) -> [u8; 32] {
+        *blake3::hash(&self.op).as_bytes()
+    }
+}
+
+/// A persistent cache key: blake3 over the key version, the vertex's op encoding, its inputs'
+/// keys and its content digests ([`CacheKey::compute`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct CacheKey(pub [u8; 32]);
 
@@ -33,6 +79,21 @@ impl CacheKey {
             out[i] = (hi * 16 + lo) as u8;
         }
         Some(CacheKey(out))
+    }
+
+    /// The key of a vertex (version [`KEY_VERSION`]): [`CacheKey::from_parts`] over the domain
+    /// `rbuild-cache-key`, the version (u32 LE), the op encoding, the number of inputs and of
+    /// content digests (two u64 LE), each input's key in input order, then each content digest.
+    pub fn compute(input: &KeyInput, inputs: &[CacheKey]) -> CacheKey {
+        let version = KEY_VERSION.to_le_bytes();
+        let mut counts = [0u8; 16];
+        counts[..8].copy_from_slice(&(inputs.len() as u64).to_le_bytes());
+        counts[8..].copy_from_slice(&(input.content.len() as u64).to_le_bytes());
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(4 + inputs.len() + input.content.len());
+        parts.extend([KEY_DOMAIN, &version[..], &input.op, &counts[..]]);
+        parts.extend(inputs.iter().map(|k| &k.0[..]));
+        parts.extend(input.content.iter().map(|c| &c.digest[..]));
+        CacheKey::from_parts(&parts)
     }
 
     /// blake3 over `parts`, unambiguously framed: the number of parts, then each part preceded
@@ -72,5 +133,43 @@ mod tests {
         assert_eq!(CacheKey::from_hex(&hex.to_uppercase()), Some(a));
         assert_eq!(CacheKey::from_hex("zz"), None);
         assert_eq!(CacheKey([0xab; 32]).to_string(), "ab".repeat(32));
+    }
+
+    /// The formula is pinned: changing it changes every key, so it must come with a bump of
+    /// [`KEY_VERSION`] (and with it the index file name and exported caches).
+    #[test]
+    fn the_key_formula_is_pinned() {
+        assert_eq!(KEY_VERSION, 2);
+        assert_eq!(crate::INDEX_FILE_NAME, format!("cache-v{KEY_VERSION}.redb"));
+        let source = CacheKey::compute(&KeyInput::op(b"source".to_vec()), &[]);
+        let content = ContentDigest {
+            what: "context a.txt".into(),
+            digest: [7; 32],
+        };
+        let copy = KeyInput {
+            op: b"copy".to_vec(),
+            content: vec![content.clone()],
+        };
+        let copied = CacheKey::compute(&copy, &[source, source]);
+        assert_eq!(
+            source.hex(),
+            "5cb36be49ce1222211debba8cac297b71d1d9800253bf15b18e49c5beb0777df"
+        );
+        assert_eq!(
+            copied.hex(),
+            "3bf8482ae9e6789621e4da3697907cde0a69c6ebb44086d61f0b33f0613b110a"
+        );
+        // The label is not keyed; the digest, the inputs and their order are.
+        let relabelled = KeyInput {
+            content: vec![ContentDigest {
+                what: "other".into(),
+                ..content
+            }],
+            ..copy.clone()
+        };
+        assert_eq!(CacheKey::compute(&relabelled, &[source, source]), copied);
+        assert_ne!(CacheKey::compute(&copy, &[source]), copied);
+        let no_content = KeyInput::op(b"copy".to_vec());
+        assert_ne!(CacheKey::compute(&no_content, &[source, source]), copied);
     }
 }

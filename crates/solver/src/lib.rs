@@ -6,7 +6,12 @@
 //! BuildKit does:
 //!
 //! 1. **Cache keys** are computed for every vertex the targets depend on, inputs first,
-//!    independent vertices concurrently ([`Executor::cache_key`]).
+//!    independent vertices concurrently: the executor says what a key is made of
+//!    ([`Executor::cache_key`] -> [`KeyInput`]), the solver hashes it with the inputs' keys
+//!    ([`CacheKey::compute`], versioned by [`KEY_VERSION`]). Each vertex's key and its
+//!    components are remembered in the index by the vertex's name, so that with `tracing` at
+//!    debug level a miss says what changed since the last build (the op, which input, which
+//!    content digest) and a hit is logged with its key.
 //! 2. **Lazy results**: solving a vertex first looks its key up in the [`CacheIndex`] (unless
 //!    [`SolveOptions::no_cache`] or [`Executor::cacheable`] says no). On a hit that
 //!    [`Executor::decode`]s, the vertex is [`EventKind::Cached`] and nothing below it is run
@@ -31,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod executor;
+mod explain;
 mod graph;
 mod index;
 mod key;
@@ -40,8 +46,8 @@ mod solve;
 pub use executor::Executor;
 pub use graph::{Graph, VertexId};
 pub use index::{
-    CacheError, CacheIndex, KeyClaim, DEFAULT_LOCK_TIMEOUT, IDLE_CLOSE, INDEX_FILE_NAME,
+    CacheError, CacheIndex, KeyClaim, Table, DEFAULT_LOCK_TIMEOUT, IDLE_CLOSE, INDEX_FILE_NAME,
 };
-pub use key::CacheKey;
+pub use key::{CacheKey, ContentDigest, KeyInput, KEY_VERSION};
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};
 pub use solve::{SolveError, SolveOptions, Solver};

@@ -1,16 +1,18 @@
 //! The scheduler.
 
+use crate::explain;
 use crate::graph::Node;
 use crate::progress::{event, Gate};
 use crate::{
-    CacheError, CacheIndex, CacheKey, Event, EventKind, ExecContext, Executor, Graph, ProgressSink,
-    VertexId,
+    CacheError, CacheIndex, CacheKey, Event, EventKind, ExecContext, Executor, Graph, KeyInput,
+    ProgressSink, VertexId,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinError, JoinSet};
+use tracing::debug;
 
 /// Why a solve failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,7 @@ pub enum SolveError<E: std::error::Error + 'static> {
     /// Reading or writing the cache index failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
-    /// The graph has a cycle, or a vertex's cache key equals one of its dependencies' keys.
+    /// The graph has a cycle.
     #[error("the build graph has a cycle")]
     Cycle,
     /// A target or an input names a vertex that is not in the graph.
@@ -153,6 +155,8 @@ impl<E: Executor> Solver<E> {
             key_slots: Arc::new(Semaphore::new(opts.max_parallel.max(1))),
             tasks: JoinSet::new(),
             keys: HashMap::new(),
+            key_inputs: HashMap::new(),
+            why: HashMap::new(),
             entries: HashMap::new(),
             requested: Vec::new(),
             requested_set: HashSet::new(),
@@ -222,7 +226,7 @@ struct Entry<V> {
 }
 
 enum Msg<V, Err> {
-    Key(VertexId, Result<CacheKey, Err>),
+    Key(VertexId, Result<(CacheKey, KeyInput), Err>, Duration),
     Lookup(CacheKey, Result<Option<V>, CacheError>),
     Exec {
         key: CacheKey,
@@ -245,6 +249,10 @@ struct Driver<'g, E: Executor> {
     key_slots: Arc<Semaphore>,
     tasks: JoinSet<Msg<E::Value, E::Error>>,
     keys: HashMap<VertexId, CacheKey>,
+    /// What each key was made of (for key records and miss explanations).
+    key_inputs: HashMap<VertexId, KeyInput>,
+    /// Why each vertex would miss, against its last key record.
+    why: HashMap<VertexId, String>,
     entries: HashMap<CacheKey, Entry<E::Value>>,
     requested: Vec<VertexId>,
     requested_set: HashSet<VertexId>,
@@ -280,6 +288,19 @@ impl<'g, E: Executor> Driver<'g, E> {
             return;
         }
         let key = self.keys.get(&v).copied();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let (name, hex) = (self.graph.name(v), key.map(|k| k.hex()).unwrap_or_default());
+            match &kind {
+                EventKind::Cached => debug!(vertex = name, key = %hex, "cache hit"),
+                EventKind::Done { duration } => {
+                    debug!(vertex = name, key = %hex, exec_time = ?duration, "executed")
+                }
+                EventKind::Error { duration, .. } => {
+                    debug!(vertex = name, key = %hex, exec_time = ?duration, "failed")
+                }
+                _ => {}
+            }
+        }
         self.gate
             .emit(event(v, self.graph.name(v), key.as_ref(), kind));
     }
@@ -376,10 +397,19 @@ impl<'g, E: Executor> Driver<'g, E> {
             let Some(msg) = self.next().await? else {
                 return Err(SolveError::Cycle);
             };
-            let Msg::Key(v, result) = msg else { continue };
+            let Msg::Key(v, result, elapsed) = msg else {
+                continue;
+            };
             match result {
-                Ok(key) => {
+                Ok((key, input)) => {
+                    debug!(
+                        vertex = self.graph.name(v),
+                        key = %key,
+                        key_time = ?elapsed,
+                        "cache key"
+                    );
                     self.keys.insert(v, key);
+                    self.key_inputs.insert(v, input);
                     for &d in dependents.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
                         if let Some(r) = remaining.get_mut(&d) {
                             *r -= 1;
@@ -406,7 +436,18 @@ impl<'g, E: Executor> Driver<'g, E> {
                 }
             }
         }
+        self.remember_keys(order).await;
         Ok(())
+    }
+
+    /// Records every needed vertex's key and components under its name and, when debug logs
+    /// are on, notes why each would miss (see [`explain`]).
+    async fn remember_keys(&mut self, order: &[VertexId]) {
+        if let Some(index) = self.index.clone() {
+            self.why =
+                explain::remember_keys(index, self.graph, order, &self.keys, &self.key_inputs)
+                    .await;
+        }
     }
 
     fn spawn_key(&mut self, v: VertexId) -> Res<E, ()> {
@@ -421,7 +462,12 @@ impl<'g, E: Executor> Driver<'g, E> {
         let slots = self.key_slots.clone();
         self.tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            Msg::Key(v, executor.cache_key(&vertex, &inputs).await)
+            let start = Instant::now();
+            let result = executor
+                .cache_key(&vertex, &inputs)
+                .await
+                .map(|input| (CacheKey::compute(&input, &inputs), input));
+            Msg::Key(v, result, start.elapsed())
         });
         Ok(())
     }
@@ -495,6 +541,32 @@ impl<'g, E: Executor> Driver<'g, E> {
         key: CacheKey,
         work: &mut Vec<(VertexId, Option<CacheKey>)>,
     ) -> Res<E, ()> {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Ok(());
+        };
+        let rep = entry.rep;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let cacheable = self
+                .graph
+                .node(rep)
+                .map(|n| self.executor.cacheable(&n.vertex));
+            let reason = match (&self.index, self.no_cache, cacheable) {
+                (None, _, _) => "no cache index",
+                (_, true, _) => "--no-cache",
+                (_, _, Some(false)) => "never cached (e.g. the build context)",
+                _ => self
+                    .why
+                    .get(&rep)
+                    .map(String::as_str)
+                    .unwrap_or("not in the cache"),
+            };
+            debug!(
+                vertex = self.graph.name(rep),
+                key = %key,
+                reason,
+                "cache miss"
+            );
+        }
         let Some(entry) = self.entries.get_mut(&key) else {
             return Ok(());
         };

@@ -15,8 +15,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::path::PathBuf;
 
-const STAT_TABLE: &str = "context-stat-v1";
-
 /// A stat cache session: reads from the index, collects new entries, writes them in one transaction.
 pub struct StatCache<'a> {
     index: Option<&'a CacheIndex>,
@@ -60,7 +58,7 @@ impl<'a> StatCache<'a> {
         let key = path.as_os_str().as_bytes().to_vec();
         let stat = Self::stat_key(meta);
         if let Some(index) = self.index {
-            if let Ok(Some(value)) = index.get_in(STAT_TABLE, &key) {
+            if let Ok(Some(value)) = index.get_in(crate::tables::CONTEXT_STAT, &key) {
                 if value.len() == stat.len() + 32 && value[..stat.len()] == stat[..] {
                     let mut out = [0u8; 32];
                     out.copy_from_slice(&value[stat.len()..]);
@@ -91,7 +89,7 @@ impl<'a> StatCache<'a> {
             if !self.updates.is_empty() {
                 let entries: Vec<(Vec<u8>, Vec<u8>)> = self.updates.into_iter().collect();
                 // The stat cache is only an accelerator: a failed write costs a re-read next time.
-                let _ = index.put_many_in(STAT_TABLE, &entries);
+                let _ = index.put_many_in(crate::tables::CONTEXT_STAT, &entries);
             }
         }
     }

@@ -10,8 +10,6 @@ use rbuild_solver::CacheIndex;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read};
 
-pub(crate) const UNPACKED_TABLE: &str = "unpacked-v1";
-
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -58,7 +56,7 @@ pub async fn unpack_image(
         };
         let known = match index {
             Some(ix) => ix
-                .get_in(UNPACKED_TABLE, chain_id.to_string().as_bytes())
+                .get_in(crate::tables::UNPACKED, chain_id.to_string().as_bytes())
                 .ok()
                 .flatten()
                 .map(|v| SnapshotId(String::from_utf8_lossy(&v).to_string())),
@@ -67,9 +65,11 @@ pub async fn unpack_image(
         let id = match known {
             Some(id) if snapshotter.exists(&id) => id,
             _ => {
+                let started = std::time::Instant::now();
                 if !store.has_blob(&desc.digest) {
                     registry.fetch_blob(&parsed, desc, store).await?;
                 }
+                let fetched = started.elapsed();
                 let id = unpack_layer(
                     store,
                     snapshotter,
@@ -78,9 +78,16 @@ pub async fn unpack_image(
                     diff_id.clone(),
                 )
                 .await?;
+                tracing::debug!(
+                    layer = %desc.digest,
+                    size = desc.size,
+                    fetch_time = ?fetched,
+                    unpack_time = ?(started.elapsed() - fetched),
+                    "layer pulled"
+                );
                 if let Some(ix) = index {
                     let _ = ix.put_in(
-                        UNPACKED_TABLE,
+                        crate::tables::UNPACKED,
                         chain_id.to_string().as_bytes(),
                         id.0.as_bytes(),
                     );

@@ -12,6 +12,7 @@ mod http;
 mod image;
 pub mod mounts;
 pub mod remote_cache;
+mod tables;
 pub mod users;
 
 pub use mounts::SecretSource;
@@ -21,7 +22,10 @@ use rbuild_oci::{Digest, Store};
 use rbuild_registry::RegistryClient;
 use rbuild_sandbox::{Limits, Sandbox};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
-use rbuild_solver::{CacheIndex, CacheKey, ExecContext, Executor, Graph, LogStream, VertexId};
+use rbuild_solver::{
+    CacheIndex, CacheKey, ContentDigest, ExecContext, Executor, Graph, KeyInput, LogStream,
+    VertexId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -122,6 +126,31 @@ pub enum Value {
     Fs(Option<SnapshotId>),
     /// The build context directory.
     Context,
+}
+
+impl Value {
+    /// The value as the cache index stores it (infallible): `fs:` and the top snapshot's id
+    /// (nothing for the empty filesystem), or `context`.
+    pub fn to_index_bytes(&self) -> Vec<u8> {
+        match self {
+            Value::Fs(top) => {
+                let id = top.as_ref().map(|id| id.0.as_str()).unwrap_or("");
+                [b"fs:", id.as_bytes()].concat()
+            }
+            Value::Context => b"context".to_vec(),
+        }
+    }
+
+    /// Reads [`Value::to_index_bytes`]; `None` for anything else.
+    pub fn from_index_bytes(bytes: &[u8]) -> Option<Value> {
+        if bytes == b"context" {
+            return Some(Value::Context);
+        }
+        let id = std::str::from_utf8(bytes.strip_prefix(b"fs:")?).ok()?;
+        Some(Value::Fs(
+            (!id.is_empty()).then(|| SnapshotId(id.to_string())),
+        ))
+    }
 }
 
 /// A vertex as the worker sees it.
@@ -308,7 +337,10 @@ impl Worker {
     }
 
     /// Content checksums of the build-context paths a RUN's mounts use.
-    async fn mount_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
+    async fn mount_key_extra(
+        &self,
+        vertex: &WorkVertex,
+    ) -> Result<Vec<ContentDigest>, WorkerError> {
         let Op::Exec(exec) = &vertex.op else {
             return Ok(Vec::new());
         };
@@ -329,11 +361,12 @@ impl Worker {
                 .with_excludes((!matcher.is_empty()).then_some(matcher));
             let mut out = Vec::new();
             for p in &patterns {
-                out.push(
-                    cache
+                out.push(ContentDigest {
+                    what: format!("context {p}"),
+                    digest: cache
                         .checksum(&context, p, false, true)
                         .map_err(WorkerError::Checksum)?,
-                );
+                });
             }
             cache.flush();
             Ok(out)
@@ -341,7 +374,7 @@ impl Worker {
         .await
     }
 
-    async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<[u8; 32]>, WorkerError> {
+    async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<ContentDigest>, WorkerError> {
         let file = match &vertex.op {
             Op::File(file) => file,
             Op::Source(SourceOp::Http { url, checksum, .. }) => {
@@ -349,7 +382,10 @@ impl Worker {
                     .downloads
                     .key_part(&self.snapshotter, &vertex.digest, url, checksum.as_deref())
                     .await?;
-                return Ok(vec![*blake3::hash(&part).as_bytes()]);
+                return Ok(vec![ContentDigest {
+                    what: url.clone(),
+                    digest: *blake3::hash(&part).as_bytes(),
+                }]);
             }
             _ => return Ok(Vec::new()),
         };
@@ -386,8 +422,9 @@ impl Worker {
             let mut out = Vec::new();
             for c in &copies {
                 let source_exclude = dockerignore::Matcher::new(&c.exclude_patterns);
-                out.push(
-                    cache
+                out.push(ContentDigest {
+                    what: format!("context {}", c.src),
+                    digest: cache
                         .checksum_filtered(
                             &context,
                             &c.src,
@@ -396,7 +433,7 @@ impl Worker {
                             (!source_exclude.is_empty()).then_some(&source_exclude),
                         )
                         .map_err(WorkerError::Checksum)?,
-                );
+                });
             }
             cache.flush();
             Ok(out)
@@ -405,20 +442,15 @@ impl Worker {
     }
 }
 
-/// The op as its cache key sees it: proxy variables and extra hosts' addresses never enter the
-/// key (as BuildKit's `ExecOp.CacheMap`); network and security modes and extra host names do.
-/// Resource limits are not in the op at all.
-fn keyed_op(op: &Op) -> Op {
-    match op {
-        Op::Exec(exec) if !exec.proxy_env.is_empty() || !exec.extra_hosts.is_empty() => {
-            let mut exec = exec.clone();
-            exec.proxy_env.clear();
-            for host in &mut exec.extra_hosts {
-                host.ip.clear();
-            }
-            Op::Exec(exec)
-        }
-        other => other.clone(),
+/// What a vertex's cache key is made of: the op's versioned key encoding
+/// ([`Op::cache_key_bytes`]: proxy variables and extra hosts' addresses are left out by
+/// construction; network and security modes and extra host names count; resource limits are
+/// not in the op at all), then `content` (context checksums of the COPY sources or RUN mounts
+/// in op order, or a download's digest).
+pub fn key_input(op: &Op, content: Vec<ContentDigest>) -> KeyInput {
+    KeyInput {
+        op: op.cache_key_bytes(),
+        content,
     }
 }
 
@@ -517,22 +549,11 @@ impl Executor for Worker {
     async fn cache_key(
         &self,
         vertex: &WorkVertex,
-        inputs: &[CacheKey],
-    ) -> Result<CacheKey, WorkerError> {
-        let keyed_op = keyed_op(&vertex.op);
-        let op_json = rbuild_oci::canonical_json(&keyed_op).unwrap_or_default();
-        let mut parts: Vec<Vec<u8>> = vec![b"rbuild-cache-v1".to_vec(), op_json];
-        for key in inputs {
-            parts.push(key.0.to_vec());
-        }
-        for sum in self.file_key_extra(vertex).await? {
-            parts.push(sum.to_vec());
-        }
-        for sum in self.mount_key_extra(vertex).await? {
-            parts.push(sum.to_vec());
-        }
-        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
-        Ok(CacheKey::from_parts(&refs))
+        _inputs: &[CacheKey],
+    ) -> Result<KeyInput, WorkerError> {
+        let mut content = self.file_key_extra(vertex).await?;
+        content.extend(self.mount_key_extra(vertex).await?);
+        Ok(key_input(&vertex.op, content))
     }
 
     async fn exec(
@@ -604,11 +625,11 @@ impl Executor for Worker {
     }
 
     fn encode(&self, value: &Value) -> Vec<u8> {
-        serde_json::to_vec(value).unwrap_or_default()
+        value.to_index_bytes()
     }
 
     fn decode(&self, bytes: &[u8]) -> Option<Value> {
-        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let value = Value::from_index_bytes(bytes)?;
         match &value {
             Value::Fs(Some(id)) if !self.snapshotter.exists(id) => None,
             _ => Some(value),
@@ -647,40 +668,20 @@ impl Executor for Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rbuild_llb::{NetworkMode, SecurityMode};
 
     #[test]
-    fn cache_key_op_drops_host_addresses_but_keeps_modes() {
-        let exec = rbuild_llb::ExecOp {
-            args: vec!["true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            user: String::new(),
-            network: NetworkMode::Default,
-            security: SecurityMode::Sandbox,
-            extra_hosts: vec![rbuild_llb::ExtraHost {
-                host: "db".into(),
-                ip: "10.0.0.1".into(),
-            }],
-            mounts: vec![],
-            proxy_env: vec!["HTTP_PROXY=http://p".into()],
-        };
-        let key = |e: &rbuild_llb::ExecOp| {
-            rbuild_oci::canonical_json(&keyed_op(&Op::Exec(e.clone()))).unwrap()
-        };
-        let base = key(&exec);
-        let mut moved = exec.clone();
-        moved.extra_hosts[0].ip = "10.0.0.2".into();
-        moved.proxy_env.clear();
-        assert_eq!(key(&moved), base, "addresses and proxies are not keyed");
-        let mut renamed = exec.clone();
-        renamed.extra_hosts[0].host = "cache".into();
-        assert_ne!(key(&renamed), base, "host names are keyed");
-        let mut host = exec.clone();
-        host.network = NetworkMode::Host;
-        assert_ne!(key(&host), base, "the network mode is keyed");
-        let mut insecure = exec.clone();
-        insecure.security = SecurityMode::Insecure;
-        assert_ne!(key(&insecure), base, "the security mode is keyed");
+    fn values_round_trip_through_the_index_bytes() {
+        let values = [
+            Value::Fs(None),
+            Value::Fs(Some(SnapshotId("18ecb31ddd1cbace003e970001".into()))),
+            Value::Context,
+        ];
+        for v in values {
+            assert_eq!(Value::from_index_bytes(&v.to_index_bytes()), Some(v));
+        }
+        assert_eq!(Value::to_index_bytes(&Value::Fs(None)), b"fs:");
+        for bad in [&b""[..], b"fs", b"ctx", b"fs:\xff"] {
+            assert_eq!(Value::from_index_bytes(bad), None);
+        }
     }
 }

@@ -127,7 +127,17 @@ impl RemoteCache {
             }
         }
         let mut records = HashMap::new();
-        for record in config.records {
+        // Keys of another version could never match: such a cache has no usable records.
+        let usable = config.key_version == rbuild_solver::KEY_VERSION;
+        if !usable {
+            tracing::debug!(
+                cache = what,
+                key_version = config.key_version,
+                expected = rbuild_solver::KEY_VERSION,
+                "imported cache has keys of another version; its records are not used"
+            );
+        }
+        for record in config.records.into_iter().filter(|_| usable) {
             let Some(key) = CacheKey::from_hex(&record.key) else {
                 return Err(invalid(what, format!("bad cache key `{}`", record.key)));
             };
@@ -220,7 +230,7 @@ impl RemoteCache {
             };
             let known = index
                 .and_then(|ix| {
-                    ix.get_in(image::UNPACKED_TABLE, this_chain.to_string().as_bytes())
+                    ix.get_in(crate::tables::UNPACKED, this_chain.to_string().as_bytes())
                         .ok()
                         .flatten()
                 })
@@ -264,7 +274,7 @@ impl RemoteCache {
                     snapshotter.set_label(&id, &layer.label, &label)?;
                     if let Some(ix) = index {
                         let _ = ix.put_in(
-                            image::UNPACKED_TABLE,
+                            crate::tables::UNPACKED,
                             this_chain.to_string().as_bytes(),
                             id.0.as_bytes(),
                         );
@@ -276,5 +286,66 @@ impl RemoteCache {
             chain_id = Some(this_chain);
         }
         Ok(Some(Value::Fs(parent)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild_oci::cache::CacheRecord;
+    use rbuild_oci::MediaType;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(MediaType::new(MediaType::OCI_MANIFEST)),
+            config: Descriptor {
+                media_type: MediaType::new(CACHE_CONFIG_MEDIA_TYPE),
+                digest: Digest::sha256_of(b"config"),
+                size: 6,
+                platform: None,
+                annotations: None,
+            },
+            layers: vec![],
+            annotations: None,
+        }
+    }
+
+    fn config(key_version: u32) -> CacheConfig {
+        CacheConfig {
+            records: vec![CacheRecord {
+                key: "ab".repeat(32),
+                chain: vec![],
+            }],
+            key_version,
+            ..CacheConfig::default()
+        }
+    }
+
+    /// Records are used only when their keys have this rbuild's key version; a cache written
+    /// before keys were versioned (no `rbuild.cache.keyVersion`) counts as version 1.
+    #[test]
+    fn records_of_another_key_version_are_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |config| {
+            let store = Store::open(dir.path()).unwrap();
+            RemoteCache::from_parts(CacheSource::Layout { store }, "test", manifest(), config)
+                .unwrap()
+        };
+        assert_eq!(
+            CacheConfig::default().key_version,
+            rbuild_solver::KEY_VERSION
+        );
+        assert_eq!(open(config(rbuild_solver::KEY_VERSION)).len(), 1);
+        assert!(open(config(rbuild_solver::KEY_VERSION + 1)).is_empty());
+        let mut legacy = serde_json::to_value(config(rbuild_solver::KEY_VERSION)).unwrap();
+        legacy
+            .as_object_mut()
+            .unwrap()
+            .remove("rbuild.cache.keyVersion")
+            .unwrap();
+        let legacy: CacheConfig = serde_json::from_value(legacy).unwrap();
+        assert_eq!(legacy.key_version, 1);
+        assert!(open(legacy).is_empty());
     }
 }

@@ -7,6 +7,9 @@ use redb::Database;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+const STAT: Table = Table::new("stat");
+const TAGS: Table = Table::new("tags");
+
 #[test]
 fn get_put_and_tables() {
     let dir = tempfile::tempdir().unwrap();
@@ -17,33 +20,38 @@ fn get_put_and_tables() {
     idx.put(&k, b"v1").unwrap();
     idx.put(&k, b"v2").unwrap();
     assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"v2"[..]));
-    assert_eq!(idx.get_in("stat", b"a").unwrap(), None);
-    idx.put_in("stat", b"a", b"1").unwrap();
+    assert_eq!(idx.get_in(STAT, b"a").unwrap(), None);
+    idx.put_in(STAT, b"a", b"1").unwrap();
     idx.put_many_in(
-        "tags",
+        TAGS,
         &[
             (b"t1".to_vec(), b"d1".to_vec()),
             (b"t2".to_vec(), b"d2".to_vec()),
         ],
     )
     .unwrap();
+    assert_eq!(idx.get_in(STAT, b"a").unwrap().as_deref(), Some(&b"1"[..]));
     assert_eq!(
-        idx.get_in("stat", b"a").unwrap().as_deref(),
-        Some(&b"1"[..])
-    );
-    assert_eq!(
-        idx.get_in("tags", b"t2").unwrap().as_deref(),
+        idx.get_in(TAGS, b"t2").unwrap().as_deref(),
         Some(&b"d2"[..])
     );
-    assert_eq!(idx.get_in("tags", b"a").unwrap(), None);
+    assert_eq!(idx.get_in(TAGS, b"a").unwrap(), None);
     // Named tables don't collide with the results table.
-    assert_eq!(idx.get_in("results-v1", &k.0).unwrap(), None);
-    assert!(idx.remove_in("tags", b"t1").unwrap());
-    assert!(!idx.remove_in("tags", b"t1").unwrap());
-    assert!(matches!(
-        idx.put_in("", b"a", b"b"),
-        Err(CacheError::InvalidTable(_))
-    ));
+    assert_eq!(idx.get_in(Table::new("results-v1"), &k.0).unwrap(), None);
+    assert_eq!(
+        idx.get_many_in(TAGS, &[b"t2".to_vec(), b"zz".to_vec()])
+            .unwrap(),
+        vec![Some(b"d2".to_vec()), None]
+    );
+    assert_eq!(
+        idx.get_many_in(Table::new("none"), &[b"a".to_vec()])
+            .unwrap(),
+        vec![None]
+    );
+    assert!(idx.remove_in(TAGS, b"t1").unwrap());
+    assert!(!idx.remove_in(TAGS, b"t1").unwrap());
+    assert_eq!(STAT.name(), "stat");
+    assert!(std::panic::catch_unwind(|| Table::new("")).is_err());
     assert!(idx.moved_aside().is_none());
 }
 
@@ -55,14 +63,11 @@ fn survives_reopen() {
     {
         let idx = CacheIndex::open(&path).unwrap();
         idx.put(&k, b"value").unwrap();
-        idx.put_in("stat", b"a", b"1").unwrap();
+        idx.put_in(STAT, b"a", b"1").unwrap();
     }
     let idx = CacheIndex::open(&path).unwrap();
     assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"value"[..]));
-    assert_eq!(
-        idx.get_in("stat", b"a").unwrap().as_deref(),
-        Some(&b"1"[..])
-    );
+    assert_eq!(idx.get_in(STAT, b"a").unwrap().as_deref(), Some(&b"1"[..]));
 }
 
 #[test]
@@ -169,7 +174,7 @@ fn corrupt_file_is_moved_aside() {
         .file_name()
         .unwrap()
         .to_string_lossy()
-        .starts_with("cache-v1.redb.corrupt-"));
+        .starts_with(&format!("{INDEX_FILE_NAME}.corrupt-")));
     assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 64 * 1024]);
     let k = CacheKey::from_parts(&[b"x"]);
     assert_eq!(idx.get(&k).unwrap(), None);

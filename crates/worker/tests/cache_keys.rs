@@ -1,0 +1,257 @@
+//! Pins the cache keys of a representative build graph (every op kind, several options, context
+//! and download content digests), computed exactly as a build computes them: the llb key
+//! encoding ([`rbuild_worker::key_input`]) hashed by the solver's versioned formula with the
+//! inputs' keys. A change to any of these digests changes every user's cache: it must come with
+//! a bump of `rbuild_solver::KEY_VERSION` (which renames the cache index file) and new pins here.
+
+use rbuild_llb::*;
+use rbuild_oci::Digest;
+use rbuild_solver::{CacheKey, ContentDigest, KEY_VERSION};
+use rbuild_worker::key_input;
+
+fn run(cmd: &str, proxy: &str, host_ip: &str) -> ExecOp {
+    ExecOp {
+        args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "A=1".into()],
+        cwd: "/app".into(),
+        user: "1000".into(),
+        network: NetworkMode::Default,
+        security: SecurityMode::Sandbox,
+        extra_hosts: vec![ExtraHost {
+            host: "db".into(),
+            ip: host_ip.into(),
+        }],
+        mounts: vec![ExecMount {
+            kind: MountType::Cache,
+            target: "/root/.cache".into(),
+            input: None,
+            selector: String::new(),
+            readonly: false,
+            cache: Some(CacheMountOpt {
+                id: "/root/.cache".into(),
+                sharing: CacheSharing::Shared,
+                uid: 0,
+                gid: 0,
+                mode: 0o755,
+            }),
+            tmpfs_size: None,
+            secret: None,
+        }],
+        proxy_env: vec![format!("HTTP_PROXY={proxy}"), format!("no_proxy={proxy}")],
+    }
+}
+
+fn copy(src_input: usize, src: &str, dest: &str) -> FileAction {
+    FileAction::Copy(CopyAction {
+        src_input,
+        src: src.into(),
+        dest: dest.into(),
+        owner: None,
+        mode: None,
+        follow_symlinks: true,
+        dir_copy_contents: true,
+        attempt_unpack: false,
+        create_dest_path: true,
+        allow_wildcard: true,
+        allow_empty_wildcard: false,
+        mode_str: None,
+        exclude_patterns: vec![],
+        parents: false,
+    })
+}
+
+fn file(actions: Vec<FileAction>) -> Op {
+    Op::File(FileOp { actions })
+}
+
+/// The graph of a small Dockerfile; `base` stands for the base image's manifest.
+fn graph(base: &[u8], proxy: &str, host_ip: &str) -> Definition {
+    let mut def = Definition::new();
+    let mut add =
+        |op: Op, inputs: Vec<VertexIndex>, name: &str| def.add(op, inputs, name.to_string(), None);
+    let image = add(
+        Op::Source(SourceOp::Image {
+            reference: "docker.io/library/busybox:latest".into(),
+            digest: Some(Digest::sha256_of(base)),
+        }),
+        vec![],
+        "FROM busybox",
+    );
+    let context = add(
+        Op::Source(SourceOp::Local {
+            name: "context".into(),
+            excludes: vec!["target".into()],
+        }),
+        vec![],
+        "context",
+    );
+    let mkdir = FileAction::Mkdir(MkdirAction {
+        path: "/app".into(),
+        mode: 0o755,
+        make_parents: true,
+        owner: Some(ChownOpt {
+            user: UserOpt::Name("app".into()),
+            group: Some(UserOpt::Id(1000)),
+        }),
+    });
+    let workdir = add(file(vec![mkdir]), vec![image], "WORKDIR /app");
+    let copied = add(
+        file(vec![copy(1, "src", "/app/src")]),
+        vec![workdir, context],
+        "COPY src /app/src",
+    );
+    let ran = add(
+        Op::Exec(run("make", proxy, host_ip)),
+        vec![copied],
+        "RUN make",
+    );
+    let scratch = add(Op::Source(SourceOp::Scratch), vec![], "scratch");
+    let linked = add(
+        file(vec![copy(1, "src", "/src")]),
+        vec![scratch, context],
+        "COPY --link src /src",
+    );
+    let merged = add(Op::Merge, vec![ran, linked], "merge");
+    let http = add(
+        Op::Source(SourceOp::Http {
+            url: "https://example.com/tool.tgz".into(),
+            checksum: None,
+            filename: "tool.tgz".into(),
+        }),
+        vec![],
+        "ADD https://example.com/tool.tgz",
+    );
+    let heredoc = add(
+        Op::Source(SourceOp::Inline {
+            filename: "run.sh".into(),
+            content: "#!/bin/sh\necho hi\n".into(),
+        }),
+        vec![],
+        "COPY <<EOF",
+    );
+    add(
+        file(vec![copy(1, "/tool.tgz", "/opt/"), copy(2, "/run.sh", "/")]),
+        vec![merged, http, heredoc],
+        "ADD + COPY <<EOF",
+    );
+    def
+}
+
+/// The content digests a build computes (context checksums, the download's digest), fixed
+/// here: the worker's checksum tests cover computing them.
+fn content(op: &Op) -> Vec<ContentDigest> {
+    let digest = |what: &str| ContentDigest {
+        what: what.into(),
+        digest: *blake3::hash(what.as_bytes()).as_bytes(),
+    };
+    match op {
+        Op::File(f) => f
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                FileAction::Copy(c) if c.src == "src" => Some(digest("context src")),
+                _ => None,
+            })
+            .collect(),
+        Op::Source(SourceOp::Http { url, .. }) => vec![digest(url)],
+        _ => vec![],
+    }
+}
+
+fn keys(def: &Definition) -> Vec<(String, String)> {
+    let mut keys: Vec<CacheKey> = Vec::new();
+    let mut out = Vec::new();
+    for v in &def.vertices {
+        let inputs: Vec<CacheKey> = v.inputs.iter().map(|&i| keys[i]).collect();
+        let key = CacheKey::compute(&key_input(&v.op, content(&v.op)), &inputs);
+        keys.push(key);
+        out.push((v.name.clone(), key.hex()));
+    }
+    out
+}
+
+#[test]
+fn the_keys_of_a_representative_graph_are_pinned() {
+    assert_eq!(KEY_VERSION, 2, "a new key version needs new pins below");
+    let got = keys(&graph(b"manifest-1", "http://proxy:3128", "10.0.0.5"));
+    let want: Vec<(String, String)> = [
+        (
+            "FROM busybox",
+            "c80915a6b2bebcbb3307dcbd37e4ab8d21cc12e342c9e81c028e02ae0a11b800",
+        ),
+        (
+            "context",
+            "416a6a0360d0bef5103d60d9889b7a92b114b7641736920cf1be1e415818365f",
+        ),
+        (
+            "WORKDIR /app",
+            "d13e8d0009b85c504c29c7a88b4ce86699fec9f16197decc84bda559952743b7",
+        ),
+        (
+            "COPY src /app/src",
+            "f0138b417c9beee347404a963628ca13333b71fd134a4b702d8c72016b9a6f1f",
+        ),
+        (
+            "RUN make",
+            "5b9263154de8e09588b8fa0f59675973d3aac2af118c8cd6963bcdd241017df3",
+        ),
+        (
+            "scratch",
+            "d44129269d998fb0015c763d9ae809924d26ba1a40697c3a5ea66f35a4b63e1d",
+        ),
+        (
+            "COPY --link src /src",
+            "c1f1298cd51fb632681d9d97382e498569bb0708a3c3d7a748e15c78ea1d4003",
+        ),
+        (
+            "merge",
+            "db7438865343c7b43a79df3f039719ccf58d273c191bdfc342d8c2ca214ccc97",
+        ),
+        (
+            "ADD https://example.com/tool.tgz",
+            "78396eef77ecf4d936718219a329bced1bb7ef3871aee429f2ab617f96a8f0dc",
+        ),
+        (
+            "COPY <<EOF",
+            "6c8012808b0d0e95929441952655423d7c49fa3bc1592a0e4b89af6accb0cf61",
+        ),
+        (
+            "ADD + COPY <<EOF",
+            "3a0e8fdec9b2a763f3f274adcc4eeb669ebd2671b6f99a43384b5f18f1a33bfe",
+        ),
+    ]
+    .iter()
+    .map(|(n, k)| (n.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn proxies_and_host_addresses_do_not_change_keys() {
+    let a = keys(&graph(b"manifest-1", "http://proxy:3128", "10.0.0.5"));
+    let b = keys(&graph(b"manifest-1", "http://other:8080", "192.168.1.9"));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_new_base_changes_the_keys_on_it_but_not_the_linked_copy() {
+    let a = keys(&graph(b"manifest-1", "http://proxy:3128", "10.0.0.5"));
+    let b = keys(&graph(b"manifest-2", "http://proxy:3128", "10.0.0.5"));
+    let changed: Vec<&str> = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.1 != y.1)
+        .map(|(x, _)| x.0.as_str())
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "FROM busybox",
+            "WORKDIR /app",
+            "COPY src /app/src",
+            "RUN make",
+            "merge",
+            "ADD + COPY <<EOF"
+        ]
+    );
+}
