@@ -1,15 +1,15 @@
-//! The rbuild command-line interface: argument parsing (clap), the build pipeline
-//! (frontend -> solver -> exporter), progress rendering and user-facing error reports.
+//! The rbuild command-line interface: argument parsing (clap), progress rendering, output and
+//! user-facing error reports with exit codes. The build pipeline itself is the `rbuild_build`
+//! library.
 
 mod build;
-mod cache_io;
 mod errors;
-mod input;
 mod progress;
 mod push;
 mod run_opts;
 
 use clap::{Args, Parser, Subcommand};
+use rbuild_build::{CacheFromSpec, CacheToSpec, OutputSpec, SecretSpec, SpecError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -164,8 +164,8 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: progress::ProgressMode,
     /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
-    #[arg(short = 'o', long = "output")]
-    pub outputs: Vec<String>,
+    #[arg(short = 'o', long = "output", value_parser = clap::value_parser!(OutputSpec))]
+    pub outputs: Vec<OutputSpec>,
     /// Push the image to the registries named by the tags (shorthand for type=image,push=true).
     #[arg(long)]
     pub push: bool,
@@ -173,19 +173,32 @@ pub struct BuildArgs {
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<PathBuf>,
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
-    #[arg(long = "secret")]
-    pub secrets: Vec<String>,
+    #[arg(long = "secret", value_parser = clap::value_parser!(SecretSpec))]
+    pub secrets: Vec<SecretSpec>,
     /// Export the build cache: type=registry,ref=REF[,mode=min|max] or type=local,dest=DIR[,mode=..].
-    #[arg(long = "cache-to")]
-    pub cache_to: Vec<String>,
+    #[arg(long = "cache-to", value_parser = clap::value_parser!(CacheToSpec))]
+    pub cache_to: Vec<CacheToSpec>,
     /// Import a build cache: type=registry,ref=REF or type=local,src=DIR.
-    #[arg(long = "cache-from")]
-    pub cache_from: Vec<String>,
+    #[arg(long = "cache-from", value_parser = clap::value_parser!(CacheFromSpec))]
+    pub cache_from: Vec<CacheFromSpec>,
 }
 
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
-    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os().collect())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad `--output`/`--secret`/`--cache-*` spec reads as rbuild's own message (and
+            // exit code), not clap's "invalid value" line.
+            let spec = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<SpecError>());
+            if let Some(spec) = spec {
+                let report = errors::Report::from(spec);
+                eprintln!("{report}");
+                return ExitCode::from(report.exit_code());
+            }
+            e.exit()
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
