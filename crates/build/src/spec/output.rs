@@ -125,8 +125,8 @@ impl FromStr for OutputSpec {
     }
 }
 
-/// The `name=` values of an output: `name=a,b` (a bare field continues the names) and repeated
-/// `name=` both give several names.
+/// The `name=` values of an output: `name=a,b` (a bare field continues the names), `"name=a,b"`
+/// and repeated `name=` all give several names.
 fn names(fields: &[Field]) -> Vec<String> {
     let mut names = Vec::new();
     let mut in_name = false;
@@ -134,7 +134,8 @@ fn names(fields: &[Field]) -> Vec<String> {
         match (&f.value, f.key.as_str()) {
             (Some(v), "name") => {
                 in_name = true;
-                names.push(v.trim_matches('"').to_string());
+                // A quoted field keeps its commas: `"name=a,b"` names two images, as buildx.
+                names.extend(v.split(',').map(|n| n.trim_matches('"').to_string()));
             }
             (Some(_), _) => in_name = false,
             (None, _) if in_name => names.push(f.raw.trim_matches('"').to_string()),
