@@ -166,7 +166,10 @@ mod tests {
             error: Box::new(e),
             hint: "try again".into(),
         };
-        assert_eq!(hinted.to_string(), "opening snapshots: gone\nhint: try again");
+        assert_eq!(
+            hinted.to_string(),
+            "opening snapshots: gone\nhint: try again"
+        );
         assert!(!hinted.is_report());
         assert!(BuildError::PushWithoutName.is_usage());
     }

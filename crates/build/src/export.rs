@@ -11,7 +11,10 @@ use rbuild_snapshotter::{SnapshotId, Snapshotter};
 
 /// The layer options of a build: the first output that sets `compression=` decides (the image
 /// is assembled once), clamping its level to the algorithm's range.
-pub(crate) fn layer_options(outputs: &[OutputSpec], source_date_epoch: Option<i64>) -> LayerOptions {
+pub(crate) fn layer_options(
+    outputs: &[OutputSpec],
+    source_date_epoch: Option<i64>,
+) -> LayerOptions {
     let mut opts = LayerOptions::default();
     if let Some(c) = outputs.iter().find_map(|o| o.compression) {
         apply_compression(&mut opts, c);
@@ -66,8 +69,8 @@ pub(crate) fn export(
                 .map_err(|e| BuildError::step("exporting layers", e))?,
         );
     }
-    let (desc, manifest) = assemble_image(store, config, &layers)
-        .map_err(|e| BuildError::step("writing image", e))?;
+    let (desc, manifest) =
+        assemble_image(store, config, &layers).map_err(|e| BuildError::step("writing image", e))?;
     for tag in tags {
         store
             .set_tag(tag, &desc)

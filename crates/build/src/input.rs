@@ -73,9 +73,7 @@ pub(crate) fn prepare(
         DockerfileSource::Stream(s) => (None, Some(s)),
     };
     let context_arg = match context {
-        ContextSource::Stream(_) if file_stream.is_some() => {
-            return Err(BuildError::BothFromStdin)
-        }
+        ContextSource::Stream(_) if file_stream.is_some() => return Err(BuildError::BothFromStdin),
         ContextSource::Stream(stream) => return from_stream(stream, file.as_deref(), state),
         ContextSource::Dir(dir) => dir,
     };
@@ -126,9 +124,7 @@ fn from_stream(
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .read_to_end(&mut out)
-            .map_err(|e| {
-                BuildError::Input(format!("context on standard input: bad gzip: {e}"))
-            })?;
+            .map_err(|e| BuildError::Input(format!("context on standard input: bad gzip: {e}")))?;
         bytes = out;
     }
     let dir = temp_dir(state)?;

@@ -157,9 +157,8 @@ pub async fn build_with_cancel(
         })
         .await?
     };
-    let exe = std::env::current_exe().map_err(|e| {
-        BuildError::Failed(format!("cannot find the rbuild executable: {e}"))
-    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| BuildError::Failed(format!("cannot find the rbuild executable: {e}")))?;
     let remote_cache = cache_io::import(&cache_from, &registry, progress.as_ref()).await;
     let cache_registry = registry.clone();
     let secrets = secrets.into_iter().map(|s| (s.id, s.source)).collect();

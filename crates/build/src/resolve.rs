@@ -80,10 +80,9 @@ async fn resolve_base(
             return Ok(base);
         }
     }
-    let resolved = registry
-        .resolve(&reference)
-        .await
-        .map_err(|e| BuildError::step(format!("failed to resolve source metadata for {full}"), e))?;
+    let resolved = registry.resolve(&reference).await.map_err(|e| {
+        BuildError::step(format!("failed to resolve source metadata for {full}"), e)
+    })?;
     let store2 = store.clone();
     let manifest_bytes = resolved.manifest_bytes.clone();
     let config_bytes = resolved.config_bytes.clone();

@@ -81,14 +81,20 @@ mod tests {
         assert_eq!(canceled.to_string(), "error: build canceled");
         assert_eq!(canceled.exit_code(), 130);
         let usage = Report::from(BuildError::PushWithoutName);
-        assert_eq!(usage.to_string(), "error: --push needs at least one -t NAME");
+        assert_eq!(
+            usage.to_string(),
+            "error: --push needs at least one -t NAME"
+        );
         assert_eq!(usage.exit_code(), 2);
         let report = Report::from(BuildError::Dockerfile("Dockerfile:1\n...".into()));
         assert_eq!(report.to_string(), "Dockerfile:1\n...");
         assert_eq!(report.exit_code(), 1);
         let spec = "id=a,x=1".parse::<rbuild_build::SecretSpec>().unwrap_err();
         let spec = Report::from(&spec);
-        assert_eq!(spec.to_string(), "error: invalid secret `id=a,x=1`: unexpected key `x`");
+        assert_eq!(
+            spec.to_string(),
+            "error: invalid secret `id=a,x=1`: unexpected key `x`"
+        );
         assert_eq!(spec.exit_code(), 2);
     }
 }

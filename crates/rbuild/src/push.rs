@@ -4,8 +4,8 @@
 
 use crate::errors::Report;
 use crate::StoreArgs;
-use rbuild_build::StateDir;
 use clap::Args;
+use rbuild_build::StateDir;
 use rbuild_oci::{Descriptor, Store};
 use rbuild_registry::{Reference, RegistryClient, RegistryNotice};
 use std::io::Read;

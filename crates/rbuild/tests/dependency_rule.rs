@@ -138,7 +138,11 @@ fn only_the_cli_prints() {
     let mut scanned = 0;
     for krate in std::fs::read_dir(&crates).expect("crates dir") {
         let krate = krate.expect("crate entry").path();
-        let name = krate.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = krate
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         if name == "rbuild" || name == "testsupport" {
             continue;
         }
@@ -153,9 +157,20 @@ fn only_the_cli_prints() {
                     stack.push(path);
                     continue;
                 }
-                let rel = path.strip_prefix(&crates).unwrap_or(&path).to_string_lossy().to_string();
-                let file = path.file_name().unwrap_or_default().to_string_lossy().to_string();
-                if !rel.ends_with(".rs") || file == "tests.rs" || allowed_files.contains(&rel.as_str()) {
+                let rel = path
+                    .strip_prefix(&crates)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .to_string();
+                let file = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                if !rel.ends_with(".rs")
+                    || file == "tests.rs"
+                    || allowed_files.contains(&rel.as_str())
+                {
                     continue;
                 }
                 scanned += 1;

@@ -137,7 +137,9 @@ mod tests {
     #[test]
     fn cache_specs_parse() {
         assert_eq!(
-            "type=registry,ref=r/c:1,mode=max".parse::<CacheToSpec>().unwrap(),
+            "type=registry,ref=r/c:1,mode=max"
+                .parse::<CacheToSpec>()
+                .unwrap(),
             CacheToSpec {
                 location: CacheLocation::Registry("r/c:1".into()),
                 max: true

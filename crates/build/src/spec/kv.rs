@@ -99,7 +99,10 @@ mod tests {
             ]
         );
         assert_eq!(kv(""), vec![(String::new(), None)]);
-        assert_eq!(kv("a=1,"), vec![("a".into(), Some("1".into())), (String::new(), None)]);
+        assert_eq!(
+            kv("a=1,"),
+            vec![("a".into(), Some("1".into())), (String::new(), None)]
+        );
     }
 
     #[test]
@@ -112,7 +115,10 @@ mod tests {
                 ("x".into(), Some("\"y\"".into())),
             ]
         );
-        assert_eq!(kv(r#""a=say ""hi""""#), vec![("a".into(), Some("say \"hi\"".into()))]);
+        assert_eq!(
+            kv(r#""a=say ""hi""""#),
+            vec![("a".into(), Some("say \"hi\"".into()))]
+        );
     }
 
     #[test]

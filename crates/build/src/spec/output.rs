@@ -167,9 +167,7 @@ fn compression(fields: &BTreeMap<String, String>) -> Result<Option<CompressionSp
     Ok(Some(CompressionSpec {
         compression,
         level,
-        force: fields
-            .get("force-compression")
-            .is_some_and(|v| v == "true"),
+        force: fields.get("force-compression").is_some_and(|v| v == "true"),
     }))
 }
 
@@ -232,7 +230,10 @@ mod tests {
             }
         );
         assert_eq!(out("type=local,dest=d"), Output::Local { dest: "d".into() });
-        assert_eq!(out(" type = tar , dest = t "), Output::Tar { dest: "t".into() });
+        assert_eq!(
+            out(" type = tar , dest = t "),
+            Output::Tar { dest: "t".into() }
+        );
     }
 
     #[test]
@@ -263,9 +264,10 @@ mod tests {
 
     #[test]
     fn compression_is_read() {
-        let spec: OutputSpec = "type=oci,dest=/x,compression=zstd,compression-level=30,force-compression=true"
-            .parse()
-            .unwrap();
+        let spec: OutputSpec =
+            "type=oci,dest=/x,compression=zstd,compression-level=30,force-compression=true"
+                .parse()
+                .unwrap();
         assert_eq!(
             spec.compression,
             Some(CompressionSpec {
