@@ -38,7 +38,7 @@ pub enum BuildError {
         report: String,
         /// The solver's error.
         #[source]
-        source: rbuild_solver::SolveError<rbuild_worker::WorkerError>,
+        source: Box<rbuild_solver::SolveError<rbuild_worker::WorkerError>>,
     },
     /// The solve was canceled by the caller's cancel future (e.g. on SIGINT).
     #[error("build canceled")]

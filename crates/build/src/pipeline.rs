@@ -193,7 +193,10 @@ pub async fn build_with_cancel(
         Ok((mut values, keys)) => (values.pop().unwrap_or(Value::Fs(None)), keys),
         Err(e) => {
             let report = solve_report(&e, &ids, &plan.definition, &dockerfile_name, &source);
-            return Err(BuildError::Solve { report, source: e });
+            return Err(BuildError::Solve {
+                report,
+                source: Box::new(e),
+            });
         }
     };
     let top = match value {

@@ -2,6 +2,10 @@
 //! user-facing error reports with exit codes. The build pipeline itself is the `rbuild_build`
 //! library.
 
+// The doc comments of the flags are clap's help text (`[:HARD]`, `[,type=file|env]` are option
+// syntax, not intra-doc links); escaping them would change `--help`.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod build;
 mod errors;
 mod progress;
