@@ -48,6 +48,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod cache_io;
 mod error;
 mod export;
@@ -78,4 +80,21 @@ pub use state::{Bucket, StateDir};
 /// Call it first thing in `main` of any program that builds.
 pub fn helper_main_if_requested() {
     rbuild_sandbox::helper_main_if_requested();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An embedder can spawn a build on a multi-threaded runtime.
+    #[test]
+    fn the_build_future_is_send() {
+        fn is_send<T: Send>(_: &T) {}
+        let request = BuildRequest::new(
+            StateDir::new("/nonexistent"),
+            ContextSource::Dir(".".into()),
+        );
+        let future = build(request);
+        is_send(&future);
+    }
 }

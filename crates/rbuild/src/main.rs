@@ -187,6 +187,11 @@ pub struct BuildArgs {
     pub cache_from: Vec<CacheFromSpec>,
 }
 
+/// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
+fn spec_error(e: &clap::Error) -> Option<&SpecError> {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<SpecError>())
+}
+
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
     let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os().collect())) {
@@ -194,8 +199,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // A bad `--output`/`--secret`/`--cache-*` spec reads as rbuild's own message (and
             // exit code), not clap's "invalid value" line.
-            let spec = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<SpecError>());
-            if let Some(spec) = spec {
+            if let Some(spec) = spec_error(&e) {
                 let report = errors::Report::from(spec);
                 eprintln!("{report}");
                 return ExitCode::from(report.exit_code());
@@ -228,5 +232,69 @@ fn main() -> ExitCode {
             eprintln!("{report}");
             ExitCode::from(report.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(with_default_subcommand(
+            args.iter().map(std::ffi::OsString::from).collect(),
+        ))
+    }
+
+    #[test]
+    fn specs_are_parsed_by_clap() {
+        let cli = parse(&[
+            "rbuild",
+            "-o",
+            "type=local,dest=/out",
+            "--secret",
+            "id=s,src=/f",
+            "--cache-to",
+            "type=local,dest=/c,mode=max",
+            "--cache-from",
+            "type=registry,ref=r/c",
+            ".",
+        ])
+        .unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(
+            args.outputs[0].output,
+            rbuild_build::Output::Local {
+                dest: "/out".into()
+            }
+        );
+        assert_eq!(args.secrets[0].id, "s");
+        assert!(args.cache_to[0].max);
+        assert_eq!(args.cache_from[0].location.to_string(), "r/c");
+    }
+
+    #[test]
+    fn a_bad_spec_keeps_its_own_message_and_exit_code() {
+        let err = parse(&["rbuild", "--secret", "src=/f", "."])
+            .map(|_| ())
+            .unwrap_err();
+        let report = errors::Report::from(spec_error(&err).expect("a spec error"));
+        assert_eq!(
+            report.to_string(),
+            "error: invalid secret `src=/f`: id is required"
+        );
+        assert_eq!(report.exit_code(), 2);
+        let err = parse(&["rbuild", "-o", "type=oci", "."])
+            .map(|_| ())
+            .unwrap_err();
+        let report = errors::Report::from(spec_error(&err).expect("a spec error"));
+        assert_eq!(
+            report.to_string(),
+            "error: --output type=oci needs dest=PATH"
+        );
+        assert_eq!(report.exit_code(), 1);
+        let err = parse(&["rbuild", "--bogus", "."]).map(|_| ()).unwrap_err();
+        assert!(spec_error(&err).is_none());
     }
 }
