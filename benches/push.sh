@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Usage: benches/push.sh [CASE...]        (default: big-file many-files)
 #   Push benchmark: `rbuild push` vs `skopeo copy oci:STORE:TAG docker://...` of the same image
-#   (built once by rbuild from /work/shared/bench/cases/CASE) to a fresh docker-registry on
+#   (built once by rbuild from the context of SHARED/bench/cases/CASE) to a fresh docker-registry on
 #   127.0.0.1:$PORT, REPS times each (alternating, a new empty registry for every push); prints
 #   the medians and the ratio rbuild/skopeo, and checks both pushes give the store's digest.
 # Env: RBUILD (default target/release/rbuild)  REPS=3  PORT=5101
+#      RBUILD_SHARED (default ../shared, next to the repository; as the tests)
 #      BENCH_STATE=/var/lib/rbuild-bench (contexts from cases/gen.sh; push store in $BENCH_STATE/push-root)
-# Needs: the bench base registry on 127.0.0.1:5000 with busybox (/work/shared/bench/setup.sh),
-#        contexts (/work/shared/bench/cases/gen.sh big-file many-files), docker-registry, skopeo.
+# Needs: the bench base registry on 127.0.0.1:5000 with busybox (SHARED/bench/setup.sh),
+#        contexts (SHARED/bench/cases/gen.sh big-file many-files), docker-registry, skopeo.
 set -euo pipefail
-[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,10p' "$0"; exit 0; }
+[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,11p' "$0"; exit 0; }
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${RBUILD_SHARED:-$HERE/../shared}
 RBUILD=${RBUILD:-$HERE/target/release/rbuild}
 REPS=${REPS:-3}
 PORT=${PORT:-5101}
@@ -24,7 +26,7 @@ command -v skopeo >/dev/null || { echo "skopeo missing" >&2; exit 3; }
 REGBIN=$(command -v docker-registry || echo /usr/bin/docker-registry)
 [[ -x $REGBIN ]] || { echo "docker-registry missing" >&2; exit 3; }
 curl -sf -o /dev/null http://127.0.0.1:5000/v2/busybox/tags/list ||
-  { echo "base registry 127.0.0.1:5000 with busybox not up: run /work/shared/bench/setup.sh" >&2; exit 3; }
+  { echo "base registry 127.0.0.1:5000 with busybox not up: run $SHARED/bench/setup.sh" >&2; exit 3; }
 
 WORK=$(mktemp -d /tmp/rbuild-push-bench.XXXXXX)
 REG_PID=
@@ -69,7 +71,7 @@ remote_digest() {
 
 for c in "${CASES[@]}"; do
   ctx=$STATE/contexts/$c
-  [[ -f $ctx/Dockerfile ]] || { echo "no context $ctx: run /work/shared/bench/cases/gen.sh $c" >&2; exit 3; }
+  [[ -f $ctx/Dockerfile ]] || { echo "no context $ctx: run $SHARED/bench/cases/gen.sh $c" >&2; exit 3; }
   tag=127.0.0.1:$PORT/push/$c:latest
   log "$c: building with rbuild (untimed)"
   "$RBUILD" --root "$ROOT" build --progress=plain -t "$tag" --network=host "$ctx" > "$WORK/build.log" 2>&1 ||

@@ -1,7 +1,10 @@
-//! User-facing error reports: the message, the Dockerfile excerpt with the failing line marked,
-//! the last lines of a failed RUN's output, and the exit code.
+//! User-facing error reports: the text the CLI prints for a failure and the exit code it maps to
+//! (2 for usage errors, 128+N for a build canceled by signal N, 1 otherwise).
 
+use rbuild_build::{BuildError, SpecError};
 use std::fmt;
+
+pub use rbuild_build::chain;
 
 /// An error as the user sees it.
 #[derive(Debug)]
@@ -36,40 +39,30 @@ impl Report {
     }
 }
 
-/// `err` and its sources joined with `: `.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+impl From<BuildError> for Report {
+    /// Complete reports (Dockerfile diagnostics, failed solves) print as they are; other errors
+    /// as `error: MESSAGE`.
+    fn from(err: BuildError) -> Report {
+        match &err {
+            BuildError::Canceled { signal } => {
+                Report::new("error: build canceled").with_code(signal_exit_code(*signal))
+            }
+            e if e.is_report() => Report::new(e.to_string()),
+            e => Report::new(format!("error: {e}")).with_code(if e.is_usage() { 2 } else { 1 }),
         }
-        source = s.source();
     }
-    out
 }
 
-/// BuildKit's excerpt of the Dockerfile around lines `start..=end` (1-based), failing lines marked `>>>`.
-pub fn excerpt(file_name: &str, source: &str, start: usize, end: usize) -> String {
-    let lines: Vec<&str> = source.lines().collect();
-    let mut out = String::new();
-    if start == end {
-        out.push_str(&format!("{file_name}:{start}\n"));
-    } else {
-        out.push_str(&format!("{file_name}:{start}-{end}\n"));
+impl From<&SpecError> for Report {
+    /// `error: MESSAGE`, exit code 2 for the specs buildx treats as usage errors.
+    fn from(err: &SpecError) -> Report {
+        Report::new(format!("error: {err}")).with_code(if err.is_usage() { 2 } else { 1 })
     }
-    out.push_str("--------------------\n");
-    let from = start.saturating_sub(2).max(1);
-    let to = (end + 2).min(lines.len());
-    for n in from..=to {
-        let text = lines.get(n - 1).copied().unwrap_or("");
-        let marker = if n >= start && n <= end { ">>>" } else { "   " };
-        out.push_str(&format!("{n:>4} | {marker} {text}\n"));
-    }
-    out.push_str("--------------------");
-    out
+}
+
+/// The shell's exit code for a process ended by `signal` (128 + N).
+fn signal_exit_code(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(1)
 }
 
 impl fmt::Display for Report {
@@ -83,11 +76,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn excerpt_marks_the_failing_line() {
-        let src = "FROM a\nRUN b\nRUN c\nRUN d\n";
-        let e = excerpt("Dockerfile", src, 3, 3);
-        assert!(e.starts_with("Dockerfile:3\n"));
-        assert!(e.contains("   3 | >>> RUN c"));
-        assert!(e.contains("   2 |     RUN b"));
+    fn build_errors_map_to_text_and_exit_codes() {
+        let canceled = Report::from(BuildError::Canceled { signal: 2 });
+        assert_eq!(canceled.to_string(), "error: build canceled");
+        assert_eq!(canceled.exit_code(), 130);
+        let usage = Report::from(BuildError::PushWithoutName);
+        assert_eq!(
+            usage.to_string(),
+            "error: --push needs at least one -t NAME"
+        );
+        assert_eq!(usage.exit_code(), 2);
+        let report = Report::from(BuildError::Dockerfile("Dockerfile:1\n...".into()));
+        assert_eq!(report.to_string(), "Dockerfile:1\n...");
+        assert_eq!(report.exit_code(), 1);
+        let spec = "id=a,x=1".parse::<rbuild_build::SecretSpec>().unwrap_err();
+        let spec = Report::from(&spec);
+        assert_eq!(
+            spec.to_string(),
+            "error: invalid secret `id=a,x=1`: unexpected key `x`"
+        );
+        assert_eq!(spec.exit_code(), 2);
     }
 }

@@ -1,16 +1,20 @@
-//! The rbuild command-line interface: argument parsing (clap), the build pipeline
-//! (frontend -> solver -> exporter), progress rendering and user-facing error reports.
+//! The rbuild command-line interface: argument parsing (clap), progress rendering, output and
+//! user-facing error reports with exit codes. The build pipeline itself is the `rbuild_build`
+//! library.
+
+// The doc comments of the flags are clap's help text (`[:HARD]`, `[,type=file|env]` are option
+// syntax, not intra-doc links); escaping them would change `--help`.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 mod build;
-mod cache_io;
 mod errors;
-mod input;
 mod logging;
 mod progress;
 mod push;
 mod run_opts;
 
 use clap::{Args, Parser, Subcommand};
+use rbuild_build::{CacheFromSpec, CacheToSpec, OutputSpec, SecretSpec, SpecError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -167,8 +171,8 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: progress::ProgressMode,
     /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
-    #[arg(short = 'o', long = "output")]
-    pub outputs: Vec<String>,
+    #[arg(short = 'o', long = "output", value_parser = clap::value_parser!(OutputSpec))]
+    pub outputs: Vec<OutputSpec>,
     /// Push the image to the registries named by the tags (shorthand for type=image,push=true).
     #[arg(long)]
     pub push: bool,
@@ -176,19 +180,36 @@ pub struct BuildArgs {
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<PathBuf>,
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
-    #[arg(long = "secret")]
-    pub secrets: Vec<String>,
+    #[arg(long = "secret", value_parser = clap::value_parser!(SecretSpec))]
+    pub secrets: Vec<SecretSpec>,
     /// Export the build cache: type=registry,ref=REF[,mode=min|max] or type=local,dest=DIR[,mode=..].
-    #[arg(long = "cache-to")]
-    pub cache_to: Vec<String>,
+    #[arg(long = "cache-to", value_parser = clap::value_parser!(CacheToSpec))]
+    pub cache_to: Vec<CacheToSpec>,
     /// Import a build cache: type=registry,ref=REF or type=local,src=DIR.
-    #[arg(long = "cache-from")]
-    pub cache_from: Vec<String>,
+    #[arg(long = "cache-from", value_parser = clap::value_parser!(CacheFromSpec))]
+    pub cache_from: Vec<CacheFromSpec>,
+}
+
+/// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
+fn spec_error(e: &clap::Error) -> Option<&SpecError> {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<SpecError>())
 }
 
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
-    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os().collect())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad `--output`/`--secret`/`--cache-*` spec reads as rbuild's own message (and
+            // exit code), not clap's "invalid value" line.
+            if let Some(spec) = spec_error(&e) {
+                let report = errors::Report::from(spec);
+                eprintln!("{report}");
+                return ExitCode::from(report.exit_code());
+            }
+            e.exit()
+        }
+    };
     logging::init(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -215,5 +236,69 @@ fn main() -> ExitCode {
             eprintln!("{report}");
             ExitCode::from(report.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(with_default_subcommand(
+            args.iter().map(std::ffi::OsString::from).collect(),
+        ))
+    }
+
+    #[test]
+    fn specs_are_parsed_by_clap() {
+        let cli = parse(&[
+            "rbuild",
+            "-o",
+            "type=local,dest=/out",
+            "--secret",
+            "id=s,src=/f",
+            "--cache-to",
+            "type=local,dest=/c,mode=max",
+            "--cache-from",
+            "type=registry,ref=r/c",
+            ".",
+        ])
+        .unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(
+            args.outputs[0].output,
+            rbuild_build::Output::Local {
+                dest: "/out".into()
+            }
+        );
+        assert_eq!(args.secrets[0].id, "s");
+        assert!(args.cache_to[0].max);
+        assert_eq!(args.cache_from[0].location.to_string(), "r/c");
+    }
+
+    #[test]
+    fn a_bad_spec_keeps_its_own_message_and_exit_code() {
+        let err = parse(&["rbuild", "--secret", "src=/f", "."])
+            .map(|_| ())
+            .unwrap_err();
+        let report = errors::Report::from(spec_error(&err).expect("a spec error"));
+        assert_eq!(
+            report.to_string(),
+            "error: invalid secret `src=/f`: id is required"
+        );
+        assert_eq!(report.exit_code(), 2);
+        let err = parse(&["rbuild", "-o", "type=oci", "."])
+            .map(|_| ())
+            .unwrap_err();
+        let report = errors::Report::from(spec_error(&err).expect("a spec error"));
+        assert_eq!(
+            report.to_string(),
+            "error: --output type=oci needs dest=PATH"
+        );
+        assert_eq!(report.exit_code(), 1);
+        let err = parse(&["rbuild", "--bogus", "."]).map(|_| ()).unwrap_err();
+        assert!(spec_error(&err).is_none());
     }
 }

@@ -1,7 +1,9 @@
-//! Progress rendering of solver events: BuildKit-style plain lines (`#N ...`), JSON lines, or
-//! indicatif spinners on a terminal.
+//! Progress rendering: solver events as BuildKit-style plain lines (`#N ...`), JSON lines, or
+//! indicatif spinners on a terminal; the library's other [`BuildEvent`]s (lock waits, registry
+//! notices, cache import/export, image written, names, pushes) as their stderr lines.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{DecimalBytes, MultiProgress, ProgressBar, ProgressStyle};
+use rbuild_build::{BuildEvent, Progress, PushSummary};
 use rbuild_solver::{Event, EventKind, LogStream, ProgressSink};
 use std::collections::HashMap;
 use std::io::Write;
@@ -28,12 +30,73 @@ struct State {
     multi: Option<MultiProgress>,
 }
 
-/// A callback for the libraries' lock waits: prints `waiting for ROOT (held by pid N)` on stderr
-/// when another rbuild process has held a lock on the state root for over a second.
-pub fn wait_reporter() -> rbuild_oci::lock::WaitReporter {
-    rbuild_oci::lock::WaitReporter::new(|waiting| {
-        let _ = writeln!(std::io::stderr().lock(), "{waiting}");
-    })
+/// The CLI's side of a build's progress: renders solver events in `mode` and prints the other
+/// build events on stderr.
+pub struct CliProgress {
+    mode: ProgressMode,
+}
+
+impl CliProgress {
+    /// Progress shown in `mode`.
+    pub fn new(mode: ProgressMode) -> CliProgress {
+        CliProgress { mode }
+    }
+}
+
+impl Progress for CliProgress {
+    fn solver_sink(&self) -> ProgressSink {
+        sink(self.mode)
+    }
+
+    fn event(&self, event: BuildEvent) {
+        match event {
+            BuildEvent::SyntaxIgnored { file, syntax } => eprintln!(
+                "warning: {file}: `# syntax={syntax}` asks for a frontend image; rbuild does not run frontend images and builds with its built-in Dockerfile frontend"
+            ),
+            // Another rbuild process has held a lock on the state root for over a second.
+            BuildEvent::Waiting(waiting) => {
+                let _ = writeln!(std::io::stderr().lock(), "{waiting}");
+            }
+            BuildEvent::ResolveNotice(notice) => registry_notice(self.mode, &notice),
+            BuildEvent::CacheImported { from, records } => {
+                eprintln!("importing cache manifest from {from}: {records} record(s)")
+            }
+            BuildEvent::CacheImportFailed { from, error } => {
+                eprintln!("warning: failed to import cache from {from}: {error}")
+            }
+            BuildEvent::CacheImportWarning(w) => eprintln!("warning: cache import: {w}"),
+            BuildEvent::ImageWritten { digest } => eprintln!("writing image {digest} done"),
+            BuildEvent::CacheExported {
+                to,
+                records,
+                max,
+                digest,
+            } => eprintln!(
+                "exporting cache to {to} ({records} record(s), mode={}) {digest} done",
+                if max { "max" } else { "min" }
+            ),
+            BuildEvent::Named { name } => eprintln!("naming to {name} done"),
+            BuildEvent::PushNotice(notice) => eprintln!("push: {notice}"),
+            BuildEvent::Pushed(summary) => print_pushed(&summary),
+            _ => {}
+        }
+    }
+}
+
+/// Prints a push's counters and its manifests on stderr.
+pub fn print_pushed(summary: &PushSummary) {
+    let report = &summary.report;
+    eprintln!(
+        "pushed {} blob(s) ({}), {} already present, {} mounted in {:.1}s",
+        report.uploaded,
+        DecimalBytes(report.uploaded_bytes),
+        report.existing,
+        report.mounted,
+        summary.elapsed.as_secs_f64()
+    );
+    for p in &report.pushed {
+        eprintln!("pushing manifest for {p}@{} done", summary.digest);
+    }
 }
 
 /// Builds a sink that renders events to stderr in `mode`.
@@ -173,26 +236,22 @@ fn render_json(event: &Event) {
     let _ = writeln!(err, "{obj}");
 }
 
-/// Prints registry notices (retries, waits) that come outside the solve, while base images are
+/// Prints a registry notice (retry, wait) that comes outside the solve, while base images are
 /// resolved: a plain `resolve NAME: ...` line, or in JSON mode an object with `"event":"notice"`.
-pub fn registry_notices(
-    mode: ProgressMode,
-) -> impl Fn(&rbuild_registry::RegistryNotice) + Send + Sync + 'static {
-    move |notice| {
-        let mut err = std::io::stderr().lock();
-        let _ = if mode == ProgressMode::Json {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            let obj = serde_json::json!({
-                "event": "notice",
-                "message": notice.to_string(),
-                "time": at,
-            });
-            writeln!(err, "{obj}")
-        } else {
-            writeln!(err, "resolve {notice}")
-        };
-    }
+fn registry_notice(mode: ProgressMode, notice: &rbuild_registry::RegistryNotice) {
+    let mut err = std::io::stderr().lock();
+    let _ = if mode == ProgressMode::Json {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let obj = serde_json::json!({
+            "event": "notice",
+            "message": notice.to_string(),
+            "time": at,
+        });
+        writeln!(err, "{obj}")
+    } else {
+        writeln!(err, "resolve {notice}")
+    };
 }

@@ -1,11 +1,13 @@
-//! `rbuild push`, `rbuild login`, and the push step of `rbuild build --push` /
-//! `--output type=image,name=REF,push=true`, plus buildx-style `--metadata-file` JSON.
+//! `rbuild push` and `rbuild login` (the push itself and the metadata document are the
+//! library's: [`rbuild_build::push_image`], [`rbuild_build::metadata`]), and writing buildx-style
+//! `--metadata-file` JSON.
 
 use crate::errors::Report;
 use crate::StoreArgs;
 use clap::Args;
+use rbuild_build::StateDir;
 use rbuild_oci::{Descriptor, Store};
-use rbuild_registry::{mount_sources_from_store, PushOptions, Reference, RegistryClient};
+use rbuild_registry::{Reference, RegistryClient, RegistryNotice};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -39,93 +41,26 @@ pub struct LoginArgs {
     pub password_stdin: bool,
 }
 
-/// The outcome of pushing one image, for the metadata file.
-pub struct Pushed {
-    pub descriptor: Descriptor,
-    pub names: Vec<String>,
-}
-
-/// Pushes the image `desc` of `store` to every name (normalised references), printing progress
-/// lines on stderr and the pushed digest.
-pub async fn push_image(
+/// Pushes the image `desc` of `store` to every name, printing the registry's notices and the
+/// push's counters on stderr and the pushed digest on stdout.
+async fn push_and_print(
     store: &Store,
     desc: &Descriptor,
     names: &[String],
     jobs: usize,
 ) -> Result<(), Report> {
-    let mut targets = Vec::new();
-    for n in names {
-        let r = Reference::parse(n)
-            .map_err(|e| Report::from_error(&format!("invalid image name `{n}`"), &e))?;
-        targets.push(r);
-    }
-    let client = RegistryClient::new()
-        .map_err(|e| Report::from_error("registry client", &e))?
-        .with_notices(|n: &rbuild_registry::RegistryNotice| eprintln!("push: {n}"));
-    let mut mount_sources = std::collections::BTreeMap::new();
-    for t in &targets {
-        let (s, reg) = (store.clone(), t.registry.clone());
-        let found = tokio::task::spawn_blocking(move || mount_sources_from_store(&s, &reg))
-            .await
-            .unwrap_or_default();
-        for (d, repos) in found {
-            let e: &mut Vec<String> = mount_sources.entry(d).or_default();
-            for r in repos {
-                if !e.contains(&r) {
-                    e.push(r);
-                }
-            }
-        }
-    }
-    let opts = PushOptions {
-        max_concurrent_uploads: jobs.max(1),
-        mount_sources,
-        ..PushOptions::default()
-    };
-    let started = std::time::Instant::now();
-    let report = client
-        .push(store, desc, &targets, &opts)
-        .await
-        .map_err(|e| Report::from_error(&format!("failed to push {}", names.join(", ")), &e))?;
-    eprintln!(
-        "pushed {} blob(s) ({}), {} already present, {} mounted in {:.1}s",
-        report.uploaded,
-        human(report.uploaded_bytes),
-        report.existing,
-        report.mounted,
-        started.elapsed().as_secs_f64()
-    );
-    for p in &report.pushed {
-        eprintln!("pushing manifest for {p}@{} done", desc.digest);
-    }
+    let summary = rbuild_build::push_image(store, desc, names, jobs, |n: &RegistryNotice| {
+        eprintln!("push: {n}")
+    })
+    .await?;
+    crate::progress::print_pushed(&summary);
     println!("{}", desc.digest);
     Ok(())
 }
 
-/// Writes buildx's metadata JSON: `containerimage.digest`, `containerimage.descriptor`,
-/// `containerimage.config.digest`, `image.name` (comma-separated).
-pub fn write_metadata(path: &Path, store: &Store, pushed: &Pushed) -> Result<(), Report> {
-    let d = &pushed.descriptor;
-    let mut desc = serde_json::json!({
-        "mediaType": d.media_type.0,
-        "digest": d.digest.to_string(),
-        "size": d.size,
-    });
-    if let Some(p) = &d.platform {
-        desc["platform"] = serde_json::json!({"architecture": p.architecture, "os": p.os});
-    }
-    let mut doc = serde_json::json!({
-        "containerimage.digest": d.digest.to_string(),
-        "containerimage.descriptor": desc,
-    });
-    if let Ok(rec) = store.read_image(&d.digest) {
-        doc["containerimage.config.digest"] =
-            serde_json::Value::String(rec.manifest.config.digest.to_string());
-    }
-    if !pushed.names.is_empty() {
-        doc["image.name"] = serde_json::Value::String(pushed.names.join(","));
-    }
-    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+/// Writes buildx's metadata JSON (see [`rbuild_build::metadata`]) to `path`.
+pub fn write_metadata(path: &Path, doc: &serde_json::Value) -> Result<(), Report> {
+    let text = serde_json::to_string_pretty(doc).unwrap_or_default();
     std::fs::write(path, text + "\n").map_err(|e| {
         Report::new(format!(
             "error: cannot write metadata file `{}`: {e}",
@@ -136,15 +71,15 @@ pub fn write_metadata(path: &Path, store: &Store, pushed: &Pushed) -> Result<(),
 
 /// Runs `rbuild push NAME...`.
 pub async fn run_push(args: PushArgs, store_args: &StoreArgs) -> Result<(), Report> {
-    let root = store_args.root_dir();
-    if !root.join("index.json").exists() {
+    let state = StateDir::new(store_args.root_dir());
+    if !state.has_store() {
         return Err(Report::new(format!(
             "error: no image store at `{}` (build an image first)",
-            root.display()
+            state.root().display()
         )));
     }
-    let store =
-        Store::open(&root).map_err(|e| Report::from_error("opening the image store", &e))?;
+    let store = Store::open(&state.store())
+        .map_err(|e| Report::from_error("opening the image store", &e))?;
     // Group the names by image.
     let mut groups: Vec<(Descriptor, Vec<String>)> = Vec::new();
     for name in &args.names {
@@ -197,14 +132,11 @@ pub async fn run_push(args: PushArgs, store_args: &StoreArgs) -> Result<(), Repo
     }
     let mut last = None;
     for (desc, names) in &groups {
-        push_image(&store, desc, names, args.jobs).await?;
-        last = Some(Pushed {
-            descriptor: desc.clone(),
-            names: names.clone(),
-        });
+        push_and_print(&store, desc, names, args.jobs).await?;
+        last = Some((desc, names));
     }
-    if let (Some(path), Some(p)) = (&args.metadata_file, &last) {
-        write_metadata(path, &store, p)?;
+    if let (Some(path), Some((desc, names))) = (&args.metadata_file, last) {
+        write_metadata(path, &rbuild_build::metadata(&store, desc, names))?;
     }
     Ok(())
 }
@@ -272,13 +204,4 @@ pub async fn run_login(args: LoginArgs) -> Result<(), Report> {
     }
     eprintln!("Login Succeeded");
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1}GB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1}MB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1}kB", b as f64 / 1024.0),
-        b => format!("{b}B"),
-    }
 }

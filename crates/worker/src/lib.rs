@@ -212,7 +212,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over the given parts; `context` is the build context directory.
+    /// A worker over the given parts; `context` is the build context directory and
+    /// `cache_mounts` the directory where `RUN --mount=type=cache` directories persist (the
+    /// caller's state layout names it, e.g. `ROOT/cache-mounts-v1`).
     pub fn new(
         store: Store,
         snapshotter: Snapshotter,
@@ -220,6 +222,7 @@ impl Worker {
         registry: RegistryClient,
         index: Option<CacheIndex>,
         context: Option<PathBuf>,
+        cache_mounts: PathBuf,
     ) -> Self {
         Worker {
             store,
@@ -229,11 +232,7 @@ impl Worker {
             context,
             downloads: Arc::new(http::Downloads::new()),
             secrets: Arc::new(HashMap::new()),
-            cache_mount_root: snapshotter
-                .root()
-                .parent()
-                .unwrap_or(snapshotter.root())
-                .join("cache-mounts-v1"),
+            cache_mount_root: cache_mounts,
             snapshotter,
             remote: None,
             limits: Arc::new(Limits::default()),
@@ -250,13 +249,6 @@ impl Worker {
     /// The build secrets (`RUN --mount=type=secret`), by id. Their values never enter the graph.
     pub fn with_secrets(mut self, secrets: HashMap<String, SecretSource>) -> Self {
         self.secrets = Arc::new(secrets);
-        self
-    }
-
-    /// Where `RUN --mount=type=cache` directories persist (default: `ROOT/cache-mounts-v1`
-    /// next to the snapshot store).
-    pub fn with_cache_mount_root(mut self, dir: PathBuf) -> Self {
-        self.cache_mount_root = dir;
         self
     }
 

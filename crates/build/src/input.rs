@@ -1,0 +1,213 @@
+//! Where the Dockerfile and the build context come from: a directory, a Dockerfile stream
+//! (`-f -`), or a context stream (a tar archive, possibly gzip-compressed, or a bare Dockerfile
+//! with an empty context), as `docker build` accepts them on standard input.
+
+use crate::error::BuildError;
+use crate::request::{ContextSource, DockerfileSource};
+use crate::state::StateDir;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The resolved inputs of a build. A streamed context lives in a temp dir removed on drop.
+pub(crate) struct BuildInput {
+    /// The context directory.
+    pub context: PathBuf,
+    /// The Dockerfile's path (used to find `NAME.dockerignore`).
+    pub dockerfile_path: PathBuf,
+    /// The name errors show for the Dockerfile.
+    pub dockerfile_name: String,
+    /// The Dockerfile's text.
+    pub source: String,
+    temp: Option<PathBuf>,
+}
+
+impl Drop for BuildInput {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.temp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// True for `# syntax=` values that name the standard Dockerfile frontend (built in here).
+pub fn is_builtin_syntax(syntax: &str) -> bool {
+    let name = syntax.split(['@', ':']).next().unwrap_or(syntax);
+    matches!(
+        name,
+        "docker/dockerfile"
+            | "docker.io/docker/dockerfile"
+            | "docker.io/docker/dockerfile-upstream"
+            | "docker/dockerfile-upstream"
+    )
+}
+
+fn read_all(mut stream: Box<dyn Read + Send>) -> Result<Vec<u8>, BuildError> {
+    let mut buf = Vec::new();
+    stream
+        .read_to_end(&mut buf)
+        .map_err(|e| BuildError::Input(format!("reading standard input: {e}")))?;
+    Ok(buf)
+}
+
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.len() >= 262 && &bytes[257..262] == b"ustar"
+}
+
+fn temp_dir(state: &StateDir) -> Result<PathBuf, BuildError> {
+    let dir = state.tmp(&format!("stdin-context-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BuildError::Input(format!("creating `{}`: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Resolves the context and the Dockerfile into a [`BuildInput`] (blocking I/O).
+pub(crate) fn prepare(
+    context: ContextSource,
+    dockerfile: DockerfileSource,
+    state: &StateDir,
+) -> Result<BuildInput, BuildError> {
+    let (file, file_stream) = match dockerfile {
+        DockerfileSource::Default => (None, None),
+        DockerfileSource::Path(p) => (Some(p), None),
+        DockerfileSource::Stream(s) => (None, Some(s)),
+    };
+    let context_arg = match context {
+        ContextSource::Stream(_) if file_stream.is_some() => return Err(BuildError::BothFromStdin),
+        ContextSource::Stream(stream) => return from_stream(stream, file.as_deref(), state),
+        ContextSource::Dir(dir) => dir,
+    };
+    let context = std::fs::canonicalize(&context_arg).map_err(|e| {
+        BuildError::Input(format!(
+            "unable to prepare context: path `{}` not found: {e}",
+            context_arg.display()
+        ))
+    })?;
+    if let Some(stream) = file_stream {
+        let source = String::from_utf8(read_all(stream)?).map_err(|_| {
+            BuildError::Input("the Dockerfile on standard input is not UTF-8".into())
+        })?;
+        return Ok(BuildInput {
+            dockerfile_path: context.join("Dockerfile"),
+            context,
+            dockerfile_name: "Dockerfile".into(),
+            source,
+            temp: None,
+        });
+    }
+    let (dockerfile_path, dockerfile_name) = match file {
+        Some(f) => (f.clone(), f.display().to_string()),
+        None => (context.join("Dockerfile"), "Dockerfile".to_string()),
+    };
+    let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
+        BuildError::Input(format!(
+            "failed to read dockerfile: open {}: {e}",
+            dockerfile_path.display()
+        ))
+    })?;
+    Ok(BuildInput {
+        context,
+        dockerfile_path,
+        dockerfile_name,
+        source,
+        temp: None,
+    })
+}
+
+fn from_stream(
+    stream: Box<dyn Read + Send>,
+    file: Option<&Path>,
+    state: &StateDir,
+) -> Result<BuildInput, BuildError> {
+    let mut bytes = read_all(stream)?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| BuildError::Input(format!("context on standard input: bad gzip: {e}")))?;
+        bytes = out;
+    }
+    let dir = temp_dir(state)?;
+    if is_tar(&bytes) {
+        let mut archive = tar::Archive::new(&bytes[..]);
+        archive.set_preserve_permissions(true);
+        archive
+            .unpack(&dir)
+            .map_err(|e| BuildError::Input(format!("context on standard input: {e}")))?;
+        let dockerfile_path = dir.join(file.unwrap_or(Path::new("Dockerfile")));
+        let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
+            BuildError::Input(format!(
+                "failed to read dockerfile `{}` from the context on standard input: {e}",
+                file.unwrap_or(Path::new("Dockerfile")).display()
+            ))
+        })?;
+        let name = file
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "Dockerfile".into());
+        return Ok(BuildInput {
+            context: dir.clone(),
+            dockerfile_path,
+            dockerfile_name: name,
+            source,
+            temp: Some(dir),
+        });
+    }
+    let source = String::from_utf8(bytes).map_err(|_| {
+        BuildError::Input("standard input is neither a tar archive nor a UTF-8 Dockerfile".into())
+    })?;
+    Ok(BuildInput {
+        context: dir.clone(),
+        dockerfile_path: dir.join("Dockerfile"),
+        dockerfile_name: "Dockerfile".into(),
+        source,
+        temp: Some(dir),
+    })
+}
+
+/// The `.dockerignore` patterns of a build: `NAME.dockerignore` beside the Dockerfile wins over
+/// the context's.
+pub(crate) fn read_dockerignore(context: &Path, dockerfile: &Path) -> Vec<String> {
+    let specific = dockerfile
+        .file_name()
+        .map(|n| dockerfile.with_file_name(format!("{}.dockerignore", n.to_string_lossy())));
+    let text = specific
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::fs::read_to_string(context.join(".dockerignore")).ok())
+        .unwrap_or_default();
+    rbuild_worker::dockerignore::Matcher::lines_of(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_syntax() {
+        assert!(is_builtin_syntax("docker/dockerfile:1"));
+        assert!(is_builtin_syntax("docker/dockerfile:1.7@sha256:abc"));
+        assert!(!is_builtin_syntax("example.com/my/frontend:1"));
+    }
+
+    #[test]
+    fn a_streamed_dockerfile_becomes_an_empty_context() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(state_dir.path());
+        let input = prepare(
+            ContextSource::Stream(Box::new(&b"FROM scratch\n"[..])),
+            DockerfileSource::Default,
+            &state,
+        )
+        .unwrap();
+        assert_eq!(input.source, "FROM scratch\n");
+        let dir = input.context.clone();
+        assert!(dir.starts_with(state.tmp("")));
+        drop(input);
+        assert!(!dir.exists(), "the temp context is removed on drop");
+        let both = prepare(
+            ContextSource::Stream(Box::new(&b""[..])),
+            DockerfileSource::Stream(Box::new(&b""[..])),
+            &state,
+        );
+        assert!(matches!(both, Err(BuildError::BothFromStdin)));
+    }
+}

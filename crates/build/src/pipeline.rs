@@ -1,0 +1,485 @@
+//! The pipeline of one build, phase by phase: read the inputs and parse the Dockerfile
+//! ([`load`]), open the store and plan (resolve base images, convert to llb, check entitlements:
+//! [`Pipeline::plan`]), solve (cancelable: [`Pipeline::solve`]), then export the image and the
+//! outputs, the cache, tag, push and describe the result ([`Pipeline::finish`]).
+
+use crate::cache_io::{self, ExportParts, Solved};
+use crate::error::{blocking, chain, excerpt, BuildError};
+use crate::export::{export, layer_options};
+use crate::input::{self, BuildInput};
+use crate::options::{rfc3339, source_date_epoch};
+use crate::progress::{wait_reporter, BuildEvent, Progress};
+use crate::push::{metadata, push_image};
+use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource};
+use crate::resolve::resolve_all;
+use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
+use crate::state::StateDir;
+use rbuild_exporter::normalize_tag;
+use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
+use rbuild_llb::Entitlements;
+use rbuild_oci::Store;
+use rbuild_registry::RegistryClient;
+use rbuild_sandbox::{Limits, Sandbox};
+use rbuild_snapshotter::{SnapshotId, Snapshotter};
+use rbuild_solver::{
+    CacheIndex, CacheKey, Graph, SolveError, SolveOptions, Solver, VertexId, DEFAULT_LOCK_TIMEOUT,
+};
+use rbuild_worker::{graph_from_definition, Value, WorkVertex, Worker, WorkerError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Runs a build to its end.
+pub async fn build(request: BuildRequest) -> Result<BuildResult, BuildError> {
+    build_with_cancel(request, std::future::pending()).await
+}
+
+/// Runs a build; when `cancel` completes during the solve (it is polled only then, so a signal
+/// handler it installs is active only while steps run), the solve stops and the build fails with
+/// [`BuildError::Canceled`] carrying the future's output.
+pub async fn build_with_cancel(
+    request: BuildRequest,
+    cancel: impl Future<Output = i32>,
+) -> Result<BuildResult, BuildError> {
+    let BuildRequest {
+        state,
+        context,
+        dockerfile,
+        build_args,
+        source_date_epoch: epoch_fallback,
+        target,
+        tags,
+        outputs,
+        push,
+        push_jobs,
+        cache_to,
+        cache_from,
+        secrets,
+        network,
+        entitlements,
+        extra_hosts,
+        limits,
+        no_cache,
+        pull,
+        progress,
+    } = request;
+    let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
+    let context_excludes = {
+        let (context, path) = (
+            loaded.input.context.clone(),
+            loaded.input.dockerfile_path.clone(),
+        );
+        blocking(move || Ok(input::read_dockerignore(&context, &path))).await?
+    };
+    // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp.
+    let epoch = source_date_epoch(&build_args, epoch_fallback);
+    let created_secs = match epoch {
+        Some(epoch) => epoch,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    let opts = ConvertOptions {
+        build_args,
+        target,
+        dockerfile_name: loaded.input.dockerfile_name.clone(),
+        network,
+        entitlements: entitlements.clone(),
+        extra_hosts,
+        context_excludes,
+        created: Some(rfc3339(created_secs)),
+    };
+    let pipeline = Pipeline::open(state, progress, &loaded, &opts).await?;
+    let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
+    let run = RunParts {
+        cache_from: &cache_from,
+        secrets,
+        limits,
+        no_cache,
+    };
+    let solved = pipeline.solve(&loaded, &plan, run, cancel).await?;
+    let finish = FinishParts {
+        tags,
+        outputs,
+        push,
+        push_jobs,
+        cache_to,
+    };
+    pipeline.finish(plan, solved, finish, epoch).await
+}
+
+/// The inputs of a build and its parsed Dockerfile.
+struct Loaded {
+    input: BuildInput,
+    ast: Dockerfile,
+}
+
+impl Loaded {
+    /// The Dockerfile's name as diagnostics show it.
+    fn name(&self) -> &str {
+        &self.input.dockerfile_name
+    }
+}
+
+/// Reads the context and the Dockerfile and parses it.
+async fn load(
+    state: &StateDir,
+    context: ContextSource,
+    dockerfile: DockerfileSource,
+    progress: &dyn Progress,
+) -> Result<Loaded, BuildError> {
+    let input = {
+        let state = state.clone();
+        blocking(move || input::prepare(context, dockerfile, &state)).await?
+    };
+    let ast = rbuild_frontend::parse(&input.source)
+        .map_err(|e| BuildError::Dockerfile(e.render(&input.dockerfile_name)))?;
+    if let Some(syntax) = &ast.directives.syntax {
+        if !input::is_builtin_syntax(syntax) {
+            progress.event(BuildEvent::SyntaxIgnored {
+                file: input.dockerfile_name.clone(),
+                syntax: syntax.clone(),
+            });
+        }
+    }
+    Ok(Loaded { input, ast })
+}
+
+/// What every phase after parsing shares: the state root, the progress, the store, the registry
+/// client and the base images the Dockerfile names.
+struct Pipeline {
+    state: StateDir,
+    progress: Arc<dyn Progress>,
+    store: Store,
+    registry: RegistryClient,
+    needed: Vec<String>,
+}
+
+/// The solve's inputs that only the worker and solver read.
+struct RunParts<'a> {
+    cache_from: &'a [CacheFromSpec],
+    secrets: Vec<SecretSpec>,
+    limits: Limits,
+    no_cache: bool,
+}
+
+/// A finished solve.
+struct SolveOutcome {
+    solver: Solver<Worker>,
+    graph: Graph<WorkVertex>,
+    ids: Vec<VertexId>,
+    target: VertexId,
+    keys: HashMap<VertexId, CacheKey>,
+    snapshotter: Snapshotter,
+    top: Option<SnapshotId>,
+}
+
+/// What the export phase needs from the request.
+struct FinishParts {
+    tags: Vec<String>,
+    outputs: Vec<OutputSpec>,
+    push: bool,
+    push_jobs: usize,
+    cache_to: Vec<CacheToSpec>,
+}
+
+impl Pipeline {
+    /// Lists the base images, then opens (creating) the store and a registry client.
+    async fn open(
+        state: StateDir,
+        progress: Arc<dyn Progress>,
+        loaded: &Loaded,
+        opts: &ConvertOptions,
+    ) -> Result<Pipeline, BuildError> {
+        let needed = rbuild_frontend::base_images(&loaded.ast, opts)
+            .map_err(|e| BuildError::Dockerfile(e.render(loaded.name(), &loaded.input.source)))?;
+        let store = {
+            let (root, reporter) = (state.store(), wait_reporter(&progress));
+            blocking(move || {
+                std::fs::create_dir_all(&root).map_err(|e| {
+                    BuildError::Failed(format!(
+                        "cannot create state directory `{}`: {e}",
+                        root.display()
+                    ))
+                })?;
+                Store::open_with_reporter(&root, Some(reporter))
+                    .map_err(|e| BuildError::step("opening the image store", e))
+            })
+            .await?
+        };
+        let registry = RegistryClient::new().map_err(|e| BuildError::step("registry client", e))?;
+        Ok(Pipeline {
+            state,
+            progress,
+            store,
+            registry,
+            needed,
+        })
+    }
+
+    /// Resolves the base images (concurrently), converts the Dockerfile and checks the graph
+    /// against the granted entitlements.
+    async fn plan(
+        &self,
+        loaded: &Loaded,
+        opts: &ConvertOptions,
+        pull: bool,
+        entitlements: &Entitlements,
+    ) -> Result<BuildPlan, BuildError> {
+        let (name, source) = (loaded.name(), &loaded.input.source);
+        let resolver = {
+            let progress = self.progress.clone();
+            self.registry
+                .with_notices(move |n| progress.event(BuildEvent::ResolveNotice(n.clone())))
+        };
+        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, || {
+            rbuild_frontend::stage_names(&loaded.ast)
+        })
+        .await?;
+        let plan = rbuild_frontend::convert(&loaded.ast, opts, &bases)
+            .map_err(|e| BuildError::Dockerfile(e.render(name, source)))?;
+        // The solver-level check of BuildKit, on the whole graph (the frontend already reported
+        // a Dockerfile flag at its column; this catches any other source of a privileged op).
+        if let Err(e) = plan.definition.check_entitlements(entitlements) {
+            let mut text = String::new();
+            if let Some(loc) = &plan.definition.vertices[e.vertex].source {
+                text.push_str(&excerpt(name, source, loc.start_line, loc.end_line));
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "ERROR: {e}\nhint: pass `--allow {}` to `rbuild build` to grant it",
+                e.entitlement
+            ));
+            return Err(BuildError::Entitlement(text));
+        }
+        Ok(plan)
+    }
+
+    /// Opens the snapshotter and the cache index, imports a `--cache-from`, and solves the
+    /// plan's target until done or `cancel` completes.
+    async fn solve(
+        &self,
+        loaded: &Loaded,
+        plan: &BuildPlan,
+        run: RunParts<'_>,
+        cancel: impl Future<Output = i32>,
+    ) -> Result<SolveOutcome, BuildError> {
+        let (snapshotter, index) = {
+            let (snapshot_root, index_path) = (self.state.snapshots(), self.state.cache_index());
+            let reporter = wait_reporter(&self.progress);
+            blocking(move || {
+                let snapshotter = Snapshotter::open(&snapshot_root)
+                    .map_err(|e| BuildError::step("opening snapshots", e))?;
+                let index =
+                    CacheIndex::open_with(&index_path, DEFAULT_LOCK_TIMEOUT, Some(reporter))
+                        .map_err(|e| BuildError::step("opening the cache index", e))?;
+                Ok((snapshotter, index))
+            })
+            .await?
+        };
+        let exe = std::env::current_exe()
+            .map_err(|e| BuildError::Failed(format!("cannot find the rbuild executable: {e}")))?;
+        let remote_cache =
+            cache_io::import(run.cache_from, &self.registry, self.progress.as_ref()).await;
+        let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
+        let worker = Arc::new(
+            Worker::new(
+                self.store.clone(),
+                snapshotter.clone(),
+                Sandbox::new(exe),
+                self.registry.clone(),
+                Some(index.clone()),
+                Some(loaded.input.context.clone()),
+                self.state.cache_mounts(),
+            )
+            .with_secrets(secrets)
+            .with_remote_cache(remote_cache.clone())
+            .with_limits(run.limits),
+        );
+        let (graph, ids) = graph_from_definition(&plan.definition);
+        let solver = Solver::new(worker, Some(index), self.progress.solver_sink());
+        let solve_opts = SolveOptions {
+            no_cache: run.no_cache,
+            ..SolveOptions::default()
+        };
+        let targets = [ids[plan.target]];
+        let solved = tokio::select! {
+            r = solver.solve_with_keys(&graph, &targets, &solve_opts) => r,
+            signal = cancel => return Err(BuildError::Canceled { signal }),
+        };
+        cache_io::report_import(remote_cache.as_ref(), self.progress.as_ref());
+        let (value, keys) = match solved {
+            Ok((mut values, keys)) => (values.pop().unwrap_or(Value::Fs(None)), keys),
+            Err(e) => {
+                let report = solve_report(&e, &ids, plan, loaded.name(), &loaded.input.source);
+                return Err(BuildError::Solve {
+                    report,
+                    source: Box::new(e),
+                });
+            }
+        };
+        let top = match value {
+            Value::Fs(top) => top,
+            Value::Context => {
+                return Err(BuildError::Failed(
+                    "the build result is not a filesystem".into(),
+                ))
+            }
+        };
+        Ok(SolveOutcome {
+            solver,
+            graph,
+            ids,
+            target: targets[0],
+            keys,
+            snapshotter,
+            top,
+        })
+    }
+
+    /// Exports the image and the outputs, the cache, names and pushes the image, and describes
+    /// the result.
+    async fn finish(
+        self,
+        plan: BuildPlan,
+        solved: SolveOutcome,
+        parts: FinishParts,
+        epoch: Option<i64>,
+    ) -> Result<BuildResult, BuildError> {
+        let layer_opts = layer_options(&parts.outputs, epoch);
+        let tags: Vec<String> = parts.tags.iter().map(|t| normalize_tag(t)).collect();
+        let mut push_names: Vec<String> = Vec::new();
+        let mut all_names: Vec<String> = tags.clone();
+        for o in &parts.outputs {
+            if let Output::Image { names, push } = &o.output {
+                all_names.extend(names.iter().map(|n| normalize_tag(n)));
+                if *push {
+                    push_names.extend(names.iter().map(|n| normalize_tag(n)));
+                }
+            }
+        }
+        if parts.push {
+            if tags.is_empty() {
+                return Err(BuildError::PushWithoutName);
+            }
+            push_names.extend(tags.iter().cloned());
+        }
+        push_names.dedup();
+        let architecture = plan.config.architecture.clone();
+        let (desc, config_digest, output_results) = {
+            let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
+            let (config, top, outputs) = (plan.config, solved.top.clone(), parts.outputs);
+            let (tags, layer_opts) = (tags.clone(), layer_opts.clone());
+            blocking(move || {
+                export(
+                    &store,
+                    &snapshotter,
+                    top.as_ref(),
+                    config,
+                    &tags,
+                    &outputs,
+                    &layer_opts,
+                )
+            })
+            .await?
+        };
+        self.progress.event(BuildEvent::ImageWritten {
+            digest: desc.digest.clone(),
+        });
+        cache_io::export(
+            &parts.cache_to,
+            &Solved {
+                solver: &solved.solver,
+                graph: &solved.graph,
+                ids: &solved.ids,
+                target: solved.target,
+                keys: &solved.keys,
+            },
+            &ExportParts {
+                store: &self.store,
+                snapshotter: &solved.snapshotter,
+                layer_opts: &layer_opts,
+                architecture: &architecture,
+                registry: &self.registry,
+            },
+            self.progress.as_ref(),
+        )
+        .await?;
+        for name in &tags {
+            self.progress
+                .event(BuildEvent::Named { name: name.clone() });
+        }
+        let pushed = if push_names.is_empty() {
+            None
+        } else {
+            let notices = self.progress.clone();
+            let summary = push_image(&self.store, &desc, &push_names, parts.push_jobs, move |n| {
+                notices.event(BuildEvent::PushNotice(n.clone()))
+            })
+            .await?;
+            self.progress.event(BuildEvent::Pushed(summary.clone()));
+            Some(summary)
+        };
+        all_names.dedup();
+        let metadata = {
+            let (store, desc, names) = (self.store.clone(), desc.clone(), all_names.clone());
+            blocking(move || Ok(metadata(&store, &desc, &names))).await?
+        };
+        Ok(BuildResult {
+            image: desc,
+            config_digest,
+            names: all_names,
+            outputs: output_results,
+            pushed,
+            metadata,
+        })
+    }
+}
+
+/// BuildKit's report of a failed solve: the failed RUN's last output lines, the Dockerfile
+/// excerpt at the failing instruction, `ERROR: failed to solve: ...`.
+fn solve_report(
+    err: &SolveError<WorkerError>,
+    ids: &[VertexId],
+    plan: &BuildPlan,
+    file: &str,
+    source: &str,
+) -> String {
+    let (vertex, name, cause) = match err {
+        SolveError::Exec {
+            vertex,
+            name,
+            source,
+        }
+        | SolveError::CacheKey {
+            vertex,
+            name,
+            source,
+        } => (Some(*vertex), name.clone(), Some(source)),
+        _ => (None, String::new(), None),
+    };
+    let mut text = String::new();
+    if let Some(tail) = cause.and_then(|c| c.run_output_tail()) {
+        if !tail.is_empty() {
+            text.push_str(&format!("------\n > {name}:\n"));
+            for line in tail {
+                text.push_str(&format!("{line}\n"));
+            }
+            text.push_str("------\n");
+        }
+    }
+    let location = vertex
+        .and_then(|v| ids.iter().position(|id| *id == v))
+        .and_then(|i| plan.definition.vertices[i].source.clone());
+    if let Some(loc) = location {
+        text.push_str(&excerpt(file, source, loc.start_line, loc.end_line));
+        text.push('\n');
+    }
+    let message = match cause {
+        Some(c) => chain(c),
+        None => chain(err),
+    };
+    text.push_str(&format!("ERROR: failed to solve: {message}"));
+    text
+}

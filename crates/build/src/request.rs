@@ -1,0 +1,139 @@
+//! The typed contract of a build: what goes in ([`BuildRequest`]: context, Dockerfile, args,
+//! target, outputs, caches, secrets, RUN limits and network, progress) and what comes out
+//! ([`BuildResult`]: the image's digests, per-output results, buildx-style metadata).
+
+use crate::progress::{Progress, PushSummary, Silent};
+use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
+use crate::state::StateDir;
+use rbuild_llb::{Entitlements, ExtraHost, NetworkMode};
+use rbuild_oci::{Descriptor, Digest};
+use rbuild_sandbox::Limits;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the build context comes from.
+pub enum ContextSource {
+    /// A directory.
+    Dir(PathBuf),
+    /// A stream (standard input for `docker build -`): a tar archive, possibly gzip-compressed,
+    /// or a bare Dockerfile with an empty context. It is unpacked under the state root's `tmp`.
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Where the Dockerfile comes from.
+pub enum DockerfileSource {
+    /// `Dockerfile` in the context.
+    Default,
+    /// A path (relative to the working directory, or inside a streamed context's archive).
+    Path(PathBuf),
+    /// A stream (standard input for `-f -`).
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Everything one build needs.
+pub struct BuildRequest {
+    /// The state root (image store, snapshots, cache index, cache mounts).
+    pub state: StateDir,
+    /// The build context.
+    pub context: ContextSource,
+    /// The Dockerfile.
+    pub dockerfile: DockerfileSource,
+    /// `--build-arg`s, already resolved to values.
+    pub build_args: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH` when no build arg of that name is given (e.g. from the environment).
+    pub source_date_epoch: Option<i64>,
+    /// The stage to build (the last one when `None`).
+    pub target: Option<String>,
+    /// `-t` names; the image is tagged with each in the store.
+    pub tags: Vec<String>,
+    /// `--output`s.
+    pub outputs: Vec<OutputSpec>,
+    /// Push the image to the registries of `tags` after the build.
+    pub push: bool,
+    /// Blobs uploaded at once when pushing.
+    pub push_jobs: usize,
+    /// `--cache-to`s.
+    pub cache_to: Vec<CacheToSpec>,
+    /// `--cache-from`s (the first readable one is used).
+    pub cache_from: Vec<CacheFromSpec>,
+    /// `--secret`s.
+    pub secrets: Vec<SecretSpec>,
+    /// The network of RUN steps without `--network`.
+    pub network: NetworkMode,
+    /// The granted entitlements (`--allow`).
+    pub entitlements: Entitlements,
+    /// `--add-host` entries of every RUN.
+    pub extra_hosts: Vec<ExtraHost>,
+    /// Resource limits of every RUN (not part of cache keys).
+    pub limits: Limits,
+    /// Ignore the cache.
+    pub no_cache: bool,
+    /// Resolve base image tags in their registries even when the store has them.
+    pub pull: bool,
+    /// Where progress goes.
+    pub progress: Arc<dyn Progress>,
+}
+
+impl BuildRequest {
+    /// A request to build `context` (its `Dockerfile`) under `state`, with every option at its
+    /// default and no progress reporting.
+    pub fn new(state: StateDir, context: ContextSource) -> BuildRequest {
+        BuildRequest {
+            state,
+            context,
+            dockerfile: DockerfileSource::Default,
+            build_args: BTreeMap::new(),
+            source_date_epoch: None,
+            target: None,
+            tags: Vec::new(),
+            outputs: Vec::new(),
+            push: false,
+            push_jobs: 3,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
+            secrets: Vec::new(),
+            network: NetworkMode::Default,
+            entitlements: Entitlements::default(),
+            extra_hosts: Vec::new(),
+            limits: Limits::default(),
+            no_cache: false,
+            pull: false,
+            progress: Arc::new(Silent),
+        }
+    }
+}
+
+/// What one `--output` produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputResult {
+    /// The output as requested.
+    pub output: Output,
+    /// The names it was written (or tagged) with, normalised where the store tags.
+    pub names: Vec<String>,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image manifest's descriptor in the store.
+    pub image: Descriptor,
+    /// The image config's digest.
+    pub config_digest: Digest,
+    /// Every name of the image (tags, then image outputs' names), normalised.
+    pub names: Vec<String>,
+    /// One entry per requested output, in order.
+    pub outputs: Vec<OutputResult>,
+    /// The push, when one was asked for.
+    pub pushed: Option<PushSummary>,
+    /// buildx's `--metadata-file` document for this build.
+    pub metadata: serde_json::Value,
+}
+
+impl BuildResult {
+    /// The image (manifest) digest.
+    pub fn digest(&self) -> &Digest {
+        &self.image.digest
+    }
+}

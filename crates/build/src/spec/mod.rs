@@ -1,0 +1,77 @@
+//! The `key=value,...` flags of a build as typed specs: [`OutputSpec`] (`--output`),
+//! [`SecretSpec`] (`--secret`), [`CacheToSpec`] / [`CacheFromSpec`] (`--cache-to` /
+//! `--cache-from`). Each implements [`std::str::FromStr`] over the one field reader of [`kv`], so
+//! a CLI plugs them into its argument parser (clap's `value_parser`) and an embedder writes them
+//! as it would on the command line.
+
+mod cache;
+pub mod kv;
+mod output;
+mod secret;
+
+pub use cache::{CacheFromSpec, CacheLocation, CacheToSpec};
+pub use output::{CompressionSpec, Output, OutputSpec};
+pub use secret::SecretSpec;
+
+/// Why a spec is invalid. The text is what BuildKit's CLI (buildx) users see, without the
+/// leading `error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// `--output` with a type that needs `dest=`.
+    #[error("--output type={kind} needs dest=PATH")]
+    OutputNeedsDest {
+        /// The output type.
+        kind: String,
+    },
+    /// `--output type=image|registry,push=true` without a name.
+    #[error("--output type={kind} needs name=REF to push")]
+    OutputNeedsName {
+        /// The output type.
+        kind: String,
+    },
+    /// An output type rbuild does not export.
+    #[error("unsupported output type `{0}` (supported: oci, docker, local, image, registry)")]
+    UnsupportedOutput(String),
+    /// `--output` without `type=`.
+    #[error("--output `{0}` has no type=...")]
+    OutputWithoutType(String),
+    /// `--output` whose fields cannot be read.
+    #[error("--output `{spec}`: {why}")]
+    OutputSyntax {
+        /// The spec as given.
+        spec: String,
+        /// The reader's complaint.
+        why: kv::KvError,
+    },
+    /// `compression=` other than gzip, zstd, uncompressed.
+    #[error("unsupported compression `{0}` (gzip, zstd, uncompressed)")]
+    UnsupportedCompression(String),
+    /// `compression-level=` that is not an integer.
+    #[error("invalid compression-level `{0}`")]
+    CompressionLevel(String),
+    /// An invalid `--secret`.
+    #[error("invalid secret `{spec}`: {why}")]
+    Secret {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An invalid `--cache-to` / `--cache-from`.
+    #[error("{flag} `{spec}`: {why}")]
+    Cache {
+        /// `--cache-to` or `--cache-from`.
+        flag: &'static str,
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl SpecError {
+    /// True for errors that buildx reports as a usage error (exit code 2): secrets and caches.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SpecError::Secret { .. } | SpecError::Cache { .. })
+    }
+}
