@@ -1,6 +1,8 @@
 //! ADD's archive handling: detecting a tar (plain, gzip, bzip2, xz or zstd) by its bytes rather
 //! than its name, and unpacking it into the destination directory (with `--chown` applied to every
 //! unpacked entry, as BuildKit v0.23+ does; `--chmod` does not apply to unpacked entries).
+//! Every entry name and link is resolved with the destination as `/`, as BuildKit's chrooted
+//! untar resolves them, so nothing an archive holds can land outside the destination.
 
 use super::paths::{mkdir_all, resolve_in_root, resolve_parts_in_root};
 use std::ffi::OsString;
@@ -139,14 +141,17 @@ pub(super) fn try_unpack(
     let Some(kind) = archive_kind(src)? else {
         return Ok(false);
     };
-    mkdir_all(dest_root, dest, owner, 0o755)?;
-    let target = resolve_in_root(dest_root, dest, true)?;
-    let unpacker = Unpacker {
-        root: &target,
-        shown_root: in_image(dest_root, &target),
-        owner,
+    let unpack = || -> io::Result<()> {
+        mkdir_all(dest_root, dest, owner, 0o755)?;
+        let target = resolve_in_root(dest_root, dest, true)?;
+        let unpacker = Unpacker {
+            root: &target,
+            shown_root: in_image(dest_root, &target),
+            owner,
+        };
+        unpacker.unpack(decompressed(src, kind)?)
     };
-    unpacker.unpack(decompressed(src, kind)?).map_err(|e| {
+    unpack().map_err(|e| {
         let cause = scrubbed(&e, dest_root);
         io::Error::new(
             e.kind(),
@@ -164,7 +169,11 @@ fn in_image(dest_root: &Path, host: &Path) -> PathBuf {
 /// The innermost cause of `e`, with any host path below `dest_root` shown as the path inside
 /// the image.
 fn scrubbed(e: &io::Error, dest_root: &Path) -> String {
-    innermost(e).replace(&*dest_root.to_string_lossy(), "")
+    let text = innermost(e);
+    match dest_root.to_string_lossy() {
+        root if root.len() > 1 => text.replace(&*root, ""),
+        _ => text,
+    }
 }
 
 /// Unpacks archive entries into one destination directory, resolving every entry as BuildKit

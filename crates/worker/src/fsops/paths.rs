@@ -125,4 +125,31 @@ mod tests {
             root.join("abs")
         );
     }
+
+    #[test]
+    fn dotdot_after_a_symlink_climbs_from_its_target_and_loops_stop() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("real/sub")).unwrap();
+        symlink("/real/sub", root.join("a")).unwrap();
+        // As the kernel does: `a/..` is the parent of a's target, not the root.
+        assert_eq!(
+            resolve_in_root(root, "/a/../x", true).unwrap(),
+            root.join("real/x")
+        );
+        // Names that are not UTF-8 are resolved as they are.
+        let odd = OsString::from(std::ffi::OsStr::from_bytes(b"n\xff"));
+        assert_eq!(
+            resolve_parts_in_root(root, vec!["a".into(), odd.clone()], true).unwrap(),
+            root.join("real/sub").join(&odd)
+        );
+        symlink("/loop2", root.join("loop1")).unwrap();
+        symlink("/loop1", root.join("loop2")).unwrap();
+        let err = resolve_in_root(root, "/loop1/x", true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many levels of symbolic links in /loop1/x"
+        );
+    }
 }
