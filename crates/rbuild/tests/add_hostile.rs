@@ -4,11 +4,12 @@
 //! may land outside the image's rootfs (the host directory the links point at stays untouched),
 //! and what lands inside is checked entry by entry.
 //!
-//! BuildKit (containerd's `archive.Apply`) resolves every entry inside the destination as if it
-//! were `/`. Where rbuild differs today, the test pins rbuild's behaviour and says so: entries
-//! climbing out with `..` are skipped (BuildKit writes them clamped to the destination), and a
-//! file through a symlink that leads out of the destination fails the build (BuildKit writes it
-//! below the destination). Both are safe; neither writes outside.
+//! The reference is BuildKit: its file op unpacks an ADD archive with moby's
+//! `chrootarchive.Untar`, which chroots into the destination directory and untars there, so
+//! every entry name and every link is resolved by the kernel with the destination as `/`:
+//! `../../x` and `/x` both land at `<dest>/x`, a symlink to `/etc` followed by a later entry
+//! leads to `<dest>/etc`, and a hardlink to `/etc/passwd` links `<dest>/etc/passwd`. What the
+//! resolution finds missing fails as it fails there (`no such file or directory`).
 
 use std::fs;
 use std::path::Path;
@@ -21,6 +22,7 @@ use common::{assert_ok, env, RBUILD};
 /// One raw tar entry: names are written byte for byte (the tar crate's setters refuse `..`).
 enum Entry<'a> {
     File(&'a str, &'a [u8]),
+    Dir(&'a str),
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
 }
@@ -31,6 +33,7 @@ fn archive(entries: &[Entry]) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         let (name, link, kind, data): (&str, &str, tar::EntryType, &[u8]) = match e {
             Entry::File(n, d) => (n, "", tar::EntryType::Regular, d),
+            Entry::Dir(n) => (n, "", tar::EntryType::Directory, b""),
             Entry::Symlink(n, l) => (n, l, tar::EntryType::Symlink, b""),
             Entry::Hardlink(n, l) => (n, l, tar::EntryType::Link, b""),
         };
@@ -38,7 +41,7 @@ fn archive(entries: &[Entry]) -> Vec<u8> {
         old.name[..name.len()].copy_from_slice(name.as_bytes());
         old.linkname[..link.len()].copy_from_slice(link.as_bytes());
         h.set_entry_type(kind);
-        h.set_mode(0o644);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(1_700_000_000);
@@ -137,19 +140,43 @@ fn dotdot_and_absolute_entry_names_stay_inside() {
     let (out, dest) = add_build(&tar, "");
     assert_ok(&out);
     victim.assert_untouched();
-    // The absolute name is taken relative to the destination, a hardlink inside is kept; the
-    // climbing entries are skipped (BuildKit would write escape.txt and escape2.txt to /in).
+    // BuildKit untars in a chroot at the destination: the absolute name is taken relative to
+    // the destination, the climbing names stop at it (`../escape.txt` is `/in/escape.txt`,
+    // the long one lands at `/in/<victim path>/dotdot.txt` with its parents created), and a
+    // hardlink inside is kept.
     let dir = dest.path().join("in");
+    let mut want = vec![
+        "abs-entry.txt".to_string(),
+        "escape.txt".to_string(),
+        "escape2.txt".to_string(),
+        "ok-link.txt".to_string(),
+        "ok.txt".to_string(),
+    ];
+    let mut at = String::new();
+    for part in victim.path().trim_start_matches('/').split('/') {
+        if !at.is_empty() {
+            at.push('/');
+        }
+        at.push_str(part);
+        want.push(at.clone());
+    }
+    want.push(format!("{at}/dotdot.txt"));
+    want.sort();
+    assert_eq!(tree(&dir), want, "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(dir.join("escape.txt")).unwrap(), "bad\n");
     assert_eq!(
-        tree(&dir),
-        ["abs-entry.txt", "ok-link.txt", "ok.txt"],
-        "{}",
-        stderr(&out)
+        fs::read_to_string(dir.join("escape2.txt")).unwrap(),
+        "bad\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join(&at).join("dotdot.txt")).unwrap(),
+        "bad\n"
     );
     assert_eq!(
         fs::read_to_string(dir.join("abs-entry.txt")).unwrap(),
         "abs\n"
     );
+    // Nothing climbed above the destination into the rest of the image.
     assert!(!dest.path().join("escape.txt").exists());
     assert!(!dest.path().join("escape2.txt").exists());
     use std::os::unix::fs::MetadataExt;
@@ -196,8 +223,9 @@ fn absolute_symlinks_are_kept_and_never_written_through() {
         "replaced\n"
     );
 
-    // A file through that link: refused (BuildKit would write it at
-    // /in/<victim path>/through.txt); the host's directory gets nothing either way.
+    // A file through that link: the link is resolved inside the destination (BuildKit's
+    // chroot), where nothing is at the victim's path, so the write fails with "no such file or
+    // directory", as in BuildKit. The message names the path in the image, not rbuild's mounts.
     let tar = archive(&[
         Entry::Symlink("victim-dir", &victim.path()),
         Entry::File("victim-dir/through.txt", b"through\n"),
@@ -206,17 +234,61 @@ fn absolute_symlinks_are_kept_and_never_written_through() {
     let (out, _dest) = add_build(&tar, "");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("outside of destination"),
+        stderr(&out).contains(
+            "failed to unpack a.tar into /in/: /in/victim-dir/through.txt: \
+             No such file or directory"
+        ),
         "{}",
         stderr(&out)
     );
+    assert!(!stderr(&out).contains("snapshots-v1"), "{}", stderr(&out));
     victim.assert_untouched();
+
+    // With the victim's path present inside the destination (directory entries first), the
+    // files land there, below the destination, as in BuildKit; a relative link climbing out
+    // stops at the destination too.
+    let mut dirs = Vec::new();
+    let mut at = String::new();
+    for part in victim.path().trim_start_matches('/').split('/') {
+        at.push_str(part);
+        at.push('/');
+        dirs.push(at.clone());
+    }
+    let victim_path = victim.path();
+    let mut entries: Vec<Entry> = dirs.iter().map(|d| Entry::Dir(d)).collect();
+    entries.extend([
+        Entry::Symlink("victim-dir", &victim_path),
+        Entry::File("victim-dir/through.txt", b"through\n"),
+        Entry::File("victim-dir/victim.txt", b"overwritten\n"),
+        Entry::Symlink("up", "../../../../../../../.."),
+        Entry::File("up/rel.txt", b"rel\n"),
+    ]);
+    let (out, dest) = add_build(&archive(&entries), "");
+    assert_ok(&out);
+    victim.assert_untouched();
+    let inner = dest.path().join("in").join(&at);
+    assert_eq!(
+        fs::read_to_string(inner.join("through.txt")).unwrap(),
+        "through\n"
+    );
+    assert_eq!(
+        fs::read_to_string(inner.join("victim.txt")).unwrap(),
+        "overwritten\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dest.path().join("in/rel.txt")).unwrap(),
+        "rel\n"
+    );
+    assert!(!dest.path().join("rel.txt").exists());
 }
 
 #[test]
-fn hardlinks_out_are_refused() {
+fn hardlink_targets_resolve_inside_the_destination() {
     let Some(_) = env() else { return };
     let victim = Victim::new();
+    // BuildKit joins a hardlink's target to the destination (its chroot's `/`): a link to an
+    // absolute or climbing path links the file of that name inside the destination, and fails
+    // with "no such file or directory" when there is none.
     for link in [
         format!("{}/victim.txt", victim.path()),
         format!("../../../../../../../..{}/victim.txt", victim.path()),
@@ -226,15 +298,28 @@ fn hardlinks_out_are_refused() {
             Entry::Hardlink("out-link", &link),
         ]);
         let (out, _dest) = add_build(&tar, "");
-        // BuildKit resolves the target inside the destination, finds nothing there and fails
-        // as well.
         assert_eq!(out.status.code(), Some(1), "{link}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("outside of destination"),
-            "{link}: {}",
-            stderr(&out)
+        let want = format!(
+            "/in/out-link: link to /in{}/victim.txt: No such file or directory",
+            victim.path()
         );
+        assert!(stderr(&out).contains(&want), "{link}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("snapshots-v1"), "{}", stderr(&out));
         victim.assert_untouched();
+    }
+    let tar = archive(&[
+        Entry::File("ok.txt", b"ok\n"),
+        Entry::Hardlink("climb", "../../ok.txt"),
+        Entry::Hardlink("abs", "/ok.txt"),
+    ]);
+    let (out, dest) = add_build(&tar, "");
+    assert_ok(&out);
+    victim.assert_untouched();
+    use std::os::unix::fs::MetadataExt;
+    let dir = dest.path().join("in");
+    let ino = fs::metadata(dir.join("ok.txt")).unwrap().ino();
+    for name in ["climb", "abs"] {
+        assert_eq!(fs::metadata(dir.join(name)).unwrap().ino(), ino, "{name}");
     }
 }
 

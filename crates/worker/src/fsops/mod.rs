@@ -59,7 +59,13 @@ pub fn copy_action(
             set_mtime(&target, &meta)?;
         } else if action.attempt_unpack
             && meta.is_file()
-            && try_unpack(&host, dest_root, &action.dest, parent_owner)?
+            && try_unpack(
+                &host,
+                &rel.to_string_lossy(),
+                dest_root,
+                &action.dest,
+                parent_owner,
+            )?
         {
             continue;
         } else {

@@ -10,8 +10,19 @@ use std::path::{Component, Path, PathBuf};
 /// Resolves `path` (absolute inside the root) to a host path under `root`, following symlinks
 /// as the kernel would if `root` were `/`, so a link can never lead outside `root`.
 pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result<PathBuf> {
+    resolve_parts_in_root(root, components(path), follow_last)
+}
+
+/// [`resolve_in_root`] for a path given as its normal and `..` components (names need not be
+/// UTF-8): `..` climbs from what is resolved so far and stops at `root`, like `/..` does.
+pub(super) fn resolve_parts_in_root(
+    root: &Path,
+    parts: Vec<OsString>,
+    follow_last: bool,
+) -> io::Result<PathBuf> {
     let mut resolved = PathBuf::new();
-    let mut pending: Vec<OsString> = components(path).into_iter().rev().collect();
+    let shown = Path::new("/").join(parts.iter().collect::<PathBuf>());
+    let mut pending: Vec<OsString> = parts.into_iter().rev().collect();
     let mut links = 0;
     while let Some(part) = pending.pop() {
         if part == ".." {
@@ -26,15 +37,15 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
                 links += 1;
                 if links > 40 {
                     return Err(io::Error::other(format!(
-                        "too many levels of symbolic links in {path}"
+                        "too many levels of symbolic links in {}",
+                        shown.display()
                     )));
                 }
                 let target = fs::read_link(&host)?;
-                let target_str = target.to_string_lossy().to_string();
                 if target.is_absolute() {
                     resolved = PathBuf::new();
                 }
-                for c in components(&target_str).into_iter().rev() {
+                for c in path_components(&target).into_iter().rev() {
                     pending.push(c);
                 }
             }
@@ -46,8 +57,12 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
 
 /// The normal and `..` components of `path` (root and `.` dropped).
 pub(super) fn components(path: &str) -> Vec<OsString> {
-    Path::new(path)
-        .components()
+    path_components(Path::new(path))
+}
+
+/// [`components`] of a path that need not be UTF-8.
+fn path_components(path: &Path) -> Vec<OsString> {
+    path.components()
         .filter_map(|c| match c {
             Component::Normal(s) => Some(s.to_os_string()),
             Component::ParentDir => Some(OsString::from("..")),
@@ -108,6 +123,33 @@ mod tests {
         assert_eq!(
             resolve_in_root(root, "/abs", false).unwrap(),
             root.join("abs")
+        );
+    }
+
+    #[test]
+    fn dotdot_after_a_symlink_climbs_from_its_target_and_loops_stop() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("real/sub")).unwrap();
+        symlink("/real/sub", root.join("a")).unwrap();
+        // As the kernel does: `a/..` is the parent of a's target, not the root.
+        assert_eq!(
+            resolve_in_root(root, "/a/../x", true).unwrap(),
+            root.join("real/x")
+        );
+        // Names that are not UTF-8 are resolved as they are.
+        let odd = OsString::from(std::ffi::OsStr::from_bytes(b"n\xff"));
+        assert_eq!(
+            resolve_parts_in_root(root, vec!["a".into(), odd.clone()], true).unwrap(),
+            root.join("real/sub").join(&odd)
+        );
+        symlink("/loop2", root.join("loop1")).unwrap();
+        symlink("/loop1", root.join("loop2")).unwrap();
+        let err = resolve_in_root(root, "/loop1/x", true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many levels of symbolic links in /loop1/x"
         );
     }
 }
