@@ -69,6 +69,10 @@ pub use options::rfc3339;
 pub use pipeline::{build, build_with_cancel};
 pub use progress::{wait_reporter, BuildEvent, Progress, PushSummary, Silent};
 pub use push::{metadata, push_image};
+/// The solver's per-vertex progress types a [`Progress`] implementation receives.
+pub use rbuild_solver::{
+    Event as VertexEvent, EventKind as VertexEventKind, LogStream, ProgressSink,
+};
 pub use request::{BuildRequest, BuildResult, ContextSource, DockerfileSource, OutputResult};
 pub use spec::{
     CacheFromSpec, CacheLocation, CacheToSpec, CompressionSpec, Output, OutputSpec, SecretSpec,
