@@ -6,7 +6,8 @@
 //! Cache keys are portable: they hash the op (no snapshot ids, no absolute paths), the inputs'
 //! keys, base images by manifest digest and build-context files by content.
 
-use crate::error::{blocking, BuildError};
+use crate::cancel::Cancel;
+use crate::error::BuildError;
 use crate::progress::{BuildEvent, Progress};
 use crate::spec::{CacheFromSpec, CacheLocation, CacheToSpec};
 use rbuild_exporter::LayerOptions;
@@ -17,6 +18,7 @@ use rbuild_solver::{CacheKey, Executor, Graph, Solver, VertexId};
 use rbuild_worker::remote_cache::RemoteCache;
 use rbuild_worker::{Value, WorkVertex, Worker};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 
 /// Reads the first usable `--cache-from` (manifest and config only). A cache that cannot be read
@@ -122,12 +124,14 @@ pub(crate) struct ExportParts<'a> {
     pub registry: &'a RegistryClient,
 }
 
-/// Exports the cache of a finished solve to every `--cache-to`.
-pub(crate) async fn export(
+/// Exports the cache of a finished solve to every `--cache-to`, stopping when the build is
+/// canceled (layers at their next chunk; a registry push before its manifest).
+pub(crate) async fn export<F: Future<Output = i32>>(
     specs: &[CacheToSpec],
     solved: &Solved<'_>,
     parts: &ExportParts<'_>,
     progress: &dyn Progress,
+    cancel: &mut Cancel<F>,
 ) -> Result<(), BuildError> {
     if specs.is_empty() {
         return Ok(());
@@ -147,19 +151,20 @@ pub(crate) async fn export(
                 .collect()
         };
         let (index2, worker2) = (index.clone(), worker.clone());
-        let records = blocking(move || {
-            let mut records = Vec::new();
-            for (_, key) in wanted {
-                let Ok(Some(bytes)) = index2.get(&key) else {
-                    continue;
-                };
-                if let Some(Value::Fs(top)) = worker2.decode(&bytes) {
-                    records.push((key.hex(), top));
+        let records = cancel
+            .blocking(move || {
+                let mut records = Vec::new();
+                for (_, key) in wanted {
+                    let Ok(Some(bytes)) = index2.get(&key) else {
+                        continue;
+                    };
+                    if let Some(Value::Fs(top)) = worker2.decode(&bytes) {
+                        records.push((key.hex(), top));
+                    }
                 }
-            }
-            Ok(records)
-        })
-        .await?;
+                Ok(records)
+            })
+            .await?;
         let (s, snap, opts, arch) = (
             parts.store.clone(),
             parts.snapshotter.clone(),
@@ -167,30 +172,36 @@ pub(crate) async fn export(
             parts.architecture.to_string(),
         );
         let count = records.len();
-        let desc = blocking(move || {
-            rbuild_exporter::write_cache_manifest(&s, &snap, &records, &opts, &arch)
-                .map_err(|e| BuildError::step("exporting the build cache", e))
-        })
-        .await?;
+        let desc = cancel
+            .blocking(move || {
+                rbuild_exporter::write_cache_manifest(&s, &snap, &records, &opts, &arch)
+                    .map_err(|e| BuildError::step("exporting the build cache", e))
+            })
+            .await?;
         match &spec.location {
             CacheLocation::Registry(r) => {
                 let reference = Reference::parse(r)
                     .map_err(|e| BuildError::step(format!("invalid cache ref `{r}`"), e))?;
-                parts
-                    .registry
-                    .push(parts.store, &desc, &[reference], &PushOptions::default())
-                    .await
-                    .map_err(|e| BuildError::step(format!("failed to push cache to {r}"), e))?;
+                let (targets, opts) = ([reference], PushOptions::default());
+                let push = parts.registry.push(parts.store, &desc, &targets, &opts);
+                cancel
+                    .run(async {
+                        push.await.map_err(|e| {
+                            BuildError::step(format!("failed to push cache to {r}"), e)
+                        })
+                    })
+                    .await?;
             }
             CacheLocation::Local { dir, tag } => {
                 let (s, d, dir2, tag) =
                     (parts.store.clone(), desc.clone(), dir.clone(), tag.clone());
-                blocking(move || {
-                    rbuild_exporter::write_cache_layout(&s, &d, &dir2, &tag).map_err(|e| {
-                        BuildError::step(format!("writing the cache to {}", dir2.display()), e)
+                cancel
+                    .detached(move || {
+                        rbuild_exporter::write_cache_layout(&s, &d, &dir2, &tag).map_err(|e| {
+                            BuildError::step(format!("writing the cache to {}", dir2.display()), e)
+                        })
                     })
-                })
-                .await?;
+                    .await?;
             }
         }
         progress.event(BuildEvent::CacheExported {

@@ -40,7 +40,8 @@ pub enum BuildError {
         #[source]
         source: Box<rbuild_solver::SolveError<rbuild_worker::WorkerError>>,
     },
-    /// The solve was canceled by the caller's cancel future (e.g. on SIGINT).
+    /// The build was canceled by the caller's cancel future (e.g. on SIGINT), during the solve or
+    /// any later phase (export, cache export, push).
     #[error("build canceled")]
     Canceled {
         /// The signal number the cancel future returned.

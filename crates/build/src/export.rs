@@ -1,13 +1,16 @@
 //! The export step: the solved snapshot chain becomes layers and an image in the store, tagged
 //! with the build's names, then written to each `--output` (OCI/docker archives, a local
-//! directory, a rootfs tar, more store names).
+//! directory, a rootfs tar, more store names). Both parts stop when the build is canceled
+//! before anything more becomes visible.
 
+use crate::cancel::stop_if_canceled;
 use crate::error::BuildError;
 use crate::request::OutputResult;
 use crate::spec::{CompressionSpec, Output, OutputSpec};
 use rbuild_exporter::{assemble_image, ensure_layer, normalize_tag, LayerOptions};
 use rbuild_oci::{Compression, Descriptor, Digest, ImageConfig, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
+use std::sync::atomic::AtomicBool;
 
 /// The layer options of a build: the first output that sets `compression=` decides (the image
 /// is assembled once), clamping its level to the algorithm's range.
@@ -51,43 +54,60 @@ fn chain_of(
     Ok(out)
 }
 
-/// Writes the image of `top` with `config` into the store, tags it with `tags` (normalised) and
-/// writes every output (blocking I/O). Returns the manifest's descriptor and the config's digest.
-pub(crate) fn export(
+/// Writes the image of `top` with `config` into the store and tags it with `tags` (normalised)
+/// (blocking I/O). Returns the manifest's descriptor and the config's digest. When the build is
+/// canceled (`opts.cancel`), a layer stops at its next chunk and nothing is named.
+pub(crate) fn export_image(
     store: &Store,
     snapshotter: &Snapshotter,
     top: Option<&SnapshotId>,
     config: ImageConfig,
     tags: &[String],
-    outputs: &[OutputSpec],
     opts: &LayerOptions,
-) -> Result<(Descriptor, Digest, Vec<OutputResult>), BuildError> {
+) -> Result<(Descriptor, Digest), BuildError> {
+    let flag = opts.cancel.clone().unwrap_or_default();
     let mut layers = Vec::new();
     for id in chain_of(snapshotter, top)? {
-        layers.push(
-            ensure_layer(snapshotter, store, &id, opts)
-                .map_err(|e| BuildError::step("exporting layers", e))?,
-        );
+        stop_if_canceled(&flag)?;
+        let layer = ensure_layer(snapshotter, store, &id, opts);
+        stop_if_canceled(&flag)?;
+        layers.push(layer.map_err(|e| BuildError::step("exporting layers", e))?);
     }
     let (desc, manifest) =
         assemble_image(store, config, &layers).map_err(|e| BuildError::step("writing image", e))?;
     for tag in tags {
+        stop_if_canceled(&flag)?;
         store
             .set_tag(tag, &desc)
             .map_err(|e| BuildError::step(format!("naming {tag}"), e))?;
     }
+    Ok((desc, manifest.config.digest))
+}
+
+/// Writes the image `desc` (of `top`) to every output (blocking I/O), stopping before the next
+/// output or name once `cancel` is raised.
+pub(crate) fn write_outputs(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    top: Option<&SnapshotId>,
+    desc: &Descriptor,
+    tags: &[String],
+    outputs: &[OutputSpec],
+    cancel: &AtomicBool,
+) -> Result<Vec<OutputResult>, BuildError> {
     let mut results = Vec::new();
     for spec in outputs {
+        stop_if_canceled(cancel)?;
         let (result, names) = match &spec.output {
             // As buildx: the `-t` names replace an archive output's own `name=`.
             Output::Oci { dest, tar, names } => {
                 let names = if tags.is_empty() { names } else { tags };
-                let r = rbuild_exporter::write_oci(store, &desc, names, dest, *tar);
+                let r = rbuild_exporter::write_oci(store, desc, names, dest, *tar);
                 (r, names.to_vec())
             }
             Output::Docker { dest, names } => {
                 let names = if tags.is_empty() { names } else { tags };
-                let r = rbuild_exporter::write_docker_archive(store, &desc, names, dest);
+                let r = rbuild_exporter::write_docker_archive(store, desc, names, dest);
                 (r, names.to_vec())
             }
             Output::Local { dest } => (
@@ -101,9 +121,10 @@ pub(crate) fn export(
             Output::Image { names, .. } => {
                 let mut tagged = Vec::new();
                 for name in names {
+                    stop_if_canceled(cancel)?;
                     let tag = normalize_tag(name);
                     store
-                        .set_tag(&tag, &desc)
+                        .set_tag(&tag, desc)
                         .map_err(|e| BuildError::step(format!("naming {tag}"), e))?;
                     tagged.push(tag);
                 }
@@ -116,7 +137,7 @@ pub(crate) fn export(
             names,
         });
     }
-    Ok((desc, manifest.config.digest, results))
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 mod cache_io;
+mod cancel;
 mod error;
 mod export;
 mod input;

@@ -1,11 +1,13 @@
 //! The pipeline of one build, phase by phase: read the inputs and parse the Dockerfile
 //! ([`load`]), open the store and plan (resolve base images, convert to llb, check entitlements:
-//! [`Pipeline::plan`]), solve (cancelable: [`Pipeline::solve`]), then export the image and the
-//! outputs, the cache, tag, push and describe the result ([`Pipeline::finish`]).
+//! [`Pipeline::plan`]), solve ([`Pipeline::solve`]), then export the image and the outputs, the
+//! cache, tag, push and describe the result ([`Pipeline::finish`]). From the solve on, every
+//! phase is cancelable ([`Cancel`]).
 
 use crate::cache_io::{self, ExportParts, Solved};
+use crate::cancel::Cancel;
 use crate::error::{blocking, chain, excerpt, BuildError};
-use crate::export::{export, layer_options};
+use crate::export::{export_image, layer_options, write_outputs};
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -34,9 +36,11 @@ pub async fn build(request: BuildRequest) -> Result<BuildResult, BuildError> {
     build_with_cancel(request, std::future::pending()).await
 }
 
-/// Runs a build; when `cancel` completes during the solve (it is polled only then, so a signal
-/// handler it installs is active only while steps run), the solve stops and the build fails with
-/// [`BuildError::Canceled`] carrying the future's output.
+/// Runs a build; when `cancel` completes from the solve on (it is first polled when the solve
+/// starts, so a signal handler it installs is active from then on), the running phase stops
+/// (solve, export, cache export or push; a layer being written stops at its next chunk and
+/// leaves no temp file, an image is not named and a push does not reach its manifest) and the
+/// build fails with [`BuildError::Canceled`] carrying the future's output.
 pub async fn build_with_cancel(
     request: BuildRequest,
     cancel: impl Future<Output = i32>,
@@ -98,7 +102,8 @@ pub async fn build_with_cancel(
         limits,
         no_cache,
     };
-    let solved = pipeline.solve(&loaded, &plan, run, cancel).await?;
+    let mut cancel = Cancel::new(cancel);
+    let solved = pipeline.solve(&loaded, &plan, run, &mut cancel).await?;
     let finish = FinishParts {
         tags,
         outputs,
@@ -106,7 +111,9 @@ pub async fn build_with_cancel(
         push_jobs,
         cache_to,
     };
-    pipeline.finish(plan, solved, finish, epoch).await
+    pipeline
+        .finish(plan, solved, finish, epoch, &mut cancel)
+        .await
 }
 
 /// The inputs of a build and its parsed Dockerfile.
@@ -257,13 +264,13 @@ impl Pipeline {
     }
 
     /// Opens the snapshotter and the cache index, imports a `--cache-from`, and solves the
-    /// plan's target until done or `cancel` completes.
-    async fn solve(
+    /// plan's target until done or the build is canceled.
+    async fn solve<F: Future<Output = i32>>(
         &self,
         loaded: &Loaded,
         plan: &BuildPlan,
         run: RunParts<'_>,
-        cancel: impl Future<Output = i32>,
+        cancel: &mut Cancel<F>,
     ) -> Result<SolveOutcome, BuildError> {
         let (snapshotter, index) = {
             let (snapshot_root, index_path) = (self.state.snapshots(), self.state.cache_index());
@@ -304,10 +311,9 @@ impl Pipeline {
             ..SolveOptions::default()
         };
         let targets = [ids[plan.target]];
-        let solved = tokio::select! {
-            r = solver.solve_with_keys(&graph, &targets, &solve_opts) => r,
-            signal = cancel => return Err(BuildError::Canceled { signal }),
-        };
+        let solved = cancel
+            .run(async { Ok(solver.solve_with_keys(&graph, &targets, &solve_opts).await) })
+            .await?;
         cache_io::report_import(remote_cache.as_ref(), self.progress.as_ref());
         let (value, keys) = match solved {
             Ok((mut values, keys)) => (values.pop().unwrap_or(Value::Fs(None)), keys),
@@ -339,15 +345,17 @@ impl Pipeline {
     }
 
     /// Exports the image and the outputs, the cache, names and pushes the image, and describes
-    /// the result.
-    async fn finish(
+    /// the result; each phase stops when the build is canceled.
+    async fn finish<F: Future<Output = i32>>(
         self,
         plan: BuildPlan,
         solved: SolveOutcome,
         parts: FinishParts,
         epoch: Option<i64>,
+        cancel: &mut Cancel<F>,
     ) -> Result<BuildResult, BuildError> {
-        let layer_opts = layer_options(&parts.outputs, epoch);
+        let mut layer_opts = layer_options(&parts.outputs, epoch);
+        layer_opts.cancel = Some(cancel.flag());
         let tags: Vec<String> = parts.tags.iter().map(|t| normalize_tag(t)).collect();
         let mut push_names: Vec<String> = Vec::new();
         let mut all_names: Vec<String> = tags.clone();
@@ -367,22 +375,40 @@ impl Pipeline {
         }
         push_names.dedup();
         let architecture = plan.config.architecture.clone();
-        let (desc, config_digest, output_results) = {
+        let (desc, config_digest) = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
-            let (config, top, outputs) = (plan.config, solved.top.clone(), parts.outputs);
+            let (config, top) = (plan.config, solved.top.clone());
             let (tags, layer_opts) = (tags.clone(), layer_opts.clone());
-            blocking(move || {
-                export(
-                    &store,
-                    &snapshotter,
-                    top.as_ref(),
-                    config,
-                    &tags,
-                    &outputs,
-                    &layer_opts,
-                )
-            })
-            .await?
+            cancel
+                .blocking(move || {
+                    export_image(
+                        &store,
+                        &snapshotter,
+                        top.as_ref(),
+                        config,
+                        &tags,
+                        &layer_opts,
+                    )
+                })
+                .await?
+        };
+        let output_results = {
+            let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
+            let (top, outputs, desc) = (solved.top.clone(), parts.outputs, desc.clone());
+            let (tags, flag) = (tags.clone(), cancel.flag());
+            cancel
+                .detached(move || {
+                    write_outputs(
+                        &store,
+                        &snapshotter,
+                        top.as_ref(),
+                        &desc,
+                        &tags,
+                        &outputs,
+                        &flag,
+                    )
+                })
+                .await?
         };
         self.progress.event(BuildEvent::ImageWritten {
             digest: desc.digest.clone(),
@@ -404,6 +430,7 @@ impl Pipeline {
                 registry: &self.registry,
             },
             self.progress.as_ref(),
+            cancel,
         )
         .await?;
         for name in &tags {
@@ -414,10 +441,15 @@ impl Pipeline {
             None
         } else {
             let notices = self.progress.clone();
-            let summary = push_image(&self.store, &desc, &push_names, parts.push_jobs, move |n| {
-                notices.event(BuildEvent::PushNotice(n.clone()))
-            })
-            .await?;
+            let summary = cancel
+                .run(push_image(
+                    &self.store,
+                    &desc,
+                    &push_names,
+                    parts.push_jobs,
+                    move |n| notices.event(BuildEvent::PushNotice(n.clone())),
+                ))
+                .await?;
             self.progress.event(BuildEvent::Pushed(summary.clone()));
             Some(summary)
         };

@@ -8,6 +8,8 @@ use rbuild_oci::{
 };
 use rbuild_snapshotter::{DiffOptions, SnapshotId, Snapshotter};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// How layers are made.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +25,45 @@ pub struct LayerOptions {
     /// Recompress layers that already have a blob in another compression (BuildKit's
     /// `force-compression`); otherwise such blobs are reused as they are.
     pub force_compression: bool,
+    /// When set (e.g. by a canceled build), a layer being made stops at its next chunk with
+    /// [`ExportError::Canceled`] and its temp blob is removed; nothing is stored or labelled.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl LayerOptions {
+    /// True when the layer work was asked to stop.
+    pub fn is_canceled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A writer that fails (without writing) once the cancel flag of its options is set, so a long
+/// diff stops between chunks.
+struct CancelWriter<'a, W: Write> {
+    inner: W,
+    opts: &'a LayerOptions,
+}
+
+impl<W: Write> CancelWriter<'_, W> {
+    fn check(&self) -> std::io::Result<()> {
+        if self.opts.is_canceled() {
+            return Err(std::io::Error::other("layer export canceled"));
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for CancelWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.flush()
+    }
 }
 
 /// The snapshot label remembering a snapshot's blob in one compression.
@@ -103,6 +144,9 @@ pub fn ensure_layer(
             }
         }
     }
+    if opts.is_canceled() {
+        return Err(ExportError::Canceled);
+    }
     let started = std::time::Instant::now();
     let blob = store.blob_writer()?;
     let (encoder, media_type) = match opts.compression {
@@ -125,13 +169,21 @@ pub fn ensure_layer(
         Compression::None => (Encoder::Plain(blob), MediaType::OCI_LAYER_TAR),
     };
     let mut tar_hasher = Sha256Writer::new(encoder);
-    snapshotter.write_diff(
+    let diff = snapshotter.write_diff(
         id,
-        &mut tar_hasher,
+        &mut CancelWriter {
+            inner: &mut tar_hasher,
+            opts,
+        },
         &DiffOptions {
             source_date_epoch: opts.source_date_epoch,
         },
-    )?;
+    );
+    // Dropping the unfinished blob writer removes its temp file.
+    if opts.is_canceled() {
+        return Err(ExportError::Canceled);
+    }
+    diff?;
     tar_hasher.flush().map_err(|source| ExportError::Io {
         action: "compress layer of",
         path: id.to_string().into(),

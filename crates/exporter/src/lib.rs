@@ -49,4 +49,7 @@ pub enum ExportError {
     /// A label held a value this version cannot read.
     #[error("bad layer label on snapshot `{0}`")]
     BadLabel(String),
+    /// The work was canceled through [`LayerOptions::cancel`].
+    #[error("canceled")]
+    Canceled,
 }

@@ -10,13 +10,15 @@ use rbuild_exporter::{
 };
 use rbuild_oci::{Digest, ImageConfig, MediaType, RunConfig, Store, LAYER_LABEL_GZIP};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
-use rbuild_testsupport::{need_tool, require_root};
+use rbuild_testsupport::{files_below, need_tool, require_root};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A snapshotter and a content store in one temp dir (fields drop in order: store/snapshotter
 /// before the directory).
@@ -694,4 +696,55 @@ fn write_local_copies_the_merged_filesystem() {
     let empty = e.dir.path().join("empty");
     write_local(&e.snap, None, &empty).unwrap();
     assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+#[test]
+fn a_canceled_layer_stops_midway_and_leaves_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    let e = env();
+    // Incompressible data, so the layer is still being written when the flag is raised.
+    let mut noise = vec![0u8; 48 << 20];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut noise)
+        .unwrap();
+    let id = commit_with(&e.snap, None, |root| {
+        write_file(&root.join("noise"), &noise, 0o644)
+    });
+    let flag = Arc::new(AtomicBool::new(false));
+    let opts = LayerOptions {
+        cancel: Some(flag.clone()),
+        ..Default::default()
+    };
+    let tmp = e.dir.path().join("store/tmp/blobs");
+    let blobs = e.dir.path().join("store/blobs/sha256");
+    let before = files_below(&blobs);
+    let watcher = {
+        let (flag, tmp) = (flag.clone(), tmp.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while files_below(&tmp) == 0 && start.elapsed() < std::time::Duration::from_secs(60) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            flag.store(true, Ordering::SeqCst);
+        })
+    };
+    let r = ensure_layer(&e.snap, &e.store, &id, &opts);
+    watcher.join().unwrap();
+    assert!(
+        matches!(r, Err(rbuild_exporter::ExportError::Canceled)),
+        "{r:?}"
+    );
+    assert_eq!(files_below(&tmp), 0, "the temp blob was left behind");
+    assert_eq!(files_below(&blobs), before, "a canceled layer was stored");
+    assert!(
+        e.snap.labels(&id).unwrap().is_empty(),
+        "a canceled layer was labelled"
+    );
+    // Without the flag the same layer is made as usual.
+    flag.store(false, Ordering::SeqCst);
+    let layer = ensure_layer(&e.snap, &e.store, &id, &opts).unwrap();
+    verify_blob(&e.store, &layer);
 }

@@ -1,6 +1,7 @@
 //! `rbuild build` and `rbuild images`: turns the build flags into a [`BuildRequest`] for the
-//! library (`rbuild_build`), runs it (canceled by SIGINT/SIGTERM while steps run) and prints the
-//! result; lists the store's images.
+//! library (`rbuild_build`), runs it (canceled by SIGINT/SIGTERM from the solve on: while steps
+//! run, layers and outputs are written, the cache is exported or the image pushed) and prints
+//! the result; lists the store's images.
 
 use crate::errors::Report;
 use crate::{progress, BuildArgs, StoreArgs};
@@ -81,7 +82,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
 }
 
 /// Waits for SIGINT or SIGTERM and returns its number; registers the handlers when first
-/// polled (the library polls it only while steps run).
+/// polled (the library polls it from the start of the solve to the end of the push).
 async fn wait_for_signal() -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (

@@ -1,14 +1,18 @@
 //! Interrupted builds with the real binary: SIGINT, SIGTERM and SIGKILL while a RUN runs, right
-//! as its snapshot is committed, and while the image is exported. After each kill: the RUN's
-//! processes (including one it left in the background) are gone, no mount under the state root
-//! is left in any process's mount namespace (the host's is allowed to keep rbuild's own overlay
-//! after a SIGKILL, for the next run to sweep), the store holds only intact blobs, and a rebuild
-//! with the same build args (so the same cache keys) succeeds, reusing what was committed.
+//! as its snapshot is committed, while the image is exported, and SIGINT while it is pushed.
+//! A SIGINT or SIGTERM cancels the build in every phase, as in BuildKit: rbuild exits with
+//! 128+signal and `error: build canceled`; during the export it leaves no half-written blob and
+//! no tag, during a push no tag in the registry. After each kill: the RUN's processes (including
+//! one it left in the background) are gone, no mount under the state root is left in any
+//! process's mount namespace (the host's is allowed to keep rbuild's own overlay after a
+//! SIGKILL, for the next run to sweep), the store holds only intact blobs, and a rebuild with the
+//! same build args (so the same cache keys) succeeds, reusing what was committed.
 
-use rbuild_testsupport::files_below;
+use rbuild_testsupport::{files_below, skopeo_digest, Fault, FaultProxy, FaultRule};
 use serde_json::Value;
 use std::fs;
 use std::io::BufRead;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -192,7 +196,31 @@ struct Dirs {
 /// What the interrupted build printed before it died.
 struct Interrupted {
     events: Vec<Value>,
+    /// The standard-error lines that are not json events (the final error).
+    text: Vec<String>,
     status: std::process::ExitStatus,
+}
+
+/// A build canceled by a catchable `signal`: it exited with 128+signal after printing exactly
+/// the canceled-build message; a SIGKILL just killed it.
+fn assert_canceled(first: &Interrupted, signal: i32) {
+    if signal == libc::SIGKILL {
+        assert_eq!(
+            first.status.signal(),
+            Some(libc::SIGKILL),
+            "{:?}",
+            first.status
+        );
+        return;
+    }
+    assert_eq!(
+        first.status.code(),
+        Some(128 + signal),
+        "{:?}, stderr: {:?}",
+        first.status,
+        first.text
+    );
+    assert_eq!(first.text, ["error: build canceled"], "{:?}", first.status);
 }
 
 /// Starts a build, sends `signal` once `phase` is reached, and collects its json events.
@@ -224,14 +252,17 @@ fn interrupt(
     // Events arrive on a reader thread, so the test can poll the filesystem meanwhile.
     let (tx, rx) = std::sync::mpsc::channel::<Value>();
     let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
+            match serde_json::from_str::<Value>(&line) {
+                Ok(v) => {
+                    let _ = tx.send(v);
                 }
+                Err(_) => text.push(line),
             }
         }
+        text
     });
     let mut events = Vec::new();
     let wait_event = |events: &mut Vec<Value>, pred: &dyn Fn(&Value) -> bool| loop {
@@ -281,9 +312,13 @@ fn interrupt(
     // SAFETY: kill on a child pid this test owns and has not reaped.
     unsafe { libc::kill(child.id() as i32, signal) };
     let status = child.wait().unwrap();
-    reader.join().unwrap();
+    let text = reader.join().unwrap();
     events.extend(rx.try_iter());
-    Interrupted { events, status }
+    Interrupted {
+        events,
+        text,
+        status,
+    }
 }
 
 fn interrupted_then_rebuilt(phase: Phase, signal: i32) {
@@ -304,8 +339,22 @@ fn interrupted_then_rebuilt(phase: Phase, signal: i32) {
         .map(|(_, k)| k.clone())
         .filter(|k| !k.is_empty())
         .unwrap_or_else(|| panic!("the RUN reported no cache key: {:?}", first.events));
-    if phase == Phase::Run {
-        assert!(!first.status.success(), "{:?}", first.status);
+    // Whatever the phase, the build is canceled.
+    assert_canceled(&first, signal);
+    if phase == Phase::Export && signal != libc::SIGKILL {
+        // The layer being written stopped and took its temp file along; the image, canceled
+        // before it was named, has no tag.
+        assert_eq!(
+            files_below(&root.path().join("tmp/blobs")),
+            0,
+            "a canceled export left temp blobs"
+        );
+        assert_store_consistent(root.path());
+        let store = rbuild_oci::Store::open(root.path()).unwrap();
+        assert!(
+            store.resolve_tag("robust:1").unwrap().is_none(),
+            "a build canceled during the export named its image"
+        );
     }
 
     // The RUN's processes die with rbuild, the background one included.
@@ -342,8 +391,6 @@ fn interrupted_then_rebuilt(phase: Phase, signal: i32) {
         second_run.iter().all(|(_, k)| k == &key),
         "the rebuild computed another key for the RUN: {key} vs {second_run:?}"
     );
-    // (A SIGINT or SIGTERM after the solve does not stop rbuild today: the export finishes and
-    // the build succeeds. Either way the rebuild below must reuse the RUN.)
     let first_done = first_run.iter().any(|(kind, _)| kind == "done");
     let second_kinds: Vec<&str> = second_run.iter().map(|(kind, _)| kind.as_str()).collect();
     if first_done {
@@ -432,4 +479,140 @@ fn sigkill_during_export_then_rebuild_succeeds() {
 #[test]
 fn sigint_during_export_then_rebuild_succeeds() {
     interrupted_then_rebuilt(Phase::Export, libc::SIGINT);
+}
+
+#[test]
+fn sigterm_during_export_then_rebuild_succeeds() {
+    interrupted_then_rebuilt(Phase::Export, libc::SIGTERM);
+}
+
+/// Whether the registry at `addr` has the manifest `repo:tag` (a plain HTTP `HEAD`).
+fn registry_has(addr: &str, repo: &str, tag: &str) -> bool {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "HEAD /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {addr}\r\nAccept: \
+         application/vnd.oci.image.manifest.v1+json, \
+         application/vnd.docker.distribution.manifest.v2+json, \
+         application/vnd.oci.image.index.v1+json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    let status = reply.split_whitespace().nth(1).unwrap_or_default();
+    match status {
+        "200" => true,
+        "404" => false,
+        _ => panic!("HEAD {repo}:{tag}: {reply}"),
+    }
+}
+
+/// What is pushed while the signal lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushing {
+    /// The image (`--push`).
+    Image,
+    /// The build cache (`--cache-to type=registry`).
+    Cache,
+}
+
+/// A SIGINT while `what` is pushed (its manifest upload stalls at a proxy, so the push is in
+/// flight) cancels the build: exit 130 with the canceled message, and the registry has no tag.
+/// The same build again reuses the cache and pushes the tag.
+fn sigint_while_pushing(what: Pushing) {
+    let Some(env) = env() else { return };
+    let proxy = FaultProxy::start(&env.registry.addr()).unwrap();
+    proxy.add(FaultRule::new("PUT", "/manifests/", Fault::Stall, 1));
+    let dirs = Dirs {
+        root: tempfile::tempdir().unwrap(),
+        ctx: tempfile::tempdir().unwrap(),
+        config: tempfile::tempdir().unwrap(),
+    };
+    let repo = match what {
+        Pushing::Image => "cancel/image",
+        Pushing::Cache => "cancel/cache",
+    };
+    fs::write(
+        dirs.ctx.path().join("Dockerfile"),
+        format!(
+            "ARG BASE\nFROM $BASE\nRUN echo canceled > /{}.txt\n",
+            repo.replace('/', "-")
+        ),
+    )
+    .unwrap();
+    let target = format!("{}/{repo}:1", proxy.addr());
+    let cache_to = format!("type=registry,ref={target}");
+    let args: Vec<&str> = match what {
+        Pushing::Image => vec!["--push", "-t", &target],
+        Pushing::Cache => vec!["-t", "local/cache:1", "--cache-to", &cache_to],
+    };
+    let build = |progress: &str| {
+        let mut cmd = Command::new(RBUILD);
+        cmd.arg("--root")
+            .arg(dirs.root.path())
+            .env("DOCKER_CONFIG", dirs.config.path())
+            .args(["build", progress])
+            .args(&args)
+            .arg("--build-arg")
+            .arg(format!("BASE={}", env.base))
+            .arg(dirs.ctx.path());
+        cmd
+    };
+    let mut child = build("--progress=plain")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    assert!(
+        eventually(Duration::from_secs(120), || proxy
+            .count("PUT", "/manifests/")
+            > 0),
+        "the push never reached its manifest: {}",
+        proxy.log_text()
+    );
+    // SAFETY: kill on a child pid this test owns and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let text = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}: {text}");
+    assert_eq!(text.lines().last(), Some("error: build canceled"), "{text}");
+    let addr = env.registry.addr();
+    assert!(
+        !registry_has(&addr, repo, "1"),
+        "a canceled push tagged {repo}:1"
+    );
+    assert_store_consistent(dirs.root.path());
+
+    proxy.clear_rules();
+    let out = build("--progress=json").output().unwrap();
+    assert_ok(&out);
+    let (ran, cached) = ran_and_cached(&out);
+    assert!(
+        !ran.iter().any(|n| n.contains("RUN")),
+        "the rebuild ran {ran:?} again"
+    );
+    assert!(
+        cached.iter().any(|n| n.contains("RUN echo canceled")),
+        "{cached:?}"
+    );
+    assert!(registry_has(&addr, repo, "1"), "{repo}:1 was not pushed");
+    if what == Pushing::Image {
+        let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let direct = format!("{addr}/{repo}:1");
+        assert_eq!(skopeo_digest(&direct).unwrap().to_string(), digest);
+    }
+    assert_eq!(files_below(&dirs.root.path().join("tmp/blobs")), 0);
+}
+
+#[test]
+fn sigint_during_push_leaves_no_tag_then_push_succeeds() {
+    sigint_while_pushing(Pushing::Image);
+}
+
+#[test]
+fn sigint_during_cache_push_leaves_no_tag_then_push_succeeds() {
+    sigint_while_pushing(Pushing::Cache);
 }
