@@ -200,3 +200,115 @@ fn only_the_cli_prints() {
         offenders.join("\n")
     );
 }
+
+/// The top-level modules of one crate import each other without cycles: for every crate, the
+/// graph "module A names `crate::B::...` in code" (comments, doc links and test code aside) is
+/// acyclic. Items re-exported at the crate root (`crate::Type`) do not count: a type's `impl`
+/// blocks may live in the modules that use it.
+#[test]
+fn modules_of_a_crate_do_not_import_each_other_in_a_cycle() {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cycles = Vec::new();
+    let mut edges_seen = 0;
+    for krate in std::fs::read_dir(&crates).expect("crates dir") {
+        let src = krate.expect("crate entry").path().join("src");
+        let Ok(entries) = std::fs::read_dir(&src) else {
+            continue;
+        };
+        // Top-level module name -> the sources that belong to it.
+        let mut modules: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            let stem = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            if stem == "lib" || stem == "main" {
+                continue;
+            }
+            modules.entry(stem).or_default().extend(rust_files(&path));
+        }
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (module, files) in &modules {
+            let uses = graph.entry(module.clone()).or_default();
+            for file in files {
+                if file
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy().contains("test"))
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(file).expect("source file");
+                for line in text.lines() {
+                    let code = line.trim_start();
+                    if code.starts_with("#[cfg(test)]") {
+                        break;
+                    }
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    for (i, _) in code.match_indices("crate::") {
+                        let rest = &code[i + "crate::".len()..];
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        let is_module_path = rest[name.len()..].starts_with("::")
+                            || rest[name.len()..].starts_with(";")
+                            || rest[name.len()..].starts_with(" as ");
+                        if name != *module && modules.contains_key(&name) && is_module_path {
+                            uses.insert(name);
+                        }
+                    }
+                }
+            }
+            edges_seen += uses.len();
+        }
+        for start in graph.keys() {
+            // Depth-first search for a path back to `start`.
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = BTreeSet::new();
+            while let Some((at, path)) = stack.pop() {
+                for next in graph.get(&at).into_iter().flatten() {
+                    if next == start {
+                        cycles.push(format!(
+                            "{}: {} -> {start}",
+                            src.display(),
+                            path.join(" -> ")
+                        ));
+                    } else if seen.insert(next.clone()) {
+                        let mut longer = path.clone();
+                        longer.push(next.clone());
+                        stack.push((next.clone(), longer));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        edges_seen > 20,
+        "found only {edges_seen} module imports: the scan is broken"
+    );
+    assert!(
+        cycles.is_empty(),
+        "modules import each other in a cycle (move the shared part into its own module):\n{}",
+        cycles.join("\n")
+    );
+}
+
+/// `path` if it is a Rust file, or every Rust file below it.
+fn rust_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    if path.is_file() {
+        return if path.extension().is_some_and(|e| e == "rs") {
+            vec![path.to_path_buf()]
+        } else {
+            vec![]
+        };
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        out.extend(rust_files(&entry.path()));
+    }
+    out
+}

@@ -13,6 +13,7 @@
 //! are reported as [`RegistryNotice`]s to a sink set with [`RegistryClient::with_notices`].
 
 mod auth;
+mod call;
 mod client;
 mod error;
 mod fetch;

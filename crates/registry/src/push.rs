@@ -2,8 +2,8 @@
 //! another repository of the registry has them, else uploaded monolithically or in PATCH chunks),
 //! bounded concurrency, retries, and the manifest last, byte for byte from the store.
 
+use crate::call::Call;
 use crate::status::status_error;
-use crate::transport::Call;
 use crate::{Reference, RegistryClient, RegistryError};
 use rbuild_oci::{Descriptor, Digest, Index, Manifest, MediaType, Store};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};

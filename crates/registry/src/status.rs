@@ -2,7 +2,7 @@
 //! typed [`RegistryError`] for a final non-success response (from its status and the
 //! distribution or ECR error body).
 
-use crate::transport::Call;
+use crate::call::Call;
 use crate::RegistryError;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;

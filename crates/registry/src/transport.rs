@@ -4,6 +4,7 @@
 //! registry sends nothing, reading small bodies, and mapping transport failures to errors.
 
 use crate::auth::{parse_challenge, Auth};
+use crate::call::Call;
 use crate::error::chain;
 use crate::status::{is_retryable_status, retry_after, status_error};
 use crate::{Reference, RegistryClient, RegistryError, RegistryNotice, CONNECT_TIMEOUT_ENV};
@@ -24,22 +25,6 @@ pub(crate) struct Req<'a> {
     pub(crate) accept: Option<&'a str>,
     /// For messages.
     pub(crate) what: String,
-}
-
-/// What [`RegistryClient::execute`] needs to know about one request.
-pub(crate) struct Call<'a> {
-    /// The repository (and registry) the request is for.
-    pub r: &'a Reference,
-    /// Token scopes, e.g. `repository:app:pull,push`.
-    pub scopes: Vec<String>,
-    /// For messages.
-    pub what: String,
-    /// The request may be sent again (no body, or a body that is re-created per attempt).
-    pub replayable: bool,
-    /// 401/403 mean "push access denied" rather than "pull access denied".
-    pub push: bool,
-    /// A blob upload with a large body: sent without the stall timeout (see [`Inner`](crate::client::Inner)).
-    pub upload: bool,
 }
 
 /// Counts the failed attempts of one request or transfer, stalls apart from other failures.
