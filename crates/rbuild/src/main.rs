@@ -86,8 +86,7 @@ impl StoreArgs {
         if let Some(root) = &self.root {
             return root.clone();
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             return PathBuf::from("/var/lib/rbuild");
         }
         match std::env::var_os("XDG_DATA_HOME") {

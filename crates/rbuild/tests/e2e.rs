@@ -373,8 +373,8 @@ fn interrupted_build_then_rebuild(signal: i32) {
         }
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: kill on a child pid we own.
-    unsafe { libc::kill(child.id() as i32, signal) };
+    let sig = rustix::process::Signal::from_named_raw(signal).unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), sig).unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
