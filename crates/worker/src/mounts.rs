@@ -161,9 +161,7 @@ fn copy_filtered(
 
 /// The directory name of cache mount `id` under the cache root.
 fn cache_dir_name(id: &str) -> String {
-    let sum = sha2::Sha256::digest(id.as_bytes());
-    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..32].to_string()
+    hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16])
 }
 
 fn open_lock(path: &Path) -> Result<File, WorkerError> {
