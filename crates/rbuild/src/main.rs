@@ -151,6 +151,8 @@ pub struct BuildArgs {
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
     /// Resource limit of each RUN: NAME=SOFT[:HARD] (nofile, nproc, core, stack, ...); repeatable.
+    // Help text for clap, not rustdoc: its brackets are literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = run_opts::parse_ulimit)]
     pub ulimits: Vec<rbuild_sandbox::Ulimit>,
     /// Size of /dev/shm in each RUN (default 64m).
@@ -172,6 +174,8 @@ pub struct BuildArgs {
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<PathBuf>,
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
+    // Help text for clap, not rustdoc: its brackets are literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
     /// Export the build cache: type=registry,ref=REF[,mode=min|max] or type=local,dest=DIR[,mode=..].
