@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs the Debian packages the end-to-end tests use when missing
-# (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers, curl, python3,
-# slirp4netns for the default network, gcc + libc6-dev for the attack suite's static probe,
-# libseccomp-dev + pkg-config to build the sandbox), then runs cargo test.
+# Runs the gates and the whole test suite. Installs the Debian packages the end-to-end tests use
+# when missing (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers,
+# curl, python3, slirp4netns for the default network, gcc + libc6-dev for the attack suite's
+# static probe, libseccomp-dev + pkg-config to build the sandbox) and the rustfmt and clippy components, then runs, cheapest
+# first: `cargo fmt --check`, clippy with warnings as errors, rustdoc with warnings as errors,
+# and cargo test. Arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -13,5 +15,18 @@ if ((${#need[@]})); then
   echo "installing test dependencies: ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+gate() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "== $name" >&2
+  "$@"
+  echo "== $name: ok ($((SECONDS - start)) s)" >&2
+}
+gate "format" cargo fmt --all --check
+gate "clippy" cargo clippy --workspace --all-targets -- -D warnings
+gate "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo build -p rbuild
 cargo test --workspace -- --test-threads=2 "$@"

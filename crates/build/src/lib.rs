@@ -48,8 +48,6 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod cache_io;
 mod cancel;
 mod error;

@@ -6,7 +6,6 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,25 +59,12 @@ impl fmt::Debug for WaitReporter {
     }
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 /// Tries an exclusive `flock` without waiting: `Ok(false)` when another open file holds it.
 pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+    match file.try_lock() {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(e) => Err(e),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -116,7 +102,12 @@ pub fn lock_exclusive(
         return Ok(());
     }
     let _done = report_if_slow(reporter, root, lock_path);
-    flock(file, libc::LOCK_EX)
+    loop {
+        match file.lock() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }
 
 /// The pid holding a lock (flock, POSIX or OFD with a pid) on the file at `path`, from

@@ -92,8 +92,8 @@ async fn wait_for_signal() -> i32 {
         return std::future::pending::<i32>().await;
     };
     tokio::select! {
-        _ = int.recv() => libc::SIGINT,
-        _ = term.recv() => libc::SIGTERM,
+        _ = int.recv() => rustix::process::Signal::INT.as_raw(),
+        _ = term.recv() => rustix::process::Signal::TERM.as_raw(),
     }
 }
 

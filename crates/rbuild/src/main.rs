@@ -93,8 +93,7 @@ impl StoreArgs {
         if let Some(root) = &self.root {
             return root.clone();
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             return PathBuf::from("/var/lib/rbuild");
         }
         match std::env::var_os("XDG_DATA_HOME") {
@@ -159,6 +158,8 @@ pub struct BuildArgs {
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
     /// Resource limit of each RUN: NAME=SOFT[:HARD] (nofile, nproc, core, stack, ...); repeatable.
+    // Help text for clap, not rustdoc: its brackets are literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = run_opts::parse_ulimit)]
     pub ulimits: Vec<rbuild_sandbox::Ulimit>,
     /// Size of /dev/shm in each RUN (default 64m).

@@ -267,15 +267,11 @@ pub fn entitlements(args: &BuildArgs) -> Result<Entitlements, Report> {
 
 /// The CPUs this process may run on (its affinity mask), as docker's `sysinfo` counts them.
 fn available_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&i| libc::CPU_ISSET(i, &set))
-            .collect()
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&i| set.is_set(i))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -310,7 +310,7 @@ fn interrupt(
         }
     }
     // SAFETY: kill on a child pid this test owns and has not reaped.
-    unsafe { libc::kill(child.id() as i32, signal) };
+    send_signal(&child, signal);
     let status = child.wait().unwrap();
     let text = reader.join().unwrap();
     events.extend(rx.try_iter());
@@ -574,7 +574,7 @@ fn sigint_while_pushing(what: Pushing) {
         proxy.log_text()
     );
     // SAFETY: kill on a child pid this test owns and has not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    send_signal(&child, libc::SIGINT);
     let status = child.wait().unwrap();
     let text = reader.join().unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}: {text}");
@@ -615,4 +615,11 @@ fn sigint_during_push_leaves_no_tag_then_push_succeeds() {
 #[test]
 fn sigint_during_cache_push_leaves_no_tag_then_push_succeeds() {
     sigint_while_pushing(Pushing::Cache);
+}
+
+/// Sends `signal` (a raw number such as `libc::SIGINT`) to `child`.
+fn send_signal(child: &std::process::Child, signal: i32) {
+    let signal = rustix::process::Signal::from_named_raw(signal).expect("a named signal");
+    rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)
+        .expect("kill rbuild");
 }

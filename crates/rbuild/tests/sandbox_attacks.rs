@@ -219,6 +219,7 @@ fn inherited_descriptors_do_not_reach_run() {
         let raw = dir.as_raw_fd();
         // SAFETY: dup2 in the child between fork and exec (async-signal-safe), as a shell's
         // `exec 9</` leaves fd 9 open without close-on-exec.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(raw, 9) < 0 {

@@ -266,27 +266,10 @@ async fn corrupt_blob_is_rejected_and_not_stored() {
     assert_store_verified(&store, &[&layer.digest]);
 }
 
-fn b64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn write_docker_config(dir: &Path, registry: &str, user: &str, pass: &str) -> std::path::PathBuf {
     let path = dir.join("config.json");
-    let auth = b64(format!("{user}:{pass}").as_bytes());
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     fs::write(
         &path,
         format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),

@@ -76,15 +76,11 @@ impl Slirp {
         use nix::unistd::ForkResult;
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(step("pipe for slirp4netns"))?;
-        // SAFETY: plain memfd_create(2) with a static name.
-        let raw = unsafe { libc::memfd_create(c"rbuild-slirp-log".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(step("memfd for the slirp4netns log")(
-                nix::errno::Errno::last(),
-            ));
-        }
-        // SAFETY: raw is a fresh descriptor we own.
-        let log = unsafe { OwnedFd::from_raw_fd(raw) };
+        let log = nix::sys::memfd::memfd_create(
+            c"rbuild-slirp-log",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(step("memfd for the slirp4netns log"))?;
         let me = std::process::id().to_string();
         let fd_arg = format!("--ready-fd={}", ready_w.as_raw_fd());
         let c = |s: &str| std::ffi::CString::new(s).map_err(|_| Failure::setup("NUL in argument"));
@@ -168,8 +164,7 @@ impl Slirp {
             }
         }
         let mut out = String::new();
-        // SAFETY: lseek on a descriptor we own.
-        unsafe { libc::lseek(self.log.as_raw_fd(), 0, libc::SEEK_SET) };
+        let _ = nix::unistd::lseek(&self.log, 0, nix::unistd::Whence::SeekSet);
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = nix::unistd::read(&self.log, &mut buf) {
             out.push_str(&String::from_utf8_lossy(&buf[..n]));

@@ -410,18 +410,12 @@ impl std::fmt::Display for ExitStatus {
 
 /// `67108864` -> `64 MiB`, `1536` -> `1.5 KiB` (binary units, as docker prints limits).
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 || v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{:.1} {}", v, UNITS[u]).replace(".0 ", " ")
-    }
+    // bytesize always prints one decimal ("64.0 MiB"); whole numbers drop it.
+    bytesize::ByteSize::b(n)
+        .display()
+        .iec()
+        .to_string()
+        .replace(".0 ", " ")
 }
 
 impl RunSpec {
@@ -455,5 +449,22 @@ impl RunSpec {
             return Err(format!("mount target `{}` is not absolute", m.target()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_prints_docker_style_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes((1 << 20) - 1), "1024 KiB");
+        assert_eq!(human_bytes(1_288_490_189), "1.2 GiB");
+        assert_eq!(human_bytes(3 << 40), "3 TiB");
     }
 }

@@ -2,6 +2,9 @@
 //! doubles as the sandbox helper, so `current_exe()` can be handed to `Sandbox::new`.
 //! Needs root; without it the tests are skipped loudly, unless RBUILD_REQUIRE_ROOT=1.
 
+// Sets up and inspects namespaces with raw syscalls, as the crate under test does.
+#![allow(unsafe_code)]
+
 use rbuild_sandbox::{
     BindMount, ExitStatus, Mount, Network, OutputStream, Rootfs, RunSpec, Sandbox, SandboxError,
 };

@@ -14,8 +14,6 @@
 //! The API is blocking; call it from `spawn_blocking` in async code. Crash repair happens in
 //! [`Snapshotter::open`].
 
-#![warn(missing_docs)]
-
 mod apply;
 mod diff;
 mod error;

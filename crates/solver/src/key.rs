@@ -57,27 +57,13 @@ pub struct CacheKey(pub [u8; 32]);
 impl CacheKey {
     /// The key as 64 lowercase hex digits.
     pub fn hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(DIGITS[(b >> 4) as usize] as char);
-            s.push(DIGITS[(b & 0xf) as usize] as char);
-        }
-        s
+        hex::encode(self.0)
     }
 
     /// Parses 64 hex digits (either case) as written by [`CacheKey::hex`]; `None` otherwise.
     pub fn from_hex(s: &str) -> Option<CacheKey> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return None;
-        }
         let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi * 16 + lo) as u8;
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(CacheKey(out))
     }
 

@@ -33,8 +33,6 @@
 //! The cache index ([`CacheIndex`]) is a redb file; every write is one atomic transaction, so
 //! dropping a solve at any point leaves it consistent.
 
-#![warn(missing_docs)]
-
 mod executor;
 mod explain;
 mod graph;

@@ -158,8 +158,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, TestError> {
 /// Returns `Ok(true)` as root; otherwise prints `SKIPPED: needs root` and returns `Ok(false)`,
 /// or fails when `RBUILD_REQUIRE_ROOT=1`.
 pub fn require_root() -> Result<bool, TestError> {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         return Ok(true);
     }
     if std::env::var(REQUIRE_ROOT_ENV).as_deref() == Ok("1") {

@@ -444,29 +444,15 @@ impl std::fmt::Debug for BlackHole {
 impl BlackHole {
     /// Binds a free 127.0.0.1 port with a backlog of 0 and fills its accept queue.
     pub fn start() -> Result<BlackHole, TestError> {
-        use std::os::fd::FromRawFd;
-        let os =
-            |what: &str| TestError::Other(format!("{what}: {}", std::io::Error::last_os_error()));
-        // SAFETY: plain socket calls on a descriptor this function owns; `sin` is a valid,
-        // fully initialised sockaddr_in of the size passed.
-        let listener = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                return Err(os("socket"));
-            }
-            let listener = TcpListener::from_raw_fd(fd);
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            if libc::bind(fd, (&sin as *const libc::sockaddr_in).cast(), len) != 0 {
-                return Err(os("bind 127.0.0.1:0"));
-            }
-            if libc::listen(fd, 0) != 0 {
-                return Err(os("listen"));
-            }
-            listener
-        };
+        use socket2::{Domain, Socket, Type};
+        let os = |what: &str, e: std::io::Error| TestError::Other(format!("{what}: {e}"));
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| os("socket", e))?;
+        let local = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        socket
+            .bind(&local.into())
+            .map_err(|e| os("bind 127.0.0.1:0", e))?;
+        socket.listen(0).map_err(|e| os("listen", e))?;
+        let listener = TcpListener::from(socket);
         let addr = listener
             .local_addr()
             .map_err(|e| TestError::Other(format!("black hole local_addr: {e}")))?;

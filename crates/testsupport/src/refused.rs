@@ -1,8 +1,8 @@
 //! [`RefusedPort`]: a 127.0.0.1 port that refuses connections for as long as the test holds it.
 
 use crate::TestError;
+use socket2::{Domain, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A TCP socket bound to a free 127.0.0.1 port but never listening: the kernel answers every
 /// connection attempt with a reset ("connection refused"), and no other process can bind the port
@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// listening there between the choice and the test's connection attempt. Closed on drop.
 #[derive(Debug)]
 pub struct RefusedPort {
-    _fd: OwnedFd,
+    _socket: Socket,
     port: u16,
 }
 
@@ -29,53 +29,28 @@ impl RefusedPort {
     }
 
     fn bind_with(reuse_addr: bool) -> Result<RefusedPort, TestError> {
-        let os =
-            |what: &str| TestError::Other(format!("{what}: {}", std::io::Error::last_os_error()));
-        // SAFETY: plain socket calls on a descriptor this function owns; `sin` is a valid, fully
-        // initialised sockaddr_in and `len` its size.
-        unsafe {
-            let raw = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if raw < 0 {
-                return Err(os("socket"));
-            }
-            let fd = OwnedFd::from_raw_fd(raw);
-            let one: libc::c_int = 1;
-            if reuse_addr
-                && libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_REUSEADDR,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                ) != 0
-            {
-                return Err(os("setsockopt SO_REUSEADDR"));
-            }
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
-            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            if libc::bind(
-                fd.as_raw_fd(),
-                (&sin as *const libc::sockaddr_in).cast(),
-                len,
-            ) != 0
-            {
-                return Err(os("bind 127.0.0.1:0"));
-            }
-            if libc::getsockname(
-                fd.as_raw_fd(),
-                (&mut sin as *mut libc::sockaddr_in).cast(),
-                &mut len,
-            ) != 0
-            {
-                return Err(os("getsockname"));
-            }
-            Ok(RefusedPort {
-                _fd: fd,
-                port: u16::from_be(sin.sin_port),
-            })
+        let os = |what: &str, e: std::io::Error| TestError::Other(format!("{what}: {e}"));
+        let socket =
+            Socket::new(Domain::IPV4, Type::STREAM.cloexec(), None).map_err(|e| os("socket", e))?;
+        if reuse_addr {
+            socket
+                .set_reuse_address(true)
+                .map_err(|e| os("setsockopt SO_REUSEADDR", e))?;
         }
+        let any_port = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        socket
+            .bind(&any_port.into())
+            .map_err(|e| os("bind 127.0.0.1:0", e))?;
+        let port = socket
+            .local_addr()
+            .map_err(|e| os("getsockname", e))?
+            .as_socket()
+            .map(|a| a.port())
+            .ok_or_else(|| TestError::Other("getsockname: not an inet address".into()))?;
+        Ok(RefusedPort {
+            _socket: socket,
+            port,
+        })
     }
 
     /// The port.

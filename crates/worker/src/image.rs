@@ -135,7 +135,7 @@ pub(crate) async fn unpack_layer(
         };
         let id = snapshotter.apply_layer(parent.as_ref(), &mut reader)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| err(e.to_string()))?;
-        let actual = Digest::from_hex(&hex_of(reader.hasher.finalize().as_slice()))
+        let actual = Digest::from_hex(&hex::encode(reader.hasher.finalize()))
             .map_err(|e| err(e.to_string()))?;
         if actual != diff_id.0 {
             let _ = snapshotter.remove(&id);
@@ -161,8 +161,4 @@ pub(crate) async fn unpack_layer(
     })
     .await
     .map_err(|e| WorkerError::Join(e.to_string()))?
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,7 +11,6 @@ use sha2::Digest as _;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -162,14 +161,7 @@ fn copy_filtered(
 
 /// The directory name of cache mount `id` under the cache root.
 fn cache_dir_name(id: &str) -> String {
-    let sum = sha2::Sha256::digest(id.as_bytes());
-    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..32].to_string()
-}
-
-fn flock(file: &File, op: libc::c_int) -> bool {
-    // SAFETY: flock on a valid descriptor we own.
-    unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
+    hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16])
 }
 
 fn open_lock(path: &Path) -> Result<File, WorkerError> {
@@ -327,7 +319,7 @@ impl MountEnv<'_> {
                         CacheSharing::Shared => {
                             let lock = open_lock(&self.cache_root.join(format!("{base}.lock")))?;
                             // Registers as a user (so private users go elsewhere), never waits.
-                            flock(&lock, libc::LOCK_SH | libc::LOCK_NB);
+                            let _ = lock.try_lock_shared();
                             (self.cache_root.join(&base), lock)
                         }
                         CacheSharing::Locked => {
@@ -352,7 +344,7 @@ impl MountEnv<'_> {
                                 };
                                 let lock =
                                     open_lock(&self.cache_root.join(format!("{name}.lock")))?;
-                                if flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
+                                if lock.try_lock().is_ok() {
                                     break (self.cache_root.join(name), lock);
                                 }
                                 n += 1;
@@ -495,29 +487,23 @@ pub(crate) fn remove_stubs(upper: &Path, stubs: &[PathBuf]) {
 }
 
 fn set_times(path: &Path, atime: i64, atime_ns: i64, mtime: i64, mtime_ns: i64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return;
-    };
-    let ts = [
-        libc::timespec {
+    use rustix::fs::{Timespec, Timestamps};
+    let times = Timestamps {
+        last_access: Timespec {
             tv_sec: atime,
             tv_nsec: atime_ns,
         },
-        libc::timespec {
+        last_modification: Timespec {
             tv_sec: mtime,
             tv_nsec: mtime_ns,
         },
-    ];
-    // SAFETY: a valid C string and a two-element timespec array.
-    unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        );
-    }
+    };
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    );
 }
 
 /// Content checksums of the build-context paths the mounts of `exec` use (bind sources and

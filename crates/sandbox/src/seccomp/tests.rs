@@ -293,6 +293,7 @@ fn ordinary_syscalls_are_allowed() {
         // fork goes through clone without namespace flags.
         // SAFETY: the child exits at once.
         match unsafe { nix::unistd::fork() } {
+            // SAFETY: _exit is async-signal-safe, so fine in a forked child.
             Ok(ForkResult::Child) => unsafe { libc::_exit(7) },
             Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, 7)) => {}

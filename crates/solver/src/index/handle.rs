@@ -165,15 +165,7 @@ impl Shared {
                     .write(true)
                     .open(&self.want_path)
                     .ok()
-                    .filter(|f| {
-                        // SAFETY: flock on a descriptor we own.
-                        unsafe {
-                            libc::flock(
-                                std::os::fd::AsRawFd::as_raw_fd(f),
-                                libc::LOCK_SH | libc::LOCK_NB,
-                            ) == 0
-                        }
-                    });
+                    .filter(|f| f.try_lock_shared().is_ok());
             }
             if !reported && waited >= REPORT_AFTER {
                 reported = true;

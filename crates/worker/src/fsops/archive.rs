@@ -318,7 +318,9 @@ impl Unpacker<'_> {
         let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
         fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::DIRECTORY).bits() as i32,
+            )
             .open(&path)?
             .set_times(times)
     }

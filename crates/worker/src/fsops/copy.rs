@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -241,40 +240,35 @@ pub(super) fn copy_entry(
         fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     } else {
         // Devices, fifos and sockets: recreate the node.
-        let path = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        // SAFETY: mknod with a valid NUL-terminated path and plain integers.
-        let rc = unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dest,
+            rustix::fs::FileType::from_raw_mode(meta.mode()),
+            rustix::fs::Mode::from_raw_mode(meta.mode()),
+            meta.rdev(),
+        )?;
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
     }
     set_mtime(dest, meta)
 }
 
 pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let times = [
-        libc::timespec {
+    use rustix::fs::{Timespec, Timestamps};
+    let times = Timestamps {
+        last_access: Timespec {
             tv_sec: meta.atime(),
             tv_nsec: meta.atime_nsec(),
         },
-        libc::timespec {
+        last_modification: Timespec {
             tv_sec: meta.mtime(),
             tv_nsec: meta.mtime_nsec(),
         },
-    ];
-    // SAFETY: valid path and a two-element timespec array as utimensat requires.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
     Ok(())
 }

@@ -418,3 +418,52 @@ fn parents_matches_are_nested_for_metadata() {
     let g2 = fs::metadata(dst.path().join("out/y/z/g2")).unwrap();
     assert_eq!(g.ino(), g2.ino());
 }
+
+/// Fifos (and, as root, device nodes) are recreated with their type, mode, device number and
+/// mtime.
+#[test]
+fn special_files_are_recreated() {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let fifo = src.path().join("fifo");
+    mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o640), 0).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        let dev = rustix::fs::makedev(1, 3);
+        mknodat(
+            CWD,
+            src.path().join("null"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o600),
+            dev,
+        )
+        .unwrap();
+    }
+    copy_action(
+        src.path(),
+        dst.path(),
+        &action("/", "/out"),
+        &CopySettings::plain(true),
+    )
+    .unwrap();
+    let (a, b) = (
+        fs::symlink_metadata(&fifo).unwrap(),
+        fs::symlink_metadata(dst.path().join("out/fifo")).unwrap(),
+    );
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&b.file_type()));
+    assert_eq!(
+        (b.mode(), b.mtime(), b.mtime_nsec()),
+        (a.mode(), a.mtime(), a.mtime_nsec())
+    );
+    if root {
+        let b = fs::symlink_metadata(dst.path().join("out/null")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &b.file_type()
+        ));
+        assert_eq!(
+            (b.rdev(), b.mode() & 0o7777),
+            (rustix::fs::makedev(1, 3), 0o600)
+        );
+    }
+}
