@@ -674,6 +674,11 @@ fn sigkill_mid_run_leaves_nothing_behind() {
         );
         seen.extend_from_slice(&buf[..n]);
     }
+    // `echo` has printed; `sleep` follows a moment later (poll, the machine may be loaded).
+    let until = Instant::now() + Duration::from_secs(20);
+    while processes_with(&sleeper).is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !processes_with(&sleeper).is_empty(),
         "the step is not running"
