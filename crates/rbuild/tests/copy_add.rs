@@ -3,7 +3,7 @@
 //! server on loopback), ADD of compressed local archives, and the symlink rules. The real rbuild
 //! binary builds `testdata/copy-*` against a real registry holding busybox base images.
 
-use rbuild_testsupport::need_tool;
+use rbuild_testsupport::skopeo;
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -152,7 +152,6 @@ fn second_base(env: &Env) -> String {
     static BASE2: OnceLock<String> = OnceLock::new();
     BASE2
         .get_or_init(|| {
-            let skopeo = need_tool("skopeo").unwrap();
             let ctx = tempfile::tempdir().unwrap();
             fs::write(
                 ctx.path().join("Dockerfile"),
@@ -171,10 +170,9 @@ fn second_base(env: &Env) -> String {
             );
             assert_ok(&out);
             let reference = format!("{}/busybox-plus:latest", env.registry.addr());
-            let st = Command::new(skopeo)
+            let st = skopeo("copy", None)
+                .unwrap()
                 .args([
-                    "--insecure-policy",
-                    "copy",
                     "--preserve-digests",
                     "--dest-tls-verify=false",
                     "-q",

@@ -2,7 +2,7 @@
 //! binary against a real `docker-registry` with a busybox base, real namespaces and overlayfs.
 //! Images are exported as OCI layouts and every layer blob is read back.
 
-use rbuild_testsupport::{require_root, shared_dir};
+use rbuild_testsupport::{isolated_docker_config, require_root, shared_dir};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
@@ -392,6 +392,7 @@ fn conformance_case_52_run_mount_cache() {
         .args(["--builder", "rbuild", "52"])
         .env("RBUILD", RBUILD)
         .env("RBUILD_ROOT", root.path())
+        .env("DOCKER_CONFIG", isolated_docker_config(root.path()))
         .env("CONFORMANCE_OUT", out_dir.path())
         .output()
         .expect("run conformance");

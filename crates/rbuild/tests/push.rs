@@ -3,8 +3,8 @@
 //! fault-injecting proxy, and skopeo to read the results back.
 
 use rbuild_testsupport::{
-    need_tool, registry_with_busybox, require_root, skopeo_digest, Fault, FaultProxy, FaultRule,
-    RegistryOptions, TestRegistry,
+    need_tool, registry_with_busybox, require_root, skopeo, skopeo_digest, Fault, FaultProxy,
+    FaultRule, RegistryOptions, TestRegistry,
 };
 use serde_json::Value;
 use std::fs;
@@ -130,8 +130,9 @@ fn build_push_skips_existing_mounts_base_and_writes_metadata() {
 
     // skopeo copies it back; the file is there.
     let layout = dir.path().join("copied");
-    let sk = Command::new(need_tool("skopeo").unwrap())
-        .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
+    let sk = skopeo("copy", None)
+        .unwrap()
+        .args(["-q", "--src-tls-verify=false"])
         .arg(format!("docker://{}/team/app:1", reg.addr()))
         .arg(format!("oci:{}:x", layout.display()))
         .output()
@@ -262,14 +263,9 @@ fn login_then_push_to_token_registry() {
 
     let out = rbuild(&root, &cfg, &["push", &target]);
     let digest = ok(&out);
-    let sk = Command::new(need_tool("skopeo").unwrap())
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            "bob:hunter2",
-        ])
+    let sk = skopeo("inspect", Some("bob:hunter2"))
+        .unwrap()
+        .arg("--tls-verify=false")
         .arg(format!("docker://{target}"))
         .output()
         .unwrap();
@@ -603,14 +599,9 @@ fn cred_helpers_entry_wins_for_its_registry() {
 }
 
 fn skopeo_digest_with_creds(reference: &str, creds: &str) -> String {
-    let sk = Command::new(need_tool("skopeo").unwrap())
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-        ])
+    let sk = skopeo("inspect", Some(creds))
+        .unwrap()
+        .arg("--tls-verify=false")
         .arg(format!("docker://{reference}"))
         .output()
         .unwrap();
