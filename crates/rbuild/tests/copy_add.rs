@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod common;
@@ -139,6 +139,7 @@ fn chmod_exclude_parents_and_symlinks() {
         !ran.iter().any(|n| n.contains("COPY")),
         "changing excluded files keeps the COPY cached: {ran:?}"
     );
+    assert_reported_cached(&again, "COPY --exclude");
     fs::write(c.join("files/sub/keep.txt"), "changed\n").unwrap();
     let changed = build(exclude_root.path(), c, &env.base, &["-f", df]);
     assert_ok(&changed);

@@ -239,6 +239,7 @@ fn bind_mounts_from_context_and_stage_and_tmpfs() {
             .any(|l| l.contains("\"event\":\"started\"") && l.contains("RUN")),
         "an unchanged build reran steps:\n{err}"
     );
+    assert_reported_cached(&o, "echo img-ok > /img.txt");
     fs::write(ctx.join("input.txt"), "rebound\n").unwrap();
     let o = build(root.path(), &ctx, &env.base, &["--output", &o2]);
     assert_ok(&o);
@@ -253,6 +254,7 @@ fn bind_mounts_from_context_and_stage_and_tmpfs() {
         .filter(|l| l.contains("\"event\":\"started\"") && l.contains("RUN"))
         .collect();
     assert!(started.is_empty(), "steps reran: {started:?}");
+    assert_reported_cached(&o, "echo img-ok > /img.txt");
 }
 
 #[test]
@@ -351,6 +353,7 @@ fn secrets_are_readable_in_run_and_appear_nowhere_else() {
             .any(|l| l.contains("\"event\":\"started\"") && l.contains("RUN")),
         "a changed secret value invalidated the cache:\n{err}"
     );
+    assert_reported_cached(&o, "> /optional.txt");
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! fault-injecting proxy, and skopeo to read the results back.
 
 use rbuild_testsupport::{
-    need_tool, registry_with_busybox, require_root, skopeo, skopeo_digest, Fault, FaultProxy,
-    FaultRule, RegistryOptions, TestRegistry,
+    registry_with_busybox, require_root, skopeo, skopeo_digest, Fault, FaultProxy, FaultRule,
+    RegistryOptions, TestRegistry,
 };
 use serde_json::Value;
 use std::fs;

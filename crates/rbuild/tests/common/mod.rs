@@ -119,3 +119,18 @@ pub fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
     };
     (pick("started"), pick("cached"))
 }
+
+/// Fails unless rbuild's json progress reports a step whose name contains `step` as `cached`
+/// (the positive proof of a cache hit: a test that only checks that nothing `started` would
+/// also pass if the event were renamed or the step skipped).
+pub fn assert_reported_cached(out: &Output, step: &str) {
+    let (ran, cached) = ran_and_cached(out);
+    assert!(
+        cached.iter().any(|n| n.contains(step)),
+        "`{step}` was not reported cached; cached: {cached:?}, ran: {ran:?}"
+    );
+    assert!(
+        !ran.iter().any(|n| n.contains(step)),
+        "`{step}` ran instead of hitting the cache: {ran:?}"
+    );
+}
