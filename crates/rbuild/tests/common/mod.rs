@@ -134,3 +134,23 @@ pub fn assert_reported_cached(out: &Output, step: &str) {
         "`{step}` ran instead of hitting the cache: {ran:?}"
     );
 }
+
+/// Writes `BIN/docker-credential-NAME`: `store` saves its input to `stored`, `get` answers
+/// carol's credentials once something was stored (else "not found", as docker's helpers do);
+/// with `calls`, each call appends `ACTION INPUT` to that file.
+pub fn write_cred_helper(bin: &Path, name: &str, stored: &Path, calls: Option<&Path>) {
+    let helper = bin.join(format!("docker-credential-{name}"));
+    let log = calls
+        .map(|c| format!("echo \"$1 $input\" >> {}\n", c.display()))
+        .unwrap_or_default();
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ninput=$(cat)\n{log}case \"$1\" in\n  store) printf '%s' \"$input\" > {s} ;;\n  get) if [ -f {s} ]; then echo '{{\"ServerURL\":\"'$input'\",\"Username\":\"carol\",\"Secret\":\"pw-carol\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
+            s = stored.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
