@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
+
 use rbuild_testsupport::{
     isolated_docker_config, registry_with_busybox, require_root, TestRegistry,
 };
