@@ -1,9 +1,14 @@
 //! A base tag that moves in the registry. rbuild resolves `FROM` as `docker build` does with a
 //! local image store: without `--pull` the store's copy of the tag wins (no registry request,
 //! the build stays cached); with `--pull` the registry's current image is resolved, used and
-//! remembered under the tag for later builds.
+//! remembered under the tag for later builds. And the bases of a Dockerfile resolve
+//! concurrently: the registry sees the second base's manifest request while the first one's is
+//! still unanswered.
 
-use rbuild_testsupport::{registry_with_busybox, require_root, skopeo_digest, FaultProxy};
+use rbuild_testsupport::{
+    make_busybox_layout, push_layout, registry_with_busybox, require_root, skopeo_digest, Fault,
+    FaultProxy, FaultRule, LoggedRequest,
+};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -130,5 +135,71 @@ fn moved_base_tag_is_used_only_with_pull() {
     assert!(
         cached.iter().any(|n| n.contains("RUN cat /which")),
         "cached {cached:?}"
+    );
+}
+
+#[test]
+fn bases_of_two_stages_resolve_concurrently() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (registry, _) = registry_with_busybox().unwrap();
+    let layout_dir = tempfile::tempdir().unwrap();
+    let layout = layout_dir.path().join("layout");
+    make_busybox_layout(&layout).unwrap();
+    for repo in ["one", "two"] {
+        push_layout(&layout, &format!("{}/{repo}/base:1", registry.addr())).unwrap();
+    }
+    // Every manifest request is answered 1.5 s late: resolved one after another, the second
+    // base's first manifest request would come after the first base's answers.
+    let proxy = FaultProxy::start(&registry.addr()).unwrap();
+    let delay = Fault::Delay(1500);
+    proxy.add(FaultRule::new("", "/manifests/", delay.clone(), 100));
+    let root = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let p = proxy.addr();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {p}/one/base:1 AS one\nFROM {p}/two/base:1\nCOPY --from=one /bin/busybox /from-one\n"),
+    )
+    .unwrap();
+    let output = format!("type=local,dest={}", dest.path().display());
+    let out = rbuild_build(
+        root.path(),
+        config.path(),
+        &["--output", &output],
+        ctx.path(),
+    );
+    assert_ok(&out);
+    assert!(dest.path().join("from-one").is_file());
+    assert!(proxy.hits(&delay) >= 2, "{}", proxy.log_text());
+
+    // From the proxy's own clock: the first manifest request of each base.
+    let log = proxy.log();
+    let first_of = |repo: &str| -> LoggedRequest {
+        log.iter()
+            .filter(|r| r.path.starts_with(&format!("/v2/{repo}/base/manifests/")))
+            .min_by_key(|r| r.at)
+            .cloned()
+            .unwrap_or_else(|| panic!("no manifest request for {repo}: {}", proxy.log_text()))
+    };
+    let (one, two) = (first_of("one"), first_of("two"));
+    let (first, second) = if one.at <= two.at {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert!(
+        second.at < first.answered,
+        "the bases resolved one after another: {} {} was requested {:?} after {} {} was \
+         answered\n{}",
+        second.method,
+        second.path,
+        second.at.saturating_duration_since(first.answered),
+        first.method,
+        first.path,
+        proxy.log_text()
     );
 }

@@ -3,14 +3,14 @@
 //! server on loopback), ADD of compressed local archives, and the symlink rules. The real rbuild
 //! binary builds `testdata/copy-*` against a real registry holding busybox base images.
 
-use rbuild_testsupport::need_tool;
+use rbuild_testsupport::skopeo;
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod common;
@@ -139,6 +139,7 @@ fn chmod_exclude_parents_and_symlinks() {
         !ran.iter().any(|n| n.contains("COPY")),
         "changing excluded files keeps the COPY cached: {ran:?}"
     );
+    assert_reported_cached(&again, "COPY --exclude");
     fs::write(c.join("files/sub/keep.txt"), "changed\n").unwrap();
     let changed = build(exclude_root.path(), c, &env.base, &["-f", df]);
     assert_ok(&changed);
@@ -152,7 +153,6 @@ fn second_base(env: &Env) -> String {
     static BASE2: OnceLock<String> = OnceLock::new();
     BASE2
         .get_or_init(|| {
-            let skopeo = need_tool("skopeo").unwrap();
             let ctx = tempfile::tempdir().unwrap();
             fs::write(
                 ctx.path().join("Dockerfile"),
@@ -171,10 +171,9 @@ fn second_base(env: &Env) -> String {
             );
             assert_ok(&out);
             let reference = format!("{}/busybox-plus:latest", env.registry.addr());
-            let st = Command::new(skopeo)
+            let st = skopeo("copy", None)
+                .unwrap()
                 .args([
-                    "--insecure-policy",
-                    "copy",
                     "--preserve-digests",
                     "--dest-tls-verify=false",
                     "-q",

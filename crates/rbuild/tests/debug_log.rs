@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
@@ -19,14 +19,12 @@ fn build_with(
     env: &[(&str, &str)],
 ) -> Output {
     let base_arg = format!("BASE={base}");
-    let mut cmd = Command::new(RBUILD);
+    let mut cmd = rbuild_at(root);
     cmd.env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.args(flags)
-        .arg("--root")
-        .arg(root)
         .args(["build", "--progress=json", "--build-arg", &base_arg])
         .arg(context)
         .output()

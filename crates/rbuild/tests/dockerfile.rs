@@ -160,6 +160,7 @@ fn arg_scoping_platform_args_and_proxy_args() {
         !ran.iter().any(|n| n.contains("RUN")),
         "proxy change reran {ran:?}"
     );
+    assert_reported_cached(&out, "> /proxy.txt");
 }
 
 #[test]
@@ -467,6 +468,7 @@ fn dockerignore_and_per_dockerfile_ignore_files() {
         !ran.iter().any(|n| n.contains("COPY")),
         "ignored change reran {ran:?}"
     );
+    assert_reported_cached(&again, "COPY . /ctx/");
     // NAME.dockerignore beside the Dockerfile wins over .dockerignore.
     let output = format!("type=local,dest={}", dest.path().join("b").display());
     let file = ctx.path().join("special.Dockerfile");

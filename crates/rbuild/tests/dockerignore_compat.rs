@@ -114,6 +114,7 @@ fn wildcard_children_with_exception_leave_no_empty_subdir() {
         !ran.iter().any(|n| n.contains("COPY")),
         "an excluded empty directory changed the COPY cache key: {ran:?}"
     );
+    assert_reported_cached(&again, "COPY . /ctx/");
     // And a re-included file does change it.
     fs::write(case.ctx.path().join("logs/keep9.log"), "new").unwrap();
     let dest = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Snapshot tests of what the rbuild CLI prints when a build fails: its exit code and stderr, for
 //! Dockerfile parse errors (with the caret), conversion errors, a failed RUN's report (BuildKit's
-//! box), registry auth failures and missing images, the OOM killer, and bad flags and specs.
+//! box), registry auth failures on pull and push (also through a `credHelpers` entry) and
+//! missing images, the OOM killer, and bad flags and specs.
 //!
 //! The snapshots live in `tests/snapshots/messages__*.snap`; digests, temp paths, ports and
 //! timings are filtered out, so a snapshot changes only when the wording does. Review a change
@@ -10,7 +11,8 @@ mod common;
 
 use common::*;
 use rbuild_testsupport::{
-    require_root, RefusedPort, RegistryOptions, TestRegistry, REQUIRE_ROOT_ENV,
+    make_busybox_layout, push_layout_with_creds, require_root, RefusedPort, RegistryOptions,
+    TestRegistry, REQUIRE_ROOT_ENV,
 };
 use std::fs;
 use std::path::Path;
@@ -351,15 +353,7 @@ fn registry_auth_failure() {
     // Anonymous: the registry answers 401 to the manifest request.
     snapshot("registry_auth_anonymous", &rbuild_build(ctx.path(), &[]), 1);
     // Wrong password in DOCKER_CONFIG: 401 again, with the credentials sent.
-    let cfg = tempfile::tempdir().unwrap();
-    fs::write(
-        cfg.path().join("config.json"),
-        format!(
-            r#"{{"auths":{{"{}":{{"username":"alice","password":"wrong"}}}}}}"#,
-            reg.addr()
-        ),
-    )
-    .unwrap();
+    let cfg = wrong_password_config(&reg.addr());
     let root = tempfile::tempdir().unwrap();
     let out = rbuild_at(root.path())
         .env("DOCKER_CONFIG", cfg.path())
@@ -368,6 +362,126 @@ fn registry_auth_failure() {
         .output()
         .expect("run rbuild");
     snapshot("registry_auth_wrong_password", &out, 1);
+}
+
+/// A `DOCKER_CONFIG` directory whose `config.json` gives `alice` a wrong password for `addr`.
+fn wrong_password_config(addr: &str) -> tempfile::TempDir {
+    let cfg = tempfile::tempdir().unwrap();
+    fs::write(
+        cfg.path().join("config.json"),
+        format!(r#"{{"auths":{{"{addr}":{{"username":"alice","password":"wrong"}}}}}}"#),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn push_auth_failure() {
+    let Some(env) = env() else { return };
+    let reg = TestRegistry::start_with(&RegistryOptions {
+        htpasswd: Some(("alice".into(), "right-password".into())),
+        ..Default::default()
+    })
+    .expect("start htpasswd registry");
+    let ctx = context("ARG BASE\nFROM $BASE\nCOPY a.txt /a.txt\n");
+    let root = tempfile::tempdir().unwrap();
+    let target = format!("{}/alice/app:1", reg.addr());
+    let base = format!("BASE={}", env.base);
+    let built = rbuild_at(root.path())
+        .args([
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            &base,
+            "-t",
+            &target,
+        ])
+        .arg(ctx.path())
+        .output()
+        .expect("run rbuild");
+    assert_ok(&built);
+    // Anonymous: the registry answers 401 to the first request of the push.
+    let out = rbuild_at(root.path())
+        .args(["push", &target])
+        .output()
+        .expect("run rbuild");
+    snapshot("push_auth_anonymous", &out, 1);
+    // A wrong password in DOCKER_CONFIG: 401 again, with the credentials sent.
+    let cfg = wrong_password_config(&reg.addr());
+    let out = rbuild_at(root.path())
+        .env("DOCKER_CONFIG", cfg.path())
+        .args(["push", &target])
+        .output()
+        .expect("run rbuild");
+    snapshot("push_auth_wrong_password", &out, 1);
+}
+
+/// Pulling a `FROM` image from a registry whose `credHelpers` entry names `docker-credential-xyz`
+/// (a script on PATH): the helper is asked for that registry; while it knows no credentials the
+/// pull fails naming it, once it answers carol's the build pulls and succeeds.
+#[test]
+fn base_pull_goes_through_cred_helpers() {
+    if !require_root().expect("root check") {
+        return;
+    }
+    let reg = TestRegistry::start_with(&RegistryOptions {
+        htpasswd: Some(("carol".into(), "pw-carol".into())),
+        ..Default::default()
+    })
+    .expect("start htpasswd registry");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    make_busybox_layout(&layout).unwrap();
+    let base = format!("{}/private/busybox:latest", reg.addr());
+    push_layout_with_creds(&layout, &base, Some(("carol", "pw-carol"))).unwrap();
+    let (cfg, bin) = (dir.path().join("docker"), dir.path().join("bin"));
+    fs::create_dir_all(&cfg).unwrap();
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"xyz"}}}}"#, reg.addr()),
+    )
+    .unwrap();
+    let (stored, calls) = (dir.path().join("xyz-store.json"), dir.path().join("calls"));
+    write_cred_helper(&bin, "xyz", &stored, Some(&calls));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ctx = context(&format!("FROM {base}\nCOPY a.txt /a.txt\n"));
+    let build = || {
+        let root = tempfile::tempdir().unwrap();
+        rbuild_at(root.path())
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", &path)
+            .args(["build", "--progress=plain"])
+            .arg(ctx.path())
+            .output()
+            .expect("run rbuild")
+    };
+    let get = format!("get {}", reg.addr());
+    let asked = || fs::read_to_string(&calls).unwrap_or_default();
+
+    // The helper knows nothing yet: it exits 1 with "credentials not found in native keychain",
+    // and the pull fails naming the helper and its answer.
+    snapshot("registry_auth_cred_helper_not_found", &build(), 1);
+    let log = asked();
+    assert!(
+        !log.is_empty() && log.lines().all(|l| l == get),
+        "the helper was asked for the registry: {log:?}"
+    );
+
+    // The helper answers carol's credentials: the base is pulled with them.
+    fs::write(&stored, "{}").unwrap();
+    fs::remove_file(&calls).unwrap();
+    let out = build();
+    assert_ok(&out);
+    let log = asked();
+    assert!(
+        !log.is_empty() && log.lines().all(|l| l == get),
+        "the pull asked the helper: {log:?}"
+    );
 }
 
 /// Whether the kernel's memory cgroup controller (v1 or v2) that `--memory` needs is enabled

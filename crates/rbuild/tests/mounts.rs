@@ -2,7 +2,7 @@
 //! binary against a real `docker-registry` with a busybox base, real namespaces and overlayfs.
 //! Images are exported as OCI layouts and every layer blob is read back.
 
-use rbuild_testsupport::{require_root, shared_dir};
+use rbuild_testsupport::{isolated_docker_config, require_root, shared_dir};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
@@ -239,6 +239,7 @@ fn bind_mounts_from_context_and_stage_and_tmpfs() {
             .any(|l| l.contains("\"event\":\"started\"") && l.contains("RUN")),
         "an unchanged build reran steps:\n{err}"
     );
+    assert_reported_cached(&o, "echo img-ok > /img.txt");
     fs::write(ctx.join("input.txt"), "rebound\n").unwrap();
     let o = build(root.path(), &ctx, &env.base, &["--output", &o2]);
     assert_ok(&o);
@@ -253,6 +254,7 @@ fn bind_mounts_from_context_and_stage_and_tmpfs() {
         .filter(|l| l.contains("\"event\":\"started\"") && l.contains("RUN"))
         .collect();
     assert!(started.is_empty(), "steps reran: {started:?}");
+    assert_reported_cached(&o, "echo img-ok > /img.txt");
 }
 
 #[test]
@@ -351,6 +353,7 @@ fn secrets_are_readable_in_run_and_appear_nowhere_else() {
             .any(|l| l.contains("\"event\":\"started\"") && l.contains("RUN")),
         "a changed secret value invalidated the cache:\n{err}"
     );
+    assert_reported_cached(&o, "> /optional.txt");
 }
 
 #[test]
@@ -392,6 +395,7 @@ fn conformance_case_52_run_mount_cache() {
         .args(["--builder", "rbuild", "52"])
         .env("RBUILD", RBUILD)
         .env("RBUILD_ROOT", root.path())
+        .env("DOCKER_CONFIG", isolated_docker_config(root.path()))
         .env("CONFORMANCE_OUT", out_dir.path())
         .output()
         .expect("run conformance");

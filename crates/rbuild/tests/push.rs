@@ -3,7 +3,7 @@
 //! fault-injecting proxy, and skopeo to read the results back.
 
 use rbuild_testsupport::{
-    need_tool, registry_with_busybox, require_root, skopeo_digest, Fault, FaultProxy, FaultRule,
+    registry_with_busybox, require_root, skopeo, skopeo_digest, Fault, FaultProxy, FaultRule,
     RegistryOptions, TestRegistry,
 };
 use serde_json::Value;
@@ -11,6 +11,10 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+mod common;
+
+use common::write_cred_helper;
 
 const RBUILD: &str = env!("CARGO_BIN_EXE_rbuild");
 
@@ -130,8 +134,9 @@ fn build_push_skips_existing_mounts_base_and_writes_metadata() {
 
     // skopeo copies it back; the file is there.
     let layout = dir.path().join("copied");
-    let sk = Command::new(need_tool("skopeo").unwrap())
-        .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
+    let sk = skopeo("copy", None)
+        .unwrap()
+        .args(["-q", "--src-tls-verify=false"])
         .arg(format!("docker://{}/team/app:1", reg.addr()))
         .arg(format!("oci:{}:x", layout.display()))
         .output()
@@ -262,14 +267,9 @@ fn login_then_push_to_token_registry() {
 
     let out = rbuild(&root, &cfg, &["push", &target]);
     let digest = ok(&out);
-    let sk = Command::new(need_tool("skopeo").unwrap())
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            "bob:hunter2",
-        ])
+    let sk = skopeo("inspect", Some("bob:hunter2"))
+        .unwrap()
+        .arg("--tls-verify=false")
         .arg(format!("docker://{target}"))
         .output()
         .unwrap();
@@ -388,26 +388,6 @@ fn push_through_faults_completes_or_fails_clearly() {
     );
 }
 
-/// Writes `BIN/docker-credential-NAME`: `store` saves its input to `stored`, `get` answers
-/// carol's credentials once something was stored (else "not found", as docker's helpers do);
-/// with `calls`, each call appends `ACTION INPUT` to that file.
-fn write_helper(bin: &Path, name: &str, stored: &Path, calls: Option<&Path>) {
-    let helper = bin.join(format!("docker-credential-{name}"));
-    let log = calls
-        .map(|c| format!("echo \"$1 $input\" >> {}\n", c.display()))
-        .unwrap_or_default();
-    fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\ninput=$(cat)\n{log}case \"$1\" in\n  store) printf '%s' \"$input\" > {s} ;;\n  get) if [ -f {s} ]; then echo '{{\"ServerURL\":\"'$input'\",\"Username\":\"carol\",\"Secret\":\"pw-carol\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
-            s = stored.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// `credsStore`: `rbuild login` stores through `docker-credential-NAME store`, and pushes read
 /// the credentials back with `get` (a shell-script helper on PATH).
 #[test]
@@ -431,7 +411,7 @@ fn creds_store_helper_is_used_for_login_and_push() {
     fs::create_dir_all(&bin).unwrap();
     fs::write(cfg.join("config.json"), r#"{"credsStore":"rbtest"}"#).unwrap();
     let stored = dir.path().join("helper-store.json");
-    write_helper(&bin, "rbtest", &stored, None);
+    write_cred_helper(&bin, "rbtest", &stored, None);
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -521,9 +501,9 @@ fn cred_helpers_entry_wins_for_its_registry() {
     )
     .unwrap();
     let (stored, calls) = (dir.path().join("xyz-store.json"), dir.path().join("calls"));
-    write_helper(&bin, "xyz", &stored, Some(&calls));
+    write_cred_helper(&bin, "xyz", &stored, Some(&calls));
     let other_calls = dir.path().join("other-calls");
-    write_helper(
+    write_cred_helper(
         &bin,
         "rbtest-other",
         &dir.path().join("other-store.json"),
@@ -603,14 +583,9 @@ fn cred_helpers_entry_wins_for_its_registry() {
 }
 
 fn skopeo_digest_with_creds(reference: &str, creds: &str) -> String {
-    let sk = Command::new(need_tool("skopeo").unwrap())
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-        ])
+    let sk = skopeo("inspect", Some(creds))
+        .unwrap()
+        .arg("--tls-verify=false")
         .arg(format!("docker://{reference}"))
         .output()
         .unwrap();

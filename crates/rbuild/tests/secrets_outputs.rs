@@ -4,7 +4,7 @@
 //! and unpacked (tar entries, recursively), so a secret inside a compressed layer inside an
 //! archive is found. (mounts.rs covers the OCI directory, local outputs and the state root.)
 
-use rbuild_testsupport::{registry_with_busybox, require_root};
+use rbuild_testsupport::{registry_with_busybox, require_root, skopeo};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -200,8 +200,9 @@ fn secrets_are_absent_from_cache_exports_pushes_and_archives() {
     );
     // (The registry really holds both.)
     for reference in [&image, &cache_ref] {
-        let st = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
+        let st = skopeo("inspect", None)
+            .unwrap()
+            .args(["--raw", "--tls-verify=false"])
             .arg(format!("docker://{reference}"))
             .output()
             .unwrap();

@@ -4,12 +4,12 @@
 //! produce the same image, and download only the blobs the final image needs.
 
 use rbuild_oci::{Digest, Manifest, Store};
-use rbuild_testsupport::need_tool;
+use rbuild_testsupport::skopeo;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
@@ -111,7 +111,6 @@ fn check_machine_b(base: &str, cache_from: &str, a_digest: &Digest) -> tempfile:
 #[test]
 fn registry_cache_mode_max_is_shared_between_machines() {
     let Some(env) = env() else { return };
-    let skopeo = need_tool("skopeo").unwrap();
     let cache_ref = format!("{}/cache:1", env.registry.addr());
 
     // Machine A.
@@ -131,13 +130,9 @@ fn registry_cache_mode_max_is_shared_between_machines() {
     let (a_digest, a_record) = image_of(root_a.path(), "sc/app:1");
 
     // The registry holds an image manifest with a cache config.
-    let st = Command::new(&skopeo)
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-        ])
+    let st = skopeo("inspect", None)
+        .unwrap()
+        .args(["--raw", "--tls-verify=false"])
         .arg(format!("docker://{cache_ref}"))
         .output()
         .unwrap();
@@ -155,14 +150,9 @@ fn registry_cache_mode_max_is_shared_between_machines() {
     for layer in &a_record.manifest.layers {
         assert!(manifest.layers.iter().any(|l| l.digest == layer.digest));
     }
-    let st = Command::new(&skopeo)
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--config",
-            "--raw",
-            "--tls-verify=false",
-        ])
+    let st = skopeo("inspect", None)
+        .unwrap()
+        .args(["--config", "--raw", "--tls-verify=false"])
         .arg(format!("docker://{cache_ref}"))
         .output()
         .unwrap();

@@ -353,15 +353,9 @@ async fn basic_auth_registry() {
 }
 
 fn skopeo_digest_creds(reference: &str) -> Digest {
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "inspect",
-            "--tls-verify=false",
-            "--no-tags",
-            "--creds",
-            "tester:s3cret",
-        ])
+    let out = rbuild_testsupport::skopeo("inspect", Some("tester:s3cret"))
+        .unwrap()
+        .args(["--tls-verify=false", "--no-tags"])
         .arg(format!("docker://{reference}"))
         .output()
         .unwrap();

@@ -8,12 +8,10 @@ use rbuild_registry::{
     RegistryClient, RegistryError,
 };
 use rbuild_testsupport::{
-    make_busybox_layout, need_tool, skopeo_digest, Fault, FaultProxy, FaultRule, RegistryOptions,
-    TestRegistry,
+    make_busybox_layout, skopeo_digest, Fault, FaultProxy, FaultRule, RegistryOptions, TestRegistry,
 };
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -78,9 +76,10 @@ fn basic(u: &str, p: &str) -> Credentials {
 }
 
 fn skopeo(args: &[&str]) -> String {
-    let out = Command::new(need_tool("skopeo").unwrap())
-        .arg("--insecure-policy")
-        .args(args)
+    let (subcommand, rest) = args.split_first().expect("a skopeo subcommand");
+    let out = rbuild_testsupport::skopeo(subcommand, None)
+        .unwrap()
+        .args(rest)
         .output()
         .unwrap();
     assert!(
@@ -434,8 +433,9 @@ async fn push_survives_injected_faults() {
     let msg = err.to_string();
     assert!(msg.contains("500") && msg.contains("faulty/two"), "{msg}");
     assert!(
-        Command::new(need_tool("skopeo").unwrap())
-            .args(["--insecure-policy", "inspect", "--tls-verify=false"])
+        rbuild_testsupport::skopeo("inspect", None)
+            .unwrap()
+            .arg("--tls-verify=false")
             .arg(format!("docker://{}/faulty/two:1", reg.addr()))
             .output()
             .unwrap()

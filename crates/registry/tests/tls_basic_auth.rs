@@ -10,18 +10,18 @@ use rbuild_registry::{
     ClientOptions, Credentials, PushOptions, Reference, RegistryClient, RegistryError,
     REGISTRY_CA_ENV, TLS_REGISTRIES_ENV,
 };
-use rbuild_testsupport::{make_busybox_layout, need_tool, RegistryOptions, TestRegistry};
+use rbuild_testsupport::{make_busybox_layout, RegistryOptions, TestRegistry};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const USER: &str = "tester";
 const PASS: &str = "s3cret";
 
 fn skopeo(args: &[&str]) -> String {
-    let out = Command::new(need_tool("skopeo").unwrap())
-        .arg("--insecure-policy")
-        .args(args)
+    let (subcommand, rest) = args.split_first().expect("a skopeo subcommand");
+    let out = rbuild_testsupport::skopeo(subcommand, None)
+        .unwrap()
+        .args(rest)
         .output()
         .unwrap();
     assert!(

@@ -23,7 +23,10 @@ pub use busybox::{
 };
 pub use layout::{make_busybox_index_layout, make_busybox_layout};
 pub use proxy::{BlackHole, Fault, FaultProxy, FaultRule, LoggedRequest};
-pub use push::{push_layout, push_layout_with_creds, registry_with_busybox, skopeo_digest};
+pub use push::{
+    push_layout, push_layout_with_creds, registry_with_busybox, skopeo, skopeo_digest,
+    EmptyAuthFile, Skopeo,
+};
 pub use refused::RefusedPort;
 pub use registry::{RegistryOptions, TestRegistry};
 

@@ -1,8 +1,8 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a test registry: it counts requests
 //! and, per rule, answers 5xx or 429 (with `Retry-After`), drops the connection mid request or
 //! response body, truncates a body (shorter `Content-Length`) or corrupts a byte, and simulates
-//! stalled registries: never answering, stopping mid body with the connection held open, or
-//! trickling a body slowly. One request per connection (`Connection: close` both ways), so
+//! stalled registries: never answering, stopping mid body with the connection held open,
+//! trickling a body slowly, or answering only after a delay. One request per connection (`Connection: close` both ways), so
 //! framing stays trivial.
 
 use crate::TestError;
@@ -40,6 +40,10 @@ pub enum Fault {
         /// The pause after each part but the last.
         pause_ms: u64,
     },
+    /// Wait this many milliseconds after reading the request, then forward it and answer
+    /// normally: a slow but healthy registry, whose requests overlap when a client sends them
+    /// concurrently (see [`LoggedRequest::at`] and [`LoggedRequest::answered`]).
+    Delay(u64),
 }
 
 /// A rule: the first `times` requests whose method matches (any when `None`) and whose path
@@ -83,6 +87,9 @@ pub struct LoggedRequest {
     pub range: Option<String>,
     /// When the proxy had read the request's head (before its body and any answer).
     pub at: std::time::Instant,
+    /// When the proxy logged the request: right before the first byte of its response went
+    /// to the client (or before the connection was dropped or stalled).
+    pub answered: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -271,6 +278,7 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
             fault: fault.clone(),
             range: header("range"),
             at,
+            answered: std::time::Instant::now(),
         })
     };
     // The request body: Content-Length or chunked (decoded, re-sent with a Content-Length).
@@ -333,6 +341,9 @@ fn handle(client: TcpStream, upstream: &str, sh: &Shared) -> std::io::Result<()>
             return Ok(());
         }
         _ => {}
+    }
+    if let Some(Fault::Delay(ms)) = fault {
+        std::thread::sleep(Duration::from_millis(ms));
     }
     // Forward.
     let mut up = TcpStream::connect(upstream)?;

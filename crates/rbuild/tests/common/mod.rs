@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
+
 use rbuild_testsupport::{
     isolated_docker_config, registry_with_busybox, require_root, TestRegistry,
 };
@@ -118,4 +120,39 @@ pub fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
             .collect()
     };
     (pick("started"), pick("cached"))
+}
+
+/// Fails unless rbuild's json progress reports a step whose name contains `step` as `cached`
+/// (the positive proof of a cache hit: a test that only checks that nothing `started` would
+/// also pass if the event were renamed or the step skipped).
+pub fn assert_reported_cached(out: &Output, step: &str) {
+    let (ran, cached) = ran_and_cached(out);
+    assert!(
+        cached.iter().any(|n| n.contains(step)),
+        "`{step}` was not reported cached; cached: {cached:?}, ran: {ran:?}"
+    );
+    assert!(
+        !ran.iter().any(|n| n.contains(step)),
+        "`{step}` ran instead of hitting the cache: {ran:?}"
+    );
+}
+
+/// Writes `BIN/docker-credential-NAME`: `store` saves its input to `stored`, `get` answers
+/// carol's credentials once something was stored (else "not found", as docker's helpers do);
+/// with `calls`, each call appends `ACTION INPUT` to that file.
+pub fn write_cred_helper(bin: &Path, name: &str, stored: &Path, calls: Option<&Path>) {
+    let helper = bin.join(format!("docker-credential-{name}"));
+    let log = calls
+        .map(|c| format!("echo \"$1 $input\" >> {}\n", c.display()))
+        .unwrap_or_default();
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ninput=$(cat)\n{log}case \"$1\" in\n  store) printf '%s' \"$input\" > {s} ;;\n  get) if [ -f {s} ]; then echo '{{\"ServerURL\":\"'$input'\",\"Username\":\"carol\",\"Secret\":\"pw-carol\"}}'; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  *) exit 1 ;;\nesac\n",
+            s = stored.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
