@@ -464,7 +464,7 @@ fn base_pull_goes_through_cred_helpers() {
     let asked = || fs::read_to_string(&calls).unwrap_or_default();
 
     // The helper knows nothing yet: it exits 1 with "credentials not found in native keychain",
-    // and the pull fails naming the helper and its answer.
+    // which docker reads as "no credentials": the pull goes anonymous and the registry refuses.
     snapshot("registry_auth_cred_helper_not_found", &build(), 1);
     let log = asked();
     assert!(

@@ -191,6 +191,13 @@ fn lookup_credential(source: &Credentials, registry: &str) -> Result<Option<Cred
         Ok(D::UsernamePassword(u, p)) => Ok(Some(Cred::Basic(u, p))),
         Ok(D::IdentityToken(t)) => Ok(Some(Cred::IdentityToken(t))),
         Err(E::NoCredentialConfigured | E::ConfigNotFound | E::ConfigReadError) => Ok(None),
+        // A helper that has nothing for this server says so on stdout with this exact text
+        // (docker-credential-helpers' ErrCredentialsNotFound); docker then goes anonymous.
+        Err(E::HelperFailure { stdout, .. })
+            if stdout.trim() == "credentials not found in native keychain" =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(RegistryError::Credentials {
             registry: registry.into(),
             message: e.to_string(),
