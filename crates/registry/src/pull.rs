@@ -96,6 +96,9 @@ enum BodyEnd {
     },
 }
 
+/// What the blob writer thread ends with: the committed blob, `None` when aborted.
+type Written = Result<Option<(Digest, u64)>, StoreError>;
+
 /// The blocking writer thread of a blob download: writes what it receives to a temp blob and
 /// commits it on `Done` after checking `expected`; `None` when the sender went away first (the
 /// temp file is removed).
@@ -104,7 +107,7 @@ fn spawn_blob_writer(
     expected: &Digest,
 ) -> (
     tokio::sync::mpsc::Sender<WriterMsg>,
-    tokio::task::JoinHandle<Result<Option<(Digest, u64)>, StoreError>>,
+    tokio::task::JoinHandle<Written>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<WriterMsg>(16);
     let (store, expected) = (store.clone(), expected.clone());
@@ -127,10 +130,7 @@ fn spawn_blob_writer(
 }
 
 /// The download's outcome from the writer's.
-fn blob_written(
-    what: String,
-    written: Result<Option<(Digest, u64)>, StoreError>,
-) -> Result<(), RegistryError> {
+fn blob_written(what: String, written: Written) -> Result<(), RegistryError> {
     match written {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(RegistryError::Task {
