@@ -296,10 +296,10 @@ impl Pipeline {
                 snapshotter.clone(),
                 Sandbox::new(exe),
                 self.registry.clone(),
-                Some(index.clone()),
-                Some(loaded.input.context.clone()),
                 self.state.cache_mounts(),
             )
+            .with_index(Some(index.clone()))
+            .with_context(Some(loaded.input.context.clone()))
             .with_secrets(secrets)
             .with_remote_cache(remote_cache.clone())
             .with_limits(run.limits),

@@ -2,7 +2,7 @@
 //! platform manifest, digest checks, config fetch), blob download streamed into the content store
 //! with resume on interruption, and whole-image pulls with bounded concurrency.
 
-use crate::transport::{transport, Attempts, Req};
+use crate::transport::{transport, Attempts, Failure, Req};
 use crate::{Reference, RegistryClient, RegistryError};
 use rbuild_oci::{
     Descriptor, Digest, ImageConfig, ImageRecord, Index, Manifest, MediaType, Platform, Store,
@@ -55,6 +55,96 @@ impl ResolvedImage {
             }),
             annotations: None,
         }
+    }
+}
+
+/// What the blob writer thread receives.
+enum WriterMsg {
+    /// The next bytes of the blob.
+    Data(bytes::Bytes),
+    /// Every byte was sent: verify and commit.
+    Done,
+}
+
+/// One blob download: what every request and message of it names.
+struct BlobDownload<'a> {
+    r: &'a Reference,
+    desc: &'a Descriptor,
+    what: &'a str,
+    req: &'a Req<'a>,
+}
+
+/// Bytes of a blob received so far, and how many of the current body's first bytes repeat
+/// them (a 200 answer to a range request).
+#[derive(Default)]
+struct Progress {
+    received: u64,
+    skip: u64,
+}
+
+/// How one response body ended.
+enum BodyEnd {
+    /// All the blob's bytes arrived.
+    Complete,
+    /// The writer thread stopped; its error is reported when it is joined.
+    WriterGone,
+    /// The body failed; a ranged request may resume it.
+    Failed {
+        stalled: bool,
+        cause: String,
+        err: RegistryError,
+    },
+}
+
+/// What the blob writer thread ends with: the committed blob, `None` when aborted.
+type Written = Result<Option<(Digest, u64)>, StoreError>;
+
+/// The blocking writer thread of a blob download: writes what it receives to a temp blob and
+/// commits it on `Done` after checking `expected`; `None` when the sender went away first (the
+/// temp file is removed).
+fn spawn_blob_writer(
+    store: &Store,
+    expected: &Digest,
+) -> (
+    tokio::sync::mpsc::Sender<WriterMsg>,
+    tokio::task::JoinHandle<Written>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<WriterMsg>(16);
+    let (store, expected) = (store.clone(), expected.clone());
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut w = store.blob_writer()?;
+        loop {
+            match rx.blocking_recv() {
+                Some(WriterMsg::Data(b)) => w.write_all(&b).map_err(|source| StoreError::Io {
+                    action: "write",
+                    path: store.root().to_path_buf(),
+                    source,
+                })?,
+                Some(WriterMsg::Done) => return w.commit(Some(&expected)).map(Some),
+                // Sender dropped without Done: aborted; dropping `w` removes the temp file.
+                None => return Ok(None),
+            }
+        }
+    });
+    (tx, writer)
+}
+
+/// The download's outcome from the writer's.
+fn blob_written(what: String, written: Written) -> Result<(), RegistryError> {
+    match written {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(RegistryError::Task {
+            what,
+            message: "download aborted".into(),
+        }),
+        Err(StoreError::DigestMismatch { expected, actual }) => {
+            Err(RegistryError::DigestMismatch {
+                what,
+                expected,
+                actual,
+            })
+        }
+        Err(source) => Err(RegistryError::Store { what, source }),
     }
 }
 
@@ -211,148 +301,156 @@ impl RegistryClient {
             what: what.clone(),
         };
         let first = self.send(&req).await?;
-
-        enum Msg {
-            Data(bytes::Bytes),
-            Done,
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(16);
-        let wstore = store.clone();
-        let expected = desc.digest.clone();
-        let writer =
-            tokio::task::spawn_blocking(move || -> Result<Option<(Digest, u64)>, StoreError> {
-                let mut w = wstore.blob_writer()?;
-                loop {
-                    match rx.blocking_recv() {
-                        Some(Msg::Data(b)) => w.write_all(&b).map_err(|source| StoreError::Io {
-                            action: "write",
-                            path: wstore.root().to_path_buf(),
-                            source,
-                        })?,
-                        Some(Msg::Done) => return w.commit(Some(&expected)).map(Some),
-                        // Sender dropped without Done: aborted; dropping `w` removes the temp file.
-                        None => return Ok(None),
-                    }
-                }
-            });
-        let mut received: u64 = 0;
-        let streamed: Result<(), RegistryError> = async {
-            // An interrupted, stalled or short body is resumed with `Range: bytes=RECEIVED-` (up
-            // to max_retries times, max_stall_retries for stalls); the writer hashes everything,
-            // so the digest check at commit covers the resumed parts too.
-            let mut resp = first;
-            let mut skip: u64 = 0;
-            let mut attempts = Attempts::default();
-            loop {
-                let url = resp.url().to_string();
-                let failure = loop {
-                    match self.watched(r, &what, resp.chunk()).await {
-                        Ok(Some(mut c)) => {
-                            if skip > 0 {
-                                // A 200 to a range request: drop what we already have.
-                                let n = skip.min(c.len() as u64) as usize;
-                                skip -= n as u64;
-                                c = c.slice(n..);
-                                if c.is_empty() {
-                                    continue;
-                                }
-                            }
-                            received += c.len() as u64;
-                            if received > desc.size {
-                                return Err(RegistryError::SizeMismatch {
-                                    what: what.clone(),
-                                    expected: desc.size,
-                                    actual: received,
-                                });
-                            }
-                            if tx.send(Msg::Data(c)).await.is_err() {
-                                return Ok(()); // writer failed; its error is reported below
-                            }
-                        }
-                        Ok(None) if received == desc.size => break None,
-                        Ok(None) => {
-                            let cause =
-                                format!("body ended after {received} of {} bytes", desc.size);
-                            let err = RegistryError::SizeMismatch {
-                                what: what.clone(),
-                                expected: desc.size,
-                                actual: received,
-                            };
-                            break Some((false, cause, err));
-                        }
-                        Err(e) => {
-                            let stalled = e.is_timeout();
-                            break Some((stalled, self.cause_of(&e), transport(&what, e)));
-                        }
-                    }
-                };
-                let Some((stalled, cause, err)) = failure else {
-                    break;
-                };
-                if !self.may_retry(&attempts, stalled) {
-                    return Err(if stalled {
-                        self.stall_error(r, &what, &url, &attempts)
-                    } else {
-                        err
-                    });
-                }
-                self.pause_before_retry(&mut attempts, r, &what, stalled, cause, None)
-                    .await;
-                resp = match self.send_ranged(&req, Some(received)).await {
-                    Ok(resp) => resp,
-                    // 416: the registry has no more bytes than we got; the size error says more.
-                    Err(RegistryError::Http { status, .. }) if status.starts_with("416") => {
-                        return Err(err)
-                    }
-                    Err(e) => return Err(e),
-                };
-                skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
-                    let start = resp
-                        .headers()
-                        .get(reqwest::header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if start != Some(received) {
-                        return Err(RegistryError::Transport {
-                            what: what.clone(),
-                            url: self.url(r, &req.path),
-                            cause: format!(
-                                "range request from byte {received} answered with Content-Range starting at {start:?}"
-                            ),
-                        });
-                    }
-                    0
-                } else {
-                    received
-                };
-            }
-            let _ = tx.send(Msg::Done).await;
-            Ok(())
-        }
-        .await;
+        let (tx, writer) = spawn_blob_writer(store, &desc.digest);
+        let download = BlobDownload {
+            r,
+            desc,
+            what: &what,
+            req: &req,
+        };
+        let streamed = self.stream_blob(&download, first, &tx).await;
         drop(tx);
         let written = writer.await.map_err(|e| RegistryError::Task {
             what: what.clone(),
             message: e.to_string(),
         })?;
         streamed?;
-        match written {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(RegistryError::Task {
-                what,
-                message: "download aborted".into(),
-            }),
-            Err(StoreError::DigestMismatch { expected, actual }) => {
-                Err(RegistryError::DigestMismatch {
-                    what,
-                    expected,
-                    actual,
-                })
+        blob_written(what, written)
+    }
+
+    /// Streams the blob's body to the writer, resuming an interrupted, stalled or short body
+    /// with `Range: bytes=RECEIVED-` (up to max_retries times, max_stall_retries for stalls);
+    /// the writer hashes everything, so the digest check at commit covers the resumed parts
+    /// too. Sends `Done` when every byte arrived.
+    async fn stream_blob(
+        &self,
+        dl: &BlobDownload<'_>,
+        first: reqwest::Response,
+        tx: &tokio::sync::mpsc::Sender<WriterMsg>,
+    ) -> Result<(), RegistryError> {
+        let mut resp = first;
+        let mut progress = Progress::default();
+        let mut attempts = Attempts::default();
+        loop {
+            let url = resp.url().to_string();
+            let (stalled, cause, err) =
+                match self.read_body(dl, &mut resp, &mut progress, tx).await? {
+                    BodyEnd::Complete => break,
+                    BodyEnd::WriterGone => return Ok(()), // its error is reported by the caller
+                    BodyEnd::Failed {
+                        stalled,
+                        cause,
+                        err,
+                    } => (stalled, cause, err),
+                };
+            if !self.may_retry(&attempts, stalled) {
+                return Err(if stalled {
+                    self.stall_error(dl.r, dl.what, &url, &attempts)
+                } else {
+                    err
+                });
             }
-            Err(source) => Err(RegistryError::Store { what, source }),
+            self.pause_before_retry(&mut attempts, dl.r, dl.what, Failure::new(stalled, cause))
+                .await;
+            resp = match self.send_ranged(dl.req, Some(progress.received)).await {
+                Ok(resp) => resp,
+                // 416: the registry has no more bytes than we got; the size error says more.
+                Err(RegistryError::Http { status, .. }) if status.starts_with("416") => {
+                    return Err(err)
+                }
+                Err(e) => return Err(e),
+            };
+            progress.skip = self.bytes_to_skip(dl, &resp, progress.received)?;
         }
+        let _ = tx.send(WriterMsg::Done).await;
+        Ok(())
+    }
+
+    /// Reads one response body into the writer until it ends, fails or says too much.
+    async fn read_body(
+        &self,
+        dl: &BlobDownload<'_>,
+        resp: &mut reqwest::Response,
+        progress: &mut Progress,
+        tx: &tokio::sync::mpsc::Sender<WriterMsg>,
+    ) -> Result<BodyEnd, RegistryError> {
+        let size = dl.desc.size;
+        loop {
+            match self.watched(dl.r, dl.what, resp.chunk()).await {
+                Ok(Some(mut c)) => {
+                    if progress.skip > 0 {
+                        // A 200 to a range request: drop what we already have.
+                        let n = progress.skip.min(c.len() as u64) as usize;
+                        progress.skip -= n as u64;
+                        c = c.slice(n..);
+                        if c.is_empty() {
+                            continue;
+                        }
+                    }
+                    progress.received += c.len() as u64;
+                    if progress.received > size {
+                        return Err(RegistryError::SizeMismatch {
+                            what: dl.what.to_string(),
+                            expected: size,
+                            actual: progress.received,
+                        });
+                    }
+                    if tx.send(WriterMsg::Data(c)).await.is_err() {
+                        return Ok(BodyEnd::WriterGone);
+                    }
+                }
+                Ok(None) if progress.received == size => return Ok(BodyEnd::Complete),
+                Ok(None) => {
+                    let received = progress.received;
+                    return Ok(BodyEnd::Failed {
+                        stalled: false,
+                        cause: format!("body ended after {received} of {size} bytes"),
+                        err: RegistryError::SizeMismatch {
+                            what: dl.what.to_string(),
+                            expected: size,
+                            actual: received,
+                        },
+                    });
+                }
+                Err(e) => {
+                    return Ok(BodyEnd::Failed {
+                        stalled: e.is_timeout(),
+                        cause: self.cause_of(&e),
+                        err: transport(dl.what, e),
+                    });
+                }
+            }
+        }
+    }
+
+    /// How many bytes of a resumed response's body we already have: none for a 206 starting
+    /// at `received` (any other start is an error), all `received` for a full 200 body.
+    fn bytes_to_skip(
+        &self,
+        dl: &BlobDownload<'_>,
+        resp: &reqwest::Response,
+        received: u64,
+    ) -> Result<u64, RegistryError> {
+        if resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Ok(received);
+        }
+        let start = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok());
+        if start != Some(received) {
+            return Err(RegistryError::Transport {
+                what: dl.what.to_string(),
+                url: self.url(dl.r, &dl.req.path),
+                cause: format!(
+                    "range request from byte {received} answered with Content-Range starting at {start:?}"
+                ),
+            });
+        }
+        Ok(0)
     }
 
     /// Resolves `r`, downloads all layers (bounded concurrency), stores config and manifest (bytes as

@@ -63,6 +63,16 @@ struct Counters {
     bytes: AtomicU64,
 }
 
+/// What every blob upload to one repository shares: the store holding the blobs, the target
+/// repository, the push options and the run's counters.
+#[derive(Clone)]
+struct BlobJob {
+    store: Store,
+    repo: Reference,
+    opts: PushOptions,
+    counters: Arc<Counters>,
+}
+
 /// Mount sources from the store's tags: for every tagged image of `registry`, its blobs map to
 /// its repository (base images pulled from the registry, earlier pushes).
 pub fn mount_sources_from_store(store: &Store, registry: &str) -> BTreeMap<Digest, Vec<String>> {
@@ -195,8 +205,13 @@ impl RegistryClient {
                     }
                 }
             }
-            self.push_blobs(store, repo, &parts.blobs, &sources, opts, &counters)
-                .await?;
+            let job = BlobJob {
+                store: store.clone(),
+                repo: repo.clone(),
+                opts: opts.clone(),
+                counters: counters.clone(),
+            };
+            self.push_blobs(&job, &parts.blobs, &sources).await?;
             for (desc, bytes) in &parts.manifests[..parts.manifests.len() - 1] {
                 self.put_manifest(repo, &desc.digest.to_string(), desc, bytes)
                     .await?;
@@ -246,66 +261,51 @@ impl RegistryClient {
 
     async fn push_blobs(
         &self,
-        store: &Store,
-        repo: &Reference,
+        job: &BlobJob,
         blobs: &BTreeMap<Digest, u64>,
         sources: &BTreeMap<Digest, Vec<String>>,
-        opts: &PushOptions,
-        counters: &Arc<Counters>,
     ) -> Result<(), RegistryError> {
         let sem = Arc::new(tokio::sync::Semaphore::new(
-            opts.max_concurrent_uploads.max(1),
+            job.opts.max_concurrent_uploads.max(1),
         ));
         let mut tasks = tokio::task::JoinSet::new();
         // Largest first, so the long uploads start early.
         let mut order: Vec<(&Digest, &u64)> = blobs.iter().collect();
         order.sort_by(|a, b| b.1.cmp(a.1));
         for (digest, size) in order {
-            let (client, store, repo, sem, counters, opts) = (
-                self.clone(),
-                store.clone(),
-                repo.clone(),
-                sem.clone(),
-                counters.clone(),
-                opts.clone(),
-            );
+            let (client, job, sem) = (self.clone(), job.clone(), sem.clone());
             let (digest, size) = (digest.clone(), *size);
             let srcs: Vec<String> = sources
                 .get(&digest)
                 .map(|v| {
                     v.iter()
-                        .filter(|s| **s != repo.repository)
+                        .filter(|s| **s != job.repo.repository)
                         .cloned()
                         .collect()
                 })
                 .unwrap_or_default();
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await.expect("semaphore never closed");
-                client
-                    .push_blob(&store, &repo, &digest, size, &srcs, &opts, &counters)
-                    .await
+                client.push_blob(&job, &digest, size, &srcs).await
             });
         }
         while let Some(res) = tasks.join_next().await {
             res.map_err(|e| RegistryError::Task {
-                what: format!("push to {}", repo.name()),
+                what: format!("push to {}", job.repo.name()),
                 message: e.to_string(),
             })??;
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn push_blob(
         &self,
-        store: &Store,
-        repo: &Reference,
+        job: &BlobJob,
         digest: &Digest,
         size: u64,
         sources: &[String],
-        opts: &PushOptions,
-        counters: &Counters,
     ) -> Result<(), RegistryError> {
+        let (repo, counters) = (&job.repo, &job.counters);
         let what = format!("blob {digest} to {}", repo.name());
         let push_scope = format!("repository:{}:pull,push", repo.repository);
         let call = Call {
@@ -362,7 +362,7 @@ impl RegistryClient {
         let mut attempt = 0u32;
         loop {
             let res = self
-                .upload_blob(store, &call, digest, size, opts, session.take())
+                .upload_blob(job, &call, digest, size, session.take())
                 .await;
             match res {
                 Ok(()) => {
@@ -381,13 +381,13 @@ impl RegistryClient {
 
     async fn upload_blob(
         &self,
-        store: &Store,
+        job: &BlobJob,
         call: &Call<'_>,
         digest: &Digest,
         size: u64,
-        opts: &PushOptions,
         session: Option<String>,
     ) -> Result<(), RegistryError> {
+        let (store, opts) = (&job.store, &job.opts);
         let start_url = self.url(call.r, "blobs/uploads/");
         let mut loc = match session {
             Some(l) => l,

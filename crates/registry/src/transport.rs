@@ -36,6 +36,28 @@ pub(crate) struct Attempts {
     stalled: u32,
 }
 
+/// A failed attempt as a retry notice reports it.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// A stall or connect timeout (counted against the stall retries).
+    pub(crate) stalled: bool,
+    /// A short cause for the notice.
+    pub(crate) cause: String,
+    /// The wait the registry asked for (`Retry-After`); the backoff delay when `None`.
+    pub(crate) delay: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure waiting for the backoff delay.
+    pub(crate) fn new(stalled: bool, cause: String) -> Failure {
+        Failure {
+            stalled,
+            cause,
+            delay: None,
+        }
+    }
+}
+
 impl RegistryClient {
     /// Sends a GET with the cached auth for the repository (answering one 401 challenge, retrying
     /// connection errors, 5xx and 429); any non-success status becomes an error.
@@ -177,9 +199,7 @@ impl RegistryClient {
                         &mut attempts,
                         call.r,
                         &call.what,
-                        stalled,
-                        cause,
-                        None,
+                        Failure::new(stalled, cause),
                     )
                     .await;
                     continue;
@@ -193,9 +213,10 @@ impl RegistryClient {
                     &mut attempts,
                     call.r,
                     &call.what,
-                    false,
-                    status.to_string(),
-                    delay,
+                    Failure {
+                        delay,
+                        ..Failure::new(false, status.to_string())
+                    },
                 )
                 .await;
                 continue;
@@ -261,9 +282,7 @@ impl RegistryClient {
                             &mut attempts,
                             req.r,
                             &req.what,
-                            stalled,
-                            cause,
-                            None,
+                            Failure::new(stalled, cause),
                         )
                         .await;
                         continue 'attempt;
@@ -279,16 +298,19 @@ impl RegistryClient {
     }
 
     /// Counts a failed attempt, tells the notice sink that another follows, and waits for the
-    /// backoff delay (or `delay`, e.g. from `Retry-After`).
+    /// backoff delay (or the failure's own delay, e.g. from `Retry-After`).
     pub(crate) async fn pause_before_retry(
         &self,
         a: &mut Attempts,
         r: &Reference,
         what: &str,
-        stalled: bool,
-        cause: String,
-        delay: Option<Duration>,
+        failure: Failure,
     ) {
+        let Failure {
+            stalled,
+            cause,
+            delay,
+        } = failure;
         let delay = delay.unwrap_or_else(|| self.backoff(a.failed));
         a.failed += 1;
         let (attempt, attempts) = if stalled {

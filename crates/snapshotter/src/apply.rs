@@ -106,6 +106,45 @@ fn clean(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Where a new entry goes: its path in the tar, relative to the layer root, through the
+/// parent's descriptor (`/proc/self/fd/N/name`), and under the root for messages.
+struct Placed {
+    raw: PathBuf,
+    rel: PathBuf,
+    target: PathBuf,
+    full: PathBuf,
+}
+
+/// The link target of a symlink or hardlink entry (`what` names which, for the error).
+fn link_name<R: Read>(entry: &tar::Entry<'_, R>, at: &Placed, what: &str) -> Result<PathBuf> {
+    entry
+        .link_name()
+        .map_err(|source| SnapshotError::Tar {
+            context: format!("{}: link name", at.raw.display()),
+            source,
+        })?
+        .map(|l| l.into_owned())
+        .ok_or_else(|| SnapshotError::BadEntry {
+            path: at.raw.clone(),
+            reason: format!("{what} without a target"),
+        })
+}
+
+/// The device number of a character or block device entry (0 for a FIFO).
+fn device_number<R: Read>(entry: &tar::Entry<'_, R>, kind: EntryType, at: &Placed) -> Result<u64> {
+    if kind == EntryType::Fifo {
+        return Ok(0);
+    }
+    let h = entry.header();
+    let ctx = |source| SnapshotError::Tar {
+        context: format!("{}: device number", at.raw.display()),
+        source,
+    };
+    let major = h.device_major().map_err(ctx)?.unwrap_or(0);
+    let minor = h.device_minor().map_err(ctx)?.unwrap_or(0);
+    Ok(rustix::fs::makedev(major, minor))
+}
+
 impl Applier<'_> {
     /// Opens directory `rel` (resolved inside the root; symlinks stay inside). With `create`,
     /// missing components are made (overlay: with the metadata of the same dir in the lower
@@ -177,6 +216,8 @@ impl Applier<'_> {
         )
     }
 
+    /// Applies one tar entry: skips extension headers, then the layer root's own metadata, a
+    /// whiteout or an opaque marker, or a new entry replacing what is there.
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let kind = entry.header().entry_type();
         if matches!(
@@ -198,25 +239,8 @@ impl Applier<'_> {
         let rel = clean(&raw)?;
         let (parent, name) = match (rel.parent(), rel.file_name()) {
             (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
-            _ => {
-                // The root itself ("./"): only its metadata can change.
-                if kind == EntryType::Directory {
-                    let fd = self.resolve_dir(Path::new(""), false)?.ok_or_else(|| {
-                        SnapshotError::BadEntry {
-                            path: raw.clone(),
-                            reason: "root missing".into(),
-                        }
-                    })?;
-                    let (xattrs, owner) = self.header_meta(entry)?;
-                    self.set_meta(&proc_path(&fd), owner, &xattrs, false)?;
-                    self.dir_times.push((PathBuf::new(), (owner.3, 0)));
-                    return Ok(());
-                }
-                return Err(SnapshotError::BadEntry {
-                    path: raw,
-                    reason: "a non-directory entry for the root".into(),
-                });
-            }
+            // The root itself ("./"): only its metadata can change.
+            _ => return self.root_entry(entry, kind, raw),
         };
         let name_b = name.as_bytes();
         if name_b == OPAQUE_MARKER.as_bytes() {
@@ -232,28 +256,66 @@ impl Applier<'_> {
             }
             return self.whiteout(&parent, hidden);
         }
-
         let dir = self
             .resolve_dir(&parent, true)?
             .ok_or_else(|| SnapshotError::BadEntry {
                 path: raw.clone(),
                 reason: "parent missing".into(),
             })?;
-        let target = proc_path(&dir).join(&name);
-        let full = self.root.join(&rel);
-        let existing = match std::fs::symlink_metadata(&target) {
+        let at = Placed {
+            target: proc_path(&dir).join(&name),
+            full: self.root.join(&rel),
+            raw,
+            rel,
+        };
+        self.new_entry(entry, kind, &at)
+    }
+
+    /// A directory entry for the layer root: its metadata and mtime.
+    fn root_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: EntryType,
+        raw: PathBuf,
+    ) -> Result<()> {
+        if kind != EntryType::Directory {
+            return Err(SnapshotError::BadEntry {
+                path: raw,
+                reason: "a non-directory entry for the root".into(),
+            });
+        }
+        let fd =
+            self.resolve_dir(Path::new(""), false)?
+                .ok_or_else(|| SnapshotError::BadEntry {
+                    path: raw.clone(),
+                    reason: "root missing".into(),
+                })?;
+        let (xattrs, owner) = self.header_meta(entry)?;
+        self.set_meta(&proc_path(&fd), owner, &xattrs, false)?;
+        self.dir_times.push((PathBuf::new(), (owner.3, 0)));
+        Ok(())
+    }
+
+    /// Writes the entry at `at.target`, replacing what is there (a directory onto a directory
+    /// merges), with its metadata.
+    fn new_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: EntryType,
+        at: &Placed,
+    ) -> Result<()> {
+        let (target, full) = (&at.target, &at.full);
+        let existing = match std::fs::symlink_metadata(target) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).ctx("stat", &full),
+            Err(e) => return Err(e).ctx("stat", full),
         };
         let was_whiteout = existing.as_ref().is_some_and(is_whiteout);
-        // Replace what is there, except that a directory onto a directory merges.
-        if let Some(m) = &existing {
-            if !(m.is_dir() && kind == EntryType::Directory) {
-                remove_any(&target)?;
-            }
+        let existing_dir = existing.as_ref().is_some_and(|m| m.is_dir());
+        if existing.is_some() && !(existing_dir && kind == EntryType::Directory) {
+            remove_any(target)?;
         }
-        self.written.insert(rel.clone());
+        self.written.insert(at.rel.clone());
         let (xattrs, owner) = self.header_meta(entry)?;
         match kind {
             EntryType::Regular | EntryType::Continuous => {
@@ -262,84 +324,55 @@ impl Applier<'_> {
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&target)
-                    .ctx("create", &full)?;
+                    .open(target)
+                    .ctx("create", full)?;
                 std::io::copy(entry, &mut f).map_err(|source| SnapshotError::Tar {
-                    context: format!("{}: read data", raw.display()),
+                    context: format!("{}: read data", at.raw.display()),
                     source,
                 })?;
                 drop(f);
-                self.set_meta(&target, owner, &xattrs, false)?;
-                set_mtime(&target, (owner.3, 0))?;
+                self.set_meta(target, owner, &xattrs, false)?;
+                set_mtime(target, (owner.3, 0))?;
             }
             EntryType::Directory => {
-                if !matches!(&existing, Some(m) if m.is_dir()) {
-                    std::fs::create_dir(&target).ctx("create dir", &full)?;
+                if !existing_dir {
+                    std::fs::create_dir(target).ctx("create dir", full)?;
                 }
                 if was_whiteout {
                     // `.wh.d` then `d/` in one layer: the new dir replaces the lower one.
                     if let Whiteouts::Overlay { .. } = self.mode {
-                        set_xattr(&target, OsStr::new(OPAQUE_XATTR), b"y")?;
+                        set_xattr(target, OsStr::new(OPAQUE_XATTR), b"y")?;
                     }
                 }
-                self.set_meta(&target, owner, &xattrs, false)?;
-                self.dir_times.push((rel.clone(), (owner.3, 0)));
+                self.set_meta(target, owner, &xattrs, false)?;
+                self.dir_times.push((at.rel.clone(), (owner.3, 0)));
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(|source| SnapshotError::Tar {
-                        context: format!("{}: link name", raw.display()),
-                        source,
-                    })?
-                    .ok_or_else(|| SnapshotError::BadEntry {
-                        path: raw.clone(),
-                        reason: "symlink without a target".into(),
-                    })?;
-                std::os::unix::fs::symlink(&*link, &target).ctx("create symlink", &full)?;
-                self.set_meta(&target, owner, &xattrs, true)?;
-                set_mtime(&target, (owner.3, 0))?;
+                let link = link_name(entry, at, "symlink")?;
+                std::os::unix::fs::symlink(&link, target).ctx("create symlink", full)?;
+                self.set_meta(target, owner, &xattrs, true)?;
+                set_mtime(target, (owner.3, 0))?;
             }
             EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(|source| SnapshotError::Tar {
-                        context: format!("{}: link name", raw.display()),
-                        source,
-                    })?
-                    .ok_or_else(|| SnapshotError::BadEntry {
-                        path: raw.clone(),
-                        reason: "hardlink without a target".into(),
-                    })?;
-                self.hardlink(&clean(&link)?, &target, &full)?;
+                let link = link_name(entry, at, "hardlink")?;
+                self.hardlink(&clean(&link)?, target, full)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let dev = device_number(entry, kind, at)?;
                 let ft = match kind {
                     EntryType::Char => FileType::CharacterDevice,
                     EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let dev = if ft == FileType::Fifo {
-                    0
-                } else {
-                    let h = entry.header();
-                    let ctx = |source| SnapshotError::Tar {
-                        context: format!("{}: device number", raw.display()),
-                        source,
-                    };
-                    let major = h.device_major().map_err(ctx)?.unwrap_or(0);
-                    let minor = h.device_minor().map_err(ctx)?.unwrap_or(0);
-                    rustix::fs::makedev(major, minor)
-                };
-                rustix::fs::mknodat(CWD, &target, ft, Mode::from_raw_mode(owner.2 & 0o7777), dev)
-                    .ctx("mknod", &full)?;
-                self.set_meta(&target, owner, &xattrs, false)?;
-                set_mtime(&target, (owner.3, 0))?;
+                rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(owner.2 & 0o7777), dev)
+                    .ctx("mknod", full)?;
+                self.set_meta(target, owner, &xattrs, false)?;
+                set_mtime(target, (owner.3, 0))?;
             }
             other => {
-                self.written.remove(&rel);
+                self.written.remove(&at.rel);
                 return Err(SnapshotError::BadEntry {
-                    path: raw,
+                    path: at.raw.clone(),
                     reason: format!("unsupported entry type {other:?}"),
                 });
             }

@@ -39,9 +39,15 @@ pub fn mount_overlay(
         )));
     }
     let has_upper = !upperdir.as_os_str().is_empty();
-    match mount_overlay_fsopen(
-        lowerdirs, upperdir, workdir, target, readonly, has_upper, true,
-    ) {
+    let spec = Overlay {
+        lowerdirs,
+        upperdir,
+        workdir,
+        target,
+        readonly,
+        has_upper,
+    };
+    match mount_overlay_fsopen(&spec, true) {
         Ok(()) => return Ok(()),
         // ENOSYS: no new mount API; EINVAL: most likely no `lowerdir+` (kernel < 6.8).
         Err(e)
@@ -50,11 +56,7 @@ pub fn mount_overlay(
         Err(e) => return Err(err(e)),
     }
     let joined = join_lowerdirs(lowerdirs);
-    if mount_overlay_fsopen(
-        lowerdirs, upperdir, workdir, target, readonly, has_upper, false,
-    )
-    .is_ok()
-    {
+    if mount_overlay_fsopen(&spec, false).is_ok() {
         return Ok(());
     }
     let mut data = format!("lowerdir={joined}");
@@ -87,16 +89,27 @@ pub fn mount_overlay(
         .map_err(|e| err(e.into()))
 }
 
-/// One attempt through `fsopen`/`fsconfig`/`fsmount`/`move_mount`.
-fn mount_overlay_fsopen(
-    lowerdirs: &[PathBuf],
-    upperdir: &Path,
-    workdir: &Path,
-    target: &Path,
+/// An overlay mount as [`mount_overlay`] was asked for it.
+struct Overlay<'a> {
+    lowerdirs: &'a [PathBuf],
+    upperdir: &'a Path,
+    workdir: &'a Path,
+    target: &'a Path,
     readonly: bool,
     has_upper: bool,
-    lowerdir_plus: bool,
-) -> std::io::Result<()> {
+}
+
+/// One attempt through `fsopen`/`fsconfig`/`fsmount`/`move_mount`, with one `lowerdir+` per
+/// layer or (`lowerdir_plus` false) one `lowerdir=a:b:c`.
+fn mount_overlay_fsopen(spec: &Overlay<'_>, lowerdir_plus: bool) -> std::io::Result<()> {
+    let Overlay {
+        lowerdirs,
+        upperdir,
+        workdir,
+        target,
+        readonly,
+        has_upper,
+    } = *spec;
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     if lowerdir_plus {
         for dir in lowerdirs {

@@ -3,6 +3,26 @@
 //! hash of names and child checksums. File hashes are memoised in a stat cache keyed by path and
 //! validated by (dev, inode, size, mtime, ctime), so a no-op rebuild re-reads nothing and any write
 //! (which moves ctime) forces a re-read even when size and mtime are unchanged.
+//!
+//! # Format (part of cache key version 2)
+//!
+//! These digests enter every key of a COPY/ADD from the context and of a `RUN --mount` of it,
+//! so their exact bytes are part of `rbuild_solver::KEY_VERSION` (2): changing anything below
+//! means bumping it (which renames the cache index) and re-pinning `tests/context_checksum.rs`
+//! and `tests/cache_keys.rs`. There is no domain tag of its own; the key's formula carries the
+//! version.
+//!
+//! - A source: blake3 of the pattern's bytes, then for each selected path in expansion order
+//!   its path relative to the context and its entry hash.
+//! - An entry hash: blake3 of a type byte (`d`, `l`, `f`, `o`), the mode's low 12 bits (u32
+//!   LE: permissions and setuid/setgid/sticky), uid and gid (u32 LE each), then for a file its
+//!   size (u64 LE) and the blake3 of its content; for a symlink its target's bytes; for a
+//!   directory, for each kept child in byte order of names, the name's length (u64 LE), the
+//!   name and the child's entry hash; for anything else `rdev` (u64 LE).
+//! - Paths the `.dockerignore` or `COPY --exclude` drop are left out exactly as the copy leaves
+//!   them out. mtime, ctime and inode never count. The owner counts although COPY resets it to
+//!   0:0 (BuildKit's client resets context owners before hashing, so its keys do not depend on
+//!   them; rbuild's may differ between checkouts owned by different users).
 
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use crate::fsops::{expand_sources, resolve_in_root};

@@ -212,24 +212,23 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over the given parts; `context` is the build context directory and
-    /// `cache_mounts` the directory where `RUN --mount=type=cache` directories persist (the
-    /// caller's state layout names it, e.g. `ROOT/cache-mounts-v1`).
+    /// A worker over the given parts; `cache_mounts` is the directory where
+    /// `RUN --mount=type=cache` directories persist (the caller's state layout names it, e.g.
+    /// `ROOT/cache-mounts-v1`). It has no cache index and no build context until
+    /// [`Worker::with_index`] and [`Worker::with_context`] give them.
     pub fn new(
         store: Store,
         snapshotter: Snapshotter,
         sandbox: Sandbox,
         registry: RegistryClient,
-        index: Option<CacheIndex>,
-        context: Option<PathBuf>,
         cache_mounts: PathBuf,
     ) -> Self {
         Worker {
             store,
             sandbox: Arc::new(sandbox),
             registry,
-            index,
-            context,
+            index: None,
+            context: None,
             downloads: Arc::new(http::Downloads::new()),
             secrets: Arc::new(HashMap::new()),
             cache_mount_root: cache_mounts,
@@ -237,6 +236,18 @@ impl Worker {
             remote: None,
             limits: Arc::new(Limits::default()),
         }
+    }
+
+    /// The cache index: memoises context checksums and records base images' unpacked chains.
+    pub fn with_index(mut self, index: Option<CacheIndex>) -> Self {
+        self.index = index;
+        self
+    }
+
+    /// The build context directory (the `context` source's files).
+    pub fn with_context(mut self, context: Option<PathBuf>) -> Self {
+        self.context = context;
+        self
     }
 
     /// Resource limits applied to every RUN (`--memory`, `--cpus`, `--ulimit`, ...). They are

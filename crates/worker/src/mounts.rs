@@ -4,7 +4,7 @@
 //! the result, as BuildKit does.
 
 use crate::{dockerignore, Value, WorkerError};
-use rbuild_llb::{CacheSharing, ExecMount, ExecOp, MountType};
+use rbuild_llb::{CacheMountOpt, CacheSharing, ExecMount, ExecOp, MountType};
 use rbuild_sandbox::{BindMount, Mount, Rootfs};
 use rbuild_snapshotter::{Active, RootfsSpec, Snapshotter};
 use sha2::Digest as _;
@@ -248,158 +248,172 @@ impl MountEnv<'_> {
         };
         for m in &exec.mounts {
             match m.kind {
-                MountType::Bind => {
-                    let rel = rel_of(&m.selector);
-                    match m.input.and_then(|i| inputs.get(i)) {
-                        Some(Value::Context) => {
-                            let ctx = self.context.ok_or_else(|| mount_err("no build context"))?;
-                            if self.excludes.is_empty() && m.readonly {
-                                out.mounts.push(Mount::Tree {
-                                    source: Rootfs::Dir(ctx.to_path_buf()),
-                                    selector: rel,
-                                    target: m.target.clone(),
-                                    readonly: true,
-                                });
-                            } else {
-                                // A private filtered copy: .dockerignore applies, writes vanish.
-                                let active = self.snapshotter.prepare(None)?;
-                                let base = Path::new(&rel)
-                                    .file_name()
-                                    .map(|n| n.to_string_lossy().into_owned());
-                                let (dest, selector) =
-                                    match (std::fs::metadata(ctx.join(&rel)), base) {
-                                        (Ok(md), Some(b)) if !md.is_dir() => {
-                                            (active.upperdir().join(&b), b)
-                                        }
-                                        _ => (active.upperdir().to_path_buf(), String::new()),
-                                    };
-                                copy_filtered(
-                                    ctx,
-                                    &rel,
-                                    &dest,
-                                    &dockerignore::Matcher::new(self.excludes),
-                                )
-                                .map_err(io_err(format!(
-                                    "mount source \"/{rel}\" for {}",
-                                    m.target
-                                )))?;
-                                out.mounts.push(Mount::Tree {
-                                    source: Rootfs::Dir(active.upperdir().to_path_buf()),
-                                    selector,
-                                    target: m.target.clone(),
-                                    readonly: m.readonly,
-                                });
-                                out._actives.push(active);
-                            }
-                        }
-                        Some(Value::Fs(id)) => {
-                            let active = self.snapshotter.prepare(id.as_ref())?;
-                            out.mounts.push(Mount::Tree {
-                                source: to_sandbox_rootfs(active.rootfs()),
-                                selector: rel,
-                                target: m.target.clone(),
-                                readonly: m.readonly,
-                            });
-                            out._actives.push(active);
-                        }
-                        None => {
-                            return Err(mount_err(format!("bind mount {} has no source", m.target)))
-                        }
-                    }
-                }
-                MountType::Cache => {
-                    let opt = m
-                        .cache
-                        .as_ref()
-                        .ok_or_else(|| mount_err("cache mount without options"))?;
-                    std::fs::create_dir_all(self.cache_root)
-                        .map_err(io_err(format!("creating {}", self.cache_root.display())))?;
-                    let base = cache_dir_name(&opt.id);
-                    let (dir, lock) = match opt.sharing {
-                        CacheSharing::Shared => {
-                            let lock = open_lock(&self.cache_root.join(format!("{base}.lock")))?;
-                            // Registers as a user (so private users go elsewhere), never waits.
-                            let _ = lock.try_lock_shared();
-                            (self.cache_root.join(&base), lock)
-                        }
-                        CacheSharing::Locked => {
-                            let lock_path = self.cache_root.join(format!("{base}.lock"));
-                            let lock = open_lock(&lock_path)?;
-                            rbuild_oci::lock::lock_exclusive(
-                                &lock,
-                                &lock_path,
-                                self.cache_root,
-                                self.reporter,
-                            )
-                            .map_err(|e| mount_err(format!("locking cache {}: {e}", opt.id)))?;
-                            (self.cache_root.join(&base), lock)
-                        }
-                        CacheSharing::Private => {
-                            let mut n = 0usize;
-                            loop {
-                                let name = if n == 0 {
-                                    base.clone()
-                                } else {
-                                    format!("{base}-{n}")
-                                };
-                                let lock =
-                                    open_lock(&self.cache_root.join(format!("{name}.lock")))?;
-                                if lock.try_lock().is_ok() {
-                                    break (self.cache_root.join(name), lock);
-                                }
-                                n += 1;
-                            }
-                        }
-                    };
-                    self.init_cache_dir(&dir, m, inputs)?;
-                    out.mounts.push(Mount::Bind(BindMount {
-                        source: dir,
-                        target: m.target.clone(),
-                        readonly: m.readonly,
-                    }));
-                    out._locks.push(lock);
-                }
+                MountType::Bind => self.bind(m, inputs, &mut out)?,
+                MountType::Cache => self.cache(m, inputs, &mut out)?,
                 MountType::Tmpfs => out.mounts.push(Mount::Tmpfs {
                     target: m.target.clone(),
                     size: m.tmpfs_size,
                 }),
-                MountType::Secret => {
-                    let opt = m
-                        .secret
-                        .as_ref()
-                        .ok_or_else(|| mount_err("secret mount without options"))?;
-                    let value = match self.secrets.get(&opt.id) {
-                        Some(src) => src
-                            .read()
-                            .map_err(|e| mount_err(format!("secret {}: {e}", opt.id)))?,
-                        None => None,
-                    };
-                    let Some(data) = value else {
-                        if opt.required {
-                            return Err(mount_err(format!("secret {}: not found", opt.id)));
-                        }
-                        continue;
-                    };
-                    if let Some(var) = &opt.env {
-                        out.env
-                            .push((var.clone(), String::from_utf8_lossy(&data).into_owned()));
-                    }
-                    if !m.target.is_empty() {
-                        out.mounts.push(Mount::File {
-                            target: m.target.clone(),
-                            data,
-                            mode: opt.mode,
-                            uid: opt.uid,
-                            gid: opt.gid,
-                        });
-                    }
-                }
+                MountType::Secret => self.secret(m, &mut out)?,
             }
         }
         // Parents before children, otherwise in the order given.
         out.mounts
             .sort_by_key(|m| Path::new(m.target()).components().count());
         Ok(out)
+    }
+
+    /// A bind mount of an input: the build context or a throwaway snapshot of a filesystem.
+    fn bind(&self, m: &ExecMount, inputs: &[Value], out: &mut Prepared) -> Result<(), WorkerError> {
+        let rel = rel_of(&m.selector);
+        match m.input.and_then(|i| inputs.get(i)) {
+            Some(Value::Context) => self.context_bind(m, rel, out),
+            Some(Value::Fs(id)) => {
+                let active = self.snapshotter.prepare(id.as_ref())?;
+                out.mounts.push(Mount::Tree {
+                    source: to_sandbox_rootfs(active.rootfs()),
+                    selector: rel,
+                    target: m.target.clone(),
+                    readonly: m.readonly,
+                });
+                out._actives.push(active);
+                Ok(())
+            }
+            None => Err(mount_err(format!("bind mount {} has no source", m.target))),
+        }
+    }
+
+    /// A bind mount of the build context's `rel`: the context itself when read-only and
+    /// unfiltered, else a private filtered copy (`.dockerignore` applies, writes vanish).
+    fn context_bind(
+        &self,
+        m: &ExecMount,
+        rel: String,
+        out: &mut Prepared,
+    ) -> Result<(), WorkerError> {
+        let ctx = self.context.ok_or_else(|| mount_err("no build context"))?;
+        if self.excludes.is_empty() && m.readonly {
+            out.mounts.push(Mount::Tree {
+                source: Rootfs::Dir(ctx.to_path_buf()),
+                selector: rel,
+                target: m.target.clone(),
+                readonly: true,
+            });
+            return Ok(());
+        }
+        let active = self.snapshotter.prepare(None)?;
+        let base = Path::new(&rel)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let (dest, selector) = match (std::fs::metadata(ctx.join(&rel)), base) {
+            (Ok(md), Some(b)) if !md.is_dir() => (active.upperdir().join(&b), b),
+            _ => (active.upperdir().to_path_buf(), String::new()),
+        };
+        copy_filtered(ctx, &rel, &dest, &dockerignore::Matcher::new(self.excludes))
+            .map_err(io_err(format!("mount source \"/{rel}\" for {}", m.target)))?;
+        out.mounts.push(Mount::Tree {
+            source: Rootfs::Dir(active.upperdir().to_path_buf()),
+            selector,
+            target: m.target.clone(),
+            readonly: m.readonly,
+        });
+        out._actives.push(active);
+        Ok(())
+    }
+
+    /// A persistent cache directory, locked as its sharing mode says and seeded on first use.
+    fn cache(
+        &self,
+        m: &ExecMount,
+        inputs: &[Value],
+        out: &mut Prepared,
+    ) -> Result<(), WorkerError> {
+        let opt = m
+            .cache
+            .as_ref()
+            .ok_or_else(|| mount_err("cache mount without options"))?;
+        std::fs::create_dir_all(self.cache_root)
+            .map_err(io_err(format!("creating {}", self.cache_root.display())))?;
+        let (dir, lock) = self.lock_cache_dir(opt)?;
+        self.init_cache_dir(&dir, m, inputs)?;
+        out.mounts.push(Mount::Bind(BindMount {
+            source: dir,
+            target: m.target.clone(),
+            readonly: m.readonly,
+        }));
+        out._locks.push(lock);
+        Ok(())
+    }
+
+    /// The cache directory for `opt` and its lock file, held as the sharing mode says: shared
+    /// (registered, never waits), locked (waits for an exclusive lock) or private (the first
+    /// of `ID`, `ID-1`, ... nobody else holds).
+    fn lock_cache_dir(&self, opt: &CacheMountOpt) -> Result<(PathBuf, File), WorkerError> {
+        let base = cache_dir_name(&opt.id);
+        match opt.sharing {
+            CacheSharing::Shared => {
+                let lock = open_lock(&self.cache_root.join(format!("{base}.lock")))?;
+                // Registers as a user (so private users go elsewhere), never waits.
+                let _ = lock.try_lock_shared();
+                Ok((self.cache_root.join(&base), lock))
+            }
+            CacheSharing::Locked => {
+                let lock_path = self.cache_root.join(format!("{base}.lock"));
+                let lock = open_lock(&lock_path)?;
+                rbuild_oci::lock::lock_exclusive(&lock, &lock_path, self.cache_root, self.reporter)
+                    .map_err(|e| mount_err(format!("locking cache {}: {e}", opt.id)))?;
+                Ok((self.cache_root.join(&base), lock))
+            }
+            CacheSharing::Private => {
+                let mut n = 0usize;
+                loop {
+                    let name = if n == 0 {
+                        base.clone()
+                    } else {
+                        format!("{base}-{n}")
+                    };
+                    let lock = open_lock(&self.cache_root.join(format!("{name}.lock")))?;
+                    if lock.try_lock().is_ok() {
+                        return Ok((self.cache_root.join(name), lock));
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// A secret as a file and/or an environment variable; a missing optional secret is skipped.
+    fn secret(&self, m: &ExecMount, out: &mut Prepared) -> Result<(), WorkerError> {
+        let opt = m
+            .secret
+            .as_ref()
+            .ok_or_else(|| mount_err("secret mount without options"))?;
+        let value = match self.secrets.get(&opt.id) {
+            Some(src) => src
+                .read()
+                .map_err(|e| mount_err(format!("secret {}: {e}", opt.id)))?,
+            None => None,
+        };
+        let Some(data) = value else {
+            if opt.required {
+                return Err(mount_err(format!("secret {}: not found", opt.id)));
+            }
+            return Ok(());
+        };
+        if let Some(var) = &opt.env {
+            out.env
+                .push((var.clone(), String::from_utf8_lossy(&data).into_owned()));
+        }
+        if !m.target.is_empty() {
+            out.mounts.push(Mount::File {
+                target: m.target.clone(),
+                data,
+                mode: opt.mode,
+                uid: opt.uid,
+                gid: opt.gid,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -4,10 +4,18 @@
 //! inputs' keys. A change to any of these digests changes every user's cache: it must come with
 //! a bump of `rbuild_solver::KEY_VERSION` (which renames the cache index file) and new pins here.
 
+//!
+//! `the_keys_computed_by_the_worker_are_pinned` closes the chain: it computes keys through the
+//! real [`Worker`]'s `Executor::cache_key` over a fixture build context (context checksums of
+//! COPY sources and RUN bind mounts, in the order the worker assembles them), so a change to
+//! context hashing shows up here as well as in `context_checksum.rs`.
+
+mod common;
+
 use rbuild_llb::*;
 use rbuild_oci::Digest;
-use rbuild_solver::{CacheKey, ContentDigest, KEY_VERSION};
-use rbuild_worker::key_input;
+use rbuild_solver::{CacheKey, ContentDigest, Executor, KEY_VERSION};
+use rbuild_worker::{graph_from_definition, key_input, Worker};
 
 fn run(cmd: &str, proxy: &str, host_ip: &str) -> ExecOp {
     ExecOp {
@@ -254,4 +262,127 @@ fn a_new_base_changes_the_keys_on_it_but_not_the_linked_copy() {
             "ADD + COPY <<EOF"
         ]
     );
+}
+
+/// A graph reading the fixture context: a COPY of two context paths (order counts), a RUN with
+/// a cache mount and a bind mount of a context path, and an ADD with a pinned checksum.
+fn context_graph() -> Definition {
+    let mut def = Definition::new();
+    let mut add =
+        |op: Op, inputs: Vec<VertexIndex>, name: &str| def.add(op, inputs, name.to_string(), None);
+    let image = add(
+        Op::Source(SourceOp::Image {
+            reference: "docker.io/library/busybox:latest".into(),
+            digest: Some(Digest::sha256_of(b"manifest-1")),
+        }),
+        vec![],
+        "FROM busybox",
+    );
+    let context = add(
+        Op::Source(SourceOp::Local {
+            name: "context".into(),
+            excludes: common::EXCLUDES.iter().map(|e| e.to_string()).collect(),
+        }),
+        vec![],
+        "context",
+    );
+    let copied = add(
+        file(vec![
+            copy(1, "src", "/app/src"),
+            copy(1, "README.md", "/app/"),
+        ]),
+        vec![image, context],
+        "COPY src README.md /app/",
+    );
+    let mut exec = run("make", "http://proxy:3128", "10.0.0.5");
+    exec.mounts.push(ExecMount {
+        kind: MountType::Bind,
+        target: "/scripts".into(),
+        input: Some(1),
+        selector: "/src/run.sh".into(),
+        readonly: true,
+        cache: None,
+        tmpfs_size: None,
+        secret: None,
+    });
+    add(
+        Op::Exec(exec),
+        vec![copied, context],
+        "RUN --mount=type=cache,type=bind make",
+    );
+    add(
+        Op::Source(SourceOp::Http {
+            url: "https://example.com/tool.tgz".into(),
+            checksum: Some(format!("sha256:{}", "ab".repeat(32))),
+            filename: "tool.tgz".into(),
+        }),
+        vec![],
+        "ADD --checksum https://example.com/tool.tgz",
+    );
+    def
+}
+
+#[tokio::test]
+async fn the_keys_computed_by_the_worker_are_pinned() {
+    if !common::root_or_skip("the_keys_computed_by_the_worker_are_pinned") {
+        return;
+    }
+    assert_eq!(KEY_VERSION, 2, "a new key version needs new pins below");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let context = dir.path().join("context");
+    std::fs::create_dir(&context).expect("mkdir");
+    common::context_fixture(&context);
+    let state = dir.path().join("state");
+    let worker = Worker::new(
+        rbuild_oci::Store::open(&state.join("store")).expect("store"),
+        rbuild_snapshotter::Snapshotter::open(&state.join("snapshots")).expect("snapshots"),
+        rbuild_sandbox::Sandbox::new("/nonexistent/rbuild".into()),
+        rbuild_registry::RegistryClient::new().expect("registry client"),
+        state.join("cache-mounts"),
+    )
+    .with_context(Some(context));
+    let def = context_graph();
+    let (graph, ids) = graph_from_definition(&def);
+    let mut keys: Vec<CacheKey> = Vec::new();
+    let mut got = Vec::new();
+    for &id in &ids {
+        let inputs: Vec<CacheKey> = graph.inputs(id).iter().map(|i| keys[i.0]).collect();
+        let vertex = graph.vertex(id).expect("vertex");
+        let input = worker.cache_key(vertex, &inputs).await.expect("cache key");
+        let key = CacheKey::compute(&input, &inputs);
+        keys.push(key);
+        let what: Vec<String> = input.content.iter().map(|c| c.what.clone()).collect();
+        got.push((graph.name(id).to_string(), what.join(","), key.hex()));
+    }
+    let want: Vec<(String, String, String)> = [
+        (
+            "FROM busybox",
+            "",
+            "c80915a6b2bebcbb3307dcbd37e4ab8d21cc12e342c9e81c028e02ae0a11b800",
+        ),
+        (
+            "context",
+            "",
+            "526312aaafbce673d9cbafd6e083a5a87c4a81c1c265334bd02fe5395ffb5334",
+        ),
+        (
+            "COPY src README.md /app/",
+            "context src,context README.md",
+            "cbae7428c688078486af9c1720297f79de3bc296af4e4c6491cf62152bfde3b5",
+        ),
+        (
+            "RUN --mount=type=cache,type=bind make",
+            "context src/run.sh",
+            "66afd4251d5043f98af63bdfe9160dd944484e2909f547e32265b334d187e65e",
+        ),
+        (
+            "ADD --checksum https://example.com/tool.tgz",
+            "https://example.com/tool.tgz",
+            "49ec315894c64fffcefa762b566d715592c369a7783e0a61a1de15b7587cd3f6",
+        ),
+    ]
+    .iter()
+    .map(|(n, w, k)| (n.to_string(), w.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(got, want);
 }
