@@ -1,5 +1,5 @@
-//! Content checksums of build-context paths for COPY/ADD cache keys: per file a header (mode, uid,
-//! gid, size, type, link target; never mtime) plus the content's blake3; directories as a Merkle
+//! Content checksums of build-context paths for COPY/ADD cache keys: per file a header (mode,
+//! size, type, link target; never owner or mtime) plus the content's blake3; directories as a Merkle
 //! hash of names and child checksums. File hashes are memoised in a stat cache keyed by path and
 //! validated by (dev, inode, size, mtime, ctime), so a no-op rebuild re-reads nothing and any write
 //! (which moves ctime) forces a re-read even when size and mtime are unchanged.
@@ -15,14 +15,14 @@
 //! - A source: blake3 of the pattern's bytes, then for each selected path in expansion order
 //!   its path relative to the context and its entry hash.
 //! - An entry hash: blake3 of a type byte (`d`, `l`, `f`, `o`), the mode's low 12 bits (u32
-//!   LE: permissions and setuid/setgid/sticky), uid and gid (u32 LE each), then for a file its
+//!   LE: permissions and setuid/setgid/sticky), then for a file its
 //!   size (u64 LE) and the blake3 of its content; for a symlink its target's bytes; for a
 //!   directory, for each kept child in byte order of names, the name's length (u64 LE), the
 //!   name and the child's entry hash; for anything else `rdev` (u64 LE).
 //! - Paths the `.dockerignore` or `COPY --exclude` drop are left out exactly as the copy leaves
-//!   them out. mtime, ctime and inode never count. The owner counts although COPY resets it to
-//!   0:0 (BuildKit's client resets context owners before hashing, so its keys do not depend on
-//!   them; rbuild's may differ between checkouts owned by different users).
+//!   them out. mtime, ctime, inode and the owner never count: COPY gives context files 0:0 (or
+//!   `--chown`), and BuildKit's client resets context owners to 0:0 before hashing, so keys
+//!   are the same for checkouts owned by different users.
 
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use crate::fsops::{expand_sources, resolve_in_root};
@@ -169,8 +169,6 @@ impl<'a> StatCache<'a> {
         };
         hasher.update(&[kind]);
         hasher.update(&(meta.mode() & 0o7777).to_le_bytes());
-        hasher.update(&meta.uid().to_le_bytes());
-        hasher.update(&meta.gid().to_le_bytes());
         if ft.is_file() {
             hasher.update(&meta.size().to_le_bytes());
             hasher.update(&self.content_hash(path, meta)?);

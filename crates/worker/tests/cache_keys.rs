@@ -368,12 +368,12 @@ async fn the_keys_computed_by_the_worker_are_pinned() {
         (
             "COPY src README.md /app/",
             "context src,context README.md",
-            "cbae7428c688078486af9c1720297f79de3bc296af4e4c6491cf62152bfde3b5",
+            "4bf0fc7c6267b59a9e7e2a20291d7a7c36fec606a6de526bf2237d6bbac0abbb",
         ),
         (
             "RUN --mount=type=cache,type=bind make",
             "context src/run.sh",
-            "66afd4251d5043f98af63bdfe9160dd944484e2909f547e32265b334d187e65e",
+            "50d2e9e45c823c2505713edc86db14e26d243636a388ca84bb12400a693ad1a8",
         ),
         (
             "ADD --checksum https://example.com/tool.tgz",
