@@ -62,12 +62,17 @@ mod resolve;
 pub mod spec;
 mod state;
 
-pub use error::{chain, excerpt, BoxError, BuildError};
-pub use input::is_builtin_syntax;
-pub use options::rfc3339;
+#[doc(hidden)]
+pub use error::chain;
+pub use error::{
+    BoxError, BuildError, DockerfileError, DockerfileText, InputError, Lines, SolveFailure,
+};
 pub use pipeline::{build, build_with_cancel};
-pub use progress::{wait_reporter, BuildEvent, Progress, PushSummary, Silent};
-pub use push::{metadata, push_image};
+pub use progress::{BuildEvent, Progress, PushSummary, Silent};
+pub use push::{
+    metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
+    PushedImage,
+};
 /// The solver's per-vertex progress types a [`Progress`] implementation receives.
 pub use rbuild_solver::{
     Event as VertexEvent, EventKind as VertexEventKind, LogStream, ProgressSink,
@@ -78,6 +83,8 @@ pub use spec::{
     SpecError,
 };
 pub use state::{Bucket, StateDir};
+/// The registry client a [`BuildRequest`] may carry, and its options.
+pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
 
 /// Runs the sandbox helper and exits when this process was started as one; returns otherwise.
 /// Call it first thing in `main` of any program that builds.

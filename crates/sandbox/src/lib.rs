@@ -56,6 +56,7 @@ pub use error::SandboxError;
 pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use run::Sandbox;
 pub use spec::{
-    human_bytes, BindMount, ExitStatus, HostEntry, Limits, Mount, Network, OutputStream, Rootfs,
-    RunSpec, Security, SwapLimit, Ulimit, UlimitError,
+    available_cpus, human_bytes, parse_cpuset, BindMount, ExitStatus, HostEntry, Limits,
+    LimitsError, LimitsWarning, Mount, Network, OutputStream, Rootfs, RunSpec, Security,
+    SwapLimit, Ulimit, UlimitError, CPU_SHARES_RANGE, MIN_MEMORY,
 };
