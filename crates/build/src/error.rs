@@ -45,13 +45,13 @@ pub enum BuildError {
     Solve(Box<SolveFailure>),
     /// A registry request failed (resolving a base image, pushing the image or the cache, or
     /// setting up the client): `context: cause: cause ...`.
-    #[error("{context}: {}", chain(source))]
+    #[error("{context}: {}", chain(&**source))]
     Registry {
         /// What was being done.
         context: String,
         /// The registry's error.
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// The build was canceled by the caller's cancel future (e.g. on SIGINT), during the solve or
     /// any later phase (export, cache export, push).
@@ -317,7 +317,11 @@ impl fmt::Display for SolveFailure {
         }
         if let Some(lines) = self.at {
             let name = &self.file.name;
-            writeln!(f, "{}", excerpt(name, &self.file.source, lines.start, lines.end))?;
+            writeln!(
+                f,
+                "{}",
+                excerpt(name, &self.file.source, lines.start, lines.end)
+            )?;
         }
         let message = match self.worker_error() {
             Some(cause) => chain(cause),
@@ -346,7 +350,7 @@ impl BuildError {
     pub fn registry(context: impl Into<String>, source: RegistryError) -> BuildError {
         BuildError::Registry {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -368,7 +372,7 @@ impl BuildError {
     /// a [`BuildError::Registry`], or a solve step (pull) or pipeline step that failed on one.
     pub fn registry_error(&self) -> Option<&RegistryError> {
         match self {
-            BuildError::Registry { source, .. } => Some(source),
+            BuildError::Registry { source, .. } => Some(&**source),
             BuildError::Hint { error, .. } => error.registry_error(),
             BuildError::Solve(failure) => match failure.worker_error()? {
                 WorkerError::Registry(e) => Some(e),

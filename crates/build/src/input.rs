@@ -211,7 +211,10 @@ mod tests {
         assert_ne!(other.context, dir);
         drop(input);
         assert!(!dir.exists(), "the temp context is removed on drop");
-        assert!(other.context.exists(), "the other build's context is left alone");
+        assert!(
+            other.context.exists(),
+            "the other build's context is left alone"
+        );
         drop(other);
         let both = prepare(
             ContextSource::Stream(Box::new(&b""[..])),

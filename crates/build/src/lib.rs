@@ -73,6 +73,8 @@ pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
     PushedImage,
 };
+/// The registry client a [`BuildRequest`] may carry, and its options.
+pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
 /// The solver's per-vertex progress types a [`Progress`] implementation receives.
 pub use rbuild_solver::{
     Event as VertexEvent, EventKind as VertexEventKind, LogStream, ProgressSink,
@@ -83,8 +85,6 @@ pub use spec::{
     SpecError,
 };
 pub use state::{Bucket, StateDir};
-/// The registry client a [`BuildRequest`] may carry, and its options.
-pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
 
 /// Runs the sandbox helper and exits when this process was started as one; returns otherwise.
 /// Call it first thing in `main` of any program that builds.

@@ -231,8 +231,8 @@ impl Pipeline {
         opts: &ConvertOptions,
     ) -> Result<Pipeline, BuildError> {
         let started = Instant::now();
-        let needed = rbuild_frontend::base_images(&loaded.ast, opts)
-            .map_err(|e| loaded.convert_error(e))?;
+        let needed =
+            rbuild_frontend::base_images(&loaded.ast, opts).map_err(|e| loaded.convert_error(e))?;
         let store = {
             let (root, reporter) = (state.store(), wait_reporter(&progress));
             blocking(move || {
@@ -247,8 +247,9 @@ impl Pipeline {
         };
         let registry = match registry {
             Some(client) => client,
-            None => RegistryClient::new()
-                .map_err(|e| BuildError::registry("registry client", e))?,
+            None => {
+                RegistryClient::new().map_err(|e| BuildError::registry("registry client", e))?
+            }
         };
         phase_done("open", started);
         Ok(Pipeline {
@@ -535,7 +536,11 @@ impl Pipeline {
 }
 
 /// The Dockerfile lines of the vertex a solve failed at, when it names one with a location.
-fn failed_lines(err: &SolveError<WorkerError>, ids: &[VertexId], plan: &BuildPlan) -> Option<Lines> {
+fn failed_lines(
+    err: &SolveError<WorkerError>,
+    ids: &[VertexId],
+    plan: &BuildPlan,
+) -> Option<Lines> {
     let vertex = match err {
         SolveError::Exec { vertex, .. } | SolveError::CacheKey { vertex, .. } => *vertex,
         _ => return None,

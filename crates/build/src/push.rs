@@ -198,7 +198,11 @@ pub struct ImageMetadata {
     #[serde(rename = "containerimage.digest")]
     pub digest: Digest,
     /// The image's names, comma-separated, when it has any.
-    #[serde(rename = "image.name", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "image.name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_name: Option<String>,
 }
 

@@ -238,8 +238,14 @@ mod tests {
     fn login_servers_normalise_like_docker_login() {
         assert_eq!(login_server(None), "docker.io");
         assert_eq!(login_server(Some("index.docker.io")), "docker.io");
-        assert_eq!(login_server(Some("https://registry-1.docker.io/v2/")), "docker.io");
-        assert_eq!(login_server(Some("http://localhost:5000/")), "localhost:5000");
+        assert_eq!(
+            login_server(Some("https://registry-1.docker.io/v2/")),
+            "docker.io"
+        );
+        assert_eq!(
+            login_server(Some("http://localhost:5000/")),
+            "localhost:5000"
+        );
         assert_eq!(login_server(Some("ghcr.io/owner")), "ghcr.io");
     }
 

@@ -57,6 +57,6 @@ pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use run::Sandbox;
 pub use spec::{
     available_cpus, human_bytes, parse_cpuset, BindMount, ExitStatus, HostEntry, Limits,
-    LimitsError, LimitsWarning, Mount, Network, OutputStream, Rootfs, RunSpec, Security,
-    SwapLimit, Ulimit, UlimitError, CPU_SHARES_RANGE, MIN_MEMORY,
+    LimitsError, LimitsWarning, Mount, Network, OutputStream, Rootfs, RunSpec, Security, SwapLimit,
+    Ulimit, UlimitError, CPU_SHARES_RANGE, MIN_MEMORY,
 };
