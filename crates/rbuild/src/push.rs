@@ -6,7 +6,7 @@
 use crate::errors::Report;
 use crate::StoreArgs;
 use clap::Args;
-use rbuild_build::{BuildEvent, ImageMetadata, Progress, StateDir};
+use rbuild_build::{BuildError, BuildEvent, ImageMetadata, Progress, StateDir};
 use rbuild_registry::RegistryClient;
 use rbuild_solver::ProgressSink;
 use std::io::Read;
@@ -81,6 +81,13 @@ pub fn write_metadata(path: &Path, doc: &ImageMetadata) -> Result<(), Report> {
 /// image to its names ([`rbuild_build::push_names`]).
 pub async fn run_push(args: PushArgs, store_args: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store_args.root_dir());
+    if !state.has_store() {
+        // Before the registry client is set up, as the push itself would find it.
+        return Err(BuildError::NoStore {
+            root: state.root().to_path_buf(),
+        }
+        .into());
+    }
     let client = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
     let pushed = rbuild_build::push_names(
         &state,
