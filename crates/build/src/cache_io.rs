@@ -87,11 +87,10 @@ fn keys_of(
     ids.iter()
         .filter(|v| needed.contains(v))
         .map(|&v| {
-            solved_keys.get(&v).map(|&key| (v, key)).ok_or_else(|| {
-                BuildError::Failed(
-                    "cache export: the solve computed no key for a needed vertex".into(),
-                )
-            })
+            solved_keys
+                .get(&v)
+                .map(|&key| (v, key))
+                .ok_or(BuildError::MissingCacheKey)
         })
         .collect()
 }
@@ -181,13 +180,13 @@ pub(crate) async fn export<F: Future<Output = i32>>(
         match &spec.location {
             CacheLocation::Registry(r) => {
                 let reference = Reference::parse(r)
-                    .map_err(|e| BuildError::step(format!("invalid cache ref `{r}`"), e))?;
+                    .map_err(|e| BuildError::registry(format!("invalid cache ref `{r}`"), e))?;
                 let (targets, opts) = ([reference], PushOptions::default());
                 let push = parts.registry.push(parts.store, &desc, &targets, &opts);
                 cancel
                     .run(async {
                         push.await.map_err(|e| {
-                            BuildError::step(format!("failed to push cache to {r}"), e)
+                            BuildError::registry(format!("failed to push cache to {r}"), e)
                         })
                     })
                     .await?;

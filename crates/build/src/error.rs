@@ -1,8 +1,18 @@
-//! The errors of a build ([`BuildError`]) and the text helpers that render BuildKit-style
+//! The errors of a build ([`BuildError`] and the typed parts it carries: [`InputError`],
+//! [`DockerfileError`], [`SolveFailure`]) and the text helpers that render BuildKit-style
 //! diagnostics: an error's cause chain ([`chain`]) and a Dockerfile excerpt with the failing
-//! lines marked ([`excerpt`]).
+//! lines marked. Every variant keeps the typed error it comes from; `Display` renders the text a
+//! user sees (the caret diagnostic, the failed RUN's report, `context: cause: cause`).
 
 use crate::spec::SpecError;
+use rbuild_frontend::{ConvertError, ParseError};
+use rbuild_llb::NotAllowed;
+use rbuild_oci::Digest;
+use rbuild_registry::RegistryError;
+use rbuild_solver::SolveError;
+use rbuild_worker::WorkerError;
+use std::fmt;
+use std::path::PathBuf;
 
 /// A boxed error from one of the pipeline's crates.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -23,22 +33,25 @@ pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The context or the Dockerfile cannot be read.
-    #[error("{0}")]
-    Input(String),
-    /// The Dockerfile does not parse or convert: the rendered diagnostic (file, line, caret).
-    #[error("{0}")]
-    Dockerfile(String),
-    /// The graph needs an entitlement that was not granted: the rendered report.
-    #[error("{0}")]
-    Entitlement(String),
-    /// The solve failed: the rendered report (failed RUN's output, excerpt, `ERROR: ...`).
-    #[error("{report}")]
-    Solve {
-        /// The rendered report.
-        report: String,
-        /// The solver's error.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The Dockerfile does not parse or convert, or needs an entitlement that was not granted:
+    /// the frontend's typed error with what its diagnostic (file, line, caret) needs.
+    #[error(transparent)]
+    Dockerfile(Box<DockerfileError>),
+    /// The solve failed: the solver's error, displayed as BuildKit's report (failed RUN's
+    /// output, excerpt, `ERROR: failed to solve: ...`).
+    #[error(transparent)]
+    Solve(Box<SolveFailure>),
+    /// A registry request failed (resolving a base image, pushing the image or the cache, or
+    /// setting up the client): `context: cause: cause ...`.
+    #[error("{context}: {}", chain(&**source))]
+    Registry {
+        /// What was being done.
+        context: String,
+        /// The registry's error.
         #[source]
-        source: Box<rbuild_solver::SolveError<rbuild_worker::WorkerError>>,
+        source: Box<RegistryError>,
     },
     /// The build was canceled by the caller's cancel future (e.g. on SIGINT), during the solve or
     /// any later phase (export, cache export, push).
@@ -47,6 +60,44 @@ pub enum BuildError {
         /// The signal number the cancel future returned.
         signal: i32,
     },
+    /// The state root's directory cannot be created.
+    #[error("cannot create state directory `{}`: {source}", path.display())]
+    StateDir {
+        /// The root.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The running program's path (the sandbox helper re-executes it) is unknown.
+    #[error("cannot find the rbuild executable: {0}")]
+    CurrentExe(#[source] std::io::Error),
+    /// The target's result is the build context rather than a filesystem.
+    #[error("the build result is not a filesystem")]
+    NotAFilesystem,
+    /// A registry served a manifest whose bytes do not hash to the digest it announced.
+    #[error("manifest of {reference} does not match its digest {digest}")]
+    ManifestMismatch {
+        /// The base image reference.
+        reference: String,
+        /// The announced digest.
+        digest: Digest,
+    },
+    /// `push_names` found no image store under the state root.
+    #[error("no image store at `{}` (build an image first)", root.display())]
+    NoStore {
+        /// The state root.
+        root: PathBuf,
+    },
+    /// `push_names` found no image of that name in the store.
+    #[error("no image named `{name}` in the local store (see `rbuild images`)")]
+    NoSuchImage {
+        /// The name as given.
+        name: String,
+    },
+    /// The cache export found no cache key for a vertex the target needs (a bug).
+    #[error("cache export: the solve computed no key for a needed vertex")]
+    MissingCacheKey,
     /// A step of the pipeline failed: `context: cause: cause ...`.
     #[error("{context}: {}", chain(&**source))]
     Step {
@@ -56,9 +107,6 @@ pub enum BuildError {
         #[source]
         source: BoxError,
     },
-    /// A failure described by its message alone.
-    #[error("{0}")]
-    Failed(String),
     /// An error with a hint for the user on the next line.
     #[error("{error}\nhint: {hint}")]
     Hint {
@@ -72,6 +120,223 @@ pub enum BuildError {
     Task(String),
 }
 
+/// Why the context or the Dockerfile cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The context directory does not exist.
+    #[error("unable to prepare context: path `{}` not found: {source}", path.display())]
+    ContextNotFound {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Dockerfile cannot be read.
+    #[error("failed to read dockerfile: open {}: {source}", path.display())]
+    ReadDockerfile {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a stream (standard input) failed.
+    #[error("reading standard input: {0}")]
+    ReadStream(#[source] std::io::Error),
+    /// The Dockerfile stream is not UTF-8.
+    #[error("the Dockerfile on standard input is not UTF-8")]
+    DockerfileNotUtf8,
+    /// The context stream is gzip-compressed but does not decompress.
+    #[error("context on standard input: bad gzip: {0}")]
+    BadGzip(#[source] std::io::Error),
+    /// The context stream's temp directory cannot be created.
+    #[error("creating `{}`: {source}", path.display())]
+    TempDir {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The context stream's tar archive cannot be unpacked.
+    #[error("context on standard input: {0}")]
+    Unpack(#[source] std::io::Error),
+    /// The Dockerfile is missing from the context stream's archive.
+    #[error(
+        "failed to read dockerfile `{}` from the context on standard input: {source}",
+        path.display()
+    )]
+    DockerfileNotInArchive {
+        /// Its path in the archive.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The context stream is neither a tar archive nor a Dockerfile.
+    #[error("standard input is neither a tar archive nor a UTF-8 Dockerfile")]
+    NotTarOrDockerfile,
+}
+
+/// Where a Dockerfile diagnostic points: the file's name as diagnostics show it and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfileText {
+    /// The name (`Dockerfile`, or the `-f` path).
+    pub name: String,
+    /// The whole text.
+    pub source: String,
+}
+
+/// The lines of the Dockerfile an instruction spans (1-based, inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lines {
+    /// First line.
+    pub start: usize,
+    /// Last line.
+    pub end: usize,
+}
+
+/// A Dockerfile that does not build before anything runs: the frontend's typed error and the
+/// file it is about. `Display` is the BuildKit-style diagnostic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DockerfileError {
+    /// The Dockerfile does not parse.
+    #[error("{}", error.render(&file.name))]
+    Parse {
+        /// The parser's error.
+        #[source]
+        error: ParseError,
+        /// The file.
+        file: DockerfileText,
+    },
+    /// The Dockerfile does not convert (e.g. an unknown stage, a bad flag value).
+    #[error("{}", error.render(&file.name, &file.source))]
+    Convert {
+        /// The converter's error.
+        #[source]
+        error: ConvertError,
+        /// The file.
+        file: DockerfileText,
+    },
+    /// The graph needs an entitlement that was not granted.
+    #[error("{}", entitlement_report(error, file, *at))]
+    Entitlement {
+        /// The missing entitlement and the vertex needing it.
+        #[source]
+        error: NotAllowed,
+        /// The instruction of that vertex, when known.
+        at: Option<Lines>,
+        /// The file.
+        file: DockerfileText,
+    },
+}
+
+impl DockerfileError {
+    /// The Dockerfile it is about.
+    pub fn file(&self) -> &DockerfileText {
+        match self {
+            DockerfileError::Parse { file, .. }
+            | DockerfileError::Convert { file, .. }
+            | DockerfileError::Entitlement { file, .. } => file,
+        }
+    }
+}
+
+/// BuildKit's report of a missing entitlement: excerpt, `ERROR: ...`, a hint naming `--allow`.
+fn entitlement_report(error: &NotAllowed, file: &DockerfileText, at: Option<Lines>) -> String {
+    let mut text = String::new();
+    if let Some(lines) = at {
+        text.push_str(&excerpt(&file.name, &file.source, lines.start, lines.end));
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "ERROR: {error}\nhint: pass `--allow {}` to `rbuild build` to grant it",
+        error.entitlement
+    ));
+    text
+}
+
+/// A failed solve: the solver's error, the failing instruction's lines and the Dockerfile.
+/// `Display` is BuildKit's report: the failed RUN's last output lines, the Dockerfile excerpt at
+/// the failing instruction, `ERROR: failed to solve: ...`.
+#[derive(Debug)]
+pub struct SolveFailure {
+    /// The solver's error.
+    pub error: SolveError<WorkerError>,
+    /// The failing instruction's lines, when known.
+    pub at: Option<Lines>,
+    /// The Dockerfile.
+    pub file: DockerfileText,
+}
+
+impl SolveFailure {
+    /// The failing vertex's display name (e.g. `[2/3] RUN make`), when a vertex failed.
+    pub fn vertex_name(&self) -> Option<&str> {
+        match &self.error {
+            SolveError::Exec { name, .. } | SolveError::CacheKey { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The worker's error of the failing vertex, when a vertex failed.
+    pub fn worker_error(&self) -> Option<&WorkerError> {
+        match &self.error {
+            SolveError::Exec { source, .. } | SolveError::CacheKey { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The exit code of a failed RUN (128 + N when killed by signal N; 137 for an OOM kill).
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.worker_error()? {
+            WorkerError::RunFailed { code, .. } => Some(*code),
+            WorkerError::OutOfMemory { .. } => Some(137),
+            _ => None,
+        }
+    }
+
+    /// The last lines of a failed RUN's output.
+    pub fn run_output_tail(&self) -> Option<&[String]> {
+        self.worker_error()?.run_output_tail()
+    }
+}
+
+impl fmt::Display for SolveFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(name), Some(tail)) = (self.vertex_name(), self.run_output_tail()) {
+            if !tail.is_empty() {
+                writeln!(f, "------\n > {name}:")?;
+                for line in tail {
+                    writeln!(f, "{line}")?;
+                }
+                writeln!(f, "------")?;
+            }
+        }
+        if let Some(lines) = self.at {
+            let name = &self.file.name;
+            writeln!(
+                f,
+                "{}",
+                excerpt(name, &self.file.source, lines.start, lines.end)
+            )?;
+        }
+        let message = match self.worker_error() {
+            Some(cause) => chain(cause),
+            None => chain(&self.error),
+        };
+        write!(f, "ERROR: failed to solve: {message}")
+    }
+}
+
+impl std::error::Error for SolveFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 impl BuildError {
     /// A [`BuildError::Step`] of `source` while doing `context`.
     pub fn step(context: impl Into<String>, source: impl Into<BoxError>) -> BuildError {
@@ -81,12 +346,17 @@ impl BuildError {
         }
     }
 
+    /// A [`BuildError::Registry`] of `source` while doing `context`.
+    pub fn registry(context: impl Into<String>, source: RegistryError) -> BuildError {
+        BuildError::Registry {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// True when the text is a complete report (not a one-line message).
     pub fn is_report(&self) -> bool {
-        matches!(
-            self,
-            BuildError::Dockerfile(_) | BuildError::Entitlement(_) | BuildError::Solve { .. }
-        )
+        matches!(self, BuildError::Dockerfile(_) | BuildError::Solve(_))
     }
 
     /// True for errors in how the build was asked for (a CLI's usage errors, exit code 2).
@@ -97,9 +367,42 @@ impl BuildError {
             _ => false,
         }
     }
+
+    /// The registry's error behind this one (auth refused, image not found, stalled, ...):
+    /// a [`BuildError::Registry`], or a solve step (pull) or pipeline step that failed on one.
+    pub fn registry_error(&self) -> Option<&RegistryError> {
+        match self {
+            BuildError::Registry { source, .. } => Some(&**source),
+            BuildError::Hint { error, .. } => error.registry_error(),
+            BuildError::Solve(failure) => match failure.worker_error()? {
+                WorkerError::Registry(e) => Some(e),
+                _ => None,
+            },
+            BuildError::Step { source, .. } => {
+                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+                while let Some(e) = next {
+                    if let Some(r) = e.downcast_ref::<RegistryError>() {
+                        return Some(r);
+                    }
+                    next = e.source();
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The failed solve, when the build failed there.
+    pub fn solve_failure(&self) -> Option<&SolveFailure> {
+        match self {
+            BuildError::Solve(failure) => Some(failure),
+            _ => None,
+        }
+    }
 }
 
 /// `err` and its sources joined with `: ` (a source whose text is already there is skipped).
+#[doc(hidden)]
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -116,7 +419,7 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 
 /// BuildKit's excerpt of the Dockerfile around lines `start..=end` (1-based), failing lines
 /// marked `>>>`.
-pub fn excerpt(file_name: &str, source: &str, start: usize, end: usize) -> String {
+pub(crate) fn excerpt(file_name: &str, source: &str, start: usize, end: usize) -> String {
     let lines: Vec<&str> = source.lines().collect();
     let mut out = String::new();
     if start == end {
@@ -173,5 +476,44 @@ mod tests {
         );
         assert!(!hinted.is_report());
         assert!(BuildError::PushWithoutName.is_usage());
+    }
+
+    #[test]
+    fn registry_errors_are_reachable_and_display_as_steps() {
+        let reg = RegistryError::Setup("no CA".into());
+        let shown = BuildError::step("registry client", RegistryError::Setup("no CA".into()));
+        let typed = BuildError::registry("registry client", reg);
+        assert_eq!(typed.to_string(), shown.to_string());
+        assert!(matches!(
+            typed.registry_error(),
+            Some(RegistryError::Setup(_))
+        ));
+        assert!(matches!(
+            shown.registry_error(),
+            Some(RegistryError::Setup(_))
+        ));
+        let hinted = BuildError::Hint {
+            error: Box::new(typed),
+            hint: "h".into(),
+        };
+        assert!(hinted.registry_error().is_some());
+        assert!(BuildError::NotAFilesystem.registry_error().is_none());
+    }
+
+    #[test]
+    fn dockerfile_errors_render_the_caret_diagnostic() {
+        let source = "FROM scratch\nRUNN x\n";
+        let error = rbuild_frontend::parse(source).unwrap_err();
+        let expected = error.render("Dockerfile");
+        let e = BuildError::Dockerfile(Box::new(DockerfileError::Parse {
+            error,
+            file: DockerfileText {
+                name: "Dockerfile".into(),
+                source: source.into(),
+            },
+        }));
+        assert!(e.is_report());
+        assert_eq!(e.to_string(), expected);
+        assert!(e.to_string().contains("RUNN x\n^"));
     }
 }

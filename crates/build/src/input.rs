@@ -2,13 +2,14 @@
 //! (`-f -`), or a context stream (a tar archive, possibly gzip-compressed, or a bare Dockerfile
 //! with an empty context), as `docker build` accepts them on standard input.
 
-use crate::error::BuildError;
+use crate::error::{BuildError, InputError};
 use crate::request::{ContextSource, DockerfileSource};
 use crate::state::StateDir;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The resolved inputs of a build. A streamed context lives in a temp dir removed on drop.
+/// The resolved inputs of a build. A streamed context lives in a unique temp dir under the
+/// root's [`StateDir::tmp`], removed on drop.
 pub(crate) struct BuildInput {
     /// The context directory.
     pub context: PathBuf,
@@ -18,19 +19,12 @@ pub(crate) struct BuildInput {
     pub dockerfile_name: String,
     /// The Dockerfile's text.
     pub source: String,
-    temp: Option<PathBuf>,
-}
-
-impl Drop for BuildInput {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.temp {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+    /// The streamed context's temp dir (removed when dropped).
+    _temp: Option<tempfile::TempDir>,
 }
 
 /// True for `# syntax=` values that name the standard Dockerfile frontend (built in here).
-pub fn is_builtin_syntax(syntax: &str) -> bool {
+pub(crate) fn is_builtin_syntax(syntax: &str) -> bool {
     let name = syntax.split(['@', ':']).next().unwrap_or(syntax);
     matches!(
         name,
@@ -45,7 +39,7 @@ fn read_all(mut stream: Box<dyn Read + Send>) -> Result<Vec<u8>, BuildError> {
     let mut buf = Vec::new();
     stream
         .read_to_end(&mut buf)
-        .map_err(|e| BuildError::Input(format!("reading standard input: {e}")))?;
+        .map_err(InputError::ReadStream)?;
     Ok(buf)
 }
 
@@ -53,11 +47,22 @@ fn is_tar(bytes: &[u8]) -> bool {
     bytes.len() >= 262 && &bytes[257..262] == b"ustar"
 }
 
-fn temp_dir(state: &StateDir) -> Result<PathBuf, BuildError> {
-    let dir = state.tmp(&format!("stdin-context-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| BuildError::Input(format!("creating `{}`: {e}", dir.display())))?;
+/// A new, unique directory for a streamed context (concurrent builds of one root, in one process
+/// or several, each get their own), world-readable as a context directory is.
+fn temp_dir(state: &StateDir) -> Result<tempfile::TempDir, InputError> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = state.tmp();
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InputError::TempDir { path, source }
+    };
+    std::fs::create_dir_all(&parent).map_err(err(&parent))?;
+    let dir = tempfile::Builder::new()
+        .prefix("stdin-context-")
+        .tempdir_in(&parent)
+        .map_err(err(&parent))?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(err(dir.path()))?;
     Ok(dir)
 }
 
@@ -77,40 +82,37 @@ pub(crate) fn prepare(
         ContextSource::Stream(stream) => return from_stream(stream, file.as_deref(), state),
         ContextSource::Dir(dir) => dir,
     };
-    let context = std::fs::canonicalize(&context_arg).map_err(|e| {
-        BuildError::Input(format!(
-            "unable to prepare context: path `{}` not found: {e}",
-            context_arg.display()
-        ))
-    })?;
-    if let Some(stream) = file_stream {
-        let source = String::from_utf8(read_all(stream)?).map_err(|_| {
-            BuildError::Input("the Dockerfile on standard input is not UTF-8".into())
+    let context =
+        std::fs::canonicalize(&context_arg).map_err(|source| InputError::ContextNotFound {
+            path: context_arg.clone(),
+            source,
         })?;
+    if let Some(stream) = file_stream {
+        let source =
+            String::from_utf8(read_all(stream)?).map_err(|_| InputError::DockerfileNotUtf8)?;
         return Ok(BuildInput {
             dockerfile_path: context.join("Dockerfile"),
             context,
             dockerfile_name: "Dockerfile".into(),
             source,
-            temp: None,
+            _temp: None,
         });
     }
     let (dockerfile_path, dockerfile_name) = match file {
         Some(f) => (f.clone(), f.display().to_string()),
         None => (context.join("Dockerfile"), "Dockerfile".to_string()),
     };
-    let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
-        BuildError::Input(format!(
-            "failed to read dockerfile: open {}: {e}",
-            dockerfile_path.display()
-        ))
-    })?;
+    let source =
+        std::fs::read_to_string(&dockerfile_path).map_err(|source| InputError::ReadDockerfile {
+            path: dockerfile_path.clone(),
+            source,
+        })?;
     Ok(BuildInput {
         context,
         dockerfile_path,
         dockerfile_name,
         source,
-        temp: None,
+        _temp: None,
     })
 }
 
@@ -124,22 +126,22 @@ fn from_stream(
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .read_to_end(&mut out)
-            .map_err(|e| BuildError::Input(format!("context on standard input: bad gzip: {e}")))?;
+            .map_err(InputError::BadGzip)?;
         bytes = out;
     }
-    let dir = temp_dir(state)?;
+    let temp = temp_dir(state)?;
+    let dir = temp.path().to_path_buf();
     if is_tar(&bytes) {
         let mut archive = tar::Archive::new(&bytes[..]);
         archive.set_preserve_permissions(true);
-        archive
-            .unpack(&dir)
-            .map_err(|e| BuildError::Input(format!("context on standard input: {e}")))?;
-        let dockerfile_path = dir.join(file.unwrap_or(Path::new("Dockerfile")));
-        let source = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
-            BuildError::Input(format!(
-                "failed to read dockerfile `{}` from the context on standard input: {e}",
-                file.unwrap_or(Path::new("Dockerfile")).display()
-            ))
+        archive.unpack(&dir).map_err(InputError::Unpack)?;
+        let in_archive = file.unwrap_or(Path::new("Dockerfile"));
+        let dockerfile_path = dir.join(in_archive);
+        let source = std::fs::read_to_string(&dockerfile_path).map_err(|source| {
+            InputError::DockerfileNotInArchive {
+                path: in_archive.to_path_buf(),
+                source,
+            }
         })?;
         let name = file
             .map(|f| f.display().to_string())
@@ -149,18 +151,16 @@ fn from_stream(
             dockerfile_path,
             dockerfile_name: name,
             source,
-            temp: Some(dir),
+            _temp: Some(temp),
         });
     }
-    let source = String::from_utf8(bytes).map_err(|_| {
-        BuildError::Input("standard input is neither a tar archive nor a UTF-8 Dockerfile".into())
-    })?;
+    let source = String::from_utf8(bytes).map_err(|_| InputError::NotTarOrDockerfile)?;
     Ok(BuildInput {
         context: dir.clone(),
         dockerfile_path: dir.join("Dockerfile"),
         dockerfile_name: "Dockerfile".into(),
         source,
-        temp: Some(dir),
+        _temp: Some(temp),
     })
 }
 
@@ -200,9 +200,22 @@ mod tests {
         .unwrap();
         assert_eq!(input.source, "FROM scratch\n");
         let dir = input.context.clone();
-        assert!(dir.starts_with(state.tmp("")));
+        assert!(dir.starts_with(state.tmp()));
+        // A second streamed context of the same root (another build, same process) is its own.
+        let other = prepare(
+            ContextSource::Stream(Box::new(&b"FROM busybox\n"[..])),
+            DockerfileSource::Default,
+            &state,
+        )
+        .unwrap();
+        assert_ne!(other.context, dir);
         drop(input);
         assert!(!dir.exists(), "the temp context is removed on drop");
+        assert!(
+            other.context.exists(),
+            "the other build's context is left alone"
+        );
+        drop(other);
         let both = prepare(
             ContextSource::Stream(Box::new(&b""[..])),
             DockerfileSource::Stream(Box::new(&b""[..])),

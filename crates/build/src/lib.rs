@@ -8,7 +8,11 @@
 //! here, concurrently, between `base_images` and `convert`) -> `rbuild_solver` with the
 //! `rbuild_worker` executor (snapshots, sandboxed RUNs, cache index) -> `rbuild_exporter` (layers,
 //! image, outputs, cache) -> `rbuild_registry` (push). The state root's layout is [`StateDir`].
-//! The library never prints: progress goes to the caller's [`Progress`].
+//! The library never prints: progress goes to the caller's [`Progress`]; each phase's time is
+//! logged with `tracing` at debug level. Registry credentials and options come from the
+//! request's [`RegistryClient`] ([`BuildRequest::registry`]), else from docker's config.json and
+//! the `RBUILD_*` environment. RUN limits set by an embedder should pass
+//! [`Limits::validate`] (docker's checks) first, as the CLI's do.
 //!
 //! RUN steps execute in a sandbox that re-executes the current program as a helper, so a program
 //! that builds must call [`helper_main_if_requested`] first thing in `main`. Building needs root
@@ -62,12 +66,21 @@ mod resolve;
 pub mod spec;
 mod state;
 
-pub use error::{chain, excerpt, BoxError, BuildError};
-pub use input::is_builtin_syntax;
-pub use options::rfc3339;
+#[doc(hidden)]
+pub use error::chain;
+pub use error::{
+    BoxError, BuildError, DockerfileError, DockerfileText, InputError, Lines, SolveFailure,
+};
 pub use pipeline::{build, build_with_cancel};
-pub use progress::{wait_reporter, BuildEvent, Progress, PushSummary, Silent};
-pub use push::{metadata, push_image};
+pub use progress::{BuildEvent, Progress, PushSummary, Silent};
+pub use push::{
+    metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
+    PushedImage,
+};
+/// The registry client a [`BuildRequest`] may carry, and its options.
+pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
+/// The RUN resource limits of a [`BuildRequest`] and docker's checks of them.
+pub use rbuild_sandbox::{Limits, LimitsError, LimitsWarning};
 /// The solver's per-vertex progress types a [`Progress`] implementation receives.
 pub use rbuild_solver::{
     Event as VertexEvent, EventKind as VertexEventKind, LogStream, ProgressSink,

@@ -17,7 +17,7 @@ pub(crate) fn source_date_epoch(
 
 /// Formats Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`). Hand-written: no crate in
 /// the dependency tree formats RFC 3339 (`humantime` and `httpdate` are not in `Cargo.lock`).
-pub fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).

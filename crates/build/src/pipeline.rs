@@ -2,15 +2,17 @@
 //! ([`load`]), open the store and plan (resolve base images, convert to llb, check entitlements:
 //! [`Pipeline::plan`]), solve ([`Pipeline::solve`]), then export the image and the outputs, the
 //! cache, tag, push and describe the result ([`Pipeline::finish`]). From the solve on, every
-//! phase is cancelable ([`Cancel`]).
+//! phase is cancelable ([`Cancel`]). Each phase logs its time at debug level (`phase finished`,
+//! `phase=NAME phase_time=...`).
 
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
-use crate::error::{blocking, chain, excerpt, BuildError};
+use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
 use crate::export::{export_image, layer_options, write_outputs};
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
+use crate::push::ImageMetadata;
 use crate::push::{metadata, push_image};
 use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource};
 use crate::resolve::resolve_all;
@@ -30,6 +32,12 @@ use rbuild_worker::{graph_from_definition, Value, WorkVertex, Worker, WorkerErro
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Logs the end of the pipeline phase `phase` begun at `started` (debug level).
+fn phase_done(phase: &'static str, started: Instant) {
+    tracing::debug!(phase, phase_time = ?started.elapsed(), "phase finished");
+}
 
 /// Runs a build to its end.
 pub async fn build(request: BuildRequest) -> Result<BuildResult, BuildError> {
@@ -66,8 +74,11 @@ pub async fn build_with_cancel(
         no_cache,
         pull,
         progress,
+        registry,
     } = request;
+    let started = Instant::now();
     let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
+    phase_done("load", started);
     let context_excludes = {
         let (context, path) = (
             loaded.input.context.clone(),
@@ -94,7 +105,7 @@ pub async fn build_with_cancel(
         context_excludes,
         created: Some(rfc3339(created_secs)),
     };
-    let pipeline = Pipeline::open(state, progress, &loaded, &opts).await?;
+    let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
     let run = RunParts {
         cache_from: &cache_from,
@@ -123,9 +134,20 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// The Dockerfile's name as diagnostics show it.
-    fn name(&self) -> &str {
-        &self.input.dockerfile_name
+    /// The Dockerfile's name and text, as its diagnostics need them.
+    fn text(&self) -> DockerfileText {
+        DockerfileText {
+            name: self.input.dockerfile_name.clone(),
+            source: self.input.source.clone(),
+        }
+    }
+
+    /// A conversion error of this Dockerfile.
+    fn convert_error(&self, error: rbuild_frontend::ConvertError) -> BuildError {
+        BuildError::Dockerfile(Box::new(DockerfileError::Convert {
+            error,
+            file: self.text(),
+        }))
     }
 }
 
@@ -140,8 +162,15 @@ async fn load(
         let state = state.clone();
         blocking(move || input::prepare(context, dockerfile, &state)).await?
     };
-    let ast = rbuild_frontend::parse(&input.source)
-        .map_err(|e| BuildError::Dockerfile(e.render(&input.dockerfile_name)))?;
+    let ast = rbuild_frontend::parse(&input.source).map_err(|error| {
+        BuildError::Dockerfile(Box::new(DockerfileError::Parse {
+            error,
+            file: DockerfileText {
+                name: input.dockerfile_name.clone(),
+                source: input.source.clone(),
+            },
+        }))
+    })?;
     if let Some(syntax) = &ast.directives.syntax {
         if !input::is_builtin_syntax(syntax) {
             progress.event(BuildEvent::SyntaxIgnored {
@@ -192,30 +221,37 @@ struct FinishParts {
 }
 
 impl Pipeline {
-    /// Lists the base images, then opens (creating) the store and a registry client.
+    /// Lists the base images, then opens (creating) the store and a registry client (the
+    /// request's, else one from the environment).
     async fn open(
         state: StateDir,
         progress: Arc<dyn Progress>,
+        registry: Option<RegistryClient>,
         loaded: &Loaded,
         opts: &ConvertOptions,
     ) -> Result<Pipeline, BuildError> {
-        let needed = rbuild_frontend::base_images(&loaded.ast, opts)
-            .map_err(|e| BuildError::Dockerfile(e.render(loaded.name(), &loaded.input.source)))?;
+        let started = Instant::now();
+        let needed =
+            rbuild_frontend::base_images(&loaded.ast, opts).map_err(|e| loaded.convert_error(e))?;
         let store = {
             let (root, reporter) = (state.store(), wait_reporter(&progress));
             blocking(move || {
-                std::fs::create_dir_all(&root).map_err(|e| {
-                    BuildError::Failed(format!(
-                        "cannot create state directory `{}`: {e}",
-                        root.display()
-                    ))
+                std::fs::create_dir_all(&root).map_err(|source| BuildError::StateDir {
+                    path: root.clone(),
+                    source,
                 })?;
                 Store::open_with_reporter(&root, Some(reporter))
                     .map_err(|e| BuildError::step("opening the image store", e))
             })
             .await?
         };
-        let registry = RegistryClient::new().map_err(|e| BuildError::step("registry client", e))?;
+        let registry = match registry {
+            Some(client) => client,
+            None => {
+                RegistryClient::new().map_err(|e| BuildError::registry("registry client", e))?
+            }
+        };
+        phase_done("open", started);
         Ok(Pipeline {
             state,
             progress,
@@ -234,7 +270,7 @@ impl Pipeline {
         pull: bool,
         entitlements: &Entitlements,
     ) -> Result<BuildPlan, BuildError> {
-        let (name, source) = (loaded.name(), &loaded.input.source);
+        let started = Instant::now();
         let resolver = {
             let progress = self.progress.clone();
             self.registry
@@ -244,22 +280,39 @@ impl Pipeline {
             rbuild_frontend::stage_names(&loaded.ast)
         })
         .await?;
+        tracing::debug!(
+            phase = "resolve",
+            bases = self.needed.len(),
+            phase_time = ?started.elapsed(),
+            "phase finished"
+        );
+        let started = Instant::now();
         let plan = rbuild_frontend::convert(&loaded.ast, opts, &bases)
-            .map_err(|e| BuildError::Dockerfile(e.render(name, source)))?;
+            .map_err(|e| loaded.convert_error(e))?;
         // The solver-level check of BuildKit, on the whole graph (the frontend already reported
         // a Dockerfile flag at its column; this catches any other source of a privileged op).
-        if let Err(e) = plan.definition.check_entitlements(entitlements) {
-            let mut text = String::new();
-            if let Some(loc) = &plan.definition.vertices[e.vertex].source {
-                text.push_str(&excerpt(name, source, loc.start_line, loc.end_line));
-                text.push('\n');
-            }
-            text.push_str(&format!(
-                "ERROR: {e}\nhint: pass `--allow {}` to `rbuild build` to grant it",
-                e.entitlement
-            ));
-            return Err(BuildError::Entitlement(text));
+        if let Err(error) = plan.definition.check_entitlements(entitlements) {
+            let at = plan.definition.vertices[error.vertex]
+                .source
+                .as_ref()
+                .map(|loc| Lines {
+                    start: loc.start_line,
+                    end: loc.end_line,
+                });
+            return Err(BuildError::Dockerfile(Box::new(
+                DockerfileError::Entitlement {
+                    error,
+                    at,
+                    file: loaded.text(),
+                },
+            )));
         }
+        tracing::debug!(
+            phase = "plan",
+            vertices = plan.definition.vertices.len(),
+            phase_time = ?started.elapsed(),
+            "phase finished"
+        );
         Ok(plan)
     }
 
@@ -272,6 +325,7 @@ impl Pipeline {
         run: RunParts<'_>,
         cancel: &mut Cancel<F>,
     ) -> Result<SolveOutcome, BuildError> {
+        let started = Instant::now();
         let (snapshotter, index) = {
             let (snapshot_root, index_path) = (self.state.snapshots(), self.state.cache_index());
             let reporter = wait_reporter(&self.progress);
@@ -285,8 +339,7 @@ impl Pipeline {
             })
             .await?
         };
-        let exe = std::env::current_exe()
-            .map_err(|e| BuildError::Failed(format!("cannot find the rbuild executable: {e}")))?;
+        let exe = std::env::current_exe().map_err(BuildError::CurrentExe)?;
         let remote_cache =
             cache_io::import(run.cache_from, &self.registry, self.progress.as_ref()).await;
         let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
@@ -315,23 +368,26 @@ impl Pipeline {
             .run(async { Ok(solver.solve_with_keys(&graph, &targets, &solve_opts).await) })
             .await?;
         cache_io::report_import(remote_cache.as_ref(), self.progress.as_ref());
+        tracing::debug!(
+            phase = "solve",
+            ok = solved.is_ok(),
+            phase_time = ?started.elapsed(),
+            "phase finished"
+        );
         let (value, keys) = match solved {
             Ok((mut values, keys)) => (values.pop().unwrap_or(Value::Fs(None)), keys),
-            Err(e) => {
-                let report = solve_report(&e, &ids, plan, loaded.name(), &loaded.input.source);
-                return Err(BuildError::Solve {
-                    report,
-                    source: Box::new(e),
-                });
+            Err(error) => {
+                let at = failed_lines(&error, &ids, plan);
+                return Err(BuildError::Solve(Box::new(SolveFailure {
+                    error,
+                    at,
+                    file: loaded.text(),
+                })));
             }
         };
         let top = match value {
             Value::Fs(top) => top,
-            Value::Context => {
-                return Err(BuildError::Failed(
-                    "the build result is not a filesystem".into(),
-                ))
-            }
+            Value::Context => return Err(BuildError::NotAFilesystem),
         };
         Ok(SolveOutcome {
             solver,
@@ -375,6 +431,7 @@ impl Pipeline {
         }
         push_names.dedup();
         let architecture = plan.config.architecture.clone();
+        let started = Instant::now();
         let (desc, config_digest) = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
             let (config, top) = (plan.config, solved.top.clone());
@@ -392,6 +449,8 @@ impl Pipeline {
                 })
                 .await?
         };
+        phase_done("export", started);
+        let started = Instant::now();
         let output_results = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
             let (top, outputs, desc) = (solved.top.clone(), parts.outputs, desc.clone());
@@ -410,9 +469,11 @@ impl Pipeline {
                 })
                 .await?
         };
+        phase_done("outputs", started);
         self.progress.event(BuildEvent::ImageWritten {
             digest: desc.digest.clone(),
         });
+        let started = Instant::now();
         cache_io::export(
             &parts.cache_to,
             &Solved {
@@ -433,6 +494,9 @@ impl Pipeline {
             cancel,
         )
         .await?;
+        if !parts.cache_to.is_empty() {
+            phase_done("cache export", started);
+        }
         for name in &tags {
             self.progress
                 .event(BuildEvent::Named { name: name.clone() });
@@ -440,21 +504,23 @@ impl Pipeline {
         let pushed = if push_names.is_empty() {
             None
         } else {
-            let notices = self.progress.clone();
+            let started = Instant::now();
             let summary = cancel
                 .run(push_image(
                     &self.store,
                     &desc,
                     &push_names,
                     parts.push_jobs,
-                    move |n| notices.event(BuildEvent::PushNotice(n.clone())),
+                    &self.registry,
+                    self.progress.clone(),
                 ))
                 .await?;
+            phase_done("push", started);
             self.progress.event(BuildEvent::Pushed(summary.clone()));
             Some(summary)
         };
         all_names.dedup();
-        let metadata = {
+        let metadata: ImageMetadata = {
             let (store, desc, names) = (self.store.clone(), desc.clone(), all_names.clone());
             blocking(move || Ok(metadata(&store, &desc, &names))).await?
         };
@@ -469,49 +535,20 @@ impl Pipeline {
     }
 }
 
-/// BuildKit's report of a failed solve: the failed RUN's last output lines, the Dockerfile
-/// excerpt at the failing instruction, `ERROR: failed to solve: ...`.
-fn solve_report(
+/// The Dockerfile lines of the vertex a solve failed at, when it names one with a location.
+fn failed_lines(
     err: &SolveError<WorkerError>,
     ids: &[VertexId],
     plan: &BuildPlan,
-    file: &str,
-    source: &str,
-) -> String {
-    let (vertex, name, cause) = match err {
-        SolveError::Exec {
-            vertex,
-            name,
-            source,
-        }
-        | SolveError::CacheKey {
-            vertex,
-            name,
-            source,
-        } => (Some(*vertex), name.clone(), Some(source)),
-        _ => (None, String::new(), None),
+) -> Option<Lines> {
+    let vertex = match err {
+        SolveError::Exec { vertex, .. } | SolveError::CacheKey { vertex, .. } => *vertex,
+        _ => return None,
     };
-    let mut text = String::new();
-    if let Some(tail) = cause.and_then(|c| c.run_output_tail()) {
-        if !tail.is_empty() {
-            text.push_str(&format!("------\n > {name}:\n"));
-            for line in tail {
-                text.push_str(&format!("{line}\n"));
-            }
-            text.push_str("------\n");
-        }
-    }
-    let location = vertex
-        .and_then(|v| ids.iter().position(|id| *id == v))
-        .and_then(|i| plan.definition.vertices[i].source.clone());
-    if let Some(loc) = location {
-        text.push_str(&excerpt(file, source, loc.start_line, loc.end_line));
-        text.push('\n');
-    }
-    let message = match cause {
-        Some(c) => chain(c),
-        None => chain(err),
-    };
-    text.push_str(&format!("ERROR: failed to solve: {message}"));
-    text
+    let index = ids.iter().position(|id| *id == vertex)?;
+    let loc = plan.definition.vertices[index].source.as_ref()?;
+    Some(Lines {
+        start: loc.start_line,
+        end: loc.end_line,
+    })
 }

@@ -101,7 +101,7 @@ impl Progress for Silent {
 }
 
 /// A lock-wait reporter that forwards waits to `progress` as [`BuildEvent::Waiting`].
-pub fn wait_reporter(progress: &Arc<dyn Progress>) -> WaitReporter {
+pub(crate) fn wait_reporter(progress: &Arc<dyn Progress>) -> WaitReporter {
     let progress = progress.clone();
     WaitReporter::new(move |waiting| progress.event(BuildEvent::Waiting(waiting.clone())))
 }

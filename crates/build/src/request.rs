@@ -3,10 +3,12 @@
 //! ([`BuildResult`]: the image's digests, per-output results, buildx-style metadata).
 
 use crate::progress::{Progress, PushSummary, Silent};
+use crate::push::ImageMetadata;
 use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
 use crate::state::StateDir;
 use rbuild_llb::{Entitlements, ExtraHost, NetworkMode};
 use rbuild_oci::{Descriptor, Digest};
+use rbuild_registry::RegistryClient;
 use rbuild_sandbox::Limits;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,7 +34,8 @@ pub enum DockerfileSource {
     Stream(Box<dyn Read + Send>),
 }
 
-/// Everything one build needs.
+/// Everything one build needs. Made with [`BuildRequest::new`], then its fields set.
+#[non_exhaustive]
 pub struct BuildRequest {
     /// The state root (image store, snapshots, cache index, cache mounts).
     pub state: StateDir,
@@ -74,6 +77,10 @@ pub struct BuildRequest {
     pub pull: bool,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
+    /// The registry client for base images, `--cache-from`/`--cache-to` and the push (its
+    /// credentials, CAs, schemes, timeouts: [`RegistryClient::with_options`]). `None`:
+    /// [`RegistryClient::new`] (docker's config.json and the `RBUILD_*` environment).
+    pub registry: Option<RegistryClient>,
 }
 
 impl BuildRequest {
@@ -101,12 +108,14 @@ impl BuildRequest {
             no_cache: false,
             pull: false,
             progress: Arc::new(Silent),
+            registry: None,
         }
     }
 }
 
 /// What one `--output` produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OutputResult {
     /// The output as requested.
     pub output: Output,
@@ -116,6 +125,7 @@ pub struct OutputResult {
 
 /// The result of a build.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildResult {
     /// The image manifest's descriptor in the store.
     pub image: Descriptor,
@@ -128,7 +138,7 @@ pub struct BuildResult {
     /// The push, when one was asked for.
     pub pushed: Option<PushSummary>,
     /// buildx's `--metadata-file` document for this build.
-    pub metadata: serde_json::Value,
+    pub metadata: ImageMetadata,
 }
 
 impl BuildResult {

@@ -56,7 +56,7 @@ async fn resolve_base(
     pull: bool,
 ) -> Result<BaseImage, BuildError> {
     let reference = Reference::parse(name)
-        .map_err(|e| BuildError::step(format!("invalid image reference `{name}`"), e))?;
+        .map_err(|e| BuildError::registry(format!("invalid image reference `{name}`"), e))?;
     let full = reference.to_string();
     if !pull {
         let (store, full, pinned) = (store.clone(), full.clone(), reference.digest.clone());
@@ -81,7 +81,7 @@ async fn resolve_base(
         }
     }
     let resolved = registry.resolve(&reference).await.map_err(|e| {
-        BuildError::step(format!("failed to resolve source metadata for {full}"), e)
+        BuildError::registry(format!("failed to resolve source metadata for {full}"), e)
     })?;
     let store2 = store.clone();
     let manifest_bytes = resolved.manifest_bytes.clone();
@@ -98,9 +98,10 @@ async fn resolve_base(
             .write_blob(&manifest_bytes)
             .map_err(|e| BuildError::step("storing manifest", e))?;
         if md != digest {
-            return Err(BuildError::Failed(format!(
-                "manifest of {tag} does not match its digest {digest}"
-            )));
+            return Err(BuildError::ManifestMismatch {
+                reference: tag,
+                digest,
+            });
         }
         store2
             .write_blob(&config_bytes)

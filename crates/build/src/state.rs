@@ -17,8 +17,10 @@ pub enum Bucket {
     CacheIndex,
     /// `RUN --mount=type=cache` directories.
     CacheMounts,
-    /// Temp files of this root that are not the store's or the snapshotter's own (e.g. a build
-    /// context received on standard input).
+    /// The library's temp dirs (e.g. a build context received on standard input), each a unique
+    /// directory removed when its build ends. `tmp/build`, beside (never inside or around) the
+    /// store's own `tmp/blobs` and `tmp/owners` ([`rbuild_oci::STORE_TMP_DIR`],
+    /// [`rbuild_oci::STORE_OWNERS_DIR`]).
     Tmp,
 }
 
@@ -40,7 +42,7 @@ impl Bucket {
             // The index's file name (and version) is the solver's: one constant to bump.
             Bucket::CacheIndex => rbuild_solver::INDEX_FILE_NAME,
             Bucket::CacheMounts => "cache-mounts-v1",
-            Bucket::Tmp => "tmp",
+            Bucket::Tmp => "tmp/build",
         }
     }
 }
@@ -90,9 +92,10 @@ impl StateDir {
         self.bucket(Bucket::CacheMounts)
     }
 
-    /// A temp path of this process named `name`, e.g. `tmp/stdin-context-PID`.
-    pub fn tmp(&self, name: &str) -> PathBuf {
-        self.bucket(Bucket::Tmp).join(name)
+    /// The directory of the library's temp dirs (`tmp/build`); make unique entries in it
+    /// (e.g. with `tempfile::Builder::tempdir_in`), never fixed names.
+    pub fn tmp(&self) -> PathBuf {
+        self.bucket(Bucket::Tmp)
     }
 
     /// True when the root holds an image store (its `index.json`).
@@ -115,10 +118,20 @@ mod tests {
             state.cache_index(),
             Path::new("/r").join(rbuild_solver::INDEX_FILE_NAME)
         );
-        assert_eq!(state.tmp("x"), Path::new("/r/tmp/x"));
+        assert_eq!(state.tmp(), Path::new("/r/tmp/build"));
         let mut names: Vec<_> = Bucket::ALL.iter().map(|b| b.dir_name()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Bucket::ALL.len());
+        // No bucket holds or lies inside another, nor the store's own temp dirs.
+        let mut taken: Vec<&str> = names.into_iter().filter(|n| !n.is_empty()).collect();
+        taken.extend([rbuild_oci::STORE_TMP_DIR, rbuild_oci::STORE_OWNERS_DIR]);
+        for a in &taken {
+            for b in &taken {
+                if a != b {
+                    assert!(!Path::new(a).starts_with(b), "{a} is inside {b}");
+                }
+            }
+        }
     }
 }

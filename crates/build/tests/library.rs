@@ -181,15 +181,103 @@ fn a_failing_run_is_a_typed_error() {
         .build()
         .expect("runtime");
     let recorder = Arc::new(Recorder::default());
-    let err = match runtime.block_on(build(request(&root, &context, &dest, recorder.clone()))) {
+    let error = match runtime.block_on(build(request(&root, &context, &dest, recorder.clone()))) {
         Ok(_) => panic!("a RUN that exits 1 must fail the build"),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
+    // Typed: the failed vertex and the RUN's exit code, without parsing the text.
+    let failure = error.solve_failure().expect("a solve failure");
+    assert_eq!(failure.exit_code(), Some(1), "{error}");
+    assert!(
+        failure.vertex_name().is_some_and(|n| n.contains("RUN")),
+        "{:?}",
+        failure.vertex_name()
+    );
+    assert!(failure.at.is_some_and(|l| l.start == 3), "{:?}", failure.at);
+    assert!(error.registry_error().is_none());
+    let err = error.to_string();
     assert!(
         err.contains("did not complete successfully: exit code: 1"),
         "BuildKit's wording: {err}"
     );
     assert!(!dest.exists(), "no output is written for a failed build");
+}
+
+/// A tar stream of a context: a Dockerfile copying busybox and `name.txt` holding `text`.
+fn context_tar(text: &str) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8], mode: u32| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, data)
+            .expect("tar entry");
+    };
+    add(
+        "Dockerfile",
+        b"FROM scratch\nCOPY busybox /bin/busybox\nCOPY name.txt /name.txt\n\
+          RUN [\"/bin/busybox\", \"cp\", \"/name.txt\", \"/copied.txt\"]\n",
+        0o644,
+    );
+    add(
+        "busybox",
+        &std::fs::read("/bin/busybox").expect("read busybox"),
+        0o755,
+    );
+    add("name.txt", text.as_bytes(), 0o644);
+    builder.into_inner().expect("tar")
+}
+
+/// Two builds of one root in one process, each with a context stream: each gets its own temp
+/// context (neither removes the other's), both are gone afterwards, and a registry client given
+/// in the request is the one used (anonymous credentials, no environment).
+fn concurrent_streamed_contexts_stay_apart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let requests: Vec<_> = ["first", "second"]
+        .iter()
+        .map(|name| {
+            let dest = tmp.path().join(name);
+            let mut request = BuildRequest::new(
+                StateDir::new(&root),
+                ContextSource::Stream(Box::new(std::io::Cursor::new(context_tar(name)))),
+            );
+            let output: OutputSpec = format!("type=local,dest={}", dest.display())
+                .parse()
+                .expect("output spec");
+            request.outputs.push(output);
+            let options = rbuild_build::ClientOptions {
+                credentials: rbuild_build::Credentials::Anonymous,
+                ..rbuild_build::ClientOptions::default()
+            };
+            request.registry =
+                Some(rbuild_build::RegistryClient::with_options(options).expect("client"));
+            (dest, request)
+        })
+        .collect();
+    let (dests, requests): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+    let results = runtime.block_on(futures_util::future::join_all(
+        requests.into_iter().map(build),
+    ));
+    for ((result, dest), name) in results.into_iter().zip(&dests).zip(["first", "second"]) {
+        if let Err(e) = result {
+            panic!("build of {name} failed: {e}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dest.join("copied.txt")).expect("copied.txt"),
+            name
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(StateDir::new(&root).tmp())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "temp contexts left behind: {left:?}");
 }
 
 fn main() {
@@ -210,4 +298,6 @@ fn main() {
     println!("test library_builds_runs_and_caches ... ok");
     a_failing_run_is_a_typed_error();
     println!("test a_failing_run_is_a_typed_error ... ok");
+    concurrent_streamed_contexts_stay_apart();
+    println!("test concurrent_streamed_contexts_stay_apart ... ok");
 }

@@ -19,6 +19,7 @@ pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};
 pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
+    STORE_OWNERS_DIR, STORE_TMP_DIR,
 };
 
 /// The annotation that names a tag in an OCI layout's `index.json`.

@@ -131,6 +131,12 @@ impl Drop for StoreInner {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The store's temp files under its root: `tmp/blobs/<owner>/` per live store. Other users of a
+/// root's `tmp/` (e.g. the build library's `tmp/build/`) keep out of these names.
+pub const STORE_TMP_DIR: &str = "tmp/blobs";
+/// The owner locks of the store's temp dirs under its root.
+pub const STORE_OWNERS_DIR: &str = "tmp/owners";
+
 impl Store {
     /// Opens (creating if needed) the layout at `root`, sweeping temp files that dead processes
     /// left (never those of a live one).
@@ -146,8 +152,8 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let blobs = root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
-        let tmp_root = root.join("tmp/blobs");
-        let owners = root.join("tmp/owners");
+        let tmp_root = root.join(STORE_TMP_DIR);
+        let owners = root.join(STORE_OWNERS_DIR);
         fs::create_dir_all(&tmp_root).map_err(io_err("create", &tmp_root))?;
         sweep_dead(&owners, std::slice::from_ref(&tmp_root))
             .and_then(|sweep| sweep.finish())

@@ -86,8 +86,28 @@ mod tests {
             "error: --push needs at least one -t NAME"
         );
         assert_eq!(usage.exit_code(), 2);
-        let report = Report::from(BuildError::Dockerfile("Dockerfile:1\n...".into()));
-        assert_eq!(report.to_string(), "Dockerfile:1\n...");
+        let report = Report::from(BuildError::Dockerfile(Box::new(
+            rbuild_build::DockerfileError::Entitlement {
+                error: rbuild_llb::NotAllowed {
+                    entitlement: rbuild_llb::Entitlement::NetworkHost,
+                    vertex: 1,
+                },
+                at: Some(rbuild_build::Lines { start: 2, end: 2 }),
+                file: rbuild_build::DockerfileText {
+                    name: "Dockerfile".into(),
+                    source: "FROM scratch\nRUN --network=host x\n".into(),
+                },
+            },
+        )));
+        let text = report.to_string();
+        assert!(text.starts_with("Dockerfile:2\n"), "{text}");
+        assert!(text.contains("   2 | >>> RUN --network=host x\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "ERROR: network.host is not allowed\nhint: pass `--allow network.host` to `rbuild build` to grant it"
+            ),
+            "{text}"
+        );
         assert_eq!(report.exit_code(), 1);
         let spec = "id=a,x=1".parse::<rbuild_build::SecretSpec>().unwrap_err();
         let spec = Report::from(&spec);

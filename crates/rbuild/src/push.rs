@@ -1,15 +1,17 @@
-//! `rbuild push` and `rbuild login` (the push itself and the metadata document are the
-//! library's: [`rbuild_build::push_image`], [`rbuild_build::metadata`]), and writing buildx-style
-//! `--metadata-file` JSON.
+//! `rbuild push` and `rbuild login` flags and output (resolving and pushing images and the
+//! metadata document are the library's: [`rbuild_build::push_names`],
+//! [`rbuild_build::ImageMetadata`]; a login's server name is the registry crate's
+//! [`rbuild_registry::login_server`]), and writing buildx-style `--metadata-file` JSON.
 
 use crate::errors::Report;
 use crate::StoreArgs;
 use clap::Args;
-use rbuild_build::StateDir;
-use rbuild_oci::{Descriptor, Store};
-use rbuild_registry::{Reference, RegistryClient, RegistryNotice};
+use rbuild_build::{BuildError, BuildEvent, ImageMetadata, Progress, StateDir};
+use rbuild_registry::RegistryClient;
+use rbuild_solver::ProgressSink;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `rbuild push` flags.
 #[derive(Args, Debug, Clone)]
@@ -41,26 +43,32 @@ pub struct LoginArgs {
     pub password_stdin: bool,
 }
 
-/// Pushes the image `desc` of `store` to every name, printing the registry's notices and the
-/// push's counters on stderr and the pushed digest on stdout.
-async fn push_and_print(
-    store: &Store,
-    desc: &Descriptor,
-    names: &[String],
-    jobs: usize,
-) -> Result<(), Report> {
-    let summary = rbuild_build::push_image(store, desc, names, jobs, |n: &RegistryNotice| {
-        eprintln!("push: {n}")
-    })
-    .await?;
-    crate::progress::print_pushed(&summary);
-    println!("{}", desc.digest);
-    Ok(())
+/// The progress of `rbuild push`: registry notices and each image's counters on stderr, the
+/// pushed digest on stdout.
+struct PushProgress;
+
+impl Progress for PushProgress {
+    fn solver_sink(&self) -> ProgressSink {
+        ProgressSink::discard()
+    }
+
+    fn event(&self, event: BuildEvent) {
+        match event {
+            BuildEvent::PushNotice(notice) => eprintln!("push: {notice}"),
+            BuildEvent::Pushed(summary) => {
+                crate::progress::print_pushed(&summary);
+                println!("{}", summary.digest);
+            }
+            _ => {}
+        }
+    }
 }
 
-/// Writes buildx's metadata JSON (see [`rbuild_build::metadata`]) to `path`.
-pub fn write_metadata(path: &Path, doc: &serde_json::Value) -> Result<(), Report> {
-    let text = serde_json::to_string_pretty(doc).unwrap_or_default();
+/// Writes buildx's metadata JSON (see [`rbuild_build::ImageMetadata`]) to `path`.
+pub fn write_metadata(path: &Path, doc: &ImageMetadata) -> Result<(), Report> {
+    let text = doc
+        .to_json_pretty()
+        .map_err(|e| Report::from_error("encoding the metadata file", &e))?;
     std::fs::write(path, text + "\n").map_err(|e| {
         Report::new(format!(
             "error: cannot write metadata file `{}`: {e}",
@@ -69,93 +77,35 @@ pub fn write_metadata(path: &Path, doc: &serde_json::Value) -> Result<(), Report
     })
 }
 
-/// Runs `rbuild push NAME...`.
+/// Runs `rbuild push NAME...`: the library resolves the names to stored images and pushes each
+/// image to its names ([`rbuild_build::push_names`]).
 pub async fn run_push(args: PushArgs, store_args: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store_args.root_dir());
     if !state.has_store() {
-        return Err(Report::new(format!(
-            "error: no image store at `{}` (build an image first)",
-            state.root().display()
-        )));
-    }
-    let store = Store::open(&state.store())
-        .map_err(|e| Report::from_error("opening the image store", &e))?;
-    // Group the names by image.
-    let mut groups: Vec<(Descriptor, Vec<String>)> = Vec::new();
-    for name in &args.names {
-        let full = Reference::parse(name)
-            .map_err(|e| Report::from_error(&format!("invalid image name `{name}`"), &e))?;
-        let candidates = [
-            name.clone(),
-            rbuild_exporter::normalize_tag(name),
-            full.to_string(),
-        ];
-        let mut found = None;
-        for c in &candidates {
-            if let Ok(Some(d)) = store.resolve_tag(c) {
-                found = Some(d);
-                break;
-            }
+        // Before the registry client is set up, as the push itself would find it.
+        return Err(BuildError::NoStore {
+            root: state.root().to_path_buf(),
         }
-        let desc = match (found, &full.digest) {
-            (Some(d), _) => d,
-            (None, Some(digest)) if store.has_blob(digest) => {
-                let bytes = store
-                    .read_blob(digest)
-                    .map_err(|e| Report::from_error("reading the image", &e))?;
-                let mt = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("mediaType")
-                            .and_then(|m| m.as_str())
-                            .map(String::from)
-                    })
-                    .unwrap_or_else(|| rbuild_oci::MediaType::OCI_MANIFEST.to_string());
-                Descriptor {
-                    media_type: rbuild_oci::MediaType::new(&mt),
-                    digest: digest.clone(),
-                    size: bytes.len() as u64,
-                    platform: None,
-                    annotations: None,
-                }
-            }
-            _ => {
-                return Err(Report::new(format!(
-                    "error: no image named `{name}` in the local store (see `rbuild images`)"
-                )))
-            }
-        };
-        match groups.iter_mut().find(|(d, _)| d.digest == desc.digest) {
-            Some((_, v)) => v.push(full.to_string()),
-            None => groups.push((desc, vec![full.to_string()])),
-        }
+        .into());
     }
-    let mut last = None;
-    for (desc, names) in &groups {
-        push_and_print(&store, desc, names, args.jobs).await?;
-        last = Some((desc, names));
-    }
-    if let (Some(path), Some((desc, names))) = (&args.metadata_file, last) {
-        write_metadata(path, &rbuild_build::metadata(&store, desc, names))?;
+    let client = RegistryClient::new().map_err(|e| Report::from_error("registry client", &e))?;
+    let pushed = rbuild_build::push_names(
+        &state,
+        &args.names,
+        args.jobs,
+        &client,
+        Arc::new(PushProgress),
+    )
+    .await?;
+    if let (Some(path), Some(last)) = (&args.metadata_file, pushed.last()) {
+        write_metadata(path, &last.metadata)?;
     }
     Ok(())
 }
 
 /// Runs `rbuild login [SERVER] -u USER (--password-stdin | -p PASSWORD)`.
 pub async fn run_login(args: LoginArgs) -> Result<(), Report> {
-    let server = args.server.clone().unwrap_or_else(|| "docker.io".into());
-    let registry = server
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let registry = match registry.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        _ => registry,
-    };
+    let registry = rbuild_registry::login_server(args.server.as_deref());
     let Some(username) = args.username.clone().filter(|u| !u.is_empty()) else {
         return Err(Report::new("error: give a user name with -u USER").with_code(2));
     };

@@ -225,29 +225,6 @@ pub fn parse_add_host(s: &str) -> Result<ExtraHost, String> {
     })
 }
 
-/// `--cpuset-cpus 0-2,4`: CPU numbers and ranges (docker's `ParseUintList`), as a sorted list.
-pub fn parse_cpuset(s: &str) -> Result<Vec<usize>, String> {
-    let bad = || format!("invalid value {s} for cpuset cpus: invalid format: {s}");
-    let mut cpus = Vec::new();
-    for item in s.split(',') {
-        let (lo, hi) = item.split_once('-').unwrap_or((item, item));
-        let num = |v: &str| -> Result<usize, String> {
-            if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
-                return Err(bad());
-            }
-            v.parse().map_err(|_| bad())
-        };
-        let (lo, hi) = (num(lo)?, num(hi)?);
-        if lo > hi || hi >= 1 << 16 {
-            return Err(bad());
-        }
-        cpus.extend(lo..=hi);
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
-}
-
 /// `--allow`: each value may hold several comma-separated entitlement names (as buildx).
 pub fn parse_allow(s: &str) -> Result<String, String> {
     Entitlements::parse(&[s])
@@ -265,137 +242,32 @@ pub fn entitlements(args: &BuildArgs) -> Result<Entitlements, Report> {
     Ok(set)
 }
 
-/// The CPUs this process may run on (its affinity mask), as docker's `sysinfo` counts them.
-fn available_cpus() -> Vec<usize> {
-    match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|&i| set.is_set(i))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// `0,1,2,5` -> `0-2,5`.
-fn cpu_ranges(cpus: &[usize]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        let mut end = start;
-        while i + 1 < cpus.len() && cpus[i + 1] == end + 1 {
-            i += 1;
-            end = cpus[i];
-        }
-        out.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
-    }
-    out.join(",")
-}
-
-/// Docker's limits on `--cpu-shares`: 0 is the default, below 2 or above 262144 is clamped
-/// (with docker's warning).
-const CPU_SHARES_MIN: i64 = 2;
-const CPU_SHARES_MAX: i64 = 262_144;
-
-/// The resource limits of every RUN, checked as docker's daemon checks a container's
-/// (minimum memory, swap vs memory, CPU range, available CPUs). Warnings go to stderr.
+/// The resource limits of every RUN: the flags as a [`Limits`], checked and normalised by
+/// [`Limits::validate`] (docker daemon's checks and messages). Warnings go to stderr.
 pub fn limits(args: &BuildArgs) -> Result<Limits, Report> {
     let usage = |msg: String| Report::new(format!("error: {msg}")).with_code(2);
-    let memory = args.memory.filter(|&m| m > 0);
-    if let Some(m) = memory {
-        if m < 6 * 1024 * 1024 {
-            return Err(usage("Minimum memory limit allowed is 6MB".into()));
-        }
+    // A negative --cpu-shares cannot be a `Limits`: docker refuses it after the memory and CPU
+    // count checks and before the cpuset's.
+    let negative_shares = args.cpu_shares.filter(|&s| s < 0);
+    let requested = Limits {
+        memory: args.memory,
+        memory_swap: args.memory_swap,
+        nano_cpus: args.cpus,
+        cpu_shares: args.cpu_shares.and_then(|s| u64::try_from(s).ok()),
+        cpuset_cpus: args.cpuset_cpus.clone(),
+        pids: args.pids_limit,
+        cgroup_parent: args.cgroup_parent.clone(),
+        ulimits: args.ulimits.clone(),
+        shm_size: args.shm_size,
+    };
+    let checked = requested.validate(|w| eprintln!("WARNING: {w}"));
+    match (checked, negative_shares) {
+        (Err(e), _) if e.precedes_cpu_shares() => Err(usage(e.to_string())),
+        (_, Some(s)) => Err(usage(format!(
+            "invalid value {s} for --cpu-shares: must be a positive integer"
+        ))),
+        (checked, None) => checked.map_err(|e| usage(e.to_string())),
     }
-    let memory_swap = match args.memory_swap {
-        None | Some(SwapLimit::Bytes(0)) => None,
-        Some(swap) => {
-            let Some(m) = memory else {
-                return Err(usage(
-                    "You should always set the Memory limit when using Memoryswap limit, see usage"
-                        .into(),
-                ));
-            };
-            if matches!(swap, SwapLimit::Bytes(s) if s < m) {
-                return Err(usage(
-                    "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
-                ));
-            }
-            Some(swap)
-        }
-    };
-    let available = available_cpus();
-    let nano_cpus = args.cpus.filter(|&n| n > 0);
-    if let Some(n) = nano_cpus {
-        let count = available.len().max(1) as u64;
-        if n < 10_000_000 || n > count * 1_000_000_000 {
-            return Err(usage(format!(
-                "Range of CPUs is from 0.01 to {count}.00, as there are only {count} CPUs available"
-            )));
-        }
-    }
-    let cpu_shares = match args.cpu_shares {
-        None | Some(0) => None,
-        Some(s) if s < 0 => {
-            return Err(usage(format!(
-                "invalid value {s} for --cpu-shares: must be a positive integer"
-            )))
-        }
-        Some(s) if s < CPU_SHARES_MIN => {
-            eprintln!("WARNING: Changing requested CPUShares of {s} to minimum allowed of {CPU_SHARES_MIN}");
-            Some(CPU_SHARES_MIN as u64)
-        }
-        Some(s) if s > CPU_SHARES_MAX => {
-            eprintln!("WARNING: Changing requested CPUShares of {s} to maximum allowed of {CPU_SHARES_MAX}");
-            Some(CPU_SHARES_MAX as u64)
-        }
-        Some(s) => Some(s as u64),
-    };
-    let cpuset_cpus = match &args.cpuset_cpus {
-        None => None,
-        Some(raw) if raw.is_empty() => None,
-        Some(raw) => {
-            let wanted = parse_cpuset(raw).map_err(usage)?;
-            if !available.is_empty() && wanted.iter().any(|c| !available.contains(c)) {
-                return Err(usage(format!(
-                    "Requested CPUs are not available - requested {raw}, available: {}",
-                    cpu_ranges(&available)
-                )));
-            }
-            Some(raw.clone())
-        }
-    };
-    let cgroup_parent = match &args.cgroup_parent {
-        None => None,
-        Some(p) if p.is_empty() => None,
-        Some(p) if p.split('/').any(|c| c == "..") => {
-            return Err(usage(format!(
-                "invalid --cgroup-parent {p:?}: `..` is not allowed"
-            )))
-        }
-        Some(p) => Some(p.clone()),
-    };
-    // A later --ulimit of the same name replaces an earlier one (docker keeps a map by name).
-    let mut ulimits: Vec<Ulimit> = Vec::new();
-    for u in &args.ulimits {
-        ulimits.retain(|x| x.name != u.name);
-        ulimits.push(u.clone());
-    }
-    Ok(Limits {
-        memory,
-        memory_swap,
-        nano_cpus,
-        cpu_shares,
-        cpuset_cpus,
-        pids: args.pids_limit.filter(|&p| p > 0),
-        cgroup_parent,
-        ulimits,
-        shm_size: args.shm_size.filter(|&s| s > 0),
-    })
 }
 
 #[cfg(test)]
@@ -534,17 +406,6 @@ mod tests {
         );
         assert!(parse_add_host(":1.2.3.4").is_err());
         assert!(parse_add_host("h:host-gateway").is_err());
-    }
-
-    #[test]
-    fn cpusets_and_ranges() {
-        assert_eq!(parse_cpuset("0-2,5"), Ok(vec![0, 1, 2, 5]));
-        assert_eq!(parse_cpuset("1,1"), Ok(vec![1]));
-        for bad in ["", "a", "2-1", "1-", ",1", "-1"] {
-            assert!(parse_cpuset(bad).is_err(), "{bad}");
-        }
-        assert_eq!(cpu_ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
-        assert!(!available_cpus().is_empty());
     }
 
     #[test]

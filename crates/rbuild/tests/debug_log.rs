@@ -103,6 +103,16 @@ fn debug_logs_say_why_steps_missed_and_nothing_is_logged_without_the_flag() {
         lines.join("\n")
     );
 
+    // The pipeline's phases log their times.
+    for phase in ["load", "resolve", "plan", "solve", "export", "outputs"] {
+        assert!(
+            lines.iter().any(|l| l.contains("phase finished")
+                && l.contains(&format!("phase=\"{phase}\""))
+                && l.contains("phase_time=")),
+            "cold build logs the {phase} phase's time:\n{}",
+            lines.join("\n")
+        );
+    }
     for (message, field) in [
         ("layer pulled", "unpack_time="),
         ("layer exported", "export_time="),

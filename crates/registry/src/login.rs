@@ -36,6 +36,24 @@ pub fn auth_key(registry: &str) -> String {
     }
 }
 
+/// The registry `docker login SERVER` logs in to: the host (and port) of `server` without a
+/// scheme or path, Docker Hub's aliases (`index.docker.io`, `registry-1.docker.io`) as
+/// `docker.io`, and `docker.io` when no server is given.
+pub fn login_server(server: Option<&str>) -> String {
+    let host = server
+        .unwrap_or("docker.io")
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => host.to_string(),
+    }
+}
+
 /// Where [`save_login`] put the credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SavedTo {
@@ -215,6 +233,21 @@ impl RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_servers_normalise_like_docker_login() {
+        assert_eq!(login_server(None), "docker.io");
+        assert_eq!(login_server(Some("index.docker.io")), "docker.io");
+        assert_eq!(
+            login_server(Some("https://registry-1.docker.io/v2/")),
+            "docker.io"
+        );
+        assert_eq!(
+            login_server(Some("http://localhost:5000/")),
+            "localhost:5000"
+        );
+        assert_eq!(login_server(Some("ghcr.io/owner")), "ghcr.io");
+    }
 
     #[test]
     fn keys_and_base64() {

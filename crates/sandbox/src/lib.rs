@@ -42,6 +42,7 @@ mod caps;
 mod cgroup;
 mod error;
 mod helper;
+mod limits;
 mod mounts;
 mod net;
 mod run;
@@ -54,6 +55,9 @@ mod user;
 
 pub use error::SandboxError;
 pub use helper::{helper_main_if_requested, HELPER_MARKER};
+pub use limits::{
+    available_cpus, parse_cpuset, LimitsError, LimitsWarning, CPU_SHARES_RANGE, MIN_MEMORY,
+};
 pub use run::Sandbox;
 pub use spec::{
     human_bytes, BindMount, ExitStatus, HostEntry, Limits, Mount, Network, OutputStream, Rootfs,
