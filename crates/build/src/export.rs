@@ -84,17 +84,35 @@ pub(crate) fn export_image(
     Ok((desc, manifest.config.digest))
 }
 
+/// An image in the store, as the outputs read it.
+#[derive(Clone, Copy)]
+pub(crate) struct StoredImage<'a> {
+    /// The store holding its blobs.
+    pub(crate) store: &'a Store,
+    /// The snapshots (the rootfs outputs read `top`).
+    pub(crate) snapshotter: &'a Snapshotter,
+    /// The snapshot of its root filesystem (None for an empty image).
+    pub(crate) top: Option<&'a SnapshotId>,
+    /// Its manifest.
+    pub(crate) desc: &'a Descriptor,
+    /// The names it was built with (`-t`).
+    pub(crate) tags: &'a [String],
+}
+
 /// Writes the image `desc` (of `top`) to every output (blocking I/O), stopping before the next
 /// output or name once `cancel` is raised.
 pub(crate) fn write_outputs(
-    store: &Store,
-    snapshotter: &Snapshotter,
-    top: Option<&SnapshotId>,
-    desc: &Descriptor,
-    tags: &[String],
+    image: &StoredImage<'_>,
     outputs: &[OutputSpec],
     cancel: &AtomicBool,
 ) -> Result<Vec<OutputResult>, BuildError> {
+    let StoredImage {
+        store,
+        snapshotter,
+        top,
+        desc,
+        tags,
+    } = *image;
     let mut results = Vec::new();
     for spec in outputs {
         stop_if_canceled(cancel)?;

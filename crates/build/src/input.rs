@@ -43,12 +43,38 @@ fn read_all(mut stream: Box<dyn Read + Send>) -> Result<Vec<u8>, BuildError> {
     Ok(buf)
 }
 
+/// Streamed contexts are `tmp/build/stdin-context-<pid>-<random>`.
+const STREAM_PREFIX: &str = "stdin-context-";
+
+/// Removes the streamed-context directories in `parent` whose process is gone (best effort: a
+/// directory that cannot be removed is left for the next sweep).
+fn sweep_dead(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STREAM_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn is_tar(bytes: &[u8]) -> bool {
     bytes.len() >= 262 && &bytes[257..262] == b"ustar"
 }
 
 /// A new, unique directory for a streamed context (concurrent builds of one root, in one process
-/// or several, each get their own), world-readable as a context directory is.
+/// or several, each get their own), world-readable as a context directory is. Its name carries
+/// the process id, so directories that killed processes left behind are swept here.
 fn temp_dir(state: &StateDir) -> Result<tempfile::TempDir, InputError> {
     use std::os::unix::fs::PermissionsExt;
     let parent = state.tmp();
@@ -57,8 +83,10 @@ fn temp_dir(state: &StateDir) -> Result<tempfile::TempDir, InputError> {
         move |source| InputError::TempDir { path, source }
     };
     std::fs::create_dir_all(&parent).map_err(err(&parent))?;
+    sweep_dead(&parent);
+    let prefix = format!("{STREAM_PREFIX}{}-", std::process::id());
     let dir = tempfile::Builder::new()
-        .prefix("stdin-context-")
+        .prefix(&prefix)
         .tempdir_in(&parent)
         .map_err(err(&parent))?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -180,6 +208,32 @@ pub(crate) fn read_dockerignore(context: &Path, dockerfile: &Path) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contexts_of_dead_processes_are_swept_live_ones_kept() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(state_dir.path());
+        let parent = state.tmp();
+        // A pid above the kernel's maximum (2^22) never runs.
+        let dead = parent.join(format!("{STREAM_PREFIX}4194305-abc"));
+        let live = parent.join(format!("{STREAM_PREFIX}{}-def", std::process::id()));
+        let other = parent.join("something-else");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        }
+        let new = temp_dir(&state).unwrap();
+        assert!(!dead.exists(), "a dead process's context is swept");
+        assert!(
+            live.exists() && other.exists(),
+            "live and foreign entries are kept"
+        );
+        assert!(new
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("{STREAM_PREFIX}{}-", std::process::id())));
+    }
 
     #[test]
     fn builtin_syntax() {

@@ -8,7 +8,7 @@
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
-use crate::export::{export_image, layer_options, write_outputs};
+use crate::export::{export_image, layer_options, write_outputs, StoredImage};
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -457,15 +457,14 @@ impl Pipeline {
             let (tags, flag) = (tags.clone(), cancel.flag());
             cancel
                 .detached(move || {
-                    write_outputs(
-                        &store,
-                        &snapshotter,
-                        top.as_ref(),
-                        &desc,
-                        &tags,
-                        &outputs,
-                        &flag,
-                    )
+                    let image = StoredImage {
+                        store: &store,
+                        snapshotter: &snapshotter,
+                        top: top.as_ref(),
+                        desc: &desc,
+                        tags: &tags,
+                    };
+                    write_outputs(&image, &outputs, &flag)
                 })
                 .await?
         };
