@@ -19,7 +19,7 @@ mod convert;
 pub mod error;
 pub mod expand;
 pub mod instructions;
-mod mounts;
+
 pub mod parser;
 mod quote;
 
