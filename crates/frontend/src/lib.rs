@@ -6,8 +6,9 @@
 //!   the spanned [`Dockerfile`] syntax tree; [`dump`] prints an instruction in BuildKit's parser
 //!   test format.
 //! - [`expand`]: BuildKit's shell-word lexer (`$VAR`, `${VAR:-x}`, quotes, escapes, ...).
-//! - [`instructions`]: typed instructions (`RunCmd`, `CopyCmd`, ...) whose flags are checked
-//!   against the flags each instruction takes (BuildKit's `instructions` package).
+//! - [`instructions`]: one typed command per instruction (`RunCmd`, `CopyCmd`, `EnvCmd`, ...)
+//!   whose flags are checked against the flags each instruction takes (BuildKit's `bflag` rules)
+//!   and whose arguments are read and validated there (BuildKit's `instructions` package).
 //! - [`base_images`] and [`convert`](fn@convert): the stages the target needs become an llb
 //!   graph and the image config, following BuildKit's dockerfile2llb.
 //! - errors: [`ParseError`] (rendered with a source line and caret) and [`ExpandError`].
@@ -19,7 +20,6 @@ mod convert;
 pub mod error;
 pub mod expand;
 pub mod instructions;
-mod mounts;
 pub mod parser;
 mod quote;
 

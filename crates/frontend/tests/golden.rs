@@ -226,6 +226,10 @@ const BAD: &[(&str, &str)] = &[
     ("misspelled HEALTHCHECK flag", "FROM scratch\nHEALTHCHECK --intreval=5s CMD true\n"),
     ("unknown flag in an unused stage", "FROM scratch AS unused\nCOPY --lnk a /b\nFROM scratch\n"),
     ("non-boolean --link", "FROM scratch\nCOPY --link=yes a /b\n"),
+    ("string flag without a value", "FROM scratch\nCOPY --chown a /b\n"),
+    ("boolean flag with an empty value", "FROM scratch\nCOPY --link= a /b\n"),
+    ("duplicate flag", "FROM scratch\nCOPY --chown=1 --chmod=644 --chown=2 a /b\n"),
+    ("RUN --device", "FROM scratch\nRUN --device=/dev/fuse true\n"),
     ("unknown target", "FROM scratch AS a\n"),
     (
         "unknown flag in a base's ONBUILD trigger",

@@ -5,9 +5,11 @@
 //! [`Definition`], serialise it with [`Definition::to_json`], hand it to the solver.
 
 pub mod chmod;
+pub mod csv;
 mod encoding;
 mod entitlements;
 mod ops;
+pub mod units;
 
 pub use chmod::{InvalidMode, SymbolicMode};
 pub use encoding::ENCODING_VERSION;

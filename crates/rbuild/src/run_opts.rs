@@ -30,66 +30,10 @@ impl NetworkArg {
     }
 }
 
-/// Docker's size syntax (go-units `RAMInBytes`): a number with an optional fraction, an optional
-/// space, then an optional binary unit `b`, `k`, `m`, `g`, `t`, `p` (any case, with an optional
-/// `i` and `b`): `64m`, `1.5g`, `512MiB`, `1024`.
+/// Docker's size syntax (go-units `RAMInBytes`, [`rbuild_llb::units::ram_in_bytes`]): `64m`,
+/// `1.5g`, `512MiB`, `1024`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size: '{s}'");
-    let number_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, rest) = s.split_at(number_end);
-    let valid_number = !number.is_empty()
-        && number.split('.').count() <= 2
-        && number.split('.').all(|part| !part.is_empty())
-        && number.as_bytes()[0].is_ascii_digit();
-    if !valid_number {
-        return Err(bad());
-    }
-    let rest = rest.strip_prefix(' ').unwrap_or(rest);
-    let mut unit = rest.chars();
-    let shift = match unit.clone().next().map(|c| c.to_ascii_lowercase()) {
-        None => 0,
-        Some(c) => {
-            let shift = match c {
-                'k' => 10,
-                'm' => 20,
-                'g' => 30,
-                't' => 40,
-                'p' => 50,
-                'b' => 0,
-                _ => return Err(bad()),
-            };
-            if c != 'b' {
-                unit.next();
-            }
-            shift
-        }
-    };
-    // After the unit letter: optional `i`, optional `b`, nothing else.
-    let tail: String = unit.collect::<String>().to_ascii_lowercase();
-    if !matches!(tail.as_str(), "" | "i" | "b" | "ib") {
-        return Err(bad());
-    }
-    let mut parts = number.split('.');
-    let whole: u64 = parts.next().unwrap_or("0").parse().map_err(|_| bad())?;
-    let frac = parts.next().unwrap_or("");
-    let mult = 1u64 << shift;
-    let mut bytes = whole.checked_mul(mult).ok_or_else(bad)?;
-    if !frac.is_empty() {
-        // The fraction's share of one unit, truncated like go's int64(float64).
-        let digits: String = frac.chars().take(18).collect();
-        let scale = 10u128.pow(digits.len() as u32);
-        let value: u128 = digits.parse().map_err(|_| bad())?;
-        let part = (value * u128::from(mult)) / scale;
-        bytes = bytes
-            .checked_add(u64::try_from(part).map_err(|_| bad())?)
-            .ok_or_else(bad)?;
-    }
-    if bytes > i64::MAX as u64 {
-        return Err(bad());
-    }
-    Ok(bytes)
+    rbuild_llb::units::ram_in_bytes(s).map_err(|e| e.to_string())
 }
 
 /// `--memory-swap`: a size, or `-1` for unlimited swap.

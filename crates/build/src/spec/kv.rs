@@ -1,80 +1,10 @@
 //! The one `key=value,...` reader behind every spec flag (`--output`, `--secret`, `--cache-to`,
 //! `--cache-from`): fields are comma-separated as in a CSV record (buildx reads these flags with
 //! Go's `encoding/csv`), so a field in double quotes may hold commas (`"name=a,b"`) and `""`
-//! stands for one quote inside it. Each field splits at its first `=`.
+//! stands for one quote inside it. Each field splits at its first `=`. The reader is
+//! [`rbuild_llb::csv`], shared with `RUN --mount`.
 
-/// One field of a spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    /// The field as written (quotes removed).
-    pub raw: String,
-    /// The text before the first `=` (the whole field when it has none).
-    pub key: String,
-    /// The text after the first `=`, if there is one.
-    pub value: Option<String>,
-}
-
-/// Why a spec could not be split into fields.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KvError {
-    /// A field that opens a quote never closes it.
-    #[error("unterminated quoted field `{0}`")]
-    Unterminated(String),
-    /// Text follows a quoted field's closing quote.
-    #[error("extraneous text after the quoted field `{0}`")]
-    AfterQuote(String),
-}
-
-/// Splits `spec` into its fields. An empty spec is one empty field (as a CSV line is).
-pub fn fields(spec: &str) -> Result<Vec<Field>, KvError> {
-    let mut out = Vec::new();
-    let mut chars = spec.chars().peekable();
-    loop {
-        let mut raw = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        raw.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => raw.push(c),
-                    None => return Err(KvError::Unterminated(raw)),
-                }
-            }
-            match chars.next() {
-                None => {
-                    out.push(field(raw));
-                    return Ok(out);
-                }
-                Some(',') => out.push(field(raw)),
-                Some(_) => return Err(KvError::AfterQuote(raw)),
-            }
-            continue;
-        }
-        loop {
-            match chars.next() {
-                None => {
-                    out.push(field(raw));
-                    return Ok(out);
-                }
-                Some(',') => break,
-                Some(c) => raw.push(c),
-            }
-        }
-        out.push(field(raw));
-    }
-}
-
-fn field(raw: String) -> Field {
-    let (key, value) = match raw.split_once('=') {
-        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-        None => (raw.clone(), None),
-    };
-    Field { raw, key, value }
-}
+pub use rbuild_llb::csv::{fields, CsvError as KvError, Field};
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,8 @@ pub(super) struct CopyRequest<'c, 'a> {
     parents: bool,
     /// ADD's `--checksum`.
     checksum: Option<&'a str>,
+    /// ADD's `--unpack`.
+    unpack: Option<bool>,
 }
 
 impl<'c, 'a> CopyRequest<'c, 'a> {
@@ -34,6 +36,7 @@ impl<'c, 'a> CopyRequest<'c, 'a> {
             from: cmd.from,
             parents: cmd.parents,
             checksum: None,
+            unpack: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl<'c, 'a> CopyRequest<'c, 'a> {
             from: None,
             parents: false,
             checksum: cmd.checksum,
+            unpack: cmd.unpack,
         }
     }
 }
@@ -89,8 +93,9 @@ struct CopyTarget {
 enum SourceKind {
     /// A heredoc body (`COPY <<EOF /dest`): one file, no patterns.
     Heredoc,
-    /// An ADD URL: the downloaded file, no patterns.
-    Url,
+    /// An ADD URL: the downloaded file, no patterns; `unpack` with `ADD --unpack` (a remote
+    /// archive is extracted only when asked).
+    Url { unpack: bool },
     /// A path (with wildcards) in the context, a stage or an image; `unpack` for ADD of a
     /// local archive.
     Path { unpack: bool },
@@ -100,7 +105,8 @@ impl CopyTarget {
     /// The copy action of one source.
     fn action(&self, src_input: usize, src: String, kind: SourceKind) -> FileAction {
         let (pattern, unpack) = match kind {
-            SourceKind::Heredoc | SourceKind::Url => (false, false),
+            SourceKind::Heredoc => (false, false),
+            SourceKind::Url { unpack } => (false, unpack),
             SourceKind::Path { unpack } => (true, unpack),
         };
         FileAction::Copy(CopyAction {
@@ -333,7 +339,8 @@ impl Converter<'_> {
                 let location = self.location(span);
                 inputs.push(self.def.add(op, vec![], src, location));
                 let path = format!("/{filename}");
-                actions.push(target.action(inputs.len() - 1, path, SourceKind::Url));
+                let unpack = req.unpack.unwrap_or(false);
+                actions.push(target.action(inputs.len() - 1, path, SourceKind::Url { unpack }));
                 continue;
             }
             if checksum.is_some() {
@@ -346,7 +353,8 @@ impl Converter<'_> {
                 inputs.push(src_vertex);
                 inputs.len() - 1
             });
-            let unpack = req.is_add && from_context;
+            // ADD extracts a local archive unless `--unpack=false`.
+            let unpack = req.unpack.unwrap_or(req.is_add && from_context);
             actions.push(target.action(input, src, SourceKind::Path { unpack }));
         }
         let name = self.step_name(state, inst);

@@ -3,8 +3,9 @@
 //! commands of [`crate::instructions`]).
 
 use super::ConvertError;
-use crate::ast::{Args, Instruction, Span};
+use crate::ast::{Instruction, Span};
 use crate::expand::Lexer;
+pub(super) use crate::instructions::args_words;
 use rbuild_llb::{ChownOpt, UserOpt};
 
 /// A variable lookup over `vars`, where a later entry wins.
@@ -33,25 +34,6 @@ pub(super) fn expand(
 /// The argument words of an instruction.
 pub(super) fn words_of(inst: &Instruction) -> Vec<String> {
     args_words(&inst.args)
-}
-
-/// The words of an argument list (keys only for key=value lists).
-pub(super) fn args_words(args: &Args) -> Vec<String> {
-    match args {
-        Args::Exec(v) | Args::Words(v) => v.clone(),
-        Args::Shell(s) => s.split_whitespace().map(str::to_string).collect(),
-        Args::Single(s) => vec![s.clone()],
-        Args::KeyValues(kv) => kv.iter().map(|k| k.key.clone()).collect(),
-        Args::Healthcheck {
-            check_type,
-            command,
-        } => {
-            let mut w = vec![check_type.clone()];
-            w.extend(args_words(command));
-            w
-        }
-        Args::Empty => Vec::new(),
-    }
 }
 
 /// A user or group: a numeric id or a name.

@@ -20,7 +20,7 @@ mod tests;
 
 pub use stages::{base_images, stage_names};
 
-use crate::ast::{Dockerfile, Instruction, InstructionKind, Span};
+use crate::ast::{Dockerfile, Instruction, Span};
 use crate::expand::Lexer;
 use crate::instructions::{self, Command, InstructionError};
 use copy::CopyRequest;
@@ -260,40 +260,25 @@ impl<'a> Converter<'a> {
 
     /// Converts one instruction of a stage: a dispatch to the per-instruction functions.
     fn instruction(&mut self, state: &mut StageState, cmd: &Command) -> Result<(), ConvertError> {
-        let inst = match cmd {
-            Command::Run(run) => return self.run(state, run),
-            Command::Copy(copy) => return self.copy(state, &CopyRequest::from_copy(copy)),
-            Command::Add(add) => return self.copy(state, &CopyRequest::from_add(add)),
-            Command::Healthcheck(hc) => return self.healthcheck(state, hc),
-            Command::From(from) => {
-                return Err(ConvertError::at(&from.inst.span, "unexpected FROM"))
-            }
-            Command::Plain(inst) => *inst,
-        };
-        match inst.kind {
-            InstructionKind::Env => self.env(state, inst),
-            InstructionKind::Arg => self.arg(state, inst),
-            InstructionKind::Label => self.label(state, inst),
-            InstructionKind::Maintainer => self.maintainer(state, inst),
-            InstructionKind::Workdir => self.workdir(state, inst),
-            InstructionKind::User => self.user(state, inst),
-            InstructionKind::Cmd | InstructionKind::Entrypoint => {
-                self.cmd_or_entrypoint(state, inst)
-            }
-            InstructionKind::Expose => self.expose(state, inst),
-            InstructionKind::Volume => self.volume(state, inst),
-            InstructionKind::Stopsignal => self.stopsignal(state, inst),
-            InstructionKind::Shell => self.shell(state, inst),
-            InstructionKind::Onbuild => self.onbuild(state, inst),
-            // Typed above (`instructions::parse` never makes these `Plain`).
-            InstructionKind::Run
-            | InstructionKind::Copy
-            | InstructionKind::Add
-            | InstructionKind::Healthcheck
-            | InstructionKind::From => Err(ConvertError::at(
-                &inst.span,
-                format!("unexpected untyped {}", inst.kind),
-            )),
+        match cmd {
+            Command::Run(c) => self.run(state, c),
+            Command::Copy(c) => self.copy(state, &CopyRequest::from_copy(c)),
+            Command::Add(c) => self.copy(state, &CopyRequest::from_add(c)),
+            Command::Healthcheck(c) => self.healthcheck(state, c),
+            Command::From(c) => Err(ConvertError::at(&c.inst.span, "unexpected FROM")),
+            Command::Env(c) => self.env(state, c),
+            Command::Arg(c) => self.arg(state, c),
+            Command::Label(c) => self.label(state, c),
+            Command::Maintainer(c) => self.maintainer(state, c),
+            Command::Workdir(c) => self.workdir(state, c),
+            Command::User(c) => self.user(state, c),
+            Command::Cmd(c) => self.cmd_or_entrypoint(state, &c.cmd, true),
+            Command::Entrypoint(c) => self.cmd_or_entrypoint(state, &c.cmd, false),
+            Command::Expose(c) => self.expose(state, c),
+            Command::Volume(c) => self.volume(state, c),
+            Command::Stopsignal(c) => self.stopsignal(state, c),
+            Command::Shell(c) => self.shell(state, c),
+            Command::Onbuild(c) => self.onbuild(state, c),
         }
     }
 
@@ -444,6 +429,9 @@ impl Converter<'_> {
         self.step = (1, total);
         for (t, inst) in &trigger_insts {
             let cmd = instructions::parse(inst).map_err(|e| {
+                if !e.is_flag_error() {
+                    return ConvertError::from(e);
+                }
                 let hint = e.hint();
                 ConvertError {
                     message: format!("invalid ONBUILD trigger `{t}`: {e}"),

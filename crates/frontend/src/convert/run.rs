@@ -5,8 +5,8 @@
 use super::helpers::{args_words, expand, lookup};
 use super::state::{join_path, StageState};
 use super::{ConvertError, Converter, DEFAULT_PATH};
-use crate::ast::{Args, Flag, Instruction, Span};
-use crate::instructions::RunCmd;
+use crate::ast::{Args, Instruction, Span};
+use crate::instructions::{RunCmd, RunNetwork, Security};
 use rbuild_llb::{
     CacheMountOpt, Entitlement, ExecMount, ExecOp, MountType, NetworkMode, Op, SecretMountOpt,
     SecurityMode, VertexIndex,
@@ -81,14 +81,9 @@ impl Converter<'_> {
                     .process_word(w, &lookup(&vars))
                     .map_err(|e| e.to_string())
             };
-            let raw = f.value.as_deref().unwrap_or("");
-            let mut m =
-                crate::mounts::parse_mount(raw, &mut ex).map_err(|e| ConvertError::at(span, e))?;
-            // `from` is expanded (once) against the global ARGs too, as for COPY --from.
-            let mut keep = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
-            m.from = crate::mounts::parse_mount(raw, &mut keep)
-                .map_err(|e| ConvertError::at(span, e))?
-                .from;
+            // `from` stays unexpanded: it is expanded (once) against the global ARGs too, as
+            // for COPY --from.
+            let m = f.parse(&mut ex)?;
             let target = if m.target.is_empty() {
                 String::new()
             } else {
@@ -162,30 +157,16 @@ impl Converter<'_> {
     /// Only an explicit Dockerfile flag is checked here (as buildx), so the caret points at it;
     /// `--network=host` on the command line grants network.host itself.
     fn run_modes(&self, run: &RunCmd) -> Result<(NetworkMode, SecurityMode), ConvertError> {
-        let span = &run.inst.span;
-        let value = |f: Option<&Flag>| f.map(|f| f.value.clone().unwrap_or_default());
-        let network = match value(run.network).as_deref() {
-            None | Some("default") => self.opts.network,
-            Some("host") => NetworkMode::Host,
-            Some("none") => NetworkMode::None,
-            Some(other) => {
-                return Err(ConvertError::at(
-                    span,
-                    format!("unsupported network mode \"{other}\""),
-                ))
-            }
+        let network = match run.network {
+            None | Some((RunNetwork::Default, _)) => self.opts.network,
+            Some((RunNetwork::Host, _)) => NetworkMode::Host,
+            Some((RunNetwork::None, _)) => NetworkMode::None,
         };
-        let security = match value(run.security).as_deref() {
-            None | Some("sandbox") => SecurityMode::Sandbox,
-            Some("insecure") => SecurityMode::Insecure,
-            Some(other) => {
-                return Err(ConvertError::at(
-                    span,
-                    format!("security {} is not valid", crate::quote::go_quote(other)),
-                ))
-            }
+        let security = match run.security {
+            None | Some((Security::Sandbox, _)) => SecurityMode::Sandbox,
+            Some((Security::Insecure, _)) => SecurityMode::Insecure,
         };
-        if let Some(f) = run.network.filter(|_| network == NetworkMode::Host) {
+        if let Some((_, f)) = run.network.filter(|_| network == NetworkMode::Host) {
             if !self.opts.entitlements.allows(Entitlement::NetworkHost) {
                 return Err(not_entitled(
                     &f.span,
@@ -194,7 +175,7 @@ impl Converter<'_> {
                 ));
             }
         }
-        if let Some(f) = run.security.filter(|_| security == SecurityMode::Insecure) {
+        if let Some((_, f)) = run.security.filter(|_| security == SecurityMode::Insecure) {
             if !self.opts.entitlements.allows(Entitlement::SecurityInsecure) {
                 return Err(not_entitled(
                     &f.span,

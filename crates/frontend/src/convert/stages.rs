@@ -3,7 +3,7 @@
 
 use super::helpers::{expand, words_of};
 use super::{ConvertError, ConvertOptions};
-use crate::ast::{Args, Dockerfile, Instruction, InstructionKind};
+use crate::ast::{Dockerfile, Instruction, InstructionKind};
 use crate::expand::Lexer;
 use crate::instructions::{self, Command, RunCmd};
 use std::collections::BTreeSet;
@@ -59,13 +59,10 @@ pub(super) fn split_stages<'a>(
         let cmd = instructions::parse(inst)?;
         match inst.kind {
             InstructionKind::From => {
-                let words = words_of(inst);
-                let Some(raw_base) = words.first() else {
-                    return Err(ConvertError::at(
-                        &inst.span,
-                        "FROM requires the name of a base image",
-                    ));
+                let Command::From(from) = &cmd else {
+                    return Err(ConvertError::at(&inst.span, "unexpected untyped FROM"));
                 };
+                let raw_base = &from.base;
                 let base = expand(&lexer, raw_base, &meta, &inst.span)?;
                 if base.is_empty() {
                     return Err(ConvertError::at(
@@ -73,15 +70,7 @@ pub(super) fn split_stages<'a>(
                         format!("base name ({raw_base}) should not be blank"),
                     ));
                 }
-                let name =
-                    match words.len() {
-                        1 => None,
-                        3 if words[1].eq_ignore_ascii_case("as") => Some(words[2].to_lowercase()),
-                        _ => return Err(ConvertError::at(
-                            &inst.span,
-                            "FROM requires either one or three arguments (FROM image [AS name])",
-                        )),
-                    };
+                let name = from.stage_name.clone();
                 if let Some(n) = &name {
                     if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
                         return Err(ConvertError::at(
@@ -100,8 +89,8 @@ pub(super) fn split_stages<'a>(
             _ => match stages.last_mut() {
                 Some(stage) => stage.body.push(cmd),
                 None if inst.kind == InstructionKind::Arg => {
-                    if let Args::KeyValues(kvs) = &inst.args {
-                        for kv in kvs {
+                    if let Command::Arg(arg) = &cmd {
+                        for kv in arg.args {
                             let default = match &kv.value {
                                 Some(v) => Some(expand(&lexer, v, &meta, &inst.span)?),
                                 None => None,
@@ -234,15 +223,7 @@ pub(super) fn stage_refs(
 
 /// The `from=` values (not yet expanded) of a RUN's `--mount` flags.
 fn run_mount_froms(run: &RunCmd) -> Vec<String> {
-    run.mounts
-        .iter()
-        .filter_map(|f| {
-            let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
-            crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
-                .ok()?
-                .from
-        })
-        .collect()
+    run.mounts.iter().filter_map(|m| m.from.clone()).collect()
 }
 
 /// Refuses variables in `COPY --from` and `RUN --mount from=` in every stage (needed or not), as
@@ -264,15 +245,13 @@ fn check_from_flags(parsed: &Parsed, lexer: &Lexer) -> Result<(), ConvertError> 
             }
         }
         if let Command::Run(run) = cmd {
-            for f in &run.mounts {
-                let mut ex = |w: &str| -> Result<String, String> { Ok(w.to_string()) };
-                let from = crate::mounts::parse_mount(f.value.as_deref().unwrap_or(""), &mut ex)
-                    .ok()
-                    .and_then(|m| m.from);
+            for m in &run.mounts {
                 // BuildKit's parse-time rule: a `$` anywhere but at the very end.
-                if from.is_some_and(|v| v.find('$').is_some_and(|i| i + 1 != v.len())) {
+                if (m.from.as_deref())
+                    .is_some_and(|v| v.find('$').is_some_and(|i| i + 1 != v.len()))
+                {
                     return Err(ConvertError::at(
-                        &f.span,
+                        &m.flag.span,
                         "'from' doesn't support variable expansion, define alias stage instead",
                     ));
                 }

@@ -1,9 +1,9 @@
 //! Per-stage state (image config, declared ARGs, current vertex) and the instructions that only
 //! change it: ENV, ARG, WORKDIR, USER and SHELL.
 
-use super::helpers::{expand, parse_chown, words_of};
+use super::helpers::{expand, parse_chown};
 use super::{ConvertError, Converter};
-use crate::ast::{Args, Instruction};
+use crate::instructions::{ArgCmd, EnvCmd, ShellCmd, UserCmd, WorkdirCmd};
 use rbuild_llb::{FileAction, FileOp, MkdirAction, Op, VertexIndex};
 use rbuild_oci::ImageConfig;
 
@@ -99,20 +99,13 @@ pub(super) fn join_path(base: &str, path: &str) -> String {
 
 impl Converter<'_> {
     /// ENV: sets variables, each expanded against the state before the instruction.
-    pub(super) fn env(
-        &mut self,
-        state: &mut StageState,
-        inst: &Instruction,
-    ) -> Result<(), ConvertError> {
-        let span = &inst.span;
+    pub(super) fn env(&mut self, state: &mut StageState, cmd: &EnvCmd) -> Result<(), ConvertError> {
+        let span = &cmd.inst.span;
         let vars = state.vars();
-        let Args::KeyValues(kvs) = &inst.args else {
-            return Err(ConvertError::at(span, "ENV requires at least one argument"));
-        };
         let mut shown = Vec::new();
         // One instruction sees the variables as they were before it (Docker's rule:
         // `ENV abc=bye def=$abc` sets def to the previous abc).
-        for kv in kvs {
+        for kv in cmd.env {
             let value = expand(&self.lexer, kv.value.as_deref().unwrap_or(""), &vars, span)?;
             let key = expand(&self.lexer, &kv.key, &vars, span)?;
             state.set_env(&key, &value);
@@ -123,18 +116,14 @@ impl Converter<'_> {
     }
 
     /// ARG: declares stage ARGs, valued by `--build-arg`, the default or a global ARG.
-    pub(super) fn arg(
-        &mut self,
-        state: &mut StageState,
-        inst: &Instruction,
-    ) -> Result<(), ConvertError> {
-        let span = &inst.span;
-        let Args::KeyValues(kvs) = &inst.args else {
+    pub(super) fn arg(&mut self, state: &mut StageState, cmd: &ArgCmd) -> Result<(), ConvertError> {
+        let span = &cmd.inst.span;
+        if cmd.args.is_empty() {
             return Err(ConvertError::at(span, "ARG requires exactly one argument"));
-        };
+        }
         let mut shown = Vec::new();
         let meta = self.meta();
-        for kv in kvs {
+        for kv in cmd.args {
             let default = match &kv.value {
                 Some(v) => Some(expand(&self.lexer, v, &state.vars(), span)?),
                 None => meta
@@ -161,12 +150,12 @@ impl Converter<'_> {
     pub(super) fn workdir(
         &mut self,
         state: &mut StageState,
-        inst: &Instruction,
+        cmd: &WorkdirCmd,
     ) -> Result<(), ConvertError> {
+        let inst = cmd.inst;
         let span = &inst.span;
         let vars = state.vars();
-        let raw = words_of(inst).join(" ");
-        let path = expand(&self.lexer, &raw, &vars, span)?;
+        let path = expand(&self.lexer, &cmd.path, &vars, span)?;
         let wd = join_path(&state.workdir(), &path);
         state.config.config.working_dir = Some(wd.clone());
         let owner = state
@@ -196,11 +185,11 @@ impl Converter<'_> {
     pub(super) fn user(
         &mut self,
         state: &mut StageState,
-        inst: &Instruction,
+        cmd: &UserCmd,
     ) -> Result<(), ConvertError> {
-        let span = &inst.span;
+        let span = &cmd.inst.span;
         let vars = state.vars();
-        let user = expand(&self.lexer, &words_of(inst).join(" "), &vars, span)?;
+        let user = expand(&self.lexer, &cmd.user, &vars, span)?;
         state.config.config.user = Some(user.clone());
         self.history(state, format!("USER {user}"), true);
         Ok(())
@@ -210,16 +199,10 @@ impl Converter<'_> {
     pub(super) fn shell(
         &mut self,
         state: &mut StageState,
-        inst: &Instruction,
+        cmd: &ShellCmd,
     ) -> Result<(), ConvertError> {
-        let span = &inst.span;
-        let Args::Exec(v) = &inst.args else {
-            return Err(ConvertError::at(
-                span,
-                "SHELL requires the arguments to be in JSON form",
-            ));
-        };
-        state.config.config.shell = Some(v.clone());
+        let v = cmd.shell;
+        state.config.config.shell = Some(v.to_vec());
         self.history(
             state,
             format!("SHELL {}", serde_json::to_string(v).unwrap_or_default()),

@@ -1,9 +1,9 @@
 //! Unit tests of the converter: path, port, duration and flag helpers, and whole conversions.
 
-use super::config::{parse_duration_ns, parse_ports};
 use super::copy::url_filename;
 use super::state::join_path;
 use super::*;
+use crate::instructions::{parse_duration_ns, parse_ports};
 use rbuild_llb::{ExecOp, SecurityMode};
 
 #[test]

@@ -1,12 +1,17 @@
-//! Flag checking, as BuildKit's `bflag.go`: an instruction declares the flags it takes, every
-//! `--flag` written on it must be one of them (else [`InstructionError::UnknownFlag`], with a
-//! `did you mean` when a declared flag is close), and typed getters read the values.
-//!
-//! As in rbuild before flags were declared, the last of a repeated single-valued flag wins and a
-//! string flag without `=` reads as empty; only booleans are checked for their value.
+//! Flag checking, as BuildKit's `bflag.go`: an instruction declares the flags it takes, each
+//! with a type (boolean, single string, repeatable string). Every `--flag` written on it must be
+//! one of them (else [`InstructionError::UnknownFlag`], with a `did you mean` when a declared
+//! flag is close); a string flag needs `=value` ([`InstructionError::MissingValue`]), a boolean
+//! given `=` needs a value, and only a repeatable flag may be given twice
+//! ([`InstructionError::DuplicateFlag`]). Typed getters then read the values.
 
 use super::InstructionError;
 use crate::ast::{Flag, Instruction};
+
+/// The declared flags that are booleans (`--link`, `--link=false`).
+const BOOL_FLAGS: &[&str] = &["link", "parents", "keep-git-dir", "unpack"];
+/// The declared flags that may repeat (BuildKit's `AddStrings`).
+const REPEATABLE_FLAGS: &[&str] = &["mount", "device", "exclude"];
 
 /// The flags of one instruction, checked against the names it declares.
 pub(super) struct Flags<'a> {
@@ -14,33 +19,50 @@ pub(super) struct Flags<'a> {
 }
 
 impl<'a> Flags<'a> {
-    /// Checks every flag of `inst` against `allowed` (the declared names, without `--`).
+    /// Checks every flag of `inst` against `allowed` (the declared names, without `--`), in
+    /// order, as BuildKit's `BFlags.Parse`: unknown, then duplicated, then missing a value.
     pub(super) fn parse(
         inst: &'a Instruction,
         allowed: &'static [&'static str],
     ) -> Result<Flags<'a>, InstructionError> {
-        if let Some(f) = inst
-            .flags
-            .iter()
-            .find(|f| !allowed.contains(&f.name.as_str()))
-        {
-            return Err(InstructionError::UnknownFlag {
-                instruction: inst.kind,
-                flag: f.name.clone(),
-                suggestion: suggest_flag(&f.name, allowed),
-                allowed,
-                span: f.span,
-            });
+        for (i, f) in inst.flags.iter().enumerate() {
+            if !allowed.contains(&f.name.as_str()) {
+                return Err(InstructionError::UnknownFlag {
+                    instruction: inst.kind,
+                    flag: f.name.clone(),
+                    suggestion: suggest_flag(&f.name, allowed),
+                    allowed,
+                    span: f.span,
+                });
+            }
+            let repeatable = REPEATABLE_FLAGS.contains(&f.name.as_str());
+            if !repeatable && inst.flags[..i].iter().any(|g| g.name == f.name) {
+                return Err(InstructionError::DuplicateFlag {
+                    flag: f.name.clone(),
+                    span: f.span,
+                });
+            }
+            let missing = if BOOL_FLAGS.contains(&f.name.as_str()) {
+                f.value.as_deref() == Some("")
+            } else {
+                f.value.is_none()
+            };
+            if missing {
+                return Err(InstructionError::MissingValue {
+                    flag: f.name.clone(),
+                    span: f.span,
+                });
+            }
         }
         Ok(Flags { inst })
     }
 
-    /// The last `--name` flag (the one that counts), with its span.
+    /// The `--name` flag (given at most once), with its span.
     pub(super) fn last(&self, name: &str) -> Option<&'a Flag> {
         self.inst.flags.iter().rev().find(|f| f.name == name)
     }
 
-    /// The value of the last `--name` (empty for a bare `--name`).
+    /// The value of `--name`.
     pub(super) fn string(&self, name: &str) -> Option<&'a str> {
         self.last(name).map(|f| f.value.as_deref().unwrap_or(""))
     }
@@ -58,15 +80,18 @@ impl<'a> Flags<'a> {
             .collect()
     }
 
-    /// A boolean flag: absent = `None`, `--x` or `--x=true` = true, `--x=false` = false.
+    /// A boolean flag: absent = `None`, `--x` or `--x=true` = true, `--x=false` = false (the
+    /// value case-insensitive, as BuildKit).
     pub(super) fn bool_opt(&self, name: &str) -> Result<Option<bool>, InstructionError> {
-        match self.string(name) {
-            None => Ok(None),
-            Some("") | Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(v) => Err(InstructionError::NotBool {
+        let Some(value) = self.string(name) else {
+            return Ok(None);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "" | "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(InstructionError::NotBool {
                 flag: name.to_string(),
-                value: v.to_string(),
+                value: value.to_string(),
                 span: self.inst.span,
             }),
         }

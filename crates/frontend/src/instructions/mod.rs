@@ -1,13 +1,30 @@
 //! Typed instructions, as BuildKit's `frontend/dockerfile/instructions`: [`parse`] turns one
-//! syntax-tree [`Instruction`] into a [`Command`] whose flags are checked in one place against
-//! the flags that instruction declares ([`Command::flags_of`]) and read into typed fields.
+//! syntax-tree [`Instruction`] into a [`Command`] (one typed struct per instruction, in
+//! `commands`) whose flags are checked in one place against the flags that instruction declares
+//! ([`Command::flags_of`], `flags`) and whose arguments are read and validated here: the shape
+//! of each instruction's arguments, HEALTHCHECK (`config`), RUN's network, security and mounts
+//! (`run`, `mounts`).
 //!
-//! Flag *values* stay raw (not expanded): they are expanded by the converter against the stage's
-//! ARG/ENV. As in BuildKit, `ARG` and `STOPSIGNAL` do not check their flags.
+//! Values stay raw (not expanded) where BuildKit expands them later: the converter expands them
+//! against the stage's ARG/ENV (mount specs through [`RunMount`]). As in BuildKit, `ARG` and
+//! `STOPSIGNAL` do not check their flags.
 
+mod commands;
+mod config;
 mod flags;
+pub(crate) mod mounts;
+mod run;
 
-use crate::ast::{Flag, Instruction, InstructionKind, Span};
+pub use commands::{
+    AddCmd, ArgCmd, CmdCmd, CmdLine, Command, CopyCmd, CopyFlags, EntrypointCmd, EnvCmd, ExposeCmd,
+    FromCmd, HealthcheckCmd, LabelCmd, MaintainerCmd, OnbuildCmd, ShellCmd, StopsignalCmd, UserCmd,
+    VolumeCmd, WorkdirCmd,
+};
+pub(crate) use config::args_words;
+pub use config::{parse_duration_ns, parse_ports};
+pub use run::{RunCmd, RunMount, RunNetwork, Security};
+
+use crate::ast::{Args, Instruction, InstructionKind, Span};
 use flags::Flags;
 
 /// A flag-level error of an instruction.
@@ -27,6 +44,32 @@ pub enum InstructionError {
         /// Where the flag is.
         span: Span,
     },
+    /// A string flag without `=value`, or a boolean with `=` and nothing after it (BuildKit:
+    /// `missing a value on flag: --chown`).
+    #[error("missing a value on flag: --{flag}")]
+    MissingValue {
+        /// The flag name.
+        flag: String,
+        /// Where the flag is.
+        span: Span,
+    },
+    /// A flag that may be given once, given again (BuildKit: `duplicate flag specified:
+    /// --chown`).
+    #[error("duplicate flag specified: --{flag}")]
+    DuplicateFlag {
+        /// The flag name.
+        flag: String,
+        /// Where the second one is.
+        span: Span,
+    },
+    /// Arguments or a flag value the instruction refuses (the message says why).
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// Where.
+        span: Span,
+    },
     /// A boolean flag with a value other than `true` or `false`.
     #[error("invalid value for --{flag}: {value} (expected true or false)")]
     NotBool {
@@ -43,10 +86,18 @@ impl InstructionError {
     /// Where the error points.
     pub fn span(&self) -> Span {
         match self {
-            InstructionError::UnknownFlag { span, .. } | InstructionError::NotBool { span, .. } => {
-                *span
-            }
+            InstructionError::UnknownFlag { span, .. }
+            | InstructionError::NotBool { span, .. }
+            | InstructionError::MissingValue { span, .. }
+            | InstructionError::DuplicateFlag { span, .. }
+            | InstructionError::Invalid { span, .. } => *span,
         }
+    }
+
+    /// Whether the error is about a flag's name or form (not an argument or a value): the
+    /// errors a base image's ONBUILD trigger reports with the trigger's text.
+    pub fn is_flag_error(&self) -> bool {
+        !matches!(self, InstructionError::Invalid { .. })
     }
 
     /// What the user can do: the flags the instruction takes.
@@ -62,104 +113,9 @@ impl InstructionError {
                 let list: Vec<String> = allowed.iter().map(|f| format!("--{f}")).collect();
                 format!("{instruction} takes {}", list.join(", "))
             }),
-            InstructionError::NotBool { .. } => None,
+            _ => None,
         }
     }
-}
-
-/// `FROM [--platform=...] image [AS name]`.
-#[derive(Debug, Clone)]
-pub struct FromCmd<'a> {
-    /// The instruction.
-    pub inst: &'a Instruction,
-    /// `--platform` (accepted; rbuild builds linux/amd64 only).
-    pub platform: Option<&'a str>,
-}
-
-/// `RUN [--mount=...] [--network=...] [--security=...] command`.
-#[derive(Debug, Clone)]
-pub struct RunCmd<'a> {
-    /// The instruction.
-    pub inst: &'a Instruction,
-    /// Every `--mount`, in order.
-    pub mounts: Vec<&'a Flag>,
-    /// The last `--network`.
-    pub network: Option<&'a Flag>,
-    /// The last `--security`.
-    pub security: Option<&'a Flag>,
-    /// Every `--device` (accepted and not applied, as before flags were checked).
-    pub devices: Vec<&'a str>,
-}
-
-/// The flags COPY and ADD share.
-#[derive(Debug, Clone, Default)]
-pub struct CopyFlags<'a> {
-    /// `--chown=user[:group]`, raw.
-    pub chown: Option<&'a str>,
-    /// `--chmod=mode` (octal or symbolic), raw.
-    pub chmod: Option<&'a str>,
-    /// `--link`.
-    pub link: bool,
-    /// Every `--exclude` pattern, raw.
-    pub exclude: Vec<&'a str>,
-}
-
-/// `COPY [--from=...] [--chown=...] [--chmod=...] [--link] [--parents] [--exclude=...] src... dest`.
-#[derive(Debug, Clone)]
-pub struct CopyCmd<'a> {
-    /// The instruction.
-    pub inst: &'a Instruction,
-    /// The flags shared with ADD.
-    pub common: CopyFlags<'a>,
-    /// `--from=stage|image`.
-    pub from: Option<&'a Flag>,
-    /// `--parents`.
-    pub parents: bool,
-}
-
-/// `ADD [--chown=...] [--chmod=...] [--link] [--checksum=...] [--keep-git-dir] [--unpack]
-/// [--exclude=...] src... dest`.
-#[derive(Debug, Clone)]
-pub struct AddCmd<'a> {
-    /// The instruction.
-    pub inst: &'a Instruction,
-    /// The flags shared with COPY.
-    pub common: CopyFlags<'a>,
-    /// `--checksum=sha256:...`, raw.
-    pub checksum: Option<&'a str>,
-    /// `--keep-git-dir` (accepted; git sources are not supported).
-    pub keep_git_dir: bool,
-    /// `--unpack` (accepted and not applied, as before flags were checked).
-    pub unpack: Option<bool>,
-}
-
-/// `HEALTHCHECK [--interval=...] [--timeout=...] [--start-period=...] [--start-interval=...]
-/// [--retries=...] CMD command` or `HEALTHCHECK NONE`.
-#[derive(Debug, Clone)]
-pub struct HealthcheckCmd<'a> {
-    /// The instruction.
-    pub inst: &'a Instruction,
-    /// The duration flags by name (`interval`, `timeout`, `start-period`, `start-interval`).
-    pub durations: Vec<(&'static str, Option<&'a str>)>,
-    /// `--retries`, raw.
-    pub retries: Option<&'a str>,
-}
-
-/// A Dockerfile instruction with its flags checked and typed.
-#[derive(Debug, Clone)]
-pub enum Command<'a> {
-    /// `FROM`.
-    From(FromCmd<'a>),
-    /// `RUN`.
-    Run(RunCmd<'a>),
-    /// `COPY`.
-    Copy(CopyCmd<'a>),
-    /// `ADD`.
-    Add(AddCmd<'a>),
-    /// `HEALTHCHECK`.
-    Healthcheck(HealthcheckCmd<'a>),
-    /// An instruction without flags (ENV, ARG, LABEL, WORKDIR, USER, CMD, ...).
-    Plain(&'a Instruction),
 }
 
 const FROM_FLAGS: &[&str] = &["platform"];
@@ -174,7 +130,6 @@ const ADD_FLAGS: &[&str] = &[
     "unpack",
     "exclude",
 ];
-const HEALTHCHECK_DURATIONS: [&str; 4] = ["interval", "timeout", "start-period", "start-interval"];
 const HEALTHCHECK_FLAGS: &[&str] = &[
     "interval",
     "timeout",
@@ -183,7 +138,7 @@ const HEALTHCHECK_FLAGS: &[&str] = &[
     "retries",
 ];
 
-impl<'a> Command<'a> {
+impl Command<'_> {
     /// The flags `kind` takes; `None` when its flags are not checked (ARG, STOPSIGNAL).
     pub fn flags_of(kind: InstructionKind) -> Option<&'static [&'static str]> {
         match kind {
@@ -196,66 +151,132 @@ impl<'a> Command<'a> {
             _ => Some(&[]),
         }
     }
-
-    /// The syntax-tree instruction.
-    pub fn inst(&self) -> &'a Instruction {
-        match self {
-            Command::From(c) => c.inst,
-            Command::Run(c) => c.inst,
-            Command::Copy(c) => c.inst,
-            Command::Add(c) => c.inst,
-            Command::Healthcheck(c) => c.inst,
-            Command::Plain(i) => i,
-        }
-    }
-
-    /// The instruction kind.
-    pub fn kind(&self) -> InstructionKind {
-        self.inst().kind
-    }
 }
 
-/// Checks the flags of `inst` and types them (BuildKit's `instructions.ParseInstruction`).
+/// Checks the flags of `inst`, reads its arguments and types both (BuildKit's
+/// `instructions.ParseInstruction`).
 pub fn parse(inst: &Instruction) -> Result<Command<'_>, InstructionError> {
-    let Some(allowed) = Command::flags_of(inst.kind) else {
-        return Ok(Command::Plain(inst));
+    let f = match Command::flags_of(inst.kind) {
+        Some(allowed) => Some(Flags::parse(inst, allowed)?),
+        None => None,
     };
-    let f = Flags::parse(inst, allowed)?;
-    Ok(match inst.kind {
-        InstructionKind::From => Command::From(FromCmd {
+    let invalid = |message: &str| InstructionError::Invalid {
+        message: message.to_string(),
+        span: inst.span,
+    };
+    let key_values = |what: &str| match &inst.args {
+        Args::KeyValues(kvs) => Ok(kvs.as_slice()),
+        _ => Err(invalid(what)),
+    };
+    let text = || args_words(&inst.args).join(" ");
+    let words = || args_words(&inst.args);
+    Ok(match (inst.kind, f) {
+        (InstructionKind::Arg, _) => Command::Arg(ArgCmd {
             inst,
-            platform: f.string("platform"),
+            args: match &inst.args {
+                Args::KeyValues(kvs) => kvs.as_slice(),
+                _ => &[],
+            },
         }),
-        InstructionKind::Run => Command::Run(RunCmd {
+        (InstructionKind::Stopsignal, _) => Command::Stopsignal(StopsignalCmd {
             inst,
-            mounts: f.all("mount"),
-            network: f.last("network"),
-            security: f.last("security"),
-            devices: f.strings("device"),
+            signal: text(),
         }),
-        InstructionKind::Copy => Command::Copy(CopyCmd {
+        (_, None) => return Err(invalid("unchecked flags")),
+        (InstructionKind::From, Some(f)) => from_cmd(inst, &f)?,
+        (InstructionKind::Run, Some(f)) => Command::Run(run::run_cmd(inst, &f)?),
+        (InstructionKind::Copy, Some(f)) => Command::Copy(CopyCmd {
             inst,
             common: copy_flags(&f)?,
             from: f.last("from"),
             parents: f.bool("parents")?,
         }),
-        InstructionKind::Add => Command::Add(AddCmd {
+        (InstructionKind::Add, Some(f)) => Command::Add(AddCmd {
             inst,
             common: copy_flags(&f)?,
             checksum: f.string("checksum"),
             keep_git_dir: f.bool("keep-git-dir")?,
             unpack: f.bool_opt("unpack")?,
         }),
-        InstructionKind::Healthcheck => Command::Healthcheck(HealthcheckCmd {
+        (InstructionKind::Healthcheck, Some(f)) => Command::Healthcheck(HealthcheckCmd {
             inst,
-            durations: HEALTHCHECK_DURATIONS
-                .iter()
-                .map(|&name| (name, f.string(name)))
-                .collect(),
-            retries: f.string("retries"),
+            health: config::health_config(inst, &|name| f.string(name).map(str::to_string))?,
         }),
-        _ => Command::Plain(inst),
+        (InstructionKind::Env, _) => Command::Env(EnvCmd {
+            inst,
+            env: key_values("ENV requires at least one argument")?,
+        }),
+        (InstructionKind::Label, _) => Command::Label(LabelCmd {
+            inst,
+            labels: key_values("LABEL requires at least one argument")?,
+        }),
+        (InstructionKind::Maintainer, _) => Command::Maintainer(MaintainerCmd {
+            inst,
+            maintainer: match &inst.args {
+                Args::Shell(s) => s.clone(),
+                _ => text(),
+            },
+        }),
+        (InstructionKind::Workdir, _) => Command::Workdir(WorkdirCmd { inst, path: text() }),
+        (InstructionKind::User, _) => Command::User(UserCmd { inst, user: text() }),
+        (InstructionKind::Expose, _) => Command::Expose(ExposeCmd {
+            inst,
+            ports: words(),
+        }),
+        (InstructionKind::Volume, _) => Command::Volume(VolumeCmd {
+            inst,
+            volumes: words(),
+        }),
+        (InstructionKind::Shell, _) => match &inst.args {
+            Args::Exec(v) => Command::Shell(ShellCmd { inst, shell: v }),
+            _ => return Err(invalid("SHELL requires the arguments to be in JSON form")),
+        },
+        (InstructionKind::Cmd, _) => Command::Cmd(CmdCmd {
+            inst,
+            cmd: config::cmd_line(&inst.args),
+        }),
+        (InstructionKind::Entrypoint, _) => Command::Entrypoint(EntrypointCmd {
+            inst,
+            cmd: config::cmd_line(&inst.args),
+        }),
+        (InstructionKind::Onbuild, _) => Command::Onbuild(OnbuildCmd {
+            inst,
+            expression: inst
+                .original
+                .trim()
+                .get(7..)
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        }),
     })
+}
+
+/// `FROM`: the base word and the optional `AS name`.
+fn from_cmd<'a>(inst: &'a Instruction, f: &Flags<'a>) -> Result<Command<'a>, InstructionError> {
+    let invalid = |message: &str| InstructionError::Invalid {
+        message: message.to_string(),
+        span: inst.span,
+    };
+    let words = args_words(&inst.args);
+    let Some(base) = words.first() else {
+        return Err(invalid("FROM requires the name of a base image"));
+    };
+    let stage_name = match words.len() {
+        1 => None,
+        3 if words[1].eq_ignore_ascii_case("as") => Some(words[2].to_lowercase()),
+        _ => {
+            return Err(invalid(
+                "FROM requires either one or three arguments (FROM image [AS name])",
+            ))
+        }
+    };
+    Ok(Command::From(FromCmd {
+        inst,
+        platform: f.string("platform"),
+        base: base.clone(),
+        stage_name,
+    }))
 }
 
 /// The flags COPY and ADD share.
@@ -267,6 +288,5 @@ fn copy_flags<'a>(f: &Flags<'a>) -> Result<CopyFlags<'a>, InstructionError> {
         exclude: f.strings("exclude"),
     })
 }
-
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,6 @@ fn flags_rbuild_accepted_still_parse() {
     for text in [
         "FROM --platform=$BUILDPLATFORM busybox AS b",
         "RUN --mount=type=cache,target=/c --network=none --security=sandbox true",
-        "RUN --device=/dev/fuse true",
         "COPY --from=b --chown=1:2 --chmod=u+x --link --parents --exclude=*.md --exclude=x a /d/",
         "COPY --link=false a /d",
         "ADD --checksum=sha256:00 --keep-git-dir=true --unpack=false --chown=1 --chmod=644 --link --exclude=y https://x/a /d",
@@ -29,9 +28,8 @@ fn flags_rbuild_accepted_still_parse() {
 }
 
 #[test]
-fn typed_flags_read_the_last_value() {
-    let inst =
-        first("FROM scratch\nCOPY --from=a --from=b --chmod=755 --exclude=x --exclude=y s /d\n");
+fn typed_flags_read_their_values() {
+    let inst = first("FROM scratch\nCOPY --from=b --chmod=755 --exclude=x --exclude=y s /d\n");
     let Command::Copy(c) = parse(&inst).expect("parses") else {
         panic!("not a COPY");
     };
@@ -91,4 +89,87 @@ fn booleans_are_checked() {
         "invalid value for --link: yes (expected true or false)"
     );
     assert_eq!(err.hint(), None);
+}
+
+#[test]
+fn flags_follow_bflag_rules() {
+    let err = parse(&first("FROM scratch\nCOPY --chown a /b\n")).expect_err("no value");
+    assert_eq!(err.to_string(), "missing a value on flag: --chown");
+    assert_eq!((err.span().start_line, err.span().start_col), (2, 6));
+    let err = parse(&first("FROM scratch\nCOPY --link= a /b\n")).expect_err("empty bool");
+    assert_eq!(err.to_string(), "missing a value on flag: --link");
+    let err = parse(&first(
+        "FROM scratch\nCOPY --from=a --chown=1 --from=b s /d\n",
+    ))
+    .expect_err("twice");
+    assert_eq!(err.to_string(), "duplicate flag specified: --from");
+    assert_eq!(err.span().start_col, 25);
+    // Repeatable flags repeat; booleans read case-insensitively.
+    let inst = first("FROM scratch\nCOPY --exclude=a --exclude=b --link=TRUE s /d\n");
+    let Command::Copy(c) = parse(&inst).expect("parses") else {
+        panic!("not a COPY");
+    };
+    assert!(c.common.link);
+    assert_eq!(c.common.exclude, vec!["a", "b"]);
+}
+
+#[test]
+fn run_flags_are_typed() {
+    let inst = first(
+        "FROM scratch\nRUN --network=none --security=insecure --mount=type=cache,target=/c,from=$S true\n",
+    );
+    let Command::Run(r) = parse(&inst).expect("parses") else {
+        panic!("not a RUN");
+    };
+    assert_eq!(r.network.map(|n| n.0), Some(RunNetwork::None));
+    assert_eq!(r.security.map(|s| s.0), Some(Security::Insecure));
+    assert_eq!(r.mounts[0].from.as_deref(), Some("$S"));
+    let mut ex = |w: &str| -> Result<String, String> { Ok(w.replace("/c", "/cache")) };
+    let m = r.mounts[0].parse(&mut ex).expect("mount parses");
+    assert_eq!(
+        (m.target.as_str(), m.from.as_deref()),
+        ("/cache", Some("$S"))
+    );
+    let err = parse(&first("FROM scratch\nRUN --network=bridge true\n")).expect_err("bridge");
+    assert_eq!(err.to_string(), "unsupported network mode \"bridge\"");
+    let err = parse(&first("FROM scratch\nRUN --device=/dev/fuse true\n")).expect_err("device");
+    assert_eq!(err.to_string(), "RUN --device is not supported by rbuild");
+    assert_eq!(err.span().start_col, 5);
+}
+
+#[test]
+fn arguments_are_read_and_checked() {
+    let cmd = |text: &str| {
+        let inst = first(&format!("FROM scratch\n{text}\n"));
+        format!("{:?}", parse(&inst).map(|c| c.kind()))
+    };
+    assert_eq!(cmd("ENV a=1"), "Ok(Env)");
+    assert_eq!(
+        cmd("SHELL /bin/sh -c"),
+        "Err(Invalid { message: \"SHELL requires the arguments to be in JSON form\", span: Span { start_line: 2, start_col: 1, end_line: 2, end_col: 17, offset: 13, len: 16 } })"
+    );
+    let inst = first("FROM scratch\nCMD echo hi\n");
+    let Command::Cmd(c) = parse(&inst).expect("parses") else {
+        panic!("not a CMD");
+    };
+    assert_eq!(c.cmd, CmdLine::Shell("echo hi".into()));
+    let inst = first("FROM scratch\nHEALTHCHECK --interval=5s --retries=0 CMD [\"true\"]\n");
+    let Command::Healthcheck(h) = parse(&inst).expect("parses") else {
+        panic!("not a HEALTHCHECK");
+    };
+    assert_eq!(h.health.interval, Some(5_000_000_000));
+    assert_eq!(h.health.retries, None);
+    let from = first("FROM busybox AS Build\n");
+    let Command::From(f) = parse(&from).expect("parses") else {
+        panic!("not a FROM");
+    };
+    assert_eq!(
+        (f.base.as_str(), f.stage_name.as_deref()),
+        ("busybox", Some("build"))
+    );
+    let err = parse(&first("FROM a b\n")).expect_err("two words");
+    assert_eq!(
+        err.to_string(),
+        "FROM requires either one or three arguments (FROM image [AS name])"
+    );
 }

@@ -1,6 +1,8 @@
 //! `RUN --mount=...` values, parsed like BuildKit's `instructions.ParseMount`: a CSV record of
-//! `key=value` fields (and a few bare flags), each value expanded with the build's ARG/ENV.
+//! `key=value` fields (and a few bare flags, read by [`rbuild_llb::csv`]), each value expanded
+//! with the build's ARG/ENV; a tmpfs `size=` is a docker size ([`rbuild_llb::units`]).
 
+use rbuild_llb::units::ram_in_bytes;
 use rbuild_llb::{CacheSharing, MountType};
 
 /// One parsed `--mount` flag (targets not yet made absolute against WORKDIR).
@@ -21,50 +23,11 @@ pub(crate) struct ParsedMount {
     pub env: Option<String>,
 }
 
-/// Splits one CSV record like Go's encoding/csv (quotes, `""` escapes).
+/// Splits one CSV record ([`rbuild_llb::csv`]), with BuildKit's message for a bad quote.
 fn csv_fields(value: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = value.chars().peekable();
-    let mut at_start = true;
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    cur.push('"');
-                } else {
-                    quoted = false;
-                    if !matches!(chars.peek(), None | Some(',')) {
-                        return Err(format!("extraneous or missing \" in quoted-field: {value}"));
-                    }
-                }
-            } else {
-                cur.push(c);
-            }
-            continue;
-        }
-        match c {
-            '"' if at_start => {
-                quoted = true;
-                at_start = false;
-            }
-            ',' => {
-                out.push(std::mem::take(&mut cur));
-                at_start = true;
-            }
-            _ => {
-                cur.push(c);
-                at_start = false;
-            }
-        }
-    }
-    if quoted {
-        return Err(format!("extraneous or missing \" in quoted-field: {value}"));
-    }
-    out.push(cur);
-    Ok(out)
+    rbuild_llb::csv::fields(value)
+        .map(|fields| fields.into_iter().map(|f| f.raw).collect())
+        .map_err(|_| format!("extraneous or missing \" in quoted-field: {value}"))
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -73,32 +36,6 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(format!("invalid value for {key}: {v}")),
     }
-}
-
-/// Parses sizes like docker's `units.RAMInBytes`: `1024`, `64k`, `64m`, `1g`, `1gb`, `1GiB`.
-pub(crate) fn ram_in_bytes(v: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size: '{v}'");
-    let t = v.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return Err(bad()),
-    };
-    Ok((n * mult as f64) as u64)
 }
 
 /// Parses one `--mount` value; `expand` does ARG/ENV expansion of each field's value.
@@ -202,7 +139,9 @@ pub(crate) fn parse_mount(
                         .map_err(|_| format!("invalid value {v} for gid"))?,
                 )
             }
-            "size" if kind == MountType::Tmpfs => m.size = Some(ram_in_bytes(&v)?),
+            "size" if kind == MountType::Tmpfs => {
+                m.size = Some(ram_in_bytes(&v).map_err(|e| e.to_string())?)
+            }
             "env" if kind == MountType::Secret => m.env = Some(v),
             _ => return Err(format!("unexpected key '{key}' in '{field}'")),
         }
