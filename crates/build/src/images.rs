@@ -61,7 +61,11 @@ impl ImageSummary {
 
     /// `created` of the config as Unix seconds, if set and valid RFC 3339.
     pub fn created_unix(&self) -> Option<i64> {
-        self.record.config.created.as_deref().and_then(parse_rfc3339)
+        self.record
+            .config
+            .created
+            .as_deref()
+            .and_then(parse_rfc3339)
     }
 }
 
@@ -220,7 +224,12 @@ impl Images {
         let Some(store) = &self.store else {
             return Ok(layer.size);
         };
-        if let Some(n) = self.sizes.lock().ok().and_then(|m| m.get(&layer.digest).copied()) {
+        if let Some(n) = self
+            .sizes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&layer.digest).copied())
+        {
             return Ok(n);
         }
         let n = layer_size(store, layer)?;
@@ -287,7 +296,9 @@ fn same_name(name: &str, reference: &str) -> bool {
 pub fn split_name(name: &str) -> (String, String) {
     let name = name.split('@').next().unwrap_or(name);
     match name.rfind(':') {
-        Some(i) if !name[i + 1..].contains('/') => (name[..i].to_string(), name[i + 1..].to_string()),
+        Some(i) if !name[i + 1..].contains('/') => {
+            (name[..i].to_string(), name[i + 1..].to_string())
+        }
         _ => (name.to_string(), "<none>".to_string()),
     }
 }
@@ -387,7 +398,10 @@ mod tests {
             split_name("localhost:5000/a/b:x"),
             ("localhost:5000/a/b".into(), "x".into())
         );
-        assert_eq!(split_name("localhost:5000/a"), ("localhost:5000/a".into(), "<none>".into()));
+        assert_eq!(
+            split_name("localhost:5000/a"),
+            ("localhost:5000/a".into(), "<none>".into())
+        );
         assert!(same_name("app:latest", "app"));
         assert!(same_name("app:1", "docker.io/library/app:1"));
         assert!(!same_name("app:1", "app:2"));

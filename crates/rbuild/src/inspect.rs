@@ -63,8 +63,13 @@ fn inspect_json(image: &ImageSummary) -> Value {
     let mut repos: Vec<String> = tags.iter().map(|n| split_name(n).0).collect();
     repos.dedup();
     let config = &image.record.config;
-    let diff_ids: Vec<String> = config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect();
-    json!({
+    let diff_ids: Vec<String> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let mut out = json!({
         "Id": image.id().to_string(),
         "RepoTags": tags,
         "RepoDigests": repos
@@ -78,13 +83,16 @@ fn inspect_json(image: &ImageSummary) -> Value {
         "Author": config.author.clone().unwrap_or_default(),
         "Config": config.config,
         "Architecture": config.architecture,
-        "Variant": config.variant,
         "Os": config.os,
         "Size": image.size,
         "RootFS": { "Type": "layers", "Layers": diff_ids },
         "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
         "Descriptor": image.descriptor,
-    })
+    });
+    if let (Some(v), Some(map)) = (&config.variant, out.as_object_mut()) {
+        map.insert("Variant".into(), json!(v));
+    }
+    out
 }
 
 /// Runs `rbuild history IMAGE`.

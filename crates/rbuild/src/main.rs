@@ -65,8 +65,7 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
         let looks_like_build = if arg.starts_with('-') {
             !help_or_version
         } else {
-            !subcommand
-                && (arg == "." || arg.contains('/') || std::path::Path::new(&*arg).is_dir())
+            !subcommand && (arg == "." || arg.contains('/') || std::path::Path::new(&*arg).is_dir())
         };
         if looks_like_build {
             argv.insert(i, "build".into());

@@ -35,10 +35,15 @@ pub fn render(rows: &[Vec<String>]) -> String {
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
 pub fn print(text: &str) -> Result<(), Report> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Report::new(format!("error: writing to standard output: {e}"))),
+        Err(e) => Err(Report::new(format!(
+            "error: writing to standard output: {e}"
+        ))),
     }
 }
 
@@ -165,6 +170,9 @@ mod tests {
             vec!["REPOSITORY".into(), "TAG".into(), "SIZE".into()],
             vec!["app".into(), "1".into(), "7MB".into()],
         ]);
-        assert_eq!(t, "REPOSITORY   TAG       SIZE\napp          1         7MB\n");
+        assert_eq!(
+            t,
+            "REPOSITORY   TAG       SIZE\napp          1         7MB\n"
+        );
     }
 }

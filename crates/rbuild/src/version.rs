@@ -17,7 +17,10 @@ pub struct CompletionArgs {
 /// time), OS/Arch.
 pub fn run_version() -> Result<(), Report> {
     let mut text = String::from("Client:\n");
-    text.push_str(&format!(" Version:           {}\n", env!("CARGO_PKG_VERSION")));
+    text.push_str(&format!(
+        " Version:           {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
     if let Some(commit) = option_env!("RBUILD_GIT_COMMIT") {
         text.push_str(&format!(" Git commit:        {commit}\n"));
     }
