@@ -131,6 +131,30 @@ fn images_shows_ids_created_and_unpacked_sizes() {
     assert_eq!(rows[0]["CreatedAt"], "2023-11-14 22:13:20 +0000 UTC");
     assert!(rows[0]["CreatedSince"].as_str().unwrap().ends_with(" ago"));
 
+    // A zstd layer is decompressed to count its unpacked size.
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("big"), vec![b'a'; BIG]).unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY big /big\n",
+    )
+    .unwrap();
+    let out = rbuild_at(root.path())
+        .args(["build", "--progress=plain"])
+        .args(["-o", "type=image,name=z:1,compression=zstd"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let store = rbuild_oci::Store::open(root.path()).unwrap();
+    let desc = store.resolve_tag("z:1").unwrap().unwrap();
+    let record = store.read_image(&desc.digest).unwrap();
+    assert!(record.manifest.layers[0]
+        .media_type
+        .as_str()
+        .ends_with("+zstd"));
+    assert_eq!(inspect(root.path(), "z:1")["Size"], 101_888);
+
     let bad = run(root.path(), &["images", "--format", "{{.ID}}"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 
