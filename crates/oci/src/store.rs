@@ -354,6 +354,30 @@ impl Store {
         self.write_file_atomic(&self.root.join("index.json"), &bytes)
     }
 
+    /// Removes the tags in `names` (nothing else: the blobs stay for garbage collection) and
+    /// returns the ones that were there.
+    pub fn remove_tags(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        let _lock = self.lock_index()?;
+        let mut index = self.index()?;
+        let mut removed = Vec::new();
+        index.manifests.retain(|d| match ref_name(d) {
+            Some(n) if names.iter().any(|x| x == n) => {
+                removed.push(n.to_string());
+                false
+            }
+            _ => true,
+        });
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        let bytes = canonical_json(&index).map_err(|source| StoreError::Json {
+            what: "index.json".into(),
+            source,
+        })?;
+        self.write_file_atomic(&self.root.join("index.json"), &bytes)?;
+        Ok(removed)
+    }
+
     /// Lists the tags.
     pub fn tags(&self) -> Result<Vec<TagEntry>, StoreError> {
         Ok(self

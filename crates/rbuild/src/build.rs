@@ -1,13 +1,11 @@
-//! `rbuild build` and `rbuild images`: turns the build flags into a [`BuildRequest`] for the
+//! `rbuild build`: turns the build flags into a [`BuildRequest`] for the
 //! library (`rbuild_build`), runs it (canceled by SIGINT/SIGTERM from the solve on: while steps
 //! run, layers and outputs are written, the cache is exported or the image pushed) and prints
-//! the result; lists the store's images.
+//! the result.
 
 use crate::errors::Report;
 use crate::{progress, BuildArgs, StoreArgs};
-use indicatif::DecimalBytes;
 use rbuild_build::{BuildRequest, ContextSource, DockerfileSource, StateDir};
-use rbuild_oci::{Digest, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -95,38 +93,6 @@ async fn wait_for_signal() -> i32 {
         _ = int.recv() => rustix::process::Signal::INT.as_raw(),
         _ = term.recv() => rustix::process::Signal::TERM.as_raw(),
     }
-}
-
-/// Runs `rbuild images`: one line per tag with its digest and size.
-pub fn images(store_args: &StoreArgs) -> Result<(), Report> {
-    let state = StateDir::new(store_args.root_dir());
-    if !state.has_store() {
-        println!("{:<50} {:<20} {:>10}", "REPOSITORY:TAG", "DIGEST", "SIZE");
-        return Ok(());
-    }
-    let store = Store::open(&state.store())
-        .map_err(|e| Report::from_error("opening the image store", &e))?;
-    let tags = store
-        .tags()
-        .map_err(|e| Report::from_error("reading the image store", &e))?;
-    println!("{:<50} {:<20} {:>10}", "REPOSITORY:TAG", "DIGEST", "SIZE");
-    for tag in tags {
-        let size = store
-            .read_image(&tag.descriptor.digest)
-            .map(|r| r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>())
-            .unwrap_or(0);
-        println!(
-            "{:<50} {:<20} {:>10}",
-            tag.name,
-            short(&tag.descriptor.digest),
-            DecimalBytes(size).to_string()
-        );
-    }
-    Ok(())
-}
-
-fn short(d: &Digest) -> String {
-    format!("sha256:{}", &d.hex()[..12])
 }
 
 #[cfg(test)]

@@ -8,10 +8,15 @@
 
 mod build;
 mod errors;
+mod images;
+mod inspect;
 mod logging;
 mod progress;
 mod push;
+mod rmi;
 mod run_opts;
+mod table;
+mod version;
 
 use clap::{Args, Parser, Subcommand};
 use rbuild_build::{CacheFromSpec, CacheToSpec, OutputSpec, SecretSpec, SpecError};
@@ -35,8 +40,11 @@ struct Cli {
 }
 
 /// `rbuild [FLAGS] CONTEXT` means `rbuild build [FLAGS] CONTEXT`: inserts `build` when the first
-/// word is not a subcommand (skipping the global `--root` and logging flags).
+/// word (after the global `--root` and logging flags) looks like a build: a flag other than
+/// help/version, or a path (`.`, `-`, containing `/`, or an existing directory that is not a
+/// subcommand's name). Any other word is left to clap, which rejects an unknown subcommand.
 fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
     let mut i = 1;
     while i < argv.len() {
         let arg = argv[i].to_string_lossy();
@@ -48,18 +56,18 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
             i += 1;
             continue;
         }
-        let known = [
-            "build",
-            "images",
-            "push",
-            "login",
-            "help",
-            "--help",
-            "-h",
-            "--version",
-            "-V",
-        ];
-        if !known.contains(&arg.as_ref()) {
+        let cmd = Cli::command();
+        let subcommand = cmd
+            .get_subcommands()
+            .any(|s| s.get_name() == arg || s.get_all_aliases().any(|a| a == arg))
+            || arg == "help";
+        let help_or_version = ["--help", "-h", "--version", "-V"].contains(&arg.as_ref());
+        let looks_like_build = if arg.starts_with('-') {
+            !help_or_version
+        } else {
+            !subcommand && (arg == "." || arg.contains('/') || std::path::Path::new(&*arg).is_dir())
+        };
+        if looks_like_build {
             argv.insert(i, "build".into());
         }
         return argv;
@@ -67,12 +75,36 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
     argv
 }
 
+/// The subcommands and their one-line help, listed after an "unrecognized subcommand" error.
+fn subcommand_list() -> String {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut text = String::from("\nCommands:\n");
+    for sub in cmd.get_subcommands() {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        text.push_str(&format!("  {:<12}{about}\n", sub.get_name()));
+    }
+    text
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<BuildArgs>),
     /// List the images in the local store.
-    Images,
+    Images(images::ImagesArgs),
+    /// Remove images (names; the blobs are left to garbage collection).
+    Rmi(rmi::RmiArgs),
+    /// Give an image another name: `rbuild tag SOURCE TARGET`.
+    Tag(rmi::TagArgs),
+    /// Show images as JSON, like `docker image inspect`.
+    Inspect(inspect::InspectArgs),
+    /// Show the history of an image.
+    History(inspect::HistoryArgs),
+    /// Show the rbuild version.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(version::CompletionArgs),
     /// Push images of the local store to their registries.
     Push(push::PushArgs),
     /// Log in to a registry (saves credentials like `docker login`).
@@ -208,6 +240,11 @@ fn main() -> ExitCode {
                 eprintln!("{report}");
                 return ExitCode::from(report.exit_code());
             }
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
+                eprint!("{}", e.render());
+                eprint!("{}", subcommand_list());
+                return ExitCode::from(2);
+            }
             e.exit()
         }
     };
@@ -224,7 +261,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Build(args) => runtime.block_on(build::run(*args, &cli.store)),
-        Command::Images => build::images(&cli.store),
+        Command::Images(args) => images::run(&args, &cli.store),
+        Command::Rmi(args) => rmi::run_rmi(&args, &cli.store),
+        Command::Tag(args) => rmi::run_tag(&args, &cli.store),
+        Command::Inspect(args) => inspect::run_inspect(&args, &cli.store),
+        Command::History(args) => inspect::run_history(&args, &cli.store),
+        Command::Version => version::run_version(),
+        Command::Completion(args) => version::run_completion(&args),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),
     };

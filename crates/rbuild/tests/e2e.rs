@@ -130,7 +130,13 @@ fn multistage_build_is_read_back_by_umoci_skopeo_and_rbuild() {
     assert_eq!(record.config.config.user.as_deref(), Some("nobody"));
     let images = rbuild(root.path(), &["images"]);
     assert_ok(&images);
-    assert!(String::from_utf8_lossy(&images.stdout).contains("e2e/multi:1"));
+    let listing = String::from_utf8_lossy(&images.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["e2e/multi", "1"])),
+        "rbuild images:\n{listing}"
+    );
 }
 
 #[test]

@@ -1,0 +1,120 @@
+//! `rbuild images`: the store's images as `docker images` shows them (REPOSITORY, TAG, IMAGE ID,
+//! CREATED, SIZE; `-q`, `--digests`, `--format table|json`).
+
+use crate::errors::Report;
+use crate::table::{go_time, human_size, print, render, report, since};
+use crate::StoreArgs;
+use clap::Args;
+use rbuild_build::images::{split_name, ImageSummary, Images};
+use rbuild_build::StateDir;
+
+/// `rbuild images` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ImagesArgs {
+    /// Show all images (the store keeps only named images: the same list).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Show digests (the manifest digest).
+    #[arg(long)]
+    pub digests: bool,
+    /// Don't truncate output (full image IDs).
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: table (default) or json (one JSON object per line).
+    #[arg(long, value_name = "table|json")]
+    pub format: Option<String>,
+}
+
+/// One row: an image under one of its names.
+struct Row<'a> {
+    image: &'a ImageSummary,
+    repository: String,
+    tag: String,
+}
+
+/// Runs `rbuild images`.
+pub fn run(args: &ImagesArgs, store: &StoreArgs) -> Result<(), Report> {
+    let format = args.format.as_deref().unwrap_or("table");
+    if !matches!(format, "table" | "json") {
+        return Err(Report::new(format!(
+            "error: unsupported --format `{format}` (table, json)"
+        ))
+        .with_code(2));
+    }
+    let images = Images::open(&StateDir::new(store.root_dir()))
+        .and_then(|i| i.list())
+        .map_err(report)?;
+    let rows: Vec<Row<'_>> = images
+        .iter()
+        .flat_map(|image| {
+            let mut names = image.names.clone();
+            names.sort();
+            names.into_iter().map(move |n| {
+                let (repository, tag) = split_name(&n);
+                Row {
+                    image,
+                    repository,
+                    tag,
+                }
+            })
+        })
+        .collect();
+    let id = |i: &ImageSummary| {
+        if args.no_trunc {
+            i.id().to_string()
+        } else {
+            i.id().hex()[..12].to_string()
+        }
+    };
+    if args.quiet {
+        let text: String = rows.iter().map(|r| format!("{}\n", id(r.image))).collect();
+        return print(&text);
+    }
+    if format == "json" {
+        let mut text = String::new();
+        for r in &rows {
+            let created = r.image.created_unix();
+            // Docker's keys, in its (sorted) order; the counts it does not track are N/A.
+            let line = serde_json::json!({
+                "Containers": "N/A",
+                "CreatedAt": go_time(created),
+                "CreatedSince": since(created),
+                "Digest": r.image.digest().to_string(),
+                "ID": id(r.image),
+                "Repository": r.repository,
+                "SharedSize": "N/A",
+                "Size": human_size(r.image.size),
+                "Tag": r.tag,
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(r.image.size),
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        return print(&text);
+    }
+    let mut table = vec![header(args.digests)];
+    for r in &rows {
+        let mut row = vec![r.repository.clone(), r.tag.clone()];
+        if args.digests {
+            row.push(r.image.digest().to_string());
+        }
+        row.push(id(r.image));
+        row.push(since(r.image.created_unix()));
+        row.push(human_size(r.image.size));
+        table.push(row);
+    }
+    print(&render(&table))
+}
+
+fn header(digests: bool) -> Vec<String> {
+    let mut h = vec!["REPOSITORY", "TAG"];
+    if digests {
+        h.push("DIGEST");
+    }
+    h.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    h.into_iter().map(String::from).collect()
+}
