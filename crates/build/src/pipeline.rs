@@ -86,15 +86,9 @@ pub async fn build_with_cancel(
         );
         blocking(move || Ok(input::read_dockerignore(&context, &path))).await?
     };
-    // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp.
+    // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp;
+    // without it the export takes the times of the cached results (not the clock).
     let epoch = source_date_epoch(&build_args, epoch_fallback);
-    let created_secs = match epoch {
-        Some(epoch) => epoch,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    };
     let opts = ConvertOptions {
         build_args,
         target,
@@ -103,7 +97,7 @@ pub async fn build_with_cancel(
         entitlements: entitlements.clone(),
         extra_hosts,
         context_excludes,
-        created: Some(rfc3339(created_secs)),
+        created: epoch.map(rfc3339),
     };
     let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
