@@ -248,15 +248,17 @@ mod tests {
 
     #[test]
     fn untimed_entries_take_their_layers_times() {
-        let mut config = ImageConfig::default();
-        config.history = vec![
-            entry(Some("2000-01-01T00:00:00Z"), false),
-            entry(None, true),
-            entry(None, false),
-            entry(None, true),
-            entry(None, false),
-            entry(None, true),
-        ];
+        let mut config = ImageConfig {
+            history: vec![
+                entry(Some("2000-01-01T00:00:00Z"), false),
+                entry(None, true),
+                entry(None, false),
+                entry(None, true),
+                entry(None, false),
+                entry(None, true),
+            ],
+            ..ImageConfig::default()
+        };
         fill_times(&mut config, &[5, 0, 86_400]);
         let times: Vec<_> = config.history.iter().map(|h| h.created.clone()).collect();
         let day = Some("1970-01-02T00:00:00Z".to_string());
@@ -278,16 +280,20 @@ mod tests {
 
     #[test]
     fn leading_empty_entries_take_the_next_time_and_set_times_stay() {
-        let mut config = ImageConfig::default();
-        config.history = vec![entry(None, true), entry(None, false)];
-        config.created = Some("keep".into());
+        let mut config = ImageConfig {
+            history: vec![entry(None, true), entry(None, false)],
+            created: Some("keep".into()),
+            ..ImageConfig::default()
+        };
         fill_times(&mut config, &[0]);
         let zero = Some("1970-01-01T00:00:00Z".to_string());
         assert_eq!(config.history[0].created, zero);
         assert_eq!(config.history[1].created, zero);
         assert_eq!(config.created.as_deref(), Some("keep"));
-        let mut none = ImageConfig::default();
-        none.history = vec![entry(None, true)];
+        let mut none = ImageConfig {
+            history: vec![entry(None, true)],
+            ..ImageConfig::default()
+        };
         fill_times(&mut none, &[]);
         assert_eq!(none.history[0].created, None);
         assert_eq!(none.created, None);
