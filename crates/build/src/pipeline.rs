@@ -22,7 +22,7 @@ use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
 use rbuild_llb::Entitlements;
 use rbuild_oci::Store;
-use rbuild_registry::RegistryClient;
+use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::{Limits, Sandbox};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{
@@ -76,6 +76,7 @@ pub async fn build_with_cancel(
         progress,
         registry,
     } = request;
+    check_names(&tags, &outputs)?;
     let started = Instant::now();
     let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
     phase_done("load", started);
@@ -119,6 +120,25 @@ pub async fn build_with_cancel(
     pipeline
         .finish(plan, solved, finish, epoch, &mut cancel)
         .await
+}
+
+/// Checks the `-t` names and the outputs' `name=`s against the docker reference grammar, before
+/// anything runs (the CLI already checked them; an embedder may set them directly).
+fn check_names(tags: &[String], outputs: &[OutputSpec]) -> Result<(), BuildError> {
+    for tag in tags {
+        crate::spec::check_reference("-t, --tag", tag)?;
+    }
+    for o in outputs {
+        if let Output::Oci { names, .. }
+        | Output::Docker { names, .. }
+        | Output::Image { names, .. } = &o.output
+        {
+            for name in names {
+                crate::spec::check_reference("-o, --output", name)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The inputs of a build and its parsed Dockerfile.
@@ -227,6 +247,12 @@ impl Pipeline {
         let started = Instant::now();
         let needed =
             rbuild_frontend::base_images(&loaded.ast, opts).map_err(|e| loaded.convert_error(e))?;
+        // Every base image name (after expansion) is checked before anything is pulled.
+        for name in &needed {
+            Reference::parse(name).map_err(|e| {
+                BuildError::registry(format!("failed to parse stage name \"{name}\""), e)
+            })?;
+        }
         let store = {
             let (root, reporter) = (state.store(), wait_reporter(&progress));
             blocking(move || {

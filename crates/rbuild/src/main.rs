@@ -109,8 +109,9 @@ impl StoreArgs {
 pub struct BuildArgs {
     /// Build context directory.
     pub context: Option<PathBuf>,
-    /// Name and optionally a tag (`name:tag`); repeatable.
-    #[arg(short = 't', long = "tag")]
+    /// Name and optionally a tag (`name:tag`); repeatable. Checked with the docker reference
+    /// grammar before anything runs.
+    #[arg(short = 't', long = "tag", value_parser = rbuild_build::parse_tag)]
     pub tags: Vec<String>,
     /// Dockerfile path (default: CONTEXT/Dockerfile).
     #[arg(short = 'f', long = "file")]

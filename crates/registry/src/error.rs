@@ -5,12 +5,12 @@ use rbuild_oci::{Digest, StoreError};
 /// Errors of the registry client.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The reference string is malformed.
-    #[error("invalid reference `{reference}`: {reason}")]
+    /// The reference string is malformed (the text is Docker's, e.g. `invalid reference format`).
+    #[error("{reason}")]
     InvalidReference {
         /// The input.
         reference: String,
-        /// Why it was rejected.
+        /// Why it was rejected, in Docker's words.
         reason: String,
     },
     /// The registry refused access (401/403) even after authenticating (or with no credentials).

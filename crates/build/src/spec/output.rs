@@ -89,15 +89,19 @@ impl FromStr for OutputSpec {
                 kind: kind.to_string(),
             })
         };
+        let names = names(&parsed);
+        for name in &names {
+            super::check_reference("-o, --output", name)?;
+        }
         let output = match fields.get("type").map(String::as_str) {
             Some("oci") => Output::Oci {
                 dest: need_dest("oci")?,
                 tar: fields.get("tar").map(|v| v != "false").unwrap_or(true),
-                names: names(&parsed),
+                names,
             },
             Some("docker") => Output::Docker {
                 dest: need_dest("docker")?,
-                names: names(&parsed),
+                names,
             },
             Some("local") => Output::Local {
                 dest: need_dest("local")?,
@@ -106,7 +110,6 @@ impl FromStr for OutputSpec {
                 dest: need_dest("tar")?,
             },
             Some(kind @ ("image" | "registry")) => {
-                let names = names(&parsed);
                 let push = kind == "registry" || fields.get("push").is_some_and(|v| v == "true");
                 if names.is_empty() && push {
                     return Err(SpecError::OutputNeedsName {
