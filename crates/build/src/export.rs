@@ -14,9 +14,10 @@ use crate::error::BuildError;
 use crate::options::rfc3339;
 use crate::request::OutputResult;
 use crate::spec::{CompressionSpec, Output, OutputSpec};
-use rbuild_exporter::{assemble_image, ensure_layer, normalize_tag, LayerOptions};
+use rbuild_exporter::{assemble_image_annotated, ensure_layer, normalize_tag, LayerOptions};
 use rbuild_oci::{Compression, Descriptor, Digest, ImageConfig, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 /// The layer options of a build: the first output that sets `compression=` decides (the image
@@ -61,20 +62,34 @@ fn chain_of(
     Ok(out)
 }
 
-/// Writes the image of `top` with `config` into the store and tags it with `tags` (normalised)
+/// What the image of a build is made of, besides its layers.
+pub(crate) struct ImageParts {
+    /// Its config (times not yet filled in).
+    pub(crate) config: ImageConfig,
+    /// Labels added to the config (`--label`).
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Annotations of the manifest (`--annotation`).
+    pub(crate) annotations: BTreeMap<String, String>,
+}
+
+/// Writes the image of `top` made of `parts` into the store and tags it with `tags` (normalised)
 /// (blocking I/O). Returns the manifest's descriptor and the config's digest. When the build is
 /// canceled (`opts.cancel`), a layer stops at its next chunk and nothing is named.
 pub(crate) fn export_image(
     store: &Store,
     snapshotter: &Snapshotter,
     top: Option<&SnapshotId>,
-    config: ImageConfig,
+    parts: ImageParts,
     tags: &[String],
     opts: &LayerOptions,
 ) -> Result<(Descriptor, Digest), BuildError> {
     let flag = opts.cancel.clone().unwrap_or_default();
     let chain = chain_of(snapshotter, top)?;
-    let mut config = config;
+    let mut config = parts.config;
+    if !parts.labels.is_empty() {
+        let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(parts.labels);
+    }
     fill_times(&mut config, &layer_times(snapshotter, &chain)?);
     let mut layers = Vec::new();
     for id in chain {
@@ -83,8 +98,8 @@ pub(crate) fn export_image(
         stop_if_canceled(&flag)?;
         layers.push(layer.map_err(|e| BuildError::step("exporting layers", e))?);
     }
-    let (desc, manifest) =
-        assemble_image(store, config, &layers).map_err(|e| BuildError::step("writing image", e))?;
+    let (desc, manifest) = assemble_image_annotated(store, config, &layers, &parts.annotations)
+        .map_err(|e| BuildError::step("writing image", e))?;
     for tag in tags {
         stop_if_canceled(&flag)?;
         store

@@ -8,7 +8,7 @@
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
-use crate::export::{export_image, layer_options, write_outputs, StoredImage};
+use crate::export::{export_image, layer_options, write_outputs, ImageParts, StoredImage};
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -61,6 +61,8 @@ pub async fn build_with_cancel(
         source_date_epoch: epoch_fallback,
         target,
         tags,
+        labels,
+        annotations,
         outputs,
         push,
         push_jobs,
@@ -112,6 +114,8 @@ pub async fn build_with_cancel(
     let solved = pipeline.solve(&loaded, &plan, run, &mut cancel).await?;
     let finish = FinishParts {
         tags,
+        labels,
+        annotations,
         outputs,
         push,
         push_jobs,
@@ -228,6 +232,8 @@ struct SolveOutcome {
 /// What the export phase needs from the request.
 struct FinishParts {
     tags: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
     outputs: Vec<OutputSpec>,
     push: bool,
     push_jobs: usize,
@@ -454,7 +460,12 @@ impl Pipeline {
         let started = Instant::now();
         let (desc, config_digest) = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
-            let (config, top) = (plan.config, solved.top.clone());
+            let image = ImageParts {
+                config: plan.config,
+                labels: parts.labels,
+                annotations: parts.annotations,
+            };
+            let top = solved.top.clone();
             let (tags, layer_opts) = (tags.clone(), layer_opts.clone());
             cancel
                 .blocking(move || {
@@ -462,7 +473,7 @@ impl Pipeline {
                         &store,
                         &snapshotter,
                         top.as_ref(),
-                        config,
+                        image,
                         &tags,
                         &layer_opts,
                     )

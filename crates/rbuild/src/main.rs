@@ -172,7 +172,12 @@ pub struct BuildArgs {
     /// Progress output: auto, tty, plain, json.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: progress::ProgressMode,
-    /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
+    /// Output (repeatable): type=local,dest=DIR (the final filesystem) | type=tar,dest=FILE
+    /// (it as one tar) | type=oci,dest=FILE[,tar=false][,name=REF] (OCI layout) |
+    /// type=docker,dest=FILE[,name=REF] (`docker load` archive) | type=image[,name=REF][,push=true]
+    /// (the store) | type=registry,name=REF (push). Archives take dest=- for standard output;
+    /// `-` alone is type=tar,dest=- and a bare DIR type=local,dest=DIR. Layer compression:
+    /// compression=gzip|zstd|uncompressed[,compression-level=N][,force-compression=true].
     #[arg(short = 'o', long = "output", value_parser = clap::value_parser!(OutputSpec))]
     pub outputs: Vec<OutputSpec>,
     /// Push the image to the registries named by the tags (shorthand for type=image,push=true).
@@ -181,6 +186,19 @@ pub struct BuildArgs {
     /// Write build result metadata (digest, descriptor, names) as JSON, like buildx.
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<PathBuf>,
+    /// Print only the image ID (`sha256:...`, the config digest) on stdout; no progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID (the config digest) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Set a label of the image (`KEY=VALUE`; `KEY` alone for an empty value); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = build::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Add an annotation to the image manifest (`KEY=VALUE` or `manifest:KEY=VALUE`); repeatable.
+    #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE",
+          value_parser = build::parse_annotation)]
+    pub annotations: Vec<(String, String)>,
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
     #[arg(long = "secret", value_parser = clap::value_parser!(SecretSpec))]
     pub secrets: Vec<SecretSpec>,

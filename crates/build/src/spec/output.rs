@@ -1,5 +1,7 @@
-//! `--output` specs (buildx's syntax): `type=oci|docker|local|tar|image|registry,dest=...`, the
-//! names of archive and image outputs, and the layer compression an output asks for.
+//! `--output` specs (buildx's syntax): `type=oci|docker|local|tar|image|registry,dest=...` (`-`
+//! as `dest` of an archive is standard output; `-` alone is `type=tar,dest=-`, a bare `DIR`
+//! `type=local,dest=DIR`), the names of archive and image outputs, and the layer compression an
+//! output asks for.
 
 use super::kv::{self, Field};
 use super::SpecError;
@@ -72,6 +74,20 @@ impl FromStr for OutputSpec {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<Self, SpecError> {
+        // buildx's shorthands: `-` is a tar of the result on standard output, a bare path a
+        // local directory.
+        if !spec.is_empty() && !spec.contains(['=', ',']) {
+            let dest = PathBuf::from(spec);
+            let output = if spec == "-" {
+                Output::Tar { dest }
+            } else {
+                Output::Local { dest }
+            };
+            return Ok(OutputSpec {
+                output,
+                compression: None,
+            });
+        }
         let parsed = kv::fields(spec).map_err(|why| SpecError::OutputSyntax {
             spec: spec.to_string(),
             why,
@@ -184,6 +200,25 @@ mod tests {
 
     fn err(spec: &str) -> String {
         spec.parse::<OutputSpec>().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn buildx_shorthands() {
+        assert_eq!(out("-"), Output::Tar { dest: "-".into() });
+        assert_eq!(
+            out("./out"),
+            Output::Local {
+                dest: "./out".into()
+            }
+        );
+        assert_eq!(
+            out("type=docker,dest=-"),
+            Output::Docker {
+                dest: "-".into(),
+                names: vec![]
+            }
+        );
+        assert!(err("a=b").contains("no type="), "{}", err("a=b"));
     }
 
     #[test]
