@@ -9,6 +9,7 @@
 mod build;
 mod errors;
 mod logging;
+mod pipe;
 mod progress;
 mod push;
 mod run_opts;
@@ -217,6 +218,7 @@ fn spec_error(e: &clap::Error) -> Option<&SpecError> {
 
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
+    pipe::exit_quietly_on_closed_pipe();
     let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
