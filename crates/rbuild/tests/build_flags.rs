@@ -328,3 +328,27 @@ fn docker_loads_the_stdout_archive() {
         String::from_utf8_lossy(&loaded.stdout)
     );
 }
+
+#[test]
+fn a_refused_connection_reads_in_plain_words() {
+    // Held bound (not listening): connecting is refused.
+    let refused = rbuild_testsupport::RefusedPort::bind().expect("bind");
+    let ctx = context(&format!("FROM 127.0.0.1:{}/x:1\n", refused.port()));
+    let (code, stderr, _) = refused_build(ctx.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with(&format!(
+            "cannot connect to registry 127.0.0.1:{}: connection refused",
+            refused.port()
+        )),
+        "{stderr}"
+    );
+    for rust_words in ["os error", "tcp connect", "error sending request"] {
+        assert!(!stderr.contains(rust_words), "{stderr}");
+    }
+}
+
+fn refused_build(ctx: &Path) -> (Option<i32>, String, bool) {
+    refused(ctx, &["--progress=plain"])
+}
