@@ -60,6 +60,19 @@ pub fn parse_annotation(raw: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// The type of the first output streamed to standard output (`dest=-`), if any.
+fn stdout_output(outputs: &[rbuild_build::OutputSpec]) -> Option<&'static str> {
+    use rbuild_build::Output;
+    outputs.iter().find_map(|o| match &o.output {
+        Output::Tar { dest } if dest == Path::new("-") => Some("tar"),
+        Output::Oci {
+            dest, tar: true, ..
+        } if dest == Path::new("-") => Some("oci"),
+        Output::Docker { dest, .. } if dest == Path::new("-") => Some("docker"),
+        _ => None,
+    })
+}
+
 /// Runs `rbuild build`.
 pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store_args.root_dir());
@@ -69,6 +82,14 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         )
         .with_code(2));
     };
+    if let Some(kind) = stdout_output(&args.outputs) {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            return Err(Report::new(format!(
+                "error: dest file is required for {kind} exporter. refusing to write to console"
+            )));
+        }
+    }
     let entitlements = crate::run_opts::entitlements(&args)?;
     let limits = crate::run_opts::limits(&args)?;
     let context = if context_arg == Path::new("-") {
@@ -186,6 +207,19 @@ mod tests {
         assert_eq!(args.get("B").map(String::as_str), Some("x=y"));
         assert_eq!(args.get("PATH"), std::env::var("PATH").ok().as_ref());
         assert!(!args.contains_key("RBUILD_SURELY_UNSET_VARIABLE"));
+    }
+
+    #[test]
+    fn stdout_outputs_are_found() {
+        let specs = |list: &[&str]| -> Vec<rbuild_build::OutputSpec> {
+            list.iter().map(|s| s.parse().unwrap()).collect()
+        };
+        assert_eq!(stdout_output(&specs(&["-"])), Some("tar"));
+        assert_eq!(
+            stdout_output(&specs(&["/out", "type=docker,dest=-"])),
+            Some("docker")
+        );
+        assert_eq!(stdout_output(&specs(&["type=oci,dest=/x.tar"])), None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The build flags CI pipelines type, as buildx takes them: every image reference (`-t`, an
 //! output's `name=`, `--cache-to ref=`, a FROM after expansion) checked with the docker reference
-//! grammar before anything runs.
+//! grammar before anything runs; `-q` (only the image ID on stdout), `--iidfile`, `--label`,
+//! `--annotation`; `-o -` / `dest=-` streams (refused on a terminal) and `-o DIR`; a `docker
+//! load` of the stream where a docker daemon is reachable; connect errors in plain words.
 
 mod common;
 
@@ -351,4 +353,37 @@ fn a_refused_connection_reads_in_plain_words() {
 
 fn refused_build(ctx: &Path) -> (Option<i32>, String, bool) {
     refused(ctx, &["--progress=plain"])
+}
+
+#[test]
+fn a_stream_to_a_terminal_is_refused_as_buildx() {
+    let Ok(script) = rbuild_testsupport::need_tool("script") else {
+        eprintln!("SKIP a_stream_to_a_terminal_is_refused_as_buildx: no `script` for a terminal");
+        return;
+    };
+    let ctx = context("FROM scratch\n");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    // `script` runs rbuild with a pseudo-terminal as its stdout.
+    let line = format!(
+        "{RBUILD} --root {} build -o - {}",
+        root.display(),
+        ctx.path().display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-qec", &line, "/dev/null"])
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(&root),
+        )
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "error: dest file is required for tar exporter. refusing to write to console"
+        ),
+        "{text}"
+    );
 }
