@@ -2,14 +2,22 @@
 //! with the build's names, then written to each `--output` (OCI/docker archives, a local
 //! directory, a rootfs tar, more store names). Both parts stop when the build is canceled
 //! before anything more becomes visible.
+//!
+//! Times come from the cached results, as BuildKit's exporter does: each layer's snapshot
+//! carries the time it was first exported (label [`CREATED_LABEL`]), a history entry this build
+//! left without a time takes its layer's (an empty-layer step the previous entry's), and the
+//! image's `created` is the last entry's. A rebuild whose every step is cached therefore gives
+//! the same config and manifest digest; `SOURCE_DATE_EPOCH` still sets every time it names.
 
 use crate::cancel::stop_if_canceled;
 use crate::error::BuildError;
+use crate::options::rfc3339;
 use crate::request::OutputResult;
 use crate::spec::{CompressionSpec, Output, OutputSpec};
-use rbuild_exporter::{assemble_image, ensure_layer, normalize_tag, LayerOptions};
+use rbuild_exporter::{assemble_image_annotated, ensure_layer, normalize_tag, LayerOptions};
 use rbuild_oci::{Compression, Descriptor, Digest, ImageConfig, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 /// The layer options of a build: the first output that sets `compression=` decides (the image
@@ -54,27 +62,44 @@ fn chain_of(
     Ok(out)
 }
 
-/// Writes the image of `top` with `config` into the store and tags it with `tags` (normalised)
+/// What the image of a build is made of, besides its layers.
+pub(crate) struct ImageParts {
+    /// Its config (times not yet filled in).
+    pub(crate) config: ImageConfig,
+    /// Labels added to the config (`--label`).
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Annotations of the manifest (`--annotation`).
+    pub(crate) annotations: BTreeMap<String, String>,
+}
+
+/// Writes the image of `top` made of `parts` into the store and tags it with `tags` (normalised)
 /// (blocking I/O). Returns the manifest's descriptor and the config's digest. When the build is
 /// canceled (`opts.cancel`), a layer stops at its next chunk and nothing is named.
 pub(crate) fn export_image(
     store: &Store,
     snapshotter: &Snapshotter,
     top: Option<&SnapshotId>,
-    config: ImageConfig,
+    parts: ImageParts,
     tags: &[String],
     opts: &LayerOptions,
 ) -> Result<(Descriptor, Digest), BuildError> {
     let flag = opts.cancel.clone().unwrap_or_default();
+    let chain = chain_of(snapshotter, top)?;
+    let mut config = parts.config;
+    if !parts.labels.is_empty() {
+        let labels = config.config.labels.get_or_insert_with(BTreeMap::new);
+        labels.extend(parts.labels);
+    }
+    fill_times(&mut config, &layer_times(snapshotter, &chain)?);
     let mut layers = Vec::new();
-    for id in chain_of(snapshotter, top)? {
+    for id in chain {
         stop_if_canceled(&flag)?;
         let layer = ensure_layer(snapshotter, store, &id, opts);
         stop_if_canceled(&flag)?;
         layers.push(layer.map_err(|e| BuildError::step("exporting layers", e))?);
     }
-    let (desc, manifest) =
-        assemble_image(store, config, &layers).map_err(|e| BuildError::step("writing image", e))?;
+    let (desc, manifest) = assemble_image_annotated(store, config, &layers, &parts.annotations)
+        .map_err(|e| BuildError::step("writing image", e))?;
     for tag in tags {
         stop_if_canceled(&flag)?;
         store
@@ -82,6 +107,71 @@ pub(crate) fn export_image(
             .map_err(|e| BuildError::step(format!("naming {tag}"), e))?;
     }
     Ok((desc, manifest.config.digest))
+}
+
+/// The snapshot label holding the Unix seconds at which a snapshot was first exported (its
+/// result's creation time, kept with the cached result as BuildKit's `buildkit/createdat`).
+pub(crate) const CREATED_LABEL: &str = "rbuild.created";
+
+/// The creation time of each snapshot of `chain` (Unix seconds): its [`CREATED_LABEL`], set to
+/// now when it has none yet (its first export).
+fn layer_times(snapshotter: &Snapshotter, chain: &[SnapshotId]) -> Result<Vec<i64>, BuildError> {
+    let read = |e| BuildError::step("reading layer times", e);
+    let mut times = Vec::with_capacity(chain.len());
+    for id in chain {
+        let known = snapshotter.label(id, CREATED_LABEL).map_err(read)?;
+        let secs = match known.and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(secs) => secs,
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                snapshotter
+                    .set_label(id, CREATED_LABEL, &now.to_string())
+                    .map_err(read)?;
+                now
+            }
+        };
+        times.push(secs);
+    }
+    Ok(times)
+}
+
+/// Gives every history entry of `config` without a time one from the results (`layer_times`,
+/// one per layer, oldest first): a layer's entry its layer's time (entries and layers are
+/// matched from the top, as BuildKit does), an empty-layer entry the previous entry's (the next
+/// one's when none precedes it). The config's own `created`, when unset, becomes the last
+/// entry's time.
+fn fill_times(config: &mut ImageConfig, layer_times: &[i64]) {
+    let history = &mut config.history;
+    let mut remaining = layer_times.iter().rev();
+    let mut own: Vec<Option<String>> = vec![None; history.len()];
+    for (i, h) in history.iter().enumerate().rev() {
+        if !h.empty_layer {
+            own[i] = remaining.next().map(|secs| rfc3339(*secs));
+        }
+    }
+    let mut previous: Option<String> = None;
+    for (h, own) in history.iter_mut().zip(own) {
+        if h.created.is_none() {
+            h.created = own.or_else(|| previous.clone());
+        }
+        if h.created.is_some() {
+            previous = h.created.clone();
+        }
+    }
+    let mut next: Option<String> = None;
+    for h in history.iter_mut().rev() {
+        if h.created.is_none() {
+            h.created = next.clone();
+        } else {
+            next = h.created.clone();
+        }
+    }
+    if config.created.is_none() {
+        config.created = config.history.last().and_then(|h| h.created.clone());
+    }
 }
 
 /// An image in the store, as the outputs read it.
@@ -161,6 +251,68 @@ pub(crate) fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rbuild_oci::History;
+
+    fn entry(created: Option<&str>, empty_layer: bool) -> History {
+        History {
+            created: created.map(str::to_string),
+            empty_layer,
+            ..History::default()
+        }
+    }
+
+    #[test]
+    fn untimed_entries_take_their_layers_times() {
+        let mut config = ImageConfig {
+            history: vec![
+                entry(Some("2000-01-01T00:00:00Z"), false),
+                entry(None, true),
+                entry(None, false),
+                entry(None, true),
+                entry(None, false),
+                entry(None, true),
+            ],
+            ..ImageConfig::default()
+        };
+        fill_times(&mut config, &[5, 0, 86_400]);
+        let times: Vec<_> = config.history.iter().map(|h| h.created.clone()).collect();
+        let day = Some("1970-01-02T00:00:00Z".to_string());
+        let zero = Some("1970-01-01T00:00:00Z".to_string());
+        let base = Some("2000-01-01T00:00:00Z".to_string());
+        assert_eq!(
+            times,
+            vec![
+                base.clone(),
+                base,
+                zero.clone(),
+                zero,
+                day.clone(),
+                day.clone()
+            ]
+        );
+        assert_eq!(config.created, day);
+    }
+
+    #[test]
+    fn leading_empty_entries_take_the_next_time_and_set_times_stay() {
+        let mut config = ImageConfig {
+            history: vec![entry(None, true), entry(None, false)],
+            created: Some("keep".into()),
+            ..ImageConfig::default()
+        };
+        fill_times(&mut config, &[0]);
+        let zero = Some("1970-01-01T00:00:00Z".to_string());
+        assert_eq!(config.history[0].created, zero);
+        assert_eq!(config.history[1].created, zero);
+        assert_eq!(config.created.as_deref(), Some("keep"));
+        let mut none = ImageConfig {
+            history: vec![entry(None, true)],
+            ..ImageConfig::default()
+        };
+        fill_times(&mut none, &[]);
+        assert_eq!(none.history[0].created, None);
+        assert_eq!(none.created, None);
+    }
 
     #[test]
     fn the_first_output_with_compression_decides() {

@@ -8,7 +8,7 @@
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
-use crate::export::{export_image, layer_options, write_outputs, StoredImage};
+use crate::export::{export_image, layer_options, write_outputs, ImageParts, StoredImage};
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -22,7 +22,7 @@ use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
 use rbuild_llb::Entitlements;
 use rbuild_oci::Store;
-use rbuild_registry::RegistryClient;
+use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::{Limits, Sandbox};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{
@@ -61,6 +61,8 @@ pub async fn build_with_cancel(
         source_date_epoch: epoch_fallback,
         target,
         tags,
+        labels,
+        annotations,
         outputs,
         push,
         push_jobs,
@@ -76,6 +78,7 @@ pub async fn build_with_cancel(
         progress,
         registry,
     } = request;
+    check_names(&tags, &outputs)?;
     let started = Instant::now();
     let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
     phase_done("load", started);
@@ -86,15 +89,9 @@ pub async fn build_with_cancel(
         );
         blocking(move || Ok(input::read_dockerignore(&context, &path))).await?
     };
-    // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp.
+    // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp;
+    // without it the export takes the times of the cached results (not the clock).
     let epoch = source_date_epoch(&build_args, epoch_fallback);
-    let created_secs = match epoch {
-        Some(epoch) => epoch,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    };
     let opts = ConvertOptions {
         build_args,
         target,
@@ -103,7 +100,7 @@ pub async fn build_with_cancel(
         entitlements: entitlements.clone(),
         extra_hosts,
         context_excludes,
-        created: Some(rfc3339(created_secs)),
+        created: epoch.map(rfc3339),
     };
     let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
@@ -117,6 +114,8 @@ pub async fn build_with_cancel(
     let solved = pipeline.solve(&loaded, &plan, run, &mut cancel).await?;
     let finish = FinishParts {
         tags,
+        labels,
+        annotations,
         outputs,
         push,
         push_jobs,
@@ -125,6 +124,25 @@ pub async fn build_with_cancel(
     pipeline
         .finish(plan, solved, finish, epoch, &mut cancel)
         .await
+}
+
+/// Checks the `-t` names and the outputs' `name=`s against the docker reference grammar, before
+/// anything runs (the CLI already checked them; an embedder may set them directly).
+fn check_names(tags: &[String], outputs: &[OutputSpec]) -> Result<(), BuildError> {
+    for tag in tags {
+        crate::spec::check_reference("-t, --tag", tag)?;
+    }
+    for o in outputs {
+        if let Output::Oci { names, .. }
+        | Output::Docker { names, .. }
+        | Output::Image { names, .. } = &o.output
+        {
+            for name in names {
+                crate::spec::check_reference("-o, --output", name)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The inputs of a build and its parsed Dockerfile.
@@ -214,6 +232,8 @@ struct SolveOutcome {
 /// What the export phase needs from the request.
 struct FinishParts {
     tags: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
     outputs: Vec<OutputSpec>,
     push: bool,
     push_jobs: usize,
@@ -233,6 +253,12 @@ impl Pipeline {
         let started = Instant::now();
         let needed =
             rbuild_frontend::base_images(&loaded.ast, opts).map_err(|e| loaded.convert_error(e))?;
+        // Every base image name (after expansion) is checked before anything is pulled.
+        for name in &needed {
+            Reference::parse(name).map_err(|e| {
+                BuildError::registry(format!("failed to parse stage name \"{name}\""), e)
+            })?;
+        }
         let store = {
             let (root, reporter) = (state.store(), wait_reporter(&progress));
             blocking(move || {
@@ -434,7 +460,12 @@ impl Pipeline {
         let started = Instant::now();
         let (desc, config_digest) = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
-            let (config, top) = (plan.config, solved.top.clone());
+            let image = ImageParts {
+                config: plan.config,
+                labels: parts.labels,
+                annotations: parts.annotations,
+            };
+            let top = solved.top.clone();
             let (tags, layer_opts) = (tags.clone(), layer_opts.clone());
             cancel
                 .blocking(move || {
@@ -442,7 +473,7 @@ impl Pipeline {
                         &store,
                         &snapshotter,
                         top.as_ref(),
-                        config,
+                        image,
                         &tags,
                         &layer_opts,
                     )

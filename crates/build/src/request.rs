@@ -51,6 +51,10 @@ pub struct BuildRequest {
     pub target: Option<String>,
     /// `-t` names; the image is tagged with each in the store.
     pub tags: Vec<String>,
+    /// `--label`s added to the image config's labels (over the Dockerfile's).
+    pub labels: BTreeMap<String, String>,
+    /// `--annotation`s of the image manifest.
+    pub annotations: BTreeMap<String, String>,
     /// `--output`s.
     pub outputs: Vec<OutputSpec>,
     /// Push the image to the registries of `tags` after the build.
@@ -95,6 +99,8 @@ impl BuildRequest {
             source_date_epoch: None,
             target: None,
             tags: Vec::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             outputs: Vec::new(),
             push: false,
             push_jobs: 3,

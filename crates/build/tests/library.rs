@@ -153,9 +153,11 @@ fn library_builds_runs_and_caches() {
         "the RUN was reported cached: {:?}",
         second.ended(true)
     );
-    // The layers are the same blobs. (The config is not byte-identical yet: `created` is the
-    // build's time; a reproducible cached rebuild is issue 10.)
+    // The layers are the same blobs and the image is identical: its times are the cached
+    // results', not the clock's.
     assert_eq!(manifest_layers(&dest, again.digest()), layers_before);
+    assert_eq!(again.config_digest, result.config_digest);
+    assert_eq!(again.digest(), result.digest());
     assert!(
         !second.events.lock().expect("lock").is_empty(),
         "build events reached the embedder's Progress"

@@ -7,6 +7,7 @@ use rbuild_oci::{
     LAYER_LABEL_GZIP,
 };
 use rbuild_snapshotter::{DiffOptions, SnapshotId, Snapshotter};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -234,13 +235,25 @@ pub fn ensure_layer(
 /// Fills `rootfs.diff_ids` from `layers` and stores config and manifest; returns the manifest descriptor.
 pub fn assemble_image(
     store: &Store,
+    config: ImageConfig,
+    layers: &[Layer],
+) -> Result<(Descriptor, Manifest), ExportError> {
+    assemble_image_annotated(store, config, layers, &BTreeMap::new())
+}
+
+/// [`assemble_image`] with `annotations` on the manifest (none: no `annotations` field).
+pub fn assemble_image_annotated(
+    store: &Store,
     mut config: ImageConfig,
     layers: &[Layer],
+    annotations: &BTreeMap<String, String>,
 ) -> Result<(Descriptor, Manifest), ExportError> {
     config.rootfs.kind = "layers".to_string();
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-    Ok(store.write_image(
+    let annotations = (!annotations.is_empty()).then(|| annotations.clone());
+    Ok(store.write_image_annotated(
         &config,
         layers.iter().map(|l| l.descriptor.clone()).collect(),
+        annotations,
     )?)
 }

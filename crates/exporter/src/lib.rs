@@ -8,7 +8,7 @@ mod layers;
 mod outputs;
 
 pub use cache_export::{write_cache_layout, write_cache_manifest};
-pub use layers::{assemble_image, ensure_layer, LayerOptions};
+pub use layers::{assemble_image, assemble_image_annotated, ensure_layer, LayerOptions};
 pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
 pub use rbuild_oci::Layer;
 

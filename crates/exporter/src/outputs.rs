@@ -150,17 +150,18 @@ pub fn write_oci(
     let index = canonical_json(&layout_index(manifest, &names))?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     if tar {
-        let tmp = dest.with_extension("rbuild-tmp");
-        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let mut builder = tar::Builder::new(io::BufWriter::new(file));
+        let sink = Sink::open(dest)?;
+        let tmp = sink.path().to_path_buf();
+        let mut builder = tar::Builder::new(sink);
         append_bytes(&mut builder, "oci-layout", layout).map_err(io_err("write", &tmp))?;
         append_bytes(&mut builder, "index.json", &index).map_err(io_err("write", &tmp))?;
         for digest in &blobs {
             append_blob(&mut builder, store, digest)?;
         }
-        let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
-        w.flush().map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
+        builder
+            .into_inner()
+            .map_err(io_err("write", &tmp))?
+            .finish()?;
     } else {
         let dir = dest.join("blobs/sha256");
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -197,9 +198,9 @@ pub fn write_docker_archive(
         "RepoTags": repo_tags,
         "Layers": record.manifest.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
     }]);
-    let tmp = dest.with_extension("rbuild-tmp");
-    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    let mut builder = tar::Builder::new(io::BufWriter::new(file));
+    let sink = Sink::open(dest)?;
+    let tmp = sink.path().to_path_buf();
+    let mut builder = tar::Builder::new(sink);
     append_bytes(
         &mut builder,
         "oci-layout",
@@ -221,10 +222,10 @@ pub fn write_docker_archive(
     for digest in &blobs {
         append_blob(&mut builder, store, digest)?;
     }
-    let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
-    w.flush().map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
-    Ok(())
+    builder
+        .into_inner()
+        .map_err(io_err("write", &tmp))?
+        .finish()
 }
 
 /// Writes the final filesystem of snapshot `top` (None = empty) as one tar file at `dest`
@@ -235,18 +236,81 @@ pub fn write_tar(
     dest: &Path,
 ) -> Result<(), ExportError> {
     let view = snapshotter.view(top)?;
-    let tmp = dest.with_extension("rbuild-tmp");
-    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    let mut builder = tar::Builder::new(io::BufWriter::new(file));
+    let sink = Sink::open(dest)?;
+    let tmp = sink.path().to_path_buf();
+    let mut builder = tar::Builder::new(sink);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
     let mut links = HashMap::new();
     append_sorted(&mut builder, view.path(), Path::new(""), &mut links)
         .map_err(io_err("write", &tmp))?;
-    let mut w = builder.into_inner().map_err(io_err("write", &tmp))?;
-    w.flush().map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
-    Ok(())
+    builder
+        .into_inner()
+        .map_err(io_err("write", &tmp))?
+        .finish()
+}
+
+/// Where an archive output goes: a file, written under a temp name and renamed into place once
+/// complete, or the process's standard output when `dest` is `-` (buildx's `dest=-`, e.g.
+/// `| docker load`).
+enum Sink {
+    /// A file: the temp path, the final path and the writer.
+    File(PathBuf, PathBuf, io::BufWriter<File>),
+    /// Standard output.
+    Stdout(io::BufWriter<io::Stdout>),
+}
+
+impl Sink {
+    /// Opens the sink of `dest`.
+    fn open(dest: &Path) -> Result<Sink, ExportError> {
+        if dest == Path::new("-") {
+            return Ok(Sink::Stdout(io::BufWriter::new(io::stdout())));
+        }
+        let tmp = dest.with_extension("rbuild-tmp");
+        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        Ok(Sink::File(
+            tmp,
+            dest.to_path_buf(),
+            io::BufWriter::new(file),
+        ))
+    }
+
+    /// The path written to (for messages).
+    fn path(&self) -> &Path {
+        match self {
+            Sink::File(tmp, _, _) => tmp,
+            Sink::Stdout(_) => Path::new("standard output"),
+        }
+    }
+
+    /// Flushes the stream and, for a file, renames it into place.
+    fn finish(self) -> Result<(), ExportError> {
+        match self {
+            Sink::File(tmp, dest, mut w) => {
+                w.flush().map_err(io_err("write", &tmp))?;
+                fs::rename(&tmp, &dest).map_err(io_err("rename", &dest))
+            }
+            Sink::Stdout(mut w) => w
+                .flush()
+                .map_err(io_err("write", Path::new("standard output"))),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File(_, _, w) => w.write(buf),
+            Sink::Stdout(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File(_, _, w) => w.flush(),
+            Sink::Stdout(w) => w.flush(),
+        }
+    }
 }
 
 /// Appends the tree below `root.join(rel)` in sorted order; a file with other names already

@@ -429,6 +429,16 @@ impl Store {
         config: &ImageConfig,
         layers: Vec<Descriptor>,
     ) -> Result<(Descriptor, Manifest), StoreError> {
+        self.write_image_annotated(config, layers, None)
+    }
+
+    /// [`Store::write_image`] with `annotations` on the manifest (`--annotation`).
+    pub fn write_image_annotated(
+        &self,
+        config: &ImageConfig,
+        layers: Vec<Descriptor>,
+        annotations: Option<BTreeMap<String, String>>,
+    ) -> Result<(Descriptor, Manifest), StoreError> {
         let (cdigest, csize, _) = self.write_json_blob(config)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -441,7 +451,7 @@ impl Store {
                 annotations: None,
             },
             layers,
-            annotations: None,
+            annotations,
         };
         let (mdigest, msize, _) = self.write_json_blob(&manifest)?;
         let desc = Descriptor {

@@ -28,6 +28,49 @@ fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
     out
 }
 
+/// A `--label`: `KEY=VALUE`, or `KEY` for an empty value (as docker).
+pub fn parse_label(raw: &str) -> Result<(String, String), String> {
+    let (k, v) = raw.split_once('=').unwrap_or((raw, ""));
+    if k.is_empty() {
+        return Err(format!("invalid label `{raw}`: no key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// An `--annotation` (buildx's `[TYPE:]KEY=VALUE`): rbuild annotates the image manifest, so
+/// TYPE may only be `manifest`.
+pub fn parse_annotation(raw: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(format!("invalid annotation `{raw}`: expected KEY=VALUE"));
+    };
+    let key = match key.split_once(':') {
+        Some(("manifest", k)) => k,
+        Some((kind @ ("index" | "manifest-descriptor" | "index-descriptor"), _)) => {
+            return Err(format!(
+                "annotation type `{kind}` is not supported (rbuild annotates the image manifest: KEY=VALUE or manifest:KEY=VALUE)"
+            ))
+        }
+        _ => key,
+    };
+    if key.is_empty() {
+        return Err(format!("invalid annotation `{raw}`: no key"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// The type of the first output streamed to standard output (`dest=-`), if any.
+fn stdout_output(outputs: &[rbuild_build::OutputSpec]) -> Option<&'static str> {
+    use rbuild_build::Output;
+    outputs.iter().find_map(|o| match &o.output {
+        Output::Tar { dest } if dest == Path::new("-") => Some("tar"),
+        Output::Oci {
+            dest, tar: true, ..
+        } if dest == Path::new("-") => Some("oci"),
+        Output::Docker { dest, .. } if dest == Path::new("-") => Some("docker"),
+        _ => None,
+    })
+}
+
 /// Runs `rbuild build`.
 pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store_args.root_dir());
@@ -37,6 +80,14 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         )
         .with_code(2));
     };
+    if let Some(kind) = stdout_output(&args.outputs) {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            return Err(Report::new(format!(
+                "error: dest file is required for {kind} exporter. refusing to write to console"
+            )));
+        }
+    }
     let entitlements = crate::run_opts::entitlements(&args)?;
     let limits = crate::run_opts::limits(&args)?;
     let context = if context_arg == Path::new("-") {
@@ -57,6 +108,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .and_then(|v| v.trim().parse::<i64>().ok());
     request.target = args.target.clone();
     request.tags = args.tags.clone();
+    request.labels = args.labels.iter().cloned().collect();
+    request.annotations = args.annotations.iter().cloned().collect();
     request.outputs = args.outputs.clone();
     request.push = args.push;
     request.cache_to = args.cache_to.clone();
@@ -68,10 +121,19 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.limits = limits;
     request.no_cache = args.no_cache;
     request.pull = args.pull;
-    request.progress = Arc::new(progress::CliProgress::new(args.progress));
+    if !args.quiet {
+        request.progress = Arc::new(progress::CliProgress::new(args.progress));
+    }
     let result = rbuild_build::build_with_cancel(request, wait_for_signal()).await?;
-    if result.pushed.is_some() {
+    if args.quiet {
+        println!("{}", result.config_digest);
+    } else if result.pushed.is_some() {
         println!("{}", result.image.digest);
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, result.config_digest.to_string()).map_err(|e| {
+            Report::from_error(&format!("writing the image ID to {}", path.display()), &e)
+        })?;
     }
     if let Some(path) = &args.metadata_file {
         crate::push::write_metadata(path, &result.metadata)?;
@@ -111,5 +173,37 @@ mod tests {
         assert_eq!(args.get("B").map(String::as_str), Some("x=y"));
         assert_eq!(args.get("PATH"), std::env::var("PATH").ok().as_ref());
         assert!(!args.contains_key("RBUILD_SURELY_UNSET_VARIABLE"));
+    }
+
+    #[test]
+    fn stdout_outputs_are_found() {
+        let specs = |list: &[&str]| -> Vec<rbuild_build::OutputSpec> {
+            list.iter().map(|s| s.parse().unwrap()).collect()
+        };
+        assert_eq!(stdout_output(&specs(&["-"])), Some("tar"));
+        assert_eq!(
+            stdout_output(&specs(&["/out", "type=docker,dest=-"])),
+            Some("docker")
+        );
+        assert_eq!(stdout_output(&specs(&["type=oci,dest=/x.tar"])), None);
+    }
+
+    #[test]
+    fn labels_and_annotations_parse_as_buildx() {
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_label("k"), Ok(("k".into(), String::new())));
+        assert!(parse_label("=v").is_err());
+        assert_eq!(
+            parse_annotation("org.x=1"),
+            Ok(("org.x".into(), "1".into()))
+        );
+        assert_eq!(
+            parse_annotation("manifest:org.x=a:b"),
+            Ok(("org.x".into(), "a:b".into()))
+        );
+        assert!(parse_annotation("index:org.x=1")
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(parse_annotation("novalue").is_err());
     }
 }

@@ -11,6 +11,7 @@ mod errors;
 mod images;
 mod inspect;
 mod logging;
+mod pipe;
 mod progress;
 mod push;
 mod rmi;
@@ -141,8 +142,9 @@ impl StoreArgs {
 pub struct BuildArgs {
     /// Build context directory.
     pub context: Option<PathBuf>,
-    /// Name and optionally a tag (`name:tag`); repeatable.
-    #[arg(short = 't', long = "tag")]
+    /// Name and optionally a tag (`name:tag`); repeatable. Checked with the docker reference
+    /// grammar before anything runs.
+    #[arg(short = 't', long = "tag", value_parser = rbuild_build::parse_tag)]
     pub tags: Vec<String>,
     /// Dockerfile path (default: CONTEXT/Dockerfile).
     #[arg(short = 'f', long = "file")]
@@ -203,7 +205,12 @@ pub struct BuildArgs {
     /// Progress output: auto, tty, plain, json.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: progress::ProgressMode,
-    /// Output: type=oci,dest=PATH[,tar=false] | type=docker,dest=FILE | type=local,dest=DIR.
+    /// Output (repeatable): type=local,dest=DIR (the final filesystem) | type=tar,dest=FILE
+    /// (it as one tar) | type=oci,dest=FILE[,tar=false][,name=REF] (OCI layout) |
+    /// type=docker,dest=FILE[,name=REF] (`docker load` archive) | type=image[,name=REF][,push=true]
+    /// (the store) | type=registry,name=REF (push). Archives take dest=- for standard output;
+    /// `-` alone is type=tar,dest=- and a bare DIR type=local,dest=DIR. Layer compression:
+    /// compression=gzip|zstd|uncompressed[,compression-level=N][,force-compression=true].
     #[arg(short = 'o', long = "output", value_parser = clap::value_parser!(OutputSpec))]
     pub outputs: Vec<OutputSpec>,
     /// Push the image to the registries named by the tags (shorthand for type=image,push=true).
@@ -212,6 +219,19 @@ pub struct BuildArgs {
     /// Write build result metadata (digest, descriptor, names) as JSON, like buildx.
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<PathBuf>,
+    /// Print only the image ID (`sha256:...`, the config digest) on stdout; no progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID (the config digest) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Set a label of the image (`KEY=VALUE`; `KEY` alone for an empty value); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = build::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Add an annotation to the image manifest (`KEY=VALUE` or `manifest:KEY=VALUE`); repeatable.
+    #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE",
+          value_parser = build::parse_annotation)]
+    pub annotations: Vec<(String, String)>,
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
     #[arg(long = "secret", value_parser = clap::value_parser!(SecretSpec))]
     pub secrets: Vec<SecretSpec>,
@@ -230,6 +250,7 @@ fn spec_error(e: &clap::Error) -> Option<&SpecError> {
 
 fn main() -> ExitCode {
     rbuild_sandbox::helper_main_if_requested();
+    pipe::exit_quietly_on_closed_pipe();
     let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {

@@ -419,3 +419,23 @@ fn docker_archive_output_is_readable_by_skopeo() {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly_with_sigpipes_status() {
+    // `rbuild images | head -0`: the reader is gone before rbuild writes its first line.
+    let tmp = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = rbuild_at(tmp.path())
+        .arg("images")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(
+        stderr.is_empty(),
+        "rbuild printed on a closed pipe: {stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Reproducible images: with SOURCE_DATE_EPOCH (environment or build arg), two builds of the same
 //! inputs from empty roots give the same manifest digest, and no timestamp is later than the epoch;
-//! without it, the config's times are those of the build (read by GNU `date`, not rbuild).
+//! without it, the config's times are those of the build (read by GNU `date`, not rbuild) and a
+//! rebuild whose every step is cached gives the same digest again.
 
 use rbuild_testsupport::{registry_with_busybox, require_root};
 use std::io::Read;
@@ -177,4 +178,44 @@ fn without_epoch_the_config_carries_the_build_time() {
     let (built, older): (Vec<_>, Vec<_>) = times[1..].iter().partition(|(_, t)| in_window(*t));
     assert_eq!(built.len(), 3, "{times:?}");
     assert!(older.iter().all(|(_, t)| *t < start), "{times:?}");
+}
+
+#[test]
+fn cached_rebuilds_without_epoch_give_the_same_digest() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let (_registry, base) = registry_with_busybox().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nCOPY a.txt /a.txt\nRUN cp /a.txt /b.txt\nENV X=1\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("a.txt"), "content\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let first = build(root.path(), ctx.path(), &base, Epoch::Unset);
+    // The clock moves past a whole second (the times' resolution) between the builds.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = build(root.path(), ctx.path(), &base, Epoch::Unset);
+    let third = build(root.path(), ctx.path(), &base, Epoch::Unset);
+    assert_eq!(
+        second.manifest_digest, first.manifest_digest,
+        "a cached rebuild changed the image"
+    );
+    assert_eq!(third.manifest_digest, first.manifest_digest);
+    assert_eq!(second.manifest.config.digest, first.manifest.config.digest);
+
+    // A changed step gives a new image, whose unchanged steps keep their times.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(ctx.path().join("a.txt"), "changed\n").unwrap();
+    let changed = build(root.path(), ctx.path(), &base, Epoch::Unset);
+    assert_ne!(changed.manifest_digest, first.manifest_digest);
+    let store = rbuild_oci::Store::open(root.path()).unwrap();
+    let before = config_times(&store.read_blob(&first.manifest.config.digest).unwrap());
+    let after = config_times(&store.read_blob(&changed.manifest.config.digest).unwrap());
+    assert_eq!(before.len(), after.len());
+    let base_entries = before.len() - 4;
+    assert_eq!(before[1..=base_entries], after[1..=base_entries]);
+    assert!(after[0].1 > before[0].1, "{before:?} {after:?}");
 }

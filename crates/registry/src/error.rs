@@ -5,12 +5,12 @@ use rbuild_oci::{Digest, StoreError};
 /// Errors of the registry client.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The reference string is malformed.
-    #[error("invalid reference `{reference}`: {reason}")]
+    /// The reference string is malformed (the text is Docker's, e.g. `invalid reference format`).
+    #[error("{reason}")]
     InvalidReference {
         /// The input.
         reference: String,
-        /// Why it was rejected.
+        /// Why it was rejected, in Docker's words.
         reason: String,
     },
     /// The registry refused access (401/403) even after authenticating (or with no credentials).
@@ -67,9 +67,9 @@ pub enum RegistryError {
     Connect {
         /// The reference being pulled.
         what: String,
-        /// The registry address and URL scheme, e.g. `http://127.0.0.1:5000`.
+        /// What was connected to: `registry 127.0.0.1:5000`, or a URL (`ADD`).
         addr: String,
-        /// The underlying error chain, e.g. `Connection refused (os error 111)`.
+        /// The cause in plain words, e.g. `connection refused`.
         cause: String,
     },
     /// The TLS handshake failed because the server's certificate is not trusted (unknown CA,

@@ -74,7 +74,11 @@ pub async fn fetch_url(url: &str, dest: &Path) -> Result<FetchedUrl, RegistryErr
             RegistryError::Connect {
                 what: what.clone(),
                 addr: url.to_string(),
-                cause: error_chain(&e),
+                cause: if e.is_timeout() {
+                    error_chain(&e)
+                } else {
+                    crate::transport::root_cause(&e)
+                },
             }
         } else {
             transport(error_chain(&e))

@@ -22,6 +22,9 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
+/// Docker's message for a reference outside the grammar.
+const INVALID_FORMAT: &str = "invalid reference format";
+
 fn invalid(s: &str, reason: impl Into<String>) -> RegistryError {
     RegistryError::InvalidReference {
         reference: s.to_string(),
@@ -29,20 +32,45 @@ fn invalid(s: &str, reason: impl Into<String>) -> RegistryError {
     }
 }
 
+/// The repository name Docker names in its lowercase error: the part after the domain (with
+/// `library/` for a Docker Hub name of one component), up to the first `:`.
+fn remote_name(s: &str) -> String {
+    let (domain, remainder) = split_domain(s);
+    let remote = remainder.split(':').next().unwrap_or_default();
+    if domain == DOCKER_HUB && !remote.contains('/') {
+        format!("library/{remote}")
+    } else {
+        remote.to_string()
+    }
+}
+
 impl Reference {
-    /// Parses and normalises a reference the way `docker pull` does.
+    /// Parses and normalises a reference the way `docker pull` does, validating it with the
+    /// docker/distribution grammar (lowercase path components separated by `.`, `_`, `__` or
+    /// dashes, an optional domain with port, a tag `[\w][\w.-]{0,127}`, a digest). Errors carry
+    /// Docker's words (`invalid reference format[: repository name (X) must be lowercase]`).
     pub fn parse(s: &str) -> Result<Reference, RegistryError> {
-        if s.is_empty() {
-            return Err(invalid(s, "empty reference"));
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(
+                s,
+                format!(
+                    "invalid repository name ({s}), cannot specify 64-byte hexadecimal strings"
+                ),
+            ));
         }
-        if s.trim() != s {
-            return Err(invalid(s, "leading or trailing whitespace"));
+        let remote = remote_name(s);
+        if remote.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                s,
+                format!("{INVALID_FORMAT}: repository name ({remote}) must be lowercase"),
+            ));
+        }
+        if s.is_empty() || s.trim() != s {
+            return Err(invalid(s, INVALID_FORMAT));
         }
         let (name_tag, digest) = match s.split_once('@') {
             Some((n, d)) => {
-                let digest: Digest = d
-                    .parse()
-                    .map_err(|e: rbuild_oci::DigestError| invalid(s, e.to_string()))?;
+                let digest: Digest = d.parse().map_err(|_| invalid(s, INVALID_FORMAT))?;
                 (n, Some(digest))
             }
             None => (s, None),
@@ -54,39 +82,12 @@ impl Reference {
             }
             _ => (name_tag, None),
         };
-        if name.is_empty() {
-            return Err(invalid(s, "missing repository name"));
-        }
-        if let Some(t) = tag {
-            if !valid_tag(t) {
-                return Err(invalid(s, format!("invalid tag `{t}`")));
-            }
-        }
-        if digest.is_none()
-            && tag.is_none()
-            && name.len() == 64
-            && name.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(invalid(
-                s,
-                "cannot specify 64-byte hexadecimal strings as a repository name",
-            ));
+        if name.is_empty() || tag.is_some_and(|t| !valid_tag(t)) {
+            return Err(invalid(s, INVALID_FORMAT));
         }
         let (registry, mut repository) = split_domain(name);
-        if !valid_domain(&registry) {
-            return Err(invalid(s, format!("invalid registry `{registry}`")));
-        }
-        if repository.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(
-                s,
-                format!("repository name `{repository}` must be lowercase"),
-            ));
-        }
-        if !valid_path(&repository) {
-            return Err(invalid(
-                s,
-                format!("invalid repository name `{repository}`"),
-            ));
+        if !valid_domain(&registry) || !valid_path(&repository) {
+            return Err(invalid(s, INVALID_FORMAT));
         }
         if registry == DOCKER_HUB && !repository.contains('/') {
             repository = format!("library/{repository}");
@@ -94,7 +95,7 @@ impl Reference {
         if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
             return Err(invalid(
                 s,
-                format!("repository name must not be longer than {MAX_NAME_LEN} characters"),
+                format!("repository name must not be more than {MAX_NAME_LEN} characters"),
             ));
         }
         let tag = match (tag, &digest) {
@@ -324,11 +325,32 @@ mod tests {
             "x:-tag",
             " x",
             "UPPER/x",
+            "bad tag",
+            "foo:bar:baz",
+            "../../x:y",
+            "x:y z",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Reference::parse(&"a".repeat(64)).is_err());
-        let e = Reference::parse("foo/Bar").unwrap_err().to_string();
-        assert!(e.contains("lowercase"), "{e}");
+        let e = |s: &str| Reference::parse(s).unwrap_err().to_string();
+        assert_eq!(
+            e("UPPER/Case:1"),
+            "invalid reference format: repository name (UPPER/Case) must be lowercase"
+        );
+        assert_eq!(
+            e("Busybox"),
+            "invalid reference format: repository name (library/Busybox) must be lowercase"
+        );
+        for plain in [
+            "",
+            "bad tag",
+            "foo:bar:baz",
+            "../../x:y",
+            "x@sha256:abc",
+            "a//b",
+        ] {
+            assert_eq!(e(plain), "invalid reference format", "{plain:?}");
+        }
     }
 }

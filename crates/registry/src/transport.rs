@@ -399,7 +399,8 @@ impl RegistryClient {
     /// certificate) errors name the registry's address, others are transport errors.
     fn request_error(&self, call: &Call<'_>, e: reqwest::Error) -> RegistryError {
         if e.is_connect() {
-            let addr = format!("{}://{}", self.scheme(&call.r.registry), call.r.registry);
+            let addr = format!("registry {}", call.r.registry);
+            let url_addr = format!("{}://{}", self.scheme(&call.r.registry), call.r.registry);
             let cause = if e.is_timeout() {
                 format!(
                     "timed out after {}s (set {CONNECT_TIMEOUT_ENV}=SECONDS to wait longer)",
@@ -412,7 +413,7 @@ impl RegistryClient {
             if cause.starts_with("invalid peer certificate") {
                 return RegistryError::UntrustedCertificate {
                     what: call.what.clone(),
-                    addr,
+                    addr: url_addr,
                     cause,
                 };
             }
@@ -437,11 +438,58 @@ pub(crate) fn transport(what: &str, e: reqwest::Error) -> RegistryError {
     }
 }
 
-/// The innermost error of `e`, e.g. `connection refused`.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost error of `e` in plain words, e.g. `connection refused`: an OS error's
+/// description in lower case without its number (not `Connection refused (os error 111)`, nor
+/// the HTTP stack's `tcp connect error: ...` wrappers), a name lookup failure as `no such host`.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
+    let mut dns = false;
+    loop {
+        dns |= cur.to_string().starts_with("dns error");
+        if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error().is_some() {
+                return os_words(io);
+            }
+        }
+        match cur.source() {
+            Some(s) => cur = s,
+            None => break,
+        }
+    }
+    if dns {
+        return "no such host".to_string();
     }
     cur.to_string()
+}
+
+/// `Connection refused (os error 111)` -> `connection refused`.
+fn os_words(io: &std::io::Error) -> String {
+    let text = io.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_as_plain_words() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(root_cause(&refused), "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Wrapper(#[source] std::io::Error);
+        let wrapped = Wrapper(std::io::Error::from_raw_os_error(113));
+        assert_eq!(root_cause(&wrapped), "no route to host");
+        let plain = std::io::Error::other("no such thing");
+        assert_eq!(root_cause(&plain), "no such thing");
+    }
 }

@@ -249,7 +249,7 @@ async fn connect_timeout_is_retried_then_names_the_address() {
     let msg = err.to_string();
     assert!(
         matches!(err, RegistryError::Connect { .. })
-            && msg.contains(&format!("cannot connect to http://{}", hole.addr()))
+            && msg.contains(&format!("cannot connect to registry {}", hole.addr()))
             && msg.contains("timed out after 1s"),
         "{msg}"
     );

@@ -79,7 +79,10 @@ fn location(
     };
     match f.get("type").map(String::as_str) {
         Some("registry") => match f.get("ref") {
-            Some(r) if !r.is_empty() => Ok(CacheLocation::Registry(r.clone())),
+            Some(r) if !r.is_empty() => match rbuild_registry::Reference::parse(r) {
+                Ok(_) => Ok(CacheLocation::Registry(r.clone())),
+                Err(e) => Err(bad(format!("ref={r}: {e}"))),
+            },
             _ => Err(bad("type=registry needs ref=REF".into())),
         },
         Some("local") => match f.get(dir_key) {

@@ -67,6 +67,34 @@ pub enum SpecError {
         /// What is wrong with it.
         why: String,
     },
+    /// An image reference (`-t`, an output's `name=`) outside the docker reference grammar; the
+    /// text is docker's (`invalid argument "X" for "-t, --tag" flag: invalid reference format`).
+    #[error("invalid argument \"{value}\" for \"{flag}\" flag: {why}")]
+    InvalidReference {
+        /// The flag, as docker names it (`-t, --tag`).
+        flag: &'static str,
+        /// The reference as given.
+        value: String,
+        /// Why the grammar rejects it, in docker's words.
+        why: String,
+    },
+}
+
+/// Checks `value` of `flag` against the docker reference grammar.
+pub(crate) fn check_reference(flag: &'static str, value: &str) -> Result<(), SpecError> {
+    rbuild_registry::Reference::parse(value)
+        .map(|_| ())
+        .map_err(|e| SpecError::InvalidReference {
+            flag,
+            value: value.to_string(),
+            why: e.to_string(),
+        })
+}
+
+/// A `-t` value checked against the docker reference grammar (a clap `value_parser`).
+pub fn parse_tag(value: &str) -> Result<String, SpecError> {
+    check_reference("-t, --tag", value)?;
+    Ok(value.to_string())
 }
 
 impl SpecError {

@@ -1,5 +1,7 @@
-//! `--output` specs (buildx's syntax): `type=oci|docker|local|tar|image|registry,dest=...`, the
-//! names of archive and image outputs, and the layer compression an output asks for.
+//! `--output` specs (buildx's syntax): `type=oci|docker|local|tar|image|registry,dest=...` (`-`
+//! as `dest` of an archive is standard output; `-` alone is `type=tar,dest=-`, a bare `DIR`
+//! `type=local,dest=DIR`), the names of archive and image outputs, and the layer compression an
+//! output asks for.
 
 use super::kv::{self, Field};
 use super::SpecError;
@@ -72,6 +74,20 @@ impl FromStr for OutputSpec {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<Self, SpecError> {
+        // buildx's shorthands: `-` is a tar of the result on standard output, a bare path a
+        // local directory.
+        if !spec.is_empty() && !spec.contains(['=', ',']) {
+            let dest = PathBuf::from(spec);
+            let output = if spec == "-" {
+                Output::Tar { dest }
+            } else {
+                Output::Local { dest }
+            };
+            return Ok(OutputSpec {
+                output,
+                compression: None,
+            });
+        }
         let parsed = kv::fields(spec).map_err(|why| SpecError::OutputSyntax {
             spec: spec.to_string(),
             why,
@@ -89,15 +105,19 @@ impl FromStr for OutputSpec {
                 kind: kind.to_string(),
             })
         };
+        let names = names(&parsed);
+        for name in &names {
+            super::check_reference("-o, --output", name)?;
+        }
         let output = match fields.get("type").map(String::as_str) {
             Some("oci") => Output::Oci {
                 dest: need_dest("oci")?,
                 tar: fields.get("tar").map(|v| v != "false").unwrap_or(true),
-                names: names(&parsed),
+                names,
             },
             Some("docker") => Output::Docker {
                 dest: need_dest("docker")?,
-                names: names(&parsed),
+                names,
             },
             Some("local") => Output::Local {
                 dest: need_dest("local")?,
@@ -106,7 +126,6 @@ impl FromStr for OutputSpec {
                 dest: need_dest("tar")?,
             },
             Some(kind @ ("image" | "registry")) => {
-                let names = names(&parsed);
                 let push = kind == "registry" || fields.get("push").is_some_and(|v| v == "true");
                 if names.is_empty() && push {
                     return Err(SpecError::OutputNeedsName {
@@ -181,6 +200,25 @@ mod tests {
 
     fn err(spec: &str) -> String {
         spec.parse::<OutputSpec>().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn buildx_shorthands() {
+        assert_eq!(out("-"), Output::Tar { dest: "-".into() });
+        assert_eq!(
+            out("./out"),
+            Output::Local {
+                dest: "./out".into()
+            }
+        );
+        assert_eq!(
+            out("type=docker,dest=-"),
+            Output::Docker {
+                dest: "-".into(),
+                names: vec![]
+            }
+        );
+        assert!(err("a=b").contains("no type="), "{}", err("a=b"));
     }
 
     #[test]
