@@ -40,7 +40,10 @@ pub fn print(text: &str) -> Result<(), Report> {
         .and_then(|()| stdout.flush())
     {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        // A reader that went away: end quietly with SIGPIPE's status, as docker does.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(crate::pipe::SIGPIPE_STATUS)
+        }
         Err(e) => Err(Report::new(format!(
             "error: writing to standard output: {e}"
         ))),
