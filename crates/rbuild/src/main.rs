@@ -10,6 +10,7 @@ mod build;
 mod errors;
 mod logging;
 mod progress;
+mod prune;
 mod push;
 mod run_opts;
 
@@ -53,6 +54,8 @@ fn with_default_subcommand(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
             "images",
             "push",
             "login",
+            "prune",
+            "du",
             "help",
             "--help",
             "-h",
@@ -77,6 +80,10 @@ enum Command {
     Push(push::PushArgs),
     /// Log in to a registry (saves credentials like `docker login`).
     Login(push::LoginArgs),
+    /// Remove build cache, dangling images and unreachable data (like `docker builder prune`).
+    Prune(prune::PruneArgs),
+    /// Show disk usage of images, build cache, snapshots and cache mounts.
+    Du(prune::DuArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -189,6 +196,11 @@ pub struct BuildArgs {
     /// Import a build cache: type=registry,ref=REF or type=local,src=DIR.
     #[arg(long = "cache-from", value_parser = clap::value_parser!(CacheFromSpec))]
     pub cache_from: Vec<CacheFromSpec>,
+    /// Storage budget of the automatic garbage collection after a build: SIZE (e.g. 20GB), or
+    /// 0/off to disable [env: RBUILD_GC_KEEP_STORAGE] (default: 10% of the root's filesystem,
+    /// at most 20GB).
+    #[arg(long = "gc-keep-storage", value_name = "SIZE")]
+    pub gc_keep_storage: Option<String>,
 }
 
 /// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
@@ -227,6 +239,8 @@ fn main() -> ExitCode {
         Command::Images => build::images(&cli.store),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),
+        Command::Prune(args) => prune::run_prune(args, &cli.store),
+        Command::Du(args) => prune::run_du(args, &cli.store),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.
