@@ -79,7 +79,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         crate::push::write_metadata(path, &result.metadata)?;
     }
     let flag = args.gc_keep_storage.clone();
-    let _ = tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref())).await;
+    let _ =
+        tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref())).await;
     Ok(())
 }
 

@@ -223,7 +223,13 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    logging::init(&cli.log);
+    // For prune and du, -v lists records (as docker's -v) rather than turning on debug logs.
+    let listing = matches!(cli.command, Command::Prune(_) | Command::Du(_));
+    let mut log = cli.log.clone();
+    if listing {
+        log.verbose = 0;
+    }
+    logging::init(&log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,8 +245,8 @@ fn main() -> ExitCode {
         Command::Images => build::images(&cli.store),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),
-        Command::Prune(args) => prune::run_prune(args, &cli.store),
-        Command::Du(args) => prune::run_du(args, &cli.store),
+        Command::Prune(args) => prune::run_prune(args, cli.log.verbose > 0, &cli.store),
+        Command::Du(args) => prune::run_du(args, cli.log.verbose > 0, &cli.store),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.

@@ -23,18 +23,12 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// List each removed record.
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
 }
 
-/// `rbuild du` flags (as `docker buildx du`).
+/// `rbuild du` flags (as `docker buildx du`; the global `-v`/`--verbose` lists each cache
+/// record: ID, reclaimable, size, last used).
 #[derive(Args, Debug, Clone)]
-pub struct DuArgs {
-    /// One line per cache record (ID, reclaimable, size, last used).
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
-}
+pub struct DuArgs {}
 
 /// Sizes as docker prints them (`units.HumanSize`: decimal units, 4 significant digits).
 pub fn human_size(bytes: u64) -> String {
@@ -73,7 +67,7 @@ fn gc_error(e: gc::GcError) -> Report {
 }
 
 /// Runs `rbuild prune`.
-pub fn run_prune(args: PruneArgs, store: &StoreArgs) -> Result<(), Report> {
+pub fn run_prune(args: PruneArgs, verbose: bool, store: &StoreArgs) -> Result<(), Report> {
     let mut opts = PruneOptions {
         all: args.all,
         until: None,
@@ -104,7 +98,7 @@ pub fn run_prune(args: PruneArgs, store: &StoreArgs) -> Result<(), Report> {
     }
     let reporter = wait_reporter();
     let report = gc::prune(&state, &opts, Some(&reporter)).map_err(gc_error)?;
-    if args.verbose && !report.records.is_empty() {
+    if verbose && !report.records.is_empty() {
         println!("ID\tRECLAIMABLE\tSIZE");
         for r in &report.records {
             println!("{}\ttrue\t{}", r.id, human_size(r.size));
@@ -121,7 +115,7 @@ pub fn run_prune(args: PruneArgs, store: &StoreArgs) -> Result<(), Report> {
 }
 
 /// Runs `rbuild du`.
-pub fn run_du(args: DuArgs, store: &StoreArgs) -> Result<(), Report> {
+pub fn run_du(_args: DuArgs, verbose: bool, store: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store.root_dir());
     if !state.has_store() {
         return Err(Report::new(format!(
@@ -132,12 +126,9 @@ pub fn run_du(args: DuArgs, store: &StoreArgs) -> Result<(), Report> {
     let reporter = wait_reporter();
     let u = gc::disk_usage(&state, Some(&reporter)).map_err(gc_error)?;
     let mut out = String::new();
-    if args.verbose {
+    if verbose {
         for r in &u.records {
-            let used = r
-                .last_used
-                .map(ago)
-                .unwrap_or_else(|| "-".to_string());
+            let used = r.last_used.map(ago).unwrap_or_else(|| "-".to_string());
             out.push_str(&format!(
                 "ID:\t\t{}\nType:\t\t{}\nReclaimable:\t{}\nSize:\t\t{}\nLast used:\t{}\n\n",
                 r.id,
@@ -201,7 +192,10 @@ pub fn auto_gc(state: &StateDir, flag: Option<&str>) {
         }
     };
     if let Err(e) = gc::auto_gc(state, budget) {
-        eprintln!("warning: garbage collection failed: {}", rbuild_build::chain(&e));
+        eprintln!(
+            "warning: garbage collection failed: {}",
+            rbuild_build::chain(&e)
+        );
     }
 }
 

@@ -349,7 +349,10 @@ impl CacheIndex {
                     continue;
                 };
                 let last_used = match &used {
-                    Some(t) => t.get(k.value()).map_err(|e| err(e.into()))?.map(|g| g.value()),
+                    Some(t) => t
+                        .get(k.value())
+                        .map_err(|e| err(e.into()))?
+                        .map(|g| g.value()),
                     None => None,
                 };
                 out.push(ResultRecord {

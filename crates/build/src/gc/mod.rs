@@ -238,7 +238,11 @@ fn open(state: &StateDir, reporter: Option<&WaitReporter>) -> Result<Opened, GcE
     let root = state.store();
     let store = Store::open_with_reporter(&root, reporter.cloned())?;
     let snapshotter = Snapshotter::open(&state.snapshots())?;
-    let index = CacheIndex::open_with(&state.cache_index(), DEFAULT_LOCK_TIMEOUT, reporter.cloned())?;
+    let index = CacheIndex::open_with(
+        &state.cache_index(),
+        DEFAULT_LOCK_TIMEOUT,
+        reporter.cloned(),
+    )?;
     Ok(Opened {
         store,
         snapshotter,
@@ -302,7 +306,9 @@ fn collect(
         .collect();
     candidates.sort_by(|&a, &b| {
         let (ra, rb) = (&model.records[a], &model.records[b]);
-        ra.last_used.cmp(&rb.last_used).then_with(|| ra.id.cmp(&rb.id))
+        ra.last_used
+            .cmp(&rb.last_used)
+            .then_with(|| ra.id.cmp(&rb.id))
     });
     let mut doomed = vec![false; model.records.len()];
     match opts.keep_storage {
@@ -537,7 +543,8 @@ pub fn disk_usage(state: &StateDir, reporter: Option<&WaitReporter>) -> Result<U
         });
     }
     u.build_cache.active = u.records.iter().filter(|r| !r.reclaimable).count();
-    u.records.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.id.cmp(&b.id)));
+    u.records
+        .sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.id.cmp(&b.id)));
     u.total = snap_total + blob_total + mount_size;
     Ok(u)
 }
@@ -605,7 +612,15 @@ pub fn unreachable_count(state: &StateDir) -> Result<(usize, usize), GcError> {
     let o = open(state, None)?;
     let model = Model::load(&o.store, &o.snapshotter, &o.index)?;
     let reach = model.reach(model.records.iter());
-    let snaps = model.snaps.keys().filter(|s| !reach.snaps.contains(*s)).count();
-    let blobs = model.blobs.keys().filter(|b| !reach.blobs.contains(*b)).count();
+    let snaps = model
+        .snaps
+        .keys()
+        .filter(|s| !reach.snaps.contains(*s))
+        .count();
+    let blobs = model
+        .blobs
+        .keys()
+        .filter(|b| !reach.blobs.contains(*b))
+        .count();
     Ok((snaps, blobs))
 }

@@ -124,7 +124,10 @@ impl Model {
                     continue;
                 }
             };
-            if snapshot.as_ref().is_some_and(|s| !model.snaps.contains_key(s)) {
+            if snapshot
+                .as_ref()
+                .is_some_and(|s| !model.snaps.contains_key(s))
+            {
                 model.stale.push(id);
                 continue;
             }
@@ -186,7 +189,10 @@ impl Model {
             blobs: self.tagged.clone(),
             ..Reach::default()
         };
-        let mut todo: Vec<SnapshotId> = keep.into_iter().filter_map(|r| r.snapshot.clone()).collect();
+        let mut todo: Vec<SnapshotId> = keep
+            .into_iter()
+            .filter_map(|r| r.snapshot.clone())
+            .collect();
         while let Some(s) = todo.pop() {
             if !reach.snaps.insert(s.clone()) {
                 continue;

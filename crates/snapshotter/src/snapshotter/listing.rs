@@ -66,7 +66,8 @@ impl Snapshotter {
             }
             d
         };
-        let mut order: Vec<(&SnapshotId, usize)> = doomed.iter().map(|id| (*id, depth(id))).collect();
+        let mut order: Vec<(&SnapshotId, usize)> =
+            doomed.iter().map(|id| (*id, depth(id))).collect();
         order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         for (id, _) in order {
             let dir = self.snap_dir(id)?;
