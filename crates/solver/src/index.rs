@@ -382,7 +382,7 @@ impl CacheIndex {
     }
 
     /// Every `(key, value)` of `table` (empty when the table does not exist yet).
-    pub fn entries_in(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CacheError> {
+    pub fn entries_in(&self, table: Table) -> Result<Vec<TableEntry>, CacheError> {
         let name = table.stored_name();
         let err = self.db_err("list a table");
         self.shared.with_db(|db| {
@@ -486,6 +486,9 @@ impl CacheIndex {
         Ok(removed)
     }
 }
+
+/// One `(key, value)` of a [`Table`], as [`CacheIndex::entries_in`] lists them.
+pub type TableEntry = (Vec<u8>, Vec<u8>);
 
 /// One recorded result, as [`CacheIndex::results`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,8 +44,8 @@ mod solve;
 pub use executor::Executor;
 pub use graph::{Graph, VertexId};
 pub use index::{
-    CacheError, CacheIndex, KeyClaim, ResultRecord, Table, DEFAULT_LOCK_TIMEOUT, IDLE_CLOSE,
-    INDEX_FILE_NAME,
+    CacheError, CacheIndex, KeyClaim, ResultRecord, Table, TableEntry, DEFAULT_LOCK_TIMEOUT,
+    IDLE_CLOSE, INDEX_FILE_NAME,
 };
 pub use key::{CacheKey, ContentDigest, KeyInput, KEY_VERSION};
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};

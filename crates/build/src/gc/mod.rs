@@ -17,10 +17,10 @@
 
 mod model;
 
-use model::{Model, RecordId, SNAPSHOT_SIZES};
+use model::{estimate_total, Model, RecordId, SNAPSHOT_SIZES};
 use rbuild_oci::lock::{lock_exclusive, report_if_slow, try_lock_exclusive, WaitReporter};
 use rbuild_oci::{Store, StoreError};
-use rbuild_snapshotter::{SnapshotError, SnapshotId, Snapshotter};
+use rbuild_snapshotter::{Backend, SnapshotError, SnapshotId, Snapshotter};
 use rbuild_solver::{CacheError, CacheIndex, DEFAULT_LOCK_TIMEOUT};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -237,7 +237,8 @@ struct Opened {
 fn open(state: &StateDir, reporter: Option<&WaitReporter>) -> Result<Opened, GcError> {
     let root = state.store();
     let store = Store::open_with_reporter(&root, reporter.cloned())?;
-    let snapshotter = Snapshotter::open(&state.snapshots())?;
+    // Listing and removing do not depend on the backend: no overlay probe.
+    let snapshotter = Snapshotter::open_with_backend(&state.snapshots(), Backend::Copy)?;
     let index = CacheIndex::open_with(
         &state.cache_index(),
         DEFAULT_LOCK_TIMEOUT,
@@ -585,10 +586,10 @@ pub fn auto_gc(state: &StateDir, keep_storage: u64) -> Result<Option<PruneReport
     };
     let started = Instant::now();
     let o = open(state, None)?;
-    let model = Model::load(&o.store, &o.snapshotter, &o.index)?;
+    let total = estimate_total(&o.store, &o.snapshotter, &o.index)?;
     drop(o);
-    if model.total() <= keep_storage {
-        tracing::debug!(total = model.total(), keep_storage, elapsed = ?started.elapsed(), "gc: under budget");
+    if total <= keep_storage {
+        tracing::debug!(total, keep_storage, elapsed = ?started.elapsed(), "gc: under budget");
         return Ok(None);
     }
     let opts = PruneOptions {

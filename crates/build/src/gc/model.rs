@@ -74,6 +74,50 @@ pub(crate) struct Reach {
     pub(crate) blobs: BTreeSet<Digest>,
 }
 
+/// Bytes of all committed snapshots (sizes remembered in the index; only snapshots made since
+/// the last measurement are walked) and blobs: the cheap check of the automatic collection.
+pub(crate) fn estimate_total(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    index: &CacheIndex,
+) -> Result<u64, GcError> {
+    let sizes = snapshot_sizes(snapshotter, index)?;
+    let blobs: u64 = store.list_blobs()?.iter().map(|b| b.size).sum();
+    Ok(sizes.values().sum::<u64>() + blobs)
+}
+
+/// Every committed snapshot's size, measuring (and remembering) those not measured before.
+fn snapshot_sizes(
+    snapshotter: &Snapshotter,
+    index: &CacheIndex,
+) -> Result<HashMap<SnapshotId, u64>, GcError> {
+    let known: HashMap<Vec<u8>, u64> = index
+        .entries_in(SNAPSHOT_SIZES)?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, u64::from_le_bytes(v.try_into().ok()?))))
+        .collect();
+    let mut measured = Vec::new();
+    let mut out = HashMap::new();
+    for info in snapshotter.list()? {
+        let size = match known.get(info.id.0.as_bytes()) {
+            Some(&s) => s,
+            None => match snapshotter.disk_usage(&info.id) {
+                Ok(s) => {
+                    measured.push((info.id.0.as_bytes().to_vec(), s.to_le_bytes().to_vec()));
+                    s
+                }
+                // Removed meanwhile (only by a collection, which holds the lock) or unreadable.
+                Err(_) => 0,
+            },
+        };
+        out.insert(info.id, size);
+    }
+    if !measured.is_empty() {
+        index.put_many_in(SNAPSHOT_SIZES, &measured)?;
+    }
+    Ok(out)
+}
+
 impl Model {
     /// Reads everything (measuring snapshots not measured before, and remembering their sizes).
     pub(crate) fn load(
@@ -82,25 +126,12 @@ impl Model {
         index: &CacheIndex,
     ) -> Result<Model, GcError> {
         let mut model = Model::default();
-        let sizes: HashMap<Vec<u8>, u64> = index
-            .entries_in(SNAPSHOT_SIZES)?
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, u64::from_le_bytes(v.try_into().ok()?))))
-            .collect();
-        let mut measured = Vec::new();
+        let sizes = snapshot_sizes(snapshotter, index)?;
         for info in snapshotter.list()? {
-            let size = match sizes.get(info.id.0.as_bytes()) {
-                Some(&s) => s,
-                None => {
-                    let s = snapshotter.disk_usage(&info.id)?;
-                    measured.push((info.id.0.as_bytes().to_vec(), s.to_le_bytes().to_vec()));
-                    s
-                }
-            };
             let labels = snapshotter.labels(&info.id).unwrap_or_default();
             let mut snap = Snap {
+                size: sizes.get(&info.id).copied().unwrap_or(0),
                 parent: info.parent,
-                size,
                 ..Snap::default()
             };
             for (key, value) in labels {
@@ -111,9 +142,6 @@ impl Model {
                 }
             }
             model.snaps.insert(info.id, snap);
-        }
-        if !measured.is_empty() {
-            index.put_many_in(SNAPSHOT_SIZES, &measured)?;
         }
         for rec in index.results()? {
             let id = RecordId::Result(rec.key);
