@@ -298,3 +298,35 @@ fn a_killed_prune_is_repaired_by_the_next_run() {
     );
     assert_eq!(assert_tags_complete(root.path()), 2);
 }
+
+#[test]
+fn prune_waits_for_a_running_build() {
+    if !root_only() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ctx = context(3, MB as usize);
+    build(root.path(), ctx.path(), &["--gc-keep-storage", "off"]);
+    let state = StateDir::new(root.path());
+    // What a build holds while it runs.
+    let lease = rbuild_build::gc::BuildLease::acquire(&state, None).unwrap();
+    let before = used(root.path());
+    let mut child = rbuild_at(root.path())
+        .args(["prune", "-f", "--all"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "prune ran during a build"
+    );
+    assert_eq!(used(root.path()), before);
+    drop(lease);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waiting for"), "{err}");
+    assert!(used(root.path()) < before);
+}
