@@ -30,6 +30,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// version ([`KEY_VERSION`](crate::KEY_VERSION)) so that keys of another version are never read.
 pub const INDEX_FILE_NAME: &str = "cache-v2.redb";
 
+/// Use times closer than this to now are not rewritten by [`CacheIndex::touch`].
+pub const TOUCH_GRANULARITY: Duration = Duration::from_secs(60);
+
 /// How long the index stays open after its last transaction when no other process wants it
 /// (a waiting process makes the holder let go within milliseconds, so this can be long enough
 /// to keep the file open across the steps of a build: each reopen costs syncs).
@@ -311,20 +314,49 @@ impl CacheIndex {
         })
     }
 
-    /// Marks the results of `keys` used now (those without a result are skipped), in one
-    /// transaction: what garbage collection's "least recently used" reads.
+    /// Marks the results of `keys` used now (those without a result are skipped) in one
+    /// transaction: what garbage collection's "least recently used" reads. Use times within
+    /// [`TOUCH_GRANULARITY`] of now are left alone, so a repeated no-op rebuild only reads.
     pub fn touch(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
-        if keys.is_empty() {
+        let now = unix_now();
+        let err = self.db_err("read use times");
+        let stale: Vec<CacheKey> = self.shared.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| err(e.into()))?;
+            let results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+            let used = match txn.open_table(USED) {
+                Ok(t) => Some(t),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(err(e.into())),
+            };
+            let mut stale = Vec::new();
+            for key in keys {
+                if results
+                    .get(&key.0[..])
+                    .map_err(|e| err(e.into()))?
+                    .is_none()
+                {
+                    continue;
+                }
+                let last = match &used {
+                    Some(t) => t
+                        .get(&key.0[..])
+                        .map_err(|e| err(e.into()))?
+                        .map(|g| g.value()),
+                    None => None,
+                };
+                if last.is_none_or(|t| now.saturating_sub(t) >= TOUCH_GRANULARITY.as_secs()) {
+                    stale.push(*key);
+                }
+            }
+            Ok(stale)
+        })?;
+        if stale.is_empty() {
             return Ok(());
         }
-        let now = unix_now();
         self.write("mark results used", |txn| {
-            let results = txn.open_table(RESULTS)?;
             let mut used = txn.open_table(USED)?;
-            for key in keys {
-                if results.get(&key.0[..])?.is_some() {
-                    used.insert(&key.0[..], now)?;
-                }
+            for key in &stale {
+                used.insert(&key.0[..], now)?;
             }
             Ok(())
         })

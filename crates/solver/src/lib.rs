@@ -45,7 +45,7 @@ pub use executor::Executor;
 pub use graph::{Graph, VertexId};
 pub use index::{
     CacheError, CacheIndex, KeyClaim, ResultRecord, Table, TableEntry, DEFAULT_LOCK_TIMEOUT,
-    IDLE_CLOSE, INDEX_FILE_NAME,
+    IDLE_CLOSE, INDEX_FILE_NAME, TOUCH_GRANULARITY,
 };
 pub use key::{CacheKey, ContentDigest, KeyInput, KEY_VERSION};
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};

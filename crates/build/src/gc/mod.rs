@@ -17,7 +17,7 @@
 
 mod model;
 
-use model::{estimate_total, Model, RecordId, SNAPSHOT_SIZES};
+use model::{estimate_total, Model, RecordId};
 use rbuild_oci::lock::{lock_exclusive, report_if_slow, try_lock_exclusive, WaitReporter};
 use rbuild_oci::{Store, StoreError};
 use rbuild_snapshotter::{Backend, SnapshotError, SnapshotId, Snapshotter};
@@ -377,8 +377,6 @@ fn collect(
         .cloned()
         .collect();
     o.snapshotter.remove_all(&gone)?;
-    let sizes: Vec<Vec<u8>> = gone.iter().map(|s| s.0.as_bytes().to_vec()).collect();
-    o.index.remove_many_in(SNAPSHOT_SIZES, &sizes)?;
     report.snapshots = gone.len();
     // 3. Blobs nothing reaches (dangling images, stale layer labels).
     let mut blobs = 0;
@@ -585,9 +583,9 @@ pub fn auto_gc(state: &StateDir, keep_storage: u64) -> Result<Option<PruneReport
         return Ok(None);
     };
     let started = Instant::now();
-    let o = open(state, None)?;
-    let total = estimate_total(&o.store, &o.snapshotter, &o.index)?;
-    drop(o);
+    let store = Store::open(&state.store())?;
+    let snapshotter = Snapshotter::open_with_backend(&state.snapshots(), Backend::Copy)?;
+    let total = estimate_total(&store, &snapshotter)?;
     if total <= keep_storage {
         tracing::debug!(total, keep_storage, elapsed = ?started.elapsed(), "gc: under budget");
         return Ok(None);

@@ -4,13 +4,13 @@
 use super::GcError;
 use rbuild_oci::{Digest, Layer, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter, MERGE_SOURCE_LABEL};
-use rbuild_solver::{CacheIndex, CacheKey, Table};
+use rbuild_solver::{CacheIndex, CacheKey};
 use rbuild_worker::{Value, UNPACKED};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Snapshot id -> its size in bytes (8 bytes little endian): committed snapshots never change,
+/// The snapshot label remembering a snapshot's size in bytes: committed snapshots never change,
 /// so each is measured once.
-pub(crate) const SNAPSHOT_SIZES: Table = Table::new("gc-snapshot-size-v1");
+pub(crate) const SIZE_LABEL: &str = "rbuild.gc.size";
 
 /// What a cache record is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,48 +74,34 @@ pub(crate) struct Reach {
     pub(crate) blobs: BTreeSet<Digest>,
 }
 
-/// Bytes of all committed snapshots (sizes remembered in the index; only snapshots made since
+/// Bytes of all committed snapshots (sizes remembered in a label; only snapshots made since
 /// the last measurement are walked) and blobs: the cheap check of the automatic collection.
-pub(crate) fn estimate_total(
-    store: &Store,
-    snapshotter: &Snapshotter,
-    index: &CacheIndex,
-) -> Result<u64, GcError> {
-    let sizes = snapshot_sizes(snapshotter, index)?;
-    let blobs: u64 = store.list_blobs()?.iter().map(|b| b.size).sum();
-    Ok(sizes.values().sum::<u64>() + blobs)
+pub(crate) fn estimate_total(store: &Store, snapshotter: &Snapshotter) -> Result<u64, GcError> {
+    let mut total: u64 = store.list_blobs()?.iter().map(|b| b.size).sum();
+    for info in snapshotter.list()? {
+        let labels = snapshotter.labels(&info.id).unwrap_or_default();
+        total += snapshot_size(snapshotter, &info.id, &labels);
+    }
+    Ok(total)
 }
 
-/// Every committed snapshot's size, measuring (and remembering) those not measured before.
-fn snapshot_sizes(
+/// A snapshot's size from its label, else measured (and remembered in the label).
+fn snapshot_size(
     snapshotter: &Snapshotter,
-    index: &CacheIndex,
-) -> Result<HashMap<SnapshotId, u64>, GcError> {
-    let known: HashMap<Vec<u8>, u64> = index
-        .entries_in(SNAPSHOT_SIZES)?
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, u64::from_le_bytes(v.try_into().ok()?))))
-        .collect();
-    let mut measured = Vec::new();
-    let mut out = HashMap::new();
-    for info in snapshotter.list()? {
-        let size = match known.get(info.id.0.as_bytes()) {
-            Some(&s) => s,
-            None => match snapshotter.disk_usage(&info.id) {
-                Ok(s) => {
-                    measured.push((info.id.0.as_bytes().to_vec(), s.to_le_bytes().to_vec()));
-                    s
-                }
-                // Removed meanwhile (only by a collection, which holds the lock) or unreadable.
-                Err(_) => 0,
-            },
-        };
-        out.insert(info.id, size);
+    id: &SnapshotId,
+    labels: &BTreeMap<String, String>,
+) -> u64 {
+    if let Some(size) = labels.get(SIZE_LABEL).and_then(|v| v.parse().ok()) {
+        return size;
     }
-    if !measured.is_empty() {
-        index.put_many_in(SNAPSHOT_SIZES, &measured)?;
+    match snapshotter.disk_usage(id) {
+        Ok(size) => {
+            let _ = snapshotter.set_label(id, SIZE_LABEL, &size.to_string());
+            size
+        }
+        // Unreadable: counted as empty (a collection removes it once nothing reaches it).
+        Err(_) => 0,
     }
-    Ok(out)
 }
 
 impl Model {
@@ -126,16 +112,17 @@ impl Model {
         index: &CacheIndex,
     ) -> Result<Model, GcError> {
         let mut model = Model::default();
-        let sizes = snapshot_sizes(snapshotter, index)?;
         for info in snapshotter.list()? {
             let labels = snapshotter.labels(&info.id).unwrap_or_default();
             let mut snap = Snap {
-                size: sizes.get(&info.id).copied().unwrap_or(0),
+                size: snapshot_size(snapshotter, &info.id, &labels),
                 parent: info.parent,
                 ..Snap::default()
             };
             for (key, value) in labels {
-                if key == MERGE_SOURCE_LABEL {
+                if key == SIZE_LABEL {
+                    continue;
+                } else if key == MERGE_SOURCE_LABEL {
                     snap.merge_source = Some(SnapshotId(value));
                 } else if let Ok(layer) = serde_json::from_str::<Layer>(&value) {
                     snap.blobs.push(layer.descriptor.digest);
