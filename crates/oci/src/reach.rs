@@ -99,3 +99,51 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Descriptor, ImageConfig, MediaType, Store};
+
+    #[test]
+    fn tags_reach_manifest_config_and_layers_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (layer, size) = store.write_blob(b"layer bytes").unwrap();
+        let (stray, _) = store.write_blob(b"dangling").unwrap();
+        let cfg = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        let desc = Descriptor {
+            media_type: MediaType::new(MediaType::OCI_LAYER_GZIP),
+            digest: layer.clone(),
+            size,
+            platform: None,
+            annotations: None,
+        };
+        let (image, manifest) = store.write_image(&cfg, vec![desc]).unwrap();
+        // An untagged image: its manifest and config are dangling.
+        let (untagged, _) = store
+            .write_image(
+                &ImageConfig {
+                    os: "other".into(),
+                    ..cfg.clone()
+                },
+                vec![],
+            )
+            .unwrap();
+        store.set_tag("a:1", &image).unwrap();
+        let reach = store.reachable_from_tags().unwrap();
+        let expect = [image.digest.clone(), manifest.config.digest.clone(), layer];
+        assert_eq!(reach.len(), 3);
+        assert!(expect.iter().all(|d| reach.contains(d)));
+        let listed = store.list_blobs().unwrap();
+        assert_eq!(listed.len(), 6);
+        assert!(!reach.contains(&stray) && !reach.contains(&untagged.digest));
+        store.remove_blob(&stray).unwrap();
+        store.remove_blob(&stray).unwrap();
+        assert!(!store.has_blob(&stray));
+        assert_eq!(store.list_blobs().unwrap().len(), 5);
+    }
+}

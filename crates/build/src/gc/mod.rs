@@ -623,3 +623,41 @@ pub fn unreachable_count(state: &StateDir) -> Result<(usize, usize), GcError> {
         .count();
     Ok((snaps, blobs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_take_go_durations() {
+        let mut o = PruneOptions::default();
+        o.add_filter("until=24h").unwrap();
+        assert_eq!(o.until, Some(Duration::from_secs(86_400)));
+        o.add_filter("unused-for=1h30m").unwrap();
+        assert_eq!(o.until, Some(Duration::from_secs(5_400)));
+        for bad in ["until=", "until=5", "until=3d", "label=x", "until"] {
+            assert!(
+                matches!(o.add_filter(bad), Err(GcError::InvalidFilter(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_follows_buildkit_and_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("root"));
+        assert_eq!(keep_storage_budget(&state, Some("off")).unwrap(), None);
+        assert_eq!(keep_storage_budget(&state, Some("0")).unwrap(), None);
+        assert_eq!(
+            keep_storage_budget(&state, Some("20MB")).unwrap(),
+            Some(20 * 1024 * 1024)
+        );
+        assert!(keep_storage_budget(&state, Some("lots")).is_err());
+        let default = keep_storage_budget(&state, None).unwrap().unwrap();
+        assert!(default > 0 && default <= MAX_KEEP_STORAGE);
+        let st = rustix::fs::statvfs(dir.path()).unwrap();
+        let tenth = st.f_blocks * st.f_frsize / 10;
+        assert_eq!(default, tenth.min(MAX_KEEP_STORAGE));
+    }
+}

@@ -109,3 +109,32 @@ pub(crate) fn disk_usage(dir: &Path) -> Result<u64> {
 pub fn tree_disk_usage(dir: &Path) -> Result<u64, SnapshotError> {
     disk_usage(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backend, Snapshotter};
+
+    #[test]
+    fn lists_measures_and_removes_children_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Snapshotter::open_with_backend(dir.path(), Backend::Copy).unwrap();
+        let a = snaps.prepare(None).unwrap();
+        std::fs::write(a.upperdir().join("big"), vec![7u8; 100_000]).unwrap();
+        let a = snaps.commit(a).unwrap();
+        let b = snaps.prepare(Some(&a)).unwrap();
+        std::fs::write(b.upperdir().join("small"), b"x").unwrap();
+        let b = snaps.commit(b).unwrap();
+        let listed = snaps.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        let child = listed.iter().find(|s| s.id == b).unwrap();
+        assert_eq!(child.parent.as_ref(), Some(&a));
+        // The copy backend holds the parent's file too.
+        assert!(snaps.disk_usage(&a).unwrap() >= 100_000);
+        assert!(snaps.disk_usage(&b).unwrap() >= 100_000);
+        // Parent named first: still removed after its child; already-gone ids are skipped.
+        snaps.remove_all(&[a.clone(), b.clone()]).unwrap();
+        snaps.remove_all(&[a.clone()]).unwrap();
+        assert!(snaps.list().unwrap().is_empty());
+        assert!(!snaps.exists(&a) && !snaps.exists(&b));
+    }
+}
