@@ -133,7 +133,7 @@ mod tests {
         assert!(snaps.disk_usage(&b).unwrap() >= 100_000);
         // Parent named first: still removed after its child; already-gone ids are skipped.
         snaps.remove_all(&[a.clone(), b.clone()]).unwrap();
-        snaps.remove_all(&[a.clone()]).unwrap();
+        snaps.remove_all(std::slice::from_ref(&a)).unwrap();
         assert!(snaps.list().unwrap().is_empty());
         assert!(!snaps.exists(&a) && !snaps.exists(&b));
     }
