@@ -119,6 +119,22 @@ fn assert_tags_complete(root: &Path) -> usize {
     tags.len()
 }
 
+/// skopeo copies the tagged image out of the store (checking every digest on the way).
+fn skopeo_reads(root: &Path, tag: &str) {
+    let dest = tempfile::tempdir().unwrap();
+    let out = rbuild_testsupport::skopeo("copy", None)
+        .unwrap()
+        .arg(format!("oci:{}:{tag}", root.display()))
+        .arg(format!("dir:{}", dest.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo cannot read {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn root_only() -> bool {
     rbuild_testsupport::require_root().unwrap()
 }
@@ -149,6 +165,7 @@ fn automatic_gc_keeps_the_root_under_its_budget() {
     eprintln!("largest root after a build: {max} bytes");
     assert!(verify_blobs(root.path()) > 0);
     assert_eq!(assert_tags_complete(root.path()), 1);
+    skopeo_reads(root.path(), "gc/app:1");
     // The remaining image exports, and its cache still hits.
     let ctx = context(29, 5 * MB as usize);
     let dest = root.path().join("out.tar");
@@ -274,12 +291,42 @@ fn a_killed_prune_is_repaired_by_the_next_run() {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // A collection killed after deleting the records, before the snapshots: orphan snapshots.
+    for i in 0..3 {
+        build(
+            root.path(),
+            context(50 + i, MB as usize).path(),
+            &["--gc-keep-storage", "off"],
+        );
+    }
+    {
+        let index =
+            rbuild_solver::CacheIndex::open(&root.path().join(rbuild_solver::INDEX_FILE_NAME))
+                .unwrap();
+        let keys: Vec<_> = index
+            .results()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert!(!keys.is_empty());
+        index.remove_results(&keys).unwrap();
+    }
+    let (orphans, _) = rbuild_build::gc::unreachable_count(&StateDir::new(root.path())).unwrap();
+    assert!(orphans >= 3, "{orphans}");
+    // ... killed while deleting a snapshot it had moved into its temp dir.
+    let moved = root
+        .path()
+        .join("snapshots-v1/tmp/1-1-1/18ecb31ddd1cbace003e970001/fs");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::write(moved.join("f"), noise(5, 100_000)).unwrap();
     // A leftover trash dir, as a collection killed while emptying it leaves.
     let trash = root.path().join("tmp/gc-trash/cache-mounts-1/x");
     std::fs::create_dir_all(&trash).unwrap();
     std::fs::write(trash.join("f"), b"left over").unwrap();
     prune(root.path(), &["-f"]);
     assert!(!root.path().join("tmp/gc-trash").exists());
+    assert!(!root.path().join("snapshots-v1/tmp/1-1-1").exists());
     assert_eq!(
         rbuild_build::gc::unreachable_count(&StateDir::new(root.path())).unwrap(),
         (0, 0)
@@ -329,4 +376,45 @@ fn prune_waits_for_a_running_build() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("waiting for"), "{err}");
     assert!(used(root.path()) < before);
+}
+
+#[test]
+fn prune_all_empties_cache_mounts_and_du_counts_them() {
+    let Some(env) = common::env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nRUN --mount=type=cache,target=/c head -c 300000 /dev/urandom > /c/blob && echo ok > /ok\n",
+    )
+    .unwrap();
+    let out = common::build(
+        root.path(),
+        ctx.path(),
+        &env.base,
+        &["-t", "mounts:1", "--gc-keep-storage", "off"],
+    );
+    common::assert_ok(&out);
+    let du = rbuild_at(root.path()).arg("du").output().unwrap();
+    let du = String::from_utf8_lossy(&du.stdout).into_owned();
+    let line = du
+        .lines()
+        .find(|l| l.starts_with("Cache Mounts"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.split_whitespace().nth(2) == Some("1"), "{du}");
+    let mounts = root.path().join("cache-mounts-v1");
+    assert!(mounts.read_dir().unwrap().any(|_| true));
+    // Without --all the cache mounts stay.
+    prune(root.path(), &["-f"]);
+    assert!(mounts.read_dir().unwrap().any(|_| true));
+    prune(root.path(), &["-f", "--all"]);
+    assert!(!mounts.read_dir().unwrap().any(|_| true));
+    assert!(!root.path().join("tmp/gc-trash").exists());
+    // The base image and the result stay tagged and readable; a rebuild works.
+    assert_eq!(assert_tags_complete(root.path()), 2);
+    skopeo_reads(root.path(), "mounts:1");
+    let out = common::build(root.path(), ctx.path(), &env.base, &["-t", "mounts:1"]);
+    common::assert_ok(&out);
+    verify_blobs(root.path());
 }
