@@ -117,14 +117,13 @@ pub fn run_prune(args: PruneArgs, verbose: bool, store: &StoreArgs) -> Result<()
 /// Runs `rbuild du`.
 pub fn run_du(_args: DuArgs, verbose: bool, store: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store.root_dir());
-    if !state.has_store() {
-        return Err(Report::new(format!(
-            "error: no rbuild state at {}",
-            state.root().display()
-        )));
-    }
-    let reporter = wait_reporter();
-    let u = gc::disk_usage(&state, Some(&reporter)).map_err(gc_error)?;
+    // An empty root reads as zeros (and is not created by looking at it).
+    let u = if state.has_store() {
+        let reporter = wait_reporter();
+        gc::disk_usage(&state, Some(&reporter)).map_err(gc_error)?
+    } else {
+        gc::Usage::default()
+    };
     let mut out = String::new();
     if verbose {
         for r in &u.records {
