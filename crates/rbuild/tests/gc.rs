@@ -418,3 +418,31 @@ fn prune_all_empties_cache_mounts_and_du_counts_them() {
     common::assert_ok(&out);
     verify_blobs(root.path());
 }
+
+#[test]
+fn keep_storage_drops_the_least_recently_used_first() {
+    if !root_only() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let variants: Vec<_> = (0..3).map(|i| context(200 + i, MB as usize)).collect();
+    for v in &variants {
+        build(root.path(), v.path(), &["--gc-keep-storage", "off"]);
+        // Use times have a resolution of one second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let text = prune(root.path(), &["-f", "--keep-storage", "3MB"]);
+    assert!(text.contains("Deleted build cache objects"), "{text}");
+    assert!(
+        used(root.path()) <= 3 * 1024 * 1024,
+        "{}",
+        used(root.path())
+    );
+    let cached = |v: &tempfile::TempDir| {
+        let out = build(root.path(), v.path(), &["--gc-keep-storage", "off"]);
+        String::from_utf8_lossy(&out.stderr).contains("CACHED")
+    };
+    // The newest stays cached; the oldest was dropped.
+    assert!(cached(&variants[2]));
+    assert!(!cached(&variants[0]));
+}

@@ -315,18 +315,32 @@ fn collect(
     match opts.keep_storage {
         None => candidates.iter().for_each(|&i| doomed[i] = true),
         Some(limit) => {
-            for &i in &candidates {
+            // Dropping more of the least recently used never grows what is kept, so the
+            // smallest prefix that fits is found by bisection (a reach walk per step).
+            let fits = |k: usize| {
+                let mut gone = vec![false; model.records.len()];
+                candidates[..k].iter().for_each(|&i| gone[i] = true);
                 let kept = model
                     .records
                     .iter()
                     .enumerate()
-                    .filter(|(j, _)| !doomed[*j])
+                    .filter(|(j, _)| !gone[*j])
                     .map(|(_, r)| r);
-                if model.size_of(&model.reach(kept)) <= limit {
-                    break;
-                }
-                doomed[i] = true;
+                model.size_of(&model.reach(kept)) <= limit
+            };
+            let (mut lo, mut hi) = (0, candidates.len());
+            if !fits(hi) {
+                lo = hi;
             }
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if fits(mid) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            candidates[..lo].iter().for_each(|&i| doomed[i] = true);
         }
     }
     let kept: Vec<_> = model
