@@ -56,6 +56,7 @@ mod cache_io;
 mod cancel;
 mod error;
 mod export;
+pub mod gc;
 pub mod images;
 mod input;
 mod options;

@@ -208,6 +208,8 @@ struct Pipeline {
     store: Store,
     registry: RegistryClient,
     needed: Vec<String>,
+    /// Keeps garbage collection off the root while this build runs.
+    _lease: crate::gc::BuildLease,
 }
 
 /// The solve's inputs that only the worker and solver read.
@@ -259,15 +261,19 @@ impl Pipeline {
                 BuildError::registry(format!("failed to parse stage name \"{name}\""), e)
             })?;
         }
-        let store = {
+        let (store, lease) = {
             let (root, reporter) = (state.store(), wait_reporter(&progress));
+            let lease_state = state.clone();
             blocking(move || {
                 std::fs::create_dir_all(&root).map_err(|source| BuildError::StateDir {
                     path: root.clone(),
                     source,
                 })?;
-                Store::open_with_reporter(&root, Some(reporter))
-                    .map_err(|e| BuildError::step("opening the image store", e))
+                let lease = crate::gc::BuildLease::acquire(&lease_state, Some(&reporter))
+                    .map_err(|e| BuildError::step("locking the state root", e))?;
+                let store = Store::open_with_reporter(&root, Some(reporter))
+                    .map_err(|e| BuildError::step("opening the image store", e))?;
+                Ok((store, lease))
             })
             .await?
         };
@@ -284,6 +290,7 @@ impl Pipeline {
             store,
             registry,
             needed,
+            _lease: lease,
         })
     }
 

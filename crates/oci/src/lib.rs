@@ -10,6 +10,7 @@ mod layer;
 pub mod lock;
 mod manifest;
 mod media;
+mod reach;
 mod store;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
@@ -17,6 +18,7 @@ pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Writer};
 pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};
+pub use reach::BlobInfo;
 pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
     STORE_OWNERS_DIR, STORE_TMP_DIR,

@@ -95,7 +95,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     } else {
         ContextSource::Dir(context_arg)
     };
-    let mut request = BuildRequest::new(state, context);
+    let mut request = BuildRequest::new(state.clone(), context);
     request.dockerfile = match &args.file {
         Some(f) if f == Path::new("-") => DockerfileSource::Stream(Box::new(std::io::stdin())),
         Some(f) => DockerfileSource::Path(f.clone()),
@@ -138,6 +138,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     if let Some(path) = &args.metadata_file {
         crate::push::write_metadata(path, &result.metadata)?;
     }
+    let flag = args.gc_keep_storage.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref())).await;
     Ok(())
 }
 

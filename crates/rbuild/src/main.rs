@@ -13,6 +13,7 @@ mod inspect;
 mod logging;
 mod pipe;
 mod progress;
+mod prune;
 mod push;
 mod rmi;
 mod run_opts;
@@ -110,6 +111,10 @@ enum Command {
     Push(push::PushArgs),
     /// Log in to a registry (saves credentials like `docker login`).
     Login(push::LoginArgs),
+    /// Remove build cache, dangling images and unreachable data (like `docker builder prune`).
+    Prune(prune::PruneArgs),
+    /// Show disk usage of images, build cache, snapshots and cache mounts.
+    Du(prune::DuArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -241,6 +246,11 @@ pub struct BuildArgs {
     /// Import a build cache: type=registry,ref=REF or type=local,src=DIR.
     #[arg(long = "cache-from", value_parser = clap::value_parser!(CacheFromSpec))]
     pub cache_from: Vec<CacheFromSpec>,
+    /// Storage budget of the automatic garbage collection after a build: SIZE (e.g. 20GB), or
+    /// 0/off to disable [env: RBUILD_GC_KEEP_STORAGE] (default: 10% of the root's filesystem,
+    /// at most 20GB).
+    #[arg(long = "gc-keep-storage", value_name = "SIZE")]
+    pub gc_keep_storage: Option<String>,
 }
 
 /// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
@@ -269,7 +279,13 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    logging::init(&cli.log);
+    // For prune and du, -v lists records (as docker's -v) rather than turning on debug logs.
+    let listing = matches!(cli.command, Command::Prune(_) | Command::Du(_));
+    let mut log = cli.log.clone();
+    if listing {
+        log.verbose = 0;
+    }
+    logging::init(&log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -291,6 +307,8 @@ fn main() -> ExitCode {
         Command::Completion(args) => version::run_completion(&args),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),
+        Command::Prune(args) => prune::run_prune(args, cli.log.verbose > 0, &cli.store),
+        Command::Du(args) => prune::run_du(args, cli.log.verbose > 0, &cli.store),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.

@@ -25,5 +25,6 @@ pub use diff::DiffOptions;
 pub use error::{Result, SnapshotError};
 pub use mount::{mount_overlay, MountGuard};
 pub use snapshotter::{
-    Active, Backend, RootfsSpec, SnapshotId, Snapshotter, BACKEND_ENV, MERGE_SOURCE_LABEL,
+    tree_disk_usage, Active, Backend, RootfsSpec, SnapshotId, SnapshotInfo, Snapshotter,
+    BACKEND_ENV, MERGE_SOURCE_LABEL,
 };

@@ -9,6 +9,10 @@ use std::sync::{Arc, Mutex};
 use rbuild_oci::lock::{lock_exclusive, sweep_dead, OwnerLock};
 use serde::{Deserialize, Serialize};
 
+mod listing;
+
+pub use listing::{tree_disk_usage, SnapshotInfo};
+
 use crate::apply::{apply_tar, Whiteouts};
 use crate::diff::{write_naive_diff, write_overlay_diff, DiffOptions};
 use crate::error::{IoContext, Result, SnapshotError};

@@ -14,7 +14,7 @@ mod tests;
 use crate::CacheKey;
 use handle::Shared;
 use rbuild_oci::lock::{lock_exclusive, try_lock_exclusive, WaitReporter};
-use redb::{ReadableDatabase, TableDefinition, TableError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -30,12 +30,18 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// version ([`KEY_VERSION`](crate::KEY_VERSION)) so that keys of another version are never read.
 pub const INDEX_FILE_NAME: &str = "cache-v2.redb";
 
+/// Use times closer than this to now are not rewritten by [`CacheIndex::touch`].
+pub const TOUCH_GRANULARITY: Duration = Duration::from_secs(60);
+
 /// How long the index stays open after its last transaction when no other process wants it
 /// (a waiting process makes the holder let go within milliseconds, so this can be long enough
 /// to keep the file open across the steps of a build: each reopen costs syncs).
 pub const IDLE_CLOSE: Duration = Duration::from_millis(500);
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results-v1");
+/// Cache key -> when its result was last recorded or hit (unix seconds, 8 bytes little endian),
+/// for garbage collection's "least recently used first".
+const USED: TableDefinition<&[u8], u64> = TableDefinition::new("results-used-v1");
 const USER_TABLE_PREFIX: &str = "user:";
 
 /// A named table of the index (bytes -> bytes) besides the results, declared once as a const
@@ -298,10 +304,146 @@ impl CacheIndex {
         self.read("read a cached result", RESULTS, &key.0)
     }
 
-    /// Records `value` under `key` (replacing any previous value), durably.
+    /// Records `value` under `key` (replacing any previous value) and marks it used now, durably.
     pub fn put(&self, key: &CacheKey, value: &[u8]) -> Result<(), CacheError> {
+        let now = unix_now();
         self.write("record a result", |txn| {
             txn.open_table(RESULTS)?.insert(&key.0[..], value)?;
+            txn.open_table(USED)?.insert(&key.0[..], now)?;
+            Ok(())
+        })
+    }
+
+    /// Marks the results of `keys` used now (those without a result are skipped) in one
+    /// transaction: what garbage collection's "least recently used" reads. Use times within
+    /// [`TOUCH_GRANULARITY`] of now are left alone, so a repeated no-op rebuild only reads.
+    pub fn touch(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
+        let now = unix_now();
+        let err = self.db_err("read use times");
+        let stale: Vec<CacheKey> = self.shared.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| err(e.into()))?;
+            let results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+            let used = match txn.open_table(USED) {
+                Ok(t) => Some(t),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(err(e.into())),
+            };
+            let mut stale = Vec::new();
+            for key in keys {
+                if results
+                    .get(&key.0[..])
+                    .map_err(|e| err(e.into()))?
+                    .is_none()
+                {
+                    continue;
+                }
+                let last = match &used {
+                    Some(t) => t
+                        .get(&key.0[..])
+                        .map_err(|e| err(e.into()))?
+                        .map(|g| g.value()),
+                    None => None,
+                };
+                if last.is_none_or(|t| now.saturating_sub(t) >= TOUCH_GRANULARITY.as_secs()) {
+                    stale.push(*key);
+                }
+            }
+            Ok(stale)
+        })?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.write("mark results used", |txn| {
+            let mut used = txn.open_table(USED)?;
+            for key in &stale {
+                used.insert(&key.0[..], now)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every recorded result: its key, value bytes and when it was last used (unix seconds;
+    /// `None` for records made before use times were kept), read in one transaction.
+    pub fn results(&self) -> Result<Vec<ResultRecord>, CacheError> {
+        let err = self.db_err("list the results");
+        self.shared.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| err(e.into()))?;
+            let results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+            let used = match txn.open_table(USED) {
+                Ok(t) => Some(t),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(err(e.into())),
+            };
+            let mut out = Vec::new();
+            for row in results.iter().map_err(|e| err(e.into()))? {
+                let (k, v) = row.map_err(|e| err(e.into()))?;
+                let Ok(bytes) = <[u8; 32]>::try_from(k.value()) else {
+                    continue;
+                };
+                let last_used = match &used {
+                    Some(t) => t
+                        .get(k.value())
+                        .map_err(|e| err(e.into()))?
+                        .map(|g| g.value()),
+                    None => None,
+                };
+                out.push(ResultRecord {
+                    key: CacheKey(bytes),
+                    value: v.value().to_vec(),
+                    last_used,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes the results of `keys` (and their use times) in one transaction.
+    pub fn remove_results(&self, keys: &[CacheKey]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write("remove results", |txn| {
+            let mut results = txn.open_table(RESULTS)?;
+            let mut used = txn.open_table(USED)?;
+            for key in keys {
+                results.remove(&key.0[..])?;
+                used.remove(&key.0[..])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every `(key, value)` of `table` (empty when the table does not exist yet).
+    pub fn entries_in(&self, table: Table) -> Result<Vec<TableEntry>, CacheError> {
+        let name = table.stored_name();
+        let err = self.db_err("list a table");
+        self.shared.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| err(e.into()))?;
+            let t = match txn.open_table(Table::definition(&name)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(err(e.into())),
+            };
+            let mut out = Vec::new();
+            for row in t.iter().map_err(|e| err(e.into()))? {
+                let (k, v) = row.map_err(|e| err(e.into()))?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes `keys` from `table` in one transaction.
+    pub fn remove_many_in(&self, table: Table, keys: &[Vec<u8>]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let name = table.stored_name();
+        self.write("write a table", |txn| {
+            let mut t = txn.open_table(Table::definition(&name))?;
+            for k in keys {
+                t.remove(k.as_slice())?;
+            }
             Ok(())
         })
     }
@@ -375,6 +517,27 @@ impl CacheIndex {
         })?;
         Ok(removed)
     }
+}
+
+/// One `(key, value)` of a [`Table`], as [`CacheIndex::entries_in`] lists them.
+pub type TableEntry = (Vec<u8>, Vec<u8>);
+
+/// One recorded result, as [`CacheIndex::results`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRecord {
+    /// The cache key.
+    pub key: CacheKey,
+    /// The executor's encoding of the result.
+    pub value: Vec<u8>,
+    /// When the result was last recorded or hit (unix seconds), if known.
+    pub last_used: Option<u64>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The claim on executing one cache key (see [`CacheIndex::claim`]); released on drop.

@@ -44,7 +44,8 @@ mod solve;
 pub use executor::Executor;
 pub use graph::{Graph, VertexId};
 pub use index::{
-    CacheError, CacheIndex, KeyClaim, Table, DEFAULT_LOCK_TIMEOUT, IDLE_CLOSE, INDEX_FILE_NAME,
+    CacheError, CacheIndex, KeyClaim, ResultRecord, Table, TableEntry, DEFAULT_LOCK_TIMEOUT,
+    IDLE_CLOSE, INDEX_FILE_NAME, TOUCH_GRANULARITY,
 };
 pub use key::{CacheKey, ContentDigest, KeyInput, KEY_VERSION};
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};

@@ -169,7 +169,16 @@ impl<E: Executor> Solver<E> {
             Err(_) => driver.cancel_rest(),
         }
         let values = result?;
-        Ok((values, std::mem::take(&mut driver.keys)))
+        let keys = std::mem::take(&mut driver.keys);
+        if let (Some(index), false) = (self.index.clone(), opts.no_cache) {
+            // Garbage collection keeps the most recently used results: mark this solve's.
+            let used: Vec<CacheKey> = keys.values().copied().collect();
+            let touched = tokio::task::spawn_blocking(move || index.touch(&used)).await;
+            if let Ok(Err(e)) = touched {
+                debug!(error = %e, "cannot mark cache results used");
+            }
+        }
+        Ok((values, keys))
     }
 }
 

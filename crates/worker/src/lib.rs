@@ -16,6 +16,7 @@ mod tables;
 pub mod users;
 
 pub use mounts::SecretSource;
+pub use tables::UNPACKED;
 
 use rbuild_llb::{Definition, FileAction, Op, SourceOp};
 use rbuild_oci::{Digest, Store};

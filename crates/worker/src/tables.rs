@@ -7,4 +7,4 @@ use rbuild_solver::Table;
 pub(crate) const CONTEXT_STAT: Table = Table::new("context-stat-v1");
 
 /// Unpacked image layers: chain ID -> the snapshot holding that chain.
-pub(crate) const UNPACKED: Table = Table::new("unpacked-v1");
+pub const UNPACKED: Table = Table::new("unpacked-v1");

@@ -202,3 +202,43 @@ fn truncated_file_is_moved_aside_or_repaired() {
     idx.put(&k, b"v").unwrap();
     assert_eq!(idx.get(&k).unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn results_are_listed_with_use_times_and_removed_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = CacheIndex::open(&dir.path().join(INDEX_FILE_NAME)).unwrap();
+    let (a, b, c) = (
+        CacheKey::from_parts(&[b"a"]),
+        CacheKey::from_parts(&[b"b"]),
+        CacheKey::from_parts(&[b"c"]),
+    );
+    idx.put(&a, b"fs:1").unwrap();
+    idx.put(&b, b"fs:2").unwrap();
+    // A use time written long ago (as by an older build) is refreshed by a touch; a key
+    // without a result gets none.
+    idx.write("age a record", |txn| {
+        txn.open_table(USED)?.insert(&b.0[..], 1000)?;
+        Ok(())
+    })
+    .unwrap();
+    let now = unix_now();
+    idx.touch(&[b, c]).unwrap();
+    let mut listed = idx.results().unwrap();
+    listed.sort_by(|x, y| x.value.cmp(&y.value));
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].key, a);
+    assert!(listed.iter().all(|r| r.last_used.is_some_and(|t| t >= now)));
+    idx.put_many_in(STAT, &[(b"x".to_vec(), b"1".to_vec())])
+        .unwrap();
+    assert_eq!(
+        idx.entries_in(STAT).unwrap(),
+        vec![(b"x".to_vec(), b"1".to_vec())]
+    );
+    idx.remove_many_in(STAT, &[b"x".to_vec()]).unwrap();
+    assert!(idx.entries_in(STAT).unwrap().is_empty());
+    idx.remove_results(&[a]).unwrap();
+    let listed = idx.results().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, b);
+    assert_eq!(idx.get(&a).unwrap(), None);
+}

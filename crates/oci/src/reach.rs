@@ -1,0 +1,149 @@
+//! What the image store holds and what its tags reach, for garbage collection: blobs on disk,
+//! the closure of `index.json` (index -> manifests -> config and layers) and blob removal.
+
+use crate::{Digest, Index, Manifest, Store, StoreError};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+/// A blob on disk: its digest and allocated size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The blob's digest (its file name).
+    pub digest: Digest,
+    /// Bytes it takes on disk (allocated blocks).
+    pub size: u64,
+    /// Last modification time (unix seconds): when it was written.
+    pub modified: u64,
+}
+
+impl Store {
+    /// Every blob in `blobs/sha256/` (files whose names are not sha256 hex are skipped).
+    pub fn list_blobs(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        let dir = self.root().join("blobs/sha256");
+        let io_err = |action: &'static str| {
+            let path = dir.clone();
+            move |source| StoreError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("read dir"))? {
+            let entry = entry.map_err(io_err("read dir"))?;
+            let name = entry.file_name();
+            let Ok(digest) = Digest::from_hex(&name.to_string_lossy()) else {
+                continue;
+            };
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("stat")(e)),
+            };
+            out.push(BlobInfo {
+                digest,
+                size: meta.blocks() * 512,
+                modified: meta.mtime().max(0) as u64,
+            });
+        }
+        out.sort_by(|a, b| a.digest.hex().cmp(b.digest.hex()));
+        Ok(out)
+    }
+
+    /// The blobs `index.json` reaches: each entry, and for an index its manifests, for a
+    /// manifest its config and layers. Blobs that are missing or unreadable end the walk there
+    /// (a broken image keeps what it still reaches).
+    pub fn reachable_from_tags(&self) -> Result<BTreeSet<Digest>, StoreError> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<Digest> = self
+            .index()?
+            .manifests
+            .into_iter()
+            .map(|d| d.digest)
+            .collect();
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&d) else {
+                continue;
+            };
+            if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
+                if !index.manifests.is_empty() {
+                    todo.extend(index.manifests.into_iter().map(|m| m.digest));
+                    continue;
+                }
+            }
+            if let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) {
+                seen.insert(manifest.config.digest);
+                todo.extend(manifest.layers.into_iter().map(|l| l.digest));
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Deletes one blob (already gone: not an error). One unlink, so a crash leaves the blob
+    /// either whole or absent.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Descriptor, ImageConfig, MediaType, Store};
+
+    #[test]
+    fn tags_reach_manifest_config_and_layers_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (layer, size) = store.write_blob(b"layer bytes").unwrap();
+        let (stray, _) = store.write_blob(b"dangling").unwrap();
+        let cfg = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        let desc = Descriptor {
+            media_type: MediaType::new(MediaType::OCI_LAYER_GZIP),
+            digest: layer.clone(),
+            size,
+            platform: None,
+            annotations: None,
+        };
+        let (image, manifest) = store.write_image(&cfg, vec![desc]).unwrap();
+        // An untagged image: its manifest and config are dangling.
+        let (untagged, _) = store
+            .write_image(
+                &ImageConfig {
+                    os: "other".into(),
+                    ..cfg.clone()
+                },
+                vec![],
+            )
+            .unwrap();
+        store.set_tag("a:1", &image).unwrap();
+        let reach = store.reachable_from_tags().unwrap();
+        let expect = [image.digest.clone(), manifest.config.digest.clone(), layer];
+        assert_eq!(reach.len(), 3);
+        assert!(expect.iter().all(|d| reach.contains(d)));
+        let listed = store.list_blobs().unwrap();
+        assert_eq!(listed.len(), 6);
+        assert!(!reach.contains(&stray) && !reach.contains(&untagged.digest));
+        store.remove_blob(&stray).unwrap();
+        store.remove_blob(&stray).unwrap();
+        assert!(!store.has_blob(&stray));
+        assert_eq!(store.list_blobs().unwrap().len(), 5);
+    }
+}
