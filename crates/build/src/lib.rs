@@ -57,10 +57,12 @@ mod cancel;
 mod error;
 mod export;
 pub mod images;
+pub mod import;
 mod input;
 mod options;
 mod pipeline;
 mod progress;
+mod pull;
 mod push;
 mod request;
 mod resolve;
@@ -73,6 +75,7 @@ pub use error::{
     BoxError, BuildError, DockerfileError, DockerfileText, InputError, Lines, SolveFailure,
 };
 pub use pipeline::{build, build_with_cancel};
+pub use pull::{pull_image, Pulled, PulledLayer};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
 pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,

@@ -9,10 +9,12 @@
 mod build;
 mod errors;
 mod images;
+mod import;
 mod inspect;
 mod logging;
 mod pipe;
 mod progress;
+mod pull;
 mod push;
 mod rmi;
 mod run_opts;
@@ -110,6 +112,12 @@ enum Command {
     Push(push::PushArgs),
     /// Log in to a registry (saves credentials like `docker login`).
     Login(push::LoginArgs),
+    /// Log out from a registry (removes the credentials `login` saved).
+    Logout(pull::LogoutArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(pull::PullArgs),
+    /// Make an image from a root filesystem tarball, like `docker import`.
+    Import(import::ImportArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -291,6 +299,9 @@ fn main() -> ExitCode {
         Command::Completion(args) => version::run_completion(&args),
         Command::Push(args) => runtime.block_on(push::run_push(args, &cli.store)),
         Command::Login(args) => runtime.block_on(push::run_login(args)),
+        Command::Logout(args) => runtime.block_on(pull::run_logout(args)),
+        Command::Pull(args) => runtime.block_on(pull::run_pull(args, &cli.store)),
+        Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.
