@@ -326,7 +326,10 @@ fn store_layer(
         error,
     };
     let mut input = BufReader::with_capacity(1 << 20, reader);
-    let gzip = input.fill_buf().map_err(read_err)?.starts_with(&[0x1f, 0x8b]);
+    let gzip = input
+        .fill_buf()
+        .map_err(read_err)?
+        .starts_with(&[0x1f, 0x8b]);
     let mut blob = store.blob_writer()?;
     let diff = if gzip {
         // The blob is the input as it is; the tar is its decompression.
@@ -376,8 +379,7 @@ fn hash_tar(reader: &mut dyn Read, what: &str) -> Result<Digest, ImportError> {
         let mut count = 0usize;
         for entry in archive.entries().map_err(|e| not_tar(what, 0, e))? {
             let mut entry = entry.map_err(|e| not_tar(what, count, e))?;
-            std::io::copy(&mut entry, &mut std::io::sink())
-                .map_err(|e| not_tar(what, count, e))?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| not_tar(what, count, e))?;
             count += 1;
         }
         if count == 0 {

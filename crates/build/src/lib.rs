@@ -75,8 +75,8 @@ pub use error::{
     BoxError, BuildError, DockerfileError, DockerfileText, InputError, Lines, SolveFailure,
 };
 pub use pipeline::{build, build_with_cancel};
-pub use pull::{pull_image, Pulled, PulledLayer};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
+pub use pull::{pull_image, Pulled, PulledLayer};
 pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
     PushedImage,
