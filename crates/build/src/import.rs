@@ -151,7 +151,7 @@ pub struct Imported {
     pub name: String,
 }
 
-/// Checks a NAME[:TAG] and returns the normalised name it is stored under.
+/// Checks a `NAME[:TAG]` and returns the normalised name it is stored under.
 pub fn import_name(name: Option<&str>) -> Result<String, ImportError> {
     let Some(name) = name else {
         return Err(ImportError::NameRequired);
