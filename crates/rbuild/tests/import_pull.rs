@@ -345,3 +345,61 @@ fn logout_erases_through_credential_helpers() {
         "pass erase helped.example\nstore erase stored.example\nstore erase stored.example\n"
     );
 }
+
+/// Serves `body` at `/rootfs.tar` for one request on 127.0.0.1 and returns the URL.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/rootfs.tar", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&body);
+    });
+    url
+}
+
+#[test]
+fn import_fetches_a_url() {
+    let root = tempfile::tempdir().unwrap();
+    let tar = rbuild_testsupport::busybox_rootfs_tar_bytes().unwrap();
+    let diff = format!("sha256:{}", rbuild_oci::sha256_hex(&tar));
+    let url = serve_once(tar);
+    let out = rbuild_at(root.path())
+        .args([
+            "import",
+            &url,
+            "fetched:1",
+            "-c",
+            "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let image = inspect(root.path(), "fetched:1");
+    assert_eq!(image["RootFS"]["Layers"][0], diff.as_str());
+    assert_eq!(
+        image["Config"]["Entrypoint"],
+        serde_json::json!(["/bin/sh", "-c"])
+    );
+    let history = rbuild_at(root.path())
+        .args(["history", "--no-trunc", "fetched:1"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&history).contains(&format!("Imported from {url}")),
+        "{}",
+        stdout(&history)
+    );
+}
