@@ -439,3 +439,71 @@ impl<R: Read> Read for HashingReader<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_normalised() {
+        assert_eq!(
+            import_name(Some("app:1")).unwrap(),
+            "docker.io/library/app:1"
+        );
+        assert_eq!(
+            import_name(Some("127.0.0.1:5000/a/b")).unwrap(),
+            "127.0.0.1:5000/a/b:latest"
+        );
+        assert!(matches!(import_name(None), Err(ImportError::NameRequired)));
+        assert!(matches!(
+            import_name(Some("Up:1")),
+            Err(ImportError::InvalidReference(_))
+        ));
+        let pinned = format!("app@sha256:{}", "a".repeat(64));
+        assert!(matches!(
+            import_name(Some(&pinned)),
+            Err(ImportError::DigestName(_))
+        ));
+    }
+
+    #[test]
+    fn changes_set_only_what_they_say() {
+        let none = change_config(&[], "2024-01-02T03:04:05Z").unwrap();
+        assert_eq!(none.config, Default::default());
+        let changes = [
+            "ENV PATH=/opt/bin A=1".to_string(),
+            "cmd [\"sh\"]".to_string(),
+            "WORKDIR /w".to_string(),
+        ];
+        let c = change_config(&changes, "2024-01-02T03:04:05Z").unwrap();
+        assert_eq!(
+            c.config.env,
+            Some(vec!["PATH=/opt/bin".to_string(), "A=1".to_string()])
+        );
+        assert_eq!(c.config.cmd, Some(vec!["sh".to_string()]));
+        assert_eq!(c.config.working_dir.as_deref(), Some("/w"));
+        assert!(c.history.is_empty());
+        for bad in ["RUN true", "COPY a b", "FROM x", "ARG A"] {
+            assert!(
+                matches!(
+                    change_config(&[bad.to_string()], "x"),
+                    Err(ImportError::BadChange(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_are_told_apart() {
+        assert_eq!(ImportSource::parse("-"), ImportSource::Stdin);
+        assert_eq!(
+            ImportSource::parse("https://x/r.tar"),
+            ImportSource::Url("https://x/r.tar".into())
+        );
+        assert_eq!(
+            ImportSource::parse("r.tar"),
+            ImportSource::File("r.tar".into())
+        );
+    }
+}

@@ -50,7 +50,7 @@ pub async fn pull_image(
     let resolved = client
         .resolve(reference)
         .await
-        .map_err(|e| BuildError::registry(format!("pull {name}"), e))?;
+        .map_err(|e| BuildError::registry("failed to pull", e))?;
     let (store2, name2, layer_digests) = (
         store.clone(),
         name.clone(),
@@ -79,7 +79,7 @@ pub async fn pull_image(
     let record = client
         .pull(reference, &store, Some(&name))
         .await
-        .map_err(|e| BuildError::registry(format!("pull {name}"), e))?;
+        .map_err(|e| BuildError::registry("failed to pull", e))?;
     let up_to_date =
         before.as_ref() == Some(&record.manifest_digest) && layers.iter().all(|l| l.existed);
     Ok(Pulled {
