@@ -58,10 +58,12 @@ mod error;
 mod export;
 pub mod gc;
 pub mod images;
+pub mod import;
 mod input;
 mod options;
 mod pipeline;
 mod progress;
+mod pull;
 mod push;
 mod request;
 mod resolve;
@@ -75,6 +77,7 @@ pub use error::{
 };
 pub use pipeline::{build, build_with_cancel};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
+pub use pull::{pull_image, Pulled, PulledLayer};
 pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
     PushedImage,

@@ -9,11 +9,13 @@
 mod build;
 mod errors;
 mod images;
+mod import;
 mod inspect;
 mod logging;
 mod pipe;
 mod progress;
 mod prune;
+mod pull;
 mod push;
 mod rmi;
 mod run_opts;
@@ -115,6 +117,12 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Show disk usage of images, build cache, snapshots and cache mounts.
     Du(prune::DuArgs),
+    /// Log out from a registry (removes the credentials `login` saved).
+    Logout(pull::LogoutArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(pull::PullArgs),
+    /// Make an image from a root filesystem tarball, like `docker import`.
+    Import(import::ImportArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -309,6 +317,9 @@ fn main() -> ExitCode {
         Command::Login(args) => runtime.block_on(push::run_login(args)),
         Command::Prune(args) => prune::run_prune(args, cli.log.verbose > 0, &cli.store),
         Command::Du(args) => prune::run_du(args, cli.log.verbose > 0, &cli.store),
+        Command::Logout(args) => runtime.block_on(pull::run_logout(args)),
+        Command::Pull(args) => runtime.block_on(pull::run_pull(args, &cli.store)),
+        Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.

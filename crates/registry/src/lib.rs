@@ -31,7 +31,8 @@ pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use fetch::{fetch_url, parse_http_date, FetchedUrl};
 pub use login::{
-    auth_key, docker_config_path, login_server, save_login, SavedTo, DOCKER_HUB_AUTH_KEY,
+    auth_key, docker_config_path, login_server, remove_login, save_login, SavedTo,
+    DOCKER_HUB_AUTH_KEY,
 };
 pub use notice::RegistryNotice;
 pub use options::{

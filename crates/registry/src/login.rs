@@ -161,6 +161,94 @@ pub fn save_login(
     Ok(SavedTo::File(config.to_path_buf()))
 }
 
+/// Removes the saved credentials of `registry` like `docker logout`: the `auths[KEY]` entry of
+/// `config` (the file rewritten atomically, other content kept) and, when a credential helper is
+/// configured for the key (`credHelpers[KEY]` or `credsStore`), `docker-credential-NAME erase`.
+/// Returns whether anything was removed (`false`: not logged in).
+pub fn remove_login(config: &Path, registry: &str) -> Result<bool, RegistryError> {
+    let key = auth_key(registry);
+    let err = |message: String| RegistryError::Credentials {
+        registry: registry.to_string(),
+        message,
+    };
+    let mut doc: serde_json::Value = match std::fs::read(config) {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => return Ok(false),
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| err(format!("{} is not valid JSON: {e}", config.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(err(format!("read {}: {e}", config.display()))),
+    };
+    let helper = doc
+        .get("credHelpers")
+        .and_then(|h| h.get(&key))
+        .and_then(|h| h.as_str())
+        .or_else(|| doc.get("credsStore").and_then(|h| h.as_str()))
+        .filter(|h| !h.is_empty())
+        .map(str::to_string);
+    let mut removed = false;
+    if let Some(h) = helper {
+        let prog = format!("docker-credential-{h}");
+        let mut child = std::process::Command::new(&prog)
+            .arg("erase")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("run {prog}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(key.as_bytes())
+                .map_err(|e| err(format!("write to {prog}: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| err(format!("wait for {prog}: {e}")))?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        if out.status.success() {
+            removed = true;
+        } else if !said.to_ascii_lowercase().contains("not found") {
+            return Err(err(format!("{prog} erase failed ({}): {said}", out.status)));
+        }
+    }
+    let in_file = doc
+        .get_mut("auths")
+        .and_then(|a| a.as_object_mut())
+        .and_then(|a| a.remove(&key))
+        .is_some();
+    if in_file {
+        write_config(config, &doc).map_err(|e| err(format!("write {}: {e}", config.display())))?;
+        removed = true;
+    }
+    Ok(removed)
+}
+
+/// Writes `doc` to `config` atomically (a temp file in its directory, mode 0600, renamed over).
+fn write_config(config: &Path, doc: &serde_json::Value) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".config.json.rbuild-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut text = serde_json::to_string_pretty(doc).map_err(std::io::Error::other)?;
+        text.push('\n');
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, config)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 impl RegistryClient {
     /// Checks `username`/`password` against `registry` the way `docker login` does: `GET /v2/`,
     /// then Basic auth or a token request (no scope) per the challenge. `Ok` when accepted.
