@@ -166,6 +166,15 @@ pub struct WorkVertex {
     pub context_excludes: Vec<String>,
 }
 
+/// The name of the main build context's local source; any other name is a named context
+/// (`--build-context NAME=DIR`), served by [`Worker::with_named_contexts`].
+pub const MAIN_CONTEXT: &str = "context";
+
+/// Whether `op` is the main build context's source (read in place, never cached).
+fn is_main_context(op: &Op) -> bool {
+    matches!(op, Op::Source(SourceOp::Local { name, .. }) if name == MAIN_CONTEXT)
+}
+
 /// Converts an llb definition into the solver's graph; `ids[i]` is the solver id of vertex `i`.
 pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<VertexId>) {
     let mut graph = Graph::new();
@@ -174,13 +183,15 @@ pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<Vertex
         let context_inputs = v
             .inputs
             .iter()
-            .map(|&inp| matches!(def.vertices[inp].op, Op::Source(SourceOp::Local { .. })))
+            .map(|&inp| is_main_context(&def.vertices[inp].op))
             .collect();
         let context_excludes = v
             .inputs
             .iter()
             .find_map(|&inp| match &def.vertices[inp].op {
-                Op::Source(SourceOp::Local { excludes, .. }) => Some(excludes.clone()),
+                Op::Source(SourceOp::Local { excludes, name }) if name == MAIN_CONTEXT => {
+                    Some(excludes.clone())
+                }
                 _ => None,
             })
             .unwrap_or_default();
@@ -204,6 +215,7 @@ pub struct Worker {
     registry: RegistryClient,
     index: Option<CacheIndex>,
     context: Option<PathBuf>,
+    named_contexts: Arc<HashMap<String, PathBuf>>,
     downloads: Arc<http::Downloads>,
     secrets: Arc<HashMap<String, SecretSource>>,
     cache_mount_root: PathBuf,
@@ -229,6 +241,7 @@ impl Worker {
             registry,
             index: None,
             context: None,
+            named_contexts: Arc::new(HashMap::new()),
             downloads: Arc::new(http::Downloads::new()),
             secrets: Arc::new(HashMap::new()),
             cache_mount_root: cache_mounts,
@@ -248,6 +261,82 @@ impl Worker {
     pub fn with_context(mut self, context: Option<PathBuf>) -> Self {
         self.context = context;
         self
+    }
+
+    /// The directories of named local contexts (`--build-context NAME=DIR`), by source name.
+    /// Such a source becomes a snapshot of the directory, keyed by its content.
+    pub fn with_named_contexts(mut self, named: HashMap<String, PathBuf>) -> Self {
+        self.named_contexts = Arc::new(named);
+        self
+    }
+
+    /// The directory of the named local source `name`.
+    fn named_dir(&self, name: &str) -> Result<PathBuf, WorkerError> {
+        self.named_contexts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WorkerError::Graph(format!("no directory for named context {name}")))
+    }
+
+    /// Content checksum of a named local context (all of it, less its excludes).
+    async fn named_key_extra(
+        &self,
+        name: &str,
+        excludes: &[String],
+    ) -> Result<Vec<ContentDigest>, WorkerError> {
+        let dir = self.named_dir(name)?;
+        let index = self.index.clone();
+        let excludes = excludes.to_vec();
+        let what = format!("named context {name}");
+        Self::blocking(move || {
+            let matcher = dockerignore::Matcher::new(&excludes);
+            let mut cache = checksum::StatCache::new(index.as_ref())
+                .with_excludes((!matcher.is_empty()).then_some(matcher));
+            let digest = cache
+                .checksum(&dir, "/", false, true)
+                .map_err(WorkerError::Checksum)?;
+            cache.flush();
+            Ok(vec![ContentDigest { what, digest }])
+        })
+        .await
+    }
+
+    /// A snapshot holding a named local context's files (owners reset to 0:0, as the main
+    /// context's files are when copied).
+    async fn named_snapshot(&self, name: &str, excludes: &[String]) -> Result<Value, WorkerError> {
+        let dir = self.named_dir(name)?;
+        let snapshotter = self.snapshotter.clone();
+        let matcher = dockerignore::Matcher::new(excludes);
+        let file = rbuild_llb::FileOp {
+            actions: vec![FileAction::Copy(rbuild_llb::CopyAction {
+                src_input: 0,
+                src: "/".into(),
+                dest: "/".into(),
+                owner: None,
+                mode: None,
+                follow_symlinks: true,
+                dir_copy_contents: true,
+                attempt_unpack: false,
+                create_dest_path: true,
+                allow_wildcard: false,
+                allow_empty_wildcard: false,
+                mode_str: None,
+                exclude_patterns: Vec::new(),
+                parents: false,
+            })],
+        };
+        Self::blocking(move || {
+            let active = snapshotter.prepare(None)?;
+            let inputs = [Value::Context];
+            match apply_file_actions(&snapshotter, &active, &file, &inputs, Some(&dir), &matcher) {
+                Ok(()) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
+                Err(e) => {
+                    let _ = snapshotter.abort(active);
+                    Err(e)
+                }
+            }
+        })
+        .await
     }
 
     /// Resource limits applied to every RUN (`--memory`, `--cpus`, `--ulimit`, ...). They are
@@ -554,6 +643,12 @@ impl Executor for Worker {
         vertex: &WorkVertex,
         _inputs: &[CacheKey],
     ) -> Result<KeyInput, WorkerError> {
+        if let Op::Source(SourceOp::Local { name, excludes }) = &vertex.op {
+            if name != MAIN_CONTEXT {
+                let content = self.named_key_extra(name, excludes).await?;
+                return Ok(key_input(&vertex.op, content));
+            }
+        }
         let mut content = self.file_key_extra(vertex).await?;
         content.extend(self.mount_key_extra(vertex).await?);
         Ok(key_input(&vertex.op, content))
@@ -567,6 +662,9 @@ impl Executor for Worker {
     ) -> Result<Value, WorkerError> {
         match &vertex.op {
             Op::Source(SourceOp::Scratch) => Ok(Value::Fs(None)),
+            Op::Source(SourceOp::Local { name, excludes }) if name != MAIN_CONTEXT => {
+                self.named_snapshot(name, excludes).await
+            }
             Op::Source(SourceOp::Local { .. }) => Ok(Value::Context),
             Op::Source(SourceOp::Image { reference, digest }) => {
                 // Retries and waits of the pull show up as log lines of this vertex.
@@ -664,7 +762,7 @@ impl Executor for Worker {
     }
 
     fn cacheable(&self, vertex: &WorkVertex) -> bool {
-        !matches!(vertex.op, Op::Source(SourceOp::Local { .. }))
+        !is_main_context(&vertex.op)
     }
 }
 
