@@ -423,8 +423,13 @@ pub fn convert(
             let first = conv.def.vertices.len();
             let state = conv.stage(decl)?;
             if stages::filtered(decl, index, &opts.no_cache_stages) {
-                no_cache.extend(first..conv.def.vertices.len());
-                no_cache.push(state.vertex);
+                // Sources (scratch, a base image) may be shared with other stages, whose
+                // steps must keep their cache: only the stage's own steps are marked.
+                no_cache.extend(
+                    (first..conv.def.vertices.len())
+                        .chain([state.vertex])
+                        .filter(|&v| !matches!(conv.def.vertices[v].op, Op::Source(_))),
+                );
             }
             conv.done.insert(index, state);
         }
