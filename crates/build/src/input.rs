@@ -195,13 +195,14 @@ fn from_stream(
     })
 }
 
+/// The named contexts for the frontend, and the directories for the worker by source name.
+pub(crate) type NamedContexts = (BTreeMap<String, NamedContext>, HashMap<String, PathBuf>);
+
 /// The named contexts of a request as the frontend sees them (a directory with its own
 /// `.dockerignore`, or an image reference) and the directories the worker serves, by llb source
 /// name. A relative directory is taken from the current directory, as buildx does; a later
 /// spec of the same name wins.
-pub(crate) fn named_contexts(
-    specs: &[BuildContextSpec],
-) -> Result<(BTreeMap<String, NamedContext>, HashMap<String, PathBuf>), BuildError> {
+pub(crate) fn named_contexts(specs: &[BuildContextSpec]) -> Result<NamedContexts, BuildError> {
     let mut named = BTreeMap::new();
     let mut dirs = HashMap::new();
     for spec in specs {
