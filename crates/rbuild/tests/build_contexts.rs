@@ -66,8 +66,9 @@ RUN ["/bin/busybox", "sh", "-c", "echo other > /other.txt"]
 FROM tools AS build
 COPY --from=lib a.txt /a.txt
 RUN ["/bin/busybox", "sh", "-c", "/bin/busybox cat /a.txt > /seen.txt"]
+RUN --mount=from=lib,target=/m ["/bin/busybox", "sh", "-c", "/bin/busybox cat /m/b.txt > /mounted.txt"]
 FROM lib
-COPY --from=build /seen.txt /seen.txt
+COPY --from=build /seen.txt /mounted.txt /
 COPY --from=other /other.txt /other.txt
 "#;
 
@@ -98,6 +99,11 @@ fn a_named_directory_serves_copy_from_and_from_and_only_its_dependents_rerun() {
     let first = build(&root, &ctx, &["--build-context", &flag, "-o", &dest]);
     assert_ok(&first);
     assert_eq!(read(&out_dir.join("seen.txt")), "from lib\n");
+    assert_eq!(
+        read(&out_dir.join("mounted.txt")),
+        "b one\n",
+        "RUN --mount from=lib"
+    );
     assert_eq!(read(&out_dir.join("a.txt")), "from lib\n", "FROM lib");
     assert_eq!(read(&out_dir.join("b.txt")), "b one\n", "FROM lib");
     assert_eq!(read(&out_dir.join("other.txt")), "other\n");
@@ -121,13 +127,14 @@ fn a_named_directory_serves_copy_from_and_from_and_only_its_dependents_rerun() {
     std::fs::remove_dir_all(&out_dir).expect("rm out");
     let changed = build(&root, &ctx, &["--build-context", &flag, "-o", &dest]);
     assert_ok(&changed);
-    assert_ran(&changed, "[build 3/3] RUN");
+    assert_ran(&changed, "[build 3/4] RUN");
+    assert_ran(&changed, "[build 4/4] RUN --mount=from=lib");
     assert_reported_cached(&changed, "[tools 2/2] COPY busybox");
     assert_reported_cached(&changed, "[other 2/2] RUN");
     assert_eq!(read(&out_dir.join("b.txt")), "b two\n");
+    assert_eq!(read(&out_dir.join("mounted.txt")), "b two\n");
 
-    // Without the flag, `lib` is an image name (and FROM lib would pull): the build fails
-    // rather than reading some directory.
+    // A directory that does not exist is refused before anything runs, naming the context.
     let refused = build(&root, &ctx, &["--build-context", "lib=/nonexistent/dir"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
