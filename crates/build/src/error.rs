@@ -133,6 +133,17 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
+    /// A named context's directory (`--build-context NAME=DIR`) does not exist.
+    #[error("unable to prepare context {name}: path `{}` not found: {source}", path.display())]
+    NamedContextNotFound {
+        /// The context's name.
+        name: String,
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The Dockerfile cannot be read.
     #[error("failed to read dockerfile: open {}: {source}", path.display())]
     ReadDockerfile {

@@ -4,7 +4,10 @@
 
 use crate::error::{BuildError, InputError};
 use crate::request::{ContextSource, DockerfileSource};
+use crate::spec::{BuildContextSource, BuildContextSpec};
 use crate::state::StateDir;
+use rbuild_frontend::{named_source_name, NamedContext};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -190,6 +193,45 @@ fn from_stream(
         source,
         _temp: Some(temp),
     })
+}
+
+/// The named contexts for the frontend, and the directories for the worker by source name.
+pub(crate) type NamedContexts = (BTreeMap<String, NamedContext>, HashMap<String, PathBuf>);
+
+/// The named contexts of a request as the frontend sees them (a directory with its own
+/// `.dockerignore`, or an image reference) and the directories the worker serves, by llb source
+/// name. A relative directory is taken from the current directory, as buildx does; a later
+/// spec of the same name wins.
+pub(crate) fn named_contexts(specs: &[BuildContextSpec]) -> Result<NamedContexts, BuildError> {
+    let mut named = BTreeMap::new();
+    let mut dirs = HashMap::new();
+    for spec in specs {
+        let context = match &spec.source {
+            BuildContextSource::Image(reference) => NamedContext::Image(reference.clone()),
+            BuildContextSource::Dir(path) => {
+                let dir = std::fs::canonicalize(path)
+                    .and_then(|d| {
+                        if d.is_dir() {
+                            Ok(d)
+                        } else {
+                            Err(std::io::Error::other("not a directory"))
+                        }
+                    })
+                    .map_err(|source| InputError::NamedContextNotFound {
+                        name: spec.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                let text = std::fs::read_to_string(dir.join(".dockerignore")).unwrap_or_default();
+                dirs.insert(named_source_name(&spec.name), dir);
+                NamedContext::Local {
+                    excludes: rbuild_worker::dockerignore::Matcher::lines_of(&text),
+                }
+            }
+        };
+        named.insert(spec.name.clone(), context);
+    }
+    Ok((named, dirs))
 }
 
 /// The `.dockerignore` patterns of a build: `NAME.dockerignore` beside the Dockerfile wins over

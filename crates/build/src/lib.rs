@@ -92,8 +92,8 @@ pub use rbuild_solver::{
 };
 pub use request::{BuildRequest, BuildResult, ContextSource, DockerfileSource, OutputResult};
 pub use spec::{
-    parse_tag, CacheFromSpec, CacheLocation, CacheToSpec, CompressionSpec, Output, OutputSpec,
-    SecretSpec, SpecError,
+    parse_tag, BuildContextSource, BuildContextSpec, CacheFromSpec, CacheLocation, CacheToSpec,
+    CompressionSpec, Output, OutputSpec, SecretSpec, SpecError,
 };
 pub use state::{Bucket, StateDir};
 

@@ -31,6 +31,7 @@ use rbuild_solver::{
 use rbuild_worker::{graph_from_definition, Value, WorkVertex, Worker, WorkerError};
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,6 +75,8 @@ pub async fn build_with_cancel(
         extra_hosts,
         limits,
         no_cache,
+        no_cache_filter,
+        named_contexts,
         pull,
         progress,
         registry,
@@ -92,6 +95,7 @@ pub async fn build_with_cancel(
     // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp;
     // without it the export takes the times of the cached results (not the clock).
     let epoch = source_date_epoch(&build_args, epoch_fallback);
+    let (named, named_dirs) = blocking(move || input::named_contexts(&named_contexts)).await?;
     let opts = ConvertOptions {
         build_args,
         target,
@@ -101,6 +105,8 @@ pub async fn build_with_cancel(
         extra_hosts,
         context_excludes,
         created: epoch.map(rfc3339),
+        named_contexts: named,
+        no_cache_stages: no_cache_filter,
     };
     let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
@@ -109,6 +115,7 @@ pub async fn build_with_cancel(
         secrets,
         limits,
         no_cache,
+        named_dirs,
     };
     let mut cancel = Cancel::new(cancel);
     let solved = pipeline.solve(&loaded, &plan, run, &mut cancel).await?;
@@ -218,6 +225,8 @@ struct RunParts<'a> {
     secrets: Vec<SecretSpec>,
     limits: Limits,
     no_cache: bool,
+    /// The named contexts' directories, by llb source name.
+    named_dirs: HashMap<String, PathBuf>,
 }
 
 /// A finished solve.
@@ -386,6 +395,7 @@ impl Pipeline {
             )
             .with_index(Some(index.clone()))
             .with_context(Some(loaded.input.context.clone()))
+            .with_named_contexts(run.named_dirs)
             .with_secrets(secrets)
             .with_remote_cache(remote_cache.clone())
             .with_limits(run.limits),
@@ -394,6 +404,7 @@ impl Pipeline {
         let solver = Solver::new(worker, Some(index), self.progress.solver_sink());
         let solve_opts = SolveOptions {
             no_cache: run.no_cache,
+            no_cache_vertices: plan.no_cache.iter().map(|&v| ids[v]).collect(),
             ..SolveOptions::default()
         };
         let targets = [ids[plan.target]];

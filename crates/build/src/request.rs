@@ -4,7 +4,7 @@
 
 use crate::progress::{Progress, PushSummary, Silent};
 use crate::push::ImageMetadata;
-use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
+use crate::spec::{BuildContextSpec, CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
 use crate::state::StateDir;
 use rbuild_llb::{Entitlements, ExtraHost, NetworkMode};
 use rbuild_oci::{Descriptor, Digest};
@@ -77,6 +77,11 @@ pub struct BuildRequest {
     pub limits: Limits,
     /// Ignore the cache.
     pub no_cache: bool,
+    /// Stages solved without the cache, with every step that depends on them
+    /// (`--no-cache-filter`), by name or number.
+    pub no_cache_filter: Vec<String>,
+    /// Named contexts (`--build-context`); a later one of the same name wins.
+    pub named_contexts: Vec<BuildContextSpec>,
     /// Resolve base image tags in their registries even when the store has them.
     pub pull: bool,
     /// Where progress goes.
@@ -112,6 +117,8 @@ impl BuildRequest {
             extra_hosts: Vec::new(),
             limits: Limits::default(),
             no_cache: false,
+            no_cache_filter: Vec::new(),
+            named_contexts: Vec::new(),
             pull: false,
             progress: Arc::new(Silent),
             registry: None,

@@ -60,11 +60,14 @@ async fn resolve_base(
     let full = reference.to_string();
     if !pull {
         let (store, full, pinned) = (store.clone(), full.clone(), reference.digest.clone());
+        // `-t` stores a name as written (`app:1`), a FROM normalises it (`docker.io/app:1`).
+        let written = rbuild_exporter::normalize_tag(name);
         let local = blocking(move || {
+            let tagged = |n: &str| store.resolve_tag(n).ok().flatten().map(|d| d.digest);
             let known = match &pinned {
                 Some(d) if store.has_blob(d) => Some(d.clone()),
                 Some(_) => None,
-                None => store.resolve_tag(&full).ok().flatten().map(|d| d.digest),
+                None => tagged(&full).or_else(|| tagged(&written)),
             };
             Ok(known.and_then(|digest| {
                 let record = store.read_image(&digest).ok()?;

@@ -120,6 +120,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.extra_hosts = args.add_hosts.clone();
     request.limits = limits;
     request.no_cache = args.no_cache;
+    request.no_cache_filter = args.no_cache_filter.clone();
+    request.named_contexts = args.build_contexts.clone();
     request.pull = args.pull;
     if !args.quiet {
         request.progress = Arc::new(progress::CliProgress::new(args.progress));

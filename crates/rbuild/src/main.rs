@@ -23,7 +23,9 @@ mod table;
 mod version;
 
 use clap::{Args, Parser, Subcommand};
-use rbuild_build::{CacheFromSpec, CacheToSpec, OutputSpec, SecretSpec, SpecError};
+use rbuild_build::{
+    BuildContextSpec, CacheFromSpec, CacheToSpec, OutputSpec, SecretSpec, SpecError,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -171,6 +173,16 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the cache for these stages (and the steps that depend on them):
+    /// STAGE[,STAGE...]; repeatable.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Named context for FROM, COPY --from and RUN --mount from=: NAME=DIR (a local
+    /// directory with its own .dockerignore) or NAME=docker-image://REF (an image instead of
+    /// the image or stage NAME); repeatable.
+    #[arg(long = "build-context", value_name = "NAME=DIR|docker-image://REF",
+          value_parser = clap::value_parser!(BuildContextSpec))]
+    pub build_contexts: Vec<BuildContextSpec>,
     /// Always resolve base image tags again.
     #[arg(long)]
     pub pull: bool,

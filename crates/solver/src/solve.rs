@@ -61,6 +61,9 @@ pub enum SolveError<E: std::error::Error + 'static> {
 pub struct SolveOptions {
     /// Don't read results from the cache index (results are still written to it).
     pub no_cache: bool,
+    /// Vertices solved without reading the cache, as with `no_cache`, and so is every vertex
+    /// that depends on one of them (`--no-cache-filter STAGE`: the stage's vertices).
+    pub no_cache_vertices: Vec<VertexId>,
     /// The most executions (and, separately, cache-key computations) running at once; 0 is
     /// taken as 1.
     pub max_parallel: usize,
@@ -74,6 +77,7 @@ impl Default for SolveOptions {
             .unwrap_or(1);
         SolveOptions {
             no_cache: false,
+            no_cache_vertices: Vec::new(),
             max_parallel: cpus.max(2) * 2,
         }
     }
@@ -149,6 +153,7 @@ impl<E: Executor> Solver<E> {
             executor: self.executor.clone(),
             index: self.index.clone(),
             no_cache: opts.no_cache,
+            uncached: with_dependents(graph, &order, &opts.no_cache_vertices),
             gate: Arc::new(Gate::new(self.progress.clone())),
             cancel,
             exec_slots: Arc::new(Semaphore::new(opts.max_parallel.max(1))),
@@ -252,6 +257,8 @@ struct Driver<'g, E: Executor> {
     executor: Arc<E>,
     index: Option<CacheIndex>,
     no_cache: bool,
+    /// Vertices that must not read the cache (`no_cache_vertices` and their dependents).
+    uncached: HashSet<VertexId>,
     gate: Arc<Gate>,
     cancel: watch::Sender<bool>,
     exec_slots: Arc<Semaphore>,
@@ -278,6 +285,11 @@ impl<E: Executor> Drop for Driver<'_, E> {
 }
 
 impl<'g, E: Executor> Driver<'g, E> {
+    /// Whether `v` may take its result from the cache.
+    fn reads_cache(&self, v: VertexId, vertex: &E::Vertex) -> bool {
+        !self.no_cache && !self.uncached.contains(&v) && self.executor.cacheable(vertex)
+    }
+
     fn node(&self, v: VertexId) -> Res<E, &'g Node<E::Vertex>> {
         self.graph
             .node(v)
@@ -526,7 +538,7 @@ impl<'g, E: Executor> Driver<'g, E> {
             },
         );
         match &self.index {
-            Some(index) if !self.no_cache && self.executor.cacheable(&node.vertex) => {
+            Some(index) if self.reads_cache(v, &node.vertex) => {
                 let index = index.clone();
                 let executor = self.executor.clone();
                 self.tasks.spawn(async move {
@@ -562,6 +574,7 @@ impl<'g, E: Executor> Driver<'g, E> {
             let reason = match (&self.index, self.no_cache, cacheable) {
                 (None, _, _) => "no cache index",
                 (_, true, _) => "--no-cache",
+                _ if self.uncached.contains(&rep) => "--no-cache-filter",
                 (_, _, Some(false)) => "never cached (e.g. the build context)",
                 _ => self
                     .why
@@ -628,9 +641,7 @@ impl<'g, E: Executor> Driver<'g, E> {
         let gate = self.gate.clone();
         let cancel = self.cancel.subscribe();
         let claim_index = match &self.index {
-            Some(index) if !self.no_cache && self.executor.cacheable(&vertex) => {
-                Some(index.clone())
-            }
+            Some(index) if self.reads_cache(rep, &vertex) => Some(index.clone()),
             _ => None,
         };
         self.tasks.spawn(async move {
@@ -764,4 +775,22 @@ fn _assert_send<E: Executor>(s: &Solver<E>, g: &Graph<E::Vertex>, o: &SolveOptio
     fn is_send<T: Send>(_: &T) {}
     is_send(&s.solve(g, &[], o));
     let _: Option<Event> = None;
+}
+
+/// `seeds` and every vertex of `order` (inputs before dependents) that depends on one of them.
+fn with_dependents<V>(
+    graph: &Graph<V>,
+    order: &[VertexId],
+    seeds: &[VertexId],
+) -> HashSet<VertexId> {
+    let mut set: HashSet<VertexId> = seeds.iter().copied().collect();
+    if set.is_empty() {
+        return set;
+    }
+    for &v in order {
+        if graph.inputs(v).iter().any(|i| set.contains(i)) {
+            set.insert(v);
+        }
+    }
+    set
 }

@@ -480,6 +480,23 @@ async fn decode_none_is_a_miss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_vertices_rerun_with_their_dependents_only() {
+    let s = setup(true);
+    let (g, d) = diamond(op("a"));
+    s.solver.solve(&g, &[d], &opts()).await.unwrap();
+    s.fake.reset();
+    // b = vertex 1: b and its dependent d run; a and c are cache hits.
+    let filtered = SolveOptions {
+        no_cache_vertices: vec![VertexId(1)],
+        ..opts()
+    };
+    s.solver.solve(&g, &[d], &filtered).await.unwrap();
+    let mut ran = s.fake.execs();
+    ran.sort();
+    assert_eq!(ran, vec!["b", "d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cache_executes_everything_and_still_records() {
     let s = setup(true);
     let (g, d) = diamond(op("a"));

@@ -11,6 +11,7 @@ mod glob;
 mod http;
 mod image;
 pub mod mounts;
+mod named;
 pub mod remote_cache;
 mod tables;
 pub mod users;
@@ -167,6 +168,15 @@ pub struct WorkVertex {
     pub context_excludes: Vec<String>,
 }
 
+/// The name of the main build context's local source; any other name is a named context
+/// (`--build-context NAME=DIR`), served by [`Worker::with_named_contexts`].
+pub const MAIN_CONTEXT: &str = "context";
+
+/// Whether `op` is the main build context's source (read in place, never cached).
+fn is_main_context(op: &Op) -> bool {
+    matches!(op, Op::Source(SourceOp::Local { name, .. }) if name == MAIN_CONTEXT)
+}
+
 /// Converts an llb definition into the solver's graph; `ids[i]` is the solver id of vertex `i`.
 pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<VertexId>) {
     let mut graph = Graph::new();
@@ -175,13 +185,15 @@ pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<Vertex
         let context_inputs = v
             .inputs
             .iter()
-            .map(|&inp| matches!(def.vertices[inp].op, Op::Source(SourceOp::Local { .. })))
+            .map(|&inp| is_main_context(&def.vertices[inp].op))
             .collect();
         let context_excludes = v
             .inputs
             .iter()
             .find_map(|&inp| match &def.vertices[inp].op {
-                Op::Source(SourceOp::Local { excludes, .. }) => Some(excludes.clone()),
+                Op::Source(SourceOp::Local { excludes, name }) if name == MAIN_CONTEXT => {
+                    Some(excludes.clone())
+                }
                 _ => None,
             })
             .unwrap_or_default();
@@ -205,6 +217,7 @@ pub struct Worker {
     registry: RegistryClient,
     index: Option<CacheIndex>,
     context: Option<PathBuf>,
+    named_contexts: Arc<HashMap<String, PathBuf>>,
     downloads: Arc<http::Downloads>,
     secrets: Arc<HashMap<String, SecretSource>>,
     cache_mount_root: PathBuf,
@@ -230,6 +243,7 @@ impl Worker {
             registry,
             index: None,
             context: None,
+            named_contexts: Arc::new(HashMap::new()),
             downloads: Arc::new(http::Downloads::new()),
             secrets: Arc::new(HashMap::new()),
             cache_mount_root: cache_mounts,
@@ -248,6 +262,13 @@ impl Worker {
     /// The build context directory (the `context` source's files).
     pub fn with_context(mut self, context: Option<PathBuf>) -> Self {
         self.context = context;
+        self
+    }
+
+    /// The directories of named local contexts (`--build-context NAME=DIR`), by source name.
+    /// Such a source becomes a snapshot of the directory, keyed by its content.
+    pub fn with_named_contexts(mut self, named: HashMap<String, PathBuf>) -> Self {
+        self.named_contexts = Arc::new(named);
         self
     }
 
@@ -555,6 +576,12 @@ impl Executor for Worker {
         vertex: &WorkVertex,
         _inputs: &[CacheKey],
     ) -> Result<KeyInput, WorkerError> {
+        if let Op::Source(SourceOp::Local { name, excludes }) = &vertex.op {
+            if name != MAIN_CONTEXT {
+                let content = self.named_key_extra(name, excludes).await?;
+                return Ok(key_input(&vertex.op, content));
+            }
+        }
         let mut content = self.file_key_extra(vertex).await?;
         content.extend(self.mount_key_extra(vertex).await?);
         Ok(key_input(&vertex.op, content))
@@ -568,6 +595,9 @@ impl Executor for Worker {
     ) -> Result<Value, WorkerError> {
         match &vertex.op {
             Op::Source(SourceOp::Scratch) => Ok(Value::Fs(None)),
+            Op::Source(SourceOp::Local { name, excludes }) if name != MAIN_CONTEXT => {
+                self.named_snapshot(name, excludes).await
+            }
             Op::Source(SourceOp::Local { .. }) => Ok(Value::Context),
             Op::Source(SourceOp::Image { reference, digest }) => {
                 // Retries and waits of the pull show up as log lines of this vertex.
@@ -665,7 +695,7 @@ impl Executor for Worker {
     }
 
     fn cacheable(&self, vertex: &WorkVertex) -> bool {
-        !matches!(vertex.op, Op::Source(SourceOp::Local { .. }))
+        !is_main_context(&vertex.op)
     }
 }
 

@@ -1,15 +1,17 @@
 //! The `key=value,...` flags of a build as typed specs: [`OutputSpec`] (`--output`),
-//! [`SecretSpec`] (`--secret`), [`CacheToSpec`] / [`CacheFromSpec`] (`--cache-to` /
+//! [`SecretSpec`] (`--secret`), [`BuildContextSpec`] (`--build-context`), [`CacheToSpec`] / [`CacheFromSpec`] (`--cache-to` /
 //! `--cache-from`). Each implements [`std::str::FromStr`] over the one field reader of [`kv`], so
 //! a CLI plugs them into its argument parser (clap's `value_parser`) and an embedder writes them
 //! as it would on the command line.
 
 mod cache;
+mod context;
 pub mod kv;
 mod output;
 mod secret;
 
 pub use cache::{CacheFromSpec, CacheLocation, CacheToSpec};
+pub use context::{BuildContextSource, BuildContextSpec};
 pub use output::{CompressionSpec, Output, OutputSpec};
 pub use secret::SecretSpec;
 
@@ -49,6 +51,14 @@ pub enum SpecError {
     /// `compression-level=` that is not an integer.
     #[error("invalid compression-level `{0}`")]
     CompressionLevel(String),
+    /// An invalid `--build-context`.
+    #[error("invalid build context `{spec}`: {why}")]
+    BuildContext {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An invalid `--secret`.
     #[error("invalid secret `{spec}`: {why}")]
     Secret {

@@ -52,6 +52,28 @@ pub struct ConvertOptions {
     pub context_excludes: Vec<String>,
     /// Creation time (RFC 3339) written into the config and history; None = no timestamps.
     pub created: Option<String>,
+    /// Named contexts (`--build-context NAME=...`), by name: each replaces the stage of that
+    /// name, or the image of that name in `FROM`, `COPY --from` and `RUN --mount from=`.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Stages solved without the cache (`--no-cache-filter`), by name or index.
+    pub no_cache_stages: Vec<String>,
+}
+
+/// What a named context (`--build-context NAME=VALUE`) stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory (`NAME=DIR`), with its own `.dockerignore` patterns.
+    Local {
+        /// The directory's `.dockerignore` patterns.
+        excludes: Vec<String>,
+    },
+    /// An image (`NAME=docker-image://REF`): the reference to resolve instead of the name.
+    Image(String),
+}
+
+/// The llb local source name of the named context `name` (the worker serves its directory).
+pub fn named_source_name(name: &str) -> String {
+    format!("context:{name}")
 }
 
 /// A base image the caller resolved: normalised reference, manifest digest and config.
@@ -74,6 +96,8 @@ pub struct BuildPlan {
     pub target: VertexIndex,
     /// The image config (rootfs is filled in by the exporter).
     pub config: ImageConfig,
+    /// The vertices of the `--no-cache-filter` stages (the solver also re-runs their dependents).
+    pub no_cache: Vec<VertexIndex>,
 }
 
 /// A conversion error, pointing at the instruction that caused it.
@@ -311,7 +335,8 @@ impl<'a> Converter<'a> {
         Ok(self.def.add(op, vec![], label, location))
     }
 
-    /// The vertex a `--from` / `from=` value names: an earlier stage or a resolved image.
+    /// The vertex a `--from` / `from=` value names: an earlier stage, a named context or a
+    /// resolved image.
     fn named_vertex(
         &mut self,
         state: &StageState,
@@ -320,7 +345,45 @@ impl<'a> Converter<'a> {
     ) -> Result<VertexIndex, ConvertError> {
         match find_stage(self.decls, from, self.index) {
             Some(i) => Ok(self.built_stage(i, from, span)?.vertex),
-            None => self.image_source(state, from, span),
+            None => match self.opts.named_contexts.get(from) {
+                Some(nc) => {
+                    let label = state.name.clone();
+                    Ok(self.named_context_state(from, nc, &label, span)?.vertex)
+                }
+                None => self.image_source(state, from, span),
+            },
+        }
+    }
+
+    /// The state a named context starts: an image's (its config too) or a directory's (an
+    /// empty config, as `scratch`).
+    fn named_context_state(
+        &mut self,
+        name: &str,
+        nc: &NamedContext,
+        stage_label: &str,
+        span: &Span,
+    ) -> Result<StageState, ConvertError> {
+        match nc {
+            NamedContext::Image(reference) => {
+                let base = self.bases.get(reference).ok_or_else(|| {
+                    ConvertError::at(span, format!("image {reference} was not resolved"))
+                })?;
+                Ok(self.image_state(base, stage_label, span))
+            }
+            NamedContext::Local { excludes } => {
+                let mut state = self.scratch_state();
+                state.vertex = self.def.add(
+                    Op::Source(SourceOp::Local {
+                        name: named_source_name(name),
+                        excludes: excludes.clone(),
+                    }),
+                    vec![],
+                    format!("[context {name}] load from client"),
+                    None,
+                );
+                Ok(state)
+            }
         }
     }
 
@@ -353,13 +416,26 @@ pub fn convert(
         index: 0,
         step: (0, 0),
     };
+    let mut no_cache = Vec::new();
     for (index, decl) in parsed.stages.iter().enumerate() {
         if needed.contains(&index) {
             conv.index = index;
+            let first = conv.def.vertices.len();
             let state = conv.stage(decl)?;
+            if stages::filtered(decl, index, &opts.no_cache_stages) {
+                // Sources (scratch, a base image) may be shared with other stages, whose
+                // steps must keep their cache: only the stage's own steps are marked.
+                no_cache.extend(
+                    (first..conv.def.vertices.len())
+                        .chain([state.vertex])
+                        .filter(|&v| !matches!(conv.def.vertices[v].op, Op::Source(_))),
+                );
+            }
             conv.done.insert(index, state);
         }
     }
+    no_cache.sort_unstable();
+    no_cache.dedup();
     let final_state = conv.done.remove(&target).ok_or_else(|| ConvertError {
         message: "target stage was not converted".into(),
         span: None,
@@ -377,6 +453,7 @@ pub fn convert(
         definition: conv.def,
         target: final_state.vertex,
         config,
+        no_cache,
     })
 }
 
@@ -390,6 +467,18 @@ impl Converter<'_> {
             .clone()
             .unwrap_or_else(|| format!("stage-{index}"));
         let total = decl.body.len() + 1;
+        // A named context of the stage's name replaces the whole stage (BuildKit).
+        if let Some(nc) = decl
+            .name
+            .as_ref()
+            .and_then(|n| self.opts.named_contexts.get(n))
+        {
+            let name = decl.name.clone().unwrap_or_default();
+            let mut state =
+                self.named_context_state(&name, nc, &format!("{label} 1/1"), &decl.from.span)?;
+            state.name = label;
+            return Ok(state);
+        }
         let mut state = if decl.base == "scratch" {
             self.scratch_state()
         } else if let Some(i) = find_stage(self.decls, &decl.base, index) {
@@ -397,6 +486,13 @@ impl Converter<'_> {
             s.args.clear();
             s.cmd_set = false;
             s
+        } else if let Some(nc) = self.opts.named_contexts.get(&decl.base) {
+            self.named_context_state(
+                &decl.base,
+                nc,
+                &format!("{label} 1/{total}"),
+                &decl.from.span,
+            )?
         } else {
             let base = self.bases.get(&decl.base).ok_or_else(|| {
                 ConvertError::at(

@@ -2,7 +2,7 @@
 //! and the stages and base images it needs (through FROM, `COPY --from` and `RUN --mount from=`).
 
 use super::helpers::{expand, words_of};
-use super::{ConvertError, ConvertOptions};
+use super::{ConvertError, ConvertOptions, NamedContext};
 use crate::ast::{Dockerfile, Instruction, InstructionKind};
 use crate::expand::Lexer;
 use crate::instructions::{self, Command, RunCmd};
@@ -177,14 +177,23 @@ pub(super) fn stage_refs(
     parsed: &Parsed,
     index: usize,
     lexer: &Lexer,
+    opts: &ConvertOptions,
 ) -> Result<(Vec<usize>, Vec<String>), ConvertError> {
     let stage = &parsed.stages[index];
     let mut deps = Vec::new();
     let mut images = Vec::new();
+    if let Some(nc) = (stage.name.as_ref()).and_then(|n| opts.named_contexts.get(n)) {
+        // The named context replaces the whole stage.
+        images.extend(context_image(nc));
+        return Ok((deps, images));
+    }
     if stage.base != "scratch" {
         match find_stage(&parsed.stages, &stage.base, index) {
             Some(i) => deps.push(i),
-            None => images.push(stage.base.clone()),
+            None => match opts.named_contexts.get(&stage.base) {
+                Some(nc) => images.extend(context_image(nc)),
+                None => images.push(stage.base.clone()),
+            },
         }
     }
     for cmd in &stage.body {
@@ -213,12 +222,30 @@ pub(super) fn stage_refs(
                             format!("stage \"{from}\" is used before it is defined"),
                         ));
                     }
-                    None => images.push(from),
+                    None => match opts.named_contexts.get(&from) {
+                        Some(nc) => images.extend(context_image(nc)),
+                        None => images.push(from),
+                    },
                 }
             }
         }
     }
     Ok((deps, images))
+}
+
+/// The image a named context needs resolved, if it is one.
+fn context_image(nc: &NamedContext) -> Option<String> {
+    match nc {
+        NamedContext::Image(reference) => Some(reference.clone()),
+        NamedContext::Local { .. } => None,
+    }
+}
+
+/// Whether the stage `decl` (number `index`) is named by `--no-cache-filter`.
+pub(super) fn filtered(decl: &StageDecl, index: usize, filter: &[String]) -> bool {
+    filter
+        .iter()
+        .any(|f| decl.name.as_deref() == Some(f.to_lowercase().as_str()) || *f == index.to_string())
 }
 
 /// The `from=` values (not yet expanded) of a RUN's `--mount` flags.
@@ -276,7 +303,7 @@ pub(super) fn needed_stages(
         if !needed.insert(i) {
             continue;
         }
-        let (deps, imgs) = stage_refs(parsed, i, lexer)?;
+        let (deps, imgs) = stage_refs(parsed, i, lexer, opts)?;
         todo.extend(deps);
         for img in imgs {
             if !images.contains(&img) {

@@ -207,3 +207,79 @@ fn copy_sources_allow_an_empty_wildcard() {
         ]
     );
 }
+
+#[test]
+fn named_contexts_replace_stages_and_images() {
+    let text = "FROM alpine AS base\nRUN never\nFROM node:20\nCOPY --from=lib a /a\n\
+                COPY --from=base b /b\n";
+    let mut named = BTreeMap::new();
+    named.insert(
+        "base".to_string(),
+        NamedContext::Local {
+            excludes: vec!["x".into()],
+        },
+    );
+    named.insert(
+        "lib".to_string(),
+        NamedContext::Image("example.com/lib:2".into()),
+    );
+    named.insert(
+        "node:20".to_string(),
+        NamedContext::Image("example.com/node:pinned".into()),
+    );
+    let opts = ConvertOptions {
+        named_contexts: named,
+        ..ConvertOptions::default()
+    };
+    let df = crate::parse(text).expect("parses");
+    // The replaced stage's base (alpine) is not needed; the overridden names are.
+    let images = base_images(&df, &opts).expect("images");
+    assert_eq!(images, vec!["example.com/node:pinned", "example.com/lib:2"]);
+    let bases: HashMap<String, BaseImage> = images
+        .iter()
+        .map(|r| {
+            let base = BaseImage {
+                reference: format!("docker.io/{r}"),
+                digest: Digest::sha256_of(r.as_bytes()),
+                config: ImageConfig::default(),
+            };
+            (r.clone(), base)
+        })
+        .collect();
+    let plan = convert(&df, &opts, &bases).expect("converts");
+    let ops: Vec<&Op> = plan.definition.vertices.iter().map(|v| &v.op).collect();
+    assert!(
+        !ops.iter().any(|op| matches!(op, Op::Exec(_))),
+        "stage base ran"
+    );
+    assert!(ops.iter().any(|op| matches!(op,
+        Op::Source(SourceOp::Local { name, excludes }) if name == "context:base" && excludes == &["x"])));
+    assert!(ops.iter().any(|op| matches!(op,
+        Op::Source(SourceOp::Image { reference, .. }) if reference == "docker.io/example.com/node:pinned")));
+}
+
+#[test]
+fn no_cache_filter_names_the_stage_vertices() {
+    let text = "FROM scratch AS a\nRUN one\nFROM scratch AS b\nRUN two\nFROM scratch\n\
+                COPY --from=a / /\n";
+    let df = crate::parse(text).expect("parses");
+    let opts = ConvertOptions {
+        no_cache_stages: vec!["A".into()],
+        ..ConvertOptions::default()
+    };
+    let plan = convert(&df, &opts, &HashMap::new()).expect("converts");
+    let names: Vec<&str> = plan
+        .no_cache
+        .iter()
+        .map(|&v| plan.definition.vertices[v].name.as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("RUN one")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("RUN two") || n.contains("COPY")),
+        "{names:?}"
+    );
+    let none = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
+    assert!(none.no_cache.is_empty());
+}
