@@ -54,6 +54,12 @@ fn addr(socket: &std::path::Path) -> String {
 pub fn ping(socket: &std::path::Path) -> Result<(), LoadError> {
     let unreachable = || LoadError::Unreachable(addr(socket));
     let mut stream = UnixStream::connect(socket).map_err(|_| unreachable())?;
+    // A daemon that accepts but never answers is as unreachable.
+    let limit = Some(std::time::Duration::from_secs(30));
+    stream
+        .set_read_timeout(limit)
+        .and_then(|()| stream.set_write_timeout(limit))
+        .map_err(|_| unreachable())?;
     stream
         .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
         .map_err(|_| unreachable())?;
