@@ -9,6 +9,9 @@ use rbuild_registry::Reference;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
 
+/// The largest blob read as a possible manifest when looking for dangling images.
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
 /// Errors of the image store queries; `Display` is docker's wording.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -126,6 +129,75 @@ impl Images {
         }
         out.sort_by_key(|i| std::cmp::Reverse(i.created_unix()));
         Ok(out)
+    }
+
+    /// Every image: the named ones ([`Images::list`]) and then the dangling ones, newest first.
+    /// A dangling image is an image manifest the store holds that no tag reaches (e.g. the
+    /// previous build of a tag that a rebuild moved; it stays until garbage collection, as in
+    /// docker); it has no names. Manifests whose config or layers are gone are left out.
+    pub fn list_all(&self) -> Result<Vec<ImageSummary>, ImageError> {
+        let mut out = self.list()?;
+        let Some(store) = &self.store else {
+            return Ok(out);
+        };
+        let reached = store.reachable_from_tags()?;
+        let mut dangling = Vec::new();
+        for blob in store.list_blobs()? {
+            if reached.contains(&blob.digest) {
+                continue;
+            }
+            if let Some(image) = self.dangling_image(store, &blob.digest) {
+                dangling.push(image);
+            }
+        }
+        dangling.sort_by_key(|i| std::cmp::Reverse(i.created_unix()));
+        out.extend(dangling);
+        Ok(out)
+    }
+
+    /// The blob `digest` as a dangling image, when it is an image manifest whose config and
+    /// layers the store still holds.
+    fn dangling_image(&self, store: &Store, digest: &Digest) -> Option<ImageSummary> {
+        // Manifests are small JSON; layers are skipped without reading them.
+        let len = std::fs::metadata(store.blob_path(digest)).ok()?.len();
+        if len > MAX_MANIFEST_BYTES {
+            return None;
+        }
+        let mut first = [0u8; 1];
+        let mut file = store.open_blob(digest).ok()?;
+        file.read_exact(&mut first).ok()?;
+        if first[0] != b'{' {
+            return None;
+        }
+        let manifest: rbuild_oci::Manifest =
+            serde_json::from_slice(&store.read_blob(digest).ok()?).ok()?;
+        let config_type = manifest.config.media_type.as_str();
+        if config_type != rbuild_oci::MediaType::OCI_CONFIG
+            && config_type != rbuild_oci::MediaType::DOCKER_CONFIG
+        {
+            return None;
+        }
+        if !manifest.layers.iter().all(|l| store.has_blob(&l.digest)) {
+            return None;
+        }
+        let record = store.read_image(digest).ok()?;
+        let size = self.image_size(store, &record).ok()?;
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| rbuild_oci::MediaType::new(rbuild_oci::MediaType::OCI_MANIFEST));
+        Some(ImageSummary {
+            names: Vec::new(),
+            descriptor: Descriptor {
+                media_type,
+                digest: digest.clone(),
+                size: len,
+                platform: None,
+                annotations: None,
+            },
+            record,
+            size,
+        })
     }
 
     /// The image `reference` names: a stored name (`app` means `app:latest`), `NAME@DIGEST`,

@@ -54,6 +54,7 @@
 
 mod cache_io;
 mod cancel;
+pub mod docker_load;
 mod error;
 mod export;
 pub mod gc;

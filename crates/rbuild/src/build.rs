@@ -7,7 +7,7 @@ use crate::errors::Report;
 use crate::{progress, BuildArgs, StoreArgs};
 use rbuild_build::{BuildRequest, ContextSource, DockerfileSource, StateDir};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The `--build-arg`s as a map: `K=V`, or a bare `K` taking its value from the environment.
@@ -88,6 +88,11 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             )));
         }
     }
+    buildx_environment();
+    let load = match args.load {
+        true => Some(prepare_load(&state)?),
+        false => None,
+    };
     let entitlements = crate::run_opts::entitlements(&args)?;
     let limits = crate::run_opts::limits(&args)?;
     let context = if context_arg == Path::new("-") {
@@ -111,6 +116,15 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.labels = args.labels.iter().cloned().collect();
     request.annotations = args.annotations.iter().cloned().collect();
     request.outputs = args.outputs.clone();
+    if let Some((_, archive)) = &load {
+        request.outputs.push(rbuild_build::OutputSpec {
+            output: rbuild_build::Output::Docker {
+                dest: archive.clone(),
+                names: Vec::new(),
+            },
+            compression: None,
+        });
+    }
     request.push = args.push;
     request.cache_to = args.cache_to.clone();
     request.cache_from = args.cache_from.clone();
@@ -126,7 +140,21 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     if !args.quiet {
         request.progress = Arc::new(progress::CliProgress::new(args.progress));
     }
-    let result = rbuild_build::build_with_cancel(request, wait_for_signal()).await?;
+    let built = rbuild_build::build_with_cancel(request, wait_for_signal()).await;
+    let result = match (built, &load) {
+        (Ok(result), Some((socket, archive))) => {
+            let loaded = load_into_docker(socket.clone(), archive.clone()).await;
+            let _ = std::fs::remove_file(archive);
+            loaded?;
+            result
+        }
+        (built, _) => {
+            if let Some((_, archive)) = &load {
+                let _ = std::fs::remove_file(archive);
+            }
+            built?
+        }
+    };
     if args.quiet {
         println!("{}", result.config_digest);
     } else if result.pushed.is_some() {
@@ -143,6 +171,53 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     let flag = args.gc_keep_storage.clone();
     let _ =
         tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref())).await;
+    Ok(())
+}
+
+/// The buildx environment CI pipelines set: `BUILDKIT_PROGRESS` is read by clap (the default
+/// of `--progress`), `BUILDX_NO_DEFAULT_ATTESTATIONS` needs nothing (rbuild makes no
+/// attestations) and `BUILDX_BUILDER` names a buildx builder, which rbuild has not.
+fn buildx_environment() {
+    if let Some(builder) = std::env::var_os("BUILDX_BUILDER") {
+        tracing::debug!(
+            builder = %builder.to_string_lossy(),
+            "BUILDX_BUILDER ignored: rbuild builds in-process, without a builder instance"
+        );
+    }
+}
+
+/// `--load`: the docker daemon's socket, checked to answer before anything is built, and the
+/// path of the `docker load` archive the build writes for it (under the root's tmp).
+fn prepare_load(state: &StateDir) -> Result<(PathBuf, PathBuf), Report> {
+    use rbuild_build::docker_load;
+    let host = std::env::var("DOCKER_HOST").ok();
+    let socket = docker_load::docker_socket(host.as_deref())
+        .and_then(|socket| docker_load::ping(&socket).map(|()| socket))
+        .map_err(|e| Report::new(format!("error: --load: {e}")))?;
+    let tmp = state.tmp();
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| Report::from_error(&format!("creating {}", tmp.display()), &e))?;
+    Ok((socket, tmp.join(format!("load-{}.tar", std::process::id()))))
+}
+
+/// Streams the archive at `archive` into the daemon at `socket` and prints the daemon's
+/// `Loaded image: NAME` lines (to stderr: stdout stays for `-q` and `dest=-`).
+async fn load_into_docker(socket: PathBuf, archive: PathBuf) -> Result<(), Report> {
+    let lines = tokio::task::spawn_blocking(move || -> Result<Vec<String>, Report> {
+        let file = std::fs::File::open(&archive)
+            .map_err(|e| Report::from_error(&format!("reading {}", archive.display()), &e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Report::from_error(&format!("reading {}", archive.display()), &e))?
+            .len();
+        rbuild_build::docker_load::load_archive(&socket, std::io::BufReader::new(file), len)
+            .map_err(|e| Report::new(format!("error: --load: {e}")))
+    })
+    .await
+    .map_err(|e| Report::new(format!("error: --load: {e}")))??;
+    for line in lines {
+        eprintln!("{line}");
+    }
     Ok(())
 }
 

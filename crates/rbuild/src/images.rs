@@ -1,5 +1,5 @@
 //! `rbuild images`: the store's images as `docker images` shows them (REPOSITORY, TAG, IMAGE ID,
-//! CREATED, SIZE; `-q`, `--digests`, `--format table|json`).
+//! CREATED, SIZE; `-a` for dangling images too, `-q`, `--digests`, `--format table|json`).
 
 use crate::errors::Report;
 use crate::table::{go_time, human_size, print, render, report, since};
@@ -11,7 +11,8 @@ use rbuild_build::StateDir;
 /// `rbuild images` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ImagesArgs {
-    /// Show all images (the store keeps only named images: the same list).
+    /// Show all images, dangling ones too (untagged: `<none>` `<none>`, e.g. the previous
+    /// build of a moved tag, kept until garbage collection); hidden by default.
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Only show image IDs.
@@ -45,20 +46,21 @@ pub fn run(args: &ImagesArgs, store: &StoreArgs) -> Result<(), Report> {
         .with_code(2));
     }
     let images = Images::open(&StateDir::new(store.root_dir()))
-        .and_then(|i| i.list())
+        .and_then(|i| if args.all { i.list_all() } else { i.list() })
         .map_err(report)?;
     let rows: Vec<Row<'_>> = images
         .iter()
         .flat_map(|image| {
             let mut names = image.names.clone();
             names.sort();
-            names.into_iter().map(move |n| {
-                let (repository, tag) = split_name(&n);
-                Row {
-                    image,
-                    repository,
-                    tag,
-                }
+            let dangling = names
+                .is_empty()
+                .then(|| ("<none>".to_string(), "<none>".to_string()));
+            let named = names.into_iter().map(|n| split_name(&n));
+            named.chain(dangling).map(move |(repository, tag)| Row {
+                image,
+                repository,
+                tag,
             })
         })
         .collect();

@@ -227,8 +227,14 @@ pub struct BuildArgs {
     /// Parent cgroup of each RUN's cgroup (relative to the cgroup root).
     #[arg(long = "cgroup-parent", value_name = "CGROUP")]
     pub cgroup_parent: Option<String>,
-    /// Progress output: auto, tty, plain, json.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Progress output: auto, tty, plain, json (default: $BUILDKIT_PROGRESS, else auto).
+    #[arg(
+        long,
+        value_enum,
+        env = "BUILDKIT_PROGRESS",
+        default_value = "auto",
+        hide_env_values = true
+    )]
     pub progress: progress::ProgressMode,
     /// Output (repeatable): type=local,dest=DIR (the final filesystem) | type=tar,dest=FILE
     /// (it as one tar) | type=oci,dest=FILE[,tar=false][,name=REF] (OCI layout) |
@@ -241,6 +247,10 @@ pub struct BuildArgs {
     /// Push the image to the registries named by the tags (shorthand for type=image,push=true).
     #[arg(long)]
     pub push: bool,
+    /// Load the image into the docker daemon (shorthand for type=docker streamed into it):
+    /// the daemon's unix socket is $DOCKER_HOST (unix://PATH), else /var/run/docker.sock.
+    #[arg(long)]
+    pub load: bool,
     /// Write build result metadata (digest, descriptor, names) as JSON, like buildx.
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<PathBuf>,

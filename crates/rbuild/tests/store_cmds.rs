@@ -460,3 +460,67 @@ fn a_path_or_a_flag_still_means_build() {
         "{listing}"
     );
 }
+
+#[test]
+fn images_all_shows_dangling_images_until_prune() {
+    if !need_root() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    build_app(root.path(), "app:1", "one");
+    let old = inspect(root.path(), "app:1")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old_short = old["sha256:".len().."sha256:".len() + 12].to_string();
+    // A rebuild moves the tag: the previous image stays as a dangling one.
+    build_app(root.path(), "app:1", "two");
+    let new = inspect(root.path(), "app:1")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(old, new);
+    let rows = |args: &[&str]| -> Vec<Vec<String>> {
+        let out = run(root.path(), args);
+        assert_ok(&out);
+        stdout(&out)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    };
+    // Hidden by default, as docker does.
+    let named = rows(&["images"]);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0][..2], ["app".to_string(), "1".to_string()]);
+    let all = rows(&["images", "-a"]);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0][..2], ["app".to_string(), "1".to_string()]);
+    assert_eq!(
+        all[1][..3],
+        [
+            "<none>".to_string(),
+            "<none>".to_string(),
+            old_short.clone()
+        ]
+    );
+    let ids = run(root.path(), &["images", "-a", "-q", "--no-trunc"]);
+    assert_ok(&ids);
+    assert_eq!(stdout(&ids), format!("{new}\n{old}\n"));
+    let json = run(root.path(), &["images", "-a", "--format", "json"]);
+    assert_ok(&json);
+    let lines: Vec<Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["Repository"], "<none>");
+    assert_eq!(lines[1]["Tag"], "<none>");
+    assert_eq!(lines[1]["ID"], old_short.as_str());
+    // Garbage collection removes it (nothing reaches it).
+    let pruned = run(root.path(), &["prune", "-f"]);
+    assert_ok(&pruned);
+    let all = rows(&["images", "-a"]);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0][..2], ["app".to_string(), "1".to_string()]);
+}
