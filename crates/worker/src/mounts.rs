@@ -570,6 +570,7 @@ mod tests {
                 }),
                 tmpfs_size: None,
                 secret: None,
+                ssh: None,
             }],
         }
     }
