@@ -93,7 +93,7 @@ pub use rbuild_solver::{
 pub use request::{BuildRequest, BuildResult, ContextSource, DockerfileSource, OutputResult};
 pub use spec::{
     parse_tag, CacheFromSpec, CacheLocation, CacheToSpec, CompressionSpec, Output, OutputSpec,
-    SecretSpec, SpecError,
+    SecretSpec, SpecError, SshSpec,
 };
 pub use state::{Bucket, StateDir};
 

@@ -16,7 +16,7 @@ use crate::push::ImageMetadata;
 use crate::push::{metadata, push_image};
 use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource};
 use crate::resolve::resolve_all;
-use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
+use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
@@ -69,6 +69,7 @@ pub async fn build_with_cancel(
         cache_to,
         cache_from,
         secrets,
+        ssh,
         network,
         entitlements,
         extra_hosts,
@@ -107,6 +108,7 @@ pub async fn build_with_cancel(
     let run = RunParts {
         cache_from: &cache_from,
         secrets,
+        ssh,
         limits,
         no_cache,
     };
@@ -216,6 +218,7 @@ struct Pipeline {
 struct RunParts<'a> {
     cache_from: &'a [CacheFromSpec],
     secrets: Vec<SecretSpec>,
+    ssh: Vec<SshSpec>,
     limits: Limits,
     no_cache: bool,
 }
@@ -376,6 +379,7 @@ impl Pipeline {
         let remote_cache =
             cache_io::import(run.cache_from, &self.registry, self.progress.as_ref()).await;
         let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
+        let ssh = run.ssh.into_iter().map(|s| (s.id, s.socket)).collect();
         let worker = Arc::new(
             Worker::new(
                 self.store.clone(),
@@ -387,6 +391,7 @@ impl Pipeline {
             .with_index(Some(index.clone()))
             .with_context(Some(loaded.input.context.clone()))
             .with_secrets(secrets)
+            .with_ssh(ssh)
             .with_remote_cache(remote_cache.clone())
             .with_limits(run.limits),
         );

@@ -207,6 +207,7 @@ pub struct Worker {
     context: Option<PathBuf>,
     downloads: Arc<http::Downloads>,
     secrets: Arc<HashMap<String, SecretSource>>,
+    ssh: Arc<HashMap<String, PathBuf>>,
     cache_mount_root: PathBuf,
     remote: Option<Arc<remote_cache::RemoteCache>>,
     limits: Arc<Limits>,
@@ -232,6 +233,7 @@ impl Worker {
             context: None,
             downloads: Arc::new(http::Downloads::new()),
             secrets: Arc::new(HashMap::new()),
+            ssh: Arc::new(HashMap::new()),
             cache_mount_root: cache_mounts,
             snapshotter,
             remote: None,
@@ -261,6 +263,12 @@ impl Worker {
     /// The build secrets (`RUN --mount=type=secret`), by id. Their values never enter the graph.
     pub fn with_secrets(mut self, secrets: HashMap<String, SecretSource>) -> Self {
         self.secrets = Arc::new(secrets);
+        self
+    }
+
+    /// The forwarded SSH agent sockets (`RUN --mount=type=ssh`), by id.
+    pub fn with_ssh(mut self, ssh: HashMap<String, PathBuf>) -> Self {
+        self.ssh = Arc::new(ssh);
         self
     }
 
