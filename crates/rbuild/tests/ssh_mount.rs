@@ -133,7 +133,7 @@ fn ssh_agent_is_reachable_in_run_and_left_out_of_the_image() {
     let root = dir.path().join("root");
     let local = dir.path().join("local");
     let layout = dir.path().join("layout");
-    let outputs = vec![
+    let outputs = [
         "-o".to_string(),
         format!("type=local,dest={}", local.display()),
         "-o".to_string(),
