@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in docker-registry skopeo umoci busybox-static zstd gzip curl python3 python3-jwt python3-cryptography openssl slirp4netns iproute2 util-linux gcc libc6-dev libseccomp-dev pkg-config; do
+for pkg in docker-registry skopeo umoci busybox-static openssh-client zstd gzip curl python3 python3-jwt python3-cryptography openssl slirp4netns iproute2 util-linux gcc libc6-dev libseccomp-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -94,7 +94,7 @@ pub use rbuild_solver::{
 pub use request::{BuildRequest, BuildResult, ContextSource, DockerfileSource, OutputResult};
 pub use spec::{
     parse_tag, BuildContextSource, BuildContextSpec, CacheFromSpec, CacheLocation, CacheToSpec,
-    CompressionSpec, Output, OutputSpec, SecretSpec, SpecError,
+    CompressionSpec, Output, OutputSpec, SecretSpec, SpecError, SshSpec,
 };
 pub use state::{Bucket, StateDir};
 

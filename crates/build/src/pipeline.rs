@@ -16,7 +16,7 @@ use crate::push::ImageMetadata;
 use crate::push::{metadata, push_image};
 use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource};
 use crate::resolve::resolve_all;
-use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
+use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
@@ -70,6 +70,7 @@ pub async fn build_with_cancel(
         cache_to,
         cache_from,
         secrets,
+        ssh,
         network,
         entitlements,
         extra_hosts,
@@ -113,6 +114,7 @@ pub async fn build_with_cancel(
     let run = RunParts {
         cache_from: &cache_from,
         secrets,
+        ssh,
         limits,
         no_cache,
         named_dirs,
@@ -223,6 +225,7 @@ struct Pipeline {
 struct RunParts<'a> {
     cache_from: &'a [CacheFromSpec],
     secrets: Vec<SecretSpec>,
+    ssh: Vec<SshSpec>,
     limits: Limits,
     no_cache: bool,
     /// The named contexts' directories, by llb source name.
@@ -385,6 +388,7 @@ impl Pipeline {
         let remote_cache =
             cache_io::import(run.cache_from, &self.registry, self.progress.as_ref()).await;
         let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
+        let ssh = run.ssh.into_iter().map(|s| (s.id, s.socket)).collect();
         let worker = Arc::new(
             Worker::new(
                 self.store.clone(),
@@ -397,6 +401,7 @@ impl Pipeline {
             .with_context(Some(loaded.input.context.clone()))
             .with_named_contexts(run.named_dirs)
             .with_secrets(secrets)
+            .with_ssh(ssh)
             .with_remote_cache(remote_cache.clone())
             .with_limits(run.limits),
         );

@@ -4,7 +4,9 @@
 
 use crate::progress::{Progress, PushSummary, Silent};
 use crate::push::ImageMetadata;
-use crate::spec::{BuildContextSpec, CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec};
+use crate::spec::{
+    BuildContextSpec, CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec,
+};
 use crate::state::StateDir;
 use rbuild_llb::{Entitlements, ExtraHost, NetworkMode};
 use rbuild_oci::{Descriptor, Digest};
@@ -67,6 +69,8 @@ pub struct BuildRequest {
     pub cache_from: Vec<CacheFromSpec>,
     /// `--secret`s.
     pub secrets: Vec<SecretSpec>,
+    /// `--ssh` agent sockets (`RUN --mount=type=ssh`).
+    pub ssh: Vec<SshSpec>,
     /// The network of RUN steps without `--network`.
     pub network: NetworkMode,
     /// The granted entitlements (`--allow`).
@@ -112,6 +116,7 @@ impl BuildRequest {
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             secrets: Vec::new(),
+            ssh: Vec::new(),
             network: NetworkMode::Default,
             entitlements: Entitlements::default(),
             extra_hosts: Vec::new(),

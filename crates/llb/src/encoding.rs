@@ -20,7 +20,7 @@
 use crate::ops::{
     CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, ExtraHost, FileAction,
     FileOp, MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SecurityMode, SourceOp,
-    UserOpt,
+    SshMountOpt, UserOpt,
 };
 
 /// The version of the op encodings; part of every encoding's header.
@@ -222,12 +222,14 @@ impl Enc {
             cache,
             tmpfs_size,
             secret,
+            ssh,
         } = mount;
         self.tag(1).u8(match kind {
             MountType::Bind => 0,
             MountType::Cache => 1,
             MountType::Tmpfs => 2,
             MountType::Secret => 3,
+            MountType::Ssh => 4,
         });
         self.tag(2).str(target);
         self.tag(3).opt(input.as_ref(), |e, &i| e.u64(i as u64));
@@ -236,6 +238,25 @@ impl Enc {
         self.tag(6).opt(cache.as_ref(), |e, c| e.cache_mount(c));
         self.tag(7).opt(tmpfs_size.as_ref(), |e, &s| e.u64(s));
         self.tag(8).opt(secret.as_ref(), |e, s| e.secret_mount(s));
+        // Written only when present, so the keys of mounts older than this field are unchanged.
+        if let Some(ssh) = ssh {
+            self.tag(9).ssh_mount(ssh);
+        }
+    }
+
+    fn ssh_mount(&mut self, ssh: &SshMountOpt) {
+        let SshMountOpt {
+            id,
+            required,
+            mode,
+            uid,
+            gid,
+        } = ssh;
+        self.tag(1).str(id);
+        self.tag(2).bool(*required);
+        self.tag(3).u32(*mode);
+        self.tag(4).u32(*uid);
+        self.tag(5).u32(*gid);
     }
 
     fn cache_mount(&mut self, cache: &CacheMountOpt) {

@@ -65,6 +65,7 @@ pub(crate) fn representative_ops() -> Vec<(&'static str, Op)> {
             }),
             tmpfs_size: None,
             secret: None,
+            ssh: None,
         },
         ExecMount {
             kind: MountType::Bind,
@@ -75,6 +76,7 @@ pub(crate) fn representative_ops() -> Vec<(&'static str, Op)> {
             cache: None,
             tmpfs_size: None,
             secret: None,
+            ssh: None,
         },
         ExecMount {
             kind: MountType::Tmpfs,
@@ -85,6 +87,7 @@ pub(crate) fn representative_ops() -> Vec<(&'static str, Op)> {
             cache: None,
             tmpfs_size: Some(64 << 20),
             secret: None,
+            ssh: None,
         },
         ExecMount {
             kind: MountType::Secret,
@@ -102,8 +105,27 @@ pub(crate) fn representative_ops() -> Vec<(&'static str, Op)> {
                 uid: 0,
                 gid: 0,
             }),
+            ssh: None,
         },
     ];
+    let mut ssh = run("ssh-add -l");
+    ssh.mounts = vec![ExecMount {
+        kind: MountType::Ssh,
+        target: "/run/buildkit/ssh_agent.0".into(),
+        input: None,
+        selector: String::new(),
+        readonly: false,
+        cache: None,
+        tmpfs_size: None,
+        secret: None,
+        ssh: Some(SshMountOpt {
+            id: "default".into(),
+            required: true,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        }),
+    }];
     let mut add = copy("app.tar", "/opt/");
     add.attempt_unpack = true;
     add.owner = Some(ChownOpt {
@@ -150,6 +172,7 @@ pub(crate) fn representative_ops() -> Vec<(&'static str, Op)> {
         ),
         ("run", Op::Exec(run("echo hi"))),
         ("run with options", Op::Exec(mounts)),
+        ("run with ssh", Op::Exec(ssh)),
         (
             "file",
             Op::File(FileOp {
@@ -218,6 +241,10 @@ fn key_encodings_are_pinned() {
         (
             "run with options",
             "4e194120f54ed2c09bc43011c2cad953ab51cb060882477f5a4432a76613f4c1",
+        ),
+        (
+            "run with ssh",
+            "32c2b19a7dc85c7c80fd2f6f0aac9b4d6e951f3a8e24285d3963441bede2c98f",
         ),
         (
             "file",
@@ -305,6 +332,7 @@ fn every_keyed_field_changes_the_key() {
             cache: None,
             tmpfs_size: None,
             secret: None,
+            ssh: None,
         }]
     });
     let mut keys: Vec<Vec<u8>> = vec![Op::Exec(base.clone()).cache_key_bytes()];

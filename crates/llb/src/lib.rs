@@ -18,7 +18,7 @@ pub use entitlements::{Entitlement, Entitlements, NotAllowed, UnknownEntitlement
 pub use ops::{
     CacheMountOpt, CacheSharing, ChownOpt, CopyAction, ExecMount, ExecOp, ExtraHost, FileAction,
     FileOp, MkdirAction, MountType, NetworkMode, Op, SecretMountOpt, SecurityMode, SourceOp,
-    UserOpt,
+    SshMountOpt, UserOpt,
 };
 
 use rbuild_oci::Digest;

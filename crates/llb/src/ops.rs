@@ -152,6 +152,8 @@ pub enum MountType {
     Tmpfs,
     /// A secret (file and/or environment variable); its value is never part of the graph.
     Secret,
+    /// An SSH agent socket forwarded from the client (`--ssh`); never part of the result.
+    Ssh,
 }
 
 /// How concurrent users of one cache mount id share it.
@@ -200,6 +202,21 @@ pub struct SecretMountOpt {
     pub gid: u32,
 }
 
+/// Options of a `type=ssh` mount (the socket itself is given to the worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshMountOpt {
+    /// The `--ssh` id (default `default`).
+    pub id: String,
+    /// Fail when no socket was forwarded for the id (else the mount is skipped).
+    pub required: bool,
+    /// Requested socket mode.
+    pub mode: u32,
+    /// Requested socket owner.
+    pub uid: u32,
+    /// Requested socket group.
+    pub gid: u32,
+}
+
 /// An extra mount of a RUN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecMount {
@@ -223,6 +240,9 @@ pub struct ExecMount {
     /// Secret options (`type=secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretMountOpt>,
+    /// SSH agent options (`type=ssh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshMountOpt>,
 }
 
 /// A list of file actions applied in order to input 0.

@@ -129,6 +129,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.cache_to = args.cache_to.clone();
     request.cache_from = args.cache_from.clone();
     request.secrets = args.secrets.clone();
+    request.ssh = args.ssh.clone();
     request.network = args.network.mode();
     request.entitlements = entitlements;
     request.extra_hosts = args.add_hosts.clone();

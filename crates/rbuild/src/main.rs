@@ -270,6 +270,11 @@ pub struct BuildArgs {
     /// Secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR][,type=file|env].
     #[arg(long = "secret", value_parser = clap::value_parser!(SecretSpec))]
     pub secrets: Vec<SecretSpec>,
+    /// SSH agent socket for `RUN --mount=type=ssh`: default (the socket in $SSH_AUTH_SOCK),
+    /// ID (the same socket under another id) or ID=SOCKET; sockets only, not key files.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]",
+          value_parser = clap::value_parser!(rbuild_build::SshSpec))]
+    pub ssh: Vec<rbuild_build::SshSpec>,
     /// Export the build cache: type=registry,ref=REF[,mode=min|max] or type=local,dest=DIR[,mode=..].
     #[arg(long = "cache-to", value_parser = clap::value_parser!(CacheToSpec))]
     pub cache_to: Vec<CacheToSpec>,

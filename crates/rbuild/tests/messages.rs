@@ -274,6 +274,28 @@ fn flag_error_secret_unknown_key() {
 }
 
 #[test]
+fn flag_error_ssh_key_file() {
+    let ctx = context("FROM scratch\n");
+    snapshot(
+        "flag_ssh_key_file",
+        &rbuild_build(ctx.path(), &["--ssh", "default=/etc/passwd"]),
+        2,
+    );
+}
+
+#[test]
+fn ssh_required_but_not_forwarded() {
+    // The step fails while its mounts are prepared (needs the root the shared env checks).
+    let Some(_env) = env() else { return };
+    let ctx = context("FROM scratch\nRUN --mount=type=ssh,required true\n");
+    snapshot(
+        "ssh_required_not_forwarded",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
+}
+
+#[test]
 fn flag_error_bad_memory_size() {
     let ctx = context("FROM scratch\n");
     snapshot(

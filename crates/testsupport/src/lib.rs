@@ -113,6 +113,7 @@ pub fn need_tool(name: &str) -> Result<PathBuf, TestError> {
         "busybox" => "busybox-static",
         "openssl" => "openssl",
         "python3" => "python3",
+        "ssh-agent" | "ssh-add" | "ssh-keygen" => "openssh-client",
         other => other,
     };
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -26,6 +26,7 @@ impl Worker {
         let context = self.context.clone();
         let excludes = excludes.to_vec();
         let secrets = self.secrets.clone();
+        let ssh = self.ssh.clone();
         let cache_root = self.cache_mount_root.clone();
         let limits = self.limits.clone();
         let reporter = self.store.wait_reporter().cloned();
@@ -37,6 +38,7 @@ impl Worker {
                 excludes: &excludes,
                 cache_root: &cache_root,
                 secrets: &secrets,
+                ssh: &ssh,
                 reporter: reporter.as_ref(),
             }
             .prepare(&exec, &inputs)?;

@@ -220,6 +220,7 @@ pub struct Worker {
     named_contexts: Arc<HashMap<String, PathBuf>>,
     downloads: Arc<http::Downloads>,
     secrets: Arc<HashMap<String, SecretSource>>,
+    ssh: Arc<HashMap<String, PathBuf>>,
     cache_mount_root: PathBuf,
     remote: Option<Arc<remote_cache::RemoteCache>>,
     limits: Arc<Limits>,
@@ -246,6 +247,7 @@ impl Worker {
             named_contexts: Arc::new(HashMap::new()),
             downloads: Arc::new(http::Downloads::new()),
             secrets: Arc::new(HashMap::new()),
+            ssh: Arc::new(HashMap::new()),
             cache_mount_root: cache_mounts,
             snapshotter,
             remote: None,
@@ -282,6 +284,12 @@ impl Worker {
     /// The build secrets (`RUN --mount=type=secret`), by id. Their values never enter the graph.
     pub fn with_secrets(mut self, secrets: HashMap<String, SecretSource>) -> Self {
         self.secrets = Arc::new(secrets);
+        self
+    }
+
+    /// The forwarded SSH agent sockets (`RUN --mount=type=ssh`), by id.
+    pub fn with_ssh(mut self, ssh: HashMap<String, PathBuf>) -> Self {
+        self.ssh = Arc::new(ssh);
         self
     }
 

@@ -56,6 +56,8 @@ pub(crate) struct MountEnv<'a> {
     pub excludes: &'a [String],
     pub cache_root: &'a Path,
     pub secrets: &'a HashMap<String, SecretSource>,
+    /// Forwarded SSH agent sockets (`--ssh`), by id.
+    pub ssh: &'a HashMap<String, PathBuf>,
     /// Told when a `sharing=locked` cache waits over a second for another process.
     pub reporter: Option<&'a rbuild_oci::lock::WaitReporter>,
 }
@@ -255,6 +257,7 @@ impl MountEnv<'_> {
                     size: m.tmpfs_size,
                 }),
                 MountType::Secret => self.secret(m, &mut out)?,
+                MountType::Ssh => self.ssh(m, &mut out)?,
             }
         }
         // Parents before children, otherwise in the order given.
@@ -417,6 +420,34 @@ impl MountEnv<'_> {
     }
 }
 
+impl MountEnv<'_> {
+    /// An SSH agent socket forwarded with `--ssh`: the host socket itself is bound at the
+    /// target (read-write: clients must connect). BuildKit serves a proxy socket owned by the
+    /// mount's uid/gid with its mode; a bind keeps the host socket's owner and mode instead.
+    /// A missing id is skipped unless `required`, with BuildKit's message.
+    fn ssh(&self, m: &ExecMount, out: &mut Prepared) -> Result<(), WorkerError> {
+        let opt = m
+            .ssh
+            .as_ref()
+            .ok_or_else(|| mount_err("ssh mount without options"))?;
+        let Some(socket) = self.ssh.get(&opt.id) else {
+            if opt.required {
+                return Err(mount_err(format!(
+                    "no SSH key {:?} forwarded from the client",
+                    opt.id
+                )));
+            }
+            return Ok(());
+        };
+        out.mounts.push(Mount::Bind(BindMount {
+            source: socket.clone(),
+            target: m.target.clone(),
+            readonly: false,
+        }));
+        Ok(())
+    }
+}
+
 /// Replaces or adds `K=V` entries of an environment list.
 pub(crate) fn merge_env(env: &mut Vec<String>, extra: &[(String, String)]) {
     for (k, v) in extra {
@@ -570,6 +601,7 @@ mod tests {
                 }),
                 tmpfs_size: None,
                 secret: None,
+                ssh: None,
             }],
         }
     }
@@ -592,6 +624,7 @@ mod tests {
             }
         };
         let secrets = HashMap::new();
+        let ssh = HashMap::new();
         let cache_root = tmp.path().join("cache-mounts-v1");
         let env = MountEnv {
             snapshotter: &snapshotter,
@@ -599,6 +632,7 @@ mod tests {
             excludes: &[],
             cache_root: &cache_root,
             secrets: &secrets,
+            ssh: &ssh,
             reporter: None,
         };
         let shared1 = env

@@ -44,6 +44,7 @@ fn run(cmd: &str, proxy: &str, host_ip: &str) -> ExecOp {
             }),
             tmpfs_size: None,
             secret: None,
+            ssh: None,
         }],
         proxy_env: vec![format!("HTTP_PROXY={proxy}"), format!("no_proxy={proxy}")],
     }
@@ -304,6 +305,7 @@ fn context_graph() -> Definition {
         cache: None,
         tmpfs_size: None,
         secret: None,
+        ssh: None,
     });
     add(
         Op::Exec(exec),

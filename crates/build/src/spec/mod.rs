@@ -1,5 +1,6 @@
 //! The `key=value,...` flags of a build as typed specs: [`OutputSpec`] (`--output`),
-//! [`SecretSpec`] (`--secret`), [`BuildContextSpec`] (`--build-context`), [`CacheToSpec`] / [`CacheFromSpec`] (`--cache-to` /
+//! [`SecretSpec`] (`--secret`), [`SshSpec`] (`--ssh`), [`BuildContextSpec`] (`--build-context`),
+//! [`CacheToSpec`] / [`CacheFromSpec`] (`--cache-to` /
 //! `--cache-from`). Each implements [`std::str::FromStr`] over the one field reader of [`kv`], so
 //! a CLI plugs them into its argument parser (clap's `value_parser`) and an embedder writes them
 //! as it would on the command line.
@@ -9,11 +10,13 @@ mod context;
 pub mod kv;
 mod output;
 mod secret;
+mod ssh;
 
 pub use cache::{CacheFromSpec, CacheLocation, CacheToSpec};
 pub use context::{BuildContextSource, BuildContextSpec};
 pub use output::{CompressionSpec, Output, OutputSpec};
 pub use secret::SecretSpec;
+pub use ssh::SshSpec;
 
 /// Why a spec is invalid. The text is what BuildKit's CLI (buildx) users see, without the
 /// leading `error: `.
@@ -67,6 +70,14 @@ pub enum SpecError {
         /// What is wrong with it.
         why: String,
     },
+    /// An invalid `--ssh`.
+    #[error("invalid ssh `{spec}`: {why}")]
+    Ssh {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An invalid `--cache-to` / `--cache-from`.
     #[error("{flag} `{spec}`: {why}")]
     Cache {
@@ -110,6 +121,9 @@ pub fn parse_tag(value: &str) -> Result<String, SpecError> {
 impl SpecError {
     /// True for errors that buildx reports as a usage error (exit code 2): secrets and caches.
     pub fn is_usage(&self) -> bool {
-        matches!(self, SpecError::Secret { .. } | SpecError::Cache { .. })
+        matches!(
+            self,
+            SpecError::Secret { .. } | SpecError::Ssh { .. } | SpecError::Cache { .. }
+        )
     }
 }

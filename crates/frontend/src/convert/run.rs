@@ -9,7 +9,7 @@ use crate::ast::{Args, Instruction, Span};
 use crate::instructions::{RunCmd, RunNetwork, Security};
 use rbuild_llb::{
     CacheMountOpt, Entitlement, ExecMount, ExecOp, MountType, NetworkMode, Op, SecretMountOpt,
-    SecurityMode, VertexIndex,
+    SecurityMode, SshMountOpt, VertexIndex,
 };
 
 /// The predefined proxy ARGs, which reach RUN without being part of its cache key.
@@ -119,6 +119,7 @@ impl Converter<'_> {
                 cache: None,
                 tmpfs_size: None,
                 secret: None,
+                ssh: None,
             };
             match m.kind {
                 MountType::Cache => {
@@ -142,6 +143,25 @@ impl Converter<'_> {
                         env: m.env.clone(),
                         required: m.required,
                         mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    })
+                }
+                MountType::Ssh => {
+                    // As BuildKit's llb: the N-th ssh mount of the RUN defaults to
+                    // /run/buildkit/ssh_agent.N.
+                    if mount.target.is_empty() {
+                        let n = mounts
+                            .iter()
+                            .filter(|m: &&ExecMount| m.ssh.is_some())
+                            .count();
+                        mount.target = format!("/run/buildkit/ssh_agent.{n}");
+                    }
+                    mount.readonly = false;
+                    mount.ssh = Some(SshMountOpt {
+                        id: m.id.clone(),
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o600),
                         uid: m.uid.unwrap_or(0),
                         gid: m.gid.unwrap_or(0),
                     })
@@ -251,7 +271,13 @@ impl Converter<'_> {
             return Err(ConvertError::at(span, "RUN requires at least one argument"));
         }
         let (network, security) = self.run_modes(run)?;
-        let (env, proxy_env) = self.run_env_split(state);
+        let (mut env, proxy_env) = self.run_env_split(state);
+        // As BuildKit: the first ssh mount is SSH_AUTH_SOCK unless the environment sets it.
+        if let Some(first) = mounts.iter().find(|m| m.ssh.is_some()) {
+            if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={}", first.target));
+            }
+        }
         let op = Op::Exec(ExecOp {
             args: args.clone(),
             env,

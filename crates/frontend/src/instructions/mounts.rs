@@ -53,7 +53,7 @@ pub(crate) fn parse_mount(
                     "cache" => MountType::Cache,
                     "tmpfs" => MountType::Tmpfs,
                     "secret" => MountType::Secret,
-                    "ssh" => return Err("mount type \"ssh\" is not supported yet".to_string()),
+                    "ssh" => MountType::Ssh,
                     _ => return Err(format!("unsupported mount type \"{v}\"")),
                 };
             }
@@ -90,7 +90,9 @@ pub(crate) fn parse_mount(
                     m.readonly = false;
                     ro_auto = false;
                 }
-                "required" if kind == MountType::Secret => m.required = true,
+                "required" if matches!(kind, MountType::Secret | MountType::Ssh) => {
+                    m.required = true
+                }
                 _ => return Err(format!("unexpected key '{key}' in '{field}'")),
             }
             continue;
@@ -111,7 +113,9 @@ pub(crate) fn parse_mount(
                 m.readonly = !parse_bool(&key, &v)?;
                 ro_auto = false;
             }
-            "required" if kind == MountType::Secret => m.required = parse_bool(&key, &v)?,
+            "required" if matches!(kind, MountType::Secret | MountType::Ssh) => {
+                m.required = parse_bool(&key, &v)?
+            }
             "id" => m.id = v,
             "sharing" => {
                 m.sharing = match v.to_ascii_lowercase().as_str() {
@@ -165,18 +169,24 @@ pub(crate) fn parse_mount(
         if m.target.is_empty() && m.env.is_none() {
             m.target = format!("/run/secrets/{}", m.id);
         }
+    } else if kind == MountType::Ssh {
+        // The target defaults to /run/buildkit/ssh_agent.N (N counts the RUN's ssh mounts).
+        if m.id.is_empty() {
+            m.id = "default".to_string();
+        }
     } else if m.target.is_empty() {
         return Err("invalid mount target \"\"".to_string());
     }
-    if matches!(kind, MountType::Tmpfs | MountType::Secret) && m.from.is_some() {
-        return Err(format!(
-            "'from' is not supported for {} mounts",
-            if kind == MountType::Tmpfs {
-                "tmpfs"
-            } else {
-                "secret"
-            }
-        ));
+    if m.from.is_some() {
+        let name = match kind {
+            MountType::Tmpfs => Some("tmpfs"),
+            MountType::Secret => Some("secret"),
+            MountType::Ssh => Some("ssh"),
+            MountType::Bind | MountType::Cache => None,
+        };
+        if let Some(name) = name {
+            return Err(format!("'from' is not supported for {name} mounts"));
+        }
     }
     Ok(m)
 }
@@ -209,6 +219,15 @@ mod tests {
         assert_eq!(t.id, "key");
         let f = p("type=tmpfs,target=/t,size=64m").unwrap();
         assert_eq!(f.size, Some(64 << 20));
+        let h = p("type=ssh").unwrap();
+        assert_eq!(
+            (h.kind, h.id.as_str(), h.target.as_str()),
+            (MountType::Ssh, "default", "")
+        );
+        assert!(!h.required);
+        let h = p("type=ssh,id=gh,target=/a.sock,required,mode=0640,uid=5").unwrap();
+        assert_eq!((h.id.as_str(), h.target.as_str()), ("gh", "/a.sock"));
+        assert_eq!((h.required, h.mode, h.uid), (true, Some(0o640), Some(5)));
         let q = p("\"type=cache\",\"target=/a,b\"").unwrap();
         assert_eq!(q.target, "/a,b");
     }
@@ -280,5 +299,48 @@ mod tests {
         assert_eq!((sopt.id.as_str(), sopt.env.as_deref()), ("s", Some("S")));
         assert_eq!(sopt.mode, 0o400);
         assert!(!sopt.required);
+    }
+
+    #[test]
+    fn ssh_mounts_default_like_buildkit() {
+        use rbuild_llb::Op;
+        let df = crate::parse(
+            "FROM scratch\n\
+             RUN --mount=type=ssh --mount=type=ssh,id=gh,target=/gh.sock,required true\n\
+             ENV SSH_AUTH_SOCK=/mine\n\
+             RUN --mount=type=ssh true\n",
+        )
+        .unwrap();
+        let opts = crate::ConvertOptions {
+            dockerfile_name: "Dockerfile".into(),
+            ..Default::default()
+        };
+        let plan = crate::convert(&df, &opts, &std::collections::HashMap::new()).unwrap();
+        let def = &plan.definition;
+        let last = &def.vertices[plan.target];
+        let first = &def.vertices[last.inputs[0]];
+        let (Op::Exec(a), Op::Exec(b)) = (&first.op, &last.op) else {
+            panic!("not execs")
+        };
+        assert_eq!(a.mounts[0].target, "/run/buildkit/ssh_agent.0");
+        let o = a.mounts[0].ssh.as_ref().unwrap();
+        assert_eq!(
+            (o.id.as_str(), o.required, o.mode),
+            ("default", false, 0o600)
+        );
+        assert_eq!(a.mounts[1].target, "/gh.sock");
+        assert!(a.mounts[1].ssh.as_ref().unwrap().required);
+        assert!(a
+            .env
+            .contains(&"SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0".to_string()));
+        // An SSH_AUTH_SOCK the stage sets wins.
+        assert!(b.env.contains(&"SSH_AUTH_SOCK=/mine".to_string()));
+        assert_eq!(
+            b.env
+                .iter()
+                .filter(|e| e.starts_with("SSH_AUTH_SOCK="))
+                .count(),
+            1
+        );
     }
 }
