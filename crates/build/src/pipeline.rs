@@ -26,12 +26,14 @@ use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::{Limits, Sandbox};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{
-    CacheIndex, CacheKey, Graph, SolveError, SolveOptions, Solver, VertexId, DEFAULT_LOCK_TIMEOUT,
+    CacheIndex, CacheKey, EventKind, Graph, ProgressSink, SolveError, SolveOptions, Solver,
+    VertexId, DEFAULT_LOCK_TIMEOUT,
 };
 use rbuild_worker::{graph_from_definition, Value, WorkVertex, Worker, WorkerError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -217,6 +219,8 @@ struct Pipeline {
     store: Store,
     registry: RegistryClient,
     needed: Vec<String>,
+    /// How many vertices the solve executed (rather than took from the cache).
+    executed: Arc<AtomicUsize>,
     /// Keeps garbage collection off the root while this build runs.
     _lease: crate::gc::BuildLease,
 }
@@ -302,6 +306,7 @@ impl Pipeline {
             store,
             registry,
             needed,
+            executed: Arc::new(AtomicUsize::new(0)),
             _lease: lease,
         })
     }
@@ -406,7 +411,16 @@ impl Pipeline {
             .with_limits(run.limits),
         );
         let (graph, ids) = graph_from_definition(&plan.definition);
-        let solver = Solver::new(worker, Some(index), self.progress.solver_sink());
+        let sink = {
+            let (inner, executed) = (self.progress.solver_sink(), self.executed.clone());
+            ProgressSink::new(move |event| {
+                if matches!(event.kind, EventKind::Done { .. }) {
+                    executed.fetch_add(1, Ordering::Relaxed);
+                }
+                inner.emit(event);
+            })
+        };
+        let solver = Solver::new(worker, Some(index), sink);
         let solve_opts = SolveOptions {
             no_cache: run.no_cache,
             no_cache_vertices: plan.no_cache.iter().map(|&v| ids[v]).collect(),
@@ -584,6 +598,7 @@ impl Pipeline {
             outputs: output_results,
             pushed,
             metadata,
+            executed: self.executed.load(Ordering::Relaxed),
         })
     }
 }

@@ -157,6 +157,9 @@ pub struct BuildResult {
     pub pushed: Option<PushSummary>,
     /// buildx's `--metadata-file` document for this build.
     pub metadata: ImageMetadata,
+    /// How many steps the solve executed; 0 when every step came from the cache (the root then
+    /// grew by no snapshot, so the automatic garbage collection can be skipped).
+    pub executed: usize,
 }
 
 impl BuildResult {

@@ -169,9 +169,14 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     if let Some(path) = &args.metadata_file {
         crate::push::write_metadata(path, &result.metadata)?;
     }
-    let flag = args.gc_keep_storage.clone();
-    let _ =
-        tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref())).await;
+    // The automatic collection runs when the build may have grown the root: a step executed,
+    // or results came from an imported cache (a fully cached build adds no snapshot, and its
+    // image is byte-identical to the one already stored).
+    if result.executed > 0 || !args.cache_from.is_empty() {
+        let flag = args.gc_keep_storage.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref()))
+            .await;
+    }
     Ok(())
 }
 
