@@ -36,6 +36,9 @@ pub enum ImageError {
     /// The store could not be read or written.
     #[error("image store")]
     Store(#[from] StoreError),
+    /// The garbage collector's lock (held while a dangling image is deleted) failed.
+    #[error("locking the root against garbage collection")]
+    Gc(#[source] Box<crate::gc::GcError>),
 }
 
 /// One image of the store: a manifest with the names that point at it.
@@ -84,6 +87,7 @@ pub enum Removal {
 /// The image store of a state root, for queries.
 #[derive(Debug, Clone)]
 pub struct Images {
+    state: StateDir,
     store: Option<Store>,
     sizes: std::sync::Arc<std::sync::Mutex<HashMap<Digest, u64>>>,
 }
@@ -98,6 +102,7 @@ impl Images {
             None
         };
         Ok(Images {
+            state: state.clone(),
             store,
             sizes: Default::default(),
         })
@@ -203,7 +208,15 @@ impl Images {
     /// The image `reference` names: a stored name (`app` means `app:latest`), `NAME@DIGEST`,
     /// a manifest digest, a full image ID or a unique ID prefix (with or without `sha256:`).
     pub fn resolve(&self, reference: &str) -> Result<ImageSummary, ImageError> {
-        let images = self.list()?;
+        let named = self.list()?;
+        if let Some(i) = named
+            .iter()
+            .find(|i| i.names.iter().any(|n| same_name(n, reference)))
+        {
+            return Ok(i.clone());
+        }
+        // IDs and digests also reach dangling images (as `docker rmi <id>` does).
+        let images = self.list_all()?;
         if let Some(i) = images
             .iter()
             .find(|i| i.names.iter().any(|n| same_name(n, reference)))
@@ -261,6 +274,9 @@ impl Images {
             .store
             .as_ref()
             .ok_or_else(|| ImageError::NoSuchImage(reference.to_string()))?;
+        if image.names.is_empty() {
+            return self.remove_dangling(store, &image);
+        }
         let by_name: Vec<String> = image
             .names
             .iter()
@@ -289,6 +305,28 @@ impl Images {
             out.push(Removal::Deleted(image.id().clone()));
         }
         Ok(out)
+    }
+
+    /// Deletes a dangling image: its manifest blob goes (under the garbage collector's lock, so
+    /// no build can be tagging that manifest meanwhile); config and layers are left to the
+    /// collector, which keeps what other images or the build cache still reach.
+    fn remove_dangling(
+        &self,
+        store: &Store,
+        image: &ImageSummary,
+    ) -> Result<Vec<Removal>, ImageError> {
+        let _lock =
+            crate::gc::GcLock::wait(&self.state, None).map_err(|e| ImageError::Gc(Box::new(e)))?;
+        if store
+            .tags()?
+            .iter()
+            .any(|t| t.descriptor.digest == *image.digest())
+        {
+            // A build named it while we waited: it is no longer dangling.
+            return Err(ImageError::NoSuchImage(image.id().to_string()));
+        }
+        store.remove_blob(image.digest())?;
+        Ok(vec![Removal::Deleted(image.id().clone())])
     }
 
     /// The uncompressed size of one layer blob (cached for this handle).

@@ -524,3 +524,34 @@ fn images_all_shows_dangling_images_until_prune() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0][..2], ["app".to_string(), "1".to_string()]);
 }
+
+#[test]
+fn rmi_deletes_a_dangling_image_by_id() {
+    if !need_root() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    build_app(root.path(), "app:1", "one");
+    let old = inspect(root.path(), "app:1")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    build_app(root.path(), "app:1", "two");
+    let ids = |args: &[&str]| {
+        let out = run(root.path(), args);
+        assert_ok(&out);
+        stdout(&out)
+    };
+    assert!(ids(&["images", "-a", "-q", "--no-trunc"]).contains(&old));
+    // The old build is dangling now; its ID prefix names it, as in docker.
+    let hex = old.strip_prefix("sha256:").unwrap();
+    let out = run(root.path(), &["rmi", &hex[..12]]);
+    assert_ok(&out);
+    assert_eq!(stdout(&out), format!("Deleted: {old}\n"));
+    assert!(!ids(&["images", "-a", "-q", "--no-trunc"]).contains(&old));
+    // The tagged image is untouched and still builds from the cache.
+    assert_eq!(ids(&["images", "-q"]).lines().count(), 1);
+    let again = run(root.path(), &["rmi", &hex[..12]]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(stderr(&again).contains("No such image"), "{}", stderr(&again));
+}

@@ -125,13 +125,16 @@ fn wait_reported(
 }
 
 /// The exclusive lock of a collection.
-struct GcLock {
+pub(crate) struct GcLock {
     _file: File,
 }
 
 impl GcLock {
     /// Waits for running builds to end (reported), then holds the root.
-    fn wait(state: &StateDir, reporter: Option<&WaitReporter>) -> Result<GcLock, GcError> {
+    pub(crate) fn wait(
+        state: &StateDir,
+        reporter: Option<&WaitReporter>,
+    ) -> Result<GcLock, GcError> {
         let file = open_lock(state)?;
         let path = state.root().join("gc.lock");
         lock_exclusive(&file, &path, state.root(), reporter).map_err(io_err("lock", &path))?;
