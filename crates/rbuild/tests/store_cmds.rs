@@ -553,5 +553,9 @@ fn rmi_deletes_a_dangling_image_by_id() {
     assert_eq!(ids(&["images", "-q"]).lines().count(), 1);
     let again = run(root.path(), &["rmi", &hex[..12]]);
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
-    assert!(stderr(&again).contains("No such image"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("No such image"),
+        "{}",
+        stderr(&again)
+    );
 }
