@@ -102,6 +102,11 @@ impl StateDir {
     pub fn has_store(&self) -> bool {
         self.store().join("index.json").exists()
     }
+
+    /// The root's optional settings file, `config.json` (e.g. `{"gc": {"keepStorage": "5GB"}}`).
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
 }
 
 #[cfg(test)]

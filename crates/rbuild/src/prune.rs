@@ -180,8 +180,19 @@ fn ago(unix: u64) -> String {
 /// After a successful build: the automatic collection under `--gc-keep-storage` /
 /// `RBUILD_GC_KEEP_STORAGE` (default: BuildKit's budget). Failures are warnings.
 pub fn auto_gc(state: &StateDir, flag: Option<&str>) {
+    // The flag wins over the environment, which wins over the root's config.json.
     let env = std::env::var(gc::KEEP_STORAGE_ENV).ok();
-    let value = flag.or(env.as_deref());
+    let configured = match (flag, &env) {
+        (None, None) => match gc::configured_keep_storage(state) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("warning: ignoring the garbage collection settings of {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let value = flag.or(env.as_deref()).or(configured.as_deref());
     let budget = match gc::keep_storage_budget(state, value) {
         Ok(Some(b)) => b,
         Ok(None) => return,

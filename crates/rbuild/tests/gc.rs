@@ -446,3 +446,72 @@ fn keep_storage_drops_the_least_recently_used_first() {
     assert!(cached(&variants[2]));
     assert!(!cached(&variants[0]));
 }
+
+#[test]
+fn the_roots_config_file_sets_the_budget_and_flag_and_env_win() {
+    if !root_only() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("config.json"),
+        r#"{"gc": {"keepStorage": "20MB"}}"#,
+    )
+    .unwrap();
+    let budget = 20 * 1024 * 1024;
+    let one_build = 12 * MB;
+    let quiet_build = |ctx: &Path, extra: &[&str], env: Option<&str>| {
+        let mut cmd = rbuild_at(root.path());
+        cmd.env_remove("RBUILD_GC_KEEP_STORAGE");
+        if let Some(v) = env {
+            cmd.env("RBUILD_GC_KEEP_STORAGE", v);
+        }
+        let out = cmd
+            .args(["build", "--progress=plain", "-t", "cfg/app:1"])
+            .args(extra)
+            .arg(ctx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    for i in 0..8 {
+        let ctx = context(200 + i, 5 * MB as usize);
+        quiet_build(ctx.path(), &[], None);
+        let now = used(root.path());
+        assert!(
+            now <= budget + one_build,
+            "after build {i} the root holds {now} bytes (config.json budget {budget})"
+        );
+    }
+    // The environment wins over the file, and the flag over both: with `off`, nothing goes.
+    let before = used(root.path());
+    for i in 300..303 {
+        let ctx = context(i, 5 * MB as usize);
+        quiet_build(ctx.path(), &[], Some("off"));
+    }
+    let grown = used(root.path());
+    assert!(grown > before + 10 * MB, "env off kept everything");
+    for i in 400..402 {
+        let ctx = context(i, 5 * MB as usize);
+        quiet_build(ctx.path(), &["--gc-keep-storage", "off"], Some("20MB"));
+    }
+    assert!(
+        used(root.path()) > grown + 8 * MB,
+        "flag off kept everything"
+    );
+    // A malformed file is a warning naming it; the build itself succeeds.
+    std::fs::write(root.path().join("config.json"), "{not json").unwrap();
+    let ctx = context(500, MB as usize);
+    let out = quiet_build(ctx.path(), &[], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ignoring the garbage collection settings of")
+            && err.contains("config.json"),
+        "{err}"
+    );
+}

@@ -451,6 +451,29 @@ pub fn keep_storage_budget(state: &StateDir, value: Option<&str>) -> Result<Opti
     }
 }
 
+/// The automatic collection's budget from the root's settings file ([`StateDir::config_file`]:
+/// `{"gc": {"keepStorage": "20GB"}}`, `"off"` or `"0"` disables), when the file sets one. A
+/// missing file is no setting; an unreadable or malformed one is an error naming the file.
+pub fn configured_keep_storage(state: &StateDir) -> Result<Option<String>, String> {
+    let path = state.config_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    match &config["gc"]["keepStorage"] {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(s) => Ok(Some(s.clone())),
+        serde_json::Value::Number(n) => Ok(Some(n.to_string())),
+        other => Err(format!(
+            "{}: gc.keepStorage must be a size such as \"20GB\", not {other}",
+            path.display()
+        )),
+    }
+}
+
 /// BuildKit's default budget for `root` (10% of its filesystem, at most 20 GB).
 pub fn default_keep_storage(root: &Path) -> u64 {
     let probe = root
