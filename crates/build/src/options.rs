@@ -15,27 +15,12 @@ pub(crate) fn source_date_epoch(
     }
 }
 
-/// Formats Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`). Hand-written: no crate in
-/// the dependency tree formats RFC 3339 (`humantime` and `httpdate` are not in `Cargo.lock`).
+/// Formats Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`). Hand-written over the one
+/// civil-date conversion of [`crate::images::civil_from_unix`]: no crate in the dependency tree
+/// formats RFC 3339 (`humantime` is not in `Cargo.lock`, `httpdate` writes HTTP dates).
 pub(crate) fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (year, month, day, hour, minute, second) = crate::images::civil_from_unix(secs);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
 #[cfg(test)]

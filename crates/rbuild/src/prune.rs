@@ -30,30 +30,7 @@ pub struct PruneArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DuArgs {}
 
-/// Sizes as docker prints them (`units.HumanSize`: decimal units, 4 significant digits).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let digits = if value >= 100.0 {
-        1
-    } else if value >= 10.0 {
-        2
-    } else {
-        3
-    };
-    let text = format!("{value:.digits$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    };
-    format!("{text}{}", UNITS[unit])
-}
+use crate::table::human_size4 as human_size;
 
 fn wait_reporter() -> rbuild_oci::lock::WaitReporter {
     rbuild_oci::lock::WaitReporter::new(|w| match w.holder {

@@ -50,8 +50,20 @@ pub fn print(text: &str) -> Result<(), Report> {
     }
 }
 
-/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits (`7.34MB`).
+/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits (`7.34MB`),
+/// as `docker images` prints sizes.
 pub fn human_size(size: u64) -> String {
+    human_size_with_precision(size, 3)
+}
+
+/// go-units `HumanSize`: 4 significant digits (`12.35MB`), as `docker builder prune` and
+/// `docker system df` print sizes.
+pub fn human_size4(size: u64) -> String {
+    human_size_with_precision(size, 4)
+}
+
+/// go-units `HumanSizeWithPrecision(size, precision)`: decimal units, `%.{precision}g`.
+fn human_size_with_precision(size: u64, precision: i32) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut v = size as f64;
     let mut unit = 0;
@@ -59,24 +71,26 @@ pub fn human_size(size: u64) -> String {
         v /= 1000.0;
         unit += 1;
     }
-    format!("{}{}", format_g3(v), UNITS[unit])
+    format!("{}{}", format_g(v, precision), UNITS[unit])
 }
 
-/// Go's `%.3g` for a non-negative number below 1000 (as go-units leaves it).
-fn format_g3(v: f64) -> String {
+/// Go's `%.{precision}g` for a non-negative number below 1000 (as go-units leaves it).
+fn format_g(v: f64, precision: i32) -> String {
     if v == 0.0 {
         return "0".into();
     }
-    // Round to 3 significant digits first: that decides the exponent (999.9 -> 1e+03).
+    // Round to `precision` significant digits first: that decides the exponent
+    // (999.9 -> 1e+03 at 3 digits).
     let exp = v.log10().floor() as i32;
-    let scale = 10f64.powi(2 - exp);
+    let scale = 10f64.powi(precision - 1 - exp);
     let rounded = (v * scale).round() / scale;
     let exp = rounded.log10().floor() as i32;
-    if exp >= 3 {
+    if exp >= precision {
         let mantissa = rounded / 10f64.powi(exp);
-        return format!("{}e+{:02}", trim(format!("{:.2}", mantissa)), exp);
+        let decimals = (precision - 1) as usize;
+        return format!("{}e+{:02}", trim(format!("{mantissa:.decimals$}")), exp);
     }
-    let decimals = (2 - exp).max(0) as usize;
+    let decimals = (precision - 1 - exp).max(0) as usize;
     trim(format!("{rounded:.decimals$}"))
 }
 
