@@ -85,7 +85,8 @@ pub(crate) fn estimate_total(store: &Store, snapshotter: &Snapshotter) -> Result
     Ok(total)
 }
 
-/// A snapshot's size from its label, else measured (and remembered in the label).
+/// A snapshot's size: an older build's label, else measured once and remembered by the
+/// snapshotter (0 when unreadable: a collection removes it once nothing reaches it).
 fn snapshot_size(
     snapshotter: &Snapshotter,
     id: &SnapshotId,
@@ -94,14 +95,7 @@ fn snapshot_size(
     if let Some(size) = labels.get(SIZE_LABEL).and_then(|v| v.parse().ok()) {
         return size;
     }
-    match snapshotter.disk_usage(id) {
-        Ok(size) => {
-            let _ = snapshotter.set_label(id, SIZE_LABEL, &size.to_string());
-            size
-        }
-        // Unreadable: counted as empty (a collection removes it once nothing reaches it).
-        Err(_) => 0,
-    }
+    snapshotter.measured_size(id).unwrap_or(0)
 }
 
 impl Model {
