@@ -450,13 +450,30 @@ pub(crate) fn excerpt(file_name: &str, source: &str, start: usize, end: usize) -
     out
 }
 
-/// Runs `f` on the blocking pool.
+/// Runs blocking work (file I/O, hashing) off the tokio workers, for the pipeline's errors.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BuildError> + Send + 'static,
 ) -> Result<T, BuildError> {
+    blocking_with(f).await
+}
+
+/// [`blocking`] for any error type: a task that panicked or was cancelled becomes the error
+/// type's `From<TaskFailed>`.
+pub(crate) async fn blocking_with<T: Send + 'static, E: From<TaskFailed> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BuildError::Task(e.to_string()))?
+        .map_err(|e| E::from(TaskFailed(e.to_string())))?
+}
+
+/// A blocking task that did not finish (it panicked or was cancelled), with the runtime's words.
+pub(crate) struct TaskFailed(pub(crate) String);
+
+impl From<TaskFailed> for BuildError {
+    fn from(e: TaskFailed) -> Self {
+        BuildError::Task(e.0)
+    }
 }
 
 #[cfg(test)]

@@ -230,7 +230,7 @@ pub async fn import_image(
     let mut config = change_config(&request.changes, &created)?;
     let source_name = request.source.name();
     let root = state.store();
-    let store = blocking_import(move || {
+    let store = crate::error::blocking_with::<_, ImportError>(move || {
         std::fs::create_dir_all(&root).map_err(|error| ImportError::StateDir {
             path: root.clone(),
             error,
@@ -254,7 +254,7 @@ pub async fn import_image(
         ImportSource::Stdin => (None, None),
     };
     let (store2, what) = (store.clone(), source_name.clone());
-    let (layer, diff_id) = blocking_import(move || {
+    let (layer, diff_id) = crate::error::blocking_with::<_, ImportError>(move || {
         let reader: Box<dyn Read> = match &path {
             Some(p) => Box::new(std::fs::File::open(p).map_err(|error| ImportError::Read {
                 source_name: what.clone(),
@@ -283,7 +283,7 @@ pub async fn import_image(
         empty_layer: false,
     }];
     let tag = name.clone();
-    let (descriptor, manifest) = blocking_import(move || {
+    let (descriptor, manifest) = crate::error::blocking_with::<_, ImportError>(move || {
         let (desc, manifest) = store.write_image(&config, vec![layer])?;
         store.set_tag(&tag, &desc)?;
         Ok((desc, manifest))
@@ -305,12 +305,10 @@ impl Drop for TempFile {
     }
 }
 
-async fn blocking_import<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ImportError> + Send + 'static,
-) -> Result<T, ImportError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ImportError::Task(e.to_string()))?
+impl From<crate::error::TaskFailed> for ImportError {
+    fn from(e: crate::error::TaskFailed) -> Self {
+        ImportError::Task(e.0)
+    }
 }
 
 /// Stores the tarball as a gzip layer blob (as given when already gzip, else compressed) and
@@ -370,10 +368,7 @@ fn store_layer(
 /// Reads `reader` to its end as a tar archive (at least one entry) and returns the digest of
 /// all its bytes.
 fn hash_tar(reader: &mut dyn Read, what: &str) -> Result<Digest, ImportError> {
-    let mut hashed = HashingReader {
-        inner: reader,
-        hasher: rbuild_oci::Sha256Writer::new(std::io::sink()),
-    };
+    let mut hashed = rbuild_oci::Sha256Reader::new(reader);
     {
         let mut archive = tar::Archive::new(&mut hashed);
         let mut count = 0usize;
@@ -394,7 +389,7 @@ fn hash_tar(reader: &mut dyn Read, what: &str) -> Result<Digest, ImportError> {
         source_name: what.to_string(),
         error,
     })?;
-    Ok(hashed.hasher.finish().0)
+    Ok(hashed.finish().0)
 }
 
 /// A tar reading error; its text is kept only past the first entry (before it, the reader's
@@ -422,20 +417,6 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         if n > 0 {
             self.out.write_all(&buf[..n])?;
         }
-        Ok(n)
-    }
-}
-
-/// Hashes what is read from `inner`.
-struct HashingReader<R> {
-    inner: R,
-    hasher: rbuild_oci::Sha256Writer<std::io::Sink>,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.write_all(&buf[..n])?;
         Ok(n)
     }
 }

@@ -178,9 +178,58 @@ impl<W: Write> Write for Sha256Writer<W> {
     }
 }
 
+/// A reader that hashes everything read through it and counts the bytes (e.g. a layer's diff
+/// ID while it is unpacked or stored).
+pub struct Sha256Reader<R> {
+    inner: R,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: std::io::Read> Sha256Reader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Sha256Reader {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// Returns the digest of all bytes read and the byte count.
+    pub fn finish(self) -> (Digest, u64) {
+        let hex = hex::encode(self.hasher.finalize());
+        (Digest { hex }, self.len)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reader_and_the_writer_hash_alike() {
+        use std::io::{Read, Write};
+        let data = b"hello layer";
+        let mut reader = Sha256Reader::new(&data[..]);
+        let mut sink = Vec::new();
+        reader.read_to_end(&mut sink).unwrap();
+        let mut writer = Sha256Writer::new(Vec::new());
+        writer.write_all(data).unwrap();
+        let (read_digest, read_len) = reader.finish();
+        let (written_digest, written_len, _) = writer.finish();
+        assert_eq!((read_digest, read_len), (written_digest, written_len));
+        assert_eq!(read_len, data.len() as u64);
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -14,7 +14,7 @@ mod reach;
 mod store;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
-pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Writer};
+pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Reader, Sha256Writer};
 pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};

@@ -3,25 +3,13 @@
 //! never recompresses base layers.
 
 use crate::WorkerError;
-use rbuild_oci::{Descriptor, DiffId, Digest, Layer, MediaType, Store, LAYER_LABEL_GZIP};
+use rbuild_oci::{
+    Descriptor, DiffId, Digest, Layer, MediaType, Sha256Reader, Store, LAYER_LABEL_GZIP,
+};
 use rbuild_registry::{Reference, RegistryClient};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::CacheIndex;
-use sha2::{Digest as _, Sha256};
 use std::io::{self, Read};
-
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
 
 /// Makes sure the image is unpacked and returns its top snapshot (None for an image without layers).
 pub async fn unpack_image(
@@ -129,14 +117,10 @@ pub(crate) async fn unpack_layer(
                 )))
             }
         };
-        let mut reader = HashingReader {
-            inner: decompressed,
-            hasher: Sha256::new(),
-        };
+        let mut reader = Sha256Reader::new(decompressed);
         let id = snapshotter.apply_layer(parent.as_ref(), &mut reader)?;
         io::copy(&mut reader, &mut io::sink()).map_err(|e| err(e.to_string()))?;
-        let actual = Digest::from_hex(&hex::encode(reader.hasher.finalize()))
-            .map_err(|e| err(e.to_string()))?;
+        let (actual, _) = reader.finish();
         if actual != diff_id.0 {
             let _ = snapshotter.remove(&id);
             return Err(err(format!(
