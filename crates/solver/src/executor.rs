@@ -1,6 +1,6 @@
 //! The trait the worker implements.
 
-use crate::{CacheKey, ExecContext, KeyInput};
+use crate::{CacheKey, ContentDigest, ExecContext, KeyInput};
 use std::future::Future;
 
 /// The ops of one build, implemented by the worker.
@@ -26,6 +26,26 @@ pub trait Executor: Send + Sync + 'static {
         vertex: &Self::Vertex,
         inputs: &[CacheKey],
     ) -> impl Future<Output = Result<KeyInput, Self::Error>> + Send;
+
+    /// The inputs (indexes into the vertex's inputs) that count by content rather than by key:
+    /// their slot in the vertex's key is [`CacheKey::content_input`] of
+    /// [`Executor::content_digest`], computed once the input is resolved (a cache hit or an
+    /// execution), so an input rebuilt to the same content leaves the vertex's key unchanged
+    /// (`COPY --from`, `RUN --mount=type=bind,from=`). Default: none.
+    fn content_inputs(&self, vertex: &Self::Vertex) -> Vec<usize> {
+        let _ = vertex;
+        Vec::new()
+    }
+
+    /// The digest of what `vertex` reads from its content-keyed input `input` (one of
+    /// [`Executor::content_inputs`]), whose resolved value is `value`. Called only for those
+    /// inputs; it must cover everything the vertex's result can depend on in that input.
+    fn content_digest(
+        &self,
+        vertex: &Self::Vertex,
+        input: usize,
+        value: &Self::Value,
+    ) -> impl Future<Output = Result<ContentDigest, Self::Error>> + Send;
 
     /// Runs the vertex on its inputs' values (in input order).
     fn exec(

@@ -13,6 +13,9 @@ pub const KEY_VERSION: u32 = rbuild_oci::cache::KEY_VERSION;
 /// The domain separator at the start of every key's hash input.
 const KEY_DOMAIN: &[u8] = b"rbuild-cache-key";
 
+/// The domain separator of a content-keyed input's slot ([`CacheKey::content_input`]).
+const CONTENT_INPUT_DOMAIN: &[u8] = b"rbuild-content-input";
+
 /// One content digest a key depends on (e.g. the checksum of the build-context files a COPY
 /// reads, or of a downloaded file).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +83,15 @@ impl CacheKey {
         parts.extend(inputs.iter().map(|k| &k.0[..]));
         parts.extend(input.content.iter().map(|c| &c.digest[..]));
         CacheKey::from_parts(&parts)
+    }
+
+    /// The slot of a content-keyed input in its dependent's key (in place of the input's own
+    /// key; see [`Executor::content_inputs`](crate::Executor::content_inputs)):
+    /// [`CacheKey::from_parts`] over the domain `rbuild-content-input`, the version (u32 LE)
+    /// and the digest of what the dependent reads from the input.
+    pub fn content_input(content: &ContentDigest) -> CacheKey {
+        let version = KEY_VERSION.to_le_bytes();
+        CacheKey::from_parts(&[CONTENT_INPUT_DOMAIN, &version[..], &content.digest[..]])
     }
 
     /// blake3 over `parts`, unambiguously framed: the number of parts, then each part preceded

@@ -1,11 +1,12 @@
 //! The scheduler.
 
-use crate::explain;
+mod keys;
+
 use crate::graph::Node;
 use crate::progress::{event, Gate};
 use crate::{
-    CacheError, CacheIndex, CacheKey, Event, EventKind, ExecContext, Executor, Graph, KeyInput,
-    ProgressSink, VertexId,
+    CacheError, CacheIndex, CacheKey, ContentDigest, Event, EventKind, ExecContext, Executor,
+    Graph, KeyInput, ProgressSink, VertexId,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -161,6 +162,12 @@ impl<E: Executor> Solver<E> {
             tasks: JoinSet::new(),
             keys: HashMap::new(),
             key_inputs: HashMap::new(),
+            slots: HashMap::new(),
+            key_waiting: HashMap::new(),
+            key_dependents: HashMap::new(),
+            pending: HashMap::new(),
+            recorded: HashSet::new(),
+            targets_requested: false,
             why: HashMap::new(),
             entries: HashMap::new(),
             requested: Vec::new(),
@@ -239,8 +246,25 @@ struct Entry<V> {
     state: State<V>,
 }
 
+/// A vertex whose key waits for the content of some of its inputs.
+struct Pending {
+    /// The key over the inputs' own keys: the link to the content-based key.
+    def_key: CacheKey,
+    /// The content-keyed inputs (indexes).
+    content: Vec<usize>,
+    /// Its content inputs were requested (the link missed or is not read).
+    resolving: bool,
+    /// The content digests are being computed.
+    spawned: bool,
+}
+
 enum Msg<V, Err> {
-    Key(VertexId, Result<(CacheKey, KeyInput), Err>, Duration),
+    /// The executor's key input and content-keyed inputs of a vertex.
+    Key(VertexId, Result<(KeyInput, Vec<usize>), Err>, Duration),
+    /// The content slots a link records for a pending vertex (`None`: no usable link).
+    Link(VertexId, Option<Vec<CacheKey>>),
+    /// The content digests of a pending vertex's content inputs.
+    Content(VertexId, Result<Vec<ContentDigest>, Err>, Duration),
     Lookup(CacheKey, Result<Option<V>, CacheError>),
     Exec {
         key: CacheKey,
@@ -267,6 +291,18 @@ struct Driver<'g, E: Executor> {
     keys: HashMap<VertexId, CacheKey>,
     /// What each key was made of (for key records and miss explanations).
     key_inputs: HashMap<VertexId, KeyInput>,
+    /// The input keys each key was computed over (content-keyed inputs' slots replaced).
+    slots: HashMap<VertexId, Vec<CacheKey>>,
+    /// Per vertex, how many of its inputs have no key yet.
+    key_waiting: HashMap<VertexId, usize>,
+    /// Per vertex, the vertices that take it as an input (once per occurrence).
+    key_dependents: HashMap<VertexId, Vec<VertexId>>,
+    /// Vertices whose key waits for content-keyed inputs.
+    pending: HashMap<VertexId, Pending>,
+    /// Vertices whose key record was written this solve.
+    recorded: HashSet<VertexId>,
+    /// Every key is known and the targets were requested.
+    targets_requested: bool,
     /// Why each vertex would miss, against its last key record.
     why: HashMap<VertexId, String>,
     entries: HashMap<CacheKey, Entry<E::Value>>,
@@ -351,21 +387,33 @@ impl<'g, E: Executor> Driver<'g, E> {
     }
 
     async fn run(&mut self, order: &[VertexId], targets: &[VertexId]) -> Res<E, Vec<E::Value>> {
-        self.compute_keys(order).await?;
-
-        let mut work: Vec<(VertexId, Option<CacheKey>)> =
-            targets.iter().rev().map(|&t| (t, None)).collect();
-        self.request_all(&mut work)?;
+        self.start_keys(order)?;
+        let mut work: Vec<(VertexId, Option<CacheKey>)> = Vec::new();
         loop {
-            if let Some(values) = self.target_values(targets)? {
-                return Ok(values);
+            if !self.targets_requested && self.keys.len() == order.len() {
+                // Every key is known: look the targets up, top down (lazy hits).
+                self.remember_known(order).await;
+                self.targets_requested = true;
+                work.extend(targets.iter().rev().map(|&t| (t, None)));
+                self.request_all(&mut work)?;
+            }
+            if self.targets_requested {
+                if let Some(values) = self.target_values(targets)? {
+                    return Ok(values);
+                }
             }
             let Some(msg) = self.next().await? else {
                 // Nothing runs and the targets are not done: a key waits on itself.
                 return Err(SolveError::Cycle);
             };
             match msg {
-                Msg::Key(..) | Msg::NotStarted => {}
+                Msg::NotStarted => {}
+                Msg::Key(v, result, elapsed) => {
+                    self.key_input_ready(v, result, elapsed, order, &mut work)
+                        .await?
+                }
+                Msg::Link(v, slots) => self.link_found(v, slots, order, &mut work).await?,
+                Msg::Content(v, result, elapsed) => self.content_ready(v, result, elapsed)?,
                 Msg::Lookup(key, Ok(Some(value))) => self.finish_key(key, value, None)?,
                 Msg::Lookup(key, Ok(None)) => self.expand(key, &mut work)?,
                 Msg::Lookup(key, Err(e)) => {
@@ -395,102 +443,8 @@ impl<'g, E: Executor> Driver<'g, E> {
                 },
             }
             self.request_all(&mut work)?;
+            self.spawn_ready_content()?;
         }
-    }
-
-    /// Phase 1: the cache key of every needed vertex, inputs first, concurrently.
-    async fn compute_keys(&mut self, order: &[VertexId]) -> Res<E, ()> {
-        let mut remaining: HashMap<VertexId, usize> = HashMap::new();
-        let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
-        for &v in order {
-            let inputs = self.graph.inputs(v);
-            remaining.insert(v, inputs.len());
-            for &u in inputs {
-                dependents.entry(u).or_default().push(v);
-            }
-        }
-        for &v in order {
-            if remaining[&v] == 0 {
-                self.spawn_key(v)?;
-            }
-        }
-        while self.keys.len() < order.len() {
-            let Some(msg) = self.next().await? else {
-                return Err(SolveError::Cycle);
-            };
-            let Msg::Key(v, result, elapsed) = msg else {
-                continue;
-            };
-            match result {
-                Ok((key, input)) => {
-                    debug!(
-                        vertex = self.graph.name(v),
-                        key = %key,
-                        key_time = ?elapsed,
-                        "cache key"
-                    );
-                    self.keys.insert(v, key);
-                    self.key_inputs.insert(v, input);
-                    for &d in dependents.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
-                        if let Some(r) = remaining.get_mut(&d) {
-                            *r -= 1;
-                            if *r == 0 {
-                                self.spawn_key(d)?;
-                            }
-                        }
-                    }
-                }
-                Err(source) => {
-                    let message = source.to_string();
-                    self.emit(
-                        v,
-                        EventKind::Error {
-                            message,
-                            duration: Duration::ZERO,
-                        },
-                    );
-                    return Err(SolveError::CacheKey {
-                        vertex: v,
-                        name: self.graph.name(v).to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        self.remember_keys(order).await;
-        Ok(())
-    }
-
-    /// Records every needed vertex's key and components under its name and, when debug logs
-    /// are on, notes why each would miss (see [`explain`]).
-    async fn remember_keys(&mut self, order: &[VertexId]) {
-        if let Some(index) = self.index.clone() {
-            self.why =
-                explain::remember_keys(index, self.graph, order, &self.keys, &self.key_inputs)
-                    .await;
-        }
-    }
-
-    fn spawn_key(&mut self, v: VertexId) -> Res<E, ()> {
-        let node = self.node(v)?;
-        let inputs = node
-            .inputs
-            .iter()
-            .map(|&u| self.key(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        let vertex = node.vertex.clone();
-        let executor = self.executor.clone();
-        let slots = self.key_slots.clone();
-        self.tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let start = Instant::now();
-            let result = executor
-                .cache_key(&vertex, &inputs)
-                .await
-                .map(|input| (CacheKey::compute(&input, &inputs), input));
-            Msg::Key(v, result, start.elapsed())
-        });
-        Ok(())
     }
 
     /// Processes requests: `(vertex, key of the vertex that needs it as an input)`.
