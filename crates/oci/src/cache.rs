@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// re-exported as `rbuild_solver::KEY_VERSION`. A cache config records the version its keys
 /// were computed with ([`CacheConfig::key_version`]); an importer ignores records of another
 /// version (they could never match).
-pub const KEY_VERSION: u32 = 2;
+pub const KEY_VERSION: u32 = 3;
 
 /// Media type of the cache config blob.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";

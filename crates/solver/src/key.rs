@@ -137,7 +137,7 @@ mod tests {
     /// [`KEY_VERSION`] (and with it the index file name and exported caches).
     #[test]
     fn the_key_formula_is_pinned() {
-        assert_eq!(KEY_VERSION, 2);
+        assert_eq!(KEY_VERSION, 3);
         assert_eq!(crate::INDEX_FILE_NAME, format!("cache-v{KEY_VERSION}.redb"));
         let source = CacheKey::compute(&KeyInput::op(b"source".to_vec()), &[]);
         let content = ContentDigest {
@@ -151,12 +151,18 @@ mod tests {
         let copied = CacheKey::compute(&copy, &[source, source]);
         assert_eq!(
             source.hex(),
-            "5cb36be49ce1222211debba8cac297b71d1d9800253bf15b18e49c5beb0777df"
+            "57efce1f89d445d4108f5c74c161beab01dee93cab87255fda3e847e02ab454a"
         );
         assert_eq!(
             copied.hex(),
-            "3bf8482ae9e6789621e4da3697907cde0a69c6ebb44086d61f0b33f0613b110a"
+            "4c03061121a6cf55e9901e8be6a3f485d5789308221c4543d6ada6c3a82f2ca4"
         );
+        // A content-keyed input's slot: the content digest under its own domain.
+        assert_eq!(
+            CacheKey::content_input(&content).hex(),
+            "1c340e9d3b18c7c14f5d383d5e794c3a713dd5cc444430874b0682eb2ed854b0"
+        );
+        assert_ne!(CacheKey::content_input(&content), source);
         // The label is not keyed; the digest, the inputs and their order are.
         let relabelled = KeyInput {
             content: vec![ContentDigest {
