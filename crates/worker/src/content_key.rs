@@ -2,7 +2,7 @@
 //! of exactly what the op reads from a filesystem input, computed after that input is resolved
 //! (BuildKit's content-based cache keys), so a stage rebuilt to the same bytes leaves everything
 //! after it cached. Digests are memoised per (immutable snapshot, selection) in the cache index
-//! ([`CONTENT_SELECTIONS`]), so a result is read once, however many builds use it.
+//! (table `content-selection-v1`), so a result is read once, however many builds use it.
 //!
 //! # Format (part of cache key version 3)
 //!
