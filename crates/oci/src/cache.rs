@@ -33,6 +33,15 @@ pub struct CacheConfig {
     /// The cached results.
     #[serde(rename = "rbuild.cache.records")]
     pub records: Vec<CacheRecord>,
+    /// Content links of the solve that exported the cache (absent: none): for a vertex keyed
+    /// by the content of some inputs (`COPY --from`), its key over the inputs' own keys -> the
+    /// content slots, so an importer derives the content keys without building those inputs.
+    #[serde(
+        rename = "rbuild.cache.links",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub links: Vec<CacheLink>,
     /// The [`KEY_VERSION`] of the records' keys (1 when absent: caches written before keys
     /// were versioned).
     #[serde(rename = "rbuild.cache.keyVersion", default = "legacy_key_version")]
@@ -50,6 +59,7 @@ impl Default for CacheConfig {
             os: String::new(),
             layers: Vec::new(),
             records: Vec::new(),
+            links: Vec::new(),
             key_version: KEY_VERSION,
         }
     }
@@ -76,4 +86,13 @@ pub struct CacheRecord {
     /// The result's filesystem as a layer chain, bottom first (indexes into the layers); empty
     /// for an empty filesystem (scratch).
     pub chain: Vec<usize>,
+}
+
+/// One content link ([`CacheConfig::links`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheLink {
+    /// The vertex's key over its inputs' own keys, 64 hex digits.
+    pub definition: String,
+    /// The slot keys of its content-keyed inputs, in input order, 64 hex digits each.
+    pub content: Vec<String>,
 }

@@ -151,3 +151,49 @@ fn an_identical_stage_output_leaves_what_follows_cached_and_a_changed_one_reruns
         "ran after --no-cache-filter: {ran_after:?}"
     );
 }
+
+/// The image manifest digest tagged `tag` under `root`.
+fn image_digest(root: &Path, tag: &str) -> String {
+    let store = rbuild_oci::Store::open(root).unwrap();
+    let desc = store.resolve_tag(tag).unwrap().expect("tagged image");
+    desc.digest.to_string()
+}
+
+#[test]
+fn an_exported_cache_carries_the_content_keys() {
+    let Some(env) = env() else { return };
+    let ctx = context();
+    let dir = tempfile::tempdir().unwrap();
+    let (root_a, cache) = (dir.path().join("a"), dir.path().join("cache"));
+    let epoch = "SOURCE_DATE_EPOCH=1700000000";
+    for (mode, root_b) in [("max", dir.path().join("b")), ("min", dir.path().join("c"))] {
+        let to = format!("type=local,dest={}-{mode},mode={mode}", cache.display());
+        let out = build(
+            &root_a,
+            ctx.path(),
+            &env.base,
+            &["--build-arg", epoch, "-t", "cut:a", "--cache-to", &to],
+        );
+        assert_ok(&out);
+        // Machine B: a fresh root imports the cache; the final step is found under the
+        // content-derived key A's solve used.
+        let from = format!("type=local,src={}-{mode}", cache.display());
+        let out = build(
+            &root_b,
+            ctx.path(),
+            &env.base,
+            &["--build-arg", epoch, "-t", "cut:b", "--cache-from", &from],
+        );
+        assert_ok(&out);
+        // The cache carries A's content links too, so in either mode B derives the final
+        // step's key without building the builder stage: nothing runs.
+        let (ran_b, cached_b) = ran_and_cached(&out);
+        assert!(ran_b.iter().all(|n| !n.contains("RUN") && !n.contains("COPY")), "mode={mode}: ran on B: {ran_b:?}");
+        assert!(ran(&cached_b, FINAL_RUN), "mode={mode}: cached on B: {cached_b:?}");
+        assert_eq!(
+            image_digest(&root_a, "cut:a"),
+            image_digest(&root_b, "cut:b"),
+            "mode={mode}: B built another image"
+        );
+    }
+}

@@ -70,6 +70,16 @@ pub trait Executor: Send + Sync + 'static {
         None
     }
 
+    /// Consulted (on the blocking pool) when the cache index has no content link for the
+    /// definition key of a vertex with content-keyed inputs (its key over the inputs' own
+    /// keys): e.g. an imported build cache that carries the exporting solve's links. Returns the
+    /// slot keys of its content-keyed inputs, in input order; `None` (the default) resolves
+    /// the inputs and digests their content.
+    fn link_fallback(&self, definition: &CacheKey) -> Option<Vec<CacheKey>> {
+        let _ = definition;
+        None
+    }
+
     /// False for vertices that must not be read from the cache index (the default is true).
     /// Their results are still written to it.
     fn cacheable(&self, vertex: &Self::Vertex) -> bool {

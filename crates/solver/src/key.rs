@@ -52,6 +52,19 @@ impl KeyInput {
     }
 }
 
+/// How a vertex with content-keyed inputs got its key in a solve: its key over the inputs' own
+/// keys (`definition`) and the slot keys of its content-keyed inputs, in input order
+/// ([`CacheKey::content_input`]). The solver records it in the index (and returns it, so a
+/// build-cache export can carry it); a later solve with the same definition key reuses the
+/// slots without resolving the inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentLink {
+    /// The key over the vertex's op and its inputs' own keys.
+    pub definition: CacheKey,
+    /// The content slots.
+    pub content: Vec<CacheKey>,
+}
+
 /// A persistent cache key: blake3 over the key version, the vertex's op encoding, its inputs'
 /// keys and its content digests ([`CacheKey::compute`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]

@@ -12,6 +12,12 @@
 //!    components are remembered in the index by the vertex's name, so that with `tracing` at
 //!    debug level a miss says what changed since the last build (the op, which input, which
 //!    content digest) and a hit is logged with its key.
+//!    A vertex with content-keyed inputs ([`Executor::content_inputs`], e.g. `COPY --from`)
+//!    takes, in those inputs' slots, the digest of what it reads from them
+//!    ([`Executor::content_digest`], [`CacheKey::content_input`]): a link recorded by an
+//!    earlier solve (its key over the inputs' own keys -> the slots, [`ContentLink`]) gives it
+//!    at once; otherwise those inputs are solved first (looked up, executed on a miss) and
+//!    digested, so an input rebuilt to the same content leaves everything after it cached.
 //! 2. **Lazy results**: solving a vertex first looks its key up in the [`CacheIndex`] (unless
 //!    [`SolveOptions::no_cache`] or [`Executor::cacheable`] says no). On a hit that
 //!    [`Executor::decode`]s, the vertex is [`EventKind::Cached`] and nothing below it is run
@@ -47,6 +53,6 @@ pub use index::{
     CacheError, CacheIndex, KeyClaim, ResultRecord, Table, TableEntry, DEFAULT_LOCK_TIMEOUT,
     IDLE_CLOSE, INDEX_FILE_NAME, TOUCH_GRANULARITY,
 };
-pub use key::{CacheKey, ContentDigest, KeyInput, KEY_VERSION};
+pub use key::{CacheKey, ContentDigest, ContentLink, KeyInput, KEY_VERSION};
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};
 pub use solve::{SolveError, SolveOptions, Solver};

@@ -5,8 +5,8 @@ mod keys;
 use crate::graph::Node;
 use crate::progress::{event, Gate};
 use crate::{
-    CacheError, CacheIndex, CacheKey, ContentDigest, Event, EventKind, ExecContext, Executor,
-    Graph, KeyInput, ProgressSink, VertexId,
+    CacheError, CacheIndex, CacheKey, ContentDigest, ContentLink, Event, EventKind, ExecContext,
+    Executor, Graph, KeyInput, ProgressSink, VertexId,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -147,6 +147,27 @@ impl<E: Executor> Solver<E> {
         targets: &[VertexId],
         opts: &SolveOptions,
     ) -> Res<E, (Vec<E::Value>, HashMap<VertexId, CacheKey>)> {
+        self.solve_with_links(graph, targets, opts)
+            .await
+            .map(|(values, keys, _)| (values, keys))
+    }
+
+    /// Like [`Solver::solve_with_keys`], also returning the content link of every needed
+    /// vertex with content-keyed inputs (how its key was derived; see [`ContentLink`]).
+    #[allow(clippy::type_complexity)]
+    pub async fn solve_with_links(
+        &self,
+        graph: &Graph<E::Vertex>,
+        targets: &[VertexId],
+        opts: &SolveOptions,
+    ) -> Res<
+        E,
+        (
+            Vec<E::Value>,
+            HashMap<VertexId, CacheKey>,
+            HashMap<VertexId, ContentLink>,
+        ),
+    > {
         let order = needed_vertices(graph, targets)?;
         let (cancel, _) = watch::channel(false);
         let mut driver = Driver::<E> {
@@ -166,6 +187,7 @@ impl<E: Executor> Solver<E> {
             key_waiting: HashMap::new(),
             key_dependents: HashMap::new(),
             pending: HashMap::new(),
+            links: HashMap::new(),
             recorded: HashSet::new(),
             targets_requested: false,
             why: HashMap::new(),
@@ -182,6 +204,7 @@ impl<E: Executor> Solver<E> {
         }
         let values = result?;
         let keys = std::mem::take(&mut driver.keys);
+        let links = std::mem::take(&mut driver.links);
         if let (Some(index), false) = (self.index.clone(), opts.no_cache) {
             // Garbage collection keeps the most recently used results: mark this solve's.
             let used: Vec<CacheKey> = keys.values().copied().collect();
@@ -190,7 +213,7 @@ impl<E: Executor> Solver<E> {
                 debug!(error = %e, "cannot mark cache results used");
             }
         }
-        Ok((values, keys))
+        Ok((values, keys, links))
     }
 }
 
@@ -299,6 +322,8 @@ struct Driver<'g, E: Executor> {
     key_dependents: HashMap<VertexId, Vec<VertexId>>,
     /// Vertices whose key waits for content-keyed inputs.
     pending: HashMap<VertexId, Pending>,
+    /// How each content-keyed vertex got its key.
+    links: HashMap<VertexId, ContentLink>,
     /// Vertices whose key record was written this solve.
     recorded: HashSet<VertexId>,
     /// Every key is known and the targets were requested.

@@ -717,6 +717,10 @@ impl Executor for Worker {
         }
     }
 
+    fn link_fallback(&self, definition: &CacheKey) -> Option<Vec<CacheKey>> {
+        self.remote.as_ref()?.link(definition)
+    }
+
     fn cacheable(&self, vertex: &WorkVertex) -> bool {
         !is_main_context(&vertex.op)
     }

@@ -37,6 +37,8 @@ pub struct RemoteCache {
     source: CacheSource,
     layers: Vec<(Descriptor, CacheLayer)>,
     records: HashMap<CacheKey, Vec<usize>>,
+    /// Content links: definition key -> content slots (see `rbuild_oci::cache::CacheLink`).
+    links: HashMap<CacheKey, Vec<CacheKey>>,
     warnings: Mutex<Vec<String>>,
     /// One materialisation at a time, so two results sharing layers never fetch or unpack them
     /// twice (the second finds the first's snapshots by chain ID).
@@ -149,11 +151,23 @@ impl RemoteCache {
             }
             records.insert(key, record.chain);
         }
+        let mut links = HashMap::new();
+        for link in config.links.iter().filter(|_| usable) {
+            let parsed: Option<Vec<CacheKey>> =
+                link.content.iter().map(|k| CacheKey::from_hex(k)).collect();
+            match (CacheKey::from_hex(&link.definition), parsed) {
+                (Some(definition), Some(content)) => {
+                    links.insert(definition, content);
+                }
+                _ => return Err(invalid(what, format!("bad content link `{}`", link.definition))),
+            }
+        }
         let layers = manifest.layers.into_iter().zip(config.layers).collect();
         Ok(RemoteCache {
             source,
             layers,
             records,
+            links,
             warnings: Mutex::new(Vec::new()),
             busy: tokio::sync::Mutex::new(()),
         })
@@ -167,6 +181,11 @@ impl RemoteCache {
     /// True when the cache holds no results.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// The content slots the exporting solve linked to definition key `definition`, if any.
+    pub fn link(&self, definition: &CacheKey) -> Option<Vec<CacheKey>> {
+        self.links.get(definition).cloned()
     }
 
     /// True when the cache has a result for `key`.

@@ -5,7 +5,7 @@
 
 use super::{Driver, Msg, Pending, Res, State};
 use crate::{explain, CacheError, CacheIndex, CacheKey, ContentDigest, EventKind, Executor};
-use crate::{KeyInput, SolveError, Table, VertexId};
+use crate::{ContentLink, KeyInput, SolveError, Table, VertexId};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -91,12 +91,22 @@ impl<E: Executor> Driver<'_, E> {
         let node = self.node(v)?;
         match self.index.clone() {
             Some(index) if self.reads_cache(v, &node.vertex) => {
+                let executor = self.executor.clone();
                 self.tasks.spawn(async move {
-                    let found =
-                        tokio::task::spawn_blocking(move || read_link(&index, &key, content.len()))
-                            .await
-                            .ok()
-                            .flatten();
+                    let found = tokio::task::spawn_blocking(move || {
+                        let n = content.len();
+                        read_link(&index, &key, n).or_else(|| {
+                            let slots =
+                                executor.link_fallback(&key).filter(|slots| slots.len() == n)?;
+                            // Kept locally, as a fallback's results are: the next solve needs
+                            // no imported cache to stay lazy.
+                            let _ = write_link(&index, &key, &slots);
+                            Some(slots)
+                        })
+                    })
+                    .await
+                    .ok()
+                    .flatten();
                     Msg::Link(v, found)
                 });
                 Ok(())
@@ -120,9 +130,16 @@ impl<E: Executor> Driver<'_, E> {
             return Ok(());
         };
         let mut slots = self.input_keys(v)?;
-        for (&i, slot) in pending.content.iter().zip(found) {
+        for (&i, &slot) in pending.content.iter().zip(&found) {
             slots[i] = slot;
         }
+        self.links.insert(
+            v,
+            ContentLink {
+                definition: pending.def_key,
+                content: found,
+            },
+        );
         let key = match self.key_inputs.get(&v) {
             Some(input) => CacheKey::compute(input, &slots),
             None => return Err(SolveError::UnknownVertex { vertex: v }),
@@ -226,6 +243,14 @@ impl<E: Executor> Driver<'_, E> {
             return Ok(());
         };
         let mut slots = self.input_keys(v)?;
+        let content: Vec<CacheKey> = digests.iter().map(CacheKey::content_input).collect();
+        self.links.insert(
+            v,
+            ContentLink {
+                definition: pending.def_key,
+                content,
+            },
+        );
         for (&i, d) in pending.content.iter().zip(&digests) {
             slots[i] = CacheKey::content_input(d);
             debug!(vertex = self.graph.name(v), input = i, content = %hex::encode(d.digest), what = %d.what, "content of input");
