@@ -108,7 +108,7 @@ pub(crate) struct Solved<'a> {
     /// The keys the solve computed.
     pub keys: &'a HashMap<VertexId, CacheKey>,
     /// How the solve derived the keys of content-keyed vertices (`COPY --from`).
-    pub links: &'a HashMap<VertexId, rbuild_solver::ContentLink>,
+    pub links: &'a HashMap<VertexId, Vec<rbuild_solver::ContentLink>>,
 }
 
 /// Where the cache export writes layers and pushes manifests.
@@ -147,9 +147,10 @@ pub(crate) async fn export<F: Future<Output = i32>>(
     let links: Vec<rbuild_oci::cache::CacheLink> = keys
         .iter()
         .filter_map(|(v, _)| solved.links.get(v))
+        .flatten()
         .map(|l| rbuild_oci::cache::CacheLink {
-            definition: l.definition.hex(),
-            content: l.content.iter().map(CacheKey::hex).collect(),
+            link: l.link.hex(),
+            slot: l.slot.hex(),
         })
         .collect();
     for spec in specs {

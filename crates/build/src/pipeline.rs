@@ -243,7 +243,7 @@ struct SolveOutcome {
     ids: Vec<VertexId>,
     target: VertexId,
     keys: HashMap<VertexId, CacheKey>,
-    links: HashMap<VertexId, rbuild_solver::ContentLink>,
+    links: HashMap<VertexId, Vec<rbuild_solver::ContentLink>>,
     snapshotter: Snapshotter,
     top: Option<SnapshotId>,
 }

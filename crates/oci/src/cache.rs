@@ -33,9 +33,10 @@ pub struct CacheConfig {
     /// The cached results.
     #[serde(rename = "rbuild.cache.records")]
     pub records: Vec<CacheRecord>,
-    /// Content links of the solve that exported the cache (absent: none): for a vertex keyed
-    /// by the content of some inputs (`COPY --from`), its key over the inputs' own keys -> the
-    /// content slots, so an importer derives the content keys without building those inputs.
+    /// Content links of the solve that exported the cache (absent: none): for a step keyed by
+    /// the content it reads from an input (`COPY --from`), the input's key and the step's
+    /// selector -> the slot that content gave, so an importer derives the content keys without
+    /// building those inputs.
     #[serde(
         rename = "rbuild.cache.links",
         default,
@@ -91,8 +92,8 @@ pub struct CacheRecord {
 /// One content link ([`CacheConfig::links`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheLink {
-    /// The vertex's key over its inputs' own keys, 64 hex digits.
-    pub definition: String,
-    /// The slot keys of its content-keyed inputs, in input order, 64 hex digits each.
-    pub content: Vec<String>,
+    /// The link key (the input's key and the reader's selector, hashed), 64 hex digits.
+    pub link: String,
+    /// The slot it gives, 64 hex digits.
+    pub slot: String,
 }

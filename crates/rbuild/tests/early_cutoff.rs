@@ -188,8 +188,16 @@ fn an_exported_cache_carries_the_content_keys() {
         // The cache carries A's content links too, so in either mode B derives the final
         // step's key without building the builder stage: nothing runs.
         let (ran_b, cached_b) = ran_and_cached(&out);
-        assert!(ran_b.iter().all(|n| !n.contains("RUN") && !n.contains("COPY")), "mode={mode}: ran on B: {ran_b:?}");
-        assert!(ran(&cached_b, FINAL_RUN), "mode={mode}: cached on B: {cached_b:?}");
+        assert!(
+            ran_b
+                .iter()
+                .all(|n| !n.contains("RUN") && !n.contains("COPY")),
+            "mode={mode}: ran on B: {ran_b:?}"
+        );
+        assert!(
+            ran(&cached_b, FINAL_RUN),
+            "mode={mode}: cached on B: {cached_b:?}"
+        );
         assert_eq!(
             image_digest(&root_a, "cut:a"),
             image_digest(&root_b, "cut:b"),

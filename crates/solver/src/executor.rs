@@ -37,6 +37,12 @@ pub trait Executor: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What `vertex` selects from its content-keyed input `input` (e.g. the COPY's source
+    /// patterns and rules), as stable bytes: with the input's key it names the content link that
+    /// lets a later solve reuse the slot without resolving the input, so it must determine
+    /// [`Executor::content_digest`] for a given input value.
+    fn content_selector(&self, vertex: &Self::Vertex, input: usize) -> Vec<u8>;
+
     /// The digest of what `vertex` reads from its content-keyed input `input` (one of
     /// [`Executor::content_inputs`]), whose resolved value is `value`. Called only for those
     /// inputs; it must cover everything the vertex's result can depend on in that input.
@@ -70,13 +76,12 @@ pub trait Executor: Send + Sync + 'static {
         None
     }
 
-    /// Consulted (on the blocking pool) when the cache index has no content link for the
-    /// definition key of a vertex with content-keyed inputs (its key over the inputs' own
-    /// keys): e.g. an imported build cache that carries the exporting solve's links. Returns the
-    /// slot keys of its content-keyed inputs, in input order; `None` (the default) resolves
-    /// the inputs and digests their content.
-    fn link_fallback(&self, definition: &CacheKey) -> Option<Vec<CacheKey>> {
-        let _ = definition;
+    /// Consulted (on the blocking pool) when the cache index has no content link `link`
+    /// ([`ContentLink`](crate::ContentLink)): e.g. an imported build cache that carries the
+    /// exporting solve's links. Returns the slot; `None` (the default) resolves the input and
+    /// digests its content.
+    fn link_fallback(&self, link: &CacheKey) -> Option<CacheKey> {
+        let _ = link;
         None
     }
 

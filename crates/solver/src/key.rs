@@ -52,17 +52,18 @@ impl KeyInput {
     }
 }
 
-/// How a vertex with content-keyed inputs got its key in a solve: its key over the inputs' own
-/// keys (`definition`) and the slot keys of its content-keyed inputs, in input order
-/// ([`CacheKey::content_input`]). The solver records it in the index (and returns it, so a
-/// build-cache export can carry it); a later solve with the same definition key reuses the
-/// slots without resolving the inputs.
+/// How a content-keyed edge's slot was settled in a solve: the link key (the input's key and
+/// the reading vertex's selector,
+/// [`Executor::content_selector`](crate::Executor::content_selector)) and the slot
+/// ([`CacheKey::content_input`] of the digest). The solver records it in the index and returns
+/// it, so a build-cache export can carry it; a later solve with the same link key takes the
+/// slot without resolving the input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContentLink {
-    /// The key over the vertex's op and its inputs' own keys.
-    pub definition: CacheKey,
-    /// The content slots.
-    pub content: Vec<CacheKey>,
+    /// The input's key and the reader's selector, hashed.
+    pub link: CacheKey,
+    /// The slot it filled.
+    pub slot: CacheKey,
 }
 
 /// A persistent cache key: blake3 over the key version, the vertex's op encoding, its inputs'

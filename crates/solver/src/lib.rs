@@ -14,10 +14,12 @@
 //!    content digest) and a hit is logged with its key.
 //!    A vertex with content-keyed inputs ([`Executor::content_inputs`], e.g. `COPY --from`)
 //!    takes, in those inputs' slots, the digest of what it reads from them
-//!    ([`Executor::content_digest`], [`CacheKey::content_input`]): a link recorded by an
-//!    earlier solve (its key over the inputs' own keys -> the slots, [`ContentLink`]) gives it
-//!    at once; otherwise those inputs are solved first (looked up, executed on a miss) and
-//!    digested, so an input rebuilt to the same content leaves everything after it cached.
+//!    ([`Executor::content_digest`], [`CacheKey::content_input`]). Each such edge settles as
+//!    soon as its input's key is known: a link recorded by an earlier solve (the input's key
+//!    and the vertex's [`Executor::content_selector`] -> the slot, [`ContentLink`]) gives the
+//!    slot at once; otherwise the input is solved first (looked up, executed on a miss) and
+//!    digested. So an input rebuilt to the same content leaves everything after it cached, and
+//!    stages copied one after another still build concurrently.
 //! 2. **Lazy results**: solving a vertex first looks its key up in the [`CacheIndex`] (unless
 //!    [`SolveOptions::no_cache`] or [`Executor::cacheable`] says no). On a hit that
 //!    [`Executor::decode`]s, the vertex is [`EventKind::Cached`] and nothing below it is run

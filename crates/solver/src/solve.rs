@@ -152,8 +152,9 @@ impl<E: Executor> Solver<E> {
             .map(|(values, keys, _)| (values, keys))
     }
 
-    /// Like [`Solver::solve_with_keys`], also returning the content link of every needed
-    /// vertex with content-keyed inputs (how its key was derived; see [`ContentLink`]).
+    /// Like [`Solver::solve_with_keys`], also returning the content links of every needed
+    /// vertex with content-keyed inputs (how their slots in its key were settled; see
+    /// [`ContentLink`]).
     #[allow(clippy::type_complexity)]
     pub async fn solve_with_links(
         &self,
@@ -165,7 +166,7 @@ impl<E: Executor> Solver<E> {
         (
             Vec<E::Value>,
             HashMap<VertexId, CacheKey>,
-            HashMap<VertexId, ContentLink>,
+            HashMap<VertexId, Vec<ContentLink>>,
         ),
     > {
         let order = needed_vertices(graph, targets)?;
@@ -186,7 +187,10 @@ impl<E: Executor> Solver<E> {
             slots: HashMap::new(),
             key_waiting: HashMap::new(),
             key_dependents: HashMap::new(),
-            pending: HashMap::new(),
+            content_of: HashMap::new(),
+            content_slots: HashMap::new(),
+            digests: Vec::new(),
+            resolving: Vec::new(),
             links: HashMap::new(),
             recorded: HashSet::new(),
             targets_requested: false,
@@ -269,25 +273,19 @@ struct Entry<V> {
     state: State<V>,
 }
 
-/// A vertex whose key waits for the content of some of its inputs.
-struct Pending {
-    /// The key over the inputs' own keys: the link to the content-based key.
-    def_key: CacheKey,
-    /// The content-keyed inputs (indexes).
-    content: Vec<usize>,
-    /// Its content inputs were requested (the link missed or is not read).
-    resolving: bool,
-    /// The content digests are being computed.
-    spawned: bool,
-}
-
 enum Msg<V, Err> {
-    /// The executor's key input and content-keyed inputs of a vertex.
-    Key(VertexId, Result<(KeyInput, Vec<usize>), Err>, Duration),
-    /// The content slots a link records for a pending vertex (`None`: no usable link).
-    Link(VertexId, Option<Vec<CacheKey>>),
-    /// The content digests of a pending vertex's content inputs.
-    Content(VertexId, Result<Vec<ContentDigest>, Err>, Duration),
+    /// The executor's key input of a vertex.
+    Key(VertexId, Result<KeyInput, Err>, Duration),
+    /// The slot a link gives the content-keyed edge (vertex, input, link key); `None`: no link.
+    Link(VertexId, usize, CacheKey, Option<CacheKey>),
+    /// The digest of what the vertex reads from a content-keyed input (vertex, input, link).
+    Content(
+        VertexId,
+        usize,
+        CacheKey,
+        Result<ContentDigest, Err>,
+        Duration,
+    ),
     Lookup(CacheKey, Result<Option<V>, CacheError>),
     Exec {
         key: CacheKey,
@@ -318,12 +316,18 @@ struct Driver<'g, E: Executor> {
     slots: HashMap<VertexId, Vec<CacheKey>>,
     /// Per vertex, how many of its inputs have no key yet.
     key_waiting: HashMap<VertexId, usize>,
-    /// Per vertex, the vertices that take it as an input (once per occurrence).
-    key_dependents: HashMap<VertexId, Vec<VertexId>>,
-    /// Vertices whose key waits for content-keyed inputs.
-    pending: HashMap<VertexId, Pending>,
-    /// How each content-keyed vertex got its key.
-    links: HashMap<VertexId, ContentLink>,
+    /// Per vertex, the (vertex, input index) slots it fills.
+    key_dependents: HashMap<VertexId, Vec<(VertexId, usize)>>,
+    /// Per vertex, its content-keyed inputs (indexes).
+    content_of: HashMap<VertexId, Vec<usize>>,
+    /// The settled slots of content-keyed edges.
+    content_slots: HashMap<(VertexId, usize), CacheKey>,
+    /// Content-keyed edges waiting for their input's value.
+    digests: Vec<keys::PendingDigest>,
+    /// Inputs to solve for their content.
+    resolving: Vec<VertexId>,
+    /// How each vertex's content-keyed slots were settled.
+    links: HashMap<VertexId, Vec<ContentLink>>,
     /// Vertices whose key record was written this solve.
     recorded: HashSet<VertexId>,
     /// Every key is known and the targets were requested.
@@ -433,12 +437,11 @@ impl<'g, E: Executor> Driver<'g, E> {
             };
             match msg {
                 Msg::NotStarted => {}
-                Msg::Key(v, result, elapsed) => {
-                    self.key_input_ready(v, result, elapsed, order, &mut work)
-                        .await?
+                Msg::Key(v, result, elapsed) => self.key_input_ready(v, result, elapsed)?,
+                Msg::Link(v, i, link, slot) => self.link_found(v, i, link, slot, order).await?,
+                Msg::Content(v, i, link, result, elapsed) => {
+                    self.content_ready(v, i, link, result, elapsed)?
                 }
-                Msg::Link(v, slots) => self.link_found(v, slots, order, &mut work).await?,
-                Msg::Content(v, result, elapsed) => self.content_ready(v, result, elapsed)?,
                 Msg::Lookup(key, Ok(Some(value))) => self.finish_key(key, value, None)?,
                 Msg::Lookup(key, Ok(None)) => self.expand(key, &mut work)?,
                 Msg::Lookup(key, Err(e)) => {
@@ -467,8 +470,9 @@ impl<'g, E: Executor> Driver<'g, E> {
                     }
                 },
             }
+            work.extend(self.take_resolving().into_iter().rev().map(|u| (u, None)));
             self.request_all(&mut work)?;
-            self.spawn_ready_content()?;
+            self.spawn_ready_digests()?;
         }
     }
 

@@ -18,6 +18,8 @@ struct Op {
     material: String,
     output: Option<String>,
     content: Vec<usize>,
+    /// Waits in `exec` for the other rendezvous vertex to run too (fails after 5 s).
+    rendezvous: bool,
 }
 
 fn op(id: &'static str) -> Op {
@@ -26,14 +28,26 @@ fn op(id: &'static str) -> Op {
         material: id.to_string(),
         output: None,
         content: Vec::new(),
+        rendezvous: false,
     }
 }
 
-#[derive(Default)]
 struct Fake {
+    barrier: tokio::sync::Barrier,
     execs: Mutex<Vec<&'static str>>,
     decodes: Mutex<Vec<String>>,
     digests: Mutex<Vec<&'static str>>,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Fake {
+            barrier: tokio::sync::Barrier::new(2),
+            execs: Mutex::default(),
+            decodes: Mutex::default(),
+            digests: Mutex::default(),
+        }
+    }
 }
 
 impl Fake {
@@ -57,6 +71,10 @@ impl Executor for Fake {
 
     fn content_inputs(&self, vertex: &Op) -> Vec<usize> {
         vertex.content.clone()
+    }
+
+    fn content_selector(&self, _: &Op, input: usize) -> Vec<u8> {
+        (input as u64).to_le_bytes().to_vec()
     }
 
     async fn content_digest(
@@ -85,6 +103,12 @@ impl Executor for Fake {
         _: ExecContext,
     ) -> Result<String, FakeError> {
         self.execs.lock().unwrap().push(vertex.id);
+        if vertex.rendezvous {
+            let met = tokio::time::timeout(std::time::Duration::from_secs(5), self.barrier.wait());
+            if met.await.is_err() {
+                return Err(FakeError(format!("{} ran alone", vertex.id)));
+            }
+        }
         Ok(match &vertex.output {
             Some(out) => out.clone(),
             None => format!("{}({})", vertex.material, inputs.join(",")),
@@ -314,4 +338,38 @@ async fn a_failing_content_digest_fails_the_solve_naming_the_vertex() {
         .await
         .unwrap();
     assert_eq!(out, ["fine(build())"]);
+}
+
+/// `base`; `s1`, `s2` (independent stages); `copy1(base, s1 by content)`;
+/// `copy2(copy1, s2 by content)`: s2's content is needed before copy1's key is known, so the
+/// two stages must build concurrently (each waits for the other to run).
+#[tokio::test]
+async fn stages_copied_one_after_another_build_concurrently() {
+    let s = setup();
+    let mut g = Graph::new();
+    let base = g.add_vertex(op("base"), "base".into(), vec![]);
+    let rendezvous = |id| Op {
+        rendezvous: true,
+        ..op(id)
+    };
+    let s1 = g.add_vertex(rendezvous("s1"), "s1".into(), vec![]);
+    let s2 = g.add_vertex(rendezvous("s2"), "s2".into(), vec![]);
+    let by_content = |id| Op {
+        content: vec![1],
+        ..op(id)
+    };
+    let c1 = g.add_vertex(by_content("copy1"), "copy1".into(), vec![base, s1]);
+    let c2 = g.add_vertex(by_content("copy2"), "copy2".into(), vec![c1, s2]);
+    let out = s
+        .solver
+        .solve(&g, &[c2], &SolveOptions::default())
+        .await
+        .expect("the stages ran together");
+    assert_eq!(out, ["copy2(copy1(base(),s1()),s2())"]);
+    assert_eq!(s.fake.take().0, ["base", "copy1", "copy2", "s1", "s2"]);
+    // No-op: links settle both edges; only the target is looked up.
+    s.solver.solve(&g, &[c2], &SolveOptions::default()).await.unwrap();
+    let (execs, decodes, digests) = s.fake.take();
+    assert!(execs.is_empty() && digests.is_empty());
+    assert_eq!(decodes.len(), 1);
 }

@@ -36,6 +36,10 @@ impl Executor for Remote {
         Ok(format!("{v}({})", inputs.join(",")))
     }
 
+    fn content_selector(&self, _: &&'static str, _: usize) -> Vec<u8> {
+        Vec::new()
+    }
+
     async fn content_digest(
         &self,
         _: &&'static str,

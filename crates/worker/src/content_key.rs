@@ -134,6 +134,18 @@ pub fn selections(op: &Op, input: usize) -> Vec<Selection> {
     }
 }
 
+/// What `op` selects from input `input` as stable bytes (the link key's selector): the
+/// encodings of [`selections`], each length-framed.
+pub fn selector(op: &Op, input: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in selections(op, input) {
+        let bytes = s.encode();
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
 /// The memo key of a selection of snapshot `snapshot`.
 pub(crate) fn memo_key(snapshot: &str, selection: &Selection) -> [u8; 32] {
     let mut h = blake3::Hasher::new();

@@ -672,6 +672,10 @@ impl Executor for Worker {
         content_key::content_inputs(&vertex.op, &vertex.context_inputs)
     }
 
+    fn content_selector(&self, vertex: &WorkVertex, input: usize) -> Vec<u8> {
+        content_key::selector(&vertex.op, input)
+    }
+
     async fn content_digest(
         &self,
         vertex: &WorkVertex,
@@ -717,8 +721,8 @@ impl Executor for Worker {
         }
     }
 
-    fn link_fallback(&self, definition: &CacheKey) -> Option<Vec<CacheKey>> {
-        self.remote.as_ref()?.link(definition)
+    fn link_fallback(&self, link: &CacheKey) -> Option<CacheKey> {
+        self.remote.as_ref()?.link(link)
     }
 
     fn cacheable(&self, vertex: &WorkVertex) -> bool {

@@ -37,8 +37,8 @@ pub struct RemoteCache {
     source: CacheSource,
     layers: Vec<(Descriptor, CacheLayer)>,
     records: HashMap<CacheKey, Vec<usize>>,
-    /// Content links: definition key -> content slots (see `rbuild_oci::cache::CacheLink`).
-    links: HashMap<CacheKey, Vec<CacheKey>>,
+    /// Content links: link key -> slot (see `rbuild_oci::cache::CacheLink`).
+    links: HashMap<CacheKey, CacheKey>,
     warnings: Mutex<Vec<String>>,
     /// One materialisation at a time, so two results sharing layers never fetch or unpack them
     /// twice (the second finds the first's snapshots by chain ID).
@@ -153,13 +153,14 @@ impl RemoteCache {
         }
         let mut links = HashMap::new();
         for link in config.links.iter().filter(|_| usable) {
-            let parsed: Option<Vec<CacheKey>> =
-                link.content.iter().map(|k| CacheKey::from_hex(k)).collect();
-            match (CacheKey::from_hex(&link.definition), parsed) {
-                (Some(definition), Some(content)) => {
-                    links.insert(definition, content);
+            match (
+                CacheKey::from_hex(&link.link),
+                CacheKey::from_hex(&link.slot),
+            ) {
+                (Some(key), Some(slot)) => {
+                    links.insert(key, slot);
                 }
-                _ => return Err(invalid(what, format!("bad content link `{}`", link.definition))),
+                _ => return Err(invalid(what, format!("bad content link `{}`", link.link))),
             }
         }
         let layers = manifest.layers.into_iter().zip(config.layers).collect();
@@ -183,9 +184,9 @@ impl RemoteCache {
         self.records.is_empty()
     }
 
-    /// The content slots the exporting solve linked to definition key `definition`, if any.
-    pub fn link(&self, definition: &CacheKey) -> Option<Vec<CacheKey>> {
-        self.links.get(definition).cloned()
+    /// The slot the exporting solve settled for content link `link`, if any.
+    pub fn link(&self, link: &CacheKey) -> Option<CacheKey> {
+        self.links.get(link).copied()
     }
 
     /// True when the cache has a result for `key`.
