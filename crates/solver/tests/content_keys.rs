@@ -368,7 +368,10 @@ async fn stages_copied_one_after_another_build_concurrently() {
     assert_eq!(out, ["copy2(copy1(base(),s1()),s2())"]);
     assert_eq!(s.fake.take().0, ["base", "copy1", "copy2", "s1", "s2"]);
     // No-op: links settle both edges; only the target is looked up.
-    s.solver.solve(&g, &[c2], &SolveOptions::default()).await.unwrap();
+    s.solver
+        .solve(&g, &[c2], &SolveOptions::default())
+        .await
+        .unwrap();
     let (execs, decodes, digests) = s.fake.take();
     assert!(execs.is_empty() && digests.is_empty());
     assert_eq!(decodes.len(), 1);

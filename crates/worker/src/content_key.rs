@@ -21,6 +21,8 @@
 //! - The digest of an input: blake3 of `rbuild-content-input`, the number of selections and
 //!   each selection digest, in op order (the COPY actions reading the input, or its bind
 //!   mounts).
+//! - The selector of an input ([`selector`], part of the solver's link key): each selection's
+//!   encoding ([`Selection::encode`]) length-framed, in the same order.
 
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use crate::fsops::{expand_sources, resolve_in_root};
