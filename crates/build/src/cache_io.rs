@@ -107,6 +107,8 @@ pub(crate) struct Solved<'a> {
     pub target: VertexId,
     /// The keys the solve computed.
     pub keys: &'a HashMap<VertexId, CacheKey>,
+    /// How the solve derived the keys of content-keyed vertices (`COPY --from`).
+    pub links: &'a HashMap<VertexId, Vec<rbuild_solver::ContentLink>>,
 }
 
 /// Where the cache export writes layers and pushes manifests.
@@ -140,6 +142,17 @@ pub(crate) async fn export<F: Future<Output = i32>>(
     };
     let worker = solved.solver.executor().clone();
     let keys = keys_of(solved.graph, solved.ids, solved.target, solved.keys)?;
+    // Every link below the target, in either mode: an importer derives the target's key from
+    // them without building the stages a `COPY --from` reads.
+    let links: Vec<rbuild_oci::cache::CacheLink> = keys
+        .iter()
+        .filter_map(|(v, _)| solved.links.get(v))
+        .flatten()
+        .map(|l| rbuild_oci::cache::CacheLink {
+            link: l.link.hex(),
+            slot: l.slot.hex(),
+        })
+        .collect();
     for spec in specs {
         let wanted: Vec<(VertexId, CacheKey)> = if spec.max {
             keys.clone()
@@ -164,16 +177,17 @@ pub(crate) async fn export<F: Future<Output = i32>>(
                 Ok(records)
             })
             .await?;
-        let (s, snap, opts, arch) = (
+        let (s, snap, opts, arch, links) = (
             parts.store.clone(),
             parts.snapshotter.clone(),
             parts.layer_opts.clone(),
             parts.architecture.to_string(),
+            links.clone(),
         );
         let count = records.len();
         let desc = cancel
             .blocking(move || {
-                rbuild_exporter::write_cache_manifest(&s, &snap, &records, &opts, &arch)
+                rbuild_exporter::write_cache_manifest(&s, &snap, &records, &links, &opts, &arch)
                     .map_err(|e| BuildError::step("exporting the build cache", e))
             })
             .await?;

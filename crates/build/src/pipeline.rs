@@ -243,6 +243,7 @@ struct SolveOutcome {
     ids: Vec<VertexId>,
     target: VertexId,
     keys: HashMap<VertexId, CacheKey>,
+    links: HashMap<VertexId, Vec<rbuild_solver::ContentLink>>,
     snapshotter: Snapshotter,
     top: Option<SnapshotId>,
 }
@@ -428,7 +429,7 @@ impl Pipeline {
         };
         let targets = [ids[plan.target]];
         let solved = cancel
-            .run(async { Ok(solver.solve_with_keys(&graph, &targets, &solve_opts).await) })
+            .run(async { Ok(solver.solve_with_links(&graph, &targets, &solve_opts).await) })
             .await?;
         cache_io::report_import(remote_cache.as_ref(), self.progress.as_ref());
         tracing::debug!(
@@ -437,8 +438,8 @@ impl Pipeline {
             phase_time = ?started.elapsed(),
             "phase finished"
         );
-        let (value, keys) = match solved {
-            Ok((mut values, keys)) => (values.pop().unwrap_or(Value::Fs(None)), keys),
+        let (value, keys, links) = match solved {
+            Ok((mut values, keys, links)) => (values.pop().unwrap_or(Value::Fs(None)), keys, links),
             Err(error) => {
                 let at = failed_lines(&error, &ids, plan);
                 return Err(BuildError::Solve(Box::new(SolveFailure {
@@ -458,6 +459,7 @@ impl Pipeline {
             ids,
             target: targets[0],
             keys,
+            links,
             snapshotter,
             top,
         })
@@ -549,6 +551,7 @@ impl Pipeline {
                 ids: &solved.ids,
                 target: solved.target,
                 keys: &solved.keys,
+                links: &solved.links,
             },
             &ExportParts {
                 store: &self.store,

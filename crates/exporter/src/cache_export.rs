@@ -24,13 +24,14 @@ fn label_key(media_type: &MediaType, opts: &LayerOptions) -> String {
     }
 }
 
-/// Writes the cache manifest for `records` (`(cache key hex, top snapshot of the result)`) into
-/// `store`, making each layer blob with [`ensure_layer`] (reused when the image export made it);
+/// Writes the cache manifest for `records` (`(cache key hex, top snapshot of the result)`) and
+/// the solve's content `links` into `store`, making each layer blob with [`ensure_layer`] (reused when the image export made it);
 /// returns the manifest's descriptor.
 pub fn write_cache_manifest(
     store: &Store,
     snapshotter: &Snapshotter,
     records: &[(String, Option<SnapshotId>)],
+    links: &[rbuild_oci::cache::CacheLink],
     opts: &LayerOptions,
     architecture: &str,
 ) -> Result<Descriptor, ExportError> {
@@ -40,6 +41,7 @@ pub fn write_cache_manifest(
     let mut config = CacheConfig {
         architecture: architecture.to_string(),
         os: "linux".to_string(),
+        links: links.to_vec(),
         ..CacheConfig::default()
     };
     let started = std::time::Instant::now();

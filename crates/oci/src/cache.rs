@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// re-exported as `rbuild_solver::KEY_VERSION`. A cache config records the version its keys
 /// were computed with ([`CacheConfig::key_version`]); an importer ignores records of another
 /// version (they could never match).
-pub const KEY_VERSION: u32 = 2;
+pub const KEY_VERSION: u32 = 3;
 
 /// Media type of the cache config blob.
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
@@ -33,6 +33,16 @@ pub struct CacheConfig {
     /// The cached results.
     #[serde(rename = "rbuild.cache.records")]
     pub records: Vec<CacheRecord>,
+    /// Content links of the solve that exported the cache (absent: none): for a step keyed by
+    /// the content it reads from an input (`COPY --from`), the input's key and the step's
+    /// selector -> the slot that content gave, so an importer derives the content keys without
+    /// building those inputs.
+    #[serde(
+        rename = "rbuild.cache.links",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub links: Vec<CacheLink>,
     /// The [`KEY_VERSION`] of the records' keys (1 when absent: caches written before keys
     /// were versioned).
     #[serde(rename = "rbuild.cache.keyVersion", default = "legacy_key_version")]
@@ -50,6 +60,7 @@ impl Default for CacheConfig {
             os: String::new(),
             layers: Vec::new(),
             records: Vec::new(),
+            links: Vec::new(),
             key_version: KEY_VERSION,
         }
     }
@@ -76,4 +87,13 @@ pub struct CacheRecord {
     /// The result's filesystem as a layer chain, bottom first (indexes into the layers); empty
     /// for an empty filesystem (scratch).
     pub chain: Vec<usize>,
+}
+
+/// One content link ([`CacheConfig::links`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheLink {
+    /// The link key (the input's key and the reader's selector, hashed), 64 hex digits.
+    pub link: String,
+    /// The slot it gives, 64 hex digits.
+    pub slot: String,
 }

@@ -324,7 +324,9 @@ fn secrets_are_readable_in_run_and_appear_nowhere_else() {
     // ... nor anywhere in the state dir (cache index, store, snapshots, cache mounts).
     let mut files = Vec::new();
     files_under(root.path(), &mut files);
-    assert!(files.iter().any(|f| f.ends_with("cache-v2.redb")));
+    assert!(files
+        .iter()
+        .any(|f| f.ends_with(rbuild_solver::INDEX_FILE_NAME)));
     for f in files {
         let data = fs::read(&f).unwrap_or_default();
         for n in needles {

@@ -1,6 +1,6 @@
 //! The trait the worker implements.
 
-use crate::{CacheKey, ExecContext, KeyInput};
+use crate::{CacheKey, ContentDigest, ExecContext, KeyInput};
 use std::future::Future;
 
 /// The ops of one build, implemented by the worker.
@@ -27,6 +27,32 @@ pub trait Executor: Send + Sync + 'static {
         inputs: &[CacheKey],
     ) -> impl Future<Output = Result<KeyInput, Self::Error>> + Send;
 
+    /// The inputs (indexes into the vertex's inputs) that count by content rather than by key:
+    /// their slot in the vertex's key is [`CacheKey::content_input`] of
+    /// [`Executor::content_digest`], computed once the input is resolved (a cache hit or an
+    /// execution), so an input rebuilt to the same content leaves the vertex's key unchanged
+    /// (`COPY --from`, `RUN --mount=type=bind,from=`). Default: none.
+    fn content_inputs(&self, vertex: &Self::Vertex) -> Vec<usize> {
+        let _ = vertex;
+        Vec::new()
+    }
+
+    /// What `vertex` selects from its content-keyed input `input` (e.g. the COPY's source
+    /// patterns and rules), as stable bytes: with the input's key it names the content link that
+    /// lets a later solve reuse the slot without resolving the input, so it must determine
+    /// [`Executor::content_digest`] for a given input value.
+    fn content_selector(&self, vertex: &Self::Vertex, input: usize) -> Vec<u8>;
+
+    /// The digest of what `vertex` reads from its content-keyed input `input` (one of
+    /// [`Executor::content_inputs`]), whose resolved value is `value`. Called only for those
+    /// inputs; it must cover everything the vertex's result can depend on in that input.
+    fn content_digest(
+        &self,
+        vertex: &Self::Vertex,
+        input: usize,
+        value: &Self::Value,
+    ) -> impl Future<Output = Result<ContentDigest, Self::Error>> + Send;
+
     /// Runs the vertex on its inputs' values (in input order).
     fn exec(
         &self,
@@ -47,6 +73,15 @@ pub trait Executor: Send + Sync + 'static {
     /// result. `None` (the default) is a miss.
     fn lookup_fallback(&self, key: &CacheKey) -> Option<Self::Value> {
         let _ = key;
+        None
+    }
+
+    /// Consulted (on the blocking pool) when the cache index has no content link `link`
+    /// ([`ContentLink`](crate::ContentLink)): e.g. an imported build cache that carries the
+    /// exporting solve's links. Returns the slot; `None` (the default) resolves the input and
+    /// digests its content.
+    fn link_fallback(&self, link: &CacheKey) -> Option<CacheKey> {
+        let _ = link;
         None
     }
 

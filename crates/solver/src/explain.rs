@@ -150,31 +150,30 @@ pub(crate) fn compare(prev: Option<&KeyRecord>, now: &KeyRecord) -> Change {
     Change::Content(changed(&prev.content, &now.content))
 }
 
-/// Records the key of every vertex of `order` (with its components, from `keys` and
-/// `key_inputs`) under its name and returns, when debug logs are on, why each would miss.
-/// Failures only cost the explanations (logged).
+/// Records the key of every vertex of `order` (with its components, from `keys`,
+/// `key_inputs` and `slots`, the input keys each key was computed over) under its name and
+/// returns, when debug logs are on, why each would miss. Failures only cost the explanations
+/// (logged).
 pub(crate) async fn remember_keys<V>(
     index: CacheIndex,
     graph: &Graph<V>,
     order: &[VertexId],
     keys: &HashMap<VertexId, CacheKey>,
     key_inputs: &HashMap<VertexId, KeyInput>,
+    slots: &HashMap<VertexId, Vec<CacheKey>>,
 ) -> HashMap<VertexId, String> {
     let mut vertices = Vec::with_capacity(order.len());
     let mut names = Vec::with_capacity(order.len());
     let mut records = Vec::with_capacity(order.len());
     for &v in order {
-        let (Some(&key), Some(input)) = (keys.get(&v), key_inputs.get(&v)) else {
+        let (Some(&key), Some(input), Some(inputs)) =
+            (keys.get(&v), key_inputs.get(&v), slots.get(&v))
+        else {
             continue;
         };
-        let inputs: Vec<CacheKey> = graph
-            .inputs(v)
-            .iter()
-            .filter_map(|u| keys.get(u).copied())
-            .collect();
         vertices.push(v);
         names.push(graph.name(v).to_string());
-        records.push(KeyRecord::new(key, input, &inputs));
+        records.push(KeyRecord::new(key, input, inputs));
     }
     let task = tokio::task::spawn_blocking(move || remember(&index, &names, &records));
     if !tracing::enabled!(tracing::Level::DEBUG) {
@@ -196,7 +195,20 @@ pub(crate) async fn remember_keys<V>(
     };
     let mut why = HashMap::new();
     for (v, change) in vertices.into_iter().zip(changes) {
-        let input_names: Vec<&str> = graph.inputs(v).iter().map(|&u| graph.name(u)).collect();
+        // A slot that is not the input's own key holds the content of what is read from it.
+        let own = slots.get(&v).map(Vec::as_slice).unwrap_or(&[]);
+        let labels: Vec<String> = graph
+            .inputs(v)
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| match (own.get(i), keys.get(&u)) {
+                (Some(slot), Some(k)) if slot != k => {
+                    format!("{} (content of the paths read from it)", graph.name(u))
+                }
+                _ => graph.name(u).to_string(),
+            })
+            .collect();
+        let input_names: Vec<&str> = labels.iter().map(String::as_str).collect();
         if let Some(input) = key_inputs.get(&v) {
             why.insert(v, describe(&change, &input_names, input));
         }

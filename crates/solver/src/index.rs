@@ -28,7 +28,7 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The file name of the index inside the store root: the cache bucket, named by the key
 /// version ([`KEY_VERSION`](crate::KEY_VERSION)) so that keys of another version are never read.
-pub const INDEX_FILE_NAME: &str = "cache-v2.redb";
+pub const INDEX_FILE_NAME: &str = "cache-v3.redb";
 
 /// Use times closer than this to now are not rewritten by [`CacheIndex::touch`].
 pub const TOUCH_GRANULARITY: Duration = Duration::from_secs(60);
@@ -123,7 +123,7 @@ pub enum CacheError {
     Background(String),
 }
 
-/// The persistent cache index (redb) at `ROOT/cache-v2.redb` ([`INDEX_FILE_NAME`]): cache key ->
+/// The persistent cache index (redb) at `ROOT/cache-v3.redb` ([`INDEX_FILE_NAME`]): cache key ->
 /// result bytes, plus the [`Table`]s its users declare (the worker's stat cache and unpacked
 /// layers, the solver's key records).
 ///

@@ -13,6 +13,9 @@ pub const KEY_VERSION: u32 = rbuild_oci::cache::KEY_VERSION;
 /// The domain separator at the start of every key's hash input.
 const KEY_DOMAIN: &[u8] = b"rbuild-cache-key";
 
+/// The domain separator of a content-keyed input's slot ([`CacheKey::content_input`]).
+const CONTENT_INPUT_DOMAIN: &[u8] = b"rbuild-content-input";
+
 /// One content digest a key depends on (e.g. the checksum of the build-context files a COPY
 /// reads, or of a downloaded file).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +52,20 @@ impl KeyInput {
     }
 }
 
+/// How a content-keyed edge's slot was settled in a solve: the link key (the input's key and
+/// the reading vertex's selector,
+/// [`Executor::content_selector`](crate::Executor::content_selector)) and the slot
+/// ([`CacheKey::content_input`] of the digest). The solver records it in the index and returns
+/// it, so a build-cache export can carry it; a later solve with the same link key takes the
+/// slot without resolving the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentLink {
+    /// The input's key and the reader's selector, hashed.
+    pub link: CacheKey,
+    /// The slot it filled.
+    pub slot: CacheKey,
+}
+
 /// A persistent cache key: blake3 over the key version, the vertex's op encoding, its inputs'
 /// keys and its content digests ([`CacheKey::compute`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
@@ -80,6 +97,15 @@ impl CacheKey {
         parts.extend(inputs.iter().map(|k| &k.0[..]));
         parts.extend(input.content.iter().map(|c| &c.digest[..]));
         CacheKey::from_parts(&parts)
+    }
+
+    /// The slot of a content-keyed input in its dependent's key (in place of the input's own
+    /// key; see [`Executor::content_inputs`](crate::Executor::content_inputs)):
+    /// [`CacheKey::from_parts`] over the domain `rbuild-content-input`, the version (u32 LE)
+    /// and the digest of what the dependent reads from the input.
+    pub fn content_input(content: &ContentDigest) -> CacheKey {
+        let version = KEY_VERSION.to_le_bytes();
+        CacheKey::from_parts(&[CONTENT_INPUT_DOMAIN, &version[..], &content.digest[..]])
     }
 
     /// blake3 over `parts`, unambiguously framed: the number of parts, then each part preceded
@@ -125,7 +151,7 @@ mod tests {
     /// [`KEY_VERSION`] (and with it the index file name and exported caches).
     #[test]
     fn the_key_formula_is_pinned() {
-        assert_eq!(KEY_VERSION, 2);
+        assert_eq!(KEY_VERSION, 3);
         assert_eq!(crate::INDEX_FILE_NAME, format!("cache-v{KEY_VERSION}.redb"));
         let source = CacheKey::compute(&KeyInput::op(b"source".to_vec()), &[]);
         let content = ContentDigest {
@@ -139,12 +165,18 @@ mod tests {
         let copied = CacheKey::compute(&copy, &[source, source]);
         assert_eq!(
             source.hex(),
-            "5cb36be49ce1222211debba8cac297b71d1d9800253bf15b18e49c5beb0777df"
+            "57efce1f89d445d4108f5c74c161beab01dee93cab87255fda3e847e02ab454a"
         );
         assert_eq!(
             copied.hex(),
-            "3bf8482ae9e6789621e4da3697907cde0a69c6ebb44086d61f0b33f0613b110a"
+            "4c03061121a6cf55e9901e8be6a3f485d5789308221c4543d6ada6c3a82f2ca4"
         );
+        // A content-keyed input's slot: the content digest under its own domain.
+        assert_eq!(
+            CacheKey::content_input(&content).hex(),
+            "1c340e9d3b18c7c14f5d383d5e794c3a713dd5cc444430874b0682eb2ed854b0"
+        );
+        assert_ne!(CacheKey::content_input(&content), source);
         // The label is not keyed; the digest, the inputs and their order are.
         let relabelled = KeyInput {
             content: vec![ContentDigest {

@@ -12,6 +12,14 @@
 //!    components are remembered in the index by the vertex's name, so that with `tracing` at
 //!    debug level a miss says what changed since the last build (the op, which input, which
 //!    content digest) and a hit is logged with its key.
+//!    A vertex with content-keyed inputs ([`Executor::content_inputs`], e.g. `COPY --from`)
+//!    takes, in those inputs' slots, the digest of what it reads from them
+//!    ([`Executor::content_digest`], [`CacheKey::content_input`]). Each such edge settles as
+//!    soon as its input's key is known: a link recorded by an earlier solve (the input's key
+//!    and the vertex's [`Executor::content_selector`] -> the slot, [`ContentLink`]) gives the
+//!    slot at once; otherwise the input is solved first (looked up, executed on a miss) and
+//!    digested. So an input rebuilt to the same content leaves everything after it cached, and
+//!    stages copied one after another still build concurrently.
 //! 2. **Lazy results**: solving a vertex first looks its key up in the [`CacheIndex`] (unless
 //!    [`SolveOptions::no_cache`] or [`Executor::cacheable`] says no). On a hit that
 //!    [`Executor::decode`]s, the vertex is [`EventKind::Cached`] and nothing below it is run
@@ -47,6 +55,6 @@ pub use index::{
     CacheError, CacheIndex, KeyClaim, ResultRecord, Table, TableEntry, DEFAULT_LOCK_TIMEOUT,
     IDLE_CLOSE, INDEX_FILE_NAME, TOUCH_GRANULARITY,
 };
-pub use key::{CacheKey, ContentDigest, KeyInput, KEY_VERSION};
+pub use key::{CacheKey, ContentDigest, ContentLink, KeyInput, KEY_VERSION};
 pub use progress::{Event, EventKind, ExecContext, LogStream, ProgressSink};
 pub use solve::{SolveError, SolveOptions, Solver};

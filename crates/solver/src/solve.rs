@@ -1,11 +1,12 @@
 //! The scheduler.
 
-use crate::explain;
+mod keys;
+
 use crate::graph::Node;
 use crate::progress::{event, Gate};
 use crate::{
-    CacheError, CacheIndex, CacheKey, Event, EventKind, ExecContext, Executor, Graph, KeyInput,
-    ProgressSink, VertexId,
+    CacheError, CacheIndex, CacheKey, ContentDigest, ContentLink, Event, EventKind, ExecContext,
+    Executor, Graph, KeyInput, ProgressSink, VertexId,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -146,6 +147,28 @@ impl<E: Executor> Solver<E> {
         targets: &[VertexId],
         opts: &SolveOptions,
     ) -> Res<E, (Vec<E::Value>, HashMap<VertexId, CacheKey>)> {
+        self.solve_with_links(graph, targets, opts)
+            .await
+            .map(|(values, keys, _)| (values, keys))
+    }
+
+    /// Like [`Solver::solve_with_keys`], also returning the content links of every needed
+    /// vertex with content-keyed inputs (how their slots in its key were settled; see
+    /// [`ContentLink`]).
+    #[allow(clippy::type_complexity)]
+    pub async fn solve_with_links(
+        &self,
+        graph: &Graph<E::Vertex>,
+        targets: &[VertexId],
+        opts: &SolveOptions,
+    ) -> Res<
+        E,
+        (
+            Vec<E::Value>,
+            HashMap<VertexId, CacheKey>,
+            HashMap<VertexId, Vec<ContentLink>>,
+        ),
+    > {
         let order = needed_vertices(graph, targets)?;
         let (cancel, _) = watch::channel(false);
         let mut driver = Driver::<E> {
@@ -161,6 +184,16 @@ impl<E: Executor> Solver<E> {
             tasks: JoinSet::new(),
             keys: HashMap::new(),
             key_inputs: HashMap::new(),
+            slots: HashMap::new(),
+            key_waiting: HashMap::new(),
+            key_dependents: HashMap::new(),
+            content_of: HashMap::new(),
+            content_slots: HashMap::new(),
+            digests: Vec::new(),
+            resolving: Vec::new(),
+            links: HashMap::new(),
+            recorded: HashSet::new(),
+            targets_requested: false,
             why: HashMap::new(),
             entries: HashMap::new(),
             requested: Vec::new(),
@@ -175,6 +208,7 @@ impl<E: Executor> Solver<E> {
         }
         let values = result?;
         let keys = std::mem::take(&mut driver.keys);
+        let links = std::mem::take(&mut driver.links);
         if let (Some(index), false) = (self.index.clone(), opts.no_cache) {
             // Garbage collection keeps the most recently used results: mark this solve's.
             let used: Vec<CacheKey> = keys.values().copied().collect();
@@ -183,7 +217,7 @@ impl<E: Executor> Solver<E> {
                 debug!(error = %e, "cannot mark cache results used");
             }
         }
-        Ok((values, keys))
+        Ok((values, keys, links))
     }
 }
 
@@ -240,7 +274,18 @@ struct Entry<V> {
 }
 
 enum Msg<V, Err> {
-    Key(VertexId, Result<(CacheKey, KeyInput), Err>, Duration),
+    /// The executor's key input of a vertex.
+    Key(VertexId, Result<KeyInput, Err>, Duration),
+    /// The slot a link gives the content-keyed edge (vertex, input, link key); `None`: no link.
+    Link(VertexId, usize, CacheKey, Option<CacheKey>),
+    /// The digest of what the vertex reads from a content-keyed input (vertex, input, link).
+    Content(
+        VertexId,
+        usize,
+        CacheKey,
+        Result<ContentDigest, Err>,
+        Duration,
+    ),
     Lookup(CacheKey, Result<Option<V>, CacheError>),
     Exec {
         key: CacheKey,
@@ -267,6 +312,26 @@ struct Driver<'g, E: Executor> {
     keys: HashMap<VertexId, CacheKey>,
     /// What each key was made of (for key records and miss explanations).
     key_inputs: HashMap<VertexId, KeyInput>,
+    /// The input keys each key was computed over (content-keyed inputs' slots replaced).
+    slots: HashMap<VertexId, Vec<CacheKey>>,
+    /// Per vertex, how many of its inputs have no key yet.
+    key_waiting: HashMap<VertexId, usize>,
+    /// Per vertex, the (vertex, input index) slots it fills.
+    key_dependents: HashMap<VertexId, Vec<(VertexId, usize)>>,
+    /// Per vertex, its content-keyed inputs (indexes).
+    content_of: HashMap<VertexId, Vec<usize>>,
+    /// The settled slots of content-keyed edges.
+    content_slots: HashMap<(VertexId, usize), CacheKey>,
+    /// Content-keyed edges waiting for their input's value.
+    digests: Vec<keys::PendingDigest>,
+    /// Inputs to solve for their content.
+    resolving: Vec<VertexId>,
+    /// How each vertex's content-keyed slots were settled.
+    links: HashMap<VertexId, Vec<ContentLink>>,
+    /// Vertices whose key record was written this solve.
+    recorded: HashSet<VertexId>,
+    /// Every key is known and the targets were requested.
+    targets_requested: bool,
     /// Why each vertex would miss, against its last key record.
     why: HashMap<VertexId, String>,
     entries: HashMap<CacheKey, Entry<E::Value>>,
@@ -351,21 +416,32 @@ impl<'g, E: Executor> Driver<'g, E> {
     }
 
     async fn run(&mut self, order: &[VertexId], targets: &[VertexId]) -> Res<E, Vec<E::Value>> {
-        self.compute_keys(order).await?;
-
-        let mut work: Vec<(VertexId, Option<CacheKey>)> =
-            targets.iter().rev().map(|&t| (t, None)).collect();
-        self.request_all(&mut work)?;
+        self.start_keys(order)?;
+        let mut work: Vec<(VertexId, Option<CacheKey>)> = Vec::new();
         loop {
-            if let Some(values) = self.target_values(targets)? {
-                return Ok(values);
+            if !self.targets_requested && self.keys.len() == order.len() {
+                // Every key is known: look the targets up, top down (lazy hits).
+                self.remember_known(order).await;
+                self.targets_requested = true;
+                work.extend(targets.iter().rev().map(|&t| (t, None)));
+                self.request_all(&mut work)?;
+            }
+            if self.targets_requested {
+                if let Some(values) = self.target_values(targets)? {
+                    return Ok(values);
+                }
             }
             let Some(msg) = self.next().await? else {
                 // Nothing runs and the targets are not done: a key waits on itself.
                 return Err(SolveError::Cycle);
             };
             match msg {
-                Msg::Key(..) | Msg::NotStarted => {}
+                Msg::NotStarted => {}
+                Msg::Key(v, result, elapsed) => self.key_input_ready(v, result, elapsed)?,
+                Msg::Link(v, i, link, slot) => self.link_found(v, i, link, slot, order).await?,
+                Msg::Content(v, i, link, result, elapsed) => {
+                    self.content_ready(v, i, link, result, elapsed)?
+                }
                 Msg::Lookup(key, Ok(Some(value))) => self.finish_key(key, value, None)?,
                 Msg::Lookup(key, Ok(None)) => self.expand(key, &mut work)?,
                 Msg::Lookup(key, Err(e)) => {
@@ -394,103 +470,10 @@ impl<'g, E: Executor> Driver<'g, E> {
                     }
                 },
             }
+            work.extend(self.take_resolving().into_iter().rev().map(|u| (u, None)));
             self.request_all(&mut work)?;
+            self.spawn_ready_digests()?;
         }
-    }
-
-    /// Phase 1: the cache key of every needed vertex, inputs first, concurrently.
-    async fn compute_keys(&mut self, order: &[VertexId]) -> Res<E, ()> {
-        let mut remaining: HashMap<VertexId, usize> = HashMap::new();
-        let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
-        for &v in order {
-            let inputs = self.graph.inputs(v);
-            remaining.insert(v, inputs.len());
-            for &u in inputs {
-                dependents.entry(u).or_default().push(v);
-            }
-        }
-        for &v in order {
-            if remaining[&v] == 0 {
-                self.spawn_key(v)?;
-            }
-        }
-        while self.keys.len() < order.len() {
-            let Some(msg) = self.next().await? else {
-                return Err(SolveError::Cycle);
-            };
-            let Msg::Key(v, result, elapsed) = msg else {
-                continue;
-            };
-            match result {
-                Ok((key, input)) => {
-                    debug!(
-                        vertex = self.graph.name(v),
-                        key = %key,
-                        key_time = ?elapsed,
-                        "cache key"
-                    );
-                    self.keys.insert(v, key);
-                    self.key_inputs.insert(v, input);
-                    for &d in dependents.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
-                        if let Some(r) = remaining.get_mut(&d) {
-                            *r -= 1;
-                            if *r == 0 {
-                                self.spawn_key(d)?;
-                            }
-                        }
-                    }
-                }
-                Err(source) => {
-                    let message = source.to_string();
-                    self.emit(
-                        v,
-                        EventKind::Error {
-                            message,
-                            duration: Duration::ZERO,
-                        },
-                    );
-                    return Err(SolveError::CacheKey {
-                        vertex: v,
-                        name: self.graph.name(v).to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        self.remember_keys(order).await;
-        Ok(())
-    }
-
-    /// Records every needed vertex's key and components under its name and, when debug logs
-    /// are on, notes why each would miss (see [`explain`]).
-    async fn remember_keys(&mut self, order: &[VertexId]) {
-        if let Some(index) = self.index.clone() {
-            self.why =
-                explain::remember_keys(index, self.graph, order, &self.keys, &self.key_inputs)
-                    .await;
-        }
-    }
-
-    fn spawn_key(&mut self, v: VertexId) -> Res<E, ()> {
-        let node = self.node(v)?;
-        let inputs = node
-            .inputs
-            .iter()
-            .map(|&u| self.key(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        let vertex = node.vertex.clone();
-        let executor = self.executor.clone();
-        let slots = self.key_slots.clone();
-        self.tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let start = Instant::now();
-            let result = executor
-                .cache_key(&vertex, &inputs)
-                .await
-                .map(|input| (CacheKey::compute(&input, &inputs), input));
-            Msg::Key(v, result, start.elapsed())
-        });
-        Ok(())
     }
 
     /// Processes requests: `(vertex, key of the vertex that needs it as an input)`.

@@ -104,6 +104,22 @@ impl Executor for Fake {
         Ok(format!("{}({})", vertex.material, inputs.join(",")))
     }
 
+    fn content_selector(&self, _: &Op, _: usize) -> Vec<u8> {
+        Vec::new()
+    }
+
+    async fn content_digest(
+        &self,
+        vertex: &Op,
+        _: usize,
+        _: &String,
+    ) -> Result<ContentDigest, FakeError> {
+        Err(FakeError(format!(
+            "{} has no content-keyed inputs",
+            vertex.id
+        )))
+    }
+
     fn encode(&self, value: &String) -> Vec<u8> {
         value.as_bytes().to_vec()
     }

@@ -4,10 +4,10 @@
 //! validated by (dev, inode, size, mtime, ctime), so a no-op rebuild re-reads nothing and any write
 //! (which moves ctime) forces a re-read even when size and mtime are unchanged.
 //!
-//! # Format (part of cache key version 2)
+//! # Format (part of cache key version 3)
 //!
 //! These digests enter every key of a COPY/ADD from the context and of a `RUN --mount` of it,
-//! so their exact bytes are part of `rbuild_solver::KEY_VERSION` (2): changing anything below
+//! so their exact bytes are part of `rbuild_solver::KEY_VERSION` (3): changing anything below
 //! means bumping it (which renames the cache index) and re-pinning `tests/context_checksum.rs`
 //! and `tests/cache_keys.rs`. There is no domain tag of its own; the key's formula carries the
 //! version.

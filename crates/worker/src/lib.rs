@@ -1,9 +1,11 @@
 //! Executes llb ops for the solver: implements [`rbuild_solver::Executor`] with the snapshotter
 //! (filesystems), the sandbox (RUN), the registry (base images) and rbuild's own file operations
 //! (COPY, ADD, WORKDIR). Cache keys of COPY/ADD from the build context include a content checksum
-//! of exactly the selected paths (see [`checksum`]).
+//! of exactly the selected paths (see [`checksum`]); `COPY --from` and bind mounts of other
+//! stages count by the content they read from their source's result (see [`content_key`]).
 
 pub mod checksum;
+pub mod content_key;
 pub mod dockerignore;
 mod exec;
 pub mod fsops;
@@ -666,6 +668,23 @@ impl Executor for Worker {
         }
     }
 
+    fn content_inputs(&self, vertex: &WorkVertex) -> Vec<usize> {
+        content_key::content_inputs(&vertex.op, &vertex.context_inputs)
+    }
+
+    fn content_selector(&self, vertex: &WorkVertex, input: usize) -> Vec<u8> {
+        content_key::selector(&vertex.op, input)
+    }
+
+    async fn content_digest(
+        &self,
+        vertex: &WorkVertex,
+        input: usize,
+        value: &Value,
+    ) -> Result<ContentDigest, WorkerError> {
+        self.input_content(vertex, input, value).await
+    }
+
     fn encode(&self, value: &Value) -> Vec<u8> {
         value.to_index_bytes()
     }
@@ -700,6 +719,10 @@ impl Executor for Worker {
                 None
             }
         }
+    }
+
+    fn link_fallback(&self, link: &CacheKey) -> Option<CacheKey> {
+        self.remote.as_ref()?.link(link)
     }
 
     fn cacheable(&self, vertex: &WorkVertex) -> bool {

@@ -37,6 +37,8 @@ pub struct RemoteCache {
     source: CacheSource,
     layers: Vec<(Descriptor, CacheLayer)>,
     records: HashMap<CacheKey, Vec<usize>>,
+    /// Content links: link key -> slot (see `rbuild_oci::cache::CacheLink`).
+    links: HashMap<CacheKey, CacheKey>,
     warnings: Mutex<Vec<String>>,
     /// One materialisation at a time, so two results sharing layers never fetch or unpack them
     /// twice (the second finds the first's snapshots by chain ID).
@@ -149,11 +151,24 @@ impl RemoteCache {
             }
             records.insert(key, record.chain);
         }
+        let mut links = HashMap::new();
+        for link in config.links.iter().filter(|_| usable) {
+            match (
+                CacheKey::from_hex(&link.link),
+                CacheKey::from_hex(&link.slot),
+            ) {
+                (Some(key), Some(slot)) => {
+                    links.insert(key, slot);
+                }
+                _ => return Err(invalid(what, format!("bad content link `{}`", link.link))),
+            }
+        }
         let layers = manifest.layers.into_iter().zip(config.layers).collect();
         Ok(RemoteCache {
             source,
             layers,
             records,
+            links,
             warnings: Mutex::new(Vec::new()),
             busy: tokio::sync::Mutex::new(()),
         })
@@ -167,6 +182,11 @@ impl RemoteCache {
     /// True when the cache holds no results.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// The slot the exporting solve settled for content link `link`, if any.
+    pub fn link(&self, link: &CacheKey) -> Option<CacheKey> {
+        self.links.get(link).copied()
     }
 
     /// True when the cache has a result for `key`.

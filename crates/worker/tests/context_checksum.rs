@@ -37,8 +37,8 @@ fn the_context_checksum_of_a_fixture_tree_is_pinned() {
         return;
     }
     assert_eq!(
-        KEY_VERSION, 2,
-        "the checksum format is part of key version 2: a new version needs new pins below"
+        KEY_VERSION, 3,
+        "the checksum format is part of key version 3: a new version needs new pins below"
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
