@@ -9,6 +9,7 @@ use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
 use crate::export::{export_image, layer_options, write_outputs, ImageParts, StoredImage};
+use rbuild_exporter::image_variant;
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -522,7 +523,7 @@ impl Pipeline {
         let output_results = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
             let (top, outputs, desc) = (solved.top.clone(), parts.outputs, desc.clone());
-            let (tags, flag) = (tags.clone(), cancel.flag());
+            let (tags, opts) = (tags.clone(), layer_opts.clone());
             cancel
                 .detached(move || {
                     let image = StoredImage {
@@ -532,7 +533,7 @@ impl Pipeline {
                         desc: &desc,
                         tags: &tags,
                     };
-                    write_outputs(&image, &outputs, &flag)
+                    write_outputs(&image, &outputs, &opts)
                 })
                 .await?
         };
@@ -572,10 +573,22 @@ impl Pipeline {
             None
         } else {
             let started = Instant::now();
+            // The pushed manifest names the layers compressed (gzip unless an output asks
+            // otherwise), made now or remembered from an earlier push or export.
+            let distributed = {
+                let (store, desc, opts) = (self.store.clone(), desc.clone(), layer_opts.clone());
+                cancel
+                    .blocking(move || {
+                        image_variant(&store, &desc, &opts, parts.push_jobs)
+                            .map_err(|e| BuildError::step("compressing layers", e))
+                    })
+                    .await?
+            };
+            phase_done("compress", started);
             let summary = cancel
                 .run(push_image(
                     &self.store,
-                    &desc,
+                    &distributed,
                     &push_names,
                     parts.push_jobs,
                     &self.registry,
@@ -587,8 +600,15 @@ impl Pipeline {
             Some(summary)
         };
         all_names.dedup();
+        // As buildx reports it: the manifest as distributed (pushed, else the first archive
+        // output's), the store's own when the image went nowhere else.
+        let reported = pushed
+            .as_ref()
+            .map(|p| p.manifest.clone())
+            .or_else(|| output_results.iter().find_map(|o| o.manifest.clone()))
+            .unwrap_or_else(|| desc.clone());
         let metadata: ImageMetadata = {
-            let (store, desc, names) = (self.store.clone(), desc.clone(), all_names.clone());
+            let (store, desc, names) = (self.store.clone(), reported, all_names.clone());
             blocking(move || Ok(metadata(&store, &desc, &names))).await?
         };
         Ok(BuildResult {

@@ -1,15 +1,21 @@
-//! Image assembly and outputs. Owns turning committed snapshots into compressed layer blobs
-//! (each computed once and remembered on the snapshot), writing config + manifest into the local
+//! Image assembly and outputs. Owns turning committed snapshots into layer blobs (uncompressed
+//! in the store, each computed once and remembered on the snapshot), their compressed variants
+//! for pushes and archives (made once, remembered in the store), writing config + manifest into the local
 //! store and tagging them, and the outputs `type=oci` (tar or dir), `type=docker` (a
 //! `docker load` archive) and `type=local` (the final filesystem).
 
 mod cache_export;
 mod layers;
 mod outputs;
+mod pipe;
+mod variants;
 
 pub use cache_export::{write_cache_layout, write_cache_manifest};
-pub use layers::{assemble_image, assemble_image_annotated, ensure_layer, LayerOptions};
+pub use layers::{
+    assemble_image, assemble_image_annotated, ensure_layer, ensure_layers, LayerOptions,
+};
 pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
+pub use variants::{image_variant, layer_variant};
 pub use rbuild_oci::Layer;
 
 use std::path::PathBuf;

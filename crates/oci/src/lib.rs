@@ -12,6 +12,7 @@ mod manifest;
 mod media;
 mod reach;
 mod store;
+mod variants;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
 pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Reader, Sha256Writer};
@@ -23,6 +24,7 @@ pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
     STORE_OWNERS_DIR, STORE_TMP_DIR,
 };
+pub use variants::{Variant, VARIANTS_DIR};
 
 /// The annotation that names a tag in an OCI layout's `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -398,7 +398,14 @@ fn collect(
         .collect();
     o.snapshotter.remove_all(&gone)?;
     report.snapshots = gone.len();
-    // 3. Blobs nothing reaches (dangling images, stale layer labels).
+    // 3. Variant mappings of layers nothing reaches, or whose blob goes (before the blobs, so
+    // a mapping never names a missing blob; readers also check), then the blobs nothing
+    // reaches (dangling images, stale layer labels, those variants).
+    for (source, compression, blob) in &model.variants {
+        if !reach.blobs.contains(source) || !reach.blobs.contains(blob) {
+            o.store.remove_variant(source, *compression)?;
+        }
+    }
     let mut blobs = 0;
     for digest in model.blobs.keys() {
         if !reach.blobs.contains(digest) {
