@@ -246,22 +246,36 @@ pub fn ensure_layer(
         return Err(ExportError::Canceled);
     }
     let started = std::time::Instant::now();
-    let (digest, size, diff_digest, media_type) = write_layer_blob(snapshotter, store, id, opts)?;
-    let layer = Layer {
-        descriptor: Descriptor {
-            media_type: MediaType::new(media_type),
-            digest,
-            size,
-            platform: None,
-            annotations: None,
-        },
-        diff_id: DiffId(diff_digest),
+    // A tar stream seen before (the same COPY onto a changed parent) is the same layer: one
+    // blake3 pass instead of sha256 and a blob write.
+    let key = crate::content::content_key(snapshotter, id, opts)?;
+    let hashed = started.elapsed();
+    let (layer, reused) = match store.layer_by_content(&key, opts.compression) {
+        Some(layer) => (layer, true),
+        None => {
+            let (digest, size, diff_digest, media_type) =
+                write_layer_blob(snapshotter, store, id, opts)?;
+            let layer = Layer {
+                descriptor: Descriptor {
+                    media_type: MediaType::new(media_type),
+                    digest,
+                    size,
+                    platform: None,
+                    annotations: None,
+                },
+                diff_id: DiffId(diff_digest),
+            };
+            store.remember_layer_content(&key, opts.compression, &layer)?;
+            (layer, false)
+        }
     };
     tracing::debug!(
         snapshot = %id,
         blob = %layer.descriptor.digest,
         size = layer.descriptor.size,
+        content_check_time = ?hashed,
         export_time = ?started.elapsed(),
+        same_content_as_earlier_layer = reused,
         "layer exported"
     );
     let json = serde_json::to_string(&layer)?;

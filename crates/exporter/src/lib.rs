@@ -5,6 +5,7 @@
 //! `docker load` archive) and `type=local` (the final filesystem).
 
 mod cache_export;
+mod content;
 mod layers;
 mod outputs;
 mod pipe;

@@ -218,3 +218,107 @@ fn canceled_compression_leaves_no_blob_and_no_mapping() {
         Some(made.descriptor.clone())
     );
 }
+
+/// A one-file layer on its own parent (each call a new parent, as a COPY after a changed step),
+/// then `tweak` applied to its one file.
+fn file_layer(snap: &Snapshotter, tweak: impl FnOnce(&Path)) -> SnapshotId {
+    let parent = snapshot(snap, |root| {
+        fs::write(root.join("stamp"), noise(64, rand_seed())).unwrap();
+    });
+    let active = snap.prepare(Some(&parent)).unwrap();
+    {
+        let mount = active.mount().unwrap();
+        let dir = mount.path().join("app");
+        fs::create_dir(&dir).unwrap();
+        let file = dir.join("data.bin");
+        fs::write(&file, noise(3 << 20, 5)).unwrap();
+        std::os::unix::fs::chown(&file, Some(1000), Some(1000)).unwrap();
+        fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        fs::File::open(&file).unwrap().set_modified(when).unwrap();
+        tweak(&file);
+        fs::File::open(&dir).unwrap().set_modified(when).unwrap();
+    }
+    snap.commit(active).unwrap()
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn identical_tar_streams_reuse_the_layer_and_any_difference_does_not() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let e = env();
+    let first = ensure_layer(&e.snap, &e.store, &file_layer(&e.snap, |_| {}), &stored()).unwrap();
+    let blobs = e.store.list_blobs().unwrap().len();
+    let stamp = fs::metadata(e.store.blob_path(&first.descriptor.digest))
+        .unwrap()
+        .ino();
+    // The same content on another parent: the same layer, no new blob.
+    let again = ensure_layer(&e.snap, &e.store, &file_layer(&e.snap, |_| {}), &stored()).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(e.store.list_blobs().unwrap().len(), blobs);
+    assert_eq!(
+        fs::metadata(e.store.blob_path(&first.descriptor.digest))
+            .unwrap()
+            .ino(),
+        stamp
+    );
+    assert_eq!(e.store.layer_contents().unwrap().len(), 1);
+
+    // One changed byte, mode, owner, mtime or xattr: another layer.
+    type Tweak = Box<dyn FnOnce(&Path)>;
+    let tweaks: Vec<(&str, Tweak)> = vec![
+        (
+            "byte",
+            Box::new(|f: &Path| {
+                let mut data = fs::read(f).unwrap();
+                data[1 << 20] ^= 1;
+                let when = fs::metadata(f).unwrap().modified().unwrap();
+                fs::write(f, data).unwrap();
+                fs::File::open(f).unwrap().set_modified(when).unwrap();
+            }),
+        ),
+        (
+            "mode",
+            Box::new(|f: &Path| {
+                fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+                    .unwrap()
+            }),
+        ),
+        (
+            "owner",
+            Box::new(|f: &Path| std::os::unix::fs::chown(f, Some(1000), Some(1001)).unwrap()),
+        ),
+        (
+            "mtime",
+            Box::new(|f: &Path| {
+                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+                fs::File::open(f).unwrap().set_modified(when).unwrap();
+            }),
+        ),
+        (
+            "xattr",
+            Box::new(|f: &Path| {
+                rustix::fs::setxattr(f, "user.rbuild.test", b"1", rustix::fs::XattrFlags::empty())
+                    .unwrap()
+            }),
+        ),
+    ];
+    let mut seen = vec![first.diff_id.clone()];
+    for (what, tweak) in tweaks {
+        let layer =
+            ensure_layer(&e.snap, &e.store, &file_layer(&e.snap, tweak), &stored()).unwrap();
+        assert!(
+            !seen.contains(&layer.diff_id),
+            "a changed {what} reused an earlier layer"
+        );
+        seen.push(layer.diff_id.clone());
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod cache;
 mod config;
+mod content;
 mod digest;
 mod layer;
 pub mod lock;
@@ -24,6 +25,7 @@ pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
     STORE_OWNERS_DIR, STORE_TMP_DIR,
 };
+pub use content::{ContentEntry, CONTENT_DIR};
 pub use variants::{Variant, VARIANTS_DIR};
 
 /// The annotation that names a tag in an OCI layout's `index.json`.

@@ -398,12 +398,18 @@ fn collect(
         .collect();
     o.snapshotter.remove_all(&gone)?;
     report.snapshots = gone.len();
-    // 3. Variant mappings of layers nothing reaches, or whose blob goes (before the blobs, so
-    // a mapping never names a missing blob; readers also check), then the blobs nothing
+    // 3. Variant mappings of layers nothing reaches, or whose blob goes, and layers-by-content
+    // entries whose blob goes (before the blobs, so neither names a missing blob; readers also
+    // check), then the blobs nothing
     // reaches (dangling images, stale layer labels, those variants).
     for (source, compression, blob) in &model.variants {
         if !reach.blobs.contains(source) || !reach.blobs.contains(blob) {
             o.store.remove_variant(source, *compression)?;
+        }
+    }
+    for (key, compression, blob) in &model.contents {
+        if !reach.blobs.contains(blob) {
+            o.store.forget_layer_content(key, *compression)?;
         }
     }
     let mut blobs = 0;

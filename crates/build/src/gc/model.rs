@@ -67,6 +67,9 @@ pub(crate) struct Model {
     pub(crate) tag_count: usize,
     /// The store's compressed variants: (uncompressed blob, compression, variant blob).
     pub(crate) variants: Vec<(Digest, Compression, Digest)>,
+    /// The store's layers by content: (blake3 key, compression, layer blob). They keep nothing
+    /// alive; an entry goes with its blob.
+    pub(crate) contents: Vec<(String, Compression, Digest)>,
 }
 
 /// What a set of kept records (plus the tags) reaches.
@@ -177,6 +180,11 @@ impl Model {
             .variants()?
             .into_iter()
             .map(|v| (v.source, v.compression, v.descriptor.digest))
+            .collect();
+        model.contents = store
+            .layer_contents()?
+            .into_iter()
+            .map(|c| (c.key, c.compression, c.layer.descriptor.digest))
             .collect();
         model.tagged = store.reachable_from_tags()?;
         Ok(model)
