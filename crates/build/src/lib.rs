@@ -78,6 +78,7 @@ pub use error::{
 };
 pub use pipeline::{build, build_with_cancel};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
+pub use rbuild_exporter::{LayerAction, LayerProgress};
 pub use pull::{pull_image, Pulled, PulledLayer};
 pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,

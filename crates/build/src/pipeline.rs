@@ -476,6 +476,10 @@ impl Pipeline {
     ) -> Result<BuildResult, BuildError> {
         let mut layer_opts = layer_options(&parts.outputs, epoch);
         layer_opts.cancel = Some(cancel.flag());
+        let progress = self.progress.clone();
+        layer_opts.progress = Some(rbuild_exporter::LayerProgressFn(Arc::new(move |p| {
+            progress.event(BuildEvent::Layer(p.clone()))
+        })));
         let tags: Vec<String> = parts.tags.iter().map(|t| normalize_tag(t)).collect();
         let mut push_names: Vec<String> = Vec::new();
         let mut all_names: Vec<String> = tags.clone();

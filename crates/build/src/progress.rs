@@ -67,6 +67,8 @@ pub enum BuildEvent {
     PushNotice(RegistryNotice),
     /// An image was pushed.
     Pushed(PushSummary),
+    /// A long layer export or compression went on (every 64 MiB of a layer, and at its end).
+    Layer(rbuild_exporter::LayerProgress),
 }
 
 /// The outcome of pushing one image to its names.

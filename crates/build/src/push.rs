@@ -112,8 +112,15 @@ pub async fn push_names(
         // The registry gets the layers gzip-compressed (made once, remembered in the store).
         let distributed = {
             let (store, image) = (store.clone(), image.clone());
+            let progress = progress.clone();
+            let opts = LayerOptions {
+                progress: Some(rbuild_exporter::LayerProgressFn(Arc::new(move |p| {
+                    progress.event(BuildEvent::Layer(p.clone()))
+                }))),
+                ..LayerOptions::default()
+            };
             blocking(move || {
-                image_variant(&store, &image, &LayerOptions::default(), jobs)
+                image_variant(&store, &image, &opts, jobs)
                     .map_err(|e| BuildError::step("compressing layers", e))
             })
             .await?

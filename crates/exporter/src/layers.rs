@@ -31,6 +31,8 @@ pub struct LayerOptions {
     /// When set (e.g. by a canceled build), a layer being made stops at its next chunk with
     /// [`ExportError::Canceled`] and its temp blob is removed; nothing is stored or labelled.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Receives per-layer byte counts of long exports and compressions.
+    pub progress: Option<crate::LayerProgressFn>,
 }
 
 impl LayerOptions {
@@ -81,13 +83,13 @@ fn label_for(compression: Compression) -> &'static str {
 /// Writes the diff of `id` as a blob: the tar walk runs on its own thread and hands buffers over
 /// a bounded pipe to this one, which hashes and writes them (uncompressed: the blob digest is the
 /// diff ID, one sha256 pass) or hashes, compresses and writes them (gzip/zstd: the diff ID's
-/// sha256, then the blob's). Returns the blob's digest and size, the diff ID and the media type.
+/// sha256, then the blob's); the walk's thread also takes the blake3 content key.
 fn write_layer_blob(
     snapshotter: &Snapshotter,
     store: &Store,
     id: &SnapshotId,
     opts: &LayerOptions,
-) -> Result<(rbuild_oci::Digest, u64, rbuild_oci::Digest, &'static str), ExportError> {
+) -> Result<Written, ExportError> {
     let io_err = |action: &'static str| {
         move |source| ExportError::Io {
             action,
@@ -98,28 +100,41 @@ fn write_layer_blob(
     let blob = store.blob_writer()?;
     let (mut tar_w, mut tar_r) = crate::pipe::pipe();
     std::thread::scope(|s| {
-        let walker = s.spawn(move || -> Result<(), ExportError> {
-            let diff = snapshotter.write_diff(
+        let walker = s.spawn(move || -> Result<(String, String), ExportError> {
+            let mut hashed = crate::content::ContentHasher::new(&mut tar_w);
+            snapshotter.write_diff(
                 id,
                 &mut CancelWriter {
-                    inner: &mut tar_w,
+                    inner: &mut hashed,
                     opts,
                 },
                 &DiffOptions {
                     source_date_epoch: opts.source_date_epoch,
                 },
-            );
-            diff?;
+            )?;
+            let (key, prefix, _) = hashed.finish();
             tar_w.close().map_err(|source| ExportError::Io {
                 action: "write layer of",
                 path: id.to_string().into(),
                 source,
-            })
+            })?;
+            Ok((key, prefix))
         });
         let consumed = (|| -> Result<_, ExportError> {
+            let mut meter = crate::progress::Meter::new(
+                opts.progress.as_ref(),
+                crate::LayerAction::Export,
+                id.to_string(),
+                None,
+            );
             if opts.compression == Compression::None {
                 let mut blob = blob;
-                io::copy(&mut tar_r, &mut blob).map_err(io_err("write layer of"))?;
+                let mut out = crate::progress::Metered {
+                    inner: &mut blob,
+                    meter: &mut meter,
+                };
+                io::copy(&mut tar_r, &mut out).map_err(io_err("write layer of"))?;
+                meter.finish();
                 return Ok(Consumed::Plain(blob));
             }
             let (encoder, media_type) = match opts.compression {
@@ -138,7 +153,12 @@ fn write_layer_blob(
                 }
             };
             let mut tar_hasher = Sha256Writer::new(encoder);
-            io::copy(&mut tar_r, &mut tar_hasher).map_err(io_err("compress layer of"))?;
+            let mut out = crate::progress::Metered {
+                inner: &mut tar_hasher,
+                meter: &mut meter,
+            };
+            io::copy(&mut tar_r, &mut out).map_err(io_err("compress layer of"))?;
+            meter.finish();
             tar_hasher.flush().map_err(io_err("compress layer of"))?;
             let (diff, _, enc) = tar_hasher.finish();
             let blob = enc.finish().map_err(io_err("compress layer of"))?;
@@ -156,19 +176,29 @@ fn write_layer_blob(
         if opts.is_canceled() {
             return Err(ExportError::Canceled);
         }
-        walked?;
+        let content = walked?;
         match consumed? {
             Consumed::Plain(blob) => {
                 let (digest, size) = blob.commit(None)?;
-                Ok((digest.clone(), size, digest, MediaType::OCI_LAYER_TAR))
+                Ok((digest.clone(), size, digest, MediaType::OCI_LAYER_TAR, content))
             }
             Consumed::Compressed(blob, diff, media_type) => {
                 let (digest, size) = blob.commit(None)?;
-                Ok((digest, size, diff, media_type))
+                Ok((digest, size, diff, media_type, content))
             }
         }
     })
 }
+
+/// A written layer blob: its digest and size, the diff ID, the media type and the content key
+/// and prefix (blake3 of the tar stream and of its first chunk).
+type Written = (
+    rbuild_oci::Digest,
+    u64,
+    rbuild_oci::Digest,
+    &'static str,
+    (String, String),
+);
 
 /// What the consuming stage of [`write_layer_blob`] ends with: the blob still to commit (and,
 /// compressed, the diff ID and media type).
@@ -248,12 +278,12 @@ pub fn ensure_layer(
     let started = std::time::Instant::now();
     // A tar stream seen before (the same COPY onto a changed parent) is the same layer: one
     // blake3 pass instead of sha256 and a blob write.
-    let key = crate::content::content_key(snapshotter, id, opts)?;
+    let same = crate::content::same_content(snapshotter, store, id, opts)?;
     let hashed = started.elapsed();
-    let (layer, reused) = match store.layer_by_content(&key, opts.compression) {
+    let (layer, reused) = match same {
         Some(layer) => (layer, true),
         None => {
-            let (digest, size, diff_digest, media_type) =
+            let (digest, size, diff_digest, media_type, (key, prefix)) =
                 write_layer_blob(snapshotter, store, id, opts)?;
             let layer = Layer {
                 descriptor: Descriptor {
@@ -265,7 +295,7 @@ pub fn ensure_layer(
                 },
                 diff_id: DiffId(diff_digest),
             };
-            store.remember_layer_content(&key, opts.compression, &layer)?;
+            store.remember_layer_content(&key, &prefix, opts.compression, &layer)?;
             (layer, false)
         }
     };

@@ -9,6 +9,7 @@ mod content;
 mod layers;
 mod outputs;
 mod pipe;
+mod progress;
 mod variants;
 
 pub use cache_export::{write_cache_layout, write_cache_manifest};
@@ -16,6 +17,7 @@ pub use layers::{
     assemble_image, assemble_image_annotated, ensure_layer, ensure_layers, LayerOptions,
 };
 pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
+pub use progress::{LayerAction, LayerProgress, LayerProgressFn, REPORT_EVERY};
 pub use variants::{image_variant, layer_variant};
 pub use rbuild_oci::Layer;
 

@@ -6,6 +6,8 @@
 //! layers of an image are converted concurrently, bounded by the cores.
 
 use crate::pipe::{cores, parallel_map, pipe};
+use crate::progress::Meter;
+use crate::LayerAction;
 use crate::{ExportError, LayerOptions};
 use rbuild_oci::{Compression, Descriptor, DiffId, Layer, Manifest, MediaType, Store};
 use std::io::{self, Read, Write};
@@ -159,14 +161,24 @@ fn compress_blob(
             Ok(())
         });
         let compressed = (|| -> io::Result<()> {
+            let total = (current == Compression::None).then_some(layer.descriptor.size);
+            let mut meter = Meter::new(
+                opts.progress.as_ref(),
+                LayerAction::Compress,
+                layer.diff_id.0.to_string(),
+                total,
+            );
             let mut enc = Encoder::new(target, out_w, opts)?;
             while let Some(chunk) = raw_r.next_chunk() {
                 if opts.is_canceled() {
                     return Err(io::Error::other("layer compression canceled"));
                 }
                 enc.write_chunk(&chunk)?;
+                meter.add(chunk.len());
             }
-            enc.finish()?.close()
+            enc.finish()?.close()?;
+            meter.finish();
+            Ok(())
         })();
         drop(raw_r);
         let read = reader.join().unwrap_or_else(|_| Err(io::Error::other("reader panicked")));

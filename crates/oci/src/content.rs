@@ -3,8 +3,11 @@
 //! layer made from it (blob descriptor and diff ID), one small file per `(blake3, compression)`
 //! under [`CONTENT_DIR`]. A build that produces a byte-identical tar again (the same COPY onto a
 //! changed parent) reuses that layer after one blake3 pass instead of sha256 and a blob write.
+//! Beside each entry, a marker `<prefix>.prefix` names the blake3 of the stream's first chunk,
+//! so a new layer whose first chunk matches no earlier layer skips the full check at once.
 //! An entry is written (atomically) only after its blob is committed; readers ignore an entry
-//! whose blob is gone, and garbage collection drops entries whose blob it removes.
+//! whose blob is gone, and garbage collection drops entries whose blob it removes (and markers
+//! no entry names).
 
 use crate::{Compression, Layer, Store, StoreError};
 use std::fs;
@@ -30,13 +33,72 @@ fn valid_key(key: &str) -> bool {
 pub struct ContentEntry {
     /// blake3 of the uncompressed tar, 64 hex digits.
     pub key: String,
+    /// blake3 of the stream's first chunk, 64 hex digits.
+    pub prefix: String,
     /// The compression of the layer's blob.
     pub compression: Compression,
     /// The layer.
     pub layer: Layer,
 }
 
+/// The stored form of an entry.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    layer: Layer,
+    prefix: String,
+}
+
 impl Store {
+    fn prefix_path(&self, prefix: &str) -> std::path::PathBuf {
+        self.root().join(CONTENT_DIR).join(format!("{prefix}.prefix"))
+    }
+
+    /// True when some remembered layer's tar stream began with the chunk of blake3 `prefix`.
+    pub fn has_content_prefix(&self, prefix: &str) -> bool {
+        valid_key(prefix) && self.prefix_path(prefix).exists()
+    }
+
+    /// Forgets the marker of `prefix` (already gone: not an error).
+    pub fn forget_content_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        if !valid_key(prefix) {
+            return Ok(());
+        }
+        let path = self.prefix_path(prefix);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                action: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Every prefix marker.
+    pub fn content_prefixes(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.root().join(CONTENT_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "read dir",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let prefix = name.strip_suffix(".prefix")?;
+                valid_key(prefix).then(|| prefix.to_string())
+            })
+            .collect())
+    }
+
     fn content_path(&self, key: &str, c: Compression) -> std::path::PathBuf {
         self.root()
             .join(CONTENT_DIR)
@@ -49,18 +111,21 @@ impl Store {
             return None;
         }
         let bytes = fs::read(self.content_path(key, c)).ok()?;
-        let layer: Layer = serde_json::from_slice(&bytes).ok()?;
-        self.has_blob(&layer.descriptor.digest).then_some(layer)
+        let entry: Stored = serde_json::from_slice(&bytes).ok()?;
+        self.has_blob(&entry.layer.descriptor.digest)
+            .then_some(entry.layer)
     }
 
-    /// Remembers `layer` (its blob already committed) as made of the tar stream with blake3 `key`.
+    /// Remembers `layer` (its blob already committed) as made of the tar stream with blake3 `key`
+    /// whose first chunk has blake3 `prefix`.
     pub fn remember_layer_content(
         &self,
         key: &str,
+        prefix: &str,
         c: Compression,
         layer: &Layer,
     ) -> Result<(), StoreError> {
-        if !valid_key(key) {
+        if !valid_key(key) || !valid_key(prefix) {
             return Err(StoreError::Io {
                 action: "name content entry",
                 path: key.into(),
@@ -76,11 +141,16 @@ impl Store {
             path: dir.clone(),
             source,
         })?;
-        let bytes = serde_json::to_vec(layer).map_err(|source| StoreError::Json {
+        let stored = Stored {
+            layer: layer.clone(),
+            prefix: prefix.to_string(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|source| StoreError::Json {
             what: "content entry".into(),
             source,
         })?;
-        self.write_file_atomic(&self.content_path(key, c), &bytes)
+        self.write_file_atomic(&self.content_path(key, c), &bytes)?;
+        self.write_file_atomic(&self.prefix_path(prefix), b"")
     }
 
     /// Every readable content entry (whether or not its blob is present).
@@ -115,11 +185,12 @@ impl Store {
             let Ok(bytes) = fs::read(entry.path()) else {
                 continue;
             };
-            if let Ok(layer) = serde_json::from_slice::<Layer>(&bytes) {
+            if let Ok(entry) = serde_json::from_slice::<Stored>(&bytes) {
                 out.push(ContentEntry {
                     key: key.to_string(),
+                    prefix: entry.prefix,
                     compression,
-                    layer,
+                    layer: entry.layer,
                 });
             }
         }
@@ -164,23 +235,28 @@ mod tests {
             },
             diff_id: DiffId(blob.clone()),
         };
-        let key = "ab".repeat(32);
+        let (key, prefix) = ("ab".repeat(32), "cd".repeat(32));
         assert_eq!(store.layer_by_content(&key, Compression::None), None);
+        assert!(!store.has_content_prefix(&prefix));
         store
-            .remember_layer_content(&key, Compression::None, &layer)
+            .remember_layer_content(&key, &prefix, Compression::None, &layer)
             .unwrap();
+        assert!(store.has_content_prefix(&prefix));
+        assert_eq!(store.content_prefixes().unwrap(), vec![prefix.clone()]);
         assert_eq!(
             store.layer_by_content(&key, Compression::None),
             Some(layer.clone())
         );
         assert_eq!(store.layer_by_content(&key, Compression::Gzip), None);
         assert!(store
-            .remember_layer_content("../x", Compression::None, &layer)
+            .remember_layer_content("../x", &prefix, Compression::None, &layer)
             .is_err());
         assert_eq!(store.layer_contents().unwrap().len(), 1);
         store.remove_blob(&blob).unwrap();
         assert_eq!(store.layer_by_content(&key, Compression::None), None);
         store.forget_layer_content(&key, Compression::None).unwrap();
         assert!(store.layer_contents().unwrap().is_empty());
+        store.forget_content_prefix(&prefix).unwrap();
+        assert!(!store.has_content_prefix(&prefix));
     }
 }

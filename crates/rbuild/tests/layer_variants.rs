@@ -63,7 +63,20 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     let root = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let ctx = context(96 << 20);
-    assert_ok(&build(root.path(), ctx.path(), &["-t", "big:1"]));
+    let first = build(root.path(), ctx.path(), &["-t", "big:1"]);
+    assert_ok(&first);
+    // A layer over 64 MiB reports its progress (BuildKit-like lines), ending with `done`.
+    let text = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("exporting layer ") && l.ends_with("MiB")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("exporting layer ") && l.ends_with(" done")),
+        "{text}"
+    );
     let store = Store::open(root.path()).unwrap();
     let image = store.resolve_tag("big:1").unwrap().unwrap();
     let record = store.read_image(&image.digest).unwrap();
@@ -118,7 +131,15 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     );
 
     // The next export completes it; the archive holds gzip layers over the same config.
-    assert_ok(&build(root.path(), ctx.path(), &["-t", "big:1", "-o", &spec]));
+    let done = build(root.path(), ctx.path(), &["-t", "big:1", "-o", &spec]);
+    assert_ok(&done);
+    let text = String::from_utf8_lossy(&done.stderr).into_owned();
+    let diff = &record.config.rootfs.diff_ids[0].0;
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("compressing layer {diff} "))
+            && l.contains("MiB / ")),
+        "{text}"
+    );
     assert_consistent(&store);
     for diff in &record.config.rootfs.diff_ids {
         let v = store.variant(&diff.0, Compression::Gzip).expect("variant made");
@@ -136,6 +157,32 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     assert!(
         !archive.contains(&format!("blobs/sha256/{}", record.manifest.layers[0].digest.hex())),
         "the uncompressed blob is not in the archive"
+    );
+    // JSON progress: typed layer events (a zstd archive is a new variant to make).
+    let zstd = format!(
+        "type=oci,dest={},compression=zstd",
+        out.path().join("z.tar").display()
+    );
+    let json = rbuild_at(root.path())
+        .args(["build", "--progress=json", "--gc-keep-storage", "0", "-t", "big:1"])
+        .args(["-o", &zstd])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_ok(&json);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["event"] == "layer")
+        .collect();
+    let tar_size = record.manifest.layers[0].size;
+    assert!(
+        events.iter().any(|e| e["action"] == "compressing"
+            && e["layer"] == diff.to_string().as_str()
+            && e["total"] == tar_size
+            && e["finished"] == true
+            && e["current"] == tar_size),
+        "{events:?}"
     );
     // The store itself still reads (skopeo, as `oci:ROOT:TAG`).
     let dest = tempfile::tempdir().unwrap();

@@ -407,9 +407,17 @@ fn collect(
             o.store.remove_variant(source, *compression)?;
         }
     }
-    for (key, compression, blob) in &model.contents {
-        if !reach.blobs.contains(blob) {
+    let mut prefixes = std::collections::BTreeSet::new();
+    for (key, prefix, compression, blob) in &model.contents {
+        if reach.blobs.contains(blob) {
+            prefixes.insert(prefix.as_str());
+        } else {
             o.store.forget_layer_content(key, *compression)?;
+        }
+    }
+    for prefix in o.store.content_prefixes()? {
+        if !prefixes.contains(prefix.as_str()) {
+            o.store.forget_content_prefix(&prefix)?;
         }
     }
     let mut blobs = 0;

@@ -67,9 +67,9 @@ pub(crate) struct Model {
     pub(crate) tag_count: usize,
     /// The store's compressed variants: (uncompressed blob, compression, variant blob).
     pub(crate) variants: Vec<(Digest, Compression, Digest)>,
-    /// The store's layers by content: (blake3 key, compression, layer blob). They keep nothing
+    /// The store's layers by content: (blake3 key, prefix, compression, layer blob). They keep nothing
     /// alive; an entry goes with its blob.
-    pub(crate) contents: Vec<(String, Compression, Digest)>,
+    pub(crate) contents: Vec<(String, String, Compression, Digest)>,
 }
 
 /// What a set of kept records (plus the tags) reaches.
@@ -184,7 +184,7 @@ impl Model {
         model.contents = store
             .layer_contents()?
             .into_iter()
-            .map(|c| (c.key, c.compression, c.layer.descriptor.digest))
+            .map(|c| (c.key, c.prefix, c.compression, c.layer.descriptor.digest))
             .collect();
         model.tagged = store.reachable_from_tags()?;
         Ok(model)
