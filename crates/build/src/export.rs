@@ -247,9 +247,8 @@ pub(crate) fn write_outputs(
             }
             Output::Docker { dest, names } => {
                 let names = if tags.is_empty() { names } else { tags };
-                let r = archived(&mut manifest).and_then(|d| {
-                    rbuild_exporter::write_docker_archive(store, &d, names, dest)
-                });
+                let r = archived(&mut manifest)
+                    .and_then(|d| rbuild_exporter::write_docker_archive(store, &d, names, dest));
                 (r, names.to_vec())
             }
             Output::Local { dest } => (

@@ -78,12 +78,12 @@ pub use error::{
 };
 pub use pipeline::{build, build_with_cancel};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
-pub use rbuild_exporter::{LayerAction, LayerProgress};
 pub use pull::{pull_image, Pulled, PulledLayer};
 pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
     PushedImage,
 };
+pub use rbuild_exporter::{LayerAction, LayerProgress};
 /// The registry client a [`BuildRequest`] may carry, and its options.
 pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
 /// The RUN resource limits of a [`BuildRequest`] and docker's checks of them.

@@ -9,7 +9,6 @@ use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
 use crate::export::{export_image, layer_options, write_outputs, ImageParts, StoredImage};
-use rbuild_exporter::image_variant;
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -19,6 +18,7 @@ use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource}
 use crate::resolve::resolve_all;
 use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
+use rbuild_exporter::image_variant;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
 use rbuild_llb::Entitlements;
@@ -573,6 +573,7 @@ impl Pipeline {
             self.progress
                 .event(BuildEvent::Named { name: name.clone() });
         }
+        let mut pushed_manifest = None;
         let pushed = if push_names.is_empty() {
             None
         } else {
@@ -600,15 +601,14 @@ impl Pipeline {
                 ))
                 .await?;
             phase_done("push", started);
+            pushed_manifest = Some(distributed);
             self.progress.event(BuildEvent::Pushed(summary.clone()));
             Some(summary)
         };
         all_names.dedup();
         // As buildx reports it: the manifest as distributed (pushed, else the first archive
         // output's), the store's own when the image went nowhere else.
-        let reported = pushed
-            .as_ref()
-            .map(|p| p.manifest.clone())
+        let reported = pushed_manifest
             .or_else(|| output_results.iter().find_map(|o| o.manifest.clone()))
             .unwrap_or_else(|| desc.clone());
         let metadata: ImageMetadata = {

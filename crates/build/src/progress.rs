@@ -5,7 +5,7 @@
 
 use crate::spec::CacheLocation;
 use rbuild_oci::lock::{WaitReporter, Waiting};
-use rbuild_oci::{Descriptor, Digest};
+use rbuild_oci::Digest;
 use rbuild_registry::{PushReport, RegistryNotice};
 use rbuild_solver::ProgressSink;
 use std::sync::Arc;
@@ -74,11 +74,9 @@ pub enum BuildEvent {
 /// The outcome of pushing one image to its names.
 #[derive(Debug, Clone)]
 pub struct PushSummary {
-    /// The pushed manifest's digest.
+    /// The pushed manifest's digest (its layers compressed; the store's own manifest keeps
+    /// them uncompressed, so its digest differs, as docker's image ID and repo digest do).
     pub digest: Digest,
-    /// The pushed manifest (its layers compressed; the store's own manifest keeps them
-    /// uncompressed, so its digest differs, as docker's image ID and repo digest do).
-    pub manifest: Descriptor,
     /// The registry's counters.
     pub report: PushReport,
     /// How long the push took.

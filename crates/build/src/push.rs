@@ -56,7 +56,6 @@ pub async fn push_image(
         .map_err(|e| BuildError::registry(format!("failed to push {}", names.join(", ")), e))?;
     let summary = PushSummary {
         digest: desc.digest.clone(),
-        manifest: desc.clone(),
         report,
         elapsed: started.elapsed(),
     };

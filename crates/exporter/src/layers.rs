@@ -165,13 +165,13 @@ fn write_layer_blob(
             Ok(Consumed::Compressed(blob, diff, media_type))
         })();
         drop(tar_r);
-        let walked = walker
-            .join()
-            .unwrap_or_else(|_| Err(ExportError::Io {
+        let walked = walker.join().unwrap_or_else(|_| {
+            Err(ExportError::Io {
                 action: "walk",
                 path: id.to_string().into(),
                 source: io::Error::other("tar walk panicked"),
-            }));
+            })
+        });
         // Dropping an unfinished blob writer removes its temp file.
         if opts.is_canceled() {
             return Err(ExportError::Canceled);
@@ -180,7 +180,13 @@ fn write_layer_blob(
         match consumed? {
             Consumed::Plain(blob) => {
                 let (digest, size) = blob.commit(None)?;
-                Ok((digest.clone(), size, digest, MediaType::OCI_LAYER_TAR, content))
+                Ok((
+                    digest.clone(),
+                    size,
+                    digest,
+                    MediaType::OCI_LAYER_TAR,
+                    content,
+                ))
             }
             Consumed::Compressed(blob, diff, media_type) => {
                 let (digest, size) = blob.commit(None)?;
@@ -336,7 +342,11 @@ pub fn ensure_layers(
     opts: &LayerOptions,
     jobs: usize,
 ) -> Result<Vec<Layer>, ExportError> {
-    let limit = if jobs == 0 { crate::pipe::cores() } else { jobs };
+    let limit = if jobs == 0 {
+        crate::pipe::cores()
+    } else {
+        jobs
+    };
     crate::pipe::parallel_map(ids, limit, |id| ensure_layer(snapshotter, store, id, opts))
         .into_iter()
         .collect()

@@ -178,6 +178,9 @@ mod tests {
     #[test]
     fn parallel_map_keeps_order() {
         let items: Vec<u32> = (0..50).collect();
-        assert_eq!(parallel_map(&items, 4, |x| x * 2), (0..50).map(|x| x * 2).collect::<Vec<_>>());
+        assert_eq!(
+            parallel_map(&items, 4, |x| x * 2),
+            (0..50).map(|x| x * 2).collect::<Vec<_>>()
+        );
     }
 }

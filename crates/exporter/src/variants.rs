@@ -37,7 +37,10 @@ fn target_of(current: Option<Compression>, opts: &LayerOptions) -> Option<Compre
     Some(want)
 }
 
-fn io_error<'a>(action: &'static str, layer: &'a Layer) -> impl FnOnce(io::Error) -> ExportError + 'a {
+fn io_error<'a>(
+    action: &'static str,
+    layer: &'a Layer,
+) -> impl FnOnce(io::Error) -> ExportError + 'a {
     move |source| ExportError::Io {
         action,
         path: layer.descriptor.digest.to_string().into(),
@@ -71,7 +74,13 @@ pub fn layer_variant(
         return Err(ExportError::Canceled);
     }
     let started = std::time::Instant::now();
-    let (digest, size) = compress_blob(store, layer, current.unwrap_or(Compression::None), target, opts)?;
+    let (digest, size) = compress_blob(
+        store,
+        layer,
+        current.unwrap_or(Compression::None),
+        target,
+        opts,
+    )?;
     let descriptor = Descriptor {
         media_type: MediaType::new(layer_media_type(target, manifest_type)),
         digest,
@@ -107,9 +116,10 @@ impl<W: Write> Encoder<W> {
                 let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
                 Encoder::Gzip(flate2::write::GzEncoder::new(out, level))
             }
-            Compression::Zstd => {
-                Encoder::Zstd(zstd::stream::write::Encoder::new(out, opts.zstd_level.unwrap_or(3))?)
-            }
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
+                out,
+                opts.zstd_level.unwrap_or(3),
+            )?),
             Compression::None => Encoder::Plain(out),
         })
     }
@@ -181,8 +191,12 @@ fn compress_blob(
             Ok(())
         })();
         drop(raw_r);
-        let read = reader.join().unwrap_or_else(|_| Err(io::Error::other("reader panicked")));
-        let wrote = writer.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reader panicked")));
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
         if opts.is_canceled() {
             return Err(ExportError::Canceled);
         }

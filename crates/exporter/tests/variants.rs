@@ -108,7 +108,10 @@ fn stored_layers_are_uncompressed_and_variants_are_made_once() {
         fs::write(root.join("a.txt"), b"hello variants\n").unwrap();
     });
     let layer = ensure_layer(&e.snap, &e.store, &id, &stored()).unwrap();
-    assert_eq!(layer.descriptor.media_type.as_str(), MediaType::OCI_LAYER_TAR);
+    assert_eq!(
+        layer.descriptor.media_type.as_str(),
+        MediaType::OCI_LAYER_TAR
+    );
     assert_eq!(layer.descriptor.digest, layer.diff_id.0, "blob = diff tar");
     let (image, _) = assemble_image(&e.store, config(), std::slice::from_ref(&layer)).unwrap();
     let tar = fs::read(e.store.blob_path(&layer.diff_id.0)).unwrap();
@@ -121,9 +124,14 @@ fn stored_layers_are_uncompressed_and_variants_are_made_once() {
     assert_eq!(distributed.manifest.config, local.manifest.config);
     let gz_layer = &distributed.manifest.layers[0];
     assert_eq!(gz_layer.media_type.as_str(), MediaType::OCI_LAYER_GZIP);
-    assert_eq!(decompress(&e.store, &gz_layer.digest, &gz_layer.media_type), tar);
     assert_eq!(
-        e.store.variant(&layer.diff_id.0, Compression::Gzip).map(|d| d.digest),
+        decompress(&e.store, &gz_layer.digest, &gz_layer.media_type),
+        tar
+    );
+    assert_eq!(
+        e.store
+            .variant(&layer.diff_id.0, Compression::Gzip)
+            .map(|d| d.digest),
         Some(gz_layer.digest.clone())
     );
     // Made once: the second conversion reuses the blob (same inode and mtime).
@@ -147,8 +155,14 @@ fn stored_layers_are_uncompressed_and_variants_are_made_once() {
     let zs = image_variant(&e.store, &image, &zstd_opts, 0).unwrap();
     let zs_layer = &e.store.read_image(&zs.digest).unwrap().manifest.layers[0];
     assert_eq!(zs_layer.media_type.as_str(), MediaType::OCI_LAYER_ZSTD);
-    assert_eq!(decompress(&e.store, &zs_layer.digest, &zs_layer.media_type), tar);
-    assert_eq!(image_variant(&e.store, &image, &stored(), 0).unwrap(), image);
+    assert_eq!(
+        decompress(&e.store, &zs_layer.digest, &zs_layer.media_type),
+        tar
+    );
+    assert_eq!(
+        image_variant(&e.store, &image, &stored(), 0).unwrap(),
+        image
+    );
     assert_eq!(e.store.variants().unwrap().len(), 2);
 
     // Cross-compression reuse: a gzip layer stays gzip for a zstd output without
@@ -166,7 +180,10 @@ fn stored_layers_are_uncompressed_and_variants_are_made_once() {
         ..zstd_opts.clone()
     };
     let re = layer_variant(&e.store, &gz_as_layer, None, &forced).unwrap();
-    assert_eq!(re.descriptor.digest, zs_layer.digest, "the remembered zstd variant");
+    assert_eq!(
+        re.descriptor.digest, zs_layer.digest,
+        "the remembered zstd variant"
+    );
     assert_eq!(tmp_entries(&e.store), 0);
 }
 
@@ -288,8 +305,7 @@ fn identical_tar_streams_reuse_the_layer_and_any_difference_does_not() {
         (
             "mode",
             Box::new(|f: &Path| {
-                fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o640))
-                    .unwrap()
+                fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap()
             }),
         ),
         (

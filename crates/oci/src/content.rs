@@ -50,7 +50,9 @@ struct Stored {
 
 impl Store {
     fn prefix_path(&self, prefix: &str) -> std::path::PathBuf {
-        self.root().join(CONTENT_DIR).join(format!("{prefix}.prefix"))
+        self.root()
+            .join(CONTENT_DIR)
+            .join(format!("{prefix}.prefix"))
     }
 
     /// True when some remembered layer's tar stream began with the chunk of blake3 `prefix`.

@@ -119,7 +119,11 @@ impl Store {
     }
 
     /// Forgets one mapping (already gone: not an error); its blob is left to the caller.
-    pub fn remove_variant(&self, source: &Digest, compression: Compression) -> Result<(), StoreError> {
+    pub fn remove_variant(
+        &self,
+        source: &Digest,
+        compression: Compression,
+    ) -> Result<(), StoreError> {
         let path = self.variant_path(source, compression);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -151,13 +155,20 @@ mod tests {
             annotations: None,
         };
         assert_eq!(store.variant(&source, Compression::Gzip), None);
-        store.set_variant(&source, Compression::Gzip, &desc).unwrap();
-        assert_eq!(store.variant(&source, Compression::Gzip), Some(desc.clone()));
+        store
+            .set_variant(&source, Compression::Gzip, &desc)
+            .unwrap();
+        assert_eq!(
+            store.variant(&source, Compression::Gzip),
+            Some(desc.clone())
+        );
         assert_eq!(store.variant(&source, Compression::Zstd), None);
         assert_eq!(store.variants().unwrap().len(), 1);
         store.remove_blob(&gz).unwrap();
         assert_eq!(store.variant(&source, Compression::Gzip), None);
-        assert!(store.set_variant(&source, Compression::Gzip, &desc).is_err());
+        assert!(store
+            .set_variant(&source, Compression::Gzip, &desc)
+            .is_err());
         store.remove_variant(&source, Compression::Gzip).unwrap();
         store.remove_variant(&source, Compression::Gzip).unwrap();
         assert!(store.variants().unwrap().is_empty());

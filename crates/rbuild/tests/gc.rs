@@ -529,15 +529,14 @@ fn compressed_variants_live_as_long_as_their_layers() {
     let out_dir = tempfile::tempdir().unwrap();
     let off = ["--gc-keep-storage", "0"];
     let (kept, dropped) = (context(11, 300_000), context(12, 300_000));
-    let oci = |name: &str| {
-        format!(
-            "type=oci,dest={}",
-            out_dir.path().join(name).display()
-        )
-    };
+    let oci = |name: &str| format!("type=oci,dest={}", out_dir.path().join(name).display());
     for (ctx, tag) in [(&kept, "keep:1"), (&dropped, "drop:1")] {
         let dest = oci(tag);
-        build(root.path(), ctx.path(), &["-t", tag, "-o", &dest, off[0], off[1]]);
+        build(
+            root.path(),
+            ctx.path(),
+            &["-t", tag, "-o", &dest, off[0], off[1]],
+        );
     }
     let store = Store::open(root.path()).unwrap();
     let layers_of = |tag: &str| {
@@ -556,8 +555,15 @@ fn compressed_variants_live_as_long_as_their_layers() {
         .map(|l| store.variant(&l.0, gz).unwrap().digest)
         .collect();
 
-    let rmi = rbuild_at(root.path()).args(["rmi", "drop:1"]).output().unwrap();
-    assert!(rmi.status.success(), "{}", String::from_utf8_lossy(&rmi.stderr));
+    let rmi = rbuild_at(root.path())
+        .args(["rmi", "drop:1"])
+        .output()
+        .unwrap();
+    assert!(
+        rmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
     prune(root.path(), &["-f", "--all"]);
     let state = StateDir::new(root.path());
     assert_eq!(rbuild_build::gc::unreachable_count(&state).unwrap(), (0, 0));
@@ -572,7 +578,11 @@ fn compressed_variants_live_as_long_as_their_layers() {
     // The next archive of the kept image (its layers rebuilt to the same bytes) reuses the
     // remembered variants.
     let dest = oci("again");
-    build(root.path(), kept.path(), &["-t", "keep:1", "-o", &dest, off[0], off[1]]);
+    build(
+        root.path(),
+        kept.path(),
+        &["-t", "keep:1", "-o", &dest, off[0], off[1]],
+    );
     assert_eq!(store.variants().unwrap(), left);
     assert_eq!(layers_of("keep:1"), keep_layers);
 }

@@ -83,13 +83,23 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     for l in &record.manifest.layers {
         assert_eq!(l.media_type.as_str(), MediaType::OCI_LAYER_TAR);
     }
-    assert!(store.variants().unwrap().is_empty(), "a build compresses nothing");
+    assert!(
+        store.variants().unwrap().is_empty(),
+        "a build compresses nothing"
+    );
 
     // A cached rebuild with an archive output only compresses: kill it mid-way.
     let tar = out.path().join("big.tar");
     let spec = format!("type=oci,dest={},compression-level=9", tar.display());
     let mut child = rbuild_at(root.path())
-        .args(["build", "--progress=plain", "--gc-keep-storage", "0", "-t", "big:1"])
+        .args([
+            "build",
+            "--progress=plain",
+            "--gc-keep-storage",
+            "0",
+            "-t",
+            "big:1",
+        ])
         .args(["-o", &spec])
         .arg(ctx.path())
         .stdout(std::process::Stdio::null())
@@ -100,17 +110,21 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     let started = Instant::now();
     let mut saw_temp_blob = false;
     while started.elapsed() < Duration::from_secs(60) {
-        let busy = std::fs::read_dir(&tmp).into_iter().flatten().flatten().any(|owner| {
-            std::fs::read_dir(owner.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|f| {
-                    // A compressed layer under way (not a small config or manifest).
-                    f.file_name().to_string_lossy().starts_with("blob-")
-                        && f.metadata().is_ok_and(|m| m.len() > 4 << 20)
-                })
-        });
+        let busy = std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|owner| {
+                std::fs::read_dir(owner.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|f| {
+                        // A compressed layer under way (not a small config or manifest).
+                        f.file_name().to_string_lossy().starts_with("blob-")
+                            && f.metadata().is_ok_and(|m| m.len() > 4 << 20)
+                    })
+            });
         if busy {
             saw_temp_blob = true;
             break;
@@ -122,11 +136,16 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(saw_temp_blob, "the export finished before it could be killed");
+    assert!(
+        saw_temp_blob,
+        "the export finished before it could be killed"
+    );
     let store = Store::open(root.path()).unwrap();
     assert_consistent(&store);
     assert!(
-        store.variant(&record.config.rootfs.diff_ids[0].0, Compression::Gzip).is_none(),
+        store
+            .variant(&record.config.rootfs.diff_ids[0].0, Compression::Gzip)
+            .is_none(),
         "no mapping for the interrupted layer"
     );
 
@@ -136,13 +155,15 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     let text = String::from_utf8_lossy(&done.stderr).into_owned();
     let diff = &record.config.rootfs.diff_ids[0].0;
     assert!(
-        text.lines().any(|l| l.starts_with(&format!("compressing layer {diff} "))
-            && l.contains("MiB / ")),
+        text.lines()
+            .any(|l| l.starts_with(&format!("compressing layer {diff} ")) && l.contains("MiB / ")),
         "{text}"
     );
     assert_consistent(&store);
     for diff in &record.config.rootfs.diff_ids {
-        let v = store.variant(&diff.0, Compression::Gzip).expect("variant made");
+        let v = store
+            .variant(&diff.0, Compression::Gzip)
+            .expect("variant made");
         assert_eq!(v.media_type.as_str(), MediaType::OCI_LAYER_GZIP);
     }
     let archive = tar::Archive::new(std::fs::File::open(&tar).unwrap())
@@ -153,9 +174,15 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
     let gz = store
         .variant(&record.config.rootfs.diff_ids[0].0, Compression::Gzip)
         .unwrap();
-    assert!(archive.contains(&format!("blobs/sha256/{}", gz.digest.hex())), "{archive:?}");
     assert!(
-        !archive.contains(&format!("blobs/sha256/{}", record.manifest.layers[0].digest.hex())),
+        archive.contains(&format!("blobs/sha256/{}", gz.digest.hex())),
+        "{archive:?}"
+    );
+    assert!(
+        !archive.contains(&format!(
+            "blobs/sha256/{}",
+            record.manifest.layers[0].digest.hex()
+        )),
         "the uncompressed blob is not in the archive"
     );
     // JSON progress: typed layer events (a zstd archive is a new variant to make).
@@ -164,7 +191,14 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
         out.path().join("z.tar").display()
     );
     let json = rbuild_at(root.path())
-        .args(["build", "--progress=json", "--gc-keep-storage", "0", "-t", "big:1"])
+        .args([
+            "build",
+            "--progress=json",
+            "--gc-keep-storage",
+            "0",
+            "-t",
+            "big:1",
+        ])
         .args(["-o", &zstd])
         .arg(ctx.path())
         .output()
@@ -192,5 +226,9 @@ fn archives_get_compressed_layers_and_a_killed_export_leaves_a_consistent_store(
         .arg(format!("dir:{}", dest.path().display()))
         .output()
         .unwrap();
-    assert!(sk.status.success(), "{}", String::from_utf8_lossy(&sk.stderr));
+    assert!(
+        sk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sk.stderr)
+    );
 }

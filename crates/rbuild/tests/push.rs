@@ -85,7 +85,11 @@ fn pushed_from_store(root: &Path, name: &str, reference: &str, creds: Option<&st
         .arg(format!("docker://{reference}"))
         .output()
         .unwrap();
-    assert!(sk.status.success(), "{}", String::from_utf8_lossy(&sk.stderr));
+    assert!(
+        sk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sk.stderr)
+    );
     let pushed: Value = serde_json::from_slice(&sk.stdout).unwrap();
     assert_eq!(pushed["config"], stored["config"]);
     let layers = pushed["layers"].as_array().unwrap();

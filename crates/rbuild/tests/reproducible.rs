@@ -83,7 +83,10 @@ fn same_inputs_from_empty_roots_give_the_same_digest() {
     let store = rbuild_oci::Store::open(first_root.path()).unwrap();
     for layer in &first.manifest.layers[1..] {
         // The store keeps built layers uncompressed.
-        assert_eq!(layer.media_type.as_str(), "application/vnd.oci.image.layer.v1.tar");
+        assert_eq!(
+            layer.media_type.as_str(),
+            "application/vnd.oci.image.layer.v1.tar"
+        );
         let mut tar = tar::Archive::new(store.open_blob(&layer.digest).unwrap());
         for entry in tar.entries().unwrap() {
             let entry = entry.unwrap();

@@ -110,7 +110,10 @@ fn check_machine_b(base: &str, cache_from: &str, a_digest: &Digest) -> tempfile:
     );
     let (b_digest, b_record) = image_of(root_b.path(), "sc/app:1");
     // B keeps the cache's gzip layers as they came, so its image is A's as distributed.
-    assert_eq!(&b_digest, a_digest, "B's image differs from A's distributed one");
+    assert_eq!(
+        &b_digest, a_digest,
+        "B's image differs from A's distributed one"
+    );
     let mut needed: BTreeSet<String> = b_record
         .manifest
         .layers
@@ -159,7 +162,7 @@ fn registry_cache_mode_max_is_shared_between_machines() {
     );
     let (ran, _) = ran_and_cached(&out);
     assert_eq!(runs(&ran).len(), 2, "A ran {ran:?}");
-    let (a_digest, a_record) = image_of(root_a.path(), "sc/app:1");
+    let (_, a_record) = image_of(root_a.path(), "sc/app:1");
 
     // The registry holds an image manifest with a cache config.
     let st = skopeo("inspect", None)
@@ -255,7 +258,7 @@ fn local_cache_mode_min_is_shared_between_machines() {
     );
     let (ran, _) = ran_and_cached(&out);
     assert_eq!(runs(&ran).len(), 2, "A ran {ran:?}");
-    let (a_digest, a_record) = image_of(root_a.path(), "sc/app:1");
+    let (_, a_record) = image_of(root_a.path(), "sc/app:1");
 
     // An OCI layout whose index names one image manifest with the cache config; mode=min
     // records the final result only, whose layers are exactly the image's.
