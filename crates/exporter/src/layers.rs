@@ -44,33 +44,6 @@ impl LayerOptions {
     }
 }
 
-/// A writer that fails (without writing) once the cancel flag of its options is set, so a long
-/// diff stops between chunks.
-struct CancelWriter<'a, W: Write> {
-    inner: W,
-    opts: &'a LayerOptions,
-}
-
-impl<W: Write> CancelWriter<'_, W> {
-    fn check(&self) -> std::io::Result<()> {
-        if self.opts.is_canceled() {
-            return Err(std::io::Error::other("layer export canceled"));
-        }
-        Ok(())
-    }
-}
-
-impl<W: Write> Write for CancelWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.check()?;
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.flush()
-    }
-}
-
 /// The snapshot label remembering a snapshot's blob in one compression.
 fn label_for(compression: Compression) -> &'static str {
     match compression {
@@ -104,7 +77,7 @@ fn write_layer_blob(
             let mut hashed = crate::content::ContentHasher::new(&mut tar_w);
             snapshotter.write_diff(
                 id,
-                &mut CancelWriter {
+                &mut crate::content::Cancelable {
                     inner: &mut hashed,
                     opts,
                 },
