@@ -19,7 +19,8 @@ use std::sync::Arc;
 pub struct LayerOptions {
     /// Clamp mtimes to this time (SOURCE_DATE_EPOCH).
     pub source_date_epoch: Option<i64>,
-    /// gzip level 0-9; None = 6 (Go's default, as BuildKit).
+    /// gzip level 0-9; None = [`crate::DEFAULT_GZIP_LEVEL`] for compressed variants (pushes,
+    /// archives, cache exports), 6 (Go's default) for a layer made gzip-compressed directly.
     pub gzip_level: Option<u32>,
     /// Layer compression (gzip by default, as Docker).
     pub compression: Compression,

@@ -19,7 +19,7 @@ pub use layers::{
 pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
 pub use progress::{LayerAction, LayerProgress, LayerProgressFn, REPORT_EVERY};
 pub use rbuild_oci::Layer;
-pub use variants::{image_variant, layer_variant};
+pub use variants::{image_variant, layer_variant, DEFAULT_GZIP_LEVEL};
 
 use std::path::PathBuf;
 

@@ -12,6 +12,11 @@ use crate::{ExportError, LayerOptions};
 use rbuild_oci::{Compression, Descriptor, DiffId, Layer, Manifest, MediaType, Store};
 use std::io::{self, Read, Write};
 
+/// The gzip level of variants when the output sets no `compression-level`: 1, the fast end
+/// (about twice level 6's speed for a fifth more bytes on text, the same on incompressible
+/// data), since a push or an archive now pays the compression a build used to.
+pub const DEFAULT_GZIP_LEVEL: u32 = 1;
+
 /// The media type of a layer compressed with `c` in a manifest of `manifest_type` (Docker
 /// manifests name gzip layers Docker's way).
 fn layer_media_type(c: Compression, manifest_type: Option<&MediaType>) -> &'static str {
@@ -113,7 +118,8 @@ impl<W: Write> Encoder<W> {
     fn new(c: Compression, out: W, opts: &LayerOptions) -> io::Result<Self> {
         Ok(match c {
             Compression::Gzip => {
-                let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
+                let level =
+                    flate2::Compression::new(opts.gzip_level.unwrap_or(DEFAULT_GZIP_LEVEL).min(9));
                 Encoder::Gzip(flate2::write::GzEncoder::new(out, level))
             }
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(
