@@ -555,6 +555,11 @@ fn compressed_variants_live_as_long_as_their_layers() {
         .map(|l| store.variant(&l.0, gz).unwrap().digest)
         .collect();
 
+    assert_eq!(
+        store.layer_contents().unwrap().len(),
+        4,
+        "layers by content"
+    );
     let rmi = rbuild_at(root.path())
         .args(["rmi", "drop:1"])
         .output()
@@ -572,6 +577,18 @@ fn compressed_variants_live_as_long_as_their_layers() {
     assert!(left.iter().all(|v| store.has_blob(&v.descriptor.digest)));
     assert!(drop_blobs.iter().all(|b| !store.has_blob(b)));
     assert!(keep_blobs.iter().all(|b| store.has_blob(b)));
+    // Layers-by-content entries go with their blobs, prefix markers with their entries.
+    let contents = store.layer_contents().unwrap();
+    assert_eq!(contents.len(), 2, "{contents:?}");
+    assert!(contents
+        .iter()
+        .all(|c| store.has_blob(&c.layer.descriptor.digest)));
+    let mut prefixes: Vec<String> = contents.iter().map(|c| c.prefix.clone()).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let mut markers = store.content_prefixes().unwrap();
+    markers.sort();
+    assert_eq!(markers, prefixes);
     verify_blobs(root.path());
     skopeo_reads(root.path(), "keep:1");
 
