@@ -14,14 +14,17 @@ use crate::error::BuildError;
 use crate::options::rfc3339;
 use crate::request::OutputResult;
 use crate::spec::{CompressionSpec, Output, OutputSpec};
-use rbuild_exporter::{assemble_image_annotated, ensure_layer, normalize_tag, LayerOptions};
+use rbuild_exporter::{
+    assemble_image_annotated, ensure_layers, image_variant, normalize_tag, LayerOptions,
+};
 use rbuild_oci::{Compression, Descriptor, Digest, ImageConfig, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
-/// The layer options of a build: the first output that sets `compression=` decides (the image
-/// is assembled once), clamping its level to the algorithm's range.
+/// The layer options of a build's distribution (push, cache export): the first output that sets
+/// `compression=` decides, clamping its level to the algorithm's range. The store itself keeps
+/// built layers uncompressed ([`stored_options`]).
 pub(crate) fn layer_options(
     outputs: &[OutputSpec],
     source_date_epoch: Option<i64>,
@@ -31,6 +34,26 @@ pub(crate) fn layer_options(
         apply_compression(&mut opts, c);
     }
     opts.source_date_epoch = source_date_epoch;
+    opts
+}
+
+/// The options the store's layers are made with: uncompressed (a build pays the tar and one
+/// sha256), whatever the outputs ask; their compressed variants are made when distributed.
+pub(crate) fn stored_options(opts: &LayerOptions) -> LayerOptions {
+    LayerOptions {
+        compression: Compression::None,
+        force_compression: false,
+        ..opts.clone()
+    }
+}
+
+/// The layer options of one output: the build's, with the output's own `compression=` when it
+/// sets one.
+pub(crate) fn output_options(build: &LayerOptions, spec: &OutputSpec) -> LayerOptions {
+    let mut opts = build.clone();
+    if let Some(c) = spec.compression {
+        apply_compression(&mut opts, c);
+    }
     opts
 }
 
@@ -91,13 +114,10 @@ pub(crate) fn export_image(
         labels.extend(parts.labels);
     }
     fill_times(&mut config, &layer_times(snapshotter, &chain)?);
-    let mut layers = Vec::new();
-    for id in chain {
-        stop_if_canceled(&flag)?;
-        let layer = ensure_layer(snapshotter, store, &id, opts);
-        stop_if_canceled(&flag)?;
-        layers.push(layer.map_err(|e| BuildError::step("exporting layers", e))?);
-    }
+    stop_if_canceled(&flag)?;
+    let layers = ensure_layers(snapshotter, store, &chain, &stored_options(opts), 0);
+    stop_if_canceled(&flag)?;
+    let layers = layers.map_err(|e| BuildError::step("exporting layers", e))?;
     let (desc, manifest) = assemble_image_annotated(store, config, &layers, &parts.annotations)
         .map_err(|e| BuildError::step("writing image", e))?;
     for tag in tags {
@@ -174,6 +194,9 @@ fn fill_times(config: &mut ImageConfig, layer_times: &[i64]) {
     }
 }
 
+/// The flag of options without a cancel flag.
+static NOT_CANCELED: AtomicBool = AtomicBool::new(false);
+
 /// An image in the store, as the outputs read it.
 #[derive(Clone, Copy)]
 pub(crate) struct StoredImage<'a> {
@@ -190,12 +213,14 @@ pub(crate) struct StoredImage<'a> {
 }
 
 /// Writes the image `desc` (of `top`) to every output (blocking I/O), stopping before the next
-/// output or name once `cancel` is raised.
+/// output or name once `cancel` is raised. Archives (OCI, docker) hold the image with its layers
+/// compressed as the output asks (`opts`, then its own `compression=`; gzip by default).
 pub(crate) fn write_outputs(
     image: &StoredImage<'_>,
     outputs: &[OutputSpec],
-    cancel: &AtomicBool,
+    opts: &LayerOptions,
 ) -> Result<Vec<OutputResult>, BuildError> {
+    let cancel: &AtomicBool = opts.cancel.as_deref().unwrap_or(&NOT_CANCELED);
     let StoredImage {
         store,
         snapshotter,
@@ -206,16 +231,24 @@ pub(crate) fn write_outputs(
     let mut results = Vec::new();
     for spec in outputs {
         stop_if_canceled(cancel)?;
+        let mut manifest = None;
+        let archived = |manifest: &mut Option<Descriptor>| {
+            let d = image_variant(store, desc, &output_options(opts, spec), 0)?;
+            *manifest = Some(d.clone());
+            Ok::<_, rbuild_exporter::ExportError>(d)
+        };
         let (result, names) = match &spec.output {
             // As buildx: the `-t` names replace an archive output's own `name=`.
             Output::Oci { dest, tar, names } => {
                 let names = if tags.is_empty() { names } else { tags };
-                let r = rbuild_exporter::write_oci(store, desc, names, dest, *tar);
+                let r = archived(&mut manifest)
+                    .and_then(|d| rbuild_exporter::write_oci(store, &d, names, dest, *tar));
                 (r, names.to_vec())
             }
             Output::Docker { dest, names } => {
                 let names = if tags.is_empty() { names } else { tags };
-                let r = rbuild_exporter::write_docker_archive(store, desc, names, dest);
+                let r = archived(&mut manifest)
+                    .and_then(|d| rbuild_exporter::write_docker_archive(store, &d, names, dest));
                 (r, names.to_vec())
             }
             Output::Local { dest } => (
@@ -243,6 +276,7 @@ pub(crate) fn write_outputs(
         results.push(OutputResult {
             output: spec.output.clone(),
             names,
+            manifest,
         });
     }
     Ok(results)

@@ -83,6 +83,7 @@ pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
     PushedImage,
 };
+pub use rbuild_exporter::{LayerAction, LayerProgress};
 /// The registry client a [`BuildRequest`] may carry, and its options.
 pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
 /// The RUN resource limits of a [`BuildRequest`] and docker's checks of them.

@@ -18,6 +18,7 @@ use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource}
 use crate::resolve::resolve_all;
 use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
+use rbuild_exporter::image_variant;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
 use rbuild_llb::Entitlements;
@@ -477,6 +478,10 @@ impl Pipeline {
     ) -> Result<BuildResult, BuildError> {
         let mut layer_opts = layer_options(&parts.outputs, epoch);
         layer_opts.cancel = Some(cancel.flag());
+        let progress = self.progress.clone();
+        layer_opts.progress = Some(rbuild_exporter::LayerProgressFn(Arc::new(move |p| {
+            progress.event(BuildEvent::Layer(p.clone()))
+        })));
         let tags: Vec<String> = parts.tags.iter().map(|t| normalize_tag(t)).collect();
         let mut push_names: Vec<String> = Vec::new();
         let mut all_names: Vec<String> = tags.clone();
@@ -524,7 +529,7 @@ impl Pipeline {
         let output_results = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
             let (top, outputs, desc) = (solved.top.clone(), parts.outputs, desc.clone());
-            let (tags, flag) = (tags.clone(), cancel.flag());
+            let (tags, opts) = (tags.clone(), layer_opts.clone());
             cancel
                 .detached(move || {
                     let image = StoredImage {
@@ -534,7 +539,7 @@ impl Pipeline {
                         desc: &desc,
                         tags: &tags,
                     };
-                    write_outputs(&image, &outputs, &flag)
+                    write_outputs(&image, &outputs, &opts)
                 })
                 .await?
         };
@@ -571,14 +576,27 @@ impl Pipeline {
             self.progress
                 .event(BuildEvent::Named { name: name.clone() });
         }
+        let mut pushed_manifest = None;
         let pushed = if push_names.is_empty() {
             None
         } else {
             let started = Instant::now();
+            // The pushed manifest names the layers compressed (gzip unless an output asks
+            // otherwise), made now or remembered from an earlier push or export.
+            let distributed = {
+                let (store, desc, opts) = (self.store.clone(), desc.clone(), layer_opts.clone());
+                cancel
+                    .blocking(move || {
+                        image_variant(&store, &desc, &opts, parts.push_jobs)
+                            .map_err(|e| BuildError::step("compressing layers", e))
+                    })
+                    .await?
+            };
+            phase_done("compress", started);
             let summary = cancel
                 .run(push_image(
                     &self.store,
-                    &desc,
+                    &distributed,
                     &push_names,
                     parts.push_jobs,
                     &self.registry,
@@ -586,12 +604,18 @@ impl Pipeline {
                 ))
                 .await?;
             phase_done("push", started);
+            pushed_manifest = Some(distributed);
             self.progress.event(BuildEvent::Pushed(summary.clone()));
             Some(summary)
         };
         all_names.dedup();
+        // As buildx reports it: the manifest as distributed (pushed, else the first archive
+        // output's), the store's own when the image went nowhere else.
+        let reported = pushed_manifest
+            .or_else(|| output_results.iter().find_map(|o| o.manifest.clone()))
+            .unwrap_or_else(|| desc.clone());
         let metadata: ImageMetadata = {
-            let (store, desc, names) = (self.store.clone(), desc.clone(), all_names.clone());
+            let (store, desc, names) = (self.store.clone(), reported, all_names.clone());
             blocking(move || Ok(metadata(&store, &desc, &names))).await?
         };
         Ok(BuildResult {

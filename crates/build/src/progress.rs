@@ -67,12 +67,15 @@ pub enum BuildEvent {
     PushNotice(RegistryNotice),
     /// An image was pushed.
     Pushed(PushSummary),
+    /// A long layer export or compression went on (every 64 MiB of a layer, and at its end).
+    Layer(rbuild_exporter::LayerProgress),
 }
 
 /// The outcome of pushing one image to its names.
 #[derive(Debug, Clone)]
 pub struct PushSummary {
-    /// The pushed manifest's digest.
+    /// The pushed manifest's digest (its layers compressed; the store's own manifest keeps
+    /// them uncompressed, so its digest differs, as docker's image ID and repo digest do).
     pub digest: Digest,
     /// The registry's counters.
     pub report: PushReport,

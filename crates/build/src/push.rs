@@ -6,6 +6,7 @@
 use crate::error::{blocking, BuildError};
 use crate::progress::{BuildEvent, Progress, PushSummary};
 use crate::state::StateDir;
+use rbuild_exporter::{image_variant, LayerOptions};
 use rbuild_oci::{Descriptor, Digest, MediaType, Store};
 use rbuild_registry::{mount_sources_from_store, PushOptions, Reference, RegistryClient};
 use serde::{Deserialize, Serialize};
@@ -107,11 +108,28 @@ pub async fn push_names(
     .await?;
     let mut pushed = Vec::new();
     for (image, names) in groups {
-        let summary = push_image(&store, &image, &names, jobs, client, progress.clone()).await?;
+        // The registry gets the layers gzip-compressed (made once, remembered in the store).
+        let distributed = {
+            let (store, image) = (store.clone(), image.clone());
+            let progress = progress.clone();
+            let opts = LayerOptions {
+                progress: Some(rbuild_exporter::LayerProgressFn(Arc::new(move |p| {
+                    progress.event(BuildEvent::Layer(p.clone()))
+                }))),
+                ..LayerOptions::default()
+            };
+            blocking(move || {
+                image_variant(&store, &image, &opts, jobs)
+                    .map_err(|e| BuildError::step("compressing layers", e))
+            })
+            .await?
+        };
+        let summary =
+            push_image(&store, &distributed, &names, jobs, client, progress.clone()).await?;
         progress.event(BuildEvent::Pushed(summary.clone()));
         let metadata = {
-            let (store, image, names) = (store.clone(), image.clone(), names.clone());
-            blocking(move || Ok(metadata(&store, &image, &names))).await?
+            let (store, pushed, names) = (store.clone(), distributed.clone(), names.clone());
+            blocking(move || Ok(metadata(&store, &pushed, &names))).await?
         };
         pushed.push(PushedImage {
             image,

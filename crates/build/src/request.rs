@@ -132,13 +132,16 @@ impl BuildRequest {
 }
 
 /// What one `--output` produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct OutputResult {
     /// The output as requested.
     pub output: Output,
     /// The names it was written (or tagged) with, normalised where the store tags.
     pub names: Vec<String>,
+    /// The manifest an OCI or docker archive holds (its layers compressed as the output asks,
+    /// so it differs from the store's uncompressed one); None for other outputs.
+    pub manifest: Option<Descriptor>,
 }
 
 /// The result of a build.

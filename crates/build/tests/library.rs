@@ -113,11 +113,19 @@ fn library_builds_runs_and_caches() {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dest.join("index.json")).expect("index.json"))
             .expect("index json");
+    // The layout holds the image with gzip layers (the store keeps them uncompressed): the
+    // output's result names that manifest, the build's the store's.
+    let archived = result.outputs[0]
+        .manifest
+        .clone()
+        .expect("archive manifest");
     assert_eq!(
         index["manifests"][0]["digest"].as_str(),
-        Some(result.digest().to_string().as_str()),
-        "the result names the manifest the layout holds"
+        Some(archived.digest.to_string().as_str()),
+        "the output's result names the manifest the layout holds"
     );
+    assert_ne!(&archived.digest, result.digest());
+    assert_eq!(result.metadata.digest, archived.digest);
 
     // umoci, an independent reader, unpacks what the library wrote.
     let bundle = tmp.path().join("bundle");
@@ -137,7 +145,7 @@ fn library_builds_runs_and_caches() {
         "HELLO FROM THE LIBRARY\n"
     );
 
-    let layers_before = manifest_layers(&dest, result.digest());
+    let layers_before = manifest_layers(&dest, &archived.digest);
 
     // The same request again: every step is reported cached and the image is the same.
     let second = Arc::new(Recorder::default());
@@ -155,7 +163,12 @@ fn library_builds_runs_and_caches() {
     );
     // The layers are the same blobs and the image is identical: its times are the cached
     // results', not the clock's.
-    assert_eq!(manifest_layers(&dest, again.digest()), layers_before);
+    let archived_again = again.outputs[0].manifest.clone().expect("archive manifest");
+    assert_eq!(archived_again, archived, "the same compressed variants");
+    assert_eq!(
+        manifest_layers(&dest, &archived_again.digest),
+        layers_before
+    );
     assert_eq!(again.config_digest, result.config_digest);
     assert_eq!(again.digest(), result.digest());
     assert!(

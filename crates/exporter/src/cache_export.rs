@@ -3,7 +3,8 @@
 //! store, from where it is pushed to a registry or copied into an OCI layout directory. The format
 //! is [`rbuild_oci::cache`].
 
-use crate::{ensure_layer, ExportError, LayerOptions};
+use crate::pipe::{cores, parallel_map};
+use crate::{ensure_layer, layer_variant, ExportError, LayerOptions};
 use rbuild_oci::cache::{CacheConfig, CacheLayer, CacheRecord, CACHE_CONFIG_MEDIA_TYPE};
 use rbuild_oci::{canonical_json, Compression, Descriptor, Digest, Manifest, MediaType, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
@@ -25,7 +26,9 @@ fn label_key(media_type: &MediaType, opts: &LayerOptions) -> String {
 }
 
 /// Writes the cache manifest for `records` (`(cache key hex, top snapshot of the result)`) and
-/// the solve's content `links` into `store`, making each layer blob with [`ensure_layer`] (reused when the image export made it);
+/// the solve's content `links` into `store`, making each layer blob with [`ensure_layer`] (reused
+/// when the image export made it) and compressing it as `opts` asks with [`layer_variant`]
+/// (reused when a push or output did);
 /// returns the manifest's descriptor.
 pub fn write_cache_manifest(
     store: &Store,
@@ -46,6 +49,8 @@ pub fn write_cache_manifest(
     };
     let started = std::time::Instant::now();
     let mut seen_keys = std::collections::HashSet::new();
+    let mut chains: Vec<(String, Vec<SnapshotId>)> = Vec::new();
+    let mut unique: Vec<SnapshotId> = Vec::new();
     for (key, top) in records {
         if !seen_keys.insert(key.clone()) {
             continue;
@@ -57,31 +62,47 @@ pub fn write_cache_manifest(
             snapshots.push(id);
         }
         snapshots.reverse();
-        let mut chain = Vec::with_capacity(snapshots.len());
-        for id in snapshots {
-            if let Some(&i) = layer_of.get(&id) {
-                chain.push(i);
-                continue;
+        for id in &snapshots {
+            if !layer_of.contains_key(id) {
+                layer_of.insert(id.clone(), unique.len());
+                unique.push(id.clone());
             }
-            let layer = ensure_layer(snapshotter, store, &id, opts)?;
-            let i = *by_digest
-                .entry(layer.descriptor.digest.clone())
-                .or_insert_with(|| {
-                    config.layers.push(CacheLayer {
-                        digest: layer.descriptor.digest.clone(),
-                        diff_id: layer.diff_id.clone(),
-                        label: label_key(&layer.descriptor.media_type, opts),
-                    });
-                    descriptors.push(layer.descriptor.clone());
-                    descriptors.len() - 1
-                });
-            layer_of.insert(id, i);
-            chain.push(i);
         }
-        config.records.push(CacheRecord {
-            key: key.clone(),
-            chain,
-        });
+        chains.push((key.clone(), snapshots));
+    }
+    // Each layer as the store keeps it (uncompressed for built ones), then in the cache's
+    // compression (made once and remembered in the store), layers concurrently.
+    let stored = LayerOptions {
+        compression: Compression::None,
+        force_compression: false,
+        ..opts.clone()
+    };
+    let made = parallel_map(&unique, cores(), |id| {
+        let layer = ensure_layer(snapshotter, store, id, &stored)?;
+        layer_variant(store, &layer, None, opts)
+    });
+    let mut index_of: Vec<usize> = Vec::with_capacity(made.len());
+    for layer in made {
+        let layer = layer?;
+        let i = *by_digest
+            .entry(layer.descriptor.digest.clone())
+            .or_insert_with(|| {
+                config.layers.push(CacheLayer {
+                    digest: layer.descriptor.digest.clone(),
+                    diff_id: layer.diff_id.clone(),
+                    label: label_key(&layer.descriptor.media_type, opts),
+                });
+                descriptors.push(layer.descriptor.clone());
+                descriptors.len() - 1
+            });
+        index_of.push(i);
+    }
+    for (key, snapshots) in chains {
+        let chain = snapshots
+            .iter()
+            .filter_map(|id| layer_of.get(id).map(|&u| index_of[u]))
+            .collect();
+        config.records.push(CacheRecord { key, chain });
     }
     let config_bytes = canonical_json(&config)?;
     let (config_digest, config_size) = store.write_blob(&config_bytes)?;

@@ -1,5 +1,7 @@
-//! Layer blobs from snapshots: one streaming pass (diff tar -> sha256 diff ID -> gzip -> sha256
-//! blob digest -> store), remembered in a snapshot label so unchanged layers are never recompressed.
+//! Layer blobs from snapshots: one streaming pass (diff tar on its own thread -> sha256 -> store;
+//! uncompressed, as builds store them, the blob digest is the diff ID; gzip/zstd when asked:
+//! sha256 diff ID -> compress -> sha256 blob digest), remembered in a snapshot label so an
+//! unchanged layer is never made twice.
 
 use crate::ExportError;
 use rbuild_oci::{
@@ -8,7 +10,7 @@ use rbuild_oci::{
 };
 use rbuild_snapshotter::{DiffOptions, SnapshotId, Snapshotter};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use std::sync::Arc;
 pub struct LayerOptions {
     /// Clamp mtimes to this time (SOURCE_DATE_EPOCH).
     pub source_date_epoch: Option<i64>,
-    /// gzip level 0-9; None = 6 (Go's default, as BuildKit).
+    /// gzip level 0-9; None = [`crate::DEFAULT_GZIP_LEVEL`] for compressed variants (pushes,
+    /// archives, cache exports), 6 (Go's default) for a layer made gzip-compressed directly.
     pub gzip_level: Option<u32>,
     /// Layer compression (gzip by default, as Docker).
     pub compression: Compression,
@@ -29,6 +32,8 @@ pub struct LayerOptions {
     /// When set (e.g. by a canceled build), a layer being made stops at its next chunk with
     /// [`ExportError::Canceled`] and its temp blob is removed; nothing is stored or labelled.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Receives per-layer byte counts of long exports and compressions.
+    pub progress: Option<crate::LayerProgressFn>,
 }
 
 impl LayerOptions {
@@ -37,33 +42,6 @@ impl LayerOptions {
         self.cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-}
-
-/// A writer that fails (without writing) once the cancel flag of its options is set, so a long
-/// diff stops between chunks.
-struct CancelWriter<'a, W: Write> {
-    inner: W,
-    opts: &'a LayerOptions,
-}
-
-impl<W: Write> CancelWriter<'_, W> {
-    fn check(&self) -> std::io::Result<()> {
-        if self.opts.is_canceled() {
-            return Err(std::io::Error::other("layer export canceled"));
-        }
-        Ok(())
-    }
-}
-
-impl<W: Write> Write for CancelWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.check()?;
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.flush()
     }
 }
 
@@ -76,11 +54,143 @@ fn label_for(compression: Compression) -> &'static str {
     }
 }
 
+/// Writes the diff of `id` as a blob: the tar walk runs on its own thread and hands buffers over
+/// a bounded pipe to this one, which hashes and writes them (uncompressed: the blob digest is the
+/// diff ID, one sha256 pass) or hashes, compresses and writes them (gzip/zstd: the diff ID's
+/// sha256, then the blob's); the walk's thread also takes the blake3 content key.
+fn write_layer_blob(
+    snapshotter: &Snapshotter,
+    store: &Store,
+    id: &SnapshotId,
+    opts: &LayerOptions,
+) -> Result<Written, ExportError> {
+    let io_err = |action: &'static str| {
+        move |source| ExportError::Io {
+            action,
+            path: id.to_string().into(),
+            source,
+        }
+    };
+    let blob = store.blob_writer()?;
+    let (mut tar_w, mut tar_r) = crate::pipe::pipe();
+    std::thread::scope(|s| {
+        let walker = s.spawn(move || -> Result<(String, String), ExportError> {
+            let mut hashed = crate::content::ContentHasher::new(&mut tar_w);
+            snapshotter.write_diff(
+                id,
+                &mut crate::content::Cancelable {
+                    inner: &mut hashed,
+                    opts,
+                },
+                &DiffOptions {
+                    source_date_epoch: opts.source_date_epoch,
+                },
+            )?;
+            let (key, prefix, _) = hashed.finish();
+            tar_w.close().map_err(|source| ExportError::Io {
+                action: "write layer of",
+                path: id.to_string().into(),
+                source,
+            })?;
+            Ok((key, prefix))
+        });
+        let consumed = (|| -> Result<_, ExportError> {
+            let mut meter = crate::progress::Meter::new(
+                opts.progress.as_ref(),
+                crate::LayerAction::Export,
+                id.to_string(),
+                None,
+            );
+            if opts.compression == Compression::None {
+                let mut blob = blob;
+                let mut out = crate::progress::Metered {
+                    inner: &mut blob,
+                    meter: &mut meter,
+                };
+                io::copy(&mut tar_r, &mut out).map_err(io_err("write layer of"))?;
+                meter.finish();
+                return Ok(Consumed::Plain(blob));
+            }
+            let (encoder, media_type) = match opts.compression {
+                Compression::Zstd => {
+                    let zstd =
+                        zstd::stream::write::Encoder::new(blob, opts.zstd_level.unwrap_or(3))
+                            .map_err(io_err("start zstd for"))?;
+                    (Encoder::Zstd(zstd), MediaType::OCI_LAYER_ZSTD)
+                }
+                _ => {
+                    let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
+                    (
+                        Encoder::Gzip(flate2::write::GzEncoder::new(blob, level)),
+                        MediaType::OCI_LAYER_GZIP,
+                    )
+                }
+            };
+            let mut tar_hasher = Sha256Writer::new(encoder);
+            let mut out = crate::progress::Metered {
+                inner: &mut tar_hasher,
+                meter: &mut meter,
+            };
+            io::copy(&mut tar_r, &mut out).map_err(io_err("compress layer of"))?;
+            meter.finish();
+            tar_hasher.flush().map_err(io_err("compress layer of"))?;
+            let (diff, _, enc) = tar_hasher.finish();
+            let blob = enc.finish().map_err(io_err("compress layer of"))?;
+            Ok(Consumed::Compressed(blob, diff, media_type))
+        })();
+        drop(tar_r);
+        let walked = walker.join().unwrap_or_else(|_| {
+            Err(ExportError::Io {
+                action: "walk",
+                path: id.to_string().into(),
+                source: io::Error::other("tar walk panicked"),
+            })
+        });
+        // Dropping an unfinished blob writer removes its temp file.
+        if opts.is_canceled() {
+            return Err(ExportError::Canceled);
+        }
+        let content = walked?;
+        match consumed? {
+            Consumed::Plain(blob) => {
+                let (digest, size) = blob.commit(None)?;
+                Ok((
+                    digest.clone(),
+                    size,
+                    digest,
+                    MediaType::OCI_LAYER_TAR,
+                    content,
+                ))
+            }
+            Consumed::Compressed(blob, diff, media_type) => {
+                let (digest, size) = blob.commit(None)?;
+                Ok((digest, size, diff, media_type, content))
+            }
+        }
+    })
+}
+
+/// A written layer blob: its digest and size, the diff ID, the media type and the content key
+/// and prefix (blake3 of the tar stream and of its first chunk).
+type Written = (
+    rbuild_oci::Digest,
+    u64,
+    rbuild_oci::Digest,
+    &'static str,
+    (String, String),
+);
+
+/// What the consuming stage of [`write_layer_blob`] ends with: the blob still to commit (and,
+/// compressed, the diff ID and media type).
+enum Consumed {
+    Plain(rbuild_oci::BlobWriter),
+    Compressed(rbuild_oci::BlobWriter, rbuild_oci::Digest, &'static str),
+}
+
 /// The compressing stage of the one-pass layer writer.
 enum Encoder<W: Write> {
     Gzip(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
-    Plain(W),
 }
 
 impl<W: Write> Encoder<W> {
@@ -88,7 +198,6 @@ impl<W: Write> Encoder<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
-            Encoder::Plain(w) => Ok(w),
         }
     }
 }
@@ -98,14 +207,12 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::Gzip(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
-            Encoder::Plain(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
-            Encoder::Plain(w) => w.flush(),
         }
     }
 }
@@ -149,69 +256,36 @@ pub fn ensure_layer(
         return Err(ExportError::Canceled);
     }
     let started = std::time::Instant::now();
-    let blob = store.blob_writer()?;
-    let (encoder, media_type) = match opts.compression {
-        Compression::Gzip => {
-            let level = flate2::Compression::new(opts.gzip_level.unwrap_or(6).min(9));
-            (
-                Encoder::Gzip(flate2::write::GzEncoder::new(blob, level)),
-                MediaType::OCI_LAYER_GZIP,
-            )
+    // A tar stream seen before (the same COPY onto a changed parent) is the same layer: one
+    // blake3 pass instead of sha256 and a blob write.
+    let same = crate::content::same_content(snapshotter, store, id, opts)?;
+    let hashed = started.elapsed();
+    let (layer, reused) = match same {
+        Some(layer) => (layer, true),
+        None => {
+            let (digest, size, diff_digest, media_type, (key, prefix)) =
+                write_layer_blob(snapshotter, store, id, opts)?;
+            let layer = Layer {
+                descriptor: Descriptor {
+                    media_type: MediaType::new(media_type),
+                    digest,
+                    size,
+                    platform: None,
+                    annotations: None,
+                },
+                diff_id: DiffId(diff_digest),
+            };
+            store.remember_layer_content(&key, &prefix, opts.compression, &layer)?;
+            (layer, false)
         }
-        Compression::Zstd => {
-            let zstd = zstd::stream::write::Encoder::new(blob, opts.zstd_level.unwrap_or(3))
-                .map_err(|source| ExportError::Io {
-                    action: "start zstd for",
-                    path: id.to_string().into(),
-                    source,
-                })?;
-            (Encoder::Zstd(zstd), MediaType::OCI_LAYER_ZSTD)
-        }
-        Compression::None => (Encoder::Plain(blob), MediaType::OCI_LAYER_TAR),
-    };
-    let mut tar_hasher = Sha256Writer::new(encoder);
-    let diff = snapshotter.write_diff(
-        id,
-        &mut CancelWriter {
-            inner: &mut tar_hasher,
-            opts,
-        },
-        &DiffOptions {
-            source_date_epoch: opts.source_date_epoch,
-        },
-    );
-    // Dropping the unfinished blob writer removes its temp file.
-    if opts.is_canceled() {
-        return Err(ExportError::Canceled);
-    }
-    diff?;
-    tar_hasher.flush().map_err(|source| ExportError::Io {
-        action: "compress layer of",
-        path: id.to_string().into(),
-        source,
-    })?;
-    let (diff_digest, _, gz) = tar_hasher.finish();
-    let blob = gz.finish().map_err(|source| ExportError::Io {
-        action: "compress layer of",
-        path: id.to_string().into(),
-        source,
-    })?;
-    let (digest, size) = blob.commit(None)?;
-    let layer = Layer {
-        descriptor: Descriptor {
-            media_type: MediaType::new(media_type),
-            digest,
-            size,
-            platform: None,
-            annotations: None,
-        },
-        diff_id: DiffId(diff_digest),
     };
     tracing::debug!(
         snapshot = %id,
         blob = %layer.descriptor.digest,
         size = layer.descriptor.size,
+        content_check_time = ?hashed,
         export_time = ?started.elapsed(),
+        same_content_as_earlier_layer = reused,
         "layer exported"
     );
     let json = serde_json::to_string(&layer)?;
@@ -230,6 +304,26 @@ pub fn ensure_layer(
         }
     }
     Ok(layer)
+}
+
+/// [`ensure_layer`] for every snapshot of `ids` (a chain or any set), at most `jobs` (0: the
+/// cores) layers at a time, each its own tar -> hash -> write pipeline; the layers in `ids`'
+/// order, or the first error.
+pub fn ensure_layers(
+    snapshotter: &Snapshotter,
+    store: &Store,
+    ids: &[SnapshotId],
+    opts: &LayerOptions,
+    jobs: usize,
+) -> Result<Vec<Layer>, ExportError> {
+    let limit = if jobs == 0 {
+        crate::pipe::cores()
+    } else {
+        jobs
+    };
+    crate::pipe::parallel_map(ids, limit, |id| ensure_layer(snapshotter, store, id, opts))
+        .into_iter()
+        .collect()
 }
 
 /// Fills `rootfs.diff_ids` from `layers` and stores config and manifest; returns the manifest descriptor.

@@ -1,16 +1,25 @@
-//! Image assembly and outputs. Owns turning committed snapshots into compressed layer blobs
-//! (each computed once and remembered on the snapshot), writing config + manifest into the local
+//! Image assembly and outputs. Owns turning committed snapshots into layer blobs (uncompressed
+//! in the store, each computed once and remembered on the snapshot), their compressed variants
+//! for pushes and archives (made once, remembered in the store), writing config + manifest into the local
 //! store and tagging them, and the outputs `type=oci` (tar or dir), `type=docker` (a
 //! `docker load` archive) and `type=local` (the final filesystem).
 
 mod cache_export;
+mod content;
 mod layers;
 mod outputs;
+mod pipe;
+mod progress;
+mod variants;
 
 pub use cache_export::{write_cache_layout, write_cache_manifest};
-pub use layers::{assemble_image, assemble_image_annotated, ensure_layer, LayerOptions};
+pub use layers::{
+    assemble_image, assemble_image_annotated, ensure_layer, ensure_layers, LayerOptions,
+};
 pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
+pub use progress::{LayerAction, LayerProgress, LayerProgressFn, REPORT_EVERY};
 pub use rbuild_oci::Layer;
+pub use variants::{image_variant, layer_variant, DEFAULT_GZIP_LEVEL};
 
 use std::path::PathBuf;
 

@@ -5,6 +5,7 @@
 
 pub mod cache;
 mod config;
+mod content;
 mod digest;
 mod layer;
 pub mod lock;
@@ -12,8 +13,10 @@ mod manifest;
 mod media;
 mod reach;
 mod store;
+mod variants;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RunConfig};
+pub use content::{ContentEntry, CONTENT_DIR};
 pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Reader, Sha256Writer};
 pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
@@ -23,6 +26,7 @@ pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
     STORE_OWNERS_DIR, STORE_TMP_DIR,
 };
+pub use variants::{Variant, VARIANTS_DIR};
 
 /// The annotation that names a tag in an OCI layout's `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";

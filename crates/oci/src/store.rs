@@ -291,7 +291,7 @@ impl Store {
         Ok(tmp)
     }
 
-    fn write_file_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn write_file_atomic(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
         let tmp = self.write_temp(data)?;
         fs::rename(&tmp, path).map_err(|e| {
             let _ = fs::remove_file(&tmp);

@@ -158,8 +158,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     };
     if args.quiet {
         println!("{}", result.config_digest);
-    } else if result.pushed.is_some() {
-        println!("{}", result.image.digest);
+    } else if let Some(pushed) = &result.pushed {
+        // The registry's manifest digest (its layers compressed), as `docker push` prints it.
+        println!("{}", pushed.digest);
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.config_digest.to_string()).map_err(|e| {

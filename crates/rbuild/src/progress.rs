@@ -78,9 +78,61 @@ impl Progress for CliProgress {
             BuildEvent::Named { name } => eprintln!("naming to {name} done"),
             BuildEvent::PushNotice(notice) => eprintln!("push: {notice}"),
             BuildEvent::Pushed(summary) => print_pushed(&summary),
+            BuildEvent::Layer(p) => layer_progress(self.mode, &p),
             _ => {}
         }
     }
+}
+
+/// Bytes in binary units with one decimal, as BuildKit's layer progress (`512.0MiB`).
+fn binary_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+/// Prints a long layer export's progress: `exporting layer ID 512.0MiB` (`compressing layer
+/// sha256:... 512.0MiB / 1.0GiB` for a push or an archive; `done` at the end), or in JSON
+/// mode an object with `"event":"layer"`.
+pub fn layer_progress(mode: ProgressMode, p: &rbuild_build::LayerProgress) {
+    let action = match p.action {
+        rbuild_build::LayerAction::Export => "exporting",
+        rbuild_build::LayerAction::Compress => "compressing",
+        _ => "processing",
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = if mode == ProgressMode::Json {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let obj = serde_json::json!({
+            "event": "layer",
+            "action": action,
+            "layer": p.layer,
+            "current": p.done,
+            "total": p.total,
+            "finished": p.finished,
+            "time": at,
+        });
+        writeln!(err, "{obj}")
+    } else {
+        let size = match p.total {
+            Some(total) => format!("{} / {}", binary_size(p.done), binary_size(total)),
+            None => binary_size(p.done),
+        };
+        let done = if p.finished { " done" } else { "" };
+        writeln!(err, "{action} layer {} {size}{done}", p.layer)
+    };
 }
 
 /// Prints a push's counters and its manifests on stderr.

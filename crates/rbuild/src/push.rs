@@ -59,6 +59,9 @@ impl Progress for PushProgress {
                 crate::progress::print_pushed(&summary);
                 println!("{}", summary.digest);
             }
+            BuildEvent::Layer(p) => {
+                crate::progress::layer_progress(crate::progress::ProgressMode::Plain, &p)
+            }
             _ => {}
         }
     }

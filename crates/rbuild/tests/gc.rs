@@ -515,3 +515,91 @@ fn the_roots_config_file_sets_the_budget_and_flag_and_env_win() {
         "{err}"
     );
 }
+
+/// The compressed variants that archives (and pushes) made live as long as the uncompressed
+/// layers they were made from: a collection drops the variants of unreachable layers together
+/// with their blobs, keeps those of tagged images (reused by the next export), and leaves no
+/// mapping that names a missing blob.
+#[test]
+fn compressed_variants_live_as_long_as_their_layers() {
+    if !root_only() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let off = ["--gc-keep-storage", "0"];
+    let (kept, dropped) = (context(11, 300_000), context(12, 300_000));
+    let oci = |name: &str| format!("type=oci,dest={}", out_dir.path().join(name).display());
+    for (ctx, tag) in [(&kept, "keep:1"), (&dropped, "drop:1")] {
+        let dest = oci(tag);
+        build(
+            root.path(),
+            ctx.path(),
+            &["-t", tag, "-o", &dest, off[0], off[1]],
+        );
+    }
+    let store = Store::open(root.path()).unwrap();
+    let layers_of = |tag: &str| {
+        let d = store.resolve_tag(tag).unwrap().unwrap();
+        store.read_image(&d.digest).unwrap().config.rootfs.diff_ids
+    };
+    let (keep_layers, drop_layers) = (layers_of("keep:1"), layers_of("drop:1"));
+    assert_eq!(store.variants().unwrap().len(), 4);
+    let gz = rbuild_oci::Compression::Gzip;
+    let drop_blobs: Vec<_> = drop_layers
+        .iter()
+        .map(|l| store.variant(&l.0, gz).unwrap().digest)
+        .collect();
+    let keep_blobs: Vec<_> = keep_layers
+        .iter()
+        .map(|l| store.variant(&l.0, gz).unwrap().digest)
+        .collect();
+
+    assert_eq!(
+        store.layer_contents().unwrap().len(),
+        4,
+        "layers by content"
+    );
+    let rmi = rbuild_at(root.path())
+        .args(["rmi", "drop:1"])
+        .output()
+        .unwrap();
+    assert!(
+        rmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
+    prune(root.path(), &["-f", "--all"]);
+    let state = StateDir::new(root.path());
+    assert_eq!(rbuild_build::gc::unreachable_count(&state).unwrap(), (0, 0));
+    let left = store.variants().unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|v| store.has_blob(&v.descriptor.digest)));
+    assert!(drop_blobs.iter().all(|b| !store.has_blob(b)));
+    assert!(keep_blobs.iter().all(|b| store.has_blob(b)));
+    // Layers-by-content entries go with their blobs, prefix markers with their entries.
+    let contents = store.layer_contents().unwrap();
+    assert_eq!(contents.len(), 2, "{contents:?}");
+    assert!(contents
+        .iter()
+        .all(|c| store.has_blob(&c.layer.descriptor.digest)));
+    let mut prefixes: Vec<String> = contents.iter().map(|c| c.prefix.clone()).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let mut markers = store.content_prefixes().unwrap();
+    markers.sort();
+    assert_eq!(markers, prefixes);
+    verify_blobs(root.path());
+    skopeo_reads(root.path(), "keep:1");
+
+    // The next archive of the kept image (its layers rebuilt to the same bytes) reuses the
+    // remembered variants.
+    let dest = oci("again");
+    build(
+        root.path(),
+        kept.path(),
+        &["-t", "keep:1", "-o", &dest, off[0], off[1]],
+    );
+    assert_eq!(store.variants().unwrap(), left);
+    assert_eq!(layers_of("keep:1"), keep_layers);
+}

@@ -69,6 +69,47 @@ fn store_digest(root: &Path, name: &str) -> String {
         .to_string()
 }
 
+/// Checks that the manifest at `reference` (read with `creds`) is the store's image `name` as
+/// distributed: the same config, every layer gzip-compressed (the store keeps built layers
+/// uncompressed, so the store's manifest digest differs); returns the registry's digest.
+fn pushed_from_store(root: &Path, name: &str, reference: &str, creds: Option<&str>) -> String {
+    let local = store_digest(root, name);
+    let read = |digest: &str| -> Value {
+        let path = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    };
+    let stored = read(&local);
+    let sk = skopeo("inspect", creds)
+        .unwrap()
+        .args(["--tls-verify=false", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        sk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sk.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&sk.stdout).unwrap();
+    assert_eq!(pushed["config"], stored["config"]);
+    let layers = pushed["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), stored["layers"].as_array().unwrap().len());
+    for l in layers {
+        assert!(
+            l["mediaType"].as_str().unwrap().ends_with("gzip"),
+            "{pushed}"
+        );
+    }
+    assert!(stored["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar"));
+    let digest = format!("sha256:{}", rbuild_oci::sha256_hex(&sk.stdout));
+    assert_ne!(digest, local);
+    digest
+}
+
 #[test]
 fn build_push_skips_existing_mounts_base_and_writes_metadata() {
     if !require_root().unwrap() {
@@ -103,7 +144,7 @@ fn build_push_skips_existing_mounts_base_and_writes_metadata() {
         ],
     );
     let stdout = ok(&out);
-    let digest = store_digest(&root, &t1);
+    let digest = pushed_from_store(&root, &t1, &format!("{}/team/app:1", reg.addr()), None);
     assert_eq!(stdout.trim(), digest, "{}", stderr(&out));
     // The busybox layer is mounted from the base image's repository; the rest is uploaded.
     assert!(
@@ -172,7 +213,7 @@ fn build_push_skips_existing_mounts_base_and_writes_metadata() {
         ],
     );
     // (A new build: another `created` time, so another digest than the first.)
-    let d3 = store_digest(&root, &t3);
+    let d3 = pushed_from_store(&root, &t3, &format!("{}/other/app:3", reg.addr()), None);
     assert_eq!(ok(&out).trim(), d3);
     assert_eq!(
         skopeo_digest(&format!("{}/other/app:3", reg.addr()))
@@ -467,7 +508,10 @@ fn creds_store_helper_is_used_for_login_and_push() {
         .unwrap()
         .contains("auths"));
     let digest = ok(&run(&["push", &target], None));
-    assert_eq!(digest.trim(), store_digest(&root, &target));
+    assert_eq!(
+        digest.trim(),
+        pushed_from_store(&root, &target, &target, Some("carol:pw-carol"))
+    );
 }
 
 /// `credHelpers`: the helper named for the registry's host is used for login and push, ahead of
@@ -566,7 +610,10 @@ fn cred_helpers_entry_wins_for_its_registry() {
     assert_eq!(saved["ServerURL"], reg.addr().as_str());
     assert_eq!(saved["Secret"], "pw-carol");
     let digest = ok(&run(&["push", &target], ""));
-    assert_eq!(digest.trim(), store_digest(&root, &target));
+    assert_eq!(
+        digest.trim(),
+        pushed_from_store(&root, &target, &target, Some("carol:pw-carol"))
+    );
     assert_eq!(
         skopeo_digest_with_creds(&target, "carol:pw-carol"),
         digest.trim()

@@ -3,7 +3,7 @@
 //! machine B (a fresh `--root`, the context at another path) imports it and must run no RUN,
 //! produce the same image, and download only the blobs the final image needs.
 
-use rbuild_oci::{Digest, Manifest, Store};
+use rbuild_oci::{Descriptor, Digest, Manifest, Store};
 use rbuild_testsupport::skopeo;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -47,6 +47,37 @@ fn image_of(root: &Path, tag: &str) -> (Digest, rbuild_oci::ImageRecord) {
     (desc.digest.clone(), store.read_image(&desc.digest).unwrap())
 }
 
+/// The layers of `record` (stored at `root`) as a cache export or push sends them: built layers
+/// (kept uncompressed in the store) as their remembered gzip variants, pulled ones as they are.
+fn distributed_layers(root: &Path, record: &rbuild_oci::ImageRecord) -> Vec<Descriptor> {
+    let store = Store::open(root).unwrap();
+    record
+        .manifest
+        .layers
+        .iter()
+        .zip(&record.config.rootfs.diff_ids)
+        .map(|(l, diff)| {
+            if l.media_type.as_str() == "application/vnd.oci.image.layer.v1.tar" {
+                store
+                    .variant(&diff.0, rbuild_oci::Compression::Gzip)
+                    .expect("a gzip variant of a built layer")
+            } else {
+                l.clone()
+            }
+        })
+        .collect()
+}
+
+/// The digest of A's image as a push or cache export distributes it: the same config and
+/// annotations over [`distributed_layers`].
+fn distributed_digest(root: &Path, record: &rbuild_oci::ImageRecord) -> Digest {
+    let manifest = Manifest {
+        layers: distributed_layers(root, record),
+        ..record.manifest.clone()
+    };
+    Digest::sha256_of(&rbuild_oci::canonical_json(&manifest).unwrap())
+}
+
 fn blobs_in(root: &Path) -> BTreeSet<String> {
     fs::read_dir(root.join("blobs/sha256"))
         .unwrap()
@@ -78,7 +109,11 @@ fn check_machine_b(base: &str, cache_from: &str, a_digest: &Digest) -> tempfile:
         "B reported the last RUN cached: {cached:?}"
     );
     let (b_digest, b_record) = image_of(root_b.path(), "sc/app:1");
-    assert_eq!(&b_digest, a_digest, "B's image differs from A's");
+    // B keeps the cache's gzip layers as they came, so its image is A's as distributed.
+    assert_eq!(
+        &b_digest, a_digest,
+        "B's image differs from A's distributed one"
+    );
     let mut needed: BTreeSet<String> = b_record
         .manifest
         .layers
@@ -127,7 +162,7 @@ fn registry_cache_mode_max_is_shared_between_machines() {
     );
     let (ran, _) = ran_and_cached(&out);
     assert_eq!(runs(&ran).len(), 2, "A ran {ran:?}");
-    let (a_digest, a_record) = image_of(root_a.path(), "sc/app:1");
+    let (_, a_record) = image_of(root_a.path(), "sc/app:1");
 
     // The registry holds an image manifest with a cache config.
     let st = skopeo("inspect", None)
@@ -147,7 +182,7 @@ fn registry_cache_mode_max_is_shared_between_machines() {
         Some("application/vnd.oci.image.manifest.v1+json")
     );
     assert_eq!(manifest.config.media_type.as_str(), CACHE_CONFIG);
-    for layer in &a_record.manifest.layers {
+    for layer in distributed_layers(root_a.path(), &a_record) {
         assert!(manifest.layers.iter().any(|l| l.digest == layer.digest));
     }
     let st = skopeo("inspect", None)
@@ -170,7 +205,7 @@ fn registry_cache_mode_max_is_shared_between_machines() {
     check_machine_b(
         &env.base,
         &format!("type=registry,ref={cache_ref}"),
-        &a_digest,
+        &distributed_digest(root_a.path(), &a_record),
     );
 
     // Machine C changes the last RUN: the first RUN comes from the cache (its layers are
@@ -223,7 +258,7 @@ fn local_cache_mode_min_is_shared_between_machines() {
     );
     let (ran, _) = ran_and_cached(&out);
     assert_eq!(runs(&ran).len(), 2, "A ran {ran:?}");
-    let (a_digest, a_record) = image_of(root_a.path(), "sc/app:1");
+    let (_, a_record) = image_of(root_a.path(), "sc/app:1");
 
     // An OCI layout whose index names one image manifest with the cache config; mode=min
     // records the final result only, whose layers are exactly the image's.
@@ -233,7 +268,10 @@ fn local_cache_mode_min_is_shared_between_machines() {
     let manifest: Manifest =
         serde_json::from_slice(&cache.read_blob(&tags[0].descriptor.digest).unwrap()).unwrap();
     assert_eq!(manifest.config.media_type.as_str(), CACHE_CONFIG);
-    assert_eq!(manifest.layers, a_record.manifest.layers);
+    assert_eq!(
+        manifest.layers,
+        distributed_layers(root_a.path(), &a_record)
+    );
     let config: Value =
         serde_json::from_slice(&cache.read_blob(&manifest.config.digest).unwrap()).unwrap();
     assert_eq!(config["rbuild.cache.records"].as_array().unwrap().len(), 1);
@@ -241,7 +279,7 @@ fn local_cache_mode_min_is_shared_between_machines() {
     let root_b = check_machine_b(
         &env.base,
         &format!("type=local,src={}", layout.display()),
-        &a_digest,
+        &distributed_digest(root_a.path(), &a_record),
     );
 
     // A later build on B, without --cache-from, hits B's own index.

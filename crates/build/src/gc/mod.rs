@@ -398,7 +398,28 @@ fn collect(
         .collect();
     o.snapshotter.remove_all(&gone)?;
     report.snapshots = gone.len();
-    // 3. Blobs nothing reaches (dangling images, stale layer labels).
+    // 3. Variant mappings of layers nothing reaches, or whose blob goes, and layers-by-content
+    // entries whose blob goes (before the blobs, so neither names a missing blob; readers also
+    // check), then the blobs nothing
+    // reaches (dangling images, stale layer labels, those variants).
+    for (source, compression, blob) in &model.variants {
+        if !reach.blobs.contains(source) || !reach.blobs.contains(blob) {
+            o.store.remove_variant(source, *compression)?;
+        }
+    }
+    let mut prefixes = std::collections::BTreeSet::new();
+    for (key, prefix, compression, blob) in &model.contents {
+        if reach.blobs.contains(blob) {
+            prefixes.insert(prefix.as_str());
+        } else {
+            o.store.forget_layer_content(key, *compression)?;
+        }
+    }
+    for prefix in o.store.content_prefixes()? {
+        if !prefixes.contains(prefix.as_str()) {
+            o.store.forget_content_prefix(&prefix)?;
+        }
+    }
     let mut blobs = 0;
     for digest in model.blobs.keys() {
         if !reach.blobs.contains(digest) {

@@ -2,7 +2,7 @@
 //! labelled blobs, blobs on disk and what tags reach; and reachability over it.
 
 use super::GcError;
-use rbuild_oci::{Digest, Layer, Store};
+use rbuild_oci::{Compression, Digest, Layer, Store};
 use rbuild_snapshotter::{SnapshotId, Snapshotter, MERGE_SOURCE_LABEL};
 use rbuild_solver::{CacheIndex, CacheKey};
 use rbuild_worker::{Value, UNPACKED};
@@ -65,6 +65,11 @@ pub(crate) struct Model {
     pub(crate) blobs: BTreeMap<Digest, u64>,
     pub(crate) tagged: BTreeSet<Digest>,
     pub(crate) tag_count: usize,
+    /// The store's compressed variants: (uncompressed blob, compression, variant blob).
+    pub(crate) variants: Vec<(Digest, Compression, Digest)>,
+    /// The store's layers by content: (blake3 key, prefix, compression, layer blob). They keep nothing
+    /// alive; an entry goes with its blob.
+    pub(crate) contents: Vec<(String, String, Compression, Digest)>,
 }
 
 /// What a set of kept records (plus the tags) reaches.
@@ -171,6 +176,16 @@ impl Model {
             model.blobs.insert(blob.digest, blob.size);
         }
         model.tag_count = store.tags()?.len();
+        model.variants = store
+            .variants()?
+            .into_iter()
+            .map(|v| (v.source, v.compression, v.descriptor.digest))
+            .collect();
+        model.contents = store
+            .layer_contents()?
+            .into_iter()
+            .map(|c| (c.key, c.prefix, c.compression, c.layer.descriptor.digest))
+            .collect();
         model.tagged = store.reachable_from_tags()?;
         Ok(model)
     }
@@ -212,6 +227,14 @@ impl Model {
                 todo.extend(snap.merge_source.clone());
             }
         }
+        // A compressed variant lives as long as the uncompressed layer it was made from.
+        let kept: Vec<Digest> = self
+            .variants
+            .iter()
+            .filter(|(source, _, _)| reach.blobs.contains(source))
+            .map(|(_, _, blob)| blob.clone())
+            .collect();
+        reach.blobs.extend(kept);
         reach
     }
 
