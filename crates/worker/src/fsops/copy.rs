@@ -2,6 +2,7 @@
 //! symbolic), symlinks kept as links, hardlink groups kept as links, device nodes recreated,
 //! mtimes preserved, and the `.dockerignore` / `--exclude` filters applied while walking.
 
+use super::data::{copy_file, Mover};
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use rbuild_llb::SymbolicMode;
 use std::collections::HashMap;
@@ -97,8 +98,12 @@ impl CopySettings {
 /// The hardlink groups met during one COPY/ADD source: a source file's (device, inode) to the
 /// destination path of its first copy, so later names of the same file become links to it (as
 /// BuildKit's copier does). A name whose partners are not copied stays a plain file.
+/// It also carries how file bytes are moved ([`Mover`], learnt from the first file).
 #[derive(Default)]
-pub(super) struct Links(HashMap<(u64, u64), PathBuf>);
+pub(super) struct Links {
+    first: HashMap<(u64, u64), PathBuf>,
+    mover: Mover,
+}
 
 impl Links {
     /// The destination to link `dest` to, or None when it must be copied (and is recorded as
@@ -108,12 +113,12 @@ impl Links {
             return None;
         }
         let key = (meta.dev(), meta.ino());
-        match self.0.get(&key) {
+        match self.first.get(&key) {
             Some(first) if fs::symlink_metadata(first).is_ok_and(|m| m.is_file()) => {
                 Some(first.clone())
             }
             _ => {
-                self.0.insert(key, dest.to_path_buf());
+                self.first.insert(key, dest.to_path_buf());
                 None
             }
         }
@@ -218,26 +223,21 @@ pub(super) fn copy_entry(
         set_mtime(dest, meta)?;
         return Ok(());
     }
-    if let Ok(existing) = fs::symlink_metadata(dest) {
-        if existing.is_dir() {
-            fs::remove_dir_all(dest)?;
-        } else {
-            fs::remove_file(dest)?;
+    if ft.is_file() {
+        match links.source_for(meta, dest) {
+            None => return copy_file(src, dest, meta, (uid, gid), mode, &links.mover),
+            Some(first) => {
+                remove_existing(dest)?;
+                fs::hard_link(&first, dest)?;
+                return set_mtime(dest, meta);
+            }
         }
     }
+    remove_existing(dest)?;
     if ft.is_symlink() {
         let target = fs::read_link(src)?;
         symlink(&target, dest)?;
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
-    } else if let Some(first) = links.source_for(meta, dest) {
-        fs::hard_link(&first, dest)?;
-    } else if ft.is_file() {
-        let mut input = fs::File::open(src)?;
-        let mut output = fs::File::create(dest)?;
-        io::copy(&mut input, &mut output)?;
-        drop(output);
-        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
-        fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     } else {
         // Devices, fifos and sockets: recreate the node.
         rustix::fs::mknodat(
@@ -250,6 +250,18 @@ pub(super) fn copy_entry(
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
     }
     set_mtime(dest, meta)
+}
+
+/// Removes whatever is at `dest` (a directory with its contents); nothing there is fine.
+fn remove_existing(dest: &Path) -> io::Result<()> {
+    if let Ok(existing) = fs::symlink_metadata(dest) {
+        if existing.is_dir() {
+            fs::remove_dir_all(dest)?;
+        } else {
+            fs::remove_file(dest)?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {

@@ -1,11 +1,13 @@
 //! File operations done by rbuild itself inside a mounted rootfs: the COPY/ADD and WORKDIR/mkdir
 //! entry points the worker calls. The parts live in submodules by concern: `paths` (resolving
 //! inside a root, mkdir -p), `sources` (source wildcards and `--parents`), `copy` (tree copy with
-//! ownership and modes) and `archive` (ADD's tar extraction). Symbolic `--chmod` modes are
-//! [`rbuild_llb::SymbolicMode`], the grammar the frontend validates with.
+//! ownership and modes), `data` (one file's bytes and metadata through descriptors) and
+//! `archive` (ADD's tar extraction). Symbolic `--chmod` modes are [`rbuild_llb::SymbolicMode`],
+//! the grammar the frontend validates with.
 
 mod archive;
 mod copy;
+mod data;
 mod paths;
 mod sources;
 #[cfg(test)]
