@@ -14,7 +14,7 @@ mod sources;
 mod tests;
 
 pub use crate::glob::{glob_match, has_wildcard};
-pub use copy::CopySettings;
+pub use copy::{CopySettings, DirectUpper};
 pub use paths::{mkdir_all, resolve_in_root};
 pub use rbuild_llb::SymbolicMode;
 pub use sources::{expand_sources, parents_pivot, parents_target};
@@ -56,6 +56,7 @@ pub fn copy_action(
             mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
             let target = resolve_in_root(dest_root, &action.dest, true)?;
             copy_dir_contents(&host, &target, settings, &mut links, &rel, Path::new(""))?;
+            links.flush()?;
             // The top-level destination keeps its mode and owner but takes the source's mtime
             // (BuildKit's copier restores the source timestamp on a directory it did not create).
             set_mtime(&target, &meta)?;
@@ -90,6 +91,7 @@ pub fn copy_action(
                 nested: false,
             };
             copy_entry(&host, &target, &meta, settings, &mut links, at)?;
+            links.flush()?;
         }
     }
     Ok(())
@@ -179,6 +181,7 @@ fn copy_with_parents(
             &mut links,
             at,
         )?;
+        links.flush()?;
     }
     for (dir, meta) in made.iter().rev() {
         set_mtime(dir, meta)?;
