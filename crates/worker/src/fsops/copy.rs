@@ -350,7 +350,7 @@ pub(super) fn copy_entry(
         .direct
         .as_ref()
         .map(|d| d.to_mount(dest))
-        .filter(|_| !(ft.is_file() && meta.nlink() < 2) && !ft.is_symlink());
+        .filter(|_| !(ft.is_symlink() || ft.is_file() && meta.nlink() < 2));
     let dest = through_mount.as_deref().unwrap_or(dest);
     if ft.is_file() {
         if meta.nlink() > 1 {
