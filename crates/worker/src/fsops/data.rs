@@ -139,3 +139,92 @@ pub(super) fn copy_file(
     rustix::fs::futimens(&output, &times)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Copies `src` to `dest` as root would for 0:0 (or, unprivileged, for the caller).
+    fn copy(src: &Path, dest: &Path, mode: u32, mover: &Mover) {
+        let meta = fs::symlink_metadata(src).unwrap();
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        copy_file(src, dest, &meta, me, mode, mover).unwrap();
+    }
+
+    #[test]
+    fn bytes_mode_and_times_within_and_across_filesystems() {
+        let dir = tempfile::tempdir().unwrap();
+        // /dev/shm is a tmpfs where it exists: `copy_file_range` to another filesystem fails
+        // and the copy falls back (remembered for the rest of the copy).
+        let shm = tempfile::tempdir_in("/dev/shm").ok();
+        let other = shm.as_ref().map_or(dir.path(), |d| d.path());
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for (i, from) in [dir.path(), other].into_iter().enumerate() {
+            let mover = Mover::default();
+            let src = from.join(format!("src{i}"));
+            fs::write(&src, &big).unwrap();
+            fs::set_permissions(&src, fs::Permissions::from_mode(0o751)).unwrap();
+            let times = Timestamps {
+                last_access: Timespec {
+                    tv_sec: 1_000_000,
+                    tv_nsec: 5,
+                },
+                last_modification: Timespec {
+                    tv_sec: 1_600_000_000,
+                    tv_nsec: 7,
+                },
+            };
+            rustix::fs::utimensat(rustix::fs::CWD, &src, &times, rustix::fs::AtFlags::empty())
+                .unwrap();
+            let dest = dir.path().join(format!("dest{i}"));
+            copy(&src, &dest, 0o4751, &mover);
+            // (metadata first: reading the copy may update its atime)
+            let m = fs::metadata(&dest).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o4751, "setuid kept");
+            assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 7));
+            assert_eq!((m.atime(), m.atime_nsec()), (1_000_000, 5));
+            assert_eq!(fs::read(&dest).unwrap(), big);
+            assert_ne!(mover.0.load(Ordering::Relaxed), UNTRIED);
+            // The learnt method serves the next file too; an empty file copies as empty.
+            let empty = from.join(format!("empty{i}"));
+            fs::write(&empty, b"").unwrap();
+            copy(&empty, &dir.path().join(format!("e{i}")), 0o600, &mover);
+            assert_eq!(fs::read(dir.path().join(format!("e{i}"))).unwrap(), b"");
+        }
+    }
+
+    #[test]
+    fn whatever_is_in_the_way_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"new").unwrap();
+        let mover = Mover::default();
+        // A directory tree, a file, a dangling symlink (never followed) at the destination.
+        let d = dir.path().join("d");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("sub/f"), b"x").unwrap();
+        copy(&src, &d, 0o644, &mover);
+        let f = dir.path().join("f");
+        fs::write(&f, b"old old old").unwrap();
+        copy(&src, &f, 0o644, &mover);
+        let l = dir.path().join("l");
+        std::os::unix::fs::symlink(dir.path().join("target"), &l).unwrap();
+        copy(&src, &l, 0o644, &mover);
+        for p in [&d, &f, &l] {
+            assert!(
+                fs::symlink_metadata(p).unwrap().is_file(),
+                "{}",
+                p.display()
+            );
+            assert_eq!(fs::read(p).unwrap(), b"new");
+        }
+        assert!(
+            !dir.path().join("target").exists(),
+            "the link was not followed"
+        );
+    }
+}
