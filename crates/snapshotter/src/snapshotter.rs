@@ -87,7 +87,7 @@ struct Inner {
     active: PathBuf,
     mnt: PathBuf,
     tmp: PathBuf,
-    /// Snapshots committed without a sync; flushed once when the snapshotter drops.
+    /// Snapshots committed without a sync; flushed in the background and when it drops.
     pending: durable::Pending,
     /// Held while this snapshotter lives: its private dirs are never swept meanwhile.
     _owner: OwnerLock,
@@ -95,7 +95,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.pending.flush(&self.root);
+        self.pending.flush();
         // Every Active holds a clone, so `active/<owner>` is empty by now; a mount guard that
         // outlives the snapshotter keeps `mnt/<owner>` (never removed recursively: it could
         // reach into a live mount) for a later open to sweep.
@@ -197,6 +197,7 @@ impl Snapshotter {
                 Err(_) => Backend::Copy,
             },
         };
+        let pending = durable::Pending::new(root.clone());
         Ok(Snapshotter {
             inner: Arc::new(Inner {
                 root,
@@ -205,7 +206,7 @@ impl Snapshotter {
                 active,
                 mnt,
                 tmp,
-                pending: durable::Pending::default(),
+                pending,
                 _owner: owner,
             }),
         })
@@ -313,8 +314,8 @@ impl Snapshotter {
     }
 
     /// Commits `active`: one rename makes it a committed snapshot, so a crash leaves either
-    /// nothing or the whole snapshot. Its data is flushed when the snapshotter drops; until
-    /// then an OS crash makes it count as missing (module `durable`), so no commit waits for
+    /// nothing or the whole snapshot. Its data is flushed by a background thread (and at the
+    /// latest when the snapshotter drops); until then an OS crash makes it count as missing (module `durable`), so no commit waits for
     /// other writers' dirty pages. Without a readable boot id it syncs first, as before. Fails with
     /// [`SnapshotError::StillMounted`] (discarding the snapshot) while a [`MountGuard`] from
     /// [`Active::mount`] is alive.
