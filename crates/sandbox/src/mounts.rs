@@ -206,6 +206,9 @@ fn overlay_new_api(
     };
     set("upperdir", upper)?;
     set("workdir", work)?;
+    // No syncs (copy-ups fsync each file and tearing the mount down syncs the whole upper
+    // filesystem otherwise); the snapshotter makes committed snapshots durable. Best effort.
+    let _ = fsconfig_set_flag(&fs, "volatile");
     fsconfig_create(&fs).map_err(|e| step(format!("create overlay{}", fs_context_log(&fs)))(e))?;
     let attrs = if nodev {
         MountAttrFlags::MOUNT_ATTR_NODEV

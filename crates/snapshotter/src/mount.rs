@@ -20,7 +20,9 @@ const MOUNT_DATA_MAX: usize = 4095;
 /// `lowerdirs` are listed top-most first and must not be empty. With `upperdir` and `workdir` empty
 /// paths (`Path::new("")`) the mount has no upper layer and is read-only. Uses the new mount API with
 /// one `lowerdir+` per layer (no option-length limit), falling back to `lowerdir=a:b:c` through
-/// `fsconfig` and then `mount(2)` on kernels without `lowerdir+` (before 6.8).
+/// `fsconfig` and then `mount(2)` on kernels without `lowerdir+` (before 6.8). A writable mount
+/// made through `fsconfig` is `volatile` (no syncs; the work dir must be emptied before it is
+/// mounted again, as [`crate::Snapshotter::commit`] does).
 pub fn mount_overlay(
     lowerdirs: &[PathBuf],
     upperdir: &Path,
@@ -126,6 +128,10 @@ fn mount_overlay_fsopen(spec: &Overlay<'_>, lowerdir_plus: bool) -> std::io::Res
         for key in ["redirect_dir", "index", "metacopy"] {
             let _ = fsconfig_set_string(&fs, key, "off");
         }
+        // No syncs: unmounting a writable overlay otherwise runs `syncfs` on the upper
+        // filesystem (every process's dirty pages), and each copy-up fsyncs. Durability is the
+        // snapshotter's business (its commit). Best effort: `volatile` needs Linux 5.10.
+        let _ = fsconfig_set_flag(&fs, "volatile");
     }
     if readonly {
         fsconfig_set_flag(&fs, "ro")?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rbuild_oci::lock::{lock_exclusive, sweep_dead, OwnerLock};
 use serde::{Deserialize, Serialize};
 
+mod durable;
 mod listing;
 
 pub use listing::{tree_disk_usage, SnapshotInfo};
@@ -86,12 +87,15 @@ struct Inner {
     active: PathBuf,
     mnt: PathBuf,
     tmp: PathBuf,
+    /// Snapshots committed without a sync; flushed in the background and when it drops.
+    pending: durable::Pending,
     /// Held while this snapshotter lives: its private dirs are never swept meanwhile.
     _owner: OwnerLock,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.pending.flush();
         // Every Active holds a clone, so `active/<owner>` is empty by now; a mount guard that
         // outlives the snapshotter keeps `mnt/<owner>` (never removed recursively: it could
         // reach into a live mount) for a later open to sweep.
@@ -193,6 +197,7 @@ impl Snapshotter {
                 Err(_) => Backend::Copy,
             },
         };
+        let pending = durable::Pending::new(root.clone());
         Ok(Snapshotter {
             inner: Arc::new(Inner {
                 root,
@@ -201,6 +206,7 @@ impl Snapshotter {
                 active,
                 mnt,
                 tmp,
+                pending,
                 _owner: owner,
             }),
         })
@@ -252,6 +258,9 @@ impl Snapshotter {
                 });
             }
             let dir = self.existing_snap_dir(&c)?;
+            if !durable::is_durable(&dir) {
+                return Err(SnapshotError::NotFound(c.0.clone()));
+            }
             out.push(dir.join("fs"));
             cur = read_parent(&dir)?;
         }
@@ -269,7 +278,13 @@ impl Snapshotter {
             std::fs::create_dir(&fs).ctx("create dir", &fs)?;
             std::fs::create_dir(dir.join("work")).ctx("create dir", dir.join("work"))?;
             let parent_text = parent.map(|p| p.0.clone()).unwrap_or_default();
-            write_atomic(&dir.join("parent"), parent_text.as_bytes())?;
+            if durable::boot_id().is_some() {
+                // Flushed with the rest of the snapshot (see `durable`): no fsync per prepare.
+                let path = dir.join("parent");
+                std::fs::write(&path, parent_text.as_bytes()).ctx("write", &path)?;
+            } else {
+                write_atomic(&dir.join("parent"), parent_text.as_bytes())?;
+            }
             if self.inner.backend == Backend::Copy {
                 if let Some(top) = chain.first() {
                     copy_tree(top, &fs)?;
@@ -298,8 +313,10 @@ impl Snapshotter {
         })
     }
 
-    /// Commits `active`: after syncing its filesystem, one rename makes it a committed snapshot,
-    /// so a crash leaves either nothing or the whole snapshot. Fails with
+    /// Commits `active`: one rename makes it a committed snapshot, so a crash leaves either
+    /// nothing or the whole snapshot. Its data is flushed by a background thread (and at the
+    /// latest when the snapshotter drops); until then an OS crash makes it count as missing (module `durable`), so no commit waits for
+    /// other writers' dirty pages. Without a readable boot id it syncs first, as before. Fails with
     /// [`SnapshotError::StillMounted`] (discarding the snapshot) while a [`MountGuard`] from
     /// [`Active::mount`] is alive.
     pub fn commit(&self, mut active: Active) -> Result<SnapshotId, SnapshotError> {
@@ -309,9 +326,16 @@ impl Snapshotter {
         let work = active.dir.join("work");
         std::fs::remove_dir_all(&work).ctx("remove dir", &work)?;
         std::fs::create_dir(&work).ctx("create dir", &work)?;
+        let dest = self.snap_dir(&active.id)?;
+        if let Some(boot) = durable::boot_id() {
+            durable::mark(&active.dir, boot).ctx("write", active.dir.join(durable::MARKER))?;
+            std::fs::rename(&active.dir, &dest).ctx("rename into snapshots", &dest)?;
+            active.done = true;
+            self.inner.pending.push(dest);
+            return Ok(active.id.clone());
+        }
         let dirfd = File::open(&active.dir).ctx("open", &active.dir)?;
         rustix::fs::syncfs(&dirfd).ctx("syncfs", &active.dir)?;
-        let dest = self.snap_dir(&active.id)?;
         std::fs::rename(&active.dir, &dest).ctx("rename into snapshots", &dest)?;
         active.done = true;
         let snaps = self.inner.root.join("snapshots");
@@ -328,8 +352,10 @@ impl Snapshotter {
     }
 
     /// `true` when `id` names a committed snapshot.
+    /// A snapshot that an OS crash may have left incomplete (and any snapshot above one) does
+    /// not count.
     pub fn exists(&self, id: &SnapshotId) -> bool {
-        self.snap_dir(id).map(|d| d.is_dir()).unwrap_or(false)
+        self.chain(Some(id)).is_ok()
     }
 
     /// The parent of committed snapshot `id` (`None`: it was prepared on an empty tree).

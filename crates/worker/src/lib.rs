@@ -499,6 +499,12 @@ fn apply_file_actions(
 ) -> Result<(), WorkerError> {
     let mount = active.mount()?;
     let root = mount.path().to_path_buf();
+    let direct = (snapshotter.backend() == rbuild_snapshotter::Backend::Overlay).then(|| {
+        fsops::DirectUpper {
+            mount: root.clone(),
+            upper: active.upperdir().to_path_buf(),
+        }
+    });
     let mut views: HashMap<usize, rbuild_snapshotter::MountGuard> = HashMap::new();
     for action in &file.actions {
         match action {
@@ -551,6 +557,7 @@ fn apply_file_actions(
                     symbolic,
                     exclude,
                     source_exclude: (!source_exclude.is_empty()).then_some(source_exclude),
+                    direct: direct.clone(),
                 };
                 fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| {
                     WorkerError::File {

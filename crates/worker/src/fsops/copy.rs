@@ -2,6 +2,7 @@
 //! symbolic), symlinks kept as links, hardlink groups kept as links, device nodes recreated,
 //! mtimes preserved, and the `.dockerignore` / `--exclude` filters applied while walking.
 
+use super::data::{copy_file, Mover};
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use rbuild_llb::SymbolicMode;
 use std::collections::HashMap;
@@ -25,6 +26,41 @@ pub struct CopySettings {
     pub exclude: Option<Matcher>,
     /// `--exclude` patterns, matched against paths relative to each source (a file source: its name).
     pub source_exclude: Option<Matcher>,
+    /// The destination is an overlay mount whose upper dir may be written directly below
+    /// directories the copy creates (see [`DirectUpper`]); None: everything through the mount.
+    pub direct: Option<DirectUpper>,
+}
+
+/// An overlay mount of an active snapshot and its upper dir. A directory the copy creates
+/// through the mount (nothing was there, or a non-directory it replaced, which leaves it
+/// opaque) shows nothing of the lower layers, so what goes below it can be written straight
+/// into the upper dir: the same entries, without overlay's per-call cost, and with in-kernel
+/// copies between files of one filesystem. Nothing below such a directory is looked up through
+/// the mount before it is written, so the mount caches nothing stale. Hardlinks and device
+/// nodes still go through the mount.
+#[derive(Debug, Clone)]
+pub struct DirectUpper {
+    /// Where the snapshot is mounted.
+    pub mount: PathBuf,
+    /// The snapshot's upper dir.
+    pub upper: PathBuf,
+}
+
+impl DirectUpper {
+    /// The upper-dir path of `path` when it is a path of the mount.
+    fn to_upper(&self, path: &Path) -> Option<PathBuf> {
+        path.strip_prefix(&self.mount)
+            .ok()
+            .map(|rel| self.upper.join(rel))
+    }
+
+    /// The mount's path of `path` when it is an upper-dir path, else `path` itself.
+    fn to_mount(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.upper) {
+            Ok(rel) => self.mount.join(rel),
+            Err(_) => path.to_path_buf(),
+        }
+    }
 }
 
 impl CopySettings {
@@ -37,6 +73,7 @@ impl CopySettings {
             symbolic: None,
             exclude: None,
             source_exclude: None,
+            direct: None,
         }
     }
 
@@ -97,10 +134,87 @@ impl CopySettings {
 /// The hardlink groups met during one COPY/ADD source: a source file's (device, inode) to the
 /// destination path of its first copy, so later names of the same file become links to it (as
 /// BuildKit's copier does). A name whose partners are not copied stays a plain file.
+/// It also carries how file bytes are moved ([`Mover`], learnt from the first file) and the
+/// plain file copies not done yet: they run in parallel, bounded by the cores, when
+/// [`Links::flush`] is called (before a directory's times are set, as creating entries in it
+/// changes them, and at the end of each source), or when [`BATCH`] of them are waiting.
 #[derive(Default)]
-pub(super) struct Links(HashMap<(u64, u64), PathBuf>);
+pub(super) struct Links {
+    first: HashMap<(u64, u64), PathBuf>,
+    mover: Mover,
+    batch: Vec<FileJob>,
+}
+
+/// Plain file copies that wait before [`Links::flush`] runs them (bounds the memory they take).
+const BATCH: usize = 4096;
+
+/// Fewer waiting copies than this run on the calling thread (a thread costs more than they do).
+const PARALLEL_MIN: usize = 64;
+
+/// One plain file copy: source, destination, the source's metadata, owner and mode.
+struct FileJob {
+    src: PathBuf,
+    dest: PathBuf,
+    meta: fs::Metadata,
+    owner: (u32, u32),
+    mode: u32,
+}
 
 impl Links {
+    fn push(&mut self, job: FileJob) -> io::Result<()> {
+        self.batch.push(job);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs the waiting file copies, on up to one thread per core; the first error wins.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        let jobs = std::mem::take(&mut self.batch);
+        let run = |job: &FileJob| {
+            copy_file(
+                &job.src,
+                &job.dest,
+                &job.meta,
+                job.owner,
+                job.mode,
+                &self.mover,
+            )
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        if jobs.len() < PARALLEL_MIN || threads < 2 {
+            return jobs.iter().try_for_each(run);
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::Mutex::new(None::<io::Error>);
+        let work = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(job) = jobs.get(i) else { break };
+            if let Err(e) = run(job) {
+                next.store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut slot) = failed.lock() {
+                    slot.get_or_insert(e);
+                }
+                break;
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        });
+        match failed.into_inner() {
+            Ok(Some(e)) => Err(e),
+            Ok(None) => Ok(()),
+            Err(_) => Err(io::Error::other("a file copy thread panicked")),
+        }
+    }
+
     /// The destination to link `dest` to, or None when it must be copied (and is recorded as
     /// the first copy of its group when the source has other links).
     fn source_for(&mut self, meta: &fs::Metadata, dest: &Path) -> Option<PathBuf> {
@@ -108,12 +222,12 @@ impl Links {
             return None;
         }
         let key = (meta.dev(), meta.ino());
-        match self.0.get(&key) {
+        match self.first.get(&key) {
             Some(first) if fs::symlink_metadata(first).is_ok_and(|m| m.is_file()) => {
                 Some(first.clone())
             }
             _ => {
-                self.0.insert(key, dest.to_path_buf());
+                self.first.insert(key, dest.to_path_buf());
                 None
             }
         }
@@ -210,7 +324,19 @@ pub(super) fn copy_entry(
                 true
             }
         };
-        copy_dir_contents(src, dest, settings, links, at.rel, at.srel)?;
+        let upper = match &settings.direct {
+            Some(d) if created => d.to_upper(dest),
+            _ => None,
+        };
+        copy_dir_contents(
+            src,
+            upper.as_deref().unwrap_or(dest),
+            settings,
+            links,
+            at.rel,
+            at.srel,
+        )?;
+        links.flush()?;
         if created || at.nested {
             std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
@@ -218,26 +344,41 @@ pub(super) fn copy_entry(
         set_mtime(dest, meta)?;
         return Ok(());
     }
-    if let Ok(existing) = fs::symlink_metadata(dest) {
-        if existing.is_dir() {
-            fs::remove_dir_all(dest)?;
-        } else {
-            fs::remove_file(dest)?;
+    // Hardlinks and device nodes are made through the mount (a link's two names may lie on
+    // both sides of it, and overlay treats some devices specially).
+    let through_mount = settings
+        .direct
+        .as_ref()
+        .map(|d| d.to_mount(dest))
+        .filter(|_| !(ft.is_symlink() || ft.is_file() && meta.nlink() < 2));
+    let dest = through_mount.as_deref().unwrap_or(dest);
+    if ft.is_file() {
+        if meta.nlink() > 1 {
+            // The group's first copy may be waiting in the batch: `source_for` checks it exists.
+            links.flush()?;
+        }
+        match links.source_for(meta, dest) {
+            None => {
+                return links.push(FileJob {
+                    src: src.to_path_buf(),
+                    dest: dest.to_path_buf(),
+                    meta: meta.clone(),
+                    owner: (uid, gid),
+                    mode,
+                })
+            }
+            Some(first) => {
+                remove_existing(dest)?;
+                fs::hard_link(&first, dest)?;
+                return set_mtime(dest, meta);
+            }
         }
     }
+    remove_existing(dest)?;
     if ft.is_symlink() {
         let target = fs::read_link(src)?;
         symlink(&target, dest)?;
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
-    } else if let Some(first) = links.source_for(meta, dest) {
-        fs::hard_link(&first, dest)?;
-    } else if ft.is_file() {
-        let mut input = fs::File::open(src)?;
-        let mut output = fs::File::create(dest)?;
-        io::copy(&mut input, &mut output)?;
-        drop(output);
-        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
-        fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     } else {
         // Devices, fifos and sockets: recreate the node.
         rustix::fs::mknodat(
@@ -250,6 +391,18 @@ pub(super) fn copy_entry(
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))?;
     }
     set_mtime(dest, meta)
+}
+
+/// Removes whatever is at `dest` (a directory with its contents); nothing there is fine.
+fn remove_existing(dest: &Path) -> io::Result<()> {
+    if let Ok(existing) = fs::symlink_metadata(dest) {
+        if existing.is_dir() {
+            fs::remove_dir_all(dest)?;
+        } else {
+            fs::remove_file(dest)?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {

@@ -1,18 +1,20 @@
 //! File operations done by rbuild itself inside a mounted rootfs: the COPY/ADD and WORKDIR/mkdir
 //! entry points the worker calls. The parts live in submodules by concern: `paths` (resolving
 //! inside a root, mkdir -p), `sources` (source wildcards and `--parents`), `copy` (tree copy with
-//! ownership and modes) and `archive` (ADD's tar extraction). Symbolic `--chmod` modes are
-//! [`rbuild_llb::SymbolicMode`], the grammar the frontend validates with.
+//! ownership and modes), `data` (one file's bytes and metadata through descriptors) and
+//! `archive` (ADD's tar extraction). Symbolic `--chmod` modes are [`rbuild_llb::SymbolicMode`],
+//! the grammar the frontend validates with.
 
 mod archive;
 mod copy;
+mod data;
 mod paths;
 mod sources;
 #[cfg(test)]
 mod tests;
 
 pub use crate::glob::{glob_match, has_wildcard};
-pub use copy::CopySettings;
+pub use copy::{CopySettings, DirectUpper};
 pub use paths::{mkdir_all, resolve_in_root};
 pub use rbuild_llb::SymbolicMode;
 pub use sources::{expand_sources, parents_pivot, parents_target};
@@ -54,6 +56,7 @@ pub fn copy_action(
             mkdir_all(dest_root, &action.dest, parent_owner, 0o755)?;
             let target = resolve_in_root(dest_root, &action.dest, true)?;
             copy_dir_contents(&host, &target, settings, &mut links, &rel, Path::new(""))?;
+            links.flush()?;
             // The top-level destination keeps its mode and owner but takes the source's mtime
             // (BuildKit's copier restores the source timestamp on a directory it did not create).
             set_mtime(&target, &meta)?;
@@ -88,6 +91,7 @@ pub fn copy_action(
                 nested: false,
             };
             copy_entry(&host, &target, &meta, settings, &mut links, at)?;
+            links.flush()?;
         }
     }
     Ok(())
@@ -177,6 +181,7 @@ fn copy_with_parents(
             &mut links,
             at,
         )?;
+        links.flush()?;
     }
     for (dir, meta) in made.iter().rev() {
         set_mtime(dir, meta)?;
