@@ -1,11 +1,13 @@
-//! `rbuild pull`: an image's manifest, config and layers downloaded into the local store and
-//! named there by its full reference, so `rbuild images` lists it and a later `FROM` of that name
-//! needs no registry.
+//! `rbuild pull`: an image's manifest, config and layers downloaded into the local store, named
+//! there by its full reference and unpacked into snapshots (as `docker pull` extracts), so
+//! `rbuild images` lists it and a later `FROM` of that name needs no registry and no unpacking.
 
 use crate::error::{blocking, BuildError};
 use crate::StateDir;
 use rbuild_oci::{Digest, Store};
 use rbuild_registry::{Reference, RegistryClient};
+use rbuild_snapshotter::Snapshotter;
+use rbuild_solver::{CacheIndex, DEFAULT_LOCK_TIMEOUT};
 
 /// One layer of a pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +33,8 @@ pub struct Pulled {
 
 /// Pulls `reference` (resolved for the host platform) into the store of `state`: every layer,
 /// the config and the manifest, tagged by the full reference (a digest reference is stored as
-/// `NAME@DIGEST`).
+/// `NAME@DIGEST`), and unpacks its layers into snapshots recorded by chain ID, where a build's
+/// `FROM` finds them.
 pub async fn pull_image(
     state: &StateDir,
     reference: &Reference,
@@ -80,6 +83,7 @@ pub async fn pull_image(
         .pull(reference, &store, Some(&name))
         .await
         .map_err(|e| BuildError::registry("failed to pull", e))?;
+    unpack(state, &store, client, &name, &record.manifest_digest).await?;
     let up_to_date =
         before.as_ref() == Some(&record.manifest_digest) && layers.iter().all(|l| l.existed);
     Ok(Pulled {
@@ -88,4 +92,41 @@ pub async fn pull_image(
         up_to_date,
         layers,
     })
+}
+
+/// Unpacks the pulled image `digest` (named `name`) into the snapshots of `state`, holding the
+/// builds' GC lease meanwhile, exactly as a build's `FROM` would (an already unpacked chain is
+/// kept as it is).
+async fn unpack(
+    state: &StateDir,
+    store: &Store,
+    client: &RegistryClient,
+    name: &str,
+    digest: &Digest,
+) -> Result<(), BuildError> {
+    let opened = {
+        let state = state.clone();
+        blocking(move || {
+            let lease = crate::gc::BuildLease::acquire(&state, None)
+                .map_err(|e| BuildError::step("locking the state root", e))?;
+            let snapshotter = Snapshotter::open(&state.snapshots())
+                .map_err(|e| BuildError::step("opening snapshots", e))?;
+            let index = CacheIndex::open_with(&state.cache_index(), DEFAULT_LOCK_TIMEOUT, None)
+                .map_err(|e| BuildError::step("opening the cache index", e))?;
+            Ok((lease, snapshotter, index))
+        })
+        .await?
+    };
+    let (_lease, snapshotter, index) = opened;
+    rbuild_worker::unpack_image(
+        store,
+        &snapshotter,
+        client,
+        Some(&index),
+        name,
+        Some(digest),
+    )
+    .await
+    .map_err(|e| BuildError::step("unpacking the pulled image", e))?;
+    Ok(())
 }

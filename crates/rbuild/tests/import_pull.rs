@@ -221,6 +221,16 @@ fn pull_stores_the_image_for_offline_builds() {
         stdout(&again)
     );
 
+    // Like `docker pull`, the layers are extracted: the snapshots hold the base's files.
+    let du = rbuild_at(root.path()).args(["du"]).output().unwrap();
+    assert_ok(&du);
+    let snapshots = stdout(&du)
+        .lines()
+        .find(|l| l.starts_with("Snapshots"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .unwrap_or_default();
+    assert_eq!(snapshots, "1", "{}", stdout(&du));
+
     let images = rbuild_at(root.path()).args(["images"]).output().unwrap();
     assert!(
         stdout(&images).contains(base.trim_end_matches(":latest")),

@@ -12,6 +12,7 @@ pub mod fsops;
 mod glob;
 mod http;
 mod image;
+pub use image::unpack_image;
 pub mod mounts;
 mod named;
 pub mod remote_cache;
