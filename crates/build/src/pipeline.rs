@@ -413,6 +413,7 @@ impl Pipeline {
             .with_limits(run.limits),
         );
         let (graph, ids) = graph_from_definition(&plan.definition);
+        worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
         let sink = {
             let (inner, executed) = (self.progress.solver_sink(), self.executed.clone());
             ProgressSink::new(move |event| {
@@ -631,6 +632,23 @@ impl Pipeline {
 }
 
 /// The Dockerfile lines of the vertex a solve failed at, when it names one with a location.
+/// The vertices `target` depends on (itself included), cloned for the worker.
+fn needed_vertices(graph: &Graph<WorkVertex>, target: VertexId) -> Vec<WorkVertex> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![target];
+    let mut out = Vec::new();
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if let Some(vertex) = graph.vertex(v) {
+            out.push(vertex.clone());
+        }
+        stack.extend(graph.inputs(v).iter().copied());
+    }
+    out
+}
+
 fn failed_lines(
     err: &SolveError<WorkerError>,
     ids: &[VertexId],

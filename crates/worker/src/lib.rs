@@ -227,7 +227,14 @@ pub struct Worker {
     cache_mount_root: PathBuf,
     remote: Option<Arc<remote_cache::RemoteCache>>,
     limits: Arc<Limits>,
+    /// The context checksums of File vertices (by llb digest), computed once: by
+    /// [`Worker::prefetch_context_keys`] ahead of the key phase, or by the key phase itself.
+    context_keys: ContextKeys,
 }
+
+/// Per File vertex (llb digest): its context checksums, computed at most once.
+type ContextKeys =
+    Arc<std::sync::Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<Vec<ContentDigest>>>>>>;
 
 impl Worker {
     /// A worker over the given parts; `cache_mounts` is the directory where
@@ -254,6 +261,7 @@ impl Worker {
             cache_mount_root: cache_mounts,
             snapshotter,
             remote: None,
+            context_keys: Arc::default(),
             limits: Arc::new(Limits::default()),
         }
     }
@@ -410,7 +418,43 @@ impl Worker {
         .await
     }
 
+    /// Starts computing the build-context checksums of the COPYs among `vertices`
+    /// concurrently on the blocking pool, so the key phase, which reaches a chain of COPYs one
+    /// after another (each key needs its parent's), finds them done: two 1 GiB COPYs are hashed
+    /// on two cores at once. A failure is left for the key phase to report.
+    pub fn prefetch_context_keys(self: &Arc<Self>, vertices: Vec<WorkVertex>) {
+        for vertex in vertices {
+            if matches!(vertex.op, Op::File(_)) && vertex.context_inputs.contains(&true) {
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    let _ = worker.context_key(&vertex).await;
+                });
+            }
+        }
+    }
+
+    /// The context checksums of File vertex `vertex`'s COPYs, computed once per build.
+    async fn context_key(&self, vertex: &WorkVertex) -> Result<Vec<ContentDigest>, WorkerError> {
+        let cell = match self.context_keys.lock() {
+            Ok(mut memo) => memo.entry(vertex.digest.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        cell.get_or_try_init(|| self.context_checksums(vertex))
+            .await
+            .cloned()
+    }
+
     async fn file_key_extra(&self, vertex: &WorkVertex) -> Result<Vec<ContentDigest>, WorkerError> {
+        match &vertex.op {
+            Op::File(_) => self.context_key(vertex).await,
+            _ => self.context_checksums(vertex).await,
+        }
+    }
+
+    async fn context_checksums(
+        &self,
+        vertex: &WorkVertex,
+    ) -> Result<Vec<ContentDigest>, WorkerError> {
         let file = match &vertex.op {
             Op::File(file) => file,
             Op::Source(SourceOp::Http { url, checksum, .. }) => {
