@@ -204,6 +204,13 @@ fn overlay_new_api(
             ))(e)
         })
     };
+    // A volatile mount leaves `work/incompat/volatile` in the work dir, and overlayfs refuses
+    // to mount that work dir again until it is gone. The caller hands over an unmounted
+    // upper/work pair, so an earlier mount of it is over: its scratch dir can go.
+    let scratch = work.join("work");
+    if scratch.join("incompat").join("volatile").exists() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     set("upperdir", upper)?;
     set("workdir", work)?;
     // No syncs (copy-ups fsync each file and tearing the mount down syncs the whole upper
