@@ -7,6 +7,7 @@ pub mod cache;
 mod config;
 mod content;
 mod digest;
+pub mod durable;
 mod layer;
 pub mod lock;
 mod manifest;
@@ -24,7 +25,7 @@ pub use media::{Compression, MediaType};
 pub use reach::BlobInfo;
 pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
-    STORE_OWNERS_DIR, STORE_TMP_DIR,
+    STORE_OWNERS_DIR, STORE_TMP_DIR, UNSYNCED_DIR,
 };
 pub use variants::{Variant, VARIANTS_DIR};
 
