@@ -155,4 +155,67 @@ mod tests {
         .unwrap();
         assert_eq!(n, 0);
     }
+
+    /// Layer blobs of the store: published behind a marker, honoured in this boot, missing
+    /// after "another boot", made again, swept after a sync and removed with their blob.
+    #[test]
+    fn unsynced_layer_blobs_in_the_store() {
+        use crate::Store;
+        use std::io::Write;
+        let Some(boot) = boot_id() else {
+            eprintln!("skipped: no boot id");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = |bytes: &[u8]| {
+            let mut w = store.layer_blob_writer().unwrap();
+            w.write_all(bytes).unwrap();
+            w.commit(None).unwrap().0
+        };
+        let d = layer(b"layer tar");
+        let marker = store.marker_path(&d);
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), boot);
+        assert!(store.has_blob(&d));
+        assert_eq!(store.read_blob(&d).unwrap(), b"layer tar");
+        // Configs and other small blobs are fsynced and carry no marker.
+        let (cfg, _) = store.write_blob(b"{}").unwrap();
+        assert!(!store.marker_path(&cfg).exists());
+
+        // As an OS crash leaves it: the marker names another boot. Missing, then made again.
+        std::fs::write(&marker, "another-boot").unwrap();
+        let reopened = Store::open(dir.path()).unwrap();
+        assert!(!reopened.has_blob(&d));
+        assert!(matches!(
+            reopened.read_blob(&d),
+            Err(crate::StoreError::MissingBlob(_))
+        ));
+        assert!(reopened.open_blob(&d).is_err());
+        assert_eq!(layer(b"layer tar"), d);
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), boot);
+        assert!(reopened.has_blob(&d));
+
+        // A young marker stays; with no minimum age a sync clears this boot's markers only.
+        let other = layer(b"other layer");
+        std::fs::write(store.marker_path(&other), "").unwrap();
+        assert_eq!(store.sweep_unsynced(Duration::from_secs(3600)).unwrap(), 0);
+        assert!(marker.exists());
+        assert_eq!(store.sweep_unsynced(Duration::ZERO).unwrap(), 1);
+        assert!(!marker.exists() && store.has_blob(&d));
+        assert!(store.marker_path(&other).exists() && !store.has_blob(&other));
+
+        // A synced copy of an unsynced blob drops the marker; an unsynced copy of a synced
+        // blob adds none.
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"other layer").unwrap();
+        assert_eq!(w.commit(None).unwrap().0, other);
+        assert!(!store.marker_path(&other).exists() && store.has_blob(&other));
+        assert_eq!(layer(b"other layer"), other);
+        assert!(!store.marker_path(&other).exists());
+
+        // Garbage collection removes the marker with its blob.
+        let gone = layer(b"collected");
+        store.remove_blob(&gone).unwrap();
+        assert!(!store.blob_path(&gone).exists() && !store.marker_path(&gone).exists());
+    }
 }
