@@ -191,10 +191,11 @@ impl Store {
         }
         // Markers earlier processes left: cleared in the background (one `syncfs`, and only
         // when some are old enough that the kernel has written their data back already).
-        let sweeper = store.clone();
+        // The thread holds no clone of the store: its temp dir still goes when the store drops.
+        let sweep_root = root.to_path_buf();
         let _ = std::thread::Builder::new()
             .name("blob-marker-sweep".into())
-            .spawn(move || sweeper.sweep_unsynced(durable::SWEEP_MIN_AGE));
+            .spawn(move || sweep_markers(&sweep_root, durable::SWEEP_MIN_AGE));
         Ok(store)
     }
 
@@ -214,34 +215,7 @@ impl Store {
     /// background at every open with [`durable::SWEEP_MIN_AGE`]; `rbuild prune` may call it with
     /// zero.
     pub fn sweep_unsynced(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
-        use std::os::unix::fs::MetadataExt;
-        let dir = self.root.join(UNSYNCED_DIR);
-        let inode = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        let mut candidates = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io_err("read dir", &dir)(e)),
-        };
-        for entry in entries.flatten() {
-            let Ok(digest) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
-                continue;
-            };
-            let marker = entry.path();
-            if !durable::is_current_marker(&marker, min_age) {
-                continue;
-            }
-            // The blob as it is before the sync; a blob file is never changed in place.
-            if let Some(ino) = inode(&self.blob_path(&digest)) {
-                candidates.push((marker, (digest, ino)));
-            }
-        }
-        durable::sweep(
-            candidates,
-            || durable::syncfs(&dir),
-            |_, (digest, ino)| inode(&self.blob_path(digest)) == Some(*ino),
-        )
-        .map_err(io_err("syncfs", &dir))
+        sweep_markers(&self.root, min_age)
     }
 
     /// The root directory.
@@ -546,6 +520,39 @@ impl Store {
         };
         Ok((desc, manifest))
     }
+}
+
+/// [`Store::sweep_unsynced`] for the store at `root`.
+fn sweep_markers(root: &Path, min_age: std::time::Duration) -> Result<usize, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = root.join(UNSYNCED_DIR);
+    let blob_path = |d: &Digest| root.join("blobs/sha256").join(d.hex());
+    let inode = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut candidates = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("read dir", &dir)(e)),
+    };
+    for entry in entries.flatten() {
+        let Ok(digest) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let marker = entry.path();
+        if !durable::is_current_marker(&marker, min_age) {
+            continue;
+        }
+        // The blob as it is before the sync; a blob file is never changed in place.
+        if let Some(ino) = inode(&blob_path(&digest)) {
+            candidates.push((marker, (digest, ino)));
+        }
+    }
+    durable::sweep(
+        candidates,
+        || durable::syncfs(&dir),
+        |_, (digest, ino)| inode(&blob_path(digest)) == Some(*ino),
+    )
+    .map_err(io_err("syncfs", &dir))
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
