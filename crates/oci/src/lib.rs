@@ -1,7 +1,8 @@
 //! Shared OCI types for every rbuild crate: validated digests ([`Digest`], [`DiffId`]),
 //! descriptors and media types, the image config (with Docker's extra fields, byte-stable JSON),
-//! manifests and indexes, the local content store (an OCI image layout with atomic writes), and
-//! the process locks ([`lock`]) that let several rbuild processes share one state root.
+//! manifests and indexes, the local content store (an OCI image layout with atomic writes; layer
+//! blobs behind boot-id markers, [`durable`]), and the process locks ([`lock`]) that let several
+//! rbuild processes share one state root.
 
 pub mod cache;
 mod config;
