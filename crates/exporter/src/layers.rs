@@ -71,7 +71,7 @@ fn write_layer_blob(
             source,
         }
     };
-    let blob = store.blob_writer()?;
+    let blob = store.layer_blob_writer()?;
     let (mut tar_w, mut tar_r) = crate::pipe::pipe();
     std::thread::scope(|s| {
         let walker = s.spawn(move || -> Result<(String, String), ExportError> {

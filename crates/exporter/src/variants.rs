@@ -160,7 +160,7 @@ fn compress_blob(
     let file = store.open_blob(&layer.descriptor.digest)?;
     let (mut raw_w, mut raw_r) = pipe();
     let (out_w, mut out_r) = pipe();
-    let mut blob = store.blob_writer()?;
+    let mut blob = store.layer_blob_writer()?;
     std::thread::scope(|s| {
         let reader = s.spawn(move || -> io::Result<()> {
             let file = io::BufReader::with_capacity(crate::pipe::CHUNK, file);

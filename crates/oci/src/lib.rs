@@ -1,12 +1,14 @@
 //! Shared OCI types for every rbuild crate: validated digests ([`Digest`], [`DiffId`]),
 //! descriptors and media types, the image config (with Docker's extra fields, byte-stable JSON),
-//! manifests and indexes, the local content store (an OCI image layout with atomic writes), and
-//! the process locks ([`lock`]) that let several rbuild processes share one state root.
+//! manifests and indexes, the local content store (an OCI image layout with atomic writes; layer
+//! blobs behind boot-id markers, [`durable`]), and the process locks ([`lock`]) that let several
+//! rbuild processes share one state root.
 
 pub mod cache;
 mod config;
 mod content;
 mod digest;
+pub mod durable;
 mod layer;
 pub mod lock;
 mod manifest;
@@ -24,7 +26,7 @@ pub use media::{Compression, MediaType};
 pub use reach::BlobInfo;
 pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
-    STORE_OWNERS_DIR, STORE_TMP_DIR,
+    STORE_OWNERS_DIR, STORE_TMP_DIR, UNSYNCED_DIR,
 };
 pub use variants::{Variant, VARIANTS_DIR};
 

@@ -84,19 +84,24 @@ impl Store {
         Ok(seen)
     }
 
-    /// Deletes one blob (already gone: not an error). One unlink, so a crash leaves the blob
-    /// either whole or absent.
+    /// Deletes one blob and then its boot-id marker, if any (already gone: not an error). The
+    /// blob goes in one unlink, so a crash leaves it either whole or absent (a marker without
+    /// its blob is harmless).
     pub fn remove_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        let path = self.blob_path(digest);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StoreError::Io {
-                action: "remove",
-                path,
-                source,
-            }),
+        for path in [self.blob_path(digest), self.marker_path(digest)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    })
+                }
+            }
         }
+        Ok(())
     }
 }
 

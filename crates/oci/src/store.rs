@@ -1,10 +1,14 @@
 //! The local content store: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`)
-//! written only through temp files, fsync and rename, so a crash never leaves a half-written blob
-//! under its final name. Several processes may use one store at once: each writes its temp files
+//! written only through temp files and rename, so a crash never leaves a half-written blob
+//! under its final name. Configs, manifests, indexes and every JSON file are fsynced before the
+//! rename; layer data ([`Store::layer_blob_writer`]) is not: it leaves a boot-id marker in
+//! `rbuild-unsynced-v1/<hex>` instead (module [`crate::durable`]), and a blob whose marker names
+//! another boot counts as missing, so the exporter makes it again from its snapshot. Several processes may use one store at once: each writes its temp files
 //! in its own `tmp/blobs/<owner>/` (guarded by an [`OwnerLock`], so an open sweeps only dead
 //! owners' leftovers), and `index.json` is read, modified and replaced under an exclusive `flock`
 //! on `index.lock`, so concurrent tags are never lost.
 
+use crate::durable;
 use crate::lock::{lock_exclusive, sweep_dead, OwnerLock, WaitReporter};
 use crate::{
     Descriptor, Digest, ImageConfig, Index, Manifest, MediaType, Sha256Writer,
@@ -136,6 +140,8 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub const STORE_TMP_DIR: &str = "tmp/blobs";
 /// The owner locks of the store's temp dirs under its root.
 pub const STORE_OWNERS_DIR: &str = "tmp/owners";
+/// The boot-id markers of layer blobs published without an fsync: `<dir>/<hex>` per blob.
+pub const UNSYNCED_DIR: &str = "rbuild-unsynced-v1";
 
 impl Store {
     /// Opens (creating if needed) the layout at `root`, sweeping temp files that dead processes
@@ -152,6 +158,8 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let blobs = root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
+        let unsynced = root.join(UNSYNCED_DIR);
+        fs::create_dir_all(&unsynced).map_err(io_err("create", &unsynced))?;
         let tmp_root = root.join(STORE_TMP_DIR);
         let owners = root.join(STORE_OWNERS_DIR);
         fs::create_dir_all(&tmp_root).map_err(io_err("create", &tmp_root))?;
@@ -181,7 +189,33 @@ impl Store {
             })?;
             store.create_file_if_absent(&index, &bytes)?;
         }
+        // Markers earlier processes left: cleared in the background (one `syncfs`, and only
+        // when some are old enough that the kernel has written their data back already).
+        // The thread holds no clone of the store: its temp dir still goes when the store drops.
+        let sweep_root = root.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("blob-marker-sweep".into())
+            .spawn(move || sweep_markers(&sweep_root, durable::SWEEP_MIN_AGE));
         Ok(store)
+    }
+
+    /// Where the boot-id marker of an unsynced layer blob lives.
+    pub fn marker_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(UNSYNCED_DIR).join(digest.hex())
+    }
+
+    /// False when the blob's marker names another boot (or is unreadable): an OS crash may
+    /// have cut it short, so it counts as missing.
+    fn blob_durable(&self, digest: &Digest) -> bool {
+        durable::marker_ok(&self.marker_path(digest))
+    }
+
+    /// Clears the markers of this boot at least `min_age` old whose blobs a `syncfs` then
+    /// covered (a blob replaced meanwhile keeps its marker); returns how many went. Runs in the
+    /// background at every open with [`durable::SWEEP_MIN_AGE`]; `rbuild prune` may call it with
+    /// zero.
+    pub fn sweep_unsynced(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
+        sweep_markers(&self.root, min_age)
     }
 
     /// The root directory.
@@ -194,14 +228,17 @@ impl Store {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    /// True when the blob exists.
+    /// True when the blob exists (and no OS crash may have cut it short: see [`crate::durable`]).
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).exists()
+        self.blob_path(digest).exists() && self.blob_durable(digest)
     }
 
     /// Reads a whole blob.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
+        if !self.blob_durable(digest) {
+            return Err(StoreError::MissingBlob(digest.clone()));
+        }
         fs::read(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::MissingBlob(digest.clone())
@@ -218,6 +255,9 @@ impl Store {
     /// Opens a blob for streaming reads.
     pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(digest);
+        if !self.blob_durable(digest) {
+            return Err(StoreError::MissingBlob(digest.clone()));
+        }
         File::open(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::MissingBlob(digest.clone())
@@ -269,13 +309,25 @@ impl Store {
         self.inner.owner.name()
     }
 
-    /// Starts a streaming blob write; call [`BlobWriter::commit`] to publish it.
+    /// Starts a streaming blob write; call [`BlobWriter::commit`] to publish it (fsynced).
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        self.new_writer(false)
+    }
+
+    /// Starts a streaming write of layer data, published without an fsync: [`BlobWriter::commit`]
+    /// leaves a boot-id marker instead, and after an OS crash the blob counts as missing, to be
+    /// made again from its snapshot. Only for blobs that can be made again.
+    pub fn layer_blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        self.new_writer(durable::boot_id().is_some())
+    }
+
+    fn new_writer(&self, unsynced: bool) -> Result<BlobWriter, StoreError> {
         let path = self.temp_path("blob");
         let file = File::create(&path).map_err(io_err("create", &path))?;
         Ok(BlobWriter {
             store: self.clone(),
             tmp: path,
+            unsynced,
             inner: Some(Sha256Writer::new(io::BufWriter::with_capacity(
                 1 << 20,
                 file,
@@ -470,6 +522,39 @@ impl Store {
     }
 }
 
+/// [`Store::sweep_unsynced`] for the store at `root`.
+fn sweep_markers(root: &Path, min_age: std::time::Duration) -> Result<usize, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = root.join(UNSYNCED_DIR);
+    let blob_path = |d: &Digest| root.join("blobs/sha256").join(d.hex());
+    let inode = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut candidates = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("read dir", &dir)(e)),
+    };
+    for entry in entries.flatten() {
+        let Ok(digest) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let marker = entry.path();
+        if !durable::is_current_marker(&marker, min_age) {
+            continue;
+        }
+        // The blob as it is before the sync; a blob file is never changed in place.
+        if let Some(ino) = inode(&blob_path(&digest)) {
+            candidates.push((marker, (digest, ino)));
+        }
+    }
+    durable::sweep(
+        candidates,
+        || durable::syncfs(&dir),
+        |_, (digest, ino)| inode(&blob_path(digest)) == Some(*ino),
+    )
+    .map_err(io_err("syncfs", &dir))
+}
+
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations
         .as_ref()?
@@ -481,11 +566,15 @@ fn ref_name(d: &Descriptor) -> Option<&str> {
 pub struct BlobWriter {
     store: Store,
     tmp: PathBuf,
+    /// Published without an fsync, behind a boot-id marker.
+    unsynced: bool,
     inner: Option<Sha256Writer<io::BufWriter<File>>>,
 }
 
 impl BlobWriter {
-    /// Flushes, fsyncs and renames the blob into place; fails (and stores nothing) when `expected` differs.
+    /// Flushes, fsyncs (unless made by [`Store::layer_blob_writer`]: then writes the boot-id
+    /// marker) and renames the blob into place; fails (and stores nothing) when `expected`
+    /// differs.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
         let Some(w) = self.inner.take() else {
             return Err(StoreError::Io {
@@ -509,9 +598,35 @@ impl BlobWriter {
                 });
             }
         }
-        file.sync_all().map_err(io_err("fsync", &self.tmp))?;
         let dest = self.store.blob_path(&digest);
+        let marker = self.store.marker_path(&digest);
+        if let (true, Some(boot)) = (self.unsynced, durable::boot_id()) {
+            drop(file);
+            if self.store.has_blob(&digest) {
+                // Already there (synced, or unsynced in this boot): keep that one, so a synced
+                // blob never gains a marker and a sweep's blob never changes under it.
+                let _ = fs::remove_file(&self.tmp);
+                return Ok((digest, len));
+            }
+            // A copy an OS crash may have cut short goes before the new marker makes it count.
+            match fs::remove_file(&dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &dest)(e)),
+            }
+            durable::write_marker(&marker, boot).map_err(io_err("write", &marker))?;
+        } else {
+            file.sync_all().map_err(io_err("fsync", &self.tmp))?;
+        }
         fs::rename(&self.tmp, &dest).map_err(io_err("rename", &dest))?;
+        if !self.unsynced {
+            // Synced now: a marker an unsynced copy left no longer applies.
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("remove", &marker)(e)),
+            }
+        }
         Ok((digest, len))
     }
 }

@@ -87,15 +87,12 @@ struct Inner {
     active: PathBuf,
     mnt: PathBuf,
     tmp: PathBuf,
-    /// Snapshots committed without a sync; flushed in the background and when it drops.
-    pending: durable::Pending,
     /// Held while this snapshotter lives: its private dirs are never swept meanwhile.
     _owner: OwnerLock,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.pending.flush();
         // Every Active holds a clone, so `active/<owner>` is empty by now; a mount guard that
         // outlives the snapshotter keeps `mnt/<owner>` (never removed recursively: it could
         // reach into a live mount) for a later open to sweep.
@@ -197,7 +194,12 @@ impl Snapshotter {
                 Err(_) => Backend::Copy,
             },
         };
-        let pending = durable::Pending::new(root.clone());
+        // Markers of this boot that earlier processes left: cleared in the background (module
+        // `durable`); nothing waits for it.
+        let snapshots = root.join("snapshots");
+        let _ = std::thread::Builder::new()
+            .name("snapshot-marker-sweep".into())
+            .spawn(move || durable::sweep(&snapshots, durable::SWEEP_MIN_AGE));
         Ok(Snapshotter {
             inner: Arc::new(Inner {
                 root,
@@ -206,7 +208,6 @@ impl Snapshotter {
                 active,
                 mnt,
                 tmp,
-                pending,
                 _owner: owner,
             }),
         })
@@ -314,9 +315,9 @@ impl Snapshotter {
     }
 
     /// Commits `active`: one rename makes it a committed snapshot, so a crash leaves either
-    /// nothing or the whole snapshot. Its data is flushed by a background thread (and at the
-    /// latest when the snapshotter drops); until then an OS crash makes it count as missing (module `durable`), so no commit waits for
-    /// other writers' dirty pages. Without a readable boot id it syncs first, as before. Fails with
+    /// nothing or the whole snapshot. Nothing waits for its data to reach the disk: it carries
+    /// a boot-id marker until a later sweep synced it, and an OS crash meanwhile makes it count
+    /// as missing (module `durable`). Without a readable boot id it syncs first. Fails with
     /// [`SnapshotError::StillMounted`] (discarding the snapshot) while a [`MountGuard`] from
     /// [`Active::mount`] is alive.
     pub fn commit(&self, mut active: Active) -> Result<SnapshotId, SnapshotError> {
@@ -331,7 +332,6 @@ impl Snapshotter {
             durable::mark(&active.dir, boot).ctx("write", active.dir.join(durable::MARKER))?;
             std::fs::rename(&active.dir, &dest).ctx("rename into snapshots", &dest)?;
             active.done = true;
-            self.inner.pending.push(dest);
             return Ok(active.id.clone());
         }
         let dirfd = File::open(&active.dir).ctx("open", &active.dir)?;
@@ -349,6 +349,14 @@ impl Snapshotter {
     pub fn abort(&self, mut active: Active) -> Result<(), SnapshotError> {
         active.done = true;
         remove_tree_via_tmp(&self.inner.tmp, &active.dir)
+    }
+
+    /// Clears the `unsynced` markers of this boot at least `min_age` old, after one `syncfs`
+    /// of the snapshots' filesystem (skipped when there are none); returns how many went. Runs
+    /// in the background at every open with a minimum age; `rbuild prune` may call it with zero.
+    pub fn sweep_unsynced(&self, min_age: std::time::Duration) -> Result<usize, SnapshotError> {
+        let snaps = self.inner.root.join("snapshots");
+        durable::sweep(&snaps, min_age).ctx("sweep markers", &snaps)
     }
 
     /// `true` when `id` names a committed snapshot.

@@ -1,6 +1,6 @@
 //! Commits without a `syncfs`: the `unsynced` boot-id marker, what a snapshot of another boot
-//! means, the background flush (finished by the snapshotter's drop), and volatile writable
-//! overlay mounts.
+//! means, the sweep that clears this boot's markers after a sync, and volatile writable overlay
+//! mounts.
 
 use rbuild_snapshotter::{Backend, SnapshotError, Snapshotter};
 
@@ -25,28 +25,37 @@ fn commit_file(
 }
 
 #[test]
-fn commit_marks_and_the_flusher_clears() {
+fn commit_marks_and_a_later_sweep_clears() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("s");
     let sn = Snapshotter::open_with_backend(&root, Backend::Copy).unwrap();
     let a = commit_file(&sn, None, "a");
     let marker = sn.root().join("snapshots").join(&a.0).join("unsynced");
-    // The background flusher may already have synced and removed it.
-    match std::fs::read_to_string(&marker) {
-        Ok(text) => assert_eq!(text, boot_id()),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
-    }
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), boot_id());
     assert!(sn.exists(&a));
     let b = commit_file(&sn, Some(&a), "b");
-    assert!(sn.exists(&b));
     let marker_b = sn.root().join("snapshots").join(&b.0).join("unsynced");
+    // Nothing syncs on the build's path: the drop leaves the markers of this boot, and they are
+    // honoured by the next process.
     drop(sn);
-    assert!(
-        !marker.exists() && !marker_b.exists(),
-        "flushed by the drop at the latest"
-    );
+    assert!(marker.exists() && marker_b.exists());
     let sn = Snapshotter::open_with_backend(&root, Backend::Copy).unwrap();
     assert!(sn.exists(&a) && sn.exists(&b));
+    // A sweep leaves markers younger than its minimum age (the one at open uses 45 s) and those
+    // of another boot; with no minimum it syncs and removes this boot's.
+    let other = commit_file(&sn, None, "other");
+    let marker_other = sn.root().join("snapshots").join(&other.0).join("unsynced");
+    std::fs::write(&marker_other, "another-boot").unwrap();
+    assert_eq!(
+        sn.sweep_unsynced(std::time::Duration::from_secs(3600))
+            .unwrap(),
+        0
+    );
+    assert!(marker.exists() && marker_b.exists());
+    assert_eq!(sn.sweep_unsynced(std::time::Duration::ZERO).unwrap(), 2);
+    assert!(!marker.exists() && !marker_b.exists());
+    assert!(marker_other.exists(), "another boot's marker stays");
+    assert!(sn.exists(&a) && sn.exists(&b) && !sn.exists(&other));
 }
 
 #[test]
