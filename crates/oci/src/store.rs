@@ -189,13 +189,10 @@ impl Store {
             })?;
             store.create_file_if_absent(&index, &bytes)?;
         }
-        // Markers earlier processes left: cleared in the background (one `syncfs`, and only
-        // when some are old enough that the kernel has written their data back already).
-        // The thread holds no clone of the store: its temp dir still goes when the store drops.
-        let sweep_root = root.to_path_buf();
-        let _ = std::thread::Builder::new()
-            .name("blob-marker-sweep".into())
-            .spawn(move || sweep_markers(&sweep_root, durable::SWEEP_MIN_AGE));
+        // Markers earlier processes left, old enough that the kernel has written their data
+        // back already: cleared now, before this process writes anything, by one `syncfs` when
+        // little is dirty (`durable::syncfs_when_clean`); otherwise they wait for a later open.
+        let _ = sweep_markers(root, durable::SWEEP_MIN_AGE, durable::syncfs_when_clean);
         Ok(store)
     }
 
@@ -215,7 +212,7 @@ impl Store {
     /// background at every open with [`durable::SWEEP_MIN_AGE`]; `rbuild prune` may call it with
     /// zero.
     pub fn sweep_unsynced(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
-        sweep_markers(&self.root, min_age)
+        sweep_markers(&self.root, min_age, durable::syncfs)
     }
 
     /// The root directory.
@@ -523,7 +520,11 @@ impl Store {
 }
 
 /// [`Store::sweep_unsynced`] for the store at `root`.
-fn sweep_markers(root: &Path, min_age: std::time::Duration) -> Result<usize, StoreError> {
+fn sweep_markers(
+    root: &Path,
+    min_age: std::time::Duration,
+    sync: fn(&Path) -> io::Result<()>,
+) -> Result<usize, StoreError> {
     use std::os::unix::fs::MetadataExt;
     let dir = root.join(UNSYNCED_DIR);
     let blob_path = |d: &Digest| root.join("blobs/sha256").join(d.hex());
@@ -549,7 +550,7 @@ fn sweep_markers(root: &Path, min_age: std::time::Duration) -> Result<usize, Sto
     }
     durable::sweep(
         candidates,
-        || durable::syncfs(&dir),
+        || sync(&dir),
         |_, (digest, ino)| inode(&blob_path(digest)) == Some(*ino),
     )
     .map_err(io_err("syncfs", &dir))

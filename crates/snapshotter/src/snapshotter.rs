@@ -194,12 +194,14 @@ impl Snapshotter {
                 Err(_) => Backend::Copy,
             },
         };
-        // Markers of this boot that earlier processes left: cleared in the background (module
-        // `durable`); nothing waits for it.
-        let snapshots = root.join("snapshots");
-        let _ = std::thread::Builder::new()
-            .name("snapshot-marker-sweep".into())
-            .spawn(move || durable::sweep(&snapshots, durable::SWEEP_MIN_AGE));
+        // Markers of this boot that earlier processes left, old enough that the kernel has
+        // written their data back: cleared now, before this process writes, by one `syncfs`
+        // when little is dirty (`rbuild_oci::durable::syncfs_when_clean`), else left for later.
+        let _ = durable::sweep(
+            &root.join("snapshots"),
+            durable::SWEEP_MIN_AGE,
+            rbuild_oci::durable::syncfs_when_clean,
+        );
         Ok(Snapshotter {
             inner: Arc::new(Inner {
                 root,
@@ -356,7 +358,7 @@ impl Snapshotter {
     /// in the background at every open with a minimum age; `rbuild prune` may call it with zero.
     pub fn sweep_unsynced(&self, min_age: std::time::Duration) -> Result<usize, SnapshotError> {
         let snaps = self.inner.root.join("snapshots");
-        durable::sweep(&snaps, min_age).ctx("sweep markers", &snaps)
+        durable::sweep(&snaps, min_age, rbuild_oci::durable::syncfs).ctx("sweep markers", &snaps)
     }
 
     /// `true` when `id` names a committed snapshot.

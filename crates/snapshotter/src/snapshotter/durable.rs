@@ -9,10 +9,11 @@
 //! marker names another boot (or cannot be read) may be incomplete and is treated as missing: a
 //! cache hit on it becomes a miss and the step runs again.
 //!
-//! Markers of this boot are cleared by a later process: when a snapshotter opens, a background
-//! thread looks for markers of this boot older than [`SWEEP_MIN_AGE`] (written back by the
-//! kernel by then, so the sync has little to write), runs one `syncfs` only if it found any,
-//! and removes those; [`super::Snapshotter::sweep_unsynced`] does the same for any age.
+//! Markers of this boot are cleared by a later process: when a snapshotter opens, it looks for
+//! markers of this boot older than [`SWEEP_MIN_AGE`] (written back by the kernel by then) and,
+//! only if it found any and little of the page cache is dirty, runs one `syncfs` right there,
+//! before the process writes anything, and removes those (a sync beside a build's writes would
+//! stall them); [`super::Snapshotter::sweep_unsynced`] does the same for any age.
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,7 +35,11 @@ pub(super) fn is_durable(dir: &Path) -> bool {
 
 /// Removes the markers of this boot at least `min_age` old in the committed snapshots under
 /// `snapshots`, after one `syncfs` (none when there are none); returns how many went.
-pub(super) fn sweep(snapshots: &Path, min_age: Duration) -> std::io::Result<usize> {
+pub(super) fn sweep(
+    snapshots: &Path,
+    min_age: Duration,
+    sync: fn(&Path) -> std::io::Result<()>,
+) -> std::io::Result<usize> {
     let mut candidates = Vec::new();
     for entry in std::fs::read_dir(snapshots)?.flatten() {
         let marker = entry.path().join(MARKER);
@@ -43,9 +48,5 @@ pub(super) fn sweep(snapshots: &Path, min_age: Duration) -> std::io::Result<usiz
             candidates.push((marker, ()));
         }
     }
-    rbuild_oci::durable::sweep(
-        candidates,
-        || rbuild_oci::durable::syncfs(snapshots),
-        |_, _| true,
-    )
+    rbuild_oci::durable::sweep(candidates, || sync(snapshots), |_, _| true)
 }
