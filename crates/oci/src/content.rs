@@ -66,15 +66,7 @@ impl Store {
             return Ok(());
         }
         let path = self.prefix_path(prefix);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StoreError::Io {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        crate::store::remove_if_present(path)
     }
 
     /// Every prefix marker.
@@ -206,15 +198,7 @@ impl Store {
             return Ok(());
         }
         let path = self.content_path(key, c);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StoreError::Io {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        crate::store::remove_if_present(path)
     }
 }
 

@@ -520,6 +520,19 @@ impl Store {
 }
 
 /// [`Store::sweep_unsynced`] for the store at `root`.
+/// Removes the file at `path`; one that is already gone is not an error.
+pub(crate) fn remove_if_present(path: PathBuf) -> Result<(), StoreError> {
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            action: "remove",
+            path,
+            source,
+        }),
+    }
+}
+
 fn sweep_markers(
     root: &Path,
     min_age: std::time::Duration,

@@ -125,15 +125,7 @@ impl Store {
         compression: Compression,
     ) -> Result<(), StoreError> {
         let path = self.variant_path(source, compression);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StoreError::Io {
-                action: "remove",
-                path,
-                source,
-            }),
-        }
+        crate::store::remove_if_present(path)
     }
 }
 
