@@ -3,7 +3,7 @@
 # when missing (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers,
 # curl, python3, slirp4netns for the default network, gcc + libc6-dev for the attack suite's
 # static probe, libseccomp-dev + pkg-config to build the sandbox) and the rustfmt and clippy components, then runs, cheapest
-# first: `cargo fmt --check`, rustdoc with warnings as errors, clippy with warnings as errors,
+# first: `cargo fmt --check`, clippy with warnings as errors, rustdoc with warnings as errors,
 # and cargo test. Arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +31,7 @@ gate() {
   echo "== $name: ok ($((SECONDS - start)) s)" >&2
 }
 gate "format" cargo fmt --all --check
-# rustdoc before clippy: on a fresh clone, rustdoc's rustc probe failed right after clippy had
-# built every build script (see CARGO_CACHE_RUSTC_INFO above), never when it ran first.
-gate "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 gate "clippy" cargo clippy --workspace --all-targets -- -D warnings
+gate "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo build -p rbuild
 cargo test --workspace -- --test-threads=2 "$@"
