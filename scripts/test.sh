@@ -7,11 +7,6 @@
 # and cargo test. Arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Cargo caches rustc's answers about the target in target/.rustc_info.json; on a fresh clone the
-# rustdoc gate twice found a failed answer cached there (rustc had read another process's output
-# as its input) and failed with "failed to run `rustc` to learn about target-specific
-# information". Without the cache every cargo command asks rustc afresh (a few ms).
-export CARGO_CACHE_RUSTC_INFO=0
 need=()
 for pkg in docker-registry skopeo umoci busybox-static openssh-client zstd gzip curl python3 python3-jwt python3-cryptography openssl slirp4netns iproute2 util-linux gcc libc6-dev libseccomp-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
