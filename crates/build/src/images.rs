@@ -4,13 +4,12 @@
 //! Untagging only drops `index.json` entries: the blobs stay for garbage collection.
 
 use crate::StateDir;
-use rbuild_oci::{Compression, Descriptor, Digest, ImageRecord, Store, StoreError};
+use rbuild_oci::{
+    Compression, Descriptor, Digest, ImageRecord, Store, StoreError, MAX_MANIFEST_BYTES,
+};
 use rbuild_registry::Reference;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
-
-/// The largest blob read as a possible manifest when looking for dangling images.
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// Errors of the image store queries; `Display` is docker's wording.
 #[derive(Debug, thiserror::Error)]

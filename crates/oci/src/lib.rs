@@ -8,6 +8,7 @@ pub mod cache;
 mod config;
 mod content;
 mod digest;
+mod direct;
 pub mod durable;
 mod layer;
 pub mod lock;
@@ -23,7 +24,7 @@ pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Reader, Sha256Wr
 pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};
-pub use reach::BlobInfo;
+pub use reach::{BlobInfo, MAX_MANIFEST_BYTES};
 pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,
     STORE_OWNERS_DIR, STORE_TMP_DIR, UNSYNCED_DIR,

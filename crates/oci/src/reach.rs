@@ -7,6 +7,10 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
+/// The largest index or manifest the reachability walk reads (the distribution spec's limit for
+/// manifests is 4 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
 /// A blob on disk: its digest and allocated size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -53,8 +57,9 @@ impl Store {
     }
 
     /// The blobs `index.json` reaches: each entry, and for an index its manifests, for a
-    /// manifest its config and layers. Blobs that are missing or unreadable end the walk there
-    /// (a broken image keeps what it still reaches).
+    /// manifest its config and layers. Only indexes and manifests are read (never a blob larger
+    /// than [`MAX_MANIFEST_BYTES`]); blobs that are missing or unreadable end the walk there (a
+    /// broken image keeps what it still reaches).
     pub fn reachable_from_tags(&self) -> Result<BTreeSet<Digest>, StoreError> {
         let mut seen = BTreeSet::new();
         let mut todo: Vec<Digest> = self
@@ -67,7 +72,9 @@ impl Store {
             if !seen.insert(d.clone()) {
                 continue;
             }
-            let Ok(bytes) = self.read_blob(&d) else {
+            let small =
+                fs::metadata(self.blob_path(&d)).is_ok_and(|m| m.len() <= MAX_MANIFEST_BYTES);
+            let Some(bytes) = small.then(|| self.read_blob(&d).ok()).flatten() else {
                 continue;
             };
             if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
@@ -77,8 +84,9 @@ impl Store {
                 }
             }
             if let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) {
+                // Configs and layers are leaves: marked, never read (a layer may be gigabytes).
                 seen.insert(manifest.config.digest);
-                todo.extend(manifest.layers.into_iter().map(|l| l.digest));
+                seen.extend(manifest.layers.into_iter().map(|l| l.digest));
             }
         }
         Ok(seen)

@@ -8,6 +8,7 @@
 //! owners' leftovers), and `index.json` is read, modified and replaced under an exclusive `flock`
 //! on `index.lock`, so concurrent tags are never lost.
 
+use crate::direct::{BlobFile, DirectFile};
 use crate::durable;
 use crate::lock::{lock_exclusive, sweep_dead, OwnerLock, WaitReporter};
 use crate::{
@@ -320,15 +321,17 @@ impl Store {
 
     fn new_writer(&self, unsynced: bool) -> Result<BlobWriter, StoreError> {
         let path = self.temp_path("blob");
-        let file = File::create(&path).map_err(io_err("create", &path))?;
+        let file = if unsynced {
+            BlobFile::Direct(DirectFile::create(&path).map_err(io_err("create", &path))?)
+        } else {
+            let file = File::create(&path).map_err(io_err("create", &path))?;
+            BlobFile::Buffered(io::BufWriter::with_capacity(1 << 20, file))
+        };
         Ok(BlobWriter {
             store: self.clone(),
             tmp: path,
             unsynced,
-            inner: Some(Sha256Writer::new(io::BufWriter::with_capacity(
-                1 << 20,
-                file,
-            ))),
+            inner: Some(Sha256Writer::new(file)),
         })
     }
 
@@ -582,7 +585,7 @@ pub struct BlobWriter {
     tmp: PathBuf,
     /// Published without an fsync, behind a boot-id marker.
     unsynced: bool,
-    inner: Option<Sha256Writer<io::BufWriter<File>>>,
+    inner: Option<Sha256Writer<BlobFile>>,
 }
 
 impl BlobWriter {
@@ -598,10 +601,10 @@ impl BlobWriter {
             });
         };
         let (digest, len, buf) = w.finish();
-        let file = buf.into_inner().map_err(|e| StoreError::Io {
+        let file = buf.finish().map_err(|source| StoreError::Io {
             action: "flush",
             path: self.tmp.clone(),
-            source: e.into_error(),
+            source,
         })?;
         if let Some(exp) = expected {
             if *exp != digest {

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 /// Largest manifest or index accepted (the OCI distribution spec suggests 4 MiB).
-pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+pub const MAX_MANIFEST_BYTES: usize = rbuild_oci::MAX_MANIFEST_BYTES as usize;
 /// Largest image config accepted.
 pub const MAX_CONFIG_BYTES: usize = 32 << 20;
 /// The `Accept` header of manifest requests: OCI and Docker v2 manifests and indexes.
