@@ -55,6 +55,7 @@
 mod cache_io;
 mod cancel;
 pub mod docker_load;
+mod eager;
 mod error;
 mod export;
 pub mod gc;

@@ -7,8 +7,11 @@
 
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
+use crate::eager;
 use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
-use crate::export::{export_image, layer_options, write_outputs, ImageParts, StoredImage};
+use crate::export::{
+    export_image, layer_options, stored_options, write_outputs, ImageParts, StoredImage,
+};
 use crate::input::{self, BuildInput};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
@@ -121,6 +124,7 @@ pub async fn build_with_cancel(
         limits,
         no_cache,
         named_dirs,
+        epoch,
     };
     let mut cancel = Cancel::new(cancel);
     let solved = pipeline.solve(&loaded, &plan, run, &mut cancel).await?;
@@ -235,6 +239,8 @@ struct RunParts<'a> {
     no_cache: bool,
     /// The named contexts' directories, by llb source name.
     named_dirs: HashMap<String, PathBuf>,
+    /// SOURCE_DATE_EPOCH, which the layers are made with.
+    epoch: Option<i64>,
 }
 
 /// A finished solve.
@@ -368,6 +374,27 @@ impl Pipeline {
         Ok(plan)
     }
 
+    /// Reports layer exports as build events.
+    fn layer_progress(&self) -> rbuild_exporter::LayerProgressFn {
+        let progress = self.progress.clone();
+        rbuild_exporter::LayerProgressFn(Arc::new(move |p| {
+            progress.event(BuildEvent::Layer(p.clone()))
+        }))
+    }
+
+    /// The options the store's layers are made with (as the final export makes them, so an
+    /// eager export's layer is the one it reuses), stopping when the build is canceled.
+    fn store_layer_options<F: Future<Output = i32>>(
+        &self,
+        epoch: Option<i64>,
+        cancel: &Cancel<F>,
+    ) -> rbuild_exporter::LayerOptions {
+        let mut opts = stored_options(&layer_options(&[], epoch));
+        opts.cancel = Some(cancel.flag());
+        opts.progress = Some(self.layer_progress());
+        opts
+    }
+
     /// Opens the snapshotter and the cache index, imports a `--cache-from`, and solves the
     /// plan's target until done or the build is canceled.
     async fn solve<F: Future<Output = i32>>(
@@ -396,23 +423,31 @@ impl Pipeline {
             cache_io::import(run.cache_from, &self.registry, self.progress.as_ref()).await;
         let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
         let ssh = run.ssh.into_iter().map(|s| (s.id, s.socket)).collect();
-        let worker = Arc::new(
-            Worker::new(
-                self.store.clone(),
-                snapshotter.clone(),
-                Sandbox::new(exe),
-                self.registry.clone(),
-                self.state.cache_mounts(),
-            )
-            .with_index(Some(index.clone()))
-            .with_context(Some(loaded.input.context.clone()))
-            .with_named_contexts(run.named_dirs)
-            .with_secrets(secrets)
-            .with_ssh(ssh)
-            .with_remote_cache(remote_cache.clone())
-            .with_limits(run.limits),
-        );
         let (graph, ids) = graph_from_definition(&plan.definition);
+        let eager = eager::start(
+            self.store.clone(),
+            snapshotter.clone(),
+            eager::image_lineage(&graph, ids[plan.target]),
+            self.store_layer_options(run.epoch, cancel),
+        );
+        let mut worker = Worker::new(
+            self.store.clone(),
+            snapshotter.clone(),
+            Sandbox::new(exe),
+            self.registry.clone(),
+            self.state.cache_mounts(),
+        )
+        .with_index(Some(index.clone()))
+        .with_context(Some(loaded.input.context.clone()))
+        .with_named_contexts(run.named_dirs)
+        .with_secrets(secrets)
+        .with_ssh(ssh)
+        .with_remote_cache(remote_cache.clone())
+        .with_limits(run.limits);
+        if let Some(hook) = eager {
+            worker = worker.with_on_executed(hook);
+        }
+        let worker = Arc::new(worker);
         worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
         let sink = {
             let (inner, executed) = (self.progress.solver_sink(), self.executed.clone());
@@ -479,10 +514,7 @@ impl Pipeline {
     ) -> Result<BuildResult, BuildError> {
         let mut layer_opts = layer_options(&parts.outputs, epoch);
         layer_opts.cancel = Some(cancel.flag());
-        let progress = self.progress.clone();
-        layer_opts.progress = Some(rbuild_exporter::LayerProgressFn(Arc::new(move |p| {
-            progress.event(BuildEvent::Layer(p.clone()))
-        })));
+        layer_opts.progress = Some(self.layer_progress());
         let tags: Vec<String> = parts.tags.iter().map(|t| normalize_tag(t)).collect();
         let mut push_names: Vec<String> = Vec::new();
         let mut all_names: Vec<String> = tags.clone();

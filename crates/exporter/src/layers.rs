@@ -9,10 +9,10 @@ use rbuild_oci::{
     LAYER_LABEL_GZIP,
 };
 use rbuild_snapshotter::{DiffOptions, SnapshotId, Snapshotter};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// How layers are made.
 #[derive(Debug, Clone, Default)]
@@ -218,7 +218,8 @@ impl<W: Write> Write for Encoder<W> {
 }
 
 /// Returns the gzip layer blob of snapshot `id` (its diff against its parent), making and storing it
-/// the first time and reusing it afterwards (the label is kept only while the blob exists).
+/// the first time and reusing it afterwards (the label is kept only while the blob exists). A
+/// layer another thread of this process is making is waited for, then reused.
 pub fn ensure_layer(
     snapshotter: &Snapshotter,
     store: &Store,
@@ -230,6 +231,9 @@ pub fn ensure_layer(
         Some(epoch) => format!("{label}.sde{epoch}"),
         None => label.to_string(),
     };
+    // One maker per layer in this process: a second caller (the build's export while an eager
+    // export of the same layer runs) waits, then finds the label.
+    let _making = Making::start(format!("{id}/{label_key}"));
     let mut candidates = vec![label_key.clone()];
     if !opts.force_compression {
         for other in [Compression::Gzip, Compression::Zstd, Compression::None] {
@@ -304,6 +308,36 @@ pub fn ensure_layer(
         }
     }
     Ok(layer)
+}
+
+/// A layer being made in this process (snapshot and label key); dropping it lets the next
+/// maker of the same layer go on.
+struct Making(String);
+
+/// The layers being made in this process, and the signal that one is done.
+static MAKING: (Mutex<BTreeSet<String>>, Condvar) = (Mutex::new(BTreeSet::new()), Condvar::new());
+
+impl Making {
+    /// Waits until no other thread makes `key`, then marks it as made by this one.
+    fn start(key: String) -> Making {
+        let (set, done) = &MAKING;
+        let mut making = set.lock().unwrap_or_else(|p| p.into_inner());
+        while making.contains(&key) {
+            making = done.wait(making).unwrap_or_else(|p| p.into_inner());
+        }
+        making.insert(key.clone());
+        Making(key)
+    }
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        let (set, done) = &MAKING;
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+        done.notify_all();
+    }
 }
 
 /// [`ensure_layer`] for every snapshot of `ids` (a chain or any set), at most `jobs` (0: the

@@ -231,7 +231,12 @@ pub struct Worker {
     /// The context checksums of File vertices (by llb digest), computed once: by
     /// [`Worker::prefetch_context_keys`] ahead of the key phase, or by the key phase itself.
     context_keys: ContextKeys,
+    /// Told of every vertex this worker runs and its result ([`Worker::with_on_executed`]).
+    on_executed: Option<OnExecuted>,
 }
+
+/// A callback told of each executed vertex (its llb digest) and its result.
+pub type OnExecuted = Arc<dyn Fn(&Digest, &Value) + Send + Sync>;
 
 /// Per File vertex (llb digest): its context checksums, computed at most once.
 type ContextKeys =
@@ -264,7 +269,15 @@ impl Worker {
             remote: None,
             context_keys: Arc::default(),
             limits: Arc::new(Limits::default()),
+            on_executed: None,
         }
+    }
+
+    /// Calls `f` after each vertex this worker runs (not for cache hits) with its llb digest
+    /// and result, e.g. to export a layer while the next steps run. `f` must return quickly.
+    pub fn with_on_executed(mut self, f: OnExecuted) -> Self {
+        self.on_executed = Some(f);
+        self
     }
 
     /// The cache index: memoises context checksums and records base images' unpacked chains.
@@ -526,28 +539,9 @@ fn apply_file_actions(
     Ok(())
 }
 
-impl Executor for Worker {
-    type Vertex = WorkVertex;
-    type Value = Value;
-    type Error = WorkerError;
-
-    async fn cache_key(
-        &self,
-        vertex: &WorkVertex,
-        _inputs: &[CacheKey],
-    ) -> Result<KeyInput, WorkerError> {
-        if let Op::Source(SourceOp::Local { name, excludes }) = &vertex.op {
-            if name != MAIN_CONTEXT {
-                let content = self.named_key_extra(name, excludes).await?;
-                return Ok(key_input(&vertex.op, content));
-            }
-        }
-        let mut content = self.file_key_extra(vertex).await?;
-        content.extend(self.mount_key_extra(vertex).await?);
-        Ok(key_input(&vertex.op, content))
-    }
-
-    async fn exec(
+impl Worker {
+    /// Runs one vertex's op (see [`Executor::exec`]).
+    async fn exec_op(
         &self,
         vertex: &WorkVertex,
         inputs: Vec<Value>,
@@ -616,6 +610,41 @@ impl Executor for Worker {
             }
             Op::File(file) => self.run_file(file, inputs, &vertex.context_excludes).await,
         }
+    }
+}
+
+impl Executor for Worker {
+    type Vertex = WorkVertex;
+    type Value = Value;
+    type Error = WorkerError;
+
+    async fn cache_key(
+        &self,
+        vertex: &WorkVertex,
+        _inputs: &[CacheKey],
+    ) -> Result<KeyInput, WorkerError> {
+        if let Op::Source(SourceOp::Local { name, excludes }) = &vertex.op {
+            if name != MAIN_CONTEXT {
+                let content = self.named_key_extra(name, excludes).await?;
+                return Ok(key_input(&vertex.op, content));
+            }
+        }
+        let mut content = self.file_key_extra(vertex).await?;
+        content.extend(self.mount_key_extra(vertex).await?);
+        Ok(key_input(&vertex.op, content))
+    }
+
+    async fn exec(
+        &self,
+        vertex: &WorkVertex,
+        inputs: Vec<Value>,
+        ctx: ExecContext,
+    ) -> Result<Value, WorkerError> {
+        let value = self.exec_op(vertex, inputs, ctx).await?;
+        if let Some(f) = &self.on_executed {
+            f(&vertex.digest, &value);
+        }
+        Ok(value)
     }
 
     fn content_inputs(&self, vertex: &WorkVertex) -> Vec<usize> {
