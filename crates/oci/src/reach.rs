@@ -118,6 +118,40 @@ mod tests {
     use crate::{Descriptor, ImageConfig, MediaType, Store};
 
     #[test]
+    fn layers_are_leaves_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cfg = ImageConfig {
+            os: "linux".into(),
+            ..Default::default()
+        };
+        // A layer whose bytes happen to be a manifest: the walk must not follow it.
+        let (other, _) = store
+            .write_image(
+                &ImageConfig {
+                    os: "other".into(),
+                    ..cfg.clone()
+                },
+                vec![],
+            )
+            .unwrap();
+        let bytes = store.read_blob(&other.digest).unwrap();
+        let other_manifest: crate::Manifest = serde_json::from_slice(&bytes).unwrap();
+        let as_layer = Descriptor {
+            media_type: MediaType::new(MediaType::OCI_LAYER_TAR),
+            digest: other.digest.clone(),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        };
+        let (image, _) = store.write_image(&cfg, vec![as_layer]).unwrap();
+        store.set_tag("a:1", &image).unwrap();
+        let reach = store.reachable_from_tags().unwrap();
+        assert!(reach.contains(&other.digest));
+        assert!(!reach.contains(&other_manifest.config.digest), "{reach:?}");
+    }
+
+    #[test]
     fn tags_reach_manifest_config_and_layers_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
