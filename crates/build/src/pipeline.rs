@@ -245,6 +245,8 @@ struct RunParts<'a> {
 
 /// A finished solve.
 struct SolveOutcome {
+    /// The eager layer export, finished once the image is exported.
+    eager: Option<eager::Eager>,
     solver: Solver<Worker>,
     graph: Graph<WorkVertex>,
     ids: Vec<VertexId>,
@@ -424,7 +426,7 @@ impl Pipeline {
         let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
         let ssh = run.ssh.into_iter().map(|s| (s.id, s.socket)).collect();
         let (graph, ids) = graph_from_definition(&plan.definition);
-        let eager = eager::start(
+        let eager = eager::Eager::start(
             self.store.clone(),
             snapshotter.clone(),
             eager::image_lineage(&graph, ids[plan.target]),
@@ -444,8 +446,8 @@ impl Pipeline {
         .with_ssh(ssh)
         .with_remote_cache(remote_cache.clone())
         .with_limits(run.limits);
-        if let Some(hook) = eager {
-            worker = worker.with_on_executed(hook);
+        if let Some(eager) = &eager {
+            worker = worker.with_on_executed(eager.hook());
         }
         let worker = Arc::new(worker);
         worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
@@ -465,9 +467,16 @@ impl Pipeline {
             ..SolveOptions::default()
         };
         let targets = [ids[plan.target]];
-        let solved = cancel
+        let solved = match cancel
             .run(async { Ok(solver.solve_with_links(&graph, &targets, &solve_opts).await) })
-            .await?;
+            .await
+        {
+            Ok(solved) => solved,
+            Err(e) => {
+                stop_eager(eager, true).await;
+                return Err(e);
+            }
+        };
         cache_io::report_import(remote_cache.as_ref(), self.progress.as_ref());
         tracing::debug!(
             phase = "solve",
@@ -478,6 +487,7 @@ impl Pipeline {
         let (value, keys, links) = match solved {
             Ok((mut values, keys, links)) => (values.pop().unwrap_or(Value::Fs(None)), keys, links),
             Err(error) => {
+                stop_eager(eager, true).await;
                 let at = failed_lines(&error, &ids, plan);
                 return Err(BuildError::Solve(Box::new(SolveFailure {
                     error,
@@ -491,6 +501,7 @@ impl Pipeline {
             Value::Context => return Err(BuildError::NotAFilesystem),
         };
         Ok(SolveOutcome {
+            eager,
             solver,
             graph,
             ids,
@@ -507,7 +518,7 @@ impl Pipeline {
     async fn finish<F: Future<Output = i32>>(
         self,
         plan: BuildPlan,
-        solved: SolveOutcome,
+        mut solved: SolveOutcome,
         parts: FinishParts,
         epoch: Option<i64>,
         cancel: &mut Cancel<F>,
@@ -544,7 +555,7 @@ impl Pipeline {
             };
             let top = solved.top.clone();
             let (tags, layer_opts) = (tags.clone(), layer_opts.clone());
-            cancel
+            let exported = cancel
                 .blocking(move || {
                     export_image(
                         &store,
@@ -555,7 +566,9 @@ impl Pipeline {
                         &layer_opts,
                     )
                 })
-                .await?
+                .await;
+            stop_eager(solved.eager.take(), exported.is_err()).await;
+            exported?
         };
         phase_done("export", started);
         let started = Instant::now();
@@ -665,6 +678,18 @@ impl Pipeline {
 
 /// The Dockerfile lines of the vertex a solve failed at, when it names one with a location.
 /// The vertices `target` depends on (itself included), cloned for the worker.
+/// Finishes the eager layer export off the async workers (`abort`: its layer in progress
+/// stops at its next chunk), so none of its temp files outlives the build.
+async fn stop_eager(eager: Option<eager::Eager>, abort: bool) {
+    if let Some(eager) = eager {
+        let _ = blocking(move || {
+            eager.finish(abort);
+            Ok(())
+        })
+        .await;
+    }
+}
+
 fn needed_vertices(graph: &Graph<WorkVertex>, target: VertexId) -> Vec<WorkVertex> {
     let mut seen = std::collections::HashSet::new();
     let mut stack = vec![target];
