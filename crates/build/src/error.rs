@@ -107,6 +107,21 @@ pub enum BuildError {
         #[source]
         source: BoxError,
     },
+    /// An error of the solve that has a place in the Dockerfile (a base image that does not
+    /// resolve, at its FROM): displayed as BuildKit's report, the excerpt then `ERROR: failed to
+    /// solve: NAME: ERROR`.
+    #[error("{}", solve_report(file, Some(*at), &format!("{name}: {error}"), None))]
+    Located {
+        /// The image or stage name the error is about, as the Dockerfile writes it.
+        name: String,
+        /// The error.
+        #[source]
+        error: Box<BuildError>,
+        /// The instruction's lines.
+        at: Lines,
+        /// The Dockerfile.
+        file: DockerfileText,
+    },
     /// An error with a hint for the user on the next line.
     #[error("{error}\nhint: {hint}")]
     Hint {
@@ -215,7 +230,7 @@ pub struct Lines {
 #[non_exhaustive]
 pub enum DockerfileError {
     /// The Dockerfile does not parse.
-    #[error("{}", error.render(&file.name))]
+    #[error("{}", parse_report(error, file))]
     Parse {
         /// The parser's error.
         #[source]
@@ -224,7 +239,7 @@ pub enum DockerfileError {
         file: DockerfileText,
     },
     /// The Dockerfile does not convert (e.g. an unknown stage, a bad flag value).
-    #[error("{}", error.render(&file.name, &file.source))]
+    #[error("{}", convert_report(error, file))]
     Convert {
         /// The converter's error.
         #[source]
@@ -256,18 +271,56 @@ impl DockerfileError {
     }
 }
 
-/// BuildKit's report of a missing entitlement: excerpt, `ERROR: ...`, a hint naming `--allow`.
-fn entitlement_report(error: &NotAllowed, file: &DockerfileText, at: Option<Lines>) -> String {
+/// The one error style, BuildKit's: the Dockerfile excerpt at `at` (when the error has a
+/// location), then `ERROR: failed to solve: MESSAGE`, then a `hint: ...` line if there is one.
+pub fn solve_report(
+    file: &DockerfileText,
+    at: Option<Lines>,
+    message: &str,
+    hint: Option<&str>,
+) -> String {
     let mut text = String::new();
     if let Some(lines) = at {
         text.push_str(&excerpt(&file.name, &file.source, lines.start, lines.end));
         text.push('\n');
     }
-    text.push_str(&format!(
-        "ERROR: {error}\nhint: pass `--allow {}` to `rbuild build` to grant it",
-        error.entitlement
-    ));
+    text.push_str("ERROR: failed to solve: ");
+    text.push_str(message);
+    if let Some(hint) = hint {
+        text.push_str("\nhint: ");
+        text.push_str(hint);
+    }
     text
+}
+
+/// BuildKit's report of a parse error: the excerpt at its line, `ERROR: failed to solve:
+/// dockerfile parse error on line N: ...`.
+fn parse_report(error: &ParseError, file: &DockerfileText) -> String {
+    let at = error.has_line().then_some(Lines {
+        start: error.line,
+        end: error.line,
+    });
+    solve_report(file, at, &error.buildkit_message(), None)
+}
+
+/// BuildKit's report of a conversion error: the excerpt at the instruction, `ERROR: failed to
+/// solve: ...`, rbuild's hint.
+fn convert_report(error: &ConvertError, file: &DockerfileText) -> String {
+    let at = error.span.map(|s| Lines {
+        start: s.start_line,
+        end: s.end_line.max(s.start_line),
+    });
+    solve_report(file, at, &error.buildkit_message(), error.hint.as_deref())
+}
+
+/// BuildKit's report of a missing entitlement: excerpt, `ERROR: failed to solve: ...`, a hint
+/// naming `--allow`.
+fn entitlement_report(error: &NotAllowed, file: &DockerfileText, at: Option<Lines>) -> String {
+    let hint = format!(
+        "pass `--allow {}` to `rbuild build` to grant it",
+        error.entitlement
+    );
+    solve_report(file, at, &error.to_string(), Some(&hint))
 }
 
 /// A failed solve: the solver's error, the failing instruction's lines and the Dockerfile.
@@ -367,7 +420,10 @@ impl BuildError {
 
     /// True when the text is a complete report (not a one-line message).
     pub fn is_report(&self) -> bool {
-        matches!(self, BuildError::Dockerfile(_) | BuildError::Solve(_))
+        matches!(
+            self,
+            BuildError::Dockerfile(_) | BuildError::Solve(_) | BuildError::Located { .. }
+        )
     }
 
     /// True for errors in how the build was asked for (a CLI's usage errors, exit code 2).
@@ -384,7 +440,9 @@ impl BuildError {
     pub fn registry_error(&self) -> Option<&RegistryError> {
         match self {
             BuildError::Registry { source, .. } => Some(&**source),
-            BuildError::Hint { error, .. } => error.registry_error(),
+            BuildError::Hint { error, .. } | BuildError::Located { error, .. } => {
+                error.registry_error()
+            }
             BuildError::Solve(failure) => match failure.worker_error()? {
                 WorkerError::Registry(e) => Some(e),
                 _ => None,

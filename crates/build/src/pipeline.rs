@@ -224,6 +224,8 @@ struct Pipeline {
     store: Store,
     registry: RegistryClient,
     needed: Vec<String>,
+    /// The instruction that names each of `needed` (for the error when it does not resolve).
+    needed_at: Vec<Lines>,
     /// How many vertices the solve executed (rather than took from the cache).
     executed: Arc<AtomicUsize>,
     /// Keeps garbage collection off the root while this build runs.
@@ -277,8 +279,12 @@ impl Pipeline {
         opts: &ConvertOptions,
     ) -> Result<Pipeline, BuildError> {
         let started = Instant::now();
-        let needed =
-            rbuild_frontend::base_images(&loaded.ast, opts).map_err(|e| loaded.convert_error(e))?;
+        let (needed, needed_at): (Vec<String>, Vec<Lines>) =
+            rbuild_frontend::base_image_sites(&loaded.ast, opts)
+                .map_err(|e| loaded.convert_error(e))?
+                .into_iter()
+                .map(|(name, s)| (name, Lines { start: s.start_line, end: s.end_line }))
+                .unzip();
         // Every base image name (after expansion) is checked before anything is pulled.
         for name in &needed {
             Reference::parse(name).map_err(|e| {
@@ -314,6 +320,7 @@ impl Pipeline {
             store,
             registry,
             needed,
+            needed_at,
             executed: Arc::new(AtomicUsize::new(0)),
             _lease: lease,
         })
@@ -334,10 +341,17 @@ impl Pipeline {
             self.registry
                 .with_notices(move |n| progress.event(BuildEvent::ResolveNotice(n.clone())))
         };
-        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, || {
-            rbuild_frontend::stage_names(&loaded.ast)
-        })
-        .await?;
+        let locate = |index: usize, error: BuildError| match self.needed_at.get(index) {
+            Some(at) => BuildError::Located {
+                name: self.needed[index].clone(),
+                error: Box::new(error),
+                at: *at,
+                file: loaded.text(),
+            },
+            None => error,
+        };
+        let stages = || rbuild_frontend::stage_names(&loaded.ast);
+        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, stages, locate).await?;
         tracing::debug!(
             phase = "resolve",
             bases = self.needed.len(),

@@ -28,7 +28,7 @@ pub use ast::{
     EXPANDING_INSTRUCTIONS,
 };
 pub use convert::{
-    base_images, convert, named_source_name, stage_names, BaseImage, BuildPlan, ConvertError,
+    base_image_sites, base_images, convert, named_source_name, stage_names, BaseImage, BuildPlan, ConvertError,
     ConvertOptions, NamedContext,
 };
 pub use error::{ExpandError, ParseError, ParseErrorKind};

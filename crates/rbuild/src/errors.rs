@@ -1,7 +1,10 @@
 //! User-facing error reports: the text the CLI prints for a failure and the exit code it maps to
-//! (2 for usage errors, 128+N for a build canceled by signal N, 1 otherwise).
+//! (2 for usage errors, 128+N for a build canceled by signal N, 1 otherwise). A build error
+//! becomes text in one place, `Report::from(BuildError)`, in BuildKit's style (a JSON progress
+//! stream can report the typed error instead and skip it).
 
-use rbuild_build::{BuildError, SpecError};
+use rbuild_build::{BuildError, InputError, SpecError};
+use rbuild_registry::RegistryError;
 use std::fmt;
 
 pub use rbuild_build::chain;
@@ -40,16 +43,66 @@ impl Report {
 }
 
 impl From<BuildError> for Report {
-    /// Complete reports (Dockerfile diagnostics, failed solves) print as they are; other errors
-    /// as `error: MESSAGE`.
+    /// The one place a build error becomes text, in BuildKit's style: complete reports
+    /// (Dockerfile excerpt, failed RUN box) as they are, errors of the solve as `ERROR: failed to
+    /// solve: MESSAGE`, errors of the inputs as `ERROR: MESSAGE`, usage errors as clap's
+    /// `error: MESSAGE` (exit code 2); registry failures get a `hint:` line in plain words.
     fn from(err: BuildError) -> Report {
-        match &err {
+        let text = match &err {
             BuildError::Canceled { signal } => {
-                Report::new("error: build canceled").with_code(signal_exit_code(*signal))
+                return Report::new("error: build canceled").with_code(signal_exit_code(*signal))
             }
-            e if e.is_report() => Report::new(e.to_string()),
-            e => Report::new(format!("error: {e}")).with_code(if e.is_usage() { 2 } else { 1 }),
+            e if e.is_usage() => return Report::new(format!("error: {e}")).with_code(2),
+            e if e.is_report() => e.to_string(),
+            BuildError::Spec(_) | BuildError::BothFromStdin => format!("ERROR: {err}"),
+            BuildError::Input(input) if !matches!(input, InputError::ReadDockerfile { .. }) => {
+                format!("ERROR: {err}")
+            }
+            e => format!("ERROR: failed to solve: {e}"),
+        };
+        match err.registry_error().and_then(registry_hint) {
+            Some(hint) if !text.contains("\nhint: ") => Report::new(format!("{text}\nhint: {hint}")),
+            _ => Report::new(text),
         }
+    }
+}
+
+/// What to do about a registry failure, in plain words (none when the message says it already).
+fn registry_hint(err: &RegistryError) -> Option<String> {
+    match err {
+        RegistryError::Unauthorized { name, status, .. } => {
+            let registry = name.split('/').next().unwrap_or(name);
+            Some(if status.starts_with("403") {
+                format!(
+                    "the registry refused these credentials access to {name}: check the image \
+                     name, and that this account may pull it (`rbuild login {registry}` to \
+                     switch accounts)"
+                )
+            } else {
+                format!(
+                    "the registry wants credentials for {name}: log in with `rbuild login \
+                     {registry}` (or `docker login`), and check the image name is right"
+                )
+            })
+        }
+        RegistryError::Connect { addr, cause, .. } if cause.contains("no such host") => Some(
+            format!(
+                "the host name of {addr} does not resolve: check its spelling, and that this \
+                 machine's DNS works (/etc/resolv.conf)"
+            ),
+        ),
+        RegistryError::Connect { addr, cause, .. } if cause.contains("refused") => Some(format!(
+            "nothing accepts connections at {addr}: check the host and port in the image name, \
+             and that the registry is running"
+        )),
+        RegistryError::Connect { addr, .. } => Some(format!(
+            "check the network path to {addr} (a proxy or firewall may be in the way)"
+        )),
+        RegistryError::Token { realm, .. } => Some(format!(
+            "the registry's token service at {realm} failed: check the credentials \
+             (`rbuild login`) and that the service is reachable"
+        )),
+        _ => None,
     }
 }
 
@@ -104,7 +157,7 @@ mod tests {
         assert!(text.contains("   2 | >>> RUN --network=host x\n"), "{text}");
         assert!(
             text.ends_with(
-                "ERROR: network.host is not allowed\nhint: pass `--allow network.host` to `rbuild build` to grant it"
+                "ERROR: failed to solve: network.host is not allowed\nhint: pass `--allow network.host` to `rbuild build` to grant it"
             ),
             "{text}"
         );
