@@ -176,8 +176,18 @@ impl Loaded {
         }
     }
 
-    /// A conversion error of this Dockerfile.
-    fn convert_error(&self, error: rbuild_frontend::ConvertError) -> BuildError {
+    /// A conversion error of this Dockerfile, its span widened to the whole instruction it
+    /// points into (BuildKit marks every line of a continued instruction).
+    fn convert_error(&self, mut error: rbuild_frontend::ConvertError) -> BuildError {
+        if let Some(span) = &mut error.span {
+            let line = span.start_line;
+            let inst = (self.ast.instructions.iter())
+                .find(|i| i.span.start_line <= line && line <= i.span.end_line);
+            if let Some(inst) = inst {
+                span.start_line = inst.span.start_line;
+                span.end_line = span.end_line.max(inst.span.end_line);
+            }
+        }
         BuildError::Dockerfile(Box::new(DockerfileError::Convert {
             error,
             file: self.text(),

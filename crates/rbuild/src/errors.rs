@@ -54,7 +54,9 @@ impl From<BuildError> for Report {
             }
             e if e.is_usage() => return Report::new(format!("error: {e}")).with_code(2),
             e if e.is_report() => e.to_string(),
-            BuildError::Spec(_) | BuildError::BothFromStdin => format!("ERROR: {err}"),
+            // Flag values, in clap's and docker's words (`error: invalid argument ...`).
+            BuildError::Spec(_) => return Report::new(format!("error: {err}")),
+            BuildError::BothFromStdin => format!("ERROR: {err}"),
             BuildError::Input(input) if !matches!(input, InputError::ReadDockerfile { .. }) => {
                 format!("ERROR: {err}")
             }

@@ -196,12 +196,14 @@ fn run_mount_from_variable_is_refused() {
     let err = error_text(&o);
     assert!(
         err.contains(
-            "Dockerfile:4:5: 'from' doesn't support variable expansion, define alias stage instead"
+            "ERROR: failed to solve: dockerfile parse error on line 4: 'from' doesn't support \
+             variable expansion, define alias stage instead"
         ),
         "{err}"
     );
     assert!(
-        err.contains("\nRUN --mount=type=bind,from=$BASE,target=/m true\n    ^"),
+        err.contains("Dockerfile:4\n")
+            && err.contains("   4 | >>> RUN --mount=type=bind,from=$BASE,target=/m true\n"),
         "{err}"
     );
 }

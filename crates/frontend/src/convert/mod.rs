@@ -125,6 +125,15 @@ impl ConvertError {
         }
     }
 
+    /// An error BuildKit reports as a parse error (`dockerfile parse error on line N: ...`):
+    /// an instruction's arguments it rejects while parsing.
+    fn parse_at(span: &Span, message: impl Into<String>) -> Self {
+        ConvertError {
+            parse_error: true,
+            ..ConvertError::at(span, message)
+        }
+    }
+
     fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
