@@ -587,10 +587,9 @@ mod tests {
     }
 
     #[test]
-    fn dockerfile_errors_render_the_caret_diagnostic() {
+    fn dockerfile_errors_render_as_buildkit() {
         let source = "FROM scratch\nRUNN x\n";
         let error = rbuild_frontend::parse(source).unwrap_err();
-        let expected = error.render("Dockerfile");
         let e = BuildError::Dockerfile(Box::new(DockerfileError::Parse {
             error,
             file: DockerfileText {
@@ -599,7 +598,40 @@ mod tests {
             },
         }));
         assert!(e.is_report());
-        assert_eq!(e.to_string(), expected);
-        assert!(e.to_string().contains("RUNN x\n^"));
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2\n--------------------\n   1 |     FROM scratch\n   2 | >>> RUNN x\n\
+             --------------------\nERROR: failed to solve: dockerfile parse error on line 2: \
+             unknown instruction: RUNN (did you mean RUN?)"
+        );
+    }
+
+    #[test]
+    fn located_errors_show_the_line_and_the_name() {
+        let file = DockerfileText {
+            name: "Dockerfile".into(),
+            source: "FROM a:1\nRUN x\n".into(),
+        };
+        let e = BuildError::Located {
+            name: "a:1".into(),
+            error: Box::new(BuildError::registry(
+                "failed to resolve source metadata for docker.io/library/a:1",
+                RegistryError::Setup("no CA".into()),
+            )),
+            at: Lines { start: 1, end: 1 },
+            file,
+        };
+        assert!(e.is_report());
+        assert!(e.registry_error().is_some());
+        let text = e.to_string();
+        assert!(text.starts_with("Dockerfile:1\n"), "{text}");
+        assert!(text.contains("   1 | >>> FROM a:1\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "ERROR: failed to solve: a:1: failed to resolve source metadata for \
+                 docker.io/library/a:1: registry client setup: no CA"
+            ),
+            "{text}"
+        );
     }
 }
