@@ -293,7 +293,15 @@ impl Pipeline {
             rbuild_frontend::base_image_sites(&loaded.ast, opts)
                 .map_err(|e| loaded.convert_error(e))?
                 .into_iter()
-                .map(|(name, s)| (name, Lines { start: s.start_line, end: s.end_line }))
+                .map(|(name, s)| {
+                    (
+                        name,
+                        Lines {
+                            start: s.start_line,
+                            end: s.end_line,
+                        },
+                    )
+                })
                 .unzip();
         // Every base image name (after expansion) is checked before anything is pulled.
         for name in &needed {

@@ -113,7 +113,10 @@ impl ParseError {
     pub fn buildkit_message(&self) -> String {
         match self.kind {
             ParseErrorKind::NoInstructions => self.message.clone(),
-            _ => format!("dockerfile parse error on line {}: {}", self.line, self.message),
+            _ => format!(
+                "dockerfile parse error on line {}: {}",
+                self.line, self.message
+            ),
         }
     }
 

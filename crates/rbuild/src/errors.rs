@@ -42,6 +42,24 @@ impl Report {
     }
 }
 
+impl Report {
+    /// A failure of a store or registry command outside a build (`rbuild push`, `rbuild pull`):
+    /// `error: MESSAGE` as docker's commands print it, with the same plain-words hint for
+    /// registry failures as a build's.
+    pub fn command(err: BuildError) -> Report {
+        if matches!(err, BuildError::Canceled { .. }) || err.is_usage() {
+            return Report::from(err);
+        }
+        let text = format!("error: {err}");
+        match err.registry_error().and_then(registry_hint) {
+            Some(hint) if !text.contains("\nhint: ") => {
+                Report::new(format!("{text}\nhint: {hint}"))
+            }
+            _ => Report::new(text),
+        }
+    }
+}
+
 impl From<BuildError> for Report {
     /// The one place a build error becomes text, in BuildKit's style: complete reports
     /// (Dockerfile excerpt, failed RUN box) as they are, errors of the solve as `ERROR: failed to
@@ -63,7 +81,9 @@ impl From<BuildError> for Report {
             e => format!("ERROR: failed to solve: {e}"),
         };
         match err.registry_error().and_then(registry_hint) {
-            Some(hint) if !text.contains("\nhint: ") => Report::new(format!("{text}\nhint: {hint}")),
+            Some(hint) if !text.contains("\nhint: ") => {
+                Report::new(format!("{text}\nhint: {hint}"))
+            }
             _ => Report::new(text),
         }
     }
@@ -87,12 +107,12 @@ fn registry_hint(err: &RegistryError) -> Option<String> {
                 )
             })
         }
-        RegistryError::Connect { addr, cause, .. } if cause.contains("no such host") => Some(
-            format!(
+        RegistryError::Connect { addr, cause, .. } if cause.contains("no such host") => {
+            Some(format!(
                 "the host name of {addr} does not resolve: check its spelling, and that this \
                  machine's DNS works (/etc/resolv.conf)"
-            ),
-        ),
+            ))
+        }
         RegistryError::Connect { addr, cause, .. } if cause.contains("refused") => Some(format!(
             "nothing accepts connections at {addr}: check the host and port in the image name, \
              and that the registry is running"
@@ -129,6 +149,60 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A base image resolution that failed on `err`, as the pipeline reports it.
+    fn resolve_failure(err: RegistryError) -> BuildError {
+        BuildError::registry("failed to resolve source metadata for r.example/a:1", err)
+    }
+
+    #[test]
+    fn registry_failures_get_plain_words() {
+        let connect = |cause: &str| RegistryError::Connect {
+            what: "r.example/a:1".into(),
+            addr: "registry r.example".into(),
+            cause: cause.into(),
+        };
+        let dns = Report::from(resolve_failure(connect("no such host"))).to_string();
+        assert!(
+            dns.starts_with("ERROR: failed to solve: failed to resolve source metadata"),
+            "{dns}"
+        );
+        assert!(
+            dns.ends_with("\nhint: the host name of registry r.example does not resolve: check its spelling, and that this machine's DNS works (/etc/resolv.conf)"),
+            "{dns}"
+        );
+        let refused = Report::from(resolve_failure(connect("connection refused"))).to_string();
+        assert!(
+            refused.contains("\nhint: nothing accepts connections at registry r.example"),
+            "{refused}"
+        );
+        let denied = |status: &str| RegistryError::Unauthorized {
+            name: "r.example/team/a".into(),
+            status: status.into(),
+            detail: String::new(),
+        };
+        let anonymous = Report::from(resolve_failure(denied("401 Unauthorized"))).to_string();
+        assert!(
+            anonymous.contains("log in with `rbuild login r.example`"),
+            "{anonymous}"
+        );
+        let forbidden = Report::from(resolve_failure(denied("403 Forbidden"))).to_string();
+        assert!(
+            forbidden.contains("refused these credentials access to r.example/team/a"),
+            "{forbidden}"
+        );
+        // Outside a build (push, pull): docker's `error: ` and the same hint.
+        let pull = Report::command(resolve_failure(connect("no such host"))).to_string();
+        assert!(pull.starts_with("error: failed to resolve"), "{pull}");
+        assert!(pull.contains("\nhint: the host name"), "{pull}");
+        // Errors with no registry behind them get no hint.
+        let plain = Report::from(BuildError::NotAFilesystem).to_string();
+        assert_eq!(
+            plain,
+            "ERROR: failed to solve: the build result is not a filesystem"
+        );
+        assert_eq!(Report::from(BuildError::NotAFilesystem).exit_code(), 1);
+    }
 
     #[test]
     fn build_errors_map_to_text_and_exit_codes() {

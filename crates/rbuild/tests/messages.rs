@@ -180,7 +180,11 @@ fn parse_error_empty_dockerfile() {
 fn convert_error_expose_bad_protocol() {
     // BuildKit: `Invalid proto: tcpx` (Docker's port-spec parser).
     let ctx = context("FROM scratch\nEXPOSE 8080 80/tcpx\n");
-    snapshot("convert_expose_bad_proto", &rbuild_build(ctx.path(), &[]), 1);
+    snapshot(
+        "convert_expose_bad_proto",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
 }
 
 #[test]

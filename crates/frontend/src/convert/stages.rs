@@ -25,6 +25,9 @@ fn platform_args() -> Vec<(String, String)> {
     .collect()
 }
 
+/// An image a build needs and the instruction that names it first.
+type ImageSite = (String, Span);
+
 /// One stage as declared.
 pub(super) struct StageDecl<'a> {
     /// The `AS` name, lower-cased.
@@ -180,7 +183,7 @@ pub(super) fn stage_refs(
     index: usize,
     lexer: &Lexer,
     opts: &ConvertOptions,
-) -> Result<(Vec<usize>, Vec<(String, Span)>), ConvertError> {
+) -> Result<(Vec<usize>, Vec<ImageSite>), ConvertError> {
     let stage = &parsed.stages[index];
     let from_span = stage.from.span;
     let mut deps = Vec::new();
@@ -296,7 +299,7 @@ pub(super) fn needed_stages(
     parsed: &Parsed,
     opts: &ConvertOptions,
     lexer: &Lexer,
-) -> Result<(usize, BTreeSet<usize>, Vec<(String, Span)>), ConvertError> {
+) -> Result<(usize, BTreeSet<usize>, Vec<ImageSite>), ConvertError> {
     check_from_flags(parsed, lexer)?;
     let target = target_index(parsed, opts)?;
     let mut needed = BTreeSet::new();

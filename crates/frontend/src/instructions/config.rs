@@ -115,12 +115,8 @@ fn health_duration(flag_name: &str, value: &str) -> Result<i64, String> {
         Some(rest) => (true, rest),
         None => (false, value.strip_prefix('+').unwrap_or(value)),
     };
-    let ns = parse_duration_ns(magnitude).ok_or_else(|| {
-        format!(
-            "time: invalid duration {}",
-            crate::quote::go_quote(value)
-        )
-    })?;
+    let ns = parse_duration_ns(magnitude)
+        .ok_or_else(|| format!("time: invalid duration {}", crate::quote::go_quote(value)))?;
     if ns != 0 && (negative || ns < 1_000_000) {
         return Err(format!(
             "Interval {} cannot be less than 1ms",
