@@ -281,8 +281,11 @@ pub fn solve_report(
 ) -> String {
     let mut text = String::new();
     if let Some(lines) = at {
-        text.push_str(&excerpt(&file.name, &file.source, lines.start, lines.end));
-        text.push('\n');
+        let shown = excerpt(&file.name, &file.source, lines.start, lines.end);
+        if !shown.is_empty() {
+            text.push_str(&shown);
+            text.push('\n');
+        }
     }
     text.push_str("ERROR: failed to solve: ");
     text.push_str(message);
@@ -380,12 +383,10 @@ impl fmt::Display for SolveFailure {
             }
         }
         if let Some(lines) = self.at {
-            let name = &self.file.name;
-            writeln!(
-                f,
-                "{}",
-                excerpt(name, &self.file.source, lines.start, lines.end)
-            )?;
+            let shown = excerpt(&self.file.name, &self.file.source, lines.start, lines.end);
+            if !shown.is_empty() {
+                writeln!(f, "{shown}")?;
+            }
         }
         let message = match self.worker_error() {
             Some(cause) => chain(cause),
@@ -486,23 +487,31 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// BuildKit's excerpt of the Dockerfile around lines `start..=end` (1-based), failing lines
-/// marked `>>>`.
+/// BuildKit's excerpt of the Dockerfile at lines `start..=end` (1-based), as its
+/// `errdefs.Source.Print` draws it: the header names the first line only; the failing lines are
+/// marked `>>>`; context is two lines each side for one line, one for a multi-line instruction;
+/// the file is cut at every `\n`, so a final newline shows as an empty last line. Empty when
+/// the lines are not in the file.
 pub(crate) fn excerpt(file_name: &str, source: &str, start: usize, end: usize) -> String {
-    let lines: Vec<&str> = source.lines().collect();
-    let mut out = String::new();
-    if start == end {
-        out.push_str(&format!("{file_name}:{start}\n"));
-    } else {
-        out.push_str(&format!("{file_name}:{start}-{end}\n"));
+    let lines: Vec<&str> = source
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    if start < 1 || start > lines.len() {
+        return String::new();
     }
-    out.push_str("--------------------\n");
-    let from = start.saturating_sub(2).max(1);
-    let to = (end + 2).min(lines.len());
+    let mut out = format!("{file_name}:{start}\n--------------------\n");
+    let end = end.clamp(start, lines.len());
+    let context = if start == end { 2 } else { 1 };
+    let from = start.saturating_sub(context).max(1);
+    let to = (end + context).min(lines.len());
     for n in from..=to {
-        let text = lines.get(n - 1).copied().unwrap_or("");
-        let marker = if n >= start && n <= end { ">>>" } else { "   " };
-        out.push_str(&format!("{n:>4} | {marker} {text}\n"));
+        let marker = if (start..=end).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!("{n:>4} | {marker} {}\n", lines[n - 1]));
     }
     out.push_str("--------------------");
     out
@@ -545,6 +554,19 @@ mod tests {
         assert!(e.starts_with("Dockerfile:3\n"));
         assert!(e.contains("   3 | >>> RUN c"));
         assert!(e.contains("   2 |     RUN b"));
+        // As BuildKit: the header names the first line; one line of context around a
+        // multi-line instruction; the final newline is an empty last line.
+        assert_eq!(
+            excerpt("Dockerfile", src, 2, 3),
+            "Dockerfile:2\n--------------------\n   1 |     FROM a\n   2 | >>> RUN b\n\
+             \x20  3 | >>> RUN c\n   4 |     RUN d\n--------------------"
+        );
+        assert_eq!(
+            excerpt("Dockerfile", src, 4, 4),
+            "Dockerfile:4\n--------------------\n   2 |     RUN b\n   3 |     RUN c\n\
+             \x20  4 | >>> RUN d\n   5 |     \n--------------------"
+        );
+        assert_eq!(excerpt("Dockerfile", src, 9, 9), "");
     }
 
     #[test]
@@ -601,7 +623,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "Dockerfile:2\n--------------------\n   1 |     FROM scratch\n   2 | >>> RUNN x\n\
-             --------------------\nERROR: failed to solve: dockerfile parse error on line 2: \
+             \x20  3 |     \n--------------------\nERROR: failed to solve: dockerfile parse error on line 2: \
              unknown instruction: RUNN (did you mean RUN?)"
         );
     }

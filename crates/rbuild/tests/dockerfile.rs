@@ -336,7 +336,7 @@ fn errors_name_what_exists() {
         err.trim_end(),
         "Dockerfile:2\n\
          --------------------\n   1 |     FROM scratch\n   2 | >>> COPY --chwon=1 x /x\n\
-         --------------------\n\
+         \x20  3 |     \n--------------------\n\
          ERROR: failed to solve: dockerfile parse error on line 2: unknown flag: --chwon (did you mean --chown?)\n\
          hint: COPY takes --chown, --from, --chmod, --link, --exclude, --parents",
         "{err}"
