@@ -140,7 +140,7 @@ pub enum BuildError {
 #[non_exhaustive]
 pub enum InputError {
     /// The context directory does not exist.
-    #[error("unable to prepare context: path `{}` not found: {source}", path.display())]
+    #[error("unable to prepare context: path \"{}\" not found", path.display())]
     ContextNotFound {
         /// The path as given.
         path: PathBuf,
@@ -149,7 +149,7 @@ pub enum InputError {
         source: std::io::Error,
     },
     /// A named context's directory (`--build-context NAME=DIR`) does not exist.
-    #[error("unable to prepare context {name}: path `{}` not found: {source}", path.display())]
+    #[error("unable to prepare context {name}: path \"{}\" not found", path.display())]
     NamedContextNotFound {
         /// The context's name.
         name: String,
@@ -160,7 +160,7 @@ pub enum InputError {
         source: std::io::Error,
     },
     /// The Dockerfile cannot be read.
-    #[error("failed to read dockerfile: open {}: {source}", path.display())]
+    #[error("failed to read dockerfile: open {}: {}", path.display(), io_words(source))]
     ReadDockerfile {
         /// Its path.
         path: PathBuf,
@@ -467,6 +467,23 @@ impl BuildError {
         match self {
             BuildError::Solve(failure) => Some(failure),
             _ => None,
+        }
+    }
+}
+
+/// An I/O error in Go's words, as BuildKit prints it (`no such file or directory`), without
+/// Rust's `(os error N)`.
+fn io_words(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory".into(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error ") {
+                Some(i) => text[..i].to_lowercase(),
+                None => text,
+            }
         }
     }
 }

@@ -174,6 +174,24 @@ fn parse_error_empty_dockerfile() {
     snapshot("parse_no_instructions", &rbuild_build(ctx.path(), &[]), 1);
 }
 
+// --- Inputs that cannot be read: BuildKit's words, Go's `no such file or directory` ---
+
+#[test]
+fn input_error_no_dockerfile() {
+    let ctx = tempfile::tempdir().unwrap();
+    snapshot("input_no_dockerfile", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn input_error_no_context() {
+    let ctx = tempfile::tempdir().unwrap();
+    snapshot(
+        "input_no_context",
+        &rbuild_build(&ctx.path().join("nope"), &[]),
+        1,
+    );
+}
+
 // --- Conversion errors: the Dockerfile parses but does not make a build ---
 
 #[test]
