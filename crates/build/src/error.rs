@@ -107,6 +107,21 @@ pub enum BuildError {
         #[source]
         source: BoxError,
     },
+    /// An error of the solve that has a place in the Dockerfile (a base image that does not
+    /// resolve, at its FROM): displayed as BuildKit's report, the excerpt then `ERROR: failed to
+    /// solve: NAME: ERROR`.
+    #[error("{}", solve_report(file, Some(*at), &format!("{name}: {error}"), None))]
+    Located {
+        /// The image or stage name the error is about, as the Dockerfile writes it.
+        name: String,
+        /// The error.
+        #[source]
+        error: Box<BuildError>,
+        /// The instruction's lines.
+        at: Lines,
+        /// The Dockerfile.
+        file: DockerfileText,
+    },
     /// An error with a hint for the user on the next line.
     #[error("{error}\nhint: {hint}")]
     Hint {
@@ -125,7 +140,7 @@ pub enum BuildError {
 #[non_exhaustive]
 pub enum InputError {
     /// The context directory does not exist.
-    #[error("unable to prepare context: path `{}` not found: {source}", path.display())]
+    #[error("unable to prepare context: path \"{}\" not found", path.display())]
     ContextNotFound {
         /// The path as given.
         path: PathBuf,
@@ -134,7 +149,7 @@ pub enum InputError {
         source: std::io::Error,
     },
     /// A named context's directory (`--build-context NAME=DIR`) does not exist.
-    #[error("unable to prepare context {name}: path `{}` not found: {source}", path.display())]
+    #[error("unable to prepare context {name}: path \"{}\" not found", path.display())]
     NamedContextNotFound {
         /// The context's name.
         name: String,
@@ -145,7 +160,7 @@ pub enum InputError {
         source: std::io::Error,
     },
     /// The Dockerfile cannot be read.
-    #[error("failed to read dockerfile: open {}: {source}", path.display())]
+    #[error("failed to read dockerfile: open {}: {}", path.display(), io_words(source))]
     ReadDockerfile {
         /// Its path.
         path: PathBuf,
@@ -215,7 +230,7 @@ pub struct Lines {
 #[non_exhaustive]
 pub enum DockerfileError {
     /// The Dockerfile does not parse.
-    #[error("{}", error.render(&file.name))]
+    #[error("{}", parse_report(error, file))]
     Parse {
         /// The parser's error.
         #[source]
@@ -224,7 +239,7 @@ pub enum DockerfileError {
         file: DockerfileText,
     },
     /// The Dockerfile does not convert (e.g. an unknown stage, a bad flag value).
-    #[error("{}", error.render(&file.name, &file.source))]
+    #[error("{}", convert_report(error, file))]
     Convert {
         /// The converter's error.
         #[source]
@@ -256,18 +271,59 @@ impl DockerfileError {
     }
 }
 
-/// BuildKit's report of a missing entitlement: excerpt, `ERROR: ...`, a hint naming `--allow`.
-fn entitlement_report(error: &NotAllowed, file: &DockerfileText, at: Option<Lines>) -> String {
+/// The one error style, BuildKit's: the Dockerfile excerpt at `at` (when the error has a
+/// location), then `ERROR: failed to solve: MESSAGE`, then a `hint: ...` line if there is one.
+pub fn solve_report(
+    file: &DockerfileText,
+    at: Option<Lines>,
+    message: &str,
+    hint: Option<&str>,
+) -> String {
     let mut text = String::new();
     if let Some(lines) = at {
-        text.push_str(&excerpt(&file.name, &file.source, lines.start, lines.end));
-        text.push('\n');
+        let shown = excerpt(&file.name, &file.source, lines.start, lines.end);
+        if !shown.is_empty() {
+            text.push_str(&shown);
+            text.push('\n');
+        }
     }
-    text.push_str(&format!(
-        "ERROR: {error}\nhint: pass `--allow {}` to `rbuild build` to grant it",
-        error.entitlement
-    ));
+    text.push_str("ERROR: failed to solve: ");
+    text.push_str(message);
+    if let Some(hint) = hint {
+        text.push_str("\nhint: ");
+        text.push_str(hint);
+    }
     text
+}
+
+/// BuildKit's report of a parse error: the excerpt at its line, `ERROR: failed to solve:
+/// dockerfile parse error on line N: ...`.
+fn parse_report(error: &ParseError, file: &DockerfileText) -> String {
+    let at = error.has_line().then_some(Lines {
+        start: error.line,
+        end: error.line,
+    });
+    solve_report(file, at, &error.buildkit_message(), None)
+}
+
+/// BuildKit's report of a conversion error: the excerpt at the instruction, `ERROR: failed to
+/// solve: ...`, rbuild's hint.
+fn convert_report(error: &ConvertError, file: &DockerfileText) -> String {
+    let at = error.span.map(|s| Lines {
+        start: s.start_line,
+        end: s.end_line.max(s.start_line),
+    });
+    solve_report(file, at, &error.buildkit_message(), error.hint.as_deref())
+}
+
+/// BuildKit's report of a missing entitlement: excerpt, `ERROR: failed to solve: ...`, a hint
+/// naming `--allow`.
+fn entitlement_report(error: &NotAllowed, file: &DockerfileText, at: Option<Lines>) -> String {
+    let hint = format!(
+        "pass `--allow {}` to `rbuild build` to grant it",
+        error.entitlement
+    );
+    solve_report(file, at, &error.to_string(), Some(&hint))
 }
 
 /// A failed solve: the solver's error, the failing instruction's lines and the Dockerfile.
@@ -327,12 +383,10 @@ impl fmt::Display for SolveFailure {
             }
         }
         if let Some(lines) = self.at {
-            let name = &self.file.name;
-            writeln!(
-                f,
-                "{}",
-                excerpt(name, &self.file.source, lines.start, lines.end)
-            )?;
+            let shown = excerpt(&self.file.name, &self.file.source, lines.start, lines.end);
+            if !shown.is_empty() {
+                writeln!(f, "{shown}")?;
+            }
         }
         let message = match self.worker_error() {
             Some(cause) => chain(cause),
@@ -367,7 +421,10 @@ impl BuildError {
 
     /// True when the text is a complete report (not a one-line message).
     pub fn is_report(&self) -> bool {
-        matches!(self, BuildError::Dockerfile(_) | BuildError::Solve(_))
+        matches!(
+            self,
+            BuildError::Dockerfile(_) | BuildError::Solve(_) | BuildError::Located { .. }
+        )
     }
 
     /// True for errors in how the build was asked for (a CLI's usage errors, exit code 2).
@@ -384,7 +441,9 @@ impl BuildError {
     pub fn registry_error(&self) -> Option<&RegistryError> {
         match self {
             BuildError::Registry { source, .. } => Some(&**source),
-            BuildError::Hint { error, .. } => error.registry_error(),
+            BuildError::Hint { error, .. } | BuildError::Located { error, .. } => {
+                error.registry_error()
+            }
             BuildError::Solve(failure) => match failure.worker_error()? {
                 WorkerError::Registry(e) => Some(e),
                 _ => None,
@@ -412,6 +471,23 @@ impl BuildError {
     }
 }
 
+/// An I/O error in Go's words, as BuildKit prints it (`no such file or directory`), without
+/// Rust's `(os error N)`.
+fn io_words(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory".into(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error ") {
+                Some(i) => text[..i].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
 /// `err` and its sources joined with `: ` (a source whose text is already there is skipped).
 #[doc(hidden)]
 pub fn chain(err: &dyn std::error::Error) -> String {
@@ -428,23 +504,31 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// BuildKit's excerpt of the Dockerfile around lines `start..=end` (1-based), failing lines
-/// marked `>>>`.
+/// BuildKit's excerpt of the Dockerfile at lines `start..=end` (1-based), as its
+/// `errdefs.Source.Print` draws it: the header names the first line only; the failing lines are
+/// marked `>>>`; context is two lines each side for one line, one for a multi-line instruction;
+/// the file is cut at every `\n`, so a final newline shows as an empty last line. Empty when
+/// the lines are not in the file.
 pub(crate) fn excerpt(file_name: &str, source: &str, start: usize, end: usize) -> String {
-    let lines: Vec<&str> = source.lines().collect();
-    let mut out = String::new();
-    if start == end {
-        out.push_str(&format!("{file_name}:{start}\n"));
-    } else {
-        out.push_str(&format!("{file_name}:{start}-{end}\n"));
+    let lines: Vec<&str> = source
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    if start < 1 || start > lines.len() {
+        return String::new();
     }
-    out.push_str("--------------------\n");
-    let from = start.saturating_sub(2).max(1);
-    let to = (end + 2).min(lines.len());
+    let mut out = format!("{file_name}:{start}\n--------------------\n");
+    let end = end.clamp(start, lines.len());
+    let context = if start == end { 2 } else { 1 };
+    let from = start.saturating_sub(context).max(1);
+    let to = (end + context).min(lines.len());
     for n in from..=to {
-        let text = lines.get(n - 1).copied().unwrap_or("");
-        let marker = if n >= start && n <= end { ">>>" } else { "   " };
-        out.push_str(&format!("{n:>4} | {marker} {text}\n"));
+        let marker = if (start..=end).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!("{n:>4} | {marker} {}\n", lines[n - 1]));
     }
     out.push_str("--------------------");
     out
@@ -487,6 +571,19 @@ mod tests {
         assert!(e.starts_with("Dockerfile:3\n"));
         assert!(e.contains("   3 | >>> RUN c"));
         assert!(e.contains("   2 |     RUN b"));
+        // As BuildKit: the header names the first line; one line of context around a
+        // multi-line instruction; the final newline is an empty last line.
+        assert_eq!(
+            excerpt("Dockerfile", src, 2, 3),
+            "Dockerfile:2\n--------------------\n   1 |     FROM a\n   2 | >>> RUN b\n\
+             \x20  3 | >>> RUN c\n   4 |     RUN d\n--------------------"
+        );
+        assert_eq!(
+            excerpt("Dockerfile", src, 4, 4),
+            "Dockerfile:4\n--------------------\n   2 |     RUN b\n   3 |     RUN c\n\
+             \x20  4 | >>> RUN d\n   5 |     \n--------------------"
+        );
+        assert_eq!(excerpt("Dockerfile", src, 9, 9), "");
     }
 
     #[test]
@@ -529,10 +626,9 @@ mod tests {
     }
 
     #[test]
-    fn dockerfile_errors_render_the_caret_diagnostic() {
+    fn dockerfile_errors_render_as_buildkit() {
         let source = "FROM scratch\nRUNN x\n";
         let error = rbuild_frontend::parse(source).unwrap_err();
-        let expected = error.render("Dockerfile");
         let e = BuildError::Dockerfile(Box::new(DockerfileError::Parse {
             error,
             file: DockerfileText {
@@ -541,7 +637,40 @@ mod tests {
             },
         }));
         assert!(e.is_report());
-        assert_eq!(e.to_string(), expected);
-        assert!(e.to_string().contains("RUNN x\n^"));
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2\n--------------------\n   1 |     FROM scratch\n   2 | >>> RUNN x\n\
+             \x20  3 |     \n--------------------\nERROR: failed to solve: dockerfile parse error on line 2: \
+             unknown instruction: RUNN (did you mean RUN?)"
+        );
+    }
+
+    #[test]
+    fn located_errors_show_the_line_and_the_name() {
+        let file = DockerfileText {
+            name: "Dockerfile".into(),
+            source: "FROM a:1\nRUN x\n".into(),
+        };
+        let e = BuildError::Located {
+            name: "a:1".into(),
+            error: Box::new(BuildError::registry(
+                "failed to resolve source metadata for docker.io/library/a:1",
+                RegistryError::Setup("no CA".into()),
+            )),
+            at: Lines { start: 1, end: 1 },
+            file,
+        };
+        assert!(e.is_report());
+        assert!(e.registry_error().is_some());
+        let text = e.to_string();
+        assert!(text.starts_with("Dockerfile:1\n"), "{text}");
+        assert!(text.contains("   1 | >>> FROM a:1\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "ERROR: failed to solve: a:1: failed to resolve source metadata for \
+                 docker.io/library/a:1: registry client setup: no CA"
+            ),
+            "{text}"
+        );
     }
 }

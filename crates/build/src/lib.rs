@@ -73,7 +73,7 @@ pub mod spec;
 mod state;
 
 #[doc(hidden)]
-pub use error::chain;
+pub use error::{chain, solve_report};
 pub use error::{
     BoxError, BuildError, DockerfileError, DockerfileText, InputError, Lines, SolveFailure,
 };

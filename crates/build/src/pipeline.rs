@@ -176,8 +176,18 @@ impl Loaded {
         }
     }
 
-    /// A conversion error of this Dockerfile.
-    fn convert_error(&self, error: rbuild_frontend::ConvertError) -> BuildError {
+    /// A conversion error of this Dockerfile, its span widened to the whole instruction it
+    /// points into (BuildKit marks every line of a continued instruction).
+    fn convert_error(&self, mut error: rbuild_frontend::ConvertError) -> BuildError {
+        if let Some(span) = &mut error.span {
+            let line = span.start_line;
+            let inst = (self.ast.instructions.iter())
+                .find(|i| i.span.start_line <= line && line <= i.span.end_line);
+            if let Some(inst) = inst {
+                span.start_line = inst.span.start_line;
+                span.end_line = span.end_line.max(inst.span.end_line);
+            }
+        }
         BuildError::Dockerfile(Box::new(DockerfileError::Convert {
             error,
             file: self.text(),
@@ -224,6 +234,8 @@ struct Pipeline {
     store: Store,
     registry: RegistryClient,
     needed: Vec<String>,
+    /// The instruction that names each of `needed` (for the error when it does not resolve).
+    needed_at: Vec<Lines>,
     /// How many vertices the solve executed (rather than took from the cache).
     executed: Arc<AtomicUsize>,
     /// Keeps garbage collection off the root while this build runs.
@@ -279,8 +291,20 @@ impl Pipeline {
         opts: &ConvertOptions,
     ) -> Result<Pipeline, BuildError> {
         let started = Instant::now();
-        let needed =
-            rbuild_frontend::base_images(&loaded.ast, opts).map_err(|e| loaded.convert_error(e))?;
+        let (needed, needed_at): (Vec<String>, Vec<Lines>) =
+            rbuild_frontend::base_image_sites(&loaded.ast, opts)
+                .map_err(|e| loaded.convert_error(e))?
+                .into_iter()
+                .map(|(name, s)| {
+                    (
+                        name,
+                        Lines {
+                            start: s.start_line,
+                            end: s.end_line,
+                        },
+                    )
+                })
+                .unzip();
         // Every base image name (after expansion) is checked before anything is pulled.
         for name in &needed {
             Reference::parse(name).map_err(|e| {
@@ -316,6 +340,7 @@ impl Pipeline {
             store,
             registry,
             needed,
+            needed_at,
             executed: Arc::new(AtomicUsize::new(0)),
             _lease: lease,
         })
@@ -336,10 +361,17 @@ impl Pipeline {
             self.registry
                 .with_notices(move |n| progress.event(BuildEvent::ResolveNotice(n.clone())))
         };
-        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, || {
-            rbuild_frontend::stage_names(&loaded.ast)
-        })
-        .await?;
+        let locate = |index: usize, error: BuildError| match self.needed_at.get(index) {
+            Some(at) => BuildError::Located {
+                name: self.needed[index].clone(),
+                error: Box::new(error),
+                at: *at,
+                file: loaded.text(),
+            },
+            None => error,
+        };
+        let stages = || rbuild_frontend::stage_names(&loaded.ast);
+        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, stages, locate).await?;
         tracing::debug!(
             phase = "resolve",
             bases = self.needed.len(),

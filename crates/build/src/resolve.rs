@@ -9,20 +9,22 @@ use rbuild_registry::{Reference, RegistryClient};
 use std::collections::HashMap;
 
 /// Resolves every name of `needed` at once; the first failure (in `needed`'s order) wins, with a
-/// hint when a bare word is more likely a misspelled stage than an image.
+/// hint when a bare word is more likely a misspelled stage than an image, placed in the
+/// Dockerfile by `locate` (its index in `needed`, the error).
 pub(crate) async fn resolve_all(
     store: &Store,
     registry: &RegistryClient,
     needed: &[String],
     pull: bool,
     stages: impl Fn() -> Vec<String>,
+    locate: impl Fn(usize, BuildError) -> BuildError,
 ) -> Result<HashMap<String, BaseImage>, BuildError> {
     let resolutions = needed
         .iter()
         .map(|name| resolve_base(store, registry, name, pull));
     let results = futures_util::future::join_all(resolutions).await;
     let mut bases = HashMap::new();
-    for (name, base) in needed.iter().zip(results) {
+    for (index, (name, base)) in needed.iter().zip(results).enumerate() {
         let base = base.map_err(|error| {
             // A bare word that is neither a stage nor a pullable image is most likely a typo of
             // a stage name.
@@ -41,7 +43,8 @@ pub(crate) async fn resolve_all(
                     "`{name}` is not a stage of this Dockerfile (stages: {list}), so it was pulled as an image"
                 ),
             }
-        })?;
+        });
+        let base = base.map_err(|error| locate(index, error))?;
         bases.insert(name.clone(), base);
     }
     Ok(bases)

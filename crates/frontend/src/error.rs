@@ -108,7 +108,24 @@ impl ParseError {
         }
     }
 
-    /// The user-facing rendering:
+    /// BuildKit's message for it: `dockerfile parse error on line N: MESSAGE` (a file with no
+    /// instruction has no line: just the message).
+    pub fn buildkit_message(&self) -> String {
+        match self.kind {
+            ParseErrorKind::NoInstructions => self.message.clone(),
+            _ => format!(
+                "dockerfile parse error on line {}: {}",
+                self.line, self.message
+            ),
+        }
+    }
+
+    /// True when the error points at a line of the file (not at the file as a whole).
+    pub fn has_line(&self) -> bool {
+        !matches!(self.kind, ParseErrorKind::NoInstructions)
+    }
+
+    /// A compiler-style rendering (the golden and fuzz tests' form; the CLI prints BuildKit's):
     ///
     /// ```text
     /// Dockerfile:3:1: unknown instruction: RUNN (did you mean RUN?)

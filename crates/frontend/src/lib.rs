@@ -28,8 +28,8 @@ pub use ast::{
     EXPANDING_INSTRUCTIONS,
 };
 pub use convert::{
-    base_images, convert, named_source_name, stage_names, BaseImage, BuildPlan, ConvertError,
-    ConvertOptions, NamedContext,
+    base_image_sites, base_images, convert, named_source_name, stage_names, BaseImage, BuildPlan,
+    ConvertError, ConvertOptions, NamedContext,
 };
 pub use error::{ExpandError, ParseError, ParseErrorKind};
 pub use expand::{process_word, process_words, Lexer};

@@ -1,7 +1,10 @@
 //! User-facing error reports: the text the CLI prints for a failure and the exit code it maps to
-//! (2 for usage errors, 128+N for a build canceled by signal N, 1 otherwise).
+//! (2 for usage errors, 128+N for a build canceled by signal N, 1 otherwise). A build error
+//! becomes text in one place, `Report::from(BuildError)`, in BuildKit's style (a JSON progress
+//! stream can report the typed error instead and skip it).
 
-use rbuild_build::{BuildError, SpecError};
+use rbuild_build::{BuildError, InputError, SpecError};
+use rbuild_registry::RegistryError;
 use std::fmt;
 
 pub use rbuild_build::chain;
@@ -39,17 +42,89 @@ impl Report {
     }
 }
 
-impl From<BuildError> for Report {
-    /// Complete reports (Dockerfile diagnostics, failed solves) print as they are; other errors
-    /// as `error: MESSAGE`.
-    fn from(err: BuildError) -> Report {
-        match &err {
-            BuildError::Canceled { signal } => {
-                Report::new("error: build canceled").with_code(signal_exit_code(*signal))
-            }
-            e if e.is_report() => Report::new(e.to_string()),
-            e => Report::new(format!("error: {e}")).with_code(if e.is_usage() { 2 } else { 1 }),
+impl Report {
+    /// A failure of a store or registry command outside a build (`rbuild push`, `rbuild pull`):
+    /// `error: MESSAGE` as docker's commands print it, with the same plain-words hint for
+    /// registry failures as a build's.
+    pub fn command(err: BuildError) -> Report {
+        if matches!(err, BuildError::Canceled { .. }) || err.is_usage() {
+            return Report::from(err);
         }
+        let text = format!("error: {err}");
+        match err.registry_error().and_then(registry_hint) {
+            Some(hint) if !text.contains("\nhint: ") => {
+                Report::new(format!("{text}\nhint: {hint}"))
+            }
+            _ => Report::new(text),
+        }
+    }
+}
+
+impl From<BuildError> for Report {
+    /// The one place a build error becomes text, in BuildKit's style: complete reports
+    /// (Dockerfile excerpt, failed RUN box) as they are, errors of the solve as `ERROR: failed to
+    /// solve: MESSAGE`, errors of the inputs as `ERROR: MESSAGE`, usage errors as clap's
+    /// `error: MESSAGE` (exit code 2); registry failures get a `hint:` line in plain words.
+    fn from(err: BuildError) -> Report {
+        let text = match &err {
+            BuildError::Canceled { signal } => {
+                return Report::new("error: build canceled").with_code(signal_exit_code(*signal))
+            }
+            e if e.is_usage() => return Report::new(format!("error: {e}")).with_code(2),
+            e if e.is_report() => e.to_string(),
+            // Flag values, in clap's and docker's words (`error: invalid argument ...`).
+            BuildError::Spec(_) => return Report::new(format!("error: {err}")),
+            BuildError::BothFromStdin => format!("ERROR: {err}"),
+            BuildError::Input(input) if !matches!(input, InputError::ReadDockerfile { .. }) => {
+                format!("ERROR: {err}")
+            }
+            e => format!("ERROR: failed to solve: {e}"),
+        };
+        match err.registry_error().and_then(registry_hint) {
+            Some(hint) if !text.contains("\nhint: ") => {
+                Report::new(format!("{text}\nhint: {hint}"))
+            }
+            _ => Report::new(text),
+        }
+    }
+}
+
+/// What to do about a registry failure, in plain words (none when the message says it already).
+fn registry_hint(err: &RegistryError) -> Option<String> {
+    match err {
+        RegistryError::Unauthorized { name, status, .. } => {
+            let registry = name.split('/').next().unwrap_or(name);
+            Some(if status.starts_with("403") {
+                format!(
+                    "the registry refused these credentials access to {name}: check the image \
+                     name, and that this account may pull it (`rbuild login {registry}` to \
+                     switch accounts)"
+                )
+            } else {
+                format!(
+                    "the registry wants credentials for {name}: log in with `rbuild login \
+                     {registry}` (or `docker login`), and check the image name is right"
+                )
+            })
+        }
+        RegistryError::Connect { addr, cause, .. } if cause.contains("no such host") => {
+            Some(format!(
+                "the host name of {addr} does not resolve: check its spelling, and that this \
+                 machine's DNS works (/etc/resolv.conf)"
+            ))
+        }
+        RegistryError::Connect { addr, cause, .. } if cause.contains("refused") => Some(format!(
+            "nothing accepts connections at {addr}: check the host and port in the image name, \
+             and that the registry is running"
+        )),
+        RegistryError::Connect { addr, .. } => Some(format!(
+            "check the network path to {addr} (a proxy or firewall may be in the way)"
+        )),
+        RegistryError::Token { realm, .. } => Some(format!(
+            "the registry's token service at {realm} failed: check the credentials \
+             (`rbuild login`) and that the service is reachable"
+        )),
+        _ => None,
     }
 }
 
@@ -74,6 +149,60 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A base image resolution that failed on `err`, as the pipeline reports it.
+    fn resolve_failure(err: RegistryError) -> BuildError {
+        BuildError::registry("failed to resolve source metadata for r.example/a:1", err)
+    }
+
+    #[test]
+    fn registry_failures_get_plain_words() {
+        let connect = |cause: &str| RegistryError::Connect {
+            what: "r.example/a:1".into(),
+            addr: "registry r.example".into(),
+            cause: cause.into(),
+        };
+        let dns = Report::from(resolve_failure(connect("no such host"))).to_string();
+        assert!(
+            dns.starts_with("ERROR: failed to solve: failed to resolve source metadata"),
+            "{dns}"
+        );
+        assert!(
+            dns.ends_with("\nhint: the host name of registry r.example does not resolve: check its spelling, and that this machine's DNS works (/etc/resolv.conf)"),
+            "{dns}"
+        );
+        let refused = Report::from(resolve_failure(connect("connection refused"))).to_string();
+        assert!(
+            refused.contains("\nhint: nothing accepts connections at registry r.example"),
+            "{refused}"
+        );
+        let denied = |status: &str| RegistryError::Unauthorized {
+            name: "r.example/team/a".into(),
+            status: status.into(),
+            detail: String::new(),
+        };
+        let anonymous = Report::from(resolve_failure(denied("401 Unauthorized"))).to_string();
+        assert!(
+            anonymous.contains("log in with `rbuild login r.example`"),
+            "{anonymous}"
+        );
+        let forbidden = Report::from(resolve_failure(denied("403 Forbidden"))).to_string();
+        assert!(
+            forbidden.contains("refused these credentials access to r.example/team/a"),
+            "{forbidden}"
+        );
+        // Outside a build (push, pull): docker's `error: ` and the same hint.
+        let pull = Report::command(resolve_failure(connect("no such host"))).to_string();
+        assert!(pull.starts_with("error: failed to resolve"), "{pull}");
+        assert!(pull.contains("\nhint: the host name"), "{pull}");
+        // Errors with no registry behind them get no hint.
+        let plain = Report::from(BuildError::NotAFilesystem).to_string();
+        assert_eq!(
+            plain,
+            "ERROR: failed to solve: the build result is not a filesystem"
+        );
+        assert_eq!(Report::from(BuildError::NotAFilesystem).exit_code(), 1);
+    }
 
     #[test]
     fn build_errors_map_to_text_and_exit_codes() {
@@ -104,7 +233,7 @@ mod tests {
         assert!(text.contains("   2 | >>> RUN --network=host x\n"), "{text}");
         assert!(
             text.ends_with(
-                "ERROR: network.host is not allowed\nhint: pass `--allow network.host` to `rbuild build` to grant it"
+                "ERROR: failed to solve: network.host is not allowed\nhint: pass `--allow network.host` to `rbuild build` to grant it"
             ),
             "{text}"
         );

@@ -42,7 +42,9 @@ pub async fn run_pull(args: PullArgs, store: &StoreArgs) -> Result<(), Report> {
         crate::table::print(&format!("{what}: Pulling from {}\n", reference.repository))?;
     }
     let state = StateDir::new(store.root_dir());
-    let pulled = rbuild_build::pull_image(&state, &reference, &client).await?;
+    let pulled = rbuild_build::pull_image(&state, &reference, &client)
+        .await
+        .map_err(Report::command)?;
     let mut text = String::new();
     if !args.quiet {
         for layer in &pulled.layers {

@@ -99,7 +99,8 @@ pub async fn run_push(args: PushArgs, store_args: &StoreArgs) -> Result<(), Repo
         &client,
         Arc::new(PushProgress),
     )
-    .await?;
+    .await
+    .map_err(Report::command)?;
     if let (Some(path), Some(last)) = (&args.metadata_file, pushed.last()) {
         write_metadata(path, &last.metadata)?;
     }

@@ -338,9 +338,16 @@ fn a_refused_connection_reads_in_plain_words() {
     let ctx = context(&format!("FROM 127.0.0.1:{}/x:1\n", refused.port()));
     let (code, stderr, _) = refused_build(ctx.path());
     assert_eq!(code, Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
+    // BuildKit's `ERROR: failed to solve: ...` line, then a hint in plain words.
+    let error = (stderr.lines())
+        .find(|l| l.starts_with("ERROR: failed to solve: "))
+        .unwrap_or_default();
     assert!(
-        last.ends_with(&format!(
+        stderr.contains("\nhint: nothing accepts connections at registry"),
+        "{stderr}"
+    );
+    assert!(
+        error.ends_with(&format!(
             "cannot connect to registry 127.0.0.1:{}: connection refused",
             refused.port()
         )),

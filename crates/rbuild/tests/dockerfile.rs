@@ -318,10 +318,10 @@ fn errors_name_what_exists() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("Dockerfile:3:1") && err.contains("did you mean") && err.contains("RUN"),
+        err.contains("Dockerfile:3\n") && err.contains("did you mean") && err.contains("RUN"),
         "{err}"
     );
-    assert!(err.contains("RUNN echo\n^"), "{err}");
+    assert!(err.contains("   3 | >>> RUNN echo\n"), "{err}");
 
     // A misspelled flag: BuildKit's wording, a suggestion and the flags the instruction takes.
     fs::write(
@@ -334,8 +334,10 @@ fn errors_name_what_exists() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim_end(),
-        "Dockerfile:2:6: unknown flag: --chwon (did you mean --chown?)\n\
-         COPY --chwon=1 x /x\n     ^\n\
+        "Dockerfile:2\n\
+         --------------------\n   1 |     FROM scratch\n   2 | >>> COPY --chwon=1 x /x\n\
+         \x20  3 |     \n--------------------\n\
+         ERROR: failed to solve: dockerfile parse error on line 2: unknown flag: --chwon (did you mean --chown?)\n\
          hint: COPY takes --chown, --from, --chmod, --link, --exclude, --parents",
         "{err}"
     );

@@ -326,7 +326,7 @@ fn same_size_same_mtime_content_change_is_noticed() {
 }
 
 #[test]
-fn syntax_error_points_at_line_and_column() {
+fn syntax_error_points_at_its_line() {
     let root = tempfile::tempdir().unwrap();
     let out = rbuild(
         root.path(),
@@ -334,8 +334,12 @@ fn syntax_error_points_at_line_and_column() {
     );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Dockerfile:4:1"), "{err}");
-    assert!(err.contains("FROBNICATE x") && err.contains('^'), "{err}");
+    assert!(err.contains("Dockerfile:4\n"), "{err}");
+    assert!(err.contains(">>> FROBNICATE x"), "{err}");
+    assert!(
+        err.contains("ERROR: failed to solve: dockerfile parse error on line 4: "),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Snapshot tests of what the rbuild CLI prints when a build fails: its exit code and stderr, for
-//! Dockerfile parse errors (with the caret), conversion errors, a failed RUN's report (BuildKit's
-//! box), registry auth failures on pull and push (also through a `credHelpers` entry) and
-//! missing images, the OOM killer, and bad flags and specs.
+//! Dockerfile parse errors and conversion errors (BuildKit's excerpt with `>>>` on the failing
+//! lines, then `ERROR: failed to solve: ...`), a failed RUN's report (BuildKit's box), a missing
+//! COPY source, registry auth and connection failures on pull and push (also through a
+//! `credHelpers` entry) and missing images (at their FROM line), the OOM killer, and bad flags
+//! and specs.
 //!
 //! The snapshots live in `tests/snapshots/messages__*.snap`; digests, temp paths, ports and
 //! timings are filtered out, so a snapshot changes only when the wording does. Review a change
@@ -90,7 +92,7 @@ fn snapshot(name: &str, out: &Output, code: i32) {
     settings().bind(|| insta::assert_snapshot!(name, text));
 }
 
-// --- Dockerfile parse errors: `Dockerfile:LINE:COL: message`, the line, a caret ---
+// --- Dockerfile parse errors: the excerpt, `ERROR: failed to solve: dockerfile parse error on line N: ...` ---
 
 #[test]
 fn parse_error_unknown_instruction() {
@@ -138,7 +140,87 @@ fn parse_error_bad_healthcheck_duration() {
     );
 }
 
+#[test]
+fn parse_error_unknown_flag_on_a_continued_instruction() {
+    // Every line of the instruction is marked, as BuildKit marks a multi-line instruction.
+    let ctx = context("FROM scratch\nCOPY --chmown=1 \\\n  a.txt /x\nENV A=b\n");
+    snapshot("parse_unknown_flag", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn parse_error_healthcheck_negative_retries() {
+    let ctx = context("FROM scratch\nHEALTHCHECK --retries=-1 CMD true\n");
+    snapshot(
+        "parse_healthcheck_negative_retries",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
+}
+
+#[test]
+fn parse_error_healthcheck_interval_below_minimum() {
+    let ctx = context("FROM scratch\nHEALTHCHECK --timeout=500us CMD true\n");
+    snapshot(
+        "parse_healthcheck_interval_below_minimum",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
+}
+
+#[test]
+fn parse_error_empty_dockerfile() {
+    // No line to point at: the message alone.
+    let ctx = context("# syntax=docker/dockerfile:1\n\n");
+    snapshot("parse_no_instructions", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+// --- Inputs that cannot be read: BuildKit's words, Go's `no such file or directory` ---
+
+#[test]
+fn input_error_no_dockerfile() {
+    let ctx = tempfile::tempdir().unwrap();
+    snapshot("input_no_dockerfile", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn input_error_no_context() {
+    let ctx = tempfile::tempdir().unwrap();
+    snapshot(
+        "input_no_context",
+        &rbuild_build(&ctx.path().join("nope"), &[]),
+        1,
+    );
+}
+
 // --- Conversion errors: the Dockerfile parses but does not make a build ---
+
+#[test]
+fn convert_error_expose_bad_protocol() {
+    // BuildKit: `Invalid proto: tcpx` (Docker's port-spec parser).
+    let ctx = context("FROM scratch\nEXPOSE 8080 80/tcpx\n");
+    snapshot(
+        "convert_expose_bad_proto",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
+}
+
+#[test]
+fn convert_error_expose_bad_port() {
+    let ctx = context("FROM scratch\nEXPOSE http\n");
+    snapshot("convert_expose_bad_port", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn convert_error_unterminated_variable() {
+    // BuildKit's lexer names the word it could not expand.
+    let ctx = context("FROM scratch\nWORKDIR /app/${DIR\n");
+    snapshot(
+        "convert_unterminated_variable",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
+}
 
 #[test]
 fn convert_error_stage_used_before_defined() {
@@ -359,6 +441,28 @@ fn base_tag_not_found() {
         env.registry.addr()
     ));
     snapshot("base_tag_not_found", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn missing_copy_source() {
+    // The step fails while its cache key is computed: BuildKit's `failed to compute cache key`,
+    // with the COPY line.
+    let Some(_env) = env() else { return };
+    let ctx = context("FROM scratch\nCOPY a.txt /a.txt\nCOPY nope.txt /x\n");
+    snapshot("missing_copy_source", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn registry_connection_refused() {
+    // A registry port nothing listens on: the retries, then the FROM line, BuildKit's `failed to
+    // resolve source metadata` and what to check in plain words.
+    let port = RefusedPort::bind().unwrap();
+    let ctx = context(&format!("FROM {}/busybox:latest\nRUN true\n", port.addr()));
+    snapshot(
+        "registry_connection_refused",
+        &rbuild_build(ctx.path(), &[]),
+        1,
+    );
 }
 
 #[test]

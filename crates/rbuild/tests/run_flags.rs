@@ -41,9 +41,8 @@ fn privileged_run_flags_without_allow_fail_at_the_flag() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains(
-            "Dockerfile:4:5: network.host is not allowed\nRUN --network=host echo hi\n    ^\n"
-        ),
+        err.contains(">>> RUN --network=host echo hi\n")
+            && err.contains("ERROR: failed to solve: network.host is not allowed\n"),
         "{err}"
     );
     assert!(err.contains("--allow network.host"), "{err}");
@@ -59,9 +58,9 @@ fn privileged_run_flags_without_allow_fail_at_the_flag() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains(
-            "Dockerfile:3:5: security.insecure is not allowed\nRUN --security=insecure echo hi\n    ^\n"
-        ),
+        err.contains("Dockerfile:3\n")
+            && err.contains(">>> RUN --security=insecure echo hi\n")
+            && err.contains("ERROR: failed to solve: security.insecure is not allowed\n"),
         "{err}"
     );
     assert!(err.contains("--allow security.insecure"), "{err}");

@@ -280,7 +280,7 @@ impl Converter<'_> {
             _ => words_of(inst),
         };
         let Some(dest_raw) = words.pop().filter(|_| !words.is_empty()) else {
-            return Err(ConvertError::at(
+            return Err(ConvertError::parse_at(
                 span,
                 format!(
                     "{keyword} requires at least two arguments, but only one was provided. \

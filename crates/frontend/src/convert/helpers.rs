@@ -26,9 +26,11 @@ pub(super) fn expand(
     span: &Span,
 ) -> Result<String, ConvertError> {
     let f = lookup(vars);
-    lexer
-        .process_word(word, &f)
-        .map_err(|e| ConvertError::at(span, e.to_string()))
+    lexer.process_word(word, &f).map_err(|e| {
+        // BuildKit's shell lexer names the word it could not expand.
+        let word = crate::quote::go_quote(word);
+        ConvertError::at(span, format!("failed to process {word}: {e}"))
+    })
 }
 
 /// The argument words of an instruction.

@@ -18,7 +18,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use stages::{base_images, stage_names};
+pub use stages::{base_image_sites, base_images, stage_names};
 
 use crate::ast::{Dockerfile, Instruction, Span};
 use crate::expand::Lexer;
@@ -110,6 +110,9 @@ pub struct ConvertError {
     pub span: Option<Span>,
     /// What the user can do about it (printed after the source line), if anything.
     pub hint: Option<String>,
+    /// True for errors in an instruction's own flags and arguments, which BuildKit reports as
+    /// `dockerfile parse error on line N: ...` (unknown flag, bad HEALTHCHECK value, ...).
+    pub parse_error: bool,
 }
 
 impl ConvertError {
@@ -118,12 +121,34 @@ impl ConvertError {
             message: message.into(),
             span: Some(*span),
             hint: None,
+            parse_error: false,
+        }
+    }
+
+    /// An error BuildKit reports as a parse error (`dockerfile parse error on line N: ...`):
+    /// an instruction's arguments it rejects while parsing.
+    fn parse_at(span: &Span, message: impl Into<String>) -> Self {
+        ConvertError {
+            parse_error: true,
+            ..ConvertError::at(span, message)
         }
     }
 
     fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// BuildKit's message for it (after `ERROR: failed to solve: `): the message, prefixed
+    /// `dockerfile parse error on line N: ` for an instruction's own flag or argument errors.
+    pub fn buildkit_message(&self) -> String {
+        match (&self.span, self.parse_error) {
+            (Some(span), true) => format!(
+                "dockerfile parse error on line {}: {}",
+                span.start_line, self.message
+            ),
+            _ => self.message.clone(),
+        }
     }
 
     /// `FILE:LINE:COL: message`, the source line and a caret (or just the message without a span).
@@ -156,6 +181,7 @@ impl From<InstructionError> for ConvertError {
             message: e.to_string(),
             span: Some(e.span()),
             hint: e.hint(),
+            parse_error: true,
         }
     }
 }
@@ -440,6 +466,7 @@ pub fn convert(
         message: "target stage was not converted".into(),
         span: None,
         hint: None,
+        parse_error: false,
     })?;
     let mut config = final_state.config;
     config.created = opts.created.clone();
@@ -533,6 +560,7 @@ impl Converter<'_> {
                     message: format!("invalid ONBUILD trigger `{t}`: {e}"),
                     span: Some(decl.from.span),
                     hint,
+                    parse_error: false,
                 }
             })?;
             self.instruction(&mut state, &cmd)?;

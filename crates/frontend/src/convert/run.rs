@@ -268,7 +268,10 @@ impl Converter<'_> {
             other => args_words(other),
         };
         if args.is_empty() {
-            return Err(ConvertError::at(span, "RUN requires at least one argument"));
+            return Err(ConvertError::parse_at(
+                span,
+                "RUN requires at least one argument",
+            ));
         }
         let (network, security) = self.run_modes(run)?;
         let (mut env, proxy_env) = self.run_env_split(state);

@@ -3,7 +3,7 @@
 
 use super::helpers::{expand, words_of};
 use super::{ConvertError, ConvertOptions, NamedContext};
-use crate::ast::{Dockerfile, Instruction, InstructionKind};
+use crate::ast::{Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
 use crate::instructions::{self, Command, RunCmd};
 use std::collections::BTreeSet;
@@ -24,6 +24,9 @@ fn platform_args() -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
+
+/// An image a build needs and the instruction that names it first.
+type ImageSite = (String, Span);
 
 /// One stage as declared.
 pub(super) struct StageDecl<'a> {
@@ -122,6 +125,7 @@ pub(super) fn split_stages<'a>(
             message: "the Dockerfile has no FROM instruction".into(),
             span: None,
             hint: None,
+            parse_error: false,
         });
     }
     Ok(Parsed { meta, stages })
@@ -166,6 +170,7 @@ fn target_index(parsed: &Parsed, opts: &ConvertOptions) -> Result<usize, Convert
                         ),
                         span: None,
                         hint: None,
+                        parse_error: false,
                     }
                 })
         }
@@ -178,21 +183,22 @@ pub(super) fn stage_refs(
     index: usize,
     lexer: &Lexer,
     opts: &ConvertOptions,
-) -> Result<(Vec<usize>, Vec<String>), ConvertError> {
+) -> Result<(Vec<usize>, Vec<ImageSite>), ConvertError> {
     let stage = &parsed.stages[index];
+    let from_span = stage.from.span;
     let mut deps = Vec::new();
     let mut images = Vec::new();
     if let Some(nc) = (stage.name.as_ref()).and_then(|n| opts.named_contexts.get(n)) {
         // The named context replaces the whole stage.
-        images.extend(context_image(nc));
+        images.extend(context_image(nc).map(|i| (i, from_span)));
         return Ok((deps, images));
     }
     if stage.base != "scratch" {
         match find_stage(&parsed.stages, &stage.base, index) {
             Some(i) => deps.push(i),
             None => match opts.named_contexts.get(&stage.base) {
-                Some(nc) => images.extend(context_image(nc)),
-                None => images.push(stage.base.clone()),
+                Some(nc) => images.extend(context_image(nc).map(|i| (i, from_span))),
+                None => images.push((stage.base.clone(), from_span)),
             },
         }
     }
@@ -223,8 +229,8 @@ pub(super) fn stage_refs(
                         ));
                     }
                     None => match opts.named_contexts.get(&from) {
-                        Some(nc) => images.extend(context_image(nc)),
-                        None => images.push(from),
+                        Some(nc) => images.extend(context_image(nc).map(|i| (i, inst.span))),
+                        None => images.push((from, inst.span)),
                     },
                 }
             }
@@ -293,7 +299,7 @@ pub(super) fn needed_stages(
     parsed: &Parsed,
     opts: &ConvertOptions,
     lexer: &Lexer,
-) -> Result<(usize, BTreeSet<usize>, Vec<String>), ConvertError> {
+) -> Result<(usize, BTreeSet<usize>, Vec<ImageSite>), ConvertError> {
     check_from_flags(parsed, lexer)?;
     let target = target_index(parsed, opts)?;
     let mut needed = BTreeSet::new();
@@ -305,9 +311,9 @@ pub(super) fn needed_stages(
         }
         let (deps, imgs) = stage_refs(parsed, i, lexer, opts)?;
         todo.extend(deps);
-        for img in imgs {
-            if !images.contains(&img) {
-                images.push(img);
+        for (img, span) in imgs {
+            if !images.iter().any(|(i, _)| *i == img) {
+                images.push((img, span));
             }
         }
     }
@@ -317,6 +323,18 @@ pub(super) fn needed_stages(
 /// The image references (as written, ARGs expanded) the build needs resolved before
 /// [`convert`](fn@super::convert).
 pub fn base_images(df: &Dockerfile, opts: &ConvertOptions) -> Result<Vec<String>, ConvertError> {
+    Ok(base_image_sites(df, opts)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// [`base_images`] with the instruction that first names each one (its FROM, or the COPY/RUN
+/// whose `--from` names it), for diagnostics that point at the Dockerfile.
+pub fn base_image_sites(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+) -> Result<Vec<(String, Span)>, ConvertError> {
     let parsed = split_stages(df, opts)?;
     let lexer = Lexer::new(df.directives.escape);
     Ok(needed_stages(&parsed, opts, &lexer)?.2)

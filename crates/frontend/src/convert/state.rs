@@ -119,7 +119,10 @@ impl Converter<'_> {
     pub(super) fn arg(&mut self, state: &mut StageState, cmd: &ArgCmd) -> Result<(), ConvertError> {
         let span = &cmd.inst.span;
         if cmd.args.is_empty() {
-            return Err(ConvertError::at(span, "ARG requires exactly one argument"));
+            return Err(ConvertError::parse_at(
+                span,
+                "ARG requires exactly one argument",
+            ));
         }
         let mut shown = Vec::new();
         let meta = self.meta();

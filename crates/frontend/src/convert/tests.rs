@@ -24,6 +24,14 @@ fn ports_and_durations() {
         vec!["8000/tcp", "8001/tcp", "8002/tcp"]
     );
     assert!(parse_ports("x").is_err());
+    // Docker's port-spec parser: tcp, udp or sctp in any case; BuildKit's words otherwise.
+    assert_eq!(parse_ports("5000/SCTP").unwrap(), vec!["5000/sctp"]);
+    assert_eq!(parse_ports("80/tcpx").unwrap_err(), "Invalid proto: tcpx");
+    assert_eq!(parse_ports("80/").unwrap_err(), "Invalid proto: ");
+    assert_eq!(
+        parse_ports("http").unwrap_err(),
+        "invalid containerPort: http"
+    );
     assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
     assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
     assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));

@@ -10,9 +10,15 @@ use rbuild_oci::HealthConfig;
 /// The ports of an EXPOSE word (`80`, `53/udp`, `8000-8002`), as `port/proto` keys.
 pub fn parse_ports(spec: &str) -> Result<Vec<String>, String> {
     let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_lowercase()),
-        None => (spec, "tcp".to_string()),
+        Some((p, proto)) => (p, proto),
+        None => (spec, "tcp"),
     };
+    // As Docker's nat.ParsePortSpec (BuildKit's EXPOSE): tcp, udp or sctp, any case.
+    let proto = proto.to_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        let written = spec.split_once('/').map_or("", |(_, p)| p);
+        return Err(format!("Invalid proto: {written}"));
+    }
     let (start, end) = match ports.split_once('-') {
         Some((a, b)) => (a, b),
         None => (ports, ports),
@@ -101,6 +107,25 @@ pub(super) fn cmd_line(args: &Args) -> CmdLine {
 /// The duration flags of HEALTHCHECK, in the order of [`health_config`]'s slots.
 const HEALTHCHECK_DURATIONS: [&str; 4] = ["interval", "timeout", "start-period", "start-interval"];
 
+/// A HEALTHCHECK duration flag's value in nanoseconds, checked as BuildKit does: a Go duration
+/// (`time: invalid duration "soon"`), zero or at least 1ms (`Interval "interval" cannot be less
+/// than 1ms`, negative ones included).
+fn health_duration(flag_name: &str, value: &str) -> Result<i64, String> {
+    let (negative, magnitude) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value.strip_prefix('+').unwrap_or(value)),
+    };
+    let ns = parse_duration_ns(magnitude)
+        .ok_or_else(|| format!("time: invalid duration {}", crate::quote::go_quote(value)))?;
+    if ns != 0 && (negative || ns < 1_000_000) {
+        return Err(format!(
+            "Interval {} cannot be less than 1ms",
+            crate::quote::go_quote(flag_name)
+        ));
+    }
+    Ok(ns)
+}
+
 /// Reads a HEALTHCHECK: `NONE`, or `CMD` with its command and flags (`durations` and `retries`
 /// are the raw flag values by name).
 pub(super) fn health_config(
@@ -149,20 +174,22 @@ pub(super) fn health_config(
         &mut hc.start_period,
         &mut hc.start_interval,
     ]) {
-        if let Some(v) = flag(flag_name) {
-            *slot = Some(
-                parse_duration_ns(&v)
-                    .ok_or_else(|| invalid(format!("invalid duration for --{flag_name}: {v}")))?,
-            )
-            .filter(|d| *d != 0);
+        if let Some(v) = flag(flag_name).filter(|v| !v.is_empty()) {
+            *slot = Some(health_duration(flag_name, &v).map_err(invalid)?).filter(|d| *d != 0);
         }
     }
-    if let Some(r) = flag("retries") {
-        hc.retries = Some(
-            r.parse()
-                .map_err(|_| invalid(format!("invalid --retries value: {r}")))?,
-        )
-        .filter(|r| *r != 0);
+    if let Some(r) = flag("retries").filter(|r| !r.is_empty()) {
+        // BuildKit's words: strconv's error, then the range check.
+        let retries: i32 = r.parse().map_err(|_| {
+            invalid(format!(
+                "strconv.ParseInt: parsing {}: invalid syntax",
+                crate::quote::go_quote(&r)
+            ))
+        })?;
+        if retries < 0 {
+            return Err(invalid(format!("--retries cannot be negative ({retries})")));
+        }
+        hc.retries = Some(i64::from(retries)).filter(|r| *r != 0);
     }
     Ok(hc)
 }

@@ -173,3 +173,33 @@ fn arguments_are_read_and_checked() {
         "FROM requires either one or three arguments (FROM image [AS name])"
     );
 }
+
+#[test]
+fn healthcheck_values_are_checked_as_buildkit() {
+    let message = |flags: &str| {
+        let text = format!("FROM scratch\nHEALTHCHECK {flags} CMD true\n");
+        match parse(&first(&text)) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(
+        message("--interval=soon"),
+        "time: invalid duration \"soon\""
+    );
+    assert_eq!(
+        message("--timeout=500us"),
+        "Interval \"timeout\" cannot be less than 1ms"
+    );
+    assert_eq!(
+        message("--start-period=-1s"),
+        "Interval \"start-period\" cannot be less than 1ms"
+    );
+    assert_eq!(message("--interval=1ms --timeout=0s"), "ok");
+    assert_eq!(message("--retries=-1"), "--retries cannot be negative (-1)");
+    assert_eq!(
+        message("--retries=x"),
+        "strconv.ParseInt: parsing \"x\": invalid syntax"
+    );
+    assert_eq!(message("--retries=0"), "ok");
+}
