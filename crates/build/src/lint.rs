@@ -44,19 +44,22 @@ fn hadolint_config(context: &Path, dockerfile: &Path) -> Option<PathBuf> {
 
 /// Lints the Dockerfile of a build (blocking file reads).
 pub fn check(req: &CheckRequest) -> Result<Report, CheckError> {
-    let context =
-        std::fs::canonicalize(&req.context).map_err(|source| InputError::ContextNotFound {
+    let context = std::fs::canonicalize(&req.context)
+        .map_err(|source| InputError::ContextNotFound {
             path: req.context.clone(),
             source,
-        })?;
+        })
+        .map_err(BuildError::from)?;
     let (path, name) = match &req.dockerfile {
         Some(f) => (f.clone(), f.display().to_string()),
         None => (context.join("Dockerfile"), "Dockerfile".to_string()),
     };
-    let source = std::fs::read_to_string(&path).map_err(|source| InputError::ReadDockerfile {
-        path: path.clone(),
-        source,
-    })?;
+    let source = std::fs::read_to_string(&path)
+        .map_err(|source| InputError::ReadDockerfile {
+            path: path.clone(),
+            source,
+        })
+        .map_err(BuildError::from)?;
     let ast = rbuild_frontend::parse(&source).map_err(|error| {
         BuildError::Dockerfile(Box::new(DockerfileError::Parse {
             error,

@@ -541,7 +541,8 @@ fn undefined_vars(
                 continue;
             }
             let mut msg = format!("Usage of undefined variable '${name}'");
-            if let Some(s) = suggest(&name, defined.iter().map(String::as_str)) {
+            let options = defined.iter().map(String::as_str).chain(["PATH"]);
+            if let Some(s) = suggest(&name, options) {
                 msg.push_str(&format!(" (did you mean ${s}?)"));
             }
             push(out, "UndefinedVar", msg, ins.span);

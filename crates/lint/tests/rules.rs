@@ -112,7 +112,7 @@ rule_test!(
 rule_test!(
     undefined_var,
     "UndefinedVar",
-    "FROM scratch\nENV PATH=$PAHT:/x\nARG FOO\nCOPY $FOOO /x\n",
+    "FROM scratch\nARG FOO\nCOPY $FOOO /x\nENV PATH=$PAHT:/x\n",
     "Usage of undefined variable '$FOOO' (did you mean $FOO?)",
     "FROM scratch\nARG FOO\nENV BAR=$FOO\nCOPY $BAR${TARGETARCH} /x\n"
 );
