@@ -219,7 +219,7 @@ fn suggest<'a>(name: &str, options: impl Iterator<Item = &'a str>) -> Option<Str
     let mut best: Option<(usize, &str)> = None;
     for o in options {
         let d = strsim::levenshtein(&name.to_lowercase(), &o.to_lowercase());
-        let limit = (name.len() / 3).max(1).min(2);
+        let limit = (name.len() / 3).clamp(1, 2);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, o));
         }
@@ -476,18 +476,18 @@ fn stage_checks(
                 }
                 l.workdir_set = true;
             }
-            InstructionKind::Cmd | InstructionKind::Entrypoint => {
-                if matches!(ins.args, Args::Shell(_)) && !l.shell_set {
-                    push(
-                        out,
-                        "JSONArgsRecommended",
-                        format!(
-                            "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                            ins.name_original
-                        ),
-                        ins.span,
-                    );
-                }
+            InstructionKind::Cmd | InstructionKind::Entrypoint
+                if matches!(ins.args, Args::Shell(_)) && !l.shell_set =>
+            {
+                push(
+                    out,
+                    "JSONArgsRecommended",
+                    format!(
+                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                        ins.name_original
+                    ),
+                    ins.span,
+                );
             }
             InstructionKind::Expose => expose(ins, out),
             InstructionKind::Copy | InstructionKind::Add => copy_ignored(ins, opts, out),

@@ -201,7 +201,7 @@ fn hadolint_ignore(comment: &str, global: bool) -> Option<Vec<String>> {
         .strip_prefix('=')?;
     Some(
         ids.split(',')
-            .map(|s| s.trim().split_whitespace().next().unwrap_or("").to_string())
+            .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
             .filter(|s| !s.is_empty())
             .collect(),
     )

@@ -161,6 +161,13 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         request.progress = Arc::new(progress::CliProgress::new(args.progress));
     }
     let built = rbuild_build::build_with_cancel(request, wait_for_signal()).await;
+    // Listed when the progress closes, failed builds too (as buildx).
+    if let Some(lint) = lint
+        .as_ref()
+        .filter(|_| !args.quiet && args.progress != progress::ProgressMode::Json)
+    {
+        crate::check::print_summary(lint, tracing::enabled!(tracing::Level::DEBUG));
+    }
     let result = match (built, &load) {
         (Ok(result), Some((socket, archive))) => {
             let loaded = load_into_docker(socket.clone(), archive.clone()).await;
@@ -175,12 +182,6 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             built?
         }
     };
-    if let Some(lint) = lint
-        .as_ref()
-        .filter(|_| !args.quiet && args.progress != progress::ProgressMode::Json)
-    {
-        crate::check::print_summary(lint, tracing::enabled!(tracing::Level::DEBUG));
-    }
     if args.quiet {
         println!("{}", result.config_digest);
     } else if let Some(pushed) = &result.pushed {

@@ -218,6 +218,16 @@ fn a_build_lists_its_warnings_at_the_end() {
     assert!(text.ends_with(tail), "{text}");
     // hadolint's rules are for `check` only, as BuildKit's build lists its own checks.
     assert!(!text.contains("DL3025"), "{text}");
+    // A failed build lists them too, before its error.
+    let ctx = context("FROM scratch as base\nCOPY missing /a\n", &[]);
+    let o = run(root.path(), &["build", "--progress=plain"], ctx.path());
+    assert_eq!(o.status.code(), Some(1));
+    let text = err(&o);
+    let at = text.find(" 1 warning found").expect(&text);
+    assert!(
+        text[at..].contains("missing"),
+        "warnings come before the error: {text}"
+    );
     // `# check=error=true` fails the build before it starts.
     let ctx = context(
         "# check=error=true\nFROM scratch as base\nCOPY a /a\n",
