@@ -261,6 +261,7 @@ fn from_checks(
         }
     }
     if let Some(p) = platform {
+        const_platform(st, p, out);
         if p == "$TARGETPLATFORM" || p == "${TARGETPLATFORM}" {
             push(
                 out,
@@ -290,6 +291,31 @@ fn from_checks(
             );
         }
     }
+}
+
+/// `FromPlatformFlagConstDisallowed`: `--platform=linux/arm64` written out, unless the stage's
+/// name mentions its OS or architecture (a stage made for that platform on purpose).
+fn const_platform(st: &Stage<'_>, p: &str, out: &mut Vec<Finding>) {
+    if p.contains('$') || p.is_empty() {
+        return;
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    let (os, arch) = match parts.as_slice() {
+        [one] if ["linux", "windows", "darwin", "freebsd"].contains(one) => (*one, "amd64"),
+        [one] => ("linux", *one),
+        [os, arch, ..] => (*os, *arch),
+        [] => return,
+    };
+    let name = st.alias.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+    if name.contains(os) || name.contains(arch) {
+        return;
+    }
+    push(
+        out,
+        "FromPlatformFlagConstDisallowed",
+        format!("FROM --platform flag should not use constant value {p:?}"),
+        st.from.span,
+    );
 }
 
 /// A rough check of docker's reference grammar: `[host[:port]/]path[:tag][@digest]`.

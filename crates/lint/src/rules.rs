@@ -111,6 +111,7 @@ pub const RULES: &[Rule] = &[
     bk("RedundantTargetPlatform", "https://docs.docker.com/go/dockerfile/rule/redundant-target-platform/", "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"),
     bk("SecretsUsedInArgOrEnv", "https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/", "Sensitive data should not be used in the ARG or ENV commands"),
     bk("InvalidDefaultArgInFrom", "https://docs.docker.com/go/dockerfile/rule/invalid-default-arg-in-from/", "Default value for global ARG results in an empty or invalid base image name"),
+    bk("FromPlatformFlagConstDisallowed", "https://docs.docker.com/go/dockerfile/rule/from-platform-flag-const-disallowed/", "FROM --platform flag should not use a constant value"),
     bk("CopyIgnoredFile", "https://docs.docker.com/go/dockerfile/rule/copy-ignored-file/", "Attempting to Copy file that is excluded by .dockerignore"),
     bk("ExposeProtoCasing", "https://docs.docker.com/go/dockerfile/rule/expose-proto-casing/", "Protocol in EXPOSE instruction should be lowercase"),
     bk("ExposeInvalidFormat", "https://docs.docker.com/go/dockerfile/rule/expose-invalid-format/", "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release"),

@@ -138,6 +138,13 @@ rule_test!(
     "FROM --platform=$BUILDPLATFORM busybox:1\n"
 );
 rule_test!(
+    from_platform_flag_const_disallowed,
+    "FromPlatformFlagConstDisallowed",
+    "FROM --platform=linux/arm64 busybox:1 AS build\n",
+    "FROM --platform flag should not use constant value \"linux/arm64\"",
+    "FROM --platform=linux/arm64 busybox:1 AS build-arm64\nFROM --platform=$BUILDPLATFORM busybox:1\n"
+);
+rule_test!(
     secrets_used_in_arg_or_env,
     "SecretsUsedInArgOrEnv",
     "FROM scratch\nARG SECRET_PASSWORD\n",
