@@ -214,17 +214,23 @@ fn lookups(lexer: &Lexer, word: &str, known: &dyn Fn(&str) -> Option<String>) ->
     missing.into_inner()
 }
 
-/// A close name for a suggestion (`did you mean`), as BuildKit's `suggest.Search`.
+/// A close name for a suggestion (`did you mean`), as BuildKit's `suggest.Search`: the first
+/// option at the smallest Levenshtein distance below 3, case-sensitive; none when an option is
+/// the name itself.
 fn suggest<'a>(name: &str, options: impl Iterator<Item = &'a str>) -> Option<String> {
-    let mut best: Option<(usize, &str)> = None;
+    let mut best: Option<&str> = None;
+    let mut min = 3;
     for o in options {
-        let d = strsim::levenshtein(&name.to_lowercase(), &o.to_lowercase());
-        let limit = (name.len() / 3).clamp(1, 2);
-        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, o));
+        if o == name {
+            return None;
+        }
+        let d = strsim::levenshtein(name, o);
+        if d < min {
+            min = d;
+            best = Some(o);
         }
     }
-    best.map(|(_, o)| o.to_string())
+    best.map(str::to_string)
 }
 
 /// FROM's checks: `UndefinedArgInFrom`, `RedundantTargetPlatform`, `InvalidDefaultArgInFrom`.
