@@ -178,6 +178,26 @@ pub(crate) fn inline_ignores(lines: &[&str], line: usize) -> Vec<String> {
     out
 }
 
+/// The rules a `# check=skip=...` comment in the comment block right above `line` skips for
+/// that instruction (BuildKit merges such comments into the linter of the next instruction).
+pub(crate) fn inline_check_skips(lines: &[&str], line: usize) -> CheckDirective {
+    let mut out = CheckDirective::default();
+    let mut n = line.saturating_sub(1);
+    while n >= 1 {
+        let Some(comment) = lines.get(n - 1).and_then(|l| l.trim().strip_prefix('#')) else {
+            break;
+        };
+        if let Some(value) = comment.trim().strip_prefix("check=") {
+            if let Ok(d) = CheckDirective::parse(value) {
+                out.skip_all |= d.skip_all;
+                out.skip.extend(d.skip);
+            }
+        }
+        n -= 1;
+    }
+    out
+}
+
 /// The ids of every `# hadolint global ignore=...` comment in the file.
 pub(crate) fn global_ignores(lines: &[&str]) -> Vec<String> {
     lines

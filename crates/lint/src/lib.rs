@@ -3,7 +3,8 @@
 //! their `DL` ids.
 //!
 //! This crate owns the rule table ([`RULES`]), the checks (`buildkit`, `hadolint`), what turns
-//! rules off (the `# check=` directive, `.hadolint.yaml`, `# hadolint ignore=` comments:
+//! rules off (the `# check=` directive and `# check=skip=` comments above an instruction,
+//! `.hadolint.yaml`, `# hadolint ignore=` comments:
 //! [`config`]) and the renderings of a [`Report`] (BuildKit's text with Dockerfile excerpts,
 //! BuildKit's JSON, SARIF, and the `N warnings found` summary of a build: [`render`]).
 //! It is pure: callers read the files and hand in their contents.
@@ -132,6 +133,7 @@ pub fn lint(df: &Dockerfile, opts: &LintOptions<'_>) -> Result<Report, LintError
             !config::inline_ignores(&lines, f.span.start_line)
                 .iter()
                 .any(|i| i == f.rule.id)
+                && !config::inline_check_skips(&lines, f.span.start_line).skips(f.rule.id)
         })
         .collect();
     findings.sort_by_key(|f| f.span.start_line);

@@ -28,6 +28,18 @@ fn check_skip_turns_rules_off() {
 }
 
 #[test]
+fn a_check_comment_above_an_instruction_skips_for_it_only() {
+    let r = run("FROM scratch\n# check=skip=MaintainerDeprecated\nMAINTAINER a\nFROM scratch\nMAINTAINER b\n");
+    let at: Vec<(&str, usize)> = r
+        .findings
+        .iter()
+        .map(|f| (f.rule.id, f.span.start_line))
+        .collect();
+    assert!(at.contains(&("MaintainerDeprecated", 5)), "{at:?}");
+    assert!(!at.contains(&("MaintainerDeprecated", 3)), "{at:?}");
+}
+
+#[test]
 fn check_error_makes_findings_an_error() {
     let r = run("# check=error=true\nFROM scratch as base\nMAINTAINER me\n");
     assert!(r.error_on_warning);
