@@ -30,6 +30,8 @@ pub struct CheckRequest {
     pub build_args: Vec<String>,
     /// Whether hadolint's rules run as well as BuildKit's (`rbuild check`, `--check`).
     pub hadolint_rules: bool,
+    /// The `BUILDKIT_DOCKERFILE_CHECK` build argument (replaces the `# check=` directive).
+    pub check_override: Option<String>,
 }
 
 /// The `.hadolint.yaml` (or `.hadolint.yml`) that applies: in the context directory, else
@@ -87,6 +89,7 @@ pub fn check(req: &CheckRequest) -> Result<Report, CheckError> {
         dockerignored: (!matcher.is_empty() && !matcher.has_exceptions())
             .then_some(&ignored as &dyn Fn(&str) -> bool),
         hadolint,
+        check_override: req.check_override.clone(),
         hadolint_rules: req.hadolint_rules,
     };
     Ok(rbuild_lint::lint(&ast, &opts)?)

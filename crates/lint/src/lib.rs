@@ -54,6 +54,8 @@ pub struct LintOptions<'a> {
     pub dockerignored: Option<&'a dyn Fn(&str) -> bool>,
     /// `.hadolint.yaml` settings.
     pub hadolint: HadolintConfig,
+    /// The `BUILDKIT_DOCKERFILE_CHECK` build argument: replaces the `# check=` directive.
+    pub check_override: Option<String>,
     /// Whether hadolint's rules run (`rbuild check`, `build --check`); a normal build reports
     /// BuildKit's checks only, as BuildKit does.
     pub hadolint_rules: bool,
@@ -66,6 +68,7 @@ impl Default for LintOptions<'_> {
             build_args: Vec::new(),
             dockerignored: None,
             hadolint: HadolintConfig::default(),
+            check_override: None,
             hadolint_rules: true,
         }
     }
@@ -112,8 +115,13 @@ impl Report {
 
 /// Lints a parsed Dockerfile.
 pub fn lint(df: &Dockerfile, opts: &LintOptions<'_>) -> Result<Report, LintError> {
-    let directive = match &df.directives.check {
-        Some(v) => CheckDirective::parse(v)?,
+    let (value, what) = match &opts.check_override {
+        Some(v) => (Some(v), "build-arg:BUILDKIT_DOCKERFILE_CHECK"),
+        None => (df.directives.check.as_ref(), "check options"),
+    };
+    let directive = match value {
+        Some(v) => CheckDirective::parse(v)
+            .map_err(|e| LintError::CheckOption(format!("failed to parse {what}: {e}")))?,
         None => CheckDirective::default(),
     };
     let lines: Vec<&str> = df.source.lines().collect();

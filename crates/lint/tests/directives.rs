@@ -57,9 +57,25 @@ fn check_error_makes_findings_an_error() {
 fn a_bad_check_directive_is_an_error() {
     let df = rbuild_frontend::parse("# check=bogus=1\nFROM scratch\n").unwrap();
     let e = lint(&df, &LintOptions::default()).unwrap_err();
-    assert_eq!(e.to_string(), "invalid check option \"bogus\"");
+    assert_eq!(
+        e.to_string(),
+        "failed to parse check options: invalid check option \"bogus\""
+    );
     let df = rbuild_frontend::parse("# check=error=maybe\nFROM scratch\n").unwrap();
     assert!(lint(&df, &LintOptions::default()).is_err());
+}
+
+#[test]
+fn the_build_arg_replaces_the_directive() {
+    let df =
+        rbuild_frontend::parse("# check=error=true\nFROM scratch as x\nMAINTAINER a\n").unwrap();
+    let opts = LintOptions {
+        check_override: Some("skip=FromAsCasing".into()),
+        ..LintOptions::default()
+    };
+    let r = lint(&df, &opts).unwrap();
+    assert_eq!(ids(&r), ["MaintainerDeprecated"]);
+    assert!(!r.error_on_warning);
 }
 
 #[test]

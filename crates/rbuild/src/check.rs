@@ -43,6 +43,16 @@ fn arg_names(raw: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The value of `--build-arg BUILDKIT_DOCKERFILE_CHECK=...` (a bare name reads the environment).
+fn check_override(raw: &[String]) -> Option<String> {
+    const NAME: &str = "BUILDKIT_DOCKERFILE_CHECK";
+    raw.iter().rev().find_map(|a| match a.split_once('=') {
+        Some((k, v)) if k == NAME => Some(v.to_string()),
+        None if a == NAME => std::env::var(NAME).ok(),
+        _ => None,
+    })
+}
+
 fn report_of(e: CheckError) -> Report {
     match e {
         CheckError::Build(e) => Report::from(e),
@@ -57,6 +67,7 @@ pub fn run(args: &CheckArgs) -> Result<(), Report> {
             context: args.context.clone(),
             dockerfile: args.file.clone(),
             build_args: arg_names(&args.build_args),
+            check_override: check_override(&args.build_args),
             hadolint_rules: true,
         },
         args.format,
@@ -75,6 +86,7 @@ pub fn run_for_build(
             context,
             dockerfile: file,
             build_args: arg_names(build_args),
+            check_override: check_override(build_args),
             hadolint_rules: true,
         },
         CheckFormat::Text,
@@ -123,6 +135,7 @@ pub fn lint_for_build(
         context,
         dockerfile: file,
         build_args: arg_names(build_args),
+        check_override: check_override(build_args),
         hadolint_rules: false,
     };
     match rbuild_build::lint::check(&req) {

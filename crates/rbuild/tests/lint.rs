@@ -110,6 +110,13 @@ fn check_directives_skip_and_error() {
         "{}",
         err(&o)
     );
+    // The build argument replaces the directive, as BuildKit's.
+    let o = run(
+        root.path(),
+        &["check", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all"],
+        error.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
     let bad = context("# check=nope\nFROM busybox:1\n", &[]);
     let o = run(root.path(), &["check"], bad.path());
     assert_eq!(o.status.code(), Some(1));
