@@ -62,6 +62,7 @@ pub mod gc;
 pub mod images;
 pub mod import;
 mod input;
+pub mod lint;
 mod options;
 mod pipeline;
 mod progress;

@@ -88,6 +88,25 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             )));
         }
     }
+    if args.check {
+        return crate::check::run_for_build(context_arg, args.file.clone(), &args.build_args);
+    }
+    let lint = {
+        let (context, file, build_args) = (
+            context_arg.clone(),
+            args.file.clone(),
+            args.build_args.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::check::lint_for_build(context, file, &build_args)
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    if let Some(violation) = lint.as_ref().and_then(crate::check::violation) {
+        return Err(violation);
+    }
     buildx_environment();
     let load = match args.load {
         true => Some(prepare_load(&state)?),
@@ -142,6 +161,13 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         request.progress = Arc::new(progress::CliProgress::new(args.progress));
     }
     let built = rbuild_build::build_with_cancel(request, wait_for_signal()).await;
+    // Listed when the progress closes, failed builds too (as buildx).
+    if let Some(lint) = lint
+        .as_ref()
+        .filter(|_| !args.quiet && args.progress != progress::ProgressMode::Json)
+    {
+        crate::check::print_summary(lint, tracing::enabled!(tracing::Level::DEBUG));
+    }
     let result = match (built, &load) {
         (Ok(result), Some((socket, archive))) => {
             let loaded = load_into_docker(socket.clone(), archive.clone()).await;

@@ -7,6 +7,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod build;
+mod check;
 mod errors;
 mod images;
 mod import;
@@ -125,6 +126,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Make an image from a root filesystem tarball, like `docker import`.
     Import(import::ImportArgs),
+    /// Lint a Dockerfile: BuildKit's build checks and hadolint's rules, without building.
+    Check(check::CheckArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -257,6 +260,9 @@ pub struct BuildArgs {
     /// Print only the image ID (`sha256:...`, the config digest) on stdout; no progress.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Only lint the Dockerfile (as `rbuild check`), do not build; exit 1 on findings.
+    #[arg(long)]
+    pub check: bool,
     /// Write the image ID (the config digest) to FILE.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -347,6 +353,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => runtime.block_on(pull::run_logout(args)),
         Command::Pull(args) => runtime.block_on(pull::run_pull(args, &cli.store)),
         Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
+        Command::Check(args) => check::run(&args),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.
@@ -354,7 +361,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
-            eprintln!("{report}");
+            let text = report.to_string();
+            if !text.is_empty() {
+                eprintln!("{text}");
+            }
             ExitCode::from(report.exit_code())
         }
     }

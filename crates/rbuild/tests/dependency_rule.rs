@@ -29,12 +29,14 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             vec!["rbuild-oci", "rbuild-registry", "rbuild-snapshotter"],
         ),
         ("rbuild-testsupport", vec!["rbuild-oci"]),
+        ("rbuild-lint", vec!["rbuild-frontend"]),
         (
             "rbuild-build",
             vec![
                 "rbuild-oci",
                 "rbuild-llb",
                 "rbuild-frontend",
+                "rbuild-lint",
                 "rbuild-solver",
                 "rbuild-snapshotter",
                 "rbuild-sandbox",
@@ -47,6 +49,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             "rbuild",
             vec![
                 "rbuild-build",
+                "rbuild-lint",
                 "rbuild-oci",
                 "rbuild-llb",
                 "rbuild-frontend",
