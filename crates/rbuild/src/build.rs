@@ -156,6 +156,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             built?
         }
     };
+    if !args.quiet && crate::progress::json_errors() {
+        progress::print_result(&result);
+    }
     if args.quiet {
         println!("{}", result.config_digest);
     } else if let Some(pushed) = &result.pushed {

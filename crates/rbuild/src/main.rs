@@ -354,7 +354,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
-            eprintln!("{report}");
+            if progress::json_errors() {
+                progress::print_error(&report);
+            } else {
+                eprintln!("{report}");
+            }
             ExitCode::from(report.exit_code())
         }
     }

@@ -222,7 +222,10 @@ impl<'a> Converter<'a> {
     }
 
     fn image_state(&mut self, base: &BaseImage, stage_label: &str, span: &Span) -> StageState {
-        let name = format!("[{stage_label}] FROM {}@{}", base.reference, base.digest);
+        let name = bracketed(
+            stage_label,
+            &format!("FROM {}@{}", base.reference, base.digest),
+        );
         let vertex = self.def.add(
             Op::Source(SourceOp::Image {
                 reference: base.reference.clone(),
@@ -270,14 +273,14 @@ impl<'a> Converter<'a> {
         }
     }
 
-    /// The progress name of the current step: `[stage n/total] instruction`.
-    fn step_name(&self, state: &StageState, inst: &Instruction) -> String {
+    /// The progress name of the next step, as BuildKit's: `[stage k/n] instruction`, `[k/n]
+    /// instruction` in a single unnamed stage (only the base image and RUN/COPY/ADD/WORKDIR count).
+    fn step_name(&mut self, state: &StageState, inst: &Instruction) -> String {
+        self.step.0 += 1;
         let (step, total) = self.step;
         format!(
-            "[{} {}/{}] {}",
-            state.name,
-            step,
-            total,
+            "[{}] {}",
+            step_label(&state.name, step, total),
             inst.original.trim()
         )
     }
@@ -326,7 +329,10 @@ impl<'a> Converter<'a> {
             .bases
             .get(name)
             .ok_or_else(|| ConvertError::at(span, format!("image {name} was not resolved")))?;
-        let label = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
+        let label = bracketed(
+            &state.name,
+            &format!("FROM {}@{}", base.reference, base.digest),
+        );
         let op = Op::Source(SourceOp::Image {
             reference: base.reference.clone(),
             digest: Some(base.digest.clone()),
@@ -390,6 +396,26 @@ impl<'a> Converter<'a> {
     /// The global ARGs (platform ARGs first), for `--from` values and stage ARG defaults.
     fn meta(&self) -> Vec<(String, String)> {
         self.meta.to_vec()
+    }
+}
+
+/// A step's label as BuildKit prints it: `name k/n`, or `k/n` in an unnamed stage, `k` padded
+/// to the width of `n` (`[ 2/12]`).
+fn step_label(stage: &str, step: usize, total: usize) -> String {
+    let width = total.to_string().len();
+    if stage.is_empty() {
+        format!("{step:>width$}/{total}")
+    } else {
+        format!("{stage} {step:>width$}/{total}")
+    }
+}
+
+/// `[label] text`, or `text` alone when `label` is empty.
+fn bracketed(label: &str, text: &str) -> String {
+    if label.is_empty() {
+        text.to_string()
+    } else {
+        format!("[{label}] {text}")
     }
 }
 
@@ -462,11 +488,27 @@ impl Converter<'_> {
     /// triggers of that base, then its own instructions.
     fn stage(&mut self, decl: &StageDecl<'_>) -> Result<StageState, ConvertError> {
         let index = self.index;
-        let label = decl
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{index}"));
-        let total = decl.body.len() + 1;
+        // BuildKit names steps `[name k/n]` (`[stage-N k/n]` for an unnamed stage among
+        // several, `[k/n]` in a single-stage Dockerfile) and counts the base image (not scratch
+        // or an earlier stage) and the steps that make a vertex.
+        let label = match &decl.name {
+            Some(name) => name.clone(),
+            None if self.decls.len() > 1 => format!("stage-{index}"),
+            None => String::new(),
+        };
+        let own_base =
+            decl.base != "scratch" && find_stage(self.decls, &decl.base, index).is_none();
+        let total = usize::from(own_base)
+            + decl
+                .body
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_)
+                    )
+                })
+                .count();
         // A named context of the stage's name replaces the whole stage (BuildKit).
         if let Some(nc) = decl
             .name
@@ -475,7 +517,7 @@ impl Converter<'_> {
         {
             let name = decl.name.clone().unwrap_or_default();
             let mut state =
-                self.named_context_state(&name, nc, &format!("{label} 1/1"), &decl.from.span)?;
+                self.named_context_state(&name, nc, &step_label(&label, 1, 1), &decl.from.span)?;
             state.name = label;
             return Ok(state);
         }
@@ -490,7 +532,7 @@ impl Converter<'_> {
             self.named_context_state(
                 &decl.base,
                 nc,
-                &format!("{label} 1/{total}"),
+                &step_label(&label, 1, total),
                 &decl.from.span,
             )?
         } else {
@@ -500,7 +542,7 @@ impl Converter<'_> {
                     format!("image {} was not resolved", decl.base),
                 )
             })?;
-            self.image_state(base, &format!("{label} 1/{total}"), &decl.from.span)
+            self.image_state(base, &step_label(&label, 1, total), &decl.from.span)
         };
         state.name = label;
         // ONBUILD triggers of the base run first and are not inherited.
@@ -522,7 +564,7 @@ impl Converter<'_> {
                 trigger_insts.push((t, inst));
             }
         }
-        self.step = (1, total);
+        self.step = (usize::from(own_base), total);
         for (t, inst) in &trigger_insts {
             let cmd = instructions::parse(inst).map_err(|e| {
                 if !e.is_flag_error() {
@@ -537,8 +579,7 @@ impl Converter<'_> {
             })?;
             self.instruction(&mut state, &cmd)?;
         }
-        for (step, cmd) in decl.body.iter().enumerate() {
-            self.step = (step + 2, total);
+        for cmd in &decl.body {
             self.instruction(&mut state, cmd)?;
         }
         Ok(state)

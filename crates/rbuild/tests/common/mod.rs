@@ -110,12 +110,15 @@ pub fn events(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// Names of the vertices that ran (a `started` event) and of those reported cached.
+/// Names of the steps that ran (a `started` event) and of those reported cached.
 pub fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
     let evs = events(out);
     let pick = |kind: &str| {
         evs.iter()
             .filter(|e| e["event"] == kind)
+            // The build's own vertices (`[internal] load ...`, `exporting to image`) have no
+            // cache key; they are not steps.
+            .filter(|e| kind != "started" || !e["cache_key"].is_null())
             .map(|e| e["name"].as_str().unwrap_or_default().to_string())
             .collect()
     };
