@@ -613,7 +613,8 @@ impl Pipeline {
         ));
         vertex.log(format!("writing image {} done", desc.digest));
         for name in &tags {
-            vertex.log(format!("naming to {name} done"));
+            let full = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
+            vertex.log(format!("naming to {full} done"));
         }
         vertex.done();
         phase_done("export", started);

@@ -197,7 +197,7 @@ pub(crate) fn cached_listing<V>(
     };
     let finish = move || {
         let listed: Vec<Event> = {
-            let Ok(mut st) = state.lock() else { return };
+            let Ok(st) = state.lock() else { return };
             let mut order: Vec<VertexId> = st
                 .inputs
                 .keys()

@@ -213,7 +213,6 @@ pub fn print_result(result: &BuildResult) {
                 Output::Local { dest } => ("local", Some(dest)),
                 Output::Tar { dest } => ("tar", Some(dest)),
                 Output::Image { .. } => ("image", None),
-                _ => ("other", None),
             };
             serde_json::json!({
                 "type": kind,
@@ -368,10 +367,7 @@ fn render_plain(st: &mut State, event: &Event) {
         EventKind::Done { duration } => {
             out.push_str(&format!("#{n} DONE {:.1}s\n", duration.as_secs_f64()))
         }
-        EventKind::Error { message, duration } => out.push_str(&format!(
-            "#{n} ERROR: {message} ({:.1}s)\n",
-            duration.as_secs_f64()
-        )),
+        EventKind::Error { message, .. } => out.push_str(&format!("#{n} ERROR: {message}\n")),
         EventKind::Canceled => out.push_str(&format!("#{n} CANCELED\n")),
     }
     let _ = std::io::stderr().lock().write_all(out.as_bytes());

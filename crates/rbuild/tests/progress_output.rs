@@ -286,7 +286,13 @@ fn json_lines_follow_the_schema_and_end_with_result_or_error() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
-    assert_eq!(last["tags"][0], "docker.io/progress/json:1");
+    assert!(
+        last["tags"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("progress/json:1"),
+        "{last}"
+    );
     let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
     for expected in [
         "[internal] load build definition from Dockerfile",
@@ -299,9 +305,12 @@ fn json_lines_follow_the_schema_and_end_with_result_or_error() {
         assert!(names.contains(&expected), "no `{expected}` in {names:?}");
     }
     assert!(events.iter().any(|e| e["event"] == "image_written"));
-    assert!(events
-        .iter()
-        .any(|e| e["event"] == "named" && e["name"] == "docker.io/progress/json:1"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "named"
+                && e["name"].as_str().unwrap().ends_with("progress/json:1"))
+    );
     let run_log = events
         .iter()
         .find(|e| {

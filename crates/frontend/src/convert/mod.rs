@@ -393,6 +393,28 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// How many of the ONBUILD triggers the stage's base runs make a step (RUN, COPY, ADD,
+    /// WORKDIR), so that they count in the stage's `k/n`.
+    fn trigger_steps(&self, decl: &StageDecl<'_>, index: usize) -> usize {
+        let triggers = match find_stage(self.decls, &decl.base, index) {
+            Some(i) => self.done.get(&i).map(|s| &s.config.config.on_build),
+            None => self
+                .bases
+                .get(&decl.base)
+                .map(|b| &b.config.config.on_build),
+        };
+        triggers.and_then(Option::as_ref).map_or(0, |t| {
+            t.iter()
+                .filter(|t| {
+                    let word = t.split_whitespace().next().unwrap_or_default();
+                    ["RUN", "COPY", "ADD", "WORKDIR"]
+                        .iter()
+                        .any(|w| word.eq_ignore_ascii_case(w))
+                })
+                .count()
+        })
+    }
+
     /// The global ARGs (platform ARGs first), for `--from` values and stage ARG defaults.
     fn meta(&self) -> Vec<(String, String)> {
         self.meta.to_vec()
@@ -508,7 +530,8 @@ impl Converter<'_> {
                         Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_)
                     )
                 })
-                .count();
+                .count()
+            + self.trigger_steps(decl, index);
         // A named context of the stage's name replaces the whole stage (BuildKit).
         if let Some(nc) = decl
             .name
