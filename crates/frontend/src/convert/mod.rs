@@ -285,6 +285,21 @@ impl<'a> Converter<'a> {
         )
     }
 
+    /// A RUN's progress name, as BuildKit shows it: its text with the variables it sees
+    /// expanded (quotes kept, unset variables left as written).
+    fn run_step_name(&mut self, state: &StageState, inst: &Instruction) -> String {
+        let vars = state.vars();
+        let lookup = helpers::lookup(&vars);
+        let lexer = self.lexer.with_raw_quotes(true).with_skip_unset_env(true);
+        let text = inst.original.trim();
+        let shown = lexer
+            .process_word(text, &lookup)
+            .unwrap_or_else(|_| text.to_string());
+        self.step.0 += 1;
+        let (step, total) = self.step;
+        format!("[{}] {}", step_label(&state.name, step, total), shown)
+    }
+
     /// Converts one instruction of a stage: a dispatch to the per-instruction functions.
     fn instruction(&mut self, state: &mut StageState, cmd: &Command) -> Result<(), ConvertError> {
         match cmd {
