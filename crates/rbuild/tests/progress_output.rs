@@ -118,10 +118,13 @@ fn normalize_json(stderr: &str, base: &str) -> String {
     for line in stderr.lines() {
         let v: Value = serde_json::from_str(line).expect("a JSON line");
         let kind = v["event"].as_str().unwrap_or_default().to_string();
-        match v.get("name").and_then(Value::as_str) {
+        match v.get("vertex").and(v.get("name")).and_then(Value::as_str) {
             Some(name) => {
                 let detail = match kind.as_str() {
-                    "log" => format!("log {}", v["line"].as_str().unwrap_or_default().trim_end()),
+                    "log" => format!(
+                        "log {}",
+                        zero_times(v["line"].as_str().unwrap_or_default().trim_end())
+                    ),
                     "error" => format!("error {}", v["error"].as_str().unwrap_or_default()),
                     k => k.to_string(),
                 };
@@ -298,7 +301,7 @@ fn json_lines_follow_the_schema_and_end_with_result_or_error() {
         "[internal] load build definition from Dockerfile",
         "[internal] load .dockerignore",
         "[builder 2/4] WORKDIR /src",
-        "[builder 4/4] RUN echo \"$GREETING\" > out && cat a.txt",
+        "[builder 4/4] RUN echo \"hello\" > out && cat a.txt",
         "[stage-1 2/2] COPY --from=builder /src/out /out",
         "exporting to image",
     ] {
