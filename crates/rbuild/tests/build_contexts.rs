@@ -146,7 +146,7 @@ fn a_named_directory_serves_copy_from_and_from_and_only_its_dependents_rerun() {
     // A directory that does not exist is refused before anything runs, naming the context.
     let refused = build(&root, &ctx, &["--build-context", "lib=/nonexistent/dir"]);
     assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
+    let err = stderr_text(&refused);
     assert!(
         err.contains("unable to prepare context lib") && err.contains("/nonexistent/dir"),
         "{err}"

@@ -474,7 +474,7 @@ fn add_urls_checksums_names_modes_and_content_cache() {
         &["--build-arg", &url_arg, "--build-arg", &bad_sum],
     );
     assert_eq!(bad.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&bad.stderr);
+    let err = stderr_text(&bad);
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(err.contains(&sha256_hex(&hello)), "{err}");
 

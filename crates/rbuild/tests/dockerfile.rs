@@ -316,7 +316,7 @@ fn errors_name_what_exists() {
     .unwrap();
     let out = run(root.path(), &["build", ctx.path().to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_text(&out);
     assert!(
         err.contains("Dockerfile:3:1") && err.contains("did you mean") && err.contains("RUN"),
         "{err}"
@@ -331,7 +331,7 @@ fn errors_name_what_exists() {
     .unwrap();
     let out = run(root.path(), &["build", ctx.path().to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_text(&out);
     assert_eq!(
         err.trim_end(),
         "Dockerfile:2:6: unknown flag: --chwon (did you mean --chown?)\n\
@@ -351,7 +351,7 @@ fn errors_name_what_exists() {
         None,
     );
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_text(&out);
     assert!(
         err.contains("thrid") && err.contains("first, second"),
         "{err}"
@@ -379,7 +379,7 @@ fn unknown_copy_from_stage_names_the_stages() {
         .arg(ctx.path())
         .output()
         .expect("run rbuild");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("buidler") && err.contains("stages: builder"),

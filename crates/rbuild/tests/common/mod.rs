@@ -85,9 +85,27 @@ pub fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output 
         .expect("run rbuild")
 }
 
-/// rbuild's stderr as text.
+/// rbuild's stderr as text, a `--progress=json` build's final `error` event replaced by the
+/// report it carries (the text a plain build prints).
 pub fn stderr_text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| json_error_report(l).unwrap_or_else(|| l.to_string()))
+        .collect();
+    if text.ends_with('\n') {
+        lines.push(String::new());
+    }
+    lines.join("\n")
+}
+
+/// The report of a `--progress=json` build's final `error` event, when `line` is one.
+pub fn json_error_report(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["event"] != "error" || v.get("vertex").is_some() {
+        return None;
+    }
+    v["message"].as_str().map(str::to_string)
 }
 
 /// Fails the test with rbuild's output unless it succeeded.
