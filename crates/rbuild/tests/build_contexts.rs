@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_ok, assert_reported_cached, ran_and_cached, rbuild_at};
+use common::{assert_ok, assert_reported_cached, ran_and_cached, rbuild_at, stderr_text};
 use rbuild_testsupport::require_root;
 use std::path::Path;
 use std::process::Output;
