@@ -273,21 +273,11 @@ impl<'a> Converter<'a> {
         }
     }
 
-    /// The progress name of the next step, as BuildKit's: `[stage k/n] instruction`, `[k/n]
-    /// instruction` in a single unnamed stage (only the base image and RUN/COPY/ADD/WORKDIR count).
+    /// The progress name of the next step, as BuildKit's: `[stage k/n] INSTRUCTION`, `[k/n]
+    /// INSTRUCTION` in a single unnamed stage (only the base image and RUN/COPY/ADD/WORKDIR
+    /// count), the instruction's text with the variables it sees expanded (quotes kept, unset
+    /// variables left as written).
     fn step_name(&mut self, state: &StageState, inst: &Instruction) -> String {
-        self.step.0 += 1;
-        let (step, total) = self.step;
-        format!(
-            "[{}] {}",
-            step_label(&state.name, step, total),
-            inst.original.trim()
-        )
-    }
-
-    /// A RUN's progress name, as BuildKit shows it: its text with the variables it sees
-    /// expanded (quotes kept, unset variables left as written).
-    fn run_step_name(&mut self, state: &StageState, inst: &Instruction) -> String {
         let vars = state.vars();
         let lookup = helpers::lookup(&vars);
         let lexer = self.lexer.with_raw_quotes(true).with_skip_unset_env(true);

@@ -289,7 +289,7 @@ impl Converter<'_> {
             mounts,
             proxy_env,
         });
-        let name = self.run_step_name(state, inst);
+        let name = self.step_name(state, inst);
         let mut inputs = vec![state.vertex];
         inputs.extend(extra_inputs);
         state.vertex = self.def.add(op, inputs, name, self.location(span));
