@@ -156,9 +156,6 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             built?
         }
     };
-    if !args.quiet && crate::progress::json_errors() {
-        progress::print_result(&result);
-    }
     if args.quiet {
         println!("{}", result.config_digest);
     } else if let Some(pushed) = &result.pushed {
@@ -180,6 +177,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         let flag = args.gc_keep_storage.clone();
         let _ = tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref()))
             .await;
+    }
+    if !args.quiet && progress::json_errors() {
+        progress::print_result(&result);
     }
     Ok(())
 }
@@ -226,7 +226,7 @@ async fn load_into_docker(socket: PathBuf, archive: PathBuf) -> Result<(), Repor
     .await
     .map_err(|e| Report::new(format!("error: --load: {e}")))??;
     for line in lines {
-        eprintln!("{line}");
+        progress::notice(&line);
     }
     Ok(())
 }

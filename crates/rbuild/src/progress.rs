@@ -235,6 +235,26 @@ pub fn print_result(result: &BuildResult) {
     );
 }
 
+/// Prints a warning on stderr: `text` as it is, or a JSON `warning` event in a
+/// `--progress=json` build.
+pub fn warn(text: &str) {
+    if json_errors() {
+        json_line("warning", serde_json::json!({ "message": text }));
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
+/// Prints a notice on stderr: `text` as it is, or a JSON `notice` event in a
+/// `--progress=json` build.
+pub fn notice(text: &str) {
+    if json_errors() {
+        json_line("notice", serde_json::json!({ "message": text }));
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
 /// Prints a failure as the final `error` event of a `--progress=json` build: the whole report
 /// (as the text mode prints it) and the exit code.
 pub fn print_error(report: &crate::errors::Report) {

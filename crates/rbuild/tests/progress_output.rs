@@ -242,7 +242,8 @@ fn schema() -> Value {
 /// Every stderr line of `out` is one JSON object valid against the schema; returns them.
 fn valid_lines(out: &Output) -> Vec<Value> {
     let schema = schema();
-    let stderr = stderr_text(out);
+    // The raw stream (`stderr_text` turns the final error event back into its report).
+    let stderr = String::from_utf8_lossy(&out.stderr);
     stderr
         .lines()
         .map(|line| {
