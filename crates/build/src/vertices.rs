@@ -213,3 +213,110 @@ pub(crate) fn cached_listing<V>(
     };
     (sink, finish)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(v: VertexId, kind: EventKind) -> Event {
+        Event {
+            vertex: v,
+            name: String::new(),
+            cache_key: Some("k".into()),
+            kind,
+            at: SystemTime::now(),
+        }
+    }
+
+    /// A sink recording `(vertex, kind)` of every event.
+    fn recorder() -> (ProgressSink, Arc<Mutex<Vec<(usize, EventKind)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let seen = seen.clone();
+            ProgressSink::new(move |e: Event| seen.lock().unwrap().push((e.vertex.0, e.kind)))
+        };
+        (sink, seen)
+    }
+
+    /// base <- a <- b (target), and base <- c <- b: b's inputs are a and c.
+    fn diamond() -> (Graph<()>, [VertexId; 4]) {
+        let mut g = Graph::new();
+        let base = g.add_vertex((), "base".into(), vec![]);
+        let a = g.add_vertex((), "a".into(), vec![base]);
+        let c = g.add_vertex((), "c".into(), vec![base]);
+        let b = g.add_vertex((), "b".into(), vec![a, c]);
+        (g, [base, a, c, b])
+    }
+
+    #[test]
+    fn a_cached_target_lists_every_step_below_it_inputs_first() {
+        let (g, [base, a, c, b]) = diamond();
+        let (inner, seen) = recorder();
+        let (sink, finish) = cached_listing(&g, b, inner);
+        sink.emit(event(b, EventKind::Cached));
+        finish();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                (base.0, EventKind::Cached),
+                (a.0, EventKind::Cached),
+                (c.0, EventKind::Cached),
+                (b.0, EventKind::Cached),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_step_another_branch_still_needs_is_not_listed_before_it_runs() {
+        let (g, [base, a, c, b]) = diamond();
+        let (inner, seen) = recorder();
+        let (sink, finish) = cached_listing(&g, b, inner);
+        // a is cached, but c (which also reads base) runs: base is not listed under a.
+        sink.emit(event(a, EventKind::Cached));
+        sink.emit(event(base, EventKind::Cached));
+        sink.emit(event(c, EventKind::Started));
+        let done = EventKind::Done {
+            duration: std::time::Duration::ZERO,
+        };
+        sink.emit(event(c, done.clone()));
+        sink.emit(event(b, EventKind::Started));
+        sink.emit(event(b, done.clone()));
+        finish();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                (a.0, EventKind::Cached),
+                (base.0, EventKind::Cached),
+                (c.0, EventKind::Started),
+                (c.0, done.clone()),
+                (b.0, EventKind::Started),
+                (b.0, done),
+            ],
+            "each vertex reported once, as the solve reported it"
+        );
+    }
+
+    #[test]
+    fn internal_vertices_pass_through() {
+        let (g, [.., b]) = diamond();
+        let (inner, seen) = recorder();
+        let (sink, _finish) = cached_listing(&g, b, inner);
+        let v = InternalVertex::start(&sink, "exporting to image");
+        v.log("writing image sha256:x done");
+        v.done();
+        let kinds: Vec<bool> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, k)| {
+                matches!(
+                    k,
+                    EventKind::Started | EventKind::Log { .. } | EventKind::Done { .. }
+                )
+            })
+            .collect();
+        assert_eq!(kinds, vec![true, true, true]);
+    }
+}
