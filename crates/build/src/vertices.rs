@@ -228,8 +228,11 @@ mod tests {
         }
     }
 
+    /// What a recorder saw: `(vertex, kind)` of every event.
+    type Seen = Arc<Mutex<Vec<(usize, EventKind)>>>;
+
     /// A sink recording `(vertex, kind)` of every event.
-    fn recorder() -> (ProgressSink, Arc<Mutex<Vec<(usize, EventKind)>>>) {
+    fn recorder() -> (ProgressSink, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = {
             let seen = seen.clone();
