@@ -72,6 +72,7 @@ mod request;
 mod resolve;
 pub mod spec;
 mod state;
+mod vertices;
 
 #[doc(hidden)]
 pub use error::{chain, solve_report};

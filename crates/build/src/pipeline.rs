@@ -21,6 +21,7 @@ use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource}
 use crate::resolve::resolve_all;
 use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
+use crate::vertices::{cached_listing, InternalVertex};
 use rbuild_exporter::image_variant;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
@@ -97,7 +98,11 @@ pub async fn build_with_cancel(
             loaded.input.context.clone(),
             loaded.input.dockerfile_path.clone(),
         );
-        blocking(move || Ok(input::read_dockerignore(&context, &path))).await?
+        let vertex =
+            InternalVertex::start(&progress.solver_sink(), "[internal] load .dockerignore");
+        let excludes = blocking(move || Ok(input::read_dockerignore(&context, &path))).await?;
+        vertex.done();
+        excludes
     };
     // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp;
     // without it the export takes the times of the cached results (not the clock).
@@ -202,9 +207,25 @@ async fn load(
     dockerfile: DockerfileSource,
     progress: &dyn Progress,
 ) -> Result<Loaded, BuildError> {
+    let sink = progress.solver_sink();
+    let vertex = InternalVertex::start(&sink, "[internal] load build definition from Dockerfile");
     let input = {
         let state = state.clone();
-        blocking(move || input::prepare(context, dockerfile, &state)).await?
+        blocking(move || input::prepare(context, dockerfile, &state)).await
+    };
+    let input = match input {
+        Ok(input) => {
+            vertex.log(format!(
+                "transferring dockerfile: {}B done",
+                input.source.len()
+            ));
+            vertex.done();
+            input
+        }
+        Err(e) => {
+            vertex.fail(e.to_string());
+            return Err(e);
+        }
     };
     let ast = rbuild_frontend::parse(&input.source).map_err(|error| {
         BuildError::Dockerfile(Box::new(DockerfileError::Parse {
@@ -370,8 +391,22 @@ impl Pipeline {
             },
             None => error,
         };
+        let sink = self.progress.solver_sink();
+        let vertices: Vec<InternalVertex> = self
+            .needed
+            .iter()
+            .map(|name| {
+                let shown = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
+                InternalVertex::start(&sink, format!("[internal] load metadata for {shown}"))
+            })
+            .collect();
         let stages = || rbuild_frontend::stage_names(&loaded.ast);
-        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, stages, locate).await?;
+        let bases = resolve_all(&self.store, &resolver, &self.needed, pull, stages, locate).await;
+        match &bases {
+            Ok(_) => vertices.into_iter().for_each(InternalVertex::done),
+            Err(e) => vertices.into_iter().for_each(|v| v.fail(e.to_string())),
+        }
+        let bases = bases?;
         tracing::debug!(
             phase = "resolve",
             bases = self.needed.len(),
@@ -483,8 +518,10 @@ impl Pipeline {
         }
         let worker = Arc::new(worker);
         worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
+        let (listing, list_rest) =
+            cached_listing(&graph, ids[plan.target], self.progress.solver_sink());
         let sink = {
-            let (inner, executed) = (self.progress.solver_sink(), self.executed.clone());
+            let (inner, executed) = (listing, self.executed.clone());
             ProgressSink::new(move |event| {
                 if matches!(event.kind, EventKind::Done { .. }) {
                     executed.fetch_add(1, Ordering::Relaxed);
@@ -509,6 +546,9 @@ impl Pipeline {
                 return Err(e);
             }
         };
+        if solved.is_ok() {
+            list_rest();
+        }
         cache_io::report_import(remote_cache.as_ref(), self.progress.as_ref());
         tracing::debug!(
             phase = "solve",
@@ -578,7 +618,8 @@ impl Pipeline {
         push_names.dedup();
         let architecture = plan.config.architecture.clone();
         let started = Instant::now();
-        let (desc, config_digest) = {
+        let vertex = InternalVertex::start(&self.progress.solver_sink(), "exporting to image");
+        let exported = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
             let image = ImageParts {
                 config: plan.config,
@@ -600,8 +641,27 @@ impl Pipeline {
                 })
                 .await;
             stop_eager(solved.eager.take(), exported.is_err()).await;
-            exported?
+            exported
         };
+        let (desc, config_digest) = match exported {
+            Ok(exported) => exported,
+            Err(e) => {
+                vertex.fail(e.to_string());
+                return Err(e);
+            }
+        };
+        // The sub-steps as BuildKit's image exporter prints them (the tags were set by
+        // `export_image`).
+        vertex.log(format!(
+            "exporting layers {:.1}s done",
+            vertex.elapsed().as_secs_f64()
+        ));
+        vertex.log(format!("writing image {} done", desc.digest));
+        for name in &tags {
+            let full = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
+            vertex.log(format!("naming to {full} done"));
+        }
+        vertex.done();
         phase_done("export", started);
         let started = Instant::now();
         let output_results = {

@@ -85,7 +85,13 @@ pub struct PushSummary {
 
 /// The caller's side of a build's progress.
 pub trait Progress: Send + Sync {
-    /// The sink that receives the solver's per-vertex events (started, cached, log, done).
+    /// The sink that receives the solver's per-vertex events (started, cached, log, done),
+    /// and those of the build's own vertices as BuildKit shows them (`[internal] load build
+    /// definition from Dockerfile`, `[internal] load .dockerignore`, `[internal] load metadata
+    /// for REF`, `exporting to image` with its `writing image`/`naming to` lines), which carry
+    /// no cache key. Every step of a cached build is reported `Cached`, also those below the
+    /// cache hit that the solve did not need. May be called more than once per build: the
+    /// sinks should share one numbering of vertices.
     fn solver_sink(&self) -> ProgressSink;
     /// Called for each [`BuildEvent`].
     fn event(&self, event: BuildEvent);

@@ -32,7 +32,8 @@ impl Progress for Recorder {
 }
 
 impl Recorder {
-    /// The names of the vertices that ended with `kind`'s variant.
+    /// The names of the steps that ended with `kind`'s variant (the build's own vertices,
+    /// `[internal] load ...` and `exporting to image`, have no cache key and are left out).
     fn ended(&self, cached: bool) -> Vec<String> {
         self.vertices
             .lock()
@@ -40,7 +41,7 @@ impl Recorder {
             .iter()
             .filter(|e| match e.kind {
                 VertexEventKind::Cached => cached,
-                VertexEventKind::Done { .. } => !cached,
+                VertexEventKind::Done { .. } => !cached && e.cache_key.is_some(),
                 _ => false,
             })
             .map(|e| e.name.clone())

@@ -204,6 +204,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         let _ = tokio::task::spawn_blocking(move || crate::prune::auto_gc(&state, flag.as_deref()))
             .await;
     }
+    if !args.quiet && progress::json_errors() {
+        progress::print_result(&result);
+    }
     Ok(())
 }
 
@@ -249,7 +252,7 @@ async fn load_into_docker(socket: PathBuf, archive: PathBuf) -> Result<(), Repor
     .await
     .map_err(|e| Report::new(format!("error: --load: {e}")))??;
     for line in lines {
-        eprintln!("{line}");
+        progress::notice(&line);
     }
     Ok(())
 }

@@ -361,9 +361,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {
-            let text = report.to_string();
-            if !text.is_empty() {
-                eprintln!("{text}");
+            if progress::json_errors() {
+                progress::print_error(&report);
+            } else {
+                let text = report.to_string();
+                if !text.is_empty() {
+                    eprintln!("{text}");
+                }
             }
             ExitCode::from(report.exit_code())
         }

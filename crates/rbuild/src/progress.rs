@@ -1,14 +1,23 @@
 //! Progress rendering: solver events as BuildKit-style plain lines (`#N ...`), JSON lines, or
 //! indicatif spinners on a terminal; the library's other [`BuildEvent`]s (lock waits, registry
-//! notices, cache import/export, image written, names, pushes) as their stderr lines.
+//! notices, cache import/export, image written, names, pushes) as their stderr lines, or in JSON
+//! mode as JSON objects: in JSON mode every line on stderr is one JSON object (the schema is
+//! `docs/progress-events.schema.json`), ending with a `result` or an `error` event.
+//!
+//! Plain output follows BuildKit's: a blank line and the vertex header (`#N NAME`) whenever the
+//! output moves to another vertex, log lines with the seconds since the step started
+//! (`#5 0.123 line`), the status lines of the build's own vertices (`exporting layers`,
+//! `writing image`, `naming to`, which carry no cache key) without a time, and `#N DONE 1.2s`,
+//! `#N CACHED`, `#N ERROR: ...`.
 
 use indicatif::{DecimalBytes, MultiProgress, ProgressBar, ProgressStyle};
-use rbuild_build::{BuildEvent, Progress, PushSummary};
+use rbuild_build::{BuildEvent, BuildResult, Progress, PushSummary};
 use rbuild_solver::{Event, EventKind, LogStream, ProgressSink};
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::SystemTime;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,60 +32,152 @@ pub enum ProgressMode {
     Json,
 }
 
+impl ProgressMode {
+    /// `Auto` resolved: tty on a terminal, plain otherwise.
+    pub fn resolve(self) -> ProgressMode {
+        use std::io::IsTerminal;
+        match self {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        }
+    }
+}
+
+/// Set when a build's progress is JSON: `main` then prints a failure as an `error` event.
+static JSON_ERRORS: AtomicBool = AtomicBool::new(false);
+
+/// True when errors are to be printed as JSON `error` events (a `--progress=json` build).
+pub fn json_errors() -> bool {
+    JSON_ERRORS.load(Ordering::Relaxed)
+}
+
 struct State {
     numbers: HashMap<usize, usize>,
-    started: Instant,
+    /// When each vertex started (its log lines count from there, as BuildKit's).
+    starts: HashMap<usize, SystemTime>,
+    /// The vertex whose lines were printed last (plain), so a switch repeats the header.
+    last: Option<usize>,
     bars: HashMap<usize, ProgressBar>,
     multi: Option<MultiProgress>,
 }
 
 /// The CLI's side of a build's progress: renders solver events in `mode` and prints the other
-/// build events on stderr.
+/// build events on stderr. Every [`Progress::solver_sink`] shares one numbering of vertices.
 pub struct CliProgress {
     mode: ProgressMode,
+    state: Arc<Mutex<State>>,
 }
 
 impl CliProgress {
-    /// Progress shown in `mode`.
+    /// Progress shown in `mode` (`Auto` resolved now).
     pub fn new(mode: ProgressMode) -> CliProgress {
-        CliProgress { mode }
+        let mode = mode.resolve();
+        if mode == ProgressMode::Json {
+            JSON_ERRORS.store(true, Ordering::Relaxed);
+        }
+        CliProgress {
+            mode,
+            state: Arc::new(Mutex::new(State {
+                numbers: HashMap::new(),
+                starts: HashMap::new(),
+                last: None,
+                bars: HashMap::new(),
+                multi: (mode == ProgressMode::Tty).then(MultiProgress::new),
+            })),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch of `at`.
+fn unix_time(at: SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Prints `obj` with `"event": kind` and the current time as one line on stderr.
+fn json_line(kind: &str, mut obj: serde_json::Value) {
+    obj["event"] = serde_json::json!(kind);
+    obj["time"] = serde_json::json!(unix_time(SystemTime::now()));
+    let _ = writeln!(std::io::stderr().lock(), "{obj}");
+}
+
+/// A message line: `text` in plain/tty mode, or a JSON event `kind` with `"message"`.
+fn message(mode: ProgressMode, kind: &str, text: String) {
+    if mode == ProgressMode::Json {
+        json_line(kind, serde_json::json!({ "message": text }));
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
     }
 }
 
 impl Progress for CliProgress {
     fn solver_sink(&self) -> ProgressSink {
-        sink(self.mode)
+        sink_with(self.mode, self.state.clone())
     }
 
     fn event(&self, event: BuildEvent) {
+        let json = self.mode == ProgressMode::Json;
         match event {
-            BuildEvent::SyntaxIgnored { file, syntax } => eprintln!(
-                "warning: {file}: `# syntax={syntax}` asks for a frontend image; rbuild does not run frontend images and builds with its built-in Dockerfile frontend"
+            BuildEvent::SyntaxIgnored { file, syntax } => message(
+                self.mode,
+                "warning",
+                format!("warning: {file}: `# syntax={syntax}` asks for a frontend image; rbuild does not run frontend images and builds with its built-in Dockerfile frontend"),
             ),
             // Another rbuild process has held a lock on the state root for over a second.
-            BuildEvent::Waiting(waiting) => {
-                let _ = writeln!(std::io::stderr().lock(), "{waiting}");
-            }
+            BuildEvent::Waiting(waiting) => message(self.mode, "notice", waiting.to_string()),
             BuildEvent::ResolveNotice(notice) => registry_notice(self.mode, &notice),
+            BuildEvent::CacheImported { from, records } if json => json_line(
+                "cache_imported",
+                serde_json::json!({ "from": from.to_string(), "records": records }),
+            ),
             BuildEvent::CacheImported { from, records } => {
                 eprintln!("importing cache manifest from {from}: {records} record(s)")
             }
-            BuildEvent::CacheImportFailed { from, error } => {
-                eprintln!("warning: failed to import cache from {from}: {error}")
+            BuildEvent::CacheImportFailed { from, error } => message(
+                self.mode,
+                "warning",
+                format!("warning: failed to import cache from {from}: {error}"),
+            ),
+            BuildEvent::CacheImportWarning(w) => {
+                message(self.mode, "warning", format!("warning: cache import: {w}"))
             }
-            BuildEvent::CacheImportWarning(w) => eprintln!("warning: cache import: {w}"),
-            BuildEvent::ImageWritten { digest } => eprintln!("writing image {digest} done"),
+            // Plain and tty show these as lines of the `exporting to image` vertex.
+            BuildEvent::ImageWritten { digest } if json => json_line(
+                "image_written",
+                serde_json::json!({ "digest": digest.to_string() }),
+            ),
             BuildEvent::CacheExported {
                 to,
                 records,
                 max,
                 digest,
-            } => eprintln!(
-                "exporting cache to {to} ({records} record(s), mode={}) {digest} done",
-                if max { "max" } else { "min" }
-            ),
-            BuildEvent::Named { name } => eprintln!("naming to {name} done"),
-            BuildEvent::PushNotice(notice) => eprintln!("push: {notice}"),
+            } => {
+                let mode = if max { "max" } else { "min" };
+                if json {
+                    json_line(
+                        "cache_exported",
+                        serde_json::json!({
+                            "to": to.to_string(),
+                            "records": records,
+                            "mode": mode,
+                            "digest": digest.to_string(),
+                        }),
+                    )
+                } else {
+                    eprintln!(
+                        "exporting cache to {to} ({records} record(s), mode={mode}) {digest} done"
+                    )
+                }
+            }
+            BuildEvent::Named { name } if json => {
+                json_line("named", serde_json::json!({ "name": name }))
+            }
+            BuildEvent::PushNotice(notice) => {
+                message(self.mode, "notice", format!("push: {notice}"))
+            }
+            BuildEvent::Pushed(summary) if json => json_line("pushed", pushed_json(&summary)),
             BuildEvent::Pushed(summary) => print_pushed(&summary),
             BuildEvent::Layer(p) => layer_progress(self.mode, &p),
             _ => {}
@@ -84,6 +185,87 @@ impl Progress for CliProgress {
     }
 }
 
+/// A push's summary as a JSON object (digest, names, counters).
+fn pushed_json(summary: &PushSummary) -> serde_json::Value {
+    let report = &summary.report;
+    serde_json::json!({
+        "digest": summary.digest.to_string(),
+        "names": report.pushed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "uploaded": report.uploaded,
+        "uploaded_bytes": report.uploaded_bytes,
+        "existing": report.existing,
+        "mounted": report.mounted,
+        "duration_ms": summary.elapsed.as_secs_f64() * 1000.0,
+    })
+}
+
+/// Prints the final `result` event of a `--progress=json` build: the image's manifest and config
+/// digests, its names, each output and the push.
+pub fn print_result(result: &BuildResult) {
+    use rbuild_build::Output;
+    let outputs: Vec<serde_json::Value> = result
+        .outputs
+        .iter()
+        .map(|o| {
+            let (kind, dest) = match &o.output {
+                Output::Oci { dest, .. } => ("oci", Some(dest)),
+                Output::Docker { dest, .. } => ("docker", Some(dest)),
+                Output::Local { dest } => ("local", Some(dest)),
+                Output::Tar { dest } => ("tar", Some(dest)),
+                Output::Image { .. } => ("image", None),
+            };
+            serde_json::json!({
+                "type": kind,
+                "dest": dest.map(|d| d.display().to_string()),
+                "names": o.names,
+                "manifest": o.manifest.as_ref().map(|m| m.digest.to_string()),
+            })
+        })
+        .collect();
+    json_line(
+        "result",
+        serde_json::json!({
+            "image": result.image.digest.to_string(),
+            "config_digest": result.config_digest.to_string(),
+            "tags": result.names,
+            "outputs": outputs,
+            "pushed": result.pushed.as_ref().map(pushed_json),
+            "executed": result.executed,
+        }),
+    );
+}
+
+/// Prints a warning on stderr: `text` as it is, or a JSON `warning` event in a
+/// `--progress=json` build.
+pub fn warn(text: &str) {
+    if json_errors() {
+        json_line("warning", serde_json::json!({ "message": text }));
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
+/// Prints a notice on stderr: `text` as it is, or a JSON `notice` event in a
+/// `--progress=json` build.
+pub fn notice(text: &str) {
+    if json_errors() {
+        json_line("notice", serde_json::json!({ "message": text }));
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }
+}
+
+/// Prints a failure as the final `error` event of a `--progress=json` build: the whole report
+/// (as the text mode prints it) and the exit code.
+pub fn print_error(report: &crate::errors::Report) {
+    json_line(
+        "error",
+        serde_json::json!({
+            "message": report.to_string(),
+            "exit_code": report.exit_code(),
+        }),
+    );
+}
 /// Bytes in binary units with one decimal, as BuildKit's layer progress (`512.0MiB`).
 fn binary_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -111,20 +293,18 @@ pub fn layer_progress(mode: ProgressMode, p: &rbuild_build::LayerProgress) {
     };
     let mut err = std::io::stderr().lock();
     let _ = if mode == ProgressMode::Json {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let obj = serde_json::json!({
-            "event": "layer",
-            "action": action,
-            "layer": p.layer,
-            "current": p.done,
-            "total": p.total,
-            "finished": p.finished,
-            "time": at,
-        });
-        writeln!(err, "{obj}")
+        drop(err);
+        json_line(
+            "layer",
+            serde_json::json!({
+                "action": action,
+                "layer": p.layer,
+                "current": p.done,
+                "total": p.total,
+                "finished": p.finished,
+            }),
+        );
+        Ok(())
     } else {
         let size = match p.total {
             Some(total) => format!("{} / {}", binary_size(p.done), binary_size(total)),
@@ -151,24 +331,12 @@ pub fn print_pushed(summary: &PushSummary) {
     }
 }
 
-/// Builds a sink that renders events to stderr in `mode`.
-pub fn sink(mode: ProgressMode) -> ProgressSink {
-    use std::io::IsTerminal;
-    let mode = match mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
-        ProgressMode::Auto => ProgressMode::Plain,
-        m => m,
-    };
-    let state = Arc::new(Mutex::new(State {
-        numbers: HashMap::new(),
-        started: Instant::now(),
-        bars: HashMap::new(),
-        multi: (mode == ProgressMode::Tty).then(MultiProgress::new),
-    }));
+/// A sink rendering in `mode` (resolved) with the shared `state`.
+fn sink_with(mode: ProgressMode, state: Arc<Mutex<State>>) -> ProgressSink {
     ProgressSink::new(move |event: Event| {
         let Ok(mut st) = state.lock() else { return };
         match mode {
-            ProgressMode::Json => render_json(&event),
+            ProgressMode::Json => render_json(&mut st, &event),
             ProgressMode::Tty => render_tty(&mut st, &event),
             _ => render_plain(&mut st, &event),
         }
@@ -180,28 +348,49 @@ fn number(st: &mut State, vertex: usize) -> usize {
     *st.numbers.entry(vertex).or_insert(next)
 }
 
+/// Seconds from the vertex's start to `at` (0 when it has not started).
+fn since_start(st: &State, vertex: usize, at: SystemTime) -> f64 {
+    st.starts
+        .get(&vertex)
+        .and_then(|s| at.duration_since(*s).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn render_plain(st: &mut State, event: &Event) {
     let n = number(st, event.vertex.0);
-    let mut err = std::io::stderr().lock();
-    let _ = match &event.kind {
-        EventKind::Started => writeln!(err, "#{n} {}", event.name),
-        EventKind::Cached => writeln!(err, "#{n} {}\n#{n} CACHED", event.name),
-        EventKind::Log { line, .. } => {
-            let t = st.started.elapsed().as_secs_f64();
-            writeln!(
-                err,
-                "#{n} {t:.3} {}",
-                String::from_utf8_lossy(line).trim_end()
-            )
+    let mut out = String::new();
+    if st.last != Some(event.vertex.0) {
+        // A blank line between vertices, and the header again when the output comes back.
+        if st.last.is_some() {
+            out.push('\n');
         }
-        EventKind::Done { duration } => writeln!(err, "#{n} DONE {:.1}s", duration.as_secs_f64()),
-        EventKind::Error { message, duration } => writeln!(
-            err,
-            "#{n} ERROR: {message} ({:.1}s)",
-            duration.as_secs_f64()
-        ),
-        EventKind::Canceled => writeln!(err, "#{n} CANCELED"),
-    };
+        out.push_str(&format!("#{n} {}\n", event.name));
+        st.last = Some(event.vertex.0);
+    }
+    match &event.kind {
+        EventKind::Started => {
+            st.starts.insert(event.vertex.0, event.at);
+        }
+        EventKind::Cached => out.push_str(&format!("#{n} CACHED\n")),
+        // The build's own vertices (no cache key) print status lines, without a time.
+        EventKind::Log { line, .. } if event.cache_key.is_none() => out.push_str(&format!(
+            "#{n} {}\n",
+            String::from_utf8_lossy(line).trim_end()
+        )),
+        EventKind::Log { line, .. } => {
+            let t = since_start(st, event.vertex.0, event.at);
+            out.push_str(&format!(
+                "#{n} {t:.3} {}\n",
+                String::from_utf8_lossy(line).trim_end()
+            ))
+        }
+        EventKind::Done { duration } => {
+            out.push_str(&format!("#{n} DONE {:.1}s\n", duration.as_secs_f64()))
+        }
+        EventKind::Error { message, .. } => out.push_str(&format!("#{n} ERROR: {message}\n")),
+        EventKind::Canceled => out.push_str(&format!("#{n} CANCELED\n")),
+    }
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }
 
 fn render_tty(st: &mut State, event: &Event) {
@@ -249,20 +438,19 @@ fn render_tty(st: &mut State, event: &Event) {
     }
 }
 
-fn render_json(event: &Event) {
-    let at = event
-        .at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+fn render_json(st: &mut State, event: &Event) {
+    let n = number(st, event.vertex.0);
     let mut obj = serde_json::json!({
-        "vertex": event.vertex.0,
+        "vertex": n,
         "name": event.name,
         "cache_key": event.cache_key,
-        "time": at,
+        "time": unix_time(event.at),
     });
     let kind = match &event.kind {
-        EventKind::Started => "started",
+        EventKind::Started => {
+            st.starts.insert(event.vertex.0, event.at);
+            "started"
+        }
         EventKind::Cached => "cached",
         EventKind::Log { stream, line } => {
             obj["stream"] = serde_json::json!(match stream {
@@ -270,6 +458,7 @@ fn render_json(event: &Event) {
                 LogStream::Stderr => "stderr",
             });
             obj["line"] = serde_json::json!(String::from_utf8_lossy(line));
+            obj["elapsed"] = serde_json::json!(since_start(st, event.vertex.0, event.at));
             "log"
         }
         EventKind::Done { duration } => {
@@ -291,19 +480,12 @@ fn render_json(event: &Event) {
 /// Prints a registry notice (retry, wait) that comes outside the solve, while base images are
 /// resolved: a plain `resolve NAME: ...` line, or in JSON mode an object with `"event":"notice"`.
 fn registry_notice(mode: ProgressMode, notice: &rbuild_registry::RegistryNotice) {
-    let mut err = std::io::stderr().lock();
-    let _ = if mode == ProgressMode::Json {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let obj = serde_json::json!({
-            "event": "notice",
-            "message": notice.to_string(),
-            "time": at,
-        });
-        writeln!(err, "{obj}")
+    if mode == ProgressMode::Json {
+        json_line(
+            "notice",
+            serde_json::json!({ "message": notice.to_string() }),
+        );
     } else {
-        writeln!(err, "resolve {notice}")
-    };
+        let _ = writeln!(std::io::stderr().lock(), "resolve {notice}");
+    }
 }

@@ -163,7 +163,9 @@ pub fn auto_gc(state: &StateDir, flag: Option<&str>) {
         (None, None) => match gc::configured_keep_storage(state) {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("warning: ignoring the garbage collection settings of {e}");
+                crate::progress::warn(&format!(
+                    "warning: ignoring the garbage collection settings of {e}"
+                ));
                 None
             }
         },
@@ -174,15 +176,17 @@ pub fn auto_gc(state: &StateDir, flag: Option<&str>) {
         Ok(Some(b)) => b,
         Ok(None) => return,
         Err(e) => {
-            eprintln!("warning: ignoring garbage collection budget {value:?}: {e}");
+            crate::progress::warn(&format!(
+                "warning: ignoring garbage collection budget {value:?}: {e}"
+            ));
             return;
         }
     };
     if let Err(e) = gc::auto_gc(state, budget) {
-        eprintln!(
+        crate::progress::warn(&format!(
             "warning: garbage collection failed: {}",
             rbuild_build::chain(&e)
-        );
+        ));
     }
 }
 

@@ -34,7 +34,10 @@ fn build_local(root: &Path, ctx: &Path, base: &str, dest: &Path) -> Output {
 fn error_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr)
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        .filter_map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+            Err(_) => Some(l.to_string()),
+            Ok(_) => json_error_report(l),
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

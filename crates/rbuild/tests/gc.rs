@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::rbuild_at;
+use common::{rbuild_at, stderr_text};
 use rbuild_build::StateDir;
 use rbuild_oci::{Digest, Store};
 use std::io::Write;
@@ -373,7 +373,7 @@ fn prune_waits_for_a_running_build() {
     drop(lease);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_text(&out);
     assert!(err.contains("waiting for"), "{err}");
     assert!(used(root.path()) < before);
 }
@@ -508,7 +508,7 @@ fn the_roots_config_file_sets_the_budget_and_flag_and_env_win() {
     std::fs::write(root.path().join("config.json"), "{not json").unwrap();
     let ctx = context(500, MB as usize);
     let out = quiet_build(ctx.path(), &[], None);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_text(&out);
     assert!(
         err.contains("warning: ignoring the garbage collection settings of")
             && err.contains("config.json"),

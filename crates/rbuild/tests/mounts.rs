@@ -233,7 +233,7 @@ fn bind_mounts_from_context_and_stage_and_tmpfs() {
     // The bind source is part of the cache key: a changed context file reruns the step.
     let o = build(root.path(), &ctx, &env.base, &["--output", &o2]);
     assert_ok(&o);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let err = stderr_text(&o);
     assert!(
         !err.lines()
             .any(|l| l.contains("\"event\":\"started\"") && l.contains("RUN")),
@@ -248,7 +248,7 @@ fn bind_mounts_from_context_and_stage_and_tmpfs() {
     fs::write(ctx.join("ignored.txt"), "still ignored\n").unwrap();
     let o = build(root.path(), &ctx, &env.base, &["--output", &o2]);
     assert_ok(&o);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let err = stderr_text(&o);
     let started: Vec<&str> = err
         .lines()
         .filter(|l| l.contains("\"event\":\"started\"") && l.contains("RUN"))
@@ -349,7 +349,7 @@ fn secrets_are_readable_in_run_and_appear_nowhere_else() {
         &[("RBUILD_TEST_TOKEN", "different")],
     );
     assert_ok(&o);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let err = stderr_text(&o);
     assert!(
         !err.lines()
             .any(|l| l.contains("\"event\":\"started\"") && l.contains("RUN")),
@@ -368,7 +368,7 @@ fn missing_required_secret_fails_naming_it() {
         &env.base,
         &["--secret", "id=other,env=PATH"],
     );
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr_text(&o);
     assert_eq!(o.status.code(), Some(1), "want exit code 1:\n{err}");
     assert!(
         err.contains("secret needed-token: not found"),

@@ -196,7 +196,7 @@ struct Dirs {
 /// What the interrupted build printed before it died.
 struct Interrupted {
     events: Vec<Value>,
-    /// The standard-error lines that are not json events (the final error).
+    /// The standard-error lines that are not json events, and the final error event's report.
     text: Vec<String>,
     status: std::process::ExitStatus,
 }
@@ -255,6 +255,11 @@ fn interrupt(
         let mut text = Vec::new();
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            // The final error event carries the report a plain build prints.
+            if let Some(report) = json_error_report(&line) {
+                text.push(report);
+                continue;
+            }
             match serde_json::from_str::<Value>(&line) {
                 Ok(v) => {
                     let _ = tx.send(v);

@@ -23,7 +23,7 @@ fn context(body: &str) -> tempfile::TempDir {
 }
 
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    stderr_text(out)
 }
 
 /// Names of the vertices that started running.

@@ -248,7 +248,10 @@ impl<'a> Converter<'a> {
     }
 
     fn image_state(&mut self, base: &BaseImage, stage_label: &str, span: &Span) -> StageState {
-        let name = format!("[{stage_label}] FROM {}@{}", base.reference, base.digest);
+        let name = bracketed(
+            stage_label,
+            &format!("FROM {}@{}", base.reference, base.digest),
+        );
         let vertex = self.def.add(
             Op::Source(SourceOp::Image {
                 reference: base.reference.clone(),
@@ -296,16 +299,21 @@ impl<'a> Converter<'a> {
         }
     }
 
-    /// The progress name of the current step: `[stage n/total] instruction`.
-    fn step_name(&self, state: &StageState, inst: &Instruction) -> String {
+    /// The progress name of the next step, as BuildKit's: `[stage k/n] INSTRUCTION`, `[k/n]
+    /// INSTRUCTION` in a single unnamed stage (only the base image and RUN/COPY/ADD/WORKDIR
+    /// count), the instruction's text with the variables it sees expanded (quotes kept, unset
+    /// variables left as written).
+    fn step_name(&mut self, state: &StageState, inst: &Instruction) -> String {
+        let vars = state.vars();
+        let lookup = helpers::lookup(&vars);
+        let lexer = self.lexer.with_raw_quotes(true).with_skip_unset_env(true);
+        let text = inst.original.trim();
+        let shown = lexer
+            .process_word(text, &lookup)
+            .unwrap_or_else(|_| text.to_string());
+        self.step.0 += 1;
         let (step, total) = self.step;
-        format!(
-            "[{} {}/{}] {}",
-            state.name,
-            step,
-            total,
-            inst.original.trim()
-        )
+        format!("[{}] {}", step_label(&state.name, step, total), shown)
     }
 
     /// Converts one instruction of a stage: a dispatch to the per-instruction functions.
@@ -352,7 +360,10 @@ impl<'a> Converter<'a> {
             .bases
             .get(name)
             .ok_or_else(|| ConvertError::at(span, format!("image {name} was not resolved")))?;
-        let label = format!("[{}] FROM {}@{}", state.name, base.reference, base.digest);
+        let label = bracketed(
+            &state.name,
+            &format!("FROM {}@{}", base.reference, base.digest),
+        );
         let op = Op::Source(SourceOp::Image {
             reference: base.reference.clone(),
             digest: Some(base.digest.clone()),
@@ -413,9 +424,51 @@ impl<'a> Converter<'a> {
         }
     }
 
+    /// How many of the ONBUILD triggers the stage's base runs make a step (RUN, COPY, ADD,
+    /// WORKDIR), so that they count in the stage's `k/n`.
+    fn trigger_steps(&self, decl: &StageDecl<'_>, index: usize) -> usize {
+        let triggers = match find_stage(self.decls, &decl.base, index) {
+            Some(i) => self.done.get(&i).map(|s| &s.config.config.on_build),
+            None => self
+                .bases
+                .get(&decl.base)
+                .map(|b| &b.config.config.on_build),
+        };
+        triggers.and_then(Option::as_ref).map_or(0, |t| {
+            t.iter()
+                .filter(|t| {
+                    let word = t.split_whitespace().next().unwrap_or_default();
+                    ["RUN", "COPY", "ADD", "WORKDIR"]
+                        .iter()
+                        .any(|w| word.eq_ignore_ascii_case(w))
+                })
+                .count()
+        })
+    }
+
     /// The global ARGs (platform ARGs first), for `--from` values and stage ARG defaults.
     fn meta(&self) -> Vec<(String, String)> {
         self.meta.to_vec()
+    }
+}
+
+/// A step's label as BuildKit prints it: `name k/n`, or `k/n` in an unnamed stage, `k` padded
+/// to the width of `n` (`[ 2/12]`).
+fn step_label(stage: &str, step: usize, total: usize) -> String {
+    let width = total.to_string().len();
+    if stage.is_empty() {
+        format!("{step:>width$}/{total}")
+    } else {
+        format!("{stage} {step:>width$}/{total}")
+    }
+}
+
+/// `[label] text`, or `text` alone when `label` is empty.
+fn bracketed(label: &str, text: &str) -> String {
+    if label.is_empty() {
+        text.to_string()
+    } else {
+        format!("[{label}] {text}")
     }
 }
 
@@ -489,11 +542,28 @@ impl Converter<'_> {
     /// triggers of that base, then its own instructions.
     fn stage(&mut self, decl: &StageDecl<'_>) -> Result<StageState, ConvertError> {
         let index = self.index;
-        let label = decl
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("stage-{index}"));
-        let total = decl.body.len() + 1;
+        // BuildKit names steps `[name k/n]` (`[stage-N k/n]` for an unnamed stage among
+        // several, `[k/n]` in a single-stage Dockerfile) and counts the base image (not scratch
+        // or an earlier stage) and the steps that make a vertex.
+        let label = match &decl.name {
+            Some(name) => name.clone(),
+            None if self.decls.len() > 1 => format!("stage-{index}"),
+            None => String::new(),
+        };
+        let own_base =
+            decl.base != "scratch" && find_stage(self.decls, &decl.base, index).is_none();
+        let total = usize::from(own_base)
+            + decl
+                .body
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_)
+                    )
+                })
+                .count()
+            + self.trigger_steps(decl, index);
         // A named context of the stage's name replaces the whole stage (BuildKit).
         if let Some(nc) = decl
             .name
@@ -502,7 +572,7 @@ impl Converter<'_> {
         {
             let name = decl.name.clone().unwrap_or_default();
             let mut state =
-                self.named_context_state(&name, nc, &format!("{label} 1/1"), &decl.from.span)?;
+                self.named_context_state(&name, nc, &step_label(&label, 1, 1), &decl.from.span)?;
             state.name = label;
             return Ok(state);
         }
@@ -517,7 +587,7 @@ impl Converter<'_> {
             self.named_context_state(
                 &decl.base,
                 nc,
-                &format!("{label} 1/{total}"),
+                &step_label(&label, 1, total),
                 &decl.from.span,
             )?
         } else {
@@ -527,7 +597,7 @@ impl Converter<'_> {
                     format!("image {} was not resolved", decl.base),
                 )
             })?;
-            self.image_state(base, &format!("{label} 1/{total}"), &decl.from.span)
+            self.image_state(base, &step_label(&label, 1, total), &decl.from.span)
         };
         state.name = label;
         // ONBUILD triggers of the base run first and are not inherited.
@@ -549,7 +619,7 @@ impl Converter<'_> {
                 trigger_insts.push((t, inst));
             }
         }
-        self.step = (1, total);
+        self.step = (usize::from(own_base), total);
         for (t, inst) in &trigger_insts {
             let cmd = instructions::parse(inst).map_err(|e| {
                 if !e.is_flag_error() {
@@ -565,8 +635,7 @@ impl Converter<'_> {
             })?;
             self.instruction(&mut state, &cmd)?;
         }
-        for (step, cmd) in decl.body.iter().enumerate() {
-            self.step = (step + 2, total);
+        for cmd in &decl.body {
             self.instruction(&mut state, cmd)?;
         }
         Ok(state)

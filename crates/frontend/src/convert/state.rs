@@ -18,7 +18,7 @@ pub(super) struct StageState {
     pub(super) args: Vec<(String, String)>,
     /// Whether this stage set CMD (an ENTRYPOINT then keeps it).
     pub(super) cmd_set: bool,
-    /// The stage label of step names (`AS` name or `stage-N`).
+    /// The stage label of step names (the `AS` name, `stage-N`, empty in a single unnamed stage).
     pub(super) name: String,
 }
 

@@ -85,9 +85,27 @@ pub fn build(root: &Path, context: &Path, base: &str, extra: &[&str]) -> Output 
         .expect("run rbuild")
 }
 
-/// rbuild's stderr as text.
+/// rbuild's stderr as text, a `--progress=json` build's final `error` event replaced by the
+/// report it carries (the text a plain build prints).
 pub fn stderr_text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| json_error_report(l).unwrap_or_else(|| l.to_string()))
+        .collect();
+    if text.ends_with('\n') {
+        lines.push(String::new());
+    }
+    lines.join("\n")
+}
+
+/// The report of a `--progress=json` build's final `error` event, when `line` is one.
+pub fn json_error_report(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["event"] != "error" || v.get("vertex").is_some() {
+        return None;
+    }
+    v["message"].as_str().map(str::to_string)
 }
 
 /// Fails the test with rbuild's output unless it succeeded.
@@ -110,12 +128,15 @@ pub fn events(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// Names of the vertices that ran (a `started` event) and of those reported cached.
+/// Names of the steps that ran (a `started` event) and of those reported cached.
 pub fn ran_and_cached(out: &Output) -> (Vec<String>, Vec<String>) {
     let evs = events(out);
     let pick = |kind: &str| {
         evs.iter()
             .filter(|e| e["event"] == kind)
+            // The build's own vertices (`[internal] load ...`, `exporting to image`) have no
+            // cache key; they are not steps.
+            .filter(|e| kind != "started" || !e["cache_key"].is_null())
             .map(|e| e["name"].as_str().unwrap_or_default().to_string())
             .collect()
     };
