@@ -1,8 +1,9 @@
 //! Progress rendering: solver events as BuildKit-style plain lines (`#N ...`), JSON lines, or
-//! indicatif spinners on a terminal; the library's other [`BuildEvent`]s (lock waits, registry
+//! on a terminal the live view of [`crate::tty`]; the library's other [`BuildEvent`]s (lock waits, registry
 //! notices, cache import/export, image written, names, pushes) as their stderr lines.
 
-use indicatif::{DecimalBytes, MultiProgress, ProgressBar, ProgressStyle};
+use crate::tty::TtyProgress;
+use indicatif::DecimalBytes;
 use rbuild_build::{BuildEvent, Progress, PushSummary};
 use rbuild_solver::{Event, EventKind, LogStream, ProgressSink};
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::time::Instant;
 pub enum ProgressMode {
     /// tty on a terminal, plain otherwise.
     Auto,
-    /// Spinners per step.
+    /// BuildKit's live view on a terminal (an error without one).
     Tty,
     /// `#N` lines like BuildKit's plain output.
     Plain,
@@ -26,29 +27,63 @@ pub enum ProgressMode {
 struct State {
     numbers: HashMap<usize, usize>,
     started: Instant,
-    bars: HashMap<usize, ProgressBar>,
-    multi: Option<MultiProgress>,
 }
 
 /// The CLI's side of a build's progress: renders solver events in `mode` and prints the other
-/// build events on stderr.
+/// build events on stderr (tty mode: [`TtyProgress`] draws them).
 pub struct CliProgress {
     mode: ProgressMode,
+    tty: Option<TtyProgress>,
 }
 
 impl CliProgress {
-    /// Progress shown in `mode`.
-    pub fn new(mode: ProgressMode) -> CliProgress {
-        CliProgress { mode }
+    /// Progress shown in `mode` (`auto`: tty on a terminal, plain otherwise); `tty` without a
+    /// terminal on stderr is an error, as buildx's.
+    pub fn new(mode: ProgressMode) -> Result<CliProgress, crate::errors::Report> {
+        use std::io::IsTerminal;
+        let terminal = std::io::stderr().is_terminal();
+        if mode == ProgressMode::Tty && !terminal {
+            return Err(crate::errors::Report::new(format!(
+                "ERROR: {}",
+                crate::tty::NOT_A_CONSOLE
+            )));
+        }
+        let tty = (matches!(mode, ProgressMode::Tty | ProgressMode::Auto) && terminal)
+            .then(TtyProgress::start);
+        Ok(CliProgress { mode, tty })
+    }
+
+    /// Ends the live view (tty: prints the final tree once); `ok` says the build succeeded.
+    pub fn finish(&self, ok: bool) {
+        if let Some(tty) = &self.tty {
+            tty.finish(ok);
+        }
     }
 }
 
 impl Progress for CliProgress {
     fn solver_sink(&self) -> ProgressSink {
-        sink(self.mode)
+        match &self.tty {
+            Some(tty) => tty.sink(),
+            None => sink(self.mode),
+        }
     }
 
     fn event(&self, event: BuildEvent) {
+        match &self.tty {
+            Some(tty) => {
+                if let Some(event) = tty.event(event) {
+                    tty.suspend(|| self.print(event));
+                }
+            }
+            None => self.print(event),
+        }
+    }
+}
+
+impl CliProgress {
+    /// Prints a build event as its stderr line (a JSON object in json mode).
+    fn print(&self, event: BuildEvent) {
         match event {
             BuildEvent::SyntaxIgnored { file, syntax } => eprintln!(
                 "warning: {file}: `# syntax={syntax}` asks for a frontend image; rbuild does not run frontend images and builds with its built-in Dockerfile frontend"
@@ -151,25 +186,17 @@ pub fn print_pushed(summary: &PushSummary) {
     }
 }
 
-/// Builds a sink that renders events to stderr in `mode`.
+/// Builds a sink that renders events to stderr in `mode` (json, else plain; the tty view is
+/// [`TtyProgress`]'s).
 pub fn sink(mode: ProgressMode) -> ProgressSink {
-    use std::io::IsTerminal;
-    let mode = match mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
-        ProgressMode::Auto => ProgressMode::Plain,
-        m => m,
-    };
     let state = Arc::new(Mutex::new(State {
         numbers: HashMap::new(),
         started: Instant::now(),
-        bars: HashMap::new(),
-        multi: (mode == ProgressMode::Tty).then(MultiProgress::new),
     }));
     ProgressSink::new(move |event: Event| {
         let Ok(mut st) = state.lock() else { return };
         match mode {
             ProgressMode::Json => render_json(&event),
-            ProgressMode::Tty => render_tty(&mut st, &event),
             _ => render_plain(&mut st, &event),
         }
     })
@@ -202,51 +229,6 @@ fn render_plain(st: &mut State, event: &Event) {
         ),
         EventKind::Canceled => writeln!(err, "#{n} CANCELED"),
     };
-}
-
-fn render_tty(st: &mut State, event: &Event) {
-    let n = number(st, event.vertex.0);
-    let Some(multi) = st.multi.clone() else {
-        return;
-    };
-    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    match &event.kind {
-        EventKind::Started => {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style);
-            bar.set_message(format!("#{n} {}", event.name));
-            bar.enable_steady_tick(std::time::Duration::from_millis(100));
-            st.bars.insert(event.vertex.0, bar);
-        }
-        EventKind::Cached => {
-            let _ = multi.println(format!("#{n} {} CACHED", event.name));
-        }
-        EventKind::Log { line, .. } => {
-            let _ = multi.println(format!("#{n} {}", String::from_utf8_lossy(line).trim_end()));
-        }
-        EventKind::Done { duration } => {
-            if let Some(bar) = st.bars.remove(&event.vertex.0) {
-                bar.finish_and_clear();
-            }
-            let _ = multi.println(format!(
-                "#{n} {} DONE {:.1}s",
-                event.name,
-                duration.as_secs_f64()
-            ));
-        }
-        EventKind::Error { message, .. } => {
-            if let Some(bar) = st.bars.remove(&event.vertex.0) {
-                bar.finish_and_clear();
-            }
-            let _ = multi.println(format!("#{n} {} ERROR: {message}", event.name));
-        }
-        EventKind::Canceled => {
-            if let Some(bar) = st.bars.remove(&event.vertex.0) {
-                bar.finish_and_clear();
-            }
-        }
-    }
 }
 
 fn render_json(event: &Event) {
