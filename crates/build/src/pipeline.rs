@@ -447,6 +447,13 @@ impl Pipeline {
         if let Some(hook) = eager {
             worker = worker.with_on_executed(hook);
         }
+        let progress = self.progress.clone();
+        worker = worker.with_on_pull(Arc::new(move |image, p| {
+            progress.event(BuildEvent::Pull {
+                image: image.to_string(),
+                progress: p.clone(),
+            })
+        }));
         let worker = Arc::new(worker);
         worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
         let sink = {

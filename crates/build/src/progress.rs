@@ -69,6 +69,13 @@ pub enum BuildEvent {
     Pushed(PushSummary),
     /// A long layer export or compression went on (every 64 MiB of a layer, and at its end).
     Layer(rbuild_exporter::LayerProgress),
+    /// A base image's layer is downloading (its first bytes, about every 512 KiB, its end).
+    Pull {
+        /// The image as the Dockerfile's FROM resolved it.
+        image: String,
+        /// The blob and its bytes so far.
+        progress: rbuild_registry::BlobProgress,
+    },
 }
 
 /// The outcome of pushing one image to its names.

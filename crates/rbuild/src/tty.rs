@@ -1,7 +1,8 @@
 //! The live tty progress view, drawn like BuildKit's: a `[+] Building 5.3s (7/12)` header, one
 //! line per vertex with its timer (running ones tick to 0.1 s, finished ones collapse to one line
-//! with their duration or `CACHED`), the last lines of each running step's output under it, layer
-//! export and push sub-lines with bytes and a rate, every line cut to the terminal's width, and
+//! with their duration or `CACHED`), the last lines of each running step's output under it,
+//! base-image layer downloads under their FROM, layer export and push sub-lines with bytes and a
+//! rate, every line cut to the terminal's width, and
 //! the whole tree printed once when the build ends. indicatif does the drawing (one multi-line
 //! bar redrawn at most [`REFRESH_HZ`] times a second); this module owns the model and its layout.
 
@@ -31,6 +32,8 @@ enum Key {
     Export,
     /// Pushing the image.
     Push,
+    /// Pulling an image outside a vertex that names it.
+    Pull(String),
 }
 
 /// How a vertex ended, if it did.
@@ -211,9 +214,37 @@ impl Model {
                 }
                 v.status = Status::Done(summary.elapsed);
             }
+            BuildEvent::Pull { image, progress } => {
+                let key = self.pulling_vertex(image);
+                let name = format!("pulling {image}");
+                let blob = format!("sha256:{}", short_id(progress.digest.hex()));
+                let sub = self.vertex(key, &name, now).sub(&blob, now);
+                sub.bytes = Some((progress.done, Some(progress.total)));
+                if progress.done >= progress.total {
+                    sub.ended.get_or_insert(now - sub.started);
+                }
+            }
             _ => return false,
         }
         true
+    }
+
+    /// The vertex a pull of `image` shows under: the running FROM that names it (the last
+    /// one), else a vertex of its own.
+    fn pulling_vertex(&self, image: &str) -> Key {
+        let repo = image.split('@').next().unwrap_or(image);
+        self.order
+            .iter()
+            .rev()
+            .find(|k| {
+                matches!(k, Key::Solver(_))
+                    && self
+                        .vertices
+                        .get(*k)
+                        .is_some_and(|v| v.status == Status::Running && v.name.contains(repo))
+            })
+            .cloned()
+            .unwrap_or_else(|| Key::Pull(image.to_string()))
     }
 
     /// Vertices done (finished, cached or failed) and known.

@@ -233,10 +233,16 @@ pub struct Worker {
     context_keys: ContextKeys,
     /// Told of every vertex this worker runs and its result ([`Worker::with_on_executed`]).
     on_executed: Option<OnExecuted>,
+    /// Told of base-image blob downloads ([`Worker::with_on_pull`]).
+    on_pull: Option<OnPull>,
 }
 
 /// A callback told of each executed vertex (its llb digest) and its result.
 pub type OnExecuted = Arc<dyn Fn(&Digest, &Value) + Send + Sync>;
+
+/// A callback told of a base image's blob download progress (the image's reference as the
+/// build names it, and the blob's bytes).
+pub type OnPull = Arc<dyn Fn(&str, &rbuild_registry::BlobProgress) + Send + Sync>;
 
 /// Per File vertex (llb digest): its context checksums, computed at most once.
 type ContextKeys =
@@ -270,7 +276,14 @@ impl Worker {
             context_keys: Arc::default(),
             limits: Arc::new(Limits::default()),
             on_executed: None,
+            on_pull: None,
         }
+    }
+
+    /// Calls `f` as base-image layers download (bytes per blob). `f` must return quickly.
+    pub fn with_on_pull(mut self, f: OnPull) -> Self {
+        self.on_pull = Some(f);
+        self
     }
 
     /// Calls `f` after each vertex this worker runs (not for cache hits) with its llb digest
@@ -556,9 +569,13 @@ impl Worker {
             Op::Source(SourceOp::Image { reference, digest }) => {
                 // Retries and waits of the pull show up as log lines of this vertex.
                 let log = ctx.clone();
-                let registry = self.registry.with_notices(move |n| {
+                let mut registry = self.registry.with_notices(move |n| {
                     log.log(LogStream::Stderr, n.to_string().as_bytes());
                 });
+                if let Some(on_pull) = self.on_pull.clone() {
+                    let image = reference.clone();
+                    registry = registry.with_transfer_progress(move |p| on_pull(&image, p));
+                }
                 image::unpack_image(
                     &self.store,
                     &self.snapshotter,
