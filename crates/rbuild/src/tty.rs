@@ -317,9 +317,6 @@ impl Model {
                 left.push(' ');
                 left.push_str(&bytes(done, total, time, s.ended.is_some()));
             }
-            if s.ended.is_some() && s.bytes.is_some() {
-                left.push_str(" done");
-            }
             out.push(align(&left, &timer(time), width));
         }
         if matches!(v.status, Status::Running | Status::Error(_)) {
@@ -340,21 +337,19 @@ fn timer(d: Duration) -> String {
 /// while the transfer runs.
 fn bytes(done: u64, total: Option<u64>, elapsed: Duration, ended: bool) -> String {
     let mut s = match total {
-        Some(t) if t != done || !ended => format!(
-            "{} / {}",
-            indicatif::DecimalBytes(done),
-            indicatif::DecimalBytes(t)
-        ),
-        _ => format!("{}", indicatif::DecimalBytes(done)),
+        Some(t) => format!("{} / {}", size(done), size(t)),
+        None => size(done),
     };
     let secs = elapsed.as_secs_f64();
     if !ended && secs > 0.0 {
-        s.push_str(&format!(
-            " {}/s",
-            indicatif::DecimalBytes((done as f64 / secs) as u64)
-        ));
+        s.push_str(&format!(" {}/s", size((done as f64 / secs) as u64)));
     }
     s
+}
+
+/// Bytes in decimal units without a space (`1.06MB`), as BuildKit prints them.
+fn size(n: u64) -> String {
+    indicatif::DecimalBytes(n).to_string().replace(' ', "")
 }
 
 /// The first 12 hex digits of a digest or snapshot id (`sha256:` dropped), as BuildKit shows.
@@ -532,6 +527,14 @@ mod tests {
         assert!(lines[0].starts_with("[+] Building 0.0s (5/6)"), "{lines:?}");
         assert!(lines[3].starts_with(" => running"), "{lines:?}");
         assert!(lines[1].starts_with(" => step 3"), "{lines:?}");
+    }
+
+    #[test]
+    fn transfers_show_bytes_and_a_rate_while_they_run() {
+        let running = bytes(500_000, Some(1_000_000), Duration::from_secs(2), false);
+        assert_eq!(running, "500.00kB / 1.00MB 250.00kB/s");
+        let ended = bytes(1_000_000, Some(1_000_000), Duration::from_secs(2), true);
+        assert_eq!(ended, "1.00MB / 1.00MB");
     }
 
     #[test]

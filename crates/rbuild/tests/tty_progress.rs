@@ -194,6 +194,17 @@ fn tty_view_collapses_finished_steps_cuts_lines_and_prints_the_final_tree() {
         .unwrap_or_else(|| panic!("no long RUN line:\n{}", tree.join("\n")));
     assert_eq!(console_width(long), COLS as usize, "{long:?}");
     assert!(ends_with_timer(long), "{long:?}");
+    // The base image's layer download, under its FROM, with its bytes.
+    let from = tree
+        .iter()
+        .position(|l| l.contains(" FROM "))
+        .unwrap_or_else(|| panic!("no FROM line:\n{}", tree.join("\n")));
+    let pulled = &tree[from + 1];
+    assert!(
+        pulled.starts_with(" => => sha256:") && pulled.contains("B / ") && ends_with_timer(pulled),
+        "no layer download under FROM:\n{}",
+        tree.join("\n")
+    );
     // The export, as BuildKit's `exporting to image` vertex with its sub-steps.
     assert!(
         tree.iter().any(|l| l.starts_with(" => exporting to image")),
