@@ -76,6 +76,15 @@ pub enum BuildEvent {
         /// The blob and its bytes so far.
         progress: rbuild_registry::BlobProgress,
     },
+    /// A base image's layer is being extracted into its snapshot (`finished`: it is).
+    Extract {
+        /// The image as the Dockerfile's FROM resolved it.
+        image: String,
+        /// The layer's blob.
+        layer: Digest,
+        /// False when it starts, true when it ended.
+        finished: bool,
+    },
 }
 
 /// The outcome of pushing one image to its names.

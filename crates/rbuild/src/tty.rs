@@ -224,6 +224,19 @@ impl Model {
                     sub.ended.get_or_insert(now - sub.started);
                 }
             }
+            BuildEvent::Extract {
+                image,
+                layer,
+                finished,
+            } => {
+                let key = self.pulling_vertex(image);
+                let name = format!("pulling {image}");
+                let line = format!("extracting sha256:{}", short_id(layer.hex()));
+                let sub = self.vertex(key, &name, now).sub(&line, now);
+                if *finished {
+                    sub.ended.get_or_insert(now - sub.started);
+                }
+            }
             _ => return false,
         }
         true
@@ -476,8 +489,10 @@ impl TtyProgress {
             }
             let elapsed = now - m.started;
             m.finished = Some((ok, elapsed));
-            if let Some(v) = m.vertices.get_mut(&Key::Export) {
-                v.close(now);
+            for (key, v) in m.vertices.iter_mut() {
+                if !matches!(key, Key::Solver(_)) {
+                    v.close(now);
+                }
             }
             m.lines(term_size().1, None, now)
         };

@@ -1,6 +1,7 @@
 //! The tty progress view, seen through a real pseudo-terminal of a fixed size (60 columns, 40
 //! rows): BuildKit's `[+] Building 1.2s (5/5) FINISHED` header, finished steps collapsed to one
 //! line with their time (`CACHED` on a rebuild), a running step's output under it while it runs,
+//! the base image's layer downloads (bytes) and extraction under its FROM,
 //! lines cut to the terminal's width, the whole tree printed once at the end; and
 //! `--progress=tty` refused without a terminal, as buildx refuses it.
 
@@ -203,6 +204,14 @@ fn tty_view_collapses_finished_steps_cuts_lines_and_prints_the_final_tree() {
     assert!(
         pulled.starts_with(" => => sha256:") && pulled.contains("B / ") && ends_with_timer(pulled),
         "no layer download under FROM:\n{}",
+        tree.join("\n")
+    );
+    assert!(
+        tree[from + 1..]
+            .iter()
+            .take_while(|l| l.starts_with(" => => "))
+            .any(|l| l.starts_with(" => => extracting sha256:") && ends_with_timer(l)),
+        "no layer extraction under FROM:\n{}",
         tree.join("\n")
     );
     // The export, as BuildKit's `exporting to image` vertex with its sub-steps.

@@ -240,9 +240,20 @@ pub struct Worker {
 /// A callback told of each executed vertex (its llb digest) and its result.
 pub type OnExecuted = Arc<dyn Fn(&Digest, &Value) + Send + Sync>;
 
-/// A callback told of a base image's blob download progress (the image's reference as the
-/// build names it, and the blob's bytes).
-pub type OnPull = Arc<dyn Fn(&str, &rbuild_registry::BlobProgress) + Send + Sync>;
+/// A callback told of a base image's pull (the image's reference as the build names it, and
+/// what happened).
+pub type OnPull = Arc<dyn Fn(&str, PullEvent<'_>) + Send + Sync>;
+
+/// What a base image's pull reports while a FROM vertex runs.
+#[derive(Debug, Clone, Copy)]
+pub enum PullEvent<'a> {
+    /// A layer blob's download went on.
+    Bytes(&'a rbuild_registry::BlobProgress),
+    /// A layer blob began to be extracted into its snapshot.
+    Extracting(&'a Digest),
+    /// A layer blob was extracted.
+    Extracted(&'a Digest),
+}
 
 /// Per File vertex (llb digest): its context checksums, computed at most once.
 type ContextKeys =
@@ -574,15 +585,31 @@ impl Worker {
                 });
                 if let Some(on_pull) = self.on_pull.clone() {
                     let image = reference.clone();
-                    registry = registry.with_transfer_progress(move |p| on_pull(&image, p));
+                    registry = registry
+                        .with_transfer_progress(move |p| on_pull(&image, PullEvent::Bytes(p)));
                 }
-                image::unpack_image(
+                let on_extract = self.on_pull.clone().map(|on_pull| {
+                    let image = reference.clone();
+                    move |layer: &Digest, done: bool| {
+                        on_pull(
+                            &image,
+                            match done {
+                                false => PullEvent::Extracting(layer),
+                                true => PullEvent::Extracted(layer),
+                            },
+                        )
+                    }
+                });
+                image::unpack_image_reporting(
                     &self.store,
                     &self.snapshotter,
                     &registry,
                     self.index.as_ref(),
                     reference,
                     digest.as_ref(),
+                    on_extract
+                        .as_ref()
+                        .map(|f| f as &(dyn Fn(&Digest, bool) + Send + Sync)),
                 )
                 .await
                 .map(Value::Fs)
