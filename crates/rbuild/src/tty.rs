@@ -334,7 +334,7 @@ impl Model {
         }
         if matches!(v.status, Status::Running | Status::Error(_)) {
             for l in &v.logs {
-                out.push(cut_to(&format!(" => => # {l}"), width));
+                out.push(cut_to(&format!(" => => # {l}"), width.saturating_sub(1)));
             }
         }
         out
@@ -396,14 +396,16 @@ fn cut_to(s: &str, width: usize) -> String {
     console::truncate_str(s, width, "").into_owned()
 }
 
-/// `left` and `right` on one line of `width` columns, `right` at the right edge, `left` cut to
-/// make room (as BuildKit aligns a vertex's timer).
+/// `left` and `right` on one line that stops one column short of `width` (as BuildKit's, so
+/// the terminal never wraps at its last column), `right` at its end and at least two spaces
+/// before it, `left` cut to make room.
 fn align(left: &str, right: &str, width: usize) -> String {
+    let width = width.saturating_sub(1);
     let rw = console::measure_text_width(right);
-    if width <= rw + 1 {
+    if width < rw + 3 {
         return cut_to(left, width);
     }
-    let left = cut_to(left, width - rw - 1);
+    let left = cut_to(left, width - rw - 2);
     let pad = width - rw - console::measure_text_width(&left);
     format!("{left}{}{right}", " ".repeat(pad))
 }
@@ -518,8 +520,8 @@ mod tests {
     #[test]
     fn a_long_name_is_cut_and_the_timer_stays_at_the_right_edge() {
         let line = align(" => [2/3] RUN echo a very long command line", "1.2s", 30);
-        assert_eq!(line.chars().count(), 30);
-        assert!(line.ends_with(" 1.2s"), "{line}");
+        assert_eq!(line.chars().count(), 29);
+        assert!(line.ends_with("  1.2s"), "{line}");
         assert!(line.starts_with(" => [2/3] RUN echo"), "{line}");
     }
 

@@ -188,12 +188,16 @@ fn tty_view_collapses_finished_steps_cuts_lines_and_prints_the_final_tree() {
         "a finished step's output stays collapsed:\n{}",
         tree.join("\n")
     );
-    // The long RUN line is cut to the width, its timer kept.
+    // The long RUN line is cut to the width (one column short, as BuildKit's), its timer kept.
     let long = tree
         .iter()
         .find(|l| l.contains("RUN echo xxxx"))
         .unwrap_or_else(|| panic!("no long RUN line:\n{}", tree.join("\n")));
-    assert_eq!(console_width(long), COLS as usize, "{long:?}");
+    assert_eq!(console_width(long), COLS as usize - 1, "{long:?}");
+    assert!(
+        long.contains("xxxx  "),
+        "two spaces before the timer: {long:?}"
+    );
     assert!(ends_with_timer(long), "{long:?}");
     // The base image's layer download, under its FROM, with its bytes.
     let from = tree
