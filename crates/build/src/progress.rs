@@ -67,6 +67,8 @@ pub enum BuildEvent {
     PushNotice(RegistryNotice),
     /// An image was pushed.
     Pushed(PushSummary),
+    /// A blob's upload went on (after each chunk, and when committed).
+    PushBytes(rbuild_registry::BlobProgress),
     /// A long layer export or compression went on (every 64 MiB of a layer, and at its end).
     Layer(rbuild_exporter::LayerProgress),
     /// A base image's layer is downloading (its first bytes, about every 512 KiB, its end).

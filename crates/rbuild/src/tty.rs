@@ -224,6 +224,19 @@ impl Model {
                     sub.ended.get_or_insert(now - sub.started);
                 }
             }
+            BuildEvent::PushBytes(p) => {
+                if let Some(v) = self.vertices.get_mut(&Key::Export) {
+                    v.close(now);
+                }
+                let blob = format!("sha256:{}", short_id(p.digest.hex()));
+                let sub = self
+                    .vertex(Key::Push, "pushing layers", now)
+                    .sub(&blob, now);
+                sub.bytes = Some((p.done, Some(p.total)));
+                if p.done >= p.total {
+                    sub.ended.get_or_insert(now - sub.started);
+                }
+            }
             BuildEvent::Extract {
                 image,
                 layer,

@@ -128,10 +128,15 @@ fn context(dir: &Path) {
 }
 
 fn tty_build(root: &Path, ctx: &Path, base: &str, progress: &str) -> (ExitStatus, String) {
+    tty_build_with(root, ctx, base, &[progress, "-t", "tty/view:1"])
+}
+
+fn tty_build_with(root: &Path, ctx: &Path, base: &str, args: &[&str]) -> (ExitStatus, String) {
     let mut cmd = rbuild_at(root);
-    cmd.args(["build", progress, "--build-arg"])
+    cmd.arg("build")
+        .args(args)
+        .arg("--build-arg")
         .arg(format!("BASE={base}"))
-        .args(["-t", "tty/view:1"])
         .arg(ctx)
         .env("TERM", "xterm")
         .env_remove("BUILDKIT_PROGRESS");
@@ -280,6 +285,54 @@ fn a_failed_step_keeps_its_output_in_the_final_tree() {
         "{}",
         tree.join("\n")
     );
+}
+
+#[test]
+fn a_push_shows_its_layers_bytes() {
+    let Some(env) = env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nRUN head -c 300000 /dev/urandom > /blob\n",
+    )
+    .unwrap();
+    let name = format!("{}/tty/pushed:1", env.registry.addr());
+    let (status, text) = tty_build_with(
+        root.path(),
+        ctx.path(),
+        &env.base,
+        &["--progress=tty", "--push", "-t", &name],
+    );
+    assert!(status.success(), "rbuild failed ({status:?}):\n{text}");
+    let tree = final_tree(&text);
+    if std::env::var_os("TTY_PROGRESS_SHOW").is_some() {
+        eprintln!("{}", tree.join("\n"));
+    }
+    let push = tree
+        .iter()
+        .position(|l| l.starts_with(" => pushing layers"))
+        .unwrap_or_else(|| panic!("no push vertex:\n{}", tree.join("\n")));
+    assert!(ends_with_timer(&tree[push]), "{:?}", tree[push]);
+    let blobs: Vec<&String> = tree[push + 1..]
+        .iter()
+        .take_while(|l| l.starts_with(" => => "))
+        .filter(|l| l.starts_with(" => => sha256:"))
+        .collect();
+    assert!(!blobs.is_empty(), "no blob lines:\n{}", tree.join("\n"));
+    for b in blobs {
+        let (done, total) = b
+            .trim_start_matches(" => => sha256:")
+            .split_once(" / ")
+            .map(|(d, t)| {
+                (
+                    d.split(' ').nth(1).unwrap_or_default(),
+                    t.split(' ').next().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no bytes in {b:?}"));
+        assert_eq!(done, total, "an uploaded blob is complete: {b:?}");
+    }
 }
 
 #[test]

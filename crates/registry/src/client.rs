@@ -43,7 +43,7 @@ pub struct RegistryClient {
     pub(crate) inner: Arc<Inner>,
     /// Where retries and waits are reported, if anywhere.
     pub(crate) notices: Option<NoticeSink>,
-    /// Where blob download progress is reported, if anywhere.
+    /// Where blob transfer progress is reported, if anywhere.
     pub(crate) transfers: Option<TransferSink>,
 }
 
@@ -81,7 +81,7 @@ impl RegistryClient {
     }
 
     /// A clone (sharing connections, tokens, options and notices) that reports the bytes of
-    /// blob downloads to `f`.
+    /// blob downloads and uploads to `f`.
     pub fn with_transfer_progress(
         &self,
         f: impl Fn(&BlobProgress) + Send + Sync + 'static,
@@ -195,7 +195,7 @@ impl RegistryClient {
         self.base_url(registry)
     }
 
-    /// Reports a blob download's progress, if anyone listens.
+    /// Reports a blob transfer's progress, if anyone listens.
     pub(crate) fn report_transfer(&self, progress: BlobProgress) {
         if let Some(sink) = &self.transfers {
             sink(&progress);
