@@ -34,7 +34,7 @@ use rbuild_solver::{
     CacheIndex, CacheKey, EventKind, Graph, ProgressSink, SolveError, SolveOptions, Solver,
     VertexId, DEFAULT_LOCK_TIMEOUT,
 };
-use rbuild_worker::{graph_from_definition, Value, WorkVertex, Worker, WorkerError};
+use rbuild_worker::{graph_from_definition, PullEvent, Value, WorkVertex, Worker, WorkerError};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -516,6 +516,21 @@ impl Pipeline {
         if let Some(eager) = &eager {
             worker = worker.with_on_executed(eager.hook());
         }
+        let progress = self.progress.clone();
+        worker = worker.with_on_pull(Arc::new(move |image, event| {
+            let image = image.to_string();
+            progress.event(match event {
+                PullEvent::Bytes(p) => BuildEvent::Pull {
+                    image,
+                    progress: p.clone(),
+                },
+                PullEvent::Extracting(layer) | PullEvent::Extracted(layer) => BuildEvent::Extract {
+                    image,
+                    layer: layer.clone(),
+                    finished: matches!(event, PullEvent::Extracted(_)),
+                },
+            })
+        }));
         let worker = Arc::new(worker);
         worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
         let (listing, list_rest) =

@@ -67,8 +67,26 @@ pub enum BuildEvent {
     PushNotice(RegistryNotice),
     /// An image was pushed.
     Pushed(PushSummary),
+    /// A blob's upload went on (after each chunk, and when committed).
+    PushBytes(rbuild_registry::BlobProgress),
     /// A long layer export or compression went on (every 64 MiB of a layer, and at its end).
     Layer(rbuild_exporter::LayerProgress),
+    /// A base image's layer is downloading (its first bytes, about every 512 KiB, its end).
+    Pull {
+        /// The image as the Dockerfile's FROM resolved it.
+        image: String,
+        /// The blob and its bytes so far.
+        progress: rbuild_registry::BlobProgress,
+    },
+    /// A base image's layer is being extracted into its snapshot (`finished`: it is).
+    Extract {
+        /// The image as the Dockerfile's FROM resolved it.
+        image: String,
+        /// The layer's blob.
+        layer: Digest,
+        /// False when it starts, true when it ended.
+        finished: bool,
+    },
 }
 
 /// The outcome of pushing one image to its names.

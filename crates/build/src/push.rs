@@ -30,7 +30,10 @@ pub async fn push_image(
             .map_err(|e| BuildError::registry(format!("invalid image name `{n}`"), e))?;
         targets.push(r);
     }
-    let client = client.with_notices(move |n| progress.event(BuildEvent::PushNotice(n.clone())));
+    let bytes = progress.clone();
+    let client = client
+        .with_notices(move |n| progress.event(BuildEvent::PushNotice(n.clone())))
+        .with_transfer_progress(move |p| bytes.event(BuildEvent::PushBytes(p.clone())));
     let mut mount_sources: BTreeMap<_, Vec<String>> = BTreeMap::new();
     for t in &targets {
         let (s, reg) = (store.clone(), t.registry.clone());

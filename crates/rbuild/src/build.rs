@@ -157,10 +157,17 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.no_cache_filter = args.no_cache_filter.clone();
     request.named_contexts = args.build_contexts.clone();
     request.pull = args.pull;
-    if !args.quiet {
-        request.progress = Arc::new(progress::CliProgress::new(args.progress));
+    let cli_progress = match args.quiet {
+        true => None,
+        false => Some(Arc::new(progress::CliProgress::new(args.progress)?)),
+    };
+    if let Some(p) = &cli_progress {
+        request.progress = p.clone();
     }
     let built = rbuild_build::build_with_cancel(request, wait_for_signal()).await;
+    if let Some(p) = &cli_progress {
+        p.finish(built.is_ok());
+    }
     // Listed when the progress closes, failed builds too (as buildx).
     if let Some(lint) = lint
         .as_ref()

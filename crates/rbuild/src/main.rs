@@ -21,6 +21,7 @@ mod push;
 mod rmi;
 mod run_opts;
 mod table;
+mod tty;
 mod version;
 
 use clap::{Args, Parser, Subcommand};

@@ -1,5 +1,5 @@
 //! Progress rendering: solver events as BuildKit-style plain lines (`#N ...`), JSON lines, or
-//! indicatif spinners on a terminal; the library's other [`BuildEvent`]s (lock waits, registry
+//! on a terminal the live view of [`crate::tty`]; the library's other [`BuildEvent`]s (lock waits, registry
 //! notices, cache import/export, image written, names, pushes) as their stderr lines, or in JSON
 //! mode as JSON objects: in JSON mode every line on stderr is one JSON object (the schema is
 //! `docs/progress-events.schema.json`), ending with a `result` or an `error` event.
@@ -10,7 +10,8 @@
 //! `writing image`, `naming to`, which carry no cache key) without a time, and `#N DONE 1.2s`,
 //! `#N CACHED`, `#N ERROR: ...`.
 
-use indicatif::{DecimalBytes, MultiProgress, ProgressBar, ProgressStyle};
+use crate::tty::TtyProgress;
+use indicatif::DecimalBytes;
 use rbuild_build::{BuildEvent, BuildResult, Progress, PushSummary};
 use rbuild_solver::{Event, EventKind, LogStream, ProgressSink};
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use std::time::SystemTime;
 pub enum ProgressMode {
     /// tty on a terminal, plain otherwise.
     Auto,
-    /// Spinners per step.
+    /// BuildKit's live view on a terminal (an error without one).
     Tty,
     /// `#N` lines like BuildKit's plain output.
     Plain,
@@ -58,33 +59,48 @@ struct State {
     starts: HashMap<usize, SystemTime>,
     /// The vertex whose lines were printed last (plain), so a switch repeats the header.
     last: Option<usize>,
-    bars: HashMap<usize, ProgressBar>,
-    multi: Option<MultiProgress>,
 }
 
 /// The CLI's side of a build's progress: renders solver events in `mode` and prints the other
-/// build events on stderr. Every [`Progress::solver_sink`] shares one numbering of vertices.
+/// build events on stderr (tty mode: [`TtyProgress`] draws them). Every
+/// [`Progress::solver_sink`] shares one numbering of vertices.
 pub struct CliProgress {
     mode: ProgressMode,
     state: Arc<Mutex<State>>,
+    /// The live view, in tty mode.
+    tty: Option<TtyProgress>,
 }
 
 impl CliProgress {
-    /// Progress shown in `mode` (`Auto` resolved now).
-    pub fn new(mode: ProgressMode) -> CliProgress {
+    /// Progress shown in `mode` (`Auto` resolved now: tty on a terminal, plain otherwise);
+    /// `tty` without a terminal on stderr is an error, as buildx's.
+    pub fn new(mode: ProgressMode) -> Result<CliProgress, crate::errors::Report> {
+        use std::io::IsTerminal;
+        if mode == ProgressMode::Tty && !std::io::stderr().is_terminal() {
+            return Err(crate::errors::Report::new(format!(
+                "ERROR: {}",
+                crate::tty::NOT_A_CONSOLE
+            )));
+        }
         let mode = mode.resolve();
         if mode == ProgressMode::Json {
             JSON_ERRORS.store(true, Ordering::Relaxed);
         }
-        CliProgress {
+        Ok(CliProgress {
             mode,
             state: Arc::new(Mutex::new(State {
                 numbers: HashMap::new(),
                 starts: HashMap::new(),
                 last: None,
-                bars: HashMap::new(),
-                multi: (mode == ProgressMode::Tty).then(MultiProgress::new),
             })),
+            tty: (mode == ProgressMode::Tty).then(TtyProgress::start),
+        })
+    }
+
+    /// Ends the live view (tty: prints the final tree once); `ok` says the build succeeded.
+    pub fn finish(&self, ok: bool) {
+        if let Some(tty) = &self.tty {
+            tty.finish(ok);
         }
     }
 }
@@ -114,10 +130,27 @@ fn message(mode: ProgressMode, kind: &str, text: String) {
 
 impl Progress for CliProgress {
     fn solver_sink(&self) -> ProgressSink {
-        sink_with(self.mode, self.state.clone())
+        match &self.tty {
+            Some(tty) => tty.sink(),
+            None => sink_with(self.mode, self.state.clone()),
+        }
     }
 
     fn event(&self, event: BuildEvent) {
+        match &self.tty {
+            Some(tty) => {
+                if let Some(event) = tty.event(event) {
+                    tty.suspend(|| self.print(event));
+                }
+            }
+            None => self.print(event),
+        }
+    }
+}
+
+impl CliProgress {
+    /// Prints a build event as its stderr line (a JSON object in json mode).
+    fn print(&self, event: BuildEvent) {
         let json = self.mode == ProgressMode::Json;
         match event {
             BuildEvent::SyntaxIgnored { file, syntax } => message(
@@ -331,13 +364,13 @@ pub fn print_pushed(summary: &PushSummary) {
     }
 }
 
-/// A sink rendering in `mode` (resolved) with the shared `state`.
+/// A sink rendering in `mode` (resolved: json, else plain; the tty view is [`TtyProgress`]'s)
+/// with the shared `state`.
 fn sink_with(mode: ProgressMode, state: Arc<Mutex<State>>) -> ProgressSink {
     ProgressSink::new(move |event: Event| {
         let Ok(mut st) = state.lock() else { return };
         match mode {
             ProgressMode::Json => render_json(&mut st, &event),
-            ProgressMode::Tty => render_tty(&mut st, &event),
             _ => render_plain(&mut st, &event),
         }
     })
@@ -391,51 +424,6 @@ fn render_plain(st: &mut State, event: &Event) {
         EventKind::Canceled => out.push_str(&format!("#{n} CANCELED\n")),
     }
     let _ = std::io::stderr().lock().write_all(out.as_bytes());
-}
-
-fn render_tty(st: &mut State, event: &Event) {
-    let n = number(st, event.vertex.0);
-    let Some(multi) = st.multi.clone() else {
-        return;
-    };
-    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    match &event.kind {
-        EventKind::Started => {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style);
-            bar.set_message(format!("#{n} {}", event.name));
-            bar.enable_steady_tick(std::time::Duration::from_millis(100));
-            st.bars.insert(event.vertex.0, bar);
-        }
-        EventKind::Cached => {
-            let _ = multi.println(format!("#{n} {} CACHED", event.name));
-        }
-        EventKind::Log { line, .. } => {
-            let _ = multi.println(format!("#{n} {}", String::from_utf8_lossy(line).trim_end()));
-        }
-        EventKind::Done { duration } => {
-            if let Some(bar) = st.bars.remove(&event.vertex.0) {
-                bar.finish_and_clear();
-            }
-            let _ = multi.println(format!(
-                "#{n} {} DONE {:.1}s",
-                event.name,
-                duration.as_secs_f64()
-            ));
-        }
-        EventKind::Error { message, .. } => {
-            if let Some(bar) = st.bars.remove(&event.vertex.0) {
-                bar.finish_and_clear();
-            }
-            let _ = multi.println(format!("#{n} {} ERROR: {message}", event.name));
-        }
-        EventKind::Canceled => {
-            if let Some(bar) = st.bars.remove(&event.vertex.0) {
-                bar.finish_and_clear();
-            }
-        }
-    }
 }
 
 fn render_json(st: &mut State, event: &Event) {

@@ -4,7 +4,7 @@
 //! add their methods in their own modules.
 
 use crate::auth::{Auth, Cred};
-use crate::notice::NoticeSink;
+use crate::notice::{BlobProgress, NoticeSink, TransferSink};
 use crate::options::{ClientOptions, INSECURE_REGISTRIES_ENV, TLS_REGISTRIES_ENV};
 #[cfg(doc)]
 use crate::options::{CONNECT_TIMEOUT_ENV, REGISTRY_CA_ENV, STALL_TIMEOUT_ENV};
@@ -43,6 +43,8 @@ pub struct RegistryClient {
     pub(crate) inner: Arc<Inner>,
     /// Where retries and waits are reported, if anywhere.
     pub(crate) notices: Option<NoticeSink>,
+    /// Where blob transfer progress is reported, if anywhere.
+    pub(crate) transfers: Option<TransferSink>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -74,6 +76,20 @@ impl RegistryClient {
         RegistryClient {
             inner: self.inner.clone(),
             notices: Some(Arc::new(f)),
+            transfers: self.transfers.clone(),
+        }
+    }
+
+    /// A clone (sharing connections, tokens, options and notices) that reports the bytes of
+    /// blob downloads and uploads to `f`.
+    pub fn with_transfer_progress(
+        &self,
+        f: impl Fn(&BlobProgress) + Send + Sync + 'static,
+    ) -> RegistryClient {
+        RegistryClient {
+            inner: self.inner.clone(),
+            notices: self.notices.clone(),
+            transfers: Some(Arc::new(f)),
         }
     }
 
@@ -111,6 +127,7 @@ impl RegistryClient {
                 auth: Mutex::new(HashMap::new()),
             }),
             notices: None,
+            transfers: None,
         })
     }
 
@@ -176,6 +193,13 @@ impl RegistryClient {
     /// The base URL of a registry, e.g. `https://registry-1.docker.io`.
     pub(crate) fn registry_base(&self, registry: &str) -> String {
         self.base_url(registry)
+    }
+
+    /// Reports a blob transfer's progress, if anyone listens.
+    pub(crate) fn report_transfer(&self, progress: BlobProgress) {
+        if let Some(sink) = &self.transfers {
+            sink(&progress);
+        }
     }
 
     /// Sends `notice` to the sink, if there is one.

@@ -34,7 +34,7 @@ pub use login::{
     auth_key, docker_config_path, login_server, remove_login, save_login, SavedTo,
     DOCKER_HUB_AUTH_KEY,
 };
-pub use notice::RegistryNotice;
+pub use notice::{BlobProgress, RegistryNotice};
 pub use options::{
     ClientOptions, Credentials, CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_STALL_TIMEOUT, INSECURE_REGISTRIES_ENV, REGISTRY_CA_ENV, STALL_TIMEOUT_ENV,

@@ -70,3 +70,24 @@ impl fmt::Display for RegistryNotice {
 
 /// Where notices go: a callback, cheap to clone, called from the client's tasks (return quickly).
 pub(crate) type NoticeSink = Arc<dyn Fn(&RegistryNotice) + Send + Sync>;
+
+/// How far one blob's transfer has got. A download reports when its first bytes arrive, then
+/// about every [`BlobProgress::EVERY`] bytes, and when the last byte arrived; an upload after
+/// each PATCH chunk and when the blob is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobProgress {
+    /// The blob.
+    pub digest: rbuild_oci::Digest,
+    /// Bytes received (a resumed download counts what it already had).
+    pub done: u64,
+    /// The blob's size.
+    pub total: u64,
+}
+
+impl BlobProgress {
+    /// Bytes between two reports of one blob.
+    pub const EVERY: u64 = 512 * 1024;
+}
+
+/// Where transfer progress goes (see [`RegistryClient::with_transfer_progress`](crate::RegistryClient::with_transfer_progress)).
+pub(crate) type TransferSink = Arc<dyn Fn(&BlobProgress) + Send + Sync>;

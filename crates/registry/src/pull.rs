@@ -80,6 +80,8 @@ struct BlobDownload<'a> {
 struct Progress {
     received: u64,
     skip: u64,
+    /// `received` at the last [`BlobProgress`](crate::BlobProgress) report, if one was made.
+    reported: Option<u64>,
 }
 
 /// How one response body ended.
@@ -393,6 +395,18 @@ impl RegistryClient {
                             what: dl.what.to_string(),
                             expected: size,
                             actual: progress.received,
+                        });
+                    }
+                    let due = progress.reported.is_none_or(|at| {
+                        progress.received >= at + crate::BlobProgress::EVERY
+                            || progress.received == size
+                    });
+                    if due {
+                        progress.reported = Some(progress.received);
+                        self.report_transfer(crate::BlobProgress {
+                            digest: dl.desc.digest.clone(),
+                            done: progress.received,
+                            total: size,
                         });
                     }
                     if tx.send(WriterMsg::Data(c)).await.is_err() {

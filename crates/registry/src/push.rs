@@ -457,6 +457,13 @@ impl RegistryClient {
                 }
                 loc = location(&resp, &url).unwrap_or(url);
                 offset += len;
+                if offset < size {
+                    self.report_transfer(crate::BlobProgress {
+                        digest: digest.clone(),
+                        done: offset,
+                        total: size,
+                    });
+                }
             }
         }
         let mut put_url = reqwest::Url::parse(&loc).map_err(|e| RegistryError::Http {
@@ -481,6 +488,11 @@ impl RegistryClient {
         if resp.status() != StatusCode::CREATED {
             return Err(status_error(&once, put_url.as_str(), resp).await);
         }
+        self.report_transfer(crate::BlobProgress {
+            digest: digest.clone(),
+            done: size,
+            total: size,
+        });
         Ok(())
     }
 

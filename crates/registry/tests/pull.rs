@@ -447,3 +447,45 @@ async fn bearer_token_registry() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_downloads_report_their_bytes_up_to_the_size() {
+    use rbuild_registry::BlobProgress;
+    use std::sync::{Arc, Mutex};
+    let (reg, reference) = registry_with_busybox().unwrap();
+    let r = Reference::parse(&reference).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let seen: Arc<Mutex<Vec<BlobProgress>>> = Arc::default();
+    let sink = seen.clone();
+    let reporting = client().with_transfer_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let rec = reporting
+        .pull(&r, &store, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    let seen = seen.lock().unwrap().clone();
+    for layer in &rec.manifest.layers {
+        let reports: Vec<&BlobProgress> =
+            seen.iter().filter(|p| p.digest == layer.digest).collect();
+        assert!(
+            !reports.is_empty(),
+            "no report for {}: {seen:?}",
+            layer.digest
+        );
+        assert!(
+            reports.windows(2).all(|w| w[0].done < w[1].done),
+            "reports grow: {reports:?}"
+        );
+        let last = reports[reports.len() - 1];
+        assert_eq!((last.done, last.total), (layer.size, layer.size));
+        // At most one report per BlobProgress::EVERY bytes, plus the first and the last.
+        assert!(reports.len() as u64 <= layer.size / BlobProgress::EVERY + 2);
+    }
+
+    // A blob already in the store downloads nothing, so it reports nothing.
+    let again: Arc<Mutex<Vec<BlobProgress>>> = Arc::default();
+    let sink = again.clone();
+    let reporting = client().with_transfer_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    reporting.pull(&r, &store, None).await.unwrap();
+    assert!(again.lock().unwrap().is_empty());
+}

@@ -20,6 +20,22 @@ pub async fn unpack_image(
     reference: &str,
     digest: Option<&Digest>,
 ) -> Result<Option<SnapshotId>, WorkerError> {
+    unpack_image_reporting(store, snapshotter, registry, index, reference, digest, None).await
+}
+
+/// Told when a layer's extraction starts (`false`) and ends (`true`), by its blob digest.
+pub(crate) type OnExtract<'a> = Option<&'a (dyn Fn(&Digest, bool) + Send + Sync)>;
+
+/// [`unpack_image`], telling `on_extract` about each layer it extracts.
+pub(crate) async fn unpack_image_reporting(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    registry: &RegistryClient,
+    index: Option<&CacheIndex>,
+    reference: &str,
+    digest: Option<&Digest>,
+    on_extract: OnExtract<'_>,
+) -> Result<Option<SnapshotId>, WorkerError> {
     let parsed = Reference::parse(reference)?;
     let record = match digest {
         Some(d) if store.has_blob(d) => match store.read_image(d) {
@@ -58,6 +74,9 @@ pub async fn unpack_image(
                     registry.fetch_blob(&parsed, desc, store).await?;
                 }
                 let fetched = started.elapsed();
+                if let Some(f) = on_extract {
+                    f(&desc.digest, false);
+                }
                 let id = unpack_layer(
                     store,
                     snapshotter,
@@ -66,6 +85,9 @@ pub async fn unpack_image(
                     diff_id.clone(),
                 )
                 .await?;
+                if let Some(f) = on_extract {
+                    f(&desc.digest, true);
+                }
                 tracing::debug!(
                     layer = %desc.digest,
                     size = desc.size,

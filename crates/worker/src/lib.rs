@@ -233,10 +233,27 @@ pub struct Worker {
     context_keys: ContextKeys,
     /// Told of every vertex this worker runs and its result ([`Worker::with_on_executed`]).
     on_executed: Option<OnExecuted>,
+    /// Told of base-image blob downloads ([`Worker::with_on_pull`]).
+    on_pull: Option<OnPull>,
 }
 
 /// A callback told of each executed vertex (its llb digest) and its result.
 pub type OnExecuted = Arc<dyn Fn(&Digest, &Value) + Send + Sync>;
+
+/// A callback told of a base image's pull (the image's reference as the build names it, and
+/// what happened).
+pub type OnPull = Arc<dyn Fn(&str, PullEvent<'_>) + Send + Sync>;
+
+/// What a base image's pull reports while a FROM vertex runs.
+#[derive(Debug, Clone, Copy)]
+pub enum PullEvent<'a> {
+    /// A layer blob's download went on.
+    Bytes(&'a rbuild_registry::BlobProgress),
+    /// A layer blob began to be extracted into its snapshot.
+    Extracting(&'a Digest),
+    /// A layer blob was extracted.
+    Extracted(&'a Digest),
+}
 
 /// Per File vertex (llb digest): its context checksums, computed at most once.
 type ContextKeys =
@@ -270,7 +287,14 @@ impl Worker {
             context_keys: Arc::default(),
             limits: Arc::new(Limits::default()),
             on_executed: None,
+            on_pull: None,
         }
+    }
+
+    /// Calls `f` as base-image layers download (bytes per blob). `f` must return quickly.
+    pub fn with_on_pull(mut self, f: OnPull) -> Self {
+        self.on_pull = Some(f);
+        self
     }
 
     /// Calls `f` after each vertex this worker runs (not for cache hits) with its llb digest
@@ -556,16 +580,36 @@ impl Worker {
             Op::Source(SourceOp::Image { reference, digest }) => {
                 // Retries and waits of the pull show up as log lines of this vertex.
                 let log = ctx.clone();
-                let registry = self.registry.with_notices(move |n| {
+                let mut registry = self.registry.with_notices(move |n| {
                     log.log(LogStream::Stderr, n.to_string().as_bytes());
                 });
-                image::unpack_image(
+                if let Some(on_pull) = self.on_pull.clone() {
+                    let image = reference.clone();
+                    registry = registry
+                        .with_transfer_progress(move |p| on_pull(&image, PullEvent::Bytes(p)));
+                }
+                let on_extract = self.on_pull.clone().map(|on_pull| {
+                    let image = reference.clone();
+                    move |layer: &Digest, done: bool| {
+                        on_pull(
+                            &image,
+                            match done {
+                                false => PullEvent::Extracting(layer),
+                                true => PullEvent::Extracted(layer),
+                            },
+                        )
+                    }
+                });
+                image::unpack_image_reporting(
                     &self.store,
                     &self.snapshotter,
                     &registry,
                     self.index.as_ref(),
                     reference,
                     digest.as_ref(),
+                    on_extract
+                        .as_ref()
+                        .map(|f| f as &(dyn Fn(&Digest, bool) + Send + Sync)),
                 )
                 .await
                 .map(Value::Fs)
