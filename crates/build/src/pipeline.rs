@@ -404,7 +404,14 @@ impl Pipeline {
         let bases = resolve_all(&self.store, &resolver, &self.needed, pull, stages, locate).await;
         match &bases {
             Ok(_) => vertices.into_iter().for_each(InternalVertex::done),
-            Err(e) => vertices.into_iter().for_each(|v| v.fail(e.to_string())),
+            Err(e) => {
+                // The vertex shows the error itself; the excerpt comes with the final report.
+                let message = match e {
+                    BuildError::Located { error, .. } => error.to_string(),
+                    other => other.to_string(),
+                };
+                vertices.into_iter().for_each(|v| v.fail(message.clone()));
+            }
         }
         let bases = bases?;
         tracing::debug!(

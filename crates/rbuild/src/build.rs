@@ -168,12 +168,13 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     if let Some(p) = &cli_progress {
         p.finish(built.is_ok());
     }
-    // Listed when the progress closes, failed builds too (as buildx).
-    if let Some(lint) = lint
-        .as_ref()
-        .filter(|_| !args.quiet && args.progress != progress::ProgressMode::Json)
-    {
-        crate::check::print_summary(lint, tracing::enabled!(tracing::Level::DEBUG));
+    // Listed when the progress closes, failed builds too (as buildx); JSON: one event each.
+    if let (Some(lint), false) = (lint.as_ref(), args.quiet) {
+        if args.progress == progress::ProgressMode::Json {
+            lint.findings.iter().for_each(progress::lint_warning);
+        } else {
+            crate::check::print_summary(lint, tracing::enabled!(tracing::Level::DEBUG));
+        }
     }
     let result = match (built, &load) {
         (Ok(result), Some((socket, archive))) => {

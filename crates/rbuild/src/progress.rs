@@ -213,9 +213,52 @@ impl CliProgress {
             BuildEvent::Pushed(summary) if json => json_line("pushed", pushed_json(&summary)),
             BuildEvent::Pushed(summary) => print_pushed(&summary),
             BuildEvent::Layer(p) => layer_progress(self.mode, &p),
+            BuildEvent::Pull { image, progress } if json => json_line(
+                "pull",
+                serde_json::json!({
+                    "image": image,
+                    "layer": progress.digest.to_string(),
+                    "current": progress.done,
+                    "total": progress.total,
+                }),
+            ),
+            BuildEvent::Extract {
+                image,
+                layer,
+                finished,
+            } if json => json_line(
+                "extract",
+                serde_json::json!({
+                    "image": image,
+                    "layer": layer.to_string(),
+                    "finished": finished,
+                }),
+            ),
+            BuildEvent::PushBytes(p) if json => json_line(
+                "push_progress",
+                serde_json::json!({
+                    "layer": p.digest.to_string(),
+                    "current": p.done,
+                    "total": p.total,
+                }),
+            ),
             _ => {}
         }
     }
+}
+
+/// A lint finding of the build's Dockerfile as a JSON `lint` event (rule, message, line and
+/// BuildKit's lint JSON of it).
+pub fn lint_warning(finding: &rbuild_lint::Finding) {
+    json_line(
+        "lint",
+        serde_json::json!({
+            "rule": finding.rule.id,
+            "message": rbuild_lint::render::short(finding),
+            "line": finding.span.start_line,
+            "detail": rbuild_lint::render::finding_json(finding),
+        }),
+    );
 }
 
 /// A push's summary as a JSON object (digest, names, counters).

@@ -59,7 +59,13 @@ fn scrub(text: &str, base: &str) -> String {
 fn normalize_plain(stderr: &str, base: &str) -> String {
     let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
     let mut names: std::collections::HashMap<String, String> = Default::default();
+    // The build checks' list closes the progress (` N warnings found ...`, as buildx).
+    let mut trailer: Vec<&str> = Vec::new();
     for line in stderr.lines() {
+        if !trailer.is_empty() || (line.starts_with(' ') && line.contains(" found")) {
+            trailer.push(line);
+            continue;
+        }
         let Some(rest) = line.strip_prefix('#') else {
             assert!(line.is_empty(), "a line outside any vertex: {line:?}");
             continue;
@@ -88,6 +94,10 @@ fn normalize_plain(stderr: &str, base: &str) -> String {
         for l in lines {
             out.push_str(&format!("#{} {l}\n", i + 1));
         }
+    }
+    for line in trailer {
+        out.push_str(line);
+        out.push('\n');
     }
     scrub(&out, base)
 }
@@ -130,6 +140,8 @@ fn normalize_json(stderr: &str, base: &str) -> String {
                 };
                 per_vertex.entry(name.to_string()).or_default().push(detail);
             }
+            // Byte counts in between depend on the network's chunks: only a layer's last.
+            None if (kind == "pull" || kind == "push_progress") && v["current"] != v["total"] => {}
             None => {
                 let mut v = v.clone();
                 if let Some(obj) = v.as_object_mut() {
