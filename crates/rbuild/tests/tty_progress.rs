@@ -87,8 +87,11 @@ fn strip_ansi(text: &str) -> String {
 fn final_tree(text: &str) -> Vec<String> {
     let plain = strip_ansi(text);
     let start = plain.rfind("[+] Building").expect("a [+] Building header");
+    // The tree ends where the build checks' list (` N warnings found`, printed after the
+    // progress at full width, as buildx's) starts.
     plain[start..]
         .lines()
+        .take_while(|l| !(l.starts_with(' ') && l.contains(" found")))
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect()
