@@ -54,6 +54,7 @@
 
 mod cache_io;
 mod cancel;
+pub mod debug;
 pub mod docker_load;
 mod eager;
 mod error;

@@ -51,6 +51,7 @@ mod spec;
 mod status;
 #[cfg(test)]
 mod testutil;
+mod tty;
 mod user;
 
 pub use error::SandboxError;
