@@ -93,6 +93,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         true => Some(prepare_load(&state)?),
         false => None,
     };
+    let (debug_mode, kept) = crate::debug::mode(&args.debug)?;
     let entitlements = crate::run_opts::entitlements(&args)?;
     let limits = crate::run_opts::limits(&args)?;
     let context = if context_arg == Path::new("-") {
@@ -138,10 +139,13 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.no_cache_filter = args.no_cache_filter.clone();
     request.named_contexts = args.build_contexts.clone();
     request.pull = args.pull;
+    request.debug_on_fail = debug_mode;
     if !args.quiet {
         request.progress = Arc::new(progress::CliProgress::new(args.progress));
     }
-    let built = rbuild_build::build_with_cancel(request, wait_for_signal()).await;
+    let built = rbuild_build::build_with_cancel(request, wait_for_signal())
+        .await
+        .map_err(|e| crate::debug::with_hints(Report::from(e), &kept));
     let result = match (built, &load) {
         (Ok(result), Some((socket, archive))) => {
             let loaded = load_into_docker(socket.clone(), archive.clone()).await;

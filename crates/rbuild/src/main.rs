@@ -7,6 +7,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod build;
+mod debug;
 mod errors;
 mod images;
 mod import;
@@ -125,6 +126,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Make an image from a root filesystem tarball, like `docker import`.
     Import(import::ImportArgs),
+    /// Open a shell in a failed step kept by `rbuild build --debug-on-fail=keep`.
+    Debug(debug::DebugArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -286,6 +289,9 @@ pub struct BuildArgs {
     /// at most 20GB).
     #[arg(long = "gc-keep-storage", value_name = "SIZE")]
     pub gc_keep_storage: Option<String>,
+    /// `--debug-on-fail`, `--debug-shell`.
+    #[command(flatten)]
+    pub debug: debug::DebugFlags,
 }
 
 /// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
@@ -347,6 +353,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => runtime.block_on(pull::run_logout(args)),
         Command::Pull(args) => runtime.block_on(pull::run_pull(args, &cli.store)),
         Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
+        Command::Debug(args) => debug::run(args, &cli.store),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.
