@@ -68,9 +68,7 @@ pub fn mode(flags: &DebugFlags) -> Result<(DebugMode, Kept), Report> {
     let mode = match flags.debug_on_fail {
         None => {
             if flags.debug_shell.is_some() {
-                return Err(
-                    Report::new("error: --debug-shell needs --debug-on-fail").with_code(2)
-                );
+                return Err(Report::new("error: --debug-shell needs --debug-on-fail").with_code(2));
             }
             DebugMode::Off
         }
@@ -116,6 +114,13 @@ pub fn with_hints(report: Report, kept: &Kept) -> Report {
 pub fn run(args: DebugArgs, store: &StoreArgs) -> Result<(), Report> {
     let state = StateDir::new(store.root_dir());
     let shell = shell_argv(args.shell.as_deref())?;
+    rbuild_build::debug::kept_run(&state, &args.id)
+        .map_err(|e| Report::new(format!("error: {e}")))?;
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            Report::new("error: rbuild debug needs a terminal on standard input").with_code(2),
+        );
+    }
     let status = rbuild_build::debug::enter(&state, &args.id, shell)
         .map_err(|e| Report::from_error("debug", &e))?;
     // The shell's own status is the command's, as `docker run`'s (it said why itself).

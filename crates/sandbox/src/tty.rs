@@ -8,6 +8,9 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
+/// The terminal's end-of-file character (Ctrl-D): what the command reads when our input ends.
+const EOF_CHAR: u8 = 4;
+
 /// Opens a pseudo-terminal the size of the caller's terminal (standard input), if it has one.
 pub(crate) fn open_pty() -> Result<OpenptyResult, SandboxError> {
     let size = window_size();
@@ -92,8 +95,9 @@ pub(crate) fn relay(master: &OwnedFd) -> Result<(), SandboxError> {
             Err(e) => return Err(io(e)),
         }
         let ready = |fd: &PollFd| {
-            fd.revents()
-                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+            fd.revents().is_some_and(|r| {
+                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            })
         };
         let (master_ready, stdin_ready) = (ready(&fds[0]), fds.get(1).is_some_and(ready));
         drop(fds);
@@ -111,7 +115,11 @@ pub(crate) fn relay(master: &OwnedFd) -> Result<(), SandboxError> {
         }
         if stdin_ready {
             match nix::unistd::read(&stdin, &mut buf) {
-                Ok(0) => stdin_open = false,
+                // End of input (a pipe): the command's terminal reads end-of-file too.
+                Ok(0) => {
+                    stdin_open = false;
+                    write_all(master, &[EOF_CHAR]).map_err(io)?;
+                }
                 Ok(n) => write_all(master, &buf[..n]).map_err(io)?,
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                 Err(_) => stdin_open = false,

@@ -289,8 +289,10 @@ pub fn prune(
 ) -> Result<PruneReport, GcError> {
     let _lock = GcLock::wait(state, reporter)?;
     // `rbuild prune` drops the kept failed-RUN states; their snapshots then go below.
-    let debug_states = crate::debug::forget_all(state)
-        .map_err(io_err("removing kept debug states in", &state.debug_states()))?;
+    let debug_states = crate::debug::forget_all(state).map_err(io_err(
+        "removing kept debug states in",
+        &state.debug_states(),
+    ))?;
     let mut report = collect(state, opts, reporter)?;
     report.debug_states = debug_states;
     Ok(report)
