@@ -7,10 +7,11 @@
 use crate::gc::{BuildLease, GcError};
 use crate::state::StateDir;
 use rbuild_sandbox::{ExitStatus, Mount, Rootfs, Sandbox, SandboxError};
-use rbuild_snapshotter::{RootfsSpec, SnapshotError, SnapshotId, Snapshotter};
+use rbuild_snapshotter::{RootfsSpec, SnapshotError, Snapshotter};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::kept::kept_runs;
 pub use rbuild_worker::KeptRun;
 
 /// What a build does when a RUN fails ([`crate::BuildRequest::debug_on_fail`]).
@@ -80,24 +81,6 @@ pub enum DebugError {
     CurrentExe(std::io::Error),
 }
 
-/// The kept states of `state`, oldest first (unreadable files are skipped).
-pub fn kept_runs(state: &StateDir) -> Vec<KeptRun> {
-    let Ok(entries) = std::fs::read_dir(state.debug_states()) else {
-        return Vec::new();
-    };
-    let mut runs: Vec<KeptRun> = entries
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            if path.extension()? != "json" {
-                return None;
-            }
-            serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-        })
-        .collect();
-    runs.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
-    runs
-}
-
 /// The kept state `id`.
 pub fn kept_run(state: &StateDir, id: &str) -> Result<KeptRun, DebugError> {
     let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric());
@@ -113,31 +96,6 @@ pub fn kept_run(state: &StateDir, id: &str) -> Result<KeptRun, DebugError> {
         path,
         message: e.to_string(),
     })
-}
-
-/// The snapshots kept states hold (garbage-collection roots).
-pub(crate) fn pinned_snapshots(state: &StateDir) -> Vec<SnapshotId> {
-    kept_runs(state).into_iter().map(|k| k.snapshot).collect()
-}
-
-/// Removes every kept state's file (their snapshots then go with the collection that follows);
-/// returns how many there were.
-pub(crate) fn forget_all(state: &StateDir) -> std::io::Result<usize> {
-    let dir = state.debug_states();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut n = 0;
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|x| x == "json") {
-            n += 1;
-        }
-        std::fs::remove_file(&path)?;
-    }
-    Ok(n)
 }
 
 /// Runs `shell` (the kept spec's own command is never re-run) interactively in the kept state

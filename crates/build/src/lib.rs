@@ -63,6 +63,7 @@ pub mod gc;
 pub mod images;
 pub mod import;
 mod input;
+mod kept;
 mod options;
 mod pipeline;
 mod progress;

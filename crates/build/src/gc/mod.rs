@@ -289,7 +289,7 @@ pub fn prune(
 ) -> Result<PruneReport, GcError> {
     let _lock = GcLock::wait(state, reporter)?;
     // `rbuild prune` drops the kept failed-RUN states; their snapshots then go below.
-    let debug_states = crate::debug::forget_all(state).map_err(io_err(
+    let debug_states = crate::kept::forget_all(state).map_err(io_err(
         "removing kept debug states in",
         &state.debug_states(),
     ))?;
@@ -306,7 +306,7 @@ fn collect(
     sweep_trash(state)?;
     let o = open(state, reporter)?;
     let mut model = Model::load(&o.store, &o.snapshotter, &o.index)?;
-    model.pinned = crate::debug::pinned_snapshots(state);
+    model.pinned = crate::kept::pinned_snapshots(state);
     let before = model.total();
     let now = now_secs();
     let old_enough = |used: u64| match opts.until {
@@ -553,7 +553,7 @@ pub fn unreachable_count(state: &StateDir) -> Result<(usize, usize), GcError> {
     let _lock = GcLock::wait(state, None)?;
     let o = open(state, None)?;
     let mut model = Model::load(&o.store, &o.snapshotter, &o.index)?;
-    model.pinned = crate::debug::pinned_snapshots(state);
+    model.pinned = crate::kept::pinned_snapshots(state);
     let reach = model.reach(model.records.iter());
     let snaps = model
         .snaps
