@@ -258,6 +258,11 @@ fn a_kept_failure_is_entered_later_and_pruned() {
         .output()
         .unwrap();
     assert_ok(&out);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("Deleted kept failed steps: 1\n"),
+        "{printed}"
+    );
     assert!(!snapshot_dir.exists());
     assert!(!root.path().join(format!("debug-v1/{id}.json")).exists());
     let out = rbuild_at(root.path())
