@@ -141,7 +141,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.pull = args.pull;
     request.debug_on_fail = debug_mode;
     if !args.quiet {
-        request.progress = Arc::new(progress::CliProgress::new(args.progress));
+        let mode = crate::debug::progress_mode(&args.debug, args.progress);
+        request.progress = Arc::new(progress::CliProgress::new(mode));
     }
     let built = rbuild_build::build_with_cancel(request, wait_for_signal())
         .await

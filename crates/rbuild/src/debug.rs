@@ -3,6 +3,7 @@
 //! ID`, which enters a kept state again.
 
 use crate::errors::Report;
+use crate::progress::ProgressMode;
 use crate::StoreArgs;
 use clap::{Args, ValueEnum};
 use rbuild_build::debug::{DebugMode, KeptRun};
@@ -27,7 +28,8 @@ pub enum DebugOnFail {
 pub struct DebugFlags {
     /// When a RUN fails: open a shell in its sandbox, over its filesystem as it left it
     /// (`shell`, the default; needs a terminal), or keep that state for `rbuild debug ID`
-    /// (`keep`, removed by `rbuild prune`). The build then fails with the RUN's error.
+    /// (`keep`, removed by `rbuild prune`). The build then fails with the RUN's error. With a
+    /// shell, progress is shown as plain lines.
     #[arg(long = "debug-on-fail", value_name = "MODE", value_enum, num_args = 0..=1,
           require_equals = true, default_missing_value = "shell")]
     pub debug_on_fail: Option<DebugOnFail>,
@@ -92,6 +94,15 @@ pub fn mode(flags: &DebugFlags) -> Result<(DebugMode, Kept), Report> {
         }
     };
     Ok((mode, kept))
+}
+
+/// The progress mode of a build with these flags: with a debug shell, a live (tty) view would
+/// draw over the shell, so the progress is shown as plain lines instead.
+pub fn progress_mode(flags: &DebugFlags, mode: ProgressMode) -> ProgressMode {
+    match (flags.debug_on_fail, mode) {
+        (Some(DebugOnFail::Shell), ProgressMode::Auto | ProgressMode::Tty) => ProgressMode::Plain,
+        _ => mode,
+    }
 }
 
 /// The failed build's report, followed by how to enter each kept state.
@@ -162,5 +173,18 @@ mod tests {
         let (mode, kept) = mode(&flags).unwrap();
         assert!(matches!(mode, DebugMode::Keep(_)));
         assert!(kept.lock().unwrap().is_empty());
+        assert_eq!(progress_mode(&flags, ProgressMode::Tty), ProgressMode::Tty);
+        let shell = DebugFlags {
+            debug_on_fail: Some(DebugOnFail::Shell),
+            debug_shell: None,
+        };
+        assert_eq!(
+            progress_mode(&shell, ProgressMode::Auto),
+            ProgressMode::Plain
+        );
+        assert_eq!(
+            progress_mode(&shell, ProgressMode::Json),
+            ProgressMode::Json
+        );
     }
 }

@@ -141,7 +141,7 @@ fn a_shell_opens_in_the_failed_step_and_exit_returns_its_error() {
     let root = tempfile::tempdir().unwrap();
     let ctx = context();
     let mut cmd = rbuild_at(root.path());
-    cmd.args(["build", "--progress=plain", "--debug-on-fail"])
+    cmd.args(["build", "--debug-on-fail"])
         .arg("--build-arg")
         .arg(format!("BASE={}", env.base))
         .arg(ctx.path());
