@@ -20,20 +20,35 @@ pub enum DebugMode {
     /// Nothing more: the build fails.
     #[default]
     Off,
-    /// Opens this shell (argv, e.g. `["/bin/sh"]`) on the process's terminal in the first
-    /// failed RUN's sandbox; the build fails with the RUN's error once the shell exits.
-    Shell(Vec<String>),
-    /// Keeps the failed RUN's state under the root; the callback is told of each one (its
-    /// [`KeptRun::id`] is what [`enter`] takes).
-    Keep(Arc<dyn Fn(&KeptRun) + Send + Sync>),
+    /// Opens a shell on the process's terminal in the first failed RUN's sandbox; the build
+    /// fails with the RUN's error once the shell exits.
+    Shell {
+        /// The shell's argv, e.g. `["/bin/sh"]`.
+        shell: Vec<String>,
+        /// Told why the shell could not run.
+        on_error: DebugErrorSink,
+    },
+    /// Keeps the failed RUN's state under the root.
+    Keep {
+        /// Told of each kept state (its [`KeptRun::id`] is what [`enter`] takes).
+        on_kept: Arc<dyn Fn(&KeptRun) + Send + Sync>,
+        /// Told why a state could not be kept.
+        on_error: DebugErrorSink,
+    },
 }
+
+/// Told why a debug shell could not run or a failed state could not be kept (the build still
+/// fails with the RUN's error).
+pub type DebugErrorSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for DebugMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DebugMode::Off => f.write_str("Off"),
-            DebugMode::Shell(shell) => f.debug_tuple("Shell").field(shell).finish(),
-            DebugMode::Keep(_) => f.write_str("Keep"),
+            DebugMode::Shell { shell, .. } => {
+                f.debug_struct("Shell").field("shell", shell).finish()
+            }
+            DebugMode::Keep { .. } => f.write_str("Keep"),
         }
     }
 }
@@ -43,10 +58,14 @@ impl DebugMode {
     pub(crate) fn for_worker(&self, state: &StateDir) -> rbuild_worker::DebugOnFail {
         match self {
             DebugMode::Off => rbuild_worker::DebugOnFail::Off,
-            DebugMode::Shell(shell) => rbuild_worker::DebugOnFail::Shell(shell.clone()),
-            DebugMode::Keep(f) => rbuild_worker::DebugOnFail::Keep {
+            DebugMode::Shell { shell, on_error } => rbuild_worker::DebugOnFail::Shell {
+                shell: shell.clone(),
+                on_error: on_error.clone(),
+            },
+            DebugMode::Keep { on_kept, on_error } => rbuild_worker::DebugOnFail::Keep {
                 dir: state.debug_states(),
-                on_kept: f.clone(),
+                on_kept: on_kept.clone(),
+                on_error: on_error.clone(),
             },
         }
     }

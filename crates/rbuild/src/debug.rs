@@ -82,15 +82,23 @@ pub fn mode(flags: &DebugFlags) -> Result<(DebugMode, Kept), Report> {
                 )
                 .with_code(2));
             }
-            DebugMode::Shell(shell_argv(flags.debug_shell.as_deref())?)
+            DebugMode::Shell {
+                shell: shell_argv(flags.debug_shell.as_deref())?,
+                on_error: Arc::new(|e: &str| eprintln!("error: debug shell: {e}")),
+            }
         }
         Some(DebugOnFail::Keep) => {
             let sink = kept.clone();
-            DebugMode::Keep(Arc::new(move |run: &KeptRun| {
-                if let Ok(mut runs) = sink.lock() {
-                    runs.push(run.clone());
-                }
-            }))
+            DebugMode::Keep {
+                on_kept: Arc::new(move |run: &KeptRun| {
+                    if let Ok(mut runs) = sink.lock() {
+                        runs.push(run.clone());
+                    }
+                }),
+                on_error: Arc::new(|e: &str| {
+                    eprintln!("error: keeping the failed step's state: {e}")
+                }),
+            }
         }
     };
     Ok((mode, kept))
@@ -171,7 +179,7 @@ mod tests {
             debug_shell: None,
         };
         let (mode, kept) = mode(&flags).unwrap();
-        assert!(matches!(mode, DebugMode::Keep(_)));
+        assert!(matches!(mode, DebugMode::Keep { .. }));
         assert!(kept.lock().unwrap().is_empty());
         assert_eq!(progress_mode(&flags, ProgressMode::Tty), ProgressMode::Tty);
         let shell = DebugFlags {

@@ -20,14 +20,21 @@ pub enum DebugOnFail {
     /// Runs `shell` (its argv) interactively on this process's terminal in the failed RUN's
     /// sandbox (same rootfs as left by the command, environment, working directory, user,
     /// mounts, network, limits and restrictions); for the first failed RUN of the build only.
-    Shell(Vec<String>),
+    Shell {
+        /// The shell's argv.
+        shell: Vec<String>,
+        /// Told why the shell could not run (the build still fails with the RUN's error).
+        on_error: Arc<dyn Fn(&str) + Send + Sync>,
+    },
     /// Keeps the failed RUN's state: its snapshot is committed and a [`KeptRun`] written under
-    /// `dir`; `on_kept` is told of it.
+    /// `dir`; `on_kept` is told of it, or `on_error` why it could not be kept.
     Keep {
         /// The directory of kept states.
         dir: PathBuf,
         /// Called with each kept state.
         on_kept: Arc<dyn Fn(&KeptRun) + Send + Sync>,
+        /// Told why a state could not be kept.
+        on_error: Arc<dyn Fn(&str) + Send + Sync>,
     },
 }
 
@@ -35,7 +42,9 @@ impl std::fmt::Debug for DebugOnFail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DebugOnFail::Off => f.write_str("Off"),
-            DebugOnFail::Shell(shell) => f.debug_tuple("Shell").field(shell).finish(),
+            DebugOnFail::Shell { shell, .. } => {
+                f.debug_struct("Shell").field("shell", shell).finish()
+            }
             DebugOnFail::Keep { dir, .. } => f.debug_struct("Keep").field("dir", dir).finish(),
         }
     }
@@ -98,33 +107,27 @@ impl Debugger {
             DebugOnFail::Off => {
                 let _ = snapshotter.abort(active);
             }
-            DebugOnFail::Shell(shell) => {
+            DebugOnFail::Shell { shell, on_error } => {
                 if !self.shell_used.swap(true, Ordering::SeqCst) {
                     let mut spec = spec.clone();
                     spec.args = shell.clone();
-                    // The build's error is what the build reports; a shell that cannot start
-                    // says so on the terminal it was meant for.
+                    // The build's error stays the RUN's; a shell that could not run is told.
                     if let Err(e) = sandbox.run_interactive(&spec) {
-                        eprintln_free(&format!("debug shell: {e}"));
+                        on_error(&e.to_string());
                     }
                 }
                 let _ = snapshotter.abort(active);
             }
-            DebugOnFail::Keep { dir, on_kept } => {
-                match keep(dir, snapshotter, active, spec, command, error) {
-                    Ok(kept) => on_kept(&kept),
-                    Err(e) => eprintln_free(&format!("keeping the failed state: {e}")),
-                }
-            }
+            DebugOnFail::Keep {
+                dir,
+                on_kept,
+                on_error,
+            } => match keep(dir, snapshotter, active, spec, command, error) {
+                Ok(kept) => on_kept(&kept),
+                Err(e) => on_error(&e),
+            },
         }
     }
-}
-
-/// Writes a line to standard error without the print macros (the library does not print; this
-/// is the terminal the user asked a debug shell on).
-fn eprintln_free(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Commits `active` and writes its [`KeptRun`] under `dir`.
