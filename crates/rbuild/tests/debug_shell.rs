@@ -277,3 +277,54 @@ fn a_kept_failure_is_entered_later_and_pruned() {
         stderr_text(&out)
     );
 }
+
+#[test]
+fn the_shell_runs_as_the_steps_user_with_its_cache_mount() {
+    let Some(env) = env() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nUSER nobody\n\
+         RUN --mount=type=cache,target=/cache,uid=65534 echo cached > /cache/c && exit 5\n",
+    )
+    .unwrap();
+    let probe = "echo \"uid=$(id -u)\"; cat /cache/c; echo END-$((40+2))\n";
+    // In the build's own shell.
+    let mut cmd = rbuild_at(root.path());
+    cmd.args(["build", "--debug-on-fail", "--debug-shell", "/bin/sh -i"])
+        .arg("--build-arg")
+        .arg(format!("BASE={}", env.base))
+        .arg(ctx.path());
+    let mut pty = OnPty::spawn(cmd);
+    pty.type_text(probe);
+    pty.wait_for("END-42");
+    pty.type_text("exit\n");
+    let (status, text) = pty.wait();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("uid=65534"), "{text}");
+    assert!(text.contains("\ncached"), "{text}");
+    assert!(text.contains("exit code: 5"), "{text}");
+
+    // And after keeping it.
+    let out = rbuild_at(root.path())
+        .args(["build", "--debug-on-fail=keep", "--no-cache"])
+        .arg("--build-arg")
+        .arg(format!("BASE={}", env.base))
+        .arg(ctx.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
+    let id = kept_id(&stderr_text(&out));
+    let mut cmd = rbuild_at(root.path());
+    cmd.args(["debug", &id]);
+    let mut pty = OnPty::spawn(cmd);
+    pty.type_text(probe);
+    pty.wait_for("END-42");
+    pty.type_text("exit\n");
+    let (status, text) = pty.wait();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("uid=65534"), "{text}");
+    assert!(text.contains("\ncached"), "{text}");
+}
