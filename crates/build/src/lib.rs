@@ -54,6 +54,7 @@
 
 mod cache_io;
 mod cancel;
+pub mod debug;
 pub mod docker_load;
 mod eager;
 mod error;
@@ -62,6 +63,7 @@ pub mod gc;
 pub mod images;
 pub mod import;
 mod input;
+mod kept;
 pub mod lint;
 mod options;
 mod pipeline;

@@ -88,6 +88,7 @@ pub async fn build_with_cancel(
         pull,
         progress,
         registry,
+        debug_on_fail,
     } = request;
     check_names(&tags, &outputs)?;
     let started = Instant::now();
@@ -130,6 +131,7 @@ pub async fn build_with_cancel(
         no_cache,
         named_dirs,
         epoch,
+        debug_on_fail,
     };
     let mut cancel = Cancel::new(cancel);
     let solved = pipeline.solve(&loaded, &plan, run, &mut cancel).await?;
@@ -274,6 +276,8 @@ struct RunParts<'a> {
     named_dirs: HashMap<String, PathBuf>,
     /// SOURCE_DATE_EPOCH, which the layers are made with.
     epoch: Option<i64>,
+    /// What a failed RUN leads to.
+    debug_on_fail: crate::debug::DebugMode,
 }
 
 /// A finished solve.
@@ -519,7 +523,8 @@ impl Pipeline {
         .with_secrets(secrets)
         .with_ssh(ssh)
         .with_remote_cache(remote_cache.clone())
-        .with_limits(run.limits);
+        .with_limits(run.limits)
+        .with_debug_on_fail(run.debug_on_fail.for_worker(&self.state));
         if let Some(eager) = &eager {
             worker = worker.with_on_executed(eager.hook());
         }

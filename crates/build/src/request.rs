@@ -94,6 +94,9 @@ pub struct BuildRequest {
     /// credentials, CAs, schemes, timeouts: [`RegistryClient::with_options`]). `None`:
     /// [`RegistryClient::new`] (docker's config.json and the `RBUILD_*` environment).
     pub registry: Option<RegistryClient>,
+    /// What a failed RUN leads to: nothing more, a debug shell in its sandbox, or keeping its
+    /// state for `rbuild debug ID` (`--debug-on-fail`).
+    pub debug_on_fail: crate::debug::DebugMode,
 }
 
 impl BuildRequest {
@@ -127,6 +130,7 @@ impl BuildRequest {
             pull: false,
             progress: Arc::new(Silent),
             registry: None,
+            debug_on_fail: crate::debug::DebugMode::Off,
         }
     }
 }

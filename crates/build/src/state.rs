@@ -22,16 +22,20 @@ pub enum Bucket {
     /// store's own `tmp/blobs` and `tmp/owners` ([`rbuild_oci::STORE_TMP_DIR`],
     /// [`rbuild_oci::STORE_OWNERS_DIR`]).
     Tmp,
+    /// The kept states of failed RUN steps (`--debug-on-fail=keep`), one JSON file each, until
+    /// `rbuild prune`.
+    DebugStates,
 }
 
 impl Bucket {
     /// Every bucket, in the order of ARCHITECTURE.md's "On-disk state".
-    pub const ALL: [Bucket; 5] = [
+    pub const ALL: [Bucket; 6] = [
         Bucket::Store,
         Bucket::Snapshots,
         Bucket::CacheIndex,
         Bucket::CacheMounts,
         Bucket::Tmp,
+        Bucket::DebugStates,
     ];
 
     /// The bucket's name under the root (empty for [`Bucket::Store`], which is the root).
@@ -43,6 +47,7 @@ impl Bucket {
             Bucket::CacheIndex => rbuild_solver::INDEX_FILE_NAME,
             Bucket::CacheMounts => "cache-mounts-v1",
             Bucket::Tmp => "tmp/build",
+            Bucket::DebugStates => "debug-v1",
         }
     }
 }
@@ -96,6 +101,11 @@ impl StateDir {
     /// (e.g. with `tempfile::Builder::tempdir_in`), never fixed names.
     pub fn tmp(&self) -> PathBuf {
         self.bucket(Bucket::Tmp)
+    }
+
+    /// The directory of kept failed-RUN states (`--debug-on-fail=keep`, `rbuild debug ID`).
+    pub fn debug_states(&self) -> PathBuf {
+        self.bucket(Bucket::DebugStates)
     }
 
     /// True when the root holds an image store (its `index.json`).

@@ -112,6 +112,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         true => Some(prepare_load(&state)?),
         false => None,
     };
+    let (debug_mode, kept) = crate::debug::mode(&args.debug)?;
     let entitlements = crate::run_opts::entitlements(&args)?;
     let limits = crate::run_opts::limits(&args)?;
     let context = if context_arg == Path::new("-") {
@@ -157,9 +158,13 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.no_cache_filter = args.no_cache_filter.clone();
     request.named_contexts = args.build_contexts.clone();
     request.pull = args.pull;
+    request.debug_on_fail = debug_mode;
     let cli_progress = match args.quiet {
         true => None,
-        false => Some(Arc::new(progress::CliProgress::new(args.progress)?)),
+        false => {
+            let mode = crate::debug::progress_mode(&args.debug, args.progress);
+            Some(Arc::new(progress::CliProgress::new(mode)?))
+        }
     };
     if let Some(p) = &cli_progress {
         request.progress = p.clone();
@@ -176,6 +181,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             crate::check::print_summary(lint, tracing::enabled!(tracing::Level::DEBUG));
         }
     }
+    let built = built.map_err(|e| crate::debug::with_hints(Report::from(e), &kept));
     let result = match (built, &load) {
         (Ok(result), Some((socket, archive))) => {
             let loaded = load_into_docker(socket.clone(), archive.clone()).await;

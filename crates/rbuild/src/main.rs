@@ -8,6 +8,7 @@
 
 mod build;
 mod check;
+mod debug;
 mod errors;
 mod images;
 mod import;
@@ -129,6 +130,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Lint a Dockerfile: BuildKit's build checks and hadolint's rules, without building.
     Check(check::CheckArgs),
+    /// Open a shell in a failed step kept by `rbuild build --debug-on-fail=keep`.
+    Debug(debug::DebugArgs),
 }
 
 /// Where rbuild keeps its state.
@@ -293,6 +296,9 @@ pub struct BuildArgs {
     /// at most 20GB).
     #[arg(long = "gc-keep-storage", value_name = "SIZE")]
     pub gc_keep_storage: Option<String>,
+    /// `--debug-on-fail`, `--debug-shell`.
+    #[command(flatten)]
+    pub debug: debug::DebugFlags,
 }
 
 /// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
@@ -355,6 +361,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => runtime.block_on(pull::run_pull(args, &cli.store)),
         Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
         Command::Check(args) => check::run(&args),
+        Command::Debug(args) => debug::run(args, &cli.store),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.

@@ -87,6 +87,10 @@ pub fn run_prune(args: PruneArgs, verbose: bool, store: &StoreArgs) -> Result<()
         }
         println!();
     }
+    if report.debug_states > 0 {
+        // `--debug-on-fail=keep` states (their snapshots are in the space reclaimed).
+        println!("Deleted kept failed steps: {}", report.debug_states);
+    }
     println!("Total reclaimed space: {}", human_size(report.reclaimed));
     Ok(())
 }

@@ -20,6 +20,10 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 /// The `argv[1]` that makes [`helper_main_if_requested`] run the helper.
 pub const HELPER_MARKER: &str = "__rbuild-sandbox-helper";
 
+/// The helper's optional `argv[3]`: its standard output is a pseudo-terminal that the command
+/// gets as standard input and controlling terminal too ([`crate::Sandbox::run_interactive`]).
+pub(crate) const TTY_MARKER: &str = "tty";
+
 /// The default `PATH` used to find `args[0]` when the spec's env has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -32,7 +36,8 @@ pub fn helper_main_if_requested() {
     let caller: Option<i32> = args
         .next()
         .and_then(|a| a.to_str().and_then(|s| s.parse().ok()));
-    std::process::exit(helper_main(caller));
+    let tty = args.next().as_deref() == Some(OsStr::new(TTY_MARKER));
+    std::process::exit(helper_main(caller, tty));
 }
 
 fn write_status(out: &mut File, msg: &StatusMsg) {
@@ -42,7 +47,7 @@ fn write_status(out: &mut File, msg: &StatusMsg) {
     }
 }
 
-fn helper_main(caller: Option<i32>) -> i32 {
+fn helper_main(caller: Option<i32>, tty: bool) -> i32 {
     // SAFETY: F_GETFD only inspects the descriptor table.
     if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
         eprintln!("{HELPER_MARKER}: no status pipe on fd {STATUS_FD}; this mode is internal to rbuild-sandbox");
@@ -54,7 +59,7 @@ fn helper_main(caller: Option<i32>) -> i32 {
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         File::from_raw_fd(STATUS_FD)
     };
-    match run_helper(caller, &mut status) {
+    match run_helper(caller, tty, &mut status) {
         Ok(msg) => {
             write_status(&mut status, &msg);
             match msg {
@@ -162,7 +167,7 @@ fn new_session_keyring() -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failure> {
+fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<StatusMsg, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
     // Descriptors whoever started rbuild left open (not close-on-exec) must not reach the
     // command: keep stdio and the status pipe only.
@@ -193,9 +198,14 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
         .map_err(|e| Failure::setup(format!("invalid run spec: {e}")))?;
     let generated = generated_files(&spec);
 
-    let devnull = File::open("/dev/null").map_err(step("open /dev/null"))?;
-    nix::unistd::dup2_stdin(&devnull).map_err(step("dup2 /dev/null to stdin"))?;
-    drop(devnull);
+    if tty {
+        // The terminal on stdout is the command's stdin as well.
+        nix::unistd::dup2_stdin(std::io::stdout()).map_err(step("dup2 the terminal to stdin"))?;
+    } else {
+        let devnull = File::open("/dev/null").map_err(step("open /dev/null"))?;
+        nix::unistd::dup2_stdin(&devnull).map_err(step("dup2 /dev/null to stdin"))?;
+        drop(devnull);
+    }
 
     // The network namespace comes first, alone: slirp4netns must start in the host's pid
     // namespace, before the sandbox's exists.
@@ -254,7 +264,7 @@ fn run_helper(caller: Option<i32>, status: &mut File) -> Result<StatusMsg, Failu
             if let Some(s) = slirp.take() {
                 std::mem::forget(s);
             }
-            let f = match child_main(&spec, &generated, go_r, cgroup.as_ref()) {
+            let f = match child_main(&spec, &generated, go_r, cgroup.as_ref(), tty) {
                 Err(f) => f,
                 Ok(never) => match never {},
             };
@@ -312,9 +322,14 @@ fn child_main(
     generated: &Generated,
     go: std::os::fd::OwnedFd,
     cgroup: Option<&RunCgroup>,
+    tty: bool,
 ) -> Result<Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(step("prctl(PR_SET_PDEATHSIG) in pid 1"))?;
+    if tty {
+        crate::tty::take_controlling_terminal(libc::STDIN_FILENO)
+            .map_err(step("make the terminal the controlling terminal"))?;
+    }
     if let Some(cg) = cgroup {
         cg.enter()?;
     }

@@ -8,7 +8,8 @@
 //! `pivot_root`, user and group resolution from the rootfs's own `/etc/passwd` and
 //! `/etc/group`, Docker's default capability set and seccomp profile, a new session keyring,
 //! only stdio inherited, masked `/proc` paths, a cgroup with the run's limits, rlimits, and the
-//! exit status (an OOM kill reported as such).
+//! exit status (an OOM kill reported as such). [`Sandbox::run_interactive`] runs a command
+//! (a debug shell) the same way on a pseudo-terminal of its own, relayed to the caller's.
 //!
 //! # Process model
 //!
@@ -51,6 +52,7 @@ mod spec;
 mod status;
 #[cfg(test)]
 mod testutil;
+mod tty;
 mod user;
 
 pub use error::SandboxError;

@@ -1,14 +1,14 @@
 //! The caller side: spawn the helper, feed it the spec, pump its output, read its status.
 
 use crate::error::SandboxError;
-use crate::helper::HELPER_MARKER;
+use crate::helper::{HELPER_MARKER, TTY_MARKER};
 use crate::spec::{ExitStatus, OutputStream, RunSpec};
 use crate::status::{FailKind, StatusMsg, STATUS_FD};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 /// Output chunks are cut at newlines, or at this size for very long lines.
@@ -42,6 +42,50 @@ impl Sandbox {
         spec: &RunSpec,
         on_output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<ExitStatus, SandboxError> {
+        let (mut child, status_r) = self.spawn(spec, None)?;
+        let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        std::thread::scope(|s| {
+            if let Some(out) = stdout {
+                let tx = tx.clone();
+                s.spawn(move || pump(out, OutputStream::Stdout, tx));
+            }
+            if let Some(err) = stderr {
+                let tx = tx.clone();
+                s.spawn(move || pump(err, OutputStream::Stderr, tx));
+            }
+            drop(tx);
+            for (stream, chunk) in rx {
+                on_output(stream, &chunk);
+            }
+        });
+        finish(child, status_r)
+    }
+
+    /// Runs the spec interactively: the command gets a pseudo-terminal of its own as its
+    /// standard input, output and error (and controlling terminal), and this process's
+    /// standard input (put in raw mode while the command runs, when it is a terminal) and
+    /// standard output are relayed to it. Everything else is as in [`Sandbox::run`]: the same
+    /// namespaces, mounts, user, capabilities, seccomp filter and limits. Blocking; returns
+    /// the command's exit status once it and the helper are gone.
+    pub fn run_interactive(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+        let pty = crate::tty::open_pty()?;
+        let (child, status_r) = self.spawn(spec, Some(pty.slave))?;
+        let relayed = crate::tty::relay(&pty.master);
+        let status = finish(child, status_r);
+        relayed?;
+        status
+    }
+
+    /// Starts the helper and sends it the spec. With `tty` (a pty's slave) the helper's
+    /// standard output and error are that terminal, and it gives it to the command as its
+    /// standard input too; otherwise both are pipes the caller reads.
+    fn spawn(
+        &self,
+        spec: &RunSpec,
+        tty: Option<OwnedFd>,
+    ) -> Result<(Child, OwnedFd), SandboxError> {
         spec.validate().map_err(SandboxError::InvalidSpec)?;
         if spec.network == crate::spec::Network::Private && crate::net::find_slirp4netns().is_none()
         {
@@ -61,17 +105,26 @@ impl Sandbox {
         input.extend_from_slice(&seccomp);
         serde_json::to_writer(&mut input, spec)
             .map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
-        let io =
-            |what: &'static str| move |source: std::io::Error| SandboxError::Io { what, source };
         let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io("creating the status pipe")(e.into()))?;
 
         let mut cmd = Command::new(&self.helper_exe);
         cmd.arg(HELPER_MARKER)
             .arg(std::process::id().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::piped());
+        match tty {
+            Some(slave) => {
+                let err = slave
+                    .try_clone()
+                    .map_err(io("duplicating the pseudo-terminal"))?;
+                cmd.arg(TTY_MARKER)
+                    .stdout(Stdio::from(slave))
+                    .stderr(Stdio::from(err));
+            }
+            None => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+        }
         let raw_w = status_w.as_raw_fd();
         // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
         unsafe {
@@ -87,7 +140,11 @@ impl Sandbox {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        let spawned = cmd.spawn();
+        // The command holds our copies of the pty's slave: the master sees the end of the run
+        // only once they are closed too.
+        drop(cmd);
+        let mut child = spawned.map_err(|source| SandboxError::Spawn {
             path: self.helper_exe.clone(),
             source,
         })?;
@@ -103,31 +160,22 @@ impl Sandbox {
                 }
             }
         }
-
-        let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        std::thread::scope(|s| {
-            if let Some(out) = stdout {
-                let tx = tx.clone();
-                s.spawn(move || pump(out, OutputStream::Stdout, tx));
-            }
-            if let Some(err) = stderr {
-                let tx = tx.clone();
-                s.spawn(move || pump(err, OutputStream::Stderr, tx));
-            }
-            drop(tx);
-            for (stream, chunk) in rx {
-                on_output(stream, &chunk);
-            }
-        });
-
-        let mut status_text = String::new();
-        let read_result = std::fs::File::from(status_r).read_to_string(&mut status_text);
-        let helper_status = child.wait().map_err(io("waiting for the helper"))?;
-        read_result.map_err(io("reading the helper status"))?;
-        interpret(&status_text, helper_status)
+        Ok((child, status_r))
     }
+}
+
+/// Maps an I/O error to [`SandboxError::Io`] saying what was being done.
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Io { what, source }
+}
+
+/// Reads the helper's status and reaps it.
+fn finish(mut child: Child, status_r: OwnedFd) -> Result<ExitStatus, SandboxError> {
+    let mut status_text = String::new();
+    let read_result = std::fs::File::from(status_r).read_to_string(&mut status_text);
+    let helper_status = child.wait().map_err(io("waiting for the helper"))?;
+    read_result.map_err(io("reading the helper status"))?;
+    interpret(&status_text, helper_status)
 }
 
 /// Turns the status lines (and the helper's own exit status, as a last resort) into a result.

@@ -30,6 +30,7 @@ impl Worker {
         let cache_root = self.cache_mount_root.clone();
         let limits = self.limits.clone();
         let reporter = self.store.wait_reporter().cloned();
+        let debugger = self.debugger.clone();
         Self::blocking(move || {
             // RUN --mount: bind views, cache dirs, tmpfs, secrets; alive until the run is over.
             let prepared = mounts::MountEnv {
@@ -110,8 +111,18 @@ impl Worker {
                 }
             };
             if !status.success() {
-                let _ = snapshotter.abort(active);
-                return Err(run_error(status, exec.args.join(" "), tail.into()));
+                let command = exec.args.join(" ");
+                let err = run_error(status, command.clone(), tail.into());
+                // The mounts are still prepared: a debug shell sees them as the command did.
+                debugger.on_failure(
+                    &sandbox,
+                    &snapshotter,
+                    active,
+                    &spec,
+                    &command,
+                    &err.to_string(),
+                );
+                return Err(err);
             }
             drop(spec);
             drop(prepared);

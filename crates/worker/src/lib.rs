@@ -7,6 +7,8 @@
 pub mod checksum;
 pub mod content_key;
 mod context_keys;
+mod debug;
+pub use debug::{DebugOnFail, KeptRun};
 pub mod dockerignore;
 mod exec;
 pub mod fsops;
@@ -235,6 +237,8 @@ pub struct Worker {
     on_executed: Option<OnExecuted>,
     /// Told of base-image blob downloads ([`Worker::with_on_pull`]).
     on_pull: Option<OnPull>,
+    /// What a failed RUN leads to ([`Worker::with_debug_on_fail`]).
+    debugger: debug::Debugger,
 }
 
 /// A callback told of each executed vertex (its llb digest) and its result.
@@ -288,6 +292,7 @@ impl Worker {
             limits: Arc::new(Limits::default()),
             on_executed: None,
             on_pull: None,
+            debugger: debug::Debugger::default(),
         }
     }
 
@@ -301,6 +306,12 @@ impl Worker {
     /// and result, e.g. to export a layer while the next steps run. `f` must return quickly.
     pub fn with_on_executed(mut self, f: OnExecuted) -> Self {
         self.on_executed = Some(f);
+        self
+    }
+
+    /// What to do when a RUN fails: open a debug shell in its sandbox, or keep its state.
+    pub fn with_debug_on_fail(mut self, mode: DebugOnFail) -> Self {
+        self.debugger = debug::Debugger::new(mode);
         self
     }
 

@@ -232,6 +232,8 @@ pub struct PruneReport {
     pub reclaimed: u64,
     /// Bytes the root's images, cache and blobs take afterwards.
     pub remaining: u64,
+    /// Kept failed-RUN states removed (`--debug-on-fail=keep`).
+    pub debug_states: usize,
 }
 
 struct Opened {
@@ -286,7 +288,14 @@ pub fn prune(
     reporter: Option<&WaitReporter>,
 ) -> Result<PruneReport, GcError> {
     let _lock = GcLock::wait(state, reporter)?;
-    collect(state, opts, reporter)
+    // `rbuild prune` drops the kept failed-RUN states; their snapshots then go below.
+    let debug_states = crate::kept::forget_all(state).map_err(io_err(
+        "removing kept debug states in",
+        &state.debug_states(),
+    ))?;
+    let mut report = collect(state, opts, reporter)?;
+    report.debug_states = debug_states;
+    Ok(report)
 }
 
 fn collect(
@@ -296,7 +305,8 @@ fn collect(
 ) -> Result<PruneReport, GcError> {
     sweep_trash(state)?;
     let o = open(state, reporter)?;
-    let model = Model::load(&o.store, &o.snapshotter, &o.index)?;
+    let mut model = Model::load(&o.store, &o.snapshotter, &o.index)?;
+    model.pinned = crate::kept::pinned_snapshots(state);
     let before = model.total();
     let now = now_secs();
     let old_enough = |used: u64| match opts.until {
@@ -542,7 +552,8 @@ pub fn auto_gc(state: &StateDir, keep_storage: u64) -> Result<Option<PruneReport
 pub fn unreachable_count(state: &StateDir) -> Result<(usize, usize), GcError> {
     let _lock = GcLock::wait(state, None)?;
     let o = open(state, None)?;
-    let model = Model::load(&o.store, &o.snapshotter, &o.index)?;
+    let mut model = Model::load(&o.store, &o.snapshotter, &o.index)?;
+    model.pinned = crate::kept::pinned_snapshots(state);
     let reach = model.reach(model.records.iter());
     let snaps = model
         .snaps

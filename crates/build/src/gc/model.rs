@@ -70,6 +70,8 @@ pub(crate) struct Model {
     /// The store's layers by content: (blake3 key, prefix, compression, layer blob). They keep nothing
     /// alive; an entry goes with its blob.
     pub(crate) contents: Vec<(String, String, Compression, Digest)>,
+    /// Snapshots held by kept failed-RUN states (`--debug-on-fail=keep`): roots like tags.
+    pub(crate) pinned: Vec<SnapshotId>,
 }
 
 /// What a set of kept records (plus the tags) reaches.
@@ -216,6 +218,7 @@ impl Model {
         let mut todo: Vec<SnapshotId> = keep
             .into_iter()
             .filter_map(|r| r.snapshot.clone())
+            .chain(self.pinned.iter().cloned())
             .collect();
         while let Some(s) = todo.pop() {
             if !reach.snaps.insert(s.clone()) {
