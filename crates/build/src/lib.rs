@@ -65,6 +65,7 @@ pub mod import;
 mod input;
 mod kept;
 pub mod lint;
+mod loaded;
 mod options;
 mod pipeline;
 mod progress;

@@ -8,23 +8,24 @@
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::eager;
-use crate::error::{blocking, BuildError, DockerfileError, DockerfileText, Lines, SolveFailure};
+use crate::error::{blocking, BuildError, DockerfileError, Lines, SolveFailure};
 use crate::export::{
     export_image, layer_options, stored_options, write_outputs, ImageParts, StoredImage,
 };
-use crate::input::{self, BuildInput};
+use crate::input;
+use crate::loaded::{check_names, load, Loaded};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
 use crate::push::ImageMetadata;
 use crate::push::{metadata, push_image};
-use crate::request::{BuildRequest, BuildResult, ContextSource, DockerfileSource};
+use crate::request::{BuildRequest, BuildResult};
 use crate::resolve::resolve_all;
 use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
 use crate::vertices::{cached_listing, InternalVertex};
 use rbuild_exporter::image_variant;
 use rbuild_exporter::normalize_tag;
-use rbuild_frontend::{BuildPlan, ConvertOptions, Dockerfile};
+use rbuild_frontend::{BuildPlan, ConvertOptions};
 use rbuild_llb::Entitlements;
 use rbuild_oci::Store;
 use rbuild_registry::{Reference, RegistryClient};
@@ -147,106 +148,6 @@ pub async fn build_with_cancel(
     pipeline
         .finish(plan, solved, finish, epoch, &mut cancel)
         .await
-}
-
-/// Checks the `-t` names and the outputs' `name=`s against the docker reference grammar, before
-/// anything runs (the CLI already checked them; an embedder may set them directly).
-fn check_names(tags: &[String], outputs: &[OutputSpec]) -> Result<(), BuildError> {
-    for tag in tags {
-        crate::spec::check_reference("-t, --tag", tag)?;
-    }
-    for o in outputs {
-        if let Output::Oci { names, .. }
-        | Output::Docker { names, .. }
-        | Output::Image { names, .. } = &o.output
-        {
-            for name in names {
-                crate::spec::check_reference("-o, --output", name)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The inputs of a build and its parsed Dockerfile.
-struct Loaded {
-    input: BuildInput,
-    ast: Dockerfile,
-}
-
-impl Loaded {
-    /// The Dockerfile's name and text, as its diagnostics need them.
-    fn text(&self) -> DockerfileText {
-        DockerfileText {
-            name: self.input.dockerfile_name.clone(),
-            source: self.input.source.clone(),
-        }
-    }
-
-    /// A conversion error of this Dockerfile, its span widened to the whole instruction it
-    /// points into (BuildKit marks every line of a continued instruction).
-    fn convert_error(&self, mut error: rbuild_frontend::ConvertError) -> BuildError {
-        if let Some(span) = &mut error.span {
-            let line = span.start_line;
-            let inst = (self.ast.instructions.iter())
-                .find(|i| i.span.start_line <= line && line <= i.span.end_line);
-            if let Some(inst) = inst {
-                span.start_line = inst.span.start_line;
-                span.end_line = span.end_line.max(inst.span.end_line);
-            }
-        }
-        BuildError::Dockerfile(Box::new(DockerfileError::Convert {
-            error,
-            file: self.text(),
-        }))
-    }
-}
-
-/// Reads the context and the Dockerfile and parses it.
-async fn load(
-    state: &StateDir,
-    context: ContextSource,
-    dockerfile: DockerfileSource,
-    progress: &dyn Progress,
-) -> Result<Loaded, BuildError> {
-    let sink = progress.solver_sink();
-    let vertex = InternalVertex::start(&sink, "[internal] load build definition from Dockerfile");
-    let input = {
-        let state = state.clone();
-        blocking(move || input::prepare(context, dockerfile, &state)).await
-    };
-    let input = match input {
-        Ok(input) => {
-            vertex.log(format!(
-                "transferring dockerfile: {}B done",
-                input.source.len()
-            ));
-            vertex.done();
-            input
-        }
-        Err(e) => {
-            vertex.fail(e.to_string());
-            return Err(e);
-        }
-    };
-    let ast = rbuild_frontend::parse(&input.source).map_err(|error| {
-        BuildError::Dockerfile(Box::new(DockerfileError::Parse {
-            error,
-            file: DockerfileText {
-                name: input.dockerfile_name.clone(),
-                source: input.source.clone(),
-            },
-        }))
-    })?;
-    if let Some(syntax) = &ast.directives.syntax {
-        if !input::is_builtin_syntax(syntax) {
-            progress.event(BuildEvent::SyntaxIgnored {
-                file: input.dockerfile_name.clone(),
-                syntax: syntax.clone(),
-            });
-        }
-    }
-    Ok(Loaded { input, ast })
 }
 
 /// What every phase after parsing shares: the state root, the progress, the store, the registry
