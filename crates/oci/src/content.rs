@@ -13,6 +13,26 @@ use crate::{Compression, Layer, Store, StoreError};
 use std::fs;
 use std::io;
 
+/// The names of the entries of `dir` (none when it does not exist): the listing of the store's
+/// own bookkeeping directories.
+pub(crate) fn file_names(dir: &std::path::Path) -> Result<Vec<String>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                action: "read dir",
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    Ok(entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
 /// The store's directory of content entries (`<blake3 hex>.<gzip|zstd|tar>`).
 pub const CONTENT_DIR: &str = "rbuild-content-v1";
 
@@ -71,22 +91,10 @@ impl Store {
 
     /// Every prefix marker.
     pub fn content_prefixes(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.root().join(CONTENT_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    action: "read dir",
-                    path: dir,
-                    source,
-                })
-            }
-        };
-        Ok(entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
+        let names = file_names(&self.root().join(CONTENT_DIR))?;
+        Ok(names
+            .iter()
+            .filter_map(|name| {
                 let prefix = name.strip_suffix(".prefix")?;
                 valid_key(prefix).then(|| prefix.to_string())
             })
@@ -150,20 +158,9 @@ impl Store {
     /// Every readable content entry (whether or not its blob is present).
     pub fn layer_contents(&self) -> Result<Vec<ContentEntry>, StoreError> {
         let dir = self.root().join(CONTENT_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    action: "read dir",
-                    path: dir,
-                    source,
-                })
-            }
-        };
+        let names = file_names(&dir)?;
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in &names {
             let Some((key, ext)) = name.split_once('.') else {
                 continue;
             };
@@ -176,7 +173,7 @@ impl Store {
             if !valid_key(key) {
                 continue;
             }
-            let Ok(bytes) = fs::read(entry.path()) else {
+            let Ok(bytes) = fs::read(dir.join(name)) else {
                 continue;
             };
             if let Ok(entry) = serde_json::from_slice::<Stored>(&bytes) {

@@ -7,7 +7,6 @@
 
 use crate::{Compression, Descriptor, Digest, Store, StoreError};
 use std::fs;
-use std::io;
 
 /// The store's directory of variant mappings (`<hex of the uncompressed digest>.<gzip|zstd|tar>`).
 pub const VARIANTS_DIR: &str = "rbuild-variants-v1";
@@ -83,27 +82,16 @@ impl Store {
     /// Every readable mapping (whether or not its blob is present).
     pub fn variants(&self) -> Result<Vec<Variant>, StoreError> {
         let dir = self.root().join(VARIANTS_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    action: "read dir",
-                    path: dir,
-                    source,
-                })
-            }
-        };
+        let names = crate::content::file_names(&dir)?;
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in &names {
             let Some((hex, ext)) = name.split_once('.') else {
                 continue;
             };
             let (Ok(source), Some(compression)) = (Digest::from_hex(hex), parse_suffix(ext)) else {
                 continue;
             };
-            let Ok(bytes) = fs::read(entry.path()) else {
+            let Ok(bytes) = fs::read(dir.join(name)) else {
                 continue;
             };
             if let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) {

@@ -80,17 +80,7 @@ impl Worker {
         if copies.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(context) = self.context.clone() else {
-            return Err(WorkerError::Graph(
-                "COPY from the build context without a context".into(),
-            ));
-        };
-        let index = self.index.clone();
-        let excludes = vertex.context_excludes.clone();
-        Self::blocking(move || {
-            let matcher = dockerignore::Matcher::new(&excludes);
-            let mut cache = checksum::StatCache::new(index.as_ref())
-                .with_excludes((!matcher.is_empty()).then_some(matcher));
+        self.with_context_cache(vertex, "COPY", move |cache, context| {
             let mut out = Vec::new();
             for c in &copies {
                 let source_exclude = dockerignore::Matcher::new(&c.exclude_patterns);
@@ -98,7 +88,7 @@ impl Worker {
                     what: format!("context {}", c.src),
                     digest: cache
                         .checksum_filtered(
-                            &context,
+                            context,
                             &c.src,
                             c.allow_wildcard,
                             c.follow_symlinks,
@@ -107,6 +97,34 @@ impl Worker {
                         .map_err(WorkerError::Checksum)?,
                 });
             }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` on the blocking pool with a [`checksum::StatCache`] over the build context (the
+    /// vertex's `.dockerignore` applied; flushed into the cache index afterwards). `what` names
+    /// the instruction in the error of a build without a context.
+    pub(crate) async fn with_context_cache<T: Send + 'static>(
+        &self,
+        vertex: &WorkVertex,
+        what: &str,
+        f: impl FnOnce(&mut checksum::StatCache<'_>, &std::path::Path) -> Result<T, WorkerError>
+            + Send
+            + 'static,
+    ) -> Result<T, WorkerError> {
+        let Some(context) = self.context.clone() else {
+            return Err(WorkerError::Graph(format!(
+                "{what} from the build context without a context"
+            )));
+        };
+        let index = self.index.clone();
+        let excludes = vertex.context_excludes.clone();
+        Self::blocking(move || {
+            let matcher = dockerignore::Matcher::new(&excludes);
+            let mut cache = checksum::StatCache::new(index.as_ref())
+                .with_excludes((!matcher.is_empty()).then_some(matcher));
+            let out = f(&mut cache, &context)?;
             cache.flush();
             Ok(out)
         })

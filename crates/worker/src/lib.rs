@@ -441,27 +441,16 @@ impl Worker {
         if patterns.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(context) = self.context.clone() else {
-            return Err(WorkerError::Graph(
-                "RUN --mount from the build context without a context".into(),
-            ));
-        };
-        let index = self.index.clone();
-        let excludes = vertex.context_excludes.clone();
-        Self::blocking(move || {
-            let matcher = dockerignore::Matcher::new(&excludes);
-            let mut cache = checksum::StatCache::new(index.as_ref())
-                .with_excludes((!matcher.is_empty()).then_some(matcher));
+        self.with_context_cache(vertex, "RUN --mount", move |cache, context| {
             let mut out = Vec::new();
             for p in &patterns {
                 out.push(ContentDigest {
                     what: format!("context {p}"),
                     digest: cache
-                        .checksum(&context, p, false, true)
+                        .checksum(context, p, false, true)
                         .map_err(WorkerError::Checksum)?,
                 });
             }
-            cache.flush();
             Ok(out)
         })
         .await
