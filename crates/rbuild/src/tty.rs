@@ -140,13 +140,22 @@ impl Model {
 
     /// Applies one solver event.
     fn solver_event(&mut self, event: &Event, now: Instant) {
-        let v = self.vertex(Key::Solver(event.vertex.0), &event.name, now);
+        // The build's own `exporting to image` vertex is the view's export group: its sub-steps
+        // come from the build events (layers, writing image, naming), not from its log lines.
+        let export = event.cache_key.is_none() && event.name == "exporting to image";
+        let key = if export {
+            Key::Export
+        } else {
+            Key::Solver(event.vertex.0)
+        };
+        let v = self.vertex(key, &event.name, now);
         match &event.kind {
             EventKind::Started => {
                 v.started = now;
                 v.status = Status::Running;
             }
             EventKind::Cached => v.status = Status::Cached,
+            EventKind::Log { .. } if export => {}
             EventKind::Log { line, .. } => {
                 let text = clean_line(&String::from_utf8_lossy(line));
                 v.logs.push_back(text);

@@ -226,9 +226,12 @@ fn tty_view_collapses_finished_steps_cuts_lines_and_prints_the_final_tree() {
         "no layer extraction under FROM:\n{}",
         tree.join("\n")
     );
-    // The export, as BuildKit's `exporting to image` vertex with its sub-steps.
+    // The export, as BuildKit's `exporting to image` vertex with its sub-steps, once.
     assert!(
-        tree.iter().any(|l| l.starts_with(" => exporting to image")),
+        tree.iter()
+            .filter(|l| l.starts_with(" => exporting to image"))
+            .count()
+            == 1,
         "{}",
         tree.join("\n")
     );
