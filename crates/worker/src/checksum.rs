@@ -158,16 +158,7 @@ impl<'a> StatCache<'a> {
     ) -> io::Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         let ft = meta.file_type();
-        let kind: u8 = if ft.is_dir() {
-            b'd'
-        } else if ft.is_symlink() {
-            b'l'
-        } else if ft.is_file() {
-            b'f'
-        } else {
-            b'o'
-        };
-        hasher.update(&[kind]);
+        hasher.update(&[kind_byte(ft)]);
         hasher.update(&(meta.mode() & 0o7777).to_le_bytes());
         if ft.is_file() {
             hasher.update(&meta.size().to_le_bytes());
@@ -273,6 +264,19 @@ impl<'a> StatCache<'a> {
             hasher.update(&self.entry_hash(&host, &rel, Path::new(""), &meta, source_exclude)?);
         }
         Ok(hasher.finalize().into())
+    }
+}
+
+/// The byte a checksum hashes for an entry's type: `d`irectory, sym`l`ink, `f`ile, `o`ther.
+pub(crate) fn kind_byte(ft: fs::FileType) -> u8 {
+    if ft.is_dir() {
+        b'd'
+    } else if ft.is_symlink() {
+        b'l'
+    } else if ft.is_file() {
+        b'f'
+    } else {
+        b'o'
     }
 }
 

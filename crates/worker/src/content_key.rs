@@ -274,16 +274,7 @@ impl Walk {
     ) -> io::Result<[u8; 32]> {
         let mut h = blake3::Hasher::new();
         let ft = meta.file_type();
-        let kind: u8 = if ft.is_dir() {
-            b'd'
-        } else if ft.is_symlink() {
-            b'l'
-        } else if ft.is_file() {
-            b'f'
-        } else {
-            b'o'
-        };
-        h.update(&[kind]);
+        h.update(&[crate::checksum::kind_byte(ft)]);
         for v in [meta.mode() & 0o7777, meta.uid(), meta.gid()] {
             h.update(&v.to_le_bytes());
         }
