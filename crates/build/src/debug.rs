@@ -6,8 +6,8 @@
 
 use crate::gc::{BuildLease, GcError};
 use crate::state::StateDir;
-use rbuild_sandbox::{ExitStatus, Mount, Rootfs, Sandbox, SandboxError};
-use rbuild_snapshotter::{RootfsSpec, SnapshotError, Snapshotter};
+use rbuild_sandbox::{ExitStatus, Mount, Sandbox, SandboxError};
+use rbuild_snapshotter::{SnapshotError, Snapshotter};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -131,18 +131,7 @@ pub fn enter(state: &StateDir, id: &str, shell: Vec<String>) -> Result<ExitStatu
     let active = snapshotter.prepare(Some(&kept.snapshot))?;
     let mut spec = kept.spec.clone();
     spec.args = shell;
-    spec.rootfs = match active.rootfs() {
-        RootfsSpec::Overlay {
-            lowerdirs,
-            upperdir,
-            workdir,
-        } => Rootfs::Overlay {
-            lowerdirs,
-            upperdir,
-            workdir,
-        },
-        RootfsSpec::Dir(dir) => Rootfs::Dir(dir),
-    };
+    spec.rootfs = rbuild_worker::mounts::to_sandbox_rootfs(active.rootfs());
     // A bind mount whose host side is gone (an SSH agent's socket) cannot be made again.
     spec.extra_mounts.retain(|m| match m {
         Mount::Bind(b) => b.source.exists(),

@@ -368,6 +368,17 @@ fn valid_reference(s: &str) -> bool {
         })
 }
 
+/// LegacyKeyValueFormat for an ARG, ENV or LABEL written `KEY value`.
+fn legacy_key_value(out: &mut Vec<Finding>, ins: &Instruction) {
+    let n = &ins.name_original;
+    push(
+        out,
+        "LegacyKeyValueFormat",
+        format!("\"{n} key=value\" should be used instead of legacy \"{n} key value\" format"),
+        ins.span,
+    );
+}
+
 /// `SecretsUsedInArgOrEnv` for one ARG or ENV.
 fn secrets(ins: &Instruction, out: &mut Vec<Finding>) {
     let what = match ins.kind {
@@ -472,26 +483,14 @@ fn stage_checks(
                 if let Args::KeyValues(kvs) = &ins.args {
                     defined.extend(kvs.iter().map(|kv| kv.key.clone()));
                     if kvs.iter().any(|kv| kv.legacy) {
-                        let n = &ins.name_original;
-                        push(
-                            out,
-                            "LegacyKeyValueFormat",
-                            format!("\"{n} key=value\" should be used instead of legacy \"{n} key value\" format"),
-                            ins.span,
-                        );
+                        legacy_key_value(out, ins);
                     }
                 }
             }
             InstructionKind::Label => {
                 if let Args::KeyValues(kvs) = &ins.args {
                     if kvs.iter().any(|kv| kv.legacy) {
-                        let n = &ins.name_original;
-                        push(
-                            out,
-                            "LegacyKeyValueFormat",
-                            format!("\"{n} key=value\" should be used instead of legacy \"{n} key value\" format"),
-                            ins.span,
-                        );
+                        legacy_key_value(out, ins);
                     }
                 }
             }

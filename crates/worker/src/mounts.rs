@@ -82,7 +82,8 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> WorkerError
     move |e| WorkerError::Mount(format!("{what}: {e}"))
 }
 
-fn to_sandbox_rootfs(spec: RootfsSpec) -> Rootfs {
+/// The sandbox's root filesystem for a snapshot's mount spec.
+pub fn to_sandbox_rootfs(spec: RootfsSpec) -> Rootfs {
     match spec {
         RootfsSpec::Overlay {
             lowerdirs,
