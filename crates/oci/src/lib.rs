@@ -14,6 +14,7 @@ mod layer;
 pub mod lock;
 mod manifest;
 mod media;
+pub mod platform;
 mod reach;
 mod store;
 mod variants;
@@ -24,6 +25,7 @@ pub use digest::{sha256_hex, DiffId, Digest, DigestError, Sha256Reader, Sha256Wr
 pub use layer::{Layer, LAYER_LABEL_GZIP};
 pub use manifest::{Descriptor, Index, Manifest, Platform};
 pub use media::{Compression, MediaType};
+pub use platform::{parse_platform_list, PlatformError};
 pub use reach::{BlobInfo, MAX_MANIFEST_BYTES};
 pub use store::{
     canonical_json, copy_into_store, BlobWriter, ImageRecord, Store, StoreError, TagEntry,

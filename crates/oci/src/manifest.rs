@@ -22,8 +22,8 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-/// A platform in an index.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A platform in an index (parsing, printing and matching: [`crate::platform`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Platform {
     /// CPU architecture.
     pub architecture: String,
@@ -88,12 +88,21 @@ impl Index {
         }
     }
 
-    /// Picks the manifest for `os`/`architecture` (linux/amd64 for rbuild).
+    /// Picks the manifest for `os`/`architecture` (normalised; variants fall back as in
+    /// [`Index::select`]).
     pub fn select_platform(&self, os: &str, architecture: &str) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == os && p.architecture == architecture)
-        })
+        self.select(&Platform::new(os, architecture, None))
+    }
+
+    /// Picks the manifest that suits `want` best ([`Platform::rank`]: an exact match, else the
+    /// closest fallback variant; the first entry among equals). Entries that are not image
+    /// manifests (attestations, nested indexes) are skipped.
+    pub fn select(&self, want: &Platform) -> Option<&Descriptor> {
+        self.manifests
+            .iter()
+            .filter(|d| d.media_type.is_manifest() || d.media_type.0.is_empty())
+            .filter_map(|d| Some((want.rank(d.platform.as_ref()?)?, d)))
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, d)| d)
     }
 }

@@ -583,34 +583,14 @@ fn media_type_of(headers: &HeaderMap, body: &[u8]) -> Option<MediaType> {
     }
 }
 
-/// The manifest of `index` for `want` (the variant preferred, else the first of os/arch).
+/// The manifest of `index` for `want` ([`Index::select`]: exact, else BuildKit's fallbacks).
 fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
-    let matching = index
-        .manifests
-        .iter()
-        .filter(|d| d.media_type.is_manifest() || d.media_type.0.is_empty())
-        .filter(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
-        });
-    let candidates: Vec<&Descriptor> = matching.collect();
-    match &want.variant {
-        Some(v) => candidates
-            .iter()
-            .copied()
-            .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == Some(v))
-            .or(candidates.first().copied()),
-        None => candidates.first().copied(),
-    }
+    index.select(want)
 }
 
 /// `os/arch` or `os/arch/variant`.
 fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
+    p.to_string()
 }
 
 #[cfg(test)]
@@ -660,5 +640,13 @@ mod tests {
             Digest::sha256_of(&[3])
         );
         assert!(select_platform(&index, &want("s390x", None)).is_none());
+        // arm64 takes the index's arm64/v8; arm/v6 does not take arm/v7.
+        assert_eq!(
+            select_platform(&index, &want("arm64", None))
+                .unwrap()
+                .digest,
+            Digest::sha256_of(&[1])
+        );
+        assert!(select_platform(&index, &want("arm", Some("v6"))).is_none());
     }
 }
