@@ -21,7 +21,7 @@ pub use ops::{
     SshMountOpt, UserOpt,
 };
 
-use rbuild_oci::Digest;
+use rbuild_oci::{Digest, Platform};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -67,6 +67,10 @@ pub struct Vertex {
     /// The instruction this vertex came from (not part of the digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceLocation>,
+    /// The platform the op is for (BuildKit's per-op `Platform`); `None` = the host's. Part of
+    /// the digest (and of the cache key) only when set, so host builds keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
 
 /// A whole build graph in topological order (inputs always before the vertices that use them).
@@ -94,8 +98,21 @@ impl Definition {
         name: String,
         source: Option<SourceLocation>,
     ) -> VertexIndex {
+        self.add_for(op, inputs, name, source, None)
+    }
+
+    /// [`Definition::add`] for a platform (`None`: the host's); the same op on the same inputs
+    /// for two platforms makes two vertices.
+    pub fn add_for(
+        &mut self,
+        op: Op,
+        inputs: Vec<VertexIndex>,
+        name: String,
+        source: Option<SourceLocation>,
+        platform: Option<Platform>,
+    ) -> VertexIndex {
         let input_digests: Vec<Digest> = inputs.iter().map(|&i| self.digests[i].clone()).collect();
-        let digest = vertex_digest(&op, &input_digests);
+        let digest = vertex_digest_for(&op, &input_digests, platform.as_ref());
         if let Some(&existing) = self.dedupe.get(&digest) {
             return existing;
         }
@@ -105,6 +122,7 @@ impl Definition {
             inputs,
             name,
             source,
+            platform,
         });
         self.digests.push(digest.clone());
         self.dedupe.insert(digest, index);
@@ -150,7 +168,7 @@ impl Definition {
             }
             let input_digests: Vec<Digest> =
                 v.inputs.iter().map(|&x| def.digests[x].clone()).collect();
-            let digest = vertex_digest(&v.op, &input_digests);
+            let digest = vertex_digest_for(&v.op, &input_digests, v.platform.as_ref());
             def.dedupe.entry(digest.clone()).or_insert(i);
             def.digests.push(digest);
             def.vertices.push(v);
@@ -162,6 +180,12 @@ impl Definition {
 /// The vertex digest: sha256 of the op's identity encoding ([`Op::identity_bytes`], every
 /// field) followed by the number of inputs and each input's digest (length-prefixed).
 pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
+    vertex_digest_for(op, inputs, None)
+}
+
+/// [`vertex_digest`] of a vertex for `platform`: a set platform's bytes
+/// ([`platform_bytes`]) follow the inputs, so `None` gives exactly [`vertex_digest`].
+pub fn vertex_digest_for(op: &Op, inputs: &[Digest], platform: Option<&Platform>) -> Digest {
     let mut bytes = op.identity_bytes();
     bytes.extend_from_slice(&(inputs.len() as u64).to_le_bytes());
     for input in inputs {
@@ -169,7 +193,21 @@ pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
         bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
         bytes.extend_from_slice(text.as_bytes());
     }
+    if let Some(p) = platform {
+        bytes.extend_from_slice(&platform_bytes(p));
+    }
     Digest::sha256_of(&bytes)
+}
+
+/// The bytes a vertex's platform adds to its digest and its cache key: a tag, then the
+/// normalised `os/arch[/variant]` length-prefixed (appended after everything else, so a vertex
+/// without a platform keeps its bytes).
+pub fn platform_bytes(platform: &Platform) -> Vec<u8> {
+    let text = platform.to_string();
+    let mut bytes = b"rbuild-platform".to_vec();
+    bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
 }
 
 #[cfg(test)]
@@ -280,6 +318,39 @@ mod tests {
         // the digest covers inputs: same op on another input differs
         let c = def.add(exec("b"), vec![base], "b".into(), None);
         assert_ne!(def.digest(c), def.digest(b));
+    }
+
+    #[test]
+    fn platform_is_in_the_digest_only_when_set() {
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        let mut def = Definition::new();
+        let base = def.add(Op::Source(SourceOp::Scratch), vec![], "s".into(), None);
+        let host = def.add(exec("a"), vec![base], "a".into(), None);
+        // No platform: exactly the digest without one (existing digests and snapshots stay).
+        let plain = vertex_digest(&exec("a"), std::slice::from_ref(def.digest(base)));
+        assert_eq!(def.digest(host), &plain);
+        let none = def.add_for(exec("a"), vec![base], "a".into(), None, None);
+        assert_eq!(none, host);
+        let arm = def.add_for(exec("a"), vec![base], "a".into(), None, Some(arm64.clone()));
+        assert_ne!(arm, host);
+        assert_ne!(def.digest(arm), def.digest(host));
+        let arm_again = def.add_for(exec("a"), vec![base], "b".into(), None, Some(arm64));
+        assert_eq!(arm_again, arm);
+        let riscv = def.add_for(
+            exec("a"),
+            vec![base],
+            "a".into(),
+            None,
+            Some("linux/riscv64".parse().unwrap()),
+        );
+        assert_ne!(def.digest(riscv), def.digest(arm));
+        // JSON: no `platform` key without one; round trip keeps the digests.
+        let json = String::from_utf8(def.to_json().unwrap()).unwrap();
+        assert_eq!(json.matches("\"platform\"").count(), 2, "{json}");
+        let back = Definition::from_json(json.as_bytes()).unwrap();
+        assert_eq!(back.digest(arm), def.digest(arm));
+        assert_eq!(back.digest(host), def.digest(host));
+        assert_eq!(back.vertices[arm].platform, def.vertices[arm].platform);
     }
 
     #[test]

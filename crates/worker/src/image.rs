@@ -1,6 +1,7 @@
 //! Base images: pulled once into the content store, unpacked layer by layer into snapshots keyed
 //! by OCI chain ID, each verified against its diff ID, and labelled with its blob so the exporter
-//! never recompresses base layers.
+//! never recompresses base layers. A base is always unpacked from its pinned manifest (the
+//! one resolved for the vertex's platform), never re-resolved by tag.
 
 use crate::WorkerError;
 use rbuild_oci::{
@@ -37,12 +38,22 @@ pub(crate) async fn unpack_image_reporting(
     on_extract: OnExtract<'_>,
 ) -> Result<Option<SnapshotId>, WorkerError> {
     let parsed = Reference::parse(reference)?;
+    // A pinned manifest is pulled by its digest: it is the one resolved for the vertex's
+    // platform, which the reference's tag (resolved for the host) may not name.
+    let pinned = match digest {
+        Some(d) => Reference {
+            digest: Some(d.clone()),
+            tag: None,
+            ..parsed.clone()
+        },
+        None => parsed.clone(),
+    };
     let record = match digest {
         Some(d) if store.has_blob(d) => match store.read_image(d) {
             Ok(r) => r,
-            Err(_) => registry.pull(&parsed, store, None).await?,
+            Err(_) => registry.pull(&pinned, store, None).await?,
         },
-        _ => registry.pull(&parsed, store, None).await?,
+        _ => registry.pull(&pinned, store, None).await?,
     };
     let mut parent: Option<SnapshotId> = None;
     let mut chain: Option<Digest> = None;

@@ -172,6 +172,9 @@ pub struct WorkVertex {
     pub context_inputs: Vec<bool>,
     /// The `.dockerignore` patterns of the build context input, if any.
     pub context_excludes: Vec<String>,
+    /// The platform the op is for (`None`: the host's); in the cache key when set. A RUN for
+    /// a foreign platform runs under emulation.
+    pub platform: Option<rbuild_oci::Platform>,
 }
 
 /// The name of the main build context's local source; any other name is a named context
@@ -209,6 +212,7 @@ pub fn graph_from_definition(def: &Definition) -> (Graph<WorkVertex>, Vec<Vertex
             digest: def.digest(i).clone(),
             context_inputs,
             context_excludes,
+            platform: v.platform.clone(),
         };
         ids.push(graph.add_vertex(vertex, v.name.clone(), inputs));
     }
@@ -463,10 +467,22 @@ impl Worker {
 /// not in the op at all), then `content` (context checksums of the COPY sources or RUN mounts
 /// in op order, or a download's digest).
 pub fn key_input(op: &Op, content: Vec<ContentDigest>) -> KeyInput {
-    KeyInput {
-        op: op.cache_key_bytes(),
-        content,
+    key_input_for(op, None, content)
+}
+
+/// [`key_input`] of an op for `platform` (`None`: the host's): a set platform's bytes
+/// ([`rbuild_llb::platform_bytes`]) follow the op's encoding, so two platforms never share a
+/// result while a host vertex keeps its key.
+pub fn key_input_for(
+    op: &Op,
+    platform: Option<&rbuild_oci::Platform>,
+    content: Vec<ContentDigest>,
+) -> KeyInput {
+    let mut op = op.cache_key_bytes();
+    if let Some(p) = platform {
+        op.extend_from_slice(&rbuild_llb::platform_bytes(p));
     }
+    KeyInput { op, content }
 }
 
 fn apply_file_actions(
@@ -670,12 +686,12 @@ impl Executor for Worker {
         if let Op::Source(SourceOp::Local { name, excludes }) = &vertex.op {
             if name != MAIN_CONTEXT {
                 let content = self.named_key_extra(name, excludes).await?;
-                return Ok(key_input(&vertex.op, content));
+                return Ok(key_input_for(&vertex.op, vertex.platform.as_ref(), content));
             }
         }
         let mut content = self.file_key_extra(vertex).await?;
         content.extend(self.mount_key_extra(vertex).await?);
-        Ok(key_input(&vertex.op, content))
+        Ok(key_input_for(&vertex.op, vertex.platform.as_ref(), content))
     }
 
     async fn exec(

@@ -120,6 +120,7 @@ fn copy_from_vertex() -> WorkVertex {
         op,
         context_inputs: vec![false, false],
         context_excludes: vec![],
+        platform: None,
     }
 }
 
