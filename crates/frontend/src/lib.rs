@@ -10,7 +10,9 @@
 //!   whose flags are checked against the flags each instruction takes (BuildKit's `bflag` rules)
 //!   and whose arguments are read and validated there (BuildKit's `instructions` package).
 //! - [`base_images`] and [`convert`](fn@convert): the stages the target needs become an llb
-//!   graph and the image config, following BuildKit's dockerfile2llb.
+//!   graph and the image config, following BuildKit's dockerfile2llb; [`convert_multi`] does it
+//!   for several target platforms into one graph (`--platform a,b`), with `FROM --platform` and
+//!   the automatic platform ARGs.
 //! - errors: [`ParseError`] (rendered with a source line and caret) and [`ExpandError`].
 //!
 //! The frontend is pure and synchronous: it reads only the text handed to it.
@@ -28,8 +30,9 @@ pub use ast::{
     EXPANDING_INSTRUCTIONS,
 };
 pub use convert::{
-    base_image_sites, base_images, convert, named_source_name, stage_names, BaseImage, BuildPlan,
-    ConvertError, ConvertOptions, NamedContext,
+    base_image_sites, base_image_sites_multi, base_images, convert, convert_multi,
+    named_source_name, stage_names, BaseImage, Bases, BuildPlan, ConvertError, ConvertOptions,
+    NamedContext, PlatformPlan,
 };
 pub use error::{ExpandError, ParseError, ParseErrorKind};
 pub use expand::{process_word, process_words, Lexer};

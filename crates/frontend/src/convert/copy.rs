@@ -358,14 +358,14 @@ impl Converter<'_> {
             actions.push(target.action(input, src, SourceKind::Path { unpack }));
         }
         let name = self.step_name(state, inst);
-        let copied = self.def.add(
+        let copied = self.add(
             Op::File(FileOp { actions }),
             inputs,
             name.clone(),
             self.location(span),
         );
         state.vertex = if link {
-            self.def.add(
+            self.add(
                 Op::Merge,
                 vec![state.vertex, copied],
                 format!("{name} [merge]"),

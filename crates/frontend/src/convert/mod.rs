@@ -12,13 +12,15 @@
 mod config;
 mod copy;
 mod helpers;
+mod multi;
 mod run;
 mod stages;
 mod state;
 #[cfg(test)]
 mod tests;
 
-pub use stages::{base_image_sites, base_images, stage_names};
+pub use multi::{convert_multi, PlatformPlan};
+pub use stages::{base_image_sites, base_image_sites_multi, base_images, stage_names};
 
 use crate::ast::{Dockerfile, Instruction, Span};
 use crate::expand::Lexer;
@@ -27,13 +29,13 @@ use copy::CopyRequest;
 use rbuild_llb::{
     Definition, Entitlements, ExtraHost, NetworkMode, Op, SourceLocation, SourceOp, VertexIndex,
 };
-use rbuild_oci::{Digest, History, ImageConfig};
+use rbuild_oci::{Digest, History, ImageConfig, Platform};
 use stages::{find_stage, needed_stages, split_stages, StageDecl};
 use state::StageState;
 use std::collections::{BTreeMap, HashMap};
 
 /// Inputs of a conversion besides the Dockerfile.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConvertOptions {
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
@@ -57,7 +59,58 @@ pub struct ConvertOptions {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// Stages solved without the cache (`--no-cache-filter`), by name or index.
     pub no_cache_stages: Vec<String>,
+    /// The target platform (`--platform`); `None`: the build platform, and the image config
+    /// keeps its base's platform (BuildKit's implicit target).
+    pub platform: Option<Platform>,
+    /// The platform the build runs on (`BUILDPLATFORM`); vertices for it carry no platform.
+    pub build_platform: Platform,
 }
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            dockerfile_name: String::new(),
+            network: NetworkMode::default(),
+            entitlements: Entitlements::default(),
+            extra_hosts: Vec::new(),
+            context_excludes: Vec::new(),
+            created: None,
+            named_contexts: BTreeMap::new(),
+            no_cache_stages: Vec::new(),
+            platform: None,
+            build_platform: Platform::host(),
+        }
+    }
+}
+
+impl ConvertOptions {
+    /// The platform the build targets: `platform`, else the build platform.
+    pub fn target_platform(&self) -> Platform {
+        self.platform
+            .clone()
+            .unwrap_or_else(|| self.build_platform.clone())
+            .normalized()
+    }
+}
+
+/// The options of one conversion per target platform of `platforms` (empty: `opts` alone).
+pub(crate) fn per_platform(opts: &ConvertOptions, platforms: &[Platform]) -> Vec<ConvertOptions> {
+    if platforms.is_empty() {
+        return vec![opts.clone()];
+    }
+    platforms
+        .iter()
+        .map(|p| ConvertOptions {
+            platform: Some(p.normalized()),
+            ..opts.clone()
+        })
+        .collect()
+}
+
+/// The resolved base images of a build, by (name as the Dockerfile gives it, platform).
+pub type Bases = HashMap<(String, Platform), BaseImage>;
 
 /// What a named context (`--build-context NAME=VALUE`) stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +134,7 @@ pub fn named_source_name(name: &str) -> String {
 pub struct BaseImage {
     /// Normalised reference, e.g. `docker.io/library/busybox:latest`.
     pub reference: String,
-    /// The linux/amd64 manifest digest.
+    /// The manifest digest (of the platform it was resolved for).
     pub digest: Digest,
     /// Its config.
     pub config: ImageConfig,
@@ -98,6 +151,9 @@ pub struct BuildPlan {
     pub config: ImageConfig,
     /// The vertices of the `--no-cache-filter` stages (the solver also re-runs their dependents).
     pub no_cache: Vec<VertexIndex>,
+    /// Every target platform's target vertex and config, in the order asked (one entry for a
+    /// single-platform conversion; `target` and `config` above are the first's).
+    pub platforms: Vec<PlatformPlan>,
 }
 
 /// A conversion error, pointing at the instruction that caused it.
@@ -202,7 +258,12 @@ struct Converter<'a> {
     /// The global ARGs with their values.
     meta: &'a [(String, String)],
     /// The resolved base images.
-    bases: &'a HashMap<String, BaseImage>,
+    bases: &'a Bases,
+    /// Whether step names carry the platform (a multi-platform build, as BuildKit's).
+    multi: bool,
+    /// The platform of the stage being converted, and the one its vertices carry (`None`
+    /// when it is the build platform).
+    platform: (Platform, Option<Platform>),
     /// The stages converted so far, by index.
     done: HashMap<usize, StageState>,
     /// The index of the stage being converted.
@@ -218,6 +279,39 @@ impl<'a> Converter<'a> {
             start_line: span.start_line,
             end_line: span.end_line,
         })
+    }
+
+    /// Adds a vertex of the current stage (for the stage's platform).
+    fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<VertexIndex>,
+        name: String,
+        source: Option<SourceLocation>,
+    ) -> VertexIndex {
+        let platform = self.platform.1.clone();
+        self.def.add_for(op, inputs, name, source, platform)
+    }
+
+    /// The platform a vertex for `platform` carries: none for the build platform.
+    fn vertex_platform(&self, platform: &Platform) -> Option<Platform> {
+        (!platform.same_as(&self.opts.build_platform)).then(|| platform.normalized())
+    }
+
+    /// Sets the platform of the stage being converted.
+    fn set_platform(&mut self, platform: &Platform) {
+        self.platform = (platform.normalized(), self.vertex_platform(platform));
+    }
+
+    /// A step label with the stage's platform in front in a multi-platform build (`linux/arm64
+    /// build 2/4`, `linux/amd64->arm64 build 3/4` when the stage declared the target's ARGs and
+    /// builds for another architecture, as BuildKit's `prefixCommand`).
+    fn platform_label(&self, label: String, vars: &[(String, String)]) -> String {
+        if !self.multi || label.is_empty() {
+            return label;
+        }
+        let arrow = multi::cross_arrow(&self.platform.0, vars);
+        format!("{}{arrow} {label}", self.platform.0)
     }
 
     fn context(&mut self) -> VertexIndex {
@@ -249,10 +343,10 @@ impl<'a> Converter<'a> {
 
     fn image_state(&mut self, base: &BaseImage, stage_label: &str, span: &Span) -> StageState {
         let name = bracketed(
-            stage_label,
+            &self.platform_label(stage_label.to_string(), &[]),
             &format!("FROM {}@{}", base.reference, base.digest),
         );
-        let vertex = self.def.add(
+        let vertex = self.add(
             Op::Source(SourceOp::Image {
                 reference: base.reference.clone(),
                 digest: Some(base.digest.clone()),
@@ -283,9 +377,11 @@ impl<'a> Converter<'a> {
             "scratch".into(),
             None,
         );
+        let platform = self.platform.0.clone();
         let mut config = ImageConfig {
-            architecture: "amd64".into(),
-            os: "linux".into(),
+            architecture: platform.architecture,
+            os: platform.os,
+            variant: platform.variant,
             ..Default::default()
         };
         config.config.env = Some(vec![DEFAULT_PATH.to_string()]);
@@ -313,7 +409,8 @@ impl<'a> Converter<'a> {
             .unwrap_or_else(|_| text.to_string());
         self.step.0 += 1;
         let (step, total) = self.step;
-        format!("[{}] {}", step_label(&state.name, step, total), shown)
+        let label = self.platform_label(step_label(&state.name, step, total), &vars);
+        format!("[{label}] {shown}")
     }
 
     /// Converts one instruction of a stage: a dispatch to the per-instruction functions.
@@ -356,9 +453,11 @@ impl<'a> Converter<'a> {
         name: &str,
         span: &Span,
     ) -> Result<VertexIndex, ConvertError> {
+        // An image in `--from` is an implicit stage for the target platform (BuildKit).
+        let platform = self.opts.target_platform();
         let base = self
             .bases
-            .get(name)
+            .get(&(name.to_string(), platform.clone()))
             .ok_or_else(|| ConvertError::at(span, format!("image {name} was not resolved")))?;
         let label = bracketed(
             &state.name,
@@ -369,7 +468,8 @@ impl<'a> Converter<'a> {
             digest: Some(base.digest.clone()),
         });
         let location = self.location(span);
-        Ok(self.def.add(op, vec![], label, location))
+        let platform = self.vertex_platform(&platform);
+        Ok(self.def.add_for(op, vec![], label, location, platform))
     }
 
     /// The vertex a `--from` / `from=` value names: an earlier stage, a named context or a
@@ -385,7 +485,11 @@ impl<'a> Converter<'a> {
             None => match self.opts.named_contexts.get(from) {
                 Some(nc) => {
                     let label = state.name.clone();
-                    Ok(self.named_context_state(from, nc, &label, span)?.vertex)
+                    let stage = self.platform.clone();
+                    self.set_platform(&self.opts.target_platform());
+                    let vertex = self.named_context_state(from, nc, &label, span);
+                    self.platform = stage;
+                    Ok(vertex?.vertex)
                 }
                 None => self.image_source(state, from, span),
             },
@@ -403,7 +507,8 @@ impl<'a> Converter<'a> {
     ) -> Result<StageState, ConvertError> {
         match nc {
             NamedContext::Image(reference) => {
-                let base = self.bases.get(reference).ok_or_else(|| {
+                let key = (reference.clone(), self.platform.0.clone());
+                let base = self.bases.get(&key).ok_or_else(|| {
                     ConvertError::at(span, format!("image {reference} was not resolved"))
                 })?;
                 Ok(self.image_state(base, stage_label, span))
@@ -431,7 +536,7 @@ impl<'a> Converter<'a> {
             Some(i) => self.done.get(&i).map(|s| &s.config.config.on_build),
             None => self
                 .bases
-                .get(&decl.base)
+                .get(&(decl.base.clone(), decl.platform.clone()))
                 .map(|b| &b.config.config.on_build),
         };
         triggers.and_then(Option::as_ref).map_or(0, |t| {
@@ -472,69 +577,123 @@ fn bracketed(label: &str, text: &str) -> String {
     }
 }
 
-/// Converts the Dockerfile into a build graph for the target stage, using `bases` for every
-/// image that [`base_images`] listed.
+/// Converts the Dockerfile into a build graph for the target stage, using `bases` (by name) for
+/// every image that [`base_images`] listed; for a single target platform (`opts.platform`).
 pub fn convert(
     df: &Dockerfile,
     opts: &ConvertOptions,
     bases: &HashMap<String, BaseImage>,
 ) -> Result<BuildPlan, ConvertError> {
-    let parsed = split_stages(df, opts)?;
+    let by_platform: Bases = base_image_sites(df, opts)?
+        .into_iter()
+        .filter_map(|(name, platform, _)| {
+            let base = bases.get(&name)?.clone();
+            Some(((name, platform), base))
+        })
+        .collect();
+    convert_multi(df, opts, &[], &by_platform)
+}
+
+/// Converts the target stage for one platform into `def` (shared by every platform of a
+/// build, so identical vertices are added once).
+fn convert_one(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+    bases: &Bases,
+    def: Definition,
+    multi: bool,
+) -> Result<(Definition, PlatformPlan), (Definition, ConvertError)> {
+    let parsed = match split_stages(df, opts) {
+        Ok(p) => p,
+        Err(e) => return Err((def, e)),
+    };
     let lexer = Lexer::new(df.directives.escape);
-    let (target, needed, _) = needed_stages(&parsed, opts, &lexer)?;
+    let (target, needed) = match needed_stages(&parsed, opts, &lexer) {
+        Ok((t, n, _)) => (t, n),
+        Err(e) => return Err((def, e)),
+    };
     let mut conv = Converter {
         df,
         opts,
         lexer,
-        def: Definition::new(),
+        def,
         context: None,
         decls: &parsed.stages,
         meta: &parsed.meta,
         bases,
+        multi,
+        platform: (parsed.target.clone(), None),
         done: HashMap::new(),
         index: 0,
         step: (0, 0),
     };
-    let mut no_cache = Vec::new();
-    for (index, decl) in parsed.stages.iter().enumerate() {
-        if needed.contains(&index) {
-            conv.index = index;
-            let first = conv.def.vertices.len();
-            let state = conv.stage(decl)?;
-            if stages::filtered(decl, index, &opts.no_cache_stages) {
-                // Sources (scratch, a base image) may be shared with other stages, whose
-                // steps must keep their cache: only the stage's own steps are marked.
-                no_cache.extend(
-                    (first..conv.def.vertices.len())
-                        .chain([state.vertex])
-                        .filter(|&v| !matches!(conv.def.vertices[v].op, Op::Source(_))),
-                );
+    match conv.stages(&parsed, target, &needed) {
+        Ok(plan) => Ok((conv.def, plan)),
+        Err(e) => Err((conv.def, e)),
+    }
+}
+
+impl Converter<'_> {
+    /// Converts every needed stage in order and describes the target's result.
+    fn stages(
+        &mut self,
+        parsed: &stages::Parsed<'_>,
+        target: usize,
+        needed: &std::collections::BTreeSet<usize>,
+    ) -> Result<PlatformPlan, ConvertError> {
+        let opts = self.opts;
+        let mut no_cache = Vec::new();
+        for (index, decl) in parsed.stages.iter().enumerate() {
+            if needed.contains(&index) {
+                self.index = index;
+                self.set_platform(&decl.platform);
+                let first = self.def.vertices.len();
+                let state = self.stage(decl)?;
+                if stages::filtered(decl, index, &opts.no_cache_stages) {
+                    // Sources (scratch, a base image) may be shared with other stages, whose
+                    // steps must keep their cache: only the stage's own steps are marked.
+                    no_cache.extend(
+                        (first..self.def.vertices.len())
+                            .chain([state.vertex])
+                            .filter(|&v| !matches!(self.def.vertices[v].op, Op::Source(_))),
+                    );
+                }
+                self.done.insert(index, state);
             }
-            conv.done.insert(index, state);
         }
+        no_cache.sort_unstable();
+        no_cache.dedup();
+        let final_state = self.done.remove(&target).ok_or_else(|| ConvertError {
+            message: "target stage was not converted".into(),
+            span: None,
+            hint: None,
+            parse_error: false,
+        })?;
+        let mut config = final_state.config;
+        config.created = opts.created.clone();
+        let platform = parsed.target.clone();
+        if opts.platform.is_some() {
+            // An explicit target platform names the image's platform (BuildKit).
+            let same = config.os == platform.os && config.architecture == platform.architecture;
+            config.os = platform.os.clone();
+            config.architecture = platform.architecture.clone();
+            if platform.variant.is_some() || !same {
+                config.variant = platform.variant.clone();
+            }
+        }
+        if config.architecture.is_empty() {
+            config.architecture = platform.architecture.clone();
+        }
+        if config.os.is_empty() {
+            config.os = platform.os.clone();
+        }
+        Ok(PlatformPlan {
+            platform,
+            target: final_state.vertex,
+            config,
+            no_cache,
+        })
     }
-    no_cache.sort_unstable();
-    no_cache.dedup();
-    let final_state = conv.done.remove(&target).ok_or_else(|| ConvertError {
-        message: "target stage was not converted".into(),
-        span: None,
-        hint: None,
-        parse_error: false,
-    })?;
-    let mut config = final_state.config;
-    config.created = opts.created.clone();
-    if config.architecture.is_empty() {
-        config.architecture = "amd64".into();
-    }
-    if config.os.is_empty() {
-        config.os = "linux".into();
-    }
-    Ok(BuildPlan {
-        definition: conv.def,
-        target: final_state.vertex,
-        config,
-        no_cache,
-    })
 }
 
 impl Converter<'_> {
@@ -591,7 +750,8 @@ impl Converter<'_> {
                 &decl.from.span,
             )?
         } else {
-            let base = self.bases.get(&decl.base).ok_or_else(|| {
+            let key = (decl.base.clone(), decl.platform.clone());
+            let base = self.bases.get(&key).ok_or_else(|| {
                 ConvertError::at(
                     &decl.from.span,
                     format!("image {} was not resolved", decl.base),

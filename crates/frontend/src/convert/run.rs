@@ -295,7 +295,8 @@ impl Converter<'_> {
         let name = self.step_name(state, inst);
         let mut inputs = vec![state.vertex];
         inputs.extend(extra_inputs);
-        state.vertex = self.def.add(op, inputs, name, self.location(span));
+        let location = self.location(span);
+        state.vertex = self.add(op, inputs, name, location);
         self.run_history(state, inst, &args);
         Ok(())
     }

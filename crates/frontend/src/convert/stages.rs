@@ -5,28 +5,44 @@ use super::helpers::{expand, words_of};
 use super::{ConvertError, ConvertOptions, NamedContext};
 use crate::ast::{Dockerfile, Instruction, InstructionKind, Span};
 use crate::expand::Lexer;
-use crate::instructions::{self, Command, RunCmd};
-use std::collections::BTreeSet;
+use crate::instructions::{self, Command, FromCmd, RunCmd};
+use rbuild_oci::Platform;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// The predefined platform ARGs (rbuild builds linux/amd64 only).
-fn platform_args() -> Vec<(String, String)> {
+/// The automatic platform ARGs of a build for `target` on `build` (BuildKit's `defaultArgs`),
+/// each replaced by a `--build-arg` of its name as BuildKit does. They are global: FROM lines
+/// see them, a stage only after `ARG NAME` without a value.
+pub(super) fn platform_args(
+    target: &Platform,
+    build: &Platform,
+    build_args: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let os_version = |p: &Platform| p.os_version.clone().unwrap_or_default();
+    let variant = |p: &Platform| p.normalized().variant.unwrap_or_default();
+    let (t, b) = (target.normalized(), build.normalized());
     [
-        ("TARGETPLATFORM", "linux/amd64"),
-        ("TARGETOS", "linux"),
-        ("TARGETARCH", "amd64"),
-        ("TARGETVARIANT", ""),
-        ("BUILDPLATFORM", "linux/amd64"),
-        ("BUILDOS", "linux"),
-        ("BUILDARCH", "amd64"),
-        ("BUILDVARIANT", ""),
+        ("BUILDPLATFORM", b.to_string()),
+        ("BUILDOS", b.os.clone()),
+        ("BUILDOSVERSION", os_version(&b)),
+        ("BUILDARCH", b.architecture.clone()),
+        ("BUILDVARIANT", variant(&b)),
+        ("TARGETPLATFORM", t.to_string()),
+        ("TARGETOS", t.os.clone()),
+        ("TARGETOSVERSION", os_version(&t)),
+        ("TARGETARCH", t.architecture.clone()),
+        ("TARGETVARIANT", variant(&t)),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .map(|(k, v)| {
+        let v = build_args.get(k).cloned().unwrap_or(v);
+        (k.to_string(), v)
+    })
     .collect()
 }
 
-/// An image a build needs and the instruction that names it first.
-type ImageSite = (String, Span);
+/// An image a build needs, the platform it is needed for and the instruction that names it
+/// first.
+pub(super) type ImageSite = (String, Platform, Span);
 
 /// One stage as declared.
 pub(super) struct StageDecl<'a> {
@@ -38,6 +54,9 @@ pub(super) struct StageDecl<'a> {
     pub(super) from: &'a Instruction,
     /// The instructions after FROM, with their flags checked.
     pub(super) body: Vec<Command<'a>>,
+    /// The platform the stage builds for: its `FROM --platform`, its base stage's, else the
+    /// build's target (`scratch` always the target, as BuildKit).
+    pub(super) platform: Platform,
 }
 
 /// The global ARGs (with the platform ARGs first) and the declared stages.
@@ -46,6 +65,8 @@ pub(super) struct Parsed<'a> {
     pub(super) meta: Vec<(String, String)>,
     /// The stages, in order.
     pub(super) stages: Vec<StageDecl<'a>>,
+    /// The build's target platform.
+    pub(super) target: Platform,
 }
 
 /// Splits the Dockerfile into global ARGs and stages, expanding each FROM against the globals.
@@ -56,7 +77,8 @@ pub(super) fn split_stages<'a>(
     opts: &ConvertOptions,
 ) -> Result<Parsed<'a>, ConvertError> {
     let lexer = Lexer::new(df.directives.escape);
-    let mut meta: Vec<(String, String)> = platform_args();
+    let target = opts.target_platform();
+    let mut meta = platform_args(&target, &opts.build_platform, &opts.build_args);
     let mut stages: Vec<StageDecl> = Vec::new();
     for inst in &df.instructions {
         let cmd = instructions::parse(inst)?;
@@ -82,11 +104,22 @@ pub(super) fn split_stages<'a>(
                         ));
                     }
                 }
+                let platform = if base == "scratch" {
+                    target.clone()
+                } else if let Some(i) = find_stage(&stages, &base, stages.len()) {
+                    stages[i].platform.clone()
+                } else {
+                    match from_platform(&lexer, from, &meta)? {
+                        Some(p) => p,
+                        None => target.clone(),
+                    }
+                };
                 stages.push(StageDecl {
                     name,
                     base,
                     from: inst,
                     body: Vec::new(),
+                    platform,
                 });
             }
             _ => match stages.last_mut() {
@@ -98,13 +131,13 @@ pub(super) fn split_stages<'a>(
                                 Some(v) => Some(expand(&lexer, v, &meta, &inst.span)?),
                                 None => None,
                             };
-                            let value = opts
-                                .build_args
-                                .get(&kv.key)
-                                .cloned()
-                                .or(default)
-                                .unwrap_or_default();
-                            meta.push((kv.key.clone(), value));
+                            let value = opts.build_args.get(&kv.key).cloned().or(default);
+                            // BuildKit: a global `ARG NAME` without a value keeps an automatic
+                            // platform ARG's value.
+                            if value.is_none() && meta.iter().any(|(k, _)| *k == kv.key) {
+                                continue;
+                            }
+                            meta.push((kv.key.clone(), value.unwrap_or_default()));
                         }
                     }
                 }
@@ -128,7 +161,42 @@ pub(super) fn split_stages<'a>(
             parse_error: false,
         });
     }
-    Ok(Parsed { meta, stages })
+    Ok(Parsed {
+        meta,
+        stages,
+        target,
+    })
+}
+
+/// A stage's `FROM --platform=EXPR`, expanded with the global ARGs (the automatic platform ARGs
+/// included) and parsed; BuildKit's messages at the flag when it is empty or no platform.
+fn from_platform(
+    lexer: &Lexer,
+    from: &FromCmd,
+    meta: &[(String, String)],
+) -> Result<Option<Platform>, ConvertError> {
+    let Some(raw) = from.platform else {
+        return Ok(None);
+    };
+    let span = (from.inst.flags.iter())
+        .find(|f| f.name.eq_ignore_ascii_case("platform"))
+        .map_or(from.inst.span, |f| f.span);
+    let value = expand(lexer, raw, meta, &span).map_err(|e| {
+        ConvertError::at(
+            &span,
+            format!("failed to process arguments for platform {raw}: {}", e.message),
+        )
+    })?;
+    if value.is_empty() {
+        return Err(ConvertError::at(
+            &span,
+            format!("empty platform value from expression {raw}"),
+        ));
+    }
+    value
+        .parse::<Platform>()
+        .map(Some)
+        .map_err(|e| ConvertError::at(&span, format!("failed to parse platform {raw}: {e}")))
 }
 
 /// The index of the stage `name` (an `AS` name or a number) declared before `before`.
@@ -186,19 +254,20 @@ pub(super) fn stage_refs(
 ) -> Result<(Vec<usize>, Vec<ImageSite>), ConvertError> {
     let stage = &parsed.stages[index];
     let from_span = stage.from.span;
+    let platform = stage.platform.clone();
     let mut deps = Vec::new();
     let mut images = Vec::new();
     if let Some(nc) = (stage.name.as_ref()).and_then(|n| opts.named_contexts.get(n)) {
         // The named context replaces the whole stage.
-        images.extend(context_image(nc).map(|i| (i, from_span)));
+        images.extend(context_image(nc).map(|i| (i, platform, from_span)));
         return Ok((deps, images));
     }
     if stage.base != "scratch" {
         match find_stage(&parsed.stages, &stage.base, index) {
             Some(i) => deps.push(i),
             None => match opts.named_contexts.get(&stage.base) {
-                Some(nc) => images.extend(context_image(nc).map(|i| (i, from_span))),
-                None => images.push((stage.base.clone(), from_span)),
+                Some(nc) => images.extend(context_image(nc).map(|i| (i, platform, from_span))),
+                None => images.push((stage.base.clone(), platform, from_span)),
             },
         }
     }
@@ -228,9 +297,12 @@ pub(super) fn stage_refs(
                             format!("stage \"{from}\" is used before it is defined"),
                         ));
                     }
+                    // An image in `--from` is an implicit stage for the target platform.
                     None => match opts.named_contexts.get(&from) {
-                        Some(nc) => images.extend(context_image(nc).map(|i| (i, inst.span))),
-                        None => images.push((from, inst.span)),
+                        Some(nc) => images.extend(
+                            context_image(nc).map(|i| (i, parsed.target.clone(), inst.span)),
+                        ),
+                        None => images.push((from, parsed.target.clone(), inst.span)),
                     },
                 }
             }
@@ -311,9 +383,9 @@ pub(super) fn needed_stages(
         }
         let (deps, imgs) = stage_refs(parsed, i, lexer, opts)?;
         todo.extend(deps);
-        for (img, span) in imgs {
-            if !images.iter().any(|(i, _)| *i == img) {
-                images.push((img, span));
+        for (img, platform, span) in imgs {
+            if !images.iter().any(|(i, p, _)| *i == img && *p == platform) {
+                images.push((img, platform, span));
             }
         }
     }
@@ -323,21 +395,43 @@ pub(super) fn needed_stages(
 /// The image references (as written, ARGs expanded) the build needs resolved before
 /// [`convert`](fn@super::convert).
 pub fn base_images(df: &Dockerfile, opts: &ConvertOptions) -> Result<Vec<String>, ConvertError> {
-    Ok(base_image_sites(df, opts)?
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect())
+    let mut names: Vec<String> = Vec::new();
+    for (name, _, _) in base_image_sites(df, opts)? {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
-/// [`base_images`] with the instruction that first names each one (its FROM, or the COPY/RUN
-/// whose `--from` names it), for diagnostics that point at the Dockerfile.
+/// [`base_images`] with the platform each one is needed for (an image named for two platforms
+/// is listed twice) and the instruction that first names it (its FROM, or the COPY/RUN whose
+/// `--from` names it), for diagnostics that point at the Dockerfile.
 pub fn base_image_sites(
     df: &Dockerfile,
     opts: &ConvertOptions,
-) -> Result<Vec<(String, Span)>, ConvertError> {
+) -> Result<Vec<(String, Platform, Span)>, ConvertError> {
     let parsed = split_stages(df, opts)?;
     let lexer = Lexer::new(df.directives.escape);
     Ok(needed_stages(&parsed, opts, &lexer)?.2)
+}
+
+/// [`base_image_sites`] of a build for every platform of `platforms` (the target platforms of
+/// one multi-platform build; empty: `opts.platform` alone), each (image, platform) once.
+pub fn base_image_sites_multi(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+    platforms: &[Platform],
+) -> Result<Vec<(String, Platform, Span)>, ConvertError> {
+    let mut out: Vec<(String, Platform, Span)> = Vec::new();
+    for opts in super::per_platform(opts, platforms) {
+        for site in base_image_sites(df, &opts)? {
+            if !out.iter().any(|(n, p, _)| *n == site.0 && *p == site.1) {
+                out.push(site);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The names of the stages (`AS name`), in order, for messages such as an unknown `--from`.

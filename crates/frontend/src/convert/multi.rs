@@ -1,0 +1,95 @@
+//! One build for several target platforms (`--platform linux/amd64,linux/arm64`): the
+//! Dockerfile is converted once per platform into one shared graph, so a vertex that is the
+//! same for two platforms (a `FROM --platform=$BUILDPLATFORM` stage that does not read the
+//! target's ARGs) is one vertex and runs once; each platform gets its own target vertex and
+//! image config. Also the `->arch` mark of cross-compiling steps in BuildKit's step names.
+
+use super::{convert_one, per_platform, Bases, BuildPlan, ConvertError, ConvertOptions};
+use crate::ast::Dockerfile;
+use rbuild_llb::{Definition, VertexIndex};
+use rbuild_oci::{ImageConfig, Platform};
+
+/// One target platform of a [`BuildPlan`].
+#[derive(Debug, Clone)]
+pub struct PlatformPlan {
+    /// The target platform (normalised).
+    pub platform: Platform,
+    /// The vertex whose result is this platform's image filesystem.
+    pub target: VertexIndex,
+    /// This platform's image config (rootfs is filled in by the exporter).
+    pub config: ImageConfig,
+    /// This platform's `--no-cache-filter` vertices.
+    pub no_cache: Vec<VertexIndex>,
+}
+
+/// Converts the Dockerfile for every platform of `platforms` (empty: `opts.platform` alone)
+/// into one graph, each image that [`base_image_sites_multi`](super::base_image_sites_multi)
+/// listed taken from `bases` by name and platform. Step names carry the platform when more
+/// than one is asked for (BuildKit's `MultiPlatformRequested`).
+pub fn convert_multi(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+    platforms: &[Platform],
+    bases: &Bases,
+) -> Result<BuildPlan, ConvertError> {
+    let multi = platforms.len() > 1;
+    let mut def = Definition::new();
+    let mut plans = Vec::new();
+    for opts in per_platform(opts, platforms) {
+        let (next, plan) = convert_one(df, &opts, bases, def, multi).map_err(|(_, e)| e)?;
+        def = next;
+        plans.push(plan);
+    }
+    let first = plans.first().cloned().ok_or_else(|| ConvertError {
+        message: "no target platform".into(),
+        span: None,
+        hint: None,
+        parse_error: false,
+    })?;
+    let mut no_cache: Vec<VertexIndex> = plans.iter().flat_map(|p| p.no_cache.clone()).collect();
+    no_cache.sort_unstable();
+    no_cache.dedup();
+    Ok(BuildPlan {
+        definition: def,
+        target: first.target,
+        config: first.config,
+        no_cache,
+        platforms: plans,
+    })
+}
+
+/// BuildKit's `formatTargetPlatform` over a stage's variables: `->arch[/variant]` (or
+/// `->os/arch` for another OS) when the stage declared `TARGETPLATFORM` or one of `TARGETOS`,
+/// `TARGETARCH`, `TARGETVARIANT` and they name another platform than the stage's own.
+pub(super) fn cross_arrow(stage: &Platform, vars: &[(String, String)]) -> String {
+    let get = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
+    let target = match get("TARGETPLATFORM").and_then(|v| v.parse::<Platform>().ok()) {
+        Some(p) => p,
+        None => {
+            let (os, arch, variant) = (get("TARGETOS"), get("TARGETARCH"), get("TARGETVARIANT"));
+            if os.is_none() && arch.is_none() && variant.is_none() {
+                return String::new();
+            }
+            let or = |v: Option<&String>, d: &str| {
+                v.filter(|v| !v.is_empty())
+                    .map_or_else(|| d.to_string(), String::clone)
+            };
+            Platform::new(
+                &or(os, &stage.os),
+                &or(arch, &stage.architecture),
+                variant.map(String::as_str).filter(|v| !v.is_empty()),
+            )
+        }
+    };
+    let (base, target) = (stage.normalized(), target.normalized());
+    if target.os != base.os {
+        format!("->{target}")
+    } else if target.architecture != base.architecture {
+        match &target.variant {
+            Some(v) => format!("->{}/{v}", target.architecture),
+            None => format!("->{}", target.architecture),
+        }
+    } else {
+        String::new()
+    }
+}
