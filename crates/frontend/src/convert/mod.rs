@@ -13,6 +13,8 @@ mod config;
 mod copy;
 mod helpers;
 mod multi;
+#[cfg(test)]
+mod platform_tests;
 mod run;
 mod stages;
 mod state;

@@ -184,7 +184,10 @@ fn from_platform(
     let value = expand(lexer, raw, meta, &span).map_err(|e| {
         ConvertError::at(
             &span,
-            format!("failed to process arguments for platform {raw}: {}", e.message),
+            format!(
+                "failed to process arguments for platform {raw}: {}",
+                e.message
+            ),
         )
     })?;
     if value.is_empty() {
