@@ -68,6 +68,7 @@ pub mod lint;
 mod loaded;
 mod options;
 mod pipeline;
+mod platforms;
 mod progress;
 mod pull;
 mod push;
@@ -98,7 +99,9 @@ pub use rbuild_sandbox::{Limits, LimitsError, LimitsWarning};
 pub use rbuild_solver::{
     Event as VertexEvent, EventKind as VertexEventKind, LogStream, ProgressSink,
 };
-pub use request::{BuildRequest, BuildResult, ContextSource, DockerfileSource, OutputResult};
+pub use request::{
+    BuildRequest, BuildResult, ContextSource, DockerfileSource, OutputResult, PlatformManifest,
+};
 pub use spec::{
     parse_tag, BuildContextSource, BuildContextSpec, CacheFromSpec, CacheLocation, CacheToSpec,
     CompressionSpec, Output, OutputSpec, SecretSpec, SpecError, SshSpec,

@@ -27,7 +27,7 @@ use rbuild_exporter::image_variant;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions};
 use rbuild_llb::Entitlements;
-use rbuild_oci::Store;
+use rbuild_oci::{Platform, Store};
 use rbuild_registry::{Reference, RegistryClient};
 use rbuild_sandbox::{Limits, Sandbox};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
@@ -42,6 +42,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod multi;
 
 /// Logs the end of the pipeline phase `phase` begun at `started` (debug level).
 fn phase_done(phase: &'static str, started: Instant) {
@@ -69,6 +71,7 @@ pub async fn build_with_cancel(
         build_args,
         source_date_epoch: epoch_fallback,
         target,
+        platforms,
         tags,
         labels,
         annotations,
@@ -92,6 +95,7 @@ pub async fn build_with_cancel(
         debug_on_fail,
     } = request;
     check_names(&tags, &outputs)?;
+    crate::platforms::check_multi_exports(platforms.len(), push, &outputs)?;
     let started = Instant::now();
     let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
     phase_done("load", started);
@@ -121,8 +125,10 @@ pub async fn build_with_cancel(
         created: epoch.map(rfc3339),
         named_contexts: named,
         no_cache_stages: no_cache_filter,
+        platform: None,
+        build_platform: Platform::host(),
     };
-    let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts).await?;
+    let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts, platforms).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
     let run = RunParts {
         cache_from: &cache_from,
@@ -157,7 +163,10 @@ struct Pipeline {
     progress: Arc<dyn Progress>,
     store: Store,
     registry: RegistryClient,
-    needed: Vec<String>,
+    /// The target platforms (empty: the host's).
+    platforms: Vec<Platform>,
+    /// The base images and the platform each is needed for.
+    needed: Vec<(String, Platform)>,
     /// The instruction that names each of `needed` (for the error when it does not resolve).
     needed_at: Vec<Lines>,
     /// How many vertices the solve executed (rather than took from the cache).
@@ -188,11 +197,13 @@ struct SolveOutcome {
     solver: Solver<Worker>,
     graph: Graph<WorkVertex>,
     ids: Vec<VertexId>,
-    target: VertexId,
+    /// Each platform's target vertex (one for a single-platform build).
+    targets: Vec<VertexId>,
     keys: HashMap<VertexId, CacheKey>,
     links: HashMap<VertexId, Vec<rbuild_solver::ContentLink>>,
     snapshotter: Snapshotter,
-    top: Option<SnapshotId>,
+    /// Each target's top snapshot, in `targets`' order.
+    tops: Vec<Option<SnapshotId>>,
 }
 
 /// What the export phase needs from the request.
@@ -215,15 +226,16 @@ impl Pipeline {
         registry: Option<RegistryClient>,
         loaded: &Loaded,
         opts: &ConvertOptions,
+        platforms: Vec<Platform>,
     ) -> Result<Pipeline, BuildError> {
         let started = Instant::now();
-        let (needed, needed_at): (Vec<String>, Vec<Lines>) =
-            rbuild_frontend::base_image_sites(&loaded.ast, opts)
+        let (needed, needed_at): (Vec<(String, Platform)>, Vec<Lines>) =
+            rbuild_frontend::base_image_sites_multi(&loaded.ast, opts, &platforms)
                 .map_err(|e| loaded.convert_error(e))?
                 .into_iter()
-                .map(|(name, s)| {
+                .map(|(name, platform, s)| {
                     (
-                        name,
+                        (name, platform),
                         Lines {
                             start: s.start_line,
                             end: s.end_line,
@@ -232,7 +244,7 @@ impl Pipeline {
                 })
                 .unzip();
         // Every base image name (after expansion) is checked before anything is pulled.
-        for name in &needed {
+        for (name, _) in &needed {
             Reference::parse(name).map_err(|e| {
                 BuildError::registry(format!("failed to parse stage name \"{name}\""), e)
             })?;
@@ -265,6 +277,7 @@ impl Pipeline {
             progress,
             store,
             registry,
+            platforms,
             needed,
             needed_at,
             executed: Arc::new(AtomicUsize::new(0)),
@@ -289,7 +302,7 @@ impl Pipeline {
         };
         let locate = |index: usize, error: BuildError| match self.needed_at.get(index) {
             Some(at) => BuildError::Located {
-                name: self.needed[index].clone(),
+                name: self.needed[index].0.clone(),
                 error: Box::new(error),
                 at: *at,
                 file: loaded.text(),
@@ -300,9 +313,15 @@ impl Pipeline {
         let vertices: Vec<InternalVertex> = self
             .needed
             .iter()
-            .map(|name| {
+            .map(|(name, platform)| {
                 let shown = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
-                InternalVertex::start(&sink, format!("[internal] load metadata for {shown}"))
+                // BuildKit names the platform in a multi-platform build.
+                let label = if self.platforms.len() > 1 {
+                    format!("{platform} internal")
+                } else {
+                    "internal".to_string()
+                };
+                InternalVertex::start(&sink, format!("[{label}] load metadata for {shown}"))
             })
             .collect();
         let stages = || rbuild_frontend::stage_names(&loaded.ast);
@@ -326,7 +345,7 @@ impl Pipeline {
             "phase finished"
         );
         let started = Instant::now();
-        let plan = rbuild_frontend::convert(&loaded.ast, opts, &bases)
+        let plan = rbuild_frontend::convert_multi(&loaded.ast, opts, &self.platforms, &bases)
             .map_err(|e| loaded.convert_error(e))?;
         // The solver-level check of BuildKit, on the whole graph (the frontend already reported
         // a Dockerfile flag at its column; this catches any other source of a privileged op).
@@ -405,10 +424,14 @@ impl Pipeline {
         let secrets = run.secrets.into_iter().map(|s| (s.id, s.source)).collect();
         let ssh = run.ssh.into_iter().map(|s| (s.id, s.socket)).collect();
         let (graph, ids) = graph_from_definition(&plan.definition);
+        let targets: Vec<VertexId> = plan.platforms.iter().map(|p| ids[p.target]).collect();
+        let lineage = (targets.iter())
+            .flat_map(|&t| eager::image_lineage(&graph, t))
+            .collect();
         let eager = eager::Eager::start(
             self.store.clone(),
             snapshotter.clone(),
-            eager::image_lineage(&graph, ids[plan.target]),
+            lineage,
             self.store_layer_options(run.epoch, cancel),
         );
         let mut worker = Worker::new(
@@ -445,9 +468,8 @@ impl Pipeline {
             })
         }));
         let worker = Arc::new(worker);
-        worker.prefetch_context_keys(needed_vertices(&graph, ids[plan.target]));
-        let (listing, list_rest) =
-            cached_listing(&graph, ids[plan.target], self.progress.solver_sink());
+        worker.prefetch_context_keys(needed_vertices(&graph, &targets));
+        let (listing, list_rest) = cached_listing(&graph, &targets, self.progress.solver_sink());
         let sink = {
             let (inner, executed) = (listing, self.executed.clone());
             ProgressSink::new(move |event| {
@@ -463,7 +485,6 @@ impl Pipeline {
             no_cache_vertices: plan.no_cache.iter().map(|&v| ids[v]).collect(),
             ..SolveOptions::default()
         };
-        let targets = [ids[plan.target]];
         let solved = match cancel
             .run(async { Ok(solver.solve_with_links(&graph, &targets, &solve_opts).await) })
             .await
@@ -484,8 +505,8 @@ impl Pipeline {
             phase_time = ?started.elapsed(),
             "phase finished"
         );
-        let (value, keys, links) = match solved {
-            Ok((mut values, keys, links)) => (values.pop().unwrap_or(Value::Fs(None)), keys, links),
+        let (values, keys, links) = match solved {
+            Ok(solved) => solved,
             Err(error) => {
                 stop_eager(eager, true).await;
                 let at = failed_lines(&error, &ids, plan);
@@ -496,20 +517,23 @@ impl Pipeline {
                 })));
             }
         };
-        let top = match value {
-            Value::Fs(top) => top,
-            Value::Context => return Err(BuildError::NotAFilesystem),
-        };
+        let mut tops = Vec::with_capacity(targets.len());
+        for value in values {
+            match value {
+                Value::Fs(top) => tops.push(top),
+                Value::Context => return Err(BuildError::NotAFilesystem),
+            }
+        }
         Ok(SolveOutcome {
             eager,
             solver,
             graph,
             ids,
-            target: targets[0],
+            targets,
             keys,
             links,
             snapshotter,
-            top,
+            tops,
         })
     }
 
@@ -544,6 +568,13 @@ impl Pipeline {
             push_names.extend(tags.iter().cloned());
         }
         push_names.dedup();
+        if plan.platforms.len() > 1 {
+            // Pushes and outputs other than store names were refused before the solve.
+            all_names.dedup();
+            return self
+                .finish_multi(plan, solved, parts, all_names, layer_opts, cancel)
+                .await;
+        }
         let architecture = plan.config.architecture.clone();
         let started = Instant::now();
         let vertex = InternalVertex::start(&self.progress.solver_sink(), "exporting to image");
@@ -554,7 +585,7 @@ impl Pipeline {
                 labels: parts.labels,
                 annotations: parts.annotations,
             };
-            let top = solved.top.clone();
+            let top = solved.tops.first().cloned().flatten();
             let (tags, layer_opts) = (tags.clone(), layer_opts.clone());
             let exported = cancel
                 .blocking(move || {
@@ -594,7 +625,8 @@ impl Pipeline {
         let started = Instant::now();
         let output_results = {
             let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
-            let (top, outputs, desc) = (solved.top.clone(), parts.outputs, desc.clone());
+            let top = solved.tops.first().cloned().flatten();
+            let (outputs, desc) = (parts.outputs, desc.clone());
             let (tags, opts) = (tags.clone(), layer_opts.clone());
             cancel
                 .detached(move || {
@@ -620,7 +652,7 @@ impl Pipeline {
                 solver: &solved.solver,
                 graph: &solved.graph,
                 ids: &solved.ids,
-                target: solved.target,
+                targets: &solved.targets,
                 keys: &solved.keys,
                 links: &solved.links,
             },
@@ -691,6 +723,7 @@ impl Pipeline {
             outputs: output_results,
             pushed,
             metadata,
+            manifests: Vec::new(),
             executed: self.executed.load(Ordering::Relaxed),
         })
     }
@@ -710,9 +743,9 @@ async fn stop_eager(eager: Option<eager::Eager>, abort: bool) {
     }
 }
 
-fn needed_vertices(graph: &Graph<WorkVertex>, target: VertexId) -> Vec<WorkVertex> {
+fn needed_vertices(graph: &Graph<WorkVertex>, targets: &[VertexId]) -> Vec<WorkVertex> {
     let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![target];
+    let mut stack = targets.to_vec();
     let mut out = Vec::new();
     while let Some(v) = stack.pop() {
         if !seen.insert(v) {

@@ -9,7 +9,7 @@ use crate::spec::{
 };
 use crate::state::StateDir;
 use rbuild_llb::{Entitlements, ExtraHost, NetworkMode};
-use rbuild_oci::{Descriptor, Digest};
+use rbuild_oci::{Descriptor, Digest, Platform};
 use rbuild_registry::RegistryClient;
 use rbuild_sandbox::Limits;
 use std::collections::BTreeMap;
@@ -51,6 +51,9 @@ pub struct BuildRequest {
     pub source_date_epoch: Option<i64>,
     /// The stage to build (the last one when `None`).
     pub target: Option<String>,
+    /// The target platforms (`--platform`); empty: the host's. More than one builds every
+    /// platform in one solve and stores an image index.
+    pub platforms: Vec<Platform>,
     /// `-t` names; the image is tagged with each in the store.
     pub tags: Vec<String>,
     /// `--label`s added to the image config's labels (over the Dockerfile's).
@@ -110,6 +113,7 @@ impl BuildRequest {
             build_args: BTreeMap::new(),
             source_date_epoch: None,
             target: None,
+            platforms: Vec::new(),
             tags: Vec::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
@@ -148,14 +152,30 @@ pub struct OutputResult {
     pub manifest: Option<Descriptor>,
 }
 
+/// One platform's image of a multi-platform build.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PlatformManifest {
+    /// The platform.
+    pub platform: Platform,
+    /// Its image manifest in the store (the platform in the descriptor).
+    pub manifest: Descriptor,
+    /// Its config's digest.
+    pub config_digest: Digest,
+}
+
 /// The result of a build.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BuildResult {
-    /// The image manifest's descriptor in the store.
+    /// The image's descriptor in the store: its manifest, or for a multi-platform build its
+    /// image index.
     pub image: Descriptor,
-    /// The image config's digest.
+    /// The image config's digest (the first platform's for a multi-platform build).
     pub config_digest: Digest,
+    /// Each platform's manifest of a multi-platform build, in the order asked (empty for a
+    /// single-platform build).
+    pub manifests: Vec<PlatformManifest>,
     /// Every name of the image (tags, then image outputs' names), normalised.
     pub names: Vec<String>,
     /// One entry per requested output, in order.

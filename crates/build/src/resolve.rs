@@ -1,12 +1,13 @@
-//! Base images of a build (`FROM name`): the store's copy unless a pull is asked for, else the
-//! registry's manifest and config (stored, and tagged when named by tag). All bases of a
-//! Dockerfile resolve concurrently.
+//! Base images of a build (`FROM name`), each for the platform a stage needs it for: the
+//! store's copy unless a pull is asked for (a stored index gives its entry for the platform, a
+//! stored manifest is used only when its config's platform suits), else the registry's
+//! manifest for the platform and its config (stored; tagged when named by tag and resolved for
+//! the build platform). All bases of a Dockerfile resolve concurrently.
 
 use crate::error::{blocking, BuildError};
-use rbuild_frontend::BaseImage;
-use rbuild_oci::{Descriptor, MediaType, Store};
-use rbuild_registry::{Reference, RegistryClient};
-use std::collections::HashMap;
+use rbuild_frontend::{BaseImage, Bases};
+use rbuild_oci::{Descriptor, Digest, Index, MediaType, Platform, Store};
+use rbuild_registry::{Reference, RegistryClient, RegistryError};
 
 /// Resolves every name of `needed` at once; the first failure (in `needed`'s order) wins, with a
 /// hint when a bare word is more likely a misspelled stage than an image, placed in the
@@ -14,17 +15,19 @@ use std::collections::HashMap;
 pub(crate) async fn resolve_all(
     store: &Store,
     registry: &RegistryClient,
-    needed: &[String],
+    needed: &[(String, Platform)],
     pull: bool,
     stages: impl Fn() -> Vec<String>,
     locate: impl Fn(usize, BuildError) -> BuildError,
-) -> Result<HashMap<String, BaseImage>, BuildError> {
-    let resolutions = needed
-        .iter()
-        .map(|name| resolve_base(store, registry, name, pull));
+) -> Result<Bases, BuildError> {
+    let host = Platform::host();
+    let resolutions = needed.iter().map(|(name, platform)| {
+        let tag = platform.same_as(&host);
+        resolve_base(store, registry, name, platform, pull, tag)
+    });
     let results = futures_util::future::join_all(resolutions).await;
-    let mut bases = HashMap::new();
-    for (index, (name, base)) in needed.iter().zip(results).enumerate() {
+    let mut bases = Bases::new();
+    for (index, ((name, platform), base)) in needed.iter().zip(results).enumerate() {
         let base = base.map_err(|error| {
             // A bare word that is neither a stage nor a pullable image is most likely a typo of
             // a stage name.
@@ -45,9 +48,73 @@ pub(crate) async fn resolve_all(
             }
         });
         let base = base.map_err(|error| locate(index, error))?;
-        bases.insert(name.clone(), base);
+        bases.insert((name.clone(), platform.clone()), base);
     }
     Ok(bases)
+}
+
+/// The stored image `digest` (a manifest, or an index's entry for `platform`) when it suits
+/// `platform`, with the manifest's digest (blocking).
+fn stored_for(store: &Store, digest: &Digest, platform: &Platform) -> Option<(Digest, BaseImage)> {
+    let bytes = store.read_blob(digest).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let manifest = if json.get("manifests").is_some() {
+        let index: Index = serde_json::from_value(json).ok()?;
+        index.select(platform)?.digest.clone()
+    } else {
+        digest.clone()
+    };
+    let record = store.read_image(&manifest).ok()?;
+    let config = &record.config;
+    // An image without a platform in its config is linux/amd64 (as docker reads it).
+    let offered = if config.architecture.is_empty() {
+        Platform::linux_amd64()
+    } else {
+        Platform::new(
+            if config.os.is_empty() {
+                "linux"
+            } else {
+                &config.os
+            },
+            &config.architecture,
+            config.variant.as_deref(),
+        )
+    };
+    platform.rank(&offered)?;
+    Some((
+        manifest.clone(),
+        BaseImage {
+            reference: String::new(),
+            digest: manifest,
+            config: record.config,
+        },
+    ))
+}
+
+/// BuildKit's message for an index without the platform, with the platforms it has as a hint.
+fn no_match(full: &str, error: RegistryError) -> BuildError {
+    let available = match &error {
+        RegistryError::NoMatchingPlatform { available, .. } => Some(available.clone()),
+        _ => None,
+    };
+    let error = BuildError::registry(
+        format!("failed to resolve source metadata for {full}"),
+        error,
+    );
+    match available {
+        Some(list) => BuildError::Hint {
+            error: Box::new(error),
+            hint: format!(
+                "the image is not built for this platform; its index has: {}",
+                if list.is_empty() {
+                    "no platforms"
+                } else {
+                    &list
+                }
+            ),
+        },
+        None => error,
+    }
 }
 
 /// Resolves one FROM reference: the store's copy unless `pull`, else the registry (manifest and
@@ -56,7 +123,9 @@ async fn resolve_base(
     store: &Store,
     registry: &RegistryClient,
     name: &str,
+    platform: &Platform,
     pull: bool,
+    tag_it: bool,
 ) -> Result<BaseImage, BuildError> {
     let reference = Reference::parse(name)
         .map_err(|e| BuildError::registry(format!("invalid image reference `{name}`"), e))?;
@@ -65,6 +134,7 @@ async fn resolve_base(
         let (store, full, pinned) = (store.clone(), full.clone(), reference.digest.clone());
         // `-t` stores a name as written (`app:1`), a FROM normalises it (`docker.io/app:1`).
         let written = rbuild_exporter::normalize_tag(name);
+        let want = platform.clone();
         let local = blocking(move || {
             let tagged = |n: &str| store.resolve_tag(n).ok().flatten().map(|d| d.digest);
             let known = match &pinned {
@@ -73,11 +143,10 @@ async fn resolve_base(
                 None => tagged(&full).or_else(|| tagged(&written)),
             };
             Ok(known.and_then(|digest| {
-                let record = store.read_image(&digest).ok()?;
+                let (_, base) = stored_for(&store, &digest, &want)?;
                 Some(BaseImage {
                     reference: full,
-                    digest,
-                    config: record.config,
+                    ..base
                 })
             }))
         })
@@ -86,9 +155,10 @@ async fn resolve_base(
             return Ok(base);
         }
     }
-    let resolved = registry.resolve(&reference).await.map_err(|e| {
-        BuildError::registry(format!("failed to resolve source metadata for {full}"), e)
-    })?;
+    let resolved = registry
+        .resolve_platform(&reference, platform)
+        .await
+        .map_err(|e| no_match(&full, e))?;
     let store2 = store.clone();
     let manifest_bytes = resolved.manifest_bytes.clone();
     let config_bytes = resolved.config_bytes.clone();
@@ -112,7 +182,7 @@ async fn resolve_base(
         store2
             .write_blob(&config_bytes)
             .map_err(|e| BuildError::step("storing image config", e))?;
-        if !tag.contains('@') {
+        if tag_it && !tag.contains('@') {
             let desc = Descriptor {
                 media_type,
                 digest: md,

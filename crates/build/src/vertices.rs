@@ -140,12 +140,12 @@ impl Listing {
 /// solve, the needed vertices that had no event at all.
 pub(crate) fn cached_listing<V>(
     graph: &Graph<V>,
-    target: VertexId,
+    targets: &[VertexId],
     inner: ProgressSink,
 ) -> (ProgressSink, impl FnOnce()) {
     let mut inputs = HashMap::new();
     let mut dependents: HashMap<VertexId, Vec<VertexId>> = HashMap::new();
-    let mut stack = vec![target];
+    let mut stack = targets.to_vec();
     while let Some(v) = stack.pop() {
         if inputs.contains_key(&v) {
             continue;
@@ -255,7 +255,7 @@ mod tests {
     fn a_cached_target_lists_every_step_below_it_inputs_first() {
         let (g, [base, a, c, b]) = diamond();
         let (inner, seen) = recorder();
-        let (sink, finish) = cached_listing(&g, b, inner);
+        let (sink, finish) = cached_listing(&g, &[b], inner);
         sink.emit(event(b, EventKind::Cached));
         finish();
         let seen = seen.lock().unwrap().clone();
@@ -274,7 +274,7 @@ mod tests {
     fn a_step_another_branch_still_needs_is_not_listed_before_it_runs() {
         let (g, [base, a, c, b]) = diamond();
         let (inner, seen) = recorder();
-        let (sink, finish) = cached_listing(&g, b, inner);
+        let (sink, finish) = cached_listing(&g, &[b], inner);
         // a is cached, but c (which also reads base) runs: base is not listed under a.
         sink.emit(event(a, EventKind::Cached));
         sink.emit(event(base, EventKind::Cached));
@@ -305,7 +305,7 @@ mod tests {
     fn internal_vertices_pass_through() {
         let (g, [.., b]) = diamond();
         let (inner, seen) = recorder();
-        let (sink, _finish) = cached_listing(&g, b, inner);
+        let (sink, _finish) = cached_listing(&g, &[b], inner);
         let v = InternalVertex::start(&sink, "exporting to image");
         v.log("writing image sha256:x done");
         v.done();

@@ -132,6 +132,12 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok());
     request.target = args.target.clone();
+    // Repeated or listed twice, a platform is built once (buildx).
+    for p in &args.platforms {
+        if !request.platforms.iter().any(|q| q.same_as(p)) {
+            request.platforms.push(p.clone());
+        }
+    }
     request.tags = args.tags.clone();
     request.labels = args.labels.iter().cloned().collect();
     request.annotations = args.annotations.iter().cloned().collect();

@@ -159,6 +159,11 @@ impl StoreArgs {
     }
 }
 
+/// One `--platform` value, read as containerd reads it.
+fn parse_platform(s: &str) -> Result<rbuild_oci::Platform, rbuild_oci::PlatformError> {
+    s.parse()
+}
+
 /// `docker build` flags.
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
@@ -177,6 +182,11 @@ pub struct BuildArgs {
     /// Stage to build.
     #[arg(long)]
     pub target: Option<String>,
+    /// Target platform(s): PLATFORM[,PLATFORM...] (`linux/amd64`, `linux/arm64`,
+    /// `linux/arm/v7`); repeatable. More than one builds an image index.
+    #[arg(long = "platform", value_name = "PLATFORM", value_delimiter = ',',
+          value_parser = parse_platform)]
+    pub platforms: Vec<rbuild_oci::Platform>,
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,

@@ -152,11 +152,11 @@ pub enum RegistryError {
         /// Bytes received (possibly cut off at the first excess byte).
         actual: u64,
     },
-    /// An index has no entry for the wanted platform.
-    #[error(
-        "{reference}: no manifest for platform {platform} in the index (available: {available})"
-    )]
+    /// An index has no entry for the wanted platform (BuildKit's words).
+    #[error("no match for platform in manifest {index}: not found")]
     NoMatchingPlatform {
+        /// The index's digest.
+        index: rbuild_oci::Digest,
         /// The reference.
         reference: String,
         /// e.g. `linux/amd64`.

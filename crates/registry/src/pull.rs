@@ -175,6 +175,7 @@ impl RegistryClient {
                 })?;
             let desc = select_platform(&index, platform).ok_or_else(|| {
                 RegistryError::NoMatchingPlatform {
+                    index: digest.clone(),
                     reference: what.clone(),
                     platform: platform_string(platform),
                     available: index

@@ -1,0 +1,155 @@
+//! The end of a multi-platform build: every platform's image and the image index into the
+//! store (named with the build's names), the cache of every platform's result, the result
+//! with the index and each platform's manifest.
+
+use super::{phase_done, stop_eager, FinishParts, Pipeline, SolveOutcome};
+use crate::cache_io::{self, ExportParts, Solved};
+use crate::cancel::Cancel;
+use crate::error::{blocking, BuildError};
+use crate::export::ImageParts;
+use crate::platforms::export_index;
+use crate::progress::BuildEvent;
+use crate::push::metadata;
+use crate::request::{BuildResult, OutputResult, PlatformManifest};
+use crate::spec::Output;
+use crate::vertices::InternalVertex;
+use rbuild_exporter::{normalize_tag, LayerOptions};
+use rbuild_frontend::BuildPlan;
+use rbuild_registry::Reference;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Pipeline {
+    /// Exports each platform's image and the index of them, names the index, exports the
+    /// cache and describes the result.
+    pub(super) async fn finish_multi<F: Future<Output = i32>>(
+        self,
+        plan: BuildPlan,
+        mut solved: SolveOutcome,
+        parts: FinishParts,
+        names: Vec<String>,
+        layer_opts: LayerOptions,
+        cancel: &mut Cancel<F>,
+    ) -> Result<BuildResult, BuildError> {
+        let started = Instant::now();
+        let vertex = InternalVertex::start(&self.progress.solver_sink(), "exporting to image");
+        let images: Vec<_> = (plan.platforms.iter())
+            .zip(&solved.tops)
+            .map(|(p, top)| {
+                let image = ImageParts {
+                    config: p.config.clone(),
+                    labels: parts.labels.clone(),
+                    annotations: parts.annotations.clone(),
+                };
+                (p.platform.clone(), top.clone(), image)
+            })
+            .collect();
+        let exported = {
+            let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
+            let (names, opts) = (names.clone(), layer_opts.clone());
+            let exported = cancel
+                .blocking(move || export_index(&store, &snapshotter, images, &names, &opts))
+                .await;
+            stop_eager(solved.eager.take(), exported.is_err()).await;
+            exported
+        };
+        let (index, images) = match exported {
+            Ok(exported) => exported,
+            Err(e) => {
+                vertex.fail(e.to_string());
+                return Err(e);
+            }
+        };
+        // BuildKit's image exporter's sub-steps for a multi-platform image.
+        vertex.log(format!(
+            "exporting layers {:.1}s done",
+            vertex.elapsed().as_secs_f64()
+        ));
+        for image in &images {
+            vertex.log(format!("exporting manifest {} done", image.manifest.digest));
+            vertex.log(format!("exporting config {} done", image.config));
+        }
+        vertex.log(format!("exporting manifest list {} done", index.digest));
+        for name in &names {
+            let full = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
+            vertex.log(format!("naming to {full} done"));
+        }
+        vertex.done();
+        phase_done("export", started);
+        self.progress.event(BuildEvent::ImageWritten {
+            digest: index.digest.clone(),
+        });
+        let started = Instant::now();
+        let architecture = plan.config.architecture.clone();
+        cache_io::export(
+            &parts.cache_to,
+            &Solved {
+                solver: &solved.solver,
+                graph: &solved.graph,
+                ids: &solved.ids,
+                targets: &solved.targets,
+                keys: &solved.keys,
+                links: &solved.links,
+            },
+            &ExportParts {
+                store: &self.store,
+                snapshotter: &solved.snapshotter,
+                layer_opts: &layer_opts,
+                architecture: &architecture,
+                registry: &self.registry,
+            },
+            self.progress.as_ref(),
+            cancel,
+        )
+        .await?;
+        if !parts.cache_to.is_empty() {
+            phase_done("cache export", started);
+        }
+        for name in &parts.tags {
+            self.progress.event(BuildEvent::Named {
+                name: normalize_tag(name),
+            });
+        }
+        // Only store names reach here (other outputs were refused before the solve).
+        let outputs = (parts.outputs.into_iter())
+            .map(|o| {
+                let names = match &o.output {
+                    Output::Image { names, .. } => names.iter().map(|n| normalize_tag(n)).collect(),
+                    _ => Vec::new(),
+                };
+                OutputResult {
+                    output: o.output,
+                    names,
+                    manifest: None,
+                }
+            })
+            .collect();
+        let metadata = {
+            let (store, desc, names) = (self.store.clone(), index.clone(), names.clone());
+            blocking(move || Ok(metadata(&store, &desc, &names))).await?
+        };
+        let config_digest = images
+            .first()
+            .map(|i| i.config.clone())
+            .ok_or(BuildError::NotAFilesystem)?;
+        let manifests = images
+            .into_iter()
+            .map(|i| PlatformManifest {
+                platform: i.platform,
+                manifest: i.manifest,
+                config_digest: i.config,
+            })
+            .collect();
+        Ok(BuildResult {
+            image: index,
+            config_digest,
+            manifests,
+            names,
+            outputs,
+            pushed: None,
+            metadata,
+            executed: self.executed.load(Ordering::Relaxed),
+        })
+    }
+}
