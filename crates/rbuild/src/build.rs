@@ -202,14 +202,21 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
             built?
         }
     };
+    // The image ID: the config digest, an index's digest for a multi-platform build (buildx's
+    // `containerimage.config.digest`, else `containerimage.digest`).
+    let image_id = if result.manifests.is_empty() {
+        &result.config_digest
+    } else {
+        &result.image.digest
+    };
     if args.quiet {
-        println!("{}", result.config_digest);
+        println!("{image_id}");
     } else if let Some(pushed) = &result.pushed {
         // The registry's manifest digest (its layers compressed), as `docker push` prints it.
         println!("{}", pushed.digest);
     }
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, result.config_digest.to_string()).map_err(|e| {
+        std::fs::write(path, image_id.to_string()).map_err(|e| {
             Report::from_error(&format!("writing the image ID to {}", path.display()), &e)
         })?;
     }
