@@ -415,3 +415,29 @@ async fn the_keys_computed_by_the_worker_are_pinned() {
     .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_platform_changes_the_key_only_when_set() {
+    use rbuild_worker::key_input_for;
+    let op = Op::Exec(run("make", "", "10.0.0.5"));
+    let arm64: rbuild_oci::Platform = "linux/arm64".parse().expect("platform");
+    let amd64: rbuild_oci::Platform = "linux/amd64".parse().expect("platform");
+    let key = |input: rbuild_solver::KeyInput| CacheKey::compute(&input, &[]);
+    // No platform: exactly the key without one (host builds and their caches stay valid).
+    assert_eq!(
+        key(key_input_for(&op, None, vec![])),
+        key(key_input(&op, vec![]))
+    );
+    // Two platforms never share a result, and neither shares the host's (None) result.
+    let on_arm = key(key_input_for(&op, Some(&arm64), vec![]));
+    let on_amd = key(key_input_for(&op, Some(&amd64), vec![]));
+    assert_ne!(on_arm, key(key_input(&op, vec![])));
+    assert_ne!(on_arm, on_amd);
+    // The graph carries the platform into the worker's vertex.
+    let mut def = Definition::new();
+    let base = def.add(Op::Source(SourceOp::Scratch), vec![], "s".into(), None);
+    let v = def.add_for(op, vec![base], "r".into(), None, Some(arm64.clone()));
+    let (graph, ids) = graph_from_definition(&def);
+    let vertex = graph.vertex(ids[v]).expect("vertex");
+    assert_eq!(vertex.platform.as_ref(), Some(&arm64));
+}

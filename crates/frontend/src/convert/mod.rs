@@ -602,23 +602,17 @@ fn convert_one(
     df: &Dockerfile,
     opts: &ConvertOptions,
     bases: &Bases,
-    def: Definition,
+    def: &mut Definition,
     multi: bool,
-) -> Result<(Definition, PlatformPlan), (Definition, ConvertError)> {
-    let parsed = match split_stages(df, opts) {
-        Ok(p) => p,
-        Err(e) => return Err((def, e)),
-    };
+) -> Result<PlatformPlan, ConvertError> {
+    let parsed = split_stages(df, opts)?;
     let lexer = Lexer::new(df.directives.escape);
-    let (target, needed) = match needed_stages(&parsed, opts, &lexer) {
-        Ok((t, n, _)) => (t, n),
-        Err(e) => return Err((def, e)),
-    };
+    let (target, needed, _) = needed_stages(&parsed, opts, &lexer)?;
     let mut conv = Converter {
         df,
         opts,
         lexer,
-        def,
+        def: std::mem::take(def),
         context: None,
         decls: &parsed.stages,
         meta: &parsed.meta,
@@ -629,10 +623,9 @@ fn convert_one(
         index: 0,
         step: (0, 0),
     };
-    match conv.stages(&parsed, target, &needed) {
-        Ok(plan) => Ok((conv.def, plan)),
-        Err(e) => Err((conv.def, e)),
-    }
+    let plan = conv.stages(&parsed, target, &needed);
+    *def = conv.def;
+    plan
 }
 
 impl Converter<'_> {

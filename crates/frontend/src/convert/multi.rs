@@ -36,9 +36,7 @@ pub fn convert_multi(
     let mut def = Definition::new();
     let mut plans = Vec::new();
     for opts in per_platform(opts, platforms) {
-        let (next, plan) = convert_one(df, &opts, bases, def, multi).map_err(|(_, e)| e)?;
-        def = next;
-        plans.push(plan);
+        plans.push(convert_one(df, &opts, bases, &mut def, multi)?);
     }
     let first = plans.first().cloned().ok_or_else(|| ConvertError {
         message: "no target platform".into(),
