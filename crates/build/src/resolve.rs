@@ -203,3 +203,77 @@ async fn resolve_base(
         config: resolved.config,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild_oci::{canonical_json, ImageConfig, Manifest};
+
+    /// Stores an image of `arch` without layers; returns its manifest's descriptor.
+    fn store_image(store: &Store, arch: &str) -> Descriptor {
+        let config = ImageConfig {
+            architecture: arch.into(),
+            os: "linux".into(),
+            ..ImageConfig::default()
+        };
+        let bytes = canonical_json(&config).unwrap();
+        let (digest, size) = store.write_blob(&bytes).unwrap();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MediaType::new(MediaType::OCI_MANIFEST)),
+            config: Descriptor {
+                media_type: MediaType::new(MediaType::OCI_CONFIG),
+                digest,
+                size,
+                platform: None,
+                annotations: None,
+            },
+            layers: Vec::new(),
+            annotations: None,
+        };
+        let (digest, size) = store
+            .write_blob(&canonical_json(&manifest).unwrap())
+            .unwrap();
+        Descriptor {
+            media_type: MediaType::new(MediaType::OCI_MANIFEST),
+            digest,
+            size,
+            platform: Some(Platform::new("linux", arch, None)),
+            annotations: None,
+        }
+    }
+
+    #[test]
+    fn stored_bases_are_matched_by_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let amd = store_image(&store, "amd64");
+        let arm = store_image(&store, "arm64");
+        let index = Index {
+            manifests: vec![amd.clone(), arm.clone()],
+            ..Index::empty()
+        };
+        let (index, _) = store.write_blob(&canonical_json(&index).unwrap()).unwrap();
+        let p = |s: &str| -> Platform { s.parse().unwrap() };
+        let pick = |digest: &Digest, platform: &str| {
+            stored_for(&store, digest, &p(platform)).map(|(d, base)| {
+                assert_eq!(base.digest, d);
+                (d, base.config.architecture)
+            })
+        };
+        // A stored index gives its entry for the platform (arm64/v8 is arm64).
+        assert_eq!(
+            pick(&index, "linux/arm64/v8"),
+            Some((arm.digest.clone(), "arm64".to_string()))
+        );
+        assert_eq!(
+            pick(&index, "linux/amd64"),
+            Some((amd.digest.clone(), "amd64".to_string()))
+        );
+        assert_eq!(pick(&index, "linux/s390x"), None);
+        // A stored manifest only for a platform its config suits.
+        assert!(pick(&amd.digest, "linux/amd64").is_some());
+        assert_eq!(pick(&amd.digest, "linux/arm64"), None);
+        assert!(pick(&arm.digest, "linux/arm64").is_some());
+    }
+}

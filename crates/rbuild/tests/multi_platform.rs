@@ -95,6 +95,15 @@ fn step_names(out: &Output) -> Vec<String> {
     names
 }
 
+/// The manifest digest the build's FROM step was pinned to.
+fn from_digest(out: &Output) -> String {
+    let from = step_names(out)
+        .into_iter()
+        .find(|n| n.contains("FROM ") && n.contains('@'))
+        .expect("FROM step");
+    from.rsplit('@').next().expect("digest").trim().to_string()
+}
+
 const CROSS: &str = "FROM --platform=$BUILDPLATFORM BASE AS build
 RUN echo built-once >> /common
 ARG TARGETARCH
@@ -207,7 +216,15 @@ fn bases_resolve_per_platform_and_a_missing_platform_is_buildkits_error() {
         format!("FROM {base}\nCOPY f /f\n"),
     )
     .expect("write");
-    // One platform: a plain manifest (as buildx), the base's arm64 manifest, arm64's config.
+    // The host's build first: the base's tag in the store now names the host's manifest.
+    let out = build(root.path(), ctx.path(), &["-t", "host:1"]);
+    assert_ok(&out);
+    let manifest: Manifest = read_json(root.path(), &tagged(root.path(), "host:1"));
+    let config: rbuild_oci::ImageConfig = read_json(root.path(), &manifest.config);
+    assert_eq!(config.architecture, Platform::host().architecture);
+    let host_from = from_digest(&out);
+    // One platform: a plain manifest (as buildx), the base's arm64 manifest (the stored
+    // host one does not suit), arm64's config.
     let out = build(
         root.path(),
         ctx.path(),
@@ -223,23 +240,17 @@ fn bases_resolve_per_platform_and_a_missing_platform_is_buildkits_error() {
     let config: rbuild_oci::ImageConfig = read_json(root.path(), &manifest.config);
     assert_eq!(config.architecture, "arm64");
     // The FROM is pinned to the index's arm64 manifest (stored by the resolution).
-    let from = step_names(&out)
-        .into_iter()
-        .find(|n| n.contains("FROM ") && n.contains('@'))
-        .expect("FROM step");
-    let digest = from.rsplit('@').next().expect("digest").trim().to_string();
+    let arm_from = from_digest(&out);
+    assert_ne!(arm_from, host_from);
     let store = Store::open(root.path()).expect("store");
     let pinned = store
-        .read_image(&digest.parse().expect("digest"))
+        .read_image(&arm_from.parse().expect("digest"))
         .expect("pinned base stored");
     assert_eq!(pinned.config.architecture, "arm64");
-    // The host's build of the same Dockerfile uses the amd64 entry (the stored arm64 one is
-    // not taken for it).
+    // The host's tag was not moved by the arm64 resolution: a host rebuild is all cached.
     let out = build(root.path(), ctx.path(), &["-t", "host:1"]);
     assert_ok(&out);
-    let manifest: Manifest = read_json(root.path(), &tagged(root.path(), "host:1"));
-    let config: rbuild_oci::ImageConfig = read_json(root.path(), &manifest.config);
-    assert_eq!(config.architecture, Platform::host().architecture);
+    assert_eq!(from_digest(&out), host_from);
     // A platform the index lacks: BuildKit's message, at the FROM.
     let out = build(root.path(), ctx.path(), &["--platform", "linux/s390x"]);
     assert!(!out.status.success());
