@@ -7,7 +7,8 @@
 //! stages, the bases and the current step) and the per-instruction dispatch; `stages` selects
 //! stages, `state` owns the stage state (ENV/ARG/WORKDIR/USER/SHELL), `run` builds RUN vertices
 //! and their mounts, `copy` COPY/ADD vertices, `config` the image-config instructions, `helpers`
-//! the shared expansion and owner helpers.
+//! the shared expansion and owner helpers, `multi` the conversion of every target platform into
+//! one graph. A stage's vertices carry its platform when it is not the build platform.
 
 mod config;
 mod copy;
@@ -32,7 +33,7 @@ use rbuild_llb::{
     Definition, Entitlements, ExtraHost, NetworkMode, Op, SourceLocation, SourceOp, VertexIndex,
 };
 use rbuild_oci::{Digest, History, ImageConfig, Platform};
-use stages::{find_stage, needed_stages, split_stages, StageDecl};
+use stages::{find_stage, StageDecl};
 use state::StageState;
 use std::collections::{BTreeMap, HashMap};
 
@@ -594,101 +595,6 @@ pub fn convert(
         })
         .collect();
     convert_multi(df, opts, &[], &by_platform)
-}
-
-/// Converts the target stage for one platform into `def` (shared by every platform of a
-/// build, so identical vertices are added once).
-fn convert_one(
-    df: &Dockerfile,
-    opts: &ConvertOptions,
-    bases: &Bases,
-    def: &mut Definition,
-    multi: bool,
-) -> Result<PlatformPlan, ConvertError> {
-    let parsed = split_stages(df, opts)?;
-    let lexer = Lexer::new(df.directives.escape);
-    let (target, needed, _) = needed_stages(&parsed, opts, &lexer)?;
-    let mut conv = Converter {
-        df,
-        opts,
-        lexer,
-        def: std::mem::take(def),
-        context: None,
-        decls: &parsed.stages,
-        meta: &parsed.meta,
-        bases,
-        multi,
-        platform: (parsed.target.clone(), None),
-        done: HashMap::new(),
-        index: 0,
-        step: (0, 0),
-    };
-    let plan = conv.stages(&parsed, target, &needed);
-    *def = conv.def;
-    plan
-}
-
-impl Converter<'_> {
-    /// Converts every needed stage in order and describes the target's result.
-    fn stages(
-        &mut self,
-        parsed: &stages::Parsed<'_>,
-        target: usize,
-        needed: &std::collections::BTreeSet<usize>,
-    ) -> Result<PlatformPlan, ConvertError> {
-        let opts = self.opts;
-        let mut no_cache = Vec::new();
-        for (index, decl) in parsed.stages.iter().enumerate() {
-            if needed.contains(&index) {
-                self.index = index;
-                self.set_platform(&decl.platform);
-                let first = self.def.vertices.len();
-                let state = self.stage(decl)?;
-                if stages::filtered(decl, index, &opts.no_cache_stages) {
-                    // Sources (scratch, a base image) may be shared with other stages, whose
-                    // steps must keep their cache: only the stage's own steps are marked.
-                    no_cache.extend(
-                        (first..self.def.vertices.len())
-                            .chain([state.vertex])
-                            .filter(|&v| !matches!(self.def.vertices[v].op, Op::Source(_))),
-                    );
-                }
-                self.done.insert(index, state);
-            }
-        }
-        no_cache.sort_unstable();
-        no_cache.dedup();
-        let final_state = self.done.remove(&target).ok_or_else(|| ConvertError {
-            message: "target stage was not converted".into(),
-            span: None,
-            hint: None,
-            parse_error: false,
-        })?;
-        let mut config = final_state.config;
-        config.created = opts.created.clone();
-        let platform = parsed.target.clone();
-        if opts.platform.is_some() {
-            // An explicit target platform names the image's platform (BuildKit).
-            let same = config.os == platform.os && config.architecture == platform.architecture;
-            config.os = platform.os.clone();
-            config.architecture = platform.architecture.clone();
-            if platform.variant.is_some() || !same {
-                config.variant = platform.variant.clone();
-            }
-        }
-        if config.architecture.is_empty() {
-            config.architecture = platform.architecture.clone();
-        }
-        if config.os.is_empty() {
-            config.os = platform.os.clone();
-        }
-        Ok(PlatformPlan {
-            platform,
-            target: final_state.vertex,
-            config,
-            no_cache,
-        })
-    }
 }
 
 impl Converter<'_> {

@@ -2,12 +2,16 @@
 //! Dockerfile is converted once per platform into one shared graph, so a vertex that is the
 //! same for two platforms (a `FROM --platform=$BUILDPLATFORM` stage that does not read the
 //! target's ARGs) is one vertex and runs once; each platform gets its own target vertex and
-//! image config. Also the `->arch` mark of cross-compiling steps in BuildKit's step names.
+//! image config (`convert_one`: one platform's stages into the shared graph). Also the `->arch`
+//! mark of cross-compiling steps in BuildKit's step names.
 
-use super::{convert_one, per_platform, Bases, BuildPlan, ConvertError, ConvertOptions};
+use super::stages::{self, needed_stages, split_stages};
+use super::{per_platform, Bases, BuildPlan, ConvertError, ConvertOptions, Converter};
 use crate::ast::Dockerfile;
-use rbuild_llb::{Definition, VertexIndex};
+use crate::expand::Lexer;
+use rbuild_llb::{Definition, Op, VertexIndex};
 use rbuild_oci::{ImageConfig, Platform};
+use std::collections::HashMap;
 
 /// One target platform of a [`BuildPlan`].
 #[derive(Debug, Clone)]
@@ -54,6 +58,101 @@ pub fn convert_multi(
         no_cache,
         platforms: plans,
     })
+}
+
+/// Converts the target stage for one platform into `def` (shared by every platform of a
+/// build, so identical vertices are added once).
+pub(super) fn convert_one(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+    bases: &Bases,
+    def: &mut Definition,
+    multi: bool,
+) -> Result<PlatformPlan, ConvertError> {
+    let parsed = split_stages(df, opts)?;
+    let lexer = Lexer::new(df.directives.escape);
+    let (target, needed, _) = needed_stages(&parsed, opts, &lexer)?;
+    let mut conv = Converter {
+        df,
+        opts,
+        lexer,
+        def: std::mem::take(def),
+        context: None,
+        decls: &parsed.stages,
+        meta: &parsed.meta,
+        bases,
+        multi,
+        platform: (parsed.target.clone(), None),
+        done: HashMap::new(),
+        index: 0,
+        step: (0, 0),
+    };
+    let plan = conv.stages(&parsed, target, &needed);
+    *def = conv.def;
+    plan
+}
+
+impl Converter<'_> {
+    /// Converts every needed stage in order and describes the target's result.
+    fn stages(
+        &mut self,
+        parsed: &stages::Parsed<'_>,
+        target: usize,
+        needed: &std::collections::BTreeSet<usize>,
+    ) -> Result<PlatformPlan, ConvertError> {
+        let opts = self.opts;
+        let mut no_cache = Vec::new();
+        for (index, decl) in parsed.stages.iter().enumerate() {
+            if needed.contains(&index) {
+                self.index = index;
+                self.set_platform(&decl.platform);
+                let first = self.def.vertices.len();
+                let state = self.stage(decl)?;
+                if stages::filtered(decl, index, &opts.no_cache_stages) {
+                    // Sources (scratch, a base image) may be shared with other stages, whose
+                    // steps must keep their cache: only the stage's own steps are marked.
+                    no_cache.extend(
+                        (first..self.def.vertices.len())
+                            .chain([state.vertex])
+                            .filter(|&v| !matches!(self.def.vertices[v].op, Op::Source(_))),
+                    );
+                }
+                self.done.insert(index, state);
+            }
+        }
+        no_cache.sort_unstable();
+        no_cache.dedup();
+        let final_state = self.done.remove(&target).ok_or_else(|| ConvertError {
+            message: "target stage was not converted".into(),
+            span: None,
+            hint: None,
+            parse_error: false,
+        })?;
+        let mut config = final_state.config;
+        config.created = opts.created.clone();
+        let platform = parsed.target.clone();
+        if opts.platform.is_some() {
+            // An explicit target platform names the image's platform (BuildKit).
+            let same = config.os == platform.os && config.architecture == platform.architecture;
+            config.os = platform.os.clone();
+            config.architecture = platform.architecture.clone();
+            if platform.variant.is_some() || !same {
+                config.variant = platform.variant.clone();
+            }
+        }
+        if config.architecture.is_empty() {
+            config.architecture = platform.architecture.clone();
+        }
+        if config.os.is_empty() {
+            config.os = platform.os.clone();
+        }
+        Ok(PlatformPlan {
+            platform,
+            target: final_state.vertex,
+            config,
+            no_cache,
+        })
+    }
 }
 
 /// BuildKit's `formatTargetPlatform` over a stage's variables: `->arch[/variant]` (or
