@@ -95,6 +95,38 @@ fn snapshot(name: &str, out: &Output, code: i32) {
 // --- Dockerfile parse errors: the excerpt, `ERROR: failed to solve: dockerfile parse error on line N: ...` ---
 
 #[test]
+fn from_platform_errors() {
+    let ctx = context("FROM --platform=$NOPE scratch\n");
+    snapshot("from_platform_empty", &rbuild_build(ctx.path(), &[]), 1);
+    let ctx = context("ARG P=linux/bogus\nFROM --platform=$P scratch\n");
+    snapshot("from_platform_invalid", &rbuild_build(ctx.path(), &[]), 1);
+}
+
+#[test]
+fn platform_flag_errors() {
+    let ctx = context("FROM scratch\n");
+    snapshot(
+        "platform_flag_invalid",
+        &rbuild_build(ctx.path(), &["--platform", "linux/amd64,bogus"]),
+        2,
+    );
+    snapshot(
+        "platform_multi_push",
+        &rbuild_build(
+            ctx.path(),
+            &[
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-t",
+                "x:1",
+                "--push",
+            ],
+        ),
+        1,
+    );
+}
+
+#[test]
 fn parse_error_unknown_instruction() {
     let ctx = context("FROM scratch\nFOO bar\n");
     snapshot(

@@ -104,15 +104,15 @@ pub(super) fn split_stages<'a>(
                         ));
                     }
                 }
+                // BuildKit reads the flag of every stage, then a stage based on another takes
+                // that one's platform and `scratch` the target's.
+                let flag = from_platform(&lexer, from, &meta)?;
                 let platform = if base == "scratch" {
                     target.clone()
                 } else if let Some(i) = find_stage(&stages, &base, stages.len()) {
                     stages[i].platform.clone()
                 } else {
-                    match from_platform(&lexer, from, &meta)? {
-                        Some(p) => p,
-                        None => target.clone(),
-                    }
+                    flag.unwrap_or_else(|| target.clone())
                 };
                 stages.push(StageDecl {
                     name,
