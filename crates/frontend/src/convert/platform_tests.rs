@@ -94,6 +94,26 @@ fn platform_args_are_global_in_from_lines() {
 }
 
 #[test]
+fn targetstage_names_the_target() {
+    let text = "FROM busybox:$TARGETSTAGE AS First\nFROM busybox:$TARGETSTAGE AS last\n";
+    let df = crate::parse(text).expect("parses");
+    let names = |target: Option<&str>| {
+        let opts = ConvertOptions {
+            target: target.map(str::to_string),
+            ..opts_for(None)
+        };
+        base_images(&df, &opts).expect("sites")
+    };
+    assert_eq!(names(None), vec!["busybox:last"]);
+    assert_eq!(names(Some("First")), vec!["busybox:First"]);
+    let df = crate::parse("FROM busybox:$TARGETSTAGE\n").expect("parses");
+    assert_eq!(
+        base_images(&df, &opts_for(None)).expect("sites"),
+        vec!["busybox:default"]
+    );
+}
+
+#[test]
 fn a_stage_sees_a_platform_arg_only_after_declaring_it() {
     let text = "FROM scratch\nWORKDIR /w$TARGETARCH\nRUN echo one $TARGETARCH\n\
                 ARG TARGETARCH BUILDPLATFORM\nRUN echo two $TARGETARCH\n";

@@ -9,12 +9,14 @@ use crate::instructions::{self, Command, FromCmd, RunCmd};
 use rbuild_oci::Platform;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The automatic platform ARGs of a build for `target` on `build` (BuildKit's `defaultArgs`),
+/// The automatic platform ARGs of a build for `target` on `build`, and `TARGETSTAGE` (BuildKit's
+/// `defaultArgs`),
 /// each replaced by a `--build-arg` of its name as BuildKit does. They are global: FROM lines
 /// see them, a stage only after `ARG NAME` without a value.
 pub(super) fn platform_args(
     target: &Platform,
     build: &Platform,
+    target_stage: &str,
     build_args: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
     let os_version = |p: &Platform| p.os_version.clone().unwrap_or_default();
@@ -31,6 +33,7 @@ pub(super) fn platform_args(
         ("TARGETOSVERSION", os_version(&t)),
         ("TARGETARCH", t.architecture.clone()),
         ("TARGETVARIANT", variant(&t)),
+        ("TARGETSTAGE", target_stage.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| {
@@ -78,7 +81,23 @@ pub(super) fn split_stages<'a>(
 ) -> Result<Parsed<'a>, ConvertError> {
     let lexer = Lexer::new(df.directives.escape);
     let target = opts.target_platform();
-    let mut meta = platform_args(&target, &opts.build_platform, &opts.build_args);
+    // TARGETSTAGE: `--target`, else the last stage's name, else `default` (BuildKit).
+    let last_stage = (df.instructions.iter())
+        .rfind(|i| i.kind == InstructionKind::From)
+        .and_then(|i| {
+            let words = words_of(i);
+            let n = words.len();
+            (n >= 3 && words[n - 2].eq_ignore_ascii_case("as")).then(|| words[n - 1].to_lowercase())
+        });
+    let target_stage = (opts.target.clone().filter(|t| !t.is_empty()))
+        .or(last_stage)
+        .unwrap_or_else(|| "default".to_string());
+    let mut meta = platform_args(
+        &target,
+        &opts.build_platform,
+        &target_stage,
+        &opts.build_args,
+    );
     let mut stages: Vec<StageDecl> = Vec::new();
     for inst in &df.instructions {
         let cmd = instructions::parse(inst)?;
