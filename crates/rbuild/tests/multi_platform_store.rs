@@ -145,3 +145,140 @@ fn pull_platforms_stores_an_index_and_one_platform_its_manifest() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn push_of_an_index_pushes_every_platform_and_the_index() {
+    let Some(f) = fixture() else { return };
+    let root = root_with_index(f);
+    let target = format!("{}/pushed/multi:v1", f.registry.addr());
+    let tag = rbuild_at(root.path())
+        .args(["tag", &f.reference, &target])
+        .output()
+        .unwrap();
+    assert_ok(&tag);
+    let meta = root.path().join("meta.json");
+    let out = rbuild_at(root.path())
+        .args(["push", "--metadata-file"])
+        .arg(&meta)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    // The registry has the index, byte for byte, with both platforms.
+    let raw = raw_manifest(&target);
+    assert_eq!(Digest::sha256_of(&raw), f.index);
+    let index: Index = serde_json::from_slice(&raw).unwrap();
+    let mut archs: Vec<String> = index
+        .manifests
+        .iter()
+        .map(|d| d.platform.as_ref().unwrap().architecture.clone())
+        .collect();
+    archs.sort();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    // buildx's metadata names the index (no config digest for an index).
+    let doc: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(doc["containerimage.digest"], f.index.to_string().as_str());
+    assert_eq!(
+        doc["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(doc.get("containerimage.config.digest").is_none(), "{doc}");
+    // Each platform's image copies out on its own: arm64's config says arm64.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("arm64");
+    let out = skopeo("copy", None)
+        .unwrap()
+        .args(["--override-arch", "arm64", "--src-tls-verify=false", "-q"])
+        .arg(format!("docker://{target}"))
+        .arg(format!("oci:{}:x", dest.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    let layout: Index =
+        serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &Digest| std::fs::read(dest.join("blobs/sha256").join(d.hex())).unwrap();
+    let manifest: Manifest = serde_json::from_slice(&blob(&layout.manifests[0].digest)).unwrap();
+    let config: Value = serde_json::from_slice(&blob(&manifest.config.digest)).unwrap();
+    assert_eq!(config["architecture"], "arm64");
+
+    // A second push finds every blob there already and uploads nothing.
+    let again = rbuild_at(root.path())
+        .args(["push", &target])
+        .output()
+        .unwrap();
+    assert_ok(&again);
+    assert_eq!(stdout(&again).trim(), f.index.to_string());
+}
+
+#[test]
+fn images_inspect_history_and_rmi_of_an_index() {
+    let Some(f) = fixture() else { return };
+    let root = root_with_index(f);
+    // One row, ID = the index digest, both platforms named.
+    let out = rbuild_at(root.path())
+        .args(["images", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", stdout(&out));
+    assert_eq!(lines[0]["ID"], f.index.hex()[..12]);
+    assert_eq!(lines[0]["Digest"], f.index.to_string().as_str());
+    assert_eq!(lines[0]["Platform"], "linux/amd64,linux/arm64");
+    let table = rbuild_at(root.path())
+        .args(["images", "--platforms"])
+        .output()
+        .unwrap();
+    assert_ok(&table);
+    let text = stdout(&table);
+    assert!(text.lines().next().unwrap().contains("PLATFORM"), "{text}");
+    assert!(text.contains("linux/amd64,linux/arm64"), "{text}");
+
+    // inspect: the host's platform by default, another with --platform.
+    let host = &inspect(root.path(), &[&f.reference])[0];
+    assert_eq!(host["Id"], f.index.to_string().as_str());
+    assert_eq!(host["Architecture"], "amd64");
+    let arm = &inspect(root.path(), &["--platform", "linux/arm64", &f.reference])[0];
+    assert_eq!(arm["Architecture"], "arm64");
+    let out = rbuild_at(root.path())
+        .args(["inspect", "--platform", "linux/riscv64", &f.reference])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no manifest for platform linux/riscv64")
+            && stderr(&out).contains("linux/amd64, linux/arm64"),
+        "{}",
+        stderr(&out)
+    );
+    let hist = rbuild_at(root.path())
+        .args(["history", "--platform", "linux/arm64", &f.reference])
+        .output()
+        .unwrap();
+    assert_ok(&hist);
+    assert!(stdout(&hist).starts_with("IMAGE"), "{}", stdout(&hist));
+
+    // Garbage collection keeps every platform's blobs while the index is named.
+    let prune = rbuild_at(root.path())
+        .args(["prune", "-a", "-f"])
+        .output()
+        .unwrap();
+    assert_ok(&prune);
+    let arm = &inspect(root.path(), &["--platform", "linux/arm64", &f.reference])[0];
+    assert_eq!(arm["Architecture"], "arm64");
+
+    // rmi drops the name: the image is gone from the list.
+    let rmi = rbuild_at(root.path())
+        .args(["rmi", &f.reference])
+        .output()
+        .unwrap();
+    assert_ok(&rmi);
+    assert!(stdout(&rmi).contains(&format!("Untagged: {}", f.reference)), "{}", stdout(&rmi));
+    assert!(stdout(&rmi).contains(&f.index.to_string()), "{}", stdout(&rmi));
+    let out = rbuild_at(root.path()).args(["images", "-q"]).output().unwrap();
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "");
+}
