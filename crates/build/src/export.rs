@@ -210,6 +210,10 @@ pub(crate) struct StoredImage<'a> {
     pub(crate) desc: &'a Descriptor,
     /// The names it was built with (`-t`).
     pub(crate) tags: &'a [String],
+    /// A multi-platform image's platforms with their root filesystems, in the build's order
+    /// (`desc` is then their index); empty for a single-platform build, whose filesystem is
+    /// `top`. With more than one, `type=local` and `type=tar` write a directory per platform.
+    pub(crate) platforms: &'a [rbuild_exporter::PlatformRootfs],
 }
 
 /// Writes the image `desc` (of `top`) to every output (blocking I/O), stopping before the next
@@ -227,7 +231,9 @@ pub(crate) fn write_outputs(
         top,
         desc,
         tags,
+        platforms,
     } = *image;
+    let split = platforms.len() > 1;
     let mut results = Vec::new();
     for spec in outputs {
         stop_if_canceled(cancel)?;
@@ -251,8 +257,16 @@ pub(crate) fn write_outputs(
                     .and_then(|d| rbuild_exporter::write_docker_archive(store, &d, names, dest));
                 (r, names.to_vec())
             }
+            Output::Local { dest } if split => (
+                rbuild_exporter::write_local_platforms(snapshotter, platforms, dest),
+                Vec::new(),
+            ),
             Output::Local { dest } => (
                 rbuild_exporter::write_local(snapshotter, top, dest),
+                Vec::new(),
+            ),
+            Output::Tar { dest } if split => (
+                rbuild_exporter::write_tar_platforms(snapshotter, platforms, dest),
                 Vec::new(),
             ),
             Output::Tar { dest } => (

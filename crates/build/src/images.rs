@@ -261,10 +261,7 @@ impl Images {
             .iter()
             .filter(|d| d.media_type.is_manifest() && d.platform.is_some())
             .collect();
-        let platforms = children
-            .iter()
-            .filter_map(|d| d.platform.clone())
-            .collect();
+        let platforms = children.iter().filter_map(|d| d.platform.clone()).collect();
         let mut records = Vec::new();
         for child in &children {
             records.push(store.read_image(&child.digest)?);

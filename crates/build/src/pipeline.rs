@@ -604,6 +604,7 @@ impl Pipeline {
                         top: top.as_ref(),
                         desc: &desc,
                         tags: &tags,
+                        platforms: &[],
                     };
                     write_outputs(&image, &outputs, &opts)
                 })

@@ -298,10 +298,7 @@ fn index_variant(
     if manifests == index.manifests {
         return Ok(desc.clone());
     }
-    let new = Index {
-        manifests,
-        ..index
-    };
+    let new = Index { manifests, ..index };
     let (digest, size, _) = store.write_json_blob(&new)?;
     Ok(Descriptor {
         digest,

@@ -132,8 +132,7 @@ fn inspect_json(image: &ImageSummary, shown: &ImageSummary) -> Value {
 pub fn run_history(args: &HistoryArgs, store: &StoreArgs) -> Result<(), Report> {
     let platform = platform_arg(&args.platform)?;
     let images = Images::open(&StateDir::new(store.root_dir())).map_err(report)?;
-    let (image, shown) =
-        resolve_shown(&images, &args.image, platform.as_ref()).map_err(report)?;
+    let (image, shown) = resolve_shown(&images, &args.image, platform.as_ref()).map_err(report)?;
     let id = if args.no_trunc {
         image.id().to_string()
     } else {

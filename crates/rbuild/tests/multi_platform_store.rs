@@ -57,7 +57,12 @@ fn fixture() -> Option<&'static Fixture> {
 fn root_with_index(f: &Fixture) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let out = rbuild_at(root.path())
-        .args(["pull", "--platform", "linux/amd64,linux/arm64", &f.reference])
+        .args([
+            "pull",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            &f.reference,
+        ])
         .output()
         .unwrap();
     assert_ok(&out);
@@ -276,9 +281,20 @@ fn images_inspect_history_and_rmi_of_an_index() {
         .output()
         .unwrap();
     assert_ok(&rmi);
-    assert!(stdout(&rmi).contains(&format!("Untagged: {}", f.reference)), "{}", stdout(&rmi));
-    assert!(stdout(&rmi).contains(&f.index.to_string()), "{}", stdout(&rmi));
-    let out = rbuild_at(root.path()).args(["images", "-q"]).output().unwrap();
+    assert!(
+        stdout(&rmi).contains(&format!("Untagged: {}", f.reference)),
+        "{}",
+        stdout(&rmi)
+    );
+    assert!(
+        stdout(&rmi).contains(&f.index.to_string()),
+        "{}",
+        stdout(&rmi)
+    );
+    let out = rbuild_at(root.path())
+        .args(["images", "-q"])
+        .output()
+        .unwrap();
     assert_ok(&out);
     assert_eq!(stdout(&out), "");
 }

@@ -54,7 +54,10 @@ impl RegistryClient {
         for want in platforms {
             let resolved = self.resolve_platform(&pinned, want).await?;
             if index.is_none() {
-                let got = resolved.descriptor().platform.unwrap_or_else(Platform::linux_amd64);
+                let got = resolved
+                    .descriptor()
+                    .platform
+                    .unwrap_or_else(Platform::linux_amd64);
                 if want.rank(&got).is_none() {
                     return Err(RegistryError::NoMatchingPlatform {
                         reference: what.clone(),
@@ -91,7 +94,9 @@ impl RegistryClient {
         let task_what = format!("pull {r}");
         let top = tokio::task::spawn_blocking(move || -> Result<Descriptor, StoreError> {
             let top = match (&index, chosen.len()) {
-                (Some(index), n) if n > 1 => stored_index(&store2, index, &bytes, &media_type, &digest, chosen)?,
+                (Some(index), n) if n > 1 => {
+                    stored_index(&store2, index, &bytes, &media_type, &digest, chosen)?
+                }
                 _ => chosen.remove(0),
             };
             store2.set_tag(&name, &top)?;
