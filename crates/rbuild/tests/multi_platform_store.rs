@@ -298,3 +298,150 @@ fn images_inspect_history_and_rmi_of_an_index() {
     assert_ok(&out);
     assert_eq!(stdout(&out), "");
 }
+
+/// An uncompressed tar holding one file `arch` with `text`.
+fn arch_layer(text: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "arch", text.as_bytes()).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Stores `name` in the root's store as a built multi-platform image is stored: an OCI index
+/// over a linux/amd64 and a linux/arm64 image, each the busybox layer plus a layer with `/arch`
+/// (`x86_64` resp. `aarch64`), layers uncompressed as a build keeps them. Returns the index.
+fn store_built_index(root: &Path, name: &str) -> rbuild_oci::Descriptor {
+    use rbuild_oci::{Descriptor, DiffId, MediaType, Store};
+    let store_dir = rbuild_build::StateDir::new(root).store();
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let store = Store::open(&store_dir).unwrap();
+    let layer = |bytes: Vec<u8>| {
+        let (digest, size) = store.write_blob(&bytes).unwrap();
+        let desc = Descriptor {
+            media_type: MediaType::new(MediaType::OCI_LAYER_TAR),
+            digest: digest.clone(),
+            size,
+            platform: None,
+            annotations: None,
+        };
+        (desc, DiffId(digest))
+    };
+    let (base, base_id) = layer(rbuild_testsupport::busybox_rootfs_tar_bytes().unwrap());
+    let mut manifests = Vec::new();
+    for (arch, uname) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let (top, top_id) = layer(arch_layer(&format!("{uname}\n")));
+        let mut config = rbuild_testsupport::busybox_config(arch, base_id.clone());
+        config.rootfs.diff_ids.push(top_id);
+        config.history.push(rbuild_oci::History {
+            created_by: Some(format!("RUN uname -m > /arch # {arch}")),
+            ..Default::default()
+        });
+        let (desc, _) = store.write_image(&config, vec![base.clone(), top]).unwrap();
+        manifests.push(desc);
+    }
+    let index = rbuild_oci::Index {
+        manifests,
+        ..rbuild_oci::Index::empty()
+    };
+    let (digest, size, _) = store.write_json_blob(&index).unwrap();
+    let desc = Descriptor {
+        media_type: MediaType::new(MediaType::OCI_INDEX),
+        digest,
+        size,
+        platform: None,
+        annotations: None,
+    };
+    store.set_tag(name, &desc).unwrap();
+    desc
+}
+
+/// `/arch` of the `arch` image of `reference`, copied out with `skopeo --override-arch`, and
+/// the architecture its config names.
+fn arch_of_pushed(reference: &str, arch: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let out = skopeo("copy", None)
+        .unwrap()
+        .args(["--override-arch", arch, "--src-tls-verify=false", "-q"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:x", dest.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    let layout: Index =
+        serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &Digest| std::fs::read(dest.join("blobs/sha256").join(d.hex())).unwrap();
+    let manifest: Manifest = serde_json::from_slice(&blob(&layout.manifests[0].digest)).unwrap();
+    let config: Value = serde_json::from_slice(&blob(&manifest.config.digest)).unwrap();
+    let top = manifest.layers.last().unwrap();
+    assert_eq!(
+        top.media_type.as_str(),
+        rbuild_oci::MediaType::OCI_LAYER_GZIP
+    );
+    let bytes = blob(&top.digest);
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let mut text = String::new();
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap() == Path::new("arch") {
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+        }
+    }
+    (text, config["architecture"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn push_of_a_built_index_compresses_each_platform_and_pushes_an_oci_index() {
+    let Some(f) = fixture() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let target = format!("{}/built/multi:1", f.registry.addr());
+    let local = store_built_index(root.path(), &target);
+    let meta = root.path().join("meta.json");
+    let out = rbuild_at(root.path())
+        .args(["push", "--metadata-file"])
+        .arg(&meta)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let raw = raw_manifest(&target);
+    let pushed: Index = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        pushed.media_type.as_ref().map(|m| m.as_str()),
+        Some(rbuild_oci::MediaType::OCI_INDEX)
+    );
+    // Layers go gzip-compressed, so the pushed index is a new one over new manifests.
+    assert_ne!(Digest::sha256_of(&raw), local.digest);
+    let platforms: Vec<String> = pushed
+        .manifests
+        .iter()
+        .map(|d| {
+            let p = d.platform.as_ref().unwrap();
+            format!("{}/{}", p.os, p.architecture)
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(
+        arch_of_pushed(&target, "amd64"),
+        ("x86_64\n".to_string(), "amd64".to_string())
+    );
+    assert_eq!(
+        arch_of_pushed(&target, "arm64"),
+        ("aarch64\n".to_string(), "arm64".to_string())
+    );
+    // The metadata names the pushed index; stdout prints its digest.
+    let doc: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let pushed_digest = Digest::sha256_of(&raw).to_string();
+    assert_eq!(doc["containerimage.digest"], pushed_digest.as_str());
+    assert_eq!(
+        doc["containerimage.descriptor"]["digest"],
+        pushed_digest.as_str()
+    );
+    assert_eq!(stdout(&out).trim(), pushed_digest);
+}
