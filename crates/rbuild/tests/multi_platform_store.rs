@@ -445,3 +445,52 @@ fn push_of_a_built_index_compresses_each_platform_and_pushes_an_oci_index() {
     );
     assert_eq!(stdout(&out).trim(), pushed_digest);
 }
+
+#[test]
+fn import_platform_names_the_platform_in_the_config() {
+    if !rbuild_testsupport::require_root().expect("root check") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let tar = root.path().join("rootfs.tar");
+    rbuild_testsupport::make_busybox_rootfs_tar(&tar).unwrap();
+    for (platform, name, arch, variant) in [
+        ("linux/aarch64", "imp:arm64", "arm64", None),
+        ("linux/arm", "imp:arm", "arm", Some("v7")),
+    ] {
+        let out = rbuild_at(root.path())
+            .arg("import")
+            .arg(&tar)
+            .args([name, "--platform", platform])
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let image = &inspect(root.path(), &[name])[0];
+        assert_eq!(image["Os"], "linux");
+        assert_eq!(image["Architecture"], arch);
+        assert_eq!(image["Variant"].as_str(), variant, "{image}");
+    }
+    let out = rbuild_at(root.path())
+        .args(["images", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let mut platforms: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["Platform"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/arm/v7", "linux/arm64"]);
+    let bad = rbuild_at(root.path())
+        .arg("import")
+        .arg(&tar)
+        .args(["imp:bad", "--platform", "linux/"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
