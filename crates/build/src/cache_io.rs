@@ -69,16 +69,17 @@ pub(crate) fn report_import(remote: Option<&Arc<RemoteCache>>, progress: &dyn Pr
     }
 }
 
-/// The cache keys of `target` and everything it depends on, in definition order (inputs before
-/// their users), taken from the keys the solve computed.
+/// The cache keys of `targets` and everything they depend on, in definition order (inputs
+/// before their users; a vertex several targets share once), taken from the keys the solve
+/// computed.
 fn keys_of(
     graph: &Graph<WorkVertex>,
     ids: &[VertexId],
-    target: VertexId,
+    targets: &[VertexId],
     solved_keys: &HashMap<VertexId, CacheKey>,
 ) -> Result<Vec<(VertexId, CacheKey)>, BuildError> {
     let mut needed = HashSet::new();
-    let mut stack = vec![target];
+    let mut stack = targets.to_vec();
     while let Some(v) = stack.pop() {
         if needed.insert(v) {
             stack.extend(graph.inputs(v).iter().copied());
@@ -105,6 +106,9 @@ pub(crate) struct Solved<'a> {
     pub ids: &'a [VertexId],
     /// The target vertex.
     pub target: VertexId,
+    /// The other platforms' targets of a multi-platform build (empty otherwise): the export
+    /// holds every platform's results.
+    pub platform_targets: &'a [VertexId],
     /// The keys the solve computed.
     pub keys: &'a HashMap<VertexId, CacheKey>,
     /// How the solve derived the keys of content-keyed vertices (`COPY --from`).
@@ -141,7 +145,10 @@ pub(crate) async fn export<F: Future<Output = i32>>(
         return Ok(());
     };
     let worker = solved.solver.executor().clone();
-    let keys = keys_of(solved.graph, solved.ids, solved.target, solved.keys)?;
+    let targets: Vec<VertexId> = std::iter::once(solved.target)
+        .chain(solved.platform_targets.iter().copied())
+        .collect();
+    let keys = keys_of(solved.graph, solved.ids, &targets, solved.keys)?;
     // Every link below the target, in either mode: an importer derives the target's key from
     // them without building the stages a `COPY --from` reads.
     let links: Vec<rbuild_oci::cache::CacheLink> = keys
@@ -158,7 +165,7 @@ pub(crate) async fn export<F: Future<Output = i32>>(
             keys.clone()
         } else {
             keys.iter()
-                .filter(|(v, _)| *v == solved.target)
+                .filter(|(v, _)| targets.contains(v))
                 .cloned()
                 .collect()
         };

@@ -622,6 +622,7 @@ impl Pipeline {
                 graph: &solved.graph,
                 ids: &solved.ids,
                 target: solved.target,
+                platform_targets: &[],
                 keys: &solved.keys,
                 links: &solved.links,
             },

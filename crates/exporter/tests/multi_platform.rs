@@ -209,3 +209,52 @@ fn filesystem_outputs_write_a_directory_per_platform() {
         ]
     );
 }
+
+#[test]
+fn a_cache_export_holds_every_platforms_results() {
+    if !require_root().unwrap() {
+        return;
+    }
+    let e = env();
+    // One record per platform's result, as the build's cache export passes them.
+    let records: Vec<(String, Option<SnapshotId>)> = e
+        .images
+        .iter()
+        .map(|(p, top, _)| (format!("key-{}", p.architecture), Some(top.clone())))
+        .collect();
+    let desc = rbuild_exporter::write_cache_manifest(
+        &e.store,
+        &e.snap,
+        &records,
+        &[],
+        &LayerOptions::default(),
+        "amd64",
+    )
+    .unwrap();
+    let layout = e.dir.path().join("cache");
+    rbuild_exporter::write_cache_layout(&e.store, &desc, &layout, "latest").unwrap();
+    let read =
+        |d: &rbuild_oci::Digest| fs::read(layout.join("blobs/sha256").join(d.hex())).unwrap();
+    let manifest: Manifest = serde_json::from_slice(&read(&desc.digest)).unwrap();
+    let config: rbuild_oci::cache::CacheConfig =
+        serde_json::from_slice(&read(&manifest.config.digest)).unwrap();
+    let keys: Vec<&str> = config.records.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["key-amd64", "key-arm64"]);
+    // Each platform's result has its own layer, in the manifest and in its record's chain.
+    assert_eq!(manifest.layers.len(), 2);
+    assert_eq!(config.records[0].chain, [0]);
+    assert_eq!(config.records[1].chain, [1]);
+    for (record, (_, top, _)) in config.records.iter().zip(&e.images) {
+        let layer = ensure_layer(
+            &e.snap,
+            &e.store,
+            top,
+            &LayerOptions {
+                compression: Compression::None,
+                ..LayerOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.layers[record.chain[0]].diff_id, layer.diff_id);
+    }
+}
