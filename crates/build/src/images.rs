@@ -256,15 +256,19 @@ impl Images {
         names: Vec<String>,
     ) -> Result<ImageSummary, ImageError> {
         let index = read_index(store, &descriptor.digest)?;
-        let children: Vec<&Descriptor> = index
-            .manifests
-            .iter()
-            .filter(|d| d.media_type.is_manifest() && d.platform.is_some())
-            .collect();
-        let platforms = children.iter().filter_map(|d| d.platform.clone()).collect();
+        // Platform images the store holds (an attestation manifest or a platform not pulled
+        // is left out).
+        let mut platforms = Vec::new();
         let mut records = Vec::new();
-        for child in &children {
+        for child in &index.manifests {
+            let Some(platform) = child.platform.as_ref().filter(|p| p.os != "unknown") else {
+                continue;
+            };
+            if !child.media_type.is_manifest() || !store.has_blob(&child.digest) {
+                continue;
+            }
             records.push(store.read_image(&child.digest)?);
+            platforms.push(platform.clone());
         }
         let host = index
             .select(&Platform::host())
