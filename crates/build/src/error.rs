@@ -98,6 +98,10 @@ pub enum BuildError {
     /// The cache export found no cache key for a vertex the target needs (a bug).
     #[error("cache export: the solve computed no key for a needed vertex")]
     MissingCacheKey,
+    /// A docker archive output (`type=docker`, `--load`) of a multi-platform image, refused
+    /// with BuildKit's message before any output is written.
+    #[error("docker exporter does not currently support exporting manifest lists")]
+    DockerManifestList,
     /// A step of the pipeline failed: `context: cause: cause ...`.
     #[error("{context}: {}", chain(&**source))]
     Step {

@@ -210,6 +210,10 @@ pub(crate) struct StoredImage<'a> {
     pub(crate) desc: &'a Descriptor,
     /// The names it was built with (`-t`).
     pub(crate) tags: &'a [String],
+    /// A multi-platform image's platforms with their root filesystems, in the build's order
+    /// (`desc` is then their index); empty for a single-platform build, whose filesystem is
+    /// `top`. With more than one, `type=local` and `type=tar` write a directory per platform.
+    pub(crate) platforms: &'a [rbuild_exporter::PlatformRootfs],
 }
 
 /// Writes the image `desc` (of `top`) to every output (blocking I/O), stopping before the next
@@ -227,7 +231,16 @@ pub(crate) fn write_outputs(
         top,
         desc,
         tags,
+        platforms,
     } = *image;
+    let split = platforms.len() > 1;
+    if desc.media_type.is_index()
+        && outputs
+            .iter()
+            .any(|o| matches!(o.output, Output::Docker { .. }))
+    {
+        return Err(BuildError::DockerManifestList);
+    }
     let mut results = Vec::new();
     for spec in outputs {
         stop_if_canceled(cancel)?;
@@ -251,8 +264,16 @@ pub(crate) fn write_outputs(
                     .and_then(|d| rbuild_exporter::write_docker_archive(store, &d, names, dest));
                 (r, names.to_vec())
             }
+            Output::Local { dest } if split => (
+                rbuild_exporter::write_local_platforms(snapshotter, platforms, dest),
+                Vec::new(),
+            ),
             Output::Local { dest } => (
                 rbuild_exporter::write_local(snapshotter, top, dest),
+                Vec::new(),
+            ),
+            Output::Tar { dest } if split => (
+                rbuild_exporter::write_tar_platforms(snapshotter, platforms, dest),
                 Vec::new(),
             ),
             Output::Tar { dest } => (
@@ -365,5 +386,51 @@ mod tests {
         assert!(!opts.force_compression);
         let none = layer_options(&[], None);
         assert_eq!(none.compression, LayerOptions::default().compression);
+    }
+
+    /// A multi-platform image with a docker archive among the outputs: BuildKit's refusal,
+    /// before any output (the OCI one listed first too) is written.
+    #[test]
+    fn a_docker_output_of_an_index_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let snapshotter = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+        let mut manifests = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let config = ImageConfig {
+                architecture: arch.into(),
+                os: "linux".into(),
+                ..Default::default()
+            };
+            manifests.push(store.write_image(&config, vec![]).unwrap().0);
+        }
+        let index = rbuild_exporter::assemble_index(&store, &manifests).unwrap();
+        let oci = dir.path().join("oci.tar");
+        let docker = dir.path().join("docker.tar");
+        let outputs: Vec<OutputSpec> = [
+            format!("type=oci,dest={}", oci.display()),
+            format!("type=docker,dest={}", docker.display()),
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let image = StoredImage {
+            store: &store,
+            snapshotter: &snapshotter,
+            top: None,
+            desc: &index,
+            tags: &[],
+            platforms: &[],
+        };
+        let err = write_outputs(&image, &outputs, &LayerOptions::default()).unwrap_err();
+        assert!(matches!(err, BuildError::DockerManifestList));
+        assert_eq!(
+            err.to_string(),
+            "docker exporter does not currently support exporting manifest lists"
+        );
+        assert!(!oci.exists() && !docker.exists());
+        // Without the docker output the OCI archive of the index is written.
+        write_outputs(&image, &outputs[..1], &LayerOptions::default()).unwrap();
+        assert!(oci.exists());
     }
 }

@@ -2,10 +2,15 @@
 //! `history` see it: images grouped by manifest with their names, IDs (config digests), creation
 //! time and unpacked size; resolving a name, an ID prefix or a digest; tagging and untagging.
 //! Untagging only drops `index.json` entries: the blobs stay for garbage collection.
+//! A multi-platform image (an index) is one image: its ID is the index digest (as `docker
+//! images` with the containerd store shows it), its size the unpacked size of every platform's
+//! layers (each distinct layer once), it lists its platforms, and queries of one image
+//! ([`Images::resolve_platform`]) pick one platform's manifest.
 
 use crate::StateDir;
 use rbuild_oci::{
-    Compression, Descriptor, Digest, ImageRecord, Store, StoreError, MAX_MANIFEST_BYTES,
+    Compression, Descriptor, Digest, ImageRecord, Index, Platform, Store, StoreError,
+    MAX_MANIFEST_BYTES,
 };
 use rbuild_registry::Reference;
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +43,17 @@ pub enum ImageError {
     /// The garbage collector's lock (held while a dangling image is deleted) failed.
     #[error("locking the root against garbage collection")]
     Gc(#[source] Box<crate::gc::GcError>),
+    /// A multi-platform image has no manifest for the platform asked (or, when none was asked,
+    /// for the host's).
+    #[error("image {name}: no manifest for platform {wanted} (the image has {available}); choose one with --platform")]
+    NoPlatform {
+        /// The image as named.
+        name: String,
+        /// The platform asked for, e.g. `linux/s390x`.
+        wanted: String,
+        /// The platforms the image has, comma-separated.
+        available: String,
+    },
 }
 
 /// One image of the store: a manifest with the names that point at it.
@@ -49,14 +65,34 @@ pub struct ImageSummary {
     pub descriptor: Descriptor,
     /// The manifest and its config.
     pub record: ImageRecord,
-    /// The unpacked size: the sum of the layers' uncompressed tar sizes (see [`layer_size`]).
+    /// The unpacked size: the sum of the layers' uncompressed tar sizes (see [`layer_size`]);
+    /// for an index, of every platform's distinct layers.
     pub size: u64,
+    /// An index's platforms, in its order (empty for a single image manifest).
+    pub platforms: Vec<Platform>,
 }
 
 impl ImageSummary {
-    /// The image ID: the config digest.
+    /// The image ID: the config digest; for a multi-platform image the index digest.
     pub fn id(&self) -> &Digest {
+        if self.descriptor.media_type.is_index() {
+            return &self.descriptor.digest;
+        }
         &self.record.manifest.config.digest
+    }
+
+    /// True when this is a multi-platform image (an index).
+    pub fn is_index(&self) -> bool {
+        self.descriptor.media_type.is_index()
+    }
+
+    /// The image's platforms: an index's, else the config's own (`os/arch[/variant]`).
+    pub fn platform_list(&self) -> Vec<Platform> {
+        if self.is_index() {
+            return self.platforms.clone();
+        }
+        let c = &self.record.config;
+        vec![Platform::new(&c.os, &c.architecture, c.variant.as_deref())]
     }
 
     /// The manifest digest.
@@ -122,6 +158,10 @@ impl Images {
         }
         let mut out = Vec::new();
         for (digest, (descriptor, names)) in by_manifest {
+            if descriptor.media_type.is_index() {
+                out.push(self.index_summary(store, descriptor, names)?);
+                continue;
+            }
             let record = store.read_image(&digest)?;
             let size = self.image_size(store, &record)?;
             out.push(ImageSummary {
@@ -129,6 +169,7 @@ impl Images {
                 descriptor,
                 record,
                 size,
+                platforms: Vec::new(),
             });
         }
         out.sort_by_key(|i| std::cmp::Reverse(i.created_unix()));
@@ -201,6 +242,93 @@ impl Images {
             },
             record,
             size,
+            platforms: Vec::new(),
+        })
+    }
+
+    /// The summary of the stored index `descriptor` named `names`: its record is the host
+    /// platform's manifest (else the first readable one), its size every platform's distinct
+    /// layers.
+    fn index_summary(
+        &self,
+        store: &Store,
+        descriptor: Descriptor,
+        names: Vec<String>,
+    ) -> Result<ImageSummary, ImageError> {
+        let index = read_index(store, &descriptor.digest)?;
+        // Platform images the store holds (an attestation manifest or a platform not pulled
+        // is left out).
+        let mut platforms = Vec::new();
+        let mut records = Vec::new();
+        for child in &index.manifests {
+            let Some(platform) = child.platform.as_ref().filter(|p| p.os != "unknown") else {
+                continue;
+            };
+            if !child.media_type.is_manifest() || !store.has_blob(&child.digest) {
+                continue;
+            }
+            records.push(store.read_image(&child.digest)?);
+            platforms.push(platform.clone());
+        }
+        let host = index
+            .select(&Platform::host())
+            .and_then(|d| records.iter().position(|r| r.manifest_digest == d.digest))
+            .unwrap_or(0);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut size = 0;
+        for layer in records.iter().flat_map(|r| &r.manifest.layers) {
+            if seen.insert(layer.digest.clone()) {
+                size += self.layer_size(layer)?;
+            }
+        }
+        if records.is_empty() {
+            return Err(ImageError::NoSuchImage(descriptor.digest.to_string()));
+        }
+        let record = records.swap_remove(host);
+        Ok(ImageSummary {
+            names,
+            descriptor,
+            record,
+            size,
+            platforms,
+        })
+    }
+
+    /// [`Images::resolve`], then for a multi-platform image the manifest of `platform` (none
+    /// given: the host's), as `inspect --platform` and `history` show one image: the summary of
+    /// that manifest (its descriptor, record and size) under the index's names. A platform the
+    /// index lacks is [`ImageError::NoPlatform`]; a single image is returned as it is.
+    pub fn resolve_platform(
+        &self,
+        reference: &str,
+        platform: Option<&Platform>,
+    ) -> Result<ImageSummary, ImageError> {
+        let image = self.resolve(reference)?;
+        let Some(store) = self.store.as_ref().filter(|_| image.is_index()) else {
+            return Ok(image);
+        };
+        let want = platform.cloned().unwrap_or_else(Platform::host);
+        let index = read_index(store, image.digest())?;
+        let Some(child) = index.select(&want) else {
+            return Err(ImageError::NoPlatform {
+                name: reference.to_string(),
+                wanted: want.to_string(),
+                available: image
+                    .platforms
+                    .iter()
+                    .map(Platform::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let record = store.read_image(&child.digest)?;
+        let size = self.image_size(store, &record)?;
+        Ok(ImageSummary {
+            names: image.names,
+            descriptor: child.clone(),
+            record,
+            size,
+            platforms: Vec::new(),
         })
     }
 
@@ -355,6 +483,15 @@ impl Images {
         }
         Ok(total)
     }
+}
+
+/// The index blob `digest` of `store`.
+fn read_index(store: &Store, digest: &Digest) -> Result<Index, StoreError> {
+    let bytes = store.read_blob(digest)?;
+    serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+        what: format!("index {digest}"),
+        source,
+    })
 }
 
 /// The unpacked size of a layer: the length of its uncompressed tar, which is what docker's

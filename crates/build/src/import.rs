@@ -1,7 +1,8 @@
 //! `docker import`: an image made from a root filesystem tarball (a plain or gzip tar from a
 //! file, a URL or a stream) as one gzip layer, with a config for the host platform whose runtime
 //! settings come from `--change` Dockerfile instructions (read by the Dockerfile frontend), stored
-//! in the local store under a name.
+//! in the local store under a name; `--platform` names another platform in the config (as
+//! `docker import --platform`).
 
 use crate::options::rfc3339;
 use crate::StateDir;
@@ -138,6 +139,8 @@ pub struct ImportRequest {
     pub message: Option<String>,
     /// Creation time in Unix seconds (SOURCE_DATE_EPOCH); None = now.
     pub created: Option<i64>,
+    /// `--platform`: the config's os/architecture/variant (normalised); None = the host's.
+    pub platform: Option<rbuild_oci::Platform>,
 }
 
 /// The imported image.
@@ -228,6 +231,12 @@ pub async fn import_image(
     });
     let created = rfc3339(secs);
     let mut config = change_config(&request.changes, &created)?;
+    if let Some(p) = &request.platform {
+        let p = p.normalized();
+        config.os = p.os;
+        config.architecture = p.architecture;
+        config.variant = p.variant;
+    }
     let source_name = request.source.name();
     let root = state.store();
     let store = crate::error::blocking_with::<_, ImportError>(move || {

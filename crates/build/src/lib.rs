@@ -85,7 +85,10 @@ pub use error::{
 };
 pub use pipeline::{build, build_with_cancel};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
-pub use pull::{pull_image, Pulled, PulledLayer};
+pub use pull::{
+    image_for_platform, pull_image, pull_image_platforms, stored_image_for_platform, Pulled,
+    PulledLayer,
+};
 pub use push::{
     metadata, push_image, push_names, ImageMetadata, MetadataDescriptor, MetadataPlatform,
     PushedImage,

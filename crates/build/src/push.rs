@@ -348,4 +348,29 @@ mod tests {
         assert!(json["containerimage.descriptor"].get("platform").is_none());
         assert!(bare.names().is_empty());
     }
+
+    /// A multi-platform image's document names the index, as buildx's does: its digest and
+    /// descriptor, and no config digest (an index has none).
+    #[test]
+    fn metadata_of_an_index_names_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut manifests = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let config = rbuild_oci::ImageConfig {
+                architecture: arch.into(),
+                os: "linux".into(),
+                ..Default::default()
+            };
+            manifests.push(store.write_image(&config, vec![]).unwrap().0);
+        }
+        let index = rbuild_exporter::assemble_index(&store, &manifests).unwrap();
+        let doc = metadata(&store, &index, &["r/app:1".to_string()]);
+        assert_eq!(doc.digest, index.digest);
+        assert_eq!(doc.descriptor.media_type, MediaType::OCI_INDEX);
+        assert_eq!(doc.descriptor.size, index.size);
+        assert!(doc.descriptor.platform.is_none());
+        assert!(doc.config_digest.is_none());
+        assert_eq!(doc.names(), vec!["r/app:1"]);
+    }
 }

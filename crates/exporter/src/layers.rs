@@ -385,3 +385,21 @@ pub fn assemble_image_annotated(
         annotations,
     )?)
 }
+
+/// Stores an OCI image index over `manifests` (image manifests already in the store, each with
+/// its `platform`; in the order given, which is the order of the build's `--platform` list) and
+/// returns its descriptor: a multi-platform image, tagged and pushed like an image.
+pub fn assemble_index(store: &Store, manifests: &[Descriptor]) -> Result<Descriptor, ExportError> {
+    let index = rbuild_oci::Index {
+        manifests: manifests.to_vec(),
+        ..rbuild_oci::Index::empty()
+    };
+    let (digest, size, _) = store.write_json_blob(&index)?;
+    Ok(Descriptor {
+        media_type: rbuild_oci::MediaType::new(rbuild_oci::MediaType::OCI_INDEX),
+        digest,
+        size,
+        platform: None,
+        annotations: None,
+    })
+}

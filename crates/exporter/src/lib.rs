@@ -2,7 +2,9 @@
 //! in the store, each computed once and remembered on the snapshot), their compressed variants
 //! for pushes and archives (made once, remembered in the store), writing config + manifest into the local
 //! store and tagging them, and the outputs `type=oci` (tar or dir), `type=docker` (a
-//! `docker load` archive) and `type=local` (the final filesystem).
+//! `docker load` archive) and `type=local` (the final filesystem); a multi-platform image is an
+//! index over the platforms' manifests ([`assemble_index`]), written whole into OCI layouts and
+//! as a directory per platform by the filesystem outputs.
 
 mod cache_export;
 mod content;
@@ -14,9 +16,13 @@ mod variants;
 
 pub use cache_export::{write_cache_layout, write_cache_manifest};
 pub use layers::{
-    assemble_image, assemble_image_annotated, ensure_layer, ensure_layers, LayerOptions,
+    assemble_image, assemble_image_annotated, assemble_index, ensure_layer, ensure_layers,
+    LayerOptions,
 };
-pub use outputs::{normalize_tag, write_docker_archive, write_local, write_oci, write_tar};
+pub use outputs::{
+    normalize_tag, write_docker_archive, write_local, write_local_platforms, write_oci, write_tar,
+    write_tar_platforms, PlatformRootfs,
+};
 pub use progress::{LayerAction, LayerProgress, LayerProgressFn, REPORT_EVERY};
 pub use rbuild_oci::Layer;
 pub use variants::{image_variant, layer_variant, DEFAULT_GZIP_LEVEL};
@@ -61,4 +67,7 @@ pub enum ExportError {
     /// The work was canceled through [`LayerOptions::cancel`].
     #[error("canceled")]
     Canceled,
+    /// A docker archive output of a multi-platform image (BuildKit's message).
+    #[error("docker exporter does not currently support exporting manifest lists")]
+    ManifestList,
 }

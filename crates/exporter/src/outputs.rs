@@ -1,8 +1,13 @@
 //! Writing a stored image out: OCI layout (dir or tar), docker archive, local filesystem.
+//! A multi-platform image (an index) goes into an OCI layout whole (`index.json` points at the
+//! image index, as BuildKit writes it); the docker archive refuses it with BuildKit's message
+//! (BuildKit's `docker` exporter, 0.8 and current, refuses manifest lists); the filesystem
+//! outputs write one directory per platform named as buildx names it (`linux_arm64/`).
 
 use crate::ExportError;
 use rbuild_oci::{
-    canonical_json, Descriptor, Digest, Index, Store, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+    canonical_json, Descriptor, Digest, Index, Platform, Store, ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
 };
 use rbuild_registry::Reference;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
@@ -30,16 +35,32 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// The blobs of one image: manifest, config, layers.
+/// The blobs of one image: manifest, config, layers; of an index, the index and each image
+/// manifest's blobs (each blob once).
 fn image_blobs(store: &Store, manifest: &Descriptor) -> Result<Vec<Digest>, ExportError> {
-    let record = store.read_image(&manifest.digest)?;
-    let mut out = vec![
-        manifest.digest.clone(),
-        record.manifest.config.digest.clone(),
-    ];
-    for layer in &record.manifest.layers {
-        if !out.contains(&layer.digest) {
-            out.push(layer.digest.clone());
+    let mut out = Vec::new();
+    let push = |d: &Digest, out: &mut Vec<Digest>| {
+        if !out.contains(d) {
+            out.push(d.clone());
+        }
+    };
+    let children = if manifest.media_type.is_index() {
+        push(&manifest.digest, &mut out);
+        let index: Index = serde_json::from_slice(&store.read_blob(&manifest.digest)?)?;
+        index
+            .manifests
+            .into_iter()
+            .filter(|d| d.media_type.is_manifest())
+            .collect()
+    } else {
+        vec![manifest.clone()]
+    };
+    for child in &children {
+        let record = store.read_image(&child.digest)?;
+        push(&child.digest, &mut out);
+        push(&record.manifest.config.digest, &mut out);
+        for layer in &record.manifest.layers {
+            push(&layer.digest, &mut out);
         }
     }
     Ok(out)
@@ -189,6 +210,9 @@ pub fn write_docker_archive(
     names: &[String],
     dest: &Path,
 ) -> Result<(), ExportError> {
+    if manifest.media_type.is_index() {
+        return Err(ExportError::ManifestList);
+    }
     let names = archive_names(names)?;
     let record = store.read_image(&manifest.digest)?;
     let blobs = image_blobs(store, manifest)?;
@@ -248,6 +272,52 @@ pub fn write_tar(
         .into_inner()
         .map_err(io_err("write", &tmp))?
         .finish()
+}
+
+/// One platform's root filesystem for the per-platform outputs: the platform and its top
+/// snapshot (None: an empty filesystem).
+pub type PlatformRootfs = (Platform, Option<SnapshotId>);
+
+/// `--output type=tar` of a multi-platform build: one tar at `dest` whose top-level directories
+/// are the platforms ([`Platform::dir_name`]: `linux_amd64/`, `linux_arm64/`), each holding
+/// that platform's filesystem, as buildx writes it.
+pub fn write_tar_platforms(
+    snapshotter: &Snapshotter,
+    platforms: &[PlatformRootfs],
+    dest: &Path,
+) -> Result<(), ExportError> {
+    let sink = Sink::open(dest)?;
+    let tmp = sink.path().to_path_buf();
+    let mut builder = tar::Builder::new(sink);
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Complete);
+    for (platform, top) in platforms {
+        let view = snapshotter.view(top.as_ref())?;
+        let dir = PathBuf::from(platform.dir_name());
+        builder
+            .append_dir(&dir, view.path())
+            .map_err(io_err("write", &tmp))?;
+        let mut links = HashMap::new();
+        append_sorted_under(&mut builder, view.path(), Path::new(""), &dir, &mut links)
+            .map_err(io_err("write", &tmp))?;
+    }
+    builder
+        .into_inner()
+        .map_err(io_err("write", &tmp))?
+        .finish()
+}
+
+/// `--output type=local,dest=D` of a multi-platform build: each platform's filesystem in its
+/// own directory `D/<os>_<arch>[_<variant>]` ([`Platform::dir_name`]), as buildx writes it.
+pub fn write_local_platforms(
+    snapshotter: &Snapshotter,
+    platforms: &[PlatformRootfs],
+    dest: &Path,
+) -> Result<(), ExportError> {
+    for (platform, top) in platforms {
+        write_local(snapshotter, top.as_ref(), &dest.join(platform.dir_name()))?;
+    }
+    Ok(())
 }
 
 /// Where an archive output goes: a file, written under a temp name and renamed into place once
@@ -321,12 +391,25 @@ fn append_sorted<W: Write>(
     rel: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> io::Result<()> {
+    append_sorted_under(builder, root, rel, Path::new(""), links)
+}
+
+/// [`append_sorted`] with every entry named below `prefix` in the archive (a platform's
+/// directory).
+fn append_sorted_under<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    prefix: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(root.join(rel))?
         .filter_map(|e| e.ok().map(|e| e.file_name()))
         .collect();
     names.sort();
     for name in names {
         let child = rel.join(&name);
+        let named = prefix.join(&child);
         let full = root.join(&child);
         let meta = fs::symlink_metadata(&full)?;
         if meta.is_file() && meta.nlink() > 1 {
@@ -336,14 +419,14 @@ fn append_sorted<W: Write>(
                 h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_size(0);
-                builder.append_link(&mut h, &child, first)?;
+                builder.append_link(&mut h, &named, first)?;
                 continue;
             }
-            links.insert(key, child.clone());
+            links.insert(key, named.clone());
         }
-        builder.append_path_with_name(&full, &child)?;
+        builder.append_path_with_name(&full, &named)?;
         if meta.is_dir() {
-            append_sorted(builder, root, &child, links)?;
+            append_sorted_under(builder, root, &child, prefix, links)?;
         }
     }
     Ok(())

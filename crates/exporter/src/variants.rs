@@ -9,7 +9,7 @@ use crate::pipe::{cores, parallel_map, pipe};
 use crate::progress::Meter;
 use crate::LayerAction;
 use crate::{ExportError, LayerOptions};
-use rbuild_oci::{Compression, Descriptor, DiffId, Layer, Manifest, MediaType, Store};
+use rbuild_oci::{Compression, Descriptor, DiffId, Index, Layer, Manifest, MediaType, Store};
 use std::io::{self, Read, Write};
 
 /// The gzip level of variants when the output sets no `compression-level`: 1, the fast end
@@ -218,13 +218,18 @@ fn compress_blob(
 /// The image `desc` of `store` with its layers in the compression `opts` asks for: `desc`
 /// itself when every layer already fits, else a new manifest (same config and annotations) over
 /// the variants, written into the store (untagged) and returned. Layers are converted
-/// concurrently, at most `jobs` (0: the cores) at a time. Indexes are returned as they are.
+/// concurrently, at most `jobs` (0: the cores) at a time. An index (a multi-platform image)
+/// gets each image manifest's variant, and a new index over them when any changed (same
+/// platforms, order and annotations); entries that are not image manifests stay as they are.
 pub fn image_variant(
     store: &Store,
     desc: &Descriptor,
     opts: &LayerOptions,
     jobs: usize,
 ) -> Result<Descriptor, ExportError> {
+    if desc.media_type.is_index() {
+        return index_variant(store, desc, opts, jobs);
+    }
     if !desc.media_type.is_manifest() {
         return Ok(desc.clone());
     }
@@ -261,6 +266,39 @@ pub fn image_variant(
         layers: out,
         ..manifest.clone()
     };
+    let (digest, size, _) = store.write_json_blob(&new)?;
+    Ok(Descriptor {
+        digest,
+        size,
+        ..desc.clone()
+    })
+}
+
+/// [`image_variant`] of the index `desc`.
+fn index_variant(
+    store: &Store,
+    desc: &Descriptor,
+    opts: &LayerOptions,
+    jobs: usize,
+) -> Result<Descriptor, ExportError> {
+    let bytes = store.read_blob(&desc.digest)?;
+    let index: Index =
+        serde_json::from_slice(&bytes).map_err(|source| rbuild_oci::StoreError::Json {
+            what: format!("index {}", desc.digest),
+            source,
+        })?;
+    let mut manifests = Vec::with_capacity(index.manifests.len());
+    for child in &index.manifests {
+        manifests.push(if child.media_type.is_manifest() {
+            image_variant(store, child, opts, jobs)?
+        } else {
+            child.clone()
+        });
+    }
+    if manifests == index.manifests {
+        return Ok(desc.clone());
+    }
+    let new = Index { manifests, ..index };
     let (digest, size, _) = store.write_json_blob(&new)?;
     Ok(Descriptor {
         digest,

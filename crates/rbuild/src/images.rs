@@ -1,5 +1,7 @@
 //! `rbuild images`: the store's images as `docker images` shows them (REPOSITORY, TAG, IMAGE ID,
-//! CREATED, SIZE; `-a` for dangling images too, `-q`, `--digests`, `--format table|json`).
+//! CREATED, SIZE; `-a` for dangling images too, `-q`, `--digests`, `--format table|json`). A
+//! multi-platform image is one row (ID: the index digest); `--format json` names every image's
+//! platforms (`Platform`, comma-separated), `--platforms` adds a PLATFORM column to the table.
 
 use crate::errors::Report;
 use crate::table::{go_time, human_size, print, render, report, since};
@@ -24,6 +26,9 @@ pub struct ImagesArgs {
     /// Don't truncate output (full image IDs).
     #[arg(long)]
     pub no_trunc: bool,
+    /// Add a PLATFORM column (a multi-platform image's platforms, comma-separated).
+    #[arg(long)]
+    pub platforms: bool,
     /// Format output: table (default) or json (one JSON object per line).
     #[arg(long, value_name = "table|json")]
     pub format: Option<String>,
@@ -86,6 +91,7 @@ pub fn run(args: &ImagesArgs, store: &StoreArgs) -> Result<(), Report> {
                 "CreatedSince": since(created),
                 "Digest": r.image.digest().to_string(),
                 "ID": id(r.image),
+                "Platform": platforms(r.image),
                 "Repository": r.repository,
                 "SharedSize": "N/A",
                 "Size": human_size(r.image.size),
@@ -98,13 +104,16 @@ pub fn run(args: &ImagesArgs, store: &StoreArgs) -> Result<(), Report> {
         }
         return print(&text);
     }
-    let mut table = vec![header(args.digests)];
+    let mut table = vec![header(args.digests, args.platforms)];
     for r in &rows {
         let mut row = vec![r.repository.clone(), r.tag.clone()];
         if args.digests {
             row.push(r.image.digest().to_string());
         }
         row.push(id(r.image));
+        if args.platforms {
+            row.push(platforms(r.image));
+        }
         row.push(since(r.image.created_unix()));
         row.push(human_size(r.image.size));
         table.push(row);
@@ -112,11 +121,25 @@ pub fn run(args: &ImagesArgs, store: &StoreArgs) -> Result<(), Report> {
     print(&render(&table))
 }
 
-fn header(digests: bool) -> Vec<String> {
+/// An image's platforms, comma-separated (`linux/amd64,linux/arm64/v8`).
+fn platforms(image: &ImageSummary) -> String {
+    image
+        .platform_list()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn header(digests: bool, platforms: bool) -> Vec<String> {
     let mut h = vec!["REPOSITORY", "TAG"];
     if digests {
         h.push("DIGEST");
     }
-    h.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    h.push("IMAGE ID");
+    if platforms {
+        h.push("PLATFORM");
+    }
+    h.extend(["CREATED", "SIZE"]);
     h.into_iter().map(String::from).collect()
 }

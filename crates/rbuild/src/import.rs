@@ -24,11 +24,21 @@ pub struct ImportArgs {
     /// The history comment of the imported layer (default `Imported from SOURCE`).
     #[arg(short = 'm', long = "message")]
     pub message: Option<String>,
+    /// The platform the config names (`linux/arm64`, `linux/arm/v7`; default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// Runs `rbuild import`: the image ID (`sha256:...`) on stdout.
 pub async fn run_import(args: ImportArgs, store: &StoreArgs) -> Result<(), Report> {
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<rbuild_oci::Platform>)
+        .transpose()
+        .map_err(|e| Report::new(format!("error: {e}")).with_code(2))?;
     let request = ImportRequest {
+        platform,
         source: ImportSource::parse(&args.source),
         name: args.name,
         changes: args.changes,

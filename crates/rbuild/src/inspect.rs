@@ -1,5 +1,7 @@
 //! `rbuild inspect` (a JSON array like `docker image inspect`) and `rbuild history` (the
-//! config's history, newest first, like `docker history`).
+//! config's history, newest first, like `docker history`). A multi-platform image shows one
+//! platform's image (`--platform`, else the host's) under the index's ID, digest and descriptor,
+//! as docker with the containerd image store does.
 
 use crate::errors::Report;
 use crate::table::{human_size, print, render, report, since};
@@ -15,6 +17,9 @@ pub struct InspectArgs {
     /// Images: NAME[:TAG], an image ID (prefix) or a manifest digest.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
+    /// Of a multi-platform image, show this platform's image (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// `rbuild history` arguments.
@@ -28,17 +33,44 @@ pub struct HistoryArgs {
     /// Only show image IDs.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Of a multi-platform image, show this platform's history (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+/// `--platform`'s value, read as containerd reads a specifier (a usage error otherwise).
+fn platform_arg(arg: &Option<String>) -> Result<Option<rbuild_oci::Platform>, Report> {
+    arg.as_deref()
+        .map(str::parse::<rbuild_oci::Platform>)
+        .transpose()
+        .map_err(|e| Report::new(format!("error: {e}")).with_code(2))
+}
+
+/// The image `name` names and, for a multi-platform image, its `platform`'s image: the
+/// named image (its ID, names, descriptor) and the image whose config and layers are shown.
+fn resolve_shown(
+    images: &Images,
+    name: &str,
+    platform: Option<&rbuild_oci::Platform>,
+) -> Result<(ImageSummary, ImageSummary), rbuild_build::images::ImageError> {
+    let top = images.resolve(name)?;
+    if !top.is_index() {
+        return Ok((top.clone(), top));
+    }
+    let shown = images.resolve_platform(name, platform)?;
+    Ok((top, shown))
 }
 
 /// Runs `rbuild inspect`: the images found, as one JSON array; a missing one is an error
 /// (exit 1) after the array, as docker.
 pub fn run_inspect(args: &InspectArgs, store: &StoreArgs) -> Result<(), Report> {
+    let platform = platform_arg(&args.platform)?;
     let images = Images::open(&StateDir::new(store.root_dir())).map_err(report)?;
     let mut found = Vec::new();
     let mut failed = None;
     for name in &args.images {
-        match images.resolve(name) {
-            Ok(image) => found.push(inspect_json(&image)),
+        match resolve_shown(&images, name, platform.as_ref()) {
+            Ok((top, shown)) => found.push(inspect_json(&top, &shown)),
             Err(e) => {
                 if let Some(previous) = failed.replace(report(e)) {
                     eprintln!("{previous}");
@@ -56,13 +88,14 @@ pub fn run_inspect(args: &InspectArgs, store: &StoreArgs) -> Result<(), Report> 
     failed.map_or(Ok(()), Err)
 }
 
-/// Docker's `image inspect` object for one image.
-fn inspect_json(image: &ImageSummary) -> Value {
+/// Docker's `image inspect` object for one image: `image` as named (ID, names, digest,
+/// descriptor) showing the config and size of `shown` (itself, or one platform of an index).
+fn inspect_json(image: &ImageSummary, shown: &ImageSummary) -> Value {
     let mut tags = image.names.clone();
     tags.sort();
     let mut repos: Vec<String> = tags.iter().map(|n| split_name(n).0).collect();
     repos.dedup();
-    let config = &image.record.config;
+    let config = &shown.record.config;
     let diff_ids: Vec<String> = config
         .rootfs
         .diff_ids
@@ -84,7 +117,7 @@ fn inspect_json(image: &ImageSummary) -> Value {
         "Config": config.config,
         "Architecture": config.architecture,
         "Os": config.os,
-        "Size": image.size,
+        "Size": shown.size,
         "RootFS": { "Type": "layers", "Layers": diff_ids },
         "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
         "Descriptor": image.descriptor,
@@ -97,17 +130,18 @@ fn inspect_json(image: &ImageSummary) -> Value {
 
 /// Runs `rbuild history IMAGE`.
 pub fn run_history(args: &HistoryArgs, store: &StoreArgs) -> Result<(), Report> {
+    let platform = platform_arg(&args.platform)?;
     let images = Images::open(&StateDir::new(store.root_dir())).map_err(report)?;
-    let image = images.resolve(&args.image).map_err(report)?;
+    let (image, shown) = resolve_shown(&images, &args.image, platform.as_ref()).map_err(report)?;
     let id = if args.no_trunc {
         image.id().to_string()
     } else {
         image.id().hex()[..12].to_string()
     };
     // The layers in order, matched to the history entries that made one.
-    let mut layers = image.record.manifest.layers.iter();
+    let mut layers = shown.record.manifest.layers.iter();
     let mut rows = Vec::new();
-    for entry in &image.record.config.history {
+    for entry in &shown.record.config.history {
         let size = if entry.empty_layer {
             0
         } else {

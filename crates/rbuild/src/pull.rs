@@ -17,6 +17,10 @@ pub struct PullArgs {
     /// Print only the full image name.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// The platform to pull (`linux/arm64`; default: the host's); several, comma-separated,
+    /// are stored as one image index of those platforms.
+    #[arg(long, value_name = "PLATFORM[,PLATFORM]")]
+    pub platform: Option<String>,
 }
 
 /// `rbuild logout` arguments.
@@ -42,7 +46,12 @@ pub async fn run_pull(args: PullArgs, store: &StoreArgs) -> Result<(), Report> {
         crate::table::print(&format!("{what}: Pulling from {}\n", reference.repository))?;
     }
     let state = StateDir::new(store.root_dir());
-    let pulled = rbuild_build::pull_image(&state, &reference, &client)
+    let platforms = match &args.platform {
+        Some(p) => rbuild_oci::parse_platform_list(p)
+            .map_err(|e| Report::new(format!("error: {e}")).with_code(2))?,
+        None => Vec::new(),
+    };
+    let pulled = rbuild_build::pull_image_platforms(&state, &reference, &platforms, &client)
         .await
         .map_err(Report::command)?;
     let mut text = String::new();

@@ -7,7 +7,8 @@
 //! challenges, with credentials from docker's `config.json` (and its credential helpers).
 //! Push: [`RegistryClient::push`] (HEAD-skip, cross-repo mount, monolithic or chunked uploads,
 //! bounded concurrency, retries, manifest bytes as stored). Login: [`save_login`] writes docker's
-//! config.json; [`RegistryClient::check_login`] verifies credentials first.
+//! config.json; [`RegistryClient::check_login`] verifies credentials first. Chosen platforms:
+//! [`RegistryClient::pull_platforms`] (one manifest, or an index of several).
 //! Stalls: a connect timeout and a stall timeout (no bytes for N seconds, never a limit on a whole
 //! transfer), retried like dropped connections, then [`RegistryError::Stalled`]; retries and waits
 //! are reported as [`RegistryNotice`]s to a sink set with [`RegistryClient::with_notices`].
@@ -21,6 +22,7 @@ mod login;
 mod notice;
 mod options;
 mod pull;
+mod pull_platforms;
 mod push;
 mod reference;
 mod status;
@@ -41,5 +43,6 @@ pub use options::{
     TLS_REGISTRIES_ENV,
 };
 pub use pull::{ResolvedImage, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+pub use pull_platforms::PulledPlatforms;
 pub use push::{mount_sources_from_store, source_repositories, PushOptions, PushReport};
 pub use reference::{Reference, DOCKER_HUB};

@@ -234,7 +234,7 @@ impl RegistryClient {
     }
 
     /// GETs a manifest or index by tag or digest; returns the raw bytes, the media type and the digest.
-    async fn fetch_manifest(
+    pub(crate) async fn fetch_manifest(
         &self,
         r: &Reference,
         reference: &str,
@@ -477,6 +477,33 @@ impl RegistryClient {
         tag_as: Option<&str>,
     ) -> Result<ImageRecord, RegistryError> {
         let resolved = self.resolve(r).await?;
+        self.store_resolved(r, store, &resolved).await?;
+        let name = tag_as.map(str::to_string).unwrap_or_else(|| r.to_string());
+        let desc = resolved.descriptor();
+        let store2 = store.clone();
+        let what = format!("pull {r}");
+        tokio::task::spawn_blocking(move || store2.set_tag(&name, &desc))
+            .await
+            .map_err(|e| RegistryError::Task {
+                what: what.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|source| RegistryError::Store { what, source })?;
+        Ok(ImageRecord {
+            manifest_digest: resolved.manifest_digest,
+            manifest: resolved.manifest,
+            config: resolved.config,
+        })
+    }
+
+    /// Downloads the layers of `resolved` (an image of `r`; bounded concurrency, present blobs
+    /// skipped) and stores its config and manifest (bytes as served), without tagging anything.
+    pub async fn store_resolved(
+        &self,
+        r: &Reference,
+        store: &Store,
+        resolved: &ResolvedImage,
+    ) -> Result<(), RegistryError> {
         let sem = Arc::new(tokio::sync::Semaphore::new(
             self.inner.opts.max_concurrent_downloads.max(1),
         ));
@@ -504,31 +531,23 @@ impl RegistryClient {
                 return Err(e);
             }
         }
-        let name = tag_as.map(str::to_string).unwrap_or_else(|| r.to_string());
-        let desc = resolved.descriptor();
         let (store2, rv) = (store.clone(), resolved.clone());
         let what = format!("pull {r}");
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             put_blob(&store2, &rv.config_bytes, &rv.manifest.config.digest)?;
-            put_blob(&store2, &rv.manifest_bytes, &rv.manifest_digest)?;
-            store2.set_tag(&name, &desc)
+            put_blob(&store2, &rv.manifest_bytes, &rv.manifest_digest)
         })
         .await
         .map_err(|e| RegistryError::Task {
             what: what.clone(),
             message: e.to_string(),
         })?
-        .map_err(|source| RegistryError::Store { what, source })?;
-        Ok(ImageRecord {
-            manifest_digest: resolved.manifest_digest,
-            manifest: resolved.manifest,
-            config: resolved.config,
-        })
+        .map_err(|source| RegistryError::Store { what, source })
     }
 }
 
 /// Stores `bytes` as the blob `digest` unless present (blocking).
-fn put_blob(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), StoreError> {
+pub(crate) fn put_blob(store: &Store, bytes: &[u8], digest: &Digest) -> Result<(), StoreError> {
     if store.has_blob(digest) {
         return Ok(());
     }
@@ -590,7 +609,7 @@ fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descript
 }
 
 /// `os/arch` or `os/arch/variant`.
-fn platform_string(p: &Platform) -> String {
+pub(crate) fn platform_string(p: &Platform) -> String {
     p.to_string()
 }
 
