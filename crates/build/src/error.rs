@@ -134,14 +134,6 @@ pub enum BuildError {
         /// The hint.
         hint: String,
     },
-    /// A multi-platform build asked for an export that does not take an image index yet.
-    #[error(
-        "{what} of a multi-platform build is not supported yet (build one --platform at a time)"
-    )]
-    MultiPlatformExport {
-        /// The flag (`--push`, `--output`).
-        what: &'static str,
-    },
     /// A blocking task of the pipeline panicked or was canceled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -9,21 +9,18 @@ use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::eager;
 use crate::error::{blocking, BuildError, DockerfileError, Lines, SolveFailure};
-use crate::export::{
-    export_image, layer_options, stored_options, write_outputs, ImageParts, StoredImage,
-};
+use crate::export::{export_image, layer_options, stored_options, ImageParts};
 use crate::input;
 use crate::loaded::{check_names, load, Loaded};
 use crate::options::{rfc3339, source_date_epoch};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
 use crate::push::ImageMetadata;
-use crate::push::{metadata, push_image};
+use crate::push::metadata;
 use crate::request::{BuildRequest, BuildResult};
 use crate::resolve::resolve_all;
 use crate::spec::{CacheFromSpec, CacheToSpec, Output, OutputSpec, SecretSpec, SshSpec};
 use crate::state::StateDir;
 use crate::vertices::{cached_listing, InternalVertex};
-use rbuild_exporter::image_variant;
 use rbuild_exporter::normalize_tag;
 use rbuild_frontend::{BuildPlan, ConvertOptions};
 use rbuild_llb::Entitlements;
@@ -43,6 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod deliver;
 mod multi;
 
 /// Logs the end of the pipeline phase `phase` begun at `started` (debug level).
@@ -95,7 +93,7 @@ pub async fn build_with_cancel(
         debug_on_fail,
     } = request;
     check_names(&tags, &outputs)?;
-    crate::platforms::check_multi_exports(platforms.len(), push, &outputs)?;
+    crate::platforms::check_multi_exports(platforms.len(), &outputs)?;
     let started = Instant::now();
     let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
     phase_done("load", started);
@@ -569,10 +567,13 @@ impl Pipeline {
         }
         push_names.dedup();
         if plan.platforms.len() > 1 {
-            // Pushes and outputs other than store names were refused before the solve.
             all_names.dedup();
+            let names = multi::Names {
+                all: all_names,
+                push: push_names,
+            };
             return self
-                .finish_multi(plan, solved, parts, all_names, layer_opts, cancel)
+                .finish_multi(plan, solved, parts, names, layer_opts, cancel)
                 .await;
         }
         let architecture = plan.config.architecture.clone();
@@ -622,26 +623,21 @@ impl Pipeline {
         }
         vertex.done();
         phase_done("export", started);
-        let started = Instant::now();
-        let output_results = {
-            let (store, snapshotter) = (self.store.clone(), solved.snapshotter.clone());
-            let top = solved.tops.first().cloned().flatten();
-            let (outputs, desc) = (parts.outputs, desc.clone());
-            let (tags, opts) = (tags.clone(), layer_opts.clone());
-            cancel
-                .detached(move || {
-                    let image = StoredImage {
-                        store: &store,
-                        snapshotter: &snapshotter,
-                        top: top.as_ref(),
-                        desc: &desc,
-                        tags: &tags,
-                    };
-                    write_outputs(&image, &outputs, &opts)
-                })
-                .await?
+        let delivery = deliver::Delivery {
+            desc: desc.clone(),
+            top: solved.tops.first().cloned().flatten(),
+            platforms: Vec::new(),
+            tags: tags.clone(),
         };
-        phase_done("outputs", started);
+        let output_results = self
+            .write_outputs(
+                &solved.snapshotter,
+                &delivery,
+                parts.outputs,
+                &layer_opts,
+                cancel,
+            )
+            .await?;
         self.progress.event(BuildEvent::ImageWritten {
             digest: desc.digest.clone(),
         });
@@ -674,37 +670,12 @@ impl Pipeline {
             self.progress
                 .event(BuildEvent::Named { name: name.clone() });
         }
-        let mut pushed_manifest = None;
-        let pushed = if push_names.is_empty() {
-            None
-        } else {
-            let started = Instant::now();
-            // The pushed manifest names the layers compressed (gzip unless an output asks
-            // otherwise), made now or remembered from an earlier push or export.
-            let distributed = {
-                let (store, desc, opts) = (self.store.clone(), desc.clone(), layer_opts.clone());
-                cancel
-                    .blocking(move || {
-                        image_variant(&store, &desc, &opts, parts.push_jobs)
-                            .map_err(|e| BuildError::step("compressing layers", e))
-                    })
-                    .await?
-            };
-            phase_done("compress", started);
-            let summary = cancel
-                .run(push_image(
-                    &self.store,
-                    &distributed,
-                    &push_names,
-                    parts.push_jobs,
-                    &self.registry,
-                    self.progress.clone(),
-                ))
-                .await?;
-            phase_done("push", started);
-            pushed_manifest = Some(distributed);
-            self.progress.event(BuildEvent::Pushed(summary.clone()));
-            Some(summary)
+        let (pushed, pushed_manifest) = match self
+            .push(&desc, &push_names, parts.push_jobs, &layer_opts, cancel)
+            .await?
+        {
+            Some((summary, distributed)) => (Some(summary), Some(distributed)),
+            None => (None, None),
         };
         all_names.dedup();
         // As buildx reports it: the manifest as distributed (pushed, else the first archive

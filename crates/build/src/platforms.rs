@@ -72,30 +72,19 @@ pub(crate) fn export_index(
     Ok((desc, out))
 }
 
-/// Refuses what a multi-platform build cannot do yet: pushing it and writing it to
-/// `--output`s (until the consumers of a stored index exist).
+/// Refuses, before anything runs, what a multi-platform build cannot give: a `type=docker`
+/// output (or `--load`), as BuildKit's docker exporter refuses manifest lists.
 pub(crate) fn check_multi_exports(
     platforms: usize,
-    push: bool,
     outputs: &[crate::spec::OutputSpec],
 ) -> Result<(), BuildError> {
-    if platforms <= 1 {
-        return Ok(());
-    }
-    let what = if push {
-        Some("--push")
-    } else if outputs
+    let docker = outputs
         .iter()
-        .any(|o| !matches!(o.output, crate::spec::Output::Image { push: false, .. }))
-    {
-        Some("--output")
-    } else {
-        None
-    };
-    match what {
-        Some(what) => Err(BuildError::MultiPlatformExport { what }),
-        None => Ok(()),
+        .any(|o| matches!(o.output, crate::spec::Output::Docker { .. }));
+    if platforms > 1 && docker {
+        return Err(BuildError::DockerManifestList);
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -103,13 +92,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn multi_platform_pushes_and_outputs_are_refused_for_now() {
-        assert!(check_multi_exports(1, true, &[]).is_ok());
-        assert!(check_multi_exports(2, false, &[]).is_ok());
-        let err = check_multi_exports(2, true, &[]).unwrap_err();
-        assert!(err.to_string().contains("--push"), "{err}");
-        let local: crate::spec::OutputSpec = "type=local,dest=/tmp/x".parse().expect("spec");
-        let err = check_multi_exports(2, false, &[local]).unwrap_err();
-        assert!(err.to_string().contains("--output"), "{err}");
+    fn only_docker_outputs_of_several_platforms_are_refused() {
+        let spec = |s: &str| -> crate::spec::OutputSpec { s.parse().expect("spec") };
+        let docker = spec("type=docker,dest=/tmp/x.tar");
+        assert!(check_multi_exports(1, std::slice::from_ref(&docker)).is_ok());
+        let local = spec("type=local,dest=/tmp/x");
+        assert!(check_multi_exports(2, &[local]).is_ok());
+        let err = check_multi_exports(2, &[docker]).unwrap_err();
+        assert!(matches!(err, BuildError::DockerManifestList), "{err}");
     }
 }

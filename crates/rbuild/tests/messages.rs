@@ -111,15 +111,14 @@ fn platform_flag_errors() {
         2,
     );
     snapshot(
-        "platform_multi_push",
+        "platform_multi_docker_output",
         &rbuild_build(
             ctx.path(),
             &[
                 "--platform",
                 "linux/amd64,linux/arm64",
-                "-t",
-                "x:1",
-                "--push",
+                "--output",
+                "type=docker,dest=/nonexistent/x.tar",
             ],
         ),
         1,

@@ -60,6 +60,7 @@ impl RegistryClient {
                     .unwrap_or_else(Platform::linux_amd64);
                 if want.rank(&got).is_none() {
                     return Err(RegistryError::NoMatchingPlatform {
+                        index: resolved.manifest_digest.clone(),
                         reference: what.clone(),
                         platform: platform_string(want),
                         available: platform_string(&got),

@@ -1,7 +1,9 @@
 //! The end of a multi-platform build: every platform's image and the image index into the
-//! store (named with the build's names), the cache of every platform's result, the result
+//! store (named with the build's names), the outputs (a directory per platform for
+//! `local`/`tar`), the cache of every platform's result, the push of the index, and the result
 //! with the index and each platform's manifest.
 
+use super::deliver::Delivery;
 use super::{phase_done, stop_eager, FinishParts, Pipeline, SolveOutcome};
 use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
@@ -10,8 +12,7 @@ use crate::export::ImageParts;
 use crate::platforms::export_index;
 use crate::progress::BuildEvent;
 use crate::push::metadata;
-use crate::request::{BuildResult, OutputResult, PlatformManifest};
-use crate::spec::Output;
+use crate::request::{BuildResult, PlatformManifest};
 use crate::vertices::InternalVertex;
 use rbuild_exporter::{normalize_tag, LayerOptions};
 use rbuild_frontend::BuildPlan;
@@ -19,6 +20,14 @@ use rbuild_registry::Reference;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// The names a multi-platform build gives its index.
+pub(super) struct Names {
+    /// Every store name (`-t` and `type=image,name=`).
+    pub(super) all: Vec<String>,
+    /// The names to push to.
+    pub(super) push: Vec<String>,
+}
 
 impl Pipeline {
     /// Exports each platform's image and the index of them, names the index, exports the
@@ -28,10 +37,11 @@ impl Pipeline {
         plan: BuildPlan,
         mut solved: SolveOutcome,
         parts: FinishParts,
-        names: Vec<String>,
+        names: Names,
         layer_opts: LayerOptions,
         cancel: &mut Cancel<F>,
     ) -> Result<BuildResult, BuildError> {
+        let Names { all: names, push } = names;
         let started = Instant::now();
         let vertex = InternalVertex::start(&self.progress.solver_sink(), "exporting to image");
         let images: Vec<_> = (plan.platforms.iter())
@@ -77,6 +87,24 @@ impl Pipeline {
         }
         vertex.done();
         phase_done("export", started);
+        let delivery = Delivery {
+            desc: index.clone(),
+            top: solved.tops.first().cloned().flatten(),
+            platforms: (plan.platforms.iter())
+                .zip(&solved.tops)
+                .map(|(p, top)| (p.platform.clone(), top.clone()))
+                .collect(),
+            tags: parts.tags.iter().map(|t| normalize_tag(t)).collect(),
+        };
+        let outputs = self
+            .write_outputs(
+                &solved.snapshotter,
+                &delivery,
+                parts.outputs,
+                &layer_opts,
+                cancel,
+            )
+            .await?;
         self.progress.event(BuildEvent::ImageWritten {
             digest: index.digest.clone(),
         });
@@ -111,22 +139,16 @@ impl Pipeline {
                 name: normalize_tag(name),
             });
         }
-        // Only store names reach here (other outputs were refused before the solve).
-        let outputs = (parts.outputs.into_iter())
-            .map(|o| {
-                let names = match &o.output {
-                    Output::Image { names, .. } => names.iter().map(|n| normalize_tag(n)).collect(),
-                    _ => Vec::new(),
-                };
-                OutputResult {
-                    output: o.output,
-                    names,
-                    manifest: None,
-                }
-            })
-            .collect();
+        let pushed = self
+            .push(&index, &push, parts.push_jobs, &layer_opts, cancel)
+            .await?;
+        // As buildx reports it: the index as pushed, else the first archive output's, else the
+        // store's own.
+        let reported = (pushed.as_ref().map(|(_, d)| d.clone()))
+            .or_else(|| outputs.iter().find_map(|o| o.manifest.clone()))
+            .unwrap_or_else(|| index.clone());
         let metadata = {
-            let (store, desc, names) = (self.store.clone(), index.clone(), names.clone());
+            let (store, desc, names) = (self.store.clone(), reported, names.clone());
             blocking(move || Ok(metadata(&store, &desc, &names))).await?
         };
         let config_digest = images
@@ -147,7 +169,7 @@ impl Pipeline {
             manifests,
             names,
             outputs,
-            pushed: None,
+            pushed: pushed.map(|(summary, _)| summary),
             metadata,
             executed: self.executed.load(Ordering::Relaxed),
         })
