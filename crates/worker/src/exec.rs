@@ -90,6 +90,7 @@ impl Worker {
                 extra_mounts: prepared.mounts.clone(),
                 hosts_file: None,
                 resolv_conf: None,
+                emulator: None,
             };
             let mut tail: VecDeque<String> = VecDeque::new();
             let mut on_output = |stream: OutputStream, line: &[u8]| {
