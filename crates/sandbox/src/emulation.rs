@@ -63,15 +63,69 @@ struct Arch {
 
 /// The architectures rbuild emulates (qemu's `linux-user` targets Debian ships as `-static`).
 const ARCHES: &[Arch] = &[
-    Arch { oci: "amd64", qemu: "x86_64", class: 2, big_endian: false, machine: 62 },
-    Arch { oci: "386", qemu: "i386", class: 1, big_endian: false, machine: 3 },
-    Arch { oci: "arm64", qemu: "aarch64", class: 2, big_endian: false, machine: 183 },
-    Arch { oci: "arm", qemu: "arm", class: 1, big_endian: false, machine: 40 },
-    Arch { oci: "ppc64le", qemu: "ppc64le", class: 2, big_endian: false, machine: 21 },
-    Arch { oci: "s390x", qemu: "s390x", class: 2, big_endian: true, machine: 22 },
-    Arch { oci: "riscv64", qemu: "riscv64", class: 2, big_endian: false, machine: 243 },
-    Arch { oci: "mips64le", qemu: "mips64el", class: 2, big_endian: false, machine: 8 },
-    Arch { oci: "loong64", qemu: "loongarch64", class: 2, big_endian: false, machine: 258 },
+    Arch {
+        oci: "amd64",
+        qemu: "x86_64",
+        class: 2,
+        big_endian: false,
+        machine: 62,
+    },
+    Arch {
+        oci: "386",
+        qemu: "i386",
+        class: 1,
+        big_endian: false,
+        machine: 3,
+    },
+    Arch {
+        oci: "arm64",
+        qemu: "aarch64",
+        class: 2,
+        big_endian: false,
+        machine: 183,
+    },
+    Arch {
+        oci: "arm",
+        qemu: "arm",
+        class: 1,
+        big_endian: false,
+        machine: 40,
+    },
+    Arch {
+        oci: "ppc64le",
+        qemu: "ppc64le",
+        class: 2,
+        big_endian: false,
+        machine: 21,
+    },
+    Arch {
+        oci: "s390x",
+        qemu: "s390x",
+        class: 2,
+        big_endian: true,
+        machine: 22,
+    },
+    Arch {
+        oci: "riscv64",
+        qemu: "riscv64",
+        class: 2,
+        big_endian: false,
+        machine: 243,
+    },
+    Arch {
+        oci: "mips64le",
+        qemu: "mips64el",
+        class: 2,
+        big_endian: false,
+        machine: 8,
+    },
+    Arch {
+        oci: "loong64",
+        qemu: "loongarch64",
+        class: 2,
+        big_endian: false,
+        machine: 258,
+    },
 ];
 
 impl Arch {
@@ -115,13 +169,16 @@ impl Emulator {
     /// The emulator of `oci_arch` (`arm64`, `arm`, `ppc64le`, `s390x`, `riscv64`, `386`, ...):
     /// `qemu-<arch>-static` from the first of `dirs` that has it. `platform` (e.g.
     /// `linux/arm64`) only names the target in the error.
-    pub fn find(platform: &str, oci_arch: &str, dirs: &[PathBuf]) -> Result<Emulator, SandboxError> {
-        let arch = ARCHES
-            .iter()
-            .find(|a| a.oci == oci_arch)
-            .ok_or_else(|| SandboxError::UnsupportedPlatform {
+    pub fn find(
+        platform: &str,
+        oci_arch: &str,
+        dirs: &[PathBuf],
+    ) -> Result<Emulator, SandboxError> {
+        let arch = ARCHES.iter().find(|a| a.oci == oci_arch).ok_or_else(|| {
+            SandboxError::UnsupportedPlatform {
                 platform: platform.to_string(),
-            })?;
+            }
+        })?;
         let binary = format!("qemu-{}-static", arch.qemu);
         let interpreter = dirs
             .iter()
@@ -161,8 +218,7 @@ impl Emulator {
         if !plain(&self.name) || self.name == "." || self.name == ".." {
             return Err(format!("invalid emulator name {:?}", self.name));
         }
-        if self.magic.is_empty() || self.magic.len() != self.mask.len() || self.magic.len() > 128
-        {
+        if self.magic.is_empty() || self.magic.len() != self.mask.len() || self.magic.len() > 128 {
             return Err("emulator magic and mask must have the same length (1..=128)".into());
         }
         if !self.interpreter.is_absolute() {
@@ -233,11 +289,16 @@ pub(crate) fn register_on_host(emu: &Emulator) -> Result<String, SandboxError> {
 
 /// The name of an enabled host handler with the emulator's magic and mask, if any.
 fn existing_handler(dir: &Path, emu: &Emulator) -> Option<String> {
-    let hex = |b: &[u8]| b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    });
-    let (magic, mask) = (format!("magic {}", hex(&emu.magic)), format!("mask {}", hex(&emu.mask)));
+    let hex = |b: &[u8]| {
+        b.iter().fold(String::new(), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+    };
+    let (magic, mask) = (
+        format!("magic {}", hex(&emu.magic)),
+        format!("mask {}", hex(&emu.mask)),
+    );
     std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
         let name = e.file_name().to_string_lossy().into_owned();
         if name == "register" || name == "status" {
@@ -333,7 +394,11 @@ pub(crate) fn enter(emu: &Emulator, side: ChildSide) -> Result<(), Failure> {
         match nix::unistd::read(&side.ack, &mut b) {
             Ok(1) => break,
             Err(nix::errno::Errno::EINTR) => continue,
-            _ => return Err(Failure::setup("the sandbox helper did not map the user namespace")),
+            _ => {
+                return Err(Failure::setup(
+                    "the sandbox helper did not map the user namespace",
+                ))
+            }
         }
     }
     drop(side.ack);
@@ -413,7 +478,10 @@ mod tests {
             "no emulator for linux/arm64: install qemu-user-static (qemu-aarch64-static not found)"
         );
         let err = Emulator::find("linux/wasm", "wasm", &[]).unwrap_err();
-        assert!(err.to_string().starts_with("no emulator for linux/wasm"), "{err}");
+        assert!(
+            err.to_string().starts_with("no emulator for linux/wasm"),
+            "{err}"
+        );
         // Found when present and executable.
         let bin = dir.path().join("qemu-aarch64-static");
         std::fs::write(&bin, b"").unwrap();
@@ -421,7 +489,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let e = Emulator::find("linux/arm64", "arm64", &[dir.path().to_path_buf()]).unwrap();
-        assert_eq!((e.name.as_str(), e.interpreter.as_path()), ("qemu-aarch64", bin.as_path()));
+        assert_eq!(
+            (e.name.as_str(), e.interpreter.as_path()),
+            ("qemu-aarch64", bin.as_path())
+        );
     }
 
     #[test]

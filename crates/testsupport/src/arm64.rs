@@ -35,9 +35,9 @@ fn find_deb(dir: &Path) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with("busybox-static_") && n.ends_with("_arm64.deb")
-            })
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("busybox-static_") && n.ends_with("_arm64.deb"))
         })
         .collect();
     debs.sort();
@@ -132,7 +132,8 @@ pub fn arm64_busybox_rootfs_tar_bytes() -> Result<Option<Vec<u8>>, TestError> {
     let binary = arm64_busybox_binary(&deb)?;
     let list = match qemu_aarch64() {
         Some(qemu) => {
-            let tmp = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+            let tmp =
+                tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
             let bb = tmp.path().join("busybox");
             fs::write(&bb, &binary).map_err(io_err("write", &bb))?;
             use std::os::unix::fs::PermissionsExt;

@@ -20,12 +20,12 @@ mod tls;
 mod token;
 mod watchdog;
 
-pub use busybox::{
-    busybox_config, busybox_rootfs_tar_bytes, make_busybox_rootfs_tar, BUSYBOX_PATH,
-};
 pub use arm64::{
     arm64_busybox_binary, arm64_busybox_deb, arm64_busybox_rootfs_tar_bytes, qemu_aarch64,
     ARM64_DEB_DIR_ENV, DEFAULT_DEB_DIR,
+};
+pub use busybox::{
+    busybox_config, busybox_rootfs_tar_bytes, make_busybox_rootfs_tar, BUSYBOX_PATH,
 };
 pub use layout::{
     make_arm64_busybox_layout, make_busybox_index_layout, make_busybox_layout,
@@ -34,8 +34,7 @@ pub use layout::{
 pub use proxy::{BlackHole, Fault, FaultProxy, FaultRule, LoggedRequest};
 pub use push::{
     push_layout, push_layout_with_creds, registry_with_busybox, registry_with_multiarch_busybox,
-    skopeo, skopeo_digest,
-    EmptyAuthFile, Skopeo,
+    skopeo, skopeo_digest, EmptyAuthFile, Skopeo,
 };
 pub use refused::RefusedPort;
 pub use registry::{RegistryOptions, TestRegistry};

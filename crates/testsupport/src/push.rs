@@ -127,8 +127,8 @@ pub fn registry_with_busybox() -> Result<(TestRegistry, String), TestError> {
 /// linux/arm64, see [`make_busybox_multiarch_layout`]) as `ADDR/busybox:multiarch`; returns
 /// the registry, the reference and the index digest. `None` (skipped loudly) without the arm64
 /// package, unless the environment requires it.
-pub fn registry_with_multiarch_busybox(
-) -> Result<Option<(TestRegistry, String, Digest)>, TestError> {
+pub fn registry_with_multiarch_busybox() -> Result<Option<(TestRegistry, String, Digest)>, TestError>
+{
     let tmp = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
     let layout = tmp.path().join("layout");
     let Some(digest) = make_busybox_multiarch_layout(&layout)? else {

@@ -31,7 +31,8 @@ fn arm64_rootfs(c: &Ctx) -> Result<Option<PathBuf>, String> {
     if dir.join("bin/busybox").exists() {
         return Ok(Some(dir));
     }
-    let Some(tar) = rbuild_testsupport::arm64_busybox_rootfs_tar_bytes().map_err(|e| e.to_string())?
+    let Some(tar) =
+        rbuild_testsupport::arm64_busybox_rootfs_tar_bytes().map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
@@ -77,14 +78,23 @@ pub fn emulated_arm64_runs(c: &Ctx) -> TestResult {
     let before = host_binfmt();
     // uname -m, child processes (execve of foreign binaries from a foreign shell), a pipe,
     // argv[0] preserved (busybox dispatches on it), writes land in the upper dir.
-    let script = "uname -m; sh -c 'echo child $(uname -m)' | cat; (ls /bin/ls >/dev/null && echo ls-ok); \
+    let script =
+        "uname -m; sh -c 'echo child $(uname -m)' | cat; (ls /bin/ls >/dev/null && echo ls-ok); \
                   uname -m > /arch; cat /proc/sys/fs/binfmt_misc/qemu-aarch64 | head -3; echo $$";
     let (spec, upper) = arm64_spec(c, &rootfs, &["sh", "-c", script])?;
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     ok_out(&o)?;
     let lines: Vec<&str> = o.stdout.lines().collect();
-    check!(lines.first() == Some(&"aarch64"), "uname -m: {:?}", o.stdout);
-    check!(lines.get(1) == Some(&"child aarch64"), "child: {:?}", o.stdout);
+    check!(
+        lines.first() == Some(&"aarch64"),
+        "uname -m: {:?}",
+        o.stdout
+    );
+    check!(
+        lines.get(1) == Some(&"child aarch64"),
+        "child: {:?}",
+        o.stdout
+    );
     check!(lines.get(2) == Some(&"ls-ok"), "ls: {:?}", o.stdout);
     check!(
         lines.get(3) == Some(&"enabled") && lines.get(5) == Some(&"flags: POCF"),
@@ -96,6 +106,21 @@ pub fn emulated_arm64_runs(c: &Ctx) -> TestResult {
         fs::read_to_string(upper.join("arch")).ok().as_deref() == Some("aarch64\n"),
         "/arch not in the upper dir"
     );
+    // The other network modes: only loopback, and the private namespace with slirp4netns.
+    for network in [
+        rbuild_sandbox::Network::None,
+        rbuild_sandbox::Network::Private,
+    ] {
+        let (mut spec, _) = arm64_spec(c, &rootfs, &["sh", "-c", "uname -m; hostname"])?;
+        spec.network = network;
+        let o = c.run(&spec).map_err(|e| e.to_string())?;
+        ok_out(&o)?;
+        check!(
+            o.stdout == "aarch64\nbuildkitsandbox\n",
+            "{network:?}: {:?}",
+            o.stdout
+        );
+    }
     check!(
         host_binfmt() == before,
         "the host's binfmt_misc changed: {before:?} -> {:?}",
@@ -140,14 +165,22 @@ pub fn emulated_run_stays_confined(c: &Ctx) -> TestResult {
         "nodev",
         "0:0",
     ] {
-        check!(o.stdout.contains(want), "missing {want:?} in {:?}", o.stdout);
+        check!(
+            o.stdout.contains(want),
+            "missing {want:?} in {:?}",
+            o.stdout
+        );
     }
     // As another user, through USER.
     let (mut spec, _) = arm64_spec(c, &rootfs, &["sh", "-c", "id -u; id -g; uname -m"])?;
     spec.user = "app".into();
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     ok_out(&o)?;
-    check!(o.stdout == "1000\n1000\naarch64\n", "as app: {:?}", o.stdout);
+    check!(
+        o.stdout == "1000\n1000\naarch64\n",
+        "as app: {:?}",
+        o.stdout
+    );
     check!(host_binfmt() == before, "the host's binfmt_misc changed");
     Ok(())
 }
@@ -162,7 +195,12 @@ pub fn missing_emulator(c: &Ctx) -> TestResult {
     spec.emulator = None;
     match c.run(&spec) {
         Err(SandboxError::Exec(m)) => check!(m.contains("exec format error"), "{m}"),
-        other => return Err(format!("native run of an arm64 binary: {:?}", other.map(|o| o.status))),
+        other => {
+            return Err(format!(
+                "native run of an arm64 binary: {:?}",
+                other.map(|o| o.status)
+            ))
+        }
     }
     let empty = c.tmp.path().join("no-qemu-here");
     fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
@@ -193,7 +231,10 @@ pub fn parallel_emulated_runs(c: &Ctx) -> TestResult {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err("panicked".into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err("panicked".into())))
+            .collect()
     });
     for (i, r) in results.into_iter().enumerate() {
         let out = r?;
