@@ -496,6 +496,37 @@ mod tests {
     }
 
     #[test]
+    fn host_handlers_of_the_same_magic_are_reused() {
+        let a = ARCHES.iter().find(|a| a.oci == "arm64").unwrap();
+        let (magic, mask) = a.magic_and_mask();
+        let emu = Emulator {
+            name: "qemu-aarch64".into(),
+            interpreter: PathBuf::from("/usr/bin/qemu-aarch64-static"),
+            magic,
+            mask,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("register"), "").unwrap();
+        std::fs::write(dir.path().join("status"), "enabled\n").unwrap();
+        assert_eq!(existing_handler(dir.path(), &emu), None);
+        // As the kernel prints an entry (Debian's registration of the same magic and mask).
+        let entry = "interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\n\
+                     magic 7f454c460201010000000000000000000200b700\n\
+                     mask ffffffffffffff00fffffffffffffffffeffffff\n";
+        std::fs::write(
+            dir.path().join("qemu-aarch64"),
+            format!("disabled\n{entry}"),
+        )
+        .unwrap();
+        assert_eq!(existing_handler(dir.path(), &emu), None);
+        std::fs::write(dir.path().join("qemu-aarch64"), format!("enabled\n{entry}")).unwrap();
+        assert_eq!(
+            existing_handler(dir.path(), &emu).as_deref(),
+            Some("qemu-aarch64")
+        );
+    }
+
+    #[test]
     fn kernel_versions() {
         assert!(kernel_at_least("6.18.44-fc-v657", 6, 7));
         assert!(kernel_at_least("6.7.0", 6, 7));
