@@ -236,12 +236,16 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// True when this kernel gives each user namespace its own binfmt_misc instance (Linux 6.7).
+/// True when this kernel gives each user namespace its own binfmt_misc instance (Linux 6.7)
+/// and has binfmt_misc (its mount point exists in `/proc`). Checked once per process.
 pub fn per_user_namespace_binfmt() -> bool {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    kernel_at_least(&release, 6, 7)
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        kernel_at_least(&release, 6, 7) && Path::new(BINFMT_DIR).is_dir()
+    })
 }
 
 fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
