@@ -147,7 +147,9 @@ pub fn emulated_run_stays_confined(c: &Ctx) -> TestResult {
                   umount /proc/sys/fs/binfmt_misc 2>/dev/null || echo umount-denied; \
                   test ! -s /proc/kcore && echo kcore-masked; \
                   head -c1 /lowerdev 2>/dev/null || echo nodev; \
-                  stat -c %u:%g /etc/passwd";
+                  stat -c %u:%g /etc/passwd; \
+                  mknod /tmp/node c 1 3 2>/dev/null || echo mknod-denied; \
+                  chown 1000:1000 /tmp && stat -c chown-%u /tmp";
     let (spec, _) = arm64_spec(c, &rootfs, &["sh", "-c", script])?;
     let o = c.run(&spec).map_err(|e| e.to_string())?;
     ok_out(&o)?;
@@ -164,6 +166,9 @@ pub fn emulated_run_stays_confined(c: &Ctx) -> TestResult {
         "kcore-masked",
         "nodev",
         "0:0",
+        // The trade-off of the user namespace: no device nodes; chown works (identity map).
+        "mknod-denied",
+        "chown-1000",
     ] {
         check!(
             o.stdout.contains(want),
