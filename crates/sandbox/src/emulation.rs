@@ -8,7 +8,7 @@
 //!   `/usr/bin` (or only in the directories it is given, for tests) and fails with
 //!   [`SandboxError::NoEmulator`], naming the package, when it is missing;
 //! * inside the sandbox (Linux >= 6.7), pid 1 moves into a user namespace of its own with the
-//!   identity mapping of the whole id range (written by the helper, which stays outside) and a
+//!   identity mapping of every id (written by the helper, which stays outside) and a
 //!   mount namespace owned by it, mounts a private binfmt_misc instance on
 //!   `/proc/sys/fs/binfmt_misc`, registers only this emulator with the flags `POCF` (as
 //!   tonistiigi/binfmt, which BuildKit's docs point to: preserve argv[0], credentials and
@@ -361,11 +361,24 @@ pub(crate) fn prepare(emu: &Emulator) -> Result<(ChildSide, HelperSide), Failure
     ))
 }
 
-/// The whole id range, mapped to itself.
-const IDENTITY_MAP: &str = "0 0 4294967295\n";
+/// The identity map of every id the helper's own namespace has, from its `uid_map` or
+/// `gid_map` text: in the initial namespace `0 0 4294967295` (the whole range); inside a
+/// container that maps fewer ids, the same ranges, each to itself.
+fn identity_of(own_map: &str) -> String {
+    own_map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [inside, _, count] => Some(format!("{inside} {inside} {count}\n")),
+                _ => None,
+            }
+        })
+        .collect()
+}
 
 /// In the helper: waits for pid 1 to have its user namespace, then writes its id maps (the
-/// identity of the whole range: root stays root, every file keeps its owner) and acknowledges.
+/// identity of every id: root stays root, every file keeps its owner) and acknowledges.
 /// If the child ended first, returns Ok and lets its own failure report stand.
 pub(crate) fn map_child(side: HelperSide, child: nix::unistd::Pid) -> Result<(), Failure> {
     let mut b = [0u8; 1];
@@ -377,8 +390,10 @@ pub(crate) fn map_child(side: HelperSide, child: nix::unistd::Pid) -> Result<(),
         }
     }
     for file in ["uid_map", "gid_map"] {
+        let own = std::fs::read_to_string(format!("/proc/self/{file}"))
+            .map_err(step(format!("read /proc/self/{file}")))?;
         let path = format!("/proc/{}/{file}", child.as_raw());
-        std::fs::write(&path, IDENTITY_MAP).map_err(step(format!("write {path}")))?;
+        std::fs::write(&path, identity_of(&own)).map_err(step(format!("write {path}")))?;
     }
     nix::unistd::write(&side.ack, b"m").map_err(step("acknowledge the id maps"))?;
     Ok(())
@@ -528,6 +543,20 @@ mod tests {
             existing_handler(dir.path(), &emu).as_deref(),
             Some("qemu-aarch64")
         );
+    }
+
+    #[test]
+    fn id_maps_are_the_identity_of_the_helpers_own() {
+        assert_eq!(
+            identity_of("         0          0 4294967295\n"),
+            "0 0 4294967295\n"
+        );
+        // A container mapping 0-65535 to 100000-165535, and 1000 more ids elsewhere.
+        assert_eq!(
+            identity_of("0 100000 65536\n70000 300000 1000\n"),
+            "0 0 65536\n70000 70000 1000\n"
+        );
+        assert_eq!(identity_of(""), "");
     }
 
     #[test]
