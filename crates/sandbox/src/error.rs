@@ -39,6 +39,20 @@ pub enum SandboxError {
     /// The private network needs slirp4netns, which is not installed.
     #[error("the default network needs slirp4netns, which was not found: install Debian's `slirp4netns` package (apt-get install slirp4netns), or build with --network=none or --network=host")]
     NetworkHelperMissing,
+    /// A run for a foreign platform needs an emulator that is not installed.
+    #[error("no emulator for {platform}: install qemu-user-static ({binary} not found)")]
+    NoEmulator {
+        /// The target platform, e.g. `linux/arm64`.
+        platform: String,
+        /// The emulator looked for, e.g. `qemu-aarch64-static`.
+        binary: String,
+    },
+    /// A run for a platform whose architecture rbuild cannot emulate.
+    #[error("no emulator for {platform}: qemu-user-static does not emulate this architecture")]
+    UnsupportedPlatform {
+        /// The target platform.
+        platform: String,
+    },
     /// The helper ended without reporting a status (crashed or was killed).
     #[error("sandbox helper ended without reporting a status ({0})")]
     HelperDied(String),

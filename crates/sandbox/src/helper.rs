@@ -5,7 +5,7 @@ use crate::cgroup::{self, RunCgroup};
 use crate::mounts::{self, Generated};
 use crate::spec::{Network, RunSpec, Security};
 use crate::status::{step, FailKind, Failure, StatusMsg, STATUS_FD};
-use crate::{caps, net, seccomp, user};
+use crate::{caps, emulation, net, seccomp, user};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -251,6 +251,15 @@ fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<Statu
             seccomp::prepare_from(seccomp_program)?;
         }
     }
+    // A foreign architecture's run: the emulator is opened here, on the host, and registered
+    // by the child in a user namespace whose id maps this helper writes.
+    let (emu_child, emu_helper) = match &spec.emulator {
+        Some(e) => {
+            let (c, h) = emulation::prepare(e)?;
+            (Some(c), Some(h))
+        }
+        None => (None, None),
+    };
     // The child execs only after the helper says "go" (once the network is up).
     let (go_r, go_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(step("pipe for go"))?;
@@ -260,11 +269,12 @@ fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<Statu
     let child = match unsafe { nix::unistd::fork() }.map_err(step("fork"))? {
         ForkResult::Child => {
             drop(go_w);
+            drop(emu_helper);
             // slirp4netns belongs to the helper: the child must not kill it on the way out.
             if let Some(s) = slirp.take() {
                 std::mem::forget(s);
             }
-            let f = match child_main(&spec, &generated, go_r, cgroup.as_ref(), tty) {
+            let f = match child_main(&spec, &generated, go_r, cgroup.as_ref(), tty, emu_child) {
                 Err(f) => f,
                 Ok(never) => match never {},
             };
@@ -282,6 +292,14 @@ fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<Statu
         ForkResult::Parent { child } => child,
     };
     drop(go_r);
+    drop(emu_child);
+    if let Some(side) = emu_helper {
+        if let Err(f) = emulation::map_child(side, child) {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(f);
+        }
+    }
     if let Some(s) = &slirp {
         if let Err(f) = s.wait_ready() {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -323,6 +341,7 @@ fn child_main(
     go: std::os::fd::OwnedFd,
     cgroup: Option<&RunCgroup>,
     tty: bool,
+    emulation: Option<emulation::ChildSide>,
 ) -> Result<Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(step("prctl(PR_SET_PDEATHSIG) in pid 1"))?;
@@ -357,6 +376,12 @@ fn child_main(
     // capability drop; the filter while CAP_SYS_ADMIN remains (no_new_privs stays off).
     new_session_keyring()?;
     cgroup::apply_ulimits(&spec.limits.ulimits)?;
+    // Emulation: a user namespace of its own with a private binfmt_misc, entered after the
+    // mounts (they stay owned by the host's namespace and are locked in the new one) and
+    // before the filter and the capability drop, which then apply inside it.
+    if let (Some(emu), Some(side)) = (&spec.emulator, emulation) {
+        emulation::enter(emu, side)?;
+    }
     if spec.security == Security::Insecure {
         caps::grant_all()?;
     } else {

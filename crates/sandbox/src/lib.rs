@@ -8,7 +8,8 @@
 //! `pivot_root`, user and group resolution from the rootfs's own `/etc/passwd` and
 //! `/etc/group`, Docker's default capability set and seccomp profile, a new session keyring,
 //! only stdio inherited, masked `/proc` paths, a cgroup with the run's limits, rlimits, and the
-//! exit status (an OOM kill reported as such). [`Sandbox::run_interactive`] runs a command
+//! exit status (an OOM kill reported as such), and the user-mode emulator of a run for a
+//! foreign architecture (a binfmt_misc registration of its own, see [`Emulator`]). [`Sandbox::run_interactive`] runs a command
 //! (a debug shell) the same way on a pseudo-terminal of its own, relayed to the caller's.
 //!
 //! # Process model
@@ -41,6 +42,7 @@
 
 mod caps;
 mod cgroup;
+mod emulation;
 mod error;
 mod helper;
 mod limits;
@@ -55,6 +57,7 @@ mod testutil;
 mod tty;
 mod user;
 
+pub use emulation::{default_emulator_dirs, per_user_namespace_binfmt, qemu_arch, Emulator};
 pub use error::SandboxError;
 pub use helper::{helper_main_if_requested, HELPER_MARKER};
 pub use limits::{

@@ -11,6 +11,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
+/// On kernels without a binfmt_misc per user namespace, an emulated run's emulator is
+/// registered on the host instead (with the `F` flag) and the run goes without one of its own;
+/// returns the spec to run and the warning that says so.
+fn host_emulation_fallback(
+    spec: &RunSpec,
+) -> Result<(std::borrow::Cow<'_, RunSpec>, Option<String>), SandboxError> {
+    match &spec.emulator {
+        Some(emu) if !crate::emulation::per_user_namespace_binfmt() => {
+            let warning = crate::emulation::register_on_host(emu)?;
+            let mut spec = spec.clone();
+            spec.emulator = None;
+            Ok((std::borrow::Cow::Owned(spec), Some(warning)))
+        }
+        _ => Ok((std::borrow::Cow::Borrowed(spec), None)),
+    }
+}
+
 /// Output chunks are cut at newlines, or at this size for very long lines.
 const MAX_CHUNK: usize = 64 * 1024;
 
@@ -42,7 +59,11 @@ impl Sandbox {
         spec: &RunSpec,
         on_output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<ExitStatus, SandboxError> {
-        let (mut child, status_r) = self.spawn(spec, None)?;
+        let (spec, warning) = host_emulation_fallback(spec)?;
+        if let Some(w) = warning {
+            on_output(OutputStream::Stderr, w.as_bytes());
+        }
+        let (mut child, status_r) = self.spawn(&spec, None)?;
         let (tx, rx) = mpsc::channel::<(OutputStream, Vec<u8>)>();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -70,8 +91,9 @@ impl Sandbox {
     /// namespaces, mounts, user, capabilities, seccomp filter and limits. Blocking; returns
     /// the command's exit status once it and the helper are gone.
     pub fn run_interactive(&self, spec: &RunSpec) -> Result<ExitStatus, SandboxError> {
+        let (spec, _warning) = host_emulation_fallback(spec)?;
         let pty = crate::tty::open_pty()?;
-        let (child, status_r) = self.spawn(spec, Some(pty.slave))?;
+        let (child, status_r) = self.spawn(&spec, Some(pty.slave))?;
         let relayed = crate::tty::relay(&pty.master);
         let status = finish(child, status_r);
         relayed?;

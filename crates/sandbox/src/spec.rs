@@ -35,6 +35,10 @@ pub struct RunSpec {
     pub hosts_file: Option<PathBuf>,
     /// Host file bind-mounted read-only at `/etc/resolv.conf`; `None` copies the host's.
     pub resolv_conf: Option<PathBuf>,
+    /// The user-mode emulator of a run for a foreign architecture (`None`: native, at no
+    /// extra cost). See [`crate::Emulator`].
+    #[serde(default)]
+    pub emulator: Option<crate::Emulator>,
 }
 
 /// The root filesystem of a run.
@@ -440,6 +444,9 @@ impl RunSpec {
                 .chain([&self.cwd, &self.user, &self.hostname]);
         if let Some(s) = strings.into_iter().find(|s| s.contains('\0')) {
             return Err(format!("`{}` contains a NUL byte", s.escape_debug()));
+        }
+        if let Some(e) = &self.emulator {
+            e.validate()?;
         }
         if let Some(m) = self
             .extra_mounts

@@ -8,11 +8,14 @@
 #[macro_use]
 #[path = "sandbox/support.rs"]
 mod support;
+#[path = "sandbox/emulation.rs"]
+mod emulation;
 #[path = "sandbox/filesystems.rs"]
 mod filesystems;
 #[path = "sandbox/isolation.rs"]
 mod isolation;
 
+use emulation::*;
 use filesystems::*;
 use isolation::*;
 use rbuild_sandbox::Sandbox;
@@ -74,6 +77,10 @@ fn main() {
         ("tree_tmpfs_and_file_mounts", tree_tmpfs_and_file_mounts),
         ("dir_rootfs_and_given_files", dir_rootfs_and_given_files),
         ("parallel_runs", parallel_runs),
+        ("emulated_arm64_runs", emulated_arm64_runs),
+        ("emulated_run_stays_confined", emulated_run_stays_confined),
+        ("missing_emulator", missing_emulator),
+        ("parallel_emulated_runs", parallel_emulated_runs),
     ];
     let mut failed = 0;
     let mut ran = 0;

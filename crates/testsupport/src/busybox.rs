@@ -22,11 +22,16 @@ enum Kind {
     Symlink(String),
 }
 
-fn busybox_entries() -> Result<Vec<TarEntry>, TestError> {
+/// The host's busybox binary and its applet list.
+fn host_busybox() -> Result<(Vec<u8>, String), TestError> {
     let bb = need_tool("busybox")?;
     let bb = fs::canonicalize(&bb).unwrap_or(bb);
     let binary = fs::read(&bb).map_err(io_err("read", &bb))?;
     let list = run(Command::new(&bb).arg("--list"))?;
+    Ok((binary, list))
+}
+
+fn busybox_entries(binary: Vec<u8>, list: &str) -> Vec<TarEntry> {
     let mut entries = vec![
         TarEntry { path: "bin".into(), kind: Kind::Dir, mode: 0o755 },
         TarEntry { path: "bin/busybox".into(), kind: Kind::File(binary), mode: 0o755 },
@@ -58,15 +63,21 @@ fn busybox_entries() -> Result<Vec<TarEntry>, TestError> {
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(entries)
+    entries
 }
 
 /// The uncompressed busybox root filesystem tar (sorted, mtime 0, numeric owners 0:0).
 pub fn busybox_rootfs_tar_bytes() -> Result<Vec<u8>, TestError> {
+    let (binary, list) = host_busybox()?;
+    rootfs_tar_of(binary, &list)
+}
+
+/// The root filesystem tar of a busybox `binary` with a link per applet of `list`.
+pub(crate) fn rootfs_tar_of(binary: Vec<u8>, list: &str) -> Result<Vec<u8>, TestError> {
     let mut b = tar::Builder::new(Vec::new());
     b.mode(tar::HeaderMode::Deterministic);
     let werr = |e: std::io::Error| TestError::Other(format!("write busybox tar: {e}"));
-    for e in busybox_entries()? {
+    for e in busybox_entries(binary, list) {
         let mut h = tar::Header::new_ustar();
         h.set_mtime(0);
         h.set_uid(0);

@@ -1,6 +1,7 @@
 //! Writing the busybox base image as an OCI image layout: one linux/amd64 image, or an OCI index
 //! with one manifest per architecture, tagged `latest`.
 
+use crate::arm64::arm64_busybox_rootfs_tar_bytes;
 use crate::busybox::{busybox_config, busybox_rootfs_tar_bytes};
 use crate::{io_err, TestError};
 use flate2::write::GzEncoder;
@@ -76,10 +77,18 @@ fn write_busybox_images(
     w: &LayoutWriter,
     architectures: &[&str],
 ) -> Result<Vec<Descriptor>, TestError> {
-    let tar = busybox_rootfs_tar_bytes()?;
-    let diff_id = DiffId(Digest::sha256_of(&tar));
+    write_images_of(w, &busybox_rootfs_tar_bytes()?, architectures)
+}
+
+/// Writes `tar` as one gzip layer and a manifest per architecture over it.
+fn write_images_of(
+    w: &LayoutWriter,
+    tar: &[u8],
+    architectures: &[&str],
+) -> Result<Vec<Descriptor>, TestError> {
+    let diff_id = DiffId(Digest::sha256_of(tar));
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar)
+    gz.write_all(tar)
         .and_then(|_| gz.flush())
         .map_err(|e| TestError::Other(format!("gzip: {e}")))?;
     let gz = gz
@@ -138,6 +147,43 @@ pub fn make_busybox_index_layout(dir: &Path, architectures: &[&str]) -> Result<D
     let digest = top.digest.clone();
     w.finish(top, "latest")?;
     Ok(digest)
+}
+
+/// Like [`make_busybox_index_layout`], but a real multi-platform busybox: `latest` is an OCI
+/// index of the linux/amd64 image (the host's busybox-static) and the linux/arm64/v8 image
+/// (Debian's busybox-static for arm64, see [`arm64_busybox_rootfs_tar_bytes`]), each with its
+/// own layer. `None` (skipped loudly) without the arm64 package, unless the environment
+/// requires it. Returns the index's digest.
+pub fn make_busybox_multiarch_layout(dir: &Path) -> Result<Option<Digest>, TestError> {
+    let Some(arm64) = arm64_busybox_rootfs_tar_bytes()? else {
+        return Ok(None);
+    };
+    let w = LayoutWriter::new(dir)?;
+    let mut manifests = write_busybox_images(&w, &["amd64"])?;
+    manifests.extend(write_images_of(&w, &arm64, &["arm64"])?);
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MediaType::new(MediaType::OCI_INDEX)),
+        manifests,
+        annotations: None,
+    };
+    let top = w.json_blob(MediaType::OCI_INDEX, &index)?;
+    let digest = top.digest.clone();
+    w.finish(top, "latest")?;
+    Ok(Some(digest))
+}
+
+/// Like [`make_busybox_layout`], for the arm64 busybox alone: one linux/arm64 image (config
+/// `architecture` `arm64`, variant `v8`); `None` (skipped) without the package.
+pub fn make_arm64_busybox_layout(dir: &Path) -> Result<Option<()>, TestError> {
+    let Some(arm64) = arm64_busybox_rootfs_tar_bytes()? else {
+        return Ok(None);
+    };
+    let w = LayoutWriter::new(dir)?;
+    let mut descs = write_images_of(&w, &arm64, &["arm64"])?;
+    let mut top = descs.remove(0);
+    top.platform = None;
+    w.finish(top, "latest").map(Some)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Shared test fixtures for rbuild's crates (synchronous, usable from any test):
 //! a throwaway Debian `docker-registry` on a free loopback port ([`TestRegistry`]), a deterministic
-//! busybox base image as an OCI layout or rootfs tarball, pushing layouts with skopeo, and the
+//! busybox base image as an OCI layout or rootfs tarball (and an arm64 one from Debian's
+//! arm64 busybox-static, alone or with the amd64 one in a multi-platform index), pushing layouts with skopeo, and the
 //! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]),
 //! a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]), and a port that refuses
 //! connections ([`RefusedPort`]).
@@ -8,6 +9,7 @@
 //! This root module owns the error type, running commands, finding tools and the skip helpers;
 //! the fixtures live in submodules and are re-exported here.
 
+mod arm64;
 mod busybox;
 mod layout;
 mod proxy;
@@ -18,14 +20,21 @@ mod tls;
 mod token;
 mod watchdog;
 
+pub use arm64::{
+    arm64_busybox_binary, arm64_busybox_deb, arm64_busybox_rootfs_tar_bytes, qemu_aarch64,
+    ARM64_DEB_DIR_ENV, DEFAULT_DEB_DIR,
+};
 pub use busybox::{
     busybox_config, busybox_rootfs_tar_bytes, make_busybox_rootfs_tar, BUSYBOX_PATH,
 };
-pub use layout::{make_busybox_index_layout, make_busybox_layout};
+pub use layout::{
+    make_arm64_busybox_layout, make_busybox_index_layout, make_busybox_layout,
+    make_busybox_multiarch_layout,
+};
 pub use proxy::{BlackHole, Fault, FaultProxy, FaultRule, LoggedRequest};
 pub use push::{
-    push_layout, push_layout_with_creds, registry_with_busybox, skopeo, skopeo_digest,
-    EmptyAuthFile, Skopeo,
+    push_layout, push_layout_with_creds, registry_with_busybox, registry_with_multiarch_busybox,
+    skopeo, skopeo_digest, EmptyAuthFile, Skopeo,
 };
 pub use refused::RefusedPort;
 pub use registry::{RegistryOptions, TestRegistry};

@@ -1,6 +1,9 @@
 //! Pushing OCI layouts to a registry and inspecting pushed images with skopeo.
 
-use crate::{io_err, make_busybox_layout, need_tool, run, TestError, TestRegistry};
+use crate::{
+    io_err, make_busybox_layout, make_busybox_multiarch_layout, need_tool, run, TestError,
+    TestRegistry,
+};
 use rbuild_oci::Digest;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -118,4 +121,61 @@ pub fn registry_with_busybox() -> Result<(TestRegistry, String), TestError> {
     let reference = format!("{}/busybox:latest", reg.addr());
     push_layout(&layout, &reference)?;
     Ok((reg, reference))
+}
+
+/// Starts a registry and pushes the multi-platform busybox (an index of linux/amd64 and
+/// linux/arm64, see [`make_busybox_multiarch_layout`]) as `ADDR/busybox:multiarch`; returns
+/// the registry, the reference and the index digest. `None` (skipped loudly) without the arm64
+/// package, unless the environment requires it.
+pub fn registry_with_multiarch_busybox() -> Result<Option<(TestRegistry, String, Digest)>, TestError>
+{
+    let tmp = tempfile::tempdir().map_err(io_err("create temp dir", std::env::temp_dir()))?;
+    let layout = tmp.path().join("layout");
+    let Some(digest) = make_busybox_multiarch_layout(&layout)? else {
+        return Ok(None);
+    };
+    let reg = TestRegistry::start()?;
+    let reference = format!("{}/busybox:multiarch", reg.addr());
+    push_layout(&layout, &reference)?;
+    Ok(Some((reg, reference, digest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The multi-platform busybox reaches the registry as an index of both platforms, and
+    /// each platform's image is the right architecture.
+    #[test]
+    fn multiarch_busybox_is_pushed_as_an_index() {
+        if need_tool("docker-registry").is_err() || need_tool("skopeo").is_err() {
+            println!("SKIPPED: docker-registry or skopeo not installed");
+            return;
+        }
+        let Some((_reg, reference, digest)) = registry_with_multiarch_busybox().unwrap() else {
+            return;
+        };
+        let raw = run(skopeo("inspect", None)
+            .unwrap()
+            .args(["--tls-verify=false", "--raw"])
+            .arg(format!("docker://{reference}")))
+        .unwrap();
+        assert_eq!(Digest::sha256_of(raw.as_bytes()), digest);
+        let index: rbuild_oci::Index = serde_json::from_str(&raw).unwrap();
+        let platforms: Vec<String> = index
+            .manifests
+            .iter()
+            .map(|m| m.platform.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        for (arch, want) in [("amd64", "amd64"), ("arm64", "arm64")] {
+            let out = run(skopeo("inspect", None)
+                .unwrap()
+                .args(["--tls-verify=false", "--override-arch", arch, "--config"])
+                .arg(format!("docker://{reference}")))
+            .unwrap();
+            let config: rbuild_oci::ImageConfig = serde_json::from_str(&out).unwrap();
+            assert_eq!(config.architecture, want);
+        }
+    }
 }

@@ -1,14 +1,57 @@
 //! RUN execution: turns an llb [`ExecOp`](rbuild_llb::ExecOp) into a sandbox [`RunSpec`] (its
 //! `--mount`s, environment, network and security modes, resource limits and extra hosts), runs
 //! it over a fresh snapshot, keeps the tail of its output and maps a failed exit (or an OOM
-//! kill) to a [`WorkerError`].
+//! kill) to a [`WorkerError`]. A RUN for a foreign platform gets its emulator here
+//! ([`emulation_for`]).
 
 use crate::{mounts, Value, Worker, WorkerError};
 use rbuild_llb::{NetworkMode, SecurityMode};
-use rbuild_sandbox::{ExitStatus, HostEntry, OutputStream, RunSpec};
+use rbuild_oci::Platform;
+use rbuild_sandbox::{Emulator, ExitStatus, HostEntry, OutputStream, RunSpec};
 use rbuild_snapshotter::RootfsSpec;
 use rbuild_solver::{ExecContext, LogStream};
 use std::collections::VecDeque;
+use std::path::PathBuf;
+
+/// Env var: the only directory emulators (`qemu-<arch>-static`) are looked up in; unset, they
+/// are looked up on `PATH`, then in `/usr/bin`.
+pub const QEMU_DIR_ENV: &str = "RBUILD_QEMU_DIR";
+
+/// The emulator a RUN for `platform` needs on this host: `None` when the host runs its
+/// binaries natively (same architecture, or 386 on amd64), else the `qemu-<arch>-static` of its
+/// architecture, or the error naming the package when it is not installed.
+pub fn emulation_for(platform: &Platform) -> Result<Option<Emulator>, WorkerError> {
+    let dirs = match std::env::var_os(QEMU_DIR_ENV) {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => rbuild_sandbox::default_emulator_dirs(),
+    };
+    emulation_on(&Platform::host(), platform, &dirs)
+}
+
+/// [`emulation_for`] on `host`, looking in `dirs`.
+fn emulation_on(
+    host: &Platform,
+    platform: &Platform,
+    dirs: &[PathBuf],
+) -> Result<Option<Emulator>, WorkerError> {
+    let (host, target) = (host.normalized(), platform.normalized());
+    if target.os != "linux" {
+        return Err(rbuild_sandbox::SandboxError::UnsupportedPlatform {
+            platform: platform.to_string(),
+        }
+        .into());
+    }
+    let native = target.architecture == host.architecture
+        || (host.architecture == "amd64" && target.architecture == "386");
+    if native {
+        return Ok(None);
+    }
+    Ok(Some(Emulator::find(
+        &platform.to_string(),
+        &target.architecture,
+        dirs,
+    )?))
+}
 
 impl Worker {
     /// Runs one RUN over its first input's filesystem and commits the result as a snapshot.
@@ -18,8 +61,14 @@ impl Worker {
         inputs: Vec<Value>,
         ctx: ExecContext,
         excludes: &[String],
+        platform: Option<&Platform>,
     ) -> Result<Value, WorkerError> {
         let parent = Self::fs_input(&inputs, 0)?;
+        // A host RUN (no platform) looks nothing up.
+        let emulator = match platform {
+            Some(p) => emulation_for(p)?,
+            None => None,
+        };
         let snapshotter = self.snapshotter.clone();
         let sandbox = self.sandbox.clone();
         let exec = exec.clone();
@@ -90,6 +139,7 @@ impl Worker {
                 extra_mounts: prepared.mounts.clone(),
                 hosts_file: None,
                 resolv_conf: None,
+                emulator,
             };
             let mut tail: VecDeque<String> = VecDeque::new();
             let mut on_output = |stream: OutputStream, line: &[u8]| {
@@ -191,6 +241,52 @@ mod tests {
         );
         let err = run_error(ExitStatus::Code(3), "x".into(), vec![]);
         assert!(err.to_string().ends_with("exit code: 3"));
+    }
+
+    #[test]
+    fn foreign_platforms_need_an_emulator() {
+        let amd64 = Platform::linux_amd64();
+        let p = |s: &str| s.parse::<Platform>().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = [dir.path().to_path_buf()];
+        // Native: the host's architecture (any variant), 386 on amd64.
+        for native in ["linux/amd64", "linux/amd64/v2", "linux/386"] {
+            assert_eq!(
+                emulation_on(&amd64, &p(native), &dirs).unwrap(),
+                None,
+                "{native}"
+            );
+        }
+        assert_eq!(
+            emulation_on(&p("linux/arm64"), &p("linux/arm64/v8"), &dirs).unwrap(),
+            None
+        );
+        // Foreign, with the emulator missing: the error names the platform and the package.
+        let err = emulation_on(&amd64, &p("linux/arm64"), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no emulator for linux/arm64: install qemu-user-static (qemu-aarch64-static not found)"
+        );
+        let err = emulation_on(&amd64, &p("linux/arm/v7"), &dirs).unwrap_err();
+        assert!(
+            err.to_string().contains("(qemu-arm-static not found)"),
+            "{err}"
+        );
+        let err = emulation_on(&amd64, &p("windows/amd64"), &dirs).unwrap_err();
+        assert!(
+            err.to_string().starts_with("no emulator for windows/amd64"),
+            "{err}"
+        );
+        // Foreign, with the emulator there.
+        let bin = dir.path().join("qemu-aarch64-static");
+        std::fs::write(&bin, b"").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let emu = emulation_on(&amd64, &p("linux/arm64"), &dirs)
+            .unwrap()
+            .unwrap();
+        assert_eq!(emu.interpreter, bin);
+        assert_eq!(emu.name, "qemu-aarch64");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod debug;
 pub use debug::{DebugOnFail, KeptRun};
 pub mod dockerignore;
 mod exec;
+pub use exec::{emulation_for, QEMU_DIR_ENV};
 pub mod fsops;
 mod glob;
 mod http;
@@ -665,7 +666,9 @@ impl Worker {
             }
             Op::Merge => self.run_merge(inputs).await,
             Op::Exec(exec) => {
-                self.run_exec(exec, inputs, ctx, &vertex.context_excludes)
+                // Issue 13: `vertex.platform.as_ref()` once WorkVertex has a platform.
+                let platform = None;
+                self.run_exec(exec, inputs, ctx, &vertex.context_excludes, platform)
                     .await
             }
             Op::File(file) => self.run_file(file, inputs, &vertex.context_excludes).await,

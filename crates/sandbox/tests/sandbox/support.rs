@@ -59,6 +59,7 @@ impl Ctx {
             extra_mounts: Vec::new(),
             hosts_file: None,
             resolv_conf: None,
+            emulator: None,
         };
         (spec, upperdir)
     }
