@@ -666,8 +666,8 @@ impl Worker {
             }
             Op::Merge => self.run_merge(inputs).await,
             Op::Exec(exec) => {
-                // Issue 13: `vertex.platform.as_ref()` once WorkVertex has a platform.
-                let platform = None;
+                // A foreign platform's RUN runs under emulation (None: the build platform).
+                let platform = vertex.platform.as_ref();
                 self.run_exec(exec, inputs, ctx, &vertex.context_excludes, platform)
                     .await
             }
