@@ -134,6 +134,42 @@ fn a_run_is_emulated_for_the_foreign_platform() {
         .filter(|e| e["name"].as_str().is_some_and(|n| n.contains("RUN ")))
         .count();
     assert_eq!(ran, 0, "{}", stderr_text(&again));
+    // Pushed as one name: the registry holds an index of both platforms, and each platform's
+    // image, read back with skopeo, has its own /arch and config architecture.
+    let addr = base.split('/').next().expect("registry address");
+    let target = format!("{addr}/emu/uname:1");
+    let push = [
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        &target,
+        "--push",
+    ];
+    let pushed = build(root.path(), ctx.path(), &push);
+    assert_ok(&pushed);
+    let raw = rbuild_testsupport::skopeo("inspect", None)
+        .expect("skopeo")
+        .args(["--raw", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let index: Index = serde_json::from_slice(&raw.stdout).expect("pushed index");
+    let platforms: Vec<String> = (index.manifests.iter())
+        .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for (arch, uname) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let (file, config_arch) = common::pushed::file_of(&target, arch, "arch");
+        assert_eq!(
+            (file.as_str(), config_arch.as_str()),
+            (&*format!("{uname}\n"), arch)
+        );
+    }
 }
 
 #[test]

@@ -361,41 +361,6 @@ fn store_built_index(root: &Path, name: &str) -> rbuild_oci::Descriptor {
     desc
 }
 
-/// `/arch` of the `arch` image of `reference`, copied out with `skopeo --override-arch`, and
-/// the architecture its config names.
-fn arch_of_pushed(reference: &str, arch: &str) -> (String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
-    let out = skopeo("copy", None)
-        .unwrap()
-        .args(["--override-arch", arch, "--src-tls-verify=false", "-q"])
-        .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:x", dest.display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
-    let layout: Index =
-        serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &Digest| std::fs::read(dest.join("blobs/sha256").join(d.hex())).unwrap();
-    let manifest: Manifest = serde_json::from_slice(&blob(&layout.manifests[0].digest)).unwrap();
-    let config: Value = serde_json::from_slice(&blob(&manifest.config.digest)).unwrap();
-    let top = manifest.layers.last().unwrap();
-    assert_eq!(
-        top.media_type.as_str(),
-        rbuild_oci::MediaType::OCI_LAYER_GZIP
-    );
-    let bytes = blob(&top.digest);
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-    let mut text = String::new();
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if entry.path().unwrap() == Path::new("arch") {
-            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
-        }
-    }
-    (text, config["architecture"].as_str().unwrap().to_string())
-}
-
 #[test]
 fn push_of_a_built_index_compresses_each_platform_and_pushes_an_oci_index() {
     let Some(f) = fixture() else { return };
@@ -428,11 +393,11 @@ fn push_of_a_built_index_compresses_each_platform_and_pushes_an_oci_index() {
         .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     assert_eq!(
-        arch_of_pushed(&target, "amd64"),
+        common::pushed::file_of(&target, "amd64", "arch"),
         ("x86_64\n".to_string(), "amd64".to_string())
     );
     assert_eq!(
-        arch_of_pushed(&target, "arm64"),
+        common::pushed::file_of(&target, "arm64", "arch"),
         ("aarch64\n".to_string(), "arm64".to_string())
     );
     // The metadata names the pushed index; stdout prints its digest.

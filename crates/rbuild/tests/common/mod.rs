@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod pushed;
 
 use rbuild_testsupport::{
     isolated_docker_config, registry_with_busybox, require_root, TestRegistry,
