@@ -200,6 +200,43 @@ fn a_cross_compiling_build_runs_its_builder_once_and_stores_an_index() {
     assert_ok(&again);
     assert_eq!(runs_of(&again, "RUN"), 0, "{:?}", step_names(&again));
     assert_eq!(tagged(root.path(), "cross:1").digest, desc.digest);
+    // Outputs of the index, as buildx writes them: a directory per platform for type=local,
+    // an OCI archive holding the index for type=oci (read back with skopeo).
+    let local = root.path().join("local");
+    let oci = root.path().join("image.oci.tar");
+    let outputs = [
+        format!("type=local,dest={}", local.display()),
+        format!("type=oci,dest={}", oci.display()),
+    ];
+    for output in &outputs {
+        let out = build(
+            root.path(),
+            ctx.path(),
+            &["--platform", "linux/amd64,linux/arm64", "--output", output],
+        );
+        assert_ok(&out);
+    }
+    for arch in ["amd64", "arm64"] {
+        let file = local.join(format!("linux_{arch}")).join("arch");
+        let text = fs::read_to_string(&file).expect("a directory per platform");
+        assert!(text.starts_with(&format!("{arch} linux/{arch}")), "{text}");
+    }
+    let raw = rbuild_testsupport::skopeo("inspect", None)
+        .expect("skopeo")
+        .arg("--raw")
+        .arg(format!("oci-archive:{}", oci.display()))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let archived: Index = serde_json::from_slice(&raw.stdout).expect("an index");
+    let platforms: Vec<String> = (archived.manifests.iter())
+        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 }
 
 #[test]
