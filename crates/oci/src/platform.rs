@@ -205,7 +205,10 @@ impl FromStr for Platform {
     fn from_str(s: &str) -> Result<Platform, PlatformError> {
         let bad = || PlatformError(s.to_string());
         let parts: Vec<&str> = s.trim().split('/').collect();
-        if parts.iter().any(|p| p.is_empty() || p.contains(char::is_whitespace)) {
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || p.contains(char::is_whitespace))
+        {
             return Err(bad());
         }
         let known_os = |p: &str| KNOWN_OS.contains(&p.to_ascii_lowercase().as_str());
@@ -267,7 +270,14 @@ mod tests {
         assert_eq!(p("arm64").to_string(), "linux/arm64");
         assert_eq!(p("LINUX/ARM64").to_string(), "linux/arm64");
         assert_eq!(p("linux").os, "linux");
-        for bad in ["", "linux/", "foo/bar", "linux/amd64/v2/x", "linux/ amd64", "nope"] {
+        for bad in [
+            "",
+            "linux/",
+            "foo/bar",
+            "linux/amd64/v2/x",
+            "linux/ amd64",
+            "nope",
+        ] {
             assert!(bad.parse::<Platform>().is_err(), "{bad:?} parsed");
         }
         let err = "foo/bar".parse::<Platform>().unwrap_err();
@@ -292,7 +302,10 @@ mod tests {
         );
         assert_eq!(names("linux/amd64"), ["linux/amd64"]);
         let want = p("linux/arm64");
-        assert_eq!(want.rank(&Platform::new("linux", "arm64", Some("v8"))), Some(0));
+        assert_eq!(
+            want.rank(&Platform::new("linux", "arm64", Some("v8"))),
+            Some(0)
+        );
         assert_eq!(want.rank(&p("linux/amd64")), None);
         assert_eq!(p("linux/arm/v7").rank(&p("linux/arm/v6")), Some(1));
         assert_eq!(p("linux/arm/v6").rank(&p("linux/arm/v7")), None);

@@ -81,8 +81,8 @@ fn plain_copy(input: &mut File, output: &mut File) -> io::Result<()> {
 }
 
 /// Creates `dest` exclusively; when something is in the way (a file, a symlink, a directory
-/// tree) it is removed and the create tried once more.
-fn create_exclusive(dest: &Path, mode: u32) -> io::Result<File> {
+/// tree) it is removed and the create tried once more (then the flag is true).
+fn create_exclusive(dest: &Path, mode: u32) -> io::Result<(File, bool)> {
     let open = || {
         fs::OpenOptions::new()
             .write(true)
@@ -96,14 +96,15 @@ fn create_exclusive(dest: &Path, mode: u32) -> io::Result<File> {
                 Ok(m) if m.is_dir() => fs::remove_dir_all(dest)?,
                 _ => fs::remove_file(dest)?,
             }
-            open()
+            Ok((open()?, true))
         }
-        other => other,
+        other => other.map(|f| (f, false)),
     }
 }
 
 /// Copies the regular file `src` (whose metadata is `meta`) to `dest`, owned by `uid`:`gid`
-/// with permission bits `mode` and the source's access and modification times.
+/// with permission bits `mode` and the source's access and modification times. True when
+/// something that was at `dest` was replaced.
 pub(super) fn copy_file(
     src: &Path,
     dest: &Path,
@@ -111,12 +112,12 @@ pub(super) fn copy_file(
     (uid, gid): (u32, u32),
     mode: u32,
     mover: &Mover,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let mut input = File::open(src)?;
     // Created with the permission bits (the umask may clear some; checked below), so that the
     // usual file, created by root for 0:0, needs no chown or chmod: each would dirty the inode
     // once more.
-    let mut output = create_exclusive(dest, mode & 0o777)?;
+    let (mut output, replaced) = create_exclusive(dest, mode & 0o777)?;
     mover.copy(&mut input, &mut output, meta.len())?;
     let made = rustix::fs::fstat(&output)?;
     if made.st_uid != uid || made.st_gid != gid {
@@ -137,7 +138,7 @@ pub(super) fn copy_file(
         },
     };
     rustix::fs::futimens(&output, &times)?;
-    Ok(())
+    Ok(replaced)
 }
 
 #[cfg(test)]
