@@ -504,7 +504,13 @@ fn copy_pool(
         return None;
     }
     let upper = active.upperdir().to_path_buf();
-    fsops::CopyPool::new(index?, snapshotter.clone(), mount.to_path_buf(), upper)
+    fsops::CopyPool::new(
+        index?,
+        snapshotter.clone(),
+        mount.to_path_buf(),
+        upper,
+        active.parent(),
+    )
 }
 
 fn apply_file_actions(
@@ -601,6 +607,10 @@ fn apply_file_actions(
     }
     drop(views);
     drop(mount);
+    if let Some(pool) = &pool {
+        pool.settle()
+            .map_err(|source| WorkerError::File { op: "COPY", source })?;
+    }
     Ok(pool)
 }
 

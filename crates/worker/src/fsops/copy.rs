@@ -204,14 +204,16 @@ impl Links {
         let run = |(i, job): (usize, &FileJob)| {
             if let (Some(pool), Some(key)) = (pool, job.key) {
                 let candidate = candidates.get(i).and_then(|c| c.as_deref());
-                if candidate
-                    .is_some_and(|c| pool.try_link(c, &job.dest, &job.meta, job.owner, job.mode))
-                {
-                    pool.record(key, &job.dest, None);
-                    return Ok(());
+                if let Some(c) = candidate {
+                    if let Some(inode) =
+                        pool.try_link(c, &job.src, &job.dest, &job.meta, job.owner, job.mode)?
+                    {
+                        pool.record(key, &job.dest, inode, None);
+                        return Ok(());
+                    }
                 }
             }
-            let replaced = copy_file(
+            let made = copy_file(
                 &job.src,
                 &job.dest,
                 &job.meta,
@@ -220,11 +222,11 @@ impl Links {
                 &self.mover,
             )?;
             if let Some(pool) = pool {
-                if replaced {
+                if made.replaced {
                     pool.taint();
                 }
                 if let Some(key) = job.key {
-                    pool.record(key, &job.dest, Some((&job.src, &job.meta)));
+                    pool.record(key, &job.dest, made.inode, Some((&job.src, &job.meta)));
                 }
             }
             Ok(())

@@ -17,7 +17,7 @@ mod tests;
 pub use crate::glob::{glob_match, has_wildcard};
 pub use copy::{CopySettings, DirectUpper};
 pub use paths::{mkdir_all, resolve_in_root};
-pub use pool::{CopyPool, PoolStats, POOL_ENV};
+pub use pool::{forget_snapshots, CopyPool, PoolStats, POOL_ENV};
 pub use rbuild_llb::SymbolicMode;
 pub use sources::{expand_sources, parents_pivot, parents_target};
 

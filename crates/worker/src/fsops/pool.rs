@@ -31,13 +31,16 @@
 //! there, untouched, when the snapshot is committed. A source whose stat changed during its
 //! copy is not recorded.
 
-use crate::tables::COPY_POOL;
+use super::data;
+use crate::tables::{COPY_POOL, COPY_POOL_INODES};
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use rbuild_solver::{CacheError, CacheIndex};
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -47,6 +50,20 @@ pub const POOL_ENV: &str = "RBUILD_COPY_POOL";
 
 /// Links beyond this many names per inode are not made (ext4 allows 65,000).
 const MAX_LINKS: u64 = 60_000;
+
+/// At most this many placeholders wait per op (each holds a descriptor); more are copied.
+const MAX_DEFERRED: usize = 256;
+
+/// A placeholder made through the mount, to become a link to `candidate` (see
+/// [`CopyPool::try_link`]).
+struct Deferred {
+    /// The placeholder's inode in the upper dir, open for writing (the fallback fills it).
+    held: fs::File,
+    upper_path: PathBuf,
+    candidate: PathBuf,
+    src: PathBuf,
+    meta: fs::Metadata,
+}
 
 /// The identity of a copied file (see the module docs).
 pub(super) type Key = [u8; 32];
@@ -58,8 +75,12 @@ pub struct CopyPool {
     mount: PathBuf,
     upper: PathBuf,
     uppers: Mutex<HashMap<String, Option<PathBuf>>>,
+    /// The upper dirs of the active snapshot's ancestors: never candidates.
+    chain: HashSet<PathBuf>,
     used: Mutex<HashSet<(u64, u64)>>,
     recorded: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    inodes: Mutex<Vec<(u64, u64)>>,
+    deferred: Mutex<Vec<Deferred>>,
     tainted: AtomicBool,
     linked: AtomicUsize,
     copied: AtomicUsize,
@@ -77,18 +98,50 @@ pub struct PoolStats {
 }
 
 impl CopyPool {
-    /// A pool for the op writing through `mount` into the active snapshot's `upper`; None when
-    /// the snapshotter is not the overlay backend or [`POOL_ENV`] is `0`.
+    /// A pool for the op writing through `mount` into the upper dir `upper` of an active
+    /// snapshot on `parent`; None when the snapshotter is not the overlay backend, when the
+    /// ancestors cannot be read, or when [`POOL_ENV`] is `0`.
+    ///
+    /// Nothing the op links may already be visible below it: a file of an ancestor is never a
+    /// candidate, nor an inode an ancestor holds through the pool (each op records the inodes
+    /// it pooled, table `copy-pool-inodes`). Otherwise a later step's view would show two
+    /// names of one inode (a hardlink pair in `stat`, in a tar of the rootfs, in a local
+    /// output) where plain copies make two files.
     pub fn new(
         index: CacheIndex,
         snapshotter: Snapshotter,
         mount: PathBuf,
         upper: PathBuf,
+        parent: Option<&SnapshotId>,
     ) -> Option<CopyPool> {
         if snapshotter.backend() != rbuild_snapshotter::Backend::Overlay
             || std::env::var(POOL_ENV).is_ok_and(|v| v == "0")
         {
             return None;
+        }
+        let mut ids = Vec::new();
+        let mut chain = HashSet::new();
+        let mut cur = parent.cloned();
+        while let Some(id) = cur {
+            if ids.len() > 10_000 {
+                return None;
+            }
+            chain.insert(snapshotter.committed_upper(&id)?);
+            cur = snapshotter.parent(&id).ok()?;
+            ids.push(id.0.into_bytes());
+        }
+        let mut used = HashSet::new();
+        for packed in index
+            .get_many_in(COPY_POOL_INODES, &ids)
+            .ok()?
+            .into_iter()
+            .flatten()
+        {
+            for pair in packed.chunks_exact(16) {
+                let (dev, ino) = pair.split_at(8);
+                let num = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+                used.insert((num(dev), num(ino)));
+            }
         }
         Some(CopyPool {
             index,
@@ -96,8 +149,11 @@ impl CopyPool {
             mount,
             upper,
             uppers: Mutex::default(),
-            used: Mutex::default(),
+            chain,
+            used: Mutex::new(used),
             recorded: Mutex::default(),
+            inodes: Mutex::default(),
+            deferred: Mutex::default(),
             tainted: AtomicBool::new(false),
             linked: AtomicUsize::new(0),
             copied: AtomicUsize::new(0),
@@ -177,26 +233,22 @@ impl CopyPool {
                     .committed_upper(&SnapshotId(id.to_string()))
             })
             .clone()?;
+        if self.chain.contains(&upper) {
+            return None;
+        }
         Some(upper.join(rel))
     }
 
-    /// Makes `dest` (a new path in the upper dir) a link to `candidate` when the candidate is
-    /// exactly what a copy of `meta`'s file owned by `owner` with `mode` would give; false:
-    /// copy it.
-    pub(super) fn try_link(
+    /// Validates `candidate` for a copy of `meta`'s file owned by `owner` with `mode` and
+    /// claims its inode for this op; None: copy instead.
+    fn claim(
         &self,
         candidate: &Path,
-        dest: &Path,
         meta: &fs::Metadata,
         owner: (u32, u32),
         mode: u32,
-    ) -> bool {
-        if !dest.starts_with(&self.upper) {
-            return false;
-        }
-        let Ok(c) = fs::symlink_metadata(candidate) else {
-            return false;
-        };
+    ) -> Option<(u64, u64)> {
+        let c = fs::symlink_metadata(candidate).ok()?;
         let same = c.is_file()
             && c.len() == meta.len()
             && c.mode() & 0o7777 == mode
@@ -204,31 +256,177 @@ impl CopyPool {
             && (c.mtime(), c.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
             && c.nlink() < MAX_LINKS;
         if !same {
-            return false;
+            return None;
         }
         let inode = (c.dev(), c.ino());
         let fresh = self.used.lock().is_ok_and(|mut used| used.insert(inode));
-        if !fresh {
-            return false;
-        }
-        if fs::hard_link(candidate, dest).is_err() {
-            if let Ok(mut used) = self.used.lock() {
-                used.remove(&inode);
-            }
-            return false;
-        }
-        self.linked.fetch_add(1, Ordering::Relaxed);
-        true
+        fresh.then_some(inode)
     }
 
-    /// Remembers that `dest` now holds the file `key` names (linked, or copied from `src`
-    /// whose stat was `meta` before the copy: recorded only if it is unchanged after it).
+    fn release(&self, inode: (u64, u64)) {
+        if let Ok(mut used) = self.used.lock() {
+            used.remove(&inode);
+        }
+    }
+
+    /// Makes `dest` a link to `candidate` when the candidate is exactly what a copy of
+    /// `meta`'s file (at `src`) owned by `owner` with `mode` would give; false: copy it.
+    ///
+    /// A `dest` in the upper dir (below a directory this op created, see `DirectUpper`) is
+    /// linked at once. A `dest` reached through the overlay mount cannot be linked there
+    /// (`EXDEV`), and writing the upper dir beside the mount is unsafe where the mount has
+    /// looked the name up (its dentry cache would not see the change; the copy code has just
+    /// stat'ed the destination). So it gets a placeholder through the mount: the final owner,
+    /// mode, times and size, no data (sparse). Everything the op does later sees a consistent
+    /// tree through the mount. After the mount is gone, [`CopyPool::settle`] replaces the
+    /// placeholder in the upper dir by the link.
+    pub(super) fn try_link(
+        &self,
+        candidate: &Path,
+        src: &Path,
+        dest: &Path,
+        meta: &fs::Metadata,
+        owner: (u32, u32),
+        mode: u32,
+    ) -> io::Result<Option<(u64, u64)>> {
+        let direct = dest.starts_with(&self.upper);
+        if !direct && !dest.starts_with(&self.mount) {
+            return Ok(None);
+        }
+        let Some(inode) = self.claim(candidate, meta, owner, mode) else {
+            return Ok(None);
+        };
+        if direct {
+            if fs::hard_link(candidate, dest).is_err() {
+                self.release(inode);
+                return Ok(None);
+            }
+            self.linked.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(inode));
+        }
+        let full = self
+            .deferred
+            .lock()
+            .map_or(true, |d| d.len() >= MAX_DEFERRED);
+        let Ok(rel) = dest.strip_prefix(&self.mount) else {
+            return Ok(None);
+        };
+        if full {
+            self.release(inode);
+            return Ok(None);
+        }
+        let made = data::placeholder_file(dest, meta, owner, mode)?;
+        if made.replaced {
+            self.taint();
+        }
+        // (the placeholder's own inode is listed too: the fallback may keep it)
+        if let Ok(mut inodes) = self.inodes.lock() {
+            inodes.push(made.inode);
+        }
+        // The placeholder's inode in the upper dir, held open: while it is open its inode
+        // number cannot be reused, so `settle` can tell whether the path still names it.
+        let upper_path = self.upper.join(rel);
+        let held = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&upper_path)?;
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.push(Deferred {
+                held,
+                upper_path,
+                candidate: candidate.to_path_buf(),
+                src: src.to_path_buf(),
+                meta: meta.clone(),
+            });
+        }
+        Ok(Some(inode))
+    }
+
+    /// After the op's overlay mount is gone (nothing caches the upper dir then), replaces each
+    /// placeholder by a link to its candidate (a temporary link renamed over it; the parent
+    /// directory keeps its times). A placeholder that is no longer where it was made, or is no
+    /// longer as it was made, or whose candidate changed, gets its data copied in instead; one
+    /// that was removed needs nothing.
+    pub fn settle(&self) -> io::Result<()> {
+        let deferred = match self.deferred.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return Err(io::Error::other("copy pool lock poisoned")),
+        };
+        for (n, mut d) in deferred.into_iter().enumerate() {
+            let held = rustix::fs::fstat(&d.held)?;
+            if held.st_nlink == 0 {
+                continue;
+            }
+            if self.replace(&d, &held, n).is_ok_and(|done| done) {
+                self.linked.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // The source may have changed since the walk: record nothing for this op.
+            self.taint();
+            data::fill_file(&mut d.held, &d.src, &d.meta)?;
+            self.copied.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Replaces one placeholder by its link; false when it cannot be (then it is filled).
+    fn replace(&self, d: &Deferred, held: &rustix::fs::Stat, n: usize) -> io::Result<bool> {
+        let at = fs::symlink_metadata(&d.upper_path)?;
+        let placed = (at.dev(), at.ino()) == (held.st_dev, held.st_ino)
+            && at.nlink() == 1
+            && at.len() == d.meta.len()
+            && (at.mtime(), at.mtime_nsec()) == (d.meta.mtime(), d.meta.mtime_nsec());
+        let owner = (at.uid(), at.gid());
+        let mode = at.mode() & 0o7777;
+        let c = fs::symlink_metadata(&d.candidate)?;
+        let same = c.is_file()
+            && c.len() == at.len()
+            && c.mode() & 0o7777 == mode
+            && (c.uid(), c.gid()) == owner
+            && (c.mtime(), c.mtime_nsec()) == (at.mtime(), at.mtime_nsec());
+        let Some(parent) = d.upper_path.parent() else {
+            return Ok(false);
+        };
+        if !placed || !same {
+            return Ok(false);
+        }
+        let parent_meta = fs::symlink_metadata(parent)?;
+        let tmp = parent.join(format!(".rbuild-pool-{}-{n}", std::process::id()));
+        fs::hard_link(&d.candidate, &tmp)?;
+        if let Err(e) = fs::rename(&tmp, &d.upper_path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        super::copy::set_mtime(parent, &parent_meta)?;
+        Ok(true)
+    }
+
+    /// Remembers that `dest` now holds the file `key` names, inode `inode` (linked, or
+    /// copied from `src` whose stat was `meta` before the copy: recorded only if it is
+    /// unchanged after it).
     pub(super) fn record(
         &self,
         key: Key,
         dest: &Path,
+        inode: (u64, u64),
         copied_from: Option<(&Path, &fs::Metadata)>,
     ) {
+        // A file made through the mount: its inode as the upper dir's filesystem numbers it
+        // (the one a later `claim` compares with), not the overlay's.
+        let inode = match dest.strip_prefix(&self.mount) {
+            Ok(rel) if copied_from.is_some() => match fs::symlink_metadata(self.upper.join(rel)) {
+                Ok(m) => (m.dev(), m.ino()),
+                Err(_) => {
+                    self.taint();
+                    return;
+                }
+            },
+            _ => inode,
+        };
+        if let Ok(mut inodes) = self.inodes.lock() {
+            inodes.push(inode);
+        }
         if let Some((src, meta)) = copied_from {
             self.copied.fetch_add(1, Ordering::Relaxed);
             let unchanged = fs::symlink_metadata(src)
@@ -247,13 +445,27 @@ impl CopyPool {
     }
 
     /// Writes the op's entries under committed snapshot `id` (nothing when the op removed or
-    /// replaced anything in its destination).
+    /// replaced anything in its destination) and the inodes it pooled.
     pub fn finish(&self, id: &SnapshotId) -> Result<PoolStats, CacheError> {
         let mut stats = PoolStats {
             linked: self.linked.load(Ordering::Relaxed),
             copied: self.copied.load(Ordering::Relaxed),
             recorded: 0,
         };
+        let inodes = self
+            .inodes
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default();
+        if !inodes.is_empty() {
+            let mut packed = Vec::with_capacity(inodes.len() * 16);
+            for (dev, ino) in inodes {
+                packed.extend_from_slice(&dev.to_le_bytes());
+                packed.extend_from_slice(&ino.to_le_bytes());
+            }
+            self.index
+                .put_in(COPY_POOL_INODES, id.0.as_bytes(), &packed)?;
+        }
         if self.tainted.load(Ordering::Relaxed) {
             return Ok(stats);
         }
@@ -276,4 +488,26 @@ impl CopyPool {
         stats.recorded = entries.len();
         Ok(stats)
     }
+}
+
+/// Drops the pool's entries that name one of the removed snapshots `gone` (garbage
+/// collection calls it after removing them; entries naming missing snapshots are ignored
+/// anyway). Files linked elsewhere stay: the other names keep the inodes.
+pub fn forget_snapshots(index: &CacheIndex, gone: &[SnapshotId]) -> Result<(), CacheError> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let ids: HashSet<&[u8]> = gone.iter().map(|g| g.0.as_bytes()).collect();
+    let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.to_vec()).collect();
+    index.remove_many_in(COPY_POOL_INODES, &keys)?;
+    let stale: Vec<Vec<u8>> = index
+        .entries_in(COPY_POOL)?
+        .into_iter()
+        .filter(|(_, v)| {
+            let id = v.split(|b| *b == b'\n').next().unwrap_or_default();
+            ids.contains(id)
+        })
+        .map(|(k, _)| k)
+        .collect();
+    index.remove_many_in(COPY_POOL, &stale)
 }
