@@ -10,6 +10,8 @@ mod copy;
 mod data;
 mod paths;
 mod pool;
+#[cfg(test)]
+mod pool_tests;
 mod sources;
 #[cfg(test)]
 mod tests;
