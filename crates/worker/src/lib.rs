@@ -408,12 +408,14 @@ impl Worker {
                 Ok(pool) => {
                     let id = snapshotter.commit(active)?;
                     if let Some(pool) = pool {
+                        let started = std::time::Instant::now();
                         match pool.finish(&id) {
                             Ok(stats) => tracing::debug!(
                                 snapshot = %id,
                                 linked = stats.linked,
                                 copied = stats.copied,
                                 recorded = stats.recorded,
+                                record_time = ?started.elapsed(),
                                 "copy pool"
                             ),
                             Err(e) => tracing::debug!("copy pool: not recorded: {e}"),
