@@ -379,6 +379,22 @@ impl Snapshotter {
         self.snap_dir(id).ok().map(|d| d.join("fs"))
     }
 
+    /// Committed snapshot `id` and its ancestors, top-most first, with their upper dirs (as
+    /// [`Snapshotter::committed_upper`]; one walk of the parent chain).
+    pub fn committed_chain(&self, id: &SnapshotId) -> Option<Vec<(SnapshotId, PathBuf)>> {
+        if self.inner.backend != Backend::Overlay {
+            return None;
+        }
+        self.chain(Some(id))
+            .ok()?
+            .into_iter()
+            .map(|fs| {
+                let name = fs.parent()?.file_name()?.to_str()?.to_string();
+                Some((SnapshotId(name), fs))
+            })
+            .collect()
+    }
+
     /// The parent of committed snapshot `id` (`None`: it was prepared on an empty tree).
     pub fn parent(&self, id: &SnapshotId) -> Result<Option<SnapshotId>, SnapshotError> {
         read_parent(&self.existing_snap_dir(id)?)

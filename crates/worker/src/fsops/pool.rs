@@ -119,17 +119,15 @@ impl CopyPool {
         {
             return None;
         }
-        let mut ids = Vec::new();
-        let mut chain = HashSet::new();
-        let mut cur = parent.cloned();
-        while let Some(id) = cur {
-            if ids.len() > 10_000 {
-                return None;
-            }
-            chain.insert(snapshotter.committed_upper(&id)?);
-            cur = snapshotter.parent(&id).ok()?;
-            ids.push(id.0.into_bytes());
-        }
+        let ancestors = match parent {
+            Some(p) => snapshotter.committed_chain(p)?,
+            None => Vec::new(),
+        };
+        let ids: Vec<Vec<u8>> = ancestors
+            .iter()
+            .map(|(id, _)| id.0.clone().into_bytes())
+            .collect();
+        let chain: HashSet<PathBuf> = ancestors.into_iter().map(|(_, upper)| upper).collect();
         let mut used = HashSet::new();
         for packed in index
             .get_many_in(COPY_POOL_INODES, &ids)
