@@ -161,3 +161,44 @@ fn a_rebuild_links_unchanged_files_and_makes_the_same_layers() {
         "layers after the stamp are the same"
     );
 }
+
+/// Later steps write pooled files only through overlay copy-up: a RUN that appends to and
+/// chmods a linked file changes its own layer, never the inode the COPY snapshots share.
+#[test]
+fn a_run_that_changes_a_linked_file_leaves_the_shared_inode_alone() {
+    let Some(env) = env() else { return };
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    fs::write(
+        c.join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nCOPY stamp.txt /stamp.txt\nCOPY app/ /app/\n\
+         RUN echo more >> /app/a.txt && chmod 600 /app/a.txt && touch -d @1000 /app/a.txt\n",
+    )
+    .unwrap();
+    write(&c.join("stamp.txt"), b"one\n", 0o644);
+    write(&c.join("app/a.txt"), b"original\n", 0o644);
+    let root = tempfile::tempdir().unwrap();
+    build_tagged(root.path(), c, &env.base, true);
+    write(&c.join("stamp.txt"), b"two\n", 0o644);
+    build_tagged(root.path(), c, &env.base, true);
+    let copies = &files_by_path(root.path())[Path::new("app/a.txt")];
+    // Two COPY snapshots sharing one inode, two RUN snapshots with copied-up files.
+    assert_eq!(copies.len(), 4, "{copies:?}");
+    let snaps = root.path().join("snapshots-v1/snapshots");
+    let mut shared = 0;
+    for (id, ino) in copies {
+        let path = snaps.join(id).join("fs/app/a.txt");
+        let m = fs::metadata(&path).unwrap();
+        let body = fs::read_to_string(&path).unwrap();
+        if m.nlink() == 2 {
+            shared += 1;
+            assert_eq!(body, "original\n");
+            assert_eq!(m.mode() & 0o7777, 0o644);
+            assert_ne!(m.mtime(), 1000);
+        } else {
+            assert_eq!(body, "original\nmore\n", "the RUN's own copy ({ino})");
+            assert_eq!(m.mode() & 0o7777, 0o600);
+        }
+    }
+    assert_eq!(shared, 2, "the rebuild linked the COPY: {copies:?}");
+}

@@ -215,3 +215,53 @@ fn an_op_that_replaced_something_records_nothing() {
     let (_, again) = f.op(Some(&base), &[action("dir/", "/data/x/", None)]);
     assert_eq!(again.linked, 0, "nothing to link from");
 }
+
+#[test]
+fn a_placeholder_changed_before_it_is_settled_gets_the_real_bytes() {
+    let Some(f) = fixture() else { return };
+    let base = f.base();
+    let (b1, _) = f.op(Some(&base), &[action("big", "/data/big", None)]);
+    let src = f.ctx.join("big");
+    let meta = fs::symlink_metadata(&src).unwrap();
+    let mode = meta.mode() & 0o7777;
+
+    let base2 = f.base();
+    let active = f.snap.prepare(Some(&base2)).unwrap();
+    let mount = active.mount().unwrap();
+    let root = mount.path().to_path_buf();
+    let upper = active.upperdir().to_path_buf();
+    let pool = CopyPool::new(
+        f.index.clone(),
+        f.snap.clone(),
+        root.clone(),
+        upper.clone(),
+        Some(&base2),
+    )
+    .unwrap();
+    let key = CopyPool::key(&meta, (0, 0), mode);
+    let candidate = pool.lookup(&[key]).remove(0).expect("a candidate");
+    let dest = root.join("data/big");
+    let linked = pool
+        .try_link(&candidate, &src, &dest, &meta, (0, 0), mode)
+        .unwrap();
+    assert!(linked.is_some());
+    // Through the mount the placeholder already looks final (size, mode), without the data.
+    assert_eq!(fs::metadata(&dest).unwrap().len(), 300_000);
+    // Something changes it in place before the op ends: it must not become the shared inode.
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o600)).unwrap();
+    drop(mount);
+    pool.settle().unwrap();
+    let id = f.snap.commit(active).unwrap();
+    let stats = pool.finish(&id).unwrap();
+    assert_eq!((stats.linked, stats.copied, stats.recorded), (0, 1, 0));
+    let made = upper_file(&f, &id, "data/big");
+    assert_eq!(fs::read(&made).unwrap(), vec![7u8; 300_000]);
+    let m = fs::metadata(&made).unwrap();
+    assert_eq!((m.nlink(), m.mode() & 0o7777), (1, 0o600));
+    let shared = fs::metadata(upper_file(&f, &b1, "data/big")).unwrap();
+    assert_eq!((shared.nlink(), shared.mode() & 0o7777), (1, mode));
+}
+
+fn upper_file(f: &Fixture, id: &SnapshotId, rel: &str) -> std::path::PathBuf {
+    f.snap.committed_upper(id).unwrap().join(rel)
+}
