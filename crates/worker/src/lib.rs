@@ -511,6 +511,7 @@ fn copy_pool(
         snapshotter.clone(),
         mount.to_path_buf(),
         upper,
+        active.id().clone(),
         active.parent(),
     )
 }

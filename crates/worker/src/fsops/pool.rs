@@ -74,6 +74,8 @@ pub struct CopyPool {
     snapshotter: Snapshotter,
     mount: PathBuf,
     upper: PathBuf,
+    /// The active snapshot's id (the committed one's too).
+    id: SnapshotId,
     uppers: Mutex<HashMap<String, Option<PathBuf>>>,
     /// The upper dirs of the active snapshot's ancestors: never candidates.
     chain: HashSet<PathBuf>,
@@ -98,8 +100,8 @@ pub struct PoolStats {
 }
 
 impl CopyPool {
-    /// A pool for the op writing through `mount` into the upper dir `upper` of an active
-    /// snapshot on `parent`; None when the snapshotter is not the overlay backend, when the
+    /// A pool for the op writing through `mount` into the upper dir `upper` of active
+    /// snapshot `id` on `parent`; None when the snapshotter is not the overlay backend, when the
     /// ancestors cannot be read, or when [`POOL_ENV`] is `0`.
     ///
     /// Nothing the op links may already be visible below it: a file of an ancestor is never a
@@ -112,6 +114,7 @@ impl CopyPool {
         snapshotter: Snapshotter,
         mount: PathBuf,
         upper: PathBuf,
+        id: SnapshotId,
         parent: Option<&SnapshotId>,
     ) -> Option<CopyPool> {
         if snapshotter.backend() != rbuild_snapshotter::Backend::Overlay
@@ -146,6 +149,7 @@ impl CopyPool {
             snapshotter,
             mount,
             upper,
+            id,
             uppers: Mutex::default(),
             chain,
             used: Mutex::new(used),
@@ -346,7 +350,31 @@ impl CopyPool {
     /// directory keeps its times). A placeholder that is no longer where it was made, or is no
     /// longer as it was made, or whose candidate changed, gets its data copied in instead; one
     /// that was removed needs nothing.
+    ///
+    /// Then it records the inodes the op pooled under the snapshot's id, before the snapshot
+    /// is committed: a crash in between leaves an entry for a snapshot that never existed,
+    /// never a committed snapshot whose shared inodes are not listed.
     pub fn settle(&self) -> io::Result<()> {
+        self.settle_placeholders()?;
+        let inodes = self
+            .inodes
+            .lock()
+            .map(|mut i| std::mem::take(&mut *i))
+            .unwrap_or_default();
+        if inodes.is_empty() {
+            return Ok(());
+        }
+        let mut packed = Vec::with_capacity(inodes.len() * 16);
+        for (dev, ino) in inodes {
+            packed.extend_from_slice(&dev.to_le_bytes());
+            packed.extend_from_slice(&ino.to_le_bytes());
+        }
+        self.index
+            .put_in(COPY_POOL_INODES, self.id.0.as_bytes(), &packed)
+            .map_err(io::Error::other)
+    }
+
+    fn settle_placeholders(&self) -> io::Result<()> {
         let deferred = match self.deferred.lock() {
             Ok(mut d) => std::mem::take(&mut *d),
             Err(_) => return Err(io::Error::other("copy pool lock poisoned")),
@@ -442,28 +470,14 @@ impl CopyPool {
         }
     }
 
-    /// Writes the op's entries under committed snapshot `id` (nothing when the op removed or
-    /// replaced anything in its destination) and the inodes it pooled.
+    /// Writes the op's entries under its snapshot, now committed as `id` (nothing when the op
+    /// removed or replaced anything in its destination).
     pub fn finish(&self, id: &SnapshotId) -> Result<PoolStats, CacheError> {
         let mut stats = PoolStats {
             linked: self.linked.load(Ordering::Relaxed),
             copied: self.copied.load(Ordering::Relaxed),
             recorded: 0,
         };
-        let inodes = self
-            .inodes
-            .lock()
-            .map(|mut i| std::mem::take(&mut *i))
-            .unwrap_or_default();
-        if !inodes.is_empty() {
-            let mut packed = Vec::with_capacity(inodes.len() * 16);
-            for (dev, ino) in inodes {
-                packed.extend_from_slice(&dev.to_le_bytes());
-                packed.extend_from_slice(&ino.to_le_bytes());
-            }
-            self.index
-                .put_in(COPY_POOL_INODES, id.0.as_bytes(), &packed)?;
-        }
         if self.tainted.load(Ordering::Relaxed) {
             return Ok(stats);
         }

@@ -93,6 +93,7 @@ impl Fixture {
                 self.snap.clone(),
                 root.clone(),
                 upper.clone(),
+                active.id().clone(),
                 parent,
             )
             .unwrap(),
@@ -235,6 +236,7 @@ fn a_placeholder_changed_before_it_is_settled_gets_the_real_bytes() {
         f.snap.clone(),
         root.clone(),
         upper.clone(),
+        active.id().clone(),
         Some(&base2),
     )
     .unwrap();
