@@ -368,6 +368,33 @@ impl Snapshotter {
         self.chain(Some(id)).is_ok()
     }
 
+    /// The upper dir of committed snapshot `id` (overlay backend only; `None` for the copy
+    /// backend, whose snapshot trees are rewritten in place by the next snapshot's prepare, and
+    /// for ids that are not committed). Its files must never be written: a caller may hard-link
+    /// them into an active snapshot's upper dir (the worker's copy pool).
+    pub fn committed_upper(&self, id: &SnapshotId) -> Option<PathBuf> {
+        if self.inner.backend != Backend::Overlay || !self.exists(id) {
+            return None;
+        }
+        self.snap_dir(id).ok().map(|d| d.join("fs"))
+    }
+
+    /// Committed snapshot `id` and its ancestors, top-most first, with their upper dirs (as
+    /// [`Snapshotter::committed_upper`]; one walk of the parent chain).
+    pub fn committed_chain(&self, id: &SnapshotId) -> Option<Vec<(SnapshotId, PathBuf)>> {
+        if self.inner.backend != Backend::Overlay {
+            return None;
+        }
+        self.chain(Some(id))
+            .ok()?
+            .into_iter()
+            .map(|fs| {
+                let name = fs.parent()?.file_name()?.to_str()?.to_string();
+                Some((SnapshotId(name), fs))
+            })
+            .collect()
+    }
+
     /// The parent of committed snapshot `id` (`None`: it was prepared on an empty tree).
     pub fn parent(&self, id: &SnapshotId) -> Result<Option<SnapshotId>, SnapshotError> {
         read_parent(&self.existing_snap_dir(id)?)

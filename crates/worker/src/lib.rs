@@ -397,6 +397,7 @@ impl Worker {
         let context = self.context.clone();
         let file = file.clone();
         let excludes = dockerignore::Matcher::new(excludes);
+        let index = self.index.clone();
         Self::blocking(move || {
             let active = snapshotter.prepare(parent.as_ref())?;
             let result = apply_file_actions(
@@ -406,9 +407,27 @@ impl Worker {
                 &inputs,
                 context.as_deref(),
                 &excludes,
+                index,
             );
             match result {
-                Ok(()) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
+                Ok(pool) => {
+                    let id = snapshotter.commit(active)?;
+                    if let Some(pool) = pool {
+                        let started = std::time::Instant::now();
+                        match pool.finish(&id) {
+                            Ok(stats) => tracing::debug!(
+                                snapshot = %id,
+                                linked = stats.linked,
+                                copied = stats.copied,
+                                recorded = stats.recorded,
+                                record_time = ?started.elapsed(),
+                                "copy pool"
+                            ),
+                            Err(e) => tracing::debug!("copy pool: not recorded: {e}"),
+                        }
+                    }
+                    Ok(Value::Fs(Some(id)))
+                }
                 Err(e) => {
                     let _ = snapshotter.abort(active);
                     Err(e)
@@ -486,6 +505,34 @@ pub fn key_input_for(
     KeyInput { op, content }
 }
 
+/// The copy pool of a File op (see [`fsops::CopyPool`]): with a cache index, on the overlay
+/// backend, and never for ops that unpack archives (an archive's hardlink entries are chowned
+/// in place, which must not reach a pooled inode).
+fn copy_pool(
+    snapshotter: &Snapshotter,
+    active: &rbuild_snapshotter::Active,
+    file: &rbuild_llb::FileOp,
+    index: Option<CacheIndex>,
+    mount: &Path,
+) -> Option<fsops::CopyPool> {
+    let unpacks = file
+        .actions
+        .iter()
+        .any(|a| matches!(a, FileAction::Copy(c) if c.attempt_unpack));
+    if unpacks {
+        return None;
+    }
+    let upper = active.upperdir().to_path_buf();
+    fsops::CopyPool::new(
+        index?,
+        snapshotter.clone(),
+        mount.to_path_buf(),
+        upper,
+        active.id().clone(),
+        active.parent(),
+    )
+}
+
 fn apply_file_actions(
     snapshotter: &Snapshotter,
     active: &rbuild_snapshotter::Active,
@@ -493,7 +540,8 @@ fn apply_file_actions(
     inputs: &[Value],
     context: Option<&Path>,
     excludes: &dockerignore::Matcher,
-) -> Result<(), WorkerError> {
+    index: Option<CacheIndex>,
+) -> Result<Option<Arc<fsops::CopyPool>>, WorkerError> {
     let mount = active.mount()?;
     let root = mount.path().to_path_buf();
     let direct = (snapshotter.backend() == rbuild_snapshotter::Backend::Overlay).then(|| {
@@ -502,6 +550,7 @@ fn apply_file_actions(
             upper: active.upperdir().to_path_buf(),
         }
     });
+    let pool = copy_pool(snapshotter, active, file, index, &root).map(Arc::new);
     let mut views: HashMap<usize, rbuild_snapshotter::MountGuard> = HashMap::new();
     for action in &file.actions {
         match action {
@@ -555,6 +604,7 @@ fn apply_file_actions(
                     exclude,
                     source_exclude: (!source_exclude.is_empty()).then_some(source_exclude),
                     direct: direct.clone(),
+                    pool: pool.clone().filter(|_| reset_owner && direct.is_some()),
                 };
                 fsops::copy_action(&src_root, &root, copy, &settings).map_err(|source| {
                     WorkerError::File {
@@ -577,7 +627,11 @@ fn apply_file_actions(
     }
     drop(views);
     drop(mount);
-    Ok(())
+    if let Some(pool) = &pool {
+        pool.settle()
+            .map_err(|source| WorkerError::File { op: "COPY", source })?;
+    }
+    Ok(pool)
 }
 
 impl Worker {

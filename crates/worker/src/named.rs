@@ -70,8 +70,17 @@ impl Worker {
         Self::blocking(move || {
             let active = snapshotter.prepare(None)?;
             let inputs = [Value::Context];
-            match apply_file_actions(&snapshotter, &active, &file, &inputs, Some(&dir), &matcher) {
-                Ok(()) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
+            // No copy pool: a named context's snapshot is made once per content.
+            match apply_file_actions(
+                &snapshotter,
+                &active,
+                &file,
+                &inputs,
+                Some(&dir),
+                &matcher,
+                None,
+            ) {
+                Ok(_) => Ok(Value::Fs(Some(snapshotter.commit(active)?))),
                 Err(e) => {
                     let _ = snapshotter.abort(active);
                     Err(e)

@@ -407,6 +407,7 @@ fn collect(
         .cloned()
         .collect();
     o.snapshotter.remove_all(&gone)?;
+    rbuild_worker::fsops::forget_snapshots(&o.index, &gone)?;
     report.snapshots = gone.len();
     // 3. Variant mappings of layers nothing reaches, or whose blob goes, and layers-by-content
     // entries whose blob goes (before the blobs, so neither names a missing blob; readers also

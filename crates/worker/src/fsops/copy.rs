@@ -3,6 +3,7 @@
 //! mtimes preserved, and the `.dockerignore` / `--exclude` filters applied while walking.
 
 use super::data::{copy_file, Mover};
+use super::pool::{CopyPool, Key};
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use rbuild_llb::SymbolicMode;
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Settings for one copy.
 pub struct CopySettings {
@@ -29,6 +31,9 @@ pub struct CopySettings {
     /// The destination is an overlay mount whose upper dir may be written directly below
     /// directories the copy creates (see [`DirectUpper`]); None: everything through the mount.
     pub direct: Option<DirectUpper>,
+    /// The copy pool of the op (sources from the build context only): files identical to an
+    /// earlier copy are linked to it (see [`CopyPool`]).
+    pub pool: Option<Arc<CopyPool>>,
 }
 
 /// An overlay mount of an active snapshot and its upper dir. A directory the copy creates
@@ -74,6 +79,7 @@ impl CopySettings {
             exclude: None,
             source_exclude: None,
             direct: None,
+            pool: None,
         }
     }
 
@@ -143,6 +149,7 @@ pub(super) struct Links {
     first: HashMap<(u64, u64), PathBuf>,
     mover: Mover,
     batch: Vec<FileJob>,
+    pool: Option<Arc<CopyPool>>,
 }
 
 /// Plain file copies that wait before [`Links::flush`] runs them (bounds the memory they take).
@@ -158,9 +165,26 @@ struct FileJob {
     meta: fs::Metadata,
     owner: (u32, u32),
     mode: u32,
+    /// The pool key when the copy may be served by the pool.
+    key: Option<Key>,
 }
 
 impl Links {
+    /// Links for one source of a copy with `settings` (its pool, if any).
+    pub(super) fn new(settings: &CopySettings) -> Links {
+        Links {
+            pool: settings.pool.clone(),
+            ..Links::default()
+        }
+    }
+
+    /// Something in the destination was removed or replaced (see [`CopyPool::taint`]).
+    fn taint(&self) {
+        if let Some(pool) = &self.pool {
+            pool.taint();
+        }
+    }
+
     fn push(&mut self, job: FileJob) -> io::Result<()> {
         self.batch.push(job);
         if self.batch.len() >= BATCH {
@@ -172,29 +196,54 @@ impl Links {
     /// Runs the waiting file copies, on up to one thread per core; the first error wins.
     pub(super) fn flush(&mut self) -> io::Result<()> {
         let jobs = std::mem::take(&mut self.batch);
-        let run = |job: &FileJob| {
-            copy_file(
+        let candidates = match &self.pool {
+            Some(pool) => pool.lookup(&jobs.iter().map(|j| j.key).collect::<Vec<_>>()),
+            None => Vec::new(),
+        };
+        let pool = self.pool.as_deref();
+        let run = |(i, job): (usize, &FileJob)| {
+            if let (Some(pool), Some(key)) = (pool, job.key) {
+                let candidate = candidates.get(i).and_then(|c| c.as_deref());
+                if let Some(c) = candidate {
+                    if let Some(inode) =
+                        pool.try_link(c, &job.src, &job.dest, &job.meta, job.owner, job.mode)?
+                    {
+                        pool.record(key, &job.dest, inode, None);
+                        return Ok(());
+                    }
+                }
+            }
+            let made = copy_file(
                 &job.src,
                 &job.dest,
                 &job.meta,
                 job.owner,
                 job.mode,
                 &self.mover,
-            )
+            )?;
+            if let Some(pool) = pool {
+                if made.replaced {
+                    pool.taint();
+                }
+                if let Some(key) = job.key {
+                    pool.record(key, &job.dest, made.inode, Some((&job.src, &job.meta)));
+                }
+            }
+            Ok(())
         };
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .min(8);
         if jobs.len() < PARALLEL_MIN || threads < 2 {
-            return jobs.iter().try_for_each(run);
+            return jobs.iter().enumerate().try_for_each(run);
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed = std::sync::Mutex::new(None::<io::Error>);
         let work = || loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(job) = jobs.get(i) else { break };
-            if let Err(e) = run(job) {
+            if let Err(e) = run((i, job)) {
                 next.store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut slot) = failed.lock() {
                     slot.get_or_insert(e);
@@ -315,6 +364,7 @@ pub(super) fn copy_entry(
         let created = match fs::symlink_metadata(dest) {
             Ok(m) if m.is_dir() => false,
             Ok(_) => {
+                links.taint();
                 fs::remove_file(dest)?;
                 fs::create_dir(dest)?;
                 true
@@ -359,22 +409,31 @@ pub(super) fn copy_entry(
         }
         match links.source_for(meta, dest) {
             None => {
+                let key = links
+                    .pool
+                    .as_ref()
+                    .and_then(|_| CopyPool::key(meta, (uid, gid), mode));
                 return links.push(FileJob {
                     src: src.to_path_buf(),
                     dest: dest.to_path_buf(),
                     meta: meta.clone(),
                     owner: (uid, gid),
                     mode,
-                })
+                    key,
+                });
             }
             Some(first) => {
-                remove_existing(dest)?;
+                if remove_existing(dest)? {
+                    links.taint();
+                }
                 fs::hard_link(&first, dest)?;
                 return set_mtime(dest, meta);
             }
         }
     }
-    remove_existing(dest)?;
+    if remove_existing(dest)? {
+        links.taint();
+    }
     if ft.is_symlink() {
         let target = fs::read_link(src)?;
         symlink(&target, dest)?;
@@ -394,15 +453,17 @@ pub(super) fn copy_entry(
 }
 
 /// Removes whatever is at `dest` (a directory with its contents); nothing there is fine.
-fn remove_existing(dest: &Path) -> io::Result<()> {
+/// True when something was removed.
+fn remove_existing(dest: &Path) -> io::Result<bool> {
     if let Ok(existing) = fs::symlink_metadata(dest) {
         if existing.is_dir() {
             fs::remove_dir_all(dest)?;
         } else {
             fs::remove_file(dest)?;
         }
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {

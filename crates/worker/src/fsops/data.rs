@@ -81,8 +81,8 @@ fn plain_copy(input: &mut File, output: &mut File) -> io::Result<()> {
 }
 
 /// Creates `dest` exclusively; when something is in the way (a file, a symlink, a directory
-/// tree) it is removed and the create tried once more.
-fn create_exclusive(dest: &Path, mode: u32) -> io::Result<File> {
+/// tree) it is removed and the create tried once more (then the flag is true).
+fn create_exclusive(dest: &Path, mode: u32) -> io::Result<(File, bool)> {
     let open = || {
         fs::OpenOptions::new()
             .write(true)
@@ -96,9 +96,9 @@ fn create_exclusive(dest: &Path, mode: u32) -> io::Result<File> {
                 Ok(m) if m.is_dir() => fs::remove_dir_all(dest)?,
                 _ => fs::remove_file(dest)?,
             }
-            open()
+            Ok((open()?, true))
         }
-        other => other,
+        other => other.map(|f| (f, false)),
     }
 }
 
@@ -111,22 +111,42 @@ pub(super) fn copy_file(
     (uid, gid): (u32, u32),
     mode: u32,
     mover: &Mover,
-) -> io::Result<()> {
+) -> io::Result<Made> {
     let mut input = File::open(src)?;
     // Created with the permission bits (the umask may clear some; checked below), so that the
     // usual file, created by root for 0:0, needs no chown or chmod: each would dirty the inode
     // once more.
-    let mut output = create_exclusive(dest, mode & 0o777)?;
+    let (mut output, replaced) = create_exclusive(dest, mode & 0o777)?;
     mover.copy(&mut input, &mut output, meta.len())?;
-    let made = rustix::fs::fstat(&output)?;
-    if made.st_uid != uid || made.st_gid != gid {
-        // Owner before mode: a chown clears setuid/setgid bits.
-        rustix::fs::fchown(&output, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
-    }
-    if made.st_mode & 0o7777 != mode || mode & 0o7000 != 0 {
-        rustix::fs::fchmod(&output, Mode::from_raw_mode(mode))?;
-    }
-    let times = Timestamps {
+    let inode = set_meta(&output, meta, (uid, gid), mode)?;
+    Ok(Made { replaced, inode })
+}
+
+/// Creates `dest` as [`copy_file`] would, with the size of `meta`'s file but no data (a
+/// sparse file: the copy pool's placeholder, see `pool`).
+pub(super) fn placeholder_file(
+    dest: &Path,
+    meta: &fs::Metadata,
+    owner: (u32, u32),
+    mode: u32,
+) -> io::Result<Made> {
+    let (output, replaced) = create_exclusive(dest, mode & 0o777)?;
+    output.set_len(meta.len())?;
+    let inode = set_meta(&output, meta, owner, mode)?;
+    Ok(Made { replaced, inode })
+}
+
+/// Fills the open file `output` with the bytes of `src` (its first `len`), keeping its times
+/// as `meta` says (the copy pool's fallback for a placeholder it could not replace).
+pub(super) fn fill_file(output: &mut File, src: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    let mut input = File::open(src)?;
+    Mover::default().copy(&mut input, output, meta.len())?;
+    rustix::fs::futimens(&*output, &times_of(meta))?;
+    Ok(())
+}
+
+fn times_of(meta: &fs::Metadata) -> Timestamps {
+    Timestamps {
         last_access: Timespec {
             tv_sec: meta.atime(),
             tv_nsec: meta.atime_nsec(),
@@ -135,9 +155,34 @@ pub(super) fn copy_file(
             tv_sec: meta.mtime(),
             tv_nsec: meta.mtime_nsec(),
         },
-    };
-    rustix::fs::futimens(&output, &times)?;
-    Ok(())
+    }
+}
+
+/// What [`copy_file`] made.
+pub(super) struct Made {
+    /// Something that was at the destination was replaced.
+    pub replaced: bool,
+    /// The new file's device and inode (as the filesystem written to reports them).
+    pub inode: (u64, u64),
+}
+
+/// Owner, mode and the source's times on a file just created; returns its device and inode.
+fn set_meta(
+    output: &File,
+    meta: &fs::Metadata,
+    (uid, gid): (u32, u32),
+    mode: u32,
+) -> io::Result<(u64, u64)> {
+    let made = rustix::fs::fstat(output)?;
+    if made.st_uid != uid || made.st_gid != gid {
+        // Owner before mode: a chown clears setuid/setgid bits.
+        rustix::fs::fchown(output, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    }
+    if made.st_mode & 0o7777 != mode || mode & 0o7000 != 0 {
+        rustix::fs::fchmod(output, Mode::from_raw_mode(mode))?;
+    }
+    rustix::fs::futimens(output, &times_of(meta))?;
+    Ok((made.st_dev, made.st_ino))
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ mod archive;
 mod copy;
 mod data;
 mod paths;
+mod pool;
+#[cfg(test)]
+mod pool_tests;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -16,6 +19,7 @@ mod tests;
 pub use crate::glob::{glob_match, has_wildcard};
 pub use copy::{CopySettings, DirectUpper};
 pub use paths::{mkdir_all, resolve_in_root};
+pub use pool::{forget_snapshots, CopyPool, PoolStats, POOL_ENV};
 pub use rbuild_llb::SymbolicMode;
 pub use sources::{expand_sources, parents_pivot, parents_target};
 
@@ -49,7 +53,7 @@ pub fn copy_action(
     let dest_host = resolve_in_root(dest_root, &action.dest, true)?;
     let dest_is_dir = dest_slash || existing.len() > 1 || wildcard || dest_host.is_dir();
     let parent_owner = settings.owner;
-    let mut links = Links::default();
+    let mut links = Links::new(settings);
     for (rel, host) in existing {
         let meta = fs::symlink_metadata(&host)?;
         if meta.is_dir() {
@@ -114,7 +118,7 @@ fn copy_with_parents(
     let dest_dir = resolve_in_root(dest_root, &action.dest, true)?;
     let mut made: Vec<(PathBuf, fs::Metadata)> = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut links = Links::default();
+    let mut links = Links::new(settings);
     for (rel, host) in existing {
         let kept = parents_target(&rel, &pivot);
         let mut dir = dest_dir.clone();
