@@ -2,7 +2,7 @@
 //! symbolic), symlinks kept as links, hardlink groups kept as links, device nodes recreated,
 //! mtimes preserved, and the `.dockerignore` / `--exclude` filters applied while walking.
 
-use super::data::{copy_file, Mover};
+use super::data::{copy_file, set_mtime, Mover};
 use super::pool::{CopyPool, Key};
 use crate::dockerignore::{keeps_anything, Matcher, Verdict};
 use rbuild_llb::SymbolicMode;
@@ -464,25 +464,4 @@ fn remove_existing(dest: &Path) -> io::Result<bool> {
         return Ok(true);
     }
     Ok(false)
-}
-
-pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    use rustix::fs::{Timespec, Timestamps};
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec(),
-        },
-        last_modification: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec(),
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    Ok(())
 }

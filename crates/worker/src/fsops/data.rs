@@ -185,6 +185,28 @@ fn set_meta(
     Ok((made.st_dev, made.st_ino))
 }
 
+/// Sets `path`'s access and modification times to `meta`'s (the link itself for a symlink).
+pub(super) fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use rustix::fs::{Timespec, Timestamps};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

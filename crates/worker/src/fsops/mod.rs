@@ -24,7 +24,8 @@ pub use rbuild_llb::SymbolicMode;
 pub use sources::{expand_sources, parents_pivot, parents_target};
 
 use archive::try_unpack;
-use copy::{copy_dir_contents, copy_entry, set_mtime, EntryPaths, Links};
+use copy::{copy_dir_contents, copy_entry, EntryPaths, Links};
+use data::set_mtime;
 use rbuild_llb::{CopyAction, MkdirAction};
 use sources::matched_sources;
 use std::collections::HashSet;

@@ -424,7 +424,7 @@ impl CopyPool {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        super::copy::set_mtime(parent, &parent_meta)?;
+        data::set_mtime(parent, &parent_meta)?;
         Ok(true)
     }
 
