@@ -65,7 +65,7 @@ fn env_value(exec: &ExecOp, key: &str) -> Option<String> {
 
 #[test]
 fn platform_args_are_global_in_from_lines() {
-    let text = "FROM busybox:${TARGETARCH}-${BUILDARCH}-${TARGETOS}-${TARGETVARIANT}x AS a\n\
+    let text = "FROM busybox:${TARGETARCH}-${BUILDARCH}-${TARGETOS}-${TARGETVARIANT}x-${BUILDOS}${BUILDVARIANT} AS a\n\
                 FROM alpine:$TARGETPLATFORM\nRUN true\n";
     let df = crate::parse(text).expect("parses");
     let sites = base_image_sites(&df, &opts_for(Some("linux/arm/v7"))).expect("sites");
@@ -79,7 +79,7 @@ fn platform_args_are_global_in_from_lines() {
         },
     )
     .expect("sites");
-    assert_eq!(sites[0].0, "busybox:arm-amd64-linux-v7x");
+    assert_eq!(sites[0].0, "busybox:arm-amd64-linux-v7x-linux");
     assert_eq!(sites[0].1, p("linux/arm/v7"));
     // Implicit target: the build platform's values.
     let sites = base_image_sites(
@@ -90,7 +90,7 @@ fn platform_args_are_global_in_from_lines() {
         },
     )
     .expect("sites");
-    assert_eq!(sites[0].0, "busybox:amd64-amd64-linux-x");
+    assert_eq!(sites[0].0, "busybox:amd64-amd64-linux-x-linux");
 }
 
 #[test]
