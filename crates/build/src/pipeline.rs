@@ -5,7 +5,7 @@
 //! phase is cancelable ([`Cancel`]). Each phase logs its time at debug level (`phase finished`,
 //! `phase=NAME phase_time=...`).
 
-use crate::cache_io::{self, ExportParts, Solved};
+use crate::cache_io;
 use crate::cancel::Cancel;
 use crate::eager;
 use crate::error::{blocking, BuildError, DockerfileError, Lines, SolveFailure};
@@ -612,15 +612,11 @@ impl Pipeline {
         };
         // The sub-steps as BuildKit's image exporter prints them (the tags were set by
         // `export_image`).
-        vertex.log(format!(
-            "exporting layers {:.1}s done",
-            vertex.elapsed().as_secs_f64()
-        ));
-        vertex.log(format!("writing image {} done", desc.digest));
-        for name in &tags {
-            let full = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
-            vertex.log(format!("naming to {full} done"));
-        }
+        deliver::log_export(
+            &vertex,
+            &[format!("writing image {} done", desc.digest)],
+            &tags,
+        );
         vertex.done();
         phase_done("export", started);
         let delivery = deliver::Delivery {
@@ -641,31 +637,8 @@ impl Pipeline {
         self.progress.event(BuildEvent::ImageWritten {
             digest: desc.digest.clone(),
         });
-        let started = Instant::now();
-        cache_io::export(
-            &parts.cache_to,
-            &Solved {
-                solver: &solved.solver,
-                graph: &solved.graph,
-                ids: &solved.ids,
-                targets: &solved.targets,
-                keys: &solved.keys,
-                links: &solved.links,
-            },
-            &ExportParts {
-                store: &self.store,
-                snapshotter: &solved.snapshotter,
-                layer_opts: &layer_opts,
-                architecture: &architecture,
-                registry: &self.registry,
-            },
-            self.progress.as_ref(),
-            cancel,
-        )
-        .await?;
-        if !parts.cache_to.is_empty() {
-            phase_done("cache export", started);
-        }
+        self.export_cache(&parts.cache_to, &solved, &layer_opts, &architecture, cancel)
+            .await?;
         for name in &tags {
             self.progress
                 .event(BuildEvent::Named { name: name.clone() });

@@ -5,16 +5,16 @@
 //! answer, the host's binfmt_misc registrations are untouched, and a missing emulator is a
 //! clear error at the RUN naming the package.
 
-use rbuild_oci::{Descriptor, Index, Manifest, Store};
+use rbuild_oci::{Index, Manifest, Store};
 use rbuild_testsupport::{qemu_aarch64, registry_with_multiarch_busybox, require_root};
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::Output;
 
 mod common;
 
 use common::attack::{context, has, text};
+use common::stored::{file_in_image, read_json};
 use common::{assert_ok, events, rbuild_at, stderr_text};
 
 fn build(root: &Path, ctx: &Path, args: &[&str]) -> Output {
@@ -24,36 +24,6 @@ fn build(root: &Path, ctx: &Path, args: &[&str]) -> Output {
         .arg(ctx)
         .output()
         .expect("run rbuild")
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(root: &Path, desc: &Descriptor) -> T {
-    let store = Store::open(root).expect("store");
-    serde_json::from_slice(&store.read_blob(&desc.digest).expect("blob")).expect("json")
-}
-
-/// The content of `path` in the image's layers (the last layer that has it).
-fn file_in_image(root: &Path, manifest: &Manifest, path: &str) -> Option<String> {
-    let store = Store::open(root).expect("store");
-    let mut found = None;
-    for layer in &manifest.layers {
-        let bytes = store.read_blob(&layer.digest).expect("layer");
-        let reader: Box<dyn Read> = if layer.media_type.0.ends_with("gzip") {
-            Box::new(flate2::read::GzDecoder::new(&bytes[..]))
-        } else {
-            Box::new(&bytes[..])
-        };
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().expect("tar") {
-            let mut entry = entry.expect("entry");
-            let name = entry.path().expect("path").to_string_lossy().to_string();
-            if name.trim_start_matches("./") == path {
-                let mut text = String::new();
-                entry.read_to_string(&mut text).expect("read");
-                found = Some(text);
-            }
-        }
-    }
-    found
 }
 
 /// The host's binfmt_misc entries and their contents (empty when it is not mounted).

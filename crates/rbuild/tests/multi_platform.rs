@@ -9,12 +9,12 @@
 use rbuild_oci::{Descriptor, Index, Manifest, Platform, Store};
 use rbuild_testsupport::{make_busybox_index_layout, push_layout, require_root, TestRegistry};
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::Output;
 
 mod common;
 
+use common::stored::{file_in_image, read_json};
 use common::{assert_ok, events, rbuild_at, stderr_text};
 
 /// A registry serving `ADDR/busybox:multi`, an index of linux/amd64 and linux/arm64/v8.
@@ -44,36 +44,6 @@ fn tagged(root: &Path, name: &str) -> Descriptor {
         .resolve_tag(name)
         .expect("index.json")
         .unwrap_or_else(|| panic!("{name} is not tagged"))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(root: &Path, desc: &Descriptor) -> T {
-    let store = Store::open(root).expect("store");
-    serde_json::from_slice(&store.read_blob(&desc.digest).expect("blob")).expect("json")
-}
-
-/// The content of `path` in the image `manifest`'s layers (the last layer that has it).
-fn file_in_image(root: &Path, manifest: &Manifest, path: &str) -> Option<String> {
-    let store = Store::open(root).expect("store");
-    let mut found = None;
-    for layer in &manifest.layers {
-        let bytes = store.read_blob(&layer.digest).expect("layer");
-        let reader: Box<dyn Read> = if layer.media_type.0.ends_with("gzip") {
-            Box::new(flate2::read::GzDecoder::new(&bytes[..]))
-        } else {
-            Box::new(&bytes[..])
-        };
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().expect("tar") {
-            let mut entry = entry.expect("entry");
-            let name = entry.path().expect("path").to_string_lossy().to_string();
-            if name.trim_start_matches("./") == path {
-                let mut text = String::new();
-                entry.read_to_string(&mut text).expect("read");
-                found = Some(text);
-            }
-        }
-    }
-    found
 }
 
 /// How many times a step whose name contains `step` was started (executed).

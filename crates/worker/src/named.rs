@@ -2,7 +2,8 @@
 //! place, such a source becomes a snapshot of its directory, keyed by the directory's content
 //! checksum (less its `.dockerignore`), so it is cached like any other result.
 
-use crate::{apply_file_actions, checksum, dockerignore, Value, Worker, WorkerError};
+use crate::file_op::apply_file_actions;
+use crate::{checksum, dockerignore, Value, Worker, WorkerError};
 use rbuild_llb::FileAction;
 use rbuild_solver::ContentDigest;
 use std::path::PathBuf;

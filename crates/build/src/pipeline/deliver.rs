@@ -1,8 +1,9 @@
 //! Where a stored image goes after the export, for single- and multi-platform builds alike:
-//! the `--output`s (an index writes a directory per platform for `local`/`tar`), then the push
-//! of its compressed variant.
+//! the export vertex's log lines, the `--output`s (an index writes a directory per platform for
+//! `local`/`tar`), the cache export, then the push of its compressed variant.
 
-use super::{phase_done, Pipeline};
+use super::{phase_done, Pipeline, SolveOutcome};
+use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::BuildError;
 use crate::export::{write_outputs, StoredImage};
@@ -10,9 +11,12 @@ use crate::progress::BuildEvent;
 use crate::progress::PushSummary;
 use crate::push::push_image;
 use crate::request::OutputResult;
+use crate::spec::CacheToSpec;
 use crate::spec::OutputSpec;
+use crate::vertices::InternalVertex;
 use rbuild_exporter::{image_variant, LayerOptions, PlatformRootfs};
 use rbuild_oci::Descriptor;
+use rbuild_registry::Reference;
 use rbuild_snapshotter::{SnapshotId, Snapshotter};
 use std::future::Future;
 use std::time::Instant;
@@ -29,7 +33,60 @@ pub(super) struct Delivery {
     pub(super) tags: Vec<String>,
 }
 
+/// Logs BuildKit's image-export sub-steps on `vertex`: the layers' time, `lines` (the image or
+/// the manifests and index written), then `naming to NAME done` per name.
+pub(super) fn log_export(vertex: &InternalVertex, lines: &[String], names: &[String]) {
+    vertex.log(format!(
+        "exporting layers {:.1}s done",
+        vertex.elapsed().as_secs_f64()
+    ));
+    for line in lines {
+        vertex.log(line.clone());
+    }
+    for name in names {
+        let full = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
+        vertex.log(format!("naming to {full} done"));
+    }
+}
+
 impl Pipeline {
+    /// Exports the cache of every target to the `--cache-to` destinations.
+    pub(super) async fn export_cache<F: Future<Output = i32>>(
+        &self,
+        cache_to: &[CacheToSpec],
+        solved: &SolveOutcome,
+        layer_opts: &LayerOptions,
+        architecture: &str,
+        cancel: &mut Cancel<F>,
+    ) -> Result<(), BuildError> {
+        let started = Instant::now();
+        cache_io::export(
+            cache_to,
+            &Solved {
+                solver: &solved.solver,
+                graph: &solved.graph,
+                ids: &solved.ids,
+                targets: &solved.targets,
+                keys: &solved.keys,
+                links: &solved.links,
+            },
+            &ExportParts {
+                store: &self.store,
+                snapshotter: &solved.snapshotter,
+                layer_opts,
+                architecture,
+                registry: &self.registry,
+            },
+            self.progress.as_ref(),
+            cancel,
+        )
+        .await?;
+        if !cache_to.is_empty() {
+            phase_done("cache export", started);
+        }
+        Ok(())
+    }
+
     /// Writes `image` to every output off the async workers.
     pub(super) async fn write_outputs<F: Future<Output = i32>>(
         &self,

@@ -3,9 +3,8 @@
 //! `local`/`tar`), the cache of every platform's result, the push of the index, and the result
 //! with the index and each platform's manifest.
 
-use super::deliver::Delivery;
+use super::deliver::{log_export, Delivery};
 use super::{phase_done, stop_eager, FinishParts, Pipeline, SolveOutcome};
-use crate::cache_io::{self, ExportParts, Solved};
 use crate::cancel::Cancel;
 use crate::error::{blocking, BuildError};
 use crate::export::ImageParts;
@@ -16,7 +15,6 @@ use crate::request::{BuildResult, PlatformManifest};
 use crate::vertices::InternalVertex;
 use rbuild_exporter::{normalize_tag, LayerOptions};
 use rbuild_frontend::BuildPlan;
-use rbuild_registry::Reference;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -72,19 +70,13 @@ impl Pipeline {
             }
         };
         // BuildKit's image exporter's sub-steps for a multi-platform image.
-        vertex.log(format!(
-            "exporting layers {:.1}s done",
-            vertex.elapsed().as_secs_f64()
-        ));
+        let mut lines = Vec::new();
         for image in &images {
-            vertex.log(format!("exporting manifest {} done", image.manifest.digest));
-            vertex.log(format!("exporting config {} done", image.config));
+            lines.push(format!("exporting manifest {} done", image.manifest.digest));
+            lines.push(format!("exporting config {} done", image.config));
         }
-        vertex.log(format!("exporting manifest list {} done", index.digest));
-        for name in &names {
-            let full = Reference::parse(name).map_or_else(|_| name.clone(), |r| r.to_string());
-            vertex.log(format!("naming to {full} done"));
-        }
+        lines.push(format!("exporting manifest list {} done", index.digest));
+        log_export(&vertex, &lines, &names);
         vertex.done();
         phase_done("export", started);
         let delivery = Delivery {
@@ -108,32 +100,9 @@ impl Pipeline {
         self.progress.event(BuildEvent::ImageWritten {
             digest: index.digest.clone(),
         });
-        let started = Instant::now();
         let architecture = plan.config.architecture.clone();
-        cache_io::export(
-            &parts.cache_to,
-            &Solved {
-                solver: &solved.solver,
-                graph: &solved.graph,
-                ids: &solved.ids,
-                targets: &solved.targets,
-                keys: &solved.keys,
-                links: &solved.links,
-            },
-            &ExportParts {
-                store: &self.store,
-                snapshotter: &solved.snapshotter,
-                layer_opts: &layer_opts,
-                architecture: &architecture,
-                registry: &self.registry,
-            },
-            self.progress.as_ref(),
-            cancel,
-        )
-        .await?;
-        if !parts.cache_to.is_empty() {
-            phase_done("cache export", started);
-        }
+        self.export_cache(&parts.cache_to, &solved, &layer_opts, &architecture, cancel)
+            .await?;
         for name in &parts.tags {
             self.progress.event(BuildEvent::Named {
                 name: normalize_tag(name),

@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod pushed;
+pub mod stored;
 
 use rbuild_testsupport::{
     isolated_docker_config, registry_with_busybox, require_root, TestRegistry,
