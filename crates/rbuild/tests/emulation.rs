@@ -117,21 +117,7 @@ fn a_run_is_emulated_for_the_foreign_platform() {
     ];
     let pushed = build(root.path(), ctx.path(), &push);
     assert_ok(&pushed);
-    let raw = rbuild_testsupport::skopeo("inspect", None)
-        .expect("skopeo")
-        .args(["--raw", "--tls-verify=false"])
-        .arg(format!("docker://{target}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let index: Index = serde_json::from_slice(&raw.stdout).expect("pushed index");
-    let platforms: Vec<String> = (index.manifests.iter())
-        .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
-        .collect();
+    let platforms = common::pushed::index_platforms(&format!("docker://{target}"));
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     for (arch, uname) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
         let (file, config_arch) = common::pushed::file_of(&target, arch, "arch");

@@ -191,21 +191,7 @@ fn a_cross_compiling_build_runs_its_builder_once_and_stores_an_index() {
         let text = fs::read_to_string(&file).expect("a directory per platform");
         assert!(text.starts_with(&format!("{arch} linux/{arch}")), "{text}");
     }
-    let raw = rbuild_testsupport::skopeo("inspect", None)
-        .expect("skopeo")
-        .arg("--raw")
-        .arg(format!("oci-archive:{}", oci.display()))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let archived: Index = serde_json::from_slice(&raw.stdout).expect("an index");
-    let platforms: Vec<String> = (archived.manifests.iter())
-        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
-        .collect();
+    let platforms = common::pushed::index_platforms(&format!("oci-archive:{}", oci.display()));
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 }
 

@@ -5,6 +5,7 @@ use rbuild_oci::{Digest, Index, Manifest};
 use rbuild_testsupport::skopeo;
 use serde_json::Value;
 use std::path::Path;
+use std::process::Output;
 
 /// The content of `path` in the top layer of `reference`'s image for `arch` (copied out with
 /// `skopeo --override-arch`), and the architecture its config names. The layer must be gzip.
@@ -48,4 +49,24 @@ pub fn file_of(reference: &str, arch: &str, path: &str) -> (String, String) {
         .unwrap_or_default()
         .to_string();
     (text, arch)
+}
+
+/// The platforms an index lists, read raw by `skopeo inspect --raw SOURCE` (a transport
+/// reference: `docker://...` on a loopback registry without TLS, `oci-archive:...`).
+pub fn index_platforms(source: &str) -> Vec<String> {
+    let mut cmd = skopeo("inspect", None).expect("skopeo");
+    cmd.arg("--raw");
+    if source.starts_with("docker://") {
+        cmd.arg("--tls-verify=false");
+    }
+    let out: Output = cmd.arg(source).output().expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: Index = serde_json::from_slice(&out.stdout).expect("an index");
+    (index.manifests.iter())
+        .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+        .collect()
 }
