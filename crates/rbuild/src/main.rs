@@ -148,7 +148,7 @@ impl StoreArgs {
         if let Some(root) = &self.root {
             return root.clone();
         }
-        if rustix::process::geteuid().is_root() {
+        if rustix::process::geteuid().is_root() && !rbuild_sandbox::rootless::is_rootless() {
             return PathBuf::from("/var/lib/rbuild");
         }
         match std::env::var_os("XDG_DATA_HOME") {
@@ -311,6 +311,19 @@ pub struct BuildArgs {
     pub debug: debug::DebugFlags,
 }
 
+/// Whether a command needs rootless mode's user namespace when run as an ordinary user: every
+/// command that reads or writes the store (snapshots hold files of in-image owners).
+fn needs_namespace(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Version
+            | Command::Completion(_)
+            | Command::Check(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+    )
+}
+
 /// The spec error behind a clap "invalid value" error, if a spec's `FromStr` failed.
 fn spec_error(e: &clap::Error) -> Option<&SpecError> {
     std::error::Error::source(e).and_then(|s| s.downcast_ref::<SpecError>())
@@ -337,6 +350,20 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
+    // As an ordinary user, everything that touches the store runs as "root" of a user namespace
+    // of its own (before any thread exists).
+    if needs_namespace(&cli.command) {
+        match rbuild_sandbox::rootless::enter_if_needed() {
+            Ok(rbuild_sandbox::rootless::Entered::Continue) => {}
+            Ok(rbuild_sandbox::rootless::Entered::Exited(code)) => {
+                return ExitCode::from(u8::try_from(code).unwrap_or(1))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // For prune and du, -v lists records (as docker's -v) rather than turning on debug logs.
     let listing = matches!(cli.command, Command::Prune(_) | Command::Du(_));
     let mut log = cli.log.clone();

@@ -48,6 +48,7 @@ mod helper;
 mod limits;
 mod mounts;
 mod net;
+pub mod rootless;
 mod run;
 mod seccomp;
 mod spec;

@@ -13,7 +13,16 @@ use std::path::{Component, Path, PathBuf};
 /// The host directory the sandbox's scratch tmpfs is mounted on. Mounts on it exist only in each
 /// sandbox's private mount namespace, so concurrent sandboxes share it without colliding and
 /// nothing is ever mounted on it in the host namespace.
+/// Rootless mode uses `SCRATCH_DIR-UID` (the user's host uid): root's directory is not ours there.
 pub(crate) const SCRATCH_DIR: &str = "/tmp/.rbuild-sandbox-v1";
+
+/// The scratch directory of this process: [`SCRATCH_DIR`], or its per-user variant rootless.
+fn scratch_dir() -> String {
+    match crate::rootless::current() {
+        Some(info) => format!("{SCRATCH_DIR}-{}", info.uid),
+        None => SCRATCH_DIR.to_string(),
+    }
+}
 
 /// The classic mount(2) option string is cut at one page; stay well below it.
 const MAX_MOUNT_DATA: usize = 3500;
@@ -131,17 +140,17 @@ fn ensure(root: &OwnedFd, rel: &Path, kind: Kind) -> Result<OwnedFd, Failure> {
 }
 
 /// Makes the scratch directory exist as a real directory (not a symlink) owned by us.
-fn ensure_scratch_dir() -> Result<(), Failure> {
-    match std::fs::create_dir(SCRATCH_DIR) {
+fn ensure_scratch_dir(dir: &str) -> Result<(), Failure> {
+    match std::fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(step(format!("mkdir {SCRATCH_DIR}"))(e)),
+        Err(e) => return Err(step(format!("mkdir {dir}"))(e)),
     }
-    let st = rustix::fs::lstat(SCRATCH_DIR).map_err(step(format!("lstat {SCRATCH_DIR}")))?;
+    let st = rustix::fs::lstat(dir).map_err(step(format!("lstat {dir}")))?;
     let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
     if !is_dir || st.st_uid != rustix::process::geteuid().as_raw() {
         return Err(Failure::setup(format!(
-            "{SCRATCH_DIR} is not a directory owned by us"
+            "{dir} is not a directory owned by us"
         )));
     }
     Ok(())
@@ -610,16 +619,17 @@ pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(
         None,
         "make / rprivate",
     )?;
-    ensure_scratch_dir()?;
+    let scratch_dir = scratch_dir();
+    ensure_scratch_dir(&scratch_dir)?;
     mnt(
         Some("rbuild-sandbox"),
-        SCRATCH_DIR,
+        scratch_dir.as_str(),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=700,size=16m"),
-        format!("mount scratch tmpfs at {SCRATCH_DIR}"),
+        format!("mount scratch tmpfs at {scratch_dir}"),
     )?;
-    let scratch = Path::new(SCRATCH_DIR);
+    let scratch = Path::new(&scratch_dir);
     let root_dir = scratch.join("root");
     let empty_dir = scratch.join("empty");
     for d in [&root_dir, &empty_dir] {
