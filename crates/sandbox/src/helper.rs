@@ -219,13 +219,36 @@ fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<Statu
             ),
             _ => None,
         };
+        let binary = match host_ns {
+            Some(_) => Some(net::find_slirp4netns().ok_or_else(|| {
+                Failure::setup("slirp4netns not found (install Debian's slirp4netns package)")
+            })?),
+            None => None,
+        };
+        // Rootless, the host's namespace cannot be joined again: slirp4netns is forked before
+        // the unshare and waits at a gate.
+        let mut gate = None;
+        if let (Some(binary), true) = (&binary, crate::rootless::is_rootless()) {
+            net::check_tun_rootless()?;
+            let (open, opened) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(step("pipe for the slirp4netns gate"))?;
+            slirp = Some(net::Slirp::start(
+                binary,
+                net::Launch::Gate {
+                    open,
+                    opened: &opened,
+                },
+            )?);
+            gate = Some(opened);
+        }
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(step("unshare(NEWNET)"))?;
         net::loopback_up()?;
-        if let Some(host_ns) = host_ns {
-            let binary = net::find_slirp4netns().ok_or_else(|| {
-                Failure::setup("slirp4netns not found (install Debian's slirp4netns package)")
-            })?;
-            slirp = Some(net::Slirp::start(&binary, &host_ns)?);
+        if let Some(opened) = gate {
+            File::from(opened)
+                .write_all(b"1")
+                .map_err(step("open the slirp4netns gate"))?;
+        } else if let (Some(host_ns), Some(binary)) = (host_ns, &binary) {
+            slirp = Some(net::Slirp::start(binary, net::Launch::SetNs(&host_ns))?);
         }
     }
     let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;

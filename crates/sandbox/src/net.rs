@@ -59,6 +59,37 @@ pub(crate) fn find_slirp4netns() -> Option<std::path::PathBuf> {
         .find(|p| usable(p))
 }
 
+/// Rootless, slirp4netns opens `/dev/net/tun` as the user: fails early, with the fix, when the
+/// node is not accessible (Debian's udev makes it 0666; some containers and VMs leave it 0600).
+pub(crate) fn check_tun_rootless() -> Result<(), Failure> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Failure::setup(format!(
+            "rootless default network: cannot open /dev/net/tun ({e}); \
+             make it accessible as udev does (as root: `chmod 0666 /dev/net/tun`), \
+             or build with --network=none or --network=host"
+        ))),
+    }
+}
+
+/// How slirp4netns gets into the host's network namespace.
+pub(crate) enum Launch<'a> {
+    /// Forked after the unshare; joins the host's namespace (this descriptor) before exec.
+    SetNs(&'a OwnedFd),
+    /// Forked before the unshare (rootless); execs after reading a byte from `open`, which the
+    /// helper writes on `opened` once it has unshared.
+    Gate {
+        /// The read end, the forked child's.
+        open: OwnedFd,
+        /// The write end, the helper's.
+        opened: &'a OwnedFd,
+    },
+}
+
 /// A running slirp4netns serving the helper's (new) network namespace from the host's.
 pub(crate) struct Slirp {
     pid: nix::unistd::Pid,
@@ -72,7 +103,11 @@ impl Slirp {
     /// unreachable from the namespace (`--disable-host-loopback`); slirp4netns confines itself
     /// (`--enable-sandbox --enable-seccomp`). Call before unsharing the pid namespace, so it
     /// is not a member of the sandbox's pid namespace.
-    pub(crate) fn start(binary: &std::path::Path, host_ns: &OwnedFd) -> Result<Slirp, Failure> {
+    ///
+    /// Rootless ([`Launch::Gate`]), joining the host's namespace is not allowed (it belongs to
+    /// the initial user namespace): slirp4netns is forked *before* the unshare, stays in the
+    /// host's namespace and execs once the helper opens the gate.
+    pub(crate) fn start(binary: &std::path::Path, launch: Launch) -> Result<Slirp, Failure> {
         use nix::unistd::ForkResult;
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(step("pipe for slirp4netns"))?;
@@ -103,8 +138,20 @@ impl Slirp {
                 // SAFETY: plain syscalls on descriptors we own, then exec or _exit.
                 unsafe {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    if libc::setns(host_ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                        libc::_exit(126);
+                    match &launch {
+                        Launch::SetNs(host_ns) => {
+                            if libc::setns(host_ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                                libc::_exit(126);
+                            }
+                        }
+                        Launch::Gate { open, opened } => {
+                            libc::close(opened.as_raw_fd());
+                            let mut b = 0u8;
+                            let n = libc::read(open.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+                            if n != 1 {
+                                libc::_exit(126);
+                            }
+                        }
                     }
                     let lfd = log.as_raw_fd();
                     let rfd = ready_w.as_raw_fd();
