@@ -57,7 +57,7 @@ impl LimitsError {
 }
 
 /// A value [`Limits::validate`] changed to fit docker's range (docker prints these as warnings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitsWarning {
     /// `cpu_shares` below the minimum was raised to it.
@@ -74,6 +74,11 @@ pub enum LimitsWarning {
         /// The maximum.
         to: u64,
     },
+    /// Rootless without a delegated cgroup v2 subtree: these limits are not enforced.
+    NotEnforcedRootless {
+        /// The flags, comma-separated.
+        flags: String,
+    },
 }
 
 impl std::fmt::Display for LimitsWarning {
@@ -82,6 +87,11 @@ impl std::fmt::Display for LimitsWarning {
             LimitsWarning::CpuSharesRaised { requested, to } => write!(
                 f,
                 "Changing requested CPUShares of {requested} to minimum allowed of {to}"
+            ),
+            LimitsWarning::NotEnforcedRootless { flags } => write!(
+                f,
+                "{flags} not enforced: rootless mode without a delegated cgroup v2 subtree \
+                 (delegate one to the user, e.g. systemd's `Delegate=yes` for user@.service)"
             ),
             LimitsWarning::CpuSharesLowered { requested, to } => write!(
                 f,
@@ -174,7 +184,7 @@ impl Limits {
             ulimits.retain(|x| x.name != u.name);
             ulimits.push(u);
         }
-        Ok(Limits {
+        let limits = Limits {
             memory,
             memory_swap,
             nano_cpus,
@@ -184,7 +194,53 @@ impl Limits {
             cgroup_parent,
             ulimits,
             shm_size: self.shm_size.filter(|&s| s > 0),
-        })
+        };
+        if crate::rootless::is_rootless() {
+            return Ok(limits.rootless(crate::cgroup::delegated_parent(), warn));
+        }
+        Ok(limits)
+    }
+
+    /// Rootless: the cgroup limits go below the user's delegated cgroup v2 subtree
+    /// (`delegated`); without one they are dropped with a warning (rlimits and `--shm-size`
+    /// need no cgroup and stay).
+    fn rootless(mut self, delegated: Option<String>, mut warn: impl FnMut(LimitsWarning)) -> Self {
+        let mut flags = Vec::new();
+        let mut note = |on: bool, flag: &'static str| {
+            if on {
+                flags.push(flag);
+            }
+        };
+        note(self.memory.is_some(), "--memory");
+        note(self.memory_swap.is_some(), "--memory-swap");
+        note(self.nano_cpus.is_some(), "--cpus");
+        note(self.cpu_shares.is_some(), "--cpu-shares");
+        note(self.cpuset_cpus.is_some(), "--cpuset-cpus");
+        note(self.pids.is_some(), "--pids-limit");
+        note(self.cgroup_parent.is_some(), "--cgroup-parent");
+        if flags.is_empty() {
+            return self;
+        }
+        match delegated {
+            Some(parent) => {
+                if self.cgroup_parent.is_none() {
+                    self.cgroup_parent = Some(parent);
+                }
+            }
+            None => {
+                warn(LimitsWarning::NotEnforcedRootless {
+                    flags: flags.join(", "),
+                });
+                self.memory = None;
+                self.memory_swap = None;
+                self.nano_cpus = None;
+                self.cpu_shares = None;
+                self.cpuset_cpus = None;
+                self.pids = None;
+                self.cgroup_parent = None;
+            }
+        }
+        self
     }
 }
 

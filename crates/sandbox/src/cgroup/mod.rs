@@ -47,6 +47,28 @@ const NAME_PREFIX: &str = "rbuild-run-";
 /// How long [`RunCgroup::remove`] retries `EBUSY` (exiting processes still in the cgroup).
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Rootless: the parent for run cgroups inside the user's delegated cgroup v2 subtree
+/// (`<highest ancestor of our own cgroup whose cgroup.subtree_control and cgroup.procs we may
+/// write>/rbuild`, relative to the v2 root), or `None` when nothing is delegated to us.
+pub(crate) fn delegated_parent() -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let root = v2_root()?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let mut rel = PathBuf::new();
+    for c in Path::new(own).components() {
+        if let Component::Normal(n) = c {
+            rel.push(n);
+            let dir = root.join(&rel);
+            let writable = |f: &str| access(&dir.join(f), AccessFlags::W_OK).is_ok();
+            if writable("cgroup.subtree_control") && writable("cgroup.procs") {
+                return Some(format!("{}/{DEFAULT_PARENT}", rel.display()));
+            }
+        }
+    }
+    None
+}
+
 /// The cgroup name of the run of helper `helper_pid` (what the sweep looks for).
 pub(crate) fn run_name(helper_pid: u32) -> String {
     format!("{NAME_PREFIX}{helper_pid}")
