@@ -62,6 +62,7 @@ mod export;
 pub mod gc;
 pub mod images;
 pub mod import;
+pub mod info;
 mod input;
 mod kept;
 pub mod lint;
@@ -83,6 +84,7 @@ pub use error::{chain, solve_report};
 pub use error::{
     BoxError, BuildError, DockerfileError, DockerfileText, InputError, Lines, SolveFailure,
 };
+pub use info::{engine_info, EngineInfo};
 pub use pipeline::{build, build_with_cancel};
 pub use progress::{BuildEvent, Progress, PushSummary, Silent};
 pub use pull::{
@@ -98,6 +100,7 @@ pub use rbuild_exporter::{LayerAction, LayerProgress};
 pub use rbuild_registry::{ClientOptions, Credentials, RegistryClient, RegistryError};
 /// The RUN resource limits of a [`BuildRequest`] and docker's checks of them.
 pub use rbuild_sandbox::{Limits, LimitsError, LimitsWarning};
+pub use rbuild_snapshotter::Backend as SnapshotBackend;
 /// The solver's per-vertex progress types a [`Progress`] implementation receives.
 pub use rbuild_solver::{
     Event as VertexEvent, EventKind as VertexEventKind, LogStream, ProgressSink,

@@ -12,6 +12,7 @@ mod debug;
 mod errors;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod logging;
 mod pipe;
@@ -132,6 +133,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Open a shell in a failed step kept by `rbuild build --debug-on-fail=keep`.
     Debug(debug::DebugArgs),
+    /// Show how builds run here: rootless mode and id ranges, snapshot backend, network, limits.
+    Info,
 }
 
 /// Where rbuild keeps its state.
@@ -399,6 +402,7 @@ fn main() -> ExitCode {
         Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
         Command::Check(args) => check::run(&args),
         Command::Debug(args) => debug::run(args, &cli.store),
+        Command::Info => info::run(&cli.store),
     };
     // Do not wait for blocking tasks (e.g. a RUN still going after a signal): leaving the process
     // kills the sandbox helper (PR_SET_PDEATHSIG) and the next run sweeps what it left.

@@ -143,6 +143,22 @@ pub fn is_rootless() -> bool {
     current().is_some()
 }
 
+/// The slirp4netns binary the default network would use, if installed.
+pub fn slirp4netns_path() -> Option<PathBuf> {
+    crate::net::find_slirp4netns()
+}
+
+/// Whether `/dev/net/tun` opens for this process (rootless slirp4netns needs it).
+pub fn tun_accessible() -> bool {
+    crate::net::check_tun_rootless().is_ok()
+}
+
+/// Rootless: where run cgroups go in the user's delegated cgroup v2 subtree (relative to the
+/// v2 root), or `None` when nothing is delegated (limits are then not enforced).
+pub fn delegated_cgroup() -> Option<String> {
+    crate::cgroup::delegated_parent()
+}
+
 /// The first range of `user` (name or numeric uid) in an `/etc/subuid`-format text.
 pub fn find_range(text: &str, user: &str, id: u32) -> Option<IdRange> {
     text.lines().find_map(|line| {

@@ -15,8 +15,8 @@ use tar::EntryType;
 use crate::diff::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::error::{IoContext, Result, SnapshotError};
 use crate::fsutil::{
-    copy_entry, is_whiteout, lookup_in_layers, remove_any, set_mtime, set_xattr, OPAQUE_XATTR,
-    OVERLAY_XATTR_PREFIX,
+    copy_entry, is_whiteout, lookup_in_layers, opaque_xattr, overlay_xattr_prefix, remove_any,
+    set_mtime, set_xattr,
 };
 
 /// How whiteouts are recorded.
@@ -341,7 +341,7 @@ impl Applier<'_> {
                 if was_whiteout {
                     // `.wh.d` then `d/` in one layer: the new dir replaces the lower one.
                     if let Whiteouts::Overlay { .. } = self.mode {
-                        set_xattr(target, OsStr::new(OPAQUE_XATTR), b"y")?;
+                        set_xattr(target, OsStr::new(opaque_xattr()), b"y")?;
                     }
                 }
                 self.set_meta(target, owner, &xattrs, false)?;
@@ -393,7 +393,7 @@ impl Applier<'_> {
                 let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
                     continue;
                 };
-                if name.starts_with(OVERLAY_XATTR_PREFIX) {
+                if name.starts_with(overlay_xattr_prefix()) {
                     continue;
                 }
                 xattrs.push((
@@ -530,7 +530,7 @@ impl Applier<'_> {
                             path: dir_rel.to_path_buf(),
                             reason: "opaque dir missing".into(),
                         })?;
-                set_xattr(&proc_path(&dir), OsStr::new(OPAQUE_XATTR), b"y")?;
+                set_xattr(&proc_path(&dir), OsStr::new(opaque_xattr()), b"y")?;
             }
             Whiteouts::Delete => {
                 let Some(dir) = self.resolve_dir(dir_rel, false)? else {

@@ -11,7 +11,7 @@ use tar::{EntryType, Header};
 
 use crate::error::{IoContext, Result, SnapshotError};
 use crate::fsutil::{
-    is_opaque, is_whiteout, list_xattrs, same_content, sorted_names, OVERLAY_XATTR_PREFIX,
+    is_opaque, is_whiteout, list_xattrs, overlay_xattr_prefix, same_content, sorted_names,
 };
 
 /// Options for [`crate::Snapshotter::write_diff`].
@@ -84,7 +84,7 @@ impl<'a> Emitter<'a> {
         h.set_size(0);
         let xattrs: Vec<(String, Vec<u8>)> = list_xattrs(abs)?
             .into_iter()
-            .filter(|(n, _)| !n.as_bytes().starts_with(OVERLAY_XATTR_PREFIX))
+            .filter(|(n, _)| !n.as_bytes().starts_with(overlay_xattr_prefix()))
             .map(|(n, v)| (format!("SCHILY.xattr.{}", n.to_string_lossy()), v))
             .collect();
         let ft = meta.file_type();

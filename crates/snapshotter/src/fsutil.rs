@@ -11,10 +11,38 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, CWD};
 
 use crate::error::{IoContext, Result};
 
-/// Prefix of the xattrs overlayfs keeps for itself (whiteouts, opaque dirs, origin, redirect, ...).
-pub(crate) const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
-/// The xattr that marks an opaque directory in an overlay upper/lower dir.
-pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Whether this process runs in a user namespace other than the initial one (rootless mode):
+/// overlayfs is then mounted with `userxattr` and keeps its xattrs under `user.overlay.`,
+/// since `trusted.*` needs CAP_SYS_ADMIN in the initial namespace.
+pub(crate) fn in_user_namespace() -> bool {
+    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_USERNS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+            let fields: Vec<&str> = m.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        })
+    })
+}
+
+/// Prefix of the xattrs overlayfs keeps for itself (whiteouts, opaque dirs, origin, redirect,
+/// ...): `trusted.overlay.`, or `user.overlay.` in a user namespace.
+pub(crate) fn overlay_xattr_prefix() -> &'static [u8] {
+    if in_user_namespace() {
+        b"user.overlay."
+    } else {
+        b"trusted.overlay."
+    }
+}
+
+/// The xattr that marks an opaque directory in an overlay upper/lower dir
+/// (`trusted.overlay.opaque`, or `user.overlay.opaque` in a user namespace).
+pub(crate) fn opaque_xattr() -> &'static str {
+    if in_user_namespace() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
 
 /// `true` for an overlay whiteout: a character device with device number 0:0.
 pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
@@ -24,7 +52,7 @@ pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
 /// `true` when `dir` carries `trusted.overlay.opaque=y`.
 pub(crate) fn is_opaque(dir: &Path) -> bool {
     let mut buf = [0u8; 8];
-    matches!(rustix::fs::lgetxattr(dir, OPAQUE_XATTR, &mut buf[..]), Ok(n) if n >= 1 && buf[0] == b'y')
+    matches!(rustix::fs::lgetxattr(dir, opaque_xattr(), &mut buf[..]), Ok(n) if n >= 1 && buf[0] == b'y')
 }
 
 /// All xattrs of `path` (not following a final symlink), sorted by name.
@@ -144,7 +172,7 @@ pub(crate) fn copy_meta(
     )
     .ctx("chown", dst)?;
     for (name, value) in list_xattrs(src)? {
-        if skip_overlay_xattrs && name.as_bytes().starts_with(OVERLAY_XATTR_PREFIX) {
+        if skip_overlay_xattrs && name.as_bytes().starts_with(overlay_xattr_prefix()) {
             continue;
         }
         set_xattr(dst, &name, &value)?;

@@ -62,13 +62,19 @@ pub fn mount_overlay(
         return Ok(());
     }
     let mut data = format!("lowerdir={joined}");
+    if crate::fsutil::in_user_namespace() {
+        data.push_str(",userxattr");
+    }
     if has_upper {
         data.push_str(&format!(
             ",upperdir={},workdir={}",
             escape_option(&upperdir.to_string_lossy()),
             escape_option(&workdir.to_string_lossy())
         ));
-        data.push_str(",index=off,redirect_dir=off,metacopy=off");
+        data.push_str(",index=off,metacopy=off");
+        if !crate::fsutil::in_user_namespace() {
+            data.push_str(",redirect_dir=off");
+        }
     }
     if data.len() > MOUNT_DATA_MAX {
         return Err(err(std::io::Error::new(
@@ -113,6 +119,10 @@ fn mount_overlay_fsopen(spec: &Overlay<'_>, lowerdir_plus: bool) -> std::io::Res
         has_upper,
     } = *spec;
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    // In a user namespace (rootless) overlayfs keeps its xattrs under `user.overlay.`.
+    if crate::fsutil::in_user_namespace() {
+        fsconfig_set_flag(&fs, "userxattr")?;
+    }
     if lowerdir_plus {
         for dir in lowerdirs {
             fsconfig_set_string(&fs, "lowerdir+", dir.as_path())?;
@@ -125,7 +135,12 @@ fn mount_overlay_fsopen(spec: &Overlay<'_>, lowerdir_plus: bool) -> std::io::Res
         fsconfig_set_string(&fs, "workdir", workdir)?;
         // Diffs read the upper dir directly: no redirects, no metadata-only copy-ups, no index.
         // Best effort: these are the defaults on most kernels anyway.
+        // With `userxattr` the kernel refuses `redirect_dir=off` but already implies `nofollow`
+        // (no redirects created or followed).
         for key in ["redirect_dir", "index", "metacopy"] {
+            if key == "redirect_dir" && crate::fsutil::in_user_namespace() {
+                continue;
+            }
             let _ = fsconfig_set_string(&fs, key, "off");
         }
         // No syncs: unmounting a writable overlay otherwise runs `syncfs` on the upper

@@ -711,7 +711,7 @@ fn probe_overlay(tmp: &Path) -> std::io::Result<()> {
             }
             rustix::fs::lsetxattr(
                 base.join("upper"),
-                crate::fsutil::OPAQUE_XATTR,
+                crate::fsutil::opaque_xattr(),
                 b"y",
                 rustix::fs::XattrFlags::empty(),
             )?;
