@@ -69,13 +69,7 @@ fn ensure_user(user: &str, with_range: bool) {
             .any(|l| l.starts_with(&format!("{user}:")))
     };
     if with_range && !(listed("/etc/subuid") && listed("/etc/subgid")) {
-        run(Command::new("usermod").args([
-            "--add-subuids",
-            RANGE,
-            "--add-subgids",
-            RANGE,
-            user,
-        ]));
+        run(Command::new("usermod").args(["--add-subuids", RANGE, "--add-subgids", RANGE, user]));
     }
     if !with_range {
         assert!(
@@ -100,7 +94,8 @@ fn setup() -> Option<&'static Setup> {
     SETUP
         .get_or_init(|| {
             let env = common::env()?;
-            if !Path::new("/usr/bin/newuidmap").exists() || !Path::new("/usr/bin/newgidmap").exists()
+            if !Path::new("/usr/bin/newuidmap").exists()
+                || !Path::new("/usr/bin/newgidmap").exists()
             {
                 assert!(
                     std::env::var("RBUILD_REQUIRE_ROOT").as_deref() != Ok("1")
@@ -177,7 +172,10 @@ fn rbuild_as(setup: &Setup, user: &str, home: &Path, args: &[&str]) -> Output {
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("HOME", home)
         .env("XDG_DATA_HOME", home.join("xdg"))
-        .env("DOCKER_CONFIG", rbuild_testsupport::isolated_docker_config(home))
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(home),
+        )
         .output()
         .expect("run rbuild as the test user")
 }
@@ -362,7 +360,13 @@ fn rootless_networks_host_none_and_default() {
         setup,
         USER,
         h,
-        &["build", "--progress=plain", "--no-cache", "--network=none", "net"],
+        &[
+            "build",
+            "--progress=plain",
+            "--no-cache",
+            "--network=none",
+            "net",
+        ],
     );
     let t = text(&none);
     assert!(none.status.success(), "--network=none: {t}");
@@ -388,7 +392,10 @@ fn rootless_networks_host_none_and_default() {
     ]));
     if String::from_utf8_lossy(&tun_open.stdout).trim() == "yes" {
         assert!(default.status.success(), "default network: {t}");
-        assert!(t.contains(" 2\n"), "lo and tap0 under the default network: {t}");
+        assert!(
+            t.contains(" 2\n"),
+            "lo and tap0 under the default network: {t}"
+        );
     } else {
         // This host leaves /dev/net/tun 0600: the default network cannot start rootless, and
         // the error says how to fix it.
