@@ -16,7 +16,8 @@
 //!
 //! RUN steps execute in a sandbox that re-executes the current program as a helper, so a program
 //! that builds must call [`helper_main_if_requested`] first thing in `main`. Building needs root
-//! (namespaces, overlayfs).
+//! (namespaces, overlayfs), or rootless mode: the program calls
+//! `rbuild_sandbox::rootless::enter_if_needed` before starting threads, as the CLI does.
 //!
 //! # Example
 //!

@@ -4,7 +4,8 @@
 //! hands out [`Active`] (writable) snapshots that are committed or aborted. Two backends:
 //!
 //! - [`Backend::Overlay`]: a snapshot's directory holds only its changes, in overlayfs' native
-//!   form (whiteouts are 0:0 character devices, opaque dirs carry `trusted.overlay.opaque=y`), so
+//!   form (whiteouts are 0:0 character devices, opaque dirs carry `trusted.overlay.opaque=y`, or
+//!   `user.overlay.opaque=y` in a user namespace, where overlay is mounted `userxattr`), so
 //!   a chain of snapshots is mounted directly as overlay lowerdirs.
 //! - [`Backend::Copy`]: every snapshot is a full tree, used where overlay cannot mount; diffs
 //!   compare against the parent tree (containerd's naive differ).
