@@ -278,9 +278,15 @@ fn child_side(fds: &str) -> Result<(), RootlessError> {
     Ok(())
 }
 
-fn run_map(name: &'static str, pid: u32, own: u32, range: IdRange) -> Result<(), RootlessError> {
+/// Starts `newuidmap`/`newgidmap PID 0 OWN 1 1 START COUNT`.
+fn start_map(
+    name: &'static str,
+    pid: u32,
+    own: u32,
+    range: IdRange,
+) -> Result<std::process::Child, RootlessError> {
     let helper = find_helper(name)?;
-    let out = Command::new(&helper)
+    Command::new(&helper)
         .args([
             pid.to_string(),
             "0".into(),
@@ -290,8 +296,18 @@ fn run_map(name: &'static str, pid: u32, own: u32, range: IdRange) -> Result<(),
             range.start.to_string(),
             range.count.to_string(),
         ])
-        .output()
-        .map_err(sys("run the map helper"))?;
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(sys("run the map helper"))
+}
+
+/// Waits for a map helper started by [`start_map`].
+fn finish_map(name: &'static str, child: std::process::Child) -> Result<(), RootlessError> {
+    let out = child
+        .wait_with_output()
+        .map_err(sys("wait for the map helper"))?;
     if !out.status.success() {
         return Err(RootlessError::MapFailed {
             name,
@@ -300,6 +316,15 @@ fn run_map(name: &'static str, pid: u32, own: u32, range: IdRange) -> Result<(),
         });
     }
     Ok(())
+}
+
+/// Writes both maps of `pid`, the two helpers running side by side.
+fn write_maps(pid: u32, info: &RootlessInfo) -> Result<(), RootlessError> {
+    let uid = start_map("newuidmap", pid, info.uid, info.subuid)?;
+    let gid = start_map("newgidmap", pid, info.gid, info.subgid);
+    let uid = finish_map("newuidmap", uid);
+    finish_map("newgidmap", gid?)?;
+    uid
 }
 
 fn pipe_pair(step: &'static str) -> Result<(OwnedFd, OwnedFd), RootlessError> {
@@ -357,8 +382,7 @@ fn parent_side() -> Result<i32, RootlessError> {
     let mut go = File::from(go_w);
     let mut byte = [0u8; 1];
     let handshake = match ready.read(&mut byte) {
-        Ok(1) => run_map("newuidmap", pid, info.uid, info.subuid)
-            .and_then(|()| run_map("newgidmap", pid, info.gid, info.subgid)),
+        Ok(1) => write_maps(pid, &info),
         // The child failed before the unshare (it printed why).
         _ => Ok(()),
     };
