@@ -381,12 +381,13 @@ fn parent_side() -> Result<i32, RootlessError> {
     let mut ready = File::from(ready_r);
     let mut go = File::from(go_w);
     let mut byte = [0u8; 1];
+    // Not ready: the child failed before the unshare (it printed why); no "go" is written
+    // then (the pipe may be closed, and SIGPIPE may be fatal here).
     let handshake = match ready.read(&mut byte) {
-        Ok(1) => write_maps(pid, &info),
-        // The child failed before the unshare (it printed why).
-        _ => Ok(()),
+        Ok(1) => Some(write_maps(pid, &info)),
+        _ => None,
     };
-    if handshake.is_ok() {
+    if matches!(handshake, Some(Ok(()))) {
         let _ = go.write_all(b"1");
     }
     drop(go);
@@ -399,7 +400,7 @@ fn parent_side() -> Result<i32, RootlessError> {
         }
     });
     let status = child.wait().map_err(sys("wait for the inner process"))?;
-    handshake?;
+    handshake.transpose()?;
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code,
