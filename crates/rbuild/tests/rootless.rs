@@ -290,6 +290,49 @@ fn rootless_build_records_in_image_owners_and_caches() {
 }
 
 #[test]
+fn rootless_deletes_become_whiteouts_and_opaque_dirs() {
+    let Some(setup) = setup() else { return };
+    let home = home_of(USER);
+    let h = home.path();
+    write_as(
+        USER,
+        h,
+        "ctx/Dockerfile",
+        &format!(
+            "FROM {}\n\
+             RUN mkdir /d && echo 1 > /d/one && echo k > /keep && echo g > /gone\n\
+             RUN rm -rf /d /gone && mkdir /d && echo x > /d/x\n\
+             RUN ls /d && test ! -e /gone && cat /keep\n",
+            setup.base
+        ),
+    );
+    let out_tar = h.join("image.tar");
+    let dest = format!("type=oci,dest={}", out_tar.display());
+    let out = rbuild_as(
+        setup,
+        USER,
+        h,
+        &[
+            "build",
+            "--progress=plain",
+            "--network=none",
+            "-o",
+            &dest,
+            "ctx",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (entries, _) = layer_entries(&out_tar);
+    let has = |path: &str| entries.iter().any(|(p, _, _)| p == path);
+    assert!(has(".wh.gone"), "no whiteout for /gone: {entries:?}");
+    assert!(
+        has("d/.wh..wh..opq"),
+        "no opaque marker for /d: {entries:?}"
+    );
+    assert!(has("d/x"), "{entries:?}");
+}
+
+#[test]
 fn a_user_without_a_subuid_range_is_told_how_to_add_one() {
     let Some(setup) = setup() else { return };
     let home = home_of(USER_NO_RANGE);

@@ -222,6 +222,12 @@ fn overlay_new_api(
     }
     set("upperdir", upper)?;
     set("workdir", work)?;
+    // In a user namespace (rootless) overlayfs keeps its xattrs under `user.overlay.`, as the
+    // snapshotter's mounts do; without it removing a lower directory fails with EIO.
+    if crate::rootless::in_user_namespace() {
+        fsconfig_set_flag(&fs, "userxattr")
+            .map_err(|e| step(format!("overlay userxattr{}", fs_context_log(&fs)))(e))?;
+    }
     // No syncs (copy-ups fsync each file and tearing the mount down syncs the whole upper
     // filesystem otherwise); the snapshotter makes committed snapshots durable. Best effort.
     let _ = fsconfig_set_flag(&fs, "volatile");
@@ -292,11 +298,14 @@ fn mount_rootfs(
                 .map(|l| escape_opt(l))
                 .collect::<Vec<_>>()
                 .join(":");
-            let data = format!(
+            let mut data = format!(
                 "lowerdir={lower},upperdir={},workdir={}",
                 escape_opt(upperdir),
                 escape_opt(workdir)
             );
+            if crate::rootless::in_user_namespace() {
+                data.push_str(",userxattr");
+            }
             if data.len() > MAX_MOUNT_DATA {
                 return Err(Failure::setup(format!(
                     "mount overlay: {} lowerdirs need {} bytes of options, more than mount(2) takes, and this kernel lacks fsconfig lowerdir+",

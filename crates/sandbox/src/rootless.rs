@@ -143,6 +143,18 @@ pub fn is_rootless() -> bool {
     current().is_some()
 }
 
+/// Whether this process runs in a user namespace other than the initial one (rootless mode, or
+/// a container with a user namespace): overlayfs must then be mounted with `userxattr`.
+pub fn in_user_namespace() -> bool {
+    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_USERNS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+            let fields: Vec<&str> = m.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        })
+    })
+}
+
 /// The slirp4netns binary the default network would use, if installed.
 pub fn slirp4netns_path() -> Option<PathBuf> {
     crate::net::find_slirp4netns()
