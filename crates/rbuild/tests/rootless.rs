@@ -486,3 +486,51 @@ fn rootless_limits_without_delegation_warn_and_build() {
         assert!(!t.contains("not enforced"), "{t}");
     }
 }
+
+#[test]
+fn rootless_run_for_a_foreign_platform_under_emulation() {
+    let Some(setup) = setup() else { return };
+    let Some(deb) = rbuild_testsupport::arm64_busybox_deb().expect("arm64 busybox") else {
+        return;
+    };
+    if rbuild_testsupport::qemu_aarch64().is_none() {
+        assert!(
+            std::env::var("RBUILD_REQUIRE_ROOT").as_deref() != Ok("1"),
+            "qemu-aarch64-static missing (apt-get install qemu-user-static)"
+        );
+        println!("SKIPPED: qemu-aarch64-static not installed");
+        return;
+    }
+    let home = home_of(USER);
+    let h = home.path();
+    let binary = rbuild_testsupport::arm64_busybox_binary(&deb).expect("arm64 busybox binary");
+    write_as(
+        USER,
+        h,
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"uname\", \"-m\"]\n",
+    );
+    let bin = h.join("ctx/busybox");
+    std::fs::write(&bin, binary).expect("write busybox");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(&bin, Some(id_of(USER, "-u")), Some(id_of(USER, "-g")))
+        .expect("chown");
+    let out = rbuild_as(
+        setup,
+        USER,
+        h,
+        &[
+            "build",
+            "--progress=plain",
+            "--network=none",
+            "--platform=linux/arm64",
+            "ctx",
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(" aarch64\n"),
+        "RUN under qemu-aarch64-static: {t}"
+    );
+}
