@@ -16,22 +16,7 @@ fn run(cmd: &str) -> ExecOp {
 }
 
 fn copy(src: &str, dest: &str) -> CopyAction {
-    CopyAction {
-        src_input: 1,
-        src: src.into(),
-        dest: dest.into(),
-        owner: None,
-        mode: None,
-        follow_symlinks: true,
-        dir_copy_contents: true,
-        attempt_unpack: false,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: false,
-        mode_str: None,
-        exclude_patterns: vec![],
-        parents: false,
-    }
+    CopyAction::new(1, src, dest)
 }
 
 /// One op of each kind, with several options each.

@@ -317,6 +317,30 @@ pub struct CopyAction {
     pub parents: bool,
 }
 
+impl CopyAction {
+    /// A plain `COPY src dest` from input `src_input`: wildcards expanded, a symlink source
+    /// followed, a directory's contents copied, missing parents created; no owner, mode,
+    /// unpacking, excludes or `--parents` (set those fields for other forms).
+    pub fn new(src_input: usize, src: impl Into<String>, dest: impl Into<String>) -> CopyAction {
+        CopyAction {
+            src_input,
+            src: src.into(),
+            dest: dest.into(),
+            owner: None,
+            mode: None,
+            follow_symlinks: true,
+            dir_copy_contents: true,
+            attempt_unpack: false,
+            create_dest_path: true,
+            allow_wildcard: true,
+            allow_empty_wildcard: false,
+            mode_str: None,
+            exclude_patterns: Vec::new(),
+            parents: false,
+        }
+    }
+}
+
 /// mkdir -p with an owner and mode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MkdirAction {

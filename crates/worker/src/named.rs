@@ -52,20 +52,8 @@ impl Worker {
         let matcher = dockerignore::Matcher::new(excludes);
         let file = rbuild_llb::FileOp {
             actions: vec![FileAction::Copy(rbuild_llb::CopyAction {
-                src_input: 0,
-                src: "/".into(),
-                dest: "/".into(),
-                owner: None,
-                mode: None,
-                follow_symlinks: true,
-                dir_copy_contents: true,
-                attempt_unpack: false,
-                create_dest_path: true,
                 allow_wildcard: false,
-                allow_empty_wildcard: false,
-                mode_str: None,
-                exclude_patterns: Vec::new(),
-                parents: false,
+                ..rbuild_llb::CopyAction::new(0, "/", "/")
             })],
         };
         Self::blocking(move || {

@@ -51,22 +51,7 @@ fn run(cmd: &str, proxy: &str, host_ip: &str) -> ExecOp {
 }
 
 fn copy(src_input: usize, src: &str, dest: &str) -> FileAction {
-    FileAction::Copy(CopyAction {
-        src_input,
-        src: src.into(),
-        dest: dest.into(),
-        owner: None,
-        mode: None,
-        follow_symlinks: true,
-        dir_copy_contents: true,
-        attempt_unpack: false,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: false,
-        mode_str: None,
-        exclude_patterns: vec![],
-        parents: false,
-    })
+    FileAction::Copy(CopyAction::new(src_input, src, dest))
 }
 
 fn file(actions: Vec<FileAction>) -> Op {

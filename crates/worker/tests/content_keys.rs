@@ -16,20 +16,8 @@ use std::path::Path;
 
 fn copy(src: &str, excludes: &[&str]) -> CopyAction {
     CopyAction {
-        src_input: 1,
-        src: src.into(),
-        dest: "/app/".into(),
-        owner: None,
-        mode: None,
-        follow_symlinks: true,
-        dir_copy_contents: true,
-        attempt_unpack: false,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: false,
-        mode_str: None,
         exclude_patterns: excludes.iter().map(|s| s.to_string()).collect(),
-        parents: false,
+        ..CopyAction::new(1, src, "/app/")
     }
 }
 

@@ -12,22 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
 
 fn action(s: &str, d: &str, owner: Option<(u32, u32)>) -> (CopyAction, Option<(u32, u32)>) {
-    let a = CopyAction {
-        src_input: 1,
-        src: s.into(),
-        dest: d.into(),
-        owner: None,
-        mode: None,
-        follow_symlinks: true,
-        dir_copy_contents: true,
-        attempt_unpack: false,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: false,
-        mode_str: None,
-        exclude_patterns: vec![],
-        parents: false,
-    };
+    let a = CopyAction::new(1, s, d);
     (a, owner)
 }
 

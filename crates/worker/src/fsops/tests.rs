@@ -17,22 +17,6 @@ fn copy_rules() {
     fs::write(src.path().join("a.txt"), "a").unwrap();
     fs::write(src.path().join("b.txt"), "b").unwrap();
     let settings = CopySettings::plain(true);
-    let action = |s: &str, d: &str| CopyAction {
-        src_input: 1,
-        src: s.into(),
-        dest: d.into(),
-        owner: None,
-        mode: None,
-        follow_symlinks: true,
-        dir_copy_contents: true,
-        attempt_unpack: false,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: false,
-        mode_str: None,
-        exclude_patterns: vec![],
-        parents: false,
-    };
     copy_action(src.path(), dst.path(), &action("dir", "/x"), &settings).unwrap();
     assert!(dst.path().join("x/inner/f").is_file());
     copy_action(src.path(), dst.path(), &action("*.txt", "/t"), &settings).unwrap();
@@ -52,22 +36,7 @@ fn copy_rules() {
 }
 
 fn action(s: &str, d: &str) -> CopyAction {
-    CopyAction {
-        src_input: 1,
-        src: s.into(),
-        dest: d.into(),
-        owner: None,
-        mode: None,
-        follow_symlinks: true,
-        dir_copy_contents: true,
-        attempt_unpack: false,
-        create_dest_path: true,
-        allow_wildcard: true,
-        allow_empty_wildcard: false,
-        mode_str: None,
-        exclude_patterns: vec![],
-        parents: false,
-    }
+    CopyAction::new(1, s, d)
 }
 
 fn mode_of(p: &Path) -> u32 {
