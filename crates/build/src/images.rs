@@ -91,8 +91,7 @@ impl ImageSummary {
         if self.is_index() {
             return self.platforms.clone();
         }
-        let c = &self.record.config;
-        vec![Platform::new(&c.os, &c.architecture, c.variant.as_deref())]
+        vec![self.record.config.platform()]
     }
 
     /// The manifest digest.

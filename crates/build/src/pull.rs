@@ -217,12 +217,10 @@ pub fn image_for_platform(
         };
     }
     let record = store.read_image(digest)?;
-    let own = Platform::new(
-        &record.config.os,
-        &record.config.architecture,
-        record.config.variant.as_deref(),
-    );
-    Ok(platform.rank(&own).is_some().then_some(record))
+    Ok(platform
+        .rank(&record.config.platform())
+        .is_some()
+        .then_some(record))
 }
 
 /// Unpacks the pulled image `digest` (named `name`) into the snapshots of `state`, holding the

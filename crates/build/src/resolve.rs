@@ -6,7 +6,7 @@
 
 use crate::error::{blocking, BuildError};
 use rbuild_frontend::{BaseImage, Bases};
-use rbuild_oci::{Descriptor, Digest, Index, MediaType, Platform, Store};
+use rbuild_oci::{Descriptor, Digest, MediaType, Platform, Store};
 use rbuild_registry::{Reference, RegistryClient, RegistryError};
 
 /// Resolves every name of `needed` at once; the first failure (in `needed`'s order) wins, with a
@@ -56,36 +56,12 @@ pub(crate) async fn resolve_all(
 /// The stored image `digest` (a manifest, or an index's entry for `platform`) when it suits
 /// `platform`, with the manifest's digest (blocking).
 fn stored_for(store: &Store, digest: &Digest, platform: &Platform) -> Option<(Digest, BaseImage)> {
-    let bytes = store.read_blob(digest).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let manifest = if json.get("manifests").is_some() {
-        let index: Index = serde_json::from_value(json).ok()?;
-        index.select(platform)?.digest.clone()
-    } else {
-        digest.clone()
-    };
-    let record = store.read_image(&manifest).ok()?;
-    let config = &record.config;
-    // An image without a platform in its config is linux/amd64 (as docker reads it).
-    let offered = if config.architecture.is_empty() {
-        Platform::linux_amd64()
-    } else {
-        Platform::new(
-            if config.os.is_empty() {
-                "linux"
-            } else {
-                &config.os
-            },
-            &config.architecture,
-            config.variant.as_deref(),
-        )
-    };
-    platform.rank(&offered)?;
+    let record = crate::pull::image_for_platform(store, digest, platform).ok()??;
     Some((
-        manifest.clone(),
+        record.manifest_digest.clone(),
         BaseImage {
             reference: String::new(),
-            digest: manifest,
+            digest: record.manifest_digest,
             config: record.config,
         },
     ))
@@ -217,7 +193,7 @@ async fn resolve_base(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rbuild_oci::{canonical_json, ImageConfig, Manifest};
+    use rbuild_oci::{canonical_json, ImageConfig, Index, Manifest};
 
     /// Stores an image of `arch` without layers; returns its manifest's descriptor.
     fn store_image(store: &Store, arch: &str) -> Descriptor {

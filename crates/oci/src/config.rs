@@ -149,6 +149,20 @@ pub struct History {
 }
 
 impl ImageConfig {
+    /// The platform the config names; an empty architecture means linux/amd64 and an empty os
+    /// linux (as docker reads images that name none).
+    pub fn platform(&self) -> crate::Platform {
+        if self.architecture.is_empty() {
+            return crate::Platform::linux_amd64();
+        }
+        let os = if self.os.is_empty() {
+            "linux"
+        } else {
+            &self.os
+        };
+        crate::Platform::new(os, &self.architecture, self.variant.as_deref())
+    }
+
     /// Looks up an environment variable of the config.
     pub fn env_var(&self, key: &str) -> Option<&str> {
         self.config.env.as_ref()?.iter().rev().find_map(|kv| {

@@ -322,6 +322,15 @@ mod tests {
     }
 
     #[test]
+    fn an_image_config_names_its_platform() {
+        let mut config = crate::ImageConfig::default();
+        assert_eq!(config.platform().to_string(), "linux/amd64");
+        config.architecture = "arm".into();
+        config.variant = Some("v6".into());
+        assert_eq!(config.platform().to_string(), "linux/arm/v6");
+    }
+
+    #[test]
     fn host_is_normalised() {
         let h = Platform::host();
         assert_eq!(h.os, "linux");
