@@ -415,6 +415,34 @@ impl BuildError {
         }
     }
 
+    /// `error` in `context`; an index without the wanted platform gets the platforms it has as a
+    /// hint (BuildKit's message names none).
+    pub(crate) fn registry_with_platforms(context: String, error: RegistryError) -> BuildError {
+        let available = match &error {
+            RegistryError::NoMatchingPlatform {
+                available,
+                platform,
+                ..
+            } => Some((platform.clone(), available.clone())),
+            _ => None,
+        };
+        let error = BuildError::registry(context, error);
+        match available {
+            Some((wanted, list)) => BuildError::Hint {
+                error: Box::new(error),
+                hint: format!(
+                    "the image is not built for {wanted}; its index has: {}",
+                    if list.is_empty() {
+                        "no platforms"
+                    } else {
+                        &list
+                    }
+                ),
+            },
+            None => error,
+        }
+    }
+
     /// A [`BuildError::Registry`] of `source` while doing `context`.
     pub fn registry(context: impl Into<String>, source: RegistryError) -> BuildError {
         BuildError::Registry {

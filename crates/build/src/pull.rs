@@ -58,7 +58,7 @@ pub async fn pull_image(
     let resolved = client
         .resolve(reference)
         .await
-        .map_err(|e| crate::resolve::registry_error_with_platforms("failed to pull".into(), e))?;
+        .map_err(|e| BuildError::registry_with_platforms("failed to pull".into(), e))?;
     let (store2, name2, layer_digests) = (
         store.clone(),
         name.clone(),
@@ -87,7 +87,7 @@ pub async fn pull_image(
     let record = client
         .pull(reference, &store, Some(&name))
         .await
-        .map_err(|e| crate::resolve::registry_error_with_platforms("failed to pull".into(), e))?;
+        .map_err(|e| BuildError::registry_with_platforms("failed to pull".into(), e))?;
     unpack(state, &store, client, &name, &record.manifest_digest).await?;
     let up_to_date =
         before.as_ref() == Some(&record.manifest_digest) && layers.iter().all(|l| l.existed);
@@ -141,7 +141,7 @@ pub async fn pull_image_platforms(
     let pulled = client
         .pull_platforms(reference, &store, platforms, &name)
         .await
-        .map_err(|e| crate::resolve::registry_error_with_platforms("failed to pull".into(), e))?;
+        .map_err(|e| BuildError::registry_with_platforms("failed to pull".into(), e))?;
     let mut layers: Vec<PulledLayer> = Vec::new();
     for (_, record) in &pulled.images {
         for l in &record.manifest.layers {

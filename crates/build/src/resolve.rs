@@ -69,38 +69,10 @@ fn stored_for(store: &Store, digest: &Digest, platform: &Platform) -> Option<(Di
 
 /// BuildKit's message for an index without the platform, with the platforms it has as a hint.
 fn no_match(full: &str, error: RegistryError) -> BuildError {
-    registry_error_with_platforms(
+    BuildError::registry_with_platforms(
         format!("failed to resolve source metadata for {full}"),
         error,
     )
-}
-
-/// `error` in `context`; an index without the wanted platform gets the platforms it has as a
-/// hint (BuildKit's message names none).
-pub(crate) fn registry_error_with_platforms(context: String, error: RegistryError) -> BuildError {
-    let available = match &error {
-        RegistryError::NoMatchingPlatform {
-            available,
-            platform,
-            ..
-        } => Some((platform.clone(), available.clone())),
-        _ => None,
-    };
-    let error = BuildError::registry(context, error);
-    match available {
-        Some((wanted, list)) => BuildError::Hint {
-            error: Box::new(error),
-            hint: format!(
-                "the image is not built for {wanted}; its index has: {}",
-                if list.is_empty() {
-                    "no platforms"
-                } else {
-                    &list
-                }
-            ),
-        },
-        None => error,
-    }
 }
 
 /// Resolves one FROM reference: the store's copy unless `pull`, else the registry (manifest and
