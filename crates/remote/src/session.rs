@@ -1,0 +1,240 @@
+//! The session rbuild opens for a remote solve: an HTTP/2 server on the upgraded session
+//! connection, where the daemon is the gRPC client and rbuild serves file sync (the build
+//! context and named contexts), registry credentials, secrets and gRPC health.
+
+use crate::filesync::{send_dir, WalkFilter};
+use crate::proto::filesync::auth_server::{Auth, AuthServer};
+use crate::proto::filesync::file_sync_server::{FileSync, FileSyncServer};
+use crate::proto::filesync::{CredentialsRequest, CredentialsResponse};
+use crate::proto::filesync::{FetchTokenRequest, FetchTokenResponse};
+use crate::proto::fsutil_types::Packet;
+use crate::proto::health::health_server::{Health, HealthServer};
+use crate::proto::health::HealthCheckResponse;
+use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
+use crate::proto::secrets::secrets_server::{Secrets, SecretsServer};
+use crate::proto::secrets::{GetSecretRequest, GetSecretResponse};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::Service as _;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
+
+/// A directory the session serves under a name (`context`, a named context's name).
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    /// Where it is.
+    pub path: PathBuf,
+    /// `.dockerignore` patterns applied on top of what the daemon asks to exclude.
+    pub excludes: Vec<String>,
+}
+
+/// Looks up registry credentials for a host (user name and secret), for the auth provider.
+pub type CredentialLookup =
+    Arc<dyn Fn(&str) -> Result<Option<(String, String)>, String> + Send + Sync>;
+
+/// What a session serves.
+#[derive(Clone, Default)]
+pub struct SessionConfig {
+    /// Local directories by name.
+    pub dirs: BTreeMap<String, LocalDir>,
+    /// Secrets by id: their bytes.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Registry credentials, when the auth provider is served.
+    pub credentials: Option<CredentialLookup>,
+}
+
+/// The gRPC methods a session serves, as the session headers announce them.
+pub(crate) fn methods(config: &SessionConfig) -> Vec<String> {
+    let mut out = vec![
+        "/grpc.health.v1.Health/Check".to_string(),
+        "/moby.filesync.v1.FileSync/DiffCopy".to_string(),
+        "/moby.buildkit.secrets.v1.Secrets/GetSecret".to_string(),
+    ];
+    if config.credentials.is_some() {
+        out.push("/moby.filesync.v1.Auth/Credentials".to_string());
+    }
+    out
+}
+
+#[derive(Clone)]
+struct FileSyncService {
+    config: Arc<SessionConfig>,
+}
+
+fn metadata_values(request: &GrpcRequest<Streaming<Packet>>, key: &str) -> Vec<String> {
+    request
+        .metadata()
+        .get_all(key)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tonic::async_trait]
+impl FileSync for FileSyncService {
+    type DiffCopyStream = ReceiverStream<Result<Packet, Status>>;
+    type TarStreamStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn diff_copy(
+        &self,
+        request: GrpcRequest<Streaming<Packet>>,
+    ) -> Result<GrpcResponse<Self::DiffCopyStream>, Status> {
+        let name = metadata_values(&request, "dir-name")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let Some(dir) = self.config.dirs.get(&name) else {
+            return Err(Status::not_found(format!(
+                "no access allowed to dir {name:?}"
+            )));
+        };
+        let mut excludes = dir.excludes.clone();
+        excludes.extend(metadata_values(&request, "exclude-patterns"));
+        let mut includes = metadata_values(&request, "include-patterns");
+        includes.extend(metadata_values(&request, "followpaths"));
+        tracing::debug!(%name, ?includes, "serving a local directory to the daemon");
+        let filter = WalkFilter { excludes, includes };
+        let rx = send_dir(dir.path.clone(), filter, request.into_inner());
+        Ok(GrpcResponse::new(ReceiverStream::new(rx)))
+    }
+
+    async fn tar_stream(
+        &self,
+        _request: GrpcRequest<Streaming<Packet>>,
+    ) -> Result<GrpcResponse<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented("TarStream is not served"))
+    }
+}
+
+#[derive(Clone)]
+struct AuthService {
+    config: Arc<SessionConfig>,
+}
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    async fn credentials(
+        &self,
+        request: GrpcRequest<CredentialsRequest>,
+    ) -> Result<GrpcResponse<CredentialsResponse>, Status> {
+        let host = request.into_inner().host;
+        let Some(lookup) = self.config.credentials.clone() else {
+            return Ok(GrpcResponse::new(CredentialsResponse::default()));
+        };
+        let found = tokio::task::spawn_blocking(move || lookup(&host))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        let (username, secret) = found.unwrap_or_default();
+        Ok(GrpcResponse::new(CredentialsResponse { username, secret }))
+    }
+
+    async fn fetch_token(
+        &self,
+        _request: GrpcRequest<FetchTokenRequest>,
+    ) -> Result<GrpcResponse<FetchTokenResponse>, Status> {
+        Err(Status::unimplemented("FetchToken is not served"))
+    }
+}
+
+#[derive(Clone)]
+struct SecretsService {
+    config: Arc<SessionConfig>,
+}
+
+#[tonic::async_trait]
+impl Secrets for SecretsService {
+    async fn get_secret(
+        &self,
+        request: GrpcRequest<GetSecretRequest>,
+    ) -> Result<GrpcResponse<GetSecretResponse>, Status> {
+        let id = request.into_inner().id;
+        match self.config.secrets.get(&id) {
+            Some(data) => Ok(GrpcResponse::new(GetSecretResponse { data: data.clone() })),
+            None => Err(Status::not_found(format!("secret {id} not found"))),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HealthService;
+
+#[tonic::async_trait]
+impl Health for HealthService {
+    async fn check(
+        &self,
+        _request: GrpcRequest<HealthCheckRequest>,
+    ) -> Result<GrpcResponse<HealthCheckResponse>, Status> {
+        Ok(GrpcResponse::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+    }
+}
+
+/// The session's services behind one dispatch by gRPC path.
+#[derive(Clone)]
+struct Router {
+    filesync: FileSyncServer<FileSyncService>,
+    auth: AuthServer<AuthService>,
+    secrets: SecretsServer<SecretsService>,
+    health: HealthServer<HealthService>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Router {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        tracing::debug!(%path, "session call from the daemon");
+        let mut this = self.clone();
+        if path.starts_with("/moby.filesync.v1.FileSync/") {
+            Box::pin(async move { this.filesync.call(request).await })
+        } else if path.starts_with("/moby.filesync.v1.Auth/") {
+            Box::pin(async move { this.auth.call(request).await })
+        } else if path.starts_with("/moby.buildkit.secrets.v1.Secrets/") {
+            Box::pin(async move { this.secrets.call(request).await })
+        } else if path.starts_with("/grpc.health.v1.Health/") {
+            Box::pin(async move { this.health.call(request).await })
+        } else {
+            Box::pin(async move {
+                Ok(Status::unimplemented(format!("{path} is not served")).into_http())
+            })
+        }
+    }
+}
+
+/// Serves `config` on the upgraded session connection `io` until the daemon closes it.
+pub(crate) async fn serve<IO>(io: IO, config: SessionConfig)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let config = Arc::new(config);
+    let router = Router {
+        filesync: FileSyncServer::new(FileSyncService {
+            config: config.clone(),
+        }),
+        auth: AuthServer::new(AuthService {
+            config: config.clone(),
+        }),
+        secrets: SecretsServer::new(SecretsService { config }),
+        health: HealthServer::new(HealthService),
+    };
+    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(io, router)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "session connection ended");
+    }
+}

@@ -1,0 +1,117 @@
+//! Connections to a BuildKit daemon: dockerd's HTTP upgrade of its API socket to h2c (`POST
+//! /grpc` for the control API, `POST /session` for the session stream, as buildx's docker
+//! driver does), the gRPC client channel over an upgraded connection and the h2 server that
+//! serves the session's services on one.
+
+use crate::RemoteError;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::net::UnixStream;
+
+/// The API version rbuild asks dockerd for (20.10's; dockerd serves older versions too).
+const DOCKER_API: &str = "v1.41";
+
+/// Opens dockerd's socket at `socket` and upgrades `POST /{path}` to h2c with `headers`; returns
+/// the raw connection after `101 Switching Protocols`.
+pub(crate) async fn docker_upgrade(
+    socket: &Path,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<Upgraded, RemoteError> {
+    let connect_err = |e: std::io::Error| RemoteError::Connect {
+        address: format!("unix://{}", socket.display()),
+        message: e.to_string(),
+    };
+    let stream = UnixStream::connect(socket).await.map_err(connect_err)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| RemoteError::protocol("HTTP handshake with dockerd", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "dockerd upgrade connection ended");
+        }
+    });
+    let mut request = Request::post(format!("/{DOCKER_API}/{path}"))
+        .header(http::header::HOST, "docker")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "h2c");
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| RemoteError::protocol("building the upgrade request", e))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| RemoteError::protocol("upgrade request to dockerd", e))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(RemoteError::Refused {
+            what: format!("POST /{path}"),
+            status: response.status().as_u16(),
+        });
+    }
+    hyper::upgrade::on(response)
+        .await
+        .map_err(|e| RemoteError::protocol("upgrading to h2c", e))
+}
+
+/// A gRPC channel over one HTTP/2 connection: the tonic clients' transport.
+#[derive(Clone)]
+pub struct Channel {
+    sender: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl Channel {
+    /// Starts an HTTP/2 client on an established (upgraded or plain) connection.
+    pub(crate) async fn over<IO>(io: IO) -> Result<Channel, RemoteError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| RemoteError::protocol("HTTP/2 handshake with the daemon", e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+        Ok(Channel { sender })
+    }
+}
+
+impl tower_service::Service<Request<tonic::body::Body>> for Channel {
+    type Response = Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.sender.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.sender.send_request(request))
+    }
+}
+
+/// Where dockerd's API socket is: `DOCKER_HOST` when it names a unix socket, else the default.
+pub fn docker_socket() -> PathBuf {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if host.starts_with("unix://") => PathBuf::from(&host["unix://".len()..]),
+        _ => PathBuf::from("/var/run/docker.sock"),
+    }
+}
+
+/// The origin URI the tonic clients put on requests (HTTP/2 needs a scheme and authority).
+pub(crate) fn origin() -> http::Uri {
+    http::Uri::from_static("http://buildkit")
+}

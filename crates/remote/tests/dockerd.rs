@@ -1,0 +1,76 @@
+//! The protocol against dockerd's embedded BuildKit: control connection, session with the
+//! context served by DiffCopy, status stream, image export into dockerd.
+
+use rbuild_remote::proto::control::SolveRequest;
+use rbuild_remote::{Daemon, LocalDir, SessionConfig};
+use std::path::Path;
+
+fn docker_socket() -> Option<std::path::PathBuf> {
+    let socket = rbuild_remote::transport::docker_socket();
+    if socket.exists() {
+        Some(socket)
+    } else if std::env::var_os("RBUILD_REQUIRE_ROOT").is_some() {
+        panic!("dockerd's socket {} is missing", socket.display());
+    } else {
+        eprintln!("SKIP: dockerd's socket {} is missing", socket.display());
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dockerfile_frontend_solve_through_the_session() {
+    let Some(socket) = docker_socket() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM 127.0.0.1:5000/busybox:latest\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from the session\n").unwrap();
+    let daemon = Daemon::docker(socket).await.unwrap();
+    let mut config = SessionConfig::default();
+    for name in ["context", "dockerfile"] {
+        config.dirs.insert(
+            name.to_string(),
+            LocalDir {
+                path: dir.path().to_path_buf(),
+                excludes: vec![],
+            },
+        );
+    }
+    let (session, _task) = daemon
+        .open_session("test", "test-key", config)
+        .await
+        .unwrap();
+    let mut request = SolveRequest {
+        session,
+        frontend: "dockerfile.v0".to_string(),
+        exporter: "moby".to_string(),
+        entitlements: vec!["network.host".to_string()],
+        ..Default::default()
+    };
+    request
+        .frontend_attrs
+        .insert("force-network-mode".into(), "host".into());
+    request
+        .exporter_attrs
+        .insert("name".into(), "rbuild-remote-proto-test:1".into());
+    let mut logs = String::new();
+    let mut names = Vec::new();
+    let response = daemon
+        .solve(request, |status| {
+            for v in status.vertexes {
+                names.push(v.name);
+            }
+            for l in status.logs {
+                logs.push_str(&String::from_utf8_lossy(&l.msg));
+            }
+        })
+        .await
+        .unwrap();
+    eprintln!("{names:#?}\n{logs}\n{response:?}");
+    assert!(logs.contains("hello from the session"), "{logs}");
+    let _ = Path::new("/");
+}
