@@ -69,9 +69,27 @@ struct VertexJson<'a> {
     stage: Option<String>,
     inputs: &'a [usize],
     platform: Option<String>,
-    source: Option<&'a SourceLocation>,
+    source: Option<SourceJson<'a>>,
     no_cache: bool,
     op: &'a rbuild_llb::Op,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SourceJson<'a> {
+    file: &'a str,
+    start_line: usize,
+    end_line: usize,
+}
+
+impl<'a> From<&'a SourceLocation> for SourceJson<'a> {
+    fn from(loc: &'a SourceLocation) -> Self {
+        SourceJson {
+            file: &loc.file,
+            start_line: loc.start_line,
+            end_line: loc.end_line,
+        }
+    }
 }
 
 /// The stage a vertex belongs to, from the name BuildKit gives it: `[build 2/4] RUN ...` is in
@@ -144,7 +162,7 @@ impl GraphPlan {
                     stage: stage_of(&v.name),
                     inputs: &v.inputs,
                     platform: v.platform.as_ref().map(|p| p.to_string()),
-                    source: v.source.as_ref(),
+                    source: v.source.as_ref().map(SourceJson::from),
                     no_cache: self.plan.no_cache.contains(&index),
                     op: &v.op,
                 })
@@ -247,6 +265,9 @@ mod tests {
 
     #[test]
     fn dot_strings_are_escaped() {
-        assert_eq!(quoted("RUN echo \"a\\b\"\nx"), "\"RUN echo \\\"a\\\\b\\\"\\nx\"");
+        assert_eq!(
+            quoted("RUN echo \"a\\b\"\nx"),
+            "\"RUN echo \\\"a\\\\b\\\"\\nx\""
+        );
     }
 }
