@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/session.proto",
         "proto/secrets.proto",
         "proto/health.proto",
+        "proto/gateway.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
@@ -17,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         .include_file("protos.rs")
         .bytes(".moby.buildkit.v1.SolveRequest.Definition")
+        .bytes(".moby.buildkit.v1.frontend.SolveRequest.Definition")
         .bytes(".fsutil.types.Packet.data")
         .bytes(".moby.filesync.v1.BytesMessage.data")
         .compile_fds(descriptors)?;

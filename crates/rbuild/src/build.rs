@@ -175,6 +175,9 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     if let Some(p) = &cli_progress {
         request.progress = p.clone();
     }
+    if let Some(builder) = &args.builder {
+        return crate::remote::run(request, builder, &args, cli_progress, lint.as_ref()).await;
+    }
     let built = rbuild_build::build_with_cancel(request, wait_for_signal()).await;
     if let Some(p) = &cli_progress {
         p.finish(built.is_ok());

@@ -21,6 +21,7 @@ mod progress;
 mod prune;
 mod pull;
 mod push;
+mod remote;
 mod rmi;
 mod run_opts;
 mod table;
@@ -286,6 +287,10 @@ pub struct BuildArgs {
     /// Write the image ID (the config digest) to FILE.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Solve on a remote BuildKit daemon instead of locally: `docker` (the local dockerd's
+    /// embedded BuildKit, as buildx's docker driver) or `docker-unix:///PATH`.
+    #[arg(long, value_name = "ADDR", value_parser = clap::value_parser!(rbuild_remote::Builder))]
+    pub builder: Option<rbuild_remote::Builder>,
     /// Set a label of the image (`KEY=VALUE`; `KEY` alone for an empty value); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = build::parse_label)]
     pub labels: Vec<(String, String)>,

@@ -160,6 +160,19 @@ impl RegistryClient {
     }
 }
 
+/// The credential docker's config (or its credential helper) holds for `registry`, as a user
+/// name and secret; an identity token is returned with an empty user name (BuildKit's session
+/// auth convention). Blocking: reads files, runs helpers.
+pub fn docker_config_credential(registry: &str) -> Result<Option<(String, String)>, RegistryError> {
+    Ok(
+        match lookup_credential(&Credentials::DockerConfig, registry)? {
+            Some(Cred::Basic(user, password)) => Some((user, password)),
+            Some(Cred::IdentityToken(token)) => Some((String::new(), token)),
+            None => None,
+        },
+    )
+}
+
 /// Looks up the credential for `registry` in `source` (blocking: reads files, runs helpers).
 fn lookup_credential(source: &Credentials, registry: &str) -> Result<Option<Cred>, RegistryError> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential as D};

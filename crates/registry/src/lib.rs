@@ -29,6 +29,7 @@ mod status;
 mod tls;
 mod transport;
 
+pub use auth::docker_config_credential;
 pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use fetch::{fetch_url, parse_http_date, FetchedUrl};

@@ -11,15 +11,19 @@
 //! server), `filesync` (DiffCopy sending), [`proto`] (generated from rbuild's own `.proto`
 //! descriptions of BuildKit's API).
 
+mod build;
 mod filesync;
 pub mod session;
+mod status;
 pub mod transport;
 
+pub use build::{build, Builder, RemoteBuildError, RemoteResult};
 pub use session::{CredentialLookup, LocalDir, SessionConfig};
 pub use transport::Channel;
 
 use proto::control::control_client::ControlClient;
 use proto::control::{SolveRequest, SolveResponse, StatusRequest, StatusResponse};
+use proto::gateway::llb_bridge_client::LlbBridgeClient;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +40,8 @@ pub mod proto {
     pub use moby::buildkit::secrets::v1 as secrets;
     /// moby.buildkit.v1: the control API.
     pub use moby::buildkit::v1 as control;
+    /// moby.buildkit.v1.frontend: the gateway API of a client-side frontend.
+    pub use moby::buildkit::v1::frontend as gateway;
     /// moby.filesync.v1: file sync, file send and auth session services.
     pub use moby::filesync::v1 as filesync;
 }
@@ -96,6 +102,26 @@ impl RemoteError {
     }
 }
 
+/// A gateway request tied to the build `id`.
+fn with_build_id<T>(id: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = id.parse() {
+        request.metadata_mut().insert(BUILD_ID_KEY, value);
+    }
+    request
+}
+
+/// Why a client-side frontend solve failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildFailure {
+    /// The capability check refused the graph (nothing was solved).
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon failed the solve, or could not be talked to.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
 /// A fresh identifier for a solve or session (25 base-36-like characters, as BuildKit's).
 pub fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -119,7 +145,23 @@ pub fn new_id() -> String {
 #[derive(Clone)]
 pub struct Daemon {
     control: ControlClient<Channel>,
+    gateway: LlbBridgeClient<Channel>,
     socket: PathBuf,
+}
+
+/// The gRPC metadata key that ties gateway calls to their build (BuildKit's build id).
+const BUILD_ID_KEY: &str = "buildkit-controlapi-buildid";
+
+/// A graph to solve as a client-side frontend: the definition, the result's metadata (the
+/// image config) and a check of the daemon's LLB capabilities before anything is solved.
+pub struct FrontendBuild<'a> {
+    /// The marshalled `pb.Definition`.
+    pub definition: Vec<u8>,
+    /// The result's metadata (`containerimage.config`: the image config JSON).
+    pub metadata: std::collections::HashMap<String, Vec<u8>>,
+    /// Called with the daemon's enabled LLB capabilities; an error refuses the build before
+    /// the graph is sent.
+    pub check_caps: &'a (dyn Fn(&std::collections::BTreeSet<String>) -> Result<(), String> + Sync),
 }
 
 impl Daemon {
@@ -128,7 +170,9 @@ impl Daemon {
         let upgraded = transport::docker_upgrade(&socket, "grpc", &[]).await?;
         let channel = Channel::over(upgraded).await?;
         Ok(Daemon {
-            control: ControlClient::with_origin(channel, transport::origin())
+            control: ControlClient::with_origin(channel.clone(), transport::origin())
+                .max_decoding_message_size(64 << 20),
+            gateway: LlbBridgeClient::with_origin(channel, transport::origin())
                 .max_decoding_message_size(64 << 20),
             socket,
         })
@@ -157,6 +201,107 @@ impl Daemon {
         let upgraded = transport::docker_upgrade(&self.socket, "session", &headers).await?;
         let task = tokio::spawn(session::serve(upgraded, config));
         Ok((id, task))
+    }
+
+    /// Solves `request` with rbuild as the client-side frontend (BuildKit's gateway forwarding:
+    /// a control solve without a frontend, then `LLBBridge` calls under its build id: `Ping`
+    /// for the capabilities, `Solve` of the definition, `Return` of the result with the image
+    /// config), calling `on_status` with every status message. Returns the control solve's
+    /// response; a refused capability check or a failed gateway solve is the error.
+    pub async fn solve_frontend(
+        &self,
+        mut request: SolveRequest,
+        build: FrontendBuild<'_>,
+        on_status: impl FnMut(StatusResponse) + Send,
+    ) -> Result<SolveResponse, BuildFailure> {
+        use proto::gateway as gw;
+        if request.r#ref.is_empty() {
+            request.r#ref = new_id();
+        }
+        let build_id = request.r#ref.clone();
+        let mut gateway = self.gateway.clone();
+        let frontend = async move {
+            // The build registers with the forwarder once the control solve arrives.
+            let pong = gateway
+                .ping(with_build_id(&build_id, gw::PingRequest {}))
+                .await
+                .map_err(RemoteError::status)?
+                .into_inner();
+            let caps: std::collections::BTreeSet<String> = pong
+                .llb_caps
+                .iter()
+                .filter(|c| c.enabled)
+                .map(|c| c.id.clone())
+                .collect();
+            if let Err(refused) = (build.check_caps)(&caps) {
+                let _ = gateway
+                    .r#return(with_build_id(
+                        &build_id,
+                        gw::ReturnRequest {
+                            result: None,
+                            error: Some(gw::RpcStatus {
+                                code: tonic::Code::FailedPrecondition as i32,
+                                message: refused.clone(),
+                            }),
+                        },
+                    ))
+                    .await;
+                return Err(BuildFailure::Refused(refused));
+            }
+            let solved = gateway
+                .solve(with_build_id(
+                    &build_id,
+                    gw::SolveRequest {
+                        definition: build.definition.into(),
+                        allow_result_return: true,
+                        ..Default::default()
+                    },
+                ))
+                .await;
+            let (result, error) = match solved {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let reference = match response.result.and_then(|r| r.result) {
+                        Some(gw::result::Result::Ref(r)) => r.id,
+                        Some(gw::result::Result::RefDeprecated(id)) => id,
+                        None => response.r#ref,
+                    };
+                    let result = gw::Result {
+                        result: Some(gw::result::Result::Ref(gw::Ref { id: reference })),
+                        metadata: build.metadata,
+                    };
+                    (Some(result), None)
+                }
+                Err(status) => (
+                    None,
+                    Some((
+                        gw::RpcStatus {
+                            code: status.code() as i32,
+                            message: status.message().to_string(),
+                        },
+                        status,
+                    )),
+                ),
+            };
+            let returned = gateway
+                .r#return(with_build_id(
+                    &build_id,
+                    gw::ReturnRequest {
+                        result,
+                        error: error.as_ref().map(|(s, _)| s.clone()),
+                    },
+                ))
+                .await;
+            if let Some((_, status)) = error {
+                return Err(BuildFailure::Remote(RemoteError::status(status)));
+            }
+            returned.map_err(|e| BuildFailure::Remote(RemoteError::status(e)))?;
+            Ok(())
+        };
+        let solve = self.solve(request, on_status);
+        let (solved, frontend) = tokio::join!(solve, frontend);
+        frontend?;
+        solved.map_err(BuildFailure::Remote)
     }
 
     /// Solves `request` (its `Ref` is set to a fresh id when empty), calling `on_status` with

@@ -1,0 +1,312 @@
+//! One `rbuild build --builder ADDR`: the build planned locally as `rbuild graph` plans it (in
+//! a scratch state root, so rbuild's store is not touched), converted to BuildKit LLB, solved on
+//! the daemon with rbuild as the client-side frontend, the context served by the session, the
+//! status rendered through the request's progress, the image exported by BuildKit's exporter.
+//! Daemon errors keep BuildKit's message and gain the Dockerfile excerpt of the failed step.
+
+use crate::proto::control::SolveRequest;
+use crate::session::{LocalDir, SessionConfig};
+use crate::status::StatusMapper;
+use crate::{BuildFailure, Daemon, FrontendBuild, RemoteError};
+use rbuild_build::graph::{plan_graph, GraphPlan};
+use rbuild_build::{solve_report, StateDir};
+use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
+use rbuild_llb::{Entitlement, Op, SourceOp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+/// Where the daemon is (`--builder`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Builder {
+    /// dockerd's embedded BuildKit through its API socket (`docker`, or `docker://PATH`... as
+    /// buildx's docker driver).
+    Docker {
+        /// The API socket.
+        socket: PathBuf,
+    },
+}
+
+impl FromStr for Builder {
+    type Err = RemoteError;
+
+    fn from_str(raw: &str) -> Result<Builder, RemoteError> {
+        match raw {
+            "docker" | "default" => Ok(Builder::Docker {
+                socket: crate::transport::docker_socket(),
+            }),
+            other => match other.strip_prefix("docker-unix://") {
+                Some(path) if !path.is_empty() => Ok(Builder::Docker {
+                    socket: PathBuf::from(path),
+                }),
+                _ => Err(RemoteError::Address(other.to_string())),
+            },
+        }
+    }
+}
+
+/// What a remote build produced.
+#[derive(Debug, Clone)]
+pub struct RemoteResult {
+    /// The exporter's answer (`containerimage.digest`, `containerimage.config.digest`, ...).
+    pub exporter_response: BTreeMap<String, String>,
+}
+
+impl RemoteResult {
+    /// The image's digest as the exporter reported it (the image ID for dockerd's exporter).
+    pub fn digest(&self) -> Option<&str> {
+        self.exporter_response
+            .get("containerimage.digest")
+            .map(String::as_str)
+    }
+}
+
+/// Why a remote build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteBuildError {
+    /// Planning failed (the Dockerfile, its base images, the inputs): the local build's error.
+    #[error(transparent)]
+    Plan(#[from] BuildError),
+    /// The daemon could not be reached or talked to.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The solve failed: BuildKit's report, with the Dockerfile excerpt of the failed step.
+    #[error("{0}")]
+    Solve(String),
+    /// Something a remote build does not do (yet).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The names BuildKit's capabilities go by in the refusal message.
+fn feature_of(cap: &str) -> &str {
+    match cap {
+        "mergeop" => "COPY --link",
+        "file.copy.includeexcludepatterns" => "COPY --exclude",
+        "file.copy.modestring" => "COPY --chmod with a symbolic mode",
+        "exec.mount.tmpfs.size" => "RUN --mount=type=tmpfs,size=",
+        "exec.secretenv" => "RUN --mount=type=secret,env=",
+        other => other,
+    }
+}
+
+/// Builds `request` on `builder`.
+pub async fn build(
+    mut request: BuildRequest,
+    builder: &Builder,
+) -> Result<RemoteResult, RemoteBuildError> {
+    let context = match &request.context {
+        ContextSource::Dir(dir) => dir.clone(),
+        _ => {
+            return Err(RemoteBuildError::Unsupported(
+                "a remote build needs the build context as a directory".into(),
+            ))
+        }
+    };
+    if request.platforms.len() > 1 {
+        return Err(RemoteBuildError::Unsupported(
+            "a remote build builds one platform: give one --platform".into(),
+        ));
+    }
+    let mut names = request.tags.clone();
+    let mut push = request.push;
+    for output in &request.outputs {
+        match &output.output {
+            Output::Image {
+                names: more,
+                push: p,
+            } => {
+                names.extend(more.iter().cloned());
+                push |= *p;
+            }
+            _ => {
+                return Err(RemoteBuildError::Unsupported(
+                    "a remote build exports images only (type=image)".into(),
+                ))
+            }
+        }
+    }
+    if !request.cache_to.is_empty() || !request.cache_from.is_empty() || !request.ssh.is_empty() {
+        return Err(RemoteBuildError::Unsupported(
+            "--cache-to, --cache-from and --ssh are not passed to a remote builder".into(),
+        ));
+    }
+    let mut secrets = BTreeMap::new();
+    for spec in &request.secrets {
+        let value = read_secret(&spec.source).map_err(|e| {
+            RemoteBuildError::Unsupported(format!("reading secret {}: {e}", spec.id))
+        })?;
+        secrets.insert(spec.id.clone(), value);
+    }
+    let mut entitlements = Vec::new();
+    if request.entitlements.allows(Entitlement::NetworkHost) {
+        entitlements.push("network.host".to_string());
+    }
+    if request.entitlements.allows(Entitlement::SecurityInsecure) {
+        entitlements.push("security.insecure".to_string());
+    }
+    let progress = request.progress.clone();
+    // Planning resolves base images; a scratch root keeps rbuild's store out of it.
+    let scratch = tempfile::tempdir().map_err(|e| {
+        RemoteBuildError::Plan(BuildError::step("creating a scratch state root", e))
+    })?;
+    request.state = StateDir::new(scratch.path());
+    let plan = plan_graph(request).await?;
+    drop(scratch);
+
+    let Builder::Docker { socket } = builder;
+    let daemon = Daemon::docker(socket.clone()).await?;
+    let mut config = SessionConfig {
+        secrets,
+        credentials: Some(Arc::new(docker_credentials)),
+        ..Default::default()
+    };
+    for vertex in &plan.plan.definition.vertices {
+        if let Op::Source(SourceOp::Local { name, .. }) = &vertex.op {
+            if name == "context" {
+                config.dirs.insert(
+                    name.clone(),
+                    LocalDir {
+                        path: context.clone(),
+                        excludes: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    let shared_key =
+        blake3::hash(context.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
+    let (session, _session_task) = daemon.open_session("rbuild", &shared_key, config).await?;
+    let llb = plan
+        .to_llb(Some(session.clone()))
+        .map_err(|e| RemoteBuildError::Plan(BuildError::step("converting to BuildKit LLB", e)))?;
+    let image_config = serde_json::to_vec(&plan.plan.config)
+        .map_err(|e| RemoteBuildError::Plan(BuildError::step("encoding the image config", e)))?;
+
+    let mut exporter_attrs = HashMap::new();
+    if !names.is_empty() {
+        exporter_attrs.insert("name".to_string(), names.join(","));
+    }
+    if push {
+        exporter_attrs.insert("push".to_string(), "true".to_string());
+    }
+    let request = SolveRequest {
+        session: session.clone(),
+        exporter: "moby".to_string(),
+        exporter_attrs,
+        entitlements,
+        ..Default::default()
+    };
+    let needed: BTreeMap<&str, Option<usize>> = llb
+        .ops
+        .iter()
+        .flat_map(|op| op.caps.iter().map(move |c| (*c, op.vertex)))
+        .collect();
+    let check_caps = |caps: &BTreeSet<String>| -> Result<(), String> {
+        let missing: Vec<&str> = needed
+            .keys()
+            .filter(|c| !caps.contains(**c))
+            .map(|c| feature_of(c))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the daemon's BuildKit is too old for {}",
+                missing.join(", ")
+            ))
+        }
+    };
+    let mut metadata = HashMap::new();
+    metadata.insert("containerimage.config".to_string(), image_config);
+    let mapper = Arc::new(Mutex::new(StatusMapper::new(progress.solver_sink())));
+    let status_mapper = mapper.clone();
+    let solved = daemon
+        .solve_frontend(
+            request,
+            FrontendBuild {
+                definition: llb.to_bytes(),
+                metadata,
+                check_caps: &check_caps,
+            },
+            move |status| {
+                if let Ok(mut m) = status_mapper.lock() {
+                    m.update(status);
+                }
+            },
+        )
+        .await;
+    match solved {
+        Ok(response) => Ok(RemoteResult {
+            exporter_response: response.exporter_response.into_iter().collect(),
+        }),
+        Err(failure) => {
+            let failed = mapper.lock().ok().and_then(|m| m.failed.clone());
+            Err(report(&plan, &llb, failure, failed, &needed))
+        }
+    }
+}
+
+/// The user's report of a failed remote solve: BuildKit's message with the excerpt of the step
+/// that failed (or, for a refusal, of the first step that needs what the daemon lacks).
+fn report(
+    plan: &GraphPlan,
+    llb: &rbuild_buildkit::Llb,
+    failure: BuildFailure,
+    failed: Option<(String, String)>,
+    needed: &BTreeMap<&str, Option<usize>>,
+) -> RemoteBuildError {
+    let file = DockerfileText {
+        name: plan.dockerfile_name.clone(),
+        source: plan.dockerfile.clone(),
+    };
+    let lines_of = |vertex: Option<usize>| -> Option<Lines> {
+        let source = plan
+            .plan
+            .definition
+            .vertices
+            .get(vertex?)?
+            .source
+            .as_ref()?;
+        Some(Lines {
+            start: source.start_line,
+            end: source.end_line,
+        })
+    };
+    match failure {
+        BuildFailure::Refused(message) => {
+            let at = needed
+                .iter()
+                .filter(|(cap, _)| message.contains(feature_of(cap)))
+                .find_map(|(_, v)| lines_of(*v));
+            RemoteBuildError::Solve(solve_report(&file, at, &message, None))
+        }
+        BuildFailure::Remote(RemoteError::Daemon { message, .. }) => {
+            let at = failed.as_ref().and_then(|(name, _)| {
+                llb.ops
+                    .iter()
+                    .find(|op| &op.name == name)
+                    .and_then(|op| lines_of(op.vertex))
+            });
+            RemoteBuildError::Solve(solve_report(&file, at, &message, None))
+        }
+        BuildFailure::Remote(other) => RemoteBuildError::Remote(other),
+    }
+}
+
+/// A secret's bytes from its file or environment variable.
+fn read_secret(source: &rbuild_worker::SecretSource) -> std::io::Result<Vec<u8>> {
+    match source {
+        rbuild_worker::SecretSource::File(path) => std::fs::read(path),
+        rbuild_worker::SecretSource::Env(name) => std::env::var(name)
+            .map(String::into_bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e)),
+    }
+}
+
+/// Registry credentials from docker's config (and its credential helpers), for the session's
+/// auth provider.
+fn docker_credentials(host: &str) -> Result<Option<(String, String)>, String> {
+    rbuild_registry::docker_config_credential(host).map_err(|e| e.to_string())
+}

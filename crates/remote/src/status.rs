@@ -1,0 +1,169 @@
+//! BuildKit's status stream mapped onto rbuild's per-vertex progress events, so a remote solve
+//! renders as a local one: a vertex's first `started` is `Started`, its `completed` is `Cached`,
+//! `Done` or `Error` (BuildKit's message), its logs are `Log` lines, and a status line (bytes
+//! transferred, a layer's progress) is shown as a log line of its vertex when it completes.
+
+use crate::proto::control::{StatusResponse, Time};
+use rbuild_solver::{Event, EventKind, LogStream, ProgressSink, VertexId};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Remote vertices are numbered from here, apart from the solver's and the build's own.
+const FIRST_ID: usize = 1 << 41;
+
+/// The state of one status stream's mapping.
+pub(crate) struct StatusMapper {
+    sink: ProgressSink,
+    ids: HashMap<String, (VertexId, String)>,
+    started: HashMap<String, SystemTime>,
+    ended: HashSet<String>,
+    partial: HashMap<(String, i64), Vec<u8>>,
+    /// The first error a vertex reported (its name and BuildKit's message).
+    pub(crate) failed: Option<(String, String)>,
+}
+
+fn time_of(t: &Option<Time>) -> Option<SystemTime> {
+    let t = t.as_ref()?;
+    let secs = u64::try_from(t.seconds).ok()?;
+    let nanos = u32::try_from(t.nanos).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+impl StatusMapper {
+    /// A mapper sending to `sink`.
+    pub(crate) fn new(sink: ProgressSink) -> StatusMapper {
+        StatusMapper {
+            sink,
+            ids: HashMap::new(),
+            started: HashMap::new(),
+            ended: HashSet::new(),
+            partial: HashMap::new(),
+            failed: None,
+        }
+    }
+
+    fn emit(&self, digest: &str, kind: EventKind, at: SystemTime) {
+        if let Some((id, name)) = self.ids.get(digest) {
+            self.sink.emit(Event {
+                vertex: *id,
+                name: name.clone(),
+                cache_key: None,
+                kind,
+                at,
+            });
+        }
+    }
+
+    /// Maps one status message.
+    pub(crate) fn update(&mut self, status: StatusResponse) {
+        for vertex in status.vertexes {
+            if !self.ids.contains_key(&vertex.digest) {
+                let id = VertexId(FIRST_ID + self.ids.len());
+                self.ids
+                    .insert(vertex.digest.clone(), (id, vertex.name.clone()));
+            }
+            if self.ended.contains(&vertex.digest) {
+                continue;
+            }
+            let now = SystemTime::now();
+            let started = time_of(&vertex.started);
+            if let Some(at) = started {
+                if !vertex.cached && !self.started.contains_key(&vertex.digest) {
+                    self.started.insert(vertex.digest.clone(), at);
+                    self.emit(&vertex.digest, EventKind::Started, at);
+                }
+            }
+            let Some(completed) = time_of(&vertex.completed) else {
+                continue;
+            };
+            self.flush_logs(&vertex.digest);
+            let duration = self
+                .started
+                .get(&vertex.digest)
+                .and_then(|s| completed.duration_since(*s).ok())
+                .unwrap_or_default();
+            let kind = if !vertex.error.is_empty() {
+                if self.failed.is_none() {
+                    self.failed = Some((vertex.name.clone(), vertex.error.clone()));
+                }
+                EventKind::Error {
+                    message: vertex.error.clone(),
+                    duration,
+                }
+            } else if vertex.cached {
+                EventKind::Cached
+            } else {
+                if !self.started.contains_key(&vertex.digest) {
+                    self.emit(&vertex.digest, EventKind::Started, started.unwrap_or(now));
+                }
+                EventKind::Done { duration }
+            };
+            self.ended.insert(vertex.digest.clone());
+            self.emit(&vertex.digest, kind, completed);
+        }
+        for st in status.statuses {
+            if time_of(&st.completed).is_none() || self.ended.contains(&st.vertex) {
+                continue;
+            }
+            let line = if st.total > 0 {
+                format!("{} {}/{} done", st.id, st.current, st.total)
+            } else {
+                format!("{} done", st.id)
+            };
+            self.emit(
+                &st.vertex,
+                EventKind::Log {
+                    stream: LogStream::Stderr,
+                    line: line.into_bytes(),
+                },
+                SystemTime::now(),
+            );
+        }
+        for log in status.logs {
+            let stream = if log.stream == 1 {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            };
+            let key = (log.vertex.clone(), log.stream);
+            let buf = self.partial.entry(key).or_default();
+            buf.extend_from_slice(&log.msg);
+            let mut lines = Vec::new();
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                lines.push(line[..line.len() - 1].to_vec());
+            }
+            let at = time_of(&log.timestamp).unwrap_or_else(SystemTime::now);
+            for line in lines {
+                self.emit(
+                    &log.vertex,
+                    EventKind::Log {
+                        stream: stream.clone(),
+                        line,
+                    },
+                    at,
+                );
+            }
+        }
+    }
+
+    /// Sends what is left of a vertex's unterminated log lines.
+    fn flush_logs(&mut self, digest: &str) {
+        for stream in [1i64, 2] {
+            if let Some(rest) = self.partial.remove(&(digest.to_string(), stream)) {
+                if !rest.is_empty() {
+                    let stream = if stream == 1 {
+                        LogStream::Stdout
+                    } else {
+                        LogStream::Stderr
+                    };
+                    self.emit(
+                        digest,
+                        EventKind::Log { stream, line: rest },
+                        SystemTime::now(),
+                    );
+                }
+            }
+        }
+    }
+}
