@@ -185,7 +185,9 @@ fn a_failed_step_keeps_buildkits_message_and_gains_the_excerpt() {
     assert!(err.contains("   3 | >>> RUN exit 3"), "{err}");
     // BuildKit 0.8's own words for a failed RUN.
     assert!(
-        err.contains("ERROR: failed to solve: executor failed running [/bin/sh -c exit 3]: exit code: 3"),
+        err.contains(
+            "ERROR: failed to solve: executor failed running [/bin/sh -c exit 3]: exit code: 3"
+        ),
         "{err}"
     );
     assert_root_untouched(root.path());
@@ -209,5 +211,74 @@ fn features_the_daemon_lacks_are_refused_before_solving() {
     assert!(err.contains(">>> COPY --link a.txt /a.txt"), "{err}");
     // Refused before the graph was sent: no step ran.
     assert!(!err.contains("COPY --link a.txt /a.txt\n#"), "{err}");
+    assert_root_untouched(root.path());
+}
+
+#[test]
+fn pushes_with_buildkits_exporter() {
+    let (Some(env), Some(docker_bin)) = (env(), dockerd()) else {
+        return;
+    };
+    let dockerfile = format!("FROM {}\nRUN echo pushed > /pushed\n", env.base);
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/remote-push:{}", env.registry.addr(), std::process::id());
+    let output = format!("type=image,name={name},push=true");
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &["--progress=plain", "--output", &output],
+    );
+    let err = stderr_text(&out);
+    let _ = docker(&docker_bin, &["rmi", &name]);
+    assert!(out.status.success(), "{err}");
+    let digest = rbuild_testsupport::skopeo_digest(&name).expect("pushed image");
+    assert!(digest.to_string().starts_with("sha256:"));
+    assert_root_untouched(root.path());
+}
+
+#[test]
+fn secrets_reach_run_through_the_session_and_no_layer() {
+    let (Some(env), Some(docker_bin)) = (env(), dockerd()) else {
+        return;
+    };
+    let dockerfile = format!(
+        "FROM {}\nRUN --mount=type=secret,id=token sha256sum < /run/secrets/token > /sum\n",
+        env.base
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let secret = ctx.path().join("token.txt");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let tag = format!("rbuild-remote-secret:{}", std::process::id());
+    let spec = format!("id=token,src={}", secret.display());
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--secret",
+            &spec,
+            "-t",
+            &tag,
+            "--no-cache",
+        ],
+    );
+    let err = stderr_text(&out);
+    let saved = Command::new(&docker_bin)
+        .args(["save", &tag])
+        .output()
+        .unwrap();
+    let _ = docker(&docker_bin, &["rmi", &tag]);
+    assert!(out.status.success(), "{err}");
+    assert!(saved.status.success());
+    // The image's archive (every layer uncompressed) holds the marker, not the secret.
+    let needle = b"s3cr3t-value";
+    assert!(!saved.stdout.windows(needle.len()).any(|w| w == needle));
+    // The RUN read the secret: its checksum is in the layer.
+    let sum = Command::new("sha256sum").arg(&secret).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    let sum = sum.split_whitespace().next().unwrap().as_bytes();
+    assert!(saved.stdout.windows(sum.len()).any(|w| w == sum));
     assert_root_untouched(root.path());
 }

@@ -188,9 +188,6 @@ pub async fn build(
     if !names.is_empty() {
         exporter_attrs.insert("name".to_string(), names.join(","));
     }
-    if push {
-        exporter_attrs.insert("push".to_string(), "true".to_string());
-    }
     let request = SolveRequest {
         session: session.clone(),
         exporter: "moby".to_string(),
@@ -238,9 +235,17 @@ pub async fn build(
         )
         .await;
     match solved {
-        Ok(response) => Ok(RemoteResult {
-            exporter_response: response.exporter_response.into_iter().collect(),
-        }),
+        Ok(response) => {
+            if push {
+                // dockerd's exporter names the image; dockerd pushes it (buildx's docker driver).
+                for name in &names {
+                    push_from_dockerd(socket, name).await?;
+                }
+            }
+            Ok(RemoteResult {
+                exporter_response: response.exporter_response.into_iter().collect(),
+            })
+        }
         Err(failure) => {
             let failed = mapper.lock().ok().and_then(|m| m.failed.clone());
             Err(report(&plan, &llb, failure, failed, &needed))
@@ -293,6 +298,33 @@ fn report(
         }
         BuildFailure::Remote(other) => RemoteBuildError::Remote(other),
     }
+}
+
+/// Pushes `name` from dockerd with the credentials docker's config holds for its registry.
+async fn push_from_dockerd(socket: &std::path::Path, name: &str) -> Result<(), RemoteError> {
+    let host = name.split('/').next().unwrap_or_default().to_string();
+    let host = if name.contains('/')
+        && (host.contains('.') || host.contains(':') || host == "localhost")
+    {
+        host
+    } else {
+        "docker.io".to_string()
+    };
+    let server = host.clone();
+    let creds =
+        tokio::task::spawn_blocking(move || rbuild_registry::docker_config_credential(&host))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+    let auth = match creds {
+        Some((user, secret)) if !user.is_empty() => serde_json::json!({
+            "username": user, "password": secret, "serveraddress": server,
+        }),
+        Some((_, token)) => serde_json::json!({ "identitytoken": token, "serveraddress": server }),
+        None => serde_json::json!({}),
+    };
+    crate::transport::docker_push(socket, name, &auth.to_string()).await
 }
 
 /// A secret's bytes from its file or environment variable.

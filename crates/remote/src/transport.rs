@@ -115,3 +115,68 @@ pub fn docker_socket() -> PathBuf {
 pub(crate) fn origin() -> http::Uri {
     http::Uri::from_static("http://buildkit")
 }
+
+/// Pushes the image `name` from dockerd to its registry through the docker API (`POST
+/// /images/NAME/push`, as buildx's docker driver pushes what dockerd's exporter named), with
+/// `auth` (docker's `X-Registry-Auth` JSON) as credentials. Reads the progress stream to its end;
+/// an `error` in it fails the push.
+pub(crate) async fn docker_push(socket: &Path, name: &str, auth: &str) -> Result<(), RemoteError> {
+    use base64::Engine as _;
+    use http_body_util::BodyExt;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| RemoteError::Connect {
+            address: format!("unix://{}", socket.display()),
+            message: e.to_string(),
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| RemoteError::protocol("HTTP handshake with dockerd", e))?;
+    tokio::spawn(conn);
+    let (repo, tag) = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (name, "latest"),
+    };
+    let uri = format!(
+        "/{DOCKER_API}/images/{}/push?tag={}",
+        repo.replace('/', "%2F"),
+        tag
+    );
+    let request = Request::post(uri)
+        .header(http::header::HOST, "docker")
+        .header(
+            "X-Registry-Auth",
+            base64::engine::general_purpose::URL_SAFE.encode(auth),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| RemoteError::protocol("building the push request", e))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| RemoteError::protocol("push request to dockerd", e))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| RemoteError::protocol("reading dockerd's push progress", e))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    if !status.is_success() {
+        return Err(RemoteError::Protocol {
+            what: format!("pushing {name}"),
+            message: text.trim().to_string(),
+        });
+    }
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if let Some(error) = v.get("error").and_then(|e| e.as_str()) {
+                return Err(RemoteError::Protocol {
+                    what: format!("pushing {name}"),
+                    message: error.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
