@@ -32,6 +32,17 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("rbuild-lint", vec!["rbuild-frontend"]),
         ("rbuild-buildkit", vec!["rbuild-llb", "rbuild-oci"]),
         (
+            "rbuild-remote",
+            vec![
+                "rbuild-build",
+                "rbuild-buildkit",
+                "rbuild-llb",
+                "rbuild-solver",
+                "rbuild-registry",
+                "rbuild-worker",
+            ],
+        ),
+        (
             "rbuild-build",
             vec![
                 "rbuild-oci",
@@ -63,6 +74,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "rbuild-exporter",
                 "rbuild-testsupport",
                 "rbuild-buildkit",
+                "rbuild-remote",
             ],
         ),
     ])

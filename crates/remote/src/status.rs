@@ -135,14 +135,7 @@ impl StatusMapper {
             }
             let at = time_of(&log.timestamp).unwrap_or_else(SystemTime::now);
             for line in lines {
-                self.emit(
-                    &log.vertex,
-                    EventKind::Log {
-                        stream: stream.clone(),
-                        line,
-                    },
-                    at,
-                );
+                self.emit(&log.vertex, EventKind::Log { stream, line }, at);
             }
         }
     }
