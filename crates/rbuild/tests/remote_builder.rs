@@ -282,3 +282,77 @@ fn secrets_reach_run_through_the_session_and_no_layer() {
     assert!(saved.stdout.windows(sum.len()).any(|w| w == sum));
     assert_root_untouched(root.path());
 }
+
+#[test]
+fn registry_credentials_go_through_the_session_and_the_push() {
+    let (Some(env), Some(docker_bin)) = (env(), dockerd()) else {
+        return;
+    };
+    use rbuild_testsupport::{RegistryOptions, TestRegistry};
+    let reg = TestRegistry::start_with(&RegistryOptions {
+        htpasswd: Some(("carol".into(), "pw-carol".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let auth = format!(
+        "{{\"auths\":{{\"{}\":{{\"auth\":\"Y2Fyb2w6cHctY2Fyb2w=\"}}}}}}",
+        reg.addr()
+    );
+    std::fs::write(config.path().join("config.json"), auth).unwrap();
+    // A base only the private registry has (built and pushed locally), so the daemon must pull
+    // it with credentials.
+    let base = format!("{}/private-base:{}", reg.addr(), std::process::id());
+    let base_ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nRUN echo {} > /unique\n",
+            env.base,
+            rbuild_remote::new_id()
+        ),
+    )]);
+    let base_root = tempfile::tempdir().unwrap();
+    let pushed = rbuild_at(base_root.path())
+        .env("DOCKER_CONFIG", config.path())
+        .args(["build", "--progress=plain", "--push", "-t", &base])
+        .arg(base_ctx.path())
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", stderr_text(&pushed));
+    let dockerfile = format!("FROM {base}\nRUN echo private > /private\n");
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/remote-private:{}", reg.addr(), std::process::id());
+    let build = |config: &Path| {
+        rbuild_at(root.path())
+            .env("DOCKER_CONFIG", config)
+            .env("RUST_LOG", "rbuild_remote=debug")
+            .args(["build", "--builder", "docker", "--network=host"])
+            .args(["--progress=plain", "--no-cache", "--push", "-t", &name])
+            .arg(ctx.path())
+            .output()
+            .unwrap()
+    };
+    // Without credentials the private base does not resolve.
+    let empty = tempfile::tempdir().unwrap();
+    let out = build(empty.path());
+    assert!(!out.status.success(), "{}", stderr_text(&out));
+    // With docker's config holding them, the daemon gets them from the session's auth
+    // provider for the pull, and dockerd's push gets them too.
+    let out = build(config.path());
+    let err = stderr_text(&out);
+    let _ = docker(&docker_bin, &["rmi", &name, &base]);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("session call from the daemon path=/moby.filesync.v1.Auth/Credentials"),
+        "{err}"
+    );
+    let inspect = rbuild_testsupport::skopeo("inspect", Some("carol:pw-carol"))
+        .unwrap()
+        .args(["--tls-verify=false", "--no-tags"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", stderr_text(&inspect));
+    assert_root_untouched(root.path());
+}

@@ -147,13 +147,18 @@ pub async fn build(
         entitlements.push("security.insecure".to_string());
     }
     let progress = request.progress.clone();
+    let no_cache = request.no_cache;
     // Planning resolves base images; a scratch root keeps rbuild's store out of it.
     let scratch = tempfile::tempdir().map_err(|e| {
         RemoteBuildError::Plan(BuildError::step("creating a scratch state root", e))
     })?;
     request.state = StateDir::new(scratch.path());
-    let plan = plan_graph(request).await?;
+    let mut plan = plan_graph(request).await?;
     drop(scratch);
+    if no_cache {
+        // `--no-cache`: every op solved without the daemon's cache (`ignore_cache`).
+        plan.plan.no_cache = (0..plan.plan.definition.vertices.len()).collect();
+    }
 
     let Builder::Docker { socket } = builder;
     let daemon = Daemon::docker(socket.clone()).await?;
