@@ -222,11 +222,21 @@ impl Daemon {
         let mut gateway = self.gateway.clone();
         let frontend = async move {
             // The build registers with the forwarder once the control solve arrives.
-            let pong = gateway
-                .ping(with_build_id(&build_id, gw::PingRequest {}))
-                .await
-                .map_err(RemoteError::status)?
-                .into_inner();
+            // The forwarder waits 3 s for the job; a loaded daemon may take longer to register it.
+            let mut attempts = 0;
+            let pong = loop {
+                match gateway
+                    .ping(with_build_id(&build_id, gw::PingRequest {}))
+                    .await
+                {
+                    Ok(pong) => break pong.into_inner(),
+                    Err(e) if attempts < 20 && e.message().contains("no such job") => {
+                        attempts += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    Err(e) => return Err(BuildFailure::Remote(RemoteError::status(e))),
+                }
+            };
             let caps: std::collections::BTreeSet<String> = pong
                 .llb_caps
                 .iter()

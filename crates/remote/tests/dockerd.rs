@@ -3,7 +3,6 @@
 
 use rbuild_remote::proto::control::SolveRequest;
 use rbuild_remote::{Daemon, LocalDir, SessionConfig};
-use std::path::Path;
 
 fn docker_socket() -> Option<std::path::PathBuf> {
     let socket = rbuild_remote::transport::docker_socket();
@@ -28,7 +27,9 @@ async fn dockerfile_frontend_solve_through_the_session() {
         "FROM 127.0.0.1:5000/busybox:latest\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("hello.txt"), "hello from the session\n").unwrap();
+    // Unique content, so dockerd's cache never answers the RUN.
+    let hello = format!("hello from the session {}\n", rbuild_remote::new_id());
+    std::fs::write(dir.path().join("hello.txt"), &hello).unwrap();
     let daemon = Daemon::docker(socket).await.unwrap();
     let mut config = SessionConfig::default();
     for name in ["context", "dockerfile"] {
@@ -70,7 +71,15 @@ async fn dockerfile_frontend_solve_through_the_session() {
         })
         .await
         .unwrap();
-    eprintln!("{names:#?}\n{logs}\n{response:?}");
-    assert!(logs.contains("hello from the session"), "{logs}");
-    let _ = Path::new("/");
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "rbuild-remote-proto-test:1"])
+        .output();
+    assert!(logs.contains(&hello), "{logs}");
+    assert!(
+        names.iter().any(|n| n == "[internal] load build context"),
+        "{names:?}"
+    );
+    assert!(response
+        .exporter_response
+        .contains_key("containerimage.digest"));
 }
