@@ -356,3 +356,92 @@ fn registry_credentials_go_through_the_session_and_the_push() {
     assert!(inspect.status.success(), "{}", stderr_text(&inspect));
     assert_root_untouched(root.path());
 }
+
+#[test]
+fn local_and_tar_outputs_come_back_through_the_session() {
+    let (Some(env), Some(_docker)) = (env(), dockerd()) else {
+        return;
+    };
+    let dockerfile = format!(
+        "FROM {}\nCOPY run.sh /run.sh\nRUN mkdir -p /out/sub && echo remote-out > /out/sub/file && ln -s sub/file /out/link\n",
+        env.base
+    );
+    let ctx = context(&[
+        ("Dockerfile", &dockerfile),
+        ("run.sh", "#!/bin/sh\necho hi\n"),
+    ]);
+    std::fs::set_permissions(
+        ctx.path().join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let dir = dest.path().join("rootfs");
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--output",
+            &format!("type=local,dest={}", dir.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/sub/file")).unwrap(),
+        "remote-out\n"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("out/link")).unwrap(),
+        Path::new("sub/file")
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("run.sh")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(dir.join("bin/busybox").is_file());
+
+    let tar = dest.path().join("fs.tar");
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--output",
+            &format!("type=tar,dest={}", tar.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut found = None;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap() == Path::new("out/sub/file") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            found = Some(text);
+        }
+    }
+    assert_eq!(found.as_deref(), Some("remote-out\n"));
+    assert_root_untouched(root.path());
+}
+
+#[test]
+fn exporters_dockerd_lacks_fail_with_the_daemons_message() {
+    let (Some(env), Some(_docker)) = (env(), dockerd()) else {
+        return;
+    };
+    let dockerfile = format!("FROM {}\n", env.base);
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let root = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let output = format!("type=oci,dest={}", dest.path().join("o.tar").display());
+    let out = remote_build(root.path(), ctx.path(), &["--output", &output]);
+    let err = stderr_text(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ERROR: failed to solve: exporter \"oci\" could not be found"),
+        "{err}"
+    );
+}

@@ -5,7 +5,7 @@
 //! Daemon errors keep BuildKit's message and gain the Dockerfile excerpt of the failed step.
 
 use crate::proto::control::SolveRequest;
-use crate::session::{LocalDir, SessionConfig};
+use crate::session::{LocalDir, OutputTarget, SessionConfig};
 use crate::status::StatusMapper;
 use crate::{BuildFailure, Daemon, FrontendBuild, RemoteError};
 use rbuild_build::graph::{plan_graph, GraphPlan};
@@ -79,6 +79,13 @@ pub enum RemoteBuildError {
     Unsupported(String),
 }
 
+/// True for an output that names standard output (`dest=-`).
+fn target_is_stdout(target: &OutputTarget) -> bool {
+    match target {
+        OutputTarget::Dir(p) | OutputTarget::File(p) => p.as_os_str() == "-",
+    }
+}
+
 /// The names BuildKit's capabilities go by in the refusal message.
 fn feature_of(cap: &str) -> &str {
     match cap {
@@ -111,21 +118,50 @@ pub async fn build(
     }
     let mut names = request.tags.clone();
     let mut push = request.push;
+    // BuildKit 0.8 takes one exporter per solve: dockerd's image store, or one output.
+    let mut exporter = ("moby".to_string(), None::<OutputTarget>);
+    let mut exporter_names = Vec::new();
     for output in &request.outputs {
-        match &output.output {
+        let (kind, target) = match &output.output {
             Output::Image {
                 names: more,
                 push: p,
             } => {
                 names.extend(more.iter().cloned());
                 push |= *p;
+                continue;
             }
-            _ => {
+            Output::Local { dest } => ("local", OutputTarget::Dir(dest.clone())),
+            Output::Tar { dest } => ("tar", OutputTarget::File(dest.clone())),
+            Output::Oci {
+                dest,
+                tar: true,
+                names,
+            } => {
+                exporter_names.clone_from(names);
+                ("oci", OutputTarget::File(dest.clone()))
+            }
+            Output::Docker { dest, names } => {
+                exporter_names.clone_from(names);
+                ("docker", OutputTarget::File(dest.clone()))
+            }
+            Output::Oci { tar: false, .. } => {
                 return Err(RemoteBuildError::Unsupported(
-                    "a remote build exports images only (type=image)".into(),
+                    "a remote build writes an OCI layout as a tar only (tar=false is local)".into(),
                 ))
             }
+        };
+        if exporter.1.is_some() {
+            return Err(RemoteBuildError::Unsupported(
+                "a remote build writes one --output".into(),
+            ));
         }
+        if target_is_stdout(&target) {
+            return Err(RemoteBuildError::Unsupported(
+                "a remote build writes its output to a file or directory, not to stdout".into(),
+            ));
+        }
+        exporter = (kind.to_string(), Some(target));
     }
     if !request.cache_to.is_empty() || !request.cache_from.is_empty() || !request.ssh.is_empty() {
         return Err(RemoteBuildError::Unsupported(
@@ -163,6 +199,7 @@ pub async fn build(
     let Builder::Docker { socket } = builder;
     let daemon = Daemon::docker(socket.clone()).await?;
     let mut config = SessionConfig {
+        output: exporter.1.clone(),
         secrets,
         credentials: Some(Arc::new(docker_credentials)),
         ..Default::default()
@@ -190,12 +227,20 @@ pub async fn build(
         .map_err(|e| RemoteBuildError::Plan(BuildError::step("encoding the image config", e)))?;
 
     let mut exporter_attrs = HashMap::new();
-    if !names.is_empty() {
-        exporter_attrs.insert("name".to_string(), names.join(","));
+    if exporter.0 != "moby" && exporter_names.is_empty() {
+        exporter_names.clone_from(&names);
+    }
+    let named = if exporter.0 == "moby" {
+        &names
+    } else {
+        &exporter_names
+    };
+    if !named.is_empty() && exporter.0 != "local" && exporter.0 != "tar" {
+        exporter_attrs.insert("name".to_string(), named.join(","));
     }
     let request = SolveRequest {
         session: session.clone(),
-        exporter: "moby".to_string(),
+        exporter: exporter.0.clone(),
         exporter_attrs,
         entitlements,
         ..Default::default()
@@ -241,7 +286,7 @@ pub async fn build(
         .await;
     match solved {
         Ok(response) => {
-            if push {
+            if push && exporter.0 == "moby" {
                 // dockerd's exporter names the image; dockerd pushes it (buildx's docker driver).
                 for name in &names {
                     push_from_dockerd(socket, name).await?;

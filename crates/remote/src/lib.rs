@@ -13,12 +13,13 @@
 
 mod build;
 mod filesync;
+mod receive;
 pub mod session;
 mod status;
 pub mod transport;
 
 pub use build::{build, Builder, RemoteBuildError, RemoteResult};
-pub use session::{CredentialLookup, LocalDir, SessionConfig};
+pub use session::{CredentialLookup, LocalDir, OutputTarget, SessionConfig};
 pub use transport::Channel;
 
 use proto::control::control_client::ControlClient;
@@ -309,9 +310,33 @@ impl Daemon {
             Ok(())
         };
         let solve = self.solve(request, on_status);
-        let (solved, frontend) = tokio::join!(solve, frontend);
-        frontend?;
-        solved.map_err(BuildFailure::Remote)
+        tokio::pin!(solve, frontend);
+        let mut frontend_done = None;
+        let solved = loop {
+            tokio::select! {
+                solved = &mut solve => break solved,
+                done = &mut frontend, if frontend_done.is_none() => frontend_done = Some(done),
+            }
+        };
+        let frontend_done = match (frontend_done, &solved) {
+            (Some(done), _) => done,
+            // The control solve failed first: the gateway would wait for a job that is gone;
+            // it gets a moment to report its own refusal.
+            (None, Err(_)) => {
+                tokio::time::timeout(std::time::Duration::from_secs(1), &mut frontend)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+            (None, Ok(_)) => frontend.await,
+        };
+        match (solved, frontend_done) {
+            (Ok(response), Ok(())) => Ok(response),
+            (_, Err(refused @ BuildFailure::Refused(_))) => Err(refused),
+            // The control solve's error is the daemon's reason (an unknown exporter, a failed
+            // step); the gateway then only saw its job disappear.
+            (Err(e), _) => Err(BuildFailure::Remote(e)),
+            (Ok(_), Err(e)) => Err(e),
+        }
     }
 
     /// Solves `request` (its `Ref` is set to a fresh id when empty), calling `on_status` with

@@ -4,7 +4,10 @@
 
 use crate::filesync::{send_dir, WalkFilter};
 use crate::proto::filesync::auth_server::{Auth, AuthServer};
+use crate::proto::filesync::file_send_packets_server::{FileSendPackets, FileSendPacketsServer};
+use crate::proto::filesync::file_send_server::{FileSend, FileSendServer};
 use crate::proto::filesync::file_sync_server::{FileSync, FileSyncServer};
+use crate::proto::filesync::BytesMessage;
 use crate::proto::filesync::{CredentialsRequest, CredentialsResponse};
 use crate::proto::filesync::{FetchTokenRequest, FetchTokenResponse};
 use crate::proto::fsutil_types::Packet;
@@ -39,9 +42,20 @@ pub struct LocalDir {
 pub type CredentialLookup =
     Arc<dyn Fn(&str) -> Result<Option<(String, String)>, String> + Send + Sync>;
 
+/// Where the daemon's exporter sends the result back through the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// A local directory (`type=local`): the files, received with fsutil's DiffCopy.
+    Dir(PathBuf),
+    /// A local file (`type=tar`, OCI and docker archives): the bytes.
+    File(PathBuf),
+}
+
 /// What a session serves.
 #[derive(Clone, Default)]
 pub struct SessionConfig {
+    /// Where an output comes back, if the exporter sends one.
+    pub output: Option<OutputTarget>,
     /// Local directories by name.
     pub dirs: BTreeMap<String, LocalDir>,
     /// Secrets by id: their bytes.
@@ -57,6 +71,9 @@ pub(crate) fn methods(config: &SessionConfig) -> Vec<String> {
         "/moby.filesync.v1.FileSync/DiffCopy".to_string(),
         "/moby.buildkit.secrets.v1.Secrets/GetSecret".to_string(),
     ];
+    if config.output.is_some() {
+        out.push("/moby.filesync.v1.FileSend/DiffCopy".to_string());
+    }
     if config.credentials.is_some() {
         out.push("/moby.filesync.v1.Auth/Credentials".to_string());
     }
@@ -111,6 +128,60 @@ impl FileSync for FileSyncService {
         _request: GrpcRequest<Streaming<Packet>>,
     ) -> Result<GrpcResponse<Self::TarStreamStream>, Status> {
         Err(Status::unimplemented("TarStream is not served"))
+    }
+}
+
+#[derive(Clone)]
+struct FileSendService {
+    config: Arc<SessionConfig>,
+}
+
+#[tonic::async_trait]
+impl FileSend for FileSendService {
+    type DiffCopyStream = ReceiverStream<Result<BytesMessage, Status>>;
+
+    async fn diff_copy(
+        &self,
+        request: GrpcRequest<Streaming<BytesMessage>>,
+    ) -> Result<GrpcResponse<Self::DiffCopyStream>, Status> {
+        let Some(OutputTarget::File(dest)) = self.config.output.clone() else {
+            return Err(Status::unavailable("no file output in this session"));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let incoming = request.into_inner();
+        tokio::spawn(async move {
+            if let Err(e) = crate::receive::receive_file(dest, incoming).await {
+                let _ = tx.send(Err(Status::internal(e))).await;
+            }
+        });
+        Ok(GrpcResponse::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[derive(Clone)]
+struct FileSendPacketsService {
+    config: Arc<SessionConfig>,
+}
+
+#[tonic::async_trait]
+impl FileSendPackets for FileSendPacketsService {
+    type DiffCopyStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn diff_copy(
+        &self,
+        request: GrpcRequest<Streaming<Packet>>,
+    ) -> Result<GrpcResponse<Self::DiffCopyStream>, Status> {
+        let Some(OutputTarget::Dir(dest)) = self.config.output.clone() else {
+            return Err(Status::unavailable("no directory output in this session"));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let incoming = request.into_inner();
+        tokio::spawn(async move {
+            if let Err(e) = crate::receive::receive_dir(dest, incoming, tx.clone()).await {
+                let _ = tx.send(Err(Status::internal(e))).await;
+            }
+        });
+        Ok(GrpcResponse::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -183,6 +254,9 @@ impl Health for HealthService {
 #[derive(Clone)]
 struct Router {
     filesync: FileSyncServer<FileSyncService>,
+    filesend: FileSendServer<FileSendService>,
+    filesend_packets: FileSendPacketsServer<FileSendPacketsService>,
+    output_is_dir: bool,
     auth: AuthServer<AuthService>,
     secrets: SecretsServer<SecretsService>,
     health: HealthServer<HealthService>,
@@ -195,11 +269,18 @@ impl hyper::service::Service<Request<Incoming>> for Router {
     type Error = Infallible;
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let path = request.uri().path().to_string();
         tracing::debug!(%path, "session call from the daemon");
         let mut this = self.clone();
-        if path.starts_with("/moby.filesync.v1.FileSync/") {
+        if path == "/moby.filesync.v1.FileSend/DiffCopy" && self.output_is_dir {
+            // A directory comes as fsutil packets on the same method.
+            *request.uri_mut() =
+                http::Uri::from_static("/moby.filesync.v1.FileSendPackets/DiffCopy");
+            Box::pin(async move { this.filesend_packets.call(request).await })
+        } else if path.starts_with("/moby.filesync.v1.FileSend/") {
+            Box::pin(async move { this.filesend.call(request).await })
+        } else if path.starts_with("/moby.filesync.v1.FileSync/") {
             Box::pin(async move { this.filesync.call(request).await })
         } else if path.starts_with("/moby.filesync.v1.Auth/") {
             Box::pin(async move { this.auth.call(request).await })
@@ -222,7 +303,14 @@ where
 {
     let config = Arc::new(config);
     let router = Router {
+        output_is_dir: matches!(config.output, Some(OutputTarget::Dir(_))),
         filesync: FileSyncServer::new(FileSyncService {
+            config: config.clone(),
+        }),
+        filesend: FileSendServer::new(FileSendService {
+            config: config.clone(),
+        }),
+        filesend_packets: FileSendPacketsServer::new(FileSendPacketsService {
             config: config.clone(),
         }),
         auth: AuthServer::new(AuthService {
