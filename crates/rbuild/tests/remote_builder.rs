@@ -445,3 +445,51 @@ fn exporters_dockerd_lacks_fail_with_the_daemons_message() {
         "{err}"
     );
 }
+
+#[test]
+fn cache_flags_are_buildkit_cache_options() {
+    let (Some(env), Some(_docker)) = (env(), dockerd()) else {
+        return;
+    };
+    let dockerfile = format!(
+        "FROM {}\nRUN echo {} > /cached\n",
+        env.base,
+        rbuild_remote::new_id()
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let root = tempfile::tempdir().unwrap();
+    // An import is passed to the daemon's solve (an image without cache metadata imports
+    // nothing, and the build goes on).
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--cache-from",
+            &format!("type=registry,ref={}", env.base),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    // dockerd 20.10's BuildKit has no registry cache exporter: its own message says so.
+    let cache = format!(
+        "{}/remote-cache:{}",
+        env.registry.addr(),
+        std::process::id()
+    );
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    );
+    let err = stderr_text(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ERROR: failed to solve: unknown cache exporter: \"registry\""),
+        "{err}"
+    );
+    assert_root_untouched(root.path());
+}

@@ -4,11 +4,12 @@
 //! status rendered through the request's progress, the image exported by BuildKit's exporter.
 //! Daemon errors keep BuildKit's message and gain the Dockerfile excerpt of the failed step.
 
-use crate::proto::control::SolveRequest;
+use crate::proto::control::{CacheOptions, CacheOptionsEntry, SolveRequest};
 use crate::session::{LocalDir, OutputTarget, SessionConfig};
 use crate::status::StatusMapper;
 use crate::{BuildFailure, Daemon, FrontendBuild, RemoteError};
 use rbuild_build::graph::{plan_graph, GraphPlan};
+use rbuild_build::CacheLocation;
 use rbuild_build::{solve_report, StateDir};
 use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
 use rbuild_llb::{Entitlement, Op, SourceOp};
@@ -77,6 +78,41 @@ pub enum RemoteBuildError {
     /// Something a remote build does not do (yet).
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// `--cache-to`/`--cache-from` as BuildKit's cache options (registry caches: `ref`, `mode`).
+fn cache_options(
+    to: &[rbuild_build::CacheToSpec],
+    from: &[rbuild_build::CacheFromSpec],
+) -> Result<CacheOptions, RemoteBuildError> {
+    let registry = |location: &CacheLocation| match location {
+        CacheLocation::Registry(reference) => Ok(reference.clone()),
+        CacheLocation::Local { .. } => Err(RemoteBuildError::Unsupported(
+            "a remote build imports and exports registry caches only (type=registry)".into(),
+        )),
+    };
+    let mut options = CacheOptions::default();
+    for spec in to {
+        let mut attrs = HashMap::new();
+        attrs.insert("ref".to_string(), registry(&spec.location)?);
+        attrs.insert(
+            "mode".to_string(),
+            if spec.max { "max" } else { "min" }.to_string(),
+        );
+        options.exports.push(CacheOptionsEntry {
+            r#type: "registry".into(),
+            attrs,
+        });
+    }
+    for spec in from {
+        let mut attrs = HashMap::new();
+        attrs.insert("ref".to_string(), registry(&spec.location)?);
+        options.imports.push(CacheOptionsEntry {
+            r#type: "registry".into(),
+            attrs,
+        });
+    }
+    Ok(options)
 }
 
 /// True for an output that names standard output (`dest=-`).
@@ -163,11 +199,12 @@ pub async fn build(
         }
         exporter = (kind.to_string(), Some(target));
     }
-    if !request.cache_to.is_empty() || !request.cache_from.is_empty() || !request.ssh.is_empty() {
+    if !request.ssh.is_empty() {
         return Err(RemoteBuildError::Unsupported(
-            "--cache-to, --cache-from and --ssh are not passed to a remote builder".into(),
+            "--ssh is not passed to a remote builder".into(),
         ));
     }
+    let cache = cache_options(&request.cache_to, &request.cache_from)?;
     let mut secrets = BTreeMap::new();
     for spec in &request.secrets {
         let value = read_secret(&spec.source).map_err(|e| {
@@ -243,6 +280,7 @@ pub async fn build(
         exporter: exporter.0.clone(),
         exporter_attrs,
         entitlements,
+        cache: Some(cache.clone()),
         ..Default::default()
     };
     let needed: BTreeMap<&str, Option<usize>> = llb
@@ -275,6 +313,14 @@ pub async fn build(
             FrontendBuild {
                 definition: llb.to_bytes(),
                 metadata,
+                cache_imports: cache
+                    .imports
+                    .iter()
+                    .map(|e| crate::proto::gateway::CacheOptionsEntry {
+                        r#type: e.r#type.clone(),
+                        attrs: e.attrs.clone(),
+                    })
+                    .collect(),
                 check_caps: &check_caps,
             },
             move |status| {

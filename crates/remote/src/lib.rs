@@ -160,6 +160,8 @@ pub struct FrontendBuild<'a> {
     pub definition: Vec<u8>,
     /// The result's metadata (`containerimage.config`: the image config JSON).
     pub metadata: std::collections::HashMap<String, Vec<u8>>,
+    /// The caches the gateway solve imports (`--cache-from`).
+    pub cache_imports: Vec<proto::gateway::CacheOptionsEntry>,
     /// Called with the daemon's enabled LLB capabilities; an error refuses the build before
     /// the graph is sent.
     pub check_caps: &'a (dyn Fn(&std::collections::BTreeSet<String>) -> Result<(), String> + Sync),
