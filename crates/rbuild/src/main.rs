@@ -288,9 +288,23 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
     /// Solve on a remote BuildKit daemon instead of locally: `docker` (the local dockerd's
-    /// embedded BuildKit, as buildx's docker driver) or `docker-unix:///PATH`.
+    /// embedded BuildKit, as buildx's docker driver), `docker-unix:///PATH`, `unix:///PATH`
+    /// (buildkitd) or `tcp://HOST:PORT` (buildkitd; TLS with the --tls* flags, as buildctl's).
     #[arg(long, value_name = "ADDR", value_parser = clap::value_parser!(rbuild_remote::Builder))]
     pub builder: Option<rbuild_remote::Builder>,
+    /// CA certificate of a `tcp://` builder (buildctl's --tlscacert).
+    #[arg(long, value_name = "FILE", requires = "builder")]
+    pub tlscacert: Option<PathBuf>,
+    /// Client certificate for a `tcp://` builder (buildctl's --tlscert).
+    #[arg(long, value_name = "FILE", requires = "builder")]
+    pub tlscert: Option<PathBuf>,
+    /// Client key for a `tcp://` builder (buildctl's --tlskey).
+    #[arg(long, value_name = "FILE", requires = "builder")]
+    pub tlskey: Option<PathBuf>,
+    /// Server name to verify a `tcp://` builder's certificate against (buildctl's
+    /// --tlsservername).
+    #[arg(long, value_name = "NAME", requires = "builder")]
+    pub tlsservername: Option<String>,
     /// Set a label of the image (`KEY=VALUE`; `KEY` alone for an empty value); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = build::parse_label)]
     pub labels: Vec<(String, String)>,

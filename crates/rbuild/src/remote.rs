@@ -16,7 +16,13 @@ pub(crate) async fn run(
     cli_progress: Option<Arc<CliProgress>>,
     lint: Option<&rbuild_lint::Report>,
 ) -> Result<(), Report> {
-    let built = rbuild_remote::build(request, builder).await;
+    let tls = rbuild_remote::TlsOptions {
+        ca_cert: args.tlscacert.clone(),
+        cert: args.tlscert.clone(),
+        key: args.tlskey.clone(),
+        server_name: args.tlsservername.clone(),
+    };
+    let built = rbuild_remote::build(request, builder, &tls).await;
     if let Some(p) = &cli_progress {
         p.finish(built.is_ok());
     }

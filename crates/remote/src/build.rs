@@ -4,6 +4,7 @@
 //! status rendered through the request's progress, the image exported by BuildKit's exporter.
 //! Daemon errors keep BuildKit's message and gain the Dockerfile excerpt of the failed step.
 
+use crate::address::{Builder, TlsOptions};
 use crate::proto::control::{CacheOptions, CacheOptionsEntry, SolveRequest};
 use crate::session::{LocalDir, OutputTarget, SessionConfig};
 use crate::status::StatusMapper;
@@ -14,38 +15,7 @@ use rbuild_build::{solve_report, StateDir};
 use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
 use rbuild_llb::{Entitlement, Op, SourceOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-
-/// Where the daemon is (`--builder`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Builder {
-    /// dockerd's embedded BuildKit through its API socket (`docker`, or `docker://PATH`... as
-    /// buildx's docker driver).
-    Docker {
-        /// The API socket.
-        socket: PathBuf,
-    },
-}
-
-impl FromStr for Builder {
-    type Err = RemoteError;
-
-    fn from_str(raw: &str) -> Result<Builder, RemoteError> {
-        match raw {
-            "docker" | "default" => Ok(Builder::Docker {
-                socket: crate::transport::docker_socket(),
-            }),
-            other => match other.strip_prefix("docker-unix://") {
-                Some(path) if !path.is_empty() => Ok(Builder::Docker {
-                    socket: PathBuf::from(path),
-                }),
-                _ => Err(RemoteError::Address(other.to_string())),
-            },
-        }
-    }
-}
 
 /// What a remote build produced.
 #[derive(Debug, Clone)]
@@ -138,6 +108,7 @@ fn feature_of(cap: &str) -> &str {
 pub async fn build(
     mut request: BuildRequest,
     builder: &Builder,
+    tls: &TlsOptions,
 ) -> Result<RemoteResult, RemoteBuildError> {
     let context = match &request.context {
         ContextSource::Dir(dir) => dir.clone(),
@@ -155,7 +126,12 @@ pub async fn build(
     let mut names = request.tags.clone();
     let mut push = request.push;
     // BuildKit 0.8 takes one exporter per solve: dockerd's image store, or one output.
-    let mut exporter = ("moby".to_string(), None::<OutputTarget>);
+    // dockerd's image store (`moby`), or buildkitd's image exporter.
+    let image_exporter = match builder {
+        Builder::Docker { .. } => "moby",
+        _ => "image",
+    };
+    let mut exporter = (image_exporter.to_string(), None::<OutputTarget>);
     let mut exporter_names = Vec::new();
     for output in &request.outputs {
         let (kind, target) = match &output.output {
@@ -233,8 +209,7 @@ pub async fn build(
         plan.plan.no_cache = (0..plan.plan.definition.vertices.len()).collect();
     }
 
-    let Builder::Docker { socket } = builder;
-    let daemon = Daemon::docker(socket.clone()).await?;
+    let daemon = Daemon::connect(builder, tls).await?;
     let mut config = SessionConfig {
         output: exporter.1.clone(),
         secrets,
@@ -264,16 +239,19 @@ pub async fn build(
         .map_err(|e| RemoteBuildError::Plan(BuildError::step("encoding the image config", e)))?;
 
     let mut exporter_attrs = HashMap::new();
-    if exporter.0 != "moby" && exporter_names.is_empty() {
+    if exporter.0 != image_exporter && exporter_names.is_empty() {
         exporter_names.clone_from(&names);
     }
-    let named = if exporter.0 == "moby" {
+    let named = if exporter.0 == image_exporter {
         &names
     } else {
         &exporter_names
     };
     if !named.is_empty() && exporter.0 != "local" && exporter.0 != "tar" {
         exporter_attrs.insert("name".to_string(), named.join(","));
+    }
+    if push && image_exporter == "image" {
+        exporter_attrs.insert("push".to_string(), "true".to_string());
     }
     let request = SolveRequest {
         session: session.clone(),
@@ -332,7 +310,8 @@ pub async fn build(
         .await;
     match solved {
         Ok(response) => {
-            if push && exporter.0 == "moby" {
+            if let (true, "moby", Builder::Docker { socket }) = (push, exporter.0.as_str(), builder)
+            {
                 // dockerd's exporter names the image; dockerd pushes it (buildx's docker driver).
                 for name in &names {
                     push_from_dockerd(socket, name).await?;

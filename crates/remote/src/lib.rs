@@ -11,6 +11,7 @@
 //! server), `filesync` (DiffCopy sending), [`proto`] (generated from rbuild's own `.proto`
 //! descriptions of BuildKit's API).
 
+mod address;
 mod build;
 mod filesync;
 mod receive;
@@ -18,7 +19,8 @@ pub mod session;
 mod status;
 pub mod transport;
 
-pub use build::{build, Builder, RemoteBuildError, RemoteResult};
+pub use address::{Builder, TlsOptions};
+pub use build::{build, RemoteBuildError, RemoteResult};
 pub use session::{CredentialLookup, LocalDir, OutputTarget, SessionConfig};
 pub use transport::Channel;
 
@@ -82,6 +84,9 @@ pub enum RemoteError {
         /// BuildKit's message.
         message: String,
     },
+    /// The TLS flags could not be made into a client configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
     /// The builder address is not one rbuild understands.
     #[error("invalid builder address {0:?}: expected docker, unix:///PATH or tcp://HOST:PORT")]
     Address(String),
@@ -147,7 +152,8 @@ pub fn new_id() -> String {
 pub struct Daemon {
     control: ControlClient<Channel>,
     gateway: LlbBridgeClient<Channel>,
-    socket: PathBuf,
+    /// dockerd's API socket, where sessions are opened; None: buildkitd (`Control.Session`).
+    docker_socket: Option<PathBuf>,
 }
 
 /// The gRPC metadata key that ties gateway calls to their build (BuildKit's build id).
@@ -168,17 +174,62 @@ pub struct FrontendBuild<'a> {
 }
 
 impl Daemon {
-    /// Connects to dockerd's embedded BuildKit through its API socket (`POST /grpc`, h2c).
-    pub async fn docker(socket: PathBuf) -> Result<Daemon, RemoteError> {
-        let upgraded = transport::docker_upgrade(&socket, "grpc", &[]).await?;
-        let channel = Channel::over(upgraded).await?;
-        Ok(Daemon {
+    /// Connects to `builder` (`tls`: a `tcp://` builder's TLS flags).
+    pub async fn connect(builder: &Builder, tls: &TlsOptions) -> Result<Daemon, RemoteError> {
+        match builder {
+            Builder::Docker { socket } => Daemon::docker(socket.clone()).await,
+            Builder::Unix { socket } => {
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+                    RemoteError::Connect {
+                        address: format!("unix://{}", socket.display()),
+                        message: e.to_string(),
+                    }
+                })?;
+                let channel = Channel::over(hyper_util::rt::TokioIo::new(stream)).await?;
+                Ok(Daemon::over(channel, None))
+            }
+            Builder::Tcp { host, port } => {
+                let address = format!("tcp://{host}:{port}");
+                let connect_err = |e: std::io::Error| RemoteError::Connect {
+                    address: address.clone(),
+                    message: e.to_string(),
+                };
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(connect_err)?;
+                let channel = if tls.enabled() {
+                    let config = tls.client_config()?;
+                    let name = tls.server_name.clone().unwrap_or_else(|| host.clone());
+                    let name = rustls::pki_types::ServerName::try_from(name)
+                        .map_err(|e| RemoteError::Tls(e.to_string()))?;
+                    let stream = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, stream)
+                        .await
+                        .map_err(connect_err)?;
+                    Channel::over(hyper_util::rt::TokioIo::new(stream)).await?
+                } else {
+                    Channel::over(hyper_util::rt::TokioIo::new(stream)).await?
+                };
+                Ok(Daemon::over(channel, None))
+            }
+        }
+    }
+
+    fn over(channel: Channel, docker_socket: Option<PathBuf>) -> Daemon {
+        Daemon {
             control: ControlClient::with_origin(channel.clone(), transport::origin())
                 .max_decoding_message_size(64 << 20),
             gateway: LlbBridgeClient::with_origin(channel, transport::origin())
                 .max_decoding_message_size(64 << 20),
-            socket,
-        })
+            docker_socket,
+        }
+    }
+
+    /// Connects to dockerd's embedded BuildKit through its API socket (`POST /grpc`, h2c).
+    pub async fn docker(socket: PathBuf) -> Result<Daemon, RemoteError> {
+        let upgraded = transport::docker_upgrade(&socket, "grpc", &[]).await?;
+        let channel = Channel::over(upgraded).await?;
+        Ok(Daemon::over(channel, Some(socket)))
     }
 
     /// Opens a session serving `config` (dockerd's `POST /session`); returns its id. The session
@@ -201,9 +252,69 @@ impl Daemon {
         for method in session::methods(&config) {
             headers.push(("X-Docker-Expose-Session-Grpc-Method".to_string(), method));
         }
-        let upgraded = transport::docker_upgrade(&self.socket, "session", &headers).await?;
-        let task = tokio::spawn(session::serve(upgraded, config));
+        let task = match &self.docker_socket {
+            Some(socket) => {
+                let upgraded = transport::docker_upgrade(socket, "session", &headers).await?;
+                tokio::spawn(session::serve(upgraded, config))
+            }
+            None => self.control_session(&headers, config).await?,
+        };
         Ok((id, task))
+    }
+
+    /// buildkitd's session: an HTTP/2 connection tunnelled through the `Control.Session` byte
+    /// stream (the session headers as its gRPC metadata), served as dockerd's upgraded one.
+    async fn control_session(
+        &self,
+        headers: &[(String, String)],
+        config: SessionConfig,
+    ) -> Result<tokio::task::JoinHandle<()>, RemoteError> {
+        use proto::control::BytesMessage;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (mut read, mut write) = tokio::io::split(ours);
+        let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0
+                    || tx
+                        .send(BytesMessage {
+                            data: buf[..n].to_vec(),
+                        })
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        for (name, value) in headers {
+            let key = tonic::metadata::MetadataKey::from_bytes(name.to_lowercase().as_bytes())
+                .map_err(|e| RemoteError::protocol("session header", e))?;
+            let value = value
+                .parse()
+                .map_err(|e| RemoteError::protocol("session header", e))?;
+            request.metadata_mut().append(key, value);
+        }
+        let mut control = self.control.clone();
+        let mut incoming = control
+            .session(request)
+            .await
+            .map_err(RemoteError::status)?
+            .into_inner();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = incoming.message().await {
+                if write.write_all(&message.data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(tokio::spawn(session::serve(
+            hyper_util::rt::TokioIo::new(theirs),
+            config,
+        )))
     }
 
     /// Solves `request` with rbuild as the client-side frontend (BuildKit's gateway forwarding:
