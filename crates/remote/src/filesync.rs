@@ -333,3 +333,66 @@ fn send_file(host: &Path, id: u32, tx: &mpsc::Sender<Result<Packet, Status>>) {
     p.id = id;
     let _ = tx.blocking_send(Ok(p));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(root: &Path, filter: &WalkFilter) -> Vec<(String, u32)> {
+        walk(root, filter)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.stat.path, e.stat.mode))
+            .collect()
+    }
+
+    /// fsutil's order: a directory's entries sorted by name, each directory followed by its
+    /// children (so `a/x` before `a-b`, as fsutil's path comparison with `/` lowest requires).
+    #[test]
+    fn the_walk_follows_fsutils_order_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("a")).unwrap();
+        fs::write(root.join("a/x"), "x").unwrap();
+        fs::write(root.join("a-b"), "ab").unwrap();
+        fs::write(root.join("B"), "upper").unwrap();
+        std::os::unix::fs::symlink("a/x", root.join("link")).unwrap();
+        fs::set_permissions(root.join("a-b"), fs::Permissions::from_mode(0o4755)).unwrap();
+        let all = WalkFilter {
+            excludes: vec![],
+            includes: vec![],
+        };
+        let got = listing(root, &all);
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["B", "a", "a/x", "a-b", "link"]);
+        let mode = |p: &str| got.iter().find(|(q, _)| q == p).unwrap().1;
+        assert_eq!(mode("a") & go_mode::DIR, go_mode::DIR);
+        assert_eq!(mode("link") & go_mode::SYMLINK, go_mode::SYMLINK);
+        assert_eq!(mode("a-b"), go_mode::SETUID | 0o755);
+        assert_eq!(mode("B") & go_mode::TYPE, 0);
+    }
+
+    /// `.dockerignore` patterns with an exception, and the daemon's include patterns.
+    #[test]
+    fn excludes_and_includes_filter_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("logs/keep")).unwrap();
+        fs::write(root.join("logs/a.log"), "").unwrap();
+        fs::write(root.join("logs/keep/b.log"), "").unwrap();
+        fs::write(root.join("main.go"), "").unwrap();
+        fs::write(root.join("secret"), "").unwrap();
+        let excluded = WalkFilter {
+            excludes: vec!["logs".into(), "!logs/keep".into(), "secret".into()],
+            includes: vec![],
+        };
+        let paths: Vec<String> = listing(root, &excluded).into_iter().map(|e| e.0).collect();
+        assert_eq!(paths, ["logs", "logs/keep", "logs/keep/b.log", "main.go"]);
+        let included = WalkFilter {
+            excludes: vec![],
+            includes: vec!["logs/keep".into()],
+        };
+        let paths: Vec<String> = listing(root, &included).into_iter().map(|e| e.0).collect();
+        assert_eq!(paths, ["logs", "logs/keep", "logs/keep/b.log"]);
+    }
+}

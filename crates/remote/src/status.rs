@@ -160,3 +160,111 @@ impl StatusMapper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::control::{Vertex, VertexLog};
+    use std::sync::Mutex;
+
+    fn at(seconds: i64) -> Option<Time> {
+        Some(Time { seconds, nanos: 0 })
+    }
+
+    /// A run vertex: started, two log messages split mid-line, completed; a cached vertex; a
+    /// failed one. Each vertex gets one terminal event, logs come out as whole lines.
+    #[test]
+    fn buildkits_status_becomes_rbuilds_events() {
+        let events = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let events = events.clone();
+            ProgressSink::new(move |e| events.lock().unwrap().push(e))
+        };
+        let mut mapper = StatusMapper::new(sink);
+        let vertex = |digest: &str, name: &str| Vertex {
+            digest: digest.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        mapper.update(StatusResponse {
+            vertexes: vec![Vertex {
+                started: at(10),
+                ..vertex("sha256:run", "[2/2] RUN make")
+            }],
+            ..Default::default()
+        });
+        mapper.update(StatusResponse {
+            logs: vec![
+                VertexLog {
+                    vertex: "sha256:run".into(),
+                    stream: 1,
+                    msg: b"hel".to_vec(),
+                    ..Default::default()
+                },
+                VertexLog {
+                    vertex: "sha256:run".into(),
+                    stream: 1,
+                    msg: b"lo\nwor".to_vec(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        mapper.update(StatusResponse {
+            vertexes: vec![
+                Vertex {
+                    started: at(10),
+                    completed: at(12),
+                    ..vertex("sha256:run", "[2/2] RUN make")
+                },
+                Vertex {
+                    cached: true,
+                    started: at(9),
+                    completed: at(9),
+                    ..vertex("sha256:from", "[1/2] FROM busybox")
+                },
+                Vertex {
+                    started: at(11),
+                    completed: at(12),
+                    error: "exit code: 2".into(),
+                    ..vertex("sha256:bad", "[3/3] RUN false")
+                },
+            ],
+            ..Default::default()
+        });
+        let events = events.lock().unwrap();
+        let kinds: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                let kind = match &e.kind {
+                    EventKind::Log { line, .. } => {
+                        format!("log {}", String::from_utf8_lossy(line))
+                    }
+                    EventKind::Done { duration } => format!("done {}s", duration.as_secs()),
+                    other => format!("{other:?}"),
+                };
+                (e.name.clone(), kind)
+            })
+            .collect();
+        let want = |n: &str, k: &str| (n.to_string(), k.to_string());
+        assert_eq!(
+            kinds,
+            vec![
+                want("[2/2] RUN make", "Started"),
+                want("[2/2] RUN make", "log hello"),
+                want("[2/2] RUN make", "log wor"),
+                want("[2/2] RUN make", "done 2s"),
+                want("[1/2] FROM busybox", "Cached"),
+                want("[3/3] RUN false", "Started"),
+                want(
+                    "[3/3] RUN false",
+                    "Error { message: \"exit code: 2\", duration: 1s }"
+                ),
+            ]
+        );
+        assert_eq!(
+            mapper.failed,
+            Some(("[3/3] RUN false".into(), "exit code: 2".into()))
+        );
+    }
+}
