@@ -493,3 +493,74 @@ fn cache_flags_are_buildkit_cache_options() {
     );
     assert_root_untouched(root.path());
 }
+
+/// The shared conformance cases through `--builder docker` (rbuild's frontend, dockerd's
+/// BuildKit 0.8 solver and image exporter): every case passes but `53-copy-link`, which BuildKit
+/// 0.8 cannot build (no MergeOp) and which is refused with the clear message.
+#[test]
+fn conformance_cases_through_dockerd() {
+    let Some(shared) = rbuild_testsupport::shared_dir().expect("shared dir check") else {
+        return;
+    };
+    let Some(_docker) = dockerd() else {
+        return;
+    };
+    let conformance = shared.join("conformance");
+    let serve = Command::new("bash")
+        .arg(conformance.join("serve-base.sh"))
+        .output()
+        .expect("run serve-base.sh");
+    assert!(serve.status.success(), "{}", stderr_text(&serve));
+    let harness = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", conformance.display()))
+        .arg(harness.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // run.sh's rbuild adapter ("adapt here if its CLI differs"): build on dockerd, read the
+    // image from dockerd as the BuildKit adapter does, remove it afterwards.
+    let run_sh = harness.path().join("run.sh");
+    let script = std::fs::read_to_string(&run_sh).unwrap();
+    let adapted = script
+        .replace(
+            r#"  IMAGE_REF="oci:$dest:$tag"
+  timeout "$BUILD_TIMEOUT" "$RBUILD" build -t "$tag" --network=host "${args[@]}" \
+    --output "type=oci,dest=$dest" "$ctx""#,
+            r#"  IMAGE_REF="docker-daemon:$tag"
+  timeout "$BUILD_TIMEOUT" "$RBUILD" build --builder docker -t "$tag" --network=host "${args[@]}" "$ctx""#,
+        )
+        .replace(
+            r#"  if [[ $BUILDER == buildkit ]]; then "$DOCKER" rmi -f "$1" >/dev/null 2>&1 || true; fi"#,
+            r#"  "$DOCKER" rmi -f "$1" >/dev/null 2>&1 || true"#,
+        );
+    assert_ne!(
+        script, adapted,
+        "run.sh's rbuild adapter changed: update this test"
+    );
+    std::fs::write(&run_sh, adapted).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(&run_sh)
+        .args(["--builder", "rbuild"])
+        .env("RBUILD", common::RBUILD)
+        .env("RBUILD_ROOT", root.path())
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(root.path()),
+        )
+        .env("CONFORMANCE_OUT", out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(
+        failed,
+        ["FAIL 53-copy-link build failed (rc 1): ERROR: failed to solve: the daemon's BuildKit is too old for COPY --link"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("conformance: 33/34 passed"), "{stdout}");
+}
