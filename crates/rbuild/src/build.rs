@@ -108,7 +108,8 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
         return Err(violation);
     }
     buildx_environment();
-    let load = match args.load {
+    // A remote builder's image is in its daemon already (`--builder docker`): nothing to load.
+    let load = match args.load && args.builder.is_none() {
         true => Some(prepare_load(&state)?),
         false => None,
     };

@@ -564,3 +564,37 @@ fn conformance_cases_through_dockerd() {
     );
     assert!(stdout.contains("conformance: 33/34 passed"), "{stdout}");
 }
+
+#[test]
+fn named_contexts_are_served_by_the_session() {
+    let (Some(env), Some(docker_bin)) = (env(), dockerd()) else {
+        return;
+    };
+    let dockerfile = format!(
+        "FROM {}\nCOPY --from=extra data.txt /data.txt\nRUN cat /data.txt\n",
+        env.base
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let extra = context(&[("data.txt", "from the named context\n")]);
+    let root = tempfile::tempdir().unwrap();
+    let tag = format!("rbuild-remote-named:{}", std::process::id());
+    let named = format!("extra={}", extra.path().display());
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--no-cache",
+            "--build-context",
+            &named,
+            "-t",
+            &tag,
+            "--load",
+        ],
+    );
+    let err = stderr_text(&out);
+    let _ = docker(&docker_bin, &["rmi", &tag]);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("from the named context"), "{err}");
+    assert_root_untouched(root.path());
+}

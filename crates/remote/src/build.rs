@@ -10,8 +10,8 @@ use crate::session::{LocalDir, OutputTarget, SessionConfig};
 use crate::status::StatusMapper;
 use crate::{BuildFailure, Daemon, FrontendBuild, RemoteError};
 use rbuild_build::graph::{plan_graph, GraphPlan};
-use rbuild_build::CacheLocation;
 use rbuild_build::{solve_report, StateDir};
+use rbuild_build::{BuildContextSource, CacheLocation};
 use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
 use rbuild_llb::{Entitlement, Op, SourceOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -197,6 +197,18 @@ pub async fn build(
     }
     let progress = request.progress.clone();
     let no_cache = request.no_cache;
+    // Named contexts that are directories are served under their local source's name.
+    let mut named_dirs = BTreeMap::new();
+    for spec in &request.named_contexts {
+        match &spec.source {
+            BuildContextSource::Dir(dir) => {
+                named_dirs.insert(format!("context:{}", spec.name), dir.clone());
+            }
+            BuildContextSource::Image(_) => {
+                named_dirs.remove(&format!("context:{}", spec.name));
+            }
+        }
+    }
     // Planning resolves base images; a scratch root keeps rbuild's store out of it.
     let scratch = tempfile::tempdir().map_err(|e| {
         RemoteBuildError::Plan(BuildError::step("creating a scratch state root", e))
@@ -218,11 +230,16 @@ pub async fn build(
     };
     for vertex in &plan.plan.definition.vertices {
         if let Op::Source(SourceOp::Local { name, .. }) = &vertex.op {
-            if name == "context" {
+            let path = match name.as_str() {
+                "context" => Some(context.clone()),
+                other => named_dirs.get(other).cloned(),
+            };
+            if let Some(path) = path {
+                // The local source carries its `.dockerignore` patterns; the daemon sends them.
                 config.dirs.insert(
                     name.clone(),
                     LocalDir {
-                        path: context.clone(),
+                        path,
                         excludes: Vec::new(),
                     },
                 );
