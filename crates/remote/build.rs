@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/secrets.proto",
         "proto/health.proto",
         "proto/gateway.proto",
+        "proto/ssh.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -598,3 +598,101 @@ fn named_contexts_are_served_by_the_session() {
     assert!(err.contains("from the named context"), "{err}");
     assert_root_untouched(root.path());
 }
+
+/// `--ssh` through the session's SSH forwarding: the RUN lists the host agent's key (an image of
+/// the host's busybox and ssh-add, as in `ssh_mount.rs`).
+#[test]
+fn ssh_agent_is_forwarded_through_the_session() {
+    let Some(_docker) = dockerd() else {
+        return;
+    };
+    if !rbuild_testsupport::require_root().unwrap() {
+        return;
+    }
+    let (Ok(agent_bin), Ok(add), Ok(keygen), Ok(busybox)) = (
+        rbuild_testsupport::need_tool("ssh-agent"),
+        rbuild_testsupport::need_tool("ssh-add"),
+        rbuild_testsupport::need_tool("ssh-keygen"),
+        rbuild_testsupport::need_tool("busybox"),
+    ) else {
+        println!("SKIPPED: openssh-client or busybox is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = Command::new(agent_bin)
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key = dir.path().join("id_ed25519");
+    let made = Command::new(keygen)
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "rbuild-remote-ssh",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let added = Command::new(&add)
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    // The image: busybox and ssh-add with the libraries ldd names.
+    let ctx = dir.path().join("ctx");
+    let rootfs = ctx.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    let ldd = Command::new("ldd").arg(&add).output().unwrap();
+    let mut files = vec![add.clone()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in files {
+        let dest = rootfs.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\n\
+         RUN --mount=type=ssh [\"/usr/bin/ssh-add\", \"-l\"]\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let spec = format!("default={}", socket.display());
+    let out = remote_build(
+        root.path(),
+        &ctx,
+        &["--progress=plain", "--no-cache", "--ssh", &spec],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let err = stderr_text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rbuild-remote-ssh"), "{err}");
+    assert_root_untouched(root.path());
+}

@@ -15,6 +15,7 @@ use rbuild_build::{BuildContextSource, CacheLocation};
 use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
 use rbuild_llb::{Entitlement, Op, SourceOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// What a remote build produced.
@@ -175,11 +176,11 @@ pub async fn build(
         }
         exporter = (kind.to_string(), Some(target));
     }
-    if !request.ssh.is_empty() {
-        return Err(RemoteBuildError::Unsupported(
-            "--ssh is not passed to a remote builder".into(),
-        ));
-    }
+    let ssh: BTreeMap<String, PathBuf> = request
+        .ssh
+        .iter()
+        .map(|s| (s.id.clone(), s.socket.clone()))
+        .collect();
     let cache = cache_options(&request.cache_to, &request.cache_from)?;
     let mut secrets = BTreeMap::new();
     for spec in &request.secrets {
@@ -224,6 +225,7 @@ pub async fn build(
     let daemon = Daemon::connect(builder, tls).await?;
     let mut config = SessionConfig {
         output: exporter.1.clone(),
+        ssh,
         secrets,
         credentials: Some(Arc::new(docker_credentials)),
         ..Default::default()

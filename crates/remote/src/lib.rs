@@ -47,6 +47,8 @@ pub mod proto {
     pub use moby::buildkit::v1::frontend as gateway;
     /// moby.filesync.v1: file sync, file send and auth session services.
     pub use moby::filesync::v1 as filesync;
+    /// moby.sshforward.v1: SSH agent forwarding.
+    pub use moby::sshforward::v1 as sshforward;
 }
 
 /// What went wrong talking to a BuildKit daemon.

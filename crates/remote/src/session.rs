@@ -16,6 +16,8 @@ use crate::proto::health::HealthCheckResponse;
 use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
 use crate::proto::secrets::secrets_server::{Secrets, SecretsServer};
 use crate::proto::secrets::{GetSecretRequest, GetSecretResponse};
+use crate::proto::sshforward::ssh_server::{Ssh, SshServer};
+use crate::proto::sshforward::{BytesMessage as SshBytes, CheckAgentRequest, CheckAgentResponse};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
@@ -58,6 +60,8 @@ pub struct SessionConfig {
     pub output: Option<OutputTarget>,
     /// Local directories by name.
     pub dirs: BTreeMap<String, LocalDir>,
+    /// SSH agent sockets by id (`--ssh`).
+    pub ssh: BTreeMap<String, PathBuf>,
     /// Secrets by id: their bytes.
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Registry credentials, when the auth provider is served.
@@ -71,6 +75,10 @@ pub(crate) fn methods(config: &SessionConfig) -> Vec<String> {
         "/moby.filesync.v1.FileSync/DiffCopy".to_string(),
         "/moby.buildkit.secrets.v1.Secrets/GetSecret".to_string(),
     ];
+    if !config.ssh.is_empty() {
+        out.push("/moby.sshforward.v1.SSH/CheckAgent".to_string());
+        out.push("/moby.sshforward.v1.SSH/ForwardAgent".to_string());
+    }
     if config.output.is_some() {
         out.push("/moby.filesync.v1.FileSend/DiffCopy".to_string());
     }
@@ -236,6 +244,80 @@ impl Secrets for SecretsService {
 }
 
 #[derive(Clone)]
+struct SshService {
+    config: Arc<SessionConfig>,
+}
+
+impl SshService {
+    fn socket(&self, id: &str) -> Result<PathBuf, Status> {
+        let id = if id.is_empty() { "default" } else { id };
+        self.config
+            .ssh
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("unset ssh forward key {id}")))
+    }
+}
+
+#[tonic::async_trait]
+impl Ssh for SshService {
+    type ForwardAgentStream = ReceiverStream<Result<SshBytes, Status>>;
+
+    async fn check_agent(
+        &self,
+        request: GrpcRequest<CheckAgentRequest>,
+    ) -> Result<GrpcResponse<CheckAgentResponse>, Status> {
+        self.socket(&request.into_inner().id)?;
+        Ok(GrpcResponse::new(CheckAgentResponse {}))
+    }
+
+    async fn forward_agent(
+        &self,
+        request: GrpcRequest<Streaming<SshBytes>>,
+    ) -> Result<GrpcResponse<Self::ForwardAgentStream>, Status> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let id = request
+            .metadata()
+            .get("buildkit.ssh.id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let socket = self.socket(&id)?;
+        let stream = tokio::net::UnixStream::connect(&socket)
+            .await
+            .map_err(|e| Status::unavailable(format!("{}: {e}", socket.display())))?;
+        let (mut read, mut write) = stream.into_split();
+        let mut incoming = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        // The daemon's bytes to the agent, the agent's back.
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = incoming.message().await {
+                if write.write_all(&message.data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0
+                    || tx
+                        .send(Ok(SshBytes {
+                            data: buf[..n].to_vec(),
+                        }))
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(GrpcResponse::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[derive(Clone)]
 struct HealthService;
 
 #[tonic::async_trait]
@@ -260,6 +342,7 @@ struct Router {
     auth: AuthServer<AuthService>,
     secrets: SecretsServer<SecretsService>,
     health: HealthServer<HealthService>,
+    ssh: SshServer<SshService>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -286,6 +369,8 @@ impl hyper::service::Service<Request<Incoming>> for Router {
             Box::pin(async move { this.auth.call(request).await })
         } else if path.starts_with("/moby.buildkit.secrets.v1.Secrets/") {
             Box::pin(async move { this.secrets.call(request).await })
+        } else if path.starts_with("/moby.sshforward.v1.SSH/") {
+            Box::pin(async move { this.ssh.call(request).await })
         } else if path.starts_with("/grpc.health.v1.Health/") {
             Box::pin(async move { this.health.call(request).await })
         } else {
@@ -314,6 +399,9 @@ where
             config: config.clone(),
         }),
         auth: AuthServer::new(AuthService {
+            config: config.clone(),
+        }),
+        ssh: SshServer::new(SshService {
             config: config.clone(),
         }),
         secrets: SecretsServer::new(SecretsService { config }),
