@@ -696,3 +696,48 @@ fn ssh_agent_is_forwarded_through_the_session() {
     assert!(err.contains("rbuild-remote-ssh"), "{err}");
     assert_root_untouched(root.path());
 }
+
+#[test]
+fn newer_dockerfile_features_are_refused_with_their_instruction() {
+    let (Some(env), Some(_docker)) = (env(), dockerd()) else {
+        return;
+    };
+    let cases = [
+        ("COPY --exclude=*.log d /d", "COPY --exclude"),
+        ("COPY --parents d/sub/a.txt /p/", "COPY --parents"),
+        (
+            "COPY --chmod=u+x d/sub/a.txt /a",
+            "COPY --chmod with a symbolic mode",
+        ),
+        (
+            "RUN --mount=type=tmpfs,target=/t,size=1m true",
+            "RUN --mount=type=tmpfs,size=",
+        ),
+        (
+            "RUN --mount=type=secret,id=x,env=X true",
+            "RUN --mount=type=secret,env=",
+        ),
+    ];
+    for (instruction, feature) in cases {
+        let dockerfile = format!("FROM {}\n{instruction}\n", env.base);
+        let ctx = context(&[("Dockerfile", &dockerfile)]);
+        std::fs::create_dir_all(ctx.path().join("d/sub")).unwrap();
+        std::fs::write(ctx.path().join("d/sub/a.txt"), "a\n").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let out = remote_build(root.path(), ctx.path(), &["--progress=plain"]);
+        let err = stderr_text(&out);
+        assert!(!out.status.success(), "{instruction}: {err}");
+        assert!(
+            err.contains(&format!("   2 | >>> {instruction}\n")),
+            "{instruction}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "--------------------\n\
+                 ERROR: failed to solve: the daemon's BuildKit is too old for {feature}\n"
+            )),
+            "{instruction}: {err}"
+        );
+        assert_root_untouched(root.path());
+    }
+}

@@ -9,10 +9,11 @@ use crate::proto::control::{CacheOptions, CacheOptionsEntry, SolveRequest};
 use crate::session::{LocalDir, OutputTarget, SessionConfig};
 use crate::status::StatusMapper;
 use crate::{BuildFailure, Daemon, FrontendBuild, RemoteError};
-use rbuild_build::graph::{plan_graph, GraphPlan};
+use rbuild_build::graph::{plan_graph, GraphError, GraphPlan};
 use rbuild_build::{solve_report, StateDir};
 use rbuild_build::{BuildContextSource, CacheLocation};
 use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
+use rbuild_buildkit::LlbError;
 use rbuild_llb::{Entitlement, Op, SourceOp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -251,9 +252,37 @@ pub async fn build(
     let shared_key =
         blake3::hash(context.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
     let (session, _session_task) = daemon.open_session("rbuild", &shared_key, config).await?;
-    let llb = plan
-        .to_llb(Some(session.clone()))
-        .map_err(|e| RemoteBuildError::Plan(BuildError::step("converting to BuildKit LLB", e)))?;
+    let llb = match plan.to_llb(Some(session.clone())) {
+        Ok(llb) => llb,
+        // Newer Dockerfile features with no LLB form in the protocol rbuild speaks (COPY
+        // --parents): refused with the instruction's excerpt, before anything is solved.
+        Err(GraphError::Llb(LlbError::NoLlbForm { vertex, what })) => {
+            let file = DockerfileText {
+                name: plan.dockerfile_name.clone(),
+                source: plan.dockerfile.clone(),
+            };
+            let at = plan
+                .plan
+                .definition
+                .vertices
+                .get(vertex)
+                .and_then(|v| v.source.as_ref())
+                .map(|s| Lines {
+                    start: s.start_line,
+                    end: s.end_line,
+                });
+            let message = format!("the daemon's BuildKit is too old for {what}");
+            return Err(RemoteBuildError::Solve(solve_report(
+                &file, at, &message, None,
+            )));
+        }
+        Err(e) => {
+            return Err(RemoteBuildError::Plan(BuildError::step(
+                "converting to BuildKit LLB",
+                e,
+            )))
+        }
+    };
     let image_config = serde_json::to_vec(&plan.plan.config)
         .map_err(|e| RemoteBuildError::Plan(BuildError::step("encoding the image config", e)))?;
 
