@@ -1,5 +1,5 @@
 //! `rbuild info`: how this machine runs builds (root or rootless and its id ranges, the
-//! snapshot backend, the RUN network, where limits are enforced).
+//! snapshot backend, the RUN network, where limits are enforced, the process sandbox).
 
 use crate::errors::Report;
 use crate::StoreArgs;
@@ -39,7 +39,12 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
         }
     }
     println!("Snapshotter: {backend}");
+    let engine = crate::build::engine_settings(true)?;
     let network = match (&info.slirp4netns, &info.rootless) {
+        _ if engine.default_network == rbuild_sandbox::Network::Host => format!(
+            "host ({}=host: RUN steps without --network share rbuild's network)",
+            rbuild_sandbox::settings::DEFAULT_NETWORK_ENV
+        ),
         (None, _) => {
             "none available (slirp4netns not installed: use --network=none or host)".to_string()
         }
@@ -57,5 +62,13 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
         (Some(_), None) => "not enforced (no delegated cgroup v2 subtree)".to_string(),
     };
     println!("Limits: {limits}");
+    match engine.process_sandbox {
+        true => println!("Process sandbox: true (each RUN has a pid namespace and /proc of its own)"),
+        false => println!(
+            "Process sandbox: false ({}=1)\n WARNING: {}",
+            rbuild_sandbox::settings::NO_PROCESS_SANDBOX_ENV,
+            rbuild_sandbox::settings::NO_PROCESS_SANDBOX_WARNING
+        ),
+    }
     Ok(())
 }
