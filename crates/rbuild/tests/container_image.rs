@@ -185,10 +185,11 @@ fn pushed_entries(reference: &str) -> BTreeMap<String, (u64, u64, String)> {
             let mut entry = entry.expect("entry");
             let header = entry.header().clone();
             let path = entry.path().expect("path").to_string_lossy().into_owned();
-            let mut content = String::new();
+            let mut content = Vec::new();
             if header.entry_type().is_file() {
-                std::io::Read::read_to_string(&mut entry, &mut content).expect("read file");
+                std::io::Read::read_to_end(&mut entry, &mut content).expect("read file");
             }
+            let content = String::from_utf8_lossy(&content).into_owned();
             let owner = (header.uid().expect("uid"), header.gid().expect("gid"));
             entries.insert(
                 path.trim_end_matches('/').to_string(),
