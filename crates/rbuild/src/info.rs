@@ -63,7 +63,9 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
     };
     println!("Limits: {limits}");
     match engine.process_sandbox {
-        true => println!("Process sandbox: true (each RUN has a pid namespace and /proc of its own)"),
+        true => {
+            println!("Process sandbox: true (each RUN has a pid namespace and /proc of its own)")
+        }
         false => println!(
             "Process sandbox: false ({}=1)\n WARNING: {}",
             rbuild_sandbox::settings::NO_PROCESS_SANDBOX_ENV,

@@ -76,7 +76,14 @@ fn fixture() -> Option<Fixture> {
     let base = format!("BASE={}", env.base);
     let dest = format!("type=docker,dest={}", archive.display());
     let out = common::rbuild_at(&root.path().join("state"))
-        .args(["build", "--progress=plain", "--build-arg", &base, "-t", &image])
+        .args([
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            &base,
+            "-t",
+            &image,
+        ])
         .args(["--output", &dest])
         .arg(&ctx)
         .output()
@@ -203,7 +210,9 @@ fn pushed_entries(reference: &str) -> BTreeMap<String, (u64, u64, String)> {
 /// The owners a RUN and `COPY --chown` gave, as the image sees them (never a subuid).
 fn assert_in_image_owners(entries: &BTreeMap<String, (u64, u64, String)>) {
     let owner = |p: &str| {
-        let (uid, gid, _) = entries.get(p).unwrap_or_else(|| panic!("{p} in {entries:?}"));
+        let (uid, gid, _) = entries
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} in {entries:?}"));
         (*uid, *gid)
     };
     assert_eq!(owner("data"), (123, 456));
@@ -246,7 +255,10 @@ fn image_runs_as_rbuild_with_its_state_volume(f: &Fixture) {
     );
     let listing = text(&out);
     assert!(out.status.success(), "{listing}");
-    assert!(listing.contains("uid=1000(rbuild) gid=1000(rbuild)"), "{listing}");
+    assert!(
+        listing.contains("uid=1000(rbuild) gid=1000(rbuild)"),
+        "{listing}"
+    );
     assert!(!listing.contains("rws"), "no setuid bit: {listing}");
     let out = run_image(f, &[], &["info"]);
     let info = text(&out);

@@ -89,7 +89,9 @@ pub fn ensure_dockerd() -> Result<Option<Docker>, TestError> {
     let (bin, dockerd) = match (need_tool("docker"), need_tool("dockerd")) {
         (Ok(bin), Ok(dockerd)) => (bin, dockerd),
         (Err(e), _) | (_, Err(e)) => {
-            return skip(format!("docker is not installed (apt-get install docker.io): {e}"))
+            return skip(format!(
+                "docker is not installed (apt-get install docker.io): {e}"
+            ))
         }
     };
     if daemon_up(&bin, config.path()) {

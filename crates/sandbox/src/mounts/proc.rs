@@ -72,7 +72,10 @@ mod tests {
                       58 78 0:5 /null /proc/kcore rw,nosuid - devtmpfs udev rw\n";
         let msg = proc_mount_refused(docker).message;
         assert!(msg.contains("(/proc/acpi /proc/kcore)"), "{msg}");
-        assert!(msg.contains("--security-opt systempaths=unconfined"), "{msg}");
+        assert!(
+            msg.contains("--security-opt systempaths=unconfined"),
+            "{msg}"
+        );
         assert!(msg.contains("procMount: Unmasked"), "{msg}");
         assert!(msg.contains("RBUILD_NO_PROCESS_SANDBOX=1"), "{msg}");
         let plain = proc_mount_refused("78 77 0:42 / /proc rw - proc proc rw\n").message;
