@@ -160,7 +160,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.entitlements = entitlements;
     request.extra_hosts = args.add_hosts.clone();
     request.limits = limits;
-    request.engine = engine_settings(args.quiet)?;
+    request.engine = crate::run_opts::engine_settings(args.quiet)?;
     request.no_cache = args.no_cache;
     request.no_cache_filter = args.no_cache_filter.clone();
     request.named_contexts = args.build_contexts.clone();
@@ -252,18 +252,6 @@ fn buildx_environment() {
 
 /// `--load`: the docker daemon's socket, checked to answer before anything is built, and the
 /// path of the `docker load` archive the build writes for it (under the root's tmp).
-/// The engine's sandbox settings from the environment (`RBUILD_NO_PROCESS_SANDBOX`,
-/// `RBUILD_DEFAULT_NETWORK`); without the process sandbox, BuildKit's warning on stderr.
-pub fn engine_settings(quiet: bool) -> Result<rbuild_sandbox::settings::EngineSettings, Report> {
-    use rbuild_sandbox::settings::{EngineSettings, NO_PROCESS_SANDBOX_WARNING};
-    let settings =
-        EngineSettings::from_env().map_err(|e| Report::new(format!("error: {e}")).with_code(2))?;
-    if !settings.process_sandbox && !quiet {
-        eprintln!("WARNING: {NO_PROCESS_SANDBOX_WARNING}");
-    }
-    Ok(settings)
-}
-
 fn prepare_load(state: &StateDir) -> Result<(PathBuf, PathBuf), Report> {
     use rbuild_build::docker_load;
     let host = std::env::var("DOCKER_HOST").ok();

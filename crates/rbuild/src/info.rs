@@ -39,7 +39,7 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
         }
     }
     println!("Snapshotter: {backend}");
-    let engine = crate::build::engine_settings(true)?;
+    let engine = crate::run_opts::engine_settings(true)?;
     let network = match (&info.slirp4netns, &info.rootless) {
         _ if engine.default_network == rbuild_sandbox::Network::Host => format!(
             "host ({}=host: RUN steps without --network share rbuild's network)",
