@@ -322,3 +322,49 @@ fn masked_proc_needs_systempaths_or_no_process_sandbox(f: &Fixture) {
     let pid = &entries["pid.txt"].2;
     assert!(pid.starts_with("pid ") && pid != "pid 1\n", "{pid}");
 }
+
+/// The two settings are checked before anything runs: the no-process-sandbox mode is refused
+/// outside rootless mode (as BuildKit refuses it), and a network other than `private` or
+/// `host` is named with what it may be. Needs no docker.
+#[test]
+fn engine_settings_are_checked() {
+    if common::env().is_none() {
+        return;
+    }
+    let root = tempfile::tempdir().expect("temp dir");
+    let run = |var: &str, value: &str| {
+        let out = common::rbuild_at(root.path())
+            .arg("info")
+            .env(var, value)
+            .output()
+            .expect("run rbuild");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run("RBUILD_NO_PROCESS_SANDBOX", "1");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: RBUILD_NO_PROCESS_SANDBOX needs rootless mode"),
+        "{stderr}"
+    );
+    let (code, stderr) = run("RBUILD_DEFAULT_NETWORK", "bridge");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("error: invalid RBUILD_DEFAULT_NETWORK=\"bridge\": expected private or host"),
+        "{stderr}"
+    );
+    let out = common::rbuild_at(root.path())
+        .arg("info")
+        .env("RBUILD_DEFAULT_NETWORK", "host")
+        .output()
+        .expect("run rbuild");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Network: host (RBUILD_DEFAULT_NETWORK=host"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Process sandbox: true"), "{stdout}");
+}
