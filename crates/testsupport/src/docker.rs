@@ -47,7 +47,7 @@ impl Docker {
     pub fn remove_image(&self, name: &str) {
         let _ = self
             .cmd("rmi")
-            .args(["--force", "--no-prune", name])
+            .args(["--force", name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
