@@ -24,8 +24,9 @@ pub const HELPER_MARKER: &str = "__rbuild-sandbox-helper";
 /// `/proc` ([`crate::Sandbox::with_process_sandbox`]).
 pub(crate) const NO_PROCESS_SANDBOX_MARKER: &str = "no-process-sandbox";
 
-/// An optional argument after the caller's pid: its standard output is a pseudo-terminal that the command
-/// gets as standard input and controlling terminal too ([`crate::Sandbox::run_interactive`]).
+/// An optional argument after the caller's pid: the helper's standard output is a
+/// pseudo-terminal that the command gets as standard input and controlling terminal too
+/// ([`crate::Sandbox::run_interactive`]).
 pub(crate) const TTY_MARKER: &str = "tty";
 
 /// The default `PATH` used to find `args[0]` when the spec's env has none.
