@@ -7,6 +7,7 @@ use rbuild_build::{engine_info, StateDir};
 
 /// Prints the engine's setup.
 pub fn run(store: &StoreArgs) -> Result<(), Report> {
+    let engine = crate::run_opts::engine_settings(true)?;
     let state = StateDir::new(store.root_dir());
     let info = engine_info(&state).map_err(|e| Report::from_error("info", &e))?;
     println!("Root: {}", info.root.display());
@@ -39,7 +40,6 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
         }
     }
     println!("Snapshotter: {backend}");
-    let engine = crate::run_opts::engine_settings(true)?;
     let network = match (&info.slirp4netns, &info.rootless) {
         _ if engine.default_network == rbuild_sandbox::Network::Host => format!(
             "host ({}=host: RUN steps without --network share rbuild's network)",
