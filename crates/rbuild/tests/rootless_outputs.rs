@@ -22,7 +22,8 @@ const OWNED: &[(&str, (u32, u32))] = &[
     ("d/sub", (7, 8)),
     ("d/sub/c", (65534, 65534)),
     ("f.txt", (123, 456)),
-    ("g.txt", (1000, 0)),
+    // `--chown=UID` alone: the group is the same number (docker's documented rule).
+    ("g.txt", (1000, 1000)),
 ];
 
 /// (path, uid, gid) of every entry of a tar stream's entries, recursing into entries that are
