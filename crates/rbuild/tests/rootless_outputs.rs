@@ -133,6 +133,9 @@ fn rootless_outputs_carry_in_image_owners() {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_cksum();
             wrapped
                 .append_data(&mut h, "layer", &data[..])
@@ -169,4 +172,12 @@ fn rootless_outputs_carry_in_image_owners() {
         "f\n"
     );
     assert!(Path::new(&local.join("bin/busybox")).exists(), "no base files in type=local");
+    // The user can clean the output up (no directory of a subordinate id inside).
+    let rm = std::process::Command::new("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--init-groups", "--", "rm", "-rf"])
+        .arg(&local)
+        .output()
+        .expect("run rm as the test user");
+    assert!(rm.status.success(), "the user cannot remove its type=local output: {}", text(&rm));
+    assert!(!local.exists());
 }

@@ -23,6 +23,7 @@ mod mount;
 mod snapshotter;
 
 pub use diff::DiffOptions;
+pub use fsutil::in_user_namespace;
 pub use error::{Result, SnapshotError};
 pub use mount::{mount_overlay, MountGuard};
 pub use snapshotter::{
