@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::rootless::{chown_tree, home_of, rbuild_as, rbuild_as_cmd, setup, text, write_as, USER};
+use common::rootless::{
+    chown_tree, home_of, rbuild_as, rbuild_as_cmd, setup, text, write_as, USER,
+};
 use rbuild_testsupport::{RegistryOptions, TestRegistry};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -186,7 +188,11 @@ fn rootless_secret_reaches_its_step_and_no_layer() {
         Some(want.as_str()),
         "the step did not read the secret: {t}"
     );
-    assert_eq!(value_after(&t, "secret-owner="), Some("1000:1000:400"), "{t}");
+    assert_eq!(
+        value_after(&t, "secret-owner="),
+        Some("1000:1000:400"),
+        "{t}"
+    );
     assert_eq!(
         value_after(&t, "after="),
         Some("0"),
@@ -198,10 +204,7 @@ fn rootless_secret_reaches_its_step_and_no_layer() {
     assert!(files.len() > 3, "no image in {out_dir:?}");
     for f in &files {
         let data = std::fs::read(f).expect("read output file");
-        assert!(
-            !holds(&data, secret.as_bytes()),
-            "the secret is in {f:?}"
-        );
+        assert!(!holds(&data, secret.as_bytes()), "the secret is in {f:?}");
     }
     // Nor anywhere in the state root (snapshots, cache index, store).
     let mut state = Vec::new();

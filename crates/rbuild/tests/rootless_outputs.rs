@@ -100,8 +100,14 @@ fn rootless_outputs_carry_in_image_owners() {
     let outputs = [
         format!("type=local,dest={}", out.join("local").display()),
         format!("type=tar,dest={}", out.join("fs.tar").display()),
-        format!("type=oci,dest={},tar=false,name=img:1", out.join("oci").display()),
-        format!("type=docker,dest={},name=img:1", out.join("docker.tar").display()),
+        format!(
+            "type=oci,dest={},tar=false,name=img:1",
+            out.join("oci").display()
+        ),
+        format!(
+            "type=docker,dest={},name=img:1",
+            out.join("docker.tar").display()
+        ),
     ];
     let mut args = vec!["build", "--progress=plain", "--network=none"];
     for o in &outputs {
@@ -113,7 +119,10 @@ fn rootless_outputs_carry_in_image_owners() {
 
     // type=tar: the image's filesystem as one tar.
     let mut entries = Vec::new();
-    tar_owners(&std::fs::read(out.join("fs.tar")).expect("fs.tar"), &mut entries);
+    tar_owners(
+        &std::fs::read(out.join("fs.tar")).expect("fs.tar"),
+        &mut entries,
+    );
     assert_owners("type=tar", &entries);
 
     // type=docker: the layers inside the archive.
@@ -150,7 +159,10 @@ fn rootless_outputs_carry_in_image_owners() {
         &OWNED.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
     ) {
         let want: Vec<Option<(u32, u32)>> = OWNED.iter().map(|&(_, o)| Some(o)).collect();
-        assert_eq!(owners, want, "umoci unpack of the type=oci output: {OWNED:?}");
+        assert_eq!(
+            owners, want,
+            "umoci unpack of the type=oci output: {OWNED:?}"
+        );
     }
 
     // type=local: written by the user, so owned by the user; content and modes as built.
@@ -165,19 +177,38 @@ fn rootless_outputs_carry_in_image_owners() {
         std::fs::read_to_string(local.join("d/b")).expect("d/b"),
         "b\n"
     );
-    let mode = std::fs::metadata(local.join("d/b")).expect("d/b").permissions().mode();
+    let mode = std::fs::metadata(local.join("d/b"))
+        .expect("d/b")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o640, "type=local mode of d/b");
     assert_eq!(
         std::fs::read_to_string(local.join("f.txt")).expect("f.txt"),
         "f\n"
     );
-    assert!(Path::new(&local.join("bin/busybox")).exists(), "no base files in type=local");
+    assert!(
+        Path::new(&local.join("bin/busybox")).exists(),
+        "no base files in type=local"
+    );
     // The user can clean the output up (no directory of a subordinate id inside).
     let rm = std::process::Command::new("setpriv")
-        .args(["--reuid", USER, "--regid", USER, "--init-groups", "--", "rm", "-rf"])
+        .args([
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--init-groups",
+            "--",
+            "rm",
+            "-rf",
+        ])
         .arg(&local)
         .output()
         .expect("run rm as the test user");
-    assert!(rm.status.success(), "the user cannot remove its type=local output: {}", text(&rm));
+    assert!(
+        rm.status.success(),
+        "the user cannot remove its type=local output: {}",
+        text(&rm)
+    );
     assert!(!local.exists());
 }

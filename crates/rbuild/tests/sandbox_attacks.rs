@@ -88,7 +88,10 @@ fn mknod_of_a_host_block_device_cannot_be_read(mode: Mode) {
         ));
         let t = mode.build_ok(ctx.path(), &["--allow", "security.insecure"]);
         assert!(!has(&t, "node-made"), "insecure rootless mknod:\n{t}");
-        assert!(!has(&t, &lo.marker), "insecure rootless read the disk:\n{t}");
+        assert!(
+            !has(&t, &lo.marker),
+            "insecure rootless read the disk:\n{t}"
+        );
         return;
     }
     assert!(
@@ -217,9 +220,14 @@ fn host_keyrings_are_out_of_reach(mode: Mode) {
         Mode::Root => Command::new(probe()),
         Mode::Rootless => {
             let mut c = Command::new("setpriv");
-            c.args(["--reuid", common::rootless::USER, "--regid", common::rootless::USER])
-                .args(["--init-groups", "--"])
-                .arg(probe());
+            c.args([
+                "--reuid",
+                common::rootless::USER,
+                "--regid",
+                common::rootless::USER,
+            ])
+            .args(["--init-groups", "--"])
+            .arg(probe());
             c
         }
     };
@@ -415,7 +423,8 @@ fn sigkill_mid_run_leaves_nothing_behind(mode: Mode) {
         "ARG BASE\nFROM $BASE\nRUN echo st\"\"arted; {sleeper}\n"
     ));
     let root = tempfile::tempdir().unwrap();
-    let mut child = mode.rbuild(root.path(), ctx.path(), &[])
+    let mut child = mode
+        .rbuild(root.path(), ctx.path(), &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

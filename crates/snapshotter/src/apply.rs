@@ -364,8 +364,13 @@ impl Applier<'_> {
                     EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let made =
-                    rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(owner.2 & 0o7777), dev);
+                let made = rustix::fs::mknodat(
+                    CWD,
+                    target,
+                    ft,
+                    Mode::from_raw_mode(owner.2 & 0o7777),
+                    dev,
+                );
                 if made == Err(rustix::io::Errno::PERM)
                     && kind != EntryType::Fifo
                     && crate::fsutil::in_user_namespace()
