@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod pushed;
+pub mod rootless;
 pub mod stored;
 
 use rbuild_testsupport::{
