@@ -4,7 +4,8 @@
 //! as BuildKit prints them, edges from input to consumer) or as BuildKit's LLB (a marshalled
 //! `pb.Definition`, through `rbuild_buildkit`).
 
-pub use crate::pipeline::graph::plan_graph;
+use crate::error::BuildError;
+use crate::request::BuildRequest;
 use rbuild_buildkit::{Llb, LlbError, LlbOptions};
 use rbuild_frontend::BuildPlan;
 use rbuild_llb::{SourceLocation, Vertex};
@@ -106,6 +107,19 @@ pub fn stage_of(name: &str) -> Option<String> {
     Some(match words.is_empty() {
         true => "stage-0".to_string(),
         false => words.join(" "),
+    })
+}
+
+/// Plans the build `request` describes as a build does before it solves (Dockerfile and
+/// `.dockerignore` read, base images resolved, graph converted and checked) and returns its
+/// graph; nothing runs. The request's outputs, cache, secrets, limits and tags are not used.
+pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> {
+    let (plan, text, build_platform) = crate::pipeline::graph::plan_only(request).await?;
+    Ok(GraphPlan {
+        plan,
+        dockerfile_name: text.name,
+        dockerfile: text.source,
+        build_platform,
     })
 }
 

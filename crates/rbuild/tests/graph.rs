@@ -145,12 +145,12 @@ fn graph_dot_renders_with_graphviz() {
     let run = dot
         .lines()
         .find(|l| l.contains("[tools 2/2] RUN"))
-        .and_then(|l| l.trim().split_whitespace().next())
+        .and_then(|l| l.split_whitespace().next())
         .expect("RUN node");
     let copy = dot
         .lines()
         .find(|l| l.contains("COPY --from=tools"))
-        .and_then(|l| l.trim().split_whitespace().next())
+        .and_then(|l| l.split_whitespace().next())
         .expect("COPY node");
     assert!(dot.contains(&format!("{run} -> {copy};")), "{dot}");
 }

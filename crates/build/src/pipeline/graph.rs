@@ -3,19 +3,20 @@
 //! build does before it solves; nothing runs and no snapshot is made.
 
 use super::Pipeline;
-use crate::error::{blocking, BuildError};
-use crate::graph::GraphPlan;
+use crate::error::{blocking, BuildError, DockerfileText};
 use crate::input;
 use crate::loaded::load;
 use crate::options::{rfc3339, source_date_epoch};
 use crate::request::BuildRequest;
 use crate::vertices::InternalVertex;
-use rbuild_frontend::ConvertOptions;
+use rbuild_frontend::{BuildPlan, ConvertOptions};
 use rbuild_oci::Platform;
 
-/// Plans the build `request` describes and returns its graph; the request's outputs, cache,
-/// secrets, limits and tags are not used.
-pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> {
+/// Plans the build `request` describes: its plan, its Dockerfile and the build platform; the
+/// request's outputs, cache, secrets, limits and tags are not used.
+pub(crate) async fn plan_only(
+    request: BuildRequest,
+) -> Result<(BuildPlan, DockerfileText, Platform), BuildError> {
     let BuildRequest {
         state,
         context,
@@ -64,11 +65,5 @@ pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> 
     };
     let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts, platforms).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
-    let text = loaded.text();
-    Ok(GraphPlan {
-        plan,
-        dockerfile_name: text.name,
-        dockerfile: text.source,
-        build_platform: opts.build_platform.normalized(),
-    })
+    Ok((plan, loaded.text(), opts.build_platform.normalized()))
 }
