@@ -77,6 +77,19 @@ impl Llb {
             .collect()
     }
 
+    /// The ops needing a capability for which `supported` is false, with that capability (what
+    /// a remote solve refuses before sending the graph to a daemon that lacks it).
+    pub fn unsupported<'a>(
+        &'a self,
+        supported: impl Fn(&str) -> bool,
+    ) -> Vec<(&'a LlbOp, &'static str)> {
+        self.ops
+            .iter()
+            .flat_map(|op| op.caps.iter().map(move |&cap| (op, cap)))
+            .filter(|(_, cap)| !supported(cap))
+            .collect()
+    }
+
     /// The op digest of rbuild vertex `vertex` (`None`: not in the LLB, e.g. scratch).
     pub fn digest_of(&self, vertex: VertexIndex) -> Option<&str> {
         self.ops

@@ -270,6 +270,9 @@ fn exec_op(
             })
             .collect(),
         hostname: String::new(),
+        // Mount points the run created are removed afterwards, nested ones too (what current
+        // BuildKit clients ask for; older daemons skip the field).
+        remove_mount_stubs_recursive: true,
     };
     if meta.proxy_env.is_some() {
         need.insert(caps::EXEC_META_PROXY);

@@ -176,6 +176,18 @@ fn caps_cover_what_the_graph_uses() {
 }
 
 #[test]
+fn unsupported_names_the_ops_a_daemon_cannot_solve() {
+    let (llb, _) = convert_representative();
+    // A daemon without merge ops (BuildKit before 0.10) cannot solve the COPY --link.
+    let missing = llb.unsupported(|cap| cap != caps::MERGE_OP);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    let (op, cap) = missing[0];
+    assert_eq!(caps::describe(cap), "COPY --link");
+    assert!(op.name.contains("COPY --link"), "{}", op.name);
+    assert!(llb.unsupported(|_| true).is_empty());
+}
+
+#[test]
 fn copy_parents_has_no_llb_form() {
     let df = parse("FROM scratch\nCOPY --parents a/./b /dst/\n").expect("parses");
     let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
