@@ -79,10 +79,7 @@ impl Llb {
 
     /// The ops needing a capability for which `supported` is false, with that capability (what
     /// a remote solve refuses before sending the graph to a daemon that lacks it).
-    pub fn unsupported<'a>(
-        &'a self,
-        supported: impl Fn(&str) -> bool,
-    ) -> Vec<(&'a LlbOp, &'static str)> {
+    pub fn unsupported(&self, supported: impl Fn(&str) -> bool) -> Vec<(&LlbOp, &'static str)> {
         self.ops
             .iter()
             .flat_map(|op| op.caps.iter().map(move |&cap| (op, cap)))
