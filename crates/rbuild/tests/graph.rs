@@ -278,3 +278,39 @@ fn graph_llb_refuses_several_platforms() {
     let value: serde_json::Value = serde_json::from_slice(ok(&json)).expect("json");
     assert_eq!(value["platforms"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn graph_llb_is_not_written_to_a_terminal() {
+    if !require_root().expect("root check") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (root, ctx) = (tmp.path().join("root"), tmp.path().join("ctx"));
+    context(&ctx, "FROM scratch\nCOPY a.txt /\n");
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let out = rbuild_at(&root)
+        .args(["graph", "--format", "llb"])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::from(pty.slave))
+        .output()
+        .expect("run rbuild graph");
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --format llb writes binary protobuf: refusing to write it to a terminal (use -o FILE or a pipe)"
+    );
+    // DOT is text: a terminal is fine.
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let dot = rbuild_at(&root)
+        .args(["graph", "--format", "dot"])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::from(pty.slave))
+        .output()
+        .expect("run rbuild graph");
+    assert!(
+        dot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dot.stderr)
+    );
+    drop(pty.master);
+}
