@@ -151,7 +151,7 @@ fn source_op(source: &SourceOp, session: Option<&str>) -> Result<Option<Built>, 
             }
             attrs.insert("local.sharedkeyhint".to_string(), name.clone());
             need.insert(caps::SOURCE_LOCAL_SHARED_KEY_HINT);
-            format!("local://{name}")
+            format!("local://{}", crate::local_name(name))
         }
         SourceOp::Http {
             url,

@@ -188,6 +188,35 @@ fn unsupported_names_the_ops_a_daemon_cannot_solve() {
 }
 
 #[test]
+fn named_contexts_are_locals_by_their_name() {
+    use rbuild_frontend::NamedContext;
+    let df = parse("FROM scratch\nCOPY --from=assets logo.png /\n").expect("parses");
+    let opts = ConvertOptions {
+        named_contexts: [(
+            "assets".to_string(),
+            NamedContext::Local {
+                excludes: Vec::new(),
+            },
+        )]
+        .into(),
+        ..ConvertOptions::default()
+    };
+    let plan = convert(&df, &opts, &HashMap::new()).expect("converts");
+    let llb = to_llb(&plan.definition, plan.target, &LlbOptions::default()).expect("converts");
+    let source = pb::Op::decode(llb.definition.def[0].as_slice()).expect("op");
+    let Some(pb::op::Op::Source(src)) = source.op else {
+        panic!("first op is not a source: {source:?}");
+    };
+    assert_eq!(src.identifier, "local://assets");
+    assert_eq!(
+        src.attrs.get("local.sharedkeyhint").map(String::as_str),
+        Some("context:assets")
+    );
+    assert_eq!(rbuild_buildkit::local_name("context:assets"), "assets");
+    assert_eq!(rbuild_buildkit::local_name("context"), "context");
+}
+
+#[test]
 fn copy_parents_has_no_llb_form() {
     let df = parse("FROM scratch\nCOPY --parents a/./b /dst/\n").expect("parses");
     let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
