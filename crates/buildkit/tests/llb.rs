@@ -217,6 +217,23 @@ fn named_contexts_are_locals_by_their_name() {
 }
 
 #[test]
+fn copy_link_onto_scratch_needs_no_merge() {
+    let df = parse("FROM scratch\nCOPY --link a /a\n").expect("parses");
+    let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
+    let llb = to_llb(&plan.definition, plan.target, &LlbOptions::default()).expect("converts");
+    assert!(!llb.caps().contains(caps::MERGE_OP), "{:?}", llb.ops);
+    // The context, the copy on scratch, the terminal op pointing at the copy.
+    assert_eq!(llb.ops.len(), 3, "{:?}", llb.ops);
+    let terminal = pb::Op::decode(llb.definition.def[2].as_slice()).expect("op");
+    assert_eq!(terminal.inputs[0].digest, llb.ops[1].digest);
+    assert_eq!(
+        llb.digest_of(plan.target),
+        Some(llb.ops[1].digest.as_str()),
+        "the merge vertex is the copy"
+    );
+}
+
+#[test]
 fn copy_parents_has_no_llb_form() {
     let df = parse("FROM scratch\nCOPY --parents a/./b /dst/\n").expect("parses");
     let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
