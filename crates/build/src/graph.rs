@@ -11,7 +11,10 @@ use rbuild_frontend::BuildPlan;
 use rbuild_llb::{SourceLocation, Vertex};
 use rbuild_oci::Platform;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The version of the graph JSON's schema; it changes only when a field changes meaning or
 /// goes away (new fields may appear without a change).
@@ -42,6 +45,12 @@ pub struct GraphPlan {
     pub dockerfile: String,
     /// The platform the build runs on (the platform of vertices without one).
     pub build_platform: Platform,
+    /// The directories a session serves for the graph's local sources, by their LLB local name
+    /// (`context`, and `NAME` for each `--build-context NAME=DIR`; see
+    /// [`rbuild_buildkit::local_name`]).
+    pub local_dirs: BTreeMap<String, PathBuf>,
+    /// Keeps a streamed context's temp dir alive as long as the plan.
+    _temp: Option<Arc<tempfile::TempDir>>,
 }
 
 #[derive(Serialize)]
@@ -114,12 +123,20 @@ pub fn stage_of(name: &str) -> Option<String> {
 /// `.dockerignore` read, base images resolved, graph converted and checked) and returns its
 /// graph; nothing runs. The request's outputs, cache, secrets, limits and tags are not used.
 pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> {
-    let (plan, text, build_platform) = crate::pipeline::graph::plan_only(request).await?;
+    let planned = crate::pipeline::graph::plan_only(request).await?;
+    let mut local_dirs: BTreeMap<String, PathBuf> = planned
+        .named_dirs
+        .into_iter()
+        .map(|(source, dir)| (rbuild_buildkit::local_name(&source).to_string(), dir))
+        .collect();
+    local_dirs.insert("context".to_string(), planned.context);
     Ok(GraphPlan {
-        plan,
-        dockerfile_name: text.name,
-        dockerfile: text.source,
-        build_platform,
+        plan: planned.plan,
+        dockerfile_name: planned.text.name,
+        dockerfile: planned.text.source,
+        build_platform: planned.build_platform,
+        local_dirs,
+        _temp: planned.temp.map(Arc::new),
     })
 }
 

@@ -49,7 +49,7 @@ fn ok(out: &Output) -> &[u8] {
 
 /// No snapshot was made: planning does not touch the snapshotter.
 fn assert_nothing_built(root: &Path) {
-    let snapshots = root.join("snapshots");
+    let snapshots = rbuild_build::StateDir::new(root).snapshots();
     let count = std::fs::read_dir(&snapshots)
         .map(|d| d.count())
         .unwrap_or(0);
