@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod deliver;
+pub(crate) mod graph;
 mod multi;
 
 /// Logs the end of the pipeline phase `phase` begun at `started` (debug level).

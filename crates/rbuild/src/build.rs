@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The `--build-arg`s as a map: `K=V`, or a bare `K` taking its value from the environment.
-fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
+pub(crate) fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for arg in raw {
         match arg.split_once('=') {
