@@ -10,13 +10,11 @@
 
 mod common;
 
+use common::conformance::MIN_PASSING;
 use common::rootless::{home_of, setup, USER};
 use rbuild_testsupport::shared_dir;
 use std::path::Path;
 use std::process::Command;
-
-/// The cases that pass in root mode (`conformance.rs`); rootless must reach the same.
-const MIN_PASSING: usize = 34;
 
 #[test]
 fn conformance_cases_match_buildkit_rootless() {
@@ -53,26 +51,9 @@ fn conformance_cases_match_buildkit_rootless() {
         .env("CONFORMANCE_OUT", out_dir.path())
         .output()
         .expect("run conformance");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("conformance:"))
-        .unwrap_or_else(|| {
-            panic!(
-                "no summary line:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let passed: usize = last
-        .trim_start_matches("conformance: ")
-        .split('/')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .expect("P/N in summary");
+    let (last, passed) = common::conformance::summary(&out);
     assert!(
         passed >= MIN_PASSING,
-        "rootless conformance: {last} (root mode passes {MIN_PASSING})\n{stdout}"
+        "rootless conformance: {last} (root mode passes {MIN_PASSING})"
     );
 }

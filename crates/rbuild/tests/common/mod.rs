@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod conformance;
 pub mod pushed;
 pub mod rootless;
 pub mod stored;
