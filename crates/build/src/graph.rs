@@ -4,13 +4,17 @@
 //! as BuildKit prints them, edges from input to consumer) or as BuildKit's LLB (a marshalled
 //! `pb.Definition`, through `rbuild_buildkit`).
 
-pub use crate::pipeline::graph::plan_graph;
+use crate::error::BuildError;
+use crate::request::BuildRequest;
 use rbuild_buildkit::{Llb, LlbError, LlbOptions};
 use rbuild_frontend::BuildPlan;
 use rbuild_llb::{SourceLocation, Vertex};
 use rbuild_oci::Platform;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The version of the graph JSON's schema; it changes only when a field changes meaning or
 /// goes away (new fields may appear without a change).
@@ -41,6 +45,12 @@ pub struct GraphPlan {
     pub dockerfile: String,
     /// The platform the build runs on (the platform of vertices without one).
     pub build_platform: Platform,
+    /// The directories a session serves for the graph's local sources, by their LLB local name
+    /// (`context`, and `NAME` for each `--build-context NAME=DIR`; see
+    /// [`rbuild_buildkit::local_name`]).
+    pub local_dirs: BTreeMap<String, PathBuf>,
+    /// Keeps a streamed context's temp dir alive as long as the plan.
+    _temp: Option<Arc<tempfile::TempDir>>,
 }
 
 #[derive(Serialize)]
@@ -106,6 +116,27 @@ pub fn stage_of(name: &str) -> Option<String> {
     Some(match words.is_empty() {
         true => "stage-0".to_string(),
         false => words.join(" "),
+    })
+}
+
+/// Plans the build `request` describes as a build does before it solves (Dockerfile and
+/// `.dockerignore` read, base images resolved, graph converted and checked) and returns its
+/// graph; nothing runs. The request's outputs, cache, secrets, limits and tags are not used.
+pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> {
+    let planned = crate::pipeline::graph::plan_only(request).await?;
+    let mut local_dirs: BTreeMap<String, PathBuf> = planned
+        .named_dirs
+        .into_iter()
+        .map(|(source, dir)| (rbuild_buildkit::local_name(&source).to_string(), dir))
+        .collect();
+    local_dirs.insert("context".to_string(), planned.context);
+    Ok(GraphPlan {
+        plan: planned.plan,
+        dockerfile_name: planned.text.name,
+        dockerfile: planned.text.source,
+        build_platform: planned.build_platform,
+        local_dirs,
+        _temp: planned.temp.map(Arc::new),
     })
 }
 

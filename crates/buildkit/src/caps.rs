@@ -58,3 +58,35 @@ pub const PLATFORM: &str = "platform";
 pub const META_DESCRIPTION: &str = "meta.description";
 /// `meta.ignorecache`: some op is solved without the cache (`--no-cache-filter`).
 pub const META_IGNORE_CACHE: &str = "meta.ignorecache";
+
+/// What a capability is for, in the Dockerfile's words (for "the daemon's BuildKit is too old
+/// for ..." messages); the capability's own name for others.
+pub fn describe(cap: &str) -> &str {
+    match cap {
+        SOURCE_IMAGE => "FROM an image",
+        SOURCE_LOCAL | SOURCE_LOCAL_SHARED_KEY_HINT => "the build context",
+        SOURCE_LOCAL_SESSION_ID => "local sources of a session",
+        SOURCE_LOCAL_EXCLUDE_PATTERNS => ".dockerignore",
+        SOURCE_HTTP => "ADD <url>",
+        SOURCE_HTTP_CHECKSUM => "ADD --checksum",
+        EXEC_META_BASE => "RUN",
+        EXEC_META_NETWORK => "RUN --network",
+        EXEC_META_SECURITY => "RUN --security=insecure",
+        EXEC_META_PROXY => "proxy build args",
+        EXEC_MOUNT_BIND => "RUN --mount=type=bind",
+        EXEC_MOUNT_SELECTOR => "RUN --mount source=",
+        EXEC_MOUNT_CACHE => "RUN --mount=type=cache",
+        EXEC_MOUNT_CACHE_SHARING => "RUN --mount=type=cache,sharing=",
+        EXEC_MOUNT_TMPFS => "RUN --mount=type=tmpfs",
+        EXEC_MOUNT_TMPFS_SIZE => "RUN --mount=type=tmpfs,size=",
+        EXEC_MOUNT_SECRET => "RUN --mount=type=secret",
+        EXEC_SECRET_ENV => "RUN --mount=type=secret,env=",
+        EXEC_MOUNT_SSH => "RUN --mount=type=ssh",
+        FILE_BASE => "COPY, ADD and WORKDIR",
+        FILE_COPY_INCLUDE_EXCLUDE => "COPY --exclude",
+        FILE_COPY_MODE_STRING => "COPY --chmod with a symbolic mode",
+        MERGE_OP => "COPY --link",
+        META_IGNORE_CACHE => "--no-cache-filter",
+        other => other,
+    }
+}

@@ -61,6 +61,8 @@ pub struct Llb {
     pub definition: pb::Definition,
     /// The ops in the same order as `definition.def`.
     pub ops: Vec<LlbOp>,
+    /// The op digest each rbuild vertex stands for (`None`: scratch or not needed).
+    by_vertex: Vec<Option<String>>,
 }
 
 impl Llb {
@@ -77,12 +79,21 @@ impl Llb {
             .collect()
     }
 
-    /// The op digest of rbuild vertex `vertex` (`None`: not in the LLB, e.g. scratch).
-    pub fn digest_of(&self, vertex: VertexIndex) -> Option<&str> {
+    /// The ops needing a capability for which `supported` is false, with that capability (what
+    /// a remote solve refuses before sending the graph to a daemon that lacks it).
+    pub fn unsupported(&self, supported: impl Fn(&str) -> bool) -> Vec<(&LlbOp, &'static str)> {
         self.ops
             .iter()
-            .find(|op| op.vertex == Some(vertex))
-            .map(|op| op.digest.as_str())
+            .flat_map(|op| op.caps.iter().map(move |&cap| (op, cap)))
+            .filter(|(_, cap)| !supported(cap))
+            .collect()
+    }
+
+    /// The digest of the op that rbuild vertex `vertex` stands for: its own, the one it is
+    /// identical to, or its only input's for a merge of one layer (`None`: scratch, or a vertex
+    /// the target does not need).
+    pub fn digest_of(&self, vertex: VertexIndex) -> Option<&str> {
+        self.by_vertex.get(vertex)?.as_deref()
     }
 }
 
@@ -186,8 +197,12 @@ pub fn to_llb(def: &Definition, target: VertexIndex, opts: &LlbOptions) -> Resul
         for (bytes, op) in helpers {
             out.push(bytes, op, false);
         }
-        let Some(mut built) = built else {
-            continue;
+        let mut built = match built {
+            ops::Converted::Op(built) => *built,
+            ops::Converted::Same(digest) => {
+                digests[index] = digest;
+                continue;
+            }
         };
         let (bytes, digest) = finish(&mut built, &platform);
         if let Some(loc) = &v.source {
@@ -265,5 +280,6 @@ pub fn to_llb(def: &Definition, target: VertexIndex, opts: &LlbOptions) -> Resul
             source,
         },
         ops: out.ops,
+        by_vertex: digests,
     })
 }

@@ -17,6 +17,14 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pb.rs"));
 }
 
+/// The name under which a session serves the directory of rbuild's local source `source`
+/// (`local://NAME`): `context` for the build context, `NAME` for a named context
+/// `--build-context NAME=DIR` (rbuild's source `context:NAME`, kept as its shared key hint), as
+/// buildx names the local directories of named contexts.
+pub fn local_name(source: &str) -> &str {
+    source.strip_prefix("context:").unwrap_or(source)
+}
+
 /// A part of rbuild's graph that has no LLB form, or a graph that cannot be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum LlbError {

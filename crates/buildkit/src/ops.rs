@@ -87,41 +87,62 @@ impl<'a> VertexInputs<'a> {
     }
 }
 
-/// The op of vertex `vertex` whose inputs have the digests `inputs` (`None`: scratch); `None`
-/// for scratch itself, which is no op in BuildKit.
+/// What a vertex becomes in LLB.
+pub(crate) enum Converted {
+    /// An op of its own.
+    Op(Box<Built>),
+    /// No op: the vertex is the op with this digest, or scratch (`None`), as scratch itself
+    /// and a merge of at most one non-scratch input are in BuildKit.
+    Same(Option<String>),
+}
+
+/// The op of vertex `vertex` whose inputs have the digests `inputs` (`None`: scratch).
 pub(crate) fn convert(
     vertex: VertexIndex,
     v: &Vertex,
     inputs: &[Option<String>],
     session: Option<&str>,
     emit: &mut Emit<'_>,
-) -> Result<Option<Built>, LlbError> {
+) -> Result<Converted, LlbError> {
     let input = VertexInputs {
         vertex,
         list: inputs,
     };
     Ok(match &v.op {
-        rbuild_llb::Op::Source(source) => source_op(source, session)?,
-        rbuild_llb::Op::Exec(exec) => Some(exec_op(vertex, exec, &input, emit)?),
-        rbuild_llb::Op::File(file) => Some(file_op(vertex, &file.actions, &input)?),
+        rbuild_llb::Op::Source(source) => match source_op(source, session)? {
+            Some(built) => Converted::Op(Box::new(built)),
+            None => Converted::Same(None),
+        },
+        rbuild_llb::Op::Exec(exec) => Converted::Op(Box::new(exec_op(vertex, exec, &input, emit)?)),
+        rbuild_llb::Op::File(file) => {
+            Converted::Op(Box::new(file_op(vertex, &file.actions, &input)?))
+        }
         rbuild_llb::Op::Merge => {
-            let mut ins = Inputs::default();
-            let mut merge = Vec::new();
+            // Scratch adds nothing to a merge, and a merge of one filesystem is that
+            // filesystem (BuildKit's llb.Merge): `COPY --link` onto scratch needs no MergeOp.
+            let mut layers = Vec::new();
             for i in 0..v.inputs.len() {
-                // Scratch adds nothing to a merge (BuildKit drops it).
                 if let Some(d) = input.get(i)? {
-                    merge.push(pb::MergeInput {
-                        input: ins.index(Some(d)),
-                    });
+                    layers.push(d);
                 }
             }
+            if layers.len() <= 1 {
+                return Ok(Converted::Same(layers.pop().cloned()));
+            }
+            let mut ins = Inputs::default();
+            let merge = layers
+                .into_iter()
+                .map(|d| pb::MergeInput {
+                    input: ins.index(Some(d)),
+                })
+                .collect();
             let mut built = Built::new(
                 pb::op::Op::Merge(pb::MergeOp { inputs: merge }),
                 ins.0,
                 true,
             );
             built.caps.insert(caps::MERGE_OP);
-            Some(built)
+            Converted::Op(Box::new(built))
         }
     })
 }
@@ -151,7 +172,7 @@ fn source_op(source: &SourceOp, session: Option<&str>) -> Result<Option<Built>, 
             }
             attrs.insert("local.sharedkeyhint".to_string(), name.clone());
             need.insert(caps::SOURCE_LOCAL_SHARED_KEY_HINT);
-            format!("local://{name}")
+            format!("local://{}", crate::local_name(name))
         }
         SourceOp::Http {
             url,
@@ -270,6 +291,9 @@ fn exec_op(
             })
             .collect(),
         hostname: String::new(),
+        // Mount points the run created are removed afterwards, nested ones too (what current
+        // BuildKit clients ask for; older daemons skip the field).
+        remove_mount_stubs_recursive: true,
     };
     if meta.proxy_env.is_some() {
         need.insert(caps::EXEC_META_PROXY);

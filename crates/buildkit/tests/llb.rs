@@ -176,6 +176,64 @@ fn caps_cover_what_the_graph_uses() {
 }
 
 #[test]
+fn unsupported_names_the_ops_a_daemon_cannot_solve() {
+    let (llb, _) = convert_representative();
+    // A daemon without merge ops (BuildKit before 0.10) cannot solve the COPY --link.
+    let missing = llb.unsupported(|cap| cap != caps::MERGE_OP);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    let (op, cap) = missing[0];
+    assert_eq!(caps::describe(cap), "COPY --link");
+    assert!(op.name.contains("COPY --link"), "{}", op.name);
+    assert!(llb.unsupported(|_| true).is_empty());
+}
+
+#[test]
+fn named_contexts_are_locals_by_their_name() {
+    use rbuild_frontend::NamedContext;
+    let df = parse("FROM scratch\nCOPY --from=assets logo.png /\n").expect("parses");
+    let opts = ConvertOptions {
+        named_contexts: [(
+            "assets".to_string(),
+            NamedContext::Local {
+                excludes: Vec::new(),
+            },
+        )]
+        .into(),
+        ..ConvertOptions::default()
+    };
+    let plan = convert(&df, &opts, &HashMap::new()).expect("converts");
+    let llb = to_llb(&plan.definition, plan.target, &LlbOptions::default()).expect("converts");
+    let source = pb::Op::decode(llb.definition.def[0].as_slice()).expect("op");
+    let Some(pb::op::Op::Source(src)) = source.op else {
+        panic!("first op is not a source: {source:?}");
+    };
+    assert_eq!(src.identifier, "local://assets");
+    assert_eq!(
+        src.attrs.get("local.sharedkeyhint").map(String::as_str),
+        Some("context:assets")
+    );
+    assert_eq!(rbuild_buildkit::local_name("context:assets"), "assets");
+    assert_eq!(rbuild_buildkit::local_name("context"), "context");
+}
+
+#[test]
+fn copy_link_onto_scratch_needs_no_merge() {
+    let df = parse("FROM scratch\nCOPY --link a /a\n").expect("parses");
+    let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");
+    let llb = to_llb(&plan.definition, plan.target, &LlbOptions::default()).expect("converts");
+    assert!(!llb.caps().contains(caps::MERGE_OP), "{:?}", llb.ops);
+    // The context, the copy on scratch, the terminal op pointing at the copy.
+    assert_eq!(llb.ops.len(), 3, "{:?}", llb.ops);
+    let terminal = pb::Op::decode(llb.definition.def[2].as_slice()).expect("op");
+    assert_eq!(terminal.inputs[0].digest, llb.ops[1].digest);
+    assert_eq!(
+        llb.digest_of(plan.target),
+        Some(llb.ops[1].digest.as_str()),
+        "the merge vertex is the copy"
+    );
+}
+
+#[test]
 fn copy_parents_has_no_llb_form() {
     let df = parse("FROM scratch\nCOPY --parents a/./b /dst/\n").expect("parses");
     let plan = convert(&df, &ConvertOptions::default(), &HashMap::new()).expect("converts");

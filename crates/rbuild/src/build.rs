@@ -161,6 +161,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.entitlements = entitlements;
     request.extra_hosts = args.add_hosts.clone();
     request.limits = limits;
+    request.engine = crate::run_opts::engine_settings(args.quiet)?;
     request.no_cache = args.no_cache;
     request.no_cache_filter = args.no_cache_filter.clone();
     request.named_contexts = args.build_contexts.clone();

@@ -2,11 +2,11 @@
 //! the rbuild binary and requires at least the number of passing cases this project has reached.
 //! The cases build `FROM 127.0.0.1:5000/busybox:latest`, so `serve-base.sh` serves the base there.
 
+mod common;
+
+use common::conformance::MIN_PASSING;
 use rbuild_testsupport::{require_root, shared_dir};
 use std::process::Command;
-
-/// The number of cases that pass today; raise it when more pass, never lower it.
-const MIN_PASSING: usize = 34;
 
 #[test]
 fn conformance_cases_match_buildkit() {
@@ -63,26 +63,9 @@ fn conformance_cases_match_buildkit() {
         .env("CONFORMANCE_OUT", out_dir.path())
         .output()
         .expect("run conformance");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("conformance:"))
-        .unwrap_or_else(|| {
-            panic!(
-                "no summary line:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let passed: usize = last
-        .trim_start_matches("conformance: ")
-        .split('/')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .expect("P/N in summary");
+    let (last, passed) = common::conformance::summary(&out);
     assert!(
         passed >= MIN_PASSING,
-        "conformance regressed: {last} (need {MIN_PASSING})\n{stdout}"
+        "conformance regressed: {last} (need {MIN_PASSING})"
     );
 }

@@ -261,6 +261,7 @@ fn child_side(fds: &str) -> Result<(), RootlessError> {
         })?;
     // SAFETY: the parent passed these two pipe ends to us (and nothing else owns them here).
     let (mut ready, mut go) = unsafe { (File::from_raw_fd(ready), File::from_raw_fd(go)) };
+    let parent = nix::unistd::getppid();
     // The outer process blocked these for its forwarder; the mask survived exec.
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
     nix::sched::unshare(
@@ -279,6 +280,14 @@ fn child_side(fds: &str) -> Result<(), RootlessError> {
     }
     nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresgid(0)"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresuid(0)"))?;
+    // The build dies with the outer process, even when that one is SIGKILLed and cannot forward
+    // anything (as in root mode, where the sandbox's helpers die with rbuild). Set after the
+    // id changes, which clear it; a parent already gone by then is caught by the ppid check.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(nix_sys("prctl(PR_SET_PDEATHSIG)"))?;
+    if nix::unistd::getppid() != parent {
+        std::process::exit(1)
+    }
     // Our mounts (overlay snapshots) stay in this namespace.
     let _ = nix::mount::mount(
         None::<&str>,

@@ -3,19 +3,36 @@
 //! build does before it solves; nothing runs and no snapshot is made.
 
 use super::Pipeline;
-use crate::error::{blocking, BuildError};
-use crate::graph::GraphPlan;
+use crate::error::{blocking, BuildError, DockerfileText};
 use crate::input;
 use crate::loaded::load;
 use crate::options::{rfc3339, source_date_epoch};
 use crate::request::BuildRequest;
 use crate::vertices::InternalVertex;
-use rbuild_frontend::ConvertOptions;
+use rbuild_frontend::{BuildPlan, ConvertOptions};
 use rbuild_oci::Platform;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
-/// Plans the build `request` describes and returns its graph; the request's outputs, cache,
-/// secrets, limits and tags are not used.
-pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> {
+/// A planned build, in parts.
+pub(crate) struct Planned {
+    /// The frontend's plan.
+    pub plan: BuildPlan,
+    /// The Dockerfile's name and text.
+    pub text: DockerfileText,
+    /// The build platform.
+    pub build_platform: Platform,
+    /// The build context's directory.
+    pub context: PathBuf,
+    /// The named contexts' directories, by llb source name.
+    pub named_dirs: HashMap<String, PathBuf>,
+    /// A streamed context's temp dir (the context lives as long as it).
+    pub temp: Option<tempfile::TempDir>,
+}
+
+/// Plans the build `request` describes; the request's outputs, cache, secrets, limits and tags
+/// are not used.
+pub(crate) async fn plan_only(request: BuildRequest) -> Result<Planned, BuildError> {
     let BuildRequest {
         state,
         context,
@@ -34,7 +51,7 @@ pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> 
         registry,
         ..
     } = request;
-    let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
+    let mut loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
     let context_excludes = {
         let (context, path) = (
             loaded.input.context.clone(),
@@ -47,7 +64,7 @@ pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> 
         excludes
     };
     let epoch = source_date_epoch(&build_args, epoch_fallback);
-    let (named, _dirs) = blocking(move || input::named_contexts(&named_contexts)).await?;
+    let (named, named_dirs) = blocking(move || input::named_contexts(&named_contexts)).await?;
     let opts = ConvertOptions {
         build_args,
         target,
@@ -64,11 +81,12 @@ pub async fn plan_graph(request: BuildRequest) -> Result<GraphPlan, BuildError> 
     };
     let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts, platforms).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
-    let text = loaded.text();
-    Ok(GraphPlan {
+    Ok(Planned {
         plan,
-        dockerfile_name: text.name,
-        dockerfile: text.source,
+        text: loaded.text(),
         build_platform: opts.build_platform.normalized(),
+        context: loaded.input.context.clone(),
+        named_dirs,
+        temp: loaded.input.take_temp(),
     })
 }

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod conformance;
 pub mod pushed;
+pub mod rootless;
 pub mod stored;
 
 use rbuild_testsupport::{
