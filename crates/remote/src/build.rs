@@ -10,11 +10,11 @@ use crate::session::{LocalDir, OutputTarget, SessionConfig};
 use crate::status::StatusMapper;
 use crate::{BuildFailure, Daemon, FrontendBuild, RemoteError};
 use rbuild_build::graph::{plan_graph, GraphError, GraphPlan};
+use rbuild_build::CacheLocation;
 use rbuild_build::{solve_report, StateDir};
-use rbuild_build::{BuildContextSource, CacheLocation};
-use rbuild_build::{BuildError, BuildRequest, ContextSource, DockerfileText, Lines, Output};
+use rbuild_build::{BuildError, BuildRequest, DockerfileText, Lines, Output};
 use rbuild_buildkit::LlbError;
-use rbuild_llb::{Entitlement, Op, SourceOp};
+use rbuild_llb::Entitlement;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -112,14 +112,6 @@ pub async fn build(
     builder: &Builder,
     tls: &TlsOptions,
 ) -> Result<RemoteResult, RemoteBuildError> {
-    let context = match &request.context {
-        ContextSource::Dir(dir) => dir.clone(),
-        _ => {
-            return Err(RemoteBuildError::Unsupported(
-                "a remote build needs the build context as a directory".into(),
-            ))
-        }
-    };
     if request.platforms.len() > 1 {
         return Err(RemoteBuildError::Unsupported(
             "a remote build builds one platform: give one --platform".into(),
@@ -199,18 +191,6 @@ pub async fn build(
     }
     let progress = request.progress.clone();
     let no_cache = request.no_cache;
-    // Named contexts that are directories are served under their local source's name.
-    let mut named_dirs = BTreeMap::new();
-    for spec in &request.named_contexts {
-        match &spec.source {
-            BuildContextSource::Dir(dir) => {
-                named_dirs.insert(format!("context:{}", spec.name), dir.clone());
-            }
-            BuildContextSource::Image(_) => {
-                named_dirs.remove(&format!("context:{}", spec.name));
-            }
-        }
-    }
     // Planning resolves base images; a scratch root keeps rbuild's store out of it.
     let scratch = tempfile::tempdir().map_err(|e| {
         RemoteBuildError::Plan(BuildError::step("creating a scratch state root", e))
@@ -231,26 +211,25 @@ pub async fn build(
         credentials: Some(Arc::new(docker_credentials)),
         ..Default::default()
     };
-    for vertex in &plan.plan.definition.vertices {
-        if let Op::Source(SourceOp::Local { name, .. }) = &vertex.op {
-            let path = match name.as_str() {
-                "context" => Some(context.clone()),
-                other => named_dirs.get(other).cloned(),
-            };
-            if let Some(path) = path {
-                // The local source carries its `.dockerignore` patterns; the daemon sends them.
-                config.dirs.insert(
-                    name.clone(),
-                    LocalDir {
-                        path,
-                        excludes: Vec::new(),
-                    },
-                );
-            }
-        }
+    // The context and the named contexts that are directories, under their local sources'
+    // names; each source carries its `.dockerignore` patterns, which the daemon sends back.
+    for (name, path) in &plan.local_dirs {
+        config.dirs.insert(
+            name.clone(),
+            LocalDir {
+                path: path.clone(),
+                excludes: Vec::new(),
+            },
+        );
     }
-    let shared_key =
-        blake3::hash(context.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
+    let shared_key = blake3::hash(
+        plan.local_dirs
+            .get("context")
+            .map(|p| p.as_os_str().as_encoded_bytes())
+            .unwrap_or_default(),
+    )
+    .to_hex()[..32]
+        .to_string();
     let (session, _session_task) = daemon.open_session("rbuild", &shared_key, config).await?;
     let llb = match plan.to_llb(Some(session.clone())) {
         Ok(llb) => llb,
