@@ -741,3 +741,44 @@ fn newer_dockerfile_features_are_refused_with_their_instruction() {
         assert_root_untouched(root.path());
     }
 }
+
+#[test]
+fn a_context_streamed_on_stdin_is_served_by_the_session() {
+    let (Some(env), Some(_docker)) = (env(), dockerd()) else {
+        return;
+    };
+    let marker = format!("streamed {}", rbuild_remote::new_id());
+    let dockerfile = format!("FROM {}\nCOPY f /f\nRUN cat /f\n", env.base);
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, text) in [("Dockerfile", dockerfile.as_str()), ("f", marker.as_str())] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, name, text.as_bytes())
+            .unwrap();
+    }
+    let bytes = archive.into_inner().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut child = rbuild_at(root.path())
+        .args([
+            "build",
+            "--builder",
+            "docker",
+            "--network=host",
+            "--progress=plain",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr_text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&marker), "{err}");
+    assert_root_untouched(root.path());
+}

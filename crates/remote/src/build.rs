@@ -191,13 +191,13 @@ pub async fn build(
     }
     let progress = request.progress.clone();
     let no_cache = request.no_cache;
-    // Planning resolves base images; a scratch root keeps rbuild's store out of it.
+    // Planning resolves base images (and unpacks a streamed context); a scratch root, alive
+    // until the solve ends, keeps rbuild's store out of it.
     let scratch = tempfile::tempdir().map_err(|e| {
         RemoteBuildError::Plan(BuildError::step("creating a scratch state root", e))
     })?;
     request.state = StateDir::new(scratch.path());
     let mut plan = plan_graph(request).await?;
-    drop(scratch);
     if no_cache {
         // `--no-cache`: every op solved without the daemon's cache (`ignore_cache`).
         plan.plan.no_cache = (0..plan.plan.definition.vertices.len()).collect();
