@@ -29,6 +29,29 @@ fn time_of(t: &Option<Time>) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
+/// docker's go-units `HumanSize`: decimal units, four significant digits (`45B`, `2.13MB`).
+fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut value = bytes.max(0) as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let integer_digits = if value < 1.0 {
+        1
+    } else {
+        value.log10().floor() as usize + 1
+    };
+    let text = format!("{:.*}", 4usize.saturating_sub(integer_digits), value);
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[unit])
+}
+
 impl StatusMapper {
     /// A mapper sending to `sink`.
     pub(crate) fn new(sink: ProgressSink) -> StatusMapper {
@@ -105,8 +128,17 @@ impl StatusMapper {
             if time_of(&st.completed).is_none() || self.ended.contains(&st.vertex) {
                 continue;
             }
+            // As buildx prints a finished status: `transferring context: 45B done`,
+            // `sha256:... 2.13MB / 2.13MB done`.
             let line = if st.total > 0 {
-                format!("{} {}/{} done", st.id, st.current, st.total)
+                format!(
+                    "{} {} / {} done",
+                    st.id,
+                    human_size(st.current),
+                    human_size(st.total)
+                )
+            } else if st.current > 0 {
+                format!("{} {} done", st.id, human_size(st.current))
             } else {
                 format!("{} done", st.id)
             };
@@ -164,6 +196,15 @@ impl StatusMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_go_units_prints_them() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(45), "45B");
+        assert_eq!(human_size(2_130_944), "2.131MB");
+        assert_eq!(human_size(1_000), "1kB");
+        assert_eq!(human_size(123_456_789), "123.5MB");
+    }
     use crate::proto::control::{Vertex, VertexLog};
     use std::sync::Mutex;
 
