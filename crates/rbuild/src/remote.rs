@@ -49,5 +49,13 @@ pub(crate) async fn run(
             })?;
         }
     }
+    if let Some(path) = &args.metadata_file {
+        // buildx's metadata file: the exporter's response.
+        let text = serde_json::to_string_pretty(&result.exporter_response)
+            .map_err(|e| Report::from_error("encoding the build metadata", &e))?;
+        std::fs::write(path, text).map_err(|e| {
+            Report::from_error(&format!("writing the metadata to {}", path.display()), &e)
+        })?;
+    }
     Ok(())
 }

@@ -117,7 +117,22 @@ fn builds_on_dockerd_with_the_context_through_the_session() {
     ]);
     let root = tempfile::tempdir().unwrap();
     let tag = format!("rbuild-remote-test:{}", std::process::id());
-    let out = remote_build(root.path(), ctx.path(), &["--progress=plain", "-t", &tag]);
+    let files = tempfile::tempdir().unwrap();
+    let (iid, metadata) = (files.path().join("iid"), files.path().join("metadata.json"));
+    let out = remote_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--progress=plain",
+            "--no-cache",
+            "-t",
+            &tag,
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ],
+    );
     let err = stderr_text(&out);
     let inspect = docker(&docker_bin, &["image", "inspect", &tag]);
     let _ = docker(&docker_bin, &["rmi", &tag]);
@@ -139,6 +154,12 @@ fn builds_on_dockerd_with_the_context_through_the_session() {
         "{config}"
     );
     assert_eq!(config["Cmd"], serde_json::json!(["cat", "/built"]));
+    // The image ID dockerd gives it is the --iidfile and the metadata's digest.
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(info[0]["Id"].as_str().unwrap(), id);
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&metadata).unwrap()).unwrap();
+    assert_eq!(metadata["containerimage.digest"].as_str().unwrap(), id);
     // busybox's layer plus COPY and RUN.
     assert_eq!(info[0]["RootFS"]["Layers"].as_array().unwrap().len(), 3);
     assert_root_untouched(root.path());
