@@ -227,6 +227,13 @@ impl Daemon {
         }
     }
 
+    /// Opens later sessions through the control API's `Session` stream, as with buildkitd, also
+    /// on dockerd (which serves both); the session path buildkitd builders take.
+    pub fn with_control_sessions(mut self) -> Daemon {
+        self.docker_socket = None;
+        self
+    }
+
     /// Connects to dockerd's embedded BuildKit through its API socket (`POST /grpc`, h2c).
     pub async fn docker(socket: PathBuf) -> Result<Daemon, RemoteError> {
         let upgraded = transport::docker_upgrade(&socket, "grpc", &[]).await?;

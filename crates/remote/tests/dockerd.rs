@@ -21,6 +21,25 @@ async fn dockerfile_frontend_solve_through_the_session() {
     let Some(socket) = docker_socket() else {
         return;
     };
+    let daemon = Daemon::docker(socket).await.unwrap();
+    solve_with_session(daemon).await;
+}
+
+/// The session tunnelled through `Control.Session` (buildkitd's way), on dockerd's control API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_through_the_control_api_stream() {
+    let Some(socket) = docker_socket() else {
+        return;
+    };
+    let daemon = Daemon::docker(socket)
+        .await
+        .unwrap()
+        .with_control_sessions();
+    solve_with_session(daemon).await;
+}
+
+async fn solve_with_session(daemon: Daemon) {
+    let tag = format!("rbuild-remote-proto-test:{}", rbuild_remote::new_id());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
@@ -30,7 +49,6 @@ async fn dockerfile_frontend_solve_through_the_session() {
     // Unique content, so dockerd's cache never answers the RUN.
     let hello = format!("hello from the session {}\n", rbuild_remote::new_id());
     std::fs::write(dir.path().join("hello.txt"), &hello).unwrap();
-    let daemon = Daemon::docker(socket).await.unwrap();
     let mut config = SessionConfig::default();
     for name in ["context", "dockerfile"] {
         config.dirs.insert(
@@ -55,9 +73,7 @@ async fn dockerfile_frontend_solve_through_the_session() {
     request
         .frontend_attrs
         .insert("force-network-mode".into(), "host".into());
-    request
-        .exporter_attrs
-        .insert("name".into(), "rbuild-remote-proto-test:1".into());
+    request.exporter_attrs.insert("name".into(), tag.clone());
     let mut logs = String::new();
     let mut names = Vec::new();
     let response = daemon
@@ -72,7 +88,7 @@ async fn dockerfile_frontend_solve_through_the_session() {
         .await
         .unwrap();
     let _ = std::process::Command::new("docker")
-        .args(["rmi", "rbuild-remote-proto-test:1"])
+        .args(["rmi", &tag])
         .output();
     assert!(logs.contains(&hello), "{logs}");
     assert!(
