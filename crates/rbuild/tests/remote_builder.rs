@@ -10,93 +10,11 @@
 
 mod common;
 
+use common::remote::{assert_root_untouched, context, docker, dockerd, remote_build};
 use common::{env, rbuild_at, stderr_text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// The docker CLI when dockerd answers on its default socket (started with setup.sh's flags
-/// when it is not running); None after a loud skip.
-fn dockerd() -> Option<PathBuf> {
-    let strict = std::env::var_os("RBUILD_REQUIRE_ROOT").is_some_and(|v| v == "1")
-        || std::env::var_os("CI").is_some();
-    let skip = |why: &str| {
-        assert!(!strict, "remote builder tests need dockerd: {why}");
-        println!("SKIPPED: {why}");
-        eprintln!("SKIPPED: {why}");
-        None
-    };
-    let Ok(docker) = rbuild_testsupport::need_tool("docker") else {
-        return skip("docker is not installed (Debian's docker.io)");
-    };
-    let answers = || {
-        Command::new(&docker)
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !answers() {
-        let dockerd = Path::new("/usr/sbin/dockerd");
-        if !dockerd.exists() {
-            return skip("dockerd is not installed");
-        }
-        // setup.sh's dockerd: no bridge, no iptables (builds use the host's network).
-        let _ = Command::new("setsid")
-            .arg(dockerd)
-            .args([
-                "--storage-driver=overlay2",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        for _ in 0..60 {
-            if answers() {
-                break;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        if !answers() {
-            return skip("dockerd did not start");
-        }
-    }
-    Some(docker)
-}
-
-fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let ctx = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        std::fs::write(ctx.path().join(name), text).unwrap();
-    }
-    ctx
-}
-
-fn remote_build(root: &Path, ctx: &Path, extra: &[&str]) -> Output {
-    rbuild_at(root)
-        .args(["build", "--builder", "docker", "--network=host"])
-        .args(extra)
-        .arg(ctx)
-        .output()
-        .unwrap()
-}
-
-fn docker(docker: &Path, args: &[&str]) -> Output {
-    Command::new(docker).args(args).output().unwrap()
-}
-
-/// The root stays as the test made it: empty.
-fn assert_root_untouched(root: &Path) {
-    let left: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "rbuild's root was written: {left:?}");
-}
 
 #[test]
 fn builds_on_dockerd_with_the_context_through_the_session() {

@@ -175,13 +175,19 @@ pub async fn build(
         .map(|s| (s.id.clone(), s.socket.clone()))
         .collect();
     let cache = cache_options(&request.cache_to, &request.cache_from)?;
-    let mut secrets = BTreeMap::new();
-    for spec in &request.secrets {
-        let value = read_secret(&spec.source).map_err(|e| {
-            RemoteBuildError::Unsupported(format!("reading secret {}: {e}", spec.id))
-        })?;
-        secrets.insert(spec.id.clone(), value);
-    }
+    let specs = request.secrets.clone();
+    let secrets = tokio::task::spawn_blocking(move || {
+        let mut secrets = BTreeMap::new();
+        for spec in &specs {
+            let value = read_secret(&spec.source).map_err(|e| {
+                RemoteBuildError::Unsupported(format!("reading secret {}: {e}", spec.id))
+            })?;
+            secrets.insert(spec.id.clone(), value);
+        }
+        Ok::<_, RemoteBuildError>(secrets)
+    })
+    .await
+    .map_err(|e| RemoteBuildError::Plan(BuildError::Task(e.to_string())))??;
     let mut entitlements = Vec::new();
     if request.entitlements.allows(Entitlement::NetworkHost) {
         entitlements.push("network.host".to_string());

@@ -6,6 +6,7 @@
 pub mod attack;
 pub mod conformance;
 pub mod pushed;
+pub mod remote;
 pub mod rootless;
 pub mod stored;
 
