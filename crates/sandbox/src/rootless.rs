@@ -1,24 +1,21 @@
 //! Rootless mode: running rbuild as an ordinary user inside a user namespace of its own.
 //!
-//! When the effective uid is not 0, [`enter_if_needed`] re-executes the current binary (same
-//! arguments) in a new user and mount namespace whose maps are the user's own id as 0 plus the
-//! user's `/etc/subuid` and `/etc/subgid` ranges as 1..=N, written by the setuid helpers
-//! `newuidmap`/`newgidmap` (Debian's `uidmap`), as `podman unshare` and rootlesskit do. The
-//! outer process only waits for the inner one (forwarding SIGTERM and SIGHUP) and exits with its
-//! status. Handshake: the child unshares, writes one byte on the "ready" pipe, and blocks on the
-//! "go" pipe until the parent has written both maps. The environment marker [`CHILD_ENV`]
-//! tells the child who it is (and prevents re-exec loops); [`INFO_ENV`] carries the ranges for
-//! [`current`] (`rbuild info`).
+//! When the effective uid is not 0, [`enter_if_needed`] moves the process itself into a new
+//! user and mount namespace whose maps are the user's own id as 0 plus the user's `/etc/subuid`
+//! and `/etc/subgid` ranges as 1..=N, written by the setuid helpers `newuidmap`/`newgidmap`
+//! (Debian's `uidmap`), as `podman unshare` and rootlesskit do. The helpers must run from the
+//! host's user namespace, so a child forked first (while the process is single-threaded) waits
+//! at a pipe until the process has unshared, runs both helpers on it side by side, and reports
+//! how they ended; no re-exec, no outer process, so signals reach the build directly. The
+//! environment variable [`INFO_ENV`] carries the ranges for [`current`] (`rbuild info`) to the
+//! process and its children.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Environment marker of the inner process: `READY_FD,GO_FD`.
-pub const CHILD_ENV: &str = "_RBUILD_ROOTLESS_CHILD";
 /// Environment variable describing the rootless mapping to the inner process (and its children).
 pub const INFO_ENV: &str = "_RBUILD_ROOTLESS";
 
@@ -206,9 +203,33 @@ fn find_helper(name: &'static str) -> Result<PathBuf, RootlessError> {
         .ok_or(RootlessError::NoHelper { name })
 }
 
-/// The mapping rootless mode would use for the current user (reads `/etc/subuid`,
-/// `/etc/subgid`; checks that `newuidmap`/`newgidmap` exist).
-pub fn plan() -> Result<RootlessInfo, RootlessError> {
+/// Enters rootless mode when the effective uid is not 0: call first thing in `main`, while the
+/// process is single-threaded (the kernel refuses a user namespace to a threaded process).
+/// Afterwards this very process is "root" of a user and mount namespace of its own, and
+/// [`current`] describes the mapping (to its children too); as root it does nothing.
+///
+/// No re-exec: a child forked beforehand (still in the host's user namespace, as the setuid
+/// helpers need) waits at a pipe while this process unshares, then runs `newuidmap` and
+/// `newgidmap` on it side by side and reports how they ended. Signals reach the build directly.
+pub fn enter_if_needed() -> Result<(), RootlessError> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let plan = plan_with_helpers()?;
+    enter(&plan)?;
+    // Still single-threaded: nothing reads the environment concurrently.
+    std::env::set_var(INFO_ENV, plan.info.encode());
+    Ok(())
+}
+
+/// The mapping plus where the two helpers are.
+struct Plan {
+    info: RootlessInfo,
+    newuidmap: PathBuf,
+    newgidmap: PathBuf,
+}
+
+fn plan_with_helpers() -> Result<Plan, RootlessError> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let name = nix::unistd::User::from_uid(uid)
@@ -218,87 +239,32 @@ pub fn plan() -> Result<RootlessInfo, RootlessError> {
         .unwrap_or_else(|| uid.to_string());
     let subuid = range_of("/etc/subuid", &name, uid.as_raw())?;
     let subgid = range_of("/etc/subgid", &name, uid.as_raw())?;
-    find_helper("newuidmap")?;
-    find_helper("newgidmap")?;
-    Ok(RootlessInfo {
-        uid: uid.as_raw(),
-        gid: gid.as_raw(),
-        subuid,
-        subgid,
+    Ok(Plan {
+        newuidmap: find_helper("newuidmap")?,
+        newgidmap: find_helper("newgidmap")?,
+        info: RootlessInfo {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            subuid,
+            subgid,
+        },
     })
 }
 
-/// What [`enter_if_needed`] decided.
-#[derive(Debug)]
-pub enum Entered {
-    /// Go on in this process: running as root, or already the inner process.
-    Continue,
-    /// This was the outer process; the inner one exited with this code.
-    Exited(i32),
+/// The mapping rootless mode would use for the current user (reads `/etc/subuid`,
+/// `/etc/subgid`; checks that `newuidmap`/`newgidmap` exist).
+pub fn plan() -> Result<RootlessInfo, RootlessError> {
+    plan_with_helpers().map(|p| p.info)
 }
 
-/// Enters rootless mode when the effective uid is not 0: call first thing in `main`, while the
-/// process is single-threaded. The inner process returns [`Entered::Continue`] as "root" of its
-/// user namespace; the outer one returns [`Entered::Exited`] with the inner one's exit code.
-pub fn enter_if_needed() -> Result<Entered, RootlessError> {
-    if let Ok(fds) = std::env::var(CHILD_ENV) {
-        std::env::remove_var(CHILD_ENV);
-        return child_side(&fds).map(|()| Entered::Continue);
-    }
-    if nix::unistd::geteuid().is_root() {
-        return Ok(Entered::Continue);
-    }
-    parent_side().map(Entered::Exited)
-}
-
-fn child_side(fds: &str) -> Result<(), RootlessError> {
-    let (ready, go) = fds
-        .split_once(',')
-        .and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)))
-        .ok_or(RootlessError::Sys {
-            step: "read the handshake descriptors",
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        })?;
-    // SAFETY: the parent passed these two pipe ends to us (and nothing else owns them here).
-    let (mut ready, mut go) = unsafe { (File::from_raw_fd(ready), File::from_raw_fd(go)) };
-    // The outer process blocked these for its forwarder; the mask survived exec.
-    let _ = nix::sys::signal::SigSet::all().thread_unblock();
-    nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-    )
-    .map_err(nix_sys("unshare(CLONE_NEWUSER|CLONE_NEWNS)"))?;
-    ready.write_all(b"1").map_err(sys("signal the parent"))?;
-    drop(ready);
-    let mut byte = [0u8; 1];
-    match go.read(&mut byte) {
-        Ok(1) if byte[0] == b'1' => {}
-        _ => {
-            // The parent printed why (a map helper failed); exit quietly with its code.
-            std::process::exit(1)
-        }
-    }
-    nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresgid(0)"))?;
-    nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresuid(0)"))?;
-    // Our mounts (overlay snapshots) stay in this namespace.
-    let _ = nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    );
-    Ok(())
-}
-
-/// Starts `newuidmap`/`newgidmap PID 0 OWN 1 1 START COUNT`.
+/// Starts `HELPER PID 0 OWN 1 1 START COUNT` (`newuidmap` or `newgidmap`).
 fn start_map(
-    name: &'static str,
-    pid: u32,
+    helper: &Path,
+    pid: i32,
     own: u32,
     range: IdRange,
-) -> Result<std::process::Child, RootlessError> {
-    let helper = find_helper(name)?;
-    Command::new(&helper)
+) -> std::io::Result<std::process::Child> {
+    Command::new(helper)
         .args([
             pid.to_string(),
             "0".into(),
@@ -312,113 +278,134 @@ fn start_map(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(sys("run the map helper"))
 }
 
-/// Waits for a map helper started by [`start_map`].
-fn finish_map(name: &'static str, child: std::process::Child) -> Result<(), RootlessError> {
-    let out = child
-        .wait_with_output()
-        .map_err(sys("wait for the map helper"))?;
-    if !out.status.success() {
-        return Err(RootlessError::MapFailed {
-            name,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+/// How one helper ended, as the forked child reports it: empty when it succeeded, else
+/// `STATUS\nSTDERR`, or `!ERRNO` when it could not be started or waited for.
+fn helper_report(child: std::io::Result<std::process::Child>) -> String {
+    match child.and_then(|c| c.wait_with_output()) {
+        Ok(out) if out.status.success() => String::new(),
+        Ok(out) => format!(
+            "{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("!{}", e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// The error behind one helper's report, if it failed.
+fn report_error(name: &'static str, report: &str) -> Option<RootlessError> {
+    if report.is_empty() {
+        return None;
+    }
+    if let Some(errno) = report.strip_prefix('!') {
+        return Some(RootlessError::Sys {
+            step: "run the map helper",
+            source: std::io::Error::from_raw_os_error(errno.parse().unwrap_or(libc::EIO)),
         });
     }
-    Ok(())
+    let (status, stderr) = report.split_once('\n').unwrap_or((report, ""));
+    Some(RootlessError::MapFailed {
+        name,
+        status: status.to_string(),
+        stderr: stderr.to_string(),
+    })
 }
 
-/// Writes both maps of `pid`, the two helpers running side by side.
-fn write_maps(pid: u32, info: &RootlessInfo) -> Result<(), RootlessError> {
-    let uid = start_map("newuidmap", pid, info.uid, info.subuid)?;
-    let gid = start_map("newgidmap", pid, info.gid, info.subgid);
-    let uid = finish_map("newuidmap", uid);
-    finish_map("newgidmap", gid?)?;
-    uid
-}
-
-fn pipe_pair(step: &'static str) -> Result<(OwnedFd, OwnedFd), RootlessError> {
-    nix::unistd::pipe().map_err(nix_sys(step))
-}
-
-fn set_cloexec(fd: &OwnedFd, on: bool) -> Result<(), RootlessError> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(nix_sys("fcntl(F_SETFD)"))?;
-    Ok(())
-}
-
-fn parent_side() -> Result<i32, RootlessError> {
-    let info = plan()?;
-    let exe = Path::new("/proc/self/exe");
-    let (ready_r, ready_w) = pipe_pair("pipe")?;
-    let (go_r, go_w) = pipe_pair("pipe")?;
-    // Only the child's ends cross exec; this process is still single-threaded, so no other
-    // spawn can inherit them.
-    set_cloexec(&ready_r, true)?;
-    set_cloexec(&go_w, true)?;
-    set_cloexec(&ready_w, false)?;
-    set_cloexec(&go_r, false)?;
-    // Forward SIGTERM/SIGHUP to the child; SIGINT from a terminal reaches it directly (same
-    // process group), so the outer process ignores it.
-    use nix::sys::signal::{SigSet, Signal};
-    let mut forwarded = SigSet::empty();
-    forwarded.add(Signal::SIGTERM);
-    forwarded.add(Signal::SIGHUP);
-    forwarded.add(Signal::SIGINT);
-    forwarded.thread_block().map_err(nix_sys("block signals"))?;
-    let mut child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .arg0(
-            std::env::args_os()
-                .next()
-                .unwrap_or_else(|| "rbuild".into()),
-        )
-        .env(
-            CHILD_ENV,
-            format!("{},{}", ready_w.as_raw_fd(), go_r.as_raw_fd()),
-        )
-        .env(INFO_ENV, info.encode())
-        .spawn()
-        .map_err(sys("re-execute in a user namespace"))?;
-    drop(ready_w);
-    drop(go_r);
-    let pid = child.id();
-    let mut ready = File::from(ready_r);
-    let mut go = File::from(go_w);
+/// The forked child: waits for the parent's unshare, maps it, writes both reports
+/// (NUL-separated) on `reports`. Returns its exit code.
+fn map_parent(go: OwnedFd, reports: OwnedFd, parent: i32, plan: &Plan) -> i32 {
     let mut byte = [0u8; 1];
-    // Not ready: the child failed before the unshare (it printed why); no "go" is written
-    // then (the pipe may be closed, and SIGPIPE may be fatal here).
-    let handshake = match ready.read(&mut byte) {
-        Ok(1) => Some(write_maps(pid, &info)),
-        _ => None,
-    };
-    if matches!(handshake, Some(Ok(()))) {
-        let _ = go.write_all(b"1");
+    match File::from(go).read(&mut byte) {
+        Ok(1) if byte[0] == b'1' => {}
+        // The parent could not unshare (it reports why) or died.
+        _ => return 1,
     }
-    drop(go);
-    let forwarder_pid = nix::unistd::Pid::from_raw(pid as i32);
-    std::thread::spawn(move || loop {
-        if let Ok(sig) = forwarded.wait() {
-            if sig != Signal::SIGINT {
-                let _ = nix::sys::signal::kill(forwarder_pid, sig);
+    let uid = start_map(&plan.newuidmap, parent, plan.info.uid, plan.info.subuid);
+    let gid = start_map(&plan.newgidmap, parent, plan.info.gid, plan.info.subgid);
+    let text = format!("{}\0{}", helper_report(uid), helper_report(gid));
+    match File::from(reports).write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Whether this process has exactly one thread (`/proc/self/task`).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// Unshares the user and mount namespaces of this process, has the forked helper child map
+/// them, then becomes uid/gid 0 inside with private mount propagation.
+fn enter(plan: &Plan) -> Result<(), RootlessError> {
+    if !single_threaded() {
+        return Err(RootlessError::Sys {
+            step: "enter a user namespace (must happen before any thread starts)",
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (go_r, go_w) = nix::unistd::pipe2(cloexec).map_err(nix_sys("pipe"))?;
+    let (rep_r, rep_w) = nix::unistd::pipe2(cloexec).map_err(nix_sys("pipe"))?;
+    let parent = nix::unistd::getpid().as_raw();
+    // SAFETY: this process is single-threaded (checked above), so the child may allocate and
+    // spawn freely; it leaves through `_exit`, never returning into the caller's code.
+    match unsafe { nix::unistd::fork() }.map_err(nix_sys("fork the map helper"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(go_w);
+            drop(rep_r);
+            let code = map_parent(go_r, rep_w, parent, plan);
+            // SAFETY: _exit ends the forked child without running the parent's exit handlers
+            // or flushing its copied stdio buffers.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(rep_w);
+            let unshared = nix::sched::unshare(
+                nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
+            )
+            .map_err(nix_sys("unshare(CLONE_NEWUSER|CLONE_NEWNS)"));
+            let mut go = File::from(go_w);
+            // Without the go byte (a failed unshare) the child sees end of file and leaves.
+            let signaled = match unshared {
+                Ok(()) => go.write_all(b"1").map_err(sys("signal the map helper")),
+                Err(e) => Err(e),
+            };
+            drop(go);
+            let mut reports = String::new();
+            let read = File::from(rep_r).read_to_string(&mut reports);
+            let _ = nix::sys::wait::waitpid(child, None);
+            signaled?;
+            read.map_err(sys("read the map helper's report"))?;
+            let mut parts = reports.split('\0');
+            let (uid, gid) = (parts.next(), parts.next());
+            let (Some(uid), Some(gid)) = (uid, gid) else {
+                return Err(RootlessError::Sys {
+                    step: "map the user namespace (the helper child ended early)",
+                    source: std::io::Error::from_raw_os_error(libc::EIO),
+                });
+            };
+            if let Some(e) = report_error("newuidmap", uid) {
+                return Err(e);
+            }
+            if let Some(e) = report_error("newgidmap", gid) {
+                return Err(e);
             }
         }
-    });
-    let status = child.wait().map_err(sys("wait for the inner process"))?;
-    handshake.transpose()?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        _ => 1,
-    })
+    }
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresgid(0)"))?;
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresuid(0)"))?;
+    // Our mounts (overlay snapshots) stay in this namespace.
+    let _ = nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    );
+    Ok(())
 }
 
 #[cfg(test)]
