@@ -4,17 +4,19 @@
 //! user and mount namespace whose maps are the user's own id as 0 plus the user's `/etc/subuid`
 //! and `/etc/subgid` ranges as 1..=N, written by the setuid helpers `newuidmap`/`newgidmap`
 //! (Debian's `uidmap`), as `podman unshare` and rootlesskit do. The helpers must run from the
-//! host's user namespace, so a child forked first (while the process is single-threaded) waits
-//! at a pipe until the process has unshared, runs both helpers on it side by side, and reports
-//! how they ended; no re-exec, no outer process, so signals reach the build directly. The
+//! host's user namespace, so two children forked first (while the process is single-threaded)
+//! wait at a pipe until the process has unshared, then exec one helper each on it, side by
+//! side; no re-exec, no outer process, so signals reach the build directly. The
 //! environment variable [`INFO_ENV`] carries the ranges for [`current`] (`rbuild info`) to the
 //! process and its children.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Environment variable describing the rootless mapping to the inner process (and its children).
 pub const INFO_ENV: &str = "_RBUILD_ROOTLESS";
@@ -208,9 +210,9 @@ fn find_helper(name: &'static str) -> Result<PathBuf, RootlessError> {
 /// Afterwards this very process is "root" of a user and mount namespace of its own, and
 /// [`current`] describes the mapping (to its children too); as root it does nothing.
 ///
-/// No re-exec: a child forked beforehand (still in the host's user namespace, as the setuid
-/// helpers need) waits at a pipe while this process unshares, then runs `newuidmap` and
-/// `newgidmap` on it side by side and reports how they ended. Signals reach the build directly.
+/// No re-exec: two children forked beforehand (still in the host's user namespace, as the
+/// setuid helpers need) wait at a pipe while this process unshares, then exec `newuidmap` and
+/// `newgidmap` on it side by side. Signals reach the build directly.
 pub fn enter_if_needed() -> Result<(), RootlessError> {
     if nix::unistd::geteuid().is_root() {
         return Ok(());
@@ -257,77 +259,101 @@ pub fn plan() -> Result<RootlessInfo, RootlessError> {
     plan_with_helpers().map(|p| p.info)
 }
 
-/// Starts `HELPER PID 0 OWN 1 1 START COUNT` (`newuidmap` or `newgidmap`).
-fn start_map(
-    helper: &Path,
-    pid: i32,
-    own: u32,
-    range: IdRange,
-) -> std::io::Result<std::process::Child> {
-    Command::new(helper)
-        .args([
-            pid.to_string(),
-            "0".into(),
-            own.to_string(),
-            "1".into(),
-            "1".into(),
-            range.start.to_string(),
-            range.count.to_string(),
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+/// One map helper forked before the unshare: it waits at the "go" pipe, then execs
+/// `HELPER PID 0 OWN 1 1 START COUNT` with its standard error on a pipe of ours.
+struct MapHelper {
+    name: &'static str,
+    pid: nix::unistd::Pid,
+    stderr: File,
 }
 
-/// How one helper ended, as the forked child reports it: empty when it succeeded, else
-/// `STATUS\nSTDERR`, or `!ERRNO` when it could not be started or waited for.
-fn helper_report(child: std::io::Result<std::process::Child>) -> String {
-    match child.and_then(|c| c.wait_with_output()) {
-        Ok(out) if out.status.success() => String::new(),
-        Ok(out) => format!(
-            "{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("!{}", e.raw_os_error().unwrap_or(libc::EIO)),
+/// The argument vector of a helper run: `HELPER PID 0 OWN 1 1 START COUNT`.
+fn map_args(helper: &Path, pid: i32, own: u32, range: IdRange) -> Option<Vec<CString>> {
+    let mut args = vec![CString::new(helper.as_os_str().as_bytes()).ok()?];
+    for a in [
+        pid.to_string(),
+        "0".into(),
+        own.to_string(),
+        "1".into(),
+        "1".into(),
+        range.start.to_string(),
+        range.count.to_string(),
+    ] {
+        args.push(CString::new(a).ok()?);
+    }
+    Some(args)
+}
+
+/// Forks the helper `name` (see [`MapHelper`]); `go_w`, the parent's end of the gate, is
+/// closed in the child so that the parent dropping it reads as "do not map".
+fn fork_helper(
+    name: &'static str,
+    args: &[CString],
+    go_r: &OwnedFd,
+    go_w: &OwnedFd,
+) -> Result<MapHelper, RootlessError> {
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (err_r, err_w) = nix::unistd::pipe2(cloexec).map_err(nix_sys("pipe"))?;
+    // SAFETY: the process is single-threaded (checked by `enter`), so the child may use any
+    // function; it leaves through exec or `_exit`, never returning into the caller's code.
+    match unsafe { nix::unistd::fork() }.map_err(nix_sys("fork a map helper"))? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: closes this child's copy of the gate's write end (the parent's stays).
+            unsafe { libc::close(go_w.as_raw_fd()) };
+            let mut byte = [0u8; 1];
+            let go = nix::unistd::read(go_r, &mut byte);
+            if !matches!(go, Ok(1)) || byte[0] != b'1' {
+                // The parent could not unshare (it reports why) or is gone.
+                // SAFETY: ends the forked child without the parent's exit handlers.
+                unsafe { libc::_exit(1) }
+            }
+            let code = match nix::unistd::dup2_stderr(&err_w) {
+                Ok(()) => {
+                    let e = nix::unistd::execv(&args[0], args).unwrap_err();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "cannot execute {}: {}",
+                        args[0].to_string_lossy(),
+                        std::io::Error::from(e)
+                    );
+                    127
+                }
+                Err(_) => 126,
+            };
+            // SAFETY: as above.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok(MapHelper {
+            name,
+            pid: child,
+            stderr: File::from(err_r),
+        }),
     }
 }
 
-/// The error behind one helper's report, if it failed.
-fn report_error(name: &'static str, report: &str) -> Option<RootlessError> {
-    if report.is_empty() {
-        return None;
-    }
-    if let Some(errno) = report.strip_prefix('!') {
-        return Some(RootlessError::Sys {
-            step: "run the map helper",
-            source: std::io::Error::from_raw_os_error(errno.parse().unwrap_or(libc::EIO)),
-        });
-    }
-    let (status, stderr) = report.split_once('\n').unwrap_or((report, ""));
-    Some(RootlessError::MapFailed {
-        name,
-        status: status.to_string(),
-        stderr: stderr.to_string(),
-    })
-}
-
-/// The forked child: waits for the parent's unshare, maps it, writes both reports
-/// (NUL-separated) on `reports`. Returns its exit code.
-fn map_parent(go: OwnedFd, reports: OwnedFd, parent: i32, plan: &Plan) -> i32 {
-    let mut byte = [0u8; 1];
-    match File::from(go).read(&mut byte) {
-        Ok(1) if byte[0] == b'1' => {}
-        // The parent could not unshare (it reports why) or died.
-        _ => return 1,
-    }
-    let uid = start_map(&plan.newuidmap, parent, plan.info.uid, plan.info.subuid);
-    let gid = start_map(&plan.newgidmap, parent, plan.info.gid, plan.info.subgid);
-    let text = format!("{}\0{}", helper_report(uid), helper_report(gid));
-    match File::from(reports).write_all(text.as_bytes()) {
-        Ok(()) => 0,
-        Err(_) => 1,
+impl MapHelper {
+    /// Waits for the helper; its error if it did not map.
+    fn finish(mut self) -> Result<(), RootlessError> {
+        let mut stderr = String::new();
+        let _ = self.stderr.read_to_string(&mut stderr);
+        let mut raw = 0;
+        // SAFETY: waits for our own child, whose pid nothing else reaps.
+        let waited = unsafe { libc::waitpid(self.pid.as_raw(), &mut raw, 0) };
+        if waited < 0 {
+            return Err(RootlessError::Sys {
+                step: "wait for the map helper",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let status = std::process::ExitStatus::from_raw(raw);
+        if status.success() {
+            return Ok(());
+        }
+        Err(RootlessError::MapFailed {
+            name: self.name,
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
     }
 }
 
@@ -336,8 +362,8 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
-/// Unshares the user and mount namespaces of this process, has the forked helper child map
-/// them, then becomes uid/gid 0 inside with private mount propagation.
+/// Unshares the user and mount namespaces of this process, has the two helpers forked before
+/// map them (side by side), then becomes uid/gid 0 inside with private mount propagation.
 fn enter(plan: &Plan) -> Result<(), RootlessError> {
     if !single_threaded() {
         return Err(RootlessError::Sys {
@@ -345,56 +371,43 @@ fn enter(plan: &Plan) -> Result<(), RootlessError> {
             source: std::io::Error::from_raw_os_error(libc::EINVAL),
         });
     }
-    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-    let (go_r, go_w) = nix::unistd::pipe2(cloexec).map_err(nix_sys("pipe"))?;
-    let (rep_r, rep_w) = nix::unistd::pipe2(cloexec).map_err(nix_sys("pipe"))?;
-    let parent = nix::unistd::getpid().as_raw();
-    // SAFETY: this process is single-threaded (checked above), so the child may allocate and
-    // spawn freely; it leaves through `_exit`, never returning into the caller's code.
-    match unsafe { nix::unistd::fork() }.map_err(nix_sys("fork the map helper"))? {
-        nix::unistd::ForkResult::Child => {
-            drop(go_w);
-            drop(rep_r);
-            let code = map_parent(go_r, rep_w, parent, plan);
-            // SAFETY: _exit ends the forked child without running the parent's exit handlers
-            // or flushing its copied stdio buffers.
-            unsafe { libc::_exit(code) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(go_r);
-            drop(rep_w);
-            let unshared = nix::sched::unshare(
-                nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-            )
-            .map_err(nix_sys("unshare(CLONE_NEWUSER|CLONE_NEWNS)"));
-            let mut go = File::from(go_w);
-            // Without the go byte (a failed unshare) the child sees end of file and leaves.
-            let signaled = match unshared {
-                Ok(()) => go.write_all(b"1").map_err(sys("signal the map helper")),
-                Err(e) => Err(e),
-            };
-            drop(go);
-            let mut reports = String::new();
-            let read = File::from(rep_r).read_to_string(&mut reports);
-            let _ = nix::sys::wait::waitpid(child, None);
-            signaled?;
-            read.map_err(sys("read the map helper's report"))?;
-            let mut parts = reports.split('\0');
-            let (uid, gid) = (parts.next(), parts.next());
-            let (Some(uid), Some(gid)) = (uid, gid) else {
-                return Err(RootlessError::Sys {
-                    step: "map the user namespace (the helper child ended early)",
-                    source: std::io::Error::from_raw_os_error(libc::EIO),
-                });
-            };
-            if let Some(e) = report_error("newuidmap", uid) {
-                return Err(e);
-            }
-            if let Some(e) = report_error("newgidmap", gid) {
-                return Err(e);
-            }
-        }
+    let me = nix::unistd::getpid().as_raw();
+    let bad_arg = || RootlessError::Sys {
+        step: "build the map helper's arguments",
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+    };
+    let uid_args =
+        map_args(&plan.newuidmap, me, plan.info.uid, plan.info.subuid).ok_or_else(bad_arg)?;
+    let gid_args =
+        map_args(&plan.newgidmap, me, plan.info.gid, plan.info.subgid).ok_or_else(bad_arg)?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_sys("pipe"))?;
+    let uid = fork_helper("newuidmap", &uid_args, &go_r, &go_w)?;
+    let gid = fork_helper("newgidmap", &gid_args, &go_r, &go_w);
+    drop(go_r);
+    let unshared = match &gid {
+        Ok(_) => nix::sched::unshare(
+            nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
+        )
+        .map_err(nix_sys("unshare(CLONE_NEWUSER|CLONE_NEWNS)")),
+        Err(_) => Ok(()),
+    };
+    let mut go = File::from(go_w);
+    // One byte per helper; without them (a failed unshare) both see end of file and leave.
+    let signaled = match (&unshared, &gid) {
+        (Ok(()), Ok(_)) => go.write_all(b"11").map_err(sys("start the map helpers")),
+        _ => Ok(()),
+    };
+    drop(go);
+    let gid_forked = gid.is_ok();
+    let uid = uid.finish();
+    let gid = gid.and_then(MapHelper::finish);
+    unshared?;
+    signaled?;
+    // A helper that could not be forked comes first (the other then only saw no go byte).
+    if !gid_forked {
+        return gid;
     }
+    uid.and(gid)?;
     nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresgid(0)"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresuid(0)"))?;
     // Our mounts (overlay snapshots) stay in this namespace.

@@ -1,8 +1,9 @@
-//! A rootless build interrupted by SIGINT or SIGTERM while a `RUN sleep` runs: the signal sent to
-//! the rbuild process the user started cancels the build as in root mode (exit 128+signal,
-//! `error: build canceled`), the RUN's processes (one left in the background too) die with it,
-//! no mount of the build survives in any mount namespace, the store holds only intact blobs, and
-//! the same build run again by the same user succeeds.
+//! How rootless mode starts and stops. The process the user started is the build itself (no
+//! outer process): a SIGINT or SIGTERM sent to it while a `RUN sleep` runs cancels the build as
+//! in root mode (exit 128+signal, `error: build canceled`), the RUN's processes (one left in the
+//! background too) die with it, no mount of the build survives in any mount namespace, the store
+//! holds only intact blobs, and the same build run again by the same user succeeds. A map helper
+//! that fails is reported with its status and what it printed.
 //!
 //! Runs the real binary as the test user `rbuild-rootless` (created with a subordinate id range
 //! if missing, as `tests/rootless.rs` does) through `setpriv`. Needs root and `newuidmap`/
@@ -363,4 +364,53 @@ fn rootless_sigint_mid_run_cancels_then_rebuild_succeeds() {
 #[test]
 fn rootless_sigterm_mid_run_cancels_then_rebuild_succeeds() {
     interrupted_then_rebuilt(libc::SIGTERM);
+}
+
+#[test]
+fn a_failing_map_helper_is_reported_with_its_output() {
+    let Some(setup) = setup() else { return };
+    let home = user_home();
+    let h = home.path();
+    // A `newuidmap` earlier on PATH than the real one (rbuild looks there first).
+    let fake = h.join("fakebin");
+    std::fs::create_dir(&fake).expect("mkdir fakebin");
+    std::fs::write(
+        fake.join("newuidmap"),
+        "#!/bin/sh\necho \"newuidmap: uid range [1-65537) -> [300000-365537) not allowed\" >&2\nexit 1\n",
+    )
+    .expect("write the fake helper");
+    for (p, mode) in [
+        (fake.as_path(), 0o755),
+        (fake.join("newuidmap").as_path(), 0o755),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid", &id_of("-u").to_string()])
+        .args(["--regid", &id_of("-g").to_string(), "--init-groups", "--"])
+        .arg(&setup.rbuild)
+        .arg("--root")
+        .arg(h.join("root"))
+        .arg("images")
+        .current_dir(h)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", fake.display()))
+        .env("HOME", h)
+        .env(
+            "DOCKER_CONFIG",
+            rbuild_testsupport::isolated_docker_config(h),
+        )
+        .output()
+        .expect("run rbuild as the user");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: rootless mode: newuidmap failed (exit status: 1): newuidmap: uid range \
+         [1-65537) -> [300000-365537) not allowed"
+    );
+    assert!(
+        !h.join("root").exists(),
+        "nothing may touch the store when the namespace could not be mapped"
+    );
 }
