@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod k8s_job;
 pub mod pushed;
 pub mod stored;
 
