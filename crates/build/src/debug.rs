@@ -121,7 +121,13 @@ pub fn kept_run(state: &StateDir, id: &str) -> Result<KeptRun, DebugError> {
 /// `id`: the same sandbox as the failed RUN, over a throwaway layer on top of its filesystem
 /// (what the shell changes is dropped). Blocking; needs a terminal on standard input to be
 /// useful. Returns the shell's exit status.
-pub fn enter(state: &StateDir, id: &str, shell: Vec<String>) -> Result<ExitStatus, DebugError> {
+/// `process_sandbox` is the engine's setting (`EngineSettings::process_sandbox`).
+pub fn enter(
+    state: &StateDir,
+    id: &str,
+    shell: Vec<String>,
+    process_sandbox: bool,
+) -> Result<ExitStatus, DebugError> {
     let kept = kept_run(state, id)?;
     let _lease = BuildLease::acquire(state, None)?;
     let snapshotter = Snapshotter::open(&state.snapshots())?;
@@ -138,7 +144,9 @@ pub fn enter(state: &StateDir, id: &str, shell: Vec<String>) -> Result<ExitStatu
         _ => true,
     });
     let exe = std::env::current_exe().map_err(DebugError::CurrentExe)?;
-    let status = Sandbox::new(exe).run_interactive(&spec);
+    let status = Sandbox::new(exe)
+        .with_process_sandbox(process_sandbox)
+        .run_interactive(&spec);
     let _ = snapshotter.abort(active);
     Ok(status?)
 }

@@ -26,6 +26,13 @@ pub(crate) struct BuildInput {
     _temp: Option<tempfile::TempDir>,
 }
 
+impl BuildInput {
+    /// Takes the streamed context's temp dir (its owner then keeps the context alive).
+    pub(crate) fn take_temp(&mut self) -> Option<tempfile::TempDir> {
+        self._temp.take()
+    }
+}
+
 /// True for `# syntax=` values that name the standard Dockerfile frontend (built in here).
 pub(crate) fn is_builtin_syntax(syntax: &str) -> bool {
     let name = syntax.split(['@', ':']).next().unwrap_or(syntax);

@@ -61,6 +61,7 @@ mod eager;
 mod error;
 mod export;
 pub mod gc;
+pub mod graph;
 pub mod images;
 pub mod import;
 pub mod info;

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod deliver;
+pub(crate) mod graph;
 mod multi;
 
 /// Logs the end of the pipeline phase `phase` begun at `started` (debug level).
@@ -84,6 +85,7 @@ pub async fn build_with_cancel(
         entitlements,
         extra_hosts,
         limits,
+        engine,
         no_cache,
         no_cache_filter,
         named_contexts,
@@ -133,6 +135,7 @@ pub async fn build_with_cancel(
         secrets,
         ssh,
         limits,
+        engine,
         no_cache,
         named_dirs,
         epoch,
@@ -179,6 +182,8 @@ struct RunParts<'a> {
     secrets: Vec<SecretSpec>,
     ssh: Vec<SshSpec>,
     limits: Limits,
+    /// The process sandbox and default RUN network.
+    engine: rbuild_sandbox::settings::EngineSettings,
     no_cache: bool,
     /// The named contexts' directories, by llb source name.
     named_dirs: HashMap<String, PathBuf>,
@@ -435,7 +440,7 @@ impl Pipeline {
         let mut worker = Worker::new(
             self.store.clone(),
             snapshotter.clone(),
-            Sandbox::new(exe),
+            Sandbox::new(exe).with_process_sandbox(run.engine.process_sandbox),
             self.registry.clone(),
             self.state.cache_mounts(),
         )
@@ -446,6 +451,7 @@ impl Pipeline {
         .with_ssh(ssh)
         .with_remote_cache(remote_cache.clone())
         .with_limits(run.limits)
+        .with_default_network(run.engine.default_network)
         .with_debug_on_fail(run.debug_on_fail.for_worker(&self.state));
         if let Some(eager) = &eager {
             worker = worker.with_on_executed(eager.hook());

@@ -82,6 +82,10 @@ pub struct BuildRequest {
     pub extra_hosts: Vec<ExtraHost>,
     /// Resource limits of every RUN (not part of cache keys).
     pub limits: Limits,
+    /// The engine's sandbox settings (process sandbox, default RUN network), as whoever runs
+    /// rbuild chose them for the place it runs in (`EngineSettings::from_env`); not part of
+    /// cache keys.
+    pub engine: rbuild_sandbox::settings::EngineSettings,
     /// Ignore the cache.
     pub no_cache: bool,
     /// Stages solved without the cache, with every step that depends on them
@@ -128,6 +132,7 @@ impl BuildRequest {
             entitlements: Entitlements::default(),
             extra_hosts: Vec::new(),
             limits: Limits::default(),
+            engine: rbuild_sandbox::settings::EngineSettings::default(),
             no_cache: false,
             no_cache_filter: Vec::new(),
             named_contexts: Vec::new(),

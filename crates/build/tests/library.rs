@@ -296,6 +296,60 @@ fn concurrent_streamed_contexts_stay_apart() {
     assert!(left.is_empty(), "temp contexts left behind: {left:?}");
 }
 
+/// `plan_graph` plans without building: the graph of a streamed context, the directories a
+/// session would serve (the context stays as long as the plan, then goes), no snapshot made.
+fn plan_graph_keeps_its_context() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let assets = tmp.path().join("assets");
+    std::fs::create_dir_all(&assets).expect("mkdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut request = BuildRequest::new(
+        StateDir::new(&root),
+        ContextSource::Stream(Box::new(std::io::Cursor::new(context_tar("graph")))),
+    );
+    request.named_contexts = vec![format!("assets={}", assets.display())
+        .parse()
+        .expect("build context spec")];
+    let graph = runtime
+        .block_on(rbuild_build::graph::plan_graph(request))
+        .expect("plans");
+    let context = graph
+        .local_dirs
+        .get("context")
+        .expect("the context")
+        .clone();
+    assert_eq!(
+        std::fs::read_to_string(context.join("name.txt")).expect("context file"),
+        "graph"
+    );
+    assert_eq!(graph.local_dirs.get("assets"), Some(&assets));
+    let names: Vec<&str> = graph
+        .plan
+        .definition
+        .vertices
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("RUN [\"/bin/busybox\", \"cp\", \"/name.txt\", \"/copied.txt\"]")),
+        "{names:?}"
+    );
+    let llb = graph.to_llb(Some("session".into())).expect("llb");
+    assert!(llb.caps().contains("exec.meta.base"));
+    let snapshots = std::fs::read_dir(StateDir::new(&root).snapshots())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(snapshots, 0, "planning made snapshots");
+    drop(graph);
+    assert!(!context.exists(), "the streamed context outlived its plan");
+}
+
 fn main() {
     rbuild_build::helper_main_if_requested();
     match rbuild_testsupport::require_root() {
@@ -316,4 +370,6 @@ fn main() {
     println!("test a_failing_run_is_a_typed_error ... ok");
     concurrent_streamed_contexts_stay_apart();
     println!("test concurrent_streamed_contexts_stay_apart ... ok");
+    plan_graph_keeps_its_context();
+    println!("test plan_graph_keeps_its_context ... ok");
 }

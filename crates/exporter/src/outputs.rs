@@ -457,7 +457,10 @@ fn unpack_keeping_dir_times<R: io::Read>(
     Ok(())
 }
 
-/// Copies the final filesystem of snapshot `top` (None = empty) into directory `dest`.
+/// Copies the final filesystem of snapshot `top` (None = empty) into directory `dest`, with the
+/// image's owners; rootless (in a user namespace) the files belong to the user running rbuild,
+/// as BuildKit's client writes a local output, since in-image owners would land on the user's
+/// subordinate ids and leave a directory the user cannot clean up.
 pub fn write_local(
     snapshotter: &Snapshotter,
     top: Option<&SnapshotId>,
@@ -477,7 +480,7 @@ pub fn write_local(
     });
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
+    archive.set_preserve_ownerships(!rbuild_snapshotter::in_user_namespace());
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
     let unpacked =

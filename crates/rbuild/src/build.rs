@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The `--build-arg`s as a map: `K=V`, or a bare `K` taking its value from the environment.
-fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
+pub(crate) fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for arg in raw {
         match arg.split_once('=') {
@@ -160,6 +160,7 @@ pub async fn run(args: BuildArgs, store_args: &StoreArgs) -> Result<(), Report> 
     request.entitlements = entitlements;
     request.extra_hosts = args.add_hosts.clone();
     request.limits = limits;
+    request.engine = crate::run_opts::engine_settings(args.quiet)?;
     request.no_cache = args.no_cache;
     request.no_cache_filter = args.no_cache_filter.clone();
     request.named_contexts = args.build_contexts.clone();

@@ -140,7 +140,8 @@ pub fn run(args: DebugArgs, store: &StoreArgs) -> Result<(), Report> {
             Report::new("error: rbuild debug needs a terminal on standard input").with_code(2),
         );
     }
-    let status = rbuild_build::debug::enter(&state, &args.id, shell)
+    let engine = crate::run_opts::engine_settings(false)?;
+    let status = rbuild_build::debug::enter(&state, &args.id, shell, engine.process_sandbox)
         .map_err(|e| Report::from_error("debug", &e))?;
     // The shell's own status is the command's, as `docker run`'s (it said why itself).
     match status {

@@ -1,5 +1,5 @@
 //! `rbuild info`: how this machine runs builds (root or rootless and its id ranges, the
-//! snapshot backend, the RUN network, where limits are enforced).
+//! snapshot backend, the RUN network, where limits are enforced, the process sandbox).
 
 use crate::errors::Report;
 use crate::StoreArgs;
@@ -7,6 +7,7 @@ use rbuild_build::{engine_info, StateDir};
 
 /// Prints the engine's setup.
 pub fn run(store: &StoreArgs) -> Result<(), Report> {
+    let engine = crate::run_opts::engine_settings(true)?;
     let state = StateDir::new(store.root_dir());
     let info = engine_info(&state).map_err(|e| Report::from_error("info", &e))?;
     println!("Root: {}", info.root.display());
@@ -40,6 +41,10 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
     }
     println!("Snapshotter: {backend}");
     let network = match (&info.slirp4netns, &info.rootless) {
+        _ if engine.default_network == rbuild_sandbox::Network::Host => format!(
+            "host ({}=host: RUN steps without --network share rbuild's network)",
+            rbuild_sandbox::settings::DEFAULT_NETWORK_ENV
+        ),
         (None, _) => {
             "none available (slirp4netns not installed: use --network=none or host)".to_string()
         }
@@ -57,5 +62,15 @@ pub fn run(store: &StoreArgs) -> Result<(), Report> {
         (Some(_), None) => "not enforced (no delegated cgroup v2 subtree)".to_string(),
     };
     println!("Limits: {limits}");
+    match engine.process_sandbox {
+        true => {
+            println!("Process sandbox: true (each RUN has a pid namespace and /proc of its own)")
+        }
+        false => println!(
+            "Process sandbox: false ({}=1)\n WARNING: {}",
+            rbuild_sandbox::settings::NO_PROCESS_SANDBOX_ENV,
+            rbuild_sandbox::settings::NO_PROCESS_SANDBOX_WARNING
+        ),
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod build;
 mod check;
 mod debug;
 mod errors;
+mod graph;
 mod images;
 mod import;
 mod info;
@@ -131,6 +132,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Lint a Dockerfile: BuildKit's build checks and hadolint's rules, without building.
     Check(check::CheckArgs),
+    /// Print a build's graph without building: rbuild's JSON, Graphviz DOT or BuildKit LLB.
+    Graph(Box<graph::GraphArgs>),
     /// Open a shell in a failed step kept by `rbuild build --debug-on-fail=keep`.
     Debug(debug::DebugArgs),
     /// Show how builds run here: rootless mode and id ranges, snapshot backend, network, limits.
@@ -163,7 +166,7 @@ impl StoreArgs {
 }
 
 /// One `--platform` value, read as containerd reads it.
-fn parse_platform(s: &str) -> Result<rbuild_oci::Platform, rbuild_oci::PlatformError> {
+pub(crate) fn parse_platform(s: &str) -> Result<rbuild_oci::Platform, rbuild_oci::PlatformError> {
     s.parse()
 }
 
@@ -395,6 +398,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => runtime.block_on(pull::run_pull(args, &cli.store)),
         Command::Import(args) => runtime.block_on(import::run_import(args, &cli.store)),
         Command::Check(args) => check::run(&args),
+        Command::Graph(args) => runtime.block_on(graph::run(*args, &cli.store)),
         Command::Debug(args) => debug::run(args, &cli.store),
         Command::Info => info::run(&cli.store),
     };

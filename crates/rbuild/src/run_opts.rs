@@ -1,6 +1,7 @@
 //! The `build` flags that shape every RUN step: `--network`, `--allow` (entitlements),
 //! `--add-host` and the resource limits (`--memory`, `--cpus`, `--ulimit`, ...), parsed with
-//! docker's syntax and validated with docker's messages.
+//! docker's syntax and validated with docker's messages; and the engine's sandbox settings
+//! from the environment (`RBUILD_NO_PROCESS_SANDBOX`, `RBUILD_DEFAULT_NETWORK`).
 
 use crate::errors::Report;
 use crate::BuildArgs;
@@ -212,6 +213,18 @@ pub fn limits(args: &BuildArgs) -> Result<Limits, Report> {
         ))),
         (checked, None) => checked.map_err(|e| usage(e.to_string())),
     }
+}
+
+/// The engine's sandbox settings from the environment (`RBUILD_NO_PROCESS_SANDBOX`,
+/// `RBUILD_DEFAULT_NETWORK`); without the process sandbox, BuildKit's warning on stderr.
+pub fn engine_settings(quiet: bool) -> Result<rbuild_sandbox::settings::EngineSettings, Report> {
+    use rbuild_sandbox::settings::{EngineSettings, NO_PROCESS_SANDBOX_WARNING};
+    let settings =
+        EngineSettings::from_env().map_err(|e| Report::new(format!("error: {e}")).with_code(2))?;
+    if !settings.process_sandbox && !quiet {
+        eprintln!("WARNING: {NO_PROCESS_SANDBOX_WARNING}");
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]

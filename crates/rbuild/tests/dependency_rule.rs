@@ -30,6 +30,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ),
         ("rbuild-testsupport", vec!["rbuild-oci"]),
         ("rbuild-lint", vec!["rbuild-frontend"]),
+        ("rbuild-buildkit", vec!["rbuild-llb", "rbuild-oci"]),
         (
             "rbuild-build",
             vec![
@@ -43,6 +44,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "rbuild-registry",
                 "rbuild-worker",
                 "rbuild-exporter",
+                "rbuild-buildkit",
             ],
         ),
         (
@@ -60,6 +62,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "rbuild-worker",
                 "rbuild-exporter",
                 "rbuild-testsupport",
+                "rbuild-buildkit",
             ],
         ),
     ])

@@ -6,13 +6,18 @@
 //! Nothing here writes where a failing sandbox could hurt the host: /proc and /sys are probed
 //! with access(W_OK), which a read-only mount answers with EROFS.
 //!
+//! Every attack runs twice (`both_modes!`): as root and as the rootless test user
+//! (`common::rootless`), with the same expectations; where rootless legitimately differs (a user
+//! namespace cannot create device nodes at all) the test asserts the rootless behaviour and
+//! says why.
+//!
 //! Safety: the only device read is one sector of a loop device the test makes over its own temp
 //! file. The network attacks are in `sandbox_network.rs`; the helpers both share (the probe,
 //! contexts, running rbuild) in `common/attack.rs`.
 
 mod common;
 
-use common::attack::{build_ok, context, has, probe, rbuild, text, PROBE_DOCKERFILE};
+use common::attack::{context, has, probe, text, Mode, PROBE_DOCKERFILE};
 use common::env;
 use std::fs;
 use std::io::{Read, Write};
@@ -63,18 +68,32 @@ impl Drop for Loop {
     }
 }
 
-#[test]
-fn mknod_of_a_host_block_device_cannot_be_read() {
-    if env().is_none() {
-        return;
-    }
+fn mknod_of_a_host_block_device_cannot_be_read(mode: Mode) {
     let lo = Loop::new();
     let script = format!(
         "mknod /tmp/d b 7 {} && echo n\"\"ode-made; head -c 512 /tmp/d; echo \" r\"\"c=$?\"",
         lo.minor
     );
     let ctx = context(&format!("ARG BASE\nFROM $BASE\nRUN {script}\n"));
-    let t = build_ok(ctx.path(), &[]);
+    let t = mode.build_ok(ctx.path(), &[]);
+    if mode == Mode::Rootless {
+        // Rootless: the kernel refuses mknod of a device in a user namespace (no CAP_MKNOD in
+        // the initial one), so the attack stops a step earlier; and `--security=insecure` is
+        // only root in that namespace: no control can read the disk either.
+        assert!(!has(&t, "node-made"), "mknod in a user namespace:\n{t}");
+        assert!(has(&t, "rc=1"), "{t}");
+        assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
+        let ctx = context(&format!(
+            "ARG BASE\nFROM $BASE\nRUN --security=insecure {script}\n"
+        ));
+        let t = mode.build_ok(ctx.path(), &["--allow", "security.insecure"]);
+        assert!(!has(&t, "node-made"), "insecure rootless mknod:\n{t}");
+        assert!(
+            !has(&t, &lo.marker),
+            "insecure rootless read the disk:\n{t}"
+        );
+        return;
+    }
     assert!(
         has(&t, "node-made"),
         "mknod itself is allowed (as BuildKit):\n{t}"
@@ -87,16 +106,15 @@ fn mknod_of_a_host_block_device_cannot_be_read() {
     let ctx = context(&format!(
         "ARG BASE\nFROM $BASE\nRUN --security=insecure {script}\n"
     ));
-    let t = build_ok(ctx.path(), &["--allow", "security.insecure"]);
+    let t = mode.build_ok(ctx.path(), &["--allow", "security.insecure"]);
     assert!(
         has(&t, &lo.marker),
         "control: insecure should read the node:\n{t}"
     );
 }
 
-#[test]
-fn block_device_shipped_in_a_base_image_cannot_be_read_as_nobody() {
-    let Some(env) = env() else { return };
+fn block_device_shipped_in_a_base_image_cannot_be_read_as_nobody(mode: Mode) {
+    let env = env().expect("env");
     let lo = Loop::new();
     let base = format!(
         "{}/attack/devbase:{}",
@@ -107,52 +125,62 @@ fn block_device_shipped_in_a_base_image_cannot_be_read_as_nobody() {
         "ARG BASE\nFROM $BASE\nRUN mknod -m 666 /blk b 7 {}\n",
         lo.minor
     ));
-    build_ok(
+    // The base is made by root in both modes (a rootless build cannot mknod a device).
+    Mode::Root.build_ok(
         ctx.path(),
         &["--output", &format!("type=image,name={base},push=true")],
     );
     let ctx = context(&format!(
         "FROM {base}\nUSER 65534:65534\nRUN test -b /blk && echo i\"\"s-blockdev; ls -l /blk; head -c 512 /blk; echo \" r\"\"c=$?\"\n"
     ));
-    let t = build_ok(ctx.path(), &[]);
-    assert!(has(&t, "is-blockdev"), "the base must ship the node:\n{t}");
+    let t = mode.build_ok(ctx.path(), &[]);
+    if mode == Mode::Rootless {
+        // Rootless, a user namespace cannot create the node, so unpacking the base leaves it
+        // out (as containerd's layer apply does in a user namespace) and the build goes on.
+        assert!(!has(&t, "is-blockdev"), "a device node rootless:\n{t}");
+    } else {
+        assert!(has(&t, "is-blockdev"), "the base must ship the node:\n{t}");
+    }
     assert!(has(&t, "rc=1"), "opening the node must fail:\n{t}");
     assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
 }
 
-#[test]
-fn block_devices_reached_through_mounts_cannot_be_read() {
-    if env().is_none() {
-        return;
-    }
+fn block_devices_reached_through_mounts_cannot_be_read(mode: Mode) {
     let lo = Loop::new();
     let n = lo.minor;
     // A node made in a cache mount (a host directory), and one in another stage's layer that a
     // bind mount brings in.
     let ctx = context(&format!(
-        "ARG BASE\nFROM $BASE AS dev\nRUN mknod -m 666 /blk b 7 {n}\n\
+        "ARG BASE\nFROM $BASE AS dev\nRUN mknod -m 666 /blk b 7 {n} || (echo d\"\"ev-mknod-denied; touch /blk)\n\
          FROM $BASE\n\
          RUN --mount=type=cache,target=/c mknod /c/blk b 7 {n} && test -b /c/blk && echo c\"\"ache-node; head -c 512 /c/blk; echo \" c\"\"ache-rc=$?\"\n\
          RUN --mount=type=bind,from=dev,source=/blk,target=/m test -b /m && echo b\"\"ind-node; head -c 512 /m; echo \" b\"\"ind-rc=$?\"\n"
     ));
-    let t = build_ok(ctx.path(), &[]);
-    for want in ["cache-node", "cache-rc=1", "bind-node", "bind-rc=1"] {
-        assert!(has(&t, want), "missing {want}:\n{t}");
+    let t = mode.build_ok(ctx.path(), &[]);
+    if mode == Mode::Rootless {
+        // Rootless: neither node can be made in a user namespace (the kernel refuses mknod of
+        // a device there), so the mounts bring in no device at all.
+        for want in ["dev-mknod-denied", "cache-rc=1"] {
+            assert!(has(&t, want), "missing {want}:\n{t}");
+        }
+        for not in ["cache-node", "bind-node"] {
+            assert!(!has(&t, not), "{not} rootless:\n{t}");
+        }
+    } else {
+        for want in ["cache-node", "cache-rc=1", "bind-node", "bind-rc=1"] {
+            assert!(has(&t, want), "missing {want}:\n{t}");
+        }
     }
     assert!(!has(&t, &lo.marker), "host disk data leaked:\n{t}");
 }
 
-#[test]
-fn inherited_descriptors_do_not_reach_run() {
-    if env().is_none() {
-        return;
-    }
+fn inherited_descriptors_do_not_reach_run(mode: Mode) {
     let ctx = context(
         "ARG BASE\nFROM $BASE\nRUN ls /proc/self/fd/9/ && echo L\"\"EAKED-FD; echo f\"\"ds: $(ls /proc/self/fd)\n",
     );
     let root = tempfile::tempdir().unwrap();
     let dir = fs::File::open("/").unwrap();
-    let mut cmd = rbuild(root.path(), ctx.path(), &[]);
+    let mut cmd = mode.rbuild(root.path(), ctx.path(), &[]);
     {
         use std::os::fd::AsRawFd;
         let raw = dir.as_raw_fd();
@@ -185,19 +213,28 @@ fn inherited_descriptors_do_not_reach_run() {
     );
 }
 
-#[test]
-fn host_keyrings_are_out_of_reach() {
-    if env().is_none() {
-        return;
-    }
+fn host_keyrings_are_out_of_reach(mode: Mode) {
     let desc = format!("rbuild-attack-key-{}", std::process::id());
-    let st = Command::new(probe())
-        .args(["addkey", &desc])
-        .output()
-        .unwrap();
+    // The key goes into the user keyring of whoever runs the build (root, or the test user).
+    let mut add = match mode {
+        Mode::Root => Command::new(probe()),
+        Mode::Rootless => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                common::rootless::USER,
+                "--regid",
+                common::rootless::USER,
+            ])
+            .args(["--init-groups", "--"])
+            .arg(probe());
+            c
+        }
+    };
+    let st = add.args(["addkey", &desc]).output().unwrap();
     assert!(has(&text(&st), "addkey=ok"), "{}", text(&st));
     let ctx = context(&format!("{PROBE_DOCKERFILE}RUN /probe readkey {desc}\n"));
-    let t = build_ok(ctx.path(), &[]);
+    let t = mode.build_ok(ctx.path(), &[]);
     assert!(has(&t, "search_user=EPERM"), "{t}");
     assert!(!has(&t, "key-payload="), "a host key was read:\n{t}");
     // Control: without the filter (insecure) the same probe finds root's user key, so the
@@ -206,20 +243,24 @@ fn host_keyrings_are_out_of_reach() {
     let ctx = context(&format!(
         "{PROBE_DOCKERFILE}RUN --security=insecure /probe readkey {desc}\n"
     ));
-    let t = build_ok(ctx.path(), &["--allow", "security.insecure"]);
+    let t = mode.build_ok(ctx.path(), &["--allow", "security.insecure"]);
+    if mode == Mode::Rootless {
+        // Rootless, the step runs in a user namespace, which has user keyrings of its own
+        // (Linux >= 5.3 keys them by namespace): even without the filter the host key is not
+        // there.
+        assert!(has(&t, "search_user=ENOKEY"), "rootless control:\n{t}");
+        assert!(!has(&t, "key-payload="), "{t}");
+        return;
+    }
     assert!(has(&t, "search_user=ok"), "control:\n{t}");
     assert!(!has(&t, "key-payload="), "new session keyring:\n{t}");
 }
 
-#[test]
-fn seccomp_denies_namespaces_keys_mount_bpf_perf() {
-    if env().is_none() {
-        return;
-    }
+fn seccomp_denies_namespaces_keys_mount_bpf_perf(mode: Mode) {
     let ctx = context(&format!(
         "{PROBE_DOCKERFILE}RUN /probe syscalls && (unshare -Urn true && echo u\"\"nshare-worked || echo u\"\"nshare-denied)\n"
     ));
-    let t = build_ok(ctx.path(), &[]);
+    let t = mode.build_ok(ctx.path(), &[]);
     for want in [
         "keyctl=EPERM",
         "add_key=EPERM",
@@ -240,15 +281,11 @@ fn seccomp_denies_namespaces_keys_mount_bpf_perf() {
 
 /// no_new_privs stays off, as Docker: a setuid program run under `USER` gains its owner's uid
 /// (sudo works), while the step itself keeps only its user's rights.
-#[test]
-fn setuid_programs_work_under_user() {
-    if env().is_none() {
-        return;
-    }
+fn setuid_programs_work_under_user(mode: Mode) {
     let ctx = context(&format!(
         "{PROBE_DOCKERFILE}RUN cp /probe /suid && chmod 4755 /suid\nUSER 65534:65534\nRUN /probe ids; /suid ids\n"
     ));
-    let t = build_ok(ctx.path(), &[]);
+    let t = mode.build_ok(ctx.path(), &[]);
     assert!(has(&t, "uid=65534 euid=65534"), "{t}");
     assert!(
         has(&t, "uid=65534 euid=0"),
@@ -256,29 +293,21 @@ fn setuid_programs_work_under_user() {
     );
 }
 
-#[test]
-fn insecure_needs_the_entitlement() {
-    if env().is_none() {
-        return;
-    }
+fn insecure_needs_the_entitlement(mode: Mode) {
     let ctx = context("ARG BASE\nFROM $BASE\nRUN --security=insecure true\n");
     let root = tempfile::tempdir().unwrap();
-    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let out = mode.rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(has(&t, "security.insecure"), "{t}");
     let ctx = context("ARG BASE\nFROM $BASE\nRUN --network=host true\n");
-    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let out = mode.rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(has(&t, "network.host"), "{t}");
 }
 
-#[test]
-fn proc_sys_and_mount_escapes_fail() {
-    if env().is_none() {
-        return;
-    }
+fn proc_sys_and_mount_escapes_fail(mode: Mode) {
     let marker = std::env::temp_dir().join(format!("rbuild-host-marker-{}", std::process::id()));
     fs::write(&marker, "host-secret").unwrap();
     let ctx = context(&format!(
@@ -289,7 +318,7 @@ fn proc_sys_and_mount_escapes_fail() {
          /probe chroot-escape {m}; test -e {m} || echo m\"\"arker-invisible\n",
         m = marker.display()
     ));
-    let t = build_ok(ctx.path(), &[]);
+    let t = mode.build_ok(ctx.path(), &[]);
     let _ = fs::remove_file(&marker);
     for want in [
         "procsys-ro",
@@ -304,11 +333,7 @@ fn proc_sys_and_mount_escapes_fail() {
     }
 }
 
-#[test]
-fn copy_add_and_bind_mounts_stay_inside() {
-    if env().is_none() {
-        return;
-    }
+fn copy_add_and_bind_mounts_stay_inside(mode: Mode) {
     let pid = std::process::id();
     let secret_dir = tempfile::tempdir().unwrap();
     fs::write(secret_dir.path().join("secret.txt"), "host-secret-data").unwrap();
@@ -351,7 +376,7 @@ fn copy_add_and_bind_mounts_stay_inside() {
     )
     .unwrap();
     let root = tempfile::tempdir().unwrap();
-    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let out = mode.rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     let t = text(&out);
     assert!(
         !escape_target.exists(),
@@ -391,18 +416,15 @@ fn orphaned_slirps() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn sigkill_mid_run_leaves_nothing_behind() {
-    if env().is_none() {
-        return;
-    }
+fn sigkill_mid_run_leaves_nothing_behind(mode: Mode) {
     let sleeper = format!("sleep {}", 3000 + std::process::id() % 1000);
     // The quotes keep the step header (which echoes the command) from matching "started".
     let ctx = context(&format!(
         "ARG BASE\nFROM $BASE\nRUN echo st\"\"arted; {sleeper}\n"
     ));
     let root = tempfile::tempdir().unwrap();
-    let mut child = rbuild(root.path(), ctx.path(), &[])
+    let mut child = mode
+        .rbuild(root.path(), ctx.path(), &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -450,7 +472,7 @@ fn sigkill_mid_run_leaves_nothing_behind() {
     );
     // A later build on the same root works.
     let ctx = context("ARG BASE\nFROM $BASE\nRUN echo again\n");
-    let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+    let out = mode.rbuild(root.path(), ctx.path(), &[]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -513,9 +535,8 @@ fn write_layout(dir: &Path, layer: &[u8]) {
     fs::write(dir.join("index.json"), index.to_string()).unwrap();
 }
 
-#[test]
-fn malicious_base_layer_stays_inside() {
-    let Some(env) = env() else { return };
+fn malicious_base_layer_stays_inside(mode: Mode) {
+    let env = env().expect("env");
     let pid = std::process::id();
     let tmp = std::env::temp_dir();
     let escapes = [
@@ -607,7 +628,7 @@ fn malicious_base_layer_stays_inside() {
             "FROM {image}\nRUN cat /stolen 2>/dev/null; ls /hostdir/ 2>/dev/null | head -3; echo d\"\"one\n"
         ));
         let root = tempfile::tempdir().unwrap();
-        let out = rbuild(root.path(), ctx.path(), &[]).output().unwrap();
+        let out = mode.rbuild(root.path(), ctx.path(), &[]).output().unwrap();
         let t = text(&out);
         for e in &escapes {
             assert!(
@@ -639,3 +660,18 @@ fn malicious_base_layer_stays_inside() {
         );
     }
 }
+
+both_modes!(
+    mknod_of_a_host_block_device_cannot_be_read,
+    block_device_shipped_in_a_base_image_cannot_be_read_as_nobody,
+    block_devices_reached_through_mounts_cannot_be_read,
+    inherited_descriptors_do_not_reach_run,
+    host_keyrings_are_out_of_reach,
+    seccomp_denies_namespaces_keys_mount_bpf_perf,
+    setuid_programs_work_under_user,
+    insecure_needs_the_entitlement,
+    proc_sys_and_mount_escapes_fail,
+    copy_add_and_bind_mounts_stay_inside,
+    sigkill_mid_run_leaves_nothing_behind,
+    malicious_base_layer_stays_inside,
+);

@@ -20,8 +20,13 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 /// The `argv[1]` that makes [`helper_main_if_requested`] run the helper.
 pub const HELPER_MARKER: &str = "__rbuild-sandbox-helper";
 
-/// The helper's optional `argv[3]`: its standard output is a pseudo-terminal that the command
-/// gets as standard input and controlling terminal too ([`crate::Sandbox::run_interactive`]).
+/// An optional argument after the caller's pid: runs share the helper's pid namespace and
+/// `/proc` ([`crate::Sandbox::with_process_sandbox`]).
+pub(crate) const NO_PROCESS_SANDBOX_MARKER: &str = "no-process-sandbox";
+
+/// An optional argument after the caller's pid: the helper's standard output is a
+/// pseudo-terminal that the command gets as standard input and controlling terminal too
+/// ([`crate::Sandbox::run_interactive`]).
 pub(crate) const TTY_MARKER: &str = "tty";
 
 /// The default `PATH` used to find `args[0]` when the spec's env has none.
@@ -36,8 +41,10 @@ pub fn helper_main_if_requested() {
     let caller: Option<i32> = args
         .next()
         .and_then(|a| a.to_str().and_then(|s| s.parse().ok()));
-    let tty = args.next().as_deref() == Some(OsStr::new(TTY_MARKER));
-    std::process::exit(helper_main(caller, tty));
+    let rest: Vec<_> = args.collect();
+    let tty = rest.iter().any(|a| a == TTY_MARKER);
+    let process_sandbox = !rest.iter().any(|a| a == NO_PROCESS_SANDBOX_MARKER);
+    std::process::exit(helper_main(caller, tty, process_sandbox));
 }
 
 fn write_status(out: &mut File, msg: &StatusMsg) {
@@ -47,7 +54,7 @@ fn write_status(out: &mut File, msg: &StatusMsg) {
     }
 }
 
-fn helper_main(caller: Option<i32>, tty: bool) -> i32 {
+fn helper_main(caller: Option<i32>, tty: bool, process_sandbox: bool) -> i32 {
     // SAFETY: F_GETFD only inspects the descriptor table.
     if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } < 0 {
         eprintln!("{HELPER_MARKER}: no status pipe on fd {STATUS_FD}; this mode is internal to rbuild-sandbox");
@@ -59,7 +66,7 @@ fn helper_main(caller: Option<i32>, tty: bool) -> i32 {
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         File::from_raw_fd(STATUS_FD)
     };
-    match run_helper(caller, tty, &mut status) {
+    match run_helper(caller, tty, process_sandbox, &mut status) {
         Ok(msg) => {
             write_status(&mut status, &msg);
             match msg {
@@ -167,7 +174,12 @@ fn new_session_keyring() -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<StatusMsg, Failure> {
+fn run_helper(
+    caller: Option<i32>,
+    tty: bool,
+    process_sandbox: bool,
+    status: &mut File,
+) -> Result<StatusMsg, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(step("prctl(PR_SET_PDEATHSIG)"))?;
     // Descriptors whoever started rbuild left open (not close-on-exec) must not reach the
     // command: keep stdio and the status pipe only.
@@ -251,8 +263,19 @@ fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<Statu
             slirp = Some(net::Slirp::start(binary, net::Launch::SetNs(&host_ns))?);
         }
     }
-    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    nix::sched::unshare(flags).map_err(step("unshare(NEWPID|NEWUTS|NEWIPC)"))?;
+    // Without the process sandbox (rootless in a container that masks /proc), the run stays
+    // in this pid namespace and gets a bind mount of its /proc.
+    let (flags, what) = match process_sandbox {
+        true => (
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
+            "unshare(NEWPID|NEWUTS|NEWIPC)",
+        ),
+        false => (
+            CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
+            "unshare(NEWUTS|NEWIPC)",
+        ),
+    };
+    nix::sched::unshare(flags).map_err(step(what))?;
     if !spec.hostname.is_empty() {
         nix::unistd::sethostname(&spec.hostname)
             .map_err(step(format!("sethostname {:?}", spec.hostname)))?;
@@ -297,7 +320,14 @@ fn run_helper(caller: Option<i32>, tty: bool, status: &mut File) -> Result<Statu
             if let Some(s) = slirp.take() {
                 std::mem::forget(s);
             }
-            let f = match child_main(&spec, &generated, go_r, cgroup.as_ref(), tty, emu_child) {
+            let f = match child_main(
+                &spec,
+                &generated,
+                go_r,
+                cgroup.as_ref(),
+                (tty, process_sandbox),
+                emu_child,
+            ) {
                 Err(f) => f,
                 Ok(never) => match never {},
             };
@@ -363,7 +393,7 @@ fn child_main(
     generated: &Generated,
     go: std::os::fd::OwnedFd,
     cgroup: Option<&RunCgroup>,
-    tty: bool,
+    (tty, process_sandbox): (bool, bool),
     emulation: Option<emulation::ChildSide>,
 ) -> Result<Infallible, Failure> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -376,7 +406,7 @@ fn child_main(
         cg.enter()?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    mounts::setup_and_pivot(spec, generated)?;
+    mounts::setup_and_pivot(spec, generated, process_sandbox)?;
 
     let passwd = std::fs::read_to_string("/etc/passwd").ok();
     let group = std::fs::read_to_string("/etc/group").ok();

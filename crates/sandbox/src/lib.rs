@@ -51,6 +51,7 @@ mod net;
 pub mod rootless;
 mod run;
 mod seccomp;
+pub mod settings;
 mod spec;
 mod status;
 #[cfg(test)]

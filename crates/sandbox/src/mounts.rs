@@ -10,6 +10,8 @@ use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+mod proc;
+
 /// The host directory the sandbox's scratch tmpfs is mounted on. Mounts on it exist only in each
 /// sandbox's private mount namespace, so concurrent sandboxes share it without colliding and
 /// nothing is ever mounted on it in the host namespace.
@@ -617,7 +619,11 @@ pub(crate) struct Generated {
 }
 
 /// Builds the mount namespace (rootfs and everything in it) and pivots into the rootfs.
-pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(), Failure> {
+pub(crate) fn setup_and_pivot(
+    spec: &RunSpec,
+    generated: &Generated,
+    process_sandbox: bool,
+) -> Result<(), Failure> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(step("unshare(CLONE_NEWNS)"))?;
     mnt(
@@ -672,15 +678,7 @@ pub(crate) fn setup_and_pivot(spec: &RunSpec, generated: &Generated) -> Result<(
     )
     .map_err(step("open rootfs"))?;
 
-    let proc_fd = ensure(&root, Path::new("proc"), Kind::Dir)?;
-    mnt(
-        Some("proc"),
-        &fd_path(&proc_fd),
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-        "mount proc at /proc",
-    )?;
+    proc::mount_proc(&root, process_sandbox)?;
     mount_dev(&root, nodev, spec.limits.shm_size)?;
     mount_sys(&root)?;
     bind_into(&root, &hosts_src, "/etc/hosts", true)?;

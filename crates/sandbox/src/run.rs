@@ -1,7 +1,7 @@
 //! The caller side: spawn the helper, feed it the spec, pump its output, read its status.
 
 use crate::error::SandboxError;
-use crate::helper::{HELPER_MARKER, TTY_MARKER};
+use crate::helper::{HELPER_MARKER, NO_PROCESS_SANDBOX_MARKER, TTY_MARKER};
 use crate::spec::{ExitStatus, OutputStream, RunSpec};
 use crate::status::{FailKind, StatusMsg, STATUS_FD};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,12 +35,23 @@ const MAX_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     helper_exe: PathBuf,
+    process_sandbox: bool,
 }
 
 impl Sandbox {
     /// `helper_exe` is a binary whose main() calls `rbuild_sandbox::helper_main_if_requested()` first (the rbuild CLI does).
     pub fn new(helper_exe: PathBuf) -> Self {
-        Sandbox { helper_exe }
+        Sandbox {
+            helper_exe,
+            process_sandbox: true,
+        }
+    }
+
+    /// With `false`, runs share the caller's pid namespace and get a bind mount of its `/proc`
+    /// instead of a new one (see [`crate::settings::NO_PROCESS_SANDBOX_ENV`]).
+    pub fn with_process_sandbox(mut self, on: bool) -> Self {
+        self.process_sandbox = on;
+        self
     }
 
     /// The helper executable this sandbox spawns.
@@ -134,6 +145,9 @@ impl Sandbox {
         cmd.arg(HELPER_MARKER)
             .arg(std::process::id().to_string())
             .stdin(Stdio::piped());
+        if !self.process_sandbox {
+            cmd.arg(NO_PROCESS_SANDBOX_MARKER);
+        }
         match tty {
             Some(slave) => {
                 let err = slave

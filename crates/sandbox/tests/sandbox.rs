@@ -14,10 +14,13 @@ mod emulation;
 mod filesystems;
 #[path = "sandbox/isolation.rs"]
 mod isolation;
+#[path = "sandbox/process_mode.rs"]
+mod process_mode;
 
 use emulation::*;
 use filesystems::*;
 use isolation::*;
+use process_mode::*;
 use rbuild_sandbox::Sandbox;
 use std::time::Instant;
 use support::{build_layers, ensure_busybox, mountinfo, Ctx, TestFn};
@@ -81,6 +84,10 @@ fn main() {
         ("emulated_run_stays_confined", emulated_run_stays_confined),
         ("missing_emulator", missing_emulator),
         ("parallel_emulated_runs", parallel_emulated_runs),
+        (
+            "no_process_sandbox_shares_pids",
+            no_process_sandbox_shares_pids,
+        ),
     ];
     let mut failed = 0;
     let mut ran = 0;

@@ -364,8 +364,24 @@ impl Applier<'_> {
                     EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                rustix::fs::mknodat(CWD, target, ft, Mode::from_raw_mode(owner.2 & 0o7777), dev)
-                    .ctx("mknod", full)?;
+                let made = rustix::fs::mknodat(
+                    CWD,
+                    target,
+                    ft,
+                    Mode::from_raw_mode(owner.2 & 0o7777),
+                    dev,
+                );
+                if made == Err(rustix::io::Errno::PERM)
+                    && kind != EntryType::Fifo
+                    && crate::fsutil::in_user_namespace()
+                {
+                    // Rootless: a user namespace may not create device nodes, so a base
+                    // image's device is left out, as containerd's layer apply does in a user
+                    // namespace (rootless BuildKit, Podman); the rest of the layer applies.
+                    self.written.remove(&at.rel);
+                    return Ok(());
+                }
+                made.ctx("mknod", full)?;
                 self.set_meta(target, owner, &xattrs, false)?;
                 set_mtime(target, (owner.3, 0))?;
             }

@@ -14,7 +14,7 @@ use crate::error::{IoContext, Result};
 /// Whether this process runs in a user namespace other than the initial one (rootless mode):
 /// overlayfs is then mounted with `userxattr` and keeps its xattrs under `user.overlay.`,
 /// since `trusted.*` needs CAP_SYS_ADMIN in the initial namespace.
-pub(crate) fn in_user_namespace() -> bool {
+pub fn in_user_namespace() -> bool {
     static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *IN_USERNS.get_or_init(|| {
         std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {

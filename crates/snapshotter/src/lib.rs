@@ -24,6 +24,7 @@ mod snapshotter;
 
 pub use diff::DiffOptions;
 pub use error::{Result, SnapshotError};
+pub use fsutil::in_user_namespace;
 pub use mount::{mount_overlay, MountGuard};
 pub use snapshotter::{
     tree_disk_usage, Active, Backend, RootfsSpec, SnapshotId, SnapshotInfo, Snapshotter,

@@ -3,14 +3,16 @@
 //! busybox base image as an OCI layout or rootfs tarball (and an arm64 one from Debian's
 //! arm64 busybox-static, alone or with the amd64 one in a multi-platform index), pushing layouts with skopeo, and the
 //! "skip loudly unless CI requires it" helpers ([`require_root`], [`shared_dir`], [`need_tool`]),
-//! a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]), and a port that refuses
-//! connections ([`RefusedPort`]).
+//! a fault-injecting, request-counting HTTP proxy ([`FaultProxy`]), a port that refuses
+//! connections ([`RefusedPort`]), and the local docker daemon, started as the bench starts it
+//! ([`ensure_dockerd`]).
 //!
 //! This root module owns the error type, running commands, finding tools and the skip helpers;
 //! the fixtures live in submodules and are re-exported here.
 
 mod arm64;
 mod busybox;
+mod docker;
 mod layout;
 mod proxy;
 mod push;
@@ -27,6 +29,7 @@ pub use arm64::{
 pub use busybox::{
     busybox_config, busybox_rootfs_tar_bytes, make_busybox_rootfs_tar, BUSYBOX_PATH,
 };
+pub use docker::{ensure_dockerd, Docker, DOCKERD_FLAGS};
 pub use layout::{
     make_arm64_busybox_layout, make_busybox_index_layout, make_busybox_layout,
     make_busybox_multiarch_layout,
@@ -123,6 +126,7 @@ pub fn need_tool(name: &str) -> Result<PathBuf, TestError> {
         "openssl" => "openssl",
         "python3" => "python3",
         "ssh-agent" | "ssh-add" | "ssh-keygen" => "openssh-client",
+        "docker" | "dockerd" => "docker.io",
         other => other,
     };
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -78,6 +78,7 @@ impl Worker {
         let ssh = self.ssh.clone();
         let cache_root = self.cache_mount_root.clone();
         let limits = self.limits.clone();
+        let default_network = self.default_network;
         let reporter = self.store.wait_reporter().cloned();
         let debugger = self.debugger.clone();
         Self::blocking(move || {
@@ -122,7 +123,7 @@ impl Worker {
                 cwd: exec.cwd.clone(),
                 user: exec.user.clone(),
                 hostname: "buildkitsandbox".to_string(),
-                network: sandbox_network(exec.network),
+                network: sandbox_network(exec.network, default_network),
                 security: match exec.security {
                     SecurityMode::Sandbox => rbuild_sandbox::Security::Sandbox,
                     SecurityMode::Insecure => rbuild_sandbox::Security::Insecure,
@@ -184,10 +185,11 @@ impl Worker {
     }
 }
 
-/// The sandbox network of an llb network mode: BuildKit's default is a private namespace.
-fn sandbox_network(mode: NetworkMode) -> rbuild_sandbox::Network {
+/// The sandbox network of an llb network mode: the worker's default network (BuildKit's
+/// default is a private namespace) for the default mode.
+fn sandbox_network(mode: NetworkMode, default: rbuild_sandbox::Network) -> rbuild_sandbox::Network {
     match mode {
-        NetworkMode::Default => rbuild_sandbox::Network::Private,
+        NetworkMode::Default => default,
         NetworkMode::Host => rbuild_sandbox::Network::Host,
         NetworkMode::None => rbuild_sandbox::Network::None,
     }
@@ -291,17 +293,18 @@ mod tests {
 
     #[test]
     fn network_modes_map_to_the_sandbox() {
+        use rbuild_sandbox::Network;
         assert_eq!(
-            sandbox_network(NetworkMode::Default),
-            rbuild_sandbox::Network::Private
+            sandbox_network(NetworkMode::Default, Network::Private),
+            Network::Private
         );
         assert_eq!(
-            sandbox_network(NetworkMode::Host),
-            rbuild_sandbox::Network::Host
+            sandbox_network(NetworkMode::Default, Network::Host),
+            Network::Host
         );
-        assert_eq!(
-            sandbox_network(NetworkMode::None),
-            rbuild_sandbox::Network::None
-        );
+        for default in [Network::Private, Network::Host] {
+            assert_eq!(sandbox_network(NetworkMode::Host, default), Network::Host);
+            assert_eq!(sandbox_network(NetworkMode::None, default), Network::None);
+        }
     }
 }

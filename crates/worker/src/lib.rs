@@ -236,6 +236,8 @@ pub struct Worker {
     cache_mount_root: PathBuf,
     remote: Option<Arc<remote_cache::RemoteCache>>,
     limits: Arc<Limits>,
+    /// The sandbox network of a RUN with the default network mode ([`Worker::with_default_network`]).
+    default_network: rbuild_sandbox::Network,
     /// The context checksums of File vertices (by llb digest), computed once: by
     /// [`Worker::prefetch_context_keys`] ahead of the key phase, or by the key phase itself.
     context_keys: ContextKeys,
@@ -296,6 +298,7 @@ impl Worker {
             remote: None,
             context_keys: Arc::default(),
             limits: Arc::new(Limits::default()),
+            default_network: rbuild_sandbox::Network::Private,
             on_executed: None,
             on_pull: None,
             debugger: debug::Debugger::default(),
@@ -344,6 +347,15 @@ impl Worker {
     /// not part of the cache key: they do not change a successful result.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = Arc::new(limits);
+        self
+    }
+
+    /// The network a RUN with the default network mode gets: the private network (the
+    /// default, as BuildKit's), or the host's where no private one can be made (rootless in a
+    /// container, as BuildKit's `--oci-worker-net=host`). Not part of the cache key: the graph
+    /// still says "default".
+    pub fn with_default_network(mut self, network: rbuild_sandbox::Network) -> Self {
+        self.default_network = network;
         self
     }
 

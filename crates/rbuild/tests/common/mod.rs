@@ -6,6 +6,7 @@
 pub mod attack;
 pub mod k8s_job;
 pub mod pushed;
+pub mod rootless;
 pub mod stored;
 
 use rbuild_testsupport::{
