@@ -5,8 +5,8 @@
 //! sources) fail with the path of what is wrong. The Job is what rootless rbuild needs (the
 //! image's user, the relaxations of docs/container.md, the state volume, credentials from a
 //! Secret as DOCKER_CONFIG, the registry cache), its rbuild flags parse with rbuild's own
-//! parsers, and its container turns into the `docker run` arguments of the container test
-//! (`common::k8s_job`).
+//! parsers, and its container turns into `docker run` arguments (`common::k8s_job`), which
+//! `container_image.rs` runs through docker.
 //!
 //! Needs Debian's python3-yaml and python3-jsonschema: skips loudly without them, unless
 //! `RBUILD_REQUIRE_ROOT=1` or `CI` is set.

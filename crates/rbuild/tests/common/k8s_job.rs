@@ -92,8 +92,10 @@ pub fn validate(schema: &Path, manifest: &Path) -> Result<(), String> {
 /// Where the volumes of a pod come from when its container runs under docker.
 #[derive(Debug, Default)]
 pub struct Volumes {
-    /// Host directories standing for `secret`/`configMap` volumes, by volume name (the files
-    /// the Secret's `items` would project, already in place).
+    /// Host directories standing for volumes, by volume name: required for `secret` and
+    /// `configMap` volumes (the files the Secret's `items` would project, already in place);
+    /// for an `emptyDir`, what an init container would have left in it (else an anonymous
+    /// volume).
     pub host_dirs: Vec<(String, PathBuf)>,
 }
 
@@ -140,8 +142,8 @@ fn s<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
 /// `--security-opt seccomp=unconfined`/`apparmor=unconfined`/`systempaths=unconfined` from
 /// `Unconfined` profiles and `procMount: Unmasked`, `no-new-privileges` from
 /// `allowPrivilegeEscalation: false`, `--privileged`, capabilities, `--read-only`, `-e` for
-/// each plain `env` value, a `-v` per volume mount (`emptyDir` is an anonymous volume, a
-/// `secret`/`configMap` the host directory in `volumes`, `:ro` when `readOnly`), `--memory`
+/// each plain `env` value, a `-v` per volume mount (the host directory `volumes` gives for it,
+/// else an anonymous volume for an `emptyDir`; `:ro` when `readOnly`), `--memory`
 /// and `--cpus` from `resources.limits`, `-w`, `--entrypoint` from `command[0]`, then
 /// `image` (or the manifest's) and `command[1..]` + `args`. `--rm` and the network are the
 /// caller's. Errors name what has no docker equivalent here (e.g. `valueFrom` env).
@@ -217,16 +219,13 @@ pub fn docker_run_args(
             .as_array()
             .and_then(|vs| vs.iter().find(|v| s(v, "name") == Some(vname)))
             .ok_or_else(|| format!("volume {vname} is not declared"))?;
-        let spec = if volume.get("emptyDir").is_some() {
+        let host = volumes.host_dirs.iter().find(|(n, _)| n == vname);
+        let spec = if let Some((_, host)) = host {
+            format!("{}:{path}", host.display())
+        } else if volume.get("emptyDir").is_some() {
             path.to_string()
         } else if volume.get("secret").is_some() || volume.get("configMap").is_some() {
-            let host = volumes
-                .host_dirs
-                .iter()
-                .find(|(n, _)| n == vname)
-                .map(|(_, d)| d)
-                .ok_or_else(|| format!("no host directory given for volume {vname}"))?;
-            format!("{}:{path}", host.display())
+            return Err(format!("no host directory given for volume {vname}"));
         } else {
             return Err(format!(
                 "volume {vname}: only emptyDir, secret and configMap"
