@@ -14,6 +14,8 @@
 #      ROOTLESS_USER=rbuild-rootless (created with a range if missing)
 #      RBUILD_SHARED (default ../shared next to the repository)  BENCH_STATE=/var/lib/rbuild-bench
 #      OUT (default $BENCH_STATE/rootless-<time>): results-{root,rootless}.jsonl and the table
+#      KEEP_ROOTS=1 keeps both modes' state roots and contexts (under $BENCH_STATE/rootless-user
+#      and $BENCH_STATE/rootless-cmp-root) for another run; by default they are removed at the end
 # Needs: root, the shared bench set up (setup.sh: registry 127.0.0.1:5000), uidmap, setpriv.
 set -euo pipefail
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,19p' "$0"; exit 0; }
@@ -63,6 +65,7 @@ for line in sys.stdin:
 # (TAR_OPTIONS reaches both tars of cases/gen.sh): the same files, each mode's own owner.
 RHOME=$STATE/rootless-cmp-root
 mkdir -p "$RHOME"
+[[ ${KEEP_ROOTS:-0} == 1 ]] || trap 'rm -rf "${UHOME:?}" "${RHOME:?}"' EXIT
 as_root() {  # as_root CMD... with the root mode's environment
   env TAR_OPTIONS=--mode=u+w BENCH_STATE="$RHOME/state" \
     RBUILD="$BIN" RBUILD_ROOT="$RHOME/root" RBUILD_PRUNE_CMD="$PRUNE" REPS=1 \
