@@ -51,7 +51,6 @@ fn id_of(flag: &str) -> u32 {
 
 /// The binary the user can execute, and the registry's busybox base.
 struct Setup {
-    _bin_dir: tempfile::TempDir,
     rbuild: PathBuf,
     base: String,
 }
@@ -106,17 +105,8 @@ fn setup() -> Option<&'static Setup> {
                     USER,
                 ]));
             }
-            let bin_dir = tempfile::Builder::new()
-                .prefix("rbuild-rootless-sig-bin")
-                .tempdir()
-                .expect("tempdir");
-            let rbuild = bin_dir.path().join("rbuild");
-            std::fs::copy(common::RBUILD, &rbuild).expect("copy rbuild");
-            for (p, mode) in [(bin_dir.path(), 0o755), (rbuild.as_path(), 0o755)] {
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-            }
+            let rbuild = common::rootless::user_executable_rbuild();
             Some(Setup {
-                _bin_dir: bin_dir,
                 rbuild,
                 base: env.base.clone(),
             })
