@@ -10,9 +10,7 @@ use crate::cancel::Cancel;
 use crate::eager;
 use crate::error::{blocking, BuildError, DockerfileError, Lines, SolveFailure};
 use crate::export::{export_image, layer_options, stored_options, ImageParts};
-use crate::input;
-use crate::loaded::{check_names, load, Loaded};
-use crate::options::{rfc3339, source_date_epoch};
+use crate::loaded::{check_names, Loaded};
 use crate::progress::{wait_reporter, BuildEvent, Progress};
 use crate::push::metadata;
 use crate::push::ImageMetadata;
@@ -43,6 +41,7 @@ use std::time::Instant;
 mod deliver;
 pub(crate) mod graph;
 mod multi;
+mod prepare;
 
 /// Logs the end of the pipeline phase `phase` begun at `started` (debug level).
 fn phase_done(phase: &'static str, started: Instant) {
@@ -96,38 +95,28 @@ pub async fn build_with_cancel(
     } = request;
     check_names(&tags, &outputs)?;
     crate::platforms::check_multi_exports(platforms.len(), &outputs)?;
-    let started = Instant::now();
-    let loaded = load(&state, context, dockerfile, progress.as_ref()).await?;
-    phase_done("load", started);
-    let context_excludes = {
-        let (context, path) = (
-            loaded.input.context.clone(),
-            loaded.input.dockerfile_path.clone(),
-        );
-        let vertex =
-            InternalVertex::start(&progress.solver_sink(), "[internal] load .dockerignore");
-        let excludes = blocking(move || Ok(input::read_dockerignore(&context, &path))).await?;
-        vertex.done();
-        excludes
-    };
-    // SOURCE_DATE_EPOCH (build arg or the caller's fallback, as BuildKit) clamps every timestamp;
-    // without it the export takes the times of the cached results (not the clock).
-    let epoch = source_date_epoch(&build_args, epoch_fallback);
-    let (named, named_dirs) = blocking(move || input::named_contexts(&named_contexts)).await?;
-    let opts = ConvertOptions {
-        build_args,
-        target,
-        dockerfile_name: loaded.input.dockerfile_name.clone(),
-        network,
-        entitlements: entitlements.clone(),
-        extra_hosts,
-        context_excludes,
-        created: epoch.map(rfc3339),
-        named_contexts: named,
-        no_cache_stages: no_cache_filter,
-        platform: None,
-        build_platform: Platform::host(),
-    };
+    let prepare::Prepared {
+        loaded,
+        opts,
+        named_dirs,
+        epoch,
+    } = prepare::prepare(
+        &state,
+        context,
+        dockerfile,
+        progress.as_ref(),
+        prepare::FrontendInputs {
+            build_args,
+            epoch_fallback,
+            target,
+            network,
+            entitlements: entitlements.clone(),
+            extra_hosts,
+            no_cache_filter,
+            named_contexts,
+        },
+    )
+    .await?;
     let pipeline = Pipeline::open(state, progress, registry, &loaded, &opts, platforms).await?;
     let plan = pipeline.plan(&loaded, &opts, pull, &entitlements).await?;
     let run = RunParts {

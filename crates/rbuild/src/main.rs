@@ -378,15 +378,9 @@ fn main() -> ExitCode {
     // As an ordinary user, everything that touches the store runs as "root" of a user namespace
     // of its own (before any thread exists).
     if needs_namespace(&cli.command) {
-        match rbuild_sandbox::rootless::enter_if_needed() {
-            Ok(rbuild_sandbox::rootless::Entered::Continue) => {}
-            Ok(rbuild_sandbox::rootless::Entered::Exited(code)) => {
-                return ExitCode::from(u8::try_from(code).unwrap_or(1))
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(e) = rbuild_sandbox::rootless::enter_if_needed() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
     }
     // For prune and du, -v lists records (as docker's -v) rather than turning on debug logs.

@@ -224,6 +224,72 @@ fn container_image_builds_and_pushes_unprivileged() {
     image_runs_as_rbuild_with_its_state_volume(&f);
     container_builds_and_pushes_with_the_full_process_sandbox(&f);
     masked_proc_needs_systempaths_or_no_process_sandbox(&f);
+    kubernetes_job_container_builds_and_pushes(&f);
+}
+
+/// The container of examples/kubernetes/job.yaml, turned into `docker run` arguments by
+/// `common::k8s_job` (user, profiles, environment, volumes, limits, arguments as the kubelet
+/// would give them), with the test's image and registry in place of the example's, the
+/// context in the workspace volume and an anonymous-access config.json as the Secret.
+fn kubernetes_job_container_builds_and_pushes(f: &Fixture) {
+    use common::k8s_job::{self, Volumes};
+    if !k8s_job::python_tools() {
+        return;
+    }
+    let job = k8s_job::load(&k8s_job::examples_dir().join("job.yaml")).remove(0);
+    let auth = tempfile::tempdir().expect("temp dir");
+    std::fs::write(auth.path().join("config.json"), "{\"auths\": {}}\n").expect("config.json");
+    for (p, mode) in [
+        (auth.path().to_path_buf(), 0o755),
+        (auth.path().join("config.json"), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let volumes = Volumes {
+        host_dirs: vec![
+            ("registry-auth".into(), auth.path().to_path_buf()),
+            ("workspace".into(), f.context.path().to_path_buf()),
+        ],
+    };
+    let args = k8s_job::docker_run_args(&job, "rbuild", Some(&f.image), &volumes)
+        .expect("the Job's container as docker arguments");
+    let repo = format!("{}/k8s-app", f.registry);
+    let mut args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.replace("registry.example.com/team/app", &repo))
+        .collect();
+    // The test context's build args go before the context (the Job's last argument).
+    let context = args.pop().expect("context argument");
+    args.extend([
+        "--build-arg".into(),
+        format!("BASE={}/busybox:latest", f.registry),
+    ]);
+    args.extend(["--build-arg".into(), format!("REG={}", f.registry)]);
+    args.push(context);
+    assert!(!args.iter().any(|a| a == "--privileged"), "{args:?}");
+    let out = f
+        .docker
+        .cmd("run")
+        .args(["--rm", "--network=host"])
+        .args(&args)
+        .output()
+        .expect("docker run");
+    let report = text(&out);
+    assert!(out.status.success(), "docker run {args:?}: {report}");
+    let entries = pushed_entries(&format!("{repo}:latest"));
+    assert_in_image_owners(&entries);
+    // The registry cache was exported (mode=max) next to the image.
+    let cache = skopeo("inspect", None)
+        .expect("skopeo")
+        .args(["--tls-verify=false", "--raw"])
+        .arg(format!("docker://{repo}:buildcache"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        cache.status.success(),
+        "no cache exported: {}",
+        text(&cache)
+    );
 }
 
 /// The image's user, entrypoint, state volume, map helpers and `rbuild info`.

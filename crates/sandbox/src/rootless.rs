@@ -1,24 +1,23 @@
 //! Rootless mode: running rbuild as an ordinary user inside a user namespace of its own.
 //!
-//! When the effective uid is not 0, [`enter_if_needed`] re-executes the current binary (same
-//! arguments) in a new user and mount namespace whose maps are the user's own id as 0 plus the
-//! user's `/etc/subuid` and `/etc/subgid` ranges as 1..=N, written by the setuid helpers
-//! `newuidmap`/`newgidmap` (Debian's `uidmap`), as `podman unshare` and rootlesskit do. The
-//! outer process only waits for the inner one (forwarding SIGTERM and SIGHUP) and exits with its
-//! status. Handshake: the child unshares, writes one byte on the "ready" pipe, and blocks on the
-//! "go" pipe until the parent has written both maps. The environment marker [`CHILD_ENV`]
-//! tells the child who it is (and prevents re-exec loops); [`INFO_ENV`] carries the ranges for
-//! [`current`] (`rbuild info`).
+//! When the effective uid is not 0, [`enter_if_needed`] moves the process itself into a new
+//! user and mount namespace whose maps are the user's own id as 0 plus the user's `/etc/subuid`
+//! and `/etc/subgid` ranges as 1..=N, written by the setuid helpers `newuidmap`/`newgidmap`
+//! (Debian's `uidmap`), as `podman unshare` and rootlesskit do. The helpers must run from the
+//! host's user namespace, so two children forked first (while the process is single-threaded)
+//! wait at a pipe until the process has unshared, then exec one helper each on it, side by
+//! side; no re-exec, no outer process, so signals reach the build directly. The
+//! environment variable [`INFO_ENV`] carries the ranges for [`current`] (`rbuild info`) to the
+//! process and its children.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Environment marker of the inner process: `READY_FD,GO_FD`.
-pub const CHILD_ENV: &str = "_RBUILD_ROOTLESS_CHILD";
 /// Environment variable describing the rootless mapping to the inner process (and its children).
 pub const INFO_ENV: &str = "_RBUILD_ROOTLESS";
 
@@ -206,9 +205,33 @@ fn find_helper(name: &'static str) -> Result<PathBuf, RootlessError> {
         .ok_or(RootlessError::NoHelper { name })
 }
 
-/// The mapping rootless mode would use for the current user (reads `/etc/subuid`,
-/// `/etc/subgid`; checks that `newuidmap`/`newgidmap` exist).
-pub fn plan() -> Result<RootlessInfo, RootlessError> {
+/// Enters rootless mode when the effective uid is not 0: call first thing in `main`, while the
+/// process is single-threaded (the kernel refuses a user namespace to a threaded process).
+/// Afterwards this very process is "root" of a user and mount namespace of its own, and
+/// [`current`] describes the mapping (to its children too); as root it does nothing.
+///
+/// No re-exec: two children forked beforehand (still in the host's user namespace, as the
+/// setuid helpers need) wait at a pipe while this process unshares, then exec `newuidmap` and
+/// `newgidmap` on it side by side. Signals reach the build directly.
+pub fn enter_if_needed() -> Result<(), RootlessError> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let plan = plan_with_helpers()?;
+    enter(&plan)?;
+    // Still single-threaded: nothing reads the environment concurrently.
+    std::env::set_var(INFO_ENV, plan.info.encode());
+    Ok(())
+}
+
+/// The mapping plus where the two helpers are.
+struct Plan {
+    info: RootlessInfo,
+    newuidmap: PathBuf,
+    newgidmap: PathBuf,
+}
+
+fn plan_with_helpers() -> Result<Plan, RootlessError> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let name = nix::unistd::User::from_uid(uid)
@@ -218,76 +241,175 @@ pub fn plan() -> Result<RootlessInfo, RootlessError> {
         .unwrap_or_else(|| uid.to_string());
     let subuid = range_of("/etc/subuid", &name, uid.as_raw())?;
     let subgid = range_of("/etc/subgid", &name, uid.as_raw())?;
-    find_helper("newuidmap")?;
-    find_helper("newgidmap")?;
-    Ok(RootlessInfo {
-        uid: uid.as_raw(),
-        gid: gid.as_raw(),
-        subuid,
-        subgid,
+    Ok(Plan {
+        newuidmap: find_helper("newuidmap")?,
+        newgidmap: find_helper("newgidmap")?,
+        info: RootlessInfo {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            subuid,
+            subgid,
+        },
     })
 }
 
-/// What [`enter_if_needed`] decided.
-#[derive(Debug)]
-pub enum Entered {
-    /// Go on in this process: running as root, or already the inner process.
-    Continue,
-    /// This was the outer process; the inner one exited with this code.
-    Exited(i32),
+/// The mapping rootless mode would use for the current user (reads `/etc/subuid`,
+/// `/etc/subgid`; checks that `newuidmap`/`newgidmap` exist).
+pub fn plan() -> Result<RootlessInfo, RootlessError> {
+    plan_with_helpers().map(|p| p.info)
 }
 
-/// Enters rootless mode when the effective uid is not 0: call first thing in `main`, while the
-/// process is single-threaded. The inner process returns [`Entered::Continue`] as "root" of its
-/// user namespace; the outer one returns [`Entered::Exited`] with the inner one's exit code.
-pub fn enter_if_needed() -> Result<Entered, RootlessError> {
-    if let Ok(fds) = std::env::var(CHILD_ENV) {
-        std::env::remove_var(CHILD_ENV);
-        return child_side(&fds).map(|()| Entered::Continue);
-    }
-    if nix::unistd::geteuid().is_root() {
-        return Ok(Entered::Continue);
-    }
-    parent_side().map(Entered::Exited)
+/// One map helper forked before the unshare: it waits at the "go" pipe, then execs
+/// `HELPER PID 0 OWN 1 1 START COUNT` with its standard error on a pipe of ours.
+struct MapHelper {
+    name: &'static str,
+    pid: nix::unistd::Pid,
+    stderr: File,
 }
 
-fn child_side(fds: &str) -> Result<(), RootlessError> {
-    let (ready, go) = fds
-        .split_once(',')
-        .and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)))
-        .ok_or(RootlessError::Sys {
-            step: "read the handshake descriptors",
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        })?;
-    // SAFETY: the parent passed these two pipe ends to us (and nothing else owns them here).
-    let (mut ready, mut go) = unsafe { (File::from_raw_fd(ready), File::from_raw_fd(go)) };
-    let parent = nix::unistd::getppid();
-    // The outer process blocked these for its forwarder; the mask survived exec.
-    let _ = nix::sys::signal::SigSet::all().thread_unblock();
-    nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-    )
-    .map_err(nix_sys("unshare(CLONE_NEWUSER|CLONE_NEWNS)"))?;
-    ready.write_all(b"1").map_err(sys("signal the parent"))?;
-    drop(ready);
-    let mut byte = [0u8; 1];
-    match go.read(&mut byte) {
-        Ok(1) if byte[0] == b'1' => {}
-        _ => {
-            // The parent printed why (a map helper failed); exit quietly with its code.
-            std::process::exit(1)
+/// The argument vector of a helper run: `HELPER PID 0 OWN 1 1 START COUNT`.
+fn map_args(helper: &Path, pid: i32, own: u32, range: IdRange) -> Option<Vec<CString>> {
+    let mut args = vec![CString::new(helper.as_os_str().as_bytes()).ok()?];
+    for a in [
+        pid.to_string(),
+        "0".into(),
+        own.to_string(),
+        "1".into(),
+        "1".into(),
+        range.start.to_string(),
+        range.count.to_string(),
+    ] {
+        args.push(CString::new(a).ok()?);
+    }
+    Some(args)
+}
+
+/// Forks the helper `name` (see [`MapHelper`]); `go_w`, the parent's end of the gate, is
+/// closed in the child so that the parent dropping it reads as "do not map".
+fn fork_helper(
+    name: &'static str,
+    args: &[CString],
+    go_r: &OwnedFd,
+    go_w: &OwnedFd,
+) -> Result<MapHelper, RootlessError> {
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (err_r, err_w) = nix::unistd::pipe2(cloexec).map_err(nix_sys("pipe"))?;
+    // SAFETY: the process is single-threaded (checked by `enter`), so the child may use any
+    // function; it leaves through exec or `_exit`, never returning into the caller's code.
+    match unsafe { nix::unistd::fork() }.map_err(nix_sys("fork a map helper"))? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: closes this child's copy of the gate's write end (the parent's stays).
+            unsafe { libc::close(go_w.as_raw_fd()) };
+            let mut byte = [0u8; 1];
+            let go = nix::unistd::read(go_r, &mut byte);
+            if !matches!(go, Ok(1)) || byte[0] != b'1' {
+                // The parent could not unshare (it reports why) or is gone.
+                // SAFETY: ends the forked child without the parent's exit handlers.
+                unsafe { libc::_exit(1) }
+            }
+            let code = match nix::unistd::dup2_stderr(&err_w) {
+                Ok(()) => {
+                    let e = nix::unistd::execv(&args[0], args).unwrap_err();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "cannot execute {}: {}",
+                        args[0].to_string_lossy(),
+                        std::io::Error::from(e)
+                    );
+                    127
+                }
+                Err(_) => 126,
+            };
+            // SAFETY: as above.
+            unsafe { libc::_exit(code) }
         }
+        nix::unistd::ForkResult::Parent { child } => Ok(MapHelper {
+            name,
+            pid: child,
+            stderr: File::from(err_r),
+        }),
     }
+}
+
+impl MapHelper {
+    /// Waits for the helper; its error if it did not map.
+    fn finish(mut self) -> Result<(), RootlessError> {
+        let mut stderr = String::new();
+        let _ = self.stderr.read_to_string(&mut stderr);
+        let mut raw = 0;
+        // SAFETY: waits for our own child, whose pid nothing else reaps.
+        let waited = unsafe { libc::waitpid(self.pid.as_raw(), &mut raw, 0) };
+        if waited < 0 {
+            return Err(RootlessError::Sys {
+                step: "wait for the map helper",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let status = std::process::ExitStatus::from_raw(raw);
+        if status.success() {
+            return Ok(());
+        }
+        Err(RootlessError::MapFailed {
+            name: self.name,
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// Whether this process has exactly one thread (`/proc/self/task`).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// Unshares the user and mount namespaces of this process, has the two helpers forked before
+/// map them (side by side), then becomes uid/gid 0 inside with private mount propagation.
+fn enter(plan: &Plan) -> Result<(), RootlessError> {
+    if !single_threaded() {
+        return Err(RootlessError::Sys {
+            step: "enter a user namespace (must happen before any thread starts)",
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
+    let me = nix::unistd::getpid().as_raw();
+    let bad_arg = || RootlessError::Sys {
+        step: "build the map helper's arguments",
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+    };
+    let uid_args =
+        map_args(&plan.newuidmap, me, plan.info.uid, plan.info.subuid).ok_or_else(bad_arg)?;
+    let gid_args =
+        map_args(&plan.newgidmap, me, plan.info.gid, plan.info.subgid).ok_or_else(bad_arg)?;
+    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_sys("pipe"))?;
+    let uid = fork_helper("newuidmap", &uid_args, &go_r, &go_w)?;
+    let gid = fork_helper("newgidmap", &gid_args, &go_r, &go_w);
+    drop(go_r);
+    let unshared = match &gid {
+        Ok(_) => nix::sched::unshare(
+            nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
+        )
+        .map_err(nix_sys("unshare(CLONE_NEWUSER|CLONE_NEWNS)")),
+        Err(_) => Ok(()),
+    };
+    let mut go = File::from(go_w);
+    // One byte per helper; without them (a failed unshare) both see end of file and leave.
+    let signaled = match (&unshared, &gid) {
+        (Ok(()), Ok(_)) => go.write_all(b"11").map_err(sys("start the map helpers")),
+        _ => Ok(()),
+    };
+    drop(go);
+    let gid_forked = gid.is_ok();
+    let uid = uid.finish();
+    let gid = gid.and_then(MapHelper::finish);
+    unshared?;
+    signaled?;
+    // A helper that could not be forked comes first (the other then only saw no go byte).
+    if !gid_forked {
+        return gid;
+    }
+    uid.and(gid)?;
     nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresgid(0)"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(nix_sys("setresuid(0)"))?;
-    // The build dies with the outer process, even when that one is SIGKILLed and cannot forward
-    // anything (as in root mode, where the sandbox's helpers die with rbuild). Set after the
-    // id changes, which clear it; a parent already gone by then is caught by the ppid check.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(nix_sys("prctl(PR_SET_PDEATHSIG)"))?;
-    if nix::unistd::getppid() != parent {
-        std::process::exit(1)
-    }
     // Our mounts (overlay snapshots) stay in this namespace.
     let _ = nix::mount::mount(
         None::<&str>,
@@ -297,137 +419,6 @@ fn child_side(fds: &str) -> Result<(), RootlessError> {
         None::<&str>,
     );
     Ok(())
-}
-
-/// Starts `newuidmap`/`newgidmap PID 0 OWN 1 1 START COUNT`.
-fn start_map(
-    name: &'static str,
-    pid: u32,
-    own: u32,
-    range: IdRange,
-) -> Result<std::process::Child, RootlessError> {
-    let helper = find_helper(name)?;
-    Command::new(&helper)
-        .args([
-            pid.to_string(),
-            "0".into(),
-            own.to_string(),
-            "1".into(),
-            "1".into(),
-            range.start.to_string(),
-            range.count.to_string(),
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(sys("run the map helper"))
-}
-
-/// Waits for a map helper started by [`start_map`].
-fn finish_map(name: &'static str, child: std::process::Child) -> Result<(), RootlessError> {
-    let out = child
-        .wait_with_output()
-        .map_err(sys("wait for the map helper"))?;
-    if !out.status.success() {
-        return Err(RootlessError::MapFailed {
-            name,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Writes both maps of `pid`, the two helpers running side by side.
-fn write_maps(pid: u32, info: &RootlessInfo) -> Result<(), RootlessError> {
-    let uid = start_map("newuidmap", pid, info.uid, info.subuid)?;
-    let gid = start_map("newgidmap", pid, info.gid, info.subgid);
-    let uid = finish_map("newuidmap", uid);
-    finish_map("newgidmap", gid?)?;
-    uid
-}
-
-fn pipe_pair(step: &'static str) -> Result<(OwnedFd, OwnedFd), RootlessError> {
-    nix::unistd::pipe().map_err(nix_sys(step))
-}
-
-fn set_cloexec(fd: &OwnedFd, on: bool) -> Result<(), RootlessError> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(nix_sys("fcntl(F_SETFD)"))?;
-    Ok(())
-}
-
-fn parent_side() -> Result<i32, RootlessError> {
-    let info = plan()?;
-    let exe = Path::new("/proc/self/exe");
-    let (ready_r, ready_w) = pipe_pair("pipe")?;
-    let (go_r, go_w) = pipe_pair("pipe")?;
-    // Only the child's ends cross exec; this process is still single-threaded, so no other
-    // spawn can inherit them.
-    set_cloexec(&ready_r, true)?;
-    set_cloexec(&go_w, true)?;
-    set_cloexec(&ready_w, false)?;
-    set_cloexec(&go_r, false)?;
-    // Forward SIGTERM/SIGHUP to the child; SIGINT from a terminal reaches it directly (same
-    // process group), so the outer process ignores it.
-    use nix::sys::signal::{SigSet, Signal};
-    let mut forwarded = SigSet::empty();
-    forwarded.add(Signal::SIGTERM);
-    forwarded.add(Signal::SIGHUP);
-    forwarded.add(Signal::SIGINT);
-    forwarded.thread_block().map_err(nix_sys("block signals"))?;
-    let mut child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .arg0(
-            std::env::args_os()
-                .next()
-                .unwrap_or_else(|| "rbuild".into()),
-        )
-        .env(
-            CHILD_ENV,
-            format!("{},{}", ready_w.as_raw_fd(), go_r.as_raw_fd()),
-        )
-        .env(INFO_ENV, info.encode())
-        .spawn()
-        .map_err(sys("re-execute in a user namespace"))?;
-    drop(ready_w);
-    drop(go_r);
-    let pid = child.id();
-    let mut ready = File::from(ready_r);
-    let mut go = File::from(go_w);
-    let mut byte = [0u8; 1];
-    // Not ready: the child failed before the unshare (it printed why); no "go" is written
-    // then (the pipe may be closed, and SIGPIPE may be fatal here).
-    let handshake = match ready.read(&mut byte) {
-        Ok(1) => Some(write_maps(pid, &info)),
-        _ => None,
-    };
-    if matches!(handshake, Some(Ok(()))) {
-        let _ = go.write_all(b"1");
-    }
-    drop(go);
-    let forwarder_pid = nix::unistd::Pid::from_raw(pid as i32);
-    std::thread::spawn(move || loop {
-        if let Ok(sig) = forwarded.wait() {
-            if sig != Signal::SIGINT {
-                let _ = nix::sys::signal::kill(forwarder_pid, sig);
-            }
-        }
-    });
-    let status = child.wait().map_err(sys("wait for the inner process"))?;
-    handshake.transpose()?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        _ => 1,
-    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod conformance;
+pub mod k8s_job;
 pub mod pushed;
 pub mod remote;
 pub mod rootless;

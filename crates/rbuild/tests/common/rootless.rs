@@ -90,8 +90,6 @@ fn ensure_user(user: &str, with_range: bool) {
 
 /// The shared setup of one test binary.
 pub struct Setup {
-    /// Holds the copied binary (a directory every user may enter).
-    _bin_dir: tempfile::TempDir,
     /// The rbuild binary the test users can execute.
     pub rbuild: PathBuf,
     /// `ADDR/busybox:latest` (the shared test registry of [`super::env`]).
@@ -119,22 +117,55 @@ pub fn setup() -> Option<&'static Setup> {
             }
             ensure_user(USER, true);
             ensure_user(USER_NO_RANGE, false);
-            let bin_dir = tempfile::Builder::new()
-                .prefix("rbuild-rootless-bin")
-                .tempdir()
-                .expect("tempdir");
-            open_to_all(bin_dir.path());
-            let rbuild = bin_dir.path().join("rbuild");
-            std::fs::copy(super::RBUILD, &rbuild).expect("copy rbuild");
-            std::fs::set_permissions(&rbuild, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod rbuild");
+            let rbuild = user_executable_rbuild();
             Some(Setup {
-                _bin_dir: bin_dir,
                 rbuild,
                 base: env.base.clone(),
             })
         })
         .as_ref()
+}
+
+/// A copy of the rbuild binary under test that every user may execute (the build tree may sit
+/// below directories a test user cannot enter). One copy per build of the binary, shared by all
+/// test binaries and runs (`/tmp/rbuild-rootless-bin/rbuild-SIZE-MTIME`, replaced atomically),
+/// so runs leave no copies behind.
+pub fn user_executable_rbuild() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Path::new("/tmp/rbuild-rootless-bin");
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("mkdir {}: {e}", dir.display()),
+    }
+    let meta = std::fs::symlink_metadata(dir).expect("stat the binary dir");
+    assert!(
+        meta.is_dir() && meta.uid() == 0,
+        "{} is not a directory owned by root",
+        dir.display()
+    );
+    open_to_all(dir);
+    let src = std::fs::metadata(super::RBUILD).expect("stat rbuild");
+    let name = format!("rbuild-{}-{}.{}", src.size(), src.mtime(), src.mtime_nsec());
+    let dest = dir.join(&name);
+    if std::fs::metadata(&dest).map(|m| m.size()).ok() != Some(src.size()) {
+        let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+        std::fs::copy(super::RBUILD, &tmp).expect("copy rbuild");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&tmp, &dest).expect("rename the rbuild copy");
+    }
+    // Copies of earlier builds of the binary are not needed any more.
+    for entry in std::fs::read_dir(dir)
+        .expect("read the binary dir")
+        .flatten()
+    {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with("rbuild-") && file != name {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    dest
 }
 
 /// Makes `dir` enterable and readable by every user (mode 0755).
