@@ -367,7 +367,7 @@ fn report(
     plan: &GraphPlan,
     llb: &rbuild_buildkit::Llb,
     failure: BuildFailure,
-    failed: Option<(String, String)>,
+    failed: Option<(String, String, String)>,
     needed: &BTreeMap<&str, Option<usize>>,
 ) -> RemoteBuildError {
     let file = DockerfileText {
@@ -396,10 +396,12 @@ fn report(
             RemoteBuildError::Solve(solve_report(&file, at, &message, None))
         }
         BuildFailure::Remote(RemoteError::Daemon { message, .. }) => {
-            let at = failed.as_ref().and_then(|(name, _)| {
+            // BuildKit's vertex digest is the converted op's digest; the name is the fallback.
+            let at = failed.as_ref().and_then(|(digest, name, _)| {
                 llb.ops
                     .iter()
-                    .find(|op| &op.name == name)
+                    .find(|op| &op.digest == digest)
+                    .or_else(|| llb.ops.iter().find(|op| &op.name == name))
                     .and_then(|op| lines_of(op.vertex))
             });
             RemoteBuildError::Solve(solve_report(&file, at, &message, None))

@@ -18,8 +18,8 @@ pub(crate) struct StatusMapper {
     started: HashMap<String, SystemTime>,
     ended: HashSet<String>,
     partial: HashMap<(String, i64), Vec<u8>>,
-    /// The first error a vertex reported (its name and BuildKit's message).
-    pub(crate) failed: Option<(String, String)>,
+    /// The first error a vertex reported (its digest, name and BuildKit's message).
+    pub(crate) failed: Option<(String, String, String)>,
 }
 
 fn time_of(t: &Option<Time>) -> Option<SystemTime> {
@@ -107,7 +107,11 @@ impl StatusMapper {
                 .unwrap_or_default();
             let kind = if !vertex.error.is_empty() {
                 if self.failed.is_none() {
-                    self.failed = Some((vertex.name.clone(), vertex.error.clone()));
+                    self.failed = Some((
+                        vertex.digest.clone(),
+                        vertex.name.clone(),
+                        vertex.error.clone(),
+                    ));
                 }
                 EventKind::Error {
                     message: vertex.error.clone(),
@@ -305,7 +309,11 @@ mod tests {
         );
         assert_eq!(
             mapper.failed,
-            Some(("[3/3] RUN false".into(), "exit code: 2".into()))
+            Some((
+                "sha256:bad".into(),
+                "[3/3] RUN false".into(),
+                "exit code: 2".into()
+            ))
         );
     }
 }
