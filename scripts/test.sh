@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the gates and the whole test suite. Installs the Debian packages the end-to-end tests use
-# when missing (docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers,
+# when missing (scripts/test-deps.txt: docker-registry, skopeo, umoci, busybox-static, zstd and gzip to check layers,
 # curl, python3, slirp4netns for the default network, uidmap for rootless tests, gcc + libc6-dev for the attack suite's
 # static probe, libseccomp-dev + pkg-config to build the sandbox, qemu-user-static for RUNs of a
 # foreign architecture, and Debian's arm64 busybox-static .deb through scripts/arm64-debs.sh)
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in qemu-user-static docker-registry skopeo umoci busybox-static openssh-client zstd gzip curl python3 python3-jwt python3-cryptography openssl slirp4netns uidmap iproute2 util-linux gcc libc6-dev libseccomp-dev pkg-config; do
+for pkg in $(grep -v '^#' scripts/test-deps.txt); do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
