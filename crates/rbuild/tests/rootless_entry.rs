@@ -11,107 +11,23 @@
 
 mod common;
 
+use common::rootless::{setup, Setup, USER};
+
 use serde_json::Value;
 use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// The test user with a subordinate id range (shared with `tests/rootless.rs`).
-const USER: &str = "rbuild-rootless";
-/// The range given to [`USER`] when it has none.
-const RANGE: &str = "300000-365535";
 
 /// The interrupted step: a background `sleep MARKER` and a foreground sleep the signal cuts short.
 const DOCKERFILE: &str = "ARG BASE\nFROM $BASE\nARG ORPHAN=1\n\
 RUN sleep $ORPHAN & sleep 3 && echo finished > /done.txt\n";
 
-/// Runs `cmd` and fails with its output unless it succeeds.
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
+/// The test user's uid (`-u`) or gid (`-g`).
 fn id_of(flag: &str) -> u32 {
-    let out = run(Command::new("id").args([flag, USER]));
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("numeric id")
-}
-
-/// The binary the user can execute, and the registry's busybox base.
-struct Setup {
-    rbuild: PathBuf,
-    base: String,
-}
-
-fn setup() -> Option<&'static Setup> {
-    static SETUP: OnceLock<Option<Setup>> = OnceLock::new();
-    SETUP
-        .get_or_init(|| {
-            let env = common::env()?;
-            if !Path::new("/usr/bin/newuidmap").exists()
-                || !Path::new("/usr/bin/newgidmap").exists()
-            {
-                assert!(
-                    std::env::var("RBUILD_REQUIRE_ROOT").as_deref() != Ok("1")
-                        && std::env::var("CI").is_err(),
-                    "newuidmap/newgidmap missing (apt-get install uidmap) and \
-                     RBUILD_REQUIRE_ROOT=1/CI forbids skipping the rootless tests"
-                );
-                eprintln!("SKIPPED: newuidmap/newgidmap not installed (apt-get install uidmap)");
-                return None;
-            }
-            if !Command::new("id")
-                .arg(USER)
-                .output()
-                .expect("id")
-                .status
-                .success()
-            {
-                run(Command::new("useradd").args([
-                    "--no-create-home",
-                    "--shell",
-                    "/bin/sh",
-                    "-K",
-                    "SUB_UID_COUNT=0",
-                    "-K",
-                    "SUB_GID_COUNT=0",
-                    USER,
-                ]));
-            }
-            let listed = |file: &str| {
-                std::fs::read_to_string(file)
-                    .unwrap_or_default()
-                    .lines()
-                    .any(|l| l.starts_with(&format!("{USER}:")))
-            };
-            if !(listed("/etc/subuid") && listed("/etc/subgid")) {
-                run(Command::new("usermod").args([
-                    "--add-subuids",
-                    RANGE,
-                    "--add-subgids",
-                    RANGE,
-                    USER,
-                ]));
-            }
-            let rbuild = common::rootless::user_executable_rbuild();
-            Some(Setup {
-                rbuild,
-                base: env.base.clone(),
-            })
-        })
-        .as_ref()
+    common::rootless::id_of(USER, flag)
 }
 
 /// A scratch home owned by the user, holding the context (and, below, the state root).
