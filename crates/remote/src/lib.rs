@@ -387,6 +387,8 @@ impl Daemon {
                     gw::SolveRequest {
                         definition: build.definition.into(),
                         allow_result_return: true,
+                        // `--cache-from`: the gateway solve loads these, not the control one.
+                        cache_imports: build.cache_imports,
                         ..Default::default()
                     },
                 ))
