@@ -489,6 +489,11 @@ fn tcp_with_tls_pushes_through_the_session_auth_provider() {
     let err = stderr_text(&out);
     assert!(out.status.success(), "{err}\n{}", daemon.log());
     assert!(err.contains("pushing layers"), "{err}");
+    // The line that arrives with the exporter's completion is shown too.
+    assert!(
+        err.contains(&format!("pushing manifest for {name}@sha256:")),
+        "{err}"
+    );
     let inspect = rbuild_testsupport::skopeo("inspect", Some("dora:pw-dora"))
         .unwrap()
         .args(["--tls-verify=false", "--no-tags", "--config"])
@@ -550,6 +555,7 @@ fn registry_cache_from_one_daemon_is_imported_by_a_fresh_one() {
         let err = stderr_text(&out);
         assert!(out.status.success(), "{err}\n{}", daemon.log());
         assert!(err.contains("exporting content cache"), "{err}");
+        assert!(err.contains("writing manifest sha256:"), "{err}");
         assert!(!reported_cached(&err, "[3/3] RUN"), "{err}");
     }
     // A fresh daemon with an empty state: the steps come from the registry cache.
