@@ -387,6 +387,8 @@ impl Daemon {
                     gw::SolveRequest {
                         definition: build.definition.into(),
                         allow_result_return: true,
+                        // `--cache-from`: the gateway solve loads these, not the control one.
+                        cache_imports: build.cache_imports,
                         ..Default::default()
                     },
                 ))
@@ -503,7 +505,26 @@ impl Daemon {
                 }
             }
         };
-        let (solved, ()) = tokio::join!(solve, status);
+        tokio::pin!(solve, status);
+        let mut status_done = false;
+        let solved = tokio::select! {
+            solved = &mut solve => solved,
+            () = &mut status => {
+                status_done = true;
+                solve.await
+            }
+        };
+        if !status_done {
+            if solved.is_ok() {
+                // The stream ends with the job.
+                status.await;
+            } else {
+                // A solve refused before its job existed (an entitlement the daemon does not
+                // allow) leaves the stream waiting for a job that never comes: its last
+                // messages get a moment, no more.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), status).await;
+            }
+        }
         solved
     }
 }

@@ -77,14 +77,22 @@ impl StatusMapper {
         }
     }
 
-    /// Maps one status message.
+    /// Maps one status message. The lines of a vertex that arrive with its completion
+    /// (`pushing manifest for ...`, its last log) are shown before the completion.
     pub(crate) fn update(&mut self, status: StatusResponse) {
-        for vertex in status.vertexes {
+        let StatusResponse {
+            vertexes,
+            mut statuses,
+            mut logs,
+        } = status;
+        for vertex in &vertexes {
             if !self.ids.contains_key(&vertex.digest) {
                 let id = VertexId(FIRST_ID + self.ids.len());
                 self.ids
                     .insert(vertex.digest.clone(), (id, vertex.name.clone()));
             }
+        }
+        for vertex in vertexes {
             if self.ended.contains(&vertex.digest) {
                 continue;
             }
@@ -99,6 +107,14 @@ impl StatusMapper {
             let Some(completed) = time_of(&vertex.completed) else {
                 continue;
             };
+            let (own, rest): (Vec<_>, Vec<_>) = statuses
+                .into_iter()
+                .partition(|st| st.vertex == vertex.digest);
+            statuses = rest;
+            let (own_logs, rest): (Vec<_>, Vec<_>) =
+                logs.into_iter().partition(|l| l.vertex == vertex.digest);
+            logs = rest;
+            self.statuses_and_logs(own, own_logs);
             self.flush_logs(&vertex.digest);
             let duration = self
                 .started
@@ -128,7 +144,16 @@ impl StatusMapper {
             self.ended.insert(vertex.digest.clone());
             self.emit(&vertex.digest, kind, completed);
         }
-        for st in status.statuses {
+        self.statuses_and_logs(statuses, logs);
+    }
+
+    /// The finished statuses of vertices still running, as buildx prints them, and the logs.
+    fn statuses_and_logs(
+        &mut self,
+        statuses: Vec<crate::proto::control::VertexStatus>,
+        logs: Vec<crate::proto::control::VertexLog>,
+    ) {
+        for st in statuses {
             if time_of(&st.completed).is_none() || self.ended.contains(&st.vertex) {
                 continue;
             }
@@ -155,7 +180,7 @@ impl StatusMapper {
                 SystemTime::now(),
             );
         }
-        for log in status.logs {
+        for log in logs {
             let stream = if log.stream == 1 {
                 LogStream::Stdout
             } else {
@@ -314,6 +339,66 @@ mod tests {
                 "[3/3] RUN false".into(),
                 "exit code: 2".into()
             ))
+        );
+    }
+
+    /// The last status line and log of a vertex that arrive in the message completing it are
+    /// shown before its completion, not dropped.
+    #[test]
+    fn lines_arriving_with_the_completion_come_before_it() {
+        use crate::proto::control::VertexStatus;
+        let events = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let events = events.clone();
+            ProgressSink::new(move |e| events.lock().unwrap().push(e))
+        };
+        let mut mapper = StatusMapper::new(sink);
+        let export = Vertex {
+            digest: "sha256:export".into(),
+            name: "exporting to image".into(),
+            started: at(10),
+            ..Default::default()
+        };
+        mapper.update(StatusResponse {
+            vertexes: vec![export.clone()],
+            ..Default::default()
+        });
+        mapper.update(StatusResponse {
+            vertexes: vec![Vertex {
+                completed: at(11),
+                ..export
+            }],
+            statuses: vec![VertexStatus {
+                id: "pushing manifest for reg/x:1".into(),
+                vertex: "sha256:export".into(),
+                started: at(10),
+                completed: at(11),
+                ..Default::default()
+            }],
+            logs: vec![VertexLog {
+                vertex: "sha256:export".into(),
+                stream: 2,
+                msg: b"pushed\n".to_vec(),
+                ..Default::default()
+            }],
+        });
+        let events = events.lock().unwrap();
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Log { line, .. } => format!("log {}", String::from_utf8_lossy(line)),
+                EventKind::Done { .. } => "done".to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Started",
+                "log pushing manifest for reg/x:1 done",
+                "log pushed",
+                "done"
+            ]
         );
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::net::UnixStream;
 
@@ -68,6 +69,29 @@ pub(crate) async fn docker_upgrade(
 #[derive(Clone)]
 pub struct Channel {
     sender: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+    /// Why the connection ended, once it has (a TLS alert, a reset), so that calls that
+    /// failed with it say so instead of hyper's bare "operation was canceled".
+    ended: Arc<Mutex<Option<String>>>,
+}
+
+/// A call that failed because the connection to the daemon ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection to the daemon failed: {0}")]
+pub struct ConnectionFailed(String);
+
+/// An error with its sources, joined as `outer: inner: ...`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl Channel {
@@ -80,26 +104,65 @@ impl Channel {
             .handshake(io)
             .await
             .map_err(|e| RemoteError::protocol("HTTP/2 handshake with the daemon", e))?;
+        let ended = Arc::new(Mutex::new(None));
+        let record = ended.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "control connection ended");
+                if let Ok(mut slot) = record.lock() {
+                    *slot = Some(chain(&e));
+                }
             }
         });
-        Ok(Channel { sender })
+        Ok(Channel { sender, ended })
+    }
+
+    /// `e` as the call's error: the connection's end when it ended, else hyper's error with
+    /// its sources (tonic keeps only the outer message).
+    async fn failure(ended: &Mutex<Option<String>>, e: hyper::Error) -> BoxError {
+        // The connection task records the reason just after the pending calls are cancelled.
+        for _ in 0..20 {
+            if let Some(why) = ended.lock().ok().and_then(|slot| slot.clone()) {
+                return Box::new(ConnectionFailed(why));
+            }
+            if !e.is_canceled() && !e.is_closed() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Box::new(ConnectionFailed(chain(&e)))
     }
 }
 
+/// The channel's error type (tonic takes any boxed error).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl tower_service::Service<Request<tonic::body::Body>> for Channel {
     type Response = Response<Incoming>;
-    type Error = hyper::Error;
+    type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.sender.poll_ready(cx)
+        match self.sender.poll_ready(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(
+                match self.ended.lock().ok().and_then(|slot| slot.clone()) {
+                    Some(why) => Box::new(ConnectionFailed(why)),
+                    None => Box::new(e),
+                },
+            )),
+            other => other.map_err(|e| Box::new(e) as BoxError),
+        }
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.sender.send_request(request))
+        let sent = self.sender.send_request(request);
+        let ended = self.ended.clone();
+        Box::pin(async move {
+            match sent.await {
+                Ok(response) => Ok(response),
+                Err(e) => Err(Channel::failure(&ended, e).await),
+            }
+        })
     }
 }
 
