@@ -690,8 +690,9 @@ fn conformance_cases_through_buildkitd() {
         .collect();
     // Known differences, open: 48-hardlinks is BuildKit 0.11's layer differ (its own
     // Dockerfile frontend loses the hardlink to the base's /bin/busybox the same way);
-    // 21-user-name is rbuild's LLB on BuildKit 0.11 (`id` shows no supplementary groups,
-    // where BuildKit's frontend on the same daemon gets them; dockerd 0.8 agrees with rbuild).
+    // 21-user-name is BuildKit 0.11's executor too: it gives a named user its supplementary
+    // groups from /etc/group, so `id` prints `groups=...`, which the recorded 0.8 output (and
+    // rbuild through dockerd's 0.8) lacks.
     assert_eq!(
         failed,
         ["21-user-name", "48-hardlinks"],
