@@ -444,55 +444,26 @@ fn conformance_cases_through_dockerd() {
     let Some(_docker) = dockerd() else {
         return;
     };
-    let conformance = shared.join("conformance");
-    let serve = Command::new("bash")
-        .arg(conformance.join("serve-base.sh"))
-        .output()
-        .expect("run serve-base.sh");
-    assert!(serve.status.success(), "{}", stderr_text(&serve));
-    let harness = tempfile::tempdir().unwrap();
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", conformance.display()))
-        .arg(harness.path())
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let conformance = common::conformance::serve_base(&shared);
     // run.sh's rbuild adapter ("adapt here if its CLI differs"): build on dockerd, read the
     // image from dockerd as the BuildKit adapter does, remove it afterwards.
-    let run_sh = harness.path().join("run.sh");
-    let script = std::fs::read_to_string(&run_sh).unwrap();
-    let adapted = script
-        .replace(
-            r#"  IMAGE_REF="oci:$dest:$tag"
+    let harness = common::conformance::adapted_harness(
+        &conformance,
+        &[
+            (
+                r#"  IMAGE_REF="oci:$dest:$tag"
   timeout "$BUILD_TIMEOUT" "$RBUILD" build -t "$tag" --network=host "${args[@]}" \
     --output "type=oci,dest=$dest" "$ctx""#,
-            r#"  IMAGE_REF="docker-daemon:$tag"
+                r#"  IMAGE_REF="docker-daemon:$tag"
   timeout "$BUILD_TIMEOUT" "$RBUILD" build --builder docker -t "$tag" --network=host "${args[@]}" "$ctx""#,
-        )
-        .replace(
-            r#"  if [[ $BUILDER == buildkit ]]; then "$DOCKER" rmi -f "$1" >/dev/null 2>&1 || true; fi"#,
-            r#"  "$DOCKER" rmi -f "$1" >/dev/null 2>&1 || true"#,
-        );
-    assert_ne!(
-        script, adapted,
-        "run.sh's rbuild adapter changed: update this test"
+            ),
+            (
+                r#"  if [[ $BUILDER == buildkit ]]; then "$DOCKER" rmi -f "$1" >/dev/null 2>&1 || true; fi"#,
+                r#"  "$DOCKER" rmi -f "$1" >/dev/null 2>&1 || true"#,
+            ),
+        ],
     );
-    std::fs::write(&run_sh, adapted).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(&run_sh)
-        .args(["--builder", "rbuild"])
-        .env("RBUILD", common::RBUILD)
-        .env("RBUILD_ROOT", root.path())
-        .env(
-            "DOCKER_CONFIG",
-            rbuild_testsupport::isolated_docker_config(root.path()),
-        )
-        .env("CONFORMANCE_OUT", out_dir.path())
-        .output()
-        .unwrap();
+    let out = common::conformance::run_harness(harness.path(), common::RBUILD);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();

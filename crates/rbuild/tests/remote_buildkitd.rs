@@ -627,60 +627,31 @@ fn conformance_cases_through_buildkitd() {
     let (Some(_env), Some(bin)) = (env(), buildkitd_binary()) else {
         return;
     };
-    let conformance = shared.join("conformance");
-    let serve = Command::new("bash")
-        .arg(conformance.join("serve-base.sh"))
-        .output()
-        .expect("run serve-base.sh");
-    assert!(serve.status.success(), "{}", stderr_text(&serve));
+    let conformance = common::conformance::serve_base(&shared);
     let daemon = Buildkitd::start_with(
         &bin,
         &["127.0.0.1:5000"],
         None,
         &["--allow-insecure-entitlement", "network.host"],
     );
-    let harness = tempfile::tempdir().unwrap();
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", conformance.display()))
-        .arg(harness.path())
-        .status()
-        .unwrap();
-    assert!(copied.success());
     // run.sh's rbuild adapter ("adapt here if its CLI differs"): build on buildkitd, which
     // writes the OCI layout as a tar.
-    let run_sh = harness.path().join("run.sh");
-    let script = std::fs::read_to_string(&run_sh).unwrap();
-    let adapted = script.replace(
-        r#"  IMAGE_REF="oci:$dest:$tag"
-  timeout "$BUILD_TIMEOUT" "$RBUILD" build -t "$tag" --network=host "${args[@]}" \
-    --output "type=oci,dest=$dest" "$ctx""#,
-        &format!(
-            r#"  IMAGE_REF="oci:$dest.tar"
+    let to = format!(
+        r#"  IMAGE_REF="oci:$dest.tar"
   timeout "$BUILD_TIMEOUT" "$RBUILD" build --builder {} -t "$tag" --network=host "${{args[@]}}" \
     --output "type=oci,dest=$dest.tar" "$ctx""#,
-            daemon.unix()
-        ),
+        daemon.unix()
     );
-    assert_ne!(
-        script, adapted,
-        "run.sh's rbuild adapter changed: update this test"
+    let harness = common::conformance::adapted_harness(
+        &conformance,
+        &[(
+            r#"  IMAGE_REF="oci:$dest:$tag"
+  timeout "$BUILD_TIMEOUT" "$RBUILD" build -t "$tag" --network=host "${args[@]}" \
+    --output "type=oci,dest=$dest" "$ctx""#,
+            to.as_str(),
+        )],
     );
-    std::fs::write(&run_sh, adapted).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(&run_sh)
-        .args(["--builder", "rbuild"])
-        .env("RBUILD", common::RBUILD)
-        .env("RBUILD_ROOT", root.path())
-        .env(
-            "DOCKER_CONFIG",
-            rbuild_testsupport::isolated_docker_config(root.path()),
-        )
-        .env("CONFORMANCE_OUT", out_dir.path())
-        .output()
-        .unwrap();
+    let out = common::conformance::run_harness(harness.path(), common::RBUILD);
     let (summary, passed) = common::conformance::summary(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let failed: Vec<&str> = stdout

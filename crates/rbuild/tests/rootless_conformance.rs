@@ -22,16 +22,7 @@ fn conformance_cases_match_buildkit_rootless() {
         return;
     };
     let Some(setup) = setup() else { return };
-    let conformance = shared.join("conformance");
-    let serve = Command::new("bash")
-        .arg(conformance.join("serve-base.sh"))
-        .output()
-        .expect("run serve-base.sh");
-    assert!(
-        serve.status.success(),
-        "serve-base.sh failed: {}",
-        String::from_utf8_lossy(&serve.stderr)
-    );
+    let conformance = common::conformance::serve_base(&shared);
     // The user's own scratch: rootless-as.sh copies each context there and keeps the state
     // root below it.
     let home = home_of(USER);
