@@ -45,85 +45,30 @@ fn buildkitd_binary() -> Option<PathBuf> {
 
 /// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate.
 struct Certs {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    made: rbuild_testsupport::TlsMaterial,
 }
 
 impl Certs {
     fn make() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                stderr_text(&out)
-            );
-        };
-        std::fs::write(
-            dir.path().join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("client.ext"),
-            "extendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=rbuild-test-ca",
-        ]);
-        for (name, cn) in [("server", "localhost"), ("client", "rbuild-client")] {
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={cn}"),
-            ]);
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "1",
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-        }
-        Certs { dir }
+        let made = rbuild_testsupport::make_tls_material(dir.path()).expect("make certificates");
+        Certs { _dir: dir, made }
     }
 
+    /// One of the files by its role: `ca.pem`, `server.pem`, `server.key`, `client.pem`,
+    /// `client.key`.
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        let m = &self.made;
+        let file = match name {
+            "ca.pem" => &m.ca,
+            "server.pem" => &m.server_cert,
+            "server.key" => &m.server_key,
+            "client.pem" => &m.client_cert,
+            "client.key" => &m.client_key,
+            other => panic!("no certificate file {other}"),
+        };
+        file.display().to_string()
     }
 
     /// buildctl's client flags.

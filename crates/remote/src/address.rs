@@ -221,55 +221,19 @@ mod tests {
     #[test]
     fn tls_flags_make_the_client_configuration() {
         let dir = tempfile::tempdir().unwrap();
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output();
-            match out {
-                Ok(o) if o.status.success() => true,
-                Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
-                Err(_) => false,
+        let made = match rbuild_testsupport::make_tls_material(dir.path()) {
+            Ok(made) => made,
+            Err(rbuild_testsupport::TestError::MissingTool { .. }) => {
+                eprintln!("SKIPPED: openssl is not installed");
+                return;
             }
+            Err(e) => panic!("make certificates: {e}"),
         };
-        if !openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-ca",
-        ]) {
-            eprintln!("SKIPPED: openssl is not installed");
-            return;
-        }
-        assert!(openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=client",
-        ]));
         let path = |name: &str| Some(dir.path().join(name));
         let options = TlsOptions {
-            ca_cert: path("ca.pem"),
-            cert: path("client.pem"),
-            key: path("client.key"),
+            ca_cert: Some(made.ca.clone()),
+            cert: Some(made.client_cert.clone()),
+            key: Some(made.client_key.clone()),
             server_name: Some("buildkitd".into()),
         };
         assert!(options.enabled());

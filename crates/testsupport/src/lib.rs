@@ -41,6 +41,7 @@ pub use push::{
 };
 pub use refused::RefusedPort;
 pub use registry::{RegistryOptions, TestRegistry};
+pub use tls::{make_tls_material, TlsMaterial};
 
 use std::fs;
 use std::path::{Path, PathBuf};
